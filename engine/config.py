@@ -1,0 +1,892 @@
+"""The single schema of a finetui job.
+
+Every parameter of the five provider documents is declared once here, as a
+:class:`Field`: its group, type, native range, default, label, help text and the
+rule that decides when it is visible.  Provider profiles (``engine/profiles.py``)
+overlay ranges, enums and defaults on these declarations; cross-field rules live
+in :func:`cross_field_problems`.
+
+A job (:class:`JobConfig`) is a profile name plus the values the user set
+explicitly, keyed by dotted name (``runtime.learning_rate``).  ``resolved()``
+fills every other field from the profile's defaults, then the schema's.
+
+This module imports neither textual nor torch: the TUI, the CLI, the presets,
+the exporters and the docs page are all generated from it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable, Iterable
+
+INF = math.inf
+
+# --------------------------------------------------------------------------
+# Field declarations
+# --------------------------------------------------------------------------
+
+#: (group key, title) in display order.
+GROUPS: list[tuple[str, str]] = [
+    ("model", "Model"),
+    ("data", "Data"),
+    ("trainer", "Trainer"),
+    ("general", "General"),
+    ("runtime", "Training runtime"),
+    ("preference", "Preference (DPO / KTO)"),
+    ("adapter", "Adapter (LoRA / QLoRA / T-Few / prompt tuning / freeze)"),
+    ("eval", "Evaluation & saving"),
+    ("tracking", "Tracking"),
+    ("launch", "Launch"),
+]
+GROUP_TITLES = dict(GROUPS)
+
+KINDS = ("int", "float", "bool", "enum", "str", "list", "path")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric interval; ``None`` bounds are open-ended."""
+
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+
+    def contains(self, v: float) -> bool:
+        if self.min is not None:
+            if v < self.min or (self.min_exclusive and v == self.min):
+                return False
+        if self.max is not None:
+            if v > self.max or (self.max_exclusive and v == self.max):
+                return False
+        return True
+
+    def describe(self) -> str:
+        lo = hi = ""
+        if self.min is not None:
+            lo = f"{_num(self.min)} {'<' if self.min_exclusive else '≤'} "
+        if self.max is not None:
+            hi = f" {'<' if self.max_exclusive else '≤'} {_num(self.max)}"
+        if not lo and not hi:
+            return "any number"
+        return f"{lo}x{hi}"
+
+    def interval(self) -> str:
+        """Mathematical notation, e.g. ``[1e-05, 0.001]`` or ``(0, +inf)``."""
+        lo = "-inf" if self.min is None else _num(self.min)
+        hi = "+inf" if self.max is None else _num(self.max)
+        lb = "(" if (self.min is None or self.min_exclusive) else "["
+        rb = ")" if (self.max is None or self.max_exclusive) else "]"
+        return f"{lb}{lo}, {hi}{rb}"
+
+
+def _num(v: float) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One parameter: the only place its type, range, default and help are written."""
+
+    group: str
+    key: str
+    kind: str
+    default: Any
+    label: str
+    help: str
+    range: Range | None = None
+    choices: tuple[Any, ...] | None = None
+    optional: bool = False  # None is an allowed value ("unset")
+    visible: Callable[[dict[str, Any]], bool] | None = None
+    visible_text: str = ""  # the rule in words, for docs and the TUI
+    secret: bool = False
+    aliases: tuple[str, ...] = ()  # names used by providers (docs / importers)
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}.{self.key}"
+
+    def is_visible(self, values: dict[str, Any]) -> bool:
+        return True if self.visible is None else bool(self.visible(values))
+
+
+def _v(expr: Callable[[dict[str, Any]], bool], text: str) -> dict[str, Any]:
+    return {"visible": expr, "visible_text": text}
+
+
+def _is(name: str, *vals: Any) -> dict[str, Any]:
+    return _v(lambda v: v.get(name) in vals, f"{name} is {' or '.join(map(str, vals))}")
+
+
+LORA_METHODS = ("lora", "qlora")
+STAGES = ("pretrain", "sft", "dpo", "kto", "reward")
+METHODS = ("full", "lora", "qlora", "tfew", "prompt_tuning", "freeze")
+FORMATS = ("alpaca", "corpus", "sharegpt", "sharegpt_image", "preference", "bedrock_converse", "kto")
+
+#: The FPT pipeline's trainer → data formats table, extended to the other stages.
+FORMATS_BY_STAGE: dict[str, tuple[str, ...]] = {
+    "pretrain": ("corpus",),
+    "sft": ("alpaca", "sharegpt", "sharegpt_image", "bedrock_converse"),
+    "dpo": ("preference",),
+    "kto": ("kto", "preference"),
+    "reward": ("preference",),
+}
+
+#: Default LoRA targets by architecture (watsonx: llama and granite default to q_proj, v_proj).
+DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
+    "llama": ["q_proj", "v_proj"],
+    "granite": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"],
+    "mixtral": ["q_proj", "v_proj"],
+    "qwen2": ["q_proj", "v_proj"],
+    "qwen3": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"],
+}
+ALL_LINEAR_LLAMA = ["down_proj", "up_proj", "gate_proj", "q_proj", "k_proj", "v_proj", "o_proj"]
+
+TINY_MODEL = "finetui:tiny-llama"
+#: Prefix of the sample data files shipped in engine/assets/samples/.
+SAMPLES_PREFIX = "finetui:samples/"
+
+_F = Field
+FIELDS: list[Field] = [
+    # ---------------------------------------------------------------- model
+    _F("model", "name_or_path", "str", TINY_MODEL, "Base model",
+       "A model id, a local folder with config.json, or `finetui:tiny-llama` (the built-in demo model, "
+       "built and saved locally on first use). Nova: model_name_or_path (base model or a trained checkpoint).",
+       aliases=("model_name_or_path",)),
+    _F("model", "trust_remote_code", "bool", False, "Trust remote code",
+       "Allow the model's own Python code (some architectures need it)."),
+    _F("model", "hidden_dropout", "float", None, "Hidden dropout",
+       "Dropout of hidden states, applied to the model config where the architecture has it (Nova: 0–1; "
+       "0.0–0.2 against overfitting). Unset keeps the model's own value.",
+       range=Range(0, 1), optional=True),
+    _F("model", "attention_dropout", "float", None, "Attention dropout",
+       "Dropout of attention probabilities (Nova: 0–1). Unset keeps the model's own value.",
+       range=Range(0, 1), optional=True),
+    _F("model", "ffn_dropout", "float", None, "FFN dropout",
+       "Dropout in the feed-forward block (Nova: 0–1). Architectures without one are named in a warning.",
+       range=Range(0, 1), optional=True),
+    # ----------------------------------------------------------------- data
+    _F("data", "train_path", "path", "", "Training data",
+       "A .json / .jsonl / .zip file, a folder, or s3://bucket/key through the data connection below.",
+       aliases=("data_s3_path",)),
+    _F("data", "format", "enum", "alpaca", "Data format",
+       "alpaca {instruction,input,output}; corpus {text}; sharegpt {conversations:[{from,value}]} or "
+       "{messages:[{role,content}]}; sharegpt_image (zip with train.json and images); preference "
+       "(chosen/rejected); bedrock_converse (Nova); kto (messages + boolean label).",
+       choices=FORMATS),
+    _F("data", "validation_path", "path", None, "Validation data",
+       "A separate validation file (Nova: validation_data_s3_path). Unset: use val_size.",
+       optional=True, aliases=("validation_data_s3_path",)),
+    _F("data", "val_size", "float", 0.0, "Validation fraction",
+       "Fraction of the training rows held out for evaluation when no validation file is given.",
+       range=Range(0, 1, max_exclusive=True)),
+    _F("data", "allow_percentage_invalid_samples", "float", 0.0, "Allowed invalid rows (%)",
+       "Above this share of invalid rows the data check fails and training refuses to start; at or below "
+       "it invalid rows are dropped and counted in the run's events (Nova's recipe uses 10).",
+       range=Range(0, 100)),
+    _F("data", "max_samples", "int", None, "Max samples",
+       "Use at most this many rows (unset: all).", range=Range(1, None), optional=True),
+    _F("data", "packing", "bool", False, "Sequence packing",
+       "Concatenate short rows into full-length sequences (TRL packing, BFD strategy, no cross-row "
+       "attention with padding-free attention).", ),
+    _F("data", "padding_free", "bool", False, "Padding-free batches",
+       "Flatten each batch into one row without padding tokens (TRL padding_free). Needs an attention "
+       "implementation that understands position ids (flash-attention-2) to keep rows separate."),
+    _F("data", "group_by_length", "bool", False, "Group by length",
+       "Batch rows of similar length together to reduce padding."),
+    _F("data", "s3_endpoint_url", "str", None, "S3 endpoint URL",
+       "Endpoint of the S3-compatible store (FPT data hub connection). Unset: AWS.", optional=True,
+       **_v(lambda v: str(v.get("data.train_path") or "").startswith("s3://")
+            or str(v.get("data.validation_path") or "").startswith("s3://"), "a data path is s3://")),
+    _F("data", "s3_region", "str", None, "S3 region", "Region of the bucket.", optional=True,
+       **_v(lambda v: str(v.get("data.train_path") or "").startswith("s3://")
+            or str(v.get("data.validation_path") or "").startswith("s3://"), "a data path is s3://")),
+    _F("data", "s3_access_key_env", "str", "AWS_ACCESS_KEY_ID", "Access key variable",
+       "Name of the environment variable holding the access key id. Secrets are never stored in a preset.",
+       **_v(lambda v: str(v.get("data.train_path") or "").startswith("s3://")
+            or str(v.get("data.validation_path") or "").startswith("s3://"), "a data path is s3://")),
+    _F("data", "s3_secret_key_env", "str", "AWS_SECRET_ACCESS_KEY", "Secret key variable",
+       "Name of the environment variable holding the secret key (asked for, masked, when unset).",
+       **_v(lambda v: str(v.get("data.train_path") or "").startswith("s3://")
+            or str(v.get("data.validation_path") or "").startswith("s3://"), "a data path is s3://")),
+    # -------------------------------------------------------------- trainer
+    _F("trainer", "stage", "enum", "sft", "Trainer",
+       "pretrain (corpus), sft, dpo (DPO family incl. ORPO/SimPO), kto, reward (reward model).",
+       choices=STAGES),
+    _F("trainer", "training_type", "enum", "lora", "Tuning method",
+       "full; lora; qlora (LoRA on a 4/8-bit quantized model); tfew (OCI T-Few, PEFT IA3); "
+       "prompt_tuning (watsonx); freeze (train only the last N layers).",
+       choices=METHODS, aliases=("finetuning_type",)),
+    _F("trainer", "distributed_backend", "enum", "ddp", "Distributed backend",
+       "ddp (torchrun DistributedDataParallel) or deepspeed (ZeRO).", choices=("ddp", "deepspeed")),
+    _F("trainer", "zero_stage", "enum", 2, "ZeRO stage",
+       "DeepSpeed ZeRO stage: 1 shards optimizer states, 2 also gradients, 3 also parameters.",
+       choices=(1, 2, 3), **_is("trainer.distributed_backend", "deepspeed"),
+       aliases=("deepspeed_zero_stage",)),
+    _F("trainer", "offload_optimizer", "bool", False, "Offload optimizer",
+       "ZeRO: keep optimizer states in CPU memory.", **_is("trainer.distributed_backend", "deepspeed")),
+    _F("trainer", "offload_params", "bool", False, "Offload parameters",
+       "ZeRO-3: keep parameters in CPU memory.",
+       **_v(lambda v: v.get("trainer.distributed_backend") == "deepspeed" and v.get("trainer.zero_stage") == 3,
+            "distributed_backend is deepspeed and zero_stage is 3")),
+    # -------------------------------------------------------------- general
+    _F("general", "batch_size", "int", 2, "Batch size",
+       "Examples per device per step (per GPU when distributed).", range=Range(1, None),
+       aliases=("trainingBatchSize", "micro_batch_size", "per_device_train_batch_size")),
+    _F("general", "epochs", "int", 3, "Epochs",
+       "Passes over the training data. Nova: max_epochs (≤ 5); set max_steps or epochs, not both.",
+       range=Range(1, None), optional=True,
+       aliases=("totalTrainingEpochs", "num_epochs", "max_epochs", "num_train_epochs")),
+    _F("general", "max_steps", "int", None, "Max steps",
+       "Stop after this many optimizer steps; when set it takes precedence over epochs.",
+       range=Range(1, None), optional=True),
+    _F("general", "learning_rate", "float", 2e-4, "Learning rate",
+       "Peak learning rate. Nova: full fine-tuning 1e-6–1e-3 (1e-6–1e-4 advised), LoRA 0–1.",
+       range=Range(0, 1, min_exclusive=True, max_exclusive=True), aliases=("learningRate", "lr")),
+    _F("general", "max_sequence_length", "int", 1024, "Max sequence length",
+       "Tokens per example (input + output); longer examples are truncated and counted in the data report.",
+       range=Range(1, None), aliases=("max_length", "cutoff_len", "max_seq_length")),
+    _F("general", "resume_from_checkpoint", "str", "no", "Resume from checkpoint",
+       "`no`, `last` (the newest complete checkpoint of this run) or a path to a checkpoint "
+       "(relative to the run directory)."),
+    # -------------------------------------------------------------- runtime
+    _F("runtime", "gradient_accumulation_steps", "int", 1, "Gradient accumulation",
+       "Micro-batches per optimizer step: the effective batch is batch × accumulation × ranks.",
+       range=Range(1, None), aliases=("accumulate_steps",)),
+    _F("runtime", "mixed_precision", "enum", "auto", "Mixed precision",
+       "bf16, fp16 or none; auto = bf16 on a GPU that supports it, none on CPU. fp16 is refused on CPU.",
+       choices=("auto", "bf16", "fp16", "none")),
+    _F("runtime", "quantization_bit", "enum", "none", "Quantization bits",
+       "On-the-fly quantization of the base model with bitsandbytes (QLoRA): none, 4 or 8. Only with "
+       "LoRA; qlora without a value uses 4.",
+       choices=("none", 4, 8), **_is("trainer.training_type", *LORA_METHODS)),
+    _F("runtime", "optimizer", "enum", "adamw", "Optimizer",
+       "adamw or sgd (Nova's distributed_fused_adam maps to adamw).", choices=("adamw", "sgd")),
+    _F("runtime", "adam_beta1", "float", 0.9, "Adam beta1", "First-moment decay.",
+       range=Range(0, 1, max_exclusive=True), **_is("runtime.optimizer", "adamw")),
+    _F("runtime", "adam_beta2", "float", 0.999, "Adam beta2", "Second-moment decay.",
+       range=Range(0, 1, max_exclusive=True), **_is("runtime.optimizer", "adamw")),
+    _F("runtime", "adam_epsilon", "float", 1e-8, "Adam epsilon", "Numerical stability term (Nova: 1e-6).",
+       range=Range(0, 1, min_exclusive=True, max_exclusive=True), **_is("runtime.optimizer", "adamw")),
+    _F("runtime", "weight_decay", "float", 0.0, "Weight decay",
+       "Decoupled weight decay (Nova: 0.01–0.1 = more regularisation).", range=Range(0, None)),
+    _F("runtime", "max_grad_norm", "float", 1.0, "Max grad norm",
+       "Gradient clipping threshold; 0 disables clipping.", range=Range(0, None),
+       aliases=("gradient_clip_val",)),
+    _F("runtime", "gradient_checkpointing", "bool", True, "Gradient checkpointing",
+       "Recompute activations in the backward pass: much less memory, about 20–30 % slower "
+       "(FPT: disable_gradient_checkpointing is its negation)."),
+    _F("runtime", "attention_implementation", "enum", "sdpa", "Attention",
+       "sdpa (PyTorch scaled-dot-product), eager, or flash_attention_2 (FPT flash_attention_v2; "
+       "needs the flash-attn package and a GPU).", choices=("sdpa", "eager", "flash_attention_2")),
+    _F("runtime", "liger_kernel", "bool", False, "Liger kernels",
+       "Use the Liger Triton kernels (GPU only, when installed)."),
+    _F("runtime", "lr_warmup_steps", "int", 0, "Warmup steps",
+       "Linear warmup from 0 over this many steps. Not together with warmup ratio.",
+       range=Range(0, None), aliases=("warmup_steps",)),
+    _F("runtime", "lr_warmup_ratio", "float", 0.0, "Warmup ratio",
+       "Linear warmup over this fraction of the total steps. Not together with warmup steps.",
+       range=Range(0, 1, max_exclusive=True), aliases=("warmup_ratio",)),
+    _F("runtime", "lr_scheduler", "enum", "linear", "LR schedule",
+       "linear, cosine or constant decay after warmup.", choices=("linear", "cosine", "constant"),
+       aliases=("lr_scheduler_type",)),
+    _F("runtime", "min_lr", "float", 0.0, "Minimum LR",
+       "Learning rate at the end of the cosine decay (Nova: 0–1, below lr).", range=Range(0, 1),
+       **_is("runtime.lr_scheduler", "cosine")),
+    _F("runtime", "seed", "int", 42, "Seed", "Random seed, always applied.", range=Range(0, None)),
+    _F("runtime", "full_determinism", "bool", False, "Full determinism",
+       "Deterministic algorithms for reproducible distributed runs; slow, for debugging. (FPT's document "
+       "says the seed has no effect when this is on; that sentence is inverted — the seed is always "
+       "applied.)"),
+    # ----------------------------------------------------------- preference
+    _F("preference", "preference_loss", "enum", "sigmoid", "Preference loss",
+       "sigmoid (DPO), hinge, ipo, kto_pair, orpo, simpo.",
+       choices=("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"),
+       **_is("trainer.stage", "dpo"), aliases=("pref_loss",)),
+    _F("preference", "preference_beta", "float", 0.1, "Preference beta",
+       "Beta of the preference loss: how far the policy may move from the reference.",
+       range=Range(0, 1), **_is("trainer.stage", "dpo", "kto"), aliases=("pref_beta",)),
+    _F("preference", "preference_ftx", "float", 0.0, "SFT loss weight",
+       "Coefficient of the SFT loss mixed into the preference loss.", range=Range(0, 10),
+       **_is("trainer.stage", "dpo"), aliases=("pref_ftx",)),
+    _F("preference", "dpo_label_smoothing", "float", 0.0, "Label smoothing",
+       "Robust DPO label smoothing (sigmoid loss only).", range=Range(0, 0.5),
+       **_v(lambda v: v.get("trainer.stage") == "dpo" and v.get("preference.preference_loss") == "sigmoid",
+            "stage is dpo and preference_loss is sigmoid")),
+    _F("preference", "simpo_gamma", "float", 0.5, "SimPO gamma",
+       "Target reward margin of SimPO.", range=Range(0, None, min_exclusive=True),
+       **_v(lambda v: v.get("trainer.stage") == "dpo" and v.get("preference.preference_loss") == "simpo",
+            "stage is dpo and preference_loss is simpo")),
+    # -------------------------------------------------------------- adapter
+    _F("adapter", "lora_rank", "int", 8, "LoRA rank", "Rank of the low-rank update matrices.",
+       range=Range(1, None), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraR", "rank", "r")),
+    _F("adapter", "lora_alpha", "int", 16, "LoRA alpha",
+       "Scaling multiplier: alpha / rank is the fraction applied (alpha 2, rank 8 → 25 %).",
+       range=Range(1, None), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraAlpha", "alpha")),
+    _F("adapter", "lora_dropout", "float", 0.05, "LoRA dropout", "Dropout on the adapter input.",
+       range=Range(0, 1), **_is("trainer.training_type", *LORA_METHODS),
+       aliases=("loraDropout", "adapter_dropout")),
+    _F("adapter", "target_modules", "list", ["all-linear"], "Target modules",
+       "[\"all-linear\"] = every linear layer except the output layer; [] = the architecture's default "
+       "(q_proj, v_proj for llama/granite); or an explicit list of module names.",
+       **_is("trainer.training_type", *LORA_METHODS, "tfew"), aliases=("lora_target",)),
+    _F("adapter", "loraplus_lr_ratio", "float", 0.0, "LoRA+ ratio",
+       "LoRA+: learning-rate ratio of the B matrices to the A matrices; 0 disables (Nova recipe: 8).",
+       range=Range(0, 100), **_is("trainer.training_type", *LORA_METHODS)),
+    _F("adapter", "merge_adapter", "bool", False, "Merge adapter",
+       "Merge the adapter into the base model for the final model; otherwise only the adapter is saved.",
+       **_is("trainer.training_type", *LORA_METHODS)),
+    _F("adapter", "prompt_tuning_init", "enum", "random", "Prompt init",
+       "Initialisation of the soft prompt: random or text.", choices=("random", "text"),
+       **_is("trainer.training_type", "prompt_tuning"), aliases=("init_method",)),
+    _F("adapter", "prompt_tuning_init_text", "str", None, "Prompt init text",
+       "Text whose tokens initialise the soft prompt (init = text).", optional=True,
+       **_v(lambda v: v.get("trainer.training_type") == "prompt_tuning"
+            and v.get("adapter.prompt_tuning_init") == "text", "prompt_tuning_init is text"),
+       aliases=("init_text",)),
+    _F("adapter", "num_virtual_tokens", "int", 20, "Virtual tokens",
+       "Length of the soft prompt.", range=Range(1, 1024),
+       **_is("trainer.training_type", "prompt_tuning")),
+    _F("adapter", "freeze_trainable_layers", "int", 2, "Trainable layers",
+       "Freeze: train only the last N decoder layers.", range=Range(1, None),
+       **_is("trainer.training_type", "freeze")),
+    # ----------------------------------------------------------------- eval
+    _F("eval", "evaluation_strategy", "enum", "no", "Evaluation",
+       "no, epoch or steps.", choices=("no", "epoch", "steps"), aliases=("eval_strategy",)),
+    _F("eval", "eval_steps", "int", None, "Eval every (steps)",
+       "Steps between evaluations; unset = logging_steps.", range=Range(1, None), optional=True,
+       **_is("eval.evaluation_strategy", "steps"), aliases=("val_check_interval",)),
+    _F("eval", "logging_steps", "int", 10, "Log every (steps)",
+       "Steps between log events. 0 logs every step. (FPT's document also says \"-1 logs every step\", "
+       "which contradicts its own range [0, +inf); finetui follows the range and reads 0 as every step.)",
+       range=Range(0, None), aliases=("logModelMetricsIntervalInSteps", "log_every_n_steps")),
+    _F("eval", "checkpoint_strategy", "enum", "steps", "Checkpoints",
+       "no, epoch or steps.", choices=("no", "epoch", "steps"), aliases=("save_strategy",)),
+    _F("eval", "checkpoint_steps", "int", 500, "Checkpoint every (steps)",
+       "Steps between two checkpoints.", range=Range(1, None),
+       **_is("eval.checkpoint_strategy", "steps"), aliases=("save_steps",)),
+    _F("eval", "checkpoint_limit", "int", None, "Checkpoints kept",
+       "Keep at most this many checkpoints (the best is always kept); unset keeps all.",
+       range=Range(1, None), optional=True, aliases=("save_total_limit", "save_top_k")),
+    _F("eval", "save_best_checkpoint", "bool", False, "Track best checkpoint",
+       "Track the checkpoint with the lowest evaluation loss and keep it; needs evaluation."),
+    _F("eval", "early_stopping_patience", "int", 0, "Early-stopping patience",
+       "Stop after this many evaluations without an improvement of at least the threshold; 0 disables.",
+       range=Range(0, None), aliases=("earlyStoppingPatience",)),
+    _F("eval", "early_stopping_threshold", "float", 0.0, "Early-stopping threshold",
+       "Minimum decrease of the evaluation loss that counts as an improvement.", range=Range(0, None),
+       aliases=("earlyStoppingThreshold", "min_delta")),
+    # ------------------------------------------------------------- tracking
+    _F("tracking", "tensorboard", "bool", True, "TensorBoard",
+       "Write TensorBoard event files into the run directory."),
+    _F("tracking", "mlflow_tracking_uri", "str", None, "MLflow tracking URI",
+       "Log metrics, parameters and the final artifact path to this MLflow tracking URI.", optional=True),
+    _F("tracking", "mlflow_experiment", "str", "finetui", "MLflow experiment", "Experiment name.",
+       **_v(lambda v: bool(v.get("tracking.mlflow_tracking_uri")), "mlflow_tracking_uri is set")),
+    # --------------------------------------------------------------- launch
+    _F("launch", "run_name", "str", None, "Run name",
+       "Run directory name; unset: ft_<model>_<YYYYmmdd-HHMMSS> (FPT naming).", optional=True),
+    _F("launch", "runs_dir", "path", "runs", "Runs folder", "Where run directories are created."),
+    _F("launch", "host", "str", "local", "Target",
+       "`local` (this machine), user@host[:port] or an ~/.ssh/config alias."),
+    _F("launch", "hosts", "list", [], "Nodes",
+       "Multi-node: every host (first is the master). Empty = the single target above."),
+    _F("launch", "device", "enum", "auto", "Device",
+       "auto (GPU when present), cuda or cpu.", choices=("auto", "cuda", "cpu")),
+    _F("launch", "procs_per_node", "int", 1, "GPUs (processes) per node",
+       "Ranks started on each node (one per GPU; CPU ranks use gloo).", range=Range(1, 1024),
+       aliases=("nproc_per_node",)),
+    _F("launch", "nodes", "int", 1, "Nodes",
+       "Number of nodes (Nova: replicas).", range=Range(1, 4096), aliases=("replicas",)),
+    _F("launch", "launcher", "enum", "torchrun", "Launcher",
+       "torchrun, deepspeed (its own launcher with a hostfile) or slurm (sbatch over SSH).",
+       choices=("torchrun", "deepspeed", "slurm")),
+    _F("launch", "master_port", "int", 29500, "Master port", "Rendezvous port of the master node.",
+       range=Range(1024, 65535)),
+    _F("launch", "remote_python", "str", "python3", "Remote Python",
+       "Python (or venv python) on the remote host that has finetui installed.",
+       **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
+            "the target is remote")),
+    _F("launch", "remote_workdir", "str", "~/finetui-runs", "Remote work directory",
+       "Where run directories are created on the remote host.",
+       **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
+            "the target is remote")),
+    _F("launch", "start_at", "str", None, "Start at",
+       "Scheduled start, local time `YYYY-mm-dd HH:MM` (FPT scheduled trigger). Unset: now.",
+       optional=True),
+]
+
+FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+GROUP_FIELDS: dict[str, list[Field]] = {}
+for _f in FIELDS:
+    GROUP_FIELDS.setdefault(_f.group, []).append(_f)
+
+#: Keys that look like secrets: a preset may never hold them.
+SECRET_KEYS = {"s3_secret_key", "secret_key", "aws_secret_access_key", "s3_access_key", "access_key",
+               "aws_access_key_id", "token", "hf_token", "api_key", "password"}
+
+# --------------------------------------------------------------------------
+# Problems
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    """One validation problem; ``str()`` gives the CLI line of design.md."""
+
+    field: str
+    message: str
+    allowed: str = ""
+    severity: str = "error"  # or "warning"
+
+    def __str__(self) -> str:
+        s = f"{self.field}: {self.message}"
+        if self.allowed:
+            s += f" (allowed: {self.allowed})"
+        return s
+
+
+class ConfigError(ValueError):
+    """Raised with a list of problems; ``str()`` is one line per problem."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def suggest(name: str, options: Iterable[str]) -> str:
+    options = list(options)
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    if not close:
+        # also match on the last component
+        tails = {o.rsplit(".", 1)[-1]: o for o in options}
+        close = [tails[c] for c in difflib.get_close_matches(name.rsplit(".", 1)[-1], list(tails), n=1, cutoff=0.6)]
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+# --------------------------------------------------------------------------
+# Effective field specs under a profile
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A field as a profile presents it: effective range, choices and default."""
+
+    field: Field
+    range: Range | None
+    choices: tuple[Any, ...] | None
+    default: Any
+    profile: str
+    overridden: bool  # the profile changed range or choices
+
+    def allowed(self) -> str:
+        f = self.field
+        if self.choices is not None:
+            return ", ".join(_fmt(c) for c in self.choices)
+        if f.kind in ("int", "float"):
+            r = self.range.describe() if self.range else "any number"
+            if f.kind == "int":
+                r += ", an integer"
+            if f.optional:
+                r += ", or unset"
+            return r
+        if f.kind == "bool":
+            return "true, false"
+        if f.kind == "list":
+            return "a list of strings"
+        return "a string"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def spec(name: str, profile: str | None = None) -> Spec:
+    from engine import profiles as P
+
+    f = FIELD_BY_NAME[name]
+    prof = P.get(profile or "native")
+    ov = prof.fields.get(name, {})
+    rng = f.range
+    if any(k in ov for k in ("min", "max", "min_exclusive", "max_exclusive")):
+        base = rng or Range()
+        rng = Range(ov.get("min", base.min), ov.get("max", base.max),
+                    ov.get("min_exclusive", base.min_exclusive if "min" not in ov else False),
+                    ov.get("max_exclusive", base.max_exclusive if "max" not in ov else False))
+    choices = tuple(ov["choices"]) if "choices" in ov else f.choices
+    default = ov.get("default", f.default)
+    overridden = any(k in ov for k in ("min", "max", "min_exclusive", "max_exclusive", "choices"))
+    return Spec(f, rng, choices, default, prof.name, overridden)
+
+
+# --------------------------------------------------------------------------
+# Coercion and per-field checks
+# --------------------------------------------------------------------------
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Parse a value (possibly a string typed in the TUI) to the field's type.
+
+    Raises ``ValueError`` with a short reason when it cannot.
+    """
+    f = FIELD_BY_NAME[name]
+    if value is None or (isinstance(value, str) and value.strip() == "" and f.kind not in ("str", "path")):
+        if f.optional:
+            return None
+        raise ValueError("a value is required")
+    if f.kind == "int":
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+            raise ValueError(f"{_num(value)} is not an integer")
+        try:
+            s = str(value).strip().replace("_", "")
+            x = float(s)
+        except ValueError:
+            raise ValueError(f"{str(value)!r} is not a number") from None
+        if not x.is_integer():
+            raise ValueError(f"{s} is not an integer")
+        return int(x)
+    if f.kind == "float":
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a number")
+        if isinstance(value, (int, float)):
+            x = float(value)
+        else:
+            try:
+                x = float(str(value).strip())
+            except ValueError:
+                raise ValueError(f"{str(value)!r} is not a number") from None
+        if math.isnan(x) or math.isinf(x):
+            raise ValueError(f"{value} is not a finite number")
+        return x
+    if f.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        s = str(value).strip().lower()
+        if s in ("true", "yes", "on", "1"):
+            return True
+        if s in ("false", "no", "off", "0"):
+            return False
+        raise ValueError(f"{value!r} is not true or false")
+    if f.kind == "enum":
+        choices = f.choices or ()
+        if value in choices and not isinstance(value, bool):
+            return value
+        s = str(value).strip()
+        for c in choices:
+            if str(c).lower() == s.lower():
+                return c
+        raise ValueError(f"{value!r} is not one of the choices")
+    if f.kind == "list":
+        if isinstance(value, str):
+            s = value.strip()
+            if s.startswith("["):
+                try:
+                    value = json.loads(s)
+                except json.JSONDecodeError:
+                    raise ValueError(f"{s!r} is not a list") from None
+            else:
+                value = [p.strip() for p in s.split(",") if p.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+            raise ValueError(f"{value!r} is not a list of strings")
+        return list(value)
+    # str / path
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def check_value(name: str, value: Any, profile: str | None = None) -> Problem | None:
+    """Type, range and choice check of one value under a profile."""
+    sp = spec(name, profile)
+    try:
+        v = coerce(name, value)
+    except ValueError as e:
+        return Problem(name, str(e), sp.allowed())
+    if v is None:
+        return None
+    where = f" in profile {sp.profile}" if sp.profile != "native" else ""
+    if sp.choices is not None and v not in sp.choices:
+        return Problem(name, f"{_fmt(v)} is not offered{where}", sp.allowed())
+    if sp.range is not None and isinstance(v, (int, float)) and not sp.range.contains(v):
+        return Problem(name, f"{_num(v)} is out of range{where}", sp.allowed())
+    return None
+
+
+# --------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class JobConfig:
+    """A profile plus the values the user set explicitly (dotted names)."""
+
+    profile: str = "native"
+    values: dict[str, Any] = dc_field(default_factory=dict)
+    name: str | None = None  # free-text description, kept in presets
+    secrets: dict[str, str] = dc_field(default_factory=dict)  # never written anywhere
+
+    # -- access ---------------------------------------------------------
+    def resolved(self) -> dict[str, Any]:
+        """Every field's value: explicit, else the profile's default, else the schema's."""
+        out: dict[str, Any] = {}
+        for f in FIELDS:
+            if f.name in self.values:
+                try:
+                    out[f.name] = coerce(f.name, self.values[f.name])
+                except ValueError:
+                    out[f.name] = self.values[f.name]
+            else:
+                out[f.name] = _copy(spec(f.name, self.profile).default)
+        # dynamic defaults
+        if "runtime.quantization_bit" not in self.values and out["trainer.training_type"] == "qlora":
+            out["runtime.quantization_bit"] = 4
+        if out.get("eval.eval_steps") is None:
+            out["eval.eval_steps"] = max(1, int(out.get("eval.logging_steps") or 1))
+        return out
+
+    def get(self, name: str) -> Any:
+        return self.resolved()[name]
+
+    def set(self, name: str, value: Any) -> None:
+        if name not in FIELD_BY_NAME:
+            raise KeyError(f"{name}: unknown field{suggest(name, FIELD_BY_NAME)}")
+        self.values[name] = value
+
+    def unset(self, name: str) -> None:
+        self.values.pop(name, None)
+
+    def copy(self) -> "JobConfig":
+        return JobConfig(self.profile, {k: _copy(v) for k, v in self.values.items()}, self.name, dict(self.secrets))
+
+    def visible(self, name: str) -> bool:
+        return FIELD_BY_NAME[name].is_visible(self.resolved())
+
+    # -- validation -----------------------------------------------------
+    def problems(self, include_warnings: bool = False) -> list[Problem]:
+        from engine import profiles as P
+
+        probs: list[Problem] = []
+        if self.profile not in P.PROFILES:
+            return [Problem("profile", f"unknown profile {self.profile!r}{suggest(self.profile, P.PROFILES)}",
+                            ", ".join(P.PROFILES))]
+        for name in list(self.values):
+            if name not in FIELD_BY_NAME:
+                probs.append(Problem(name, f"unknown field{suggest(name, FIELD_BY_NAME)}"))
+        res = self.resolved()
+        for f in FIELDS:
+            if not f.is_visible(res) and f.name not in self.values:
+                continue
+            p = check_value(f.name, res[f.name], self.profile)
+            if p:
+                probs.append(p)
+        if not any(p.severity == "error" for p in probs):
+            probs.extend(cross_field_problems(self, res))
+        if not include_warnings:
+            probs = [p for p in probs if p.severity == "error"]
+        return probs
+
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems(include_warnings=True) if p.severity == "warning"]
+
+    def validate(self) -> dict[str, Any]:
+        probs = self.problems()
+        if probs:
+            raise ConfigError(probs)
+        return self.resolved()
+
+    def config_hash(self) -> str:
+        blob = json.dumps({"profile": self.profile, **self.resolved()}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def nested(self, resolved: bool = False) -> dict[str, Any]:
+        """The job as nested TOML-ready tables (``None`` values omitted)."""
+        vals = self.resolved() if resolved else self.values
+        out: dict[str, Any] = {}
+        if self.name:
+            out["name"] = self.name
+        out["profile"] = self.profile
+        for g, _ in GROUPS:
+            tbl = {}
+            for f in GROUP_FIELDS.get(g, []):
+                if f.name in vals and vals[f.name] is not None:
+                    tbl[f.key] = vals[f.name]
+            if tbl:
+                out[g] = tbl
+        return out
+
+
+def _copy(v: Any) -> Any:
+    return list(v) if isinstance(v, list) else v
+
+
+# --------------------------------------------------------------------------
+# Cross-field rules
+# --------------------------------------------------------------------------
+
+
+def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
+    from engine import profiles as P
+
+    prof = P.get(job.profile)
+    out: list[Problem] = []
+    explicit = job.values
+    stage = res["trainer.stage"]
+    method = res["trainer.training_type"]
+
+    def err(name: str, msg: str, allowed: str = "") -> None:
+        out.append(Problem(name, msg, allowed))
+
+    def warn(name: str, msg: str) -> None:
+        out.append(Problem(name, msg, severity="warning"))
+
+    if not str(res["data.train_path"] or "").strip():
+        err("data.train_path", "a training data file is required",
+            "a .json/.jsonl/.zip file, a folder, s3://bucket/key or finetui:samples/<file>")
+    # zero_stage only with DeepSpeed
+    if res["trainer.distributed_backend"] != "deepspeed":
+        for n in ("trainer.zero_stage", "trainer.offload_optimizer", "trainer.offload_params"):
+            if n in explicit and explicit[n] not in (None, False):
+                err(n, "only applies when trainer.distributed_backend is deepspeed",
+                    "set trainer.distributed_backend = \"deepspeed\" or remove it")
+    # quantization only with LoRA
+    q = res["runtime.quantization_bit"]
+    if q != "none" and method not in LORA_METHODS:
+        err("runtime.quantization_bit", f"quantization ({q}-bit) only applies to LoRA / QLoRA, not {method}",
+            "none")
+    if method == "qlora" and q == "none":
+        err("runtime.quantization_bit", "qlora needs a quantized base model", "4, 8")
+    # preference fields by loss
+    loss = res["preference.preference_loss"]
+    if "preference.simpo_gamma" in explicit and not (stage == "dpo" and loss == "simpo"):
+        err("preference.simpo_gamma", "only applies when preference.preference_loss is simpo",
+            "remove it, or set preference_loss = \"simpo\"")
+    if (res["preference.dpo_label_smoothing"] or 0) > 0 and not (stage == "dpo" and loss == "sigmoid"):
+        err("preference.dpo_label_smoothing", "only applies when preference.preference_loss is sigmoid",
+            "0, or set preference_loss = \"sigmoid\"")
+    # best checkpoint needs evaluation
+    if res["eval.save_best_checkpoint"] and res["eval.evaluation_strategy"] == "no":
+        err("eval.save_best_checkpoint", "tracking the best checkpoint needs evaluation",
+            "set eval.evaluation_strategy to epoch or steps")
+    if res["eval.early_stopping_patience"] > 0 and res["eval.evaluation_strategy"] == "no":
+        err("eval.early_stopping_patience", "early stopping needs evaluation",
+            "0, or set eval.evaluation_strategy to epoch or steps")
+    if res["eval.evaluation_strategy"] != "no" and not res["data.validation_path"] and not res["data.val_size"]:
+        err("eval.evaluation_strategy", "evaluation needs validation data",
+            "set data.validation_path or data.val_size > 0")
+    # warmup steps and ratio not both
+    if res["runtime.lr_warmup_steps"] > 0 and res["runtime.lr_warmup_ratio"] > 0:
+        err("runtime.lr_warmup_ratio", "warmup steps and warmup ratio cannot both be set",
+            "set one of runtime.lr_warmup_steps / runtime.lr_warmup_ratio to 0")
+    # epochs / max_steps
+    if res["general.epochs"] is None and res["general.max_steps"] is None:
+        err("general.epochs", "either epochs or max_steps must be set", "an integer ≥ 1")
+    if prof.max_steps_epochs_exclusive and explicit.get("general.max_steps") is not None \
+            and explicit.get("general.epochs") is not None:
+        err("general.max_steps", f"set max_steps or epochs, not both (profile {prof.name})",
+            "unset general.epochs or general.max_steps")
+    # learning rate by tuning method (Nova)
+    lr_rng = prof.lr_by_method.get("full" if method in ("full", "freeze") else "lora")
+    if lr_rng is not None and not lr_rng.contains(res["general.learning_rate"]):
+        err("general.learning_rate",
+            f"{_num(res['general.learning_rate'])} is out of range for {method} fine-tuning in profile {prof.name}",
+            lr_rng.describe())
+    # min_lr below lr
+    if res["runtime.lr_scheduler"] == "cosine" and res["runtime.min_lr"] >= res["general.learning_rate"]:
+        err("runtime.min_lr", "must be below the learning rate",
+            f"0 ≤ x < {_num(res['general.learning_rate'])}")
+    # trainer decides the data formats
+    allowed = prof.formats_by_stage.get(stage, FORMATS_BY_STAGE[stage])
+    if res["data.format"] not in allowed:
+        err("data.format", f"{res['data.format']} data cannot train the {stage} trainer", ", ".join(allowed))
+    # fp16 on CPU
+    if res["runtime.mixed_precision"] == "fp16" and res["launch.device"] == "cpu":
+        err("runtime.mixed_precision", "fp16 mixed precision needs a GPU; it is refused on CPU", "bf16, none")
+    if res["runtime.attention_implementation"] == "flash_attention_2" and res["launch.device"] == "cpu":
+        err("runtime.attention_implementation", "flash-attention-2 needs a GPU", "sdpa, eager")
+    # prompt tuning init text
+    if method == "prompt_tuning" and res["adapter.prompt_tuning_init"] == "text" \
+            and not res["adapter.prompt_tuning_init_text"]:
+        err("adapter.prompt_tuning_init_text", "init = text needs the initialisation text", "a non-empty string")
+    # tuning method / stage restrictions
+    if method in ("prompt_tuning",) and stage in ("dpo", "kto", "reward"):
+        err("trainer.training_type", f"prompt tuning is not available for the {stage} trainer",
+            "full, lora, qlora, tfew, freeze")
+    if method not in prof.methods:
+        err("trainer.training_type", f"{method} is not offered in profile {prof.name}", ", ".join(prof.methods))
+    if stage not in prof.stages:
+        err("trainer.stage", f"{stage} is not offered in profile {prof.name}", ", ".join(prof.stages))
+    # deepspeed launcher needs deepspeed backend
+    if res["launch.launcher"] == "deepspeed" and res["trainer.distributed_backend"] != "deepspeed":
+        err("launch.launcher", "the deepspeed launcher needs trainer.distributed_backend = deepspeed",
+            "torchrun, slurm")
+    hosts = res["launch.hosts"]
+    if hosts and len(hosts) != res["launch.nodes"]:
+        err("launch.hosts", f"{len(hosts)} hosts named but launch.nodes is {res['launch.nodes']}",
+            f"{res['launch.nodes']} hosts, or set launch.nodes = {len(hosts)}")
+    if res["launch.nodes"] > 1 and not hosts and res["launch.launcher"] != "slurm":
+        warn("launch.nodes", "several nodes need launch.hosts (one per node) or the slurm launcher to launch")
+    # packing is for text data
+    if res["data.packing"] and stage in ("dpo", "kto", "reward"):
+        err("data.packing", f"packing applies to pre-training and SFT, not {stage}", "false")
+    # Nova replicas per model size
+    if prof.replicas_by_model:
+        model = str(res["model.name_or_path"]).lower()
+        for key, counts in prof.replicas_by_model.items():
+            if key in model and res["launch.nodes"] not in counts:
+                err("launch.nodes", f"{res['launch.nodes']} replicas are not offered for {key} in profile {prof.name}",
+                    ", ".join(map(str, counts)))
+    # global batch (Nova recipes: 16 / 32 / 64)
+    if prof.global_batch_choices:
+        gb = res["general.batch_size"] * res["runtime.gradient_accumulation_steps"] * total_ranks(res)
+        if gb not in prof.global_batch_choices:
+            err("runtime.gradient_accumulation_steps",
+                f"the global batch (batch × accumulation × ranks = {gb}) is not offered in profile {prof.name}",
+                ", ".join(map(str, prof.global_batch_choices)))
+    # catalog
+    if prof.models and res["model.name_or_path"] not in prof.models:
+        if prof.allow_own_models:
+            warn("model.name_or_path", f"{res['model.name_or_path']} is not in the {prof.name} catalog")
+        else:
+            err("model.name_or_path", f"{res['model.name_or_path']} is not offered in profile {prof.name}",
+                ", ".join(prof.models))
+    # start_at format
+    if res["launch.start_at"]:
+        from datetime import datetime
+        try:
+            datetime.strptime(res["launch.start_at"], "%Y-%m-%d %H:%M")
+        except ValueError:
+            err("launch.start_at", f"{res['launch.start_at']!r} is not a time", "YYYY-mm-dd HH:MM")
+    ck = res["general.resume_from_checkpoint"]
+    if not isinstance(ck, str) or not ck.strip():
+        err("general.resume_from_checkpoint", "must be no, last or a checkpoint path", "no, last, a path")
+    # --- warnings ---
+    if res["trainer.distributed_backend"] == "deepspeed" and method == "qlora" and res["trainer.zero_stage"] == 3:
+        warn("trainer.zero_stage", "QLoRA with ZeRO-3 needs bitsandbytes ≥ 0.43 and a recent accelerate")
+    if res["data.padding_free"] and res["runtime.attention_implementation"] != "flash_attention_2":
+        warn("data.padding_free", "padding-free batches without flash-attention-2 let rows attend to each other")
+    return out
+
+
+def total_ranks(res: dict[str, Any]) -> int:
+    """Data-parallel ranks: processes per node × nodes."""
+    return int(res["launch.procs_per_node"]) * int(res["launch.nodes"])

@@ -1,0 +1,186 @@
+"""The run's event stream: ``events.jsonl``, one JSON object per line.
+
+Every record has ``t`` (unix time), ``kind`` and ``step``.  Kinds:
+
+- ``start``   world_size, total_steps, config_hash (and model, stage, method)
+- ``status``  phase: loading model, tokenizing, training, saving, merging (+ text)
+- ``log``     loss, lr, grad_norm, epoch, tokens_per_s, samples_per_s, memory_mb
+- ``eval``    eval_loss and other metrics
+- ``checkpoint`` path, step, complete (+ best)
+- ``end``     outcome: completed, stopped, early_stopped, failed; final_path
+- ``error``   message (one line, the cause first), traceback (tail)
+
+Appended by rank 0 only, flushed per line.  A reader keeps a byte offset and
+resumes from it; a half-written last line is ignored until complete.  This
+module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+KINDS = ("start", "status", "log", "eval", "checkpoint", "end", "error")
+OUTCOMES = ("completed", "stopped", "early_stopped", "failed")
+EVENTS_FILE = "events.jsonl"
+
+
+class EventWriter:
+    """Append-only writer; one ``write`` + flush per record (line-atomic for readers)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8", buffering=1)
+
+    def emit(self, kind: str, step: int = 0, **data: Any) -> dict[str, Any]:
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        rec = {"t": round(time.time(), 3), "kind": kind, "step": int(step), **data}
+        self._fh.write(json.dumps(rec, default=_jsonable, allow_nan=False) + "\n")
+        self._fh.flush()
+        return rec
+
+    def close(self) -> None:
+        try:
+            self._fh.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "EventWriter":
+        return self
+
+    def __exit__(self, *a: Any) -> None:
+        self.close()
+
+
+def _jsonable(o: Any) -> Any:
+    try:
+        import math
+
+        f = float(o)
+        return None if math.isnan(f) or math.isinf(f) else f
+    except Exception:
+        return str(o)
+
+
+def parse_lines(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
+    """Parse complete lines of ``chunk``; return records and the bytes consumed.
+
+    A trailing partial line (no newline yet) is not consumed.  A complete line that
+    is not JSON is skipped (consumed), so one bad line cannot stall a reader.
+    """
+    out: list[dict[str, Any]] = []
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return out, 0
+    for line in chunk[: end + 1].splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(rec, dict) and "kind" in rec:
+            out.append(rec)
+    return out, end + 1
+
+
+@dataclass
+class Tailer:
+    """Reads new complete records from an events file, resuming at a byte offset."""
+
+    path: Path
+    offset: int = 0
+    _buf: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    def read(self, max_bytes: int = 4 << 20) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        recs, used = parse_lines(chunk)
+        self.offset += used
+        return recs
+
+    def follow(self, poll: float = 0.2, stop: Any = None, idle_timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield records as they arrive; ends after an ``end`` record (or when ``stop()`` is true)."""
+        last = time.monotonic()
+        while True:
+            recs = self.read()
+            for r in recs:
+                yield r
+                if r.get("kind") == "end":
+                    return
+            if recs:
+                last = time.monotonic()
+            elif idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                return
+            if stop is not None and stop():
+                return
+            time.sleep(poll)
+
+
+def read_all(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    return Tailer(Path(path)).read(max_bytes=1 << 40)
+
+
+@dataclass
+class RunSummary:
+    """What a reader knows of a run from its events (used by `runs`, the monitor and tests)."""
+
+    status: str = "pending"  # running / completed / stopped / early_stopped / failed / lost / scheduled
+    step: int = 0
+    total_steps: int = 0
+    last_loss: float | None = None
+    started: float | None = None
+    ended: float | None = None
+    phase: str = ""
+    final_path: str | None = None
+    error: str | None = None
+    world_size: int = 1
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+
+    def update(self, rec: dict[str, Any]) -> None:
+        k = rec.get("kind")
+        self.step = max(self.step, int(rec.get("step") or 0))
+        if k == "start":
+            self.status = "running"
+            self.started = rec.get("t")
+            self.total_steps = int(rec.get("total_steps") or 0)
+            self.world_size = int(rec.get("world_size") or 1)
+        elif k == "status":
+            self.phase = str(rec.get("phase", ""))
+            if self.status == "pending":
+                self.status = "running"
+                self.started = self.started or rec.get("t")
+        elif k == "log" and rec.get("loss") is not None:
+            self.last_loss = rec.get("loss")
+        elif k == "eval":
+            self.evals.append(rec)
+        elif k == "checkpoint":
+            self.checkpoints.append(rec)
+        elif k == "end":
+            self.status = str(rec.get("outcome", "completed"))
+            self.ended = rec.get("t")
+            self.final_path = rec.get("final_path")
+        elif k == "error":
+            self.error = str(rec.get("message", ""))
+
+
+def summarize(records: list[dict[str, Any]]) -> RunSummary:
+    s = RunSummary()
+    for r in records:
+        s.update(r)
+    return s

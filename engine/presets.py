@@ -1,0 +1,128 @@
+"""TOML presets: load and save a :class:`JobConfig`.
+
+A preset holds the profile and the values the user set, in the schema's groups::
+
+    name = "demo"
+    profile = "native"
+
+    [general]
+    learning_rate = 0.001
+
+Loading then saving gives back the same file (round trip exact).  An unknown
+key is an error with a "did you mean" suggestion; a secret is never written — a
+preset names the environment variable that holds it instead.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUPS, SECRET_KEYS, ConfigError, JobConfig,
+                           Problem, suggest)
+
+TOP_KEYS = ("name", "profile")
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+class PresetError(ConfigError):
+    """A preset file that cannot be read; ``str()`` names the file (and line)."""
+
+
+def parse(data: dict[str, Any], source: str = "<preset>") -> JobConfig:
+    probs: list[Problem] = []
+    job = JobConfig(profile=str(data.get("profile", "native")))
+    if "name" in data:
+        job.name = str(data["name"])
+    group_keys = [g for g, _ in GROUPS]
+    for key, val in data.items():
+        if key in TOP_KEYS:
+            continue
+        if key not in group_keys:
+            if key.lower() in SECRET_KEYS:
+                probs.append(Problem(key, "secrets are never stored in a preset; name an environment variable "
+                                          "(e.g. data.s3_secret_key_env) instead"))
+                continue
+            hint = suggest(key, group_keys + list(TOP_KEYS))
+            # a field written at the top level instead of inside its group
+            owners = [f.name for f in FIELD_BY_NAME.values() if f.key == key]
+            if owners:
+                hint = f"; did you mean `{owners[0]}` (put it in the [{owners[0].split('.')[0]}] table)?"
+            probs.append(Problem(key, f"unknown key in {source}{hint}"))
+            continue
+        if not isinstance(val, dict):
+            probs.append(Problem(key, f"must be a table ([{key}]) in {source}"))
+            continue
+        names = {f.key for f in GROUP_FIELDS.get(key, [])}
+        for k, v in val.items():
+            dotted = f"{key}.{k}"
+            if k.lower() in SECRET_KEYS or k.lower().endswith(("secret_key", "_token", "password")):
+                probs.append(Problem(dotted, "secrets are never stored in a preset; name an environment "
+                                             "variable instead (e.g. s3_secret_key_env = \"MY_SECRET\")"))
+                continue
+            if k not in names:
+                probs.append(Problem(dotted, f"unknown key in {source}{suggest(dotted, FIELD_BY_NAME)}"))
+                continue
+            job.values[dotted] = v
+    if probs:
+        raise PresetError(probs)
+    return job
+
+
+def loads(text: str, source: str = "<preset>") -> JobConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise PresetError([Problem(source, f"not valid TOML: {e}")]) from None
+    return parse(data, source)
+
+
+def load(path: str | os.PathLike[str]) -> JobConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PresetError([Problem(str(p), "no such preset file")]) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise PresetError([Problem(str(p), f"cannot read the preset: {e.__class__.__name__}")]) from None
+    job = loads(text, str(p))
+    _resolve_relative_paths(job, p.parent)
+    return job
+
+
+def _resolve_relative_paths(job: JobConfig, base: Path) -> None:
+    """Data paths in a preset are relative to the preset's folder (kept as written when absolute)."""
+    for name in ("data.train_path", "data.validation_path"):
+        v = job.values.get(name)
+        if isinstance(v, str) and v and not v.startswith(("s3://", "finetui:", "/", "~")):
+            cand = (base / v)
+            if cand.exists() and not Path(v).exists():
+                job.values[name] = str(cand.resolve())
+
+
+def dumps(job: JobConfig, resolved: bool = False) -> str:
+    data = job.nested(resolved=resolved)
+    for g in list(data):
+        if isinstance(data[g], dict):
+            for k in list(data[g]):
+                if FIELD_BY_NAME[f"{g}.{k}"].secret:
+                    del data[g][k]
+    return tomli_w.dumps(data)
+
+
+def save(job: JobConfig, path: str | os.PathLike[str], resolved: bool = False) -> Path:
+    """Write atomically (temp file + rename), so a failed save never destroys the old file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(dumps(job, resolved=resolved), encoding="utf-8")
+    os.replace(tmp, p)
+    return p
+
+
+def shipped() -> list[Path]:
+    return sorted(PRESETS_DIR.glob("*.toml")) if PRESETS_DIR.is_dir() else []

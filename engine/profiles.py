@@ -1,0 +1,303 @@
+"""Provider profiles: data only.
+
+Each profile overlays the ranges, enums and defaults its provider's document
+states (see ``shared/spec/seed-parameters.md``) on the native schema in
+``engine/config.py``.  A field override is a dict with any of ``min``, ``max``,
+``min_exclusive``, ``max_exclusive``, ``choices`` and ``default``.  A bound that
+is overridden drops the schema's exclusivity unless restated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.config import FORMATS_BY_STAGE, METHODS, STAGES, Range
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    title: str
+    source: str  # which document
+    description: str
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: tuple[str, ...] = METHODS
+    stages: tuple[str, ...] = STAGES
+    formats_by_stage: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(FORMATS_BY_STAGE))
+    lr_by_method: dict[str, Range] = field(default_factory=dict)  # "full" / "lora" → range
+    max_steps_epochs_exclusive: bool = False
+    replicas_by_model: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    global_batch_choices: tuple[int, ...] = ()
+    models: tuple[str, ...] = ()  # the provider's catalog
+    allow_own_models: bool = True
+
+
+FPT_PIPELINE_MODELS = (
+    "meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-8B-Instruct",
+    "meta-llama/Llama-3.2-11B-Vision-Instruct", "meta-llama/Llama-3.3-70B-Instruct",
+    "meta-llama/Meta-Llama-3-8B-Instruct", "Qwen/Qwen2-0.5B-Instruct", "Qwen/Qwen2-VL-7B-Instruct",
+    "Qwen/Qwen2-VL-72B", "Qwen/Qwen2-VL-72B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct",
+    "Qwen/Qwen2.5-14B-Instruct", "Qwen/Qwen2.5-32B-Instruct", "Qwen/Qwen2.5-VL-72B-Instruct",
+    "mistralai/Mixtral-8x7B-v0.1", "mistralai/Mixtral-8x22B-v0.1", "mistralai/Mixtral-8x22B-Instruct-v0.1",
+    "deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "deepseek-ai/DeepSeek-V3-0324",
+)
+
+_FPT_STUDIO_FIELDS: dict[str, dict[str, Any]] = {
+    "general.batch_size": {"min": 1},
+    "general.epochs": {"min": 1},
+    "general.learning_rate": {"min": 0, "min_exclusive": True, "max": 1, "max_exclusive": True},
+    "general.max_sequence_length": {"min": 1},
+    "trainer.training_type": {"choices": ("full", "lora")},
+    "trainer.zero_stage": {"choices": (1, 2, 3)},
+    "runtime.gradient_accumulation_steps": {"min": 1},
+    "runtime.mixed_precision": {"choices": ("bf16", "fp16", "none"), "default": "bf16"},
+    "runtime.quantization_bit": {"choices": ("none",)},
+    "runtime.optimizer": {"choices": ("adamw", "sgd")},
+    "runtime.weight_decay": {"min": 0},
+    "runtime.max_grad_norm": {"min": 0},
+    "runtime.lr_warmup_steps": {"min": 0},
+    "runtime.lr_warmup_ratio": {"min": 0, "max": 1, "max_exclusive": True},
+    "runtime.seed": {"min": 0},
+    "preference.dpo_label_smoothing": {"min": 0, "max": 0.5},
+    "preference.preference_beta": {"min": 0, "max": 1},
+    "preference.preference_ftx": {"min": 0, "max": 10},
+    "preference.simpo_gamma": {"min": 0, "min_exclusive": True},
+    "adapter.lora_alpha": {"min": 1},
+    "adapter.lora_dropout": {"min": 0, "max": 1},
+    "adapter.lora_rank": {"min": 1},
+    "eval.checkpoint_steps": {"min": 1},
+    "eval.eval_steps": {"min": 1},
+    "eval.checkpoint_limit": {"min": 1},
+    "eval.save_best_checkpoint": {"choices": (False,)},
+    "eval.logging_steps": {"min": 0},
+}
+
+_NOVA_COMMON: dict[str, dict[str, Any]] = {
+    "general.max_sequence_length": {"min": 1, "max": 65536, "default": 32768},
+    "general.epochs": {"min": 1, "max": 5, "default": 2},
+    "general.batch_size": {"default": 1},
+    "runtime.gradient_accumulation_steps": {"default": 32},
+    "model.hidden_dropout": {"min": 0, "max": 1, "default": 0.0},
+    "model.attention_dropout": {"min": 0, "max": 1, "default": 0.0},
+    "model.ffn_dropout": {"min": 0, "max": 1, "default": 0.0},
+    "runtime.optimizer": {"choices": ("adamw",)},
+    "runtime.adam_epsilon": {"default": 1e-6},
+    "runtime.adam_beta1": {"min": 0, "max": 1, "default": 0.9},
+    "runtime.adam_beta2": {"min": 0, "max": 1, "default": 0.999},
+    "runtime.weight_decay": {"min": 0, "max": 1, "default": 0.0},
+    "runtime.lr_warmup_steps": {"min": 1, "max": 20, "default": 10},
+    "runtime.lr_warmup_ratio": {"choices": (0.0,)},
+    "runtime.lr_scheduler": {"choices": ("cosine",), "default": "cosine"},
+    "runtime.min_lr": {"min": 0, "max": 1, "default": 1e-6},
+    "runtime.max_grad_norm": {"default": 1.0},
+    "runtime.mixed_precision": {"default": "auto"},
+    "data.format": {"choices": ("bedrock_converse",), "default": "bedrock_converse"},
+    "data.allow_percentage_invalid_samples": {"default": 10.0},
+    "eval.logging_steps": {"default": 1},
+    "eval.checkpoint_limit": {"default": 10},
+    "tracking.tensorboard": {"default": True},
+    "launch.nodes": {"default": 2},
+}
+
+NOVA_REPLICAS = {"nova-micro": (2, 4, 8), "nova-lite": (4, 8, 16, 32), "nova-pro": (6, 12, 24)}
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in [
+        Profile(
+            "native", "finetui native", "—",
+            "Wide ranges and sensible defaults; every trainer, method and backend.",
+        ),
+        Profile(
+            "fpt_studio", "FPT AI Studio", "000",
+            "FPT AI Studio's five hyperparameter groups: Full or LoRA, DDP or DeepSpeed, no on-the-fly "
+            "quantization and no best-checkpoint tracking (today).",
+            fields=_FPT_STUDIO_FIELDS,
+            methods=("full", "lora"),
+            stages=("pretrain", "sft", "dpo"),
+        ),
+        Profile(
+            "fpt_pipeline", "FPT AI Factory pipeline", "003",
+            "FPT AI Factory's fine-tuning pipeline: its base-model catalog (own models allowed), the "
+            "trainer→format table, and its defaults (lr 1e-5, accumulation 4, checkpoint every 1000 steps).",
+            fields={
+                "general.learning_rate": {"min": 1e-5, "max": 1e-3, "default": 1e-5},
+                "general.batch_size": {"default": 1},
+                "general.epochs": {"default": 1},
+                "runtime.gradient_accumulation_steps": {"default": 4},
+                "eval.checkpoint_strategy": {"default": "steps"},
+                "eval.checkpoint_steps": {"default": 1000},
+                "general.max_sequence_length": {"default": 2048},
+                "trainer.training_type": {"choices": ("lora", "full"), "default": "lora"},
+                "trainer.distributed_backend": {"default": "ddp"},
+                "trainer.zero_stage": {"default": 1},
+                "data.format": {"choices": ("alpaca", "corpus", "sharegpt", "sharegpt_image", "preference")},
+            },
+            methods=("lora", "full"),
+            stages=("pretrain", "sft", "dpo"),
+            formats_by_stage={
+                "pretrain": ("corpus",),
+                "sft": ("alpaca", "sharegpt", "sharegpt_image"),
+                # The pipeline's table lists ShareGPT / ShareGPT_Image for DPO: conversations with
+                # chosen / rejected answers, which is finetui's sharegpt-style `preference` format.
+                "dpo": ("preference",),
+            },
+            models=FPT_PIPELINE_MODELS,
+        ),
+        Profile(
+            "oci_llama_lora", "OCI Generative AI — Llama LoRA", "001",
+            "OCI fine-tuning of meta.llama-3.x-70b-instruct with LoRA.",
+            fields={
+                "general.epochs": {"min": 1, "default": 3},
+                "general.learning_rate": {"min": 0, "min_exclusive": True, "max": 1.0, "default": 0.0002},
+                "general.batch_size": {"min": 8, "max": 16, "default": 8},
+                "eval.early_stopping_patience": {"min": 0, "default": 15},
+                "eval.early_stopping_threshold": {"min": 0, "default": 0.0001},
+                "eval.logging_steps": {"choices": (10,), "default": 10},
+                "eval.evaluation_strategy": {"default": "steps"},
+                "data.val_size": {"default": 0.1},
+                "adapter.lora_rank": {"min": 1, "max": 64, "default": 8},
+                "adapter.lora_alpha": {"min": 1, "max": 128, "default": 8},
+                "adapter.lora_dropout": {"min": 0, "max": 1, "max_exclusive": True, "default": 0.1},
+                "trainer.training_type": {"choices": ("lora",), "default": "lora"},
+            },
+            methods=("lora",),
+            stages=("sft",),
+            models=("meta.llama-3.3-70b-instruct", "meta.llama-3.1-70b-instruct", "meta.llama-3-70b-instruct"),
+        ),
+        Profile(
+            "oci_cohere_tfew", "OCI Generative AI — Cohere T-Few", "001",
+            "OCI fine-tuning of cohere.command-r-08-2024 with T-Few (PEFT IA3).",
+            fields={
+                "general.epochs": {"min": 1, "max": 10, "default": 1},
+                "general.learning_rate": {"min": 0.000005, "max": 0.1, "default": 0.01},
+                "general.batch_size": {"min": 8, "max": 32, "default": 16},
+                "eval.early_stopping_patience": {"min": 0, "max": 16, "default": 10},
+                "eval.early_stopping_threshold": {"min": 0.001, "max": 0.1, "default": 0.001},
+                "eval.logging_steps": {"choices": (1,), "default": 1},
+                "eval.evaluation_strategy": {"default": "steps"},
+                "data.val_size": {"default": 0.1},
+                "trainer.training_type": {"choices": ("tfew",), "default": "tfew"},
+            },
+            methods=("tfew",),
+            stages=("sft",),
+            models=("cohere.command-r-08-2024", "cohere.command-r-16k"),
+        ),
+        Profile(
+            "watsonx_prompt_tuning", "IBM watsonx.ai — prompt tuning", "002",
+            "watsonx.ai prompt tuning (deprecated there): defaults of flan-t5-xl-3b.",
+            fields={
+                "general.batch_size": {"min": 1, "max": 16, "default": 16},
+                "runtime.gradient_accumulation_steps": {"min": 1, "max": 128, "default": 16},
+                "general.learning_rate": {"min": 0.00001, "max": 0.5, "default": 0.3},
+                "general.epochs": {"min": 1, "max": 50, "default": 20},
+                "adapter.prompt_tuning_init": {"default": "random"},
+                "trainer.training_type": {"choices": ("prompt_tuning",), "default": "prompt_tuning"},
+            },
+            methods=("prompt_tuning",),
+            stages=("sft",),
+            models=("google/flan-t5-xl", "ibm/granite-13b-instruct-v2"),
+        ),
+        Profile(
+            "watsonx_lora", "IBM watsonx.ai — LoRA", "002",
+            "watsonx.ai LoRA on non-quantized models: granite-3-1-8b-base starting values.",
+            fields={
+                "adapter.lora_rank": {"min": 1, "max": 64, "default": 8},
+                "adapter.lora_alpha": {"default": 32},
+                "adapter.lora_dropout": {"default": 0.05},
+                "adapter.target_modules": {"default": ["all-linear"]},
+                "runtime.gradient_accumulation_steps": {"default": 1},
+                "general.batch_size": {"default": 8},
+                "general.learning_rate": {"default": 0.00001},
+                "general.epochs": {"default": 10},
+                "trainer.training_type": {"choices": ("lora",), "default": "lora"},
+            },
+            methods=("lora",),
+            stages=("sft",),
+            models=("ibm-granite/granite-3.1-8b-base", "meta-llama/Llama-3.1-8B"),
+        ),
+        Profile(
+            "watsonx_qlora", "IBM watsonx.ai — QLoRA", "002",
+            "watsonx.ai QLoRA (quantized models only).",
+            fields={
+                "adapter.lora_rank": {"min": 1, "max": 64, "default": 8},
+                "adapter.lora_alpha": {"default": 32},
+                "adapter.lora_dropout": {"default": 0.05},
+                "runtime.gradient_accumulation_steps": {"default": 1},
+                "general.batch_size": {"default": 8},
+                "general.learning_rate": {"default": 0.00001},
+                "general.epochs": {"default": 10},
+                "trainer.training_type": {"choices": ("qlora",), "default": "qlora"},
+                "runtime.quantization_bit": {"choices": (4, 8), "default": 4},
+            },
+            methods=("qlora",),
+            stages=("sft",),
+        ),
+        Profile(
+            "watsonx_full", "IBM watsonx.ai — full fine-tuning", "002",
+            "watsonx.ai full fine-tuning (peft type none, its default).",
+            fields={
+                "runtime.gradient_accumulation_steps": {"default": 1},
+                "general.batch_size": {"default": 8},
+                "general.learning_rate": {"default": 0.00001},
+                "general.epochs": {"default": 5},
+                "trainer.training_type": {"choices": ("full",), "default": "full"},
+            },
+            methods=("full",),
+            stages=("sft",),
+        ),
+        Profile(
+            "nova_lora", "Amazon Nova (HyperPod) — LoRA SFT", "004",
+            "Amazon Nova parameter-efficient SFT recipe: LoRA with LoRA+, Bedrock Converse data.",
+            fields={
+                **_NOVA_COMMON,
+                "general.learning_rate": {"min": 0, "min_exclusive": True, "max": 1, "default": 1e-5},
+                "adapter.lora_alpha": {"choices": (32, 64, 96, 128, 160, 192), "default": 32},
+                "adapter.lora_rank": {"default": 32},
+                "adapter.lora_dropout": {"min": 0, "max": 1, "default": 0.01},
+                "adapter.loraplus_lr_ratio": {"min": 0, "max": 100, "default": 8.0},
+                "trainer.training_type": {"choices": ("lora",), "default": "lora"},
+            },
+            methods=("lora",),
+            stages=("sft",),
+            formats_by_stage={"sft": ("bedrock_converse",)},
+            lr_by_method={"lora": Range(0, 1, min_exclusive=True)},
+            max_steps_epochs_exclusive=True,
+            replicas_by_model=NOVA_REPLICAS,
+            global_batch_choices=(16, 32, 64),
+            models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
+        ),
+        Profile(
+            "nova_full", "Amazon Nova (HyperPod) — full-rank SFT", "004",
+            "Amazon Nova full-rank SFT recipe: lr 1e-6–1e-3 (1e-6–1e-4 advised), Bedrock Converse data.",
+            fields={
+                **_NOVA_COMMON,
+                "general.learning_rate": {"min": 1e-6, "max": 1e-3, "default": 5e-6},
+                "runtime.min_lr": {"min": 0, "max": 1, "default": 5e-7},
+                "general.epochs": {"min": 1, "max": 5, "default": 1},
+                "launch.nodes": {"default": 4},
+                "runtime.gradient_accumulation_steps": {"default": 16},
+                "trainer.training_type": {"choices": ("full",), "default": "full"},
+            },
+            methods=("full",),
+            stages=("sft",),
+            formats_by_stage={"sft": ("bedrock_converse",)},
+            lr_by_method={"full": Range(1e-6, 1e-3)},
+            max_steps_epochs_exclusive=True,
+            replicas_by_model=NOVA_REPLICAS,
+            global_batch_choices=(16, 32, 64),
+            models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
+        ),
+    ]
+}
+
+
+def get(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        from engine.config import ConfigError, Problem, suggest
+
+        raise ConfigError([Problem("profile", f"unknown profile {name!r}{suggest(name, PROFILES)}",
+                                   ", ".join(PROFILES))]) from None
