@@ -617,13 +617,15 @@ def coerce(name: str, value: Any) -> Any:
 def check_value(name: str, value: Any, profile: str | None = None) -> Problem | None:
     """Type, range and choice check of one value under a profile."""
     sp = spec(name, profile)
+    where = f" in profile {sp.profile}" if sp.profile != "native" else ""
     try:
         v = coerce(name, value)
     except ValueError as e:
+        if sp.field.kind == "enum" and value is not None:
+            return Problem(name, f"{_fmt(value)} is not offered{where}", sp.allowed())
         return Problem(name, str(e), sp.allowed())
     if v is None:
         return None
-    where = f" in profile {sp.profile}" if sp.profile != "native" else ""
     if sp.choices is not None and v not in sp.choices:
         return Problem(name, f"{_fmt(v)} is not offered{where}", sp.allowed())
     if sp.range is not None and isinstance(v, (int, float)) and not sp.range.contains(v):

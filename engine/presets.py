@@ -111,7 +111,27 @@ def dumps(job: JobConfig, resolved: bool = False) -> str:
             for k in list(data[g]):
                 if FIELD_BY_NAME[f"{g}.{k}"].secret:
                     del data[g][k]
-    return tomli_w.dumps(data)
+    return _emit(data)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # not produced by the schema; fall back to the library
+        return tomli_w.dumps({"x": v}).split("=", 1)[1].strip()
+    return tomli_w.dumps({"x": v}).split("=", 1)[1].strip()
+
+
+def _emit(data: dict[str, Any]) -> str:
+    """Canonical preset text: top-level keys, then one table per group in schema order,
+    short arrays inline (so a hand-written preset in this form round-trips byte for byte)."""
+    lines = [f"{k} = {_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for g, tbl in data.items():
+        if isinstance(tbl, dict):
+            lines.append("")
+            lines.append(f"[{g}]")
+            lines.extend(f"{k} = {_value(v)}" for k, v in tbl.items())
+    return "\n".join(lines) + "\n"
 
 
 def save(job: JobConfig, path: str | os.PathLike[str], resolved: bool = False) -> Path:

@@ -1,0 +1,129 @@
+"""TOML presets and the validate / show commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import presets
+from engine.config import JobConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=120)
+
+
+def test_round_trip_exact(tmp_path):
+    text = (ROOT / "presets" / "demo.toml").read_text()
+    job = presets.loads(text)
+    assert presets.dumps(job) == text
+    p = presets.save(job, tmp_path / "a.toml")
+    assert presets.load(p).values == job.values
+
+
+def test_round_trip_every_type(tmp_path):
+    job = JobConfig("native", {"general.learning_rate": 1e-4, "general.batch_size": 3, "runtime.gradient_checkpointing": False,
+                               "adapter.target_modules": ["q_proj", "v_proj"], "trainer.zero_stage": 3,
+                               "trainer.distributed_backend": "deepspeed", "data.train_path": "d.jsonl",
+                               "launch.start_at": "2026-12-01 02:00"}, name="all types")
+    p = presets.save(job, tmp_path / "t.toml")
+    back = presets.load(p)
+    assert back.values == job.values and back.name == job.name and back.profile == job.profile
+    assert presets.dumps(back) == p.read_text()
+
+
+def test_unknown_key_suggests():
+    with pytest.raises(presets.PresetError) as e:
+        presets.loads('[general]\nlearnig_rate = 0.1\n', "x.toml")
+    assert str(e.value) == "general.learnig_rate: unknown key in x.toml; did you mean `general.learning_rate`?"
+    with pytest.raises(presets.PresetError) as e:
+        presets.loads('learning_rate = 0.1\n', "x.toml")
+    assert "did you mean `general.learning_rate`" in str(e.value)
+    with pytest.raises(presets.PresetError) as e:
+        presets.loads('[genral]\nbatch_size = 1\n', "x.toml")
+    assert "did you mean `general`" in str(e.value)
+
+
+def test_secret_is_refused_and_never_written(tmp_path):
+    with pytest.raises(presets.PresetError) as e:
+        presets.loads('[data]\ns3_secret_key = "abc"\n', "x.toml")
+    assert "secrets are never stored in a preset" in str(e.value)
+    job = JobConfig("native", {"data.train_path": "s3://b/k", "data.s3_secret_key_env": "MY_SECRET"})
+    job.secrets["data.s3_secret_key"] = "supersecret"
+    text = presets.dumps(job, resolved=True)
+    assert "supersecret" not in text and 's3_secret_key_env = "MY_SECRET"' in text
+
+
+def test_bad_toml_is_one_line(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[general\nbatch_size = 1\n")
+    r = cli("validate", str(p))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and str(p) in r.stderr and "not valid TOML" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_save_is_atomic_and_keeps_old_on_failure(tmp_path, monkeypatch):
+    p = tmp_path / "keep.toml"
+    p.write_text("old")
+    job = JobConfig("native", {"data.train_path": "x"})
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(presets, "dumps", boom)
+    with pytest.raises(RuntimeError):
+        presets.save(job, p)
+    assert p.read_text() == "old"
+
+
+def test_validate_cli_exit_codes(tmp_path):
+    r = cli("validate", "presets/demo.toml")
+    assert r.returncode == 0, r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('profile = "fpt_pipeline"\n[data]\ntrain_path = "x.jsonl"\n[general]\nlearning_rate = 0.5\n'
+                   'batch_size = 0\n')
+    r = cli("validate", str(bad))
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if not l.startswith("warning:")]
+    assert "general.learning_rate: 0.5 is out of range in profile fpt_pipeline (allowed: 1e-05 ≤ x ≤ 0.001)" in lines
+    assert any(l.startswith("general.batch_size: 0 is out of range") for l in lines)
+    assert "Traceback" not in r.stderr
+    r = cli("validate", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2 and "no such preset file" in r.stderr
+
+
+def test_show_prints_resolved_toml():
+    r = cli("show", "presets/demo.toml")
+    assert r.returncode == 0
+    job = presets.loads(r.stdout)
+    assert job.values["runtime.optimizer"] == "adamw"  # a default made explicit
+    assert job.values["general.learning_rate"] == 0.003
+
+
+def test_every_shipped_preset_validates():
+    files = presets.shipped()
+    assert files, "no shipped presets"
+    for f in files:
+        job = presets.load(f)
+        assert job.problems() == [], (f.name, [str(p) for p in job.problems()])
+
+
+def test_ui_does_not_import_torch():
+    code = ("import sys, tui.app, tui.cli, engine.config, engine.presets, engine.events;"
+            "bad=[m for m in ('torch','transformers','deepspeed','trl','peft') if m in sys.modules];"
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+
+
+def test_engine_config_does_not_import_textual():
+    code = "import sys, engine.config, engine.profiles, engine.presets, engine.events; assert 'textual' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
