@@ -1,0 +1,215 @@
+"""The built-in tiny model ``finetui:tiny-llama``.
+
+No machine in this project reaches a model hub, so the demo and every training
+test use a random-initialised Llama-architecture model (about 130k parameters)
+with a byte-level BPE tokenizer trained locally (``tokenizers``) on the bundled
+sample data and given a ChatML chat template with ``{% generation %}`` markers
+(TRL's ``assistant_only_loss`` needs them).  It is built once, saved with
+``save_pretrained`` into ``$FINETUI_CACHE_DIR/tiny-llama`` (default
+``~/.cache/finetui/tiny-llama``) and from then on loaded with the real
+``from_pretrained``.
+
+The build is atomic (temporary folder + rename) and safe when several processes
+race (a file lock).  This module does not import torch at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+TINY_NAME = "finetui:tiny-llama"
+#: Bump when the build changes: a cached model of another version is rebuilt.
+TINY_VERSION = 1
+VOCAB_SIZE = 512
+
+#: The model's config.json content (what the estimator reads without building).
+TINY_CONFIG: dict = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 192,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "vocab_size": VOCAB_SIZE,
+    "max_position_embeddings": 512,
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "mlp_bias": False,
+    "tie_word_embeddings": True,
+    "initializer_range": 0.02,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "pad_token_id": 1,
+    "dtype": "float32",
+    "use_cache": True,
+}
+
+#: Special tokens, in id order (ids 0..3).
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|im_end|>", "<|im_start|>"]
+BOS, PAD, EOS, IM_START = SPECIAL_TOKENS
+
+#: ChatML with {% generation %} markers around each assistant turn (its <|im_end|> included,
+#: so the model learns to stop). Roles: system, user, assistant, tool.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- generation %}"
+    "{{- message['content'] + '<|im_end|>' }}"
+    "{%- endgeneration %}"
+    "{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- endif %}"
+)
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("FINETUI_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "finetui"
+
+
+def tiny_model_dir() -> Path:
+    return cache_dir() / "tiny-llama"
+
+
+def _is_built(d: Path) -> bool:
+    marker = d / "finetui-tiny.json"
+    if not (marker.exists() and (d / "config.json").exists() and (d / "tokenizer.json").exists()):
+        return False
+    try:
+        return json.loads(marker.read_text()).get("version") == TINY_VERSION
+    except (OSError, ValueError):
+        return False
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """``finetui:tiny-llama`` → the built folder (building it on first use); anything else unchanged."""
+    if str(name_or_path).strip() == TINY_NAME:
+        return str(ensure_tiny_model())
+    return str(name_or_path)
+
+
+def ensure_tiny_model() -> Path:
+    """Build the tiny model once (atomic, race-safe) and return its folder."""
+    d = tiny_model_dir()
+    if _is_built(d):
+        return d
+    d.parent.mkdir(parents=True, exist_ok=True)
+    import fcntl
+
+    with open(d.parent / ".tiny-llama.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if _is_built(d):
+                return d
+            tmp = Path(tempfile.mkdtemp(prefix=".tiny-llama-build-", dir=d.parent))
+            os.chmod(tmp, 0o755)
+            try:
+                _build(tmp)
+                if d.exists():  # an older version or a broken build
+                    old = d.with_name(f".tiny-llama-old-{os.getpid()}")
+                    os.replace(d, old)
+                    shutil.rmtree(old, ignore_errors=True)
+                os.replace(tmp, d)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return d
+
+
+def _training_texts() -> list[str]:
+    """Every string of the bundled samples, rendered roughly as the model will see them."""
+    from engine.samples import SAMPLES_DIR
+
+    texts: list[str] = []
+
+    def walk(o):  # noqa: ANN001
+        if isinstance(o, str):
+            texts.append(o)
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    for p in sorted(SAMPLES_DIR.glob("*.jsonl")):
+        for line in p.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                walk(json.loads(line))
+    texts += ["system", "user", "assistant", "tool", "You are a helpful assistant."]
+    return texts
+
+
+def build_tokenizer():
+    """A byte-level BPE tokenizer (vocab 512) trained on the samples, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    texts = _training_texts()
+    tok.train_from_iterator(texts * 2, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=None,
+        additional_special_tokens=[IM_START],
+        model_max_length=TINY_CONFIG["max_position_embeddings"],
+        padding_side="right",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def _build(out: Path) -> None:
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer()
+    cfg = {k: v for k, v in TINY_CONFIG.items() if k not in ("architectures", "model_type", "dtype")}
+    cfg["vocab_size"] = max(VOCAB_SIZE, len(tokenizer))
+    cfg["bos_token_id"] = tokenizer.convert_tokens_to_ids(BOS)
+    cfg["eos_token_id"] = tokenizer.convert_tokens_to_ids(EOS)
+    cfg["pad_token_id"] = tokenizer.convert_tokens_to_ids(PAD)
+    config = LlamaConfig(**cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id, max_new_tokens=32, do_sample=False,
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "finetui-tiny.json").write_text(json.dumps({"name": TINY_NAME, "version": TINY_VERSION}) + "\n")
+
+
+if __name__ == "__main__":  # python -m engine.tiny
+    print(ensure_tiny_model())
