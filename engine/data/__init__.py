@@ -1,0 +1,19 @@
+"""Training data: formats, sources (local, zip, folder, S3), loading and the validation report.
+
+Importing this package never imports torch or transformers (the TUI uses it for
+validation); tokenization (:mod:`engine.data.tokenize`) imports them lazily.
+
+Contract used by the training worker::
+
+    from engine.data import load_rows, DataError
+    data = load_rows(job.resolved(), secrets)   # .train, .eval, .dropped, .report
+"""
+
+from __future__ import annotations
+
+from engine.data.errors import DataError, RowError
+from engine.data.formats import as_messages
+from engine.data.loader import LoadedData, allowed_formats, check_compat, load_rows, split_rows
+
+__all__ = ["DataError", "RowError", "LoadedData", "load_rows", "allowed_formats", "check_compat",
+           "split_rows", "as_messages"]

@@ -1,0 +1,439 @@
+"""Row formats → canonical rows.
+
+Each normaliser takes one decoded JSON object and returns the canonical row, or raises
+:class:`RowError` (field + plain-words reason).  No I/O except the image lookup passed in.
+
+Canonical rows:
+
+* corpus: ``{"text": str}``
+* SFT (alpaca, sharegpt, sharegpt_image, bedrock_converse):
+  ``{"messages": [{"role", "content"}], "images"?: [abs paths], "tools"?: str}``
+  roles are system / user / assistant / tool; the last message is the assistant's.
+* preference: ``{"prompt": [messages], "chosen": [assistant msg], "rejected": [assistant msg]}``
+* kto: ``{"prompt": [messages], "completion": [assistant msg], "label": bool}``
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Optional
+
+from engine.data.errors import RowError
+
+#: Looks an image reference up; returns the absolute path (or the reference to keep), or None if missing.
+ImageLookup = Callable[[str], Optional[str]]
+
+IMAGE_TOKEN = "<image>"
+
+#: sharegpt role names → canonical roles
+ROLE_MAP = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+    "function": "tool",
+}
+_USER_SIDE = {"user", "tool"}
+_MODEL_SIDE = {"assistant"}
+BEDROCK_SCHEMA = "bedrock-conversation-2024"
+
+
+def _need(obj: dict, key: str, where: str = "") -> Any:
+    if key not in obj:
+        raise RowError(where + key, f"missing key `{key}`")
+    return obj[key]
+
+
+def _str(obj: dict, key: str, where: str = "", *, empty_ok: bool = False, required: bool = True) -> str:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise RowError(where + key, f"missing key `{key}`")
+        return ""
+    v = obj[key]
+    if not isinstance(v, str):
+        raise RowError(where + key, f"`{key}` must be a string, not {_tname(v)}")
+    if not empty_ok and not v.strip():
+        raise RowError(where + key, f"`{key}` is empty")
+    return v
+
+
+def _tname(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _row_obj(obj: Any) -> dict:
+    if not isinstance(obj, dict):
+        raise RowError("", f"row must be a JSON object, not {_tname(obj)}")
+    return obj
+
+
+# --------------------------------------------------------------------------- corpus
+
+def corpus(obj: Any, images: ImageLookup | None = None) -> dict:
+    obj = _row_obj(obj)
+    return {"text": _str(obj, "text")}
+
+
+# --------------------------------------------------------------------------- alpaca
+
+def _alpaca_prompt(obj: dict) -> list[dict]:
+    """system + history + instruction/input → messages ending with the user turn."""
+    msgs: list[dict] = []
+    system = _str(obj, "system", empty_ok=True, required=False)
+    if system.strip():
+        msgs.append({"role": "system", "content": system})
+    hist = obj.get("history")
+    if hist is not None:
+        if not isinstance(hist, list):
+            raise RowError("history", f"`history` must be a list of [instruction, response] pairs, not {_tname(hist)}")
+        for i, pair in enumerate(hist):
+            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                    or not all(isinstance(x, str) for x in pair)):
+                raise RowError(f"history[{i}]", f"history entry {i + 1} must be a pair [instruction, response] of strings")
+            msgs.append({"role": "user", "content": pair[0]})
+            msgs.append({"role": "assistant", "content": pair[1]})
+    instruction = _str(obj, "instruction", empty_ok=True)
+    inp = _str(obj, "input", empty_ok=True, required=False)
+    prompt = "\n".join(s for s in (instruction, inp) if s.strip())
+    if not prompt.strip():
+        raise RowError("instruction", "`instruction` and `input` are both empty")
+    msgs.append({"role": "user", "content": prompt})
+    return msgs
+
+
+def alpaca(obj: Any, images: ImageLookup | None = None) -> dict:
+    obj = _row_obj(obj)
+    msgs = _alpaca_prompt(obj)
+    out = _str(obj, "output")
+    msgs.append({"role": "assistant", "content": out})
+    return {"messages": msgs}
+
+
+# --------------------------------------------------------------------------- sharegpt
+
+def _turn(t: Any, i: int, key: str) -> tuple[str, str, str]:
+    """One turn → (original role name, canonical role, content)."""
+    where = f"{key}[{i}]."
+    if not isinstance(t, dict):
+        raise RowError(f"{key}[{i}]", f"turn {i + 1}: must be an object, not {_tname(t)}")
+    if "from" in t or "value" in t:
+        rk, ck = "from", "value"
+    else:
+        rk, ck = "role", "content"
+    if rk not in t:
+        raise RowError(where + rk, f"turn {i + 1}: missing key `{rk}`")
+    if ck not in t:
+        raise RowError(where + ck, f"turn {i + 1}: missing key `{ck}`")
+    role, content = t[rk], t[ck]
+    if not isinstance(role, str) or role not in ROLE_MAP:
+        raise RowError(where + rk, f"turn {i + 1}: unknown role `{role}` (allowed: {', '.join(ROLE_MAP)})")
+    if not isinstance(content, str):
+        raise RowError(where + ck, f"turn {i + 1}: `{ck}` must be a string, not {_tname(content)}")
+    return role, ROLE_MAP[role], content
+
+
+def _conversation(obj: dict, *, end: str = "assistant") -> tuple[list[dict], str]:
+    """Parse conversations / messages, checking alternation.  ``end`` is the side of the last turn."""
+    if "conversations" in obj:
+        key = "conversations"
+    elif "messages" in obj:
+        key = "messages"
+    else:
+        raise RowError("conversations", "missing key `conversations` (or `messages`)")
+    turns = obj[key]
+    if not isinstance(turns, list):
+        raise RowError(key, f"`{key}` must be a list of turns, not {_tname(turns)}")
+    if not turns:
+        raise RowError(key, f"`{key}` is empty")
+    msgs: list[dict] = []
+    prev_side: str | None = None
+    prev_name = ""
+    for i, t in enumerate(turns):
+        name, role, content = _turn(t, i, key)
+        if role == "system":
+            if i != 0:
+                raise RowError(f"{key}[{i}]", f"turn {i + 1}: `{name}` turn is only allowed first")
+            msgs.append({"role": "system", "content": content})
+            continue
+        side = "user" if role in _USER_SIDE else "assistant"
+        if prev_side is None and side != "user":
+            raise RowError(f"{key}[{i}]", f"turn {i + 1}: conversation starts with `{name}`, expected a user turn")
+        if side == prev_side:
+            raise RowError(f"{key}[{i}]", f"turn {i + 1}: two `{prev_name}`/`{name}` turns in a row"
+                           if prev_name != name else f"turn {i + 1}: two `{name}` turns in a row")
+        if role == "assistant" and not content.strip():
+            raise RowError(f"{key}[{i}]", f"turn {i + 1}: empty `{name}` turn")
+        if role == "user" and not content.strip():
+            raise RowError(f"{key}[{i}]", f"turn {i + 1}: empty `{name}` turn")
+        msgs.append({"role": role, "content": content})
+        prev_side, prev_name = side, name
+    if prev_side is None:
+        raise RowError(key, f"`{key}` has only a system turn")
+    if prev_side != end:
+        last = len(turns)
+        if end == "assistant":
+            raise RowError(f"{key}[{last - 1}]", f"turn {last}: last turn is `{prev_name}`; the conversation "
+                           "must end with the model's turn")
+        raise RowError(f"{key}[{last - 1}]", f"turn {last}: last turn is `{prev_name}`; the prompt must end "
+                       "with a user turn")
+    return msgs, key
+
+
+def _tools(obj: dict) -> str | None:
+    tools = obj.get("tools")
+    if tools is None or tools == "":
+        return None
+    if isinstance(tools, str):
+        try:
+            json.loads(tools)
+        except ValueError:
+            raise RowError("tools", "`tools` is not valid JSON")
+        return tools
+    if isinstance(tools, (list, dict)):
+        return json.dumps(tools, ensure_ascii=False)
+    raise RowError("tools", f"`tools` must be a JSON string or a list, not {_tname(tools)}")
+
+
+def sharegpt(obj: Any, images: ImageLookup | None = None) -> dict:
+    obj = _row_obj(obj)
+    msgs, _ = _conversation(obj)
+    row: dict = {"messages": msgs}
+    tools = _tools(obj)
+    if tools:
+        row["tools"] = tools
+    return row
+
+
+def _image_refs(obj: dict) -> tuple[str, list[str]]:
+    for key in ("images", "image_path", "image", "image_paths"):
+        if key in obj and obj[key] is not None:
+            v = obj[key]
+            if isinstance(v, str):
+                return key, [v]
+            if isinstance(v, list) and all(isinstance(x, str) for x in v):
+                return key, list(v)
+            raise RowError(key, f"`{key}` must be a path or a list of paths")
+    return "images", []
+
+
+def sharegpt_image(obj: Any, images: ImageLookup | None = None) -> dict:
+    obj = _row_obj(obj)
+    row = sharegpt(obj)
+    key, refs = _image_refs(obj)
+    if not refs:
+        raise RowError("images", "missing key `images` (or `image_path`)")
+    n_tok = sum(m["content"].count(IMAGE_TOKEN) for m in row["messages"])
+    if n_tok == 0 and len(refs) == 1:
+        # FPT style: one image_path and no token → the image goes before the first user text
+        for m in row["messages"]:
+            if m["role"] == "user":
+                m["content"] = IMAGE_TOKEN + m["content"]
+                break
+        n_tok = 1
+    if n_tok != len(refs):
+        raise RowError(key, f"{n_tok} `{IMAGE_TOKEN}` token{'s' if n_tok != 1 else ''} but {len(refs)} "
+                       f"image{'s' if len(refs) != 1 else ''}")
+    paths = []
+    for i, ref in enumerate(refs):
+        p = images(ref) if images is not None else ref
+        if p is None:
+            raise RowError(f"{key}[{i}]", f"image `{ref}` not found")
+        paths.append(p)
+    row["images"] = paths
+    return row
+
+
+# --------------------------------------------------------------------------- bedrock converse
+
+def bedrock_converse(obj: Any, images: ImageLookup | None = None) -> dict:
+    obj = _row_obj(obj)
+    sv = _need(obj, "schemaVersion")
+    if sv != BEDROCK_SCHEMA:
+        raise RowError("schemaVersion", f"`schemaVersion` is `{sv}`, expected `{BEDROCK_SCHEMA}`")
+    msgs: list[dict] = []
+    system = obj.get("system")
+    if system is not None:
+        if not isinstance(system, list):
+            raise RowError("system", f"`system` must be a list of {{text}} blocks, not {_tname(system)}")
+        texts = []
+        for i, b in enumerate(system):
+            if not isinstance(b, dict) or not isinstance(b.get("text"), str):
+                raise RowError(f"system[{i}]", f"system block {i + 1} must be {{\"text\": string}}")
+            texts.append(b["text"])
+        if any(t.strip() for t in texts):
+            msgs.append({"role": "system", "content": "\n".join(texts)})
+    turns = _need(obj, "messages")
+    if not isinstance(turns, list) or not turns:
+        raise RowError("messages", "`messages` must be a non-empty list")
+    imgs: list[str] = []
+    prev = None
+    for i, t in enumerate(turns):
+        f = f"messages[{i}]"
+        if not isinstance(t, dict):
+            raise RowError(f, f"turn {i + 1}: must be an object, not {_tname(t)}")
+        role = t.get("role")
+        if role not in ("user", "assistant"):
+            if "role" not in t:
+                raise RowError(f + ".role", f"turn {i + 1}: missing key `role`")
+            raise RowError(f + ".role", f"turn {i + 1}: role `{role}` must be `user` or `assistant`")
+        if prev is None and role != "user":
+            raise RowError(f, f"turn {i + 1}: conversation starts with `{role}`, expected `user`")
+        if role == prev:
+            raise RowError(f, f"turn {i + 1}: two `{role}` turns in a row")
+        content = t.get("content")
+        if "content" not in t:
+            raise RowError(f + ".content", f"turn {i + 1}: missing key `content`")
+        if not isinstance(content, list) or not content:
+            raise RowError(f + ".content", f"turn {i + 1}: `content` must be a non-empty list of blocks")
+        parts: list[str] = []
+        for j, b in enumerate(content):
+            bf = f"{f}.content[{j}]"
+            if not isinstance(b, dict):
+                raise RowError(bf, f"turn {i + 1}: content block {j + 1} must be an object")
+            if "text" in b:
+                if not isinstance(b["text"], str):
+                    raise RowError(bf + ".text", f"turn {i + 1}: `text` must be a string")
+                parts.append(b["text"])
+            elif "image" in b:
+                im = b["image"]
+                if not isinstance(im, dict) or "format" not in im or "source" not in im:
+                    raise RowError(bf + ".image", f"turn {i + 1}: image block needs `format` and `source`")
+                if im["format"] not in ("png", "jpeg", "gif", "webp"):
+                    raise RowError(bf + ".image.format", f"turn {i + 1}: image format `{im['format']}` "
+                                   "(allowed: png, jpeg, gif, webp)")
+                src = im["source"]
+                ref = None
+                if isinstance(src, dict):
+                    if isinstance(src.get("s3Location"), dict):
+                        ref = src["s3Location"].get("uri")
+                    elif "bytes" in src:
+                        ref = "bytes"
+                if not isinstance(ref, str):
+                    raise RowError(bf + ".image.source", f"turn {i + 1}: image `source` needs s3Location.uri or bytes")
+                parts.append(IMAGE_TOKEN)
+                imgs.append(ref)
+            else:
+                raise RowError(bf, f"turn {i + 1}: content block {j + 1} has neither `text` nor `image`")
+        text = "".join(parts)
+        if not text.replace(IMAGE_TOKEN, "").strip() and role == "assistant":
+            raise RowError(f + ".content", f"turn {i + 1}: empty assistant turn")
+        msgs.append({"role": role, "content": text})
+        prev = role
+    if prev != "assistant":
+        raise RowError(f"messages[{len(turns) - 1}]", f"turn {len(turns)}: last turn is `user`; the conversation "
+                       "must end with `assistant`")
+    row: dict = {"messages": msgs}
+    if imgs:
+        row["images"] = imgs
+    return row
+
+
+# --------------------------------------------------------------------------- preference
+
+def _answer(obj: dict, key: str) -> list[dict]:
+    if key not in obj:
+        raise RowError(key, f"missing key `{key}`")
+    v = obj[key]
+    if isinstance(v, str):
+        content = v
+    elif isinstance(v, dict):
+        name, role, content = _turn(v, 0, key)
+        if role != "assistant":
+            raise RowError(key, f"`{key}` turn is `{name}`, expected the model's turn")
+        content = content
+    elif isinstance(v, list) and v:
+        # TRL style: a list of messages, the last being the assistant's
+        name, role, content = _turn(v[-1], len(v) - 1, key)
+        if role != "assistant":
+            raise RowError(key, f"last `{key}` turn is `{name}`, expected the model's turn")
+    else:
+        raise RowError(key, f"`{key}` must be a string or a turn, not {_tname(v)}")
+    if not content.strip():
+        raise RowError(key, f"`{key}` is empty")
+    return [{"role": "assistant", "content": content}]
+
+
+def _prompt(obj: dict) -> list[dict]:
+    if "conversations" in obj or "messages" in obj:
+        msgs, _ = _conversation(obj, end="user")
+        return msgs
+    if "instruction" in obj:
+        return _alpaca_prompt(obj)
+    if "prompt" in obj:
+        p = obj["prompt"]
+        if isinstance(p, str):
+            if not p.strip():
+                raise RowError("prompt", "`prompt` is empty")
+            return [{"role": "user", "content": p}]
+        if isinstance(p, list):
+            msgs, _ = _conversation({"messages": p}, end="user")
+            return msgs
+        raise RowError("prompt", f"`prompt` must be a string or a list of turns, not {_tname(p)}")
+    raise RowError("instruction", "missing key `instruction` (or `conversations` / `prompt`)")
+
+
+def preference(obj: Any, images: ImageLookup | None = None) -> dict:
+    obj = _row_obj(obj)
+    prompt = _prompt(obj)
+    chosen = _answer(obj, "chosen")
+    rejected = _answer(obj, "rejected")
+    if chosen[0]["content"] == rejected[0]["content"]:
+        raise RowError("rejected", "`chosen` and `rejected` are the same")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+# --------------------------------------------------------------------------- kto
+
+def kto(obj: Any, images: ImageLookup | None = None) -> dict:
+    obj = _row_obj(obj)
+    lk = "label" if "label" in obj else ("kto_tag" if "kto_tag" in obj else None)
+    if lk is None:
+        raise RowError("label", "missing key `label`")
+    label = obj[lk]
+    if not isinstance(label, bool):
+        raise RowError(lk, f"`{lk}` must be true or false, not {json.dumps(label)}")
+    if "completion" in obj and "prompt" in obj:
+        prompt = _prompt(obj)
+        completion = _answer(obj, "completion")
+        return {"prompt": prompt, "completion": completion, "label": label}
+    msgs, _ = _conversation(obj)
+    return {"prompt": msgs[:-1], "completion": [msgs[-1]], "label": label}
+
+
+NORMALIZERS: dict[str, Callable[[Any, Optional[ImageLookup]], dict]] = {
+    "corpus": corpus,
+    "alpaca": alpaca,
+    "sharegpt": sharegpt,
+    "sharegpt_image": sharegpt_image,
+    "bedrock_converse": bedrock_converse,
+    "preference": preference,
+    "kto": kto,
+}
+
+
+def row_texts(row: dict) -> list[str]:
+    """Every string of a canonical row (for duplicate and empty-string statistics)."""
+    if "text" in row:
+        return [row["text"]]
+    out = []
+    for k in ("messages", "prompt", "chosen", "rejected", "completion"):
+        for m in row.get(k) or ():
+            out.append(m["content"])
+    return out
+
+
+def as_messages(row: dict) -> list[dict]:
+    """The conversation the model sees for a canonical row (preference: prompt + chosen)."""
+    if "messages" in row:
+        return row["messages"]
+    if "chosen" in row:
+        return row["prompt"] + row["chosen"]
+    if "completion" in row:
+        return row["prompt"] + row["completion"]
+    return [{"role": "user", "content": row.get("text", "")}]

@@ -1,0 +1,172 @@
+"""Load a job's data: canonical rows, invalid rows dropped within the allowed share, a split.
+
+``load_rows(res, secrets)`` is the contract the training worker uses; ``scan`` is the
+streaming core shared with the data check.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+from engine.config import FORMATS, FORMATS_BY_STAGE
+from engine.data.errors import DataError, RowError
+from engine.data.formats import NORMALIZERS
+from engine.data.sources import Source, open_source
+
+MAX_LISTED_INVALID = 50
+
+
+@dataclass
+class Invalid:
+    location: str  # file:line
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.field + ': ' if self.field else ''}{self.reason}"
+
+    def as_dict(self) -> dict:
+        return {"location": self.location, "field": self.field, "reason": self.reason}
+
+
+@dataclass
+class ScanCounts:
+    total: int = 0
+    valid: int = 0
+    invalid: int = 0
+    listed: list[Invalid] = field(default_factory=list)
+
+    @property
+    def invalid_pct(self) -> float:
+        return 100.0 * self.invalid / self.total if self.total else 0.0
+
+
+@dataclass
+class LoadedData:
+    train: list[dict]
+    eval: Optional[list[dict]]
+    dropped: int
+    report: dict
+
+
+def allowed_formats(stage: str, profile: str | None = None) -> tuple[str, ...]:
+    if profile:
+        try:
+            from engine import profiles as P
+
+            return tuple(P.get(profile).formats_by_stage.get(stage, FORMATS_BY_STAGE.get(stage, ())))
+        except Exception:
+            pass
+    return FORMATS_BY_STAGE.get(stage, ())
+
+
+def check_compat(fmt: str, stage: str | None, profile: str | None = None) -> str | None:
+    """None when the format can train the stage; else one line naming the allowed formats."""
+    if fmt not in FORMATS:
+        return f"data.format: unknown format `{fmt}` (allowed: {', '.join(FORMATS)})"
+    if not stage:
+        return None
+    allowed = allowed_formats(stage, profile)
+    if fmt not in allowed:
+        return f"data.format: {fmt} data cannot train the {stage} trainer (allowed: {', '.join(allowed)})"
+    return None
+
+
+def scan(source: Source, fmt: str, counts: ScanCounts, *, materialize_images: bool = True,
+         limit_valid: int | None = None) -> Iterator[tuple[str, dict]]:
+    """Stream ``(location, canonical row)`` for valid rows, counting invalid ones in ``counts``."""
+    norm = NORMALIZERS[fmt]
+
+    def lookup(ref: str) -> Optional[str]:
+        return source.image(ref, materialize_images)
+
+    for loc, obj in source.records():
+        counts.total += 1
+        try:
+            if isinstance(obj, RowError):
+                raise obj
+            row = norm(obj, lookup)
+        except RowError as e:
+            counts.invalid += 1
+            if len(counts.listed) < MAX_LISTED_INVALID:
+                counts.listed.append(Invalid(loc, e.field, e.reason))
+            continue
+        counts.valid += 1
+        yield loc, row
+        if limit_valid is not None and counts.valid >= limit_valid:
+            return
+
+
+def threshold_error(display: str, counts: ScanCounts, allowed_pct: float) -> str | None:
+    if counts.total == 0:
+        return f"{display}: no rows"
+    if counts.valid == 0:
+        first = f"; first: {counts.listed[0]}" if counts.listed else ""
+        return f"{display}: no valid rows ({counts.invalid} invalid){first}"
+    if counts.invalid_pct > (allowed_pct or 0.0) + 1e-12:
+        first = f"; first: {counts.listed[0]}" if counts.listed else ""
+        return (f"{display}: {counts.invalid} of {counts.total} rows invalid ({counts.invalid_pct:.2f}%, "
+                f"allowed {allowed_pct or 0:g}%){first}")
+    return None
+
+
+def _load_one(path: str, res: dict, secrets: dict | None, fmt: str, limit: int | None
+              ) -> tuple[list[dict], ScanCounts, str]:
+    src = open_source(path, res, secrets)
+    counts = ScanCounts()
+    rows = [r for _, r in scan(src, fmt, counts, limit_valid=limit)]
+    msg = threshold_error(src.display, counts, float(res.get("data.allow_percentage_invalid_samples") or 0.0))
+    if msg:
+        raise DataError(msg)
+    return rows, counts, src.display
+
+
+def split_rows(rows: list[dict], val_size: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Deterministic hold-out: ``round(n × val_size)`` rows (at least one) chosen by the seed."""
+    n = len(rows)
+    k = max(1, int(round(n * val_size)))
+    if k >= n:
+        raise DataError(f"data.val_size: {val_size:g} of {n} rows leaves no training rows")
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
+    held = set(idx[:k])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def load_rows(res: dict, secrets: dict | None = None) -> LoadedData:
+    """The job's training (and evaluation) rows in canonical form.  Raises :class:`DataError`."""
+    fmt = res.get("data.format") or "alpaca"
+    stage = res.get("trainer.stage")
+    msg = check_compat(fmt, stage, res.get("profile"))
+    if msg:
+        raise DataError(msg)
+    path = str(res.get("data.train_path") or "").strip()
+    if not path:
+        raise DataError("data.train_path: no training data set")
+    limit = res.get("data.max_samples")
+    train, counts, display = _load_one(path, res, secrets, fmt, limit)
+    report: dict[str, Any] = {
+        "train": {"source": display, "total": counts.total, "valid": counts.valid, "invalid": counts.invalid,
+                  "invalid_pct": round(counts.invalid_pct, 4),
+                  "invalid_rows": [i.as_dict() for i in counts.listed]},
+        "format": fmt, "stage": stage,
+    }
+    dropped = counts.invalid
+    eval_rows: list[dict] | None = None
+    vpath = str(res.get("data.validation_path") or "").strip()
+    if vpath:
+        eval_rows, vcounts, vdisplay = _load_one(vpath, res, secrets, fmt, None)
+        dropped += vcounts.invalid
+        report["eval"] = {"source": vdisplay, "total": vcounts.total, "valid": vcounts.valid,
+                          "invalid": vcounts.invalid, "invalid_rows": [i.as_dict() for i in vcounts.listed]}
+    elif float(res.get("data.val_size") or 0.0) > 0:
+        train, eval_rows = split_rows(train, float(res["data.val_size"]), int(res.get("runtime.seed") or 0))
+        report["eval"] = {"source": f"{display} (held out {len(eval_rows)} rows, val_size "
+                                    f"{res['data.val_size']:g}, seed {res.get('runtime.seed')})",
+                          "valid": len(eval_rows)}
+    report["dropped"] = dropped
+    report["train_rows"] = len(train)
+    report["eval_rows"] = len(eval_rows) if eval_rows is not None else 0
+    return LoadedData(train=train, eval=eval_rows, dropped=dropped, report=report)

@@ -1,0 +1,275 @@
+"""Where rows come from: .json (array or JSON lines), .jsonl, .zip, a folder, a sample, or S3.
+
+A :class:`Source` streams ``(location, object)`` pairs — location is ``file:line`` — and looks
+images up relative to the data file (inside the archive for a zip).  A record that is not
+valid JSON comes as a :class:`RowError` in place of the object, so one bad line is one
+invalid row, not a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from engine.data.errors import DataError, RowError
+
+SAMPLES_PREFIX = "finetui:samples/"
+DATA_SUFFIXES = (".json", ".jsonl", ".ndjson")
+_SKIP_NAMES = {"dataset_info.json"}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FINETUI_CACHE_DIR") or Path.home() / ".cache" / "finetui")
+
+
+def resolve_sample(path: str) -> Path:
+    """``finetui:samples/<file>`` → the shipped file in engine/assets/samples/."""
+    try:  # the training area owns engine/samples.py; use it when present
+        from engine.samples import resolve_sample as _rs  # type: ignore
+
+        return Path(_rs(path))
+    except (ImportError, AttributeError):
+        pass
+    name = path[len(SAMPLES_PREFIX):]
+    base = Path(__file__).resolve().parent.parent / "assets" / "samples"
+    p = base / name
+    if not p.exists():
+        have = ", ".join(sorted(x.name for x in base.glob("*"))) if base.exists() else "none"
+        raise DataError(f"{path}: no such sample (have: {have})")
+    return p
+
+
+def _json_array_records(text: str, name: str) -> Iterator[tuple[str, Any]]:
+    """Stream the elements of a JSON array with the line each starts on."""
+    dec = json.JSONDecoder()
+    n = len(text)
+    i = 0
+    line = 1
+
+    def skip_ws(j: int) -> int:
+        while j < n and text[j] in " \t\r\n":
+            j += 1
+        return j
+
+    i = skip_ws(i)
+    if i < n and text[i] == "\ufeff":
+        i = skip_ws(i + 1)
+    line += text.count("\n", 0, i)
+    if i >= n or text[i] != "[":
+        raise DataError(f"{name}:{line}: expected a JSON array of rows (or one JSON object per line)")
+    pos = i + 1
+    i = skip_ws(pos)
+    line += text.count("\n", pos, i)
+    if i < n and text[i] == "]":
+        return
+    while True:
+        try:
+            obj, end = dec.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{name}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})")
+        yield f"{name}:{line}", obj
+        j = skip_ws(end)
+        if j >= n:
+            raise DataError(f"{name}:{line + text.count(chr(10), i, j)}: the JSON array is not closed (missing `]`)")
+        if text[j] == "]":
+            return
+        if text[j] != ",":
+            ln = line + text.count("\n", i, j)
+            raise DataError(f"{name}:{ln}: not valid JSON (expected `,` or `]` after a row)")
+        k = skip_ws(j + 1)
+        line += text.count("\n", i, k)
+        i = k
+
+
+def _jsonl_records(lines: Iterator[str], name: str) -> Iterator[tuple[str, Any]]:
+    for ln, raw in enumerate(lines, 1):
+        s = raw.strip()
+        if not s:
+            continue
+        if ln == 1 and s.startswith("\ufeff"):
+            s = s[1:]
+        try:
+            obj = json.loads(s)
+        except json.JSONDecodeError as e:
+            yield f"{name}:{ln}", RowError("", f"not valid JSON ({e.msg}, column {e.colno})")
+            continue
+        yield f"{name}:{ln}", obj
+
+
+def _text_records(read_text, open_lines, name: str, suffix: str) -> Iterator[tuple[str, Any]]:
+    if suffix in (".jsonl", ".ndjson"):
+        yield from _jsonl_records(open_lines(), name)
+        return
+    # .json: an array, or (commonly) JSON lines in a .json file
+    with open_lines() as fh:
+        head = fh.read(4096).lstrip("\ufeff \t\r\n")
+    if head.startswith("{"):
+        yield from _jsonl_records(open_lines(), name)
+        return
+    yield from _json_array_records(read_text(), name)
+
+
+class Source:
+    """A data file (or an archive member) with its image lookup."""
+
+    def __init__(self, display: str):
+        self.display = display
+
+    def records(self) -> Iterator[tuple[str, Any]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def image(self, ref: str, materialize: bool = True) -> Optional[str]:
+        return None
+
+
+class FileSource(Source):
+    def __init__(self, path: Path, display: str | None = None):
+        super().__init__(display or str(path))
+        self.path = path
+
+    def records(self) -> Iterator[tuple[str, Any]]:
+        p = self.path
+        yield from _text_records(lambda: p.read_text(encoding="utf-8-sig"),
+                                 lambda: open(p, encoding="utf-8-sig"),
+                                 self.display, p.suffix.lower())
+
+    def image(self, ref: str, materialize: bool = True) -> Optional[str]:
+        if os.path.isabs(ref):
+            return ref if os.path.isfile(ref) else None
+        cand = (self.path.parent / ref)
+        if cand.is_file():
+            return str(cand.resolve())
+        return None
+
+
+class MultiSource(Source):
+    """A folder holding several data files: their rows in name order."""
+
+    def __init__(self, parts: list[FileSource], display: str):
+        super().__init__(display)
+        self.parts = parts
+
+    def records(self) -> Iterator[tuple[str, Any]]:
+        for p in self.parts:
+            yield from p.records()
+
+    def image(self, ref: str, materialize: bool = True) -> Optional[str]:
+        for p in self.parts:
+            r = p.image(ref, materialize)
+            if r:
+                return r
+        return None
+
+
+class ZipSource(Source):
+    def __init__(self, path: Path, display: str | None = None):
+        self.path = path
+        self.zip_display = display or str(path)
+        try:
+            self.zf = zipfile.ZipFile(path)
+        except zipfile.BadZipFile:
+            raise DataError(f"{self.zip_display}: not a valid zip archive")
+        names = [n for n in self.zf.namelist() if not n.startswith("__MACOSX/") and not n.endswith("/")]
+        self.names = set(names)
+        self.member = _pick_data_member(names, self.zip_display)
+        super().__init__(f"{self.zip_display}/{self.member}")
+        self.base = posixpath.dirname(self.member)
+        self._extract_dir: Path | None = None
+
+    def records(self) -> Iterator[tuple[str, Any]]:
+        zf, m = self.zf, self.member
+
+        def read_text() -> str:
+            return zf.read(m).decode("utf-8-sig")
+
+        def open_lines():
+            return io.TextIOWrapper(zf.open(m), encoding="utf-8-sig")
+
+        yield from _text_records(read_text, open_lines, self.display, posixpath.splitext(m)[1].lower())
+
+    def _member_for(self, ref: str) -> Optional[str]:
+        ref = ref.replace("\\", "/")
+        while ref.startswith("./"):
+            ref = ref[2:]
+        for cand in (posixpath.normpath(posixpath.join(self.base, ref)) if self.base else None,
+                     posixpath.normpath(ref)):
+            if cand and cand in self.names:
+                return cand
+        return None
+
+    def image(self, ref: str, materialize: bool = True) -> Optional[str]:
+        m = self._member_for(ref)
+        if m is None:
+            return None
+        if not materialize:
+            return m
+        if self._extract_dir is None:
+            st = self.path.stat()
+            h = hashlib.sha256(f"{self.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+            self._extract_dir = cache_dir() / "zips" / h
+        dest = self._extract_dir / m
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".part")
+            with self.zf.open(m) as src, open(tmp, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+            os.replace(tmp, dest)
+        return str(dest)
+
+
+def _pick_data_member(names: list[str], display: str) -> str:
+    data = [n for n in names if n.lower().endswith(DATA_SUFFIXES) and posixpath.basename(n) not in _SKIP_NAMES]
+    for want in ("train.json", "train.jsonl"):
+        hits = sorted((n for n in data if posixpath.basename(n).lower() == want), key=lambda n: n.count("/"))
+        if hits:
+            return hits[0]
+    if len(data) == 1:
+        return data[0]
+    if not data:
+        raise DataError(f"{display}: no train.json or .json/.jsonl file inside the archive")
+    raise DataError(f"{display}: several data files inside ({', '.join(sorted(data)[:5])}); "
+                    "name the training one train.json")
+
+
+def open_local(path: Path, display: str | None = None) -> Source:
+    disp = display or str(path)
+    if not path.exists():
+        raise DataError(f"{disp}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+                       and p.name not in _SKIP_NAMES)
+        train = [p for p in files if p.stem.lower() == "train"]
+        if train:
+            files = train[:1]
+        if not files:
+            raise DataError(f"{disp}: no .json or .jsonl file in the folder")
+        parts = [FileSource(p, f"{disp.rstrip('/')}/{p.name}") for p in files]
+        return parts[0] if len(parts) == 1 else MultiSource(parts, disp)
+    suf = path.suffix.lower()
+    if suf == ".zip":
+        return ZipSource(path, disp)
+    if suf in DATA_SUFFIXES:
+        return FileSource(path, disp)
+    if zipfile.is_zipfile(path):
+        return ZipSource(path, disp)
+    raise DataError(f"{disp}: unsupported file type `{suf or path.name}` (use .json, .jsonl, .zip or a folder)")
+
+
+def open_source(path: str, res: dict | None = None, secrets: dict | None = None) -> Source:
+    """A training/validation path (local, ``finetui:samples/…`` or ``s3://…``) → a Source."""
+    path = str(path)
+    if path.startswith(SAMPLES_PREFIX):
+        return open_local(resolve_sample(path), path)
+    if path.startswith("s3://"):
+        from engine.data import s3
+
+        local = s3.fetch(path, res or {}, secrets)
+        return open_local(local, path)
+    return open_local(Path(os.path.expanduser(path)), path)
