@@ -1,0 +1,179 @@
+"""Canonical rows → token ids and labels, through the tokenizer's chat template.
+
+The training worker and the data check's preview both use :func:`tokenize_row`, so what
+the preview marks as trained is exactly what the loss sees.
+
+* corpus (pre-training): the text + EOS, every token trained.
+* conversations: the chat template renders the messages; the tokens of each assistant
+  turn (its content and end-of-turn marker) are trained, everything else is ``-100``.
+* preference / kto rows: the prompt + chosen (or completion) conversation, same masking;
+  a preference row also gets ``rejected`` ids/labels.
+
+Imports nothing heavy at module level; ``load_tokenizer`` imports transformers lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.data.formats import as_messages
+
+IGNORE = -100
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """A tokenizer from a folder / model id, or ``finetui:tiny-llama`` (built on first use)."""
+    from transformers import AutoTokenizer
+
+    path = str(name_or_path)
+    if path.strip() == "finetui:tiny-llama":
+        from engine.tiny import ensure_tiny_model
+
+        path = str(ensure_tiny_model())
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def _has_template(tok: Any) -> bool:
+    return bool(getattr(tok, "chat_template", None))
+
+
+def _render(tok: Any, msgs: list[dict], gen: bool, tools: Any) -> str:
+    if _has_template(tok):
+        kw: dict = {"tokenize": False, "add_generation_prompt": gen}
+        if tools is not None:
+            kw["tools"] = tools
+        try:
+            return tok.apply_chat_template(msgs, **kw)
+        except TypeError:
+            kw.pop("tools", None)
+            return tok.apply_chat_template(msgs, **kw)
+    # no chat template: a plain "role: content" transcript
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs)
+    if gen:
+        text += "assistant: "
+    return text
+
+
+def _tools(row: dict) -> Any:
+    t = row.get("tools")
+    if not t:
+        return None
+    try:
+        v = json.loads(t) if isinstance(t, str) else t
+    except ValueError:
+        return None
+    return v if isinstance(v, list) else [v]
+
+
+def conversation_spans(tok: Any, msgs: list[dict], tools: Any = None) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of the trained (assistant) parts."""
+    full = _render(tok, msgs, False, tools)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        before = _render(tok, msgs[:i], True, tools)
+        upto = _render(tok, msgs[: i + 1], False, tools)
+        if full.startswith(upto) and upto.startswith(before) and len(before) >= cursor:
+            start, end = len(before), len(upto)
+        else:  # the template rewrites earlier turns: find the content itself
+            start = full.find(m["content"], cursor)
+            if start < 0:
+                continue
+            end = start + len(m["content"])
+            # include the end-of-turn marker when it follows directly
+            eos = getattr(tok, "eos_token", None)
+            if eos and full.startswith(eos, end):
+                end += len(eos)
+        # trailing whitespace after the end-of-turn marker is not trained
+        while end > start and full[end - 1] in " \n\t\r":
+            end -= 1
+        if end > start:
+            spans.append((start, end))
+            cursor = end
+    return full, spans
+
+
+def _encode_with_spans(tok: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    enc = None
+    try:
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError, TypeError):
+        enc = None
+    if enc is not None and "offset_mapping" in enc:
+        ids = list(enc["input_ids"])
+        labels = []
+        si = 0
+        for tid, (a, b) in zip(ids, enc["offset_mapping"]):
+            while si < len(spans) and spans[si][1] <= a:
+                si += 1
+            inside = si < len(spans) and a < spans[si][1] and b > spans[si][0]
+            labels.append(tid if inside else IGNORE)
+        return ids, labels
+    # slow tokenizers: encode piece by piece
+    ids, labels = [], []
+    pos = 0
+    for a, b in spans + [(len(text), len(text))]:
+        if a > pos:
+            p = tok.encode(text[pos:a], add_special_tokens=False)
+            ids += p
+            labels += [IGNORE] * len(p)
+        if b > a:
+            p = tok.encode(text[a:b], add_special_tokens=False)
+            ids += p
+            labels += p
+        pos = b
+    return ids, labels
+
+
+def _truncate(ids: list[int], labels: list[int], max_length: int | None) -> tuple[list[int], list[int], int]:
+    if max_length and len(ids) > max_length:
+        return ids[:max_length], labels[:max_length], len(ids) - max_length
+    return ids, labels, 0
+
+
+def tokenize_messages(tok: Any, msgs: list[dict], max_length: int | None = None, tools: Any = None) -> dict:
+    text, spans = conversation_spans(tok, msgs, tools)
+    ids, labels = _encode_with_spans(tok, text, spans)
+    ids, labels, cut = _truncate(ids, labels, max_length)
+    return {"input_ids": ids, "labels": labels, "truncated": cut}
+
+
+def tokenize_text(tok: Any, text: str, max_length: int | None = None) -> dict:
+    ids = list(tok(text, add_special_tokens=True)["input_ids"])
+    eos = getattr(tok, "eos_token_id", None)
+    if eos is not None and (not ids or ids[-1] != eos):
+        ids.append(eos)
+    ids, labels, cut = _truncate(ids, list(ids), max_length)
+    return {"input_ids": ids, "labels": labels, "truncated": cut}
+
+
+def tokenize_row(tokenizer: Any, row: dict, stage: str | None = None, max_length: int | None = None) -> dict:
+    """``{"input_ids", "labels", "truncated"}`` for one canonical row (see the module doc)."""
+    if "text" in row:
+        return tokenize_text(tokenizer, row["text"], max_length)
+    tools = _tools(row)
+    out = tokenize_messages(tokenizer, as_messages(row), max_length, tools)
+    if "rejected" in row and "prompt" in row:
+        rej = tokenize_messages(tokenizer, row["prompt"] + row["rejected"], max_length, tools)
+        out["rejected"] = rej
+    return out
+
+
+def render_preview(tokenizer: Any, ids: list[int], labels: list[int]) -> list[dict]:
+    """Consecutive runs of tokens as ``[{"text", "trained"}]`` — the conversation the model sees."""
+    segs: list[dict] = []
+    run: list[int] = []
+    cur: bool | None = None
+    for tid, lab in zip(ids, labels):
+        t = lab != IGNORE
+        if cur is not None and t != cur:
+            segs.append({"text": tokenizer.decode(run, skip_special_tokens=False), "trained": cur})
+            run = []
+        run.append(tid)
+        cur = t
+    if run:
+        segs.append({"text": tokenizer.decode(run, skip_special_tokens=False), "trained": bool(cur)})
+    return segs
