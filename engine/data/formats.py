@@ -169,8 +169,6 @@ def _conversation(obj: dict, *, end: str = "assistant") -> tuple[list[dict], str
                            if prev_name != name else f"turn {i + 1}: two `{name}` turns in a row")
         if role == "assistant" and not content.strip():
             raise RowError(f"{key}[{i}]", f"turn {i + 1}: empty `{name}` turn")
-        if role == "user" and not content.strip():
-            raise RowError(f"{key}[{i}]", f"turn {i + 1}: empty `{name}` turn")
         msgs.append({"role": role, "content": content})
         prev_side, prev_name = side, name
     if prev_side is None:

@@ -1,0 +1,250 @@
+"""The data check: a streaming validation report of one data file.
+
+Rows are never all kept: the check counts as it streams and keeps only a bounded reservoir
+sample (token statistics), 8 bytes per row for duplicate detection, the first invalid rows
+and the first few valid rows (preview).  A million-row JSON-lines file checks in bounded
+memory.  The report is a plain dict (``--json`` prints it; the TUI's data screen reads it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import statistics
+import time
+from array import array
+from typing import Any
+
+from engine.data.errors import DataError
+from engine.data.formats import as_messages, row_texts
+from engine.data.loader import MAX_LISTED_INVALID, ScanCounts, allowed_formats, check_compat, scan
+from engine.data.sources import open_source
+
+#: rows whose token lengths are measured exactly; above it a seeded reservoir sample of this size
+TOKEN_SAMPLE = 2000
+PREVIEW_ROWS = 3
+
+
+def _percentile(sorted_vals: list[int], q: float) -> int:
+    if not sorted_vals:
+        return 0
+    k = min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))
+    return sorted_vals[k]
+
+
+def _count_duplicates(hashes: array) -> int:
+    if not hashes:
+        return 0
+    try:
+        import numpy as np
+
+        a = np.frombuffer(hashes, dtype=np.int64)
+        return int(len(a) - len(np.unique(a)))
+    except ImportError:  # pragma: no cover
+        return len(hashes) - len(set(hashes))
+
+
+def _row_hash(row: dict) -> int:
+    h = hashlib.blake2b(json.dumps(row, sort_keys=True, ensure_ascii=False).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little", signed=True)
+
+
+def plain_preview(row: dict) -> list[dict]:
+    """Without a tokenizer: the conversation as ``role: content`` lines, assistant text marked trained."""
+    if "text" in row:
+        return [{"text": row["text"], "trained": True}]
+    segs = []
+    for m in as_messages(row):
+        segs.append({"text": f"{m['role']}: ", "trained": False})
+        segs.append({"text": m["content"], "trained": m["role"] == "assistant"})
+        segs.append({"text": "\n", "trained": False})
+    return segs
+
+
+def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | None = None,
+          tokenizer: Any = None, tokenizer_name: str | None = None, allow_invalid: float = 0.0,
+          res: dict | None = None, secrets: dict | None = None, profile: str | None = None,
+          token_sample: int = TOKEN_SAMPLE, preview_rows: int = PREVIEW_ROWS, seed: int = 0) -> dict:
+    """Validate one data file; returns the report dict (``report["ok"]`` tells pass/fail)."""
+    t0 = time.perf_counter()
+    rep: dict[str, Any] = {
+        "source": path, "format": fmt, "stage": stage, "ok": True, "errors": [], "warnings": [],
+        "rows": {"total": 0, "valid": 0, "invalid": 0, "invalid_pct": 0.0},
+        "invalid_rows": [], "invalid_more": 0, "allowed_invalid_pct": float(allow_invalid or 0.0),
+        "dropped": 0, "compat": None, "duplicates": 0, "empty_strings": 0, "chars": None,
+        "tokens": None, "preview": [],
+    }
+    # trainer ↔ format
+    if stage:
+        msg = check_compat(fmt, stage, profile)
+        rep["compat"] = {"ok": msg is None, "stage": stage, "allowed": list(allowed_formats(stage, profile)),
+                         "message": msg}
+        if msg:
+            rep["errors"].append(msg)
+    elif check_compat(fmt, None):
+        rep["errors"].append(check_compat(fmt, None))
+        rep["ok"] = False
+        return rep
+    try:
+        src = open_source(path, res or {}, secrets)
+    except DataError as e:
+        rep["errors"].append(str(e))
+        rep["ok"] = False
+        rep["elapsed_s"] = round(time.perf_counter() - t0, 3)
+        return rep
+    rep["source"] = src.display
+
+    counts = ScanCounts()
+    hashes = array("q")
+    rng = random.Random(seed)
+    sample: list[dict] = []
+    previews: list[tuple[str, dict]] = []
+    empty = 0
+    cmin = cmax = None
+    csample: list[int] = []
+    i = 0
+    try:
+        for loc, row in scan(src, fmt, counts, materialize_images=False):
+            texts = row_texts(row)
+            if any(not t.strip() for t in texts):
+                empty += 1
+            hashes.append(_row_hash(row))
+            n_chars = sum(len(t) for t in texts)
+            cmin = n_chars if cmin is None else min(cmin, n_chars)
+            cmax = n_chars if cmax is None else max(cmax, n_chars)
+            if len(previews) < preview_rows:
+                previews.append((loc, row))
+            if i < token_sample:
+                sample.append(row)
+                csample.append(n_chars)
+            else:
+                j = rng.randrange(i + 1)
+                if j < token_sample:
+                    sample[j] = row
+                    csample[j] = n_chars
+            i += 1
+    except DataError as e:
+        rep["errors"].append(str(e))
+
+    rep["rows"] = {"total": counts.total, "valid": counts.valid, "invalid": counts.invalid,
+                   "invalid_pct": round(counts.invalid_pct, 4)}
+    rep["invalid_rows"] = [x.as_dict() for x in counts.listed]
+    rep["invalid_more"] = max(0, counts.invalid - MAX_LISTED_INVALID)
+    rep["duplicates"] = _count_duplicates(hashes)
+    rep["empty_strings"] = empty
+    if csample:
+        cs = sorted(csample)
+        rep["chars"] = {"min": cmin, "median": int(statistics.median(cs)), "p95": _percentile(cs, 0.95),
+                        "max": cmax, "sampled_rows": len(cs)}
+    if counts.total == 0 and not rep["errors"]:
+        rep["errors"].append(f"{src.display}: no rows")
+    elif counts.total and counts.valid == 0:
+        first = f"; first: {counts.listed[0]}" if counts.listed else ""
+        rep["errors"].append(f"{src.display}: no valid rows ({counts.invalid} invalid){first}")
+    elif counts.invalid_pct > rep["allowed_invalid_pct"] + 1e-12:
+        first = f"; first: {counts.listed[0]}" if counts.listed else ""
+        rep["errors"].append(f"{src.display}: {counts.invalid} of {counts.total} rows invalid "
+                             f"({counts.invalid_pct:.2f}%, allowed {rep['allowed_invalid_pct']:g}%){first}")
+    elif counts.invalid:
+        rep["dropped"] = counts.invalid
+        rep["warnings"].append(f"{counts.invalid} invalid rows will be dropped "
+                               f"({counts.invalid_pct:.2f}% ≤ allowed {rep['allowed_invalid_pct']:g}%)")
+    if rep["duplicates"]:
+        rep["warnings"].append(f"{rep['duplicates']} duplicate rows")
+    if empty:
+        rep["warnings"].append(f"{empty} rows with an empty string")
+
+    # token lengths and the preview through the tokenizer's chat template
+    if tokenizer is not None and sample:
+        from engine.data.tokenize import render_preview, tokenize_row
+
+        lengths, over, lost, no_trained = [], 0, 0, 0
+        for row in sample:
+            out = tokenize_row(tokenizer, row, stage, None)
+            n = len(out["input_ids"])
+            lengths.append(n)
+            if max_length and n > max_length:
+                over += 1
+                lost += n - max_length
+                if not any(x != -100 for x in out["labels"][:max_length]):
+                    no_trained += 1
+        ls = sorted(lengths)
+        k, n_valid = len(ls), counts.valid
+        scale = n_valid / k if k else 1.0
+        rep["tokens"] = {
+            "tokenizer": tokenizer_name or getattr(tokenizer, "name_or_path", "?"),
+            "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+            "sampled_rows": k, "exact": k == n_valid,
+            "min": ls[0], "median": int(statistics.median(ls)), "p95": _percentile(ls, 0.95), "max": ls[-1],
+            "max_length": max_length,
+            "over_max": round(over * scale), "tokens_lost": round(lost * scale),
+            "no_trained_tokens_after_truncation": round(no_trained * scale),
+        }
+        if over:
+            est = "" if k == n_valid else " (estimated from a sample)"
+            rep["warnings"].append(f"{rep['tokens']['over_max']} rows exceed max length {max_length} and are "
+                                   f"truncated, {rep['tokens']['tokens_lost']} tokens lost{est}")
+        for loc, row in previews:
+            out = tokenize_row(tokenizer, row, stage, max_length)
+            rep["preview"].append({"location": loc, "tokens": len(out["input_ids"]),
+                                   "trained_tokens": sum(1 for x in out["labels"] if x != -100),
+                                   "truncated": out["truncated"],
+                                   "segments": render_preview(tokenizer, out["input_ids"], out["labels"])})
+    else:
+        rep["preview"] = [{"location": loc, "segments": plain_preview(row)} for loc, row in previews]
+
+    rep["ok"] = not rep["errors"]
+    rep["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    return rep
+
+
+def format_report(rep: dict, color: bool = False) -> str:
+    """The report as text for the terminal."""
+    def mark(s: str) -> str:
+        if color:
+            return f"\x1b[1;32m{s}\x1b[0m"
+        return f"⟦{s}⟧"
+
+    L: list[str] = []
+    r = rep["rows"]
+    L.append(f"data check: {rep['source']} (format {rep['format']}"
+             f"{', trainer ' + rep['stage'] if rep.get('stage') else ''})")
+    L.append(f"rows: {r['total']} total, {r['valid']} valid, {r['invalid']} invalid "
+             f"({r['invalid_pct']:.2f}%; allowed {rep['allowed_invalid_pct']:g}%)")
+    if rep["invalid_rows"]:
+        L.append("invalid rows:")
+        for x in rep["invalid_rows"]:
+            L.append(f"  {x['location']}  {x['field'] + ': ' if x['field'] else ''}{x['reason']}")
+        if rep["invalid_more"]:
+            L.append(f"  … and {rep['invalid_more']} more")
+    c = rep.get("compat")
+    if c:
+        L.append(f"trainer: {'ok' if c['ok'] else 'NOT COMPATIBLE'} — {rep['format']} → {c['stage']} "
+                 f"(allowed: {', '.join(c['allowed'])})")
+    L.append(f"duplicates: {rep['duplicates']} rows; empty strings: {rep['empty_strings']} rows")
+    ch = rep.get("chars")
+    if ch:
+        L.append(f"characters per row: min {ch['min']} · median {ch['median']} · p95 {ch['p95']} · max {ch['max']}")
+    t = rep.get("tokens")
+    if t:
+        samp = "all rows" if t["exact"] else f"sample of {t['sampled_rows']} rows"
+        L.append(f"tokens ({t['tokenizer']}{', chat template' if t['chat_template'] else ''}; {samp}): "
+                 f"min {t['min']} · median {t['median']} · p95 {t['p95']} · max {t['max']}")
+        if t["max_length"]:
+            L.append(f"  over max length {t['max_length']}: {t['over_max']} rows, {t['tokens_lost']} tokens lost")
+    elif rep["rows"]["valid"]:
+        L.append("tokens: pass --tokenizer (a model folder or finetui:tiny-llama) for token lengths")
+    if rep.get("preview"):
+        L.append("preview (trained tokens " + ("in green" if color else "marked ⟦…⟧") + "):")
+        for p in rep["preview"]:
+            extra = f", {p['tokens']} tokens, {p['trained_tokens']} trained" if "tokens" in p else ""
+            L.append(f"── {p['location']}{extra}")
+            text = "".join(mark(s["text"]) if s["trained"] and s["text"] else s["text"] for s in p["segments"])
+            L.extend("  " + ln for ln in text.rstrip("\n").split("\n"))
+    for w in rep.get("warnings", []):
+        L.append(f"warning: {w}")
+    for e in rep.get("errors", []):
+        L.append(f"error: {e}")
+    L.append("result: " + ("OK" if rep["ok"] else "FAILED"))
+    return "\n".join(L)

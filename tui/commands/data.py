@@ -1,0 +1,106 @@
+"""`finetui data …` — the data check (validation report).  Exit 2 when the check fails."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tui.commands import common
+
+data_app = typer.Typer(help="Check training data: formats, invalid rows, token lengths, a preview.",
+                       no_args_is_help=True)
+
+
+def _prompt_secret(name: str) -> str:
+    import getpass
+
+    return getpass.getpass(f"{name} (not echoed, not stored): ")
+
+
+@data_app.command("check")
+def check_cmd(
+    path: str = typer.Argument(..., help="A .json/.jsonl/.zip file, a folder, finetui:samples/<file> or s3://bucket/key."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Data format (alpaca, corpus, sharegpt, "
+                                      "sharegpt_image, preference, bedrock_converse, kto)."),
+    trainer: Optional[str] = typer.Option(None, "--trainer", "-t", help="Check compatibility with this trainer "
+                                          "(pretrain, sft, dpo, kto, reward)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Max sequence length in tokens."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer for token lengths: a model "
+                                            "folder / id, or finetui:tiny-llama."),
+    allow_invalid: Optional[float] = typer.Option(None, "--allow-invalid", help="Allowed share of invalid rows, %."),
+    preset: Optional[Path] = typer.Option(None, "--preset", "-p", help="Take format, trainer, max length, "
+                                          "tokenizer (model), S3 connection from this preset."),
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3 endpoint URL."),
+    region: Optional[str] = typer.Option(None, "--region", help="S3 region."),
+    access_key_env: Optional[str] = typer.Option(None, "--access-key-env", help="Variable holding the access key id."),
+    secret_key_env: Optional[str] = typer.Option(None, "--secret-key-env", help="Variable holding the secret key."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (what the TUI reads)."),
+    preview: int = typer.Option(3, "--preview", help="Rows to preview."),
+) -> None:
+    """Validate a data file: rows valid/invalid, trainer compatibility, token lengths, duplicates, a preview."""
+    from engine.config import FORMATS, STAGES, JobConfig
+
+    job = common.load_job(preset) if preset else JobConfig()
+    res = job.resolved()
+    secrets = dict(getattr(job, "secrets", {}) or {})
+    fmt = fmt or (res["data.format"] if preset else None)
+    if not fmt:
+        common.fail(f"--format is required (allowed: {', '.join(FORMATS)})")
+    if fmt not in FORMATS:
+        common.fail(f"--format: unknown format `{fmt}` (allowed: {', '.join(FORMATS)})")
+    stage = trainer or (res["trainer.stage"] if preset else None)
+    if stage and stage not in STAGES:
+        common.fail(f"--trainer: unknown trainer `{stage}` (allowed: {', '.join(STAGES)})")
+    if max_length is None:
+        max_length = res["general.max_sequence_length"]
+    if tokenizer is None and preset:
+        tokenizer = res["model.name_or_path"]
+    if allow_invalid is None:
+        allow_invalid = float(res["data.allow_percentage_invalid_samples"] or 0.0)
+    for k, v in (("data.s3_endpoint_url", endpoint_url), ("data.s3_region", region),
+                 ("data.s3_access_key_env", access_key_env), ("data.s3_secret_key_env", secret_key_env)):
+        if v is not None:
+            res[k] = v
+    if path.startswith("s3://"):
+        from engine.data import s3
+
+        missing = s3.missing_credentials(res, secrets)
+        if missing and common.stdin_is_tty():
+            for name in missing:
+                secrets[name] = _prompt_secret(name)
+        elif missing:
+            common.fail(f"{path}: no S3 credentials — set {' and '.join(missing)}")
+
+    tok = None
+    if tokenizer:
+        try:
+            from engine.data.tokenize import load_tokenizer
+
+            tok = load_tokenizer(tokenizer, bool(res.get("model.trust_remote_code")))
+            tok.model_max_length = int(1e9)  # lengths are reported, not warned about
+        except Exception as e:  # noqa: BLE001 - one clear line
+            common.fail(f"--tokenizer: cannot load `{tokenizer}` ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+
+    from engine.data.check import check, format_report
+
+    rep = check(path, fmt, stage=stage, max_length=max_length, tokenizer=tok, tokenizer_name=tokenizer,
+                allow_invalid=allow_invalid, res=res, secrets=secrets, profile=job.profile if preset else None,
+                preview_rows=preview, seed=int(res.get("runtime.seed") or 0))
+    if as_json:
+        typer.echo(json.dumps(rep, ensure_ascii=False))
+    else:
+        color = sys.stdout.isatty()
+        typer.echo(format_report(rep, color=color))
+    if not rep["ok"]:
+        if as_json:
+            for e in rep["errors"]:
+                common.err(e)
+        raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
