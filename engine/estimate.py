@@ -1,0 +1,523 @@
+"""Memory per GPU, steps and time of a job, from its configuration and the model's config.json.
+
+No weights are loaded and torch is not imported: the estimate is arithmetic on the
+shapes :mod:`engine.modelinfo` reads.  Every part of the memory is shown with its
+formula filled in with the numbers, so a user can check it by hand::
+
+    weights     8.03B params × 4 B (fp32 master weights) = 29.9 GiB
+
+Memory model (per GPU, the peak of a training step, an upper bound — every part summed):
+
+* **weights** — trainable parameters are kept in fp32 under DDP (mixed precision is
+  autocast; TRL loads in float32), in the half dtype under DeepSpeed (its fp32 master copy
+  is an optimizer state); frozen parameters (LoRA / T-Few / prompt tuning / freeze) are
+  loaded in the compute dtype; QLoRA stores the decoder's linear weights in 4 or 8 bits
+  (+ one fp32 absmax per 64 weights) and its adapters in bf16 (TRL casts them).
+  ZeRO-3 divides by the data-parallel ranks; offloaded parameters leave the GPU.
+* **gradients** — one per trainable parameter, in the parameter's dtype; ZeRO-1 adds an fp32
+  partition, ZeRO-2/3 partition both.
+* **optimizer states** — AdamW: two moments (8 B per trainable parameter in fp32); SGD
+  (momentum 0): none; DeepSpeed adds the fp32 master weights (4 B); ZeRO-1/2/3 divide by the
+  ranks; offloading moves them to CPU memory.
+* **activations** — what autograd keeps for the backward pass of one micro-batch, per token
+  and decoder layer ``8·h + 4·q + 3·kv + 4·i`` elements (norm inputs kept in fp32, q/k before
+  and after RoPE, v, attention output, o_proj input, the three SwiGLU tensors and down_proj
+  input; ``q`` = heads × head_dim, ``kv`` = KV heads × head_dim, ``i`` = intermediate,
+  times the experts per token for MoE); with gradient checkpointing only each layer's input
+  is kept plus one layer recomputed.  Eager attention adds the ``heads × s²`` score matrices.
+* **logits** — ``tokens × vocab × (compute bytes + 4 + 4)``: the logits, their fp32 copy and
+  the fp32 log-softmax the loss keeps.
+* **framework overhead** — the CUDA context (not counted by PyTorch's allocator), DDP's
+  gradient buckets (a second copy of the gradients when ranks > 1), DeepSpeed's
+  communication buckets / ZeRO-3's gathered layers (the fused AdamW that transformers uses by
+  default needs no step temporaries).
+
+Steps: a rank sees ``ceil(examples ÷ (batch × ranks))`` micro-batches per epoch, an optimizer
+step happens every ``accumulation`` micro-batches (``ceil``), and ``general.max_steps``
+overrides epochs — the arithmetic of OCI's ``totalTrainingSteps = epochs × size ÷ batch``
+and of watsonx's worked examples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.config import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES, total_ranks
+
+GIB = 1024 ** 3
+CUDA_CONTEXT_BYTES = int(0.5 * GIB)
+#: data elements a QLoRA 4-bit weight costs: 0.5 B + one fp32 absmax per block of 64
+QLORA_BYTES = {4: 0.5 + 4 / 64, 8: 1.0 + 4 / 64}
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def _n(x: float) -> str:
+    """A count, human-friendly but checkable."""
+    x = float(x)
+    for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.4g}{suf}"
+    return f"{x:.4g}"
+
+
+@dataclass
+class Part:
+    name: str
+    bytes: float
+    formula: str
+    note: str = ""
+
+    def line(self, width: int = 22) -> str:
+        return f"{self.name:<{width}} {gib(self.bytes):>12}   {self.formula}"
+
+
+@dataclass
+class Steps:
+    examples: int | None
+    train_examples: int | None
+    batch_size: int
+    accumulation: int
+    ranks: int
+    effective_batch: int
+    batches_per_epoch: int | None  # micro-batches each rank processes per epoch
+    updates_per_epoch: int | None  # optimizer steps per epoch
+    epochs: int | None
+    total_steps: int | None  # optimizer steps
+    total_batches: int | None  # micro-batches each rank processes in all
+    tokens_per_step: int
+    formulas: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Suggestion:
+    title: str
+    changes: dict[str, Any]
+    total_bytes: float
+    fits: bool
+
+    def line(self) -> str:
+        ch = ", ".join(f"{k} = {v}" for k, v in self.changes.items())
+        return f"{self.title}: {gib(self.total_bytes)} per GPU{' — fits' if self.fits else ''}  ({ch})"
+
+
+@dataclass
+class Estimate:
+    model: str
+    model_summary: str
+    method: str
+    backend: str
+    precision: str
+    num_params: int
+    trainable_params: int
+    parts: list[Part]
+    total_bytes: float
+    activations_other_bytes: float  # activations with gradient checkpointing toggled
+    steps: Steps
+    gpu_memory_gb: float | None = None
+    cpu_offload_bytes: float = 0.0
+    seconds: float | None = None
+    time_formula: str = ""
+    suggestions: list[Suggestion] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool | None:
+        if self.gpu_memory_gb is None:
+            return None
+        return self.total_bytes <= self.gpu_memory_gb * GIB
+
+    def part(self, name: str) -> Part:
+        for p in self.parts:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fits"] = self.fits
+        d["total_gib"] = self.total_bytes / GIB
+        return d
+
+    def to_text(self) -> str:
+        L: list[str] = []
+        L.append(f"Model     {self.model}: {self.model_summary}")
+        L.append(f"Job       {self.method} · {self.backend} · {self.precision} · "
+                 f"trainable {_n(self.trainable_params)} of {_n(self.num_params)} parameters")
+        L.append("")
+        L.append("Memory per GPU (peak of a training step, every part summed)")
+        for p in self.parts:
+            L.append("  " + p.line())
+            if p.note:
+                L.append(f"  {'':<22} {'':>12}   ({p.note})")
+        L.append(f"  {'total':<22} {gib(self.total_bytes):>12}")
+        other = "without" if self.parts_gc else "with"
+        L.append(f"  (activations {other} gradient checkpointing: {gib(self.activations_other_bytes)})")
+        if self.cpu_offload_bytes:
+            L.append(f"  CPU memory for offloaded states per rank: {gib(self.cpu_offload_bytes)}")
+        if self.gpu_memory_gb is not None:
+            verdict = "fits" if self.fits else "does NOT fit"
+            L.append(f"  {verdict} in {self.gpu_memory_gb:g} GB per GPU")
+        L.append("")
+        L.append("Steps")
+        for f in self.steps.formulas:
+            L.append("  " + f)
+        if self.time_formula:
+            L.append("")
+            L.append("Time")
+            L.append("  " + self.time_formula)
+        if self.suggestions:
+            L.append("")
+            L.append("To fit (each change alone, with its new estimate):")
+            for s in self.suggestions:
+                L.append("  - " + s.line())
+        if self.notes:
+            L.append("")
+            for n in self.notes:
+                L.append("note: " + n)
+        return "\n".join(L) + "\n"
+
+    @property
+    def parts_gc(self) -> bool:
+        return "checkpointing" in self.part("activations").formula
+
+
+# --------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------
+
+
+def steps_for(res: dict[str, Any], num_examples: int | None, tokens_per_example: float | None = None) -> Steps:
+    b = int(res["general.batch_size"])
+    ga = int(res.get("runtime.gradient_accumulation_steps") or 1)
+    R = total_ranks(res)
+    eff = b * ga * R
+    epochs = res.get("general.epochs")
+    max_steps = res.get("general.max_steps")
+    seq = int(res["general.max_sequence_length"])
+    F: list[str] = [f"effective batch = batch × accumulation × ranks = {b} × {ga} × {R} = {eff}"]
+    n = train = None
+    per_epoch = updates = total = total_b = None
+    if num_examples is not None:
+        n = int(num_examples)
+        train = n
+        if res.get("data.max_samples"):
+            train = min(train, int(res["data.max_samples"]))
+            F.append(f"examples = min({n}, data.max_samples {res['data.max_samples']}) = {train}")
+        vs = float(res.get("data.val_size") or 0)
+        if vs > 0 and not res.get("data.validation_path"):
+            held = math.ceil(train * vs)
+            F.append(f"training examples = {train} − ceil({train} × val_size {vs:g}) = {train - held}")
+            train -= held
+        if res.get("data.packing") and tokens_per_example:
+            packed = max(1, math.ceil(train * tokens_per_example / seq))
+            F.append(f"packed sequences = ceil({train} × {tokens_per_example:g} tokens ÷ {seq}) = {packed}")
+            train = packed
+        per_epoch = max(1, math.ceil(train / (b * R)))
+        F.append(f"batches per epoch (each rank) = ceil({train} ÷ ({b} × {R})) = {per_epoch}")
+        updates = max(1, math.ceil(per_epoch / ga))
+        F.append(f"optimizer steps per epoch = ceil({per_epoch} ÷ {ga}) = {updates}")
+    if max_steps:
+        total = int(max_steps)
+        total_b = total * ga
+        F.append(f"total steps = general.max_steps = {total} (overrides epochs)")
+    elif epochs and updates is not None:
+        total = updates * int(epochs)
+        total_b = per_epoch * int(epochs)
+        F.append(f"total steps = {updates} × {epochs} epochs = {total}  ({total_b} batches processed per rank)")
+    elif epochs:
+        F.append(f"total steps = examples ÷ {eff} × {epochs} epochs (give --examples N for a number)")
+    return Steps(n, train, b, ga, R, eff, per_epoch, updates, int(epochs) if epochs else None, total, total_b,
+                 b * seq * ga * R, F)
+
+
+def oci_total_training_steps(epochs: int, dataset_size: int, batch_size: int) -> float:
+    """OCI's documented formula (rounding ignored): epochs × size ÷ batch."""
+    return epochs * dataset_size / batch_size
+
+
+# --------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------
+
+
+def _precision(res: dict[str, Any]) -> str:
+    mp = str(res.get("runtime.mixed_precision") or "auto")
+    if mp == "auto":
+        return "none" if res.get("launch.device") == "cpu" else "bf16"
+    return mp
+
+
+def _targets(res: dict[str, Any], model_type: str, moe: bool) -> list[str]:
+    tm = list(res.get("adapter.target_modules") or [])
+    if not tm:
+        return list(DEFAULT_TARGET_MODULES.get(model_type, ["q_proj", "v_proj"]))
+    if tm == ["all-linear"] or "all-linear" in tm:
+        # fused MoE experts are not nn.Linear modules: all-linear reaches attention only
+        return ["q_proj", "k_proj", "v_proj", "o_proj"] if moe else list(ALL_LINEAR_LLAMA)
+    return tm
+
+
+def _trainable(res: dict[str, Any], b: dict[str, Any]) -> tuple[int, str, list[str]]:
+    """Trainable parameter count, its formula, and the adapter target modules."""
+    from engine.modelinfo import Shape
+
+    s: Shape = b["shape"]
+    method = res["trainer.training_type"]
+    lin = s.linear_shapes()
+    L = s.layers
+    if method == "full":
+        return int(b["total"]), f"all {_n(b['total'])} parameters", []
+    if method in ("lora", "qlora"):
+        r = int(res.get("adapter.lora_rank") or 8)
+        tg = [t for t in _targets(res, s.model_type, bool(s.num_experts)) if t in lin]
+        per = sum(r * (lin[t][0] + lin[t][1]) for t in tg)
+        f = f"{L} layers × rank {r} × Σ(in+out) of {'/'.join(tg)} = {L} × {r} × {per // r}"
+        return L * per, f, tg
+    if method == "tfew":
+        # PEFT IA3 for llama-like models: k_proj, v_proj (out features), down_proj (in features)
+        per = lin["k_proj"][1] + lin["v_proj"][1] + lin["down_proj"][0]
+        return L * per, f"IA3 vectors: {L} layers × (k {lin['k_proj'][1]} + v {lin['v_proj'][1]} + down " \
+                        f"{lin['down_proj'][0]})", ["k_proj", "v_proj", "down_proj"]
+    if method == "prompt_tuning":
+        nv = int(res.get("adapter.num_virtual_tokens") or 20)
+        return nv * s.hidden, f"{nv} virtual tokens × hidden {s.hidden}", []
+    if method == "freeze":
+        n = min(int(res.get("adapter.freeze_trainable_layers") or 2), L)
+        return n * int(b["per_layer"]), f"last {n} layers × {_n(b['per_layer'])} per layer", []
+    raise ValueError(f"trainer.training_type: unknown method {method!r}")
+
+
+def _act_elems_per_token_layer(s: Any, half: bool) -> int:
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    h, i = s.hidden, s.intermediate
+    norms = 6 * h if half else 4 * h  # fp32 copies of the norm inputs count twice in a half dtype
+    mlp = 4 * i * (s.experts_per_token if s.num_experts else 1) + (2 * h if s.num_experts else 0)
+    return norms + 2 * h + 4 * q + 3 * kv + mlp
+
+
+def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None, num_examples: int | None = None,
+             gpu_memory_gb: float | None = None, throughput_tokens_per_s: float | None = None,
+             tokens_per_example: float | None = None, suggest: bool = True) -> Estimate:
+    """Estimate memory per GPU, steps and time of the job ``res`` (``JobConfig.resolved()``).
+
+    ``model_config``: the model's config.json as a dict (read with :mod:`engine.modelinfo` when
+    None). ``throughput_tokens_per_s``: measured tokens per second of the whole job (all ranks).
+    Raises :class:`engine.modelinfo.ModelInfoError` when the model's config cannot be found.
+    """
+    from engine import modelinfo
+
+    name = str(res.get("model.name_or_path") or "")
+    if model_config is None:
+        model_config, _src = modelinfo.load_config(name)
+    b = modelinfo.param_breakdown(model_config)
+    info = modelinfo.info_from_config(model_config, name=name)
+    s = b["shape"]
+    P = int(b["total"])
+    method = res["trainer.training_type"]
+    backend = res["trainer.distributed_backend"]
+    R = total_ranks(res)
+    ds = backend == "deepspeed"
+    zero = int(res.get("trainer.zero_stage") or 0) if ds else 0
+    off_opt = ds and bool(res.get("trainer.offload_optimizer"))
+    off_par = ds and zero == 3 and bool(res.get("trainer.offload_params"))
+    prec = _precision(res)
+    half = prec in ("bf16", "fp16")
+    hb = 2 if half else 4  # compute / half dtype bytes
+    optim = res.get("runtime.optimizer") or "adamw"
+    gc = bool(res.get("runtime.gradient_checkpointing"))
+    bsz = int(res["general.batch_size"])
+    seq = int(res["general.max_sequence_length"])
+    ga = int(res.get("runtime.gradient_accumulation_steps") or 1)
+    notes: list[str] = []
+    if not b["exact"]:
+        notes.append(f"{info.model_type}: parameter count estimated from the config, not exact")
+
+    T, t_formula, targets = _trainable(res, b)
+    peft = method in ("lora", "qlora", "tfew", "prompt_tuning")
+    qbits = res.get("runtime.quantization_bit")
+    qbits = int(qbits) if qbits not in (None, "none") else (4 if method == "qlora" else 0)
+
+    # ---- bytes per trainable parameter (weights, grads) -------------------------------------
+    if method == "qlora" and half:
+        tw, tw_why = 2, "bf16 adapters (TRL casts QLoRA adapters)"
+    elif ds and half:
+        tw, tw_why = 2, f"{prec} (DeepSpeed; fp32 master copy counted with the optimizer)"
+    else:
+        tw, tw_why = 4, "fp32" + (" master weights, autocast" if half else "")
+    shard3 = R if zero == 3 else 1
+
+    # ---- weights ----------------------------------------------------------------------------
+    frozen = P - T
+    if method == "qlora" and qbits:
+        lin_total = s.layers * sum(b["per_layer_linear"].values())
+        rest = frozen - lin_total
+        qb = QLORA_BYTES[qbits]
+        w_bytes = lin_total * qb + rest * hb + T * tw
+        w_formula = (f"{_n(lin_total)} linear × {qb:g} B ({qbits}-bit + absmax) + {_n(rest)} other × {hb} B "
+                     f"+ {_n(T)} adapter × {tw} B")
+    elif frozen > 0:
+        w_bytes = (frozen * hb + T * tw) / shard3
+        w_formula = f"{_n(frozen)} frozen × {hb} B + {_n(T)} trainable × {tw} B"
+    else:
+        w_bytes = P * tw / shard3
+        w_formula = f"{_n(P)} params × {tw} B ({tw_why})"
+    if shard3 > 1:
+        w_formula = f"({w_formula}) ÷ {R} ranks (ZeRO-3)"
+    if off_par:
+        w_formula = f"0 on the GPU: parameters offloaded to CPU (was {gib(w_bytes)})"
+        cpu_params = w_bytes * shard3
+        w_bytes = 0.0
+    else:
+        cpu_params = 0.0
+
+    # ---- gradients --------------------------------------------------------------------------
+    if ds and half and zero >= 1:
+        if zero == 1:
+            g_bytes = T * tw + T * 4 / R
+            g_formula = f"{_n(T)} × {tw} B ({prec} grads) + {_n(T)} × 4 B ÷ {R} ranks (fp32 partition, ZeRO-1)"
+        else:
+            g_bytes = T * (tw + 4) / R
+            g_formula = f"{_n(T)} × ({tw} + 4) B ÷ {R} ranks (ZeRO-{zero} partitions {prec} and fp32 grads)"
+    elif ds and zero >= 2:
+        g_bytes = T * tw / R
+        g_formula = f"{_n(T)} trainable × {tw} B ÷ {R} ranks (ZeRO-{zero})"
+    else:
+        g_bytes = T * tw
+        g_formula = f"{_n(T)} trainable × {tw} B"
+
+    # ---- optimizer --------------------------------------------------------------------------
+    # AdamW keeps two moments in the parameter's dtype (DeepSpeed: fp32, plus the fp32 master copy)
+    moment_b = 4 if ds else tw
+    state_b = 2 * moment_b if optim == "adamw" else 0
+    master = 4 if (ds and half) else 0
+    per = state_b + master
+    what = ("AdamW 2 moments" if optim == "adamw" else "SGD (no momentum)") + (" + fp32 master" if master else "")
+    div = R if zero >= 1 else 1
+    o_bytes = T * per / div
+    o_formula = f"{_n(T)} trainable × {per} B ({what})" + (f" ÷ {R} ranks (ZeRO-{zero})" if div > 1 else "")
+    cpu_opt = 0.0
+    if off_opt:
+        cpu_opt = o_bytes
+        o_formula = f"0 on the GPU: offloaded to CPU ({o_formula} = {gib(o_bytes)})"
+        o_bytes = 0.0
+
+    # ---- activations ------------------------------------------------------------------------
+    extra_tokens = int(res.get("adapter.num_virtual_tokens") or 20) if method == "prompt_tuning" else 0
+    tokens = bsz * (seq + extra_tokens)
+    e_layer = _act_elems_per_token_layer(s, half)
+    if method in ("lora", "qlora") and float(res.get("adapter.lora_dropout") or 0) > 0:
+        lin = s.linear_shapes()
+        drop = sum(lin[t][0] for t in targets)
+        e_layer += drop + drop // hb  # dropout output + its bool mask
+    layers_bw = min(int(res.get("adapter.freeze_trainable_layers") or 2), s.layers) if method == "freeze" \
+        else s.layers
+    eager = res.get("runtime.attention_implementation") == "eager"
+    scores = 2 * s.heads * (seq + extra_tokens) * (seq + extra_tokens) * bsz * hb if eager else 0
+    full_layer = tokens * e_layer * hb + scores
+    act_full = layers_bw * full_layer
+    act_gc = layers_bw * tokens * s.hidden * hb + full_layer
+    f_full = (f"{layers_bw} layers × {tokens} tokens × {e_layer} elements × {hb} B"
+              + (f" + eager scores {gib(layers_bw * scores)}" if scores else ""))
+    f_gc = (f"checkpointing: {layers_bw} layers × {tokens} tokens × hidden {s.hidden} × {hb} B "
+            f"+ 1 layer recomputed {gib(full_layer)}")
+    a_bytes, a_formula, a_other = (act_gc, f_gc, act_full) if gc else (act_full, f_full, act_gc)
+
+    # ---- logits -----------------------------------------------------------------------------
+    lb = hb + 4 + 4 if half else 8
+    l_bytes = tokens * s.vocab * lb
+    l_formula = f"{tokens} tokens × vocab {s.vocab} × {lb} B ({'logits + ' if half else ''}fp32 logits + log-softmax)"
+
+    # ---- overhead ---------------------------------------------------------------------------
+    ov = [("CUDA context", CUDA_CONTEXT_BYTES)]
+    if backend == "ddp" and R > 1:
+        ov.append(("DDP buckets", T * tw))
+    if ds and zero in (1, 2):
+        ov.append(("reduce bucket h²×4 B", s.hidden * s.hidden * 4))
+    if ds and zero == 3:
+        ov.append(("gathered layers 2×layer×2 B", 2 * b["per_layer"] * hb))
+    ov_bytes = float(sum(v for _, v in ov))
+    ov_formula = " + ".join(f"{k} {gib(v)}" for k, v in ov)
+
+    parts = [
+        Part("weights", w_bytes, w_formula),
+        Part("gradients", g_bytes, g_formula),
+        Part("optimizer states", o_bytes, o_formula),
+        Part("activations", a_bytes, a_formula, "micro-batch of " + f"{bsz} × {seq + extra_tokens} tokens"),
+        Part("logits", l_bytes, l_formula),
+        Part("framework overhead", ov_bytes, ov_formula),
+    ]
+    total = sum(p.bytes for p in parts)
+    st = steps_for(res, num_examples, tokens_per_example)
+    secs = None
+    tf = ""
+    if throughput_tokens_per_s and st.total_steps:
+        secs = st.total_steps * st.tokens_per_step / float(throughput_tokens_per_s)
+        tf = (f"{st.total_steps} steps × {st.tokens_per_step} tokens/step (batch {bsz} × seq {seq} × accumulation "
+              f"{ga} × ranks {R}) ÷ {throughput_tokens_per_s:g} tokens/s = {_dur(secs)}")
+    if ga > 1:
+        notes.append("gradients stay allocated across the accumulation micro-batches")
+    if res.get("data.packing") and not tokens_per_example:
+        notes.append("packing: fewer, full-length sequences than examples; steps counted per example (upper bound)")
+    est = Estimate(name, info.summary(), method + (f" ({qbits}-bit)" if method == "qlora" else ""),
+                   backend + (f" ZeRO-{zero}" if zero else "") + (" +offload optimizer" if off_opt else "")
+                   + (" +offload params" if off_par else "") + f", {R} rank{'s' if R > 1 else ''}",
+                   prec, P, T, parts, total, a_other, st, gpu_memory_gb, cpu_opt + cpu_params, secs, tf,
+                   [], notes)
+    est.parts[0].note = t_formula if method != "full" else ""
+    if suggest and gpu_memory_gb is not None and not est.fits:
+        est.suggestions = _suggestions(res, model_config, gpu_memory_gb)
+    return est
+
+
+def _dur(s: float) -> str:
+    s = int(round(s))
+    h, r = divmod(s, 3600)
+    m, sec = divmod(r, 60)
+    return f"{h} h {m:02d} min" if h else (f"{m} min {sec:02d} s" if m else f"{sec} s")
+
+
+def _suggestions(res: dict[str, Any], model_config: dict[str, Any], gpu_gb: float) -> list[Suggestion]:
+    """Changes that reduce memory, each alone, with the new estimate."""
+    cands: list[tuple[str, dict[str, Any]]] = []
+    if not res.get("runtime.gradient_checkpointing"):
+        cands.append(("gradient checkpointing", {"runtime.gradient_checkpointing": True}))
+    R = total_ranks(res)
+    if not (res["trainer.distributed_backend"] == "deepspeed" and res.get("trainer.zero_stage") == 3):
+        if R > 1:
+            cands.append(("DeepSpeed ZeRO-3", {"trainer.distributed_backend": "deepspeed", "trainer.zero_stage": 3}))
+        cands.append(("DeepSpeed ZeRO-3 + offload optimizer",
+                      {"trainer.distributed_backend": "deepspeed", "trainer.zero_stage": 3,
+                       "trainer.offload_optimizer": True}))
+    elif not res.get("trainer.offload_optimizer"):
+        cands.append(("offload optimizer", {"trainer.offload_optimizer": True}))
+    if res["trainer.training_type"] in ("full", "lora", "freeze"):
+        cands.append(("QLoRA (4-bit base)", {"trainer.training_type": "qlora", "runtime.quantization_bit": 4}))
+    b = int(res["general.batch_size"])
+    if b > 1:
+        ga = int(res.get("runtime.gradient_accumulation_steps") or 1)
+        nb = b
+        ch: dict[str, Any] = {}
+        while nb > 1:
+            nb = max(1, nb // 2)
+            ch = {"general.batch_size": nb, "runtime.gradient_accumulation_steps": ga * (b // nb)}
+            e = estimate({**res, **ch}, model_config=model_config, gpu_memory_gb=gpu_gb, suggest=False)
+            if e.fits:
+                break
+        cands.append((f"smaller batch (same effective batch)", ch))
+    if len(cands) > 1:
+        combo: dict[str, Any] = {}
+        for _t, ch in cands:
+            if "trainer.training_type" not in ch:
+                combo.update(ch)
+        cands.append(("all of the above but QLoRA, combined", combo))
+    out = []
+    for title, ch in cands:
+        e = estimate({**res, **ch}, model_config=model_config, gpu_memory_gb=gpu_gb, suggest=False)
+        out.append(Suggestion(title, ch, e.total_bytes, bool(e.fits)))
+    out.sort(key=lambda s: (not s.fits, s.total_bytes))
+    return out
