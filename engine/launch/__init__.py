@@ -1,0 +1,298 @@
+"""Launching runs: local and SSH, detached, observable, stoppable.
+
+Public API (the TUI and the CLI use only these)::
+
+    start_run(job, run_dir=None, secrets=None) -> RunRef
+    list_runs(runs_dir="runs") -> list[RunInfo]
+    resolve_run(ref, runs_dir="runs") -> RunRef
+    event_source(ref) -> EventSource          # .read() -> new records, .offset, .done
+    stop_run(ref, grace=15.0) -> str          # the run's final status
+    delete_run(ref)
+
+A run is started detached (its own session, stdin from /dev/null, output to
+``worker.log``) under a small supervisor process (``engine.launch.supervisor``)
+that waits for a scheduled start, starts the worker command and records an
+``end`` when the worker could not.  Remote runs are started by the same code on
+the remote host (``engine.launch.remote_agent``) over the system ``ssh`` client;
+they are recorded locally in ``runs/<name>/`` with a ``remote.json`` and an
+events mirror.  No torch import here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.config import JobConfig
+from engine.events import EVENTS_FILE, Tailer, summarize
+from engine.launch import core, procs
+from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FILE, LaunchError, RunInfo, RunRef,
+                                  append_end_if_missing, default_name, read_json, read_records, unique_dir,
+                                  valid_name)
+from engine.launch.ssh import SSHError
+
+__all__ = ["start_run", "list_runs", "resolve_run", "event_source", "stop_run", "delete_run", "RunRef", "RunInfo",
+           "LaunchError", "SSHError", "EventSource", "is_remote_job", "parse_start_at"]
+
+LOCAL_HOSTS = (None, "", "local", "localhost-local")
+
+
+def is_remote_job(res: dict[str, Any]) -> bool:
+    return bool(res.get("launch.hosts")) or res.get("launch.host") not in LOCAL_HOSTS
+
+
+def parse_start_at(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text.strip(), "%Y-%m-%d %H:%M").timestamp()
+    except ValueError:
+        raise LaunchError(f"launch.start_at: {text!r} is not a time (allowed: YYYY-mm-dd HH:MM)") from None
+
+
+def _absolutize_data(job: JobConfig, res: dict[str, Any]) -> None:
+    for name in ("data.train_path", "data.validation_path"):
+        v = res.get(name)
+        if isinstance(v, str) and v and not v.startswith(("s3://", "finetui:")):
+            p = Path(v).expanduser()
+            if not p.is_absolute():
+                p = p.resolve()
+            if str(p) != v:
+                job.values[name] = str(p)
+
+
+# ------------------------------------------------------------------ start
+
+def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | None = None) -> RunRef:
+    """Validate, create the run directory and start the run detached (locally or over SSH)."""
+    from engine import presets
+
+    job = job.copy()
+    res = job.validate()
+    _absolutize_data(job, res)
+    res = job.resolved()
+    start_at = parse_start_at(res.get("launch.start_at"))
+    secrets = {**(job.secrets or {}), **(secrets or {})}
+    remote = is_remote_job(res)
+    if run_dir is not None:
+        run_dir = Path(run_dir).expanduser().resolve()
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise LaunchError(f"{run_dir} already exists and is not empty; choose another run directory")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        name = res.get("launch.run_name") or default_name(res)
+        if not valid_name(name):
+            raise LaunchError(f"launch.run_name: {name!r} cannot name a folder")
+        run_dir = unique_dir(Path(res.get("launch.runs_dir") or "runs").expanduser().resolve(), name)
+    try:
+        presets.save(job, run_dir / CONFIG_FILE, resolved=True)
+        if res.get("launch.launcher") == "slurm":
+            from engine.launch import slurm
+
+            slurm.start(job, res, run_dir, secrets=secrets)
+            host = res.get("launch.host") or "local"
+        elif remote:
+            from engine.launch import remote as R
+
+            R.start(job, res, run_dir, secrets=secrets, start_at=start_at)
+            host = (res.get("launch.hosts") or [res.get("launch.host")])[0]
+        else:
+            env = {str(k): str(v) for k, v in secrets.items()}
+            core.start_in_dir(run_dir, res, env=env, start_at=start_at, cwd=os.getcwd())
+            host = "local"
+    except BaseException:
+        if not (run_dir / LAUNCH_FILE).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return resolve_run(str(run_dir))
+
+
+# ------------------------------------------------------------------ find
+
+def _ref_for_dir(d: Path) -> RunRef:
+    remote = read_json(d / REMOTE_FILE) or None
+    info = read_json(d / LAUNCH_FILE)
+    if remote:
+        host = remote.get("host", "?")
+    elif info.get("slurm"):
+        host = info.get("host") or "local"
+    else:
+        host = "local"
+    return RunRef(name=d.name, run_dir=d.resolve(), host=host, remote=remote)
+
+
+def resolve_run(ref: str | RunRef | os.PathLike[str], runs_dir: str | os.PathLike[str] = "runs") -> RunRef:
+    """A run by name (in ``runs_dir``) or by path."""
+    if isinstance(ref, RunRef):
+        return ref
+    s = str(ref)
+    cands = [Path(runs_dir).expanduser() / s, Path(s).expanduser()]
+    for d in cands:
+        if d.is_dir() and any((d / f).exists() for f in (LAUNCH_FILE, REMOTE_FILE, EVENTS_FILE, CONFIG_FILE)):
+            return _ref_for_dir(d)
+    # a unique prefix of a run name
+    base = Path(runs_dir).expanduser()
+    if base.is_dir() and s and "/" not in s:
+        hits = sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith(s))
+        if len(hits) == 1:
+            return _ref_for_dir(hits[0])
+        if len(hits) > 1:
+            raise LaunchError(f"{s!r} names {len(hits)} runs in {base}: {', '.join(h.name for h in hits[:5])}")
+    raise LaunchError(f"no run {s!r} in {base} (give a run name from `finetui runs` or a run directory)")
+
+
+def _info(ref: RunRef, remote_state: dict[str, Any] | None = None) -> RunInfo:
+
+    if ref.is_remote:
+        recs = read_records(ref.run_dir / EVENTS_FILE)
+        s = summarize(recs)
+        ended = any(r.get("kind") == "end" for r in recs)
+        st = remote_state or {}
+        if ended:
+            status = s.status
+        else:
+            status = st.get("status") or "unknown"
+        info = read_json(ref.run_dir / LAUNCH_FILE)
+        err = s.error or st.get("error")
+    elif read_json(ref.run_dir / LAUNCH_FILE).get("slurm"):
+        from engine.launch import slurm
+
+        d = slurm.state(ref)
+        s, status, info, err = d["summary"], d["status"], d["launch"], d["summary"].error or d.get("error")
+    else:
+        d = core.dir_state(ref.run_dir)
+        s, status, info, err = d["summary"], d["status"], d["launch"], d["summary"].error
+    started = s.started or info.get("started")
+    end = s.ended if s.ended else (time.time() if status == "running" else None)
+    dur = (end - started) if (started and end and status != "scheduled") else None
+    return RunInfo(name=ref.name, host=ref.host, status=status, step=s.step, total_steps=s.total_steps,
+                   last_loss=s.last_loss, started=started, duration=dur, ref=ref, phase=s.phase, error=err,
+                   start_at=info.get("start_at"))
+
+
+def run_info(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs", refresh_remote: bool = True) -> RunInfo:
+    ref = resolve_run(ref, runs_dir)
+    st = None
+    if ref.is_remote and refresh_remote:
+        from engine.launch import remote as R
+
+        st = R.sync([ref]).get(ref.name)
+    return _info(ref, st)
+
+
+def list_runs(runs_dir: str | os.PathLike[str] = "runs", *, refresh_remote: bool = True) -> list[RunInfo]:
+    """Every run in ``runs_dir``, newest first (remote runs: status asked over SSH, events mirrored)."""
+    base = Path(runs_dir).expanduser()
+    if not base.is_dir():
+        return []
+    refs = []
+    for d in base.iterdir():
+        if d.is_dir() and any((d / f).exists() for f in (LAUNCH_FILE, REMOTE_FILE, EVENTS_FILE)):
+            refs.append(_ref_for_dir(d))
+    states: dict[str, dict[str, Any]] = {}
+    remote_refs = [r for r in refs if r.is_remote]
+    if remote_refs and refresh_remote:
+        from engine.launch import remote as R
+        from engine.launch.rundir import has_end
+
+        pending = [r for r in remote_refs if not has_end(r.run_dir)]
+        if pending:
+            states = R.sync(pending)
+    out = [_info(r, states.get(r.name)) for r in refs]
+    out.sort(key=lambda i: (i.started or i.start_at or 0), reverse=True)
+    return out
+
+
+# ------------------------------------------------------------------ events
+
+class EventSource(Tailer):
+    """Local events: a :class:`engine.events.Tailer` that also knows when the run is over.
+
+    ``done`` is true after an ``end`` record, or when the run's processes are
+    gone without one (``lost``).
+    """
+
+    def __init__(self, ref: RunRef, offset: int = 0):
+        super().__init__(ref.run_dir / EVENTS_FILE, offset)
+        self.ref = ref
+        self.ended = False
+        self.lost = False
+        self.error: str | None = None
+        self._checked = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.ended or self.lost
+
+    def read(self, max_bytes: int = 4 << 20) -> list[dict[str, Any]]:
+        recs = super().read(max_bytes)
+        if any(r.get("kind") == "end" for r in recs):
+            self.ended = True
+        elif not recs and not self.done and time.monotonic() - self._checked > 1.0:
+            self._checked = time.monotonic()
+            pgid = read_json(self.ref.run_dir / LAUNCH_FILE).get("pgid")
+            if pgid and not procs.group_alive(pgid):
+                recs = super().read(max_bytes)
+                if any(r.get("kind") == "end" for r in recs):
+                    self.ended = True
+                else:
+                    self.lost = True
+        return recs
+
+    def close(self) -> None:
+        pass
+
+
+def event_source(ref: str | RunRef, offset: int = 0, runs_dir: str | os.PathLike[str] = "runs") -> Any:
+    """New complete event records since the last call, from a byte offset (local or remote alike)."""
+    ref = resolve_run(ref, runs_dir)
+    if ref.is_remote:
+        from engine.launch import remote as R
+
+        return R.RemoteEventSource(ref, offset)
+    if read_json(ref.run_dir / LAUNCH_FILE).get("slurm"):
+        from engine.launch import slurm
+
+        return slurm.SlurmEventSource(ref, offset)
+    return EventSource(ref, offset)
+
+
+# ------------------------------------------------------------------ stop / delete
+
+def stop_run(ref: str | RunRef, grace: float = 15.0, runs_dir: str | os.PathLike[str] = "runs") -> str:
+    """SIGTERM every rank's process group, SIGKILL after ``grace``, verify none is left; → final status."""
+    ref = resolve_run(ref, runs_dir)
+    if ref.is_remote:
+        from engine.launch import remote as R
+
+        return R.stop(ref, grace)
+    if read_json(ref.run_dir / LAUNCH_FILE).get("slurm"):
+        from engine.launch import slurm
+
+        return slurm.stop(ref)
+    return core.stop_dir(ref.run_dir, grace)
+
+
+def delete_run(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> None:
+    """Remove a finished run (its remote directories too). A running run must be stopped first."""
+    ref = resolve_run(ref, runs_dir)
+    info = run_info(ref, runs_dir)
+    if info.status in ("running", "scheduled"):
+        raise LaunchError(f"run {ref.name} is {info.status}; stop it first (finetui stop {ref.name})")
+    if ref.is_remote:
+        from engine.launch import remote as R
+
+        R.delete(ref)
+    shutil.rmtree(ref.run_dir, ignore_errors=True)
+
+
+def log_path(ref: RunRef) -> Path:
+    return ref.run_dir / LOG_FILE
+
+
+def mark_stopped(ref: RunRef) -> None:
+    append_end_if_missing(ref.run_dir, "stopped")

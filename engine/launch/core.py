@@ -1,0 +1,126 @@
+"""Run directories on *this* machine: start, status, stop.
+
+Used by the public API for local runs and by ``remote_agent`` on a remote host
+(the same code runs on both sides, so a remote run behaves exactly like a local
+one).  No torch import: the worker command comes from ``engine.train.command``,
+a module that builds argv only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.events import EVENTS_FILE, summarize
+from engine.launch import procs
+from engine.launch.rundir import (LAUNCH_FILE, LOG_FILE, SUPERVISOR_FILE, LaunchError, append_end_if_missing,
+                                  has_end, read_json, read_records, update_json, write_json)
+
+#: Test hook: a JSON list used instead of the real worker command; ``{run_dir}`` and
+#: ``{python}`` are substituted.  Forwarded to remote agents with the run's environment.
+WORKER_OVERRIDE_ENV = "FINETUI_WORKER_ARGV"
+
+
+def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_rank: int = 0,
+                   master_addr: str = "127.0.0.1", master_port: int | None = None, rdzv: str = "static",
+                   python: str | None = None, env: dict[str, str] | None = None) -> list[str]:
+    python = python or procs.python_exe()
+    override = (env or {}).get(WORKER_OVERRIDE_ENV) or os.environ.get(WORKER_OVERRIDE_ENV)
+    if override:
+        argv = json.loads(override)
+        return [str(a).replace("{run_dir}", str(run_dir)).replace("{python}", python) for a in argv]
+    try:
+        from engine.train.command import worker_argv
+    except ImportError as e:
+        raise LaunchError(f"the training worker command is not available ({e}); is finetui complete?") from None
+    kw: dict[str, Any] = dict(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, rdzv=rdzv, python=python)
+    if master_port is not None:
+        kw["master_port"] = master_port
+    return [str(a) for a in worker_argv(res, Path(run_dir), **kw)]
+
+
+def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | None = None, host: str = "local",
+                 nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
+                 master_port: int | None = None, rdzv: str = "static", start_at: float | None = None,
+                 cwd: str | None = None, command: list[str] | None = None) -> dict[str, Any]:
+    """Start the supervisor (and through it the worker) detached; return launch.json's content."""
+    run_dir = Path(run_dir).resolve()
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("PYTHONUNBUFFERED", "1")
+    if command is None:
+        command = worker_command(res, run_dir, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                                 master_port=master_port, rdzv=rdzv, env=full_env)
+    info: dict[str, Any] = {
+        "name": run_dir.name, "host": host, "command": command, "cwd": cwd or str(run_dir),
+        "created": time.time(), "start_at": start_at, "nnodes": nnodes, "node_rank": node_rank,
+        "master_addr": master_addr, "master_port": master_port, "launcher": res.get("launch.launcher", "torchrun"),
+        "python": procs.python_exe(),
+    }
+    write_json(run_dir / LAUNCH_FILE, info)
+    (run_dir / LOG_FILE).touch()
+    sup = [procs.python_exe(), "-m", "engine.launch.supervisor", str(run_dir)]
+    try:
+        pid, pgid = procs.spawn_detached(sup, cwd=info["cwd"], log_path=run_dir / LOG_FILE, env=full_env)
+    except OSError as e:
+        raise LaunchError(f"cannot start the run in {run_dir}: {e}") from None
+    info.update(pid=pid, pgid=pgid, pids=[pid], started=time.time(), supervisor=sup)
+    write_json(run_dir / LAUNCH_FILE, info)
+    return info
+
+
+def dir_state(run_dir: Path) -> dict[str, Any]:
+    """Status of a run directory on this machine (events + process group)."""
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / LAUNCH_FILE)
+    sup = read_json(run_dir / SUPERVISOR_FILE)
+    recs = read_records(run_dir / EVENTS_FILE)
+    s = summarize(recs)
+    pgid = info.get("pgid")
+    alive = procs.group_alive(pgid)
+    ended = any(r.get("kind") == "end" for r in recs)
+    if ended:
+        status = s.status
+    elif alive:
+        status = "scheduled" if sup.get("phase") == "waiting" or (not sup and info.get("start_at")) else "running"
+    elif not info:
+        status = "lost" if recs else "pending"
+    else:
+        status = "lost"
+    return {"status": status, "alive": alive, "summary": s, "launch": info, "supervisor": sup,
+            "events_size": _size(run_dir / EVENTS_FILE)}
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+def stop_dir(run_dir: Path, grace: float = 15.0) -> str:
+    """Stop a run on this machine: SIGTERM the group, SIGKILL after ``grace``, verify, record ``stopped``."""
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / LAUNCH_FILE)
+    pgid = info.get("pgid")
+    end = has_end(run_dir)
+    if not procs.group_alive(pgid):
+        if end:
+            return str(end.get("outcome", "completed"))
+        append_end_if_missing(run_dir, "stopped")
+        return "stopped"
+    ok = procs.stop_group(pgid, grace=grace)
+    if not ok:
+        raise LaunchError(f"run {run_dir.name}: processes {procs.group_pids(pgid)} survived SIGKILL")
+    update_json(run_dir / SUPERVISOR_FILE, stopped_at=time.time())
+    append_end_if_missing(run_dir, "stopped")
+    end = has_end(run_dir)
+    return str(end.get("outcome", "stopped")) if end else "stopped"
+
+
+def python_version() -> str:
+    return sys.version.split()[0]

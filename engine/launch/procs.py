@@ -1,0 +1,121 @@
+"""Process helpers: detached spawn, process-group liveness, stop.
+
+Liveness reads ``/proc`` (a zombie does not count: in containers PID 1 often
+never reaps); other systems fall back to ``killpg(pgid, 0)``.  Standard library
+only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+_PROC = Path("/proc")
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, pgid, starttime) of a process, or None when it does not exist."""
+    try:
+        raw = (_PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError, OSError):
+        return None
+    rest = raw[raw.rfind(")") + 2:].split()
+    # rest[0] = state (field 3), rest[2] = pgrp (field 5), rest[19] = starttime (field 22)
+    try:
+        return rest[0], int(rest[2]), int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    if _PROC.is_dir():
+        st = _stat(pid)
+        return st is not None and st[0] not in ("Z", "X")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def group_pids(pgid: int | None) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    if not pgid or pgid <= 1:
+        return []
+    if _PROC.is_dir():
+        out = []
+        for d in _PROC.iterdir():
+            if not d.name.isdigit():
+                continue
+            st = _stat(int(d.name))
+            if st and st[1] == pgid and st[0] not in ("Z", "X"):
+                out.append(int(d.name))
+        return sorted(out)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    except PermissionError:
+        return [pgid]
+    return [pgid]
+
+
+def group_alive(pgid: int | None) -> bool:
+    return bool(group_pids(pgid))
+
+
+def _reap(p: subprocess.Popen) -> None:
+    threading.Thread(target=p.wait, daemon=True, name=f"reap-{p.pid}").start()
+
+
+def spawn_detached(argv: list[str], *, cwd: str | os.PathLike[str], log_path: str | os.PathLike[str],
+                   env: dict[str, str] | None = None) -> tuple[int, int]:
+    """Start ``argv`` in a new session (setsid), stdin /dev/null, output appended to ``log_path``.
+
+    Returns (pid, pgid).  The child is reaped by a daemon thread, so a long-lived
+    caller (the TUI) never keeps a zombie that would look alive.
+    """
+    with open(log_path, "ab") as log:
+        p = subprocess.Popen(argv, cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                             env=env, start_new_session=True, close_fds=True)
+    _reap(p)
+    return p.pid, p.pid
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_group(pgid: int | None, grace: float = 15.0, poll: float = 0.1) -> bool:
+    """SIGTERM the group, SIGKILL what is left after ``grace`` seconds; True when none is left."""
+    if not pgid or not group_alive(pgid):
+        return True
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return True
+        time.sleep(poll)
+    signal_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return True
+        time.sleep(poll)
+    return not group_alive(pgid)
+
+
+def python_exe() -> str:
+    return sys.executable or "python3"

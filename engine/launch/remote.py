@@ -1,0 +1,368 @@
+"""SSH runs: start on one or several hosts, mirror events, stop every node.
+
+The local ``runs/<name>/`` of a remote run holds ``remote.json`` (nodes: host,
+remote run directory, pid, pgid), ``launch.json``, ``config.toml`` (as the remote
+runs it) and ``events.jsonl`` mirrored from node 0 (byte-identical prefix of the
+remote file, so a byte offset means the same on both sides).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import queue
+import subprocess
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.events import EVENTS_FILE, parse_lines
+from engine.launch import ssh
+from engine.launch.rundir import (LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock, read_json,
+                                  write_json)
+
+AGENT = "engine.launch.remote_agent"
+DATA_FIELDS = ("data.train_path", "data.validation_path")
+#: Names of local environment variables to forward to remote runs (comma separated).
+FORWARD_ENV = "FINETUI_REMOTE_ENV"
+
+
+def agent_argv(python: str, *args: str) -> list[str]:
+    return [python, "-m", AGENT, *args]
+
+
+def _agent_json(target: str, python: str, args: list[str], *, input: bytes = b"", timeout: float = 120) -> Any:
+    p = ssh.run(target, agent_argv(python, *args), input=input, timeout=timeout)
+    out = p.stdout.decode("utf-8", "replace").strip()
+    err = p.stderr.decode("utf-8", "replace").strip()
+    if p.returncode == 127 or "command not found" in err or "No such file or directory" in err and not out:
+        raise LaunchError(f"{target}: the remote Python {python!r} was not found; set launch.remote_python to "
+                          f"a Python that has finetui installed (or add --bootstrap)")
+    if "No module named" in err and ("engine" in err or "finetui" in err):
+        raise LaunchError(f"{target}: finetui is not installed for {python}; run `finetui doctor --host {target} "
+                          f"--bootstrap` (or pip install finetui there)")
+    line = out.splitlines()[-1] if out else ""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        tail = (err.splitlines() or out.splitlines() or ["no answer"])[-1]
+        raise LaunchError(f"{target}: the finetui agent failed: {tail}") from None
+    if isinstance(obj, dict) and obj.get("error"):
+        raise LaunchError(f"{target}: {obj['error']}")
+    return obj
+
+
+def forwarded_env() -> dict[str, str]:
+    from engine.launch.core import WORKER_OVERRIDE_ENV
+
+    names = [n.strip() for n in os.environ.get(FORWARD_ENV, "").split(",") if n.strip()]
+    names.append(WORKER_OVERRIDE_ENV)
+    return {n: os.environ[n] for n in names if n in os.environ}
+
+
+def _data_tar(res: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """Tar of the local data files the run needs, and the config rewrite (field → path in the run dir)."""
+    buf = io.BytesIO()
+    rewrite: dict[str, str] = {}
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for i, name in enumerate(DATA_FIELDS):
+            v = res.get(name)
+            if not v or not isinstance(v, str) or v.startswith(("s3://", "finetui:")):
+                continue
+            p = Path(v).expanduser()
+            if not p.exists():
+                raise LaunchError(f"{name}: {v} does not exist on this machine")
+            rel = f"data/{i}_{p.name}"
+            tf.add(str(p), arcname=rel)
+            rewrite[name] = rel
+    return (buf.getvalue() if rewrite else b""), rewrite
+
+
+def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, str], start_at: float | None) -> dict:
+    """Start the run on every node of ``launch.hosts`` (or the one ``launch.host``); write remote.json."""
+    from engine import presets
+
+    hosts = list(res.get("launch.hosts") or []) or [res["launch.host"]]
+    python = res.get("launch.remote_python") or "python3"
+    workdir = res.get("launch.remote_workdir") or "~/finetui-runs"
+    name = local_dir.name
+    nnodes = len(hosts)
+    master_addr = ssh.describe(hosts[0])[0] if nnodes > 1 else "127.0.0.1"
+    master_port = int(res.get("launch.master_port") or 29500)
+    tar, rewrite = _data_tar(res)
+    cfg = presets.dumps(job, resolved=True)
+    env = {**forwarded_env(), **{str(k): str(v) for k, v in (secrets or {}).items()}}
+    for h in hosts:  # fail fast, before anything starts, on an unreachable node
+        ssh.ensure_master(h)
+    nodes: list[dict[str, Any]] = []
+    try:
+        for rank, host in enumerate(hosts):
+            req = {"workdir": workdir, "name": name if rank == 0 else f"{name}.node{rank}", "env": env,
+                   "config_toml": cfg, "rewrite": rewrite, "tar": bool(tar), "nnodes": nnodes, "node_rank": rank,
+                   "master_addr": master_addr, "master_port": master_port if nnodes > 1 else None,
+                   "rdzv": "c10d" if nnodes > 1 else "static", "start_at": start_at, "host_label": host}
+            payload = json.dumps(req).encode() + b"\n" + tar
+            ans = _agent_json(host, python, ["start"], input=payload, timeout=300)
+            nodes.append({"host": host, "run_dir": ans["run_dir"], "pid": ans["pid"], "pgid": ans["pgid"],
+                          "hostname": ans.get("hostname"), "command": ans.get("command")})
+            if rank == 0:
+                (local_dir / "config.toml").write_text(ans.get("config_toml") or cfg, encoding="utf-8")
+    except Exception:
+        for n in nodes:  # do not leave half a multi-node run behind
+            try:
+                _agent_json(n["host"], python, ["stop", "--run-dir", n["run_dir"], "--grace", "5"], timeout=60)
+            except Exception:
+                pass
+        raise
+    remote = {"host": hosts[0], "hosts": hosts, "python": python, "workdir": workdir, "nodes": nodes,
+              "run_dir": nodes[0]["run_dir"]}
+    write_json(local_dir / REMOTE_FILE, remote)
+    info = {"name": name, "host": hosts[0] if nnodes == 1 else ",".join(hosts), "command": nodes[0]["command"],
+            "pid": nodes[0]["pid"], "pgid": nodes[0]["pgid"], "pids": [n["pid"] for n in nodes],
+            "started": time.time(), "created": time.time(), "start_at": start_at, "remote": True, "nnodes": nnodes}
+    write_json(local_dir / LAUNCH_FILE, info)
+    return info
+
+
+# ------------------------------------------------------------------ mirror
+
+def mirror_write(local_dir: Path, offset: int, data: bytes) -> None:
+    """Append ``data`` (remote bytes starting at ``offset``) to the mirror; idempotent, never a gap."""
+    if not data:
+        return
+    path = local_dir / EVENTS_FILE
+    with events_lock(local_dir):
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < offset or size >= offset + len(data):
+            return
+        with open(path, "ab") as fh:
+            fh.write(data[size - offset:])
+
+
+def sync(refs: list[RunRef], timeout: float = 20) -> dict[str, dict[str, Any]]:
+    """One ``status`` call per host: remote status of each run, and its new events copied to the mirror."""
+    by_host: dict[str, list[RunRef]] = {}
+    for r in refs:
+        by_host.setdefault(r.remote["host"], []).append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for host, rs in by_host.items():
+        python = rs[0].remote.get("python", "python3")
+        reqs = []
+        for r in rs:
+            try:
+                size = (r.run_dir / EVENTS_FILE).stat().st_size
+            except FileNotFoundError:
+                size = 0
+            reqs.append({"run_dir": r.remote["run_dir"], "offset": size})
+        try:
+            ans = _agent_json(host, python, ["status"], input=json.dumps(reqs).encode() + b"\n", timeout=timeout)
+        except LaunchError as e:
+            for r in rs:
+                out[r.name] = {"status": "unknown", "error": str(e)}
+            continue
+        for r, a in zip(rs, ans):
+            if a.get("missing"):
+                out[r.name] = {"status": "lost", "error": f"the run directory is gone on {host}"}
+                continue
+            mirror_write(r.run_dir, int(a["offset"]), base64.b64decode(a.get("events") or ""))
+            out[r.name] = a
+    return out
+
+
+# ------------------------------------------------------------------ event source
+
+class RemoteEventSource:
+    """Events of a remote run: the local mirror first, then ``tail`` over SSH from the byte offset.
+
+    A dropped connection is reopened at the offset of the last complete record,
+    so nothing is missed and nothing repeats.  Every record read is also in the
+    local mirror.
+    """
+
+    def __init__(self, ref: RunRef, offset: int = 0):
+        self.ref = ref
+        self.offset = offset
+        self.ended = False
+        self.lost = False
+        self.error: str | None = None
+        self.reconnects = 0
+        self._proc: subprocess.Popen | None = None
+        self._q: queue.Queue = queue.Queue()
+        self._buf = b""
+        self._streaming = False
+        self._retry_at = 0.0
+        self._backoff = 0.5
+
+    @property
+    def done(self) -> bool:
+        return self.ended or self.lost
+
+    def _check_end(self, recs: list[dict[str, Any]]) -> None:
+        if any(r.get("kind") == "end" for r in recs):
+            self.ended = True
+            self.close()
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self._streaming:
+            path = self.ref.run_dir / EVENTS_FILE
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(self.offset)
+                    chunk = fh.read(4 << 20)
+            except FileNotFoundError:
+                chunk = b""
+            recs, used = parse_lines(chunk)
+            self.offset += used
+            self._check_end(recs)
+            if recs or self.ended:
+                return recs
+            self._streaming = True
+        if self.done:
+            return []
+        self._pump()
+        recs, used = parse_lines(self._buf)
+        if used:
+            mirror_write(self.ref.run_dir, self.offset, self._buf[:used])
+            self._buf = self._buf[used:]
+            self.offset += used
+        self._check_end(recs)
+        return recs
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, bytes):
+                if self._proc is not None:
+                    self._buf += item
+                continue
+            proc, rc, err = item  # the stream ended
+            if proc is not self._proc:
+                continue
+            self._proc = None
+            recs, used = parse_lines(self._buf)
+            self._buf = self._buf[:used]  # a partial line is re-read after the reconnect
+            has_end = any(r.get("kind") == "end" for r in recs)
+            if rc == 3 and not has_end:
+                self.lost = True
+            elif rc != 0 and not has_end:
+                host = self.ref.remote["host"]
+                self.error = ssh.explain(host, err) if rc == 255 else (err.strip().splitlines() or [f"tail exited {rc}"])[-1]
+                if rc == 255:
+                    ssh.forget(host)
+                self._retry_at = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, 5.0)
+                self.reconnects += 1
+            elif rc == 0 and not has_end:
+                self.reconnects += 1
+        if self._proc is None and not self.done and time.monotonic() >= self._retry_at:
+            recs, _ = parse_lines(self._buf)
+            if not any(r.get("kind") == "end" for r in recs):
+                self._start()
+
+    def _start(self) -> None:
+        _, used = parse_lines(self._buf)
+        self._buf = self._buf[:used]
+        start_at = self.offset + used
+        r = self.ref.remote
+        argv = agent_argv(r.get("python", "python3"), "tail", "--run-dir", r["run_dir"], "--offset", str(start_at),
+                          "--follow")
+        try:
+            p = ssh.popen(r["host"], argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except LaunchError as e:
+            self.error = str(e)
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 5.0)
+            return
+        self._proc = p
+        threading.Thread(target=self._reader, args=(p,), daemon=True).start()
+
+    def _reader(self, p: subprocess.Popen) -> None:
+        fd = p.stdout.fileno()
+        while True:
+            try:
+                b = os.read(fd, 1 << 16)
+            except OSError:
+                b = b""
+            if not b:
+                break
+            self._q.put(b)
+        err = p.stderr.read().decode("utf-8", "replace") if p.stderr else ""
+        rc = p.wait()
+        if rc == 0:
+            self._backoff = 0.5
+            self.error = None
+        self._q.put((p, rc, err))
+
+    def close(self) -> None:
+        p, self._proc = self._proc, None
+        if p is not None and p.poll() is None:
+            try:
+                p.stdin.close()
+            except Exception:
+                pass
+            try:
+                p.terminate()
+                p.wait(timeout=5)
+            except Exception:
+                pass
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ------------------------------------------------------------------ stop / delete / logs
+
+def stop(ref: RunRef, grace: float) -> str:
+    r = ref.remote
+    python = r.get("python", "python3")
+    results: dict[int, Any] = {}
+
+    def one(i: int, n: dict[str, Any]) -> None:
+        try:
+            results[i] = _agent_json(n["host"], python, ["stop", "--run-dir", n["run_dir"], "--grace", str(grace)],
+                                     timeout=grace + 60)
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i, n)) for i, n in enumerate(r["nodes"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    errs = [f"{r['nodes'][i]['host']}: {v}" for i, v in results.items() if isinstance(v, Exception)]
+    left = [f"{r['nodes'][i]['host']} pids {v['left']}" for i, v in results.items()
+            if isinstance(v, dict) and v.get("left")]
+    sync([ref])
+    if errs:
+        raise LaunchError("; ".join(errs))
+    if left:
+        raise LaunchError(f"processes survived the stop: {', '.join(left)}")
+    v = results.get(0)
+    return str(v.get("outcome", "stopped")) if isinstance(v, dict) else "stopped"
+
+
+def delete(ref: RunRef) -> None:
+    r = ref.remote
+    for n in r["nodes"]:
+        _agent_json(n["host"], r.get("python", "python3"), ["delete", "--run-dir", n["run_dir"]])
+
+
+def log_stream(ref: RunRef, follow: bool, offset: int = 0) -> subprocess.Popen:
+    r = ref.remote
+    argv = agent_argv(r.get("python", "python3"), "log", "--run-dir", r["run_dir"], "--offset", str(offset))
+    if follow:
+        argv.append("--follow")
+    return ssh.popen(r["host"], argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -1,0 +1,298 @@
+"""The remote side of an SSH run: ``python -m engine.launch.remote_agent COMMAND …``.
+
+Runs on the GPU server (finetui installed there) and uses the very code a local
+run uses (``engine.launch.core``), so a remote run is started, observed and
+stopped exactly like a local one.  Requests that carry secrets come on stdin
+(a JSON line), never in argv or files.  Answers are one JSON line on stdout;
+``tail`` and ``log`` stream raw bytes.  Standard library (+ engine) only.
+
+Commands: start, status, tail, log, stop, delete, doctor, version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+EXIT_LOST = 3
+
+
+def _out(obj) -> None:  # noqa: ANN001
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(msg: str) -> int:
+    _out({"error": msg})
+    return 1
+
+
+def version() -> str:
+    try:
+        from importlib.metadata import version as v
+
+        return v("finetui")
+    except Exception:
+        return "unknown"
+
+
+# ------------------------------------------------------------------ start
+
+def cmd_start(a: argparse.Namespace) -> int:
+    from engine import presets
+    from engine.launch import core
+    from engine.launch.rundir import LaunchError
+
+    stdin = sys.stdin.buffer
+    req = json.loads(stdin.readline() or b"{}")
+    workdir = Path(os.path.expanduser(req["workdir"])).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_dir = workdir / req["name"]
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        return _fail(f"a run named {req['name']} already exists in {workdir} on {socket.gethostname()}")
+    if req.get("tar"):
+        with tarfile.open(fileobj=stdin, mode="r|") as tf:
+            try:
+                tf.extractall(run_dir, filter="data")
+            except TypeError:  # Python < 3.11.4
+                tf.extractall(run_dir)
+    job = presets.loads(req["config_toml"], "config.toml")
+    for name, rel in (req.get("rewrite") or {}).items():
+        job.values[name] = str(run_dir / rel)
+    presets.save(job, run_dir / "config.toml", resolved=True)
+    res = job.resolved()
+    env = {str(k): str(v) for k, v in (req.get("env") or {}).items()}
+    try:
+        info = core.start_in_dir(run_dir, res, env=env, host=req.get("host_label") or socket.gethostname(),
+                                 nnodes=int(req.get("nnodes", 1)), node_rank=int(req.get("node_rank", 0)),
+                                 master_addr=req.get("master_addr") or "127.0.0.1",
+                                 master_port=req.get("master_port"), rdzv=req.get("rdzv") or "static",
+                                 start_at=req.get("start_at"), cwd=str(run_dir))
+    except LaunchError as e:
+        return _fail(str(e))
+    _out({"run_dir": str(run_dir), "pid": info["pid"], "pgid": info["pgid"], "command": info["command"],
+          "hostname": socket.gethostname(), "config_toml": (run_dir / "config.toml").read_text()})
+    return 0
+
+
+# ------------------------------------------------------------------ status / tail
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from engine.launch import core
+
+    reqs = json.loads(sys.stdin.readline() or "[]")
+    out = []
+    for r in reqs:
+        d = Path(r["run_dir"])
+        if not d.is_dir():
+            out.append({"run_dir": str(d), "missing": True})
+            continue
+        st = core.dir_state(d)
+        data = b""
+        off = int(r.get("offset") or 0)
+        try:
+            with open(d / "events.jsonl", "rb") as fh:
+                fh.seek(off)
+                data = fh.read(8 << 20)
+        except OSError:
+            pass
+        cut = data.rfind(b"\n") + 1
+        out.append({"run_dir": str(d), "status": st["status"], "alive": st["alive"],
+                    "phase": st["supervisor"].get("phase"), "events": base64.b64encode(data[:cut]).decode(),
+                    "offset": off})
+    _out(out)
+    return 0
+
+
+def _stdin_closed() -> bool:
+    try:
+        r, _, _ = select.select([sys.stdin], [], [], 0)
+    except (ValueError, OSError):
+        return True
+    if not r:
+        return False
+    try:
+        return os.read(sys.stdin.fileno(), 4096) == b""
+    except OSError:
+        return True
+
+
+def _stream(path: Path, offset: int, follow: bool, done, poll: float = 0.2) -> int:  # noqa: ANN001
+    """Write the file's bytes from ``offset`` to stdout; with follow, until done() says so."""
+    out = sys.stdout.buffer
+    pos = offset
+    last_check = 0.0
+    while True:
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(pos)
+                chunk = fh.read(1 << 20)
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            try:
+                out.write(chunk)
+                out.flush()
+            except (BrokenPipeError, OSError):
+                return 0
+            pos += len(chunk)
+            continue
+        if not follow:
+            return 0
+        if _stdin_closed():
+            return 0
+        now = time.monotonic()
+        if now - last_check > 0.5:
+            last_check = now
+            r = done()
+            if r is not None:
+                # one last read: anything written before the processes went away
+                try:
+                    with open(path, "rb") as fh:
+                        fh.seek(pos)
+                        rest = fh.read()
+                    if rest:
+                        out.write(rest)
+                        out.flush()
+                except OSError:
+                    pass
+                return r
+        time.sleep(poll)
+
+
+def cmd_tail(a: argparse.Namespace) -> int:
+    from engine.launch import procs
+    from engine.launch.rundir import LAUNCH_FILE, has_end, read_json
+
+    d = Path(a.run_dir)
+    if not d.is_dir():
+        sys.stderr.write(f"finetui: no run directory {d}\n")
+        return 4
+    pgid = read_json(d / LAUNCH_FILE).get("pgid")
+
+    def done():
+        if has_end(d):
+            return 0
+        if not procs.group_alive(pgid):
+            return 0 if has_end(d) else EXIT_LOST
+        return None
+
+    return _stream(d / a.file, a.offset, a.follow, done)
+
+
+# ------------------------------------------------------------------ stop / delete
+
+def cmd_stop(a: argparse.Namespace) -> int:
+    from engine.launch import core
+    from engine.launch.rundir import LaunchError
+
+    d = Path(a.run_dir)
+    if not d.is_dir():
+        return _fail(f"no run directory {d} on {socket.gethostname()}")
+    try:
+        outcome = core.stop_dir(d, grace=a.grace)
+    except LaunchError as e:
+        return _fail(str(e))
+    from engine.launch import procs
+    from engine.launch.rundir import LAUNCH_FILE, read_json
+
+    left = procs.group_pids(read_json(d / LAUNCH_FILE).get("pgid"))
+    _out({"outcome": outcome, "left": left})
+    return 0
+
+
+def cmd_delete(a: argparse.Namespace) -> int:
+    from engine.launch import core
+
+    d = Path(a.run_dir)
+    if d.is_dir():
+        st = core.dir_state(d)
+        if st["alive"]:
+            return _fail(f"run {d.name} is still running on {socket.gethostname()}; stop it first")
+        shutil.rmtree(d, ignore_errors=True)
+    _out({"deleted": str(d)})
+    return 0
+
+
+# ------------------------------------------------------------------ doctor
+
+def cmd_doctor(a: argparse.Namespace) -> int:
+    info: dict = {"python": sys.version.split()[0], "executable": sys.executable, "finetui": version(),
+                  "hostname": socket.gethostname()}
+    wd = Path(os.path.expanduser(a.workdir))
+    probe = wd
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        du = shutil.disk_usage(probe)
+        info["disk_free"] = du.free
+        info["disk_path"] = str(probe)
+    except OSError as e:
+        info["disk_error"] = str(e)
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            p = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader"], capture_output=True,
+                               text=True, timeout=20)
+            info["gpus"] = [ln.strip() for ln in p.stdout.splitlines() if ln.strip()] if p.returncode == 0 else []
+            if p.returncode != 0:
+                info["gpu_error"] = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["nvidia-smi failed"]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            info["gpu_error"] = [str(e)]
+    else:
+        info["gpus"] = None
+    code = ("import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.cuda.is_available(), "
+            "'devices': torch.cuda.device_count(), 'cuda_version': torch.version.cuda}))")
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        if p.returncode == 0:
+            info.update(json.loads(p.stdout.strip().splitlines()[-1]))
+        else:
+            info["torch_error"] = (p.stderr.strip().splitlines() or ["import torch failed"])[-1]
+    except (OSError, subprocess.TimeoutExpired, ValueError) as e:
+        info["torch_error"] = str(e)
+    _out(info)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="finetui-remote-agent")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("start")
+    sub.add_parser("status")
+    for name in ("tail", "log"):
+        p = sub.add_parser(name)
+        p.add_argument("--run-dir", required=True)
+        p.add_argument("--offset", type=int, default=0)
+        p.add_argument("--follow", action="store_true")
+        p.set_defaults(file="events.jsonl" if name == "tail" else "worker.log")
+    p = sub.add_parser("stop")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--grace", type=float, default=15.0)
+    p = sub.add_parser("delete")
+    p.add_argument("--run-dir", required=True)
+    p = sub.add_parser("doctor")
+    p.add_argument("--workdir", default="~/finetui-runs")
+    sub.add_parser("version")
+    a = ap.parse_args(argv)
+    if a.cmd == "version":
+        _out({"finetui": version(), "python": sys.version.split()[0], "executable": sys.executable})
+        return 0
+    return {"start": cmd_start, "status": cmd_status, "tail": cmd_tail, "log": cmd_tail, "stop": cmd_stop,
+            "delete": cmd_delete, "doctor": cmd_doctor}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The detached keeper of one run: ``python -m engine.launch.supervisor RUN_DIR``.
+
+Started in its own session (setsid) with output going to ``worker.log``.  It
+waits for ``start_at`` when the run is scheduled, starts the worker command from
+``launch.json`` (same process group, so a stop reaches every rank), waits for
+it, and when the worker ended without an ``end`` record appends one (``stopped``
+after a SIGTERM, else ``failed`` with the tail of worker.log).  ``supervisor.json``
+holds its phase: waiting, running, exited.  Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.launch.rundir import (LAUNCH_FILE, SUPERVISOR_FILE, append_end_if_missing, has_end, log_tail,
+                                  read_json, update_json)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir = Path(argv[0]).resolve()
+    info = read_json(run_dir / LAUNCH_FILE)
+    state = run_dir / SUPERVISOR_FILE
+    stop = {"requested": False}
+    child: dict[str, subprocess.Popen | None] = {"p": None}
+
+    def on_term(signum, frame):  # noqa: ANN001
+        stop["requested"] = True
+        p = child["p"]
+        if p is not None and p.poll() is None:
+            try:  # the group got it too; make sure the worker's own group (if it made one) does
+                os.kill(p.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    update_json(state, pid=os.getpid(), pgid=os.getpgrp(), phase="waiting" if info.get("start_at") else "starting",
+                t=time.time())
+
+    start_at = info.get("start_at")
+    if start_at:
+        print(f"finetui: run scheduled for {time.strftime('%Y-%m-%d %H:%M', time.localtime(start_at))}", flush=True)
+        while time.time() < float(start_at):
+            if stop["requested"]:
+                append_end_if_missing(run_dir, "stopped", None)
+                update_json(state, phase="exited", exit_code=None, cancelled=True, t=time.time())
+                return 0
+            time.sleep(min(0.5, max(0.01, float(start_at) - time.time())))
+    if stop["requested"]:
+        append_end_if_missing(run_dir, "stopped", None)
+        update_json(state, phase="exited", exit_code=None, cancelled=True, t=time.time())
+        return 0
+
+    cmd = [str(a) for a in info.get("command") or []]
+    cwd = info.get("cwd") or str(run_dir)
+    try:
+        p = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL)
+    except OSError as e:
+        append_end_if_missing(run_dir, "failed", f"cannot start the worker: {e}")
+        update_json(state, phase="exited", exit_code=None, t=time.time())
+        return 1
+    child["p"] = p
+    update_json(state, phase="running", worker_pid=p.pid, started=time.time())
+    while True:
+        try:
+            code = p.wait()
+            break
+        except InterruptedError:
+            continue
+    update_json(state, phase="exited", exit_code=code, ended=time.time())
+    if not has_end(run_dir):
+        if stop["requested"] or code in (-signal.SIGTERM, 128 + signal.SIGTERM, -signal.SIGINT):
+            append_end_if_missing(run_dir, "stopped", None)
+        else:
+            tail = log_tail(run_dir, 2000).strip().splitlines()
+            last = next((ln for ln in reversed(tail) if ln.strip()), "")
+            append_end_if_missing(run_dir, "failed",
+                                  f"the worker exited with code {code} without finishing"
+                                  + (f": {last.strip()[:300]}" if last else ""),
+                                  traceback="\n".join(tail[-20:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

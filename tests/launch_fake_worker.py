@@ -1,0 +1,70 @@
+"""A stand-in training worker for the launch tests (no torch).
+
+Writes ``start``, one ``log`` per step, ``end`` completed into RUN_DIR/events.jsonl;
+SIGTERM → ``end`` stopped.  ``--ranks N`` starts N-1 extra child processes (in
+the same process group) that just sleep, like torchrun's ranks.  ``--env-report
+NAME`` writes whether the environment variable NAME is set (and its length) to
+RUN_DIR/env_report.json — for the secrets test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--delay", type=float, default=0.1)
+    ap.add_argument("--ranks", type=int, default=1)
+    ap.add_argument("--env-report", default="")
+    ap.add_argument("--fail-at", type=int, default=0)
+    ap.add_argument("--ignore-term", action="store_true")
+    a = ap.parse_args()
+    path = os.path.join(a.run_dir, "events.jsonl")
+    fh = open(path, "a", buffering=1)
+    kids = [subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(1)"])
+            for _ in range(a.ranks - 1)]
+    stop = {"now": False}
+
+    def emit(kind, step=0, **kw):
+        fh.write(json.dumps({"t": round(time.time(), 3), "kind": kind, "step": step, **kw}) + "\n")
+        fh.flush()
+
+    def on_term(*_):
+        if a.ignore_term:
+            return
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    if a.env_report:
+        v = os.environ.get(a.env_report)
+        with open(os.path.join(a.run_dir, "env_report.json"), "w") as f:
+            json.dump({"set": v is not None, "len": len(v or ""), "cwd": os.getcwd()}, f)
+    print("fake worker: starting", flush=True)
+    emit("start", 0, world_size=a.ranks, total_steps=a.steps, config_hash="fake")
+    emit("status", 0, phase="training")
+    for step in range(1, a.steps + 1):
+        if stop["now"]:
+            break
+        time.sleep(a.delay)
+        if a.fail_at and step == a.fail_at:
+            print("fake worker: boom", flush=True)
+            raise SystemExit(3)
+        emit("log", step, loss=round(2.0 / step, 4), lr=0.001)
+        print(f"fake worker: step {step}", flush=True)
+    for k in kids:
+        k.terminate()
+    emit("end", step, outcome="stopped" if stop["now"] else "completed", final_path=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
