@@ -1,0 +1,397 @@
+"""The one place the dashboard reaches the run engine (``engine.launch``).
+
+The monitor and the runs screen talk only to this module.  When
+``engine.launch`` provides ``list_runs`` / ``resolve_run`` / ``event_source`` /
+``stop_run`` / ``delete_run`` they are used (local and SSH runs alike);
+otherwise a local fallback reads run directories with :class:`engine.events.Tailer`.
+Everything here may block (files, SSH): call it from a worker thread, never
+from the event loop, except :func:`resolve` for local paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from engine.events import EVENTS_FILE, Tailer, summarize
+
+LOG_FILE = "worker.log"
+#: On attach, only this much of the end of a long worker.log is shown (toolong-style).
+LOG_TAIL_BYTES = 256 * 1024
+
+
+class EventSourceLike(Protocol):
+    def read(self) -> list[dict[str, Any]]: ...
+
+
+def _launch() -> Any | None:
+    """``engine.launch`` when it offers the run API, else ``None``."""
+    try:
+        import engine.launch as L
+    except Exception:
+        return None
+    return L if hasattr(L, "event_source") and hasattr(L, "list_runs") else None
+
+
+def _fn(name: str) -> Callable[..., Any] | None:
+    L = _launch()
+    return getattr(L, name, None) if L is not None else None
+
+
+@dataclass
+class LocalRunRef:
+    """A run directory on this machine (what the fallback hands around)."""
+
+    run_dir: Path
+    host: str = "local"
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    def __str__(self) -> str:
+        return str(self.run_dir)
+
+
+@dataclass
+class RunRow:
+    """One line of the runs table (mirrors ``engine.launch.RunInfo``)."""
+
+    name: str
+    host: str = "local"
+    status: str = "pending"
+    step: int = 0
+    total_steps: int = 0
+    last_loss: float | None = None
+    started: float | None = None
+    duration: float | None = None
+    ref: Any = None
+    error: str | None = None
+
+    @classmethod
+    def from_info(cls, info: Any) -> "RunRow":
+        g = lambda k, d=None: getattr(info, k, info.get(k, d) if isinstance(info, dict) else d)  # noqa: E731
+        return cls(
+            name=str(g("name", "?")),
+            host=str(g("host", "local") or "local"),
+            status=str(g("status", "pending") or "pending"),
+            step=int(g("step", 0) or 0),
+            total_steps=int(g("total_steps", 0) or 0),
+            last_loss=g("last_loss"),
+            started=g("started"),
+            duration=g("duration"),
+            ref=g("ref"),
+            error=g("error"),
+        )
+
+
+# --------------------------------------------------------------------------
+# references
+# --------------------------------------------------------------------------
+
+
+def run_name(ref: Any) -> str:
+    n = getattr(ref, "name", None)
+    if n:
+        return str(n)
+    d = run_dir(ref)
+    return d.name if d else str(ref)
+
+
+def run_dir(ref: Any) -> Path | None:
+    """The run's directory on this machine (for a remote run: its local mirror), if any."""
+    d = getattr(ref, "run_dir", None)
+    if d is None and isinstance(ref, (str, os.PathLike)):
+        d = ref
+    return Path(d) if d is not None else None
+
+
+def is_remote(ref: Any) -> bool:
+    r = getattr(ref, "is_remote", None)
+    if r is not None:
+        return bool(r)
+    return run_host(ref) not in ("local", "localhost", "")
+
+
+def run_host(ref: Any) -> str:
+    return str(getattr(ref, "host", None) or "local")
+
+
+def resolve(ref: Any, runs_dir: str | os.PathLike[str] = "runs") -> Any:
+    """A RunRef for ``ref`` (a RunRef, a run directory, or a run name).  Local files only: cheap."""
+    if not isinstance(ref, (str, os.PathLike, LocalRunRef)):
+        return ref
+    f = _fn("resolve_run")
+    if f is not None:
+        try:
+            return f(str(ref), runs_dir=runs_dir)
+        except TypeError:
+            return f(str(ref))
+        except Exception:
+            pass
+    if isinstance(ref, LocalRunRef):
+        return ref
+    p = Path(ref)
+    cand = Path(runs_dir) / str(ref)
+    return LocalRunRef(p if p.exists() or not cand.exists() else cand)
+
+
+# --------------------------------------------------------------------------
+# reading a run
+# --------------------------------------------------------------------------
+
+
+class LocalEventSource:
+    """New complete records of a local ``events.jsonl`` since the last call."""
+
+    def __init__(self, run_dir: Path):
+        self.tailer = Tailer(Path(run_dir) / EVENTS_FILE)
+
+    def read(self) -> list[dict[str, Any]]:
+        return self.tailer.read()
+
+
+class LogTailer:
+    """New complete lines of a growing text file, resuming at a byte offset.
+
+    On the first read of a big file only its last ``LOG_TAIL_BYTES`` are read.
+    """
+
+    def __init__(self, path: Path, tail_bytes: int = LOG_TAIL_BYTES):
+        self.path = Path(path)
+        self.offset: int | None = None
+        self.tail_bytes = tail_bytes
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read(self, max_bytes: int = 1 << 20) -> list[str]:
+        try:
+            with open(self.path, "rb") as fh:
+                if self.offset is None:
+                    size = fh.seek(0, os.SEEK_END)
+                    self.offset = max(0, size - self.tail_bytes)
+                    if self.offset:  # start at a line boundary
+                        fh.seek(self.offset)
+                        fh.readline()
+                        self.offset = fh.tell()
+                fh.seek(self.offset)
+                chunk = fh.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        text = chunk[: end + 1].decode("utf-8", errors="replace")
+        return [ln.rstrip("\r") for ln in text.split("\n")[:-1]]
+
+
+@dataclass
+class RunFeed:
+    """Everything the monitor polls: events plus (when there is one) the worker log."""
+
+    ref: Any
+    events: Any
+    log: Any | None = None  # object with .read() -> list[str]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def read(self) -> tuple[list[dict[str, Any]], list[str] | None]:
+        recs = self.events.read()
+        lines = self.log.read() if self.log is not None else None
+        return recs, lines
+
+
+def open_feed(ref: Any) -> RunFeed:
+    """Open the event (and log) source of a run.  May block (SSH)."""
+    d = run_dir(ref)
+    f = _fn("event_source")
+    if f is not None and not isinstance(ref, LocalRunRef):
+        src = f(ref)
+    elif d is not None and not is_remote(ref):
+        src = LocalEventSource(d)
+    else:
+        raise FileNotFoundError(f"{run_name(ref)}: cannot read a remote run without engine.launch")
+    log: Any | None = None
+    if hasattr(src, "read_log"):
+        log = _Callable(src.read_log)
+    elif d is not None and (not is_remote(ref) or (d / LOG_FILE).exists()):
+        log = LogTailer(d / LOG_FILE)
+    return RunFeed(ref, src, log)
+
+
+def feed_lost(feed: "RunFeed") -> bool:
+    """Whether the source found the run's processes gone without an ``end`` record."""
+    return bool(getattr(feed.events, "lost", False))
+
+
+class _Callable:
+    def __init__(self, fn: Callable[[], list[str]]):
+        self.fn = fn
+
+    def read(self) -> list[str]:
+        return list(self.fn() or [])
+
+
+def read_history(ref: Any) -> list[dict[str, Any]]:
+    """Every record of a run so far (for overlays).  May block."""
+    feed = open_feed(ref)
+    out: list[dict[str, Any]] = []
+    for _ in range(10_000):
+        recs = feed.events.read()
+        if not recs:
+            break
+        out.extend(recs)
+    return out
+
+
+# --------------------------------------------------------------------------
+# listing and acting on runs
+# --------------------------------------------------------------------------
+
+
+def list_runs(runs_dir: str | os.PathLike[str] = "runs") -> list[RunRow]:
+    f = _fn("list_runs")
+    if f is not None:
+        return [RunRow.from_info(i) for i in f(str(runs_dir))]
+    return _local_list(Path(runs_dir))
+
+
+def list_runs_safe(runs_dir: str | os.PathLike[str] = "runs") -> tuple[list[RunRow], str | None]:
+    """``list_runs``; when the engine's listing fails, the local runs and one line saying why."""
+    try:
+        return list_runs(runs_dir), None
+    except Exception as e:
+        why = str(e) or e.__class__.__name__
+        try:
+            rows = _local_list(Path(runs_dir))
+        except Exception:
+            rows = []
+        return rows, f"listing runs failed ({why}); showing local run directories only"
+
+
+def _local_list(runs_dir: Path) -> list[RunRow]:
+    rows: list[RunRow] = []
+    if not runs_dir.is_dir():
+        return rows
+    for d in sorted(runs_dir.iterdir()):
+        if not d.is_dir() or not ((d / EVENTS_FILE).exists() or (d / "launch.json").exists()):
+            continue
+        s = summarize(_read_all(d / EVENTS_FILE))
+        status = s.status
+        if status in ("running", "pending") and not _alive(d):
+            status = "lost" if s.status == "running" else "pending"
+        end = s.ended or (time.time() if status == "running" else None)
+        dur = (end - s.started) if (end and s.started) else None
+        rows.append(RunRow(d.name, "local", status, s.step, s.total_steps, s.last_loss, s.started, dur,
+                           LocalRunRef(d), s.error))
+    rows.sort(key=lambda r: r.started or 0, reverse=True)
+    return rows
+
+
+def _read_all(path: Path) -> list[dict[str, Any]]:
+    t = Tailer(path)
+    out: list[dict[str, Any]] = []
+    while True:
+        recs = t.read()
+        if not recs:
+            return out
+        out.extend(recs)
+
+
+def _launch_info(d: Path) -> dict[str, Any]:
+    try:
+        return json.loads((d / "launch.json").read_text())
+    except Exception:
+        return {}
+
+
+def _alive(d: Path) -> bool:
+    info = _launch_info(d)
+    pids = [p for p in [info.get("pid"), *(info.get("pids") or [])] if isinstance(p, int)]
+    if not pids:
+        return (d / EVENTS_FILE).exists() and time.time() - (d / EVENTS_FILE).stat().st_mtime < 120
+    for p in pids:
+        try:
+            os.kill(p, 0)
+            return True
+        except PermissionError:
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def stop_run(ref: Any, grace: float = 15.0) -> str:
+    """Stop a run (SIGTERM to its process group, SIGKILL after ``grace``).  Blocks."""
+    f = _fn("stop_run")
+    if f is not None:
+        return str(f(ref, grace=grace))
+    d = run_dir(ref)
+    if d is None or is_remote(ref):
+        raise RuntimeError(f"{run_name(ref)}: cannot stop a remote run without engine.launch")
+    info = _launch_info(d)
+    pgid = info.get("pgid")
+    if not isinstance(pgid, int):
+        raise RuntimeError(f"{d / 'launch.json'}: no process group recorded")
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "not running"
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return "stopped"
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return "killed"
+
+
+def delete_run(ref: Any) -> None:
+    """Delete a run's directory (refuses a running one).  Blocks."""
+    f = _fn("delete_run")
+    if f is not None:
+        f(ref)
+        return
+    d = run_dir(ref)
+    if d is None or is_remote(ref):
+        raise RuntimeError(f"{run_name(ref)}: cannot delete a remote run without engine.launch")
+    if (d / EVENTS_FILE).exists():
+        st = summarize(_read_all(d / EVENTS_FILE)).status
+        if st == "running" and _alive(d):
+            raise RuntimeError(f"{d.name} is still running: stop it first")
+    shutil.rmtree(d)
+
+
+def config_path(ref: Any) -> Path | None:
+    d = run_dir(ref)
+    if d is None:
+        return None
+    p = d / "config.toml"
+    return p if p.exists() else None
+
+
+def load_config(ref: Any) -> Any:
+    """The run's job (``config.toml`` via ``engine.presets.load``).  Raises with one clear line."""
+    p = config_path(ref)
+    if p is None:
+        where = run_host(ref)
+        raise FileNotFoundError(
+            f"{run_name(ref)}: no config.toml here" + (f" (the run is on {where})" if where != "local" else ""))
+    from engine import presets
+
+    return presets.load(p)

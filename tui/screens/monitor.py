@@ -1,0 +1,324 @@
+"""The run dashboard: progress, metric plots, checkpoints and the log of one run.
+
+A thread worker (``@work(thread=True, exclusive=True)``) polls the run's event
+source (local file or SSH, via :mod:`tui.runsource`) and posts one
+:class:`RunUpdate` per batch; the handler folds the batch into a
+:class:`RunState` (bounded series) and updates the text widgets at once.  Plots
+are redrawn from the series by a timer at most ``PLOT_HZ`` times a second, so a
+run streaming hundreds of events a second costs a few plot builds a second.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
+
+from tui import runsource
+from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
+
+PLOT_HZ = 4.0
+POLL_ACTIVE = 0.02  # seconds between reads while records are arriving
+POLL_IDLE = 0.25  # ... when the run is quiet
+POLL_ENDED = 1.0  # ... after its end record (the log may still grow)
+
+STATUS_ICON = {
+    "pending": "…",
+    "running": "▶",
+    "completed": "✔",
+    "early_stopped": "✔",
+    "stopped": "■",
+    "failed": "✖",
+    "lost": "?",
+    "scheduled": "◷",
+}
+
+
+class RunUpdate(Message):
+    """A batch of new records and log lines from the tail worker."""
+
+    def __init__(self, records: list[dict[str, Any]], lines: list[str] | None, caught_up: bool):
+        super().__init__()
+        self.records = records
+        self.lines = lines
+        self.caught_up = caught_up
+
+
+class FeedProblem(Message):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+
+class MonitorScreen(Screen):
+    """Live (or finished) run dashboard.  ``run_ref``: a RunRef, a run directory or a run name."""
+
+    CSS_PATH = "dashboard.tcss"
+    BINDINGS = [
+        Binding("d", "detach", "Detach"),
+        Binding("escape", "detach", "Detach", show=False),
+        Binding("s", "stop", "Stop run"),
+        Binding("slash", "search", "Search log"),
+        Binding("l", "toggle_log", "Log/Checkpoints", show=False),
+    ]
+
+    def __init__(self, run_ref: Any, *, clock: Callable[[], float] = time.time, name: str | None = None,
+                 id: str | None = None, classes: str | None = None):
+        super().__init__(name=name, id=id, classes=classes)
+        self.run_ref = runsource.resolve(run_ref)
+        self.clock = clock
+        self.state = RunState(name=runsource.run_name(self.run_ref))
+        self._plots_version = -1
+        self._last_plot = 0.0
+        self._log_mode: str | None = None  # "file" (worker.log) or "events"
+        self.batches = 0
+        self.loaded = False  # True once the history available at attach time has been read
+        self.stop_requested = False
+        self.problem: str | None = None
+
+    # -- layout ----------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        from tui.widgets.checkpoints import CheckpointTable
+        from tui.widgets.logtail import LogTail
+        from tui.widgets.plot import MetricPlot
+        from tui.widgets.progress import RunProgress
+
+        yield Static("", id="mon-title")
+        yield RunProgress(id="mon-progress")
+        yield Static("", id="mon-stats")
+        yield Static("", id="mon-end")
+        with Horizontal(id="mon-plots"):
+            yield MetricPlot("loss", id="plot-loss")
+            with Vertical(id="mon-side-plots"):
+                yield MetricPlot("learning rate", id="plot-lr")
+                yield MetricPlot("grad norm", id="plot-grad")
+        with Horizontal(id="mon-bottom"):
+            with Vertical(id="mon-ckpts"):
+                yield Static("Checkpoints", id="ckpt-title")
+                yield CheckpointTable(id="ckpt-table")
+            yield LogTail(id="mon-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show_text()
+        self.set_interval(1.0 / PLOT_HZ, self._tick)
+        self._tail()
+
+    # -- the tail worker (a thread: event sources may block on files or SSH) ---
+    @work(thread=True, exclusive=True, group="monitor-tail", exit_on_error=False)
+    def _tail(self) -> None:
+        worker = get_current_worker()
+        try:
+            feed = runsource.open_feed(self.run_ref)
+        except Exception as e:  # unreachable host, missing run
+            self.post_message(FeedProblem(f"{runsource.run_name(self.run_ref)}: {e}"))
+            return
+        loaded = False
+        ended = False
+        errors = 0
+        idle = 0
+        while not worker.is_cancelled:
+            try:
+                recs, lines = feed.read()
+                errors = 0
+            except Exception as e:
+                errors += 1
+                if errors in (1, 10) or errors % 60 == 0:
+                    self.post_message(FeedProblem(f"reading {runsource.run_name(self.run_ref)}: {e}"))
+                time.sleep(min(5.0, 0.5 * errors))
+                continue
+            if recs or lines or not loaded:
+                caught_up = not recs  # an empty read: the history so far is all in
+                self.post_message(RunUpdate(recs, lines, caught_up))
+                loaded = loaded or caught_up
+            if recs:
+                idle = 0
+                ended = ended or any(r.get("kind") == "end" for r in recs)
+                if not loaded:
+                    continue  # attaching: read the history as fast as it comes
+                time.sleep(POLL_ACTIVE)
+            else:
+                idle += 1
+                time.sleep(POLL_ENDED if ended else min(POLL_IDLE, POLL_ACTIVE * (1.5 ** idle)))
+
+    def on_run_update(self, msg: RunUpdate) -> None:
+        msg.stop()
+        self.batches += 1
+        st = self.state
+        if msg.records:
+            st.update(msg.records)
+        self._feed_log(msg)
+        self._show_text()
+        if msg.caught_up and not self.loaded:
+            self.loaded = True
+            self._redraw_plots(force=True)
+        elif self._last_plot == 0.0 and st.train_loss.last is not None:
+            self._redraw_plots(force=True)
+
+    def on_feed_problem(self, msg: FeedProblem) -> None:
+        msg.stop()
+        self.problem = msg.text
+        self.loaded = True
+        self._show_text()
+
+    def _feed_log(self, msg: RunUpdate) -> None:
+        from tui.widgets.logtail import LogTail, event_line
+
+        log = self.query_one("#mon-log", LogTail)
+        if self._log_mode is None and (msg.lines or msg.records):
+            self._log_mode = "file" if msg.lines else "events"
+        if self._log_mode == "file":
+            if msg.lines:
+                log.add_lines(msg.lines)
+        elif self._log_mode == "events" and msg.records:
+            lines = []
+            for r in msg.records:
+                if r.get("kind") == "log" and r.get("step", 0) % 10:
+                    continue  # every 10th training log line is enough without a worker.log
+                ln = event_line(r)
+                if ln:
+                    lines.append(ln)
+            log.add_lines(lines)
+
+    # -- drawing ---------------------------------------------------------------
+    def _tick(self) -> None:
+        self._show_text(clock_only=True)
+        self._redraw_plots()
+
+    def _show_text(self, clock_only: bool = False) -> None:
+        from tui.widgets.progress import RunProgress, stats_text
+
+        st = self.state
+        now = self.clock()
+        self.query_one("#mon-progress", RunProgress).show(st, now)
+        if clock_only:
+            return
+        status = st.status
+        icon = STATUS_ICON.get(status, "•")
+        label = OUTCOME_TEXT.get(status, status)
+        host = runsource.run_host(self.run_ref)
+        extra = []
+        if st.method or st.model:
+            extra.append(" ".join(x for x in (st.method, st.model) if x))
+        if st.world_size > 1:
+            extra.append(f"{st.world_size} ranks")
+        title = self.query_one("#mon-title", Static)
+        title.update(f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "")
+                     + (f"  ({', '.join(extra)})" if extra else ""))
+        for s in STATUS_ICON:
+            title.set_class(s == status, f"-{s}")
+        self.query_one("#mon-stats", Static).update(stats_text(st))
+        end = self.query_one("#mon-end", Static)
+        msg = self._end_text()
+        end.update(msg or "")
+        end.display = bool(msg)
+        for s in ("completed", "early_stopped", "stopped", "failed", "lost", "problem"):
+            end.set_class(s == (status if not self.problem or st.finished else "problem"), f"-{s}")
+        if st.ckpt_version:
+            from tui.widgets.checkpoints import CheckpointTable
+
+            self.query_one("#ckpt-table", CheckpointTable).show(st.checkpoint_rows())
+
+    def _end_text(self) -> str:
+        st = self.state
+        took = fmt_duration(st.elapsed(self.clock()))
+        if st.status in ("completed", "early_stopped"):
+            what = "Completed" if st.status == "completed" else "Stopped early (no more improvement)"
+            final = f" · final model: {st.final_path}" if st.final_path else ""
+            return f"✔ {what} at step {st.step} in {took}{final}"
+        if st.status == "stopped":
+            return f"■ Stopped at step {st.step} after {took}"
+        if st.status == "failed":
+            why = st.error or st.error_tail or "see the log"
+            return f"✖ Failed at step {st.step}: {why}"
+        if st.status == "lost":
+            return "? Lost: the run's processes are gone without an end record"
+        if self.problem:
+            return f"! {self.problem}"
+        if self.stop_requested:
+            return "■ Stopping… (the run saves and exits)"
+        return ""
+
+    def _redraw_plots(self, force: bool = False) -> None:
+        st = self.state
+        if st.version == self._plots_version and not force:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_plot < 1.0 / PLOT_HZ * 0.9:
+            return
+        from tui.widgets.plot import Line, MetricPlot
+
+        self._plots_version = st.version
+        self._last_plot = now
+        loss = self.query_one("#plot-loss", MetricPlot)
+        tx, ty = st.train_loss.points()
+        ex, ey = st.eval_series.points()
+        title = f"loss {fmt_num(st.loss)}" + (f" · eval {fmt_num(st.eval_loss)}" if st.eval_loss is not None else "")
+        loss.set_lines([Line("train", tx, ty, "primary"), Line("eval", ex, ey, "warning")], title=title)
+        lr = self.query_one("#plot-lr", MetricPlot)
+        lx, ly = st.lr_series.points()
+        lr.set_lines([Line("", lx, ly, "success")], title=f"learning rate {fmt_num(st.lr)}")
+        gn = self.query_one("#plot-grad", MetricPlot)
+        gx, gy = st.grad_series.points()
+        gn.set_lines([Line("", gx, gy, "accent")], title=f"grad norm {fmt_num(st.grad_norm)}")
+        for p in (loss, lr, gn):
+            p.redraw()
+
+    # -- actions ---------------------------------------------------------------
+    def action_detach(self) -> None:
+        """Leave the dashboard; the run goes on."""
+        from tui.widgets.logtail import LogTail
+
+        log = self.query_one("#mon-log", LogTail)
+        if log.has_class("-searching") and self.focused is not None and self.focused.id == "log-search":
+            log.close_search()
+            return
+        self.workers.cancel_group(self, "monitor-tail")
+        if len(self.app.screen_stack) > 1:
+            self.dismiss(None)
+        else:
+            self.app.exit()
+
+    def action_search(self) -> None:
+        from tui.widgets.logtail import LogTail
+
+        self.query_one("#mon-log", LogTail).open_search()
+
+    def action_toggle_log(self) -> None:
+        self.toggle_class("-log-wide")
+
+    def action_stop(self) -> None:
+        st = self.state
+        if st.finished:
+            self.notify(f"The run has already ended ({OUTCOME_TEXT.get(st.status, st.status)}).")
+            return
+        from tui.widgets.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.stop_requested = True
+                self._show_text()
+                self._stop_worker()
+
+        self.app.push_screen(
+            ConfirmScreen(f"Stop run {st.name}?\n\nIt saves a checkpoint if it can and exits; "
+                          "the run directory is kept.", yes="Stop run"),
+            answered,
+        )
+
+    @work(thread=True, exclusive=True, group="monitor-stop", exit_on_error=False)
+    def _stop_worker(self) -> None:
+        try:
+            result = runsource.stop_run(self.run_ref)
+        except Exception as e:
+            self.app.call_from_thread(self.notify, f"Could not stop the run: {e}", severity="error", timeout=8)
+            return
+        self.app.call_from_thread(self.notify, f"Stop: {result}")

@@ -1,0 +1,385 @@
+"""Every local and remote run, with status; attach, stop, delete, reopen a config, overlay two runs.
+
+Listing goes through :func:`tui.runsource.list_runs` (``engine.launch.list_runs``
+when present) in a thread worker; so do stop and delete, behind a confirmation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from rich.style import Style
+from rich.text import Text
+from textual import events, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Static
+
+from tui import runsource
+from tui.runsource import RunRow
+from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
+
+STATUS_ICON = {
+    "pending": "…", "running": "▶", "completed": "✔", "early_stopped": "✔", "stopped": "■",
+    "failed": "✖", "lost": "?", "scheduled": "◷",
+}
+STATUS_COLOR = {  # theme colour names
+    "running": "primary", "completed": "success", "early_stopped": "success", "stopped": "warning",
+    "failed": "error", "lost": "error", "scheduled": "secondary", "pending": "secondary",
+}
+AUTO_REFRESH_S = 3.0
+
+
+def short(name: str, width: int) -> str:
+    """``name`` cut in the middle to ``width`` characters."""
+    if len(name) <= width:
+        return name
+    if width <= 1:
+        return name[:width]
+    head = (width - 1) // 2
+    tail = width - 1 - head
+    return name[:head] + "…" + (name[-tail:] if tail else "")
+
+
+class RunsScreen(Screen):
+    """The runs table.  ``runs_dir``: where local runs live (default ``runs``)."""
+
+    CSS_PATH = "dashboard.tcss"
+    BINDINGS = [
+        Binding("enter", "attach", "Attach", show=True, priority=False),
+        Binding("r", "refresh", "Refresh"),
+        Binding("s", "stop", "Stop"),
+        Binding("x,delete", "delete", "Delete"),
+        Binding("c", "open_config", "Config→job"),
+        Binding("space", "mark", "Mark"),
+        Binding("o", "overlay", "Overlay 2"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, runs_dir: str = "runs", *, clock: Callable[[], float] = time.time,
+                 auto_refresh: bool = True, name: str | None = None, id: str | None = None,
+                 classes: str | None = None):
+        super().__init__(name=name, id=id, classes=classes)
+        self.runs_dir = runs_dir
+        self.clock = clock
+        self.auto_refresh = auto_refresh
+        self.rows: list[RunRow] = []
+        self.marked: list[str] = []  # row keys, at most two
+        self.loaded = False
+        self._width_cols: int | None = None
+        self._busy = False
+        self.problem: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("Runs", id="runs-title")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static(f"No runs yet in {self.runs_dir}/ — launch one from the wizard, or "
+                     "`finetui train FILE --detach`.", id="runs-empty")
+        yield Static("", id="runs-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#runs-table", DataTable).focus()
+        self.action_refresh()
+        if self.auto_refresh:
+            self.set_interval(AUTO_REFRESH_S, self._auto)
+
+    def on_screen_resume(self) -> None:
+        if self.loaded:
+            self.action_refresh()
+
+    def _auto(self) -> None:
+        if any(r.status in ("running", "pending", "scheduled") for r in self.rows):
+            self.action_refresh()
+
+    # -- data ------------------------------------------------------------------
+    def action_refresh(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True, group="runs-list", exit_on_error=False)
+    def _load(self) -> None:
+        rows, problem = runsource.list_runs_safe(self.runs_dir)
+        self.app.call_from_thread(self._show_rows, rows, problem)
+
+    def _show_rows(self, rows: list[RunRow] | None, problem: str | None = None) -> None:
+        if problem and problem != self.problem:
+            self.notify(problem, severity="error", timeout=8)
+        self.problem = problem
+        if rows is not None:
+            self.rows = rows
+            keys = {self.key(r) for r in rows}
+            self.marked = [k for k in self.marked if k in keys]
+        self.loaded = True
+        self._fill()
+
+    @staticmethod
+    def key(r: RunRow) -> str:
+        return r.name if r.host in ("", "local") else f"{r.name}@{r.host}"
+
+    def _columns(self, width: int) -> list[tuple[str, str, int]]:
+        wide = width >= 110
+        cols = [("", "mark", 1)]
+        fixed = [("Status", "status", 15), ("Step", "step", 9), ("Loss", "loss", 7), ("Took", "took", 8)]
+        if wide:
+            fixed.insert(0, ("Host", "host", 12))
+            fixed.append(("Started", "started", 11))
+        used = 3 + sum(w + 2 for _, _, w in fixed) + 2 + 1  # mark, fixed, name padding, scrollbar
+        cols.append(("Name", "name", max(12, width - used)))
+        return cols + fixed
+
+    def _fill(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        width = max(40, self.size.width or 80)
+        cols = self._columns(width)
+        cursor_key = None
+        if table.row_count and 0 <= table.cursor_row < table.row_count:
+            try:
+                cursor_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            except Exception:
+                cursor_key = None
+        table.clear(columns=True)
+        for label, key, w in cols:
+            table.add_column(label, key=key, width=w)
+        name_w = next(w for _, k, w in cols if k == "name")
+        theme = self.app.current_theme
+        for r in self.rows:
+            k = self.key(r)
+            color = getattr(theme, STATUS_COLOR.get(r.status, "secondary"), None) or theme.foreground
+            status = Text(f"{STATUS_ICON.get(r.status, '•')} {OUTCOME_TEXT.get(r.status, r.status)}",
+                          style=Style(color=color))
+            cells: dict[str, Any] = {
+                "mark": Text("●", style="bold") if k in self.marked else "",
+                "name": short(r.name, name_w),
+                "host": short(r.host, 12),
+                "status": status,
+                "step": Text(f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step), justify="right"),
+                "loss": Text(fmt_num(r.last_loss, 3), justify="right"),
+                "took": Text(fmt_duration(r.duration), justify="right"),
+                "started": time.strftime("%m-%d %H:%M", time.localtime(r.started)) if r.started else "—",
+            }
+            table.add_row(*[cells[key] for _, key, _ in cols], key=k)
+        self._width_cols = width
+        if cursor_key is not None:
+            try:
+                table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
+            except Exception:
+                pass
+        running = sum(1 for r in self.rows if r.status == "running")
+        self.query_one("#runs-title", Static).update(
+            f"Runs — {len(self.rows)} in {self.runs_dir}/" + (f", {running} running" if running else "")
+            + (f" · marked {len(self.marked)}/2" if self.marked else ""))
+        self.set_class(not self.rows, "-empty")
+        self._show_detail()
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.loaded and self._width_cols != event.size.width:
+            self._fill()
+
+    def current(self) -> RunRow | None:
+        table = self.query_one("#runs-table", DataTable)
+        if not self.rows or table.row_count == 0:
+            return None
+        try:
+            k = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+        return next((r for r in self.rows if self.key(r) == k), None)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_attach()
+
+    def _show_detail(self) -> None:
+        r = self.current()
+        detail = self.query_one("#runs-detail", Static)
+        if r is None:
+            detail.update("")
+            return
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)) if r.started else "not started"
+        where = runsource.run_dir(r.ref) if r.ref is not None else None
+        line1 = f"{r.name} · {r.host} · started {started}" + (f" · {where}" if where else "")
+        line2 = f"✖ {r.error}" if r.error and r.status == "failed" else (
+            "enter attach · space mark two runs, o overlays their loss curves")
+        detail.update(f"{line1}\n{line2}")
+
+    # -- actions ---------------------------------------------------------------
+    def _ref(self, r: RunRow) -> Any:
+        if r.ref is not None:
+            return r.ref
+        return runsource.resolve(r.name, self.runs_dir)
+
+    def action_attach(self) -> None:
+        r = self.current()
+        if r is None:
+            return
+        from tui.screens.monitor import MonitorScreen
+
+        self.app.push_screen(MonitorScreen(self._ref(r), clock=self.clock))
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.dismiss(None)
+        else:
+            self.app.exit()
+
+    def action_mark(self) -> None:
+        r = self.current()
+        if r is None:
+            return
+        k = self.key(r)
+        if k in self.marked:
+            self.marked.remove(k)
+        else:
+            self.marked.append(k)
+            self.marked = self.marked[-2:]
+        self._fill()
+
+    def action_overlay(self) -> None:
+        keys = list(self.marked)
+        cur = self.current()
+        if len(keys) < 2 and cur is not None and self.key(cur) not in keys:
+            keys.append(self.key(cur))
+        if len(keys) < 2:
+            self.notify("Mark two runs with space, then press o.", severity="warning")
+            return
+        rows = [next(r for r in self.rows if self.key(r) == k) for k in keys[:2]]
+        self.app.push_screen(OverlayScreen([(r.name, self._ref(r)) for r in rows]))
+
+    def action_stop(self) -> None:
+        r = self.current()
+        if r is None:
+            return
+        if r.status not in ("running", "pending", "scheduled"):
+            self.notify(f"{r.name} is not running ({OUTCOME_TEXT.get(r.status, r.status)}).")
+            return
+        from tui.widgets.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._act("stop", r)
+
+        self.app.push_screen(ConfirmScreen(f"Stop run {r.name} on {r.host}?", yes="Stop run"), answered)
+
+    def action_delete(self) -> None:
+        r = self.current()
+        if r is None:
+            return
+        if r.status in ("running", "pending"):
+            self.notify(f"{r.name} is running: stop it before deleting.", severity="warning")
+            return
+        from tui.widgets.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._act("delete", r)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Delete run {r.name} on {r.host}?\n\nIts directory — events, logs, checkpoints and the final "
+            "model — is removed for good.", yes="Delete"), answered)
+
+    @work(thread=True, group="runs-act", exit_on_error=False)
+    def _act(self, what: str, r: RunRow) -> None:
+        try:
+            if what == "stop":
+                res = runsource.stop_run(self._ref(r))
+                msg = f"Stop {r.name}: {res}"
+            else:
+                runsource.delete_run(self._ref(r))
+                msg = f"Deleted {r.name}"
+        except Exception as e:
+            self.app.call_from_thread(self.notify, f"Could not {what} {r.name}: {e}", severity="error", timeout=8)
+        else:
+            self.app.call_from_thread(self.notify, msg)
+        self.app.call_from_thread(self.action_refresh)
+
+    def action_open_config(self) -> None:
+        r = self.current()
+        if r is None:
+            return
+        try:
+            job = runsource.load_config(self._ref(r))
+        except Exception as e:
+            msg = str(e)
+            if hasattr(e, "problems"):
+                msg = "; ".join(str(p) for p in e.problems)  # type: ignore[attr-defined]
+            self.notify(msg, severity="error", timeout=8)
+            return
+        open_job = getattr(self.app, "open_job", None)
+        set_job = getattr(self.app, "set_job", None)
+        if callable(open_job):
+            open_job(job)
+        elif callable(set_job):
+            # the wizard app: load the job as a new, unsaved one and go back to the wizard
+            job.values.pop("launch.run_name", None)
+            set_job(job, preset_path=None)
+            while len(self.app.screen_stack) > 1:
+                self.app.pop_screen()
+            self.app.notify(f"Opened the config of {r.name} as a new job.")
+        else:
+            self.notify(f"Loaded the config of {r.name}, but this app cannot open jobs.", severity="warning")
+
+
+class OverlayScreen(ModalScreen[None]):
+    """The loss curves of two runs on one plot."""
+
+    BINDINGS = [Binding("escape,q,o", "close", "Close")]
+    COLORS = (("primary", "secondary"), ("warning", "error"))
+
+    def __init__(self, runs: list[tuple[str, Any]]):
+        super().__init__()
+        self.runs = runs
+        self.states: list[RunState] | None = None
+
+    def compose(self) -> ComposeResult:
+        from tui.widgets.plot import MetricPlot
+
+        with Vertical(id="overlay-box"):
+            yield Static(" vs ".join(n for n, _ in self.runs), id="overlay-title")
+            yield MetricPlot("loss", id="overlay-plot")
+            yield Static("train loss (line) and eval loss per run · Esc closes", id="overlay-hint")
+
+    def on_mount(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def _load(self) -> None:
+        states = []
+        for name, ref in self.runs:
+            st = RunState(name=name)
+            try:
+                st.update(runsource.read_history(ref))
+            except Exception as e:
+                st.error = str(e)
+            states.append(st)
+        self.app.call_from_thread(self._show, states)
+
+    def _show(self, states: list[RunState]) -> None:
+        from tui.widgets.plot import Line, MetricPlot
+
+        self.states = states
+        lines = []
+        tags = "AB"
+        for i, st in enumerate(states):
+            tx, ty = st.train_loss.points()
+            ex, ey = st.eval_series.points()
+            c_train, c_eval = self.COLORS[i % 2]
+            lines.append(Line(f"{tags[i]} train", tx, ty, c_train))
+            if ex:
+                lines.append(Line(f"{tags[i]} eval", ex, ey, c_eval))
+        plot = self.query_one("#overlay-plot", MetricPlot)
+        desc = "   ".join(f"{tags[i]}: {st.name} ({fmt_num(st.loss, 3)})" for i, st in enumerate(states))
+        self.query_one("#overlay-title", Static).update(desc)
+        plot.set_lines(lines, title="loss")
+        plot.redraw()
+        errs = [f"{st.name}: {st.error}" for st in states if st.error and not st.train_loss.last]
+        if errs:
+            self.notify("; ".join(errs), severity="error")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

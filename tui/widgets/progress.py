@@ -1,0 +1,44 @@
+"""The run's progress line (bar, step / total, elapsed, ETA) and its stats line."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import ProgressBar, Static
+
+from tui.widgets.metrics import RunState, fmt_duration, fmt_mem, fmt_rate
+
+
+class RunProgress(Horizontal):
+    def compose(self) -> ComposeResult:
+        yield ProgressBar(total=1, show_eta=False, show_percentage=True, id="run-bar")
+        yield Static("", id="run-steps")
+
+    def show(self, st: RunState, now: float) -> None:
+        bar = self.query_one("#run-bar", ProgressBar)
+        total = st.total_steps or None
+        if total:
+            if bar.total != total:
+                bar.update(total=total)
+            bar.update(progress=min(st.step, total))
+        elif st.finished:
+            bar.update(total=1, progress=1 if st.ended_ok else 0)
+        steps = f"step {st.step}/{st.total_steps}" if st.total_steps else f"step {st.step}"
+        parts = [steps]
+        if st.epoch is not None:
+            parts.append(f"epoch {st.epoch:.2f}")
+        parts.append(f"elapsed {fmt_duration(st.elapsed(now))}")
+        if not st.finished:
+            eta = st.eta(now)
+            parts.append(f"ETA {fmt_duration(eta)}" if eta is not None else "ETA —")
+        self.query_one("#run-steps", Static).update(" · ".join(parts))
+
+
+def stats_text(st: RunState) -> str:
+    parts = [f"phase {st.phase or '—'}"]
+    parts.append(f"{fmt_rate(st.tokens_per_s)} tok/s")
+    parts.append(f"{fmt_rate(st.samples_per_s)} samples/s")
+    parts.append(f"mem {fmt_mem(st.memory_mb)}")
+    if st.rows_dropped is not None:
+        parts.append(f"{st.rows_dropped} rows dropped")
+    return " · ".join(parts)
