@@ -167,6 +167,11 @@ def _conversation(obj: dict, *, end: str = "assistant") -> tuple[list[dict], str
         if side == prev_side:
             raise RowError(f"{key}[{i}]", f"turn {i + 1}: two `{prev_name}`/`{name}` turns in a row"
                            if prev_name != name else f"turn {i + 1}: two `{name}` turns in a row")
+        if prev_name == "function_call" and name != "observation":
+            raise RowError(f"{key}[{i}]", f"turn {i + 1}: `function_call` must be followed by an `observation` turn, "
+                           f"not `{name}`")
+        if name == "observation" and prev_name != "function_call":
+            raise RowError(f"{key}[{i}]", f"turn {i + 1}: `observation` turn without a `function_call` before it")
         if role == "assistant" and not content.strip():
             raise RowError(f"{key}[{i}]", f"turn {i + 1}: empty `{name}` turn")
         msgs.append({"role": role, "content": content})
@@ -238,10 +243,12 @@ def sharegpt_image(obj: Any, images: ImageLookup | None = None) -> dict:
         raise RowError(key, f"{n_tok} `{IMAGE_TOKEN}` token{'s' if n_tok != 1 else ''} but {len(refs)} "
                        f"image{'s' if len(refs) != 1 else ''}")
     paths = []
+    single = isinstance(obj.get(key), str)
     for i, ref in enumerate(refs):
         p = images(ref) if images is not None else ref
         if p is None:
-            raise RowError(f"{key}[{i}]", f"image `{ref}` not found")
+            where = getattr(images, "where", "") or "not found"
+            raise RowError(key if single else f"{key}[{i}]", f"image `{ref}` {where}")
         paths.append(p)
     row["images"] = paths
     return row

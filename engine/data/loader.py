@@ -82,6 +82,8 @@ def scan(source: Source, fmt: str, counts: ScanCounts, *, materialize_images: bo
     def lookup(ref: str) -> Optional[str]:
         return source.image(ref, materialize_images)
 
+    lookup.where = source.missing_image  # type: ignore[attr-defined]
+
     for loc, obj in source.records():
         counts.total += 1
         try:

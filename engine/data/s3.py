@@ -95,6 +95,10 @@ def explain(e: BaseException, res: dict, bucket: str, key: str) -> DataError:
     return DataError(f"{where}: {type(e).__name__}: {e}")
 
 
+def _status(e: Any) -> Any:
+    return getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
 def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "_"
 
@@ -165,6 +169,16 @@ def fetch(uri: str, res: dict, secrets: dict | None = None) -> Path:
             import botocore.exceptions as bx
         except ImportError:  # pragma: no cover
             raise DataError(f"{uri}: boto3 is not installed (pip install boto3)")
+        if isinstance(e, bx.ClientError) and _status(e) == 404 and key and not key.endswith("/"):
+            # HeadObject's 404 does not say whether the bucket or the key is missing
+            try:
+                cli.head_bucket(Bucket=bucket)
+            except bx.ClientError as e2:
+                if _status(e2) == 404:
+                    raise DataError(f"{_where(res, bucket, key)}: bucket `{bucket}` does not exist") from None
+            except bx.BotoCoreError:
+                pass
+            raise DataError(f"{_where(res, bucket, key)}: no object `{key}` in bucket `{bucket}`") from None
         if isinstance(e, (bx.BotoCoreError, bx.ClientError)):
             raise explain(e, res, bucket, key) from None
         raise

@@ -33,9 +33,13 @@ def resolve_sample(path: str) -> Path:
     try:  # the training area owns engine/samples.py; use it when present
         from engine.samples import resolve_sample as _rs  # type: ignore
 
-        return Path(_rs(path))
     except (ImportError, AttributeError):
-        pass
+        _rs = None
+    if _rs is not None:
+        try:
+            return Path(_rs(path))
+        except FileNotFoundError as e:
+            raise DataError(str(e).splitlines()[0]) from None
     name = path[len(SAMPLES_PREFIX):]
     base = Path(__file__).resolve().parent.parent / "assets" / "samples"
     p = base / name
@@ -124,6 +128,9 @@ class Source:
     def records(self) -> Iterator[tuple[str, Any]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: how a missing image is described ("image `x` <missing_image>")
+    missing_image = "not found"
+
     def image(self, ref: str, materialize: bool = True) -> Optional[str]:
         return None
 
@@ -132,6 +139,7 @@ class FileSource(Source):
     def __init__(self, path: Path, display: str | None = None):
         super().__init__(display or str(path))
         self.path = path
+        self.missing_image = f"not found in {path.parent}"
 
     def records(self) -> Iterator[tuple[str, Any]]:
         p = self.path
@@ -179,6 +187,7 @@ class ZipSource(Source):
         self.names = set(names)
         self.member = _pick_data_member(names, self.zip_display)
         super().__init__(f"{self.zip_display}/{self.member}")
+        self.missing_image = "not in archive"
         self.base = posixpath.dirname(self.member)
         self._extract_dir: Path | None = None
 
