@@ -1,0 +1,102 @@
+"""``finetui doctor``: can this host run a finetui job?  Each check → (ok|problem, topic, text, fix)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import NamedTuple
+
+from engine.launch import ssh
+from engine.launch.rundir import LaunchError
+
+MIN_FREE = 5 << 30
+
+
+class Check(NamedTuple):
+    ok: bool
+    topic: str
+    text: str
+    fix: str = ""
+
+    def line(self) -> str:
+        s = f"{'ok' if self.ok else 'problem':8} {self.topic:8} {self.text}"
+        return s + (f" — fix: {self.fix}" if (self.fix and not self.ok) else "")
+
+
+def _local_report(workdir: str) -> dict:
+    p = subprocess.run([sys.executable, "-m", "engine.launch.remote_agent", "doctor", "--workdir", workdir],
+                       capture_output=True, text=True, timeout=180)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def run(host: str = "local", python: str = "python3", workdir: str = "~/finetui-runs") -> list[Check]:
+    out: list[Check] = []
+    local = host in (None, "", "local")
+    if local:
+        report = _local_report(workdir)
+        out.append(Check(True, "host", f"this machine ({report.get('hostname')})"))
+    else:
+        try:
+            ssh.ensure_master(host)
+        except LaunchError as e:
+            fix = "check the host name, port and that sshd runs there"
+            if "host key" in str(e):
+                fix = "accept the host key as described"
+            elif "refused the login" in str(e):
+                fix = f"ssh-copy-id {host}"
+            return [Check(False, "ssh", str(e), fix)]
+        out.append(Check(True, "ssh", f"{host} reachable (strict host keys, batch mode)"))
+        p = ssh.run(host, [python, "-m", "engine.launch.remote_agent", "doctor", "--workdir", workdir], timeout=240)
+        txt = p.stdout.decode(errors="replace").strip()
+        err = p.stderr.decode(errors="replace").strip()
+        try:
+            report = json.loads(txt.splitlines()[-1])
+        except (ValueError, IndexError):
+            if p.returncode == 127 or "not found" in err or "No such file" in err:
+                out.append(Check(False, "python", f"{python!r} not found on {host}",
+                                 "set launch.remote_python (e.g. ~/venv/bin/python) or install Python 3.10+"))
+            elif "No module named" in err:
+                out.append(Check(False, "finetui", f"finetui is not installed for {python} on {host}",
+                                 f"finetui doctor --host {host} --bootstrap"))
+            else:
+                out.append(Check(False, "python", f"{python} on {host} failed: {(err.splitlines() or ['?'])[-1]}",
+                                 "check launch.remote_python"))
+            return out
+    py = report.get("python", "?")
+    major_minor = tuple(int(x) for x in py.split(".")[:2]) if py[0].isdigit() else (0, 0)
+    out.append(Check(major_minor >= (3, 10), "python", f"{py} ({report.get('executable')})",
+                     "use Python 3.10 or newer"))
+    from importlib.metadata import version
+
+    try:
+        mine = version("finetui")
+    except Exception:
+        mine = "?"
+    theirs = report.get("finetui", "unknown")
+    out.append(Check(theirs == mine, "finetui", f"{theirs}" + ("" if theirs == mine else f" (this machine: {mine})"),
+                     f"finetui doctor --host {host} --bootstrap" if not local else "pip install -e ."))
+    gpus = report.get("gpus")
+    if gpus is None:
+        out.append(Check(False, "gpus", "nvidia-smi not found (CPU only)",
+                         "install the NVIDIA driver, or set launch.device = \"cpu\""))
+    elif not gpus:
+        out.append(Check(False, "gpus", f"nvidia-smi found no GPU: {' '.join(report.get('gpu_error') or [])}",
+                         "check the driver (nvidia-smi)"))
+    else:
+        out.append(Check(True, "gpus", f"{len(gpus)}: " + "; ".join(gpus)))
+    if "disk_free" in report:
+        free = report["disk_free"]
+        out.append(Check(free >= MIN_FREE, "disk", f"{free / 2**30:.1f} GiB free in {report.get('disk_path')}",
+                         "free space or set launch.remote_workdir to a larger disk"))
+    else:
+        out.append(Check(False, "disk", report.get("disk_error", "unknown"), "check launch.remote_workdir"))
+    if "torch" in report:
+        cuda = report.get("cuda")
+        out.append(Check(True, "torch", f"{report['torch']}, CUDA "
+                         + (f"{report.get('cuda_version')} with {report.get('devices')} device(s)" if cuda
+                            else "not available (CPU training only)")))
+    else:
+        out.append(Check(False, "torch", report.get("torch_error", "not importable"),
+                         f"{python} -m pip install torch (or --bootstrap)"))
+    return out

@@ -1,0 +1,368 @@
+"""Run commands: train, runs, attach, logs, stop, doctor.
+
+``train`` always starts the run detached; without ``--detach`` it then follows
+the run's events with a progress bar and exits with the run's outcome (0 only
+when completed).  Ctrl-C asks whether to stop the run (stops it when there is
+no terminal to ask on).  Bad input → one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from tui.commands import common
+
+RUNS_DIR_OPT = typer.Option(None, "--runs-dir", envvar="FINETUI_RUNS_DIR",
+                            help="Folder of run directories (default: runs).")
+
+
+def _runs_dir(v: Optional[Path]) -> Path:
+    return v if v is not None else Path("runs")
+
+
+def _launch_errors():
+    from engine.config import ConfigError
+    from engine.launch import LaunchError
+
+    return (LaunchError, ConfigError)
+
+
+def _resolve(run: str, runs_dir: Optional[Path]):
+    import engine.launch as L
+
+    try:
+        return L.resolve_run(run, _runs_dir(runs_dir))
+    except L.LaunchError as e:
+        common.fail(str(e))
+
+
+def _fmt_num(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_event(r: dict[str, Any]) -> str:
+    t = datetime.fromtimestamp(float(r.get("t") or 0)).strftime("%H:%M:%S")
+    k = r.get("kind", "?")
+    skip = {"t", "kind", "step", "traceback"}
+    fields = " ".join(f"{key}={_fmt_num(v)}" for key, v in r.items() if key not in skip and v is not None)
+    return f"{t} {k:<10} step {r.get('step', 0):>6}  {fields}".rstrip()
+
+
+def _outcome_code(src, last_end: Optional[dict]) -> int:  # noqa: ANN001
+    if last_end is not None:
+        return 0 if last_end.get("outcome") == "completed" else 1
+    return 1
+
+
+def _follow(ref, *, progress: bool, replay_json: bool = False, offset: int = 0) -> int:  # noqa: ANN001
+    """Follow a run's events until it ends; return the exit code (0 only when completed)."""
+    import engine.launch as L
+    from rich.console import Console
+
+    console = Console(stderr=False, highlight=False)
+    src = L.event_source(ref, offset)
+    end: Optional[dict] = None
+    stopping = False
+    last_err = None
+
+    def on_interrupt() -> None:
+        nonlocal stopping
+        if stopping:
+            raise KeyboardInterrupt
+        if common.stdin_is_tty():
+            try:
+                ans = typer.confirm(f"\nStop the run {ref.name}?", default=False)
+            except (KeyboardInterrupt, EOFError, typer.Abort):
+                ans = False
+            if not ans:
+                console.print(f"detached; the run goes on — reattach with: finetui attach {ref.name}")
+                raise typer.Exit(130)
+        console.print(f"stopping {ref.name} …")
+        stopping = True
+        try:
+            L.stop_run(ref)
+        except L.LaunchError as e:
+            common.err(str(e))
+
+    if not progress:
+        while True:
+            try:
+                recs = src.read()
+                for r in recs:
+                    if replay_json:
+                        sys.stdout.write(json.dumps(r) + "\n")
+                    else:
+                        console.print(format_event(r), markup=False)
+                    if r.get("kind") == "end":
+                        end = r
+                sys.stdout.flush()
+                if src.done and not recs:
+                    break
+                if not recs:
+                    err = getattr(src, "error", None)
+                    if err and err != last_err:
+                        common.err(f"{err} — reconnecting")
+                        last_err = err
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                on_interrupt()
+        return _finish(src, end, ref, console)
+
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[phase]}"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                    transient=False)
+    with prog:
+        task = prog.add_task(ref.name, total=None, loss="-", phase="")
+        while True:
+            try:
+                recs = src.read()
+                for r in recs:
+                    k = r.get("kind")
+                    if k == "start":
+                        prog.update(task, total=int(r.get("total_steps") or 0) or None, phase="training")
+                    elif k == "status":
+                        prog.update(task, phase=str(r.get("phase", "")))
+                    elif k == "log":
+                        if r.get("loss") is not None:
+                            prog.update(task, loss=f"{float(r['loss']):.4f}")
+                    elif k == "eval":
+                        prog.console.print(format_event(r), markup=False)
+                    elif k == "checkpoint":
+                        prog.console.print(f"checkpoint {r.get('path', '')} (step {r.get('step')})", markup=False)
+                    elif k == "error":
+                        prog.console.print(f"error: {r.get('message', '')}", markup=False)
+                    elif k == "end":
+                        end = r
+                    if r.get("step") is not None:
+                        prog.update(task, completed=int(r.get("step") or 0))
+                if src.done and not recs:
+                    break
+                if not recs:
+                    err = getattr(src, "error", None)
+                    if err and err != last_err:
+                        prog.console.print(f"{err} — reconnecting", markup=False)
+                        last_err = err
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                on_interrupt()
+    return _finish(src, end, ref, console)
+
+
+def _finish(src, end, ref, console) -> int:  # noqa: ANN001
+    if end is not None:
+        oc = end.get("outcome", "?")
+        extra = f" → {end['final_path']}" if end.get("final_path") else ""
+        console.print(f"run {ref.name}: {oc}{extra}", markup=False)
+    elif getattr(src, "lost", False):
+        console.print(f"run {ref.name}: lost (its processes are gone without an end record; see finetui logs "
+                      f"{ref.name})", markup=False)
+    if hasattr(src, "close"):
+        src.close()
+    return _outcome_code(src, end)
+
+
+def _bootstrap(job) -> None:  # noqa: ANN001
+    from engine.launch import bootstrap as B
+
+    res = job.resolved()
+    hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host")]
+    for h in hosts:
+        if h in (None, "", "local"):
+            continue
+        B.bootstrap(h, res.get("launch.remote_python") or "python3", log=lambda m: common.err(m))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        file: Path = typer.Argument(..., help="A TOML preset."),
+        host: Optional[str] = typer.Option(None, "--host", help="Run on this SSH target (user@host[:port] or alias)."),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Exact run directory to create."),
+        detach: bool = typer.Option(False, "--detach", "-d", help="Start and return (print the run name)."),
+        at: Optional[str] = typer.Option(None, "--at", help='Scheduled start, "YYYY-mm-dd HH:MM" (local time).'),
+        bootstrap: bool = typer.Option(False, "--bootstrap", help="Install this finetui on the remote host first."),
+        runs_dir: Optional[Path] = RUNS_DIR_OPT,
+    ) -> None:
+        """Start a training run (detached) and follow it with a progress bar; exit code = outcome."""
+        import engine.launch as L
+
+        job = common.load_job(file)
+        if host:
+            job.values["launch.host"] = host
+        if at:
+            job.values["launch.start_at"] = at
+        if runs_dir is not None:
+            job.values["launch.runs_dir"] = str(runs_dir)
+        probs = job.problems()
+        if probs:
+            for p in probs:
+                common.err(str(p))
+            raise typer.Exit(2)
+        try:
+            if bootstrap:
+                _bootstrap(job)
+            ref = L.start_run(job, run_dir=run_dir)
+        except _launch_errors() as e:
+            common.fail(str(e).splitlines()[0] if not hasattr(e, "problems") else
+                        "; ".join(str(p) for p in e.problems))
+        where = "" if ref.host == "local" else f" on {ref.host}"
+        if at:
+            typer.echo(f"{ref.name} scheduled for {at}{where} ({ref.run_dir})")
+        elif detach:
+            typer.echo(ref.name)
+            common.err(f"started {ref.name}{where} in {ref.run_dir}; follow it with: finetui attach {ref.name}")
+        if detach or at:
+            return
+        common.err(f"started {ref.name}{where} in {ref.run_dir} (Ctrl-C to stop or detach)")
+        raise typer.Exit(_follow(ref, progress=True))
+
+    @app.command()
+    def runs(runs_dir: Optional[Path] = RUNS_DIR_OPT,
+             as_json: bool = typer.Option(False, "--json", help="One JSON object per run.")) -> None:
+        """List runs (local and remote) with their status, step and loss."""
+        import engine.launch as L
+
+        infos = L.list_runs(_runs_dir(runs_dir))
+        if as_json:
+            for i in infos:
+                typer.echo(json.dumps({"name": i.name, "host": i.host, "status": i.status, "step": i.step,
+                                       "total_steps": i.total_steps, "last_loss": i.last_loss,
+                                       "started": i.started, "duration": i.duration, "error": i.error}))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"runs in {_runs_dir(runs_dir)}")
+        for c in ("name", "host", "status", "step", "loss", "started", "duration"):
+            t.add_column(c, justify="right" if c in ("step", "loss", "duration") else "left")
+        colors = {"running": "cyan", "completed": "green", "failed": "red", "lost": "red", "stopped": "yellow",
+                  "early_stopped": "green", "scheduled": "magenta"}
+        for i in infos:
+            started = datetime.fromtimestamp(i.started).strftime("%Y-%m-%d %H:%M") if i.started else (
+                "at " + datetime.fromtimestamp(i.start_at).strftime("%Y-%m-%d %H:%M") if i.start_at else "-")
+            dur = f"{int(i.duration // 60)}m{int(i.duration % 60):02d}s" if i.duration is not None else "-"
+            step = f"{i.step}/{i.total_steps}" if i.total_steps else str(i.step)
+            loss = f"{i.last_loss:.4f}" if isinstance(i.last_loss, (int, float)) else "-"
+            c = colors.get(i.status, "white")
+            t.add_row(i.name, i.host, f"[{c}]{i.status}[/]", step, loss, started, dur)
+        Console(width=max(120, Console().width)).print(t)
+        if not infos:
+            common.err(f"no runs in {_runs_dir(runs_dir)}")
+
+    @app.command()
+    def attach(run: str = typer.Argument(..., help="Run name or directory."),
+               runs_dir: Optional[Path] = RUNS_DIR_OPT,
+               as_json: bool = typer.Option(False, "--json", help="Print the raw event records (JSON lines)."),
+               bar: bool = typer.Option(False, "--progress", help="A progress bar instead of event lines.")) -> None:
+        """Replay a run's events from the start, then follow it live until it ends."""
+        ref = _resolve(run, runs_dir)
+        raise typer.Exit(_follow(ref, progress=bar, replay_json=as_json))
+
+    @app.command()
+    def logs(run: str = typer.Argument(..., help="Run name or directory."),
+             follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+             runs_dir: Optional[Path] = RUNS_DIR_OPT) -> None:
+        """Print the run's worker.log (stdout and stderr of every rank)."""
+        ref = _resolve(run, runs_dir)
+        out = sys.stdout.buffer
+        if ref.is_remote:
+            from engine.launch import remote as R
+
+            try:
+                p = R.log_stream(ref, follow)
+            except _launch_errors() as e:
+                common.fail(str(e))
+            try:
+                while True:
+                    b = p.stdout.read1(1 << 16) if hasattr(p.stdout, "read1") else p.stdout.read(1 << 16)
+                    if not b:
+                        break
+                    out.write(b)
+                    out.flush()
+            except KeyboardInterrupt:
+                p.terminate()
+            rc = p.wait()
+            if rc not in (0, 3, -15):
+                common.fail(p.stderr.read().decode(errors="replace").strip() or f"log stream failed ({rc})", 1)
+            return
+        import engine.launch as L
+
+        path = L.log_path(ref)
+        pos = 0
+        src = L.event_source(ref) if follow else None
+        try:
+            while True:
+                try:
+                    with open(path, "rb") as fh:
+                        fh.seek(pos)
+                        chunk = fh.read()
+                except FileNotFoundError:
+                    chunk = b""
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+                    pos += len(chunk)
+                if src is None:
+                    break
+                while src.read():
+                    pass
+                if src.done and not chunk:
+                    break
+                if not chunk:
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+
+    @app.command()
+    def stop(run: str = typer.Argument(..., help="Run name or directory."),
+             grace: float = typer.Option(15.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
+             runs_dir: Optional[Path] = RUNS_DIR_OPT) -> None:
+        """Stop a run (or cancel a scheduled one): SIGTERM every rank, SIGKILL after the grace period."""
+        import engine.launch as L
+
+        ref = _resolve(run, runs_dir)
+        try:
+            status = L.stop_run(ref, grace=grace)
+        except _launch_errors() as e:
+            common.fail(str(e), 1)
+        typer.echo(f"{ref.name}: {status}")
+
+    @app.command()
+    def doctor(host: str = typer.Option("local", "--host", help="SSH target to check (default: this machine)."),
+               python: str = typer.Option("python3", "--python", help="Remote Python with finetui (launch.remote_python)."),
+               workdir: str = typer.Option("~/finetui-runs", "--workdir", help="Remote work directory."),
+               file: Optional[Path] = typer.Option(None, "--preset", help="Take host/python/workdir from a preset."),
+               bootstrap: bool = typer.Option(False, "--bootstrap", help="Install this finetui there first.")) -> None:
+        """Check a host: reachability, Python and finetui, GPUs, free disk, torch/CUDA."""
+        from engine.launch import doctor as D
+
+        if file is not None:
+            res = common.load_job(file).resolved()
+            host = host if host != "local" else (res.get("launch.host") or "local")
+            python = res.get("launch.remote_python") or python
+            workdir = res.get("launch.remote_workdir") or workdir
+        try:
+            if bootstrap and host != "local":
+                from engine.launch import bootstrap as B
+
+                B.bootstrap(host, python, log=lambda m: common.err(m))
+            checks = D.run(host, python, workdir)
+        except _launch_errors() as e:
+            common.fail(str(e), 1)
+        for c in checks:
+            typer.echo(c.line())
+        if any(not c.ok for c in checks if c.topic in ("ssh", "python", "finetui", "torch")):
+            raise typer.Exit(1)
