@@ -1,0 +1,127 @@
+"""Import and export of jobs in other tools' formats (no torch, no textual).
+
+Formats: ``llamafactory`` (LLaMA-Factory training YAML), ``nova`` (Amazon Nova HyperPod
+recipe), ``fpt_studio`` (FPT AI Studio hyperparameter JSON), ``oci`` (OCI Generative AI
+hyperparameters JSON), ``watsonx`` (watsonx.ai tuning parameters JSON).
+
+* :func:`export_job` — ``(text, warnings)``; the job is validated first (against the target's
+  profile where it has one) and an :class:`InteropError` lists every problem.  Every field the
+  target cannot express, and whose value matters, is named in one warning line.
+* :func:`export_files` — the same, plus the side files written beside the output
+  (LLaMA-Factory: ``dataset_info.json`` and the generated DeepSpeed ZeRO config).
+* :func:`import_file` — ``(JobConfig, warnings)``, detecting the format from the content.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.config import JobConfig
+from engine.interop import jsonparams, llamafactory, nova
+from engine.interop.common import InteropError, fail
+
+EXPORT_FORMATS = ("llamafactory", "nova", "fpt_studio", "oci", "watsonx")
+IMPORT_FORMATS = EXPORT_FORMATS
+FORMAT_ALIASES = {"llama-factory": "llamafactory", "llama_factory": "llamafactory", "lf": "llamafactory",
+                  "fpt": "fpt_studio", "fpt-studio": "fpt_studio", "ibm": "watsonx"}
+SUFFIX = {"llamafactory": ".yaml", "nova": ".yaml", "fpt_studio": ".json", "oci": ".json", "watsonx": ".json"}
+
+__all__ = ["export_job", "export_files", "import_file", "import_text", "detect_format", "InteropError",
+           "EXPORT_FORMATS", "IMPORT_FORMATS"]
+
+
+def _norm(fmt: str) -> str:
+    f = FORMAT_ALIASES.get(fmt.lower().strip(), fmt.lower().strip())
+    if f not in EXPORT_FORMATS:
+        raise fail("format", f"unknown format {fmt!r}", ", ".join(EXPORT_FORMATS))
+    return f
+
+
+def export_files(job: JobConfig, to: str, path: str | os.PathLike[str] | None = None
+                 ) -> tuple[str, dict[str, str], list[str]]:
+    """(main text, {side file name: text}, warnings); side files belong beside ``path``."""
+    to = _norm(to)
+    p = Path(path) if path is not None else None
+    if to == "llamafactory":
+        return llamafactory.export(job, p)
+    if to == "nova":
+        text, w = nova.export(job)
+        return text, {}, w
+    text, w = jsonparams.EXPORTERS[to](job)
+    return text, {}, w
+
+
+def export_job(job: JobConfig, to: str, path: str | os.PathLike[str] | None = None) -> tuple[str, list[str]]:
+    text, _side, warnings = export_files(job, to, path)
+    return text, warnings
+
+
+def write_export(job: JobConfig, to: str, out: str | os.PathLike[str]) -> tuple[list[Path], list[str]]:
+    """Export into ``out`` and its side files beside it (atomically each); returns the paths written."""
+    out = Path(out)
+    text, side, warnings = export_files(job, to, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for target, content in [(out, text), *((out.parent / n, t) for n, t in side.items())]:
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, target)
+        written.append(target)
+    return written, warnings
+
+
+def _parse(text: str, source: str) -> Any:
+    s = text.lstrip()
+    if s.startswith("{") or s.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise fail(source, f"not valid JSON: line {e.lineno}: {e.msg}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise fail(source, f"not valid YAML: {str(e).splitlines()[0]}") from None
+
+
+def detect_format(data: Any) -> str | None:
+    if nova.looks_like(data):
+        return "nova"
+    if llamafactory.looks_like(data):
+        return "llamafactory"
+    return jsonparams.detect(data)
+
+
+def import_text(text: str, fmt: str | None = None, base_dir: str | os.PathLike[str] = ".",
+                source: str = "<text>") -> tuple[JobConfig, list[str]]:
+    data = _parse(text, source)
+    if isinstance(data, dict) and isinstance(data.get("hyperparameters"), dict) and fmt != "llamafactory":
+        data = data["hyperparameters"]  # a wrapper object around the service's hyperparameters
+    f = _norm(fmt) if fmt else detect_format(data)
+    if f is None:
+        raise fail(source, "cannot tell the format (LLaMA-Factory YAML, Nova recipe, FPT AI Studio / OCI / "
+                           "watsonx hyperparameter JSON); name it with --format", ", ".join(IMPORT_FORMATS))
+    if not isinstance(data, dict):
+        raise fail(source, f"not a {f} file (expected a mapping)")
+    if f == "llamafactory":
+        return llamafactory.import_data(data, Path(base_dir).resolve(), source)
+    if f == "nova":
+        if not nova.looks_like(data):
+            raise fail(source, "not a Nova recipe (expected run: and training_config:)")
+        return nova.import_data(data, source)
+    return jsonparams.IMPORTERS[f](data)
+
+
+def import_file(path: str | os.PathLike[str], fmt: str | None = None) -> tuple[JobConfig, list[str]]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise fail(str(p), "no such file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise fail(str(p), f"cannot read the file: {e.__class__.__name__}") from None
+    return import_text(text, fmt, p.resolve().parent, str(p))

@@ -1,0 +1,704 @@
+"""LLaMA-Factory training YAML ↔ finetui job.
+
+LLaMA-Factory's own argument names (``src/llamafactory/hparams``) are used as they are.
+Mapping decisions:
+
+* ``finetuning_type: lora`` with ``quantization_bit`` is finetui's ``qlora``.
+* ``lora_target: all`` is ``["all-linear"]``; a comma list is a list.
+* Absent keys mean LLaMA-Factory's defaults; where one differs from finetui's (lora_dropout 0,
+  lora_alpha = 2 × rank, cutoff_len 2048, learning_rate 5e-5, batch 8, logging_steps 500, …)
+  the import writes LLaMA-Factory's value explicitly, so the job trains as it would there.
+* ``dataset`` names are looked up in ``<dataset_dir>/dataset_info.json`` (dataset_dir is relative
+  to LLaMA-Factory's working directory; the YAML's folder and its parents are tried); a local
+  ``file_name`` becomes ``data.train_path`` and the entry's formatting/columns give
+  ``data.format``. Export writes a ``dataset_info.json`` beside the YAML.
+* ``deepspeed`` names a JSON config: its ``zero_optimization.stage`` / offload blocks give the
+  ZeRO settings (found relative to the YAML, its parents, or by file name); export writes the
+  generated ZeRO config beside the YAML as ``ds_z<stage>[_offload]_config.json``.
+* ``template`` is not used: finetui applies the tokenizer's chat template (LLaMA-Factory does the
+  same when no template is given, so export leaves it out).
+* ``report_to: mlflow`` takes its URI from ``MLFLOW_TRACKING_URI`` (not a YAML key): import uses
+  MLflow's default ``sqlite:///mlflow.db``; export names the variable in a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.config import JobConfig, Problem
+from engine.interop.common import (InteropError, fail, fmt, leftovers, real_path, sample_or_path, set_value,
+                                   validate_for)
+
+TARGET = "LLaMA-Factory"
+
+STAGE_TO_LF = {"pretrain": "pt", "sft": "sft", "dpo": "dpo", "kto": "kto", "reward": "rm"}
+STAGE_FROM_LF = {v: k for k, v in STAGE_TO_LF.items()}
+ATTN_TO_LF = {"sdpa": "sdpa", "eager": "disabled", "flash_attention_2": "fa2"}
+ATTN_FROM_LF = {"sdpa": "sdpa", "disabled": "eager", "fa2": "flash_attention_2", "auto": "sdpa", "fa3": "flash_attention_2"}
+OPTIM_FROM_LF = {"adamw_torch": "adamw", "adamw_hf": "adamw", "adamw_torch_fused": "adamw", "adamw": "adamw",
+                 "sgd": "sgd"}
+MLFLOW_DEFAULT_URI = "sqlite:///mlflow.db"
+
+#: LLaMA-Factory / transformers defaults that differ from finetui's native ones, applied on import
+#: when the key is absent (finetui name → (LF key, LF default)).
+LF_DEFAULTS: dict[str, tuple[str, Any]] = {
+    "general.batch_size": ("per_device_train_batch_size", 8),
+    "general.learning_rate": ("learning_rate", 5e-5),
+    "general.max_sequence_length": ("cutoff_len", 2048),
+    "eval.logging_steps": ("logging_steps", 500),
+    "adapter.lora_dropout": ("lora_dropout", 0.0),
+}
+
+# keys that only tune LLaMA-Factory's own machinery; ignored on import (listed in one warning)
+IGNORED_QUIET = {"do_train", "do_eval", "do_predict"}
+
+KNOWN = {
+    "model_name_or_path", "trust_remote_code", "quantization_bit", "quantization_method", "flash_attn",
+    "enable_liger_kernel", "stage", "finetuning_type", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
+    "loraplus_lr_ratio", "freeze_trainable_layers", "pref_beta", "pref_loss", "pref_ftx", "dpo_label_smoothing",
+    "simpo_gamma", "deepspeed", "dataset", "eval_dataset", "dataset_dir", "template", "cutoff_len", "max_samples",
+    "val_size", "packing", "output_dir", "logging_steps", "save_strategy", "save_steps", "save_total_limit",
+    "overwrite_output_dir", "report_to", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio",
+    "warmup_steps", "bf16", "fp16", "pure_bf16", "optim", "adam_beta1", "adam_beta2", "adam_epsilon",
+    "weight_decay", "max_grad_norm", "disable_gradient_checkpointing", "seed", "full_determinism",
+    "resume_from_checkpoint", "group_by_length", "eval_strategy", "evaluation_strategy", "eval_steps",
+    "load_best_model_at_end", "metric_for_best_model", "early_stopping_steps",
+} | IGNORED_QUIET
+
+
+# --------------------------------------------------------------------------------------------
+# DeepSpeed config
+# --------------------------------------------------------------------------------------------
+
+
+def deepspeed_config(stage: int, offload_optimizer: bool = False, offload_params: bool = False) -> dict[str, Any]:
+    """A ZeRO config in LLaMA-Factory's style: the batch fields are ``auto`` (filled by the trainer)."""
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": False, "contiguous_gradients": True,
+                            "reduce_bucket_size": "auto"}
+    if stage >= 2:
+        zero.update({"allgather_partitions": True, "allgather_bucket_size": 5e8, "reduce_scatter": True})
+    if stage == 3:
+        zero.update({"sub_group_size": 1e9, "stage3_prefetch_bucket_size": "auto",
+                     "stage3_param_persistence_threshold": "auto", "stage3_max_live_parameters": 1e9,
+                     "stage3_max_reuse_distance": 1e9, "stage3_gather_16bit_weights_on_model_save": True})
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if offload_params and stage == 3:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,
+        "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16,
+                 "hysteresis": 2, "min_loss_scale": 1},
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": zero,
+    }
+
+
+def deepspeed_file_name(stage: int, offload: bool) -> str:
+    return f"ds_z{stage}{'_offload' if offload else ''}_config.json"
+
+
+# --------------------------------------------------------------------------------------------
+# dataset_info.json entries
+# --------------------------------------------------------------------------------------------
+
+
+def dataset_entry(path: str, fmt_: str) -> dict[str, Any]:
+    e: dict[str, Any] = {"file_name": path}
+    if fmt_ == "corpus":
+        e["columns"] = {"prompt": "text"}
+    elif fmt_ == "sharegpt":
+        e.update(formatting="sharegpt", columns={"messages": "conversations"})
+    elif fmt_ == "sharegpt_image":
+        e.update(formatting="sharegpt", columns={"messages": "conversations", "images": "images"})
+    elif fmt_ == "preference":
+        e.update(ranking=True, formatting="sharegpt",
+                 columns={"messages": "conversations", "chosen": "chosen", "rejected": "rejected"})
+    elif fmt_ == "kto":
+        e.update(formatting="sharegpt", columns={"messages": "messages", "kto_tag": "label"},
+                 tags={"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                       "assistant_tag": "assistant"})
+    return e
+
+
+def format_of_entry(e: dict[str, Any], stage: str) -> str:
+    cols = e.get("columns") or {}
+    if e.get("ranking"):
+        return "preference"
+    if "kto_tag" in cols:
+        return "kto"
+    if e.get("formatting") == "sharegpt":
+        return "sharegpt_image" if "images" in cols else "sharegpt"
+    if stage == "pretrain" or (cols and set(cols) == {"prompt"}):
+        return "corpus"
+    return "alpaca"
+
+
+def default_format(stage: str) -> str:
+    return {"pretrain": "corpus", "dpo": "preference", "reward": "preference", "kto": "kto"}.get(stage, "alpaca")
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+
+def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str], list[str]]:
+    """(YAML text, side files {file name: text} written beside the YAML, warnings)."""
+    validate_for(job, job.profile)
+    res = job.resolved()
+    method = res["trainer.training_type"]
+    if method not in ("full", "lora", "qlora", "freeze"):
+        raise fail("trainer.training_type", f"{method} cannot be expressed in {TARGET}",
+                   "full, lora, qlora, freeze")
+    warnings: list[str] = []
+    used: set[str] = set()
+    side: dict[str, str] = {}
+    stage = res["trainer.stage"]
+
+    def take(*names: str) -> None:
+        used.update(names)
+
+    model: dict[str, Any] = {"model_name_or_path": res["model.name_or_path"]}
+    take("model.name_or_path")
+    if str(res["model.name_or_path"]).startswith("finetui:"):
+        warnings.append(f"model.name_or_path = {fmt(res['model.name_or_path'])}: the built-in demo model is not "
+                        f"known to {TARGET}; written as is")
+    if res["model.trust_remote_code"]:
+        model["trust_remote_code"] = True
+    take("model.trust_remote_code")
+    lora = method in ("lora", "qlora")
+    q = res["runtime.quantization_bit"]
+    if lora and q != "none":
+        model["quantization_bit"] = q
+        model["quantization_method"] = "bnb"
+    take("runtime.quantization_bit")
+    model["flash_attn"] = ATTN_TO_LF[res["runtime.attention_implementation"]]
+    take("runtime.attention_implementation")
+    if res["runtime.liger_kernel"]:
+        model["enable_liger_kernel"] = True
+    take("runtime.liger_kernel")
+
+    meth: dict[str, Any] = {"stage": STAGE_TO_LF[stage], "do_train": True,
+                            "finetuning_type": "lora" if lora else method}
+    take("trainer.stage", "trainer.training_type")
+    if lora:
+        meth["lora_rank"] = res["adapter.lora_rank"]
+        meth["lora_alpha"] = res["adapter.lora_alpha"]
+        meth["lora_dropout"] = res["adapter.lora_dropout"]
+        tm = res["adapter.target_modules"]
+        if tm == ["all-linear"]:
+            meth["lora_target"] = "all"
+        elif not tm:
+            meth["lora_target"] = "q_proj,v_proj"
+            warnings.append("adapter.target_modules = []: the architecture default is written as q_proj,v_proj "
+                            "(the llama/granite/qwen default)")
+        else:
+            meth["lora_target"] = ",".join(tm)
+        if res["adapter.loraplus_lr_ratio"] > 0:
+            meth["loraplus_lr_ratio"] = res["adapter.loraplus_lr_ratio"]
+        take("adapter.lora_rank", "adapter.lora_alpha", "adapter.lora_dropout", "adapter.target_modules",
+             "adapter.loraplus_lr_ratio")
+    if method == "freeze":
+        meth["freeze_trainable_layers"] = res["adapter.freeze_trainable_layers"]
+        take("adapter.freeze_trainable_layers")
+    if stage in ("dpo", "kto"):
+        meth["pref_beta"] = res["preference.preference_beta"]
+        take("preference.preference_beta")
+    if stage == "dpo":
+        loss = res["preference.preference_loss"]
+        meth["pref_loss"] = loss
+        meth["pref_ftx"] = res["preference.preference_ftx"]
+        take("preference.preference_loss", "preference.preference_ftx")
+        if loss == "sigmoid":
+            meth["dpo_label_smoothing"] = res["preference.dpo_label_smoothing"]
+            take("preference.dpo_label_smoothing")
+        if loss == "simpo":
+            meth["simpo_gamma"] = res["preference.simpo_gamma"]
+            take("preference.simpo_gamma")
+    take("trainer.distributed_backend")
+    if res["trainer.distributed_backend"] == "deepspeed":
+        zs = int(res["trainer.zero_stage"])
+        off_o = bool(res["trainer.offload_optimizer"])
+        off_p = bool(res["trainer.offload_params"]) and zs == 3
+        name = deepspeed_file_name(zs, off_o or off_p)
+        side[name] = json.dumps(deepspeed_config(zs, off_o, off_p), indent=2) + "\n"
+        meth["deepspeed"] = str(path.parent / name) if path is not None else name
+        take("trainer.zero_stage", "trainer.offload_optimizer", "trainer.offload_params")
+
+    data: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    fmt_ = res["data.format"]
+    take("data.format", "data.train_path", "data.validation_path")
+    for key, fname, entry in (("dataset", "data.train_path", "finetui_train"),
+                              ("eval_dataset", "data.validation_path", "finetui_eval")):
+        p = res[fname]
+        if not p:
+            continue
+        p = str(p)
+        if p.startswith("s3://"):
+            warnings.append(f"{fname} = {fmt(p)}: {TARGET} reads local files only; download it and fix "
+                            f"dataset_info.json")
+        if fmt_ == "bedrock_converse":
+            warnings.append(f"data.format = \"bedrock_converse\": {TARGET} has no reader for it; the dataset "
+                            f"entry is written as alpaca and will not load")
+        if fmt_ == "sharegpt_image":
+            warnings.append("data.format = \"sharegpt_image\": unzip the archive; dataset_info.json names its "
+                            "train.json")
+        info[entry] = dataset_entry(real_path(p), fmt_)
+        data[key] = entry
+    if info:
+        side["dataset_info.json"] = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+        data["dataset_dir"] = str(path.parent) if path is not None else "."
+    data["cutoff_len"] = res["general.max_sequence_length"]
+    take("general.max_sequence_length")
+    if res["data.max_samples"] is not None:
+        data["max_samples"] = res["data.max_samples"]
+    take("data.max_samples")
+    if res["data.val_size"]:
+        data["val_size"] = res["data.val_size"]
+    take("data.val_size")
+    if res["data.packing"]:
+        data["packing"] = True
+    take("data.packing")
+    for s3 in ("data.s3_endpoint_url", "data.s3_region", "data.s3_access_key_env", "data.s3_secret_key_env"):
+        take(s3)  # covered by the s3:// warning above
+
+    out: dict[str, Any] = {}
+    run_name = res["launch.run_name"] or "finetui"
+    out["output_dir"] = f"{str(res['launch.runs_dir']).rstrip('/')}/{run_name}"
+    take("launch.runs_dir", "launch.run_name")
+    out["logging_steps"] = max(1, int(res["eval.logging_steps"]))
+    take("eval.logging_steps")
+    out["save_strategy"] = res["eval.checkpoint_strategy"]
+    take("eval.checkpoint_strategy")
+    if res["eval.checkpoint_strategy"] == "steps":
+        out["save_steps"] = res["eval.checkpoint_steps"]
+    take("eval.checkpoint_steps")
+    if res["eval.checkpoint_limit"] is not None:
+        out["save_total_limit"] = res["eval.checkpoint_limit"]
+    take("eval.checkpoint_limit")
+    ck = res["general.resume_from_checkpoint"]
+    out["overwrite_output_dir"] = ck != "last"
+    report = []
+    if res["tracking.tensorboard"]:
+        report.append("tensorboard")
+    if res["tracking.mlflow_tracking_uri"]:
+        report.append("mlflow")
+        warnings.append(f"tracking.mlflow_tracking_uri = {fmt(res['tracking.mlflow_tracking_uri'])}: {TARGET} "
+                        f"reads it from the environment; set MLFLOW_TRACKING_URI (and MLFLOW_EXPERIMENT_NAME="
+                        f"{res['tracking.mlflow_experiment']}) before training")
+    take("tracking.tensorboard", "tracking.mlflow_tracking_uri", "tracking.mlflow_experiment")
+    out["report_to"] = ",".join(report) if report else "none"
+
+    tr: dict[str, Any] = {
+        "per_device_train_batch_size": res["general.batch_size"],
+        "gradient_accumulation_steps": res["runtime.gradient_accumulation_steps"],
+        "learning_rate": res["general.learning_rate"],
+    }
+    take("general.batch_size", "runtime.gradient_accumulation_steps", "general.learning_rate")
+    if res["general.epochs"] is not None:
+        tr["num_train_epochs"] = float(res["general.epochs"])
+    if res["general.max_steps"] is not None:
+        tr["max_steps"] = res["general.max_steps"]
+    take("general.epochs", "general.max_steps")
+    sched = res["runtime.lr_scheduler"]
+    warm_steps, warm_ratio = res["runtime.lr_warmup_steps"], res["runtime.lr_warmup_ratio"]
+    if sched == "cosine" and res["runtime.min_lr"] > 0:
+        tr["lr_scheduler_type"] = "cosine_with_min_lr"
+        tr["lr_scheduler_kwargs"] = {"min_lr": res["runtime.min_lr"]}
+    elif sched == "constant" and (warm_steps or warm_ratio):
+        tr["lr_scheduler_type"] = "constant_with_warmup"
+    else:
+        tr["lr_scheduler_type"] = sched
+    take("runtime.lr_scheduler", "runtime.min_lr")
+    if warm_ratio:
+        tr["warmup_ratio"] = warm_ratio
+    else:
+        tr["warmup_steps"] = warm_steps
+    take("runtime.lr_warmup_steps", "runtime.lr_warmup_ratio")
+    mp = res["runtime.mixed_precision"]
+    if mp in ("bf16", "auto"):
+        tr["bf16"] = True
+        if mp == "auto":
+            warnings.append("runtime.mixed_precision = \"auto\": written as bf16 (LLaMA-Factory has no automatic "
+                            "choice); set fp16 or none for GPUs without bf16")
+    elif mp == "fp16":
+        tr["fp16"] = True
+    take("runtime.mixed_precision")
+    tr["optim"] = "adamw_torch" if res["runtime.optimizer"] == "adamw" else "sgd"
+    take("runtime.optimizer")
+    if res["runtime.optimizer"] == "adamw":
+        tr["adam_beta1"] = res["runtime.adam_beta1"]
+        tr["adam_beta2"] = res["runtime.adam_beta2"]
+        tr["adam_epsilon"] = res["runtime.adam_epsilon"]
+    take("runtime.adam_beta1", "runtime.adam_beta2", "runtime.adam_epsilon")
+    tr["weight_decay"] = res["runtime.weight_decay"]
+    tr["max_grad_norm"] = res["runtime.max_grad_norm"]
+    take("runtime.weight_decay", "runtime.max_grad_norm")
+    if not res["runtime.gradient_checkpointing"]:
+        tr["disable_gradient_checkpointing"] = True
+    take("runtime.gradient_checkpointing")
+    tr["seed"] = res["runtime.seed"]
+    take("runtime.seed")
+    if res["runtime.full_determinism"]:
+        tr["full_determinism"] = True
+    take("runtime.full_determinism")
+    if res["data.group_by_length"]:
+        tr["group_by_length"] = True
+    take("data.group_by_length")
+    tr["resume_from_checkpoint"] = ck if ck not in ("no", "last") else None
+    take("general.resume_from_checkpoint")
+
+    ev: dict[str, Any] = {"eval_strategy": res["eval.evaluation_strategy"]}
+    take("eval.evaluation_strategy")
+    if res["eval.evaluation_strategy"] == "steps":
+        ev["eval_steps"] = res["eval.eval_steps"]
+    take("eval.eval_steps")
+    patience = res["eval.early_stopping_patience"]
+    if res["eval.save_best_checkpoint"] or patience > 0:
+        ev["load_best_model_at_end"] = True
+        ev["metric_for_best_model"] = "eval_loss"
+        if not res["eval.save_best_checkpoint"]:
+            warnings.append("eval.early_stopping_patience: LLaMA-Factory's early stopping needs "
+                            "load_best_model_at_end, so the best checkpoint is also tracked")
+    if patience > 0:
+        ev["early_stopping_steps"] = patience
+    take("eval.save_best_checkpoint", "eval.early_stopping_patience")
+
+    warnings.extend(leftovers(job, used, "native", TARGET))
+    text = "".join(_section(t, d) for t, d in (("model", model), ("method", meth), ("dataset", data),
+                                                 ("output", out), ("train", tr), ("eval", ev)) if d)
+    return text, side, warnings
+
+
+def _section(title: str, d: dict[str, Any]) -> str:
+    return f"### {title}\n" + yaml.safe_dump(d, sort_keys=False, allow_unicode=True, width=1000) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Import
+# --------------------------------------------------------------------------------------------
+
+
+def looks_like(data: Any) -> bool:
+    return isinstance(data, dict) and ("stage" in data or "finetuning_type" in data
+                                       or ("model_name_or_path" in data and "dataset" in data))
+
+
+def _find_file(rel: str, base: Path) -> Path | None:
+    p = Path(rel).expanduser()
+    if p.is_absolute():
+        return p if p.exists() else None
+    for d in [base, *base.parents][:4]:
+        if (d / p).exists():
+            return d / p
+    if (Path.cwd() / p).exists():
+        return Path.cwd() / p
+    for d in [base, *base.parents][:4]:
+        if (d / p.name).exists():
+            return d / p.name
+    return None
+
+
+def _zero_from(raw_path: str, base: Path, job: JobConfig, warnings: list[str]) -> None:
+    found = _find_file(raw_path, base)
+    stage = None
+    off_o = off_p = False
+    if found is not None:
+        try:
+            cfg = json.loads(found.read_text(encoding="utf-8"))
+            z = cfg.get("zero_optimization") or {}
+            stage = int(z.get("stage", 0))
+            off_o = str((z.get("offload_optimizer") or {}).get("device", "none")) in ("cpu", "nvme")
+            off_p = str((z.get("offload_param") or {}).get("device", "none")) in ("cpu", "nvme")
+        except (ValueError, OSError, AttributeError, TypeError) as e:
+            raise fail("deepspeed", f"{found}: not a DeepSpeed JSON config ({e.__class__.__name__})") from None
+    else:
+        m = re.search(r"z(?:ero)?[_-]?(\d)", Path(raw_path).name)
+        if not m:
+            raise fail("deepspeed", f"{raw_path}: file not found and its name does not tell the ZeRO stage")
+        stage = int(m.group(1))
+        off_o = off_p = "offload" in Path(raw_path).name
+        warnings.append(f"deepspeed = {raw_path}: file not found; ZeRO stage {stage} read from its name")
+    if stage == 0:
+        warnings.append(f"deepspeed = {raw_path}: ZeRO stage 0 is plain data parallelism; imported as ddp")
+        set_value(job, "trainer.distributed_backend", "ddp")
+        return
+    set_value(job, "trainer.distributed_backend", "deepspeed")
+    set_value(job, "trainer.zero_stage", stage)
+    if off_o:
+        set_value(job, "trainer.offload_optimizer", True)
+    if off_p and stage == 3:
+        set_value(job, "trainer.offload_params", True)
+
+
+def _datasets(raw: dict[str, Any], base: Path, stage: str, job: JobConfig, warnings: list[str]) -> None:
+    ddir = str(raw.get("dataset_dir", "data"))
+    info_dir = None
+    p = Path(ddir).expanduser()
+    cands = [p] if p.is_absolute() else [d / p for d in [base, *base.parents][:4]] + [Path.cwd() / p]
+    for c in cands:
+        if (c / "dataset_info.json").is_file():
+            info_dir = c
+            break
+    info: dict[str, Any] = {}
+    if info_dir is not None:
+        try:
+            info = json.loads((info_dir / "dataset_info.json").read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            warnings.append(f"{info_dir / 'dataset_info.json'}: not readable JSON; dataset names kept as they are")
+    fmt_set = False
+    for key, field in (("dataset", "data.train_path"), ("eval_dataset", "data.validation_path")):
+        names = raw.get(key)
+        if not names:
+            continue
+        names = [n.strip() for n in (names if isinstance(names, list) else str(names).split(",")) if n.strip()]
+        if len(names) > 1:
+            warnings.append(f"{key} = {','.join(names)}: finetui trains on one data source; using {names[0]}, "
+                            f"not {', '.join(names[1:])}")
+        name = names[0]
+        entry = info.get(name)
+        if entry is None:
+            where = f"{info_dir / 'dataset_info.json'}" if info_dir else f"{ddir}/dataset_info.json (not found)"
+            warnings.append(f"{key} = {name}: not described in {where}; the name is kept as {field} — point it at "
+                            f"the data file")
+            set_value(job, field, name)
+            continue
+        if "file_name" not in entry:
+            hub = entry.get("hf_hub_url") or entry.get("ms_hub_url") or entry.get("om_hub_url") or "?"
+            warnings.append(f"{key} = {name}: a hub dataset ({hub}); finetui reads local files and S3 — download "
+                            f"it and set {field}")
+            set_value(job, field, name)
+        else:
+            fp = Path(entry["file_name"])
+            full = fp if fp.is_absolute() else info_dir / fp
+            if not full.exists():
+                warnings.append(f"{key} = {name}: {full} does not exist")
+            set_value(job, field, sample_or_path(full))
+        fmt_ = format_of_entry(entry, stage)
+        if not fmt_set:
+            set_value(job, "data.format", fmt_)
+            fmt_set = True
+        if fmt_ == "sharegpt_image":
+            warnings.append(f"{key} = {name}: sharegpt_image data is read from a zip with train.json and its "
+                            f"images folder; zip them and set {field}")
+    if not fmt_set:
+        set_value(job, "data.format", default_format(stage))
+
+
+def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobConfig, list[str]]:
+    job = JobConfig(profile="native")
+    warnings: list[str] = []
+    job.name = f"Imported from LLaMA-Factory {Path(source).name}" if source else "Imported from LLaMA-Factory"
+    probs: list[Problem] = []
+
+    stage_lf = str(raw.get("stage", "sft"))
+    if stage_lf not in STAGE_FROM_LF:
+        raise fail("stage", f"LLaMA-Factory stage {stage_lf!r} has no finetui trainer", ", ".join(STAGE_FROM_LF))
+    stage = STAGE_FROM_LF[stage_lf]
+    set_value(job, "trainer.stage", stage)
+    ft = str(raw.get("finetuning_type", "lora"))
+    q = raw.get("quantization_bit")
+    if ft == "lora":
+        method = "qlora" if q not in (None, "none") else "lora"
+    elif ft in ("full", "freeze"):
+        method = ft
+    else:
+        raise fail("finetuning_type", f"{ft!r} has no finetui tuning method", "lora, full, freeze")
+    set_value(job, "trainer.training_type", method)
+    if q not in (None, "none"):
+        set_value(job, "runtime.quantization_bit", q)
+        qm = raw.get("quantization_method", "bnb")
+        if qm != "bnb":
+            warnings.append(f"quantization_method = {qm}: finetui quantizes with bitsandbytes (bnb)")
+
+    if "model_name_or_path" in raw:
+        set_value(job, "model.name_or_path", str(raw["model_name_or_path"]))
+    if raw.get("trust_remote_code"):
+        set_value(job, "model.trust_remote_code", True)
+    if "flash_attn" in raw:
+        fa = str(raw["flash_attn"])
+        set_value(job, "runtime.attention_implementation", ATTN_FROM_LF.get(fa, fa))
+        if fa in ("auto", "fa3"):
+            warnings.append(f"flash_attn = {fa}: imported as {ATTN_FROM_LF[fa]}")
+    if raw.get("enable_liger_kernel"):
+        set_value(job, "runtime.liger_kernel", True)
+
+    if method in ("lora", "qlora"):
+        rank = raw.get("lora_rank", 8)
+        set_value(job, "adapter.lora_rank", rank)
+        set_value(job, "adapter.lora_alpha", raw.get("lora_alpha") or int(rank) * 2)
+        set_value(job, "adapter.lora_dropout", raw.get("lora_dropout", 0.0))
+        tgt = raw.get("lora_target", "all")
+        tl = [t.strip() for t in (tgt if isinstance(tgt, list) else str(tgt).split(",")) if t.strip()]
+        set_value(job, "adapter.target_modules", ["all-linear"] if tl == ["all"] else tl)
+        if raw.get("loraplus_lr_ratio") is not None:
+            set_value(job, "adapter.loraplus_lr_ratio", raw["loraplus_lr_ratio"])
+    if method == "freeze":
+        set_value(job, "adapter.freeze_trainable_layers", raw.get("freeze_trainable_layers", 2))
+    for lf, name in (("pref_beta", "preference.preference_beta"), ("pref_loss", "preference.preference_loss"),
+                     ("pref_ftx", "preference.preference_ftx"),
+                     ("dpo_label_smoothing", "preference.dpo_label_smoothing"),
+                     ("simpo_gamma", "preference.simpo_gamma")):
+        if lf in raw and raw[lf] is not None:
+            if lf == "simpo_gamma" and not (stage == "dpo" and raw.get("pref_loss") == "simpo"):
+                continue  # only meaningful for simpo; finetui refuses it otherwise
+            if lf == "dpo_label_smoothing" and not raw[lf]:
+                continue
+            if stage not in ("dpo", "kto") or (stage == "kto" and lf != "pref_beta"):
+                warnings.append(f"{lf} = {raw[lf]}: only used by the dpo trainer; ignored")
+                continue
+            set_value(job, name, raw[lf])
+    if raw.get("deepspeed"):
+        _zero_from(str(raw["deepspeed"]), base, job, warnings)
+
+    _datasets(raw, base, stage, job, warnings)
+    if raw.get("template"):
+        warnings.append(f"template = {raw['template']}: finetui applies the tokenizer's own chat template")
+    simple = {
+        "cutoff_len": "general.max_sequence_length", "max_samples": "data.max_samples", "val_size": "data.val_size",
+        "per_device_train_batch_size": "general.batch_size",
+        "gradient_accumulation_steps": "runtime.gradient_accumulation_steps",
+        "learning_rate": "general.learning_rate", "adam_beta1": "runtime.adam_beta1",
+        "adam_beta2": "runtime.adam_beta2", "adam_epsilon": "runtime.adam_epsilon",
+        "weight_decay": "runtime.weight_decay", "max_grad_norm": "runtime.max_grad_norm", "seed": "runtime.seed",
+        "logging_steps": "eval.logging_steps", "save_steps": "eval.checkpoint_steps",
+        "save_strategy": "eval.checkpoint_strategy", "save_total_limit": "eval.checkpoint_limit",
+        "eval_steps": "eval.eval_steps", "early_stopping_steps": "eval.early_stopping_patience",
+        "warmup_steps": "runtime.lr_warmup_steps", "warmup_ratio": "runtime.lr_warmup_ratio",
+    }
+    for lf, name in simple.items():
+        if lf in raw and raw[lf] is not None:
+            set_value(job, name, raw[lf])
+    if raw.get("packing"):
+        set_value(job, "data.packing", True)
+    if raw.get("group_by_length"):
+        set_value(job, "data.group_by_length", True)
+    if raw.get("full_determinism"):
+        set_value(job, "runtime.full_determinism", True)
+    if raw.get("disable_gradient_checkpointing"):
+        set_value(job, "runtime.gradient_checkpointing", False)
+    es = raw.get("eval_strategy", raw.get("evaluation_strategy"))
+    if es is not None:
+        set_value(job, "eval.evaluation_strategy", es)
+    if raw.get("load_best_model_at_end"):
+        set_value(job, "eval.save_best_checkpoint", True)
+        m = raw.get("metric_for_best_model", "eval_loss")
+        if m not in ("eval_loss", "loss"):
+            warnings.append(f"metric_for_best_model = {m}: finetui tracks the lowest evaluation loss")
+    # epochs / steps
+    if "num_train_epochs" in raw:
+        ep = float(raw["num_train_epochs"])
+        if not ep.is_integer():
+            warnings.append(f"num_train_epochs = {raw['num_train_epochs']}: finetui counts whole epochs; "
+                            f"using {math.ceil(ep)}")
+        set_value(job, "general.epochs", int(math.ceil(ep)))
+    if raw.get("max_steps") not in (None, -1) and int(raw["max_steps"]) > 0:
+        set_value(job, "general.max_steps", raw["max_steps"])
+    # schedule
+    st = raw.get("lr_scheduler_type")
+    if st is not None:
+        st = str(st)
+        kw = raw.get("lr_scheduler_kwargs") or {}
+        if isinstance(kw, str):
+            try:
+                kw = json.loads(kw)
+            except ValueError:
+                kw = {}
+        if st == "cosine_with_min_lr":
+            set_value(job, "runtime.lr_scheduler", "cosine")
+            if "min_lr" in kw:
+                set_value(job, "runtime.min_lr", kw["min_lr"])
+            elif "min_lr_rate" in kw:
+                lr = float(raw.get("learning_rate", 5e-5))
+                set_value(job, "runtime.min_lr", lr * float(kw["min_lr_rate"]))
+        elif st == "constant_with_warmup":
+            set_value(job, "runtime.lr_scheduler", "constant")
+        elif st in ("linear", "cosine", "constant"):
+            set_value(job, "runtime.lr_scheduler", st)
+        else:
+            warnings.append(f"lr_scheduler_type = {st}: finetui offers linear, cosine, constant; using cosine")
+            set_value(job, "runtime.lr_scheduler", "cosine")
+    if raw.get("warmup_steps") and raw.get("warmup_ratio"):
+        warnings.append("warmup_steps and warmup_ratio are both set; finetui keeps warmup_steps")
+        job.values.pop("runtime.lr_warmup_ratio", None)
+    # precision
+    if raw.get("bf16") or raw.get("pure_bf16"):
+        set_value(job, "runtime.mixed_precision", "bf16")
+        if raw.get("pure_bf16"):
+            warnings.append("pure_bf16: imported as bf16 mixed precision")
+    elif raw.get("fp16"):
+        set_value(job, "runtime.mixed_precision", "fp16")
+    else:
+        set_value(job, "runtime.mixed_precision", "none")
+    if "optim" in raw:
+        o = str(raw["optim"])
+        if o in OPTIM_FROM_LF:
+            set_value(job, "runtime.optimizer", OPTIM_FROM_LF[o])
+        else:
+            warnings.append(f"optim = {o}: finetui offers adamw and sgd; using adamw")
+            set_value(job, "runtime.optimizer", "adamw")
+    # output / resume
+    if raw.get("output_dir"):
+        od = str(raw["output_dir"]).rstrip("/")
+        parent, _, last = od.rpartition("/")
+        set_value(job, "launch.runs_dir", parent or ".")
+        set_value(job, "launch.run_name", last)
+    rc = raw.get("resume_from_checkpoint")
+    if rc not in (None, False, "", "false", "False"):
+        set_value(job, "general.resume_from_checkpoint", "last" if rc is True or rc == "true" else str(rc))
+    elif raw.get("overwrite_output_dir") is False:
+        set_value(job, "general.resume_from_checkpoint", "last")
+    # tracking
+    rt = raw.get("report_to", "none")
+    rts = [r.strip() for r in (rt if isinstance(rt, list) else str(rt).split(",")) if r.strip()]
+    if rts in (["all"],):
+        rts = ["tensorboard", "mlflow"]
+    set_value(job, "tracking.tensorboard", "tensorboard" in rts)
+    if "mlflow" in rts:
+        set_value(job, "tracking.mlflow_tracking_uri", MLFLOW_DEFAULT_URI)
+        warnings.append(f"report_to mlflow: the tracking URI comes from MLFLOW_TRACKING_URI there; imported as "
+                        f"MLflow's default {MLFLOW_DEFAULT_URI} — set tracking.mlflow_tracking_uri")
+    for other in rts:
+        if other not in ("tensorboard", "mlflow", "none"):
+            warnings.append(f"report_to {other}: not supported by finetui (TensorBoard and MLflow are)")
+
+    # LLaMA-Factory defaults for absent keys that differ from finetui's
+    for name, (lf, default) in LF_DEFAULTS.items():
+        if lf not in raw and name not in job.values:
+            if name.startswith("adapter.") and method not in ("lora", "qlora"):
+                continue
+            set_value(job, name, default)
+    if "eval_steps" not in raw and job.values.get("eval.evaluation_strategy") == "steps":
+        pass  # unset eval_steps = logging_steps in both tools
+    if "val_size" in raw and not raw.get("eval_strategy") and raw.get("val_size"):
+        pass
+
+    unknown = sorted(k for k in raw if k not in KNOWN)
+    if unknown:
+        warnings.append("ignored (no finetui equivalent): " + ", ".join(unknown))
+    if probs:
+        raise InteropError(probs)
+    return job, warnings
+
+
+def import_file(path: Path) -> tuple[JobConfig, list[str]]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise fail(str(path), f"not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise fail(str(path), "not a LLaMA-Factory config (expected a mapping of arguments)")
+    return import_data(raw, path.resolve().parent, str(path))
