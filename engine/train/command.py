@@ -1,0 +1,54 @@
+"""The worker's launch command (torchrun or the DeepSpeed launcher).
+
+Standard library only: the launcher (``engine/launch``) calls :func:`worker_argv`
+and handles detaching, ``launch.json`` and SSH itself.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+WORKER_MODULE = "engine.train.worker"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def worker_argv(res: dict[str, Any], run_dir: str | Path, *, nnodes: int = 1, node_rank: int = 0,
+                master_addr: str = "127.0.0.1", master_port: int | None = None, rdzv: str = "static",
+                python: str = sys.executable, rdzv_id: str | None = None) -> list[str]:
+    """The command that starts every rank of this node for the resolved config ``res``.
+
+    ``rdzv="static"``: fixed ``--node_rank`` / ``--master_addr`` / ``--master_port``;
+    ``rdzv="c10d"``: elastic rendezvous at ``master_addr:master_port`` (ranks assigned by torchrun).
+    A free local port is picked when ``master_port`` is None (single node only).
+    """
+    nproc = int(res.get("launch.procs_per_node") or 1)
+    launcher = res.get("launch.launcher") or "torchrun"
+    if master_port is None:
+        master_port = free_port() if nnodes == 1 else int(res.get("launch.master_port") or 29500)
+    run_dir = str(run_dir)
+    worker = [WORKER_MODULE, "--run-dir", run_dir]
+    if launcher == "deepspeed":
+        argv = [python, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
+                "--master_addr", master_addr, "--master_port", str(master_port)]
+        if nnodes > 1:
+            # one launcher per node, started by finetui (no pdsh): --no_ssh with an explicit node rank
+            argv += ["--num_nodes", str(nnodes), "--node_rank", str(node_rank), "--no_ssh"]
+        else:
+            argv += ["--num_nodes", "1"]
+        return argv + ["--module", *worker]
+    argv = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--nnodes", str(nnodes),
+            "--max_restarts", "0"]
+    if rdzv == "c10d":
+        argv += ["--rdzv_backend", "c10d", "--rdzv_endpoint", f"{master_addr}:{master_port}",
+                 "--rdzv_id", rdzv_id or Path(run_dir).name]
+    else:
+        argv += ["--node_rank", str(node_rank), "--master_addr", master_addr, "--master_port", str(master_port)]
+    return argv + ["-m", *worker]

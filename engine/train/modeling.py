@@ -1,0 +1,249 @@
+"""Model and tokenizer loading, tuning methods (full, LoRA, QLoRA, T-Few, prompt tuning, freeze)."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Callable
+
+from engine.config import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES
+from engine.tiny import CHAT_TEMPLATE, resolve_model_path
+
+
+class UserError(RuntimeError):
+    """A problem the user can fix: ``str()`` is one line naming the field."""
+
+
+#: schema dropout field → config attributes that architectures use for it
+DROPOUT_ATTRS = {
+    "model.hidden_dropout": ("hidden_dropout", "hidden_dropout_prob", "resid_pdrop", "resid_dropout", "dropout"),
+    "model.attention_dropout": ("attention_dropout", "attention_probs_dropout_prob", "attn_pdrop", "attn_dropout"),
+    "model.ffn_dropout": ("ffn_dropout", "activation_dropout", "mlp_dropout", "ffn_dropout_prob"),
+}
+FFN_NAMES = ("down_proj", "fc2", "w2", "dense_4h_to_h", "c_proj", "fc_out")
+
+
+def load_config(res: dict, warn: Callable[[str], None]) -> tuple[str, Any]:
+    from transformers import AutoConfig
+
+    path = resolve_model_path(res["model.name_or_path"])
+    try:
+        cfg = AutoConfig.from_pretrained(path, trust_remote_code=res["model.trust_remote_code"])
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise UserError(f"model.name_or_path: cannot load {res['model.name_or_path']!r}: {first}") from None
+    lacking = []
+    for name, attrs in DROPOUT_ATTRS.items():
+        v = res.get(name)
+        if v is None:
+            continue
+        hit = [a for a in attrs if hasattr(cfg, a)]
+        if hit:
+            setattr(cfg, hit[0], float(v))
+        else:
+            lacking.append(name)
+    if lacking:
+        warn(f"the {getattr(cfg, 'model_type', 'model')} architecture has no "
+             f"{', '.join(n.split('.')[1].replace('_', ' ') for n in lacking)}; "
+             f"{', '.join(lacking)} not applied")
+    return path, cfg
+
+
+def load_tokenizer(path: str, res: dict, warn: Callable[[str], None]) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=res["model.trust_remote_code"])
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if not getattr(tok, "chat_template", None) and res["trainer.stage"] != "pretrain":
+        tok.chat_template = CHAT_TEMPLATE
+        warn("the tokenizer has no chat template; using ChatML (<|im_start|>role ... <|im_end|>)")
+    return tok
+
+
+def check_runtime(res: dict, device: str) -> None:
+    """Clear one-line errors for missing optional packages / hardware."""
+    if res["runtime.attention_implementation"] == "flash_attention_2":
+        if device != "cuda":
+            raise UserError("runtime.attention_implementation: flash_attention_2 needs a GPU (allowed: sdpa, eager)")
+        if importlib.util.find_spec("flash_attn") is None:
+            raise UserError("runtime.attention_implementation: flash_attention_2 needs the flash-attn package, "
+                            "which is not installed (pip install flash-attn, or use sdpa)")
+    if res["trainer.training_type"] == "qlora" or res.get("runtime.quantization_bit") not in (None, "none"):
+        if device != "cuda":
+            raise UserError("trainer.training_type: QLoRA (bitsandbytes quantization) needs a CUDA GPU; "
+                            "use lora on CPU")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise UserError("runtime.quantization_bit: QLoRA needs the bitsandbytes package, which is not "
+                            "installed (pip install bitsandbytes)")
+    if res["runtime.liger_kernel"] and device == "cuda" and importlib.util.find_spec("liger_kernel") is None:
+        raise UserError("runtime.liger_kernel: the liger-kernel package is not installed (pip install liger-kernel)")
+    if res["runtime.mixed_precision"] == "fp16" and device != "cuda":
+        raise UserError("runtime.mixed_precision: fp16 needs a GPU; it is refused on CPU (allowed: bf16, none)")
+
+
+def load_model(path: str, cfg: Any, res: dict, device: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kw: dict[str, Any] = {"config": cfg, "trust_remote_code": res["model.trust_remote_code"],
+                          "attn_implementation": res["runtime.attention_implementation"]}
+    q = res.get("runtime.quantization_bit")
+    if res["trainer.training_type"] == "qlora" and q not in (None, "none"):
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if _bf16(res, device) else torch.float16
+        if int(q) == 4:
+            kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=compute,
+                                                           bnb_4bit_use_double_quant=True)
+        else:
+            kw["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kw["dtype"] = compute
+    if res["trainer.stage"] == "reward":
+        cfg.num_labels = 1
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kw)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    return model
+
+
+def _bf16(res: dict, device: str) -> bool:
+    mp = res["runtime.mixed_precision"]
+    if mp == "bf16":
+        return True
+    if mp == "auto" and device == "cuda":
+        import torch
+
+        return bool(torch.cuda.is_bf16_supported())
+    return False
+
+
+def precision(res: dict, device: str) -> tuple[bool, bool]:
+    """(bf16, fp16) for the TrainingArguments."""
+    if device != "cuda":
+        if res["runtime.mixed_precision"] == "bf16":
+            return True, False  # CPU autocast in bf16, asked for explicitly
+        return False, False
+    bf = _bf16(res, device)
+    return bf, (res["runtime.mixed_precision"] == "fp16" or (res["runtime.mixed_precision"] == "auto" and not bf))
+
+
+def linear_names(model: Any) -> list[str]:
+    import torch.nn as nn
+
+    names = set()
+    for n, m in model.named_modules():
+        cls = type(m).__name__
+        if isinstance(m, nn.Linear) or cls in ("Linear4bit", "Linear8bitLt", "Conv1D"):
+            leaf = n.rsplit(".", 1)[-1]
+            if leaf not in ("lm_head", "score", "classifier", "embed_out", "output"):
+                names.add(leaf)
+    return sorted(names)
+
+
+def target_modules(res: dict, model: Any) -> Any:
+    tm = list(res.get("adapter.target_modules") or [])
+    mt = getattr(model.config, "model_type", "")
+    if tm == [] or tm is None:
+        return DEFAULT_TARGET_MODULES.get(mt) or None  # None: peft's own default for the architecture
+    if tm == ["all-linear"] or "all-linear" in tm:
+        return "all-linear"
+    known = set(linear_names(model))
+    missing = [t for t in tm if t not in known and not any(k.endswith(t) for k in known)]
+    if missing:
+        raise UserError(f"adapter.target_modules: {', '.join(missing)} not found in the model "
+                        f"(allowed: all-linear, or some of {', '.join(sorted(known)) or ', '.join(ALL_LINEAR_LLAMA)})")
+    return tm
+
+
+def apply_method(model: Any, res: dict, tokenizer_path: str, device: str,
+                 warn: Callable[[str], None]) -> Any:
+    """Wrap / freeze the model for the tuning method; returns the model to train."""
+    method = res["trainer.training_type"]
+    stage = res["trainer.stage"]
+    task = "SEQ_CLS" if stage == "reward" else "CAUSAL_LM"
+    gc = bool(res["runtime.gradient_checkpointing"])
+    if method == "full":
+        return model
+    if method == "freeze":
+        layers = _decoder_layers(model)
+        if layers is None:
+            raise UserError("trainer.training_type: freeze needs a decoder-layer list; this architecture has none "
+                            "that finetui recognises (use lora or full)")
+        n = int(res["adapter.freeze_trainable_layers"])
+        if n > len(layers):
+            warn(f"adapter.freeze_trainable_layers = {n} but the model has {len(layers)} layers; training all")
+            n = len(layers)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for layer in list(layers)[-n:]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        if stage == "reward":
+            for n_, p in model.named_parameters():
+                if n_.startswith(("score", "classifier")):
+                    p.requires_grad_(True)
+        if gc:
+            model.enable_input_require_grads()
+        return model
+    import peft
+
+    if method == "qlora":
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
+                                                     gradient_checkpointing_kwargs={"use_reentrant": False})
+    if method in ("lora", "qlora"):
+        cfg = peft.LoraConfig(r=int(res["adapter.lora_rank"]), lora_alpha=int(res["adapter.lora_alpha"]),
+                              lora_dropout=float(res["adapter.lora_dropout"]),
+                              target_modules=target_modules(res, model), task_type=task)
+    elif method == "tfew":
+        tm = target_modules(res, model)
+        if tm == "all-linear":
+            tm = linear_names(model)
+        if tm is None:
+            cfg = peft.IA3Config(task_type=task)
+        else:
+            ff = [t for t in tm if t in FFN_NAMES]
+            cfg = peft.IA3Config(target_modules=tm, feedforward_modules=ff, task_type=task)
+    elif method == "prompt_tuning":
+        init = res["adapter.prompt_tuning_init"]
+        kw: dict[str, Any] = {"task_type": task, "num_virtual_tokens": int(res["adapter.num_virtual_tokens"])}
+        if init == "text":
+            kw.update(prompt_tuning_init=peft.PromptTuningInit.TEXT,
+                      prompt_tuning_init_text=res["adapter.prompt_tuning_init_text"],
+                      tokenizer_name_or_path=tokenizer_path)
+        else:
+            kw["prompt_tuning_init"] = peft.PromptTuningInit.RANDOM
+        cfg = peft.PromptTuningConfig(**kw)
+    else:
+        raise UserError(f"trainer.training_type: unknown method {method!r}")
+    if gc and method != "qlora":
+        model.enable_input_require_grads()
+    return peft.get_peft_model(model, cfg)
+
+
+def _decoder_layers(model: Any) -> Any:
+    import torch.nn as nn
+
+    best = None
+    for n, m in model.named_modules():
+        if isinstance(m, nn.ModuleList) and n.rsplit(".", 1)[-1] in ("layers", "h", "blocks", "layer"):
+            if best is None or len(m) > len(best):
+                best = m
+    return best
+
+
+def loraplus_optimizer(model: Any, res: dict) -> Any:
+    """LoRA+ (peft.optimizers.create_loraplus_optimizer): B matrices learn ratio × faster."""
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    lr = float(res["general.learning_rate"])
+    if res["runtime.optimizer"] == "sgd":
+        return create_loraplus_optimizer(model, torch.optim.SGD, lr=lr,
+                                         loraplus_lr_ratio=float(res["adapter.loraplus_lr_ratio"]),
+                                         weight_decay=float(res["runtime.weight_decay"]))
+    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=lr,
+                                     loraplus_lr_ratio=float(res["adapter.loraplus_lr_ratio"]),
+                                     betas=(float(res["runtime.adam_beta1"]), float(res["runtime.adam_beta2"])),
+                                     eps=float(res["runtime.adam_epsilon"]),
+                                     weight_decay=float(res["runtime.weight_decay"]))

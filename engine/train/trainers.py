@@ -1,0 +1,195 @@
+"""TRL trainer per stage / preference loss, with the common TrainingArguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.train.modeling import UserError, precision
+
+# preference_loss → (trainer family, DPO loss_type)
+DPO_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo"}
+
+
+def deepspeed_config(res: dict) -> dict:
+    stage = int(res["trainer.zero_stage"])
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": False, "contiguous_gradients": True}
+    if res["trainer.offload_optimizer"]:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+        if res["trainer.offload_params"]:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "zero_optimization": zero,
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "zero_allow_untested_optimizer": True,
+        "wall_clock_breakdown": False,
+    }
+
+
+def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to: list[str]) -> dict[str, Any]:
+    bf16, fp16 = precision(res, device)
+    sched = res["runtime.lr_scheduler"]
+    sched_kw: dict[str, Any] = {}
+    if sched == "constant":
+        sched = "constant_with_warmup"
+    elif sched == "cosine" and float(res["runtime.min_lr"] or 0) > 0:
+        sched, sched_kw = "cosine_with_min_lr", {"min_lr": float(res["runtime.min_lr"])}
+    warm: float = int(res["runtime.lr_warmup_steps"] or 0) or float(res["runtime.lr_warmup_ratio"] or 0.0)
+    ev = res["eval.evaluation_strategy"] if has_eval else "no"
+    save = res["eval.checkpoint_strategy"]
+    kw: dict[str, Any] = dict(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=int(res["general.batch_size"]),
+        per_device_eval_batch_size=int(res["general.batch_size"]),
+        gradient_accumulation_steps=int(res["runtime.gradient_accumulation_steps"]),
+        num_train_epochs=float(res["general.epochs"] or 1),
+        max_steps=int(res["general.max_steps"]) if res["general.max_steps"] else -1,
+        learning_rate=float(res["general.learning_rate"]),
+        lr_scheduler_type=sched, lr_scheduler_kwargs=sched_kw, warmup_steps=warm,
+        optim="sgd" if res["runtime.optimizer"] == "sgd" else "adamw_torch",
+        adam_beta1=float(res["runtime.adam_beta1"]), adam_beta2=float(res["runtime.adam_beta2"]),
+        adam_epsilon=float(res["runtime.adam_epsilon"]), weight_decay=float(res["runtime.weight_decay"]),
+        max_grad_norm=float(res["runtime.max_grad_norm"]),
+        bf16=bf16, fp16=fp16,
+        gradient_checkpointing=bool(res["runtime.gradient_checkpointing"]),
+        gradient_checkpointing_kwargs={"use_reentrant": False} if res["runtime.gradient_checkpointing"] else None,
+        logging_strategy="steps", logging_steps=max(1, int(res["eval.logging_steps"] or 1)),
+        eval_strategy=ev, eval_steps=int(res["eval.eval_steps"] or 1) if ev == "steps" else None,
+        save_strategy=save,
+        save_steps=int(res["eval.checkpoint_steps"]) if save == "steps" else 500,
+        save_total_limit=res["eval.checkpoint_limit"],
+        seed=int(res["runtime.seed"]), data_seed=int(res["runtime.seed"]),
+        full_determinism=bool(res["runtime.full_determinism"]),
+        report_to=report_to, run_name=run_dir.name,
+        disable_tqdm=True, use_cpu=device != "cuda",
+        dataloader_num_workers=0, ddp_find_unused_parameters=False,
+        include_num_input_tokens_seen=True,
+        use_liger_kernel=bool(res["runtime.liger_kernel"]) and device == "cuda",
+    )
+    if res["data.group_by_length"]:
+        kw["train_sampling_strategy"] = "group_by_length"
+    if ev != "no":
+        kw["metric_for_best_model"] = "eval_loss"
+        kw["greater_is_better"] = False
+    if res["trainer.distributed_backend"] == "deepspeed":
+        kw["deepspeed"] = deepspeed_config(res)
+    return kw
+
+
+def to_unpaired(rows: list[dict]) -> list[dict]:
+    """Preference pairs → KTO rows (chosen: desirable, rejected: undesirable)."""
+    out = []
+    for r in rows:
+        if "label" in r:
+            out.append(r)
+            continue
+        out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
+        out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
+    return out
+
+
+def _strip(rows: list[dict] | None, keys: tuple[str, ...]) -> list[dict] | None:
+    if rows is None:
+        return None
+    return [{k: r[k] for k in keys if k in r} for r in rows]
+
+
+def tokenize_lm(tok: Any, rows: list[dict], stage: str, max_len: int) -> tuple[list[dict], int]:
+    """Pre-tokenize pretrain / SFT rows with the data module's tokenize_row (same masking as the preview)."""
+    from engine.data.tokenize import tokenize_row
+
+    out, truncated = [], 0
+    for r in rows:
+        t = tokenize_row(tok, r, stage, max_len)
+        truncated += 1 if t.get("truncated") else 0
+        if stage == "pretrain" or any(lbl != -100 for lbl in t["labels"]):
+            out.append({"input_ids": t["input_ids"], "labels": t["labels"]})
+    return out, truncated
+
+
+def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_rows: list[dict] | None,
+                  base_args: dict[str, Any], callbacks: list, optimizer: Any, status: Callable[..., None]) -> Any:
+    from datasets import Dataset
+
+    stage = res["trainer.stage"]
+    max_len = int(res["general.max_sequence_length"])
+    opt = (optimizer, None) if optimizer is not None else (None, None)
+    ds = lambda rows: Dataset.from_list(rows) if rows else None  # noqa: E731
+
+    if stage in ("pretrain", "sft"):
+        from trl import SFTConfig, SFTTrainer
+
+        if any(r.get("images") for r in train_rows[:50]):
+            if not hasattr(model.config, "vision_config"):
+                raise UserError("data.format: rows with images need a vision-language model; "
+                                f"{res['model.name_or_path']} is a text model")
+            train, evl, trunc = train_rows, eval_rows, 0
+        else:
+            train, trunc = tokenize_lm(tok, train_rows, stage, max_len)
+            evl = tokenize_lm(tok, eval_rows, stage, max_len)[0] if eval_rows else None
+        status("tokenizing", f"{len(train)} training rows, {trunc} truncated to {max_len} tokens",
+               rows=len(train), truncated=trunc)
+        if not train:
+            raise UserError("data.train_path: no trainable rows left after tokenization "
+                            f"(general.max_sequence_length = {max_len} may be too short)")
+        padding_free = bool(res["data.padding_free"])
+        cfg = SFTConfig(**base_args, max_length=max_len, packing=bool(res["data.packing"]),
+                        padding_free=padding_free, dataset_num_proc=None, eos_token=None)
+        return SFTTrainer(model=model, args=cfg, train_dataset=ds(train), eval_dataset=ds(evl),
+                          processing_class=tok, callbacks=callbacks, optimizers=opt)
+
+    beta = float(res["preference.preference_beta"])
+    if stage == "reward":
+        from trl import RewardConfig, RewardTrainer
+
+        cfg = RewardConfig(**base_args, max_length=max_len)
+        keys = ("prompt", "chosen", "rejected")
+        return RewardTrainer(model=model, args=cfg, train_dataset=ds(_strip(train_rows, keys)),
+                             eval_dataset=ds(_strip(eval_rows, keys)), processing_class=tok,
+                             callbacks=callbacks, optimizers=opt)
+
+    loss = res["preference.preference_loss"] if stage == "dpo" else "kto"
+    if stage == "kto" or loss == "kto_pair":
+        from trl import KTOConfig, KTOTrainer
+
+        keys = ("prompt", "completion", "label")
+        train = _strip(to_unpaired(train_rows), keys)
+        evl = _strip(to_unpaired(eval_rows), keys) if eval_rows else None
+        cfg = KTOConfig(**base_args, max_length=max_len, beta=beta)
+        return KTOTrainer(model=model, args=cfg, train_dataset=ds(train), eval_dataset=ds(evl),
+                          processing_class=tok, callbacks=callbacks, optimizers=opt)
+
+    keys = ("prompt", "chosen", "rejected")
+    train, evl = _strip(train_rows, keys), _strip(eval_rows, keys)
+    ftx = float(res["preference.preference_ftx"] or 0.0)
+    if loss == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        cfg = ORPOConfig(**base_args, max_length=max_len, beta=beta)
+        return ORPOTrainer(model=model, args=cfg, train_dataset=ds(train), eval_dataset=ds(evl),
+                           processing_class=tok, callbacks=callbacks, optimizers=opt)
+    if loss == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        cfg = CPOConfig(**base_args, max_length=max_len, beta=beta, loss_type="simpo", cpo_alpha=ftx,
+                        simpo_gamma=float(res["preference.simpo_gamma"]))
+        return CPOTrainer(model=model, args=cfg, train_dataset=ds(train), eval_dataset=ds(evl),
+                          processing_class=tok, callbacks=callbacks, optimizers=opt)
+    from trl import DPOConfig, DPOTrainer
+
+    lt = [DPO_LOSSES[loss]]
+    weights = None
+    if ftx > 0:
+        lt.append("sft")
+        weights = [1.0, ftx]
+    cfg = DPOConfig(**base_args, max_length=max_len, beta=beta, loss_type=lt, loss_weights=weights,
+                    label_smoothing=float(res["preference.dpo_label_smoothing"] or 0.0))
+    return DPOTrainer(model=model, args=cfg, train_dataset=ds(train), eval_dataset=ds(evl),
+                      processing_class=tok, callbacks=callbacks, optimizers=opt)

@@ -1,0 +1,408 @@
+"""The training worker: ``python -m engine.train.worker --run-dir DIR`` (one process per rank).
+
+Reads ``DIR/config.toml``, builds model + tokenizer (real ``from_pretrained``), the
+dataset (``engine.data``) and the TRL trainer, trains, saves ``DIR/final`` and writes
+``DIR/events.jsonl`` (rank 0 only).  Errors a user can cause end as one line in the
+``error`` event and on stderr.  SIGTERM: all ranks agree to stop at the next step,
+save a checkpoint when checkpointing is configured, write ``end`` (stopped) and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+#: seconds rank 0 waits after SIGTERM for a clean stop before it writes `end` and exits anyway
+STOP_GRACE_S = float(os.environ.get("FINETUI_STOP_GRACE_S", "25"))
+
+
+class NullEvents:
+    def emit(self, kind: str, step: int = 0, **data: Any) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class Worker:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.ended = False
+        self.lock = threading.Lock()
+        self.step = 0
+        from engine.train.callbacks import RunState
+
+        self.rs = RunState()
+        if self.rank == 0:
+            from engine.events import EventWriter
+
+            self.ev: Any = EventWriter(run_dir / "events.jsonl")
+        else:
+            self.ev = NullEvents()
+
+    # -- events ---------------------------------------------------------
+    def status(self, phase: str, text: str = "", **kw: Any) -> None:
+        self.ev.emit("status", self.step, phase=phase, text=text, **kw)
+
+    def warn(self, msg: str) -> None:
+        self.ev.emit("status", self.step, phase="warning", text=msg, level="warning")
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+    def end(self, outcome: str, final_path: str | None = None, **kw: Any) -> None:
+        with self.lock:
+            if self.ended:
+                return
+            self.ended = True
+            self.ev.emit("end", self.step, outcome=outcome, final_path=final_path, **kw)
+
+    def error(self, message: str, tb: str = "") -> None:
+        message = " ".join(message.split()) or "unknown error"
+        with self.lock:
+            if self.ended:
+                return
+            self.ev.emit("error", self.step, message=message, traceback=tb[-4000:], rank=self.rank)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        if self.rank != 0:  # rank 0 reports what other ranks saw when it is killed while waiting on them
+            try:
+                d = self.run_dir / ".rank-errors"
+                d.mkdir(exist_ok=True)
+                (d / f"rank-{self.rank}.txt").write_text(message + "\n")
+            except OSError:
+                pass
+
+    # -- signals --------------------------------------------------------
+    def watch_signals(self) -> None:
+        """SIGTERM/SIGINT are blocked in every thread and received here (works while the main thread
+        is blocked inside a collective)."""
+
+        def loop() -> None:
+            while True:
+                sig = signal.sigwait({signal.SIGTERM, signal.SIGINT})
+                if self.rs.stop_requested:
+                    continue
+                self.rs.stop_requested = True
+                print(f"received {signal.Signals(sig).name}: stopping", file=sys.stderr, flush=True)
+                if not self.rs.training:
+                    self._give_up(0.0 if not self.rs.training else STOP_GRACE_S)
+                    return
+                time.sleep(STOP_GRACE_S)
+                self._give_up(0)
+                return
+
+        threading.Thread(target=loop, name="finetui-signals", daemon=True).start()
+
+    def _give_up(self, wait: float) -> None:
+        if wait:
+            time.sleep(wait)
+        if self.ended:
+            return
+        other = self._other_rank_error()
+        if other:
+            self.error(other)
+            self.end("failed")
+        else:
+            self.end("stopped")
+        self.ev.close()
+        os._exit(0 if not other else 1)
+
+    def _other_rank_error(self) -> str | None:
+        d = self.run_dir / ".rank-errors"
+        try:
+            for p in sorted(d.glob("rank-*.txt")):
+                return f"{p.stem}: {p.read_text().strip()}"
+        except OSError:
+            pass
+        return None
+
+    # -- the run --------------------------------------------------------
+    def run(self) -> int:
+        from engine import presets
+
+        job = presets.load(self.run_dir / "config.toml")
+        res = job.resolved()
+        self.res = res
+        try:
+            outcome, final = self._train(job, res)
+        except BaseException as e:  # noqa: BLE001 - every failure ends as one line + `end failed`
+            if isinstance(e, SystemExit) and e.code in (0, None):
+                raise
+            msg, tb = describe(e, res)
+            self.error(msg, tb)
+            self.end("failed")
+            return 1
+        self.end(outcome, final)
+        return 0
+
+    def _train(self, job: Any, res: dict) -> tuple[str, str | None]:
+        import torch
+
+        from engine.train import checkpoints as C
+        from engine.train.modeling import UserError, apply_method, check_runtime, load_config, load_model, \
+            load_tokenizer, loraplus_optimizer
+
+        dev = res["launch.device"]
+        device = "cuda" if (dev == "cuda" or (dev == "auto" and torch.cuda.is_available())) else "cpu"
+        if dev == "cuda" and not torch.cuda.is_available():
+            raise UserError("launch.device: cuda was asked for but no GPU is visible on this host")
+        check_runtime(res, device)
+        if device == "cuda":
+            torch.cuda.set_device(self.local_rank)
+        self._init_distributed(res, device)
+
+        run_dir = self.run_dir
+        ck_dir = run_dir / "checkpoints"
+        resume = C.resolve_resume(str(res["general.resume_from_checkpoint"]), run_dir, ck_dir)
+        if self.rank == 0:
+            moved = C.set_aside_incomplete(ck_dir)
+            for m in moved:
+                self.warn(f"set aside an incomplete checkpoint (no trainer_state.json): {m.name}")
+        if resume is not None:
+            self.status("resuming", f"resuming from {resume.name}", checkpoint=str(resume))
+        self._check_stop()
+
+        # data (light) before the model, so a bad file fails fast
+        self.status("loading data", str(res["data.train_path"]))
+        from engine.data import DataError, load_rows
+
+        try:
+            data = load_rows(res, job.secrets or None)
+        except DataError as e:
+            raise UserError(str(e).strip().splitlines()[0]) from None
+        self.status("loading data", f"{len(data.train)} training rows, {len(data.eval or [])} validation rows, "
+                    f"{data.dropped} invalid rows dropped", rows=len(data.train),
+                    eval_rows=len(data.eval or []), dropped=int(data.dropped))
+        self._check_stop()
+
+        self.status("loading model", str(res["model.name_or_path"]))
+        path, cfg = load_config(res, self.warn)
+        tok = load_tokenizer(path, res, self.warn)
+        if res["trainer.distributed_backend"] == "deepspeed" and int(res["trainer.zero_stage"]) == 3:
+            # zero.Init must see the ds config while the model is built (accelerate's HfDeepSpeedConfig)
+            from transformers.integrations import HfDeepSpeedConfig
+
+            from engine.train.trainers import deepspeed_config
+
+            ds = deepspeed_config(res)
+            bs = int(res["general.batch_size"])
+            acc = int(res["runtime.gradient_accumulation_steps"])
+            ds.update(train_micro_batch_size_per_gpu=bs, gradient_accumulation_steps=acc,
+                      train_batch_size=bs * acc * self.world)
+            self._hf_ds = HfDeepSpeedConfig(ds)  # must stay alive while the model is built
+        if res["runtime.seed"] is not None:
+            from transformers import set_seed
+
+            set_seed(int(res["runtime.seed"]))
+        model = load_model(path, cfg, res, device)
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tok.pad_token_id
+        model = apply_method(model, res, path, device, self.warn)
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        n_all = sum(p.numel() for p in model.parameters())
+        self.status("loading model", f"{n_train:,} of {n_all:,} parameters trainable",
+                    trainable_params=n_train, total_params=n_all)
+        optimizer = None
+        if res["trainer.training_type"] in ("lora", "qlora") and float(res["adapter.loraplus_lr_ratio"] or 0) > 0:
+            optimizer = loraplus_optimizer(model, res)
+        self._check_stop()
+
+        from engine.train.callbacks import EarlyStopCallback, EventCallback, StopCallback
+        from engine.train.trainers import build_trainer, common_args
+
+        report = []
+        if res["tracking.tensorboard"]:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+            report.append("tensorboard")
+        mlflow_run = None
+        if res["tracking.mlflow_tracking_uri"]:
+            report.append("mlflow")
+            os.environ["MLFLOW_TRACKING_URI"] = str(res["tracking.mlflow_tracking_uri"])
+            os.environ["MLFLOW_EXPERIMENT_NAME"] = str(res["tracking.mlflow_experiment"] or "finetui")
+            if self.rank == 0:
+                mlflow_run = self._mlflow_start(res)
+        has_eval = bool(data.eval)
+        if res["eval.evaluation_strategy"] != "no" and not has_eval:
+            self.warn("evaluation is configured but there are no validation rows; evaluation is off")
+        base = common_args(res, run_dir, device, has_eval, report)
+        info = {"model": str(res["model.name_or_path"]), "stage": res["trainer.stage"],
+                "method": res["trainer.training_type"], "config_hash": job.config_hash(),
+                "device": device, "backend": res["trainer.distributed_backend"],
+                "dropped": int(data.dropped), "train_rows": len(data.train)}
+        evcb = EventCallback(self.ev, info, ck_dir)
+        cbs = [evcb, StopCallback(self.rs, res["eval.checkpoint_strategy"] != "no", self.world)]
+        if has_eval and int(res["eval.early_stopping_patience"] or 0) > 0:
+            cbs.append(EarlyStopCallback(self.rs, int(res["eval.early_stopping_patience"]),
+                                         float(res["eval.early_stopping_threshold"] or 0.0)))
+        self.status("tokenizing", "preparing the dataset")
+        trainer = build_trainer(res, model, tok, data.train, data.eval if has_eval else None, base, cbs,
+                                optimizer, self.status)
+        self._check_stop()
+
+        self.rs.training = True
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        self.rs.training = False
+        self.step = int(trainer.state.global_step)
+        if self.rs.stopped:
+            return "stopped", None
+        outcome = "early_stopped" if self.rs.early_stopped else "completed"
+
+        self.status("saving", "writing the final model")
+        final = run_dir / "final"
+        method = res["trainer.training_type"]
+        merge = method in ("lora", "qlora") and bool(res["adapter.merge_adapter"])
+        save_to = run_dir / "adapter" if merge else final
+        trainer.save_model(str(save_to))
+        if self.rank == 0:
+            tok.save_pretrained(str(save_to))
+        self._barrier()
+        if merge:
+            self.status("merging", "merging the adapter into the base model")
+            if self.rank == 0:
+                merge_adapter(path, save_to, final, res, tok)
+            self._barrier()
+        if mlflow_run is not None:
+            self._mlflow_end(final)
+        return outcome, str(final)
+
+    # -- helpers --------------------------------------------------------
+    def _check_stop(self) -> None:
+        if self.rs.stop_requested:
+            self.end("stopped")
+            self.ev.close()
+            os._exit(0)
+
+    def _init_distributed(self, res: dict, device: str) -> None:
+        if self.world <= 1:
+            return
+        import torch.distributed as dist
+
+        backend = "nccl" if device == "cuda" else "gloo"
+        if res["trainer.distributed_backend"] == "deepspeed":
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend=backend)
+        elif not dist.is_initialized():
+            dist.init_process_group(backend=backend)
+
+    def _barrier(self) -> None:
+        try:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()
+        except Exception:
+            pass
+
+    def _mlflow_start(self, res: dict) -> Any:
+        try:
+            import mlflow
+        except ImportError:
+            from engine.train.modeling import UserError
+
+            raise UserError("tracking.mlflow_tracking_uri: the mlflow package is not installed "
+                            "(pip install 'finetui[mlflow]')") from None
+        mlflow.set_tracking_uri(str(res["tracking.mlflow_tracking_uri"]))
+        mlflow.set_experiment(str(res["tracking.mlflow_experiment"] or "finetui"))
+        return mlflow.start_run(run_name=self.run_dir.name)
+
+    def _mlflow_end(self, final: Path) -> None:
+        try:
+            import mlflow
+
+            mlflow.log_param("final_path", str(final))
+            mlflow.set_tag("finetui.run_dir", str(self.run_dir))
+            mlflow.end_run()
+        except Exception as e:  # tracking must not fail a finished run
+            self.warn(f"mlflow: could not log the final path: {e}")
+
+
+def merge_adapter(base_path: str, adapter_dir: Path, out: Path, res: dict, tok: Any) -> None:
+    """Load the base in full precision, apply the saved adapter, merge, save (works after ZeRO-3 / QLoRA)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    cls = AutoModelForSequenceClassification if res["trainer.stage"] == "reward" else AutoModelForCausalLM
+    kw = {"num_labels": 1} if res["trainer.stage"] == "reward" else {}
+    base = cls.from_pretrained(base_path, trust_remote_code=res["model.trust_remote_code"], **kw)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+
+
+def describe(e: BaseException, res: dict) -> tuple[str, str]:
+    """One line, the cause first (OOM → advice with the current values), plus the traceback tail."""
+    from engine.train.checkpoints import ResumeError
+
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    name = type(e).__name__
+    text = str(e).strip().splitlines()[0] if str(e).strip() else name
+    try:
+        from engine.train.modeling import UserError
+
+        user = isinstance(e, (UserError, ResumeError))
+    except Exception:
+        user = False
+    if user:
+        return text, ""
+    if "out of memory" in str(e).lower() or name == "OutOfMemoryError":
+        return oom_advice(res), tb
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted", ""
+    return f"{name}: {text}", tb
+
+
+def oom_advice(res: dict) -> str:
+    gc = "on" if res["runtime.gradient_checkpointing"] else "off"
+    be = res["trainer.distributed_backend"]
+    zero = f"deepspeed ZeRO-{res['trainer.zero_stage']}" if be == "deepspeed" else "ddp"
+    return (f"CUDA out of memory: lower general.batch_size (now {res['general.batch_size']}) and raise "
+            f"runtime.gradient_accumulation_steps (now {res['runtime.gradient_accumulation_steps']}), turn on "
+            f"runtime.gradient_checkpointing (now {gc}), use trainer.distributed_backend = deepspeed with "
+            f"trainer.zero_stage = 3 (now {zero}), or trainer.training_type = qlora "
+            f"(now {res['trainer.training_type']}); general.max_sequence_length is "
+            f"{res['general.max_sequence_length']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    # block SIGTERM/SIGINT in every thread (set before torch starts its threads); the signal thread waits on them
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    ap = argparse.ArgumentParser(prog="engine.train.worker")
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--local_rank", "--local-rank", type=int, default=None)  # the deepspeed launcher passes it
+    args, _unknown = ap.parse_known_args(argv)
+    if args.local_rank is not None and "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    run_dir = Path(args.run_dir).resolve()
+    if not (run_dir / "config.toml").is_file():
+        print(f"error: {run_dir / 'config.toml'} does not exist", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    w = Worker(run_dir)
+    w.watch_signals()
+    try:
+        code = w.run()
+    finally:
+        w.ev.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:
+        pass
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
