@@ -20,13 +20,16 @@ Memory model (per GPU, the peak of a training step, an upper bound — every par
   (momentum 0): none; DeepSpeed adds the fp32 master weights (4 B); ZeRO-1/2/3 divide by the
   ranks; offloading moves them to CPU memory.
 * **activations** — what autograd keeps for the backward pass of one micro-batch, per token
-  and decoder layer ``8·h + 4·q + 3·kv + 4·i`` elements (norm inputs kept in fp32, q/k before
-  and after RoPE, v, attention output, o_proj input, the three SwiGLU tensors and down_proj
-  input; ``q`` = heads × head_dim, ``kv`` = KV heads × head_dim, ``i`` = intermediate,
-  times the experts per token for MoE); with gradient checkpointing only each layer's input
-  is kept plus one layer recomputed.  Eager attention adds the ``heads × s²`` score matrices.
-* **logits** — ``tokens × vocab × (compute bytes + 4 + 4)``: the logits, their fp32 copy and
-  the fp32 log-softmax the loss keeps.
+  and decoder layer ``6·h + 3·q + 3·kv + 3·i`` elements (norm inputs with their fp32 copies,
+  q/k before and after RoPE, v, attention output, gate and up outputs, silu(gate); ``q`` =
+  heads × head_dim, ``kv`` = KV heads × head_dim, ``i`` = intermediate, times the experts per
+  token for MoE) plus the inputs of the linear modules that train (a frozen Linear keeps no
+  input): ``h`` (q/k/v), ``q`` (o_proj), ``h`` (gate/up), ``i`` (down_proj) — full fine-tuning
+  keeps all four, LoRA those of its target modules, T-Few down_proj's, prompt tuning none;
+  with gradient checkpointing only each layer's input is kept plus one layer recomputed.  Eager attention adds the ``heads × s²`` score matrices.
+* **logits** — ``tokens × vocab × (2 + 4 + 4 + 4)`` in bf16/fp16 (``× 12`` in fp32): the logits
+  the model returns, their fp32 copy, the log-softmax the loss keeps and its gradient — the peak
+  at the start of the backward pass.
 * **framework overhead** — the CUDA context (not counted by PyTorch's allocator), DDP's
   gradient buckets (a second copy of the gradients when ranks > 1), DeepSpeed's
   communication buckets / ZeRO-3's gathered layers (the fused AdamW that transformers uses by
@@ -53,7 +56,11 @@ QLORA_BYTES = {4: 0.5 + 4 / 64, 8: 1.0 + 4 / 64}
 
 
 def gib(n: float) -> str:
-    return f"{n / GIB:.2f} GiB"
+    """Bytes in GiB, or MiB / KiB below one GiB (so small jobs read as more than 0.00)."""
+    for div, unit in ((GIB, "GiB"), (1024 ** 2, "MiB"), (1024, "KiB")):
+        if abs(n) >= div or unit == "KiB":
+            return f"{n / div:.2f} {unit}"
+    return f"{n:.0f} B"
 
 
 def _n(x: float) -> str:
@@ -124,6 +131,7 @@ class Estimate:
     time_formula: str = ""
     suggestions: list[Suggestion] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    on_cpu: bool = False
 
     @property
     def fits(self) -> bool | None:
@@ -149,7 +157,7 @@ class Estimate:
         L.append(f"Job       {self.method} · {self.backend} · {self.precision} · "
                  f"trainable {_n(self.trainable_params)} of {_n(self.num_params)} parameters")
         L.append("")
-        L.append("Memory per GPU (peak of a training step, every part summed)")
+        L.append(f"Memory per {'rank (CPU)' if self.on_cpu else 'GPU'} (peak of a training step, every part summed)")
         for p in self.parts:
             L.append("  " + p.line())
             if p.note:
@@ -292,12 +300,30 @@ def _trainable(res: dict[str, Any], b: dict[str, Any]) -> tuple[int, str, list[s
     raise ValueError(f"trainer.training_type: unknown method {method!r}")
 
 
-def _act_elems_per_token_layer(s: Any, half: bool) -> int:
+#: linear-module inputs autograd keeps: a frozen Linear needs only its weight for the backward pass,
+#: so an input is kept when the module (or an adapter on it) trains.
+_INPUT_OF = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "o_proj": "o", "gate_proj": "gate_up",
+             "up_proj": "gate_up", "down_proj": "down"}
+
+
+def _act_elems_per_token_layer(s: Any, half: bool, method: str = "full", targets: list[str] | None = None) -> int:
+    """Elements autograd keeps per token and decoder layer (see the module docstring)."""
     q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
     h, i = s.hidden, s.intermediate
-    norms = 6 * h if half else 4 * h  # fp32 copies of the norm inputs count twice in a half dtype
-    mlp = 4 * i * (s.experts_per_token if s.num_experts else 1) + (2 * h if s.num_experts else 0)
-    return norms + 2 * h + 4 * q + 3 * kv + mlp
+    k = s.experts_per_token if s.num_experts else 1
+    norms = 6 * h if half else 4 * h  # norm inputs, their fp32 copies counting twice in a half dtype
+    attn = 2 * q + 2 * kv + kv + q  # q, k before and after RoPE, v, attention output
+    mlp = 3 * i * k + (2 * h if s.num_experts else 0)  # gate out, up out, silu(gate) (+ MoE routing copies)
+    inputs = {"qkv": h, "o": q, "gate_up": h * k, "down": i * k}
+    if method in ("full", "freeze"):
+        kept = set(inputs)
+    elif method in ("lora", "qlora"):
+        kept = {_INPUT_OF[t] for t in (targets or []) if t in _INPUT_OF}
+    elif method == "tfew":
+        kept = {"down"}  # IA3 scales k / v outputs (kept above) and down_proj's input
+    else:  # prompt tuning: the whole network is frozen
+        kept = set()
+    return norms + attn + mlp + sum(inputs[x] for x in kept)
 
 
 def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None, num_examples: int | None = None,
@@ -409,7 +435,7 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     # ---- activations ------------------------------------------------------------------------
     extra_tokens = int(res.get("adapter.num_virtual_tokens") or 20) if method == "prompt_tuning" else 0
     tokens = bsz * (seq + extra_tokens)
-    e_layer = _act_elems_per_token_layer(s, half)
+    e_layer = _act_elems_per_token_layer(s, half, method, targets)
     if method in ("lora", "qlora") and float(res.get("adapter.lora_dropout") or 0) > 0:
         lin = s.linear_shapes()
         drop = sum(lin[t][0] for t in targets)
@@ -428,12 +454,14 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     a_bytes, a_formula, a_other = (act_gc, f_gc, act_full) if gc else (act_full, f_full, act_gc)
 
     # ---- logits -----------------------------------------------------------------------------
-    lb = hb + 4 + 4 if half else 8
+    lb = hb + 4 + 4 + 4 if half else 12
     l_bytes = tokens * s.vocab * lb
-    l_formula = f"{tokens} tokens × vocab {s.vocab} × {lb} B ({'logits + ' if half else ''}fp32 logits + log-softmax)"
+    l_formula = (f"{tokens} tokens × vocab {s.vocab} × {lb} B ({prec + ' logits + fp32 copy' if half else 'logits'}"
+                 " + log-softmax + its gradient)")
 
     # ---- overhead ---------------------------------------------------------------------------
-    ov = [("CUDA context", CUDA_CONTEXT_BYTES)]
+    cpu = res.get("launch.device") == "cpu"
+    ov = [] if cpu else [("CUDA context", CUDA_CONTEXT_BYTES)]
     if backend == "ddp" and R > 1:
         ov.append(("DDP buckets", T * tw))
     if ds and zero in (1, 2):
@@ -441,7 +469,7 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     if ds and zero == 3:
         ov.append(("gathered layers 2×layer×2 B", 2 * b["per_layer"] * hb))
     ov_bytes = float(sum(v for _, v in ov))
-    ov_formula = " + ".join(f"{k} {gib(v)}" for k, v in ov)
+    ov_formula = " + ".join(f"{k} {gib(v)}" for k, v in ov) or "none on CPU"
 
     parts = [
         Part("weights", w_bytes, w_formula),
@@ -467,7 +495,7 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
                    backend + (f" ZeRO-{zero}" if zero else "") + (" +offload optimizer" if off_opt else "")
                    + (" +offload params" if off_par else "") + f", {R} rank{'s' if R > 1 else ''}",
                    prec, P, T, parts, total, a_other, st, gpu_memory_gb, cpu_opt + cpu_params, secs, tf,
-                   [], notes)
+                   [], notes, cpu)
     est.parts[0].note = t_formula if method != "full" else ""
     if suggest and gpu_memory_gb is not None and not est.fits:
         est.suggestions = _suggestions(res, model_config, gpu_memory_gb)
@@ -519,5 +547,7 @@ def _suggestions(res: dict[str, Any], model_config: dict[str, Any], gpu_gb: floa
     for title, ch in cands:
         e = estimate({**res, **ch}, model_config=model_config, gpu_memory_gb=gpu_gb, suggest=False)
         out.append(Suggestion(title, ch, e.total_bytes, bool(e.fits)))
+    now = estimate(res, model_config=model_config, suggest=False).total_bytes
+    out = [s for s in out if s.total_bytes < now]
     out.sort(key=lambda s: (not s.fits, s.total_bytes))
     return out

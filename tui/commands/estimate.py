@@ -1,0 +1,100 @@
+"""`finetui estimate FILE` — memory per GPU, steps per epoch and time, each formula shown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tui.commands import common
+
+#: Above this size a .json array is not parsed just to count its rows.
+_JSON_COUNT_LIMIT = 256 * 1024 * 1024
+
+
+def count_examples(path: str) -> int | None:
+    """Rows in a local data file, cheaply (JSONL: non-empty lines; JSON: array length); None if unknown."""
+    if not path or str(path).startswith("s3://"):
+        return None
+    if str(path).startswith("finetui:"):
+        try:
+            from engine.samples import resolve_sample
+
+            p = Path(resolve_sample(path))
+        except Exception:
+            return None
+    else:
+        p = Path(path).expanduser()
+    files: list[Path]
+    if p.is_dir():
+        files = sorted(q for q in p.iterdir() if q.suffix in (".jsonl", ".json"))
+    elif p.is_file():
+        files = [p]
+    else:
+        return None
+    n = 0
+    for f in files:
+        if f.suffix == ".jsonl":
+            with f.open("rb") as fh:
+                n += sum(1 for line in fh if line.strip())
+        elif f.suffix == ".json":
+            if f.stat().st_size > _JSON_COUNT_LIMIT:
+                return None
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                return None
+            if not isinstance(data, list):
+                return None
+            n += len(data)
+        else:
+            return None
+    return n
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("estimate")
+    def estimate_cmd(
+        file: Path = typer.Argument(..., help="A TOML preset."),
+        gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="GPU memory in GB (as cards are "
+                                                   "sold, e.g. 80); over it, suggestions with new estimates."),
+        examples: Optional[int] = typer.Option(None, "--examples", help="Training examples (default: counted "
+                                               "from the data file when it is local)."),
+        tokens_per_s: Optional[float] = typer.Option(None, "--tokens-per-s", help="Measured throughput of the "
+                                                     "whole job, for the time to finish."),
+        as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
+    ) -> None:
+        """Memory per GPU (weights, gradients, optimizer, activations, logits, overhead), steps and time."""
+        from engine.estimate import estimate
+        from engine.modelinfo import ModelInfoError
+
+        if gpu_memory is not None and gpu_memory <= 0:
+            common.fail(f"--gpu-memory: {gpu_memory:g} is not a memory size (allowed: a number > 0)")
+        if examples is not None and examples < 1:
+            common.fail(f"--examples: {examples} is not a count (allowed: an integer ≥ 1)")
+        if tokens_per_s is not None and tokens_per_s <= 0:
+            common.fail(f"--tokens-per-s: {tokens_per_s:g} is not a throughput (allowed: a number > 0)")
+        job = common.load_job(file)
+        bad = [p for p in job.problems() if not p.field.startswith("data.train_path")]
+        if bad:
+            for p in bad:
+                common.err(str(p))
+            raise typer.Exit(2)
+        res = job.resolved()
+        counted = examples is None
+        if examples is None:
+            examples = count_examples(str(res.get("data.train_path") or ""))
+        try:
+            est = estimate(res, num_examples=examples, gpu_memory_gb=gpu_memory, throughput_tokens_per_s=tokens_per_s)
+        except ModelInfoError as e:
+            common.fail(f"model.name_or_path: {e}")
+        if as_json:
+            typer.echo(json.dumps(est.to_dict(), indent=2, default=str))
+            return
+        if counted and examples is not None:
+            est.notes.insert(0, f"{examples} examples counted in {res['data.train_path']}")
+        elif examples is None:
+            est.notes.insert(0, "examples unknown (remote or unreadable data file): give --examples N for steps")
+        typer.echo(est.to_text(), nl=False)
