@@ -141,10 +141,12 @@ def fetch(uri: str, res: dict, secrets: dict | None = None) -> Path:
         folder = root / hashlib.sha256(key.encode()).hexdigest()[:16] / "prefix"
         pag = cli.get_paginator("list_objects_v2")
         found = 0
-        for page in pag.paginate(Bucket=bucket, Prefix=key):
+        # list by the prefix without its trailing "/" and filter here: moto's signature check
+        # rejects a listing whose prefix ends in "/" (seen with moto 5.2 server mode)
+        for page in pag.paginate(Bucket=bucket, Prefix=key.rstrip("/")):
             for obj in page.get("Contents", []) or []:
                 k = obj["Key"]
-                if k.endswith("/"):
+                if k.endswith("/") or not k.startswith(key):
                     continue
                 found += 1
                 rel = k[len(key):]
