@@ -115,7 +115,7 @@ def _follow(ref, *, progress: bool, replay_json: bool = False, offset: int = 0) 
                     time.sleep(0.2)
             except KeyboardInterrupt:
                 on_interrupt()
-        return _finish(src, end, ref, console)
+        return _finish(src, end, ref, Console(stderr=True, highlight=False) if replay_json else console)
 
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)

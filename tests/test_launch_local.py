@@ -1,0 +1,262 @@
+"""Local runs: detached start, statuses (incl. lost), attach/replay, logs, stop leaves no process, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import engine.launch as L
+from engine.events import read_all
+from engine.launch import procs
+from engine.launch.rundir import read_json
+from tests.fixtures_launch import ROOT
+
+FINETUI = [sys.executable, "-m", "tui.cli"]
+
+
+def wait_for(pred, timeout=30.0, poll=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError("timed out waiting")
+
+
+def events(ref):
+    return read_all(ref.run_dir / "events.jsonl") if False else _recs(ref.run_dir / "events.jsonl")
+
+
+def _recs(p: Path):
+    from engine.launch.rundir import read_records
+
+    return read_records(p)
+
+
+def wait_end(ref, timeout=30.0):
+    return wait_for(lambda: next((r for r in events(ref) if r["kind"] == "end"), None), timeout)
+
+
+def proc_pgids() -> dict[int, int]:
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                raw = (d / "stat").read_text()
+            except OSError:
+                continue
+            rest = raw[raw.rfind(")") + 2:].split()
+            if rest[0] != "Z":
+                out[int(d.name)] = int(rest[2])
+    return out
+
+
+def cli(*args, cwd=None, env=None, timeout=60, **kw):
+    return subprocess.run(FINETUI + list(args), cwd=cwd or ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_local_run_completes_and_replays(fake_worker, launch_job, tmp_path):
+    fake_worker(steps=6, delay=0.02, ranks=2)
+    ref = L.start_run(launch_job(), secrets={"HF_TOKEN": "s3cr3t-value"})
+    assert ref.host == "local" and ref.run_dir.parent == tmp_path / "runs"
+    assert ref.name.startswith("ft_tiny-llama_")
+    info = read_json(ref.run_dir / "launch.json")
+    assert info["pgid"] == info["pid"] and info["command"]
+    src = L.event_source(ref)
+    got = []
+    wait_for(lambda: got.extend(src.read()) or src.done, 30)
+    assert got[-1]["kind"] == "end" and got[-1]["outcome"] == "completed"
+    assert [r["step"] for r in got if r["kind"] == "log"] == [1, 2, 3, 4, 5, 6]
+    # attach after the finish shows the whole history, byte-exact
+    again = L.event_source(L.resolve_run(ref.name, tmp_path / "runs"))
+    assert again.read() == got and again.offset == (ref.run_dir / "events.jsonl").stat().st_size
+    runs = L.list_runs(tmp_path / "runs")
+    assert [(r.name, r.status, r.step, r.total_steps) for r in runs] == [(ref.name, "completed", 6, 6)]
+    assert runs[0].last_loss == pytest.approx(2 / 6, abs=1e-3)
+    # config written resolved, secrets nowhere in the run directory
+    cfg = (ref.run_dir / "config.toml").read_text()
+    assert "[launch]" in cfg and "learning_rate" in cfg
+    for f in ref.run_dir.iterdir():
+        if f.is_file():
+            assert "s3cr3t-value" not in f.read_text(errors="replace"), f
+    assert "fake worker: step 6" in (ref.run_dir / "worker.log").read_text()
+
+
+def test_secrets_reach_the_worker_by_environment(fake_worker, launch_job):
+    fake_worker(2, 0.01, 1, "--env-report", "FT_TEST_SECRET")
+    ref = L.start_run(launch_job(), secrets={"FT_TEST_SECRET": "abc123"})
+    wait_end(ref)
+    rep = json.loads((ref.run_dir / "env_report.json").read_text())
+    assert rep == {"set": True, "len": 6, "cwd": os.getcwd()}
+    assert "abc123" not in (ref.run_dir / "launch.json").read_text()
+
+
+def test_stop_leaves_no_process_and_ends_stopped(fake_worker, launch_job, tmp_path):
+    fake_worker(1000, 0.05, 3, "--ignore-term")  # ranks that ignore SIGTERM: SIGKILL after the grace period
+    ref = L.start_run(launch_job())
+    wait_for(lambda: any(r["kind"] == "log" for r in events(ref)))
+    pgid = read_json(ref.run_dir / "launch.json")["pgid"]
+    wait_for(lambda: len([p for p, g in proc_pgids().items() if g == pgid]) >= 4)  # supervisor + worker + 2 ranks
+    t = time.time()
+    assert L.stop_run(ref.name, grace=1.0, runs_dir=tmp_path / "runs") == "stopped"
+    assert time.time() - t < 8
+    assert [p for p, g in proc_pgids().items() if g == pgid] == []
+    recs = events(ref)
+    assert recs[-1]["kind"] == "end" and recs[-1]["outcome"] == "stopped"
+    assert sum(r["kind"] == "end" for r in recs) == 1
+    assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
+
+
+def test_graceful_stop_worker_writes_its_own_end(fake_worker, launch_job):
+    fake_worker(1000, 0.05, 2)
+    ref = L.start_run(launch_job())
+    wait_for(lambda: any(r["kind"] == "log" for r in events(ref)))
+    assert L.stop_run(ref) == "stopped"
+    ends = [r for r in events(ref) if r["kind"] == "end"]
+    assert len(ends) == 1 and "by" not in ends[0]  # written by the worker, not the launcher
+
+
+def test_statuses_failed_and_lost(fake_worker, launch_job, tmp_path):
+    fake_worker(10, 0.02, 1, "--fail-at", "3")
+    failed = L.start_run(launch_job(**{"launch.run_name": "will-fail"}))
+    fake_worker(1000, 0.05, 2)
+    lost = L.start_run(launch_job(**{"launch.run_name": "will-be-lost"}))
+    running = L.start_run(launch_job(**{"launch.run_name": "keeps-running"}))
+    wait_end(failed)
+    wait_for(lambda: any(r["kind"] == "log" for r in events(lost)))
+    pgid = read_json(lost.run_dir / "launch.json")["pgid"]
+    os.killpg(pgid, signal.SIGKILL)  # the whole group dies without an end record
+    wait_for(lambda: not procs.group_alive(pgid))
+    st = {r.name: r for r in L.list_runs(tmp_path / "runs")}
+    assert st["will-fail"].status == "failed" and "code 3" in st["will-fail"].error
+    assert "boom" in st["will-fail"].error
+    assert st["will-be-lost"].status == "lost"
+    assert st["keeps-running"].status == "running"
+    src = L.event_source(lost)
+    wait_for(lambda: src.read() is not None and src.done, 5)
+    assert src.lost and not src.ended
+    L.stop_run(running, grace=2)
+    L.delete_run("will-fail", runs_dir=tmp_path / "runs")
+    assert not failed.run_dir.exists()
+
+
+def test_run_name_unique_and_explicit_dir_with_hostile_path(fake_worker, launch_job, tmp_path):
+    fake_worker(2, 0.01)
+    a = L.start_run(launch_job(**{"launch.run_name": "same"}))
+    b = L.start_run(launch_job(**{"launch.run_name": "same"}))
+    assert (a.name, b.name) == ("same", "same-2")
+    hostile = tmp_path / "we'ird $HOME dir \"x\"" / "run `1` ;"
+    c = L.start_run(launch_job(), run_dir=hostile)
+    assert c.run_dir == hostile.resolve()
+    wait_end(c)
+    assert events(c)[-1]["outcome"] == "completed"
+    with pytest.raises(L.LaunchError, match="not empty"):
+        L.start_run(launch_job(), run_dir=hostile)
+
+
+def test_scheduled_run_starts_at_its_time_and_cancel(fake_worker, launch_job, tmp_path, monkeypatch):
+    fake_worker(2, 0.01)
+    # the schema takes minutes; the start time is moved closer through the API to keep the test short
+    soon = time.time() + 2.0
+    monkeypatch.setattr(L, "parse_start_at", lambda text: soon if text else None)
+    ref = L.start_run(launch_job(**{"launch.start_at": "2030-01-01 10:00"}))
+    assert L.list_runs(tmp_path / "runs")[0].status == "scheduled"
+    assert not events(ref)
+    end = wait_end(ref, 20)
+    start = next(r for r in events(ref) if r["kind"] == "start")
+    assert start["t"] >= soon - 0.05 and end["outcome"] == "completed"
+    # a far-away schedule is cancelled by stop
+    monkeypatch.setattr(L, "parse_start_at", lambda text: time.time() + 3600 if text else None)
+    ref2 = L.start_run(launch_job(**{"launch.start_at": "2030-01-01 10:00", "launch.run_name": "later"}))
+    info = {r.name: r for r in L.list_runs(tmp_path / "runs")}["later"]
+    assert info.status == "scheduled" and info.start_at > time.time() + 3000
+    assert L.stop_run(ref2, grace=2) == "stopped"
+    pgid = read_json(ref2.run_dir / "launch.json")["pgid"]
+    assert not procs.group_alive(pgid)
+    assert {r.name: r for r in L.list_runs(tmp_path / "runs")}["later"].status == "stopped"
+
+
+# ------------------------------------------------------------------ CLI
+
+def _preset(tmp_path: Path, **launch) -> Path:
+    from engine import presets
+
+    job = presets.load(ROOT / "presets" / "demo.toml")
+    job.values["launch.runs_dir"] = str(tmp_path / "runs")
+    job.values["general.max_steps"] = 3
+    for k, v in launch.items():
+        job.values[f"launch.{k}"] = v
+    return presets.save(job, tmp_path / "job.toml")
+
+
+def test_cli_train_follows_and_survives_kill9(fake_worker, tmp_path):
+    fake_worker(40, 0.05, 2)
+    preset = _preset(tmp_path)
+    p = subprocess.Popen(FINETUI + ["train", str(preset)], cwd=tmp_path, env=dict(os.environ),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runs = tmp_path / "runs"
+    run = wait_for(lambda: next(iter(runs.iterdir()), None) if runs.is_dir() else None)
+    wait_for(lambda: (run / "events.jsonl").exists() and b'"log"' in (run / "events.jsonl").read_bytes())
+    p.kill()  # kill -9 the CLI: the run goes on
+    p.wait()
+    ref = L.resolve_run(str(run))
+    assert L.list_runs(runs)[0].status == "running"
+    end = wait_end(ref, 30)
+    assert end["outcome"] == "completed" and end["step"] == 40
+    r = cli("runs", "--runs-dir", str(runs))
+    assert r.returncode == 0 and run.name in r.stdout and "completed" in r.stdout
+    r = cli("attach", run.name, "--runs-dir", str(runs), "--json")
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.returncode == 0 and recs == events(ref)
+    r = cli("logs", run.name, "--runs-dir", str(runs))
+    assert "fake worker: step 40" in r.stdout
+
+
+def test_cli_train_exit_code_is_the_outcome(fake_worker, tmp_path):
+    fake_worker(3, 0.01)
+    preset = _preset(tmp_path)
+    r = cli("train", str(preset), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "completed" in r.stdout
+    fake_worker(5, 0.01, 1, "--fail-at", "2")
+    r = cli("train", str(preset), cwd=tmp_path)
+    assert r.returncode == 1 and "failed" in r.stdout
+
+
+def test_cli_detach_stop_and_bad_input(fake_worker, tmp_path):
+    fake_worker(1000, 0.05)
+    preset = _preset(tmp_path)
+    runs = tmp_path / "runs"
+    r = cli("train", str(preset), "--detach", cwd=tmp_path)
+    assert r.returncode == 0
+    name = r.stdout.strip()
+    assert (runs / name / "launch.json").exists()
+    wait_for(lambda: b'"log"' in (runs / name / "events.jsonl").read_bytes() if (runs / name / "events.jsonl").exists() else False)
+    r = cli("logs", name, "-f", "--runs-dir", str(runs), timeout=5) if False else None
+    r = cli("stop", name, "--runs-dir", str(runs), "--grace", "3")
+    assert r.returncode == 0 and "stopped" in r.stdout
+    # bad input: one line, exit 2
+    for args in (["train", str(tmp_path / "missing.toml")], ["attach", "no-such-run", "--runs-dir", str(runs)],
+                 ["stop", "no-such-run", "--runs-dir", str(runs)],
+                 ["train", str(preset), "--at", "tomorrow"]):
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    # scheduled through the CLI: shown as scheduled, stop cancels it
+    r = cli("train", str(preset), "--at", "2099-01-01 10:00", cwd=tmp_path)
+    assert r.returncode == 0 and "scheduled" in r.stdout
+    r = cli("runs", "--runs-dir", str(runs), "--json")
+    st = [json.loads(x) for x in r.stdout.splitlines()]
+    assert sorted(s["status"] for s in st) == ["scheduled", "stopped"]
+    sched = next(s["name"] for s in st if s["status"] == "scheduled")
+    assert cli("stop", sched, "--runs-dir", str(runs)).returncode == 0
+    assert L.list_runs(runs)[0].status in ("stopped",)
