@@ -607,6 +607,8 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
         set_value(job, "general.epochs", int(math.ceil(ep)))
     if raw.get("max_steps") not in (None, -1) and int(raw["max_steps"]) > 0:
         set_value(job, "general.max_steps", raw["max_steps"])
+        if "num_train_epochs" not in raw:
+            job.values["general.epochs"] = None  # max_steps decides; LLaMA-Factory ignores its epochs default
     # schedule
     st = raw.get("lr_scheduler_type")
     if st is not None:
