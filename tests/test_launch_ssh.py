@@ -1,0 +1,198 @@
+"""SSH runs against real sshd instances on 127.0.0.1 (see fixtures_launch.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import engine.launch as L
+from engine.launch import ssh
+from engine.launch.rundir import read_json, read_records
+from tests.fixtures_launch import PYTHON, ROOT
+from tests.test_launch_local import FINETUI, proc_pgids, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def remote_job(launch_job, tmp_path, target, **values):
+    wd = tmp_path / "remote work 'dir' $HOME \"q\""
+    return launch_job(**{"launch.host": target, "launch.remote_python": PYTHON,
+                         "launch.remote_workdir": str(wd), **values})
+
+
+def mirror(ref):
+    return read_records(ref.run_dir / "events.jsonl")
+
+
+def remote_events(ref):
+    return read_records(Path(ref.remote["run_dir"]) / "events.jsonl")
+
+
+def test_remote_run_to_completion_with_local_data(ssh_env, fake_worker, launch_job, tmp_path):
+    fake_worker(8, 0.05, 2, "--env-report", "FT_REMOTE_SECRET")
+    data = tmp_path / "my data's file $x.jsonl"
+    data.write_text('{"instruction": "a", "input": "", "output": "b"}\n' * 4)
+    node = ssh_env.nodes[0]
+    job = remote_job(launch_job, tmp_path, node.target, **{"data.train_path": str(data)})
+    ref = L.start_run(job, secrets={"FT_REMOTE_SECRET": "hush-hush"})
+    assert ref.is_remote and ref.host == node.target
+    rdir = Path(ref.remote["run_dir"])
+    assert rdir.parent == tmp_path / "remote work 'dir' $HOME \"q\"" and rdir.name == ref.name
+    # the data file was copied and the remote config points at the copy
+    cfg = (rdir / "config.toml").read_text()
+    from engine import presets
+
+    train_path = Path(presets.loads(cfg).resolved()["data.train_path"])
+    assert train_path.parent == rdir / "data" and train_path.read_text() == data.read_text()
+    assert (ref.run_dir / "config.toml").read_text() == cfg
+    src = L.event_source(ref)
+    got = []
+    wait_for(lambda: got.extend(src.read()) or src.done, 60)
+    assert got[-1]["kind"] == "end" and got[-1]["outcome"] == "completed"
+    assert [r["step"] for r in got if r["kind"] == "log"] == list(range(1, 9))
+    assert mirror(ref) == remote_events(ref) == got
+    rep = json.loads((rdir / "env_report.json").read_text())
+    assert rep["set"] and rep["len"] == 9
+    for f in list(rdir.rglob("*")) + list(ref.run_dir.rglob("*")):
+        if f.is_file():
+            assert "hush-hush" not in f.read_text(errors="replace"), f
+    info = L.list_runs(tmp_path / "runs")[0]
+    assert (info.status, info.host, info.step) == ("completed", node.target, 8)
+    r = subprocess.run(FINETUI + ["logs", ref.name, "--runs-dir", str(tmp_path / "runs")], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert "fake worker: step 8" in r.stdout
+
+
+def test_remote_client_killed_run_continues_reattach_no_gap(ssh_env, fake_worker, launch_job, tmp_path):
+    fake_worker(60, 0.05, 1)
+    node = ssh_env.nodes[1]
+    preset = tmp_path / "job.toml"
+    from engine import presets
+
+    presets.save(remote_job(launch_job, tmp_path, node.alias), preset)
+    p = subprocess.Popen(FINETUI + ["train", str(preset)], cwd=tmp_path, env=dict(os.environ),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runs = tmp_path / "runs"
+    run = wait_for(lambda: next((d for d in runs.iterdir() if (d / "remote.json").exists()), None)
+                   if runs.is_dir() else None, 60)
+    ref = L.resolve_run(run.name, runs)
+    wait_for(lambda: any(r["kind"] == "log" for r in mirror(ref)), 60)
+    p.kill()  # the client dies; the remote run does not
+    p.wait()
+    time.sleep(0.3)
+    assert L.list_runs(runs)[0].status == "running"
+    # reattach from the start; kill the SSH connection of the tail twice mid-run
+    src = L.event_source(ref)
+    got = []
+    kills = 0
+    deadline = time.time() + 60
+    while not src.done and time.time() < deadline:
+        got.extend(src.read())
+        if src._proc is not None and kills < 2 and len(got) > 15 * (kills + 1):
+            src._proc.kill()
+            kills += 1
+        time.sleep(0.05)
+    assert kills == 2 and src.reconnects >= 2
+    assert got[-1]["kind"] == "end" and got[-1]["outcome"] == "completed"
+    steps = [r["step"] for r in got if r["kind"] == "log"]
+    assert steps == list(range(1, 61))  # no gap, no duplicate
+    assert got == remote_events(ref) == mirror(ref)
+    # attach through the CLI after the end: the full history
+    r = subprocess.run(FINETUI + ["attach", ref.name, "--runs-dir", str(runs), "--json"], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0 and [json.loads(x) for x in r.stdout.splitlines()] == got
+
+
+def test_remote_stop_leaves_no_process(ssh_env, fake_worker, launch_job, tmp_path):
+    fake_worker(1000, 0.05, 3, "--ignore-term")
+    node = ssh_env.nodes[0]
+    ref = L.start_run(remote_job(launch_job, tmp_path, node.target))
+    pgid = ref.remote["nodes"][0]["pgid"]
+    wait_for(lambda: any(r["kind"] == "log" for r in remote_events(ref)), 60)
+    assert L.stop_run(ref, grace=1.0) == "stopped"
+    assert [p for p, g in proc_pgids().items() if g == pgid] == []
+    assert mirror(ref)[-1]["outcome"] == "stopped"
+    assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
+    L.delete_run(ref)
+    assert not Path(ref.remote["run_dir"]).exists() and not ref.run_dir.exists()
+
+
+def test_remote_lost_and_scheduled_cancel(ssh_env, fake_worker, launch_job, tmp_path, monkeypatch):
+    import signal
+
+    fake_worker(1000, 0.05, 1)
+    node = ssh_env.nodes[0]
+    lost = L.start_run(remote_job(launch_job, tmp_path, node.target, **{"launch.run_name": "r-lost"}))
+    wait_for(lambda: any(r["kind"] == "log" for r in remote_events(lost)), 60)
+    os.killpg(lost.remote["nodes"][0]["pgid"], signal.SIGKILL)
+    monkeypatch.setattr(L, "parse_start_at", lambda t: time.time() + 3600 if t else None)
+    sched = L.start_run(remote_job(launch_job, tmp_path, node.target,
+                                   **{"launch.run_name": "r-sched", "launch.start_at": "2099-01-01 10:00"}))
+    time.sleep(0.5)
+    st = {r.name: r.status for r in L.list_runs(tmp_path / "runs")}
+    assert st == {"r-lost": "lost", "r-sched": "scheduled"}
+    src = L.event_source(lost)
+    wait_for(lambda: src.read() is not None and src.done, 30)
+    assert src.lost
+    assert L.stop_run(sched) == "stopped"
+    assert not any(g == sched.remote["nodes"][0]["pgid"] for g in proc_pgids().values())
+
+
+def test_unreachable_host_and_host_keys(ssh_env, fake_worker, launch_job, tmp_path):
+    from tests.fixtures_launch import free_port
+
+    port = free_port()
+    with pytest.raises(L.LaunchError, match=rf"cannot reach root@127.0.0.1:{port} .*connection refused"):
+        L.start_run(remote_job(launch_job, tmp_path, f"root@127.0.0.1:{port}"))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    # unknown host key: a config whose known_hosts is empty
+    node = ssh_env.nodes[0]
+    empty = tmp_path / "known_hosts_empty"
+    empty.write_text("")
+    os.environ["FINETUI_SSH_CONFIG"] = str(ssh_env.write_config(tmp_path / "cfg_unknown", empty))
+    ssh._master_ok.clear()
+    ctl = tmp_path / "c"
+    os.environ["FINETUI_SSH_CONTROL_DIR"] = str(ctl)  # no master shared with the trusted config
+    with pytest.raises(L.LaunchError) as ei:
+        L.start_run(remote_job(launch_job, tmp_path, node.alias))
+    msg = str(ei.value)
+    assert "host key" in msg and "not known" in msg and f"ssh-keyscan -p {node.port} 127.0.0.1" in msg
+    # changed host key
+    other = ssh_env.nodes[1].host_pub
+    bad = tmp_path / "known_hosts_bad"
+    bad.write_text(f"[127.0.0.1]:{node.port} {other}\n")
+    os.environ["FINETUI_SSH_CONFIG"] = str(ssh_env.write_config(tmp_path / "cfg_changed", bad))
+    ssh._master_ok.clear()
+    r = subprocess.run(FINETUI + ["train", str(_save(launch_job, tmp_path, node.target)), "--detach"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path, env=dict(os.environ))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "CHANGED" in r.stderr and "ssh-keygen -R" in r.stderr
+    r = subprocess.run(FINETUI + ["doctor", "--host", f"root@127.0.0.1:{port}"], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ))
+    assert r.returncode == 1 and "problem" in r.stdout and "connection refused" in r.stdout
+
+
+def _save(launch_job, tmp_path, target):
+    from engine import presets
+
+    return presets.save(remote_job(launch_job, tmp_path, target), tmp_path / "remote.toml")
+
+
+def test_doctor_remote(ssh_env):
+    node = ssh_env.nodes[0]
+    r = subprocess.run(FINETUI + ["doctor", "--host", node.alias, "--python", PYTHON], capture_output=True,
+                       text=True, timeout=180, env=dict(os.environ))
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0, r.stdout + r.stderr
+    topics = {ln.split()[1]: ln.split()[0] for ln in lines}
+    assert topics["ssh"] == "ok" and topics["python"] == "ok" and topics["finetui"] == "ok"
+    assert topics["torch"] == "ok" and "disk" in topics and "gpus" in topics
+    r = subprocess.run(FINETUI + ["doctor", "--host", node.alias, "--python", "/nonexistent/python"],
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert r.returncode == 1 and "not found" in r.stdout and "fix:" in r.stdout
