@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -111,12 +113,12 @@ def log_line(rec: dict[str, Any]) -> str:
     return f"{ts} {k}"
 
 
-def _prepare(run_dir: Path, host: str = "local") -> None:
+def _prepare(run_dir: Path, host: str = "local", **launch: Any) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     demo = Path(__file__).resolve().parent.parent / "presets" / "demo.toml"
     if demo.exists() and not (run_dir / "config.toml").exists():
         shutil.copy(demo, run_dir / "config.toml")
-    (run_dir / "launch.json").write_text(json.dumps({"host": host, "command": ["fake_run"]}))
+    (run_dir / "launch.json").write_text(json.dumps({"host": host, "command": ["fake_run"], **launch}))
 
 
 def write_fake_run(run_dir: str | Path, *, log: bool = True, **kw: Any) -> Path:
@@ -140,10 +142,16 @@ class FakeRunWriter(threading.Thread):
     ``written`` maps step -> time.time() at which that step's ``log`` record was
     flushed (for latency measurements).  Call ``stop()`` to end early; it then
     writes an ``end`` record with outcome ``stopped`` unless ``end=False``.
+
+    With ``guard=True`` a stand-in process (``sleep``, in its own session) plays
+    the run's process group and is recorded in ``launch.json`` (pid, pgid), so the
+    real ``stop_run`` / ``list_runs`` treat the fake run as a live one; when that
+    group is killed the writer stops writing (``stop_run`` records the end).
     """
 
     def __init__(self, run_dir: str | Path, *, rate: float = 100.0, steps: int = 10_000,
-                 outcome: str = "completed", end: bool = True, log: bool = True, **kw: Any):
+                 outcome: str = "completed", end: bool = True, log: bool = True, guard: bool = False,
+                 **kw: Any):
         super().__init__(daemon=True, name="fake-run-writer")
         self.run_dir = Path(run_dir)
         self.rate = rate
@@ -154,20 +162,53 @@ class FakeRunWriter(threading.Thread):
         self.kw = kw
         self.written: dict[int, float] = {}
         self.count = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.done = threading.Event()
+        self.guard: subprocess.Popen | None = None
+        self.killed = False
+        if guard:
+            self.guard = subprocess.Popen(["sleep", "3600"], start_new_session=True, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            threading.Thread(target=self.guard.wait, daemon=True).start()  # reap it when killed
+            _prepare(self.run_dir, pid=self.guard.pid, pgid=self.guard.pid, started=time.time())
+        else:
+            _prepare(self.run_dir)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop writing, wait for the thread, and kill the stand-in process."""
+        self.stop()
+        if self.is_alive():
+            self.join(timeout)
+        if self.guard is not None and self.guard.poll() is None:
+            self.guard.kill()
+            self.guard.wait(5)
+
+    def _group_gone(self) -> bool:
+        if self.guard is None:
+            return False
+        if self.guard.returncode is not None:
+            return True
+        try:
+            os.killpg(self.guard.pid, 0)
+            return False
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
 
     def run(self) -> None:
-        _prepare(self.run_dir)
         period = 1.0 / self.rate if self.rate > 0 else 0.0
         nxt = time.perf_counter()
         last_step = 0
         with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as fe, \
                 open(self.run_dir / "worker.log", "a", encoding="utf-8") as fl:
             def put(rec: dict[str, Any]) -> None:
+                if self._group_gone():
+                    self.killed = True
+                    return
                 rec = {**rec, "t": round(time.time(), 4)}
                 fe.write(json.dumps(rec) + "\n")
                 fe.flush()
@@ -179,7 +220,7 @@ class FakeRunWriter(threading.Thread):
                 self.count += 1
 
             for rec in fake_records(self.steps, outcome=self.outcome, end=False, **self.kw):
-                if self._stop.is_set():
+                if self._halt.is_set() or self.killed:
                     break
                 put(rec)
                 last_step = rec["step"]
@@ -187,10 +228,10 @@ class FakeRunWriter(threading.Thread):
                     nxt += period
                     delay = nxt - time.perf_counter()
                     if delay > 0:
-                        if self._stop.wait(delay):
+                        if self._halt.wait(delay):
                             break
-            if self.end:
-                outcome = "stopped" if self._stop.is_set() else self.outcome
+            if self.end and not self.killed and not self._group_gone():
+                outcome = "stopped" if self._halt.is_set() else self.outcome
                 put({"kind": "end", "step": last_step, "outcome": outcome, "final_path": None})
         self.done.set()
 
@@ -221,3 +262,31 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# -- test helpers (Textual imported lazily: the writer itself needs none) ------
+
+
+def harness_app(screen_factory: Any, *, theme: str | None = None, open_job: Any = None) -> Any:
+    """A bare App that shows ``screen_factory()`` on top of an empty base screen."""
+    from textual.app import App
+
+    class DashboardHarness(App):
+        def on_mount(self) -> None:
+            if theme:
+                self.theme = theme
+            self.push_screen(screen_factory())
+
+    app = DashboardHarness()
+    if open_job is not None:
+        app.open_job = open_job  # type: ignore[attr-defined]
+    return app
+
+
+async def wait_for(pilot: Any, cond: Any, timeout: float = 10.0, step: float = 0.02) -> None:
+    """Pause the pilot until ``cond()`` is true (fails after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {getattr(cond, '__name__', cond)}")
+        await pilot.pause(step)

@@ -42,6 +42,13 @@ STATUS_ICON = {
 }
 
 
+def _set(w: Static, text: str, layout: bool = False) -> None:
+    """Update a Static only when its text changes; no layout pass for fixed-height lines."""
+    if getattr(w, "_shown_text", None) != text:
+        w._shown_text = text  # type: ignore[attr-defined]
+        w.update(text, layout=layout)
+
+
 class RunUpdate(Message):
     """A batch of new records and log lines from the tail worker."""
 
@@ -53,9 +60,12 @@ class RunUpdate(Message):
 
 
 class FeedProblem(Message):
-    def __init__(self, text: str):
+    """The source cannot be read, or (``lost``) the run's processes are gone without an end record."""
+
+    def __init__(self, text: str, lost: bool = False):
         super().__init__()
         self.text = text
+        self.lost = lost
 
 
 class MonitorScreen(Screen):
@@ -83,6 +93,8 @@ class MonitorScreen(Screen):
         self.loaded = False  # True once the history available at attach time has been read
         self.stop_requested = False
         self.problem: str | None = None
+        self._classes_for: tuple = ()
+        self._ckpt_shown: tuple = ()
 
     # -- layout ----------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -91,10 +103,10 @@ class MonitorScreen(Screen):
         from tui.widgets.plot import MetricPlot
         from tui.widgets.progress import RunProgress
 
-        yield Static("", id="mon-title")
+        yield Static("", id="mon-title", markup=False)
         yield RunProgress(id="mon-progress")
-        yield Static("", id="mon-stats")
-        yield Static("", id="mon-end")
+        yield Static("", id="mon-stats", markup=False)
+        yield Static("", id="mon-end", markup=False)
         with Horizontal(id="mon-plots"):
             yield MetricPlot("loss", id="plot-loss")
             with Vertical(id="mon-side-plots"):
@@ -139,6 +151,9 @@ class MonitorScreen(Screen):
                 caught_up = not recs  # an empty read: the history so far is all in
                 self.post_message(RunUpdate(recs, lines, caught_up))
                 loaded = loaded or caught_up
+            if not ended and not recs and runsource.feed_lost(feed):
+                ended = True
+                self.post_message(FeedProblem("", lost=True))
             if recs:
                 idle = 0
                 ended = ended or any(r.get("kind") == "end" for r in recs)
@@ -165,7 +180,12 @@ class MonitorScreen(Screen):
 
     def on_feed_problem(self, msg: FeedProblem) -> None:
         msg.stop()
-        self.problem = msg.text
+        if msg.lost:
+            if not self.state.finished:
+                self.state.status = "lost"
+                self.state.version += 1
+        else:
+            self.problem = msg.text
         self.loaded = True
         self._show_text()
 
@@ -211,20 +231,25 @@ class MonitorScreen(Screen):
         if st.world_size > 1:
             extra.append(f"{st.world_size} ranks")
         title = self.query_one("#mon-title", Static)
-        title.update(f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "")
-                     + (f"  ({', '.join(extra)})" if extra else ""))
-        for s in STATUS_ICON:
-            title.set_class(s == status, f"-{s}")
-        self.query_one("#mon-stats", Static).update(stats_text(st))
+        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "")
+             + (f"  ({', '.join(extra)})" if extra else ""))
+        _set(self.query_one("#mon-stats", Static), stats_text(st))
         end = self.query_one("#mon-end", Static)
         msg = self._end_text()
-        end.update(msg or "")
-        end.display = bool(msg)
-        for s in ("completed", "early_stopped", "stopped", "failed", "lost", "problem"):
-            end.set_class(s == (status if not self.problem or st.finished else "problem"), f"-{s}")
-        if st.ckpt_version:
+        _set(end, msg or "", layout=True)
+        end_class = status if not self.problem or st.finished else "problem"
+        if (status, end_class, bool(msg)) != self._classes_for:
+            self._classes_for = (status, end_class, bool(msg))
+            for s in STATUS_ICON:
+                title.set_class(s == status, f"-{s}")
+            for s in ("completed", "early_stopped", "stopped", "failed", "lost", "problem"):
+                end.set_class(s == end_class, f"-{s}")
+            end.display = bool(msg)
+        ck = (st.ckpt_version, len(st.eval_series) if st.ckpt_version else 0)
+        if st.ckpt_version and ck != self._ckpt_shown:
             from tui.widgets.checkpoints import CheckpointTable
 
+            self._ckpt_shown = ck
             self.query_one("#ckpt-table", CheckpointTable).show(st.checkpoint_rows())
 
     def _end_text(self) -> str:

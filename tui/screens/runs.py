@@ -74,11 +74,11 @@ class RunsScreen(Screen):
         self.problem: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("Runs", id="runs-title")
+        yield Static("Runs", id="runs-title", markup=False)
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static(f"No runs yet in {self.runs_dir}/ — launch one from the wizard, or "
-                     "`finetui train FILE --detach`.", id="runs-empty")
-        yield Static("", id="runs-detail")
+                     "`finetui train FILE --detach`.", id="runs-empty", markup=False)
+        yield Static("", id="runs-detail", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -340,9 +340,9 @@ class OverlayScreen(ModalScreen[None]):
         from tui.widgets.plot import MetricPlot
 
         with Vertical(id="overlay-box"):
-            yield Static(" vs ".join(n for n, _ in self.runs), id="overlay-title")
+            yield Static(" vs ".join(n for n, _ in self.runs), id="overlay-title", markup=False)
             yield MetricPlot("loss", id="overlay-plot")
-            yield Static("train loss (line) and eval loss per run · Esc closes", id="overlay-hint")
+            yield Static("train loss (line) and eval loss per run · Esc closes", id="overlay-hint", markup=False)
 
     def on_mount(self) -> None:
         self._load()

@@ -21,21 +21,38 @@ class CheckpointTable(DataTable):
         self.add_column("Best", key="best", width=4)
 
     def show(self, rows: list[dict[str, Any]]) -> None:
-        """Show ``rows`` (from RunState.checkpoint_rows); redraws only when they changed."""
+        """Show ``rows`` (from RunState.checkpoint_rows); touches only the rows that changed."""
         key = [(int(r.get("step") or 0), r.get("t"), bool(r.get("complete", True)), bool(r.get("_best")))
                for r in rows]
         if key == self._shown:
             return
+        old = {k[0]: k for k in self._shown}
+        if [k[0] for k in self._shown] != [k[0] for k in key][: len(self._shown)]:
+            self.clear()  # not an extension of what is shown: start over
+            old = {}
+        for k in key:
+            step, t, complete, best = k
+            prev = old.get(step)
+            if prev == k:
+                continue
+            cells = self._cells(k)
+            if prev is None:
+                self.add_row(*cells, key=str(step))
+            else:
+                for col, value in zip(("step", "time", "complete", "best"), cells):
+                    self.update_cell(str(step), col, value)
+        added = len(key) > len(self._shown)
         self._shown = key
-        self.clear()
-        for step, t, complete, best in key:
-            ts = time.strftime("%H:%M:%S", time.localtime(t)) if isinstance(t, (int, float)) else "—"
-            self.add_row(
-                Text(str(step), justify="right"),
-                ts,
-                Text("✔", style="green") if complete else Text("…", style="yellow"),
-                Text("★", style="bold yellow") if best else "",
-                key=str(step),
-            )
-        if key:
+        if added:
             self.scroll_end(animate=False)
+
+    @staticmethod
+    def _cells(k: tuple[Any, ...]) -> tuple[Any, ...]:
+        step, t, complete, best = k
+        ts = time.strftime("%H:%M:%S", time.localtime(t)) if isinstance(t, (int, float)) else "—"
+        return (
+            Text(str(step), justify="right"),
+            ts,
+            Text("✔", style="green") if complete else Text("…", style="yellow"),
+            Text("★", style="bold yellow") if best else "",
+        )

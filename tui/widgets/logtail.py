@@ -58,7 +58,7 @@ class LogTail(Vertical):
         self.total = 0
 
     def compose(self) -> ComposeResult:
-        yield Static("Log", id="log-title")
+        yield Static("Log", id="log-title", markup=False)
         yield Input(placeholder="search the log (Enter keeps it, Esc clears)", id="log-search")
         yield RichLog(id="log-view", max_lines=SHOW_LINES, wrap=True, markup=False, auto_scroll=True)
 
@@ -84,9 +84,8 @@ class LogTail(Vertical):
         self.total += len(new)
         show = new if not self.term else [ln for ln in new if self.term.lower() in ln.lower()]
         show = show[-SHOW_LINES:]
-        view = self.view
-        for ln in show:
-            view.write(self._styled(ln))
+        if show:  # one write per batch: each write costs a render pass
+            self.view.write(Text("\n").join(self._styled(ln) for ln in show))
         if self.term:
             self._update_title()
 
@@ -110,8 +109,9 @@ class LogTail(Vertical):
         view.clear()
         src = list(self.lines)
         show = [ln for ln in src if term.lower() in ln.lower()] if term else src
-        for ln in show[-SHOW_LINES:]:
-            view.write(self._styled(ln))
+        show = show[-SHOW_LINES:]
+        if show:
+            view.write(Text("\n").join(self._styled(ln) for ln in show))
         self._update_title()
 
     def matches(self) -> int:
@@ -122,9 +122,9 @@ class LogTail(Vertical):
     def _update_title(self) -> None:
         title = self.query_one("#log-title", Static)
         if self.term:
-            title.update(f"Log — {self.matches()} lines match “{self.term}”")
+            title.update(f"Log — {self.matches()} lines match “{self.term}”", layout=False)
         else:
-            title.update("Log")
+            title.update("Log", layout=False)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "log-search":

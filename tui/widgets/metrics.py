@@ -234,16 +234,15 @@ class RunState:
         return [{**c, "_best": int(c.get("step") or 0) == best_step} for c in rows]
 
     def _eval_at(self, step: int) -> float | None:
-        xs, ys = self.eval_series.xs, self.eval_series.ys
-        v = None
-        for x, y in zip(xs, ys):
-            if x <= step:
-                v = y
-            else:
-                break
-        if self.eval_series.last and self.eval_series.last[0] <= step:
-            v = self.eval_series.last[1]
-        return v
+        """The last eval loss at or before ``step``."""
+        import bisect
+
+        last = self.eval_series.last
+        if last is not None and last[0] <= step:
+            return last[1]
+        xs = self.eval_series.xs
+        i = bisect.bisect_right(xs, step)
+        return self.eval_series.ys[i - 1] if i else None
 
 
 def _num(v: Any) -> float | None:

@@ -53,6 +53,8 @@ class MetricPlot(PlotextPlot):
         self.placeholder = "waiting for data…"
         self.draws = 0
         self.int_x = True  # x is a step count
+        self.builds = 0
+        self._cache: tuple | None = None
 
     def set_lines(self, lines: list[Line], title: str | None = None) -> None:
         """Replace the data; call :meth:`redraw` (throttled by the caller) to show it."""
@@ -103,7 +105,14 @@ class MetricPlot(PlotextPlot):
             return Text(self.plot_title, overflow="ellipsis", no_wrap=True)
         if not getattr(self, "_has_data", False):
             return Text.assemble((self.plot_title + "\n", "bold"), (self.placeholder, "dim"))
+        # building a plotext figure costs ~20 ms: build once per (data, size, theme), not per repaint
+        key = (self.draws, self.size, self.app.theme)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
         try:
-            return super().render()
+            out = super().render()
         except Exception as e:  # plotext can fail on degenerate sizes/data: never crash the screen
-            return Text(f"{self.plot_title}: cannot draw ({e.__class__.__name__})", style="dim")
+            out = Text(f"{self.plot_title}: cannot draw ({e.__class__.__name__})", style="dim")
+        self._cache = (key, out)
+        self.builds += 1
+        return out

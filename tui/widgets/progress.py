@@ -10,9 +10,11 @@ from tui.widgets.metrics import RunState, fmt_duration, fmt_mem, fmt_rate
 
 
 class RunProgress(Horizontal):
+    _text = ""
+
     def compose(self) -> ComposeResult:
         yield ProgressBar(total=1, show_eta=False, show_percentage=True, id="run-bar")
-        yield Static("", id="run-steps")
+        yield Static("", id="run-steps", markup=False)
 
     def show(self, st: RunState, now: float) -> None:
         bar = self.query_one("#run-bar", ProgressBar)
@@ -20,8 +22,11 @@ class RunProgress(Horizontal):
         if total:
             if bar.total != total:
                 bar.update(total=total)
-            bar.update(progress=min(st.step, total))
-        elif st.finished:
+            # the bar shows whole percents: update it only when one is crossed
+            if int(100 * bar.progress / total) != int(100 * min(st.step, total) / total) or st.step >= total:
+                if bar.progress != min(st.step, total):
+                    bar.update(progress=min(st.step, total))
+        elif st.finished and bar.progress != (1 if st.ended_ok else 0):
             bar.update(total=1, progress=1 if st.ended_ok else 0)
         steps = f"step {st.step}/{st.total_steps}" if st.total_steps else f"step {st.step}"
         parts = [steps]
@@ -31,7 +36,10 @@ class RunProgress(Horizontal):
         if not st.finished:
             eta = st.eta(now)
             parts.append(f"ETA {fmt_duration(eta)}" if eta is not None else "ETA —")
-        self.query_one("#run-steps", Static).update(" · ".join(parts))
+        text = " · ".join(parts)
+        if text != self._text:
+            self._text = text
+            self.query_one("#run-steps", Static).update(text, layout=False)
 
 
 def stats_text(st: RunState) -> str:

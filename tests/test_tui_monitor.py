@@ -1,0 +1,264 @@
+"""The run dashboard (MonitorScreen): history on attach, live updates, stop, detach, search; snapshots."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fake_run import T0, FakeRunWriter, fake_records, harness_app, wait_for, write_fake_run
+from tui import runsource
+from tui.screens.monitor import MonitorScreen
+from tui.widgets.metrics import RunState, Series
+
+FIXED_NOW = T0 + 200.0
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path) -> Path:
+    d = tmp_path / "runs" / "ft_tiny-llama_20261118-101320"
+    write_fake_run(d, steps=80)
+    return d
+
+
+@pytest.fixture
+def failed_run(tmp_path: Path) -> Path:
+    d = tmp_path / "runs" / "ft_tiny-llama_20261118-111320"
+    write_fake_run(d, steps=120, outcome="failed", end_at=42, t0=T0 + 3600, seed=1)
+    return d
+
+
+@pytest.fixture
+def live_writer(tmp_path: Path):
+    writers: list[FakeRunWriter] = []
+
+    def make(**kw) -> FakeRunWriter:
+        d = tmp_path / "runs" / f"ft_live_{len(writers)}"
+        w = FakeRunWriter(d, **kw)
+        writers.append(w)
+        return w
+
+    yield make
+    for w in writers:
+        w.close()
+
+
+# -- the model behind the widgets -------------------------------------------------
+
+
+def test_series_keeps_whole_history_in_bounded_memory():
+    s = Series(cap=64)
+    for i in range(10_000):
+        s.append(float(i), float(i % 7))
+    assert len(s) < 64
+    xs, _ = s.points()
+    assert xs[0] == 0.0 and xs[-1] == 9999.0  # first and latest points survive decimation
+    xs2, _ = s.points(max_points=10)
+    assert len(xs2) <= 11 and xs2[-1] == 9999.0
+
+
+def test_run_state_from_records():
+    st = RunState()
+    st.update(fake_records(steps=80))
+    assert st.status == "completed" and st.step == 80 and st.total_steps == 80
+    assert len(st.train_loss) == 80 and len(st.eval_series) == 8
+    assert st.rows_dropped == 3 and st.world_size == 2
+    rows = st.checkpoint_rows()
+    assert [r["step"] for r in rows] == [20, 40, 60, 80]
+    assert sum(r["_best"] for r in rows) == 1
+    assert st.elapsed(T0 + 10_000) == pytest.approx(st.ended - st.started)
+    assert st.eta(T0) is None  # finished
+
+
+def test_run_state_failed_and_eta():
+    st = RunState()
+    st.update(fake_records(steps=120, outcome="failed", end_at=42))
+    assert st.status == "failed" and st.error.startswith("CUDA out of memory")
+    live = RunState()
+    live.update(fake_records(steps=100, end=False, end_at=50, dt=2.0))
+    assert live.status == "running"
+    assert live.eta(0) == pytest.approx(50 * 2.0, rel=0.05)
+
+
+# -- Pilot ----------------------------------------------------------------------------
+
+
+async def test_attach_to_finished_run_shows_whole_history_and_end_state(finished_run):
+    app = harness_app(lambda: MonitorScreen(finished_run, clock=lambda: FIXED_NOW))
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        assert isinstance(scr, MonitorScreen)
+        await wait_for(pilot, lambda: scr.loaded)
+        await pilot.pause()
+        st = scr.state
+        assert st.status == "completed" and st.step == 80
+        xs, _ = st.train_loss.points()
+        assert xs[0] == 1 and xs[-1] == 80 and len(xs) == 80  # the full curve
+        loss_plot = scr.query_one("#plot-loss")
+        assert loss_plot.draws >= 1 and loss_plot.lines[0].xs[-1] == 80
+        end = scr.query_one("#mon-end")
+        assert end.display and "Completed at step 80" in str(end.render())
+        assert "step 80/80" in str(scr.query_one("#run-steps").render())
+        assert scr.query_one("#ckpt-table").row_count == 4
+        assert scr.query_one("#mon-log").total > 80  # worker.log lines
+
+
+async def test_failed_run_shows_the_error_line(failed_run):
+    app = harness_app(lambda: MonitorScreen(failed_run, clock=lambda: FIXED_NOW))
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded)
+        text = str(scr.query_one("#mon-end").render())
+        assert "Failed at step 42" in text and "CUDA out of memory" in text
+        assert scr.query_one("#mon-end").has_class("-failed")
+
+
+async def test_events_become_log_lines_without_worker_log(tmp_path):
+    d = tmp_path / "runs" / "nolog"
+    write_fake_run(d, steps=40, log=False)
+    app = harness_app(lambda: MonitorScreen(d, clock=lambda: FIXED_NOW))
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded)
+        log = scr.query_one("#mon-log")
+        assert any("end: completed" in ln for ln in log.lines)
+        assert any("checkpoint" in ln for ln in log.lines)
+
+
+async def test_live_run_updates_progress_and_plots_at_bounded_rate(live_writer):
+    w = live_writer(rate=200, steps=5000)
+    w.start()
+    await_start = time.monotonic()
+    while not w.written and time.monotonic() - await_start < 5:
+        time.sleep(0.01)
+    app = harness_app(lambda: MonitorScreen(w.run_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded and scr.state.step > 0)
+        plot = scr.query_one("#plot-loss")
+        step0, draws0, t0 = scr.state.step, plot.draws, time.monotonic()
+        label0 = str(scr.query_one("#run-steps").render())
+        await pilot.pause(1.2)
+        dt = time.monotonic() - t0
+        assert scr.state.status == "running"
+        assert scr.state.step > step0 + 50  # ~200 records/s streamed in
+        assert str(scr.query_one("#run-steps").render()) != label0
+        draws = plot.draws - draws0
+        assert 1 <= draws <= 4.0 * dt + 2  # plots redrawn at most ~4 Hz
+        assert plot.lines[0].xs[-1] > step0
+        # the process stayed responsive: a key press is handled at once
+        await pilot.press("slash")
+        assert scr.query_one("#mon-log").has_class("-searching")
+
+
+async def test_stop_asks_for_confirmation_then_stops(live_writer, monkeypatch):
+    from tui.widgets.confirm import ConfirmScreen
+
+    w = live_writer(rate=10, steps=100_000, guard=True)
+    w.start()
+    calls = []
+    real_stop = runsource.stop_run
+
+    def spy(ref, grace=15.0):
+        calls.append(ref)
+        return real_stop(ref, grace=grace)
+
+    monkeypatch.setattr(runsource, "stop_run", spy)
+    app = harness_app(lambda: MonitorScreen(w.run_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded and scr.state.status == "running")
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # cancel: nothing happens
+        assert app.screen is scr and not calls
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.click("#confirm-yes")
+        await wait_for(pilot, lambda: scr.state.status == "stopped", timeout=20)
+        assert len(calls) == 1
+        assert "Stopped at step" in str(scr.query_one("#mon-end").render())
+    assert w.killed or not w.is_alive()
+
+
+async def test_detach_leaves_the_run_going(live_writer):
+    w = live_writer(rate=20, steps=100_000)
+    w.start()
+    app = harness_app(lambda: MonitorScreen(w.run_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded and scr.state.step > 0)
+        await pilot.press("d")
+        await pilot.pause()
+        assert not isinstance(app.screen, MonitorScreen)
+        n = w.count
+        await pilot.pause(0.2)
+        assert w.is_alive() and w.count > n
+
+
+async def test_log_search_filters_and_clears(finished_run):
+    app = harness_app(lambda: MonitorScreen(finished_run, clock=lambda: FIXED_NOW))
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded)
+        log = scr.query_one("#mon-log")
+        await pilot.press("slash")
+        await pilot.press(*"saved")
+        await pilot.pause()
+        assert log.term == "saved" and log.matches() == 4
+        assert "4 lines match" in str(scr.query_one("#log-title").render())
+        await pilot.press("escape")  # clears the search, stays on the dashboard
+        assert log.term == "" and app.screen is scr
+
+
+async def test_missing_run_says_so(tmp_path):
+    app = harness_app(lambda: MonitorScreen(runsource.LocalRunRef(tmp_path / "nope")))
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await pilot.pause(0.3)
+        assert scr.state.status == "pending"
+
+
+# -- snapshots (fixed clock, fixed run data) ----------------------------------------------
+
+
+def _mon_snapshot_app(run_dir: Path, theme: str | None = None):
+    return harness_app(lambda: MonitorScreen(run_dir, clock=lambda: FIXED_NOW), theme=theme)
+
+
+async def _loaded(pilot):
+    scr = pilot.app.screen
+    await wait_for(pilot, lambda: getattr(scr, "loaded", False))
+    await pilot.pause()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_snapshot_monitor_completed(snap_compare, finished_run, utc, size):
+    assert snap_compare(_mon_snapshot_app(finished_run), terminal_size=size, run_before=_loaded)
+
+
+def test_snapshot_monitor_failed_light(snap_compare, failed_run, utc):
+    assert snap_compare(_mon_snapshot_app(failed_run, theme="textual-light"), terminal_size=(80, 24),
+                        run_before=_loaded)
+
+
+def test_snapshot_monitor_running(snap_compare, tmp_path, utc):
+    d = tmp_path / "runs" / "ft_tiny-llama_20261118-101320"
+    write_fake_run(d, steps=200, end=False, end_at=90)
+    # a live run, half-way: fixed clock 10 s after its last record
+    now = json.loads((d / "events.jsonl").read_text().splitlines()[-1])["t"] + 10
+
+    app = harness_app(lambda: MonitorScreen(d, clock=lambda: now))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_loaded)
