@@ -56,20 +56,18 @@ def compat_data() -> Path:
 
 @pytest.fixture(scope="session")
 def data_tokenizer(tmp_path_factory):
-    """The tiny model's tokenizer (chat template included), built once per session."""
-    cache = os.environ.get("FINETUI_TEST_CACHE_DIR") or str(tmp_path_factory.getbasetemp() / "finetui-cache")
-    old = os.environ.get("FINETUI_CACHE_DIR")
-    os.environ["FINETUI_CACHE_DIR"] = cache
-    try:
-        from engine.data.tokenize import load_tokenizer
+    """The tiny model's tokenizer (byte-level BPE + ChatML chat template with generation markers).
 
-        tok = load_tokenizer("finetui:tiny-llama")
-    finally:
-        if old is None:
-            os.environ.pop("FINETUI_CACHE_DIR", None)
-        else:
-            os.environ["FINETUI_CACHE_DIR"] = old
+    Only the tokenizer is built (``engine.tiny.build_tokenizer``), not the model, and it is saved
+    to a folder (``tok.saved_path``) so subprocesses load it with ``from_pretrained``.
+    """
+    from engine.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    folder = tmp_path_factory.mktemp("data-tokenizer")
+    tok.save_pretrained(folder)
     tok.model_max_length = int(1e9)
+    tok.saved_path = str(folder)
     return tok
 
 

@@ -75,6 +75,27 @@ def check_cmd(
         elif missing:
             common.fail(f"{path}: no S3 credentials — set {' and '.join(missing)}")
 
+    import contextlib
+
+    # stdout carries the report only (libraries loaded below may print to it)
+    with contextlib.redirect_stdout(sys.stderr):
+        rep = _run_check(path, fmt, stage, max_length, tokenizer, allow_invalid, res, secrets,
+                         job.profile if preset else None, preview)
+    if as_json:
+        typer.echo(json.dumps(rep, ensure_ascii=False))
+    else:
+        color = sys.stdout.isatty()
+        from engine.data.check import format_report
+
+        typer.echo(format_report(rep, color=color))
+    if not rep["ok"]:
+        if as_json:
+            for e in rep["errors"]:
+                common.err(e)
+        raise typer.Exit(2)
+
+
+def _run_check(path, fmt, stage, max_length, tokenizer, allow_invalid, res, secrets, profile, preview) -> dict:
     tok = None
     if tokenizer:
         try:
@@ -85,21 +106,11 @@ def check_cmd(
         except Exception as e:  # noqa: BLE001 - one clear line
             common.fail(f"--tokenizer: cannot load `{tokenizer}` ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
 
-    from engine.data.check import check, format_report
+    from engine.data.check import check
 
-    rep = check(path, fmt, stage=stage, max_length=max_length, tokenizer=tok, tokenizer_name=tokenizer,
-                allow_invalid=allow_invalid, res=res, secrets=secrets, profile=job.profile if preset else None,
-                preview_rows=preview, seed=int(res.get("runtime.seed") or 0))
-    if as_json:
-        typer.echo(json.dumps(rep, ensure_ascii=False))
-    else:
-        color = sys.stdout.isatty()
-        typer.echo(format_report(rep, color=color))
-    if not rep["ok"]:
-        if as_json:
-            for e in rep["errors"]:
-                common.err(e)
-        raise typer.Exit(2)
+    return check(path, fmt, stage=stage, max_length=max_length, tokenizer=tok, tokenizer_name=tokenizer,
+                 allow_invalid=allow_invalid, res=res, secrets=secrets, profile=profile,
+                 preview_rows=preview, seed=int(res.get("runtime.seed") or 0))
 
 
 def register(app: typer.Typer) -> None:
