@@ -7,6 +7,7 @@ when present) in a thread worker; so do stop and delete, behind a confirmation.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from rich.style import Style
@@ -65,7 +66,7 @@ class RunsScreen(Screen):
         super().__init__(name=name, id=id, classes=classes)
         self.runs_dir = runs_dir
         self.clock = clock
-        self.auto_refresh = auto_refresh
+        self.refresh_running = auto_refresh
         self.rows: list[RunRow] = []
         self.marked: list[str] = []  # row keys, at most two
         self.loaded = False
@@ -84,7 +85,7 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#runs-table", DataTable).focus()
         self.action_refresh()
-        if self.auto_refresh:
+        if self.refresh_running:
             self.set_interval(AUTO_REFRESH_S, self._auto)
 
     def on_screen_resume(self) -> None:
@@ -203,6 +204,11 @@ class RunsScreen(Screen):
             return
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)) if r.started else "not started"
         where = runsource.run_dir(r.ref) if r.ref is not None else None
+        if where is not None:
+            try:
+                where = where.resolve().relative_to(Path.cwd().resolve())
+            except (ValueError, OSError):
+                pass
         line1 = f"{r.name} · {r.host} · started {started}" + (f" · {where}" if where else "")
         line2 = f"✖ {r.error}" if r.error and r.status == "failed" else (
             "enter attach · space mark two runs, o overlays their loss curves")

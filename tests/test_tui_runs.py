@@ -1,0 +1,204 @@
+"""The runs screen: statuses, attach, stop/delete behind a confirmation, config → new job, overlay; snapshots."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fake_run import T0, FakeRunWriter, harness_app, wait_for, write_fake_run
+from tui import runsource
+from tui.screens.monitor import MonitorScreen
+from tui.screens.runs import OverlayScreen, RunsScreen
+from tui.widgets.confirm import ConfirmScreen
+
+NAMES = {
+    "completed": "ft_tiny-llama_20261118-101320",
+    "failed": "ft_tiny-llama_20261118-111320",
+    "stopped": "ft_tiny-llama_20261118-121320",
+    "early_stopped": "ft_tiny-llama_20261118-131320",
+}
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    d = tmp_path / "runs"
+    write_fake_run(d / NAMES["completed"], steps=80)
+    write_fake_run(d / NAMES["failed"], steps=120, outcome="failed", end_at=42, t0=T0 + 3600, seed=1)
+    write_fake_run(d / NAMES["stopped"], steps=120, outcome="stopped", end_at=77, t0=T0 + 7200, seed=2)
+    write_fake_run(d / NAMES["early_stopped"], steps=100, outcome="early_stopped", end_at=60, t0=T0 + 10800,
+                   seed=3)
+    yield d
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _app(runs_dir: Path, **kw):
+    return harness_app(lambda: RunsScreen("runs", clock=lambda: T0 + 20_000, auto_refresh=False), **kw)
+
+
+async def _loaded(pilot):
+    scr = pilot.app.screen
+    await wait_for(pilot, lambda: getattr(scr, "loaded", False))
+    await pilot.pause()
+
+
+def _statuses(scr: RunsScreen) -> dict[str, str]:
+    return {r.name: r.status for r in scr.rows}
+
+
+async def _goto(pilot, scr: RunsScreen, name: str) -> None:
+    table = scr.query_one("#runs-table")
+    table.move_cursor(row=table.get_row_index(name))
+    await pilot.pause()
+
+
+async def test_lists_every_run_with_its_status(runs_dir):
+    app = _app(runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await _loaded(pilot)
+        assert _statuses(scr) == {v: k for k, v in NAMES.items()}
+        table = scr.query_one("#runs-table")
+        assert table.row_count == 4
+        # newest first
+        assert [r.name for r in scr.rows][0] == NAMES["early_stopped"]
+        await _goto(pilot, scr, NAMES["failed"])
+        assert "CUDA out of memory" in str(scr.query_one("#runs-detail").render())
+
+
+async def test_running_run_is_listed_and_stopped_after_confirmation(runs_dir):
+    w = FakeRunWriter(runs_dir / "ft_live", rate=10, steps=100_000, guard=True)
+    w.start()
+    try:
+        app = _app(runs_dir)
+        async with app.run_test(size=(80, 24)) as pilot:
+            scr = app.screen
+            await _loaded(pilot)
+            assert _statuses(scr)["ft_live"] == "running"
+            await _goto(pilot, scr, "ft_live")
+            await pilot.press("s")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await wait_for(pilot, lambda: _statuses(scr).get("ft_live") == "stopped", timeout=20)
+            assert w.killed or not w.is_alive()
+    finally:
+        w.close()
+
+
+async def test_delete_asks_first(runs_dir):
+    app = _app(runs_dir)
+    target = runs_dir / NAMES["stopped"]
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await _loaded(pilot)
+        await _goto(pilot, scr, NAMES["stopped"])
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")  # cancel keeps it
+        assert target.exists() and app.screen is scr
+        await pilot.press("x")
+        await pilot.click("#confirm-yes")
+        await wait_for(pilot, lambda: NAMES["stopped"] not in _statuses(scr))
+        assert not target.exists()
+        assert scr.query_one("#runs-table").row_count == 3
+
+
+async def test_attach_opens_the_monitor_and_comes_back(runs_dir):
+    app = _app(runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await _loaded(pilot)
+        await _goto(pilot, scr, NAMES["completed"])
+        await pilot.press("enter")
+        mon = app.screen
+        assert isinstance(mon, MonitorScreen)
+        await wait_for(pilot, lambda: mon.loaded)
+        assert mon.state.status == "completed" and mon.state.step == 80
+        await pilot.press("d")
+        assert app.screen is scr
+
+
+async def test_open_config_as_a_new_job(runs_dir):
+    opened = []
+    app = _app(runs_dir, open_job=opened.append)
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await _loaded(pilot)
+        await _goto(pilot, scr, NAMES["completed"])
+        await pilot.press("c")
+        assert len(opened) == 1
+        job = opened[0]
+        assert job.values["general.batch_size"] == 8 and job.profile == "native"
+
+
+async def test_open_config_missing_says_so(runs_dir):
+    (runs_dir / NAMES["failed"] / "config.toml").unlink()
+    opened = []
+    app = _app(runs_dir, open_job=opened.append)
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await _loaded(pilot)
+        await _goto(pilot, scr, NAMES["failed"])
+        await pilot.press("c")
+        assert not opened
+
+
+async def test_overlay_two_runs(runs_dir):
+    app = _app(runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await _loaded(pilot)
+        await pilot.press("o")  # one run is not enough
+        assert app.screen is scr
+        await _goto(pilot, scr, NAMES["completed"])
+        await pilot.press("space")
+        await _goto(pilot, scr, NAMES["failed"])
+        await pilot.press("space")
+        assert len(scr.marked) == 2
+        await pilot.press("o")
+        ov = app.screen
+        assert isinstance(ov, OverlayScreen)
+        await wait_for(pilot, lambda: ov.states is not None)
+        plot = ov.query_one("#overlay-plot")
+        labels = [ln.label for ln in plot.lines]
+        assert labels == ["A train", "A eval", "B train", "B eval"]
+        assert plot.lines[0].xs[-1] == 80 and plot.lines[2].xs[-1] == 42
+        assert NAMES["completed"] in str(ov.query_one("#overlay-title").render())
+        await pilot.press("escape")
+        assert app.screen is scr
+
+
+async def test_engine_listing_failure_falls_back_to_local(runs_dir, monkeypatch):
+    def broken(*a, **k):
+        raise OSError("ssh: connect to host gpu1 port 22: Connection refused")
+
+    monkeypatch.setattr(runsource, "list_runs", broken)
+    rows, problem = runsource.list_runs_safe("runs")
+    assert len(rows) == 4 and "Connection refused" in problem
+
+
+# -- snapshots ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_snapshot_runs(snap_compare, runs_dir, size):
+    assert snap_compare(_app(runs_dir), terminal_size=size, run_before=_loaded)
+
+
+def test_snapshot_overlay(snap_compare, runs_dir):
+    async def before(pilot):
+        await _loaded(pilot)
+        scr = pilot.app.screen
+        for name in (NAMES["completed"], NAMES["stopped"]):
+            await _goto(pilot, scr, name)
+            await pilot.press("space")
+        await pilot.press("o")
+        await wait_for(pilot, lambda: getattr(pilot.app.screen, "states", None) is not None)
+        await pilot.pause()
+
+    assert snap_compare(_app(runs_dir), terminal_size=(80, 24), run_before=before)
