@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import FIELDS, GROUP_FIELDS, GROUPS, Field, Spec, _num, spec
+from engine.interop.names import NAMES, key_of
 from engine.profiles import PROFILES, Profile
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "parameters.md"
@@ -51,6 +52,12 @@ def _allowed(sp: Spec) -> str:
     if f.kind == "list":
         return "list of text"
     return "text" + (" or unset" if f.optional else "")
+
+
+def _code_name(n: str) -> str:
+    """``key (note)`` → ```key` (note)``."""
+    k = key_of(n)
+    return f"`{k}`{n[len(k):]}" if n.startswith(k) else n
 
 
 def _profile_rows(f: Field) -> list[tuple[str, str, str]]:
@@ -103,9 +110,12 @@ def _field_section(f: Field) -> list[str]:
         facts.append(f"shown when: {f.visible_text}")
     if f.aliases:
         facts.append("provider names: " + ", ".join(f"`{a}`" for a in f.aliases))
+    other = NAMES.get(f.name)
+    if other:
+        facts.append("in other tools: " + "; ".join(f"{tool} {_code_name(n)}" for tool, n in other.items()))
     if f.secret:
         facts.append("secret: never written to a preset")
-    out.append("; ".join(facts))
+    out.extend(f"- {x}" for x in facts)
     out.append("")
     out.append("| profiles | allowed | default |")
     out.append("|---|---|---|")
@@ -127,7 +137,10 @@ def render() -> str:
         "(`[general]` `learning_rate = 1e-4`); the CLI and the validation messages use the dotted name "
         "(`general.learning_rate`). Each parameter's table gives the native range and default, then "
         "every profile that narrows the range, restricts the choices or changes the default; profiles "
-        "not listed behave as native. Intervals: `[` `]` include the bound, `(` `)` exclude it.",
+        "not listed behave as native. Intervals: `[` `]` include the bound, `(` `)` exclude it. "
+        "\"In other tools\" gives the name `finetui import` reads and `finetui export` writes "
+        "(LLaMA-Factory YAML, Nova recipe, FPT AI Studio / OCI / watsonx hyperparameter JSON); a field "
+        "without a name there is reported in a warning on export.",
         "",
         "## Profiles",
         "",

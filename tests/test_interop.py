@@ -275,7 +275,7 @@ def test_cli_import_writes_a_valid_preset_for_every_compat_file(tmp_path):
 # --------------------------------------------------------------------------- Nova
 
 
-def test_nova_roundtrip_with_every_recipe_field(tmp_path):
+def nova_job() -> JobConfig:
     job = presets.load(presets.PRESETS_DIR / "nova_lora.toml")
     job.values.update({
         "data.train_path": "s3://bucket/train.jsonl", "data.validation_path": "s3://bucket/val.jsonl",
@@ -291,6 +291,11 @@ def test_nova_roundtrip_with_every_recipe_field(tmp_path):
         "data.allow_percentage_invalid_samples": 5.0, "tracking.mlflow_tracking_uri": "http://mlflow:5000",
         "tracking.mlflow_experiment": "exp", "launch.run_name": "nova-rt",
     })
+    return job
+
+
+def test_nova_roundtrip_with_every_recipe_field(tmp_path):
+    job = nova_job()
     assert job.problems() == [], job.problems()
     back, ew, iw = roundtrip(job, "nova", tmp_path)
     assert back.profile == "nova_lora"
@@ -328,7 +333,7 @@ def test_nova_inexpressible_rank_warns():
 # --------------------------------------------------------------------------- provider JSON
 
 
-def test_fpt_studio_roundtrip(tmp_path):
+def fpt_job() -> JobConfig:
     job = presets.load(presets.PRESETS_DIR / "fpt_studio.toml")
     job.values.update({
         "general.batch_size": 4, "general.epochs": 2, "general.learning_rate": 5e-5,
@@ -345,8 +350,11 @@ def test_fpt_studio_roundtrip(tmp_path):
         "eval.checkpoint_steps": 100, "eval.evaluation_strategy": "steps", "eval.eval_steps": 20,
         "data.val_size": 0.1, "eval.checkpoint_limit": 2, "eval.logging_steps": 5,
     })
-    job.values.pop("runtime.mixed_precision", None)
-    job.values["runtime.mixed_precision"] = "fp16"
+    return job
+
+
+def test_fpt_studio_roundtrip(tmp_path):
+    job = fpt_job()
     assert job.problems() == [], job.problems()
     text, _ = interop.export_job(job, "fpt_studio")
     d = json.loads(text)
@@ -371,17 +379,22 @@ def test_fpt_studio_json_as_the_document_writes_it(tmp_path):
     assert any("logging_steps = -1" in x for x in w) and any(x.startswith("data.train_path") for x in w)
 
 
-def test_oci_roundtrip_lora_and_tfew(tmp_path):
+def oci_jobs() -> tuple[JobConfig, JobConfig]:
     lora = presets.load(presets.PRESETS_DIR / "oci_llama_lora.toml")
     lora.values.update({"general.epochs": 4, "general.learning_rate": 1e-4, "general.batch_size": 16,
                         "eval.early_stopping_patience": 5, "eval.early_stopping_threshold": 0.01,
                         "adapter.lora_rank": 64, "adapter.lora_alpha": 128, "adapter.lora_dropout": 0.2})
-    back, ew, iw = roundtrip(lora, "oci", tmp_path)
-    assert back.profile == "oci_llama_lora" and back.problems() == []
-    assert_same_or_warned(lora, back, ew + iw)
     tfew = presets.load(presets.PRESETS_DIR / "oci_cohere_tfew.toml")
     tfew.values.update({"general.epochs": 10, "general.learning_rate": 0.05, "general.batch_size": 32,
                         "eval.early_stopping_patience": 16, "eval.early_stopping_threshold": 0.1})
+    return lora, tfew
+
+
+def test_oci_roundtrip_lora_and_tfew(tmp_path):
+    lora, tfew = oci_jobs()
+    back, ew, iw = roundtrip(lora, "oci", tmp_path)
+    assert back.profile == "oci_llama_lora" and back.problems() == []
+    assert_same_or_warned(lora, back, ew + iw)
     back, ew, iw = roundtrip(tfew, "oci", tmp_path / "t")
     assert back.profile == "oci_cohere_tfew" and back.problems() == []
     assert_same_or_warned(tfew, back, ew + iw)
@@ -401,8 +414,10 @@ def test_oci_names_from_the_document(tmp_path):
     assert [p.field for p in job.problems()] == ["general.batch_size"]
 
 
-@pytest.mark.parametrize("preset", ["watsonx_lora", "watsonx_qlora", "watsonx_full", "watsonx_prompt_tuning"])
-def test_watsonx_roundtrip(preset, tmp_path):
+WATSONX = ["watsonx_lora", "watsonx_qlora", "watsonx_full", "watsonx_prompt_tuning"]
+
+
+def watsonx_job(preset: str) -> JobConfig:
     job = presets.load(presets.PRESETS_DIR / f"{preset}.toml")
     job.values.update({"general.epochs": 7, "runtime.gradient_accumulation_steps": 4, "general.batch_size": 4,
                        "general.learning_rate": 3e-5, "general.max_sequence_length": 2048})
@@ -411,6 +426,12 @@ def test_watsonx_roundtrip(preset, tmp_path):
                            "adapter.target_modules": ["q_proj", "v_proj"]})
     if preset == "watsonx_prompt_tuning":
         job.values.update({"adapter.prompt_tuning_init": "text", "adapter.prompt_tuning_init_text": "Classify it."})
+    return job
+
+
+@pytest.mark.parametrize("preset", WATSONX)
+def test_watsonx_roundtrip(preset, tmp_path):
+    job = watsonx_job(preset)
     assert job.problems() == [], job.problems()
     back, ew, iw = roundtrip(job, "watsonx", tmp_path)
     assert back.profile == preset and back.problems() == []
@@ -464,3 +485,59 @@ def test_cli_import_unknown_format(tmp_path):
     p.write_text('{"hello": 1}')
     r = CliRunner().invoke(app, ["import", str(p)])
     assert r.exit_code == 2 and "cannot tell the format" in r.output
+
+
+def test_imported_compat_data_loads(tmp_path):
+    """The dataset names of the compat examples map to files finetui's data engine reads."""
+    from engine.data import load_rows
+
+    for path in LF_EXAMPLES:
+        job, _ = interop.import_file(path)
+        data = load_rows(job.resolved())
+        assert len(data.train) > 50 and data.dropped == 0, path.name
+
+
+# --------------------------------------------------------------------------- the names table
+
+
+def _paths(d, prefix=""):
+    out = set()
+    if isinstance(d, dict):
+        for k, v in d.items():
+            p = f"{prefix}.{k}" if prefix else str(k)
+            out.add(p)
+            out |= _paths(v, p)
+    return out
+
+
+def test_names_table_matches_what_the_exporters_write(tmp_path):
+    """engine/interop/names.py (rendered in docs/parameters.md) names keys the exporters really write."""
+    from engine.interop import names as N
+
+    written: dict[str, set[str]] = {t: set() for t in N.TOOLS}
+    for i, values in enumerate(LF_JOBS.values()):
+        text, _ = interop.export_job(job_of(**values), "llamafactory")
+        written[N.LF] |= _paths(yaml.safe_load(text))
+    nova2 = nova_job()
+    nova2.values.update({"general.batch_size": 2, "runtime.gradient_accumulation_steps": 4, "general.max_steps": 9,
+                         "tracking.tensorboard": False})
+    nova2.values.pop("general.epochs")
+    for job in (nova_job(), nova2):
+        written[N.NOVA] |= _paths(yaml.safe_load(interop.export_job(job, "nova")[0]))
+    written[N.FPT] |= _paths(json.loads(interop.export_job(fpt_job(), "fpt_studio")[0]))
+    for job in oci_jobs():
+        written[N.OCI] |= _paths(json.loads(interop.export_job(job, "oci")[0]))
+    for preset in WATSONX:
+        job = watsonx_job(preset)
+        job.values["launch.procs_per_node"] = 2
+        written[N.WX] |= _paths(json.loads(interop.export_job(job, "watsonx")[0]))
+    missing = []
+    for field, tools in N.NAMES.items():
+        assert field in {f.name for f in FIELDS}, field
+        for tool, name in tools.items():
+            key = N.key_of(name).replace("[0]", "").replace("[1]", "")
+            if ":" in key or "dataset_info" in key or key.startswith("dataset ("):
+                continue  # side files, checked by test_llamafactory_export_writes_zero_config_and_dataset_info
+            if key not in written[tool]:
+                missing.append(f"{tool}: {field} → {key}")
+    assert not missing, missing
