@@ -8,7 +8,6 @@ memory.  The report is a plain dict (``--json`` prints it; the TUI's data screen
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import statistics
@@ -46,8 +45,17 @@ def _count_duplicates(hashes: array) -> int:
 
 
 def _row_hash(row: dict) -> int:
-    h = hashlib.blake2b(json.dumps(row, sort_keys=True, ensure_ascii=False).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little", signed=True)
+    """64-bit hash of a canonical row (Python's string hash: fast, stable within one check)."""
+    parts = []
+    for k in sorted(row):
+        v = row[k]
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            parts.append((k, tuple((m["role"], m["content"]) for m in v)))
+        elif isinstance(v, list):
+            parts.append((k, tuple(v)))
+        else:
+            parts.append((k, v))
+    return hash(tuple(parts))
 
 
 def plain_preview(row: dict) -> list[dict]:
