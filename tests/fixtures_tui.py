@@ -1,0 +1,81 @@
+"""Fixtures of the TUI tests: a deterministic app factory (fixed clock, fake engine services)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5)
+
+
+def fake_model_info(name: str) -> dict[str, Any]:
+    return {"architecture": "LlamaForCausalLM", "num_params": 131_392, "layers": 2, "hidden": 64,
+            "context_length": 512, "vision": False, "default_target_modules": ["q_proj", "v_proj"],
+            "source": "built-in tiny model"}
+
+
+def fake_estimate(job: Any) -> Any:
+    res = job.resolved()
+    parts = [SimpleNamespace(name=n, bytes=b) for n, b in
+             (("weights", 301_000), ("gradients", 77_800), ("optimizer states", 155_600),
+              ("activations", 20_447_232), ("framework overhead", 536_870_912))]
+    b, a = int(res["general.batch_size"]), int(res["runtime.gradient_accumulation_steps"])
+    r = int(res["launch.procs_per_node"]) * int(res["launch.nodes"])
+    steps = SimpleNamespace(total_steps=12, updates_per_epoch=6, effective_batch=b * a * r, batch_size=b,
+                            accumulation=a, ranks=r)
+    return SimpleNamespace(parts=parts, total_bytes=sum(p.bytes for p in parts), fits=None, gpu_memory_gb=None,
+                           on_cpu=res["launch.device"] == "cpu", steps=steps, seconds=42.0,
+                           trainable_params=19_456, num_params=131_392)
+
+
+def fake_data_check(job: Any) -> dict[str, Any]:
+    return {"ok": False, "totals": {"rows": 120, "valid": 118, "invalid": 2},
+            "invalid_rows": [{"file": "train.jsonl", "line": 7, "field": "output", "reason": "missing"},
+                             {"file": "train.jsonl", "line": 42, "field": "instruction", "reason": "empty string"}],
+            "tokens": {"min": 12, "mean": 57.5, "max": 131, "truncated": 3},
+            "preview": [[{"role": "user", "content": "Name three primary colours."},
+                         {"role": "assistant", "content": "Red, yellow and blue."}]]}
+
+
+class FakeLauncher:
+    def __init__(self) -> None:
+        self.jobs: list[Any] = []
+
+    def __call__(self, job: Any) -> Any:
+        self.jobs.append(job)
+        return SimpleNamespace(name=job.values.get("launch.run_name"), run_dir=Path("runs") / "x")
+
+
+@pytest.fixture
+def tui_state(tmp_path, monkeypatch) -> Path:
+    """A private state folder per test (autosave, recent presets)."""
+    d = tmp_path / "state"
+    monkeypatch.setenv("FINETUI_STATE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def make_app(tui_state):
+    """Factory of a deterministic FinetuiApp: ``make_app(demo=True, **kwargs)``."""
+    from engine import presets
+    from tui.app import Services, create_app
+
+    launcher = FakeLauncher()
+
+    def make(demo: bool = True, job: Any = None, preset_path: Any = None, **kwargs: Any):
+        services = kwargs.pop("services", None) or Services(
+            describe_model=fake_model_info, estimate=fake_estimate, data_check=fake_data_check,
+            start_run=launcher, ssh_hosts=lambda: ["gpu-box", "lab"], clock=lambda: FIXED_NOW)
+        if demo and job is None:
+            preset_path = presets.PRESETS_DIR / "demo.toml"
+            job = presets.load(preset_path)
+        kwargs.setdefault("autosave", True)
+        app = create_app(job, preset_path, services=services, **kwargs)
+        app.launcher = launcher  # type: ignore[attr-defined]
+        return app
+
+    return make

@@ -1,0 +1,352 @@
+"""Pilot tests of the wizard flows (fake engine services, fixed clock; see fixtures_tui.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from textual.widgets import Button, Input, Select, Static, TextArea
+
+from engine.config import JobConfig
+from tui import state
+from tui.widgets.form import FieldRow, row_id, widget_id
+
+SIZE = (100, 40)
+
+
+def row(app, name: str) -> FieldRow:
+    return app.query_one(f"#{row_id(name)}", FieldRow)
+
+
+def problem(app, name: str) -> str:
+    return str(row(app, name).query_one(".field-problem", Static).render())
+
+
+def hint(app, name: str) -> str:
+    return str(row(app, name).query_one(".field-hint").render())
+
+
+async def type_into(pilot, name: str, text: str, keys: bool = False) -> None:
+    """Focus a field's Input and enter ``text`` (key by key with ``keys``, else as one paste)."""
+    inp = pilot.app.query_one(f"#{widget_id(name)}", Input)
+    inp.focus()
+    await pilot.pause()
+    if keys:
+        inp.value = ""
+        await pilot.press(*text)
+    else:
+        inp.value = text
+    await pilot.pause()
+
+
+def screen_text(app) -> str:
+    """The screen as plain text (from the SVG screenshot)."""
+    import html
+    import re
+
+    svg = app.export_screenshot()
+    return html.unescape(re.sub(r"<[^>]+>", "", svg.replace("&#160;", " ")))
+
+
+async def goto(pilot, step: str) -> None:
+    pilot.app.goto(step)
+    await pilot.pause()
+    await pilot.pause()
+
+
+async def launch_state(pilot) -> tuple[bool, str]:
+    app = pilot.app
+    await goto(pilot, "launch")
+    return (app.query_one("#launch-button", Button).disabled, str(app.query_one("#launch-reason").render()))
+
+
+async def test_import_keeps_torch_out():
+    code = ("import sys, tui.app; bad = [m for m in ('torch', 'transformers', 'deepspeed') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+async def test_learning_rate_checked_as_typed(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.job.problems() == []
+        await goto(pilot, "hyperparameters")
+        await type_into(pilot, "general.learning_rate", "1.5", keys=True)
+        assert row(app, "general.learning_rate").has_class("-invalid")
+        assert "1.5 is out of range" in problem(app, "general.learning_rate")
+        assert "0 < x < 1" in problem(app, "general.learning_rate")
+        disabled, reason = await launch_state(pilot)
+        await pilot.pause()
+        assert disabled and "general.learning_rate" in reason
+        await goto(pilot, "hyperparameters")
+        await type_into(pilot, "general.learning_rate", "0.001")
+        assert not row(app, "general.learning_rate").has_class("-invalid")
+        assert app.job.values["general.learning_rate"] == 0.001
+        disabled, reason = await launch_state(pilot)
+        await pilot.pause()
+        assert not disabled and "ready" in reason
+        # not a number
+        await goto(pilot, "hyperparameters")
+        await type_into(pilot, "general.batch_size", "x2")
+        assert "is not a number" in problem(app, "general.batch_size")
+        assert app.stepbar.errors["hyperparameters"] == 1
+
+
+async def test_profile_change_reranges_and_redefaults(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "hyperparameters")
+        assert hint(app, "general.batch_size") == "1 ≤ x"
+        sel = app.query_one("#hp-profile Select", Select)
+        sel.value = "oci_llama_lora"
+        await pilot.pause()
+        assert app.job.profile == "oci_llama_lora"
+        assert hint(app, "general.batch_size") == "8 ≤ x ≤ 16"
+        # re-defaulted: lora_dropout is not set by the demo preset → the profile's 0.1
+        assert app.query_one(f"#{widget_id('adapter.lora_dropout')}", Input).value == "0.1"
+        # batch 20 is out of the new range
+        await type_into(pilot, "general.batch_size", "20")
+        assert "out of range in profile oci_llama_lora" in problem(app, "general.batch_size")
+        # the model step shows the catalog warning
+        await goto(pilot, "model")
+        assert "not in the oci_llama_lora catalog" in str(app.query_one("#model-warning").render())
+
+
+async def test_hidden_fields_follow_their_rule(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "trainer")
+        assert not app.query_one("#zero-box").display
+        app.apply_edit("trainer.distributed_backend", "deepspeed")
+        await pilot.pause()
+        assert app.query_one("#zero-box").display
+        assert row(app, "trainer.offload_optimizer").display
+        assert not row(app, "trainer.offload_params").display
+        app.apply_edit("trainer.zero_stage", 3)
+        await pilot.pause()
+        assert row(app, "trainer.offload_params").display
+        app.apply_edit("trainer.distributed_backend", "ddp")
+        await pilot.pause()
+        assert not app.query_one("#zero-box").display
+        assert app.job.problems() == []  # the hidden zero_stage no longer counts
+        # in the form: min_lr only with the cosine schedule
+        await goto(pilot, "hyperparameters")
+        app.query_one("#hp-form").expand("runtime")
+        await pilot.pause()
+        assert row(app, "runtime.min_lr").display
+        app.query_one("#hp-form").expand("runtime")
+        await pilot.pause()
+        sel = app.query_one(f"#{widget_id('runtime.lr_scheduler')}", Select)
+        sel.value = "linear"
+        await pilot.pause()
+        assert app.job.values["runtime.lr_scheduler"] == "linear"
+        assert not row(app, "runtime.min_lr").display
+
+
+async def test_trainer_offers_only_valid_choices(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.apply_edit("profile", "fpt_studio")
+        await goto(pilot, "trainer")
+        methods = app.query_one("#choice-method")
+        disabled = {methods.get_option_at_index(i).id for i in range(methods.option_count)
+                    if methods.get_option_at_index(i).disabled}
+        assert disabled == {"qlora", "tfew", "prompt_tuning", "freeze"}
+        assert "not in fpt_studio" in str(methods.get_option("qlora").prompt)
+        # choosing dpo switches the data format to one the trainer takes
+        stages = app.query_one("#choice-stage")
+        stages.highlighted = [stages.get_option_at_index(i).id for i in range(stages.option_count)].index("dpo")
+        stages.action_select()
+        await pilot.pause()
+        assert app.job.resolved()["trainer.stage"] == "dpo"
+        assert app.job.resolved()["data.format"] == "preference"
+
+
+async def test_toml_editor_syncs_both_ways(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_show_toml()
+        await pilot.pause()
+        ed = app.query_one("#toml-editor", TextArea)
+        assert "learning_rate = 0.003" in ed.text
+        # TOML → form
+        ed.load_text(ed.text.replace("learning_rate = 0.003", "learning_rate = 0.0005"))
+        await pilot.pause()
+        assert app.job.values["general.learning_rate"] == 0.0005
+        assert app.dirty
+        # bad TOML → message, job untouched
+        ed.load_text(ed.text.replace("[general]", "[general"))
+        await pilot.pause()
+        err = app.query_one("#toml-error")
+        assert err.display and "not valid TOML" in str(err.render())
+        assert app.job.values["general.learning_rate"] == 0.0005
+        # an unknown key is reported with a suggestion
+        ed.load_text(ed.text.replace("[general", "[general]").replace("batch_size = 8", "batch_sise = 8"))
+        await pilot.pause()
+        assert "did you mean" in str(err.render())
+        # form → TOML
+        app.query_one("#view-form", Button).press()
+        await pilot.pause()
+        assert app.query_one(f"#{widget_id('general.learning_rate')}", Input).value == "0.0005"
+        await type_into(pilot, "general.epochs", "4")
+        app.query_one("#view-toml", Button).press()
+        await pilot.pause()
+        assert "epochs = 4" in app.query_one("#toml-editor", TextArea).text
+        # diff view lists the change against the profile
+        app.action_show_diff()
+        await pilot.pause()
+        assert "general.learning_rate" in screen_text(app)
+
+
+async def test_launch_disabled_reasons_then_launch(make_app):
+    app = make_app(demo=False, job=JobConfig())
+    async with app.run_test(size=SIZE) as pilot:
+        disabled, reason = await launch_state(pilot)
+        await pilot.pause()
+        assert disabled
+        assert "data.train_path: a training data file is required" in reason
+        assert app.stepbar.errors["data"] == 1
+        await goto(pilot, "data")
+        await type_into(pilot, "data.train_path", "finetui:samples/alpaca_demo.jsonl")
+        disabled, reason = await launch_state(pilot)
+        await pilot.pause()
+        assert not disabled, reason
+        assert app.query_one(f"#{widget_id('launch.run_name')}", Input).placeholder == \
+            "ft_tiny-llama_20260102-030405"
+        await pilot.click("#launch-button")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(app.launcher.jobs) == 1
+        assert app.launcher.jobs[0].values["launch.run_name"] == "ft_tiny-llama_20260102-030405"
+
+
+async def test_data_check_report(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "data")
+        await pilot.click("#data-check")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        rep = app.query_one("#data-report")
+        assert rep.display
+        text = screen_text(app)
+        assert "train.jsonl:7" in text and "missing" in text
+
+
+async def test_s3_fields_and_secret_in_memory(make_app, monkeypatch):
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "data")
+        assert not app.query_one("#s3-box").display
+        await type_into(pilot, "data.train_path", "s3://bucket/train.jsonl")
+        assert app.query_one("#s3-box").display
+        assert app.query_one("#s3-access", Input).disabled  # from the environment
+        sec = app.query_one("#s3-secret", Input)
+        assert sec.password
+        sec.value = "s3cr3t"
+        await pilot.pause()
+        assert app.job.secrets == {"AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+        from engine import presets
+
+        assert "s3cr3t" not in presets.dumps(app.job)
+
+
+async def test_preset_save_open_round_trip(make_app, tmp_path):
+    app = make_app()
+    target = tmp_path / "mine.toml"
+    async with app.run_test(size=SIZE) as pilot:
+        app.apply_edit("general.epochs", 5)
+        await pilot.pause()
+        assert app.dirty
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        inp = app.screen.query_one("#save-path", Input)
+        inp.value = str(target)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert target.is_file()
+        assert not app.dirty
+        assert app.preset_path == target
+        assert state.recent_presets()[0] == target.resolve()
+        saved = dict(app.job.values)
+        # change, then open the saved file again: unsaved-changes prompt first
+        app.apply_edit("general.epochs", 1)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert str(target.resolve()) in [o.id for o in app.screen.query_one("#preset-list").options]
+        app.screen.query_one("#preset-path", Input).value = str(target)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.click("#btn-discard")
+        await pilot.pause()
+        assert app.job.values == saved
+        assert not app.dirty
+
+
+async def test_unsaved_changes_prompt_on_quit(make_app, tui_state):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.apply_edit("general.epochs", 7)
+        app.autosave_now()
+        assert state.autosave_path().is_file()
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.screen.id == "quit-dialog"
+        await pilot.click("#btn-cancel")
+        await pilot.pause()
+        assert app.is_running and app.screen.id != "quit-dialog"
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.click("#btn-discard")
+        await pilot.pause()
+    assert app.return_code == 0 or app.return_code is None
+    assert not state.autosave_path().exists()
+
+
+async def test_autosave_restore_after_crash(make_app, tui_state):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.apply_edit("general.epochs", 9)
+        await pilot.pause(1.3)  # debounced autosave
+        assert state.autosave_path().is_file()
+    # the "crash": no clean quit ran, the autosave is still there
+    assert state.autosave_path().is_file()
+    app2 = make_app(demo=False, job=None)
+    async with app2.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app2.screen.query_one("#btn-restore")
+        await pilot.click("#btn-restore")
+        await pilot.pause()
+        assert app2.job.values["general.epochs"] == 9
+        assert app2.preset_path is not None and app2.preset_path.name == "demo.toml"
+        assert app2.dirty
+
+
+async def test_help_and_palette_commands(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "hyperparameters")
+        app.query_one(f"#{widget_id('general.batch_size')}").focus()
+        await pilot.press("f1")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "general.batch_size" in text and "Examples per device" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        from tui.app import FinetuiCommands
+
+        titles = [t for t, _, _ in FinetuiCommands(app.screen)._commands()]
+        for want in ("Go to Model", "Go to Launch", "Open preset…", "Save preset…", "Launch", "Runs",
+                     "Toggle theme", "Show TOML"):
+            assert want in titles
+        dark = app.current_theme.dark
+        app.action_toggle_theme()
+        assert app.current_theme.dark != dark
+        await pilot.press("ctrl+n")
+        assert app.step == "launch"
+        await pilot.press("ctrl+b")
+        assert app.step == "hyperparameters"

@@ -1,0 +1,566 @@
+"""The finetui Textual app: the five-step wizard Model → Data → Trainer → Hyperparameters → Launch.
+
+One factory (:func:`create_app`) is shared by the CLI and the tests.  Everything the
+app needs from the engine beyond the schema goes through :class:`Services` (model
+info, data check, estimate, launch, SSH hosts, clock), so tests and snapshots inject
+deterministic fakes and the interface never imports torch: heavy work runs in
+subprocesses or thread workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.widgets import ContentSwitcher, Footer
+
+from engine.config import FIELD_BY_NAME, JobConfig, spec
+from tui import state
+from tui.screens.data import DataPane
+from tui.screens.hyperparameters import HyperparametersPane, TomlEdited
+from tui.screens.launch import LaunchPane, default_run_name, ssh_hosts
+from tui.screens.model import ModelPane
+from tui.screens.trainer import TrainerPane
+from tui.widgets.form import FieldEdited, FieldFocused, FieldRow, compute_states
+from tui.widgets.step import STEP_IDS, STEPS, HelpBar, StepBar, StepPane, step_errors
+
+AUTOSAVE_DELAY = 1.0
+
+
+# --------------------------------------------------------------------------
+# Engine services (guarded: other areas land them independently)
+# --------------------------------------------------------------------------
+
+
+def _describe_model(name: str) -> Any:
+    try:
+        from engine import modelinfo
+    except ImportError:
+        return None
+    return modelinfo.describe(name)
+
+
+def _estimate(job: JobConfig) -> Any:
+    try:
+        from engine import estimate
+    except ImportError:
+        return None
+    return estimate.estimate(job.resolved())
+
+
+def _data_check(job: JobConfig) -> dict[str, Any]:
+    res = job.resolved()
+    cmd = [sys.executable, "-m", "tui.cli", "data", "check", str(res["data.train_path"]),
+           "--format", str(res["data.format"]), "--trainer", str(res["trainer.stage"]),
+           "--max-length", str(res["general.max_sequence_length"]), "--json"]
+    env = {**os.environ, **job.secrets}
+    root = Path(__file__).resolve().parent.parent
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=str(root))
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("the data check took longer than 10 minutes") from None
+    out = p.stdout.strip()
+    if out:
+        try:
+            return json.loads(out)
+        except ValueError:
+            pass
+    err = (p.stderr.strip().splitlines() or [f"exit code {p.returncode}"])[-1]
+    if "No such command" in p.stderr:
+        err = "`finetui data check` is not available yet"
+    raise RuntimeError(err)
+
+
+def _start_run(job: JobConfig) -> Any:
+    from engine.launch import start_run  # type: ignore[attr-defined]
+
+    return start_run(job, secrets=job.secrets)
+
+
+@dataclass
+class Services:
+    describe_model: Callable[[str], Any] = _describe_model
+    estimate: Callable[[JobConfig], Any] = _estimate
+    data_check: Callable[[JobConfig], dict[str, Any]] = _data_check
+    start_run: Callable[[JobConfig], Any] = _start_run
+    ssh_hosts: Callable[[], list[str]] = ssh_hosts
+    clock: Callable[[], datetime] = datetime.now
+
+
+# --------------------------------------------------------------------------
+# Command palette
+# --------------------------------------------------------------------------
+
+
+class FinetuiCommands(Provider):
+    """Every app action as a palette command."""
+
+    def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        app: FinetuiApp = self.app  # type: ignore[assignment]
+        cmds: list[tuple[str, str, Callable[[], Any]]] = []
+        for i, (sid, title, _) in enumerate(STEPS):
+            cmds.append((f"Go to {title}", f"step {i + 1} of the wizard", partial(app.goto, sid)))
+        cmds += [
+            ("Open preset…", "shipped, recent or any .toml file", app.action_open_preset),
+            ("Save preset…", "write the job as TOML (secrets are never written)", app.action_save_preset),
+            ("Launch", "start the run (when the job validates)", app.action_launch),
+            ("Runs", "runs started from this machine", app.action_runs),
+            ("Toggle theme", "light / dark", app.action_toggle_theme),
+            ("Show TOML", "the job as a TOML editor, synced with the form", app.action_show_toml),
+            ("Show diff", "values that differ from the profile's defaults", app.action_show_diff),
+            ("Check data", "run the data validation report", app.action_check_data),
+            ("Help", "help for the focused field and the keys", app.action_help),
+            ("Quit", "asks when there are unsaved changes", app.action_quit),
+        ]
+        return cmds
+
+    async def discover(self) -> Hits:
+        for title, help, cb in self._commands():
+            yield DiscoveryHit(title, cb, help=help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help, cb in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), cb, help=help)
+
+
+# --------------------------------------------------------------------------
+# The app
+# --------------------------------------------------------------------------
+
+
+class FinetuiApp(App[None]):
+    TITLE = "finetui"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {FinetuiCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        Binding("f1", "help", "Help"),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("ctrl+n", "next_step", "Next", priority=True),
+        Binding("ctrl+b", "prev_step", "Back", priority=True),
+        Binding("ctrl+s", "save_preset", "Save", priority=True),
+        Binding("ctrl+o", "open_preset", "Open", priority=True),
+        Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("ctrl+r", "runs", "Runs", priority=True),
+        Binding("ctrl+t", "show_toml", "TOML", show=False, priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, job: JobConfig | None = None, preset_path: str | os.PathLike[str] | None = None,
+                 services: Services | None = None, autosave: bool = True, offer_restore: bool = True,
+                 theme: str | None = None) -> None:
+        super().__init__()
+        self.job = job.copy() if job is not None else JobConfig()
+        self.preset_path: Path | None = Path(preset_path) if preset_path else None
+        self.services = services or Services()
+        self.autosave_enabled = autosave
+        self.offer_restore = offer_restore
+        self.dirty = False
+        self.launching = False
+        self.step = STEP_IDS[0]
+        self._autosave_timer: Any = None
+        if theme:
+            self.theme = theme
+
+    # -- layout -----------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        # kept as attributes: App.query_one looks at the top screen, which may be a dialog
+        self.stepbar = StepBar()
+        self.helpbar = HelpBar()
+        self.panes: dict[str, StepPane] = {p.STEP: p for p in (ModelPane(), DataPane(), TrainerPane(),
+                                                                 HyperparametersPane(), LaunchPane())}
+        # only the first step is mounted at start; the others on their first visit (fast start)
+        self.switcher = ContentSwitcher(self.panes["model"], initial="step-model", id="steps")
+        yield self.stepbar
+        yield self.switcher
+        yield self.helpbar
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        if self.offer_restore and self.autosave_enabled:
+            self._maybe_offer_restore()
+
+    def _focus_first(self) -> None:
+        self.pane().focus_first()
+
+    # -- state --------------------------------------------------------------
+    def pane(self, step: str | None = None) -> StepPane:
+        return self.panes[step or self.step]
+
+    def refresh_views(self) -> None:
+        """Re-read the job into the visible pane, the step bar and the title."""
+        res, states = compute_states(self.job)
+        pane = self.pane()
+        if pane.ready:
+            pane.sync(self.job, res, states)
+        bar = self.stepbar
+        bar.update_steps(self.step, step_errors(states))
+        name = self.preset_path.name if self.preset_path else "new job"
+        bar.set_status(f"{name}{' ●' if self.dirty else ''}  {self.job.profile}")
+        self.sub_title = name
+
+    def default_run_name(self, job: JobConfig | None = None) -> str:
+        job = job or self.job
+        return default_run_name(job.resolved()["model.name_or_path"], self.services.clock())
+
+    def set_job(self, job: JobConfig, preset_path: Path | None | bool = False, dirty: bool = True) -> None:
+        secrets = self.job.secrets
+        self.job = job
+        self.job.secrets = {**secrets, **job.secrets}
+        if preset_path is not False:
+            self.preset_path = preset_path  # type: ignore[assignment]
+        self.changed(dirty)
+
+    def changed(self, dirty: bool = True) -> None:
+        self.dirty = dirty
+        if dirty:
+            self.schedule_autosave()
+        self.refresh_views()
+
+    def schedule_autosave(self) -> None:
+        if not self.autosave_enabled:
+            return
+        if self._autosave_timer is not None:
+            self._autosave_timer.stop()
+        self._autosave_timer = self.set_timer(AUTOSAVE_DELAY, self.autosave_now)
+
+    def autosave_now(self) -> None:
+        self._autosave_timer = None
+        if self.autosave_enabled and self.dirty:
+            state.write_autosave(self.job, self.preset_path)
+
+    # -- edits ----------------------------------------------------------------
+    @on(FieldEdited)
+    def _field_edited(self, event: FieldEdited) -> None:
+        event.stop()
+        self.apply_edit(event.name, event.value)
+
+    def apply_edit(self, name: str, value: Any) -> None:
+        job = self.job
+        if name == "profile":
+            if value != job.profile:
+                job.profile = value
+                self.changed()
+            return
+        res_before = job.resolved()
+        if name in job.values and job.values[name] == value:
+            return
+        if name not in job.values and res_before.get(name) == value and type(res_before.get(name)) is type(value):
+            return
+        if value is None and spec(name, job.profile).default is None:
+            job.unset(name)
+        else:
+            job.values[name] = value
+        # a field the edit hid, set explicitly, that now breaks a rule: drop it
+        res = job.resolved()
+        hidden = [n for n, f in FIELD_BY_NAME.items()
+                  if n in job.values and n != name and f.is_visible(res_before) and not f.is_visible(res)]
+        if hidden:
+            bad = {p.field for p in job.problems()}
+            for n in hidden:
+                if n in bad:
+                    job.unset(n)
+        self.changed()
+
+    @on(TomlEdited)
+    def _toml_edited(self, event: TomlEdited) -> None:
+        event.stop()
+        new = event.job
+        if new.profile == self.job.profile and new.values == self.job.values and new.name == self.job.name:
+            return
+        self.set_job(new)
+
+    @on(FieldFocused)
+    def _field_focused(self, event: FieldFocused) -> None:
+        self.helpbar.show_field(event.name)
+
+    @on(StepBar.Chosen)
+    def _step_chosen(self, event: StepBar.Chosen) -> None:
+        self.goto(event.step)
+
+    # -- navigation -----------------------------------------------------------
+    def goto(self, step: str) -> None:
+        if step not in STEP_IDS:
+            return
+        self.step = step
+        pane = self.panes[step]
+        if pane.parent is None:
+            self.switcher.mount(pane)  # syncs and focuses itself once composed
+        self.switcher.current = f"step-{step}"
+        self.refresh_views()
+        if pane.ready:
+            self.call_after_refresh(self._focus_first)
+
+    def action_next_step(self) -> None:
+        i = STEP_IDS.index(self.step)
+        if i < len(STEP_IDS) - 1:
+            self.goto(STEP_IDS[i + 1])
+
+    def action_prev_step(self) -> None:
+        i = STEP_IDS.index(self.step)
+        if i > 0:
+            self.goto(STEP_IDS[i - 1])
+
+    def _hp(self) -> HyperparametersPane:
+        return self.panes["hyperparameters"]  # type: ignore[return-value]
+
+    def action_show_toml(self) -> None:
+        self.goto("hyperparameters")
+        self._hp().set_view("toml")
+
+    def action_show_diff(self) -> None:
+        self.goto("hyperparameters")
+        self._hp().set_view("diff")
+
+    def action_check_data(self) -> None:
+        self.goto("data")
+        self.panes["data"].run_check()  # type: ignore[attr-defined]
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def focused_field(self) -> str | None:
+        w = self.focused
+        while w is not None:
+            if isinstance(w, FieldRow):
+                return w.field_name
+            w = w.parent  # type: ignore[assignment]
+        return None
+
+    def action_help(self) -> None:
+        from tui.widgets.dialogs import HelpDialog
+
+        self.push_screen(HelpDialog(self.focused_field(), self.job.profile))
+
+    # -- presets ----------------------------------------------------------------
+    def action_open_preset(self) -> None:
+        from engine import presets
+        from tui.widgets.dialogs import OpenPresetDialog
+
+        def opened(result: tuple[str, str] | None) -> None:
+            if not result:
+                return
+            kind, path = result
+            if self.dirty:
+                self.confirm_discard(lambda: self.open_path(path, kind))
+            else:
+                self.open_path(path, kind)
+
+        self.push_screen(OpenPresetDialog(presets.shipped(), state.recent_presets()), opened)
+
+    def confirm_discard(self, then: Callable[[], Any]) -> None:
+        from tui.widgets.dialogs import ConfirmDialog
+
+        def answered(key: str | None) -> None:
+            if key == "discard":
+                then()
+
+        self.push_screen(ConfirmDialog("Unsaved changes", "The job has unsaved changes. Discard them?",
+                                       (("cancel", "Keep editing"), ("discard", "Discard"))), answered)
+
+    def open_path(self, path: str, kind: str = "open") -> bool:
+        from engine import presets
+
+        p = Path(path).expanduser()
+        try:
+            if kind == "import":
+                from engine import interop  # type: ignore[attr-defined]
+
+                job = interop.import_file(p)
+                self.set_job(job, None, dirty=True)
+                self.notify(f"Imported {p.name}")
+                return True
+            job = presets.load(p)
+        except ImportError:
+            self.notify("Import is not available yet (engine.interop).", severity="warning")
+            return False
+        except Exception as e:
+            probs = getattr(e, "problems", None)
+            self.notify(str(probs[0]) if probs else str(e).splitlines()[0], title="Cannot open the preset",
+                        severity="error", timeout=8)
+            return False
+        self.set_job(job, p, dirty=False)
+        state.add_recent(p)
+        state.clear_autosave()
+        self.notify(f"Opened {p.name}", timeout=3)
+        return True
+
+    def action_save_preset(self) -> None:
+        self.save_dialog()
+
+    def save_dialog(self, then: Callable[[], Any] | None = None) -> None:
+        from tui.widgets.dialogs import SavePresetDialog
+
+        default = str(self.preset_path) if self.preset_path else f"{(self.job.name or 'finetui-job').replace(' ', '-')}.toml"
+        if not self.preset_path:
+            default = f"finetui-job.toml"
+
+        def chosen(result: tuple[str, str] | None) -> None:
+            if not result:
+                return
+            kind, path = result
+            ok = self.save_to(path) if kind == "save" else self.export_to(kind.split(":", 1)[1], path)
+            if ok and then is not None:
+                then()
+
+        self.push_screen(SavePresetDialog(default), chosen)
+
+    def save_to(self, path: str | os.PathLike[str]) -> bool:
+        from engine import presets
+
+        p = Path(path).expanduser()
+        try:
+            presets.save(self.job, p)
+        except OSError as e:
+            self.notify(f"Cannot write {p}: {e.strerror or e}", severity="error", timeout=8)
+            return False
+        self.preset_path = p
+        state.add_recent(p)
+        state.clear_autosave()
+        self.changed(dirty=False)
+        self.notify(f"Saved {p.name}", timeout=3)
+        return True
+
+    def export_to(self, target: str, path: str) -> bool:
+        try:
+            from engine import interop  # type: ignore[attr-defined]
+        except ImportError:
+            self.notify("Export is not available yet (engine.interop).", severity="warning")
+            return False
+        try:
+            out = interop.export_file(self.job, target, path or None)
+        except Exception as e:
+            self.notify(str(e).splitlines()[0] if str(e) else e.__class__.__name__, title="Export failed",
+                        severity="error", timeout=8)
+            return False
+        self.notify(f"Exported to {out}", timeout=4)
+        return True
+
+    # -- autosave restore --------------------------------------------------------
+    def _maybe_offer_restore(self) -> None:
+        got = state.read_autosave()
+        if got is None:
+            return
+        saved, preset = got
+        if saved.profile == self.job.profile and saved.values == self.job.values:
+            state.clear_autosave()
+            return
+        from tui.widgets.dialogs import ConfirmDialog
+
+        where = f" (from {Path(preset).name})" if preset else ""
+        n = len(saved.values)
+
+        def answered(key: str | None) -> None:
+            if key == "restore":
+                self.set_job(saved, Path(preset) if preset else None, dirty=True)
+                self.notify("Restored the unsaved job.", timeout=3)
+            elif key == "discard":
+                state.clear_autosave()
+
+        self.push_screen(ConfirmDialog(
+            "Restore the unsaved job?",
+            f"The last session ended without saving{where}: {n} value(s), profile {saved.profile}.",
+            (("restore", "Restore"), ("discard", "Discard"))), answered)
+
+    # -- quit -----------------------------------------------------------------
+    async def action_quit(self) -> None:
+        if not self.dirty:
+            state.clear_autosave() if self.autosave_enabled else None
+            self.exit()
+            return
+        from tui.widgets.dialogs import ConfirmDialog
+
+        def answered(key: str | None) -> None:
+            if key == "save":
+                if self.preset_path:
+                    if self.save_to(self.preset_path):
+                        self.exit()
+                else:
+                    self.save_dialog(then=self.exit)
+            elif key == "discard":
+                if self.autosave_enabled:
+                    state.clear_autosave()
+                self.exit()
+
+        self.push_screen(ConfirmDialog("Unsaved changes", "Save the job before quitting?",
+                                       (("save", "Save"), ("discard", "Quit without saving"), ("cancel", "Cancel")),
+                                       id="quit-dialog"), answered)
+
+    # -- runs / launch ------------------------------------------------------------
+    def action_runs(self) -> None:
+        try:
+            from tui.screens.runs import RunsScreen  # type: ignore[import-not-found]
+        except ImportError:
+            self.notify("The runs screen is not available yet.", severity="warning")
+            return
+        self.push_screen(RunsScreen())
+
+    def action_launch(self) -> None:
+        if self.launching:
+            return
+        probs = self.job.problems()
+        if probs:
+            self.goto("launch")
+            self.notify(str(probs[0]), title=f"Cannot launch: {len(probs)} to fix", severity="error", timeout=6)
+            return
+        job = self.job.copy()
+        if not job.values.get("launch.run_name"):
+            job.values["launch.run_name"] = self.default_run_name(job)
+        self.launching = True
+        self.refresh_views()
+        self.notify(f"Launching {job.values['launch.run_name']}…", timeout=3)
+        self._launch_worker(job)
+
+    @work(thread=True, exclusive=True, group="launch")
+    def _launch_worker(self, job: JobConfig) -> None:
+        try:
+            ref = self.services.start_run(job)
+        except ImportError:
+            self.call_from_thread(self._launched, None, "The launcher is not available yet (engine.launch).")
+            return
+        except Exception as e:
+            self.call_from_thread(self._launched, None, str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+            return
+        self.call_from_thread(self._launched, ref, None)
+
+    def _launched(self, ref: Any, error: str | None) -> None:
+        self.launching = False
+        self.refresh_views()
+        if error:
+            self.notify(error, title="Launch failed", severity="error", timeout=10)
+            return
+        try:
+            from tui.screens.monitor import MonitorScreen  # type: ignore[import-not-found]
+        except ImportError:
+            self.notify(f"Started {getattr(ref, 'name', ref)}.", timeout=6)
+            return
+        self.push_screen(MonitorScreen(ref))
+
+
+def create_app(job: JobConfig | None = None, preset_path: str | os.PathLike[str] | None = None,
+               **kwargs: Any) -> FinetuiApp:
+    """The one app factory shared by the CLI and the tests."""
+    return FinetuiApp(job=job, preset_path=preset_path, **kwargs)
+
+
+def demo_app(**kwargs: Any) -> FinetuiApp:
+    from engine import presets
+
+    p = presets.PRESETS_DIR / "demo.toml"
+    return create_app(presets.load(p), p, **kwargs)

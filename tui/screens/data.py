@@ -1,0 +1,208 @@
+"""Step 2 — Data: source (local file / folder or S3), format, and the validation report.
+
+The report comes from ``finetui data check PATH --format FMT --trainer T --max-length N --json``
+run in a subprocess from a thread worker (the data engine may import heavy tokenizer code;
+the TUI process never does).  S3 credentials come from the environment or are typed here,
+masked, and kept only in memory (``JobConfig.secrets``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Input, Label, Static
+
+from engine.config import JobConfig
+from tui.widgets.form import FieldEdited, SchemaForm
+from tui.widgets.step import StepPane, group_names
+
+SOURCE_FIELDS = ["data.train_path", "data.format", "data.validation_path"]
+
+
+def render_report(rep: dict[str, Any]) -> Group:
+    """The data check's JSON report as totals, invalid rows, token stats and a preview."""
+    parts: list[Any] = []
+    ok = rep.get("ok", rep.get("valid"))
+    if isinstance(ok, bool):
+        parts.append(Text("✓ the data is valid" if ok else "✗ the data check failed",
+                          "bold green" if ok else "bold red"))
+    totals = rep.get("totals") if isinstance(rep.get("totals"), dict) else {
+        k: v for k, v in rep.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+        and k not in ("ok", "valid", "message")}
+    if totals:
+        t = Table.grid(padding=(0, 2))
+        t.add_column(style="bold")
+        t.add_column()
+        for k, v in totals.items():
+            t.add_row(str(k).replace("_", " "), f"{v:,}" if isinstance(v, int) else str(v))
+        parts.append(t)
+    if rep.get("message"):
+        parts.append(Text(str(rep["message"])))
+    bad = next((rep[k] for k in ("invalid_rows", "invalid", "errors", "problems") if isinstance(rep.get(k), list)), [])
+    if bad:
+        t = Table(title=f"Invalid rows ({len(bad)})", title_justify="left", expand=True, show_edge=False,
+                  header_style="bold")
+        t.add_column("where", no_wrap=True)
+        t.add_column("field", no_wrap=True)
+        t.add_column("reason", ratio=1)
+        for r in bad[:20]:
+            if isinstance(r, dict):
+                where = f"{r.get('file', '')}:{r.get('line', '')}".strip(":")
+                t.add_row(where, str(r.get("field", "")), str(r.get("reason", r.get("message", ""))))
+            else:
+                t.add_row("", "", str(r))
+        parts.append(t)
+    tok = next((rep[k] for k in ("tokens", "token_stats") if isinstance(rep.get(k), dict)), None)
+    if tok:
+        t = Table(title="Tokens per row", title_justify="left", show_edge=False, header_style="bold")
+        for k in tok:
+            t.add_column(str(k).replace("_", " "), justify="right")
+        t.add_row(*[f"{v:,}" if isinstance(v, int) else (f"{v:.1f}" if isinstance(v, float) else str(v))
+                    for v in tok.values()])
+        parts.append(t)
+    prev = next((rep[k] for k in ("preview", "samples", "example") if rep.get(k)), None)
+    if prev:
+        conv = prev[0] if isinstance(prev, list) and prev and isinstance(prev[0], (list, dict)) else prev
+        parts.append(Text("Preview", "bold"))
+        if isinstance(conv, dict) and isinstance(conv.get("messages"), list):
+            conv = conv["messages"]
+        if isinstance(conv, list):
+            for m in conv[:6]:
+                if isinstance(m, dict):
+                    role = str(m.get("role", m.get("from", "")))
+                    content = str(m.get("content", m.get("value", "")))
+                    parts.append(Text.assemble((f"{role:>9} │ ", "bold cyan"), content[:300]))
+        elif isinstance(conv, dict):
+            for k, v in list(conv.items())[:6]:
+                parts.append(Text.assemble((f"{k:>11} │ ", "bold cyan"), str(v)[:300]))
+        else:
+            parts.append(Text(str(conv)[:600]))
+    return Group(*parts)
+
+
+class DataPane(StepPane):
+    STEP = "data"
+    TITLE = "Data"
+    SUBTITLE = "what to train on, and is it valid"
+    FIRST = "f-data-train_path"
+
+    def compose(self) -> ComposeResult:
+        yield self.header()
+        with VerticalScroll(classes="step-body"):
+            with Horizontal(classes="model-path-row"):
+                yield SchemaForm(["data.train_path"], id="data-train-form")
+                yield Button("Browse…", id="data-browse", compact=True, classes="browse")
+            yield SchemaForm([n for n in SOURCE_FIELDS if n != "data.train_path"], id="data-source-form")
+            with Vertical(id="s3-box"):
+                yield SchemaForm([n for n in group_names("data") if n.startswith("data.s3_")], id="data-s3-form")
+                with Horizontal(classes="field-line", id="s3-access-line"):
+                    yield Label("Access key", classes="field-label")
+                    yield Input(password=True, id="s3-access", compact=True, classes="field-input",
+                                placeholder="kept in memory only")
+                    yield Label("", id="s3-access-hint", classes="field-hint")
+                with Horizontal(classes="field-line", id="s3-secret-line"):
+                    yield Label("Secret key", classes="field-label")
+                    yield Input(password=True, id="s3-secret", compact=True, classes="field-input",
+                                placeholder="kept in memory only")
+                    yield Label("", id="s3-secret-hint", classes="field-hint")
+            yield SchemaForm([n for n in group_names("data") if n not in SOURCE_FIELDS and not n.startswith("data.s3_")],
+                             id="data-form")
+            with Horizontal(classes="check-row"):
+                yield Button("Check data", id="data-check", compact=True, variant="primary")
+                yield Static("", id="data-check-status", classes="muted")
+            yield Static("", id="data-report")
+        yield self.nav()
+
+    _check_on_mount = False
+
+    def on_mount(self) -> None:
+        self.query_one("#data-report").display = False
+        if self._check_on_mount:
+            self.call_after_refresh(self.run_check)
+
+    def sync(self, job: JobConfig, res: dict[str, Any], states: dict) -> None:
+        for f in self.query(SchemaForm):
+            f.sync(job, states)
+        s3 = any(states[n].visible for n in group_names("data") if n.startswith("data.s3_"))
+        self.query_one("#s3-box").display = s3
+        if s3:
+            for which, field in (("access", "data.s3_access_key_env"), ("secret", "data.s3_secret_key_env")):
+                var = str(res.get(field) or "")
+                line = self.query_one(f"#s3-{which}-line")
+                hint = self.query_one(f"#s3-{which}-hint", Label)
+                inp = self.query_one(f"#s3-{which}", Input)
+                if var and os.environ.get(var):
+                    hint.update(f"from ${var} ✓")
+                    inp.disabled = True
+                else:
+                    hint.update(f"${var} unset" if var else "")
+                    inp.disabled = False
+                line.display = True
+
+    @on(Input.Changed, "#s3-access, #s3-secret")
+    def _secret(self, event: Input.Changed) -> None:
+        event.stop()
+        job: JobConfig = self.app.job  # type: ignore[attr-defined]
+        field = "data.s3_access_key_env" if event.input.id == "s3-access" else "data.s3_secret_key_env"
+        var = str(job.resolved().get(field) or "")
+        if var:
+            if event.value:
+                job.secrets[var] = event.value
+            else:
+                job.secrets.pop(var, None)
+
+    @on(Button.Pressed, "#data-browse")
+    def _browse(self, event: Button.Pressed) -> None:
+        event.stop()
+        from tui.widgets.dialogs import FilePickerDialog
+
+        def done(path: str | None) -> None:
+            if path:
+                self.post_message(FieldEdited("data.train_path", path))
+
+        self.app.push_screen(FilePickerDialog("Choose the training data (.json / .jsonl / .zip or a folder)", "."),
+                             done)
+
+    @on(Button.Pressed, "#data-check")
+    def _check(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.run_check()
+
+    def run_check(self) -> None:
+        if not self.is_mounted or not self.children:
+            self._check_on_mount = True
+            return
+        job: JobConfig = self.app.job  # type: ignore[attr-defined]
+        res = job.resolved()
+        if not str(res["data.train_path"] or "").strip():
+            self.query_one("#data-check-status", Static).update("Choose the training data first.")
+            return
+        self.query_one("#data-check-status", Static).update("Checking…")
+        self.query_one("#data-check", Button).disabled = True
+        self._check_worker(job.copy())
+
+    @work(exclusive=True, thread=True, group="data-check")
+    def _check_worker(self, job: JobConfig) -> None:
+        try:
+            rep = self.app.services.data_check(job)  # type: ignore[attr-defined]
+            out: Any = render_report(rep)
+            status = ""
+        except Exception as e:
+            out = None
+            status = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        self.app.call_from_thread(self._show, out, status)
+
+    def _show(self, out: Any, status: str) -> None:
+        self.query_one("#data-check", Button).disabled = False
+        self.query_one("#data-check-status", Static).update(status)
+        rep = self.query_one("#data-report", Static)
+        if out is not None:
+            rep.update(out)
+            rep.display = True

@@ -1,0 +1,151 @@
+"""Step 4 — Hyperparameters: the schema's groups as Collapsibles, the raw TOML, the diff.
+
+The TOML view stays in sync both ways: form edits rewrite it (unless it has the focus);
+editing it re-parses on every change — valid TOML replaces the job and the form follows,
+bad TOML shows one message and leaves the form untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Button, ContentSwitcher, Static, TextArea
+
+from engine.config import FIELD_BY_NAME, JobConfig, _fmt, spec
+from tui.screens.model import ProfileSelect
+from tui.widgets.form import SchemaForm
+from tui.widgets.step import StepPane
+
+GROUPS = ("general", "runtime", "preference", "adapter", "eval", "tracking")
+VIEWS = ("form", "toml", "diff")
+
+
+class TomlEdited(Message):
+    """The TOML editor parsed to a new job."""
+
+    def __init__(self, job: JobConfig) -> None:
+        super().__init__()
+        self.job = job
+
+
+def diff_rows(job: JobConfig) -> list[tuple[str, Any, Any]]:
+    """(field, profile default, value) for every explicit value that differs from the profile's default."""
+    out = []
+    res = job.resolved()
+    for name in FIELD_BY_NAME:
+        if name in job.values:
+            d = spec(name, job.profile).default
+            if res[name] != d:
+                out.append((name, d, res[name]))
+    return out
+
+
+def diff_table(job: JobConfig, title: str | None = None) -> Table | Text:
+    rows = diff_rows(job)
+    if not rows:
+        return Text(f"Every value is the {job.profile} profile's default.", "dim")
+    t = Table(expand=True, show_edge=False, header_style="bold", title=title, title_justify="left")
+    t.add_column("field", no_wrap=True, ratio=2)
+    t.add_column(f"{job.profile} default", ratio=1, style="dim")
+    t.add_column("value", ratio=1, style="bold")
+    for name, d, v in rows:
+        t.add_row(name, "unset" if d is None else _fmt(d), "unset" if v is None else _fmt(v))
+    return t
+
+
+class HyperparametersPane(StepPane):
+    STEP = "hyperparameters"
+    TITLE = "Hyperparameters"
+    SUBTITLE = "checked as you type against the profile"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view = "form"
+        self._toml_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield self.header()
+        with Horizontal(classes="hp-toolbar"):
+            yield ProfileSelect(id="hp-profile")
+            yield Button("Form", id="view-form", compact=True, classes="view-btn -active")
+            yield Button("TOML", id="view-toml", compact=True, classes="view-btn")
+            yield Button("Diff", id="view-diff", compact=True, classes="view-btn")
+        with ContentSwitcher(initial="hp-form-view", id="hp-switcher"):
+            with VerticalScroll(id="hp-form-view", classes="step-body"):
+                yield SchemaForm(groups=GROUPS, grouped=True, id="hp-form",
+                                 collapsed=("runtime", "preference", "eval", "tracking"))
+            with Vertical(id="hp-toml-view"):
+                yield TextArea("", id="toml-editor", show_line_numbers=True, soft_wrap=False, tab_behavior="indent")
+                yield Static("", id="toml-error", classes="problem-text", markup=False)
+            with VerticalScroll(id="hp-diff-view", classes="step-body"):
+                yield Static("", id="diff")
+        yield self.nav()
+
+    def on_mount(self) -> None:
+        self.query_one("#toml-error").display = False
+        if self.view != "form":
+            self.call_after_refresh(self.set_view, self.view)
+
+    def set_view(self, view: str) -> None:
+        self.view = view
+        if not self.is_mounted or not self.children:
+            return  # applied on mount
+        self.query_one("#hp-switcher", ContentSwitcher).current = f"hp-{view}-view"
+        for v in VIEWS:
+            self.query_one(f"#view-{v}", Button).set_class(v == view, "-active")
+        self.app.refresh_views()  # type: ignore[attr-defined]
+        if view == "toml":
+            self.query_one("#toml-editor").focus()
+
+    @on(Button.Pressed, ".view-btn")
+    def _view(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.set_view((event.button.id or "view-form").removeprefix("view-"))
+
+    def sync(self, job: JobConfig, res: dict[str, Any], states: dict) -> None:
+        self.query_one("#hp-profile", ProfileSelect).sync(job.profile)
+        if self.view == "form":
+            self.query_one("#hp-form", SchemaForm).sync(job, states)
+        elif self.view == "toml":
+            ed = self.query_one("#toml-editor", TextArea)
+            if not ed.has_focus or not self._toml_text:
+                self.load_toml(job)
+        else:
+            self.query_one("#diff", Static).update(diff_table(job))
+
+    def load_toml(self, job: JobConfig) -> None:
+        from engine import presets
+
+        text = presets.dumps(job)
+        ed = self.query_one("#toml-editor", TextArea)
+        if ed.text != text:
+            self._toml_text = text
+            with ed.prevent(TextArea.Changed):
+                ed.load_text(text)
+        self.query_one("#toml-error").display = False
+
+    @on(TextArea.Changed, "#toml-editor")
+    def _toml_changed(self, event: TextArea.Changed) -> None:
+        event.stop()
+        from engine import presets
+
+        text = event.text_area.text
+        if text == self._toml_text:
+            return
+        self._toml_text = text
+        err = self.query_one("#toml-error", Static)
+        try:
+            new = presets.loads(text, "TOML")
+        except Exception as e:
+            msgs = getattr(e, "problems", None)
+            err.update("✗ " + (str(msgs[0]) if msgs else str(e).splitlines()[0]) + "  — the form keeps the last valid TOML")
+            err.display = True
+            return
+        err.display = False
+        self.post_message(TomlEdited(new))

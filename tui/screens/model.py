@@ -1,0 +1,192 @@
+"""Step 1 — Model: the profile, the base model (catalog, local folder or id) and what config.json says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
+
+from engine import profiles as P
+from engine.config import TINY_MODEL, JobConfig
+from tui.widgets.form import FieldEdited, SchemaForm
+from tui.widgets.step import StepPane, group_names
+
+
+class ProfileSelect(Horizontal):
+    """Profile picker used on the Model and Hyperparameters steps."""
+
+    DEFAULT_CLASSES = "profile-row"
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id=id)
+        self._shown: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Label("Profile", classes="field-label")
+        yield Select([(f"{p.title}", p.name) for p in P.PROFILES.values()], value="native", allow_blank=False,
+                     compact=True, classes="profile-select")
+
+    @on(Select.Changed)
+    def _changed(self, event: Select.Changed) -> None:
+        event.stop()
+        # ignore stale events (the Select shows something else by now) and our own sync
+        if event.value is Select.BLANK or self._shown is None or event.value != event.select.value \
+                or event.value == self._shown:
+            return
+        self._shown = str(event.value)
+        self.post_message(FieldEdited("profile", str(event.value)))
+
+    def sync(self, profile: str) -> None:
+        sel = self.query_one(Select)
+        if sel.value != profile:
+            with sel.prevent(Select.Changed):
+                sel.value = profile
+        self._shown = profile
+
+
+def catalog(profile: str) -> list[str]:
+    """Models offered: the demo model, the profile's catalog, then the FPT pipeline catalog."""
+    out = [TINY_MODEL]
+    out += [m for m in P.get(profile).models if m not in out]
+    out += [m for m in P.FPT_PIPELINE_MODELS if m not in out]
+    return out
+
+
+def info_table(info: Any) -> Table:
+    """A ModelInfo (engine.modelinfo) as a two-column table; tolerant of missing attributes."""
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column()
+
+    def g(*names: str) -> Any:
+        for n in names:
+            v = info.get(n) if isinstance(info, dict) else getattr(info, n, None)
+            if v not in (None, "", []):
+                return v
+        return None
+
+    arch = g("architecture", "model_type")
+    params = g("num_params", "parameters", "num_parameters", "param_count")
+    if isinstance(params, (int, float)):
+        params = _human(params)
+    ctx = g("context_length", "max_position_embeddings")
+    vision = g("vision", "is_vision", "supports_vision")
+    targets = g("default_target_modules", "lora_targets", "target_modules")
+    layers, hidden = g("layers"), g("hidden")
+    shape = f"{layers} layers, hidden {hidden:,}" if isinstance(layers, int) and isinstance(hidden, int) else None
+    rows = [("Architecture", arch), ("Parameters", params), ("Shape", shape), ("Context", f"{ctx:,} tokens" if isinstance(ctx, int) else ctx),
+            ("Vision", None if vision is None else ("yes" if vision else "no")),
+            ("LoRA targets", ", ".join(targets) if isinstance(targets, (list, tuple)) else targets)]
+    for k, v in rows:
+        t.add_row(k, "—" if v is None else str(v))
+    src = g("source", "path")
+    if src:
+        t.add_row("Read from", Text(str(src), "dim"))
+    return t
+
+
+def _human(n: float) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(int(n))
+
+
+class ModelPane(StepPane):
+    STEP = "model"
+    TITLE = "Model"
+    SUBTITLE = "which rules, which base model"
+    FIRST = "f-model-name_or_path"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._catalog_for: str | None = None
+        self._info_for: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield self.header()
+        with VerticalScroll(classes="step-body"):
+            yield ProfileSelect(id="model-profile")
+            yield Static("", id="profile-desc", classes="muted")
+            with Horizontal(classes="model-path-row"):
+                yield SchemaForm(["model.name_or_path"], id="model-name-form")
+                yield Button("Browse…", id="model-browse", compact=True, classes="browse")
+            with Horizontal(id="model-columns", classes="columns-fixed"):
+                with Vertical(classes="column"):
+                    yield Label("Catalog", classes="section-title")
+                    yield OptionList(id="model-catalog")
+                with Vertical(classes="column"):
+                    yield Label("From config.json", classes="section-title")
+                    yield Static("", id="model-info")
+                    yield Static("", id="model-warning", classes="warning-text")
+            yield SchemaForm([n for n in group_names("model") if n != "model.name_or_path"], id="model-form")
+        yield self.nav()
+
+    def sync(self, job: JobConfig, res: dict[str, Any], states: dict) -> None:
+        self.query_one("#model-profile", ProfileSelect).sync(job.profile)
+        prof = P.get(job.profile)
+        self.query_one("#profile-desc", Static).update(prof.description)
+        for f in self.query(SchemaForm):
+            f.sync(job, states)
+        name = str(res["model.name_or_path"])
+        ol = self.query_one("#model-catalog", OptionList)
+        if self._catalog_for != job.profile:
+            self._catalog_for = job.profile
+            own = set(prof.models)
+            ol.clear_options()
+            ol.add_options([Option(Text.assemble(("● " if m in own else "  ", "green"), m), id=m)
+                            for m in catalog(job.profile)])
+        for i in range(ol.option_count):
+            if ol.get_option_at_index(i).id == name:
+                if ol.highlighted != i:
+                    ol.highlighted = i
+                break
+        warn = self.query_one("#model-warning", Static)
+        st = states.get("model.name_or_path")
+        if st is not None and st.problem is not None:
+            warn.update(Text(("✗ " if st.problem.severity == "error" else "⚠ ") + st.problem.message, "bold"))
+        elif prof.models:
+            warn.update(Text(f"● in the {prof.title} catalog" if name in prof.models else "", "green"))
+        else:
+            warn.update("")
+        if self._info_for != name:
+            self._info_for = name
+            self.load_info(name)
+
+    @work(exclusive=True, thread=True, group="model-info")
+    def load_info(self, name: str) -> None:
+        describe = self.app.services.describe_model  # type: ignore[attr-defined]
+        try:
+            info = describe(name)
+            out: Any = info_table(info) if info is not None else Text("Model details are not available yet.", "dim")
+        except Exception as e:  # one sentence, never a traceback
+            out = Text(f"Cannot read config.json: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}",
+                       "dim")
+        self.app.call_from_thread(self._show_info, name, out)
+
+    def _show_info(self, name: str, out: Any) -> None:
+        if name == self._info_for:
+            self.query_one("#model-info", Static).update(out)
+
+    @on(OptionList.OptionSelected, "#model-catalog")
+    def _pick(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option.id:
+            self.post_message(FieldEdited("model.name_or_path", event.option.id))
+
+    @on(Button.Pressed, "#model-browse")
+    def _browse(self, event: Button.Pressed) -> None:
+        event.stop()
+        from tui.widgets.dialogs import FilePickerDialog
+
+        def done(path: str | None) -> None:
+            if path:
+                self.post_message(FieldEdited("model.name_or_path", path))
+
+        self.app.push_screen(FilePickerDialog("Choose a model folder (with config.json)", ".", folders=True), done)

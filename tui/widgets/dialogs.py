@@ -1,0 +1,263 @@
+"""Modal dialogs: confirm, open / save preset, file picker, field help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, DirectoryTree, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from engine.config import FIELD_BY_NAME, spec
+
+
+class Dialog(ModalScreen[Any]):
+    """Base: escape cancels (dismisses with None)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CLASSES = "dialog-screen"
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmDialog(Dialog):
+    """A question with buttons; dismisses with the chosen button's key (None on escape)."""
+
+    def __init__(self, title: str, message: str, buttons: Iterable[tuple[str, str]] = (("yes", "Yes"), ("no", "No")),
+                 id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.title_text = title
+        self.message = message
+        self.buttons = list(buttons)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.message, classes="dialog-body", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                for i, (key, label) in enumerate(self.buttons):
+                    yield Button(label, id=f"btn-{key}", variant="primary" if i == 0 else "default", compact=True)
+
+    def on_mount(self) -> None:
+        self.query(Button).first().focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss((event.button.id or "btn-").removeprefix("btn-"))
+
+
+class FilePickerDialog(Dialog):
+    """A DirectoryTree to pick a file (or a folder); the path can also be typed."""
+
+    def __init__(self, title: str = "Choose a file", start: str | Path = ".", folders: bool = False,
+                 suffixes: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.title_text = title
+        self.start = Path(start).expanduser()
+        if not self.start.is_dir():
+            self.start = self.start.parent if self.start.parent.is_dir() else Path.cwd()
+        self.folders = folders
+        self.suffixes = suffixes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog dialog-tall"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield DirectoryTree(self.start, id="picker-tree")
+            yield Input(placeholder="path", id="picker-path", compact=True)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Choose", id="picker-ok", variant="primary", compact=True)
+                yield Button("Cancel", id="picker-cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#picker-tree").focus()
+
+    @on(DirectoryTree.FileSelected)
+    def _file(self, event: DirectoryTree.FileSelected) -> None:
+        self.query_one("#picker-path", Input).value = str(event.path)
+        if not self.folders:
+            self.dismiss(str(event.path))
+
+    @on(DirectoryTree.DirectorySelected)
+    def _dir(self, event: DirectoryTree.DirectorySelected) -> None:
+        self.query_one("#picker-path", Input).value = str(event.path)
+
+    @on(Input.Submitted, "#picker-path")
+    @on(Button.Pressed, "#picker-ok")
+    def _ok(self) -> None:
+        v = self.query_one("#picker-path", Input).value.strip()
+        if v:
+            self.dismiss(v)
+
+    @on(Button.Pressed, "#picker-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+
+class OpenPresetDialog(Dialog):
+    """Shipped and recent presets, or a typed path; Import converts a foreign file (engine.interop)."""
+
+    def __init__(self, shipped: list[Path], recent: list[Path]) -> None:
+        super().__init__()
+        self.shipped = shipped
+        self.recent = recent
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog dialog-tall"):
+            yield Label("Open a preset", classes="dialog-title")
+            opts: list[Option | None] = []
+            for p in self.recent:
+                opts.append(Option(Text.assemble(("recent   ", "dim"), p.name, ("  " + str(p.parent), "dim")), id=str(p)))
+            for p in self.shipped:
+                if p not in self.recent:
+                    opts.append(Option(Text.assemble(("shipped  ", "dim"), p.name), id=str(p)))
+            yield OptionList(*opts, id="preset-list")
+            yield Input(placeholder="…or type a path to a .toml preset", id="preset-path", compact=True)
+            yield Static("", id="preset-error", classes="field-problem", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Open", id="preset-open", variant="primary", compact=True)
+                yield Button("Import…", id="preset-import", compact=True)
+                yield Button("Cancel", id="preset-cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#preset-error").display = False
+        ol = self.query_one("#preset-list", OptionList)
+        if ol.option_count:
+            ol.highlighted = 0
+            ol.focus()
+        else:
+            self.query_one("#preset-path").focus()
+
+    @on(OptionList.OptionHighlighted, "#preset-list")
+    def _hl(self, event: OptionList.OptionHighlighted) -> None:
+        self.query_one("#preset-path", Input).value = event.option.id or ""
+
+    @on(OptionList.OptionSelected, "#preset-list")
+    def _sel(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(("open", event.option.id))
+
+    @on(Input.Submitted, "#preset-path")
+    @on(Button.Pressed, "#preset-open")
+    def _open(self) -> None:
+        v = self.query_one("#preset-path", Input).value.strip()
+        if v:
+            self.dismiss(("open", v))
+
+    @on(Button.Pressed, "#preset-import")
+    def _import(self) -> None:
+        v = self.query_one("#preset-path", Input).value.strip()
+        if not v:
+            self.show_error("type the path of a LLaMA-Factory or Nova file to import")
+            return
+        self.dismiss(("import", v))
+
+    @on(Button.Pressed, "#preset-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    def show_error(self, msg: str) -> None:
+        e = self.query_one("#preset-error", Static)
+        e.update(msg)
+        e.display = True
+
+
+class SavePresetDialog(Dialog):
+    """A path to save to; Export writes a LLaMA-Factory / Nova file instead (engine.interop)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Save the job as a preset", classes="dialog-title")
+            yield Static("Secrets are never written; a preset names the environment variable instead.",
+                         classes="dialog-body")
+            yield Input(self.path, placeholder="path/to/preset.toml", id="save-path", compact=True)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save", id="save-ok", variant="primary", compact=True)
+                yield Button("Export LLaMA-Factory", id="save-llamafactory", compact=True)
+                yield Button("Export Nova", id="save-nova", compact=True)
+                yield Button("Cancel", id="save-cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#save-path").focus()
+
+    @on(Input.Submitted, "#save-path")
+    @on(Button.Pressed, "#save-ok")
+    def _ok(self) -> None:
+        v = self.query_one("#save-path", Input).value.strip()
+        if v:
+            self.dismiss(("save", v))
+
+    @on(Button.Pressed, "#save-llamafactory")
+    def _lf(self) -> None:
+        self.dismiss(("export:llamafactory", self.query_one("#save-path", Input).value.strip()))
+
+    @on(Button.Pressed, "#save-nova")
+    def _nova(self) -> None:
+        self.dismiss(("export:nova", self.query_one("#save-path", Input).value.strip()))
+
+    @on(Button.Pressed, "#save-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+
+KEYS_HELP = """\
+Tab / Shift+Tab   next / previous field
+Ctrl+N / Ctrl+B   next / previous step   (or click a step)
+F1 or ?           help for the focused field
+Ctrl+S / Ctrl+O   save / open a preset
+Ctrl+T            show the job as TOML
+Ctrl+R            runs          Ctrl+L   launch
+Ctrl+P            command palette (every action)
+Ctrl+Q            quit (asks when there are unsaved changes)"""
+
+
+class HelpDialog(Dialog):
+    """The focused field's help: label, dotted name, allowed values, visibility rule, aliases."""
+
+    BINDINGS = [Binding("escape,f1,question_mark,q", "cancel", "Close")]
+
+    def __init__(self, field_name: str | None, profile: str = "native") -> None:
+        super().__init__()
+        self.field_name = field_name
+        self.profile = profile
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog dialog-help"):
+            if self.field_name and self.field_name in FIELD_BY_NAME:
+                f = FIELD_BY_NAME[self.field_name]
+                sp = spec(f.name, self.profile)
+                yield Label(f"{f.label}  ·  {f.name}", classes="dialog-title")
+                yield Static(f.help, classes="dialog-body", markup=False)
+                t = Text()
+                t.append("allowed  ", "bold")
+                t.append(sp.allowed() + (f"  (profile {self.profile})" if sp.overridden else ""))
+                t.append("\ndefault  ", "bold")
+                t.append("unset" if sp.default is None else str(sp.default))
+                if f.visible_text:
+                    t.append("\nshown    ", "bold")
+                    t.append(f"when {f.visible_text}")
+                if f.aliases:
+                    t.append("\naliases  ", "bold")
+                    t.append(", ".join(f.aliases))
+                yield Static(t, classes="dialog-body")
+            else:
+                yield Label("finetui — keys", classes="dialog-title")
+            yield Static(KEYS_HELP, classes="dialog-body dialog-keys", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Close", id="help-close", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#help-close").focus()
+
+    @on(Button.Pressed, "#help-close")
+    def _close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,329 @@
+"""The schema-driven form: one :class:`FieldRow` per schema field, a widget by kind.
+
+``FieldRow`` never touches the job itself: edits are posted as :class:`FieldEdited`
+and the app applies them, then calls :meth:`SchemaForm.sync` on the visible forms,
+which re-reads the job (values, the profile's ranges and choices, visibility rules
+and problems) and updates every row.  A value is checked as typed: an out-of-range
+number is stored as typed (so the launch stays disabled) and its one-line message is
+shown under the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
+
+from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUP_TITLES, JobConfig, Problem, _fmt, _num,
+                           coerce, cross_field_problems, spec)
+
+
+def widget_id(name: str) -> str:
+    """DOM id of a field's input widget: ``general.learning_rate`` → ``f-general-learning_rate``."""
+    return "f-" + name.replace(".", "-")
+
+
+def row_id(name: str) -> str:
+    return "row-" + name.replace(".", "-")
+
+
+def format_value(name: str, value: Any) -> str:
+    """A value as the Input shows it."""
+    f = FIELD_BY_NAME[name]
+    if value is None:
+        return ""
+    if f.kind == "list" and isinstance(value, (list, tuple)):
+        return ", ".join(str(x) for x in value)
+    if f.kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _num(float(value)) if float(value).is_integer() else f"{value:g}"
+    return str(value)
+
+
+def hint_for(name: str, profile: str) -> str:
+    """The short allowed-range hint shown right of an input."""
+    sp = spec(name, profile)
+    f = sp.field
+    if f.kind in ("int", "float"):
+        h = sp.range.describe() if sp.range else "any number"
+        if h == "any number" and f.kind == "int":
+            h = "an integer"
+        return h
+    if f.kind == "list":
+        return "comma-separated"
+    return ""
+
+
+def parse_input(name: str, text: str) -> Any:
+    """Typed text → the value stored in the job (as typed when it does not parse)."""
+    f = FIELD_BY_NAME[name]
+    if f.kind in ("str", "path"):
+        return None if (text == "" and f.optional) else text
+    try:
+        return coerce(name, text)
+    except ValueError:
+        return text
+
+
+@dataclass
+class FieldState:
+    """What the form shows for one field, computed once per sync."""
+
+    value: Any
+    visible: bool
+    explicit: bool
+    changed: bool  # differs from the profile's default
+    problem: Problem | None
+
+
+class FieldEdited(Message):
+    """A field widget was edited by the user (bubbles to the app)."""
+
+    def __init__(self, name: str, value: Any) -> None:
+        super().__init__()
+        self.name = name
+        self.value = value
+
+
+class FieldFocused(Message):
+    """A field widget got the focus (its help goes to the help bar)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
+def compute_states(job: JobConfig) -> tuple[dict[str, Any], dict[str, FieldState]]:
+    """Resolved values and each field's visibility, change mark and first problem."""
+    res = job.resolved()
+    probs = job.problems(include_warnings=True)
+    if any(p.severity == "error" for p in probs):
+        # problems() skips the cross-field rules while a value is invalid; show them anyway
+        try:
+            probs = probs + cross_field_problems(job, res)
+        except Exception:
+            pass
+    first: dict[str, Problem] = {}
+    for p in probs:
+        cur = first.get(p.field)
+        if cur is None or (cur.severity == "warning" and p.severity == "error"):
+            first[p.field] = p
+    states = {}
+    for name, f in FIELD_BY_NAME.items():
+        default = spec(name, job.profile).default
+        states[name] = FieldState(
+            value=res[name],
+            visible=f.is_visible(res) or name in job.values and first.get(name) is not None,
+            explicit=name in job.values,
+            changed=name in job.values and res[name] != default,
+            problem=first.get(name),
+        )
+    return res, states
+
+
+def problem_text(p: Problem) -> str:
+    icon = "✗" if p.severity == "error" else "⚠"
+    s = f"{icon} {p.message}"
+    if p.allowed:
+        s += f" — allowed: {p.allowed}"
+    return s
+
+
+_UNSYNCED = object()
+
+
+class FieldRow(Vertical):
+    """Label, input widget and range hint on one line; the problem on the next."""
+
+    DEFAULT_CLASSES = "field-row"
+
+    def __init__(self, name: str, profile: str = "native") -> None:
+        super().__init__(id=row_id(name))
+        self.field_name = name
+        self.field = FIELD_BY_NAME[name]
+        self._profile = profile
+        self._options: tuple[Any, ...] | None = None
+        self._shown: Any = _UNSYNCED  # what the last sync put in the widget
+        self._label_text = self.field.label
+        self._problem_text = ""
+
+    # -- building ---------------------------------------------------------
+    def _make_widget(self) -> Widget:
+        f = self.field
+        wid = widget_id(f.name)
+        sp = spec(f.name, self._profile)
+        if f.kind == "bool":
+            return Switch(value=bool(sp.default), id=wid, classes="field-input")
+        if f.kind == "enum":
+            self._options = tuple(sp.choices or ())
+            return Select([(_fmt(c), c) for c in self._options], value=sp.default, allow_blank=False,
+                          id=wid, compact=True, classes="field-input")
+        placeholder = "unset" if sp.default is None else format_value(f.name, sp.default)
+        return Input(value=format_value(f.name, sp.default), placeholder=placeholder, id=wid, compact=True,
+                     classes="field-input", password=f.secret, select_on_focus=False)
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="field-line"):
+            yield Label(self.field.label, classes="field-label")
+            yield self._make_widget()
+            yield Label(hint_for(self.field_name, self._profile), classes="field-hint")
+        prob = Static("", classes="field-problem", markup=False)
+        prob.display = False
+        yield prob
+
+    @property
+    def input_widget(self) -> Widget:
+        return self.query_one(f"#{widget_id(self.field_name)}")
+
+    # -- events -----------------------------------------------------------
+    def _user_edit(self, widget: Any, value: Any) -> bool:
+        """True for an edit by the user: not stale (the widget still shows it), not our own sync."""
+        if self._shown is _UNSYNCED or value != widget.value or value == self._shown:
+            return False
+        self._shown = value
+        return True
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if self._user_edit(event.input, event.value):
+            self.post_message(FieldEdited(self.field_name, parse_input(self.field_name, event.value)))
+
+    def on_switch_changed(self, event: Switch.Changed) -> None:
+        event.stop()
+        if self._user_edit(event.switch, event.value):
+            self.post_message(FieldEdited(self.field_name, event.value))
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value is not Select.BLANK and self._user_edit(event.select, event.value):
+            self.post_message(FieldEdited(self.field_name, event.value))
+
+    def on_descendant_focus(self, event: Any) -> None:
+        self.post_message(FieldFocused(self.field_name))
+
+    # -- sync from the job ------------------------------------------------
+    def sync(self, profile: str, st: FieldState) -> None:
+        if self.display != st.visible:
+            self.display = st.visible
+        if not st.visible:
+            return
+        w = self.input_widget
+        label_text = ("● " if st.changed else "") + self.field.label
+        if label_text != self._label_text:
+            self._label_text = label_text
+            self.query_one(".field-label", Label).update(label_text)
+        self.set_class(st.changed, "-changed")
+        if profile != self._profile:
+            self._profile = profile
+            self.query_one(".field-hint", Label).update(hint_for(self.field_name, profile))
+        sp = spec(self.field_name, profile)
+        if isinstance(w, Input):
+            w.placeholder = "unset" if sp.default is None else format_value(self.field_name, sp.default)
+            if not w.has_focus or self._shown is _UNSYNCED:
+                text = format_value(self.field_name, st.value)
+                if w.value != text:
+                    with w.prevent(Input.Changed):
+                        w.value = text
+                self._shown = text
+        elif isinstance(w, Switch):
+            v = bool(st.value) if isinstance(st.value, bool) else False
+            if w.value != v:
+                with w.prevent(Switch.Changed):
+                    w.value = v
+            self._shown = v
+        elif isinstance(w, Select):
+            opts = tuple(sp.choices or ())
+            cur = st.value
+            if cur not in opts:
+                opts = opts + (cur,)
+            if opts != self._options:
+                self._options = opts
+                labels = [(_fmt(c) if c in (sp.choices or ()) else f"{_fmt(c)} (not offered)", c) for c in opts]
+                with w.prevent(Select.Changed):
+                    w.set_options(labels)
+            if w.value != cur:
+                with w.prevent(Select.Changed):
+                    w.value = cur
+            self._shown = cur
+        p = st.problem
+        self.set_class(p is not None and p.severity == "error", "-invalid")
+        self.set_class(p is not None and p.severity == "warning", "-warning")
+        w.set_class(p is not None and p.severity == "error", "-bad")
+        text = problem_text(p) if p else ""
+        if text != self._problem_text:
+            self._problem_text = text
+            prob = self.query_one(".field-problem", Static)
+            prob.update(text)
+            prob.display = p is not None
+
+
+class SchemaForm(Vertical):
+    """Rows for the given fields; with ``grouped`` each schema group is a Collapsible."""
+
+    DEFAULT_CLASSES = "schema-form"
+
+    def __init__(self, names: Iterable[str] | None = None, groups: Iterable[str] | None = None,
+                 grouped: bool = False, profile: str = "native", collapsed: Iterable[str] = (),
+                 id: str | None = None) -> None:
+        super().__init__(id=id)
+        if groups is not None:
+            self.groups = list(groups)
+            self.names = [f.name for g in self.groups for f in GROUP_FIELDS.get(g, [])]
+        else:
+            self.names = list(names or [])
+            self.groups = list(dict.fromkeys(n.split(".")[0] for n in self.names))
+        self.grouped = grouped
+        self.profile = profile
+        self.collapsed = set(collapsed)
+        self._populated: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        if not self.grouped:
+            for n in self.names:
+                yield FieldRow(n, self.profile)
+            return
+        for g in self.groups:
+            names = [n for n in self.names if n.split(".")[0] == g]
+            with Collapsible(title=GROUP_TITLES.get(g, g), collapsed=g in self.collapsed, id=f"group-{g}",
+                             classes="field-group"):
+                # rows of a collapsed group are mounted when it is first expanded (fast start)
+                if g not in self.collapsed:
+                    for n in names:
+                        yield FieldRow(n, self.profile)
+        self._populated = {g for g in self.groups if g not in self.collapsed}
+
+    def on_collapsible_expanded(self, event: Collapsible.Expanded) -> None:
+        coll = event.collapsible
+        g = (coll.id or "").removeprefix("group-")
+        if g in self.groups and g not in self._populated:
+            self._populated.add(g)
+            names = [n for n in self.names if n.split(".")[0] == g]
+            coll.query_one(Collapsible.Contents).mount(*[FieldRow(n, self.profile) for n in names])
+            self.call_after_refresh(self.app.refresh_views)  # type: ignore[attr-defined]
+
+    def expand(self, group: str) -> None:
+        self.query_one(f"#group-{group}", Collapsible).collapsed = False
+
+    def rows(self) -> list[FieldRow]:
+        return list(self.query(FieldRow))
+
+    def sync(self, job: JobConfig, states: dict[str, FieldState] | None = None) -> None:
+        if states is None:
+            _, states = compute_states(job)
+        self.profile = job.profile
+        for row in self.query(FieldRow):
+            row.sync(job.profile, states[row.field_name])
+        if self.grouped:
+            for g in self.groups:
+                names = [n for n in self.names if n.split(".")[0] == g]
+                coll = self.query_one(f"#group-{g}", Collapsible)
+                coll.display = any(states[n].visible for n in names)
+                bad = sum(1 for n in names if states[n].visible and states[n].problem
+                          and states[n].problem.severity == "error")
+                title = GROUP_TITLES.get(g, g)
+                coll.title = f"{title}  ✗ {bad}" if bad else title
+                coll.set_class(bad > 0, "-invalid")

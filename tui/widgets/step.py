@@ -1,0 +1,186 @@
+"""Wizard chrome: the step bar, the help bar, and the base class of the step panes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.events import Click
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Button, Label, Static
+
+from engine.config import FIELD_BY_NAME, GROUP_FIELDS, JobConfig
+
+if TYPE_CHECKING:
+    from tui.widgets.form import FieldState
+
+#: (step id, title, schema groups it owns)
+STEPS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("model", "Model", ("model",)),
+    ("data", "Data", ("data",)),
+    ("trainer", "Trainer", ("trainer",)),
+    ("hyperparameters", "Hyperparameters", ("general", "runtime", "preference", "adapter", "eval", "tracking")),
+    ("launch", "Launch", ("launch",)),
+]
+STEP_IDS = [s[0] for s in STEPS]
+STEP_OF_GROUP = {g: s for s, _, gs in STEPS for g in gs}
+
+
+def step_of_field(name: str) -> str:
+    return STEP_OF_GROUP.get(name.split(".")[0], "hyperparameters")
+
+
+def step_errors(states: dict[str, "FieldState"]) -> dict[str, int]:
+    out = {s: 0 for s in STEP_IDS}
+    for name, st in states.items():
+        if st.problem is not None and st.problem.severity == "error" and (st.visible or st.explicit):
+            out[step_of_field(name)] += 1
+    return out
+
+
+class StepBar(Horizontal):
+    """One line: the app name and the five steps, each clickable, with its error count."""
+
+    class Chosen(Message):
+        def __init__(self, step: str) -> None:
+            super().__init__()
+            self.step = step
+
+    def __init__(self) -> None:
+        super().__init__(id="stepbar")
+        self.current = STEP_IDS[0]
+        self.errors: dict[str, int] = {s: 0 for s in STEP_IDS}
+
+    def compose(self) -> ComposeResult:
+        yield Label(" finetui ", id="brand")
+        for i, (sid, title, _) in enumerate(STEPS):
+            if i:
+                yield Label("›", classes="step-sep")
+            yield StepTab(sid, i + 1, title)
+        yield Label("", id="stepbar-status")
+
+    def update_steps(self, current: str, errors: dict[str, int]) -> None:
+        self.current = current
+        self.errors = errors
+        for tab in self.query(StepTab):
+            tab.set_state(tab.step == current, errors.get(tab.step, 0))
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#stepbar-status", Label).update(text)
+
+
+class StepTab(Static):
+    def __init__(self, step: str, number: int, title: str) -> None:
+        super().__init__(id=f"tab-{step}", classes="step-tab")
+        self.step = step
+        self.number = number
+        self.title_text = title
+        self._state: tuple[bool, int] | None = None
+
+    def on_mount(self) -> None:
+        self.set_state(False, 0)
+
+    def set_state(self, current: bool, errors: int) -> None:
+        if self._state == (current, errors):
+            return
+        self._state = (current, errors)
+        self.set_class(current, "-current")
+        self.set_class(errors > 0, "-invalid")
+        t = Text()
+        t.append(f"{self.number} ")
+        t.append(self.title_text)
+        if errors:
+            t.append(f" ✗{errors}", "bold")
+        self.update(t)
+
+    def on_click(self, event: Click) -> None:
+        event.stop()
+        self.post_message(StepBar.Chosen(self.step))
+
+
+class HelpBar(Static):
+    """One line above the footer: the focused field's help, or the app's status."""
+
+    def __init__(self) -> None:
+        super().__init__("", id="helpbar", markup=False)
+
+    def show_field(self, name: str) -> None:
+        f = FIELD_BY_NAME.get(name)
+        if f is None:
+            return
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(f.label, "bold")
+        t.append("  " + f.help.replace("\n", " "))
+        self.update(t)
+
+
+class StepPane(Vertical):
+    """Base of the five step panes (one module each in ``tui/screens``)."""
+
+    STEP = ""
+    TITLE = ""
+    SUBTITLE = ""
+
+    def __init__(self) -> None:
+        super().__init__(id=f"step-{self.STEP}", classes="step-pane")
+        self.ready = False
+
+    def on_mount(self) -> None:
+        # panes are mounted on first visit; the subclass's on_mount has run by now
+        self.ready = True
+        if getattr(self.app, "step", None) == self.STEP:
+            self.app.refresh_views()  # type: ignore[attr-defined]
+            self.call_after_refresh(self.focus_first)
+
+    def header(self) -> Widget:
+        t = Text()
+        t.append(self.TITLE, "bold")
+        if self.SUBTITLE:
+            t.append("  " + self.SUBTITLE, "dim")
+        return Static(t, classes="step-title")
+
+    def nav(self, next_label: str | None = "Next ›", extra: list[Widget] | None = None) -> Horizontal:
+        idx = STEP_IDS.index(self.STEP)
+        children: list[Widget] = []
+        if idx > 0:
+            children.append(Button("‹ Back", id=f"back-{self.STEP}", classes="nav-back", compact=True))
+        children.append(Static("", classes="nav-spacer"))
+        children.extend(extra or [])
+        if next_label and idx < len(STEP_IDS) - 1:
+            children.append(Button(next_label, id=f"next-{self.STEP}", classes="nav-next", variant="primary",
+                                   compact=True))
+        return Horizontal(*children, classes="nav-bar")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        bid = event.button.id or ""
+        if bid.startswith("back-"):
+            event.stop()
+            self.app.action_prev_step()  # type: ignore[attr-defined]
+        elif bid.startswith("next-"):
+            event.stop()
+            self.app.action_next_step()  # type: ignore[attr-defined]
+
+    FIRST: str | None = None  # DOM id of the widget focused on entry
+
+    def focus_first(self) -> None:
+        from tui.widgets.form import FieldRow, widget_id
+
+        try:
+            if self.FIRST:
+                self.query_one(f"#{self.FIRST}").focus(scroll_visible=False)
+                return
+            rows = [r for r in self.query(FieldRow) if r.display]
+            if rows:
+                rows[0].input_widget.focus(scroll_visible=False)
+        except Exception:
+            pass
+
+    def sync(self, job: JobConfig, res: dict[str, Any], states: dict[str, "FieldState"]) -> None:
+        """Re-read the job; called when the job changed while this pane is shown, and on entry."""
+
+
+def group_names(*groups: str) -> list[str]:
+    return [f.name for g in groups for f in GROUP_FIELDS.get(g, [])]
