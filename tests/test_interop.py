@@ -312,6 +312,11 @@ def test_nova_full_roundtrip_and_max_steps(tmp_path):
     back, ew, iw = roundtrip(job, "nova", tmp_path)
     assert back.profile == "nova_full" and back.resolved()["general.max_steps"] == 300
     assert_same_or_warned(job, back, ew + iw)
+    job.values.update({"tracking.tensorboard": False, "general.batch_size": 2,
+                       "runtime.gradient_accumulation_steps": 8})
+    back, ew, iw = roundtrip(job, "nova", tmp_path / "b")
+    assert back.resolved()["tracking.tensorboard"] is False
+    assert_same_or_warned(job, back, ew + iw)
 
 
 def test_nova_export_validates_against_the_nova_profile():
@@ -364,6 +369,23 @@ def test_fpt_studio_roundtrip(tmp_path):
     back, ew, iw = roundtrip(job, "fpt_studio", tmp_path)
     assert back.profile == "fpt_studio"
     assert_same_or_warned(job, back, ew + iw)
+
+
+def test_fpt_studio_roundtrip_full_sigmoid(tmp_path):
+    job = presets.load(presets.PRESETS_DIR / "fpt_studio.toml")
+    job.values.update({"trainer.training_type": "full", "trainer.stage": "dpo", "data.format": "preference",
+                       "data.train_path": "finetui:samples/preference_demo.jsonl",
+                       "preference.preference_loss": "sigmoid", "preference.dpo_label_smoothing": 0.1,
+                       "general.max_sequence_length": 512, "runtime.lr_warmup_steps": 10,
+                       "eval.checkpoint_strategy": "epoch", "general.resume_from_checkpoint": "runs/x/checkpoint-9"})
+    assert job.problems() == [], job.problems()
+    back, ew, iw = roundtrip(job, "fpt_studio", tmp_path)
+    assert_same_or_warned(job, back, ew + iw)
+    lora = presets.load(presets.PRESETS_DIR / "fpt_studio.toml")
+    lora.values["adapter.target_modules"] = ["q_proj", "v_proj"]
+    back, ew, iw = roundtrip(lora, "fpt_studio", tmp_path / "l")
+    assert back.resolved()["adapter.target_modules"] == ["q_proj", "v_proj"]
+    assert_same_or_warned(lora, back, ew + iw)
 
 
 def test_fpt_studio_json_as_the_document_writes_it(tmp_path):
@@ -432,6 +454,7 @@ def watsonx_job(preset: str) -> JobConfig:
 @pytest.mark.parametrize("preset", WATSONX)
 def test_watsonx_roundtrip(preset, tmp_path):
     job = watsonx_job(preset)
+    job.values["launch.procs_per_node"] = 4
     assert job.problems() == [], job.problems()
     back, ew, iw = roundtrip(job, "watsonx", tmp_path)
     assert back.profile == preset and back.problems() == []
