@@ -283,3 +283,13 @@ def test_bundled_samples(data_res, name, fmt, stage):
 def test_unknown_sample(data_res):
     with pytest.raises(DataError, match=r"finetui:samples/nope.jsonl"):
         load_rows(data_res(data__train_path="finetui:samples/nope.jsonl"))
+
+
+def test_preference_data_for_kto_is_unpaired(data_res):
+    pairs = load_rows(data_res(data__train_path="finetui:samples/preference_demo.jsonl", data__format="preference",
+                               trainer__stage="dpo")).train
+    d = load_rows(data_res(data__train_path="finetui:samples/preference_demo.jsonl", data__format="preference",
+                           trainer__stage="kto"))
+    assert len(d.train) == 2 * len(pairs) and d.report["unpaired"]
+    assert d.train[0] == {"prompt": pairs[0]["prompt"], "completion": pairs[0]["chosen"], "label": True}
+    assert d.train[1] == {"prompt": pairs[0]["prompt"], "completion": pairs[0]["rejected"], "label": False}

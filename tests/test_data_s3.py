@@ -144,3 +144,30 @@ def test_cli_check_from_s3(moto_s3, tmp_path):
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip() == f"s3://{moto_s3['bucket']}/cli.jsonl: no S3 credentials — set FT_AK"
+
+
+def test_cli_prompts_masked_for_missing_secret_on_a_terminal(moto_s3, monkeypatch):
+    """On a terminal the CLI asks for an unset credential (masked) and uses it for this run only."""
+    from typer.testing import CliRunner
+
+    import tui.commands.data as cmd
+    from tui.cli import app
+
+    moto_s3["client"].put_object(Bucket=moto_s3["bucket"], Key="tty.jsonl",
+                                 Body=b'{"instruction": "a", "output": "b"}\n')
+    asked = []
+
+    def fake_prompt(name):
+        asked.append(name)
+        return moto_s3["secret_key"]
+
+    monkeypatch.setattr(cmd, "_prompt_secret", fake_prompt)
+    monkeypatch.setattr(cmd.common, "stdin_is_tty", lambda: True)
+    monkeypatch.setenv("FT_AK2", moto_s3["access_key"])
+    monkeypatch.delenv("FT_SK2", raising=False)
+    r = CliRunner().invoke(app, ["data", "check", f"s3://{moto_s3['bucket']}/tty.jsonl", "--format", "alpaca",
+                                 "--endpoint-url", moto_s3["url"], "--access-key-env", "FT_AK2",
+                                 "--secret-key-env", "FT_SK2"])
+    assert r.exit_code == 0, r.output
+    assert asked == ["FT_SK2"] and moto_s3["secret_key"] not in r.output
+    assert "rows: 1 total, 1 valid, 0 invalid" in r.stdout

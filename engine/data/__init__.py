@@ -7,6 +7,15 @@ Contract used by the training worker::
 
     from engine.data import load_rows, DataError
     data = load_rows(job.resolved(), secrets)   # .train, .eval, .dropped, .report
+
+``secrets`` holds S3 credentials keyed by the variable names the job gives in
+``data.s3_access_key_env`` / ``data.s3_secret_key_env`` (default ``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY``); a name missing there is read from the environment.  They are used for
+the request only, never written or logged.
+
+Rows by stage: pretrain → ``{"text"}``; sft → ``{"messages", "images"?, "tools"?}``;
+dpo / reward → ``{"prompt", "chosen", "rejected"}``; kto → ``{"prompt", "completion", "label"}``
+(preference data given to kto is unpaired: chosen → label true, rejected → label false).
 """
 
 from __future__ import annotations

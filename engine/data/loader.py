@@ -137,6 +137,15 @@ def split_rows(rows: list[dict], val_size: float, seed: int) -> tuple[list[dict]
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
+def unpair(rows: list[dict]) -> list[dict]:
+    """Preference rows → KTO rows: chosen with label true, rejected with label false."""
+    out = []
+    for r in rows:
+        out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
+        out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
+    return out
+
+
 def load_rows(res: dict, secrets: dict | None = None) -> LoadedData:
     """The job's training (and evaluation) rows in canonical form.  Raises :class:`DataError`."""
     fmt = res.get("data.format") or "alpaca"
@@ -168,6 +177,11 @@ def load_rows(res: dict, secrets: dict | None = None) -> LoadedData:
         report["eval"] = {"source": f"{display} (held out {len(eval_rows)} rows, val_size "
                                     f"{res['data.val_size']:g}, seed {res.get('runtime.seed')})",
                           "valid": len(eval_rows)}
+    if stage == "kto" and fmt == "preference":
+        # KTO learns from unpaired feedback: each pair gives a desirable and an undesirable row
+        train = unpair(train)
+        eval_rows = unpair(eval_rows) if eval_rows is not None else None
+        report["unpaired"] = True
     report["dropped"] = dropped
     report["train_rows"] = len(train)
     report["eval_rows"] = len(eval_rows) if eval_rows is not None else 0
