@@ -564,3 +564,15 @@ def test_names_table_matches_what_the_exporters_write(tmp_path):
             if key not in written[tool]:
                 missing.append(f"{tool}: {field} → {key}")
     assert not missing, missing
+
+
+def test_interop_and_docs_import_neither_torch_nor_textual():
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.interop, engine.docs\n"
+            "bad = [m for m in ('torch', 'transformers', 'deepspeed', 'textual') if m in sys.modules]\n"
+            "sys.exit(str(bad) if bad else 0)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode == 0, r.stdout + r.stderr
