@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from engine import presets, profiles
-from engine.config import SAMPLES_PREFIX
+from engine.config import FIELD_BY_NAME, SAMPLES_PREFIX
 
 SHIPPED = presets.shipped()
 
@@ -51,6 +51,8 @@ def test_profile_preset_reproduces_documented_defaults(name):
     for field, ov in prof.fields.items():
         if "default" in ov:
             assert res[field] == ov["default"], field
+            if FIELD_BY_NAME[field].is_visible(res):  # written out, so the file documents it
+                assert job.values.get(field) == ov["default"], field
     assert str(res["data.train_path"]).startswith(SAMPLES_PREFIX)
     if prof.models:
         assert res["model.name_or_path"] in prof.models

@@ -64,7 +64,9 @@ def leftovers(job: JobConfig, consumed: Iterable[str], baseline_profile: str, ta
             continue
         if not f.is_visible(res) and f.name not in job.values:
             continue
-        v = res[f.name]
+        # an explicit value counts as set; otherwise the job's profile default (not a dynamic default
+        # such as eval_steps = logging_steps, which follows another field)
+        v = res[f.name] if f.name in job.values else spec(f.name, job.profile).default
         if v == spec(f.name, baseline_profile).default:
             continue
         out.append(f"{f.name} = {fmt(v) if not isinstance(v, list) else v}: {target} has no equivalent; not written")
