@@ -108,8 +108,12 @@ def test_report_counts_duplicates_empty_and_invalid(tmp_path):
     rep = check(str(p), "alpaca", stage="sft", allow_invalid=30)
     assert rep["ok"] and rep["rows"] == {"total": 9, "valid": 7, "invalid": 2, "invalid_pct": pytest.approx(22.2222)}
     assert rep["duplicates"] == 1 and rep["dropped"] == 2
-    assert rep["invalid_rows"] == [{"location": f"{p}:8", "field": "output", "reason": "missing key `output`"},
-                                   {"location": f"{p}:9", "field": "instruction", "reason": "missing key `instruction`"}]
+    assert rep["invalid_rows"] == [
+        {"location": f"{p}:8", "file": str(p), "line": 8, "field": "output", "reason": "missing key `output`"},
+        {"location": f"{p}:9", "file": str(p), "line": 9, "field": "instruction",
+         "reason": "missing key `instruction`"}]
+    assert rep["preview"][0]["messages"] == [{"role": "user", "content": "Reverse the word apple"},
+                                             {"role": "assistant", "content": "elppa"}]
     assert rep["compat"]["ok"] and rep["tokens"] is None
     assert len(rep["preview"]) == 3 and rep["preview"][0]["segments"][-2] == {"text": "elppa", "trained": True}
     rep = check(str(p), "alpaca", stage="sft", allow_invalid=20)

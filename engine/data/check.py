@@ -58,6 +58,17 @@ def _row_hash(row: dict) -> int:
     return hash(tuple(parts))
 
 
+def _preview_messages(row: dict) -> list[dict]:
+    if "text" in row:
+        return [{"role": "text", "content": row["text"]}]
+    msgs = [dict(m) for m in as_messages(row)]
+    if "rejected" in row:
+        msgs.append({"role": "rejected", "content": row["rejected"][0]["content"]})
+    if "label" in row:
+        msgs.append({"role": "label", "content": "desirable" if row["label"] else "undesirable"})
+    return msgs
+
+
 def plain_preview(row: dict) -> list[dict]:
     """Without a tokenizer: the conversation as ``role: content`` lines, assistant text marked trained."""
     if "text" in row:
@@ -195,12 +206,13 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
                                    f"truncated, {rep['tokens']['tokens_lost']} tokens lost{est}")
         for loc, row in previews:
             out = tokenize_row(tokenizer, row, stage, max_length)
-            rep["preview"].append({"location": loc, "tokens": len(out["input_ids"]),
+            rep["preview"].append({"location": loc, "messages": _preview_messages(row), "tokens": len(out["input_ids"]),
                                    "trained_tokens": sum(1 for x in out["labels"] if x != -100),
                                    "truncated": out["truncated"],
                                    "segments": render_preview(tokenizer, out["input_ids"], out["labels"])})
     else:
-        rep["preview"] = [{"location": loc, "segments": plain_preview(row)} for loc, row in previews]
+        rep["preview"] = [{"location": loc, "messages": _preview_messages(row), "segments": plain_preview(row)}
+                          for loc, row in previews]
 
     rep["ok"] = not rep["errors"]
     rep["elapsed_s"] = round(time.perf_counter() - t0, 3)

@@ -28,7 +28,9 @@ class Invalid:
         return f"{self.location}: {self.field + ': ' if self.field else ''}{self.reason}"
 
     def as_dict(self) -> dict:
-        return {"location": self.location, "field": self.field, "reason": self.reason}
+        file, _, line = self.location.rpartition(":")
+        return {"location": self.location, "file": file, "line": int(line) if line.isdigit() else None,
+                "field": self.field, "reason": self.reason}
 
 
 @dataclass
