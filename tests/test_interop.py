@@ -576,3 +576,22 @@ def test_interop_and_docs_import_neither_torch_nor_textual():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parent.parent)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_compat
+def test_llamafactory_hub_and_multimodal_dataset_names_warn(tmp_path):
+    data_dir = COMPAT / "llamafactory" / "data"
+    (tmp_path / "hub.yaml").write_text(f"stage: sft\ndataset: alpaca_en\ndataset_dir: {data_dir}\n")
+    job, w = interop.import_file(tmp_path / "hub.yaml")
+    assert job.values["data.train_path"] == "alpaca_en"
+    assert any("hub dataset (llamafactory/alpaca_en)" in x for x in w)
+    (tmp_path / "mm.yaml").write_text(f"stage: sft\ndataset: mllm_demo\ndataset_dir: {data_dir}\n")
+    job, w = interop.import_file(tmp_path / "mm.yaml")
+    assert job.resolved()["data.format"] == "sharegpt_image"
+    assert any("zip them" in x for x in w)
+    (tmp_path / "tc.yaml").write_text(f"stage: sft\ndataset: glaive_toolcall_en_demo\ndataset_dir: {data_dir}\n")
+    job, _ = interop.import_file(tmp_path / "tc.yaml")
+    assert job.resolved()["data.format"] == "sharegpt" and Path(job.values["data.train_path"]).is_file()
+    (tmp_path / "ppo.yaml").write_text("stage: ppo\n")
+    with pytest.raises(InteropError, match="stage"):
+        interop.import_file(tmp_path / "ppo.yaml")
