@@ -235,3 +235,30 @@ def test_cli_with_tokenizer(tmp_path, data_tokenizer):
     assert rep["tokens"]["no_trained_tokens_after_truncation"] == 6
     seg = rep["preview"][0]["segments"]
     assert not any(s["trained"] for s in seg) and rep["preview"][0]["truncated"] > 0
+
+
+@pytest.mark.parametrize("name,fmt,stage", [
+    ("alpaca_en_demo.json", "alpaca", "sft"), ("identity.json", "alpaca", "sft"),
+    ("c4_demo.jsonl", "corpus", "pretrain"), ("glaive_toolcall_en_demo.json", "sharegpt", "sft"),
+    ("dpo_en_demo.json", "preference", "dpo"), ("kto_en_demo.json", "kto", "kto")])
+def test_compat_files_check_clean(compat_data, name, fmt, stage):
+    rep = check(str(compat_data / name), fmt, stage=stage)
+    assert rep["ok"] and rep["rows"]["invalid"] == 0 and rep["rows"]["valid"] > 0, rep["errors"]
+
+
+def test_cli_zip_with_missing_image(tmp_path, compat_data):
+    import zipfile
+
+    z = tmp_path / "mm.zip"
+    rows = json.loads((compat_data / "mllm_demo.json").read_text())
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("train.json", json.dumps(rows, indent=2))
+        for img in ("1.jpg", "2.jpg"):  # 3.jpg left out
+            zf.write(compat_data / "mllm_demo_data" / img, f"mllm_demo_data/{img}")
+    p = cli(str(z), "--format", "sharegpt_image", "--trainer", "sft", "--json")
+    assert p.exit_code == 2
+    rep = json.loads(p.stdout)
+    missing = [r for r in rows if any(i.endswith("3.jpg") for i in r["images"])]
+    assert rep["rows"]["invalid"] == len(missing) > 0
+    assert rep["invalid_rows"][0]["reason"] == "image `mllm_demo_data/3.jpg` not in archive"
+    assert rep["invalid_rows"][0]["location"].startswith(f"{z}/train.json:")
