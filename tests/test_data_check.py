@@ -262,3 +262,32 @@ def test_cli_zip_with_missing_image(tmp_path, compat_data):
     assert rep["rows"]["invalid"] == len(missing) > 0
     assert rep["invalid_rows"][0]["reason"] == "image `mllm_demo_data/3.jpg` not in archive"
     assert rep["invalid_rows"][0]["location"].startswith(f"{z}/train.json:")
+
+
+def test_chat_template_that_cannot_render_a_role(tmp_path, data_tokenizer):
+    import copy
+
+    from engine.data import DataError
+
+    tok = copy.deepcopy(data_tokenizer)
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'tool' %}"
+                         "{{ raise_exception('tool turns are not supported') }}{% endif %}"
+                         "{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}")
+    row = {"messages": [{"role": "user", "content": "w?"}, {"role": "assistant", "content": "{}"},
+                        {"role": "tool", "content": "3"}, {"role": "assistant", "content": "3 degrees"}]}
+    with pytest.raises(DataError, match=r"cannot render this conversation \(roles: user, assistant, tool\): "
+                                        r"tool turns are not supported"):
+        tokenize_row(tok, row, "sft", None)
+    p = write_jsonl(tmp_path / "t.jsonl", [{"conversations": [
+        {"from": "human", "value": "w?"}, {"from": "function_call", "value": "{}"},
+        {"from": "observation", "value": "3"}, {"from": "gpt", "value": "3 degrees"}]}])
+    rep = check(str(p), "sharegpt", tokenizer=tok)
+    assert not rep["ok"] and "1 of 1 rows checked: the chat template" in rep["errors"][0]
+
+
+def test_importing_engine_data_loads_no_torch():
+    code = ("import sys, engine.data, engine.data.check, engine.data.tokenize, engine.data.s3, tui.commands.data; "
+            "bad = [m for m in ('torch', 'transformers', 'boto3', 'textual') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr

@@ -180,8 +180,13 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
         from engine.data.tokenize import render_preview, tokenize_row
 
         lengths, over, lost, no_trained = [], 0, 0, 0
+        template_errors: list[str] = []
         for row in sample:
-            out = tokenize_row(tokenizer, row, stage, None)
+            try:
+                out = tokenize_row(tokenizer, row, stage, None)
+            except DataError as e:
+                template_errors.append(str(e))
+                continue
             n = len(out["input_ids"])
             lengths.append(n)
             if max_length and n > max_length:
@@ -189,8 +194,10 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
                 lost += n - max_length
                 if not any(x != -100 for x in out["labels"][:max_length]):
                     no_trained += 1
-        ls = sorted(lengths)
-        k, n_valid = len(ls), counts.valid
+        if template_errors:
+            rep["errors"].append(f"{len(template_errors)} of {len(sample)} rows checked: {template_errors[0]}")
+        ls = sorted(lengths) or [0]
+        k, n_valid = len(lengths), counts.valid
         scale = n_valid / k if k else 1.0
         rep["tokens"] = {
             "tokenizer": tokenizer_name or getattr(tokenizer, "name_or_path", "?"),
@@ -206,7 +213,10 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
             rep["warnings"].append(f"{rep['tokens']['over_max']} rows exceed max length {max_length} and are "
                                    f"truncated, {rep['tokens']['tokens_lost']} tokens lost{est}")
         for loc, row in previews:
-            out = tokenize_row(tokenizer, row, stage, max_length)
+            try:
+                out = tokenize_row(tokenizer, row, stage, max_length)
+            except DataError:
+                continue
             rep["preview"].append({"location": loc, "messages": _preview_messages(row), "tokens": len(out["input_ids"]),
                                    "trained_tokens": sum(1 for x in out["labels"] if x != -100),
                                    "truncated": out["truncated"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.data.errors import DataError
 from engine.data.formats import as_messages
 
 IGNORE = -100
@@ -44,10 +45,16 @@ def _render(tok: Any, msgs: list[dict], gen: bool, tools: Any) -> str:
         if tools is not None:
             kw["tools"] = tools
         try:
-            return tok.apply_chat_template(msgs, **kw)
-        except TypeError:
-            kw.pop("tools", None)
-            return tok.apply_chat_template(msgs, **kw)
+            try:
+                return tok.apply_chat_template(msgs, **kw)
+            except TypeError:
+                kw.pop("tools", None)
+                return tok.apply_chat_template(msgs, **kw)
+        except Exception as e:  # jinja's TemplateError and friends: one clear line
+            roles = ", ".join(dict.fromkeys(m["role"] for m in msgs))
+            name = getattr(tok, "name_or_path", "") or "the tokenizer"
+            raise DataError(f"the chat template of {name} cannot render this conversation (roles: {roles}): "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     # no chat template: a plain "role: content" transcript
     text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs)
     if gen:
