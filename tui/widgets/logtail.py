@@ -48,6 +48,13 @@ def event_line(rec: dict[str, Any]) -> str | None:
     return None
 
 
+def _last_segment(line: str) -> str:
+    if "\r" not in line:
+        return line
+    parts = [p for p in line.split("\r") if p.strip()]
+    return parts[-1] if parts else ""
+
+
 class LogTail(Vertical):
     """A titled log with a search box (hidden until :meth:`open_search`)."""
 
@@ -77,7 +84,8 @@ class LogTail(Vertical):
         return t
 
     def add_lines(self, lines: Iterable[str]) -> None:
-        new = [ln for ln in lines]
+        # a carriage return redraws the line (progress bars): keep what a terminal would show
+        new = [_last_segment(ln) for ln in lines]
         if not new:
             return
         self.lines.extend(new)
@@ -85,7 +93,11 @@ class LogTail(Vertical):
         show = new if not self.term else [ln for ln in new if self.term.lower() in ln.lower()]
         show = show[-SHOW_LINES:]
         if show:  # one write per batch: each write costs a render pass
-            self.view.write(Text("\n").join(self._styled(ln) for ln in show))
+            view = self.view
+            follow = view.is_vertical_scroll_end or view.max_scroll_y == 0
+            view.write(Text("\n").join(self._styled(ln) for ln in show), scroll_end=follow)
+            if follow:  # the first batch may land before the view has its size
+                view.call_after_refresh(view.scroll_end, animate=False)
         if self.term:
             self._update_title()
 
@@ -111,7 +123,8 @@ class LogTail(Vertical):
         show = [ln for ln in src if term.lower() in ln.lower()] if term else src
         show = show[-SHOW_LINES:]
         if show:
-            view.write(Text("\n").join(self._styled(ln) for ln in show))
+            view.write(Text("\n").join(self._styled(ln) for ln in show), scroll_end=True)
+            view.call_after_refresh(view.scroll_end, animate=False)
         self._update_title()
 
     def matches(self) -> int:

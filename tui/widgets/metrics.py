@@ -85,6 +85,7 @@ class RunState:
     samples_per_s: float | None = None
     memory_mb: float | None = None
     rows_dropped: int | None = None
+    rows_truncated: int | None = None
     final_path: str | None = None
     error: str | None = None
     error_tail: str | None = None
@@ -127,6 +128,8 @@ class RunState:
         for key in DROPPED_KEYS:
             if key in r and isinstance(r[key], (int, float)):
                 self.rows_dropped = int(r[key])
+        if isinstance(r.get("truncated"), (int, float)) and not isinstance(r.get("truncated"), bool):
+            self.rows_truncated = int(r["truncated"])
         if k == "start":
             self.status = "running" if self.status == "pending" else self.status
             self.started = t if self.started is None else self.started

@@ -43,10 +43,15 @@ class RunProgress(Horizontal):
 
 
 def stats_text(st: RunState) -> str:
-    parts = [f"phase {st.phase or '—'}"]
+    phase = st.phase or "—"
+    if st.phase_text and st.phase not in ("training", "finished"):
+        phase = f"{phase}: {st.phase_text}"
+    parts = [f"phase {phase}"]
     parts.append(f"{fmt_rate(st.tokens_per_s)} tok/s")
     parts.append(f"{fmt_rate(st.samples_per_s)} samples/s")
     parts.append(f"mem {fmt_mem(st.memory_mb)}")
     if st.rows_dropped is not None:
         parts.append(f"{st.rows_dropped} rows dropped")
+    if st.rows_truncated:
+        parts.append(f"{st.rows_truncated} truncated")
     return " · ".join(parts)
