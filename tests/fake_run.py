@@ -283,6 +283,13 @@ def harness_app(screen_factory: Any, *, theme: str | None = None, open_job: Any 
     return app
 
 
+def plots_settled(screen: Any) -> bool:
+    """Every plot on ``screen`` shows its latest data (plots are built on a background thread)."""
+    from tui.widgets.plot import MetricPlot
+
+    return all(p.settled for p in screen.query(MetricPlot))
+
+
 async def wait_for(pilot: Any, cond: Any, timeout: float = 10.0, step: float = 0.02) -> None:
     """Pause the pilot until ``cond()`` is true (fails after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout

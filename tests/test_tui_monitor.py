@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_run import T0, FakeRunWriter, fake_records, harness_app, wait_for, write_fake_run
+from tests.fake_run import T0, FakeRunWriter, fake_records, harness_app, plots_settled, wait_for, write_fake_run
 from tui import runsource
 from tui.screens.monitor import MonitorScreen
 from tui.widgets.metrics import RunState, Series
@@ -107,6 +107,8 @@ async def test_attach_to_finished_run_shows_whole_history_and_end_state(finished
         assert xs[0] == 1 and xs[-1] == 80 and len(xs) == 80  # the full curve
         loss_plot = scr.query_one("#plot-loss")
         assert loss_plot.draws >= 1 and loss_plot.lines[0].xs[-1] == 80
+        await wait_for(pilot, lambda: plots_settled(scr))
+        assert loss_plot.builds >= 1
         end = scr.query_one("#mon-end")
         assert end.display and "Completed at step 80" in str(end.render())
         assert "step 80/80" in str(scr.query_one("#run-steps").render())
@@ -241,6 +243,7 @@ async def _loaded(pilot):
     scr = pilot.app.screen
     await wait_for(pilot, lambda: getattr(scr, "loaded", False))
     await pilot.pause()
+    await wait_for(pilot, lambda: plots_settled(scr))
     await pilot.pause()
 
 

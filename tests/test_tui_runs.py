@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_run import T0, FakeRunWriter, harness_app, wait_for, write_fake_run
+from tests.fake_run import T0, FakeRunWriter, harness_app, plots_settled, wait_for, write_fake_run
 from tui import runsource
 from tui.screens.monitor import MonitorScreen
 from tui.screens.runs import OverlayScreen, RunsScreen
@@ -199,6 +199,7 @@ def test_snapshot_overlay(snap_compare, runs_dir):
             await pilot.press("space")
         await pilot.press("o")
         await wait_for(pilot, lambda: getattr(pilot.app.screen, "states", None) is not None)
+        await wait_for(pilot, lambda: plots_settled(pilot.app.screen))
         await pilot.pause()
 
     assert snap_compare(_app(runs_dir), terminal_size=(80, 24), run_before=before)

@@ -17,6 +17,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, RichLog, Static
 
 KEEP_LINES = 5000
+FLUSH_S = 0.25
 SHOW_LINES = 1000
 _ERR = re.compile(r"\b(error|traceback|exception|failed|killed|out of memory)\b", re.I)
 _WARN = re.compile(r"\bwarn(ing)?\b", re.I)
@@ -63,6 +64,8 @@ class LogTail(Vertical):
         self.lines: deque[str] = deque(maxlen=KEEP_LINES)
         self.term = ""
         self.total = 0
+        self._pending: list[str] = []
+        self._title_dirty = False
 
     def compose(self) -> ComposeResult:
         yield Static("Log", id="log-title", markup=False)
@@ -83,23 +86,36 @@ class LogTail(Vertical):
             t.highlight_words([self.term], style="reverse", case_sensitive=False)
         return t
 
-    def add_lines(self, lines: Iterable[str]) -> None:
+    def on_mount(self) -> None:
+        # each write to the view resizes it (a layout pass of the whole screen): batch them
+        self.set_interval(FLUSH_S, self.flush)
+
+    def add_lines(self, lines: Iterable[str], now: bool = False) -> None:
         # a carriage return redraws the line (progress bars): keep what a terminal would show
         new = [_last_segment(ln) for ln in lines]
         if not new:
             return
         self.lines.extend(new)
         self.total += len(new)
-        show = new if not self.term else [ln for ln in new if self.term.lower() in ln.lower()]
-        show = show[-SHOW_LINES:]
-        if show:  # one write per batch: each write costs a render pass
-            view = self.view
-            follow = view.is_vertical_scroll_end or view.max_scroll_y == 0
-            view.write(Text("\n").join(self._styled(ln) for ln in show), scroll_end=follow)
-            if follow:  # the first batch may land before the view has its size
-                view.call_after_refresh(view.scroll_end, animate=False)
+        self._pending.extend(new if not self.term else [ln for ln in new if self.term.lower() in ln.lower()])
         if self.term:
+            self._title_dirty = True
+        if now:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._title_dirty:
+            self._title_dirty = False
             self._update_title()
+        if not self._pending:
+            return
+        show = self._pending[-SHOW_LINES:]
+        self._pending = []
+        view = self.view
+        follow = view.is_vertical_scroll_end or view.max_scroll_y == 0
+        view.write(Text("\n").join(self._styled(ln) for ln in show), scroll_end=follow)
+        if follow:  # the first batch may land before the view has its size
+            view.call_after_refresh(view.scroll_end, animate=False)
 
     # -- search --------------------------------------------------------------
     def open_search(self) -> None:
@@ -117,6 +133,7 @@ class LogTail(Vertical):
         if term == self.term:
             return
         self.term = term
+        self._pending = []
         view = self.view
         view.clear()
         src = list(self.lines)

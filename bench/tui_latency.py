@@ -1,0 +1,373 @@
+"""TUI latency benchmark (issue 8 #4), measured in a real pseudo-terminal.
+
+1. Start-up: time from process start to the first screen painted, for ``finetui``
+   (the wizard) and for the runs screen, against ``python -c "import textual"``
+   (the floor any Textual app pays).  Target: ratio ≤ 2×.
+2. Event-to-screen latency while a fake run appends 100 events/s: the dashboard
+   runs in a pty; the bench writes ``log`` records (step N) and reads the
+   terminal output; the latency of step N is the time from its write (flushed)
+   until the screen first shows a step ≥ N.  Target: p95 < 50 ms.
+
+Usage: python bench/tui_latency.py [--rate 100] [--seconds 10] [--repeat 5] [--size 80x24]
+Prints the figures and their ratios; exits 0 (figures, not a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import fcntl
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ANSI = re.compile(rb"\x1b\[[0-9;?<=>]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78MDEc]")
+STEP = re.compile(rb"step (\d+)/")
+
+
+# ---------------------------------------------------------------- the pty runner
+
+
+class PtyProc:
+    """A child process on a pseudo-terminal of a given size; collects its output with timestamps."""
+
+    def __init__(self, argv: list[str], size: tuple[int, int], env: dict[str, str], cwd: str | None = None):
+        self.t0 = time.perf_counter()
+        pid, fd = pty.fork()
+        if pid == 0:  # child
+            try:
+                if cwd:
+                    os.chdir(cwd)
+                os.execvpe(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.pid, self.fd = pid, fd
+        cols, rows = size
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.chunks: list[tuple[float, bytes]] = []
+        self.visible = bytearray()
+        self.first_paint: float | None = None
+        self.lock = threading.Lock()
+        self.on_text = None  # callback(t, stripped_bytes)
+        self._stop = False
+        self.thread = threading.Thread(target=self._reader, daemon=True)
+        self.thread.start()
+
+    def _reader(self) -> None:
+        pending = b""
+        while not self._stop:
+            try:
+                r, _, _ = select.select([self.fd], [], [], 0.05)
+            except (OSError, ValueError):
+                return
+            if not r:
+                continue
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            now = time.perf_counter()
+            # answer a cursor-position query so nothing waits on it
+            if b"\x1b[6n" in data:
+                try:
+                    os.write(self.fd, b"\x1b[1;1R")
+                except OSError:
+                    pass
+            buf = pending + data
+            # keep an incomplete escape sequence for the next read
+            cut = buf.rfind(b"\x1b")
+            if cut >= 0 and len(buf) - cut < 32 and not ANSI.match(buf, cut):
+                buf, pending = buf[:cut], buf[cut:]
+            else:
+                pending = b""
+            text = ANSI.sub(b"", buf)
+            with self.lock:
+                self.chunks.append((now, data))
+                self.visible += text
+                if self.first_paint is None and sum(1 for c in self.visible if 33 <= c < 127) >= 150:
+                    self.first_paint = now
+            if self.on_text is not None:
+                self.on_text(now, text)
+
+    def wait_first_paint(self, timeout: float = 30.0) -> float:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.first_paint is not None:
+                return self.first_paint - self.t0
+            time.sleep(0.002)
+        raise TimeoutError("no first paint")
+
+    def close(self) -> None:
+        self._stop = True
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                break
+            for _ in range(50):
+                try:
+                    if os.waitpid(self.pid, os.WNOHANG) != (0, 0):
+                        break
+                except ChildProcessError:
+                    break
+                time.sleep(0.02)
+            else:
+                continue
+            break
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(TERM="xterm-256color", COLORTERM="truecolor", FINETUI_STATE_DIR=str(tmp / "state"),
+               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.pop("TEXTUAL", None)
+    return env
+
+
+# ---------------------------------------------------------------- children
+
+
+def child_runs(runs_dir: str) -> None:
+    from textual.app import App
+
+    from tui.screens.runs import RunsScreen
+
+    class A(App):
+        def on_mount(self) -> None:
+            self.push_screen(RunsScreen(runs_dir))
+
+    A().run()
+
+
+def child_monitor(run_dir: str) -> None:
+    from textual.app import App
+
+    from tui.screens.monitor import MonitorScreen
+
+    trace = os.environ.get("FINETUI_BENCH_TRACE")
+    if trace:  # where the time goes: when each batch was handled and when its frame was painted
+        out = open(trace, "w", buffering=1)
+        orig = MonitorScreen.on_run_update
+
+        def on_run_update(self, msg):  # noqa: ANN001
+            t = time.time()
+            orig(self, msg)
+            step = self.state.step
+            r = msg.read_at
+            self.call_after_refresh(lambda: out.write(f"{t} {time.time()} {step} {r}\n"))
+
+        MonitorScreen.on_run_update = on_run_update
+
+    class A(App):
+        def on_mount(self) -> None:
+            self.push_screen(MonitorScreen(run_dir))
+
+    A().run()
+
+
+def child_hello() -> None:
+    from textual.app import App
+    from textual.widgets import Static
+
+    class A(App):
+        def compose(self):
+            yield Static("hello " * 100)
+
+    A().run()
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def time_import_textual(repeat: int) -> float:
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import textual"], check=True)
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def time_first_paint(argv: list[str], repeat: int, size: tuple[int, int], env: dict[str, str], cwd: str) -> float:
+    ts = []
+    for _ in range(repeat):
+        p = PtyProc(argv, size, env, cwd)
+        try:
+            ts.append(p.wait_first_paint())
+        finally:
+            p.close()
+    return statistics.median(ts)
+
+
+def latency(rate: float, seconds: float, size: tuple[int, int], env: dict[str, str], tmp: Path) -> dict:
+    from tests.fake_run import FakeRunWriter
+
+    run_dir = tmp / "runs" / "bench_live"
+    w = FakeRunWriter(run_dir, rate=rate, steps=10_000_000, log=True, eval_every=50, ckpt_every=500)
+    shown: list[tuple[float, int]] = []  # (perf time, step on screen)
+    tail = bytearray()
+
+    def on_text(t: float, text: bytes) -> None:
+        tail.extend(text)
+        del tail[:-4096]
+        ms = list(STEP.finditer(text))
+        if ms:
+            shown.append((t, max(int(m.group(1)) for m in ms)))
+
+    # the writer's clock is time.time(); convert display times (perf_counter) to it
+    offset = time.time() - time.perf_counter()
+    w.start()
+    while not w.written:
+        time.sleep(0.005)
+    p = PtyProc([sys.executable, __file__, "--child-monitor", str(run_dir)], size, env, str(tmp))
+    p.on_text = on_text
+    try:
+        p.wait_first_paint()
+        time.sleep(1.5)  # attach + catch up with the history
+        start_wall = time.time()
+        time.sleep(seconds)
+        end_wall = time.time()
+        time.sleep(0.5)
+    finally:
+        w.stop()
+        w.join(5)
+        p.close()
+    trace = env.get("FINETUI_BENCH_TRACE")
+    if trace and Path(trace).exists():
+        rows = [tuple(float(x) for x in ln.split()) for ln in Path(trace).read_text().splitlines() if ln.strip()]
+        handled = sorted(rows, key=lambda r: r[2])
+        d_handle, d_paint, d_read = [], [], []
+        k = 0
+        for s_, tw in sorted(w.written.items()):
+            if not (start_wall <= tw <= end_wall):
+                continue
+            while k < len(handled) and handled[k][2] < s_:
+                k += 1
+            if k >= len(handled):
+                break
+            d_handle.append(handled[k][0] - tw)
+            d_read.append(handled[k][3] - tw)
+            d_paint.append(handled[k][1] - tw)
+        for name, v in (("write→read (tail thread)", d_read), ("write→handled", d_handle), ("write→painted (call_after_refresh)", d_paint)):
+            v.sort()
+            if v:
+                print(f"  trace {name}: p50 {v[len(v) // 2] * 1000:.1f} ms  p95 {v[int(len(v) * .95)] * 1000:.1f} ms")
+    disp = [(t + offset, s) for t, s in shown]
+    lat = []
+    j = 0
+    best = -1
+    # for every step written in the window, the first time a step >= it was on screen
+    items = sorted((s, t) for s, t in w.written.items() if start_wall <= t <= end_wall)
+    disp.sort()
+    running_max = []
+    m = -1
+    for t, s in disp:
+        m = max(m, s)
+        running_max.append((t, m))
+    for s, tw in items:
+        while j < len(running_max) and running_max[j][1] < s:
+            j += 1
+        if j >= len(running_max):
+            break
+        lat.append(max(0.0, running_max[j][0] - tw))
+    lat.sort()
+    if not lat:
+        return {"n": 0}
+    q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] * 1000  # noqa: E731
+    nbytes = sum(len(c) for t, c in p.chunks if start_wall <= t + offset <= end_wall)
+    return {"bytes_per_s": nbytes / max(1e-9, end_wall - start_wall), "n": len(lat), "p50": q(0.50), "p95": q(0.95), "p99": q(0.99), "max": lat[-1] * 1000,
+            "written": len(items), "updates": sum(1 for t, _ in disp if start_wall <= t <= end_wall)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--size", default="80x24")
+    ap.add_argument("--child-monitor")
+    ap.add_argument("--child-runs")
+    ap.add_argument("--child-hello", action="store_true")
+    ap.add_argument("--json", help="also write the figures to this file")
+    a = ap.parse_args()
+    if a.child_monitor:
+        child_monitor(a.child_monitor)
+        return 0
+    if a.child_runs:
+        child_runs(a.child_runs)
+        return 0
+    if a.child_hello:
+        child_hello()
+        return 0
+
+    cols, rows = (int(x) for x in a.size.split("x"))
+    size = (cols, rows)
+    tmp = Path(tempfile.mkdtemp(prefix="finetui-bench-"))
+    env = _env(tmp)
+    try:
+        from tests.fake_run import write_fake_run
+
+        for i in range(5):
+            write_fake_run(tmp / "runs" / f"ft_bench_{i}", steps=500, seed=i)
+        load = os.getloadavg()[0]
+        print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f}; terminal {cols}x{rows}; "
+              f"median of {a.repeat} runs")
+        base = time_import_textual(a.repeat)
+        print(f"python -c 'import textual'            {base * 1000:7.0f} ms   1.00x")
+        figures: dict = {"import_textual_s": base, "load": load}
+        for label, argv in [
+            ("bare Textual app, first paint", [sys.executable, __file__, "--child-hello"]),
+            ("finetui (wizard), first paint", [sys.executable, "-m", "tui.cli", "--demo"]),
+            ("runs screen (5 runs), first paint", [sys.executable, __file__, "--child-runs", str(tmp / "runs")]),
+        ]:
+            try:
+                t = time_first_paint(argv, a.repeat, size, env, str(tmp))
+            except Exception as e:  # the wizard may not be importable yet
+                print(f"{label:38s}  failed: {e}")
+                continue
+            figures[label] = t
+            flag = "" if "bare" in label else ("  (target ≤ 2x: ok)" if t / base <= 2 else "  (target ≤ 2x: MISSED)")
+            print(f"{label:38s} {t * 1000:7.0f} ms   {t / base:.2f}x{flag}")
+
+        r = latency(a.rate, a.seconds, size, env, tmp)
+        figures["latency"] = r
+        if not r.get("n"):
+            print("event-to-screen latency: nothing measured")
+        else:
+            ok = "ok" if r["p95"] < 50 else "MISSED"
+            print(f"event-to-screen at {a.rate:.0f} events/s over {a.seconds:.0f} s: {r['written']} steps written, "
+                  f"{r['updates']} screen updates")
+            print(f"  latency p50 {r['p50']:.1f} ms  p95 {r['p95']:.1f} ms  p99 {r['p99']:.1f} ms  "
+                  f"max {r['max']:.1f} ms   (target p95 < 50 ms: {ok}; p95/50ms = {r['p95'] / 50:.2f})")
+            print(f"  terminal output {r['bytes_per_s'] / 1024:.0f} KiB/s")
+        if a.json:
+            Path(a.json).write_text(json.dumps(figures, indent=2))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
