@@ -27,7 +27,7 @@ from tui import runsource
 from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
 PLOT_HZ = 2.0
-POLL_ACTIVE = 0.02  # seconds between reads while records are arriving
+POLL_ACTIVE = 0.01  # seconds between reads while records are arriving
 POLL_IDLE = 0.25  # ... when the run is quiet
 POLL_ENDED = 1.0  # ... after its end record (the log may still grow)
 SWITCH_INTERVAL = 0.0005  # seconds; see MonitorScreen.on_mount

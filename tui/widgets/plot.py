@@ -21,6 +21,8 @@ from textual.message import Message
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
+from tui.widgets.plotbuild import build_ansi, build_remote, int_ticks  # noqa: F401
+
 
 @dataclass
 class Line:
@@ -29,23 +31,6 @@ class Line:
     ys: Sequence[float]
     color: str = "primary"  # a theme colour name (primary, accent, warning, success, error, secondary)
     marker: str = "braille"
-
-
-def int_ticks(lo: float, hi: float, n: int) -> list[float]:
-    """At most ``n`` round integer ticks inside [lo, hi]."""
-    lo, hi = int(lo), int(hi + 0.999)
-    if hi <= lo:
-        return [float(lo)]
-    span = hi - lo
-    step = 1
-    mag = 1
-    while True:
-        for m in (1, 2, 5):
-            step = m * mag
-            if span / step <= n:
-                first = -(-lo // step) * step
-                return [float(t) for t in range(first, hi + 1, step)] or [float(lo), float(hi)]
-        mag *= 10
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -63,7 +48,8 @@ class MetricPlot(PlotextPlot):
 
     Building a plotext figure costs 10–30 ms of pure Python; it is done on a
     background thread (one build at a time per plot, the newest request wins) so
-    the event loop never stalls on it: :meth:`redraw` asks for a build, the
+    the event loop never stalls on it (the figure itself is drawn in a helper
+    process, see :mod:`tui.widgets.plotbuild`): :meth:`redraw` asks for a build, the
     result arrives as a :class:`Built` message, and :meth:`render` only returns
     the last built text.
     """
@@ -137,6 +123,9 @@ class MetricPlot(PlotextPlot):
             "lines": [(ln.label, list(ln.xs), list(ln.ys), self._rgb(ln.color), ln.marker) for ln in self.lines],
             "theme": self._get_plotext_theme_name(self.app.theme),
         }
+        from plotext._dict import themes
+
+        spec["theme_def"] = themes.get(spec["theme"])
         _pool().submit(self._build, key, spec)
 
     def _build(self, key: tuple, spec: dict) -> None:
@@ -200,26 +189,8 @@ def to_strips(text: Text, width: int, height: int) -> list[Strip]:
 
 
 def build_figure(plt, width: int, height: int, spec: dict) -> Text:
-    """Draw ``spec`` with the plotext figure ``plt`` at ``width``×``height``; the ANSI result as Text."""
-    plt.clear_data()
-    plt.clear_figure()
-    plt.title(spec["title"])
-    xs_all: list[float] = []
-    for label, xs, ys, color, marker in spec["lines"]:
-        if not xs:
-            continue
-        if len(xs) > 2 * width:
-            k = -(-len(xs) // (2 * width))
-            xs = xs[::k] + ([xs[-1]] if (len(xs) - 1) % k else [])
-            ys = ys[::k] + ([ys[-1]] if (len(ys) - 1) % k else [])
-        xs_all.extend((xs[0], xs[-1]))
-        plt.plot(xs, ys, marker=marker, color=color, label=label or None)
-    if spec["ylabel"]:
-        plt.ylabel(spec["ylabel"])
-    if xs_all and spec["int_x"]:
-        ticks = int_ticks(min(xs_all), max(xs_all), max(2, min(8, width // 8)))
-        plt.xticks(ticks, [str(int(t)) for t in ticks])
-    plt.plotsize(width, height)
-    plt._set_size(width, height)  # see textual_plotext.PlotextPlot.render
-    plt.theme(spec["theme"])
-    return Text.from_ansi(plt.build())
+    """Draw ``spec`` at ``width``×``height`` (in the helper process when there is one) as Text."""
+    ansi = build_remote(width, height, spec)
+    if ansi is None:
+        ansi = build_ansi(plt, width, height, spec)
+    return Text.from_ansi(ansi)
