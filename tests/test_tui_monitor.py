@@ -265,3 +265,18 @@ def test_snapshot_monitor_running(snap_compare, tmp_path, utc):
 
     app = harness_app(lambda: MonitorScreen(d, clock=lambda: now))
     assert snap_compare(app, terminal_size=(80, 24), run_before=_loaded)
+
+
+@pytest.mark.parametrize("theme", ["textual-dark", "textual-light"])
+async def test_fits_80x24_without_horizontal_scrolling(finished_run, theme):
+    from textual.widget import Widget
+
+    app = harness_app(lambda: MonitorScreen(finished_run, clock=lambda: FIXED_NOW), theme=theme)
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded and plots_settled(scr))
+        await pilot.pause()
+        assert scr.max_scroll_x == 0 and scr.max_scroll_y == 0
+        for w in scr.query(Widget):
+            assert not w.show_horizontal_scrollbar, f"{w!r} scrolls horizontally"
+            assert w.region.right <= 80

@@ -203,3 +203,16 @@ def test_snapshot_overlay(snap_compare, runs_dir):
         await pilot.pause()
 
     assert snap_compare(_app(runs_dir), terminal_size=(80, 24), run_before=before)
+
+
+@pytest.mark.parametrize("theme", ["textual-dark", "textual-light"])
+async def test_fits_80x24_without_horizontal_scrolling(runs_dir, theme):
+    from textual.widget import Widget
+
+    app = _app(runs_dir, theme=theme)
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await _loaded(pilot)
+        for w in scr.query(Widget):
+            assert not w.show_horizontal_scrollbar, f"{w!r} scrolls horizontally"
+            assert w.region.right <= 80

@@ -80,7 +80,7 @@ class MonitorScreen(Screen):
         Binding("escape", "detach", "Detach", show=False),
         Binding("s", "stop", "Stop run"),
         Binding("slash", "search", "Search log"),
-        Binding("l", "toggle_log", "Log/Checkpoints", show=False),
+        Binding("l", "toggle_log", "Wide log", show=False),
     ]
 
     def __init__(self, run_ref: Any, *, clock: Callable[[], float] = time.time, name: str | None = None,
@@ -120,7 +120,7 @@ class MonitorScreen(Screen):
                 yield Static("Checkpoints", id="ckpt-title")
                 yield CheckpointTable(id="ckpt-table")
             yield LogTail(id="mon-log")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         # Plot figures are built on a background thread (pure Python, holding the GIL for

@@ -50,14 +50,14 @@ class RunsScreen(Screen):
 
     CSS_PATH = "dashboard.tcss"
     BINDINGS = [
-        Binding("enter", "attach", "Attach", show=True, priority=False),
-        Binding("r", "refresh", "Refresh"),
+        Binding("enter", "attach", "Attach"),
         Binding("s", "stop", "Stop"),
         Binding("x,delete", "delete", "Delete"),
-        Binding("c", "open_config", "Config→job"),
+        Binding("c", "open_config", "As new job"),
         Binding("space", "mark", "Mark"),
-        Binding("o", "overlay", "Overlay 2"),
-        Binding("escape", "back", "Back"),
+        Binding("o", "overlay", "Overlay"),
+        Binding("r", "refresh", "Refresh", show=False),
+        Binding("escape", "back", "Back", show=False),
     ]
 
     def __init__(self, runs_dir: str = "runs", *, clock: Callable[[], float] = time.time,
@@ -80,7 +80,7 @@ class RunsScreen(Screen):
         yield Static(f"No runs yet in {self.runs_dir}/ — launch one from the wizard, or "
                      "`finetui train FILE --detach`.", id="runs-empty", markup=False)
         yield Static("", id="runs-detail", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#runs-table", DataTable).focus()
@@ -211,7 +211,7 @@ class RunsScreen(Screen):
                 pass
         line1 = f"{r.name} · {r.host} · started {started}" + (f" · {where}" if where else "")
         line2 = f"✖ {r.error}" if r.error and r.status == "failed" else (
-            "enter attach · space mark two runs, o overlays their loss curves")
+            "enter attach · space mark two runs, o overlays their loss · r refresh · esc back")
         detail.update(f"{line1}\n{line2}")
 
     # -- actions ---------------------------------------------------------------
