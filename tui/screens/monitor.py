@@ -44,6 +44,18 @@ STATUS_ICON = {
 }
 
 
+APP_KEYS_SHOWN = ("quit", "app.quit", "help", "app.help")
+
+
+def dashboard_bindings(screen: Screen, bindings: dict) -> dict:
+    """The footer of a dashboard screen: its own keys, and of the app's only quit and help.
+
+    (The wizard's keys stay bound; they are just not listed, so the footer fits 80 columns.)
+    """
+    app = screen.app
+    return {k: b for k, b in bindings.items() if b.node is not app or b.binding.action in APP_KEYS_SHOWN}
+
+
 def _set(w: Static, text: str, layout: bool = False) -> None:
     """Update a Static only when its text changes; no layout pass for fixed-height lines."""
     if getattr(w, "_shown_text", None) != text:
@@ -98,6 +110,10 @@ class MonitorScreen(Screen):
         self.problem: str | None = None
         self._classes_for: tuple = ()
         self._ckpt_shown: tuple = ()
+
+    @property
+    def active_bindings(self) -> dict:  # type: ignore[override]
+        return dashboard_bindings(self, super().active_bindings)
 
     # -- layout ----------------------------------------------------------------
     def compose(self) -> ComposeResult:

@@ -74,6 +74,12 @@ class RunsScreen(Screen):
         self._busy = False
         self.problem: str | None = None
 
+    @property
+    def active_bindings(self) -> dict:  # type: ignore[override]
+        from tui.screens.monitor import dashboard_bindings
+
+        return dashboard_bindings(self, super().active_bindings)
+
     def compose(self) -> ComposeResult:
         yield Static("Runs", id="runs-title", markup=False)
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
