@@ -44,11 +44,11 @@ STATUS_ICON = {
 }
 
 
-APP_KEYS_SHOWN = ("quit", "app.quit", "help", "app.help")
+APP_KEYS_SHOWN = ("quit", "app.quit", "help", "app.help", "command_palette", "app.command_palette")
 
 
 def dashboard_bindings(screen: Screen, bindings: dict) -> dict:
-    """The footer of a dashboard screen: its own keys, and of the app's only quit and help.
+    """The footer of a dashboard screen: its own keys, and of the app's only quit, help and the palette.
 
     (The wizard's keys stay bound; they are just not listed, so the footer fits 80 columns.)
     """
