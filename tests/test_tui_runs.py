@@ -216,3 +216,21 @@ async def test_fits_80x24_without_horizontal_scrolling(runs_dir, theme):
         for w in scr.query(Widget):
             assert not w.show_horizontal_scrollbar, f"{w!r} scrolls horizontally"
             assert w.region.right <= 80
+
+
+async def test_open_config_in_the_wizard_app(runs_dir):
+    """With the real app: ctrl+r opens the runs screen; `c` loads the run's config as the wizard's job."""
+    app_mod = pytest.importorskip("tui.app")
+    app = app_mod.create_app(autosave=False, offer_restore=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        scr = app.screen
+        assert isinstance(scr, RunsScreen)
+        await _loaded(pilot)
+        await _goto(pilot, scr, NAMES["completed"])
+        await pilot.press("c")
+        await pilot.pause()
+        assert not isinstance(app.screen, RunsScreen)  # back in the wizard
+        assert app.job.values.get("general.batch_size") == 8
+        assert app.job.values.get("launch.procs_per_node") == 2
