@@ -2,9 +2,9 @@
 """Estimator vs measured GPU memory: predicted peak vs ``torch.cuda.max_memory_allocated``.
 
 Self-contained: builds random-initialised models from config dicts (no download), trains
-each configuration a few steps the way transformers' Trainer does (fused AdamW, bf16
-autocast over fp32 trainable weights, frozen bases in bf16, PEFT adapters in fp32) and prints
-a markdown table. The prediction compared is the estimate's total minus the CUDA context
+each configuration a few steps the way finetui's worker does (the checkpoint's dtype, PEFT
+adapters in fp32, bf16 autocast, ``adamw_torch`` = foreach AdamW, gradient clipping) and
+prints a markdown table. The prediction compared is the estimate's total minus the CUDA context
 (which PyTorch's allocator does not count). Target: within ±15 %.
 
     python bench/gpu_memory.py            # needs a CUDA GPU
@@ -30,6 +30,7 @@ from engine.modelinfo import CATALOG  # noqa: E402
 
 SHAPES = {
     "qwen2-0.5b": CATALOG["Qwen/Qwen2-0.5B-Instruct"],
+    "qwen2-0.5b-fp32": {**CATALOG["Qwen/Qwen2-0.5B-Instruct"], "dtype": "float32"},
     "llama-3.2-1b": CATALOG["meta-llama/Llama-3.2-1B"],
 }
 
@@ -39,8 +40,11 @@ CONFIGS = [
                     "runtime.gradient_checkpointing": False}),
     ("qwen2-0.5b", {"trainer.training_type": "full", "general.batch_size": 8, "general.max_sequence_length": 1024,
                     "runtime.gradient_checkpointing": True}),
-    ("qwen2-0.5b", {"trainer.training_type": "full", "general.batch_size": 2, "general.max_sequence_length": 512,
-                    "runtime.gradient_checkpointing": False, "runtime.mixed_precision": "none"}),
+    ("qwen2-0.5b-fp32", {"trainer.training_type": "full", "general.batch_size": 2,
+                         "general.max_sequence_length": 512, "runtime.gradient_checkpointing": False,
+                         "runtime.mixed_precision": "none"}),
+    ("qwen2-0.5b-fp32", {"trainer.training_type": "full", "general.batch_size": 4,
+                         "general.max_sequence_length": 1024, "runtime.gradient_checkpointing": True}),
     ("llama-3.2-1b", {"trainer.training_type": "lora", "general.batch_size": 4, "general.max_sequence_length": 1024,
                       "runtime.gradient_checkpointing": False, "adapter.lora_rank": 16, "adapter.lora_dropout": 0.0}),
     ("llama-3.2-1b", {"trainer.training_type": "lora", "general.batch_size": 8, "general.max_sequence_length": 2048,
@@ -71,8 +75,7 @@ def build(shape: dict, res: dict):
     cfg = AutoConfig.for_model(shape["model_type"], **d)
     cfg._attn_implementation = "sdpa"
     method = res["trainer.training_type"]
-    half = res["runtime.mixed_precision"] in ("bf16", "fp16")
-    dtype = torch.bfloat16 if (half and method not in ("full",)) else torch.float32
+    dtype = torch.bfloat16 if shape.get("dtype") == "bfloat16" else torch.float32  # the worker: dtype="auto"
     with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     if method == "lora":
@@ -98,7 +101,6 @@ def build(shape: dict, res: dict):
         for layer in layers[-n:]:
             for p in layer.parameters():
                 p.requires_grad_(True)
-                p.data = p.data.float()
     if method in ("lora", "tfew", "prompt_tuning"):
         for p in model.parameters():  # PEFT's autocast_adapter_dtype: trainable adapters in fp32
             if p.requires_grad:
@@ -118,7 +120,7 @@ def measure(shape: dict, res: dict, steps: int = 3) -> int:
     model = build(shape, res)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
+    opt = torch.optim.AdamW(params, lr=1e-5, foreach=True)  # transformers' adamw_torch
     b, s = res["general.batch_size"], res["general.max_sequence_length"]
     vocab = shape["vocab_size"]
     half = res["runtime.mixed_precision"] in ("bf16", "fp16")
@@ -151,6 +153,7 @@ def run(quick: bool = False) -> dict:
 
     rows = []
     configs = CONFIGS[:6] if quick else CONFIGS
+    torch.cuda.init()
     for shape_name, values in configs:
         res = job_res(values)
         shape = SHAPES[shape_name]

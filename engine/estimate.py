@@ -32,8 +32,8 @@ Memory model (per GPU, the peak of a training step, an upper bound — every par
   at the start of the backward pass.
 * **framework overhead** — the CUDA context (not counted by PyTorch's allocator), DDP's
   gradient buckets (a second copy of the gradients when ranks > 1), DeepSpeed's
-  communication buckets / ZeRO-3's gathered layers (the fused AdamW that transformers uses by
-  default needs no step temporaries).
+  communication buckets / ZeRO-3's gathered layers, the step temporaries of ``adamw_torch``
+  (the worker's optimizer: one copy of the second moments).
 
 Steps: a rank sees ``ceil(examples ÷ (batch × ranks))`` micro-batches per epoch, an optimizer
 step happens every ``accumulation`` micro-batches (``ceil``), and ``general.max_steps``
@@ -51,8 +51,9 @@ from engine.config import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES, total_ranks
 
 GIB = 1024 ** 3
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)
-#: data elements a QLoRA 4-bit weight costs: 0.5 B + one fp32 absmax per block of 64
-QLORA_BYTES = {4: 0.5 + 4 / 64, 8: 1.0 + 4 / 64}
+#: bytes a quantized weight costs: 4-bit NF4 with double quantization (an 8-bit absmax per block of
+#: 64, an fp32 scale per 256 blocks, as the worker configures bitsandbytes); 8-bit: 1 B + row scales
+QLORA_BYTES = {4: 0.5 + 1 / 64 + 4 / (64 * 256), 8: 1.0 + 4 / 4096}
 
 
 def gib(n: float) -> str:
@@ -368,13 +369,23 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     qbits = res.get("runtime.quantization_bit")
     qbits = int(qbits) if qbits not in (None, "none") else (4 if method == "qlora" else 0)
 
-    # ---- bytes per trainable parameter (weights, grads) -------------------------------------
+    # ---- bytes per parameter ------------------------------------------------------------------
+    # The worker loads the checkpoint in its own dtype (transformers 5: dtype="auto"; float32 when
+    # config.json names none); DeepSpeed with bf16/fp16 casts the model to the half dtype.
+    lb = 2 if s.dtype in ("bfloat16", "float16") else 4
+    if ds and half:
+        lb = 2
+    fb = 4 if method == "qlora" else lb  # frozen, not quantized (QLoRA: prepare_model_for_kbit_training → fp32)
     if method == "qlora" and half:
         tw, tw_why = 2, "bf16 adapters (TRL casts QLoRA adapters)"
     elif ds and half:
         tw, tw_why = 2, f"{prec} (DeepSpeed; fp32 master copy counted with the optimizer)"
+    elif peft:
+        tw, tw_why = 4, "fp32 adapters (PEFT upcasts them)"
     else:
-        tw, tw_why = 4, "fp32" + (" master weights, autocast" if half else "")
+        tw, tw_why = lb, f"{'bf16/fp16' if lb == 2 else 'fp32'}, the checkpoint's dtype ({s.dtype})"
+    if not half and lb == 2:
+        hb = 2  # no autocast, but a half-precision model computes in half precision
     shard3 = R if zero == 3 else 1
 
     # ---- weights ----------------------------------------------------------------------------
@@ -383,12 +394,13 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         lin_total = s.layers * sum(b["per_layer_linear"].values())
         rest = frozen - lin_total
         qb = QLORA_BYTES[qbits]
-        w_bytes = lin_total * qb + rest * hb + T * tw
-        w_formula = (f"{_n(lin_total)} linear × {qb:g} B ({qbits}-bit + absmax) + {_n(rest)} other × {hb} B "
+        w_bytes = lin_total * qb + rest * fb + T * tw
+        w_formula = (f"{_n(lin_total)} linear × {qb:.4g} B ({qbits}-bit + double-quantized absmax) + {_n(rest)} "
+                     f"other × {fb} B "
                      f"+ {_n(T)} adapter × {tw} B")
     elif frozen > 0:
-        w_bytes = (frozen * hb + T * tw) / shard3
-        w_formula = f"{_n(frozen)} frozen × {hb} B + {_n(T)} trainable × {tw} B"
+        w_bytes = (frozen * fb + T * tw) / shard3
+        w_formula = f"{_n(frozen)} frozen × {fb} B + {_n(T)} trainable × {tw} B"
     else:
         w_bytes = P * tw / shard3
         w_formula = f"{_n(P)} params × {tw} B ({tw_why})"
@@ -468,6 +480,8 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         ov.append(("reduce bucket h²×4 B", s.hidden * s.hidden * 4))
     if ds and zero == 3:
         ov.append(("gathered layers 2×layer×2 B", 2 * b["per_layer"] * hb))
+    if optim == "adamw" and not ds:
+        ov.append(("AdamW step temporaries", T * moment_b))  # adamw_torch (foreach): one sqrt(v) copy
     ov_bytes = float(sum(v for _, v in ov))
     ov_formula = " + ".join(f"{k} {gib(v)}" for k, v in ov) or "none on CPU"
 

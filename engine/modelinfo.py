@@ -65,24 +65,24 @@ VISION_TYPES = ("mllama", "qwen2_vl", "qwen2_5_vl", "llava", "llava_next", "idef
 # Built-in catalog shapes (FPT AI Factory's base models), config.json subsets
 # --------------------------------------------------------------------------
 
-_LLAMA3_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+_LLAMA3_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "dtype": "bfloat16", "hidden_size": 4096,
               "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
               "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
               "tie_word_embeddings": False}
 _LLAMA3_70B = {**_LLAMA3_8B, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
                "num_attention_heads": 64}
-_QWEN2_05B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896,
+_QWEN2_05B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "dtype": "bfloat16", "hidden_size": 896,
               "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
               "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
               "tie_word_embeddings": True}
-_QWEN_72B_TEXT = {"hidden_size": 8192, "intermediate_size": 29568, "num_hidden_layers": 80,
+_QWEN_72B_TEXT = {"dtype": "bfloat16", "hidden_size": 8192, "intermediate_size": 29568, "num_hidden_layers": 80,
                   "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 152064,
                   "max_position_embeddings": 32768, "tie_word_embeddings": False}
-_MIXTRAL_8X22B = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": 6144,
+_MIXTRAL_8X22B = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "dtype": "bfloat16", "hidden_size": 6144,
                   "intermediate_size": 16384, "num_hidden_layers": 56, "num_attention_heads": 48,
                   "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 65536,
                   "num_local_experts": 8, "num_experts_per_tok": 2, "tie_word_embeddings": False}
-_DEEPSEEK_V3 = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 7168,
+_DEEPSEEK_V3 = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "dtype": "bfloat16", "hidden_size": 7168,
                 "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61,
                 "num_attention_heads": 128, "num_key_value_heads": 128, "vocab_size": 129280,
                 "max_position_embeddings": 163840, "n_routed_experts": 256, "n_shared_experts": 1,
@@ -108,7 +108,7 @@ CATALOG: dict[str, dict[str, Any]] = {
     "meta-llama/Meta-Llama-3-8B-Instruct": {**_LLAMA3_8B, "max_position_embeddings": 8192},
     "Qwen/Qwen2-0.5B-Instruct": _QWEN2_05B,
     "Qwen/Qwen2-VL-7B-Instruct": {
-        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl", "hidden_size": 3584,
+        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl", "dtype": "bfloat16", "hidden_size": 3584,
         "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
         "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768,
         "tie_word_embeddings": False, "_num_params": 8291375616},
@@ -157,6 +157,7 @@ class ModelInfo:
     context_length: int
     vision: bool
     default_target_modules: list[str] = field(default_factory=list)
+    dtype: str = "float32"
     head_dim: int = 0
     tied_embeddings: bool = False
     num_experts: int = 0
@@ -279,6 +280,7 @@ class Shape:
     num_experts: int
     experts_per_token: int
     vision: bool
+    dtype: str = "float32"  # the checkpoint's dtype (config.json dtype / torch_dtype)
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each linear module of one decoder layer (per expert for MoE)."""
@@ -335,7 +337,8 @@ def shape(cfg: dict[str, Any]) -> Shape:
                  bool(tc.get("attention_bias", d["attention_bias"])), base_type in _QKV_BIAS_ALWAYS,
                  bool(tc.get("mlp_bias", d["mlp_bias"])), experts,
                  int(tc.get("num_experts_per_tok") or d.get("num_experts_per_tok") or (2 if experts else 0)),
-                 vision)
+                 vision, str(cfg.get("dtype") or cfg.get("torch_dtype") or tc.get("dtype") or tc.get("torch_dtype")
+                             or "float32"))
 
 
 def param_breakdown(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -414,5 +417,5 @@ def info_from_config(cfg: dict[str, Any], name: str = "", source: str = "") -> M
     return ModelInfo(name=name, architecture=arch, model_type=mt, num_params=int(b["total"]), hidden=s.hidden,
                      layers=s.layers, heads=s.heads, kv_heads=s.kv_heads, intermediate=s.intermediate,
                      vocab=s.vocab, context_length=s.context_length, vision=s.vision,
-                     default_target_modules=targets, head_dim=s.head_dim, tied_embeddings=s.tied,
+                     default_target_modules=targets, dtype=s.dtype, head_dim=s.head_dim, tied_embeddings=s.tied,
                      num_experts=s.num_experts, exact=bool(b["exact"]), source=source)

@@ -382,9 +382,10 @@ class FinetuiApp(App[None]):
             if kind == "import":
                 from engine import interop  # type: ignore[attr-defined]
 
-                job = interop.import_file(p)
+                job, warnings = interop.import_file(p)
                 self.set_job(job, None, dirty=True)
-                self.notify(f"Imported {p.name}")
+                self.notify(f"Imported {p.name}" + (f" — {len(warnings)} note(s): {warnings[0]}" if warnings else ""),
+                            timeout=6)
                 return True
             job = presets.load(p)
         except ImportError:
@@ -443,8 +444,12 @@ class FinetuiApp(App[None]):
         except ImportError:
             self.notify("Export is not available yet (engine.interop).", severity="warning")
             return False
+        if not path or path.endswith(".toml"):
+            stem = (Path(path).stem if path else "finetui-job")
+            path = f"{stem}.{'yaml' if target == 'llamafactory' else 'yaml'}"
         try:
-            out = interop.export_file(self.job, target, path or None)
+            written, warnings = interop.write_export(self.job, target, path)
+            out = ", ".join(str(w) for w in written)
         except Exception as e:
             self.notify(str(e).splitlines()[0] if str(e) else e.__class__.__name__, title="Export failed",
                         severity="error", timeout=8)
@@ -509,7 +514,12 @@ class FinetuiApp(App[None]):
         except ImportError:
             self.notify("The runs screen is not available yet.", severity="warning")
             return
-        self.push_screen(RunsScreen())
+        runs_dir = str(self.job.resolved().get("launch.runs_dir") or "runs")
+        try:
+            screen = RunsScreen(runs_dir=runs_dir)
+        except TypeError:
+            screen = RunsScreen()
+        self.push_screen(screen)
 
     def action_launch(self) -> None:
         if self.launching:

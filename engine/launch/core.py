@@ -27,7 +27,8 @@ WORKER_OVERRIDE_ENV = "FINETUI_WORKER_ARGV"
 
 def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_rank: int = 0,
                    master_addr: str = "127.0.0.1", master_port: int | None = None, rdzv: str = "static",
-                   python: str | None = None, env: dict[str, str] | None = None) -> list[str]:
+                   python: str | None = None, env: dict[str, str] | None = None,
+                   rdzv_id: str | None = None) -> list[str]:
     python = python or procs.python_exe()
     override = (env or {}).get(WORKER_OVERRIDE_ENV) or os.environ.get(WORKER_OVERRIDE_ENV)
     if override:
@@ -40,13 +41,16 @@ def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_
     kw: dict[str, Any] = dict(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, rdzv=rdzv, python=python)
     if master_port is not None:
         kw["master_port"] = master_port
+    if rdzv_id is not None:
+        kw["rdzv_id"] = rdzv_id
     return [str(a) for a in worker_argv(res, Path(run_dir), **kw)]
 
 
 def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | None = None, host: str = "local",
                  nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
                  master_port: int | None = None, rdzv: str = "static", start_at: float | None = None,
-                 cwd: str | None = None, command: list[str] | None = None) -> dict[str, Any]:
+                 cwd: str | None = None, command: list[str] | None = None,
+                 rdzv_id: str | None = None) -> dict[str, Any]:
     """Start the supervisor (and through it the worker) detached; return launch.json's content."""
     run_dir = Path(run_dir).resolve()
     full_env = dict(os.environ)
@@ -54,7 +58,7 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     if command is None:
         command = worker_command(res, run_dir, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
-                                 master_port=master_port, rdzv=rdzv, env=full_env)
+                                 master_port=master_port, rdzv=rdzv, env=full_env, rdzv_id=rdzv_id)
     info: dict[str, Any] = {
         "name": run_dir.name, "host": host, "command": command, "cwd": cwd or str(run_dir),
         "created": time.time(), "start_at": start_at, "nnodes": nnodes, "node_rank": node_rank,

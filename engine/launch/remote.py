@@ -104,7 +104,8 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
             req = {"workdir": workdir, "name": name if rank == 0 else f"{name}.node{rank}", "env": env,
                    "config_toml": cfg, "rewrite": rewrite, "tar": bool(tar), "nnodes": nnodes, "node_rank": rank,
                    "master_addr": master_addr, "master_port": master_port if nnodes > 1 else None,
-                   "rdzv": "c10d" if nnodes > 1 else "static", "start_at": start_at, "host_label": host}
+                   "rdzv": "c10d" if nnodes > 1 else "static", "start_at": start_at, "host_label": host,
+                   "rdzv_id": name if nnodes > 1 else None}
             payload = json.dumps(req).encode() + b"\n" + tar
             ans = _agent_json(host, python, ["start"], input=payload, timeout=300)
             nodes.append({"host": host, "run_dir": ans["run_dir"], "pid": ans["pid"], "pgid": ans["pgid"],
@@ -126,6 +127,29 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
             "started": time.time(), "created": time.time(), "start_at": start_at, "remote": True, "nnodes": nnodes}
     write_json(local_dir / LAUNCH_FILE, info)
     return info
+
+
+# ------------------------------------------------------------------ multi-node: where rank 0 writes
+
+def locate_events(ref: RunRef) -> bool:
+    """Multi-node c10d runs: find the node whose run directory holds rank 0's events (ranks are assigned by
+    the rendezvous, not by host order) and point ``remote.json`` at it.  True once known."""
+    r = ref.remote
+    if len(r.get("nodes") or []) <= 1 or r.get("events_node") is not None:
+        return True
+    python = r.get("python", "python3")
+    for i, n in enumerate(r["nodes"]):
+        try:
+            ans = _agent_json(n["host"], python, ["status"],
+                              input=json.dumps([{"run_dir": n["run_dir"], "offset": 0, "max_bytes": 0}]).encode()
+                              + b"\n", timeout=30)
+        except LaunchError:
+            continue
+        if ans and int(ans[0].get("events_size") or 0) > 0:
+            r.update(events_node=i, host=n["host"], run_dir=n["run_dir"])
+            write_json(ref.run_dir / REMOTE_FILE, r)
+            return True
+    return False
 
 
 # ------------------------------------------------------------------ mirror
@@ -150,6 +174,7 @@ def sync(refs: list[RunRef], timeout: float = 20) -> dict[str, dict[str, Any]]:
     """One ``status`` call per host: remote status of each run, and its new events copied to the mirror."""
     by_host: dict[str, list[RunRef]] = {}
     for r in refs:
+        locate_events(r)
         by_host.setdefault(r.remote["host"], []).append(r)
     out: dict[str, dict[str, Any]] = {}
     for host, rs in by_host.items():
@@ -199,6 +224,7 @@ class RemoteEventSource:
         self._streaming = False
         self._retry_at = 0.0
         self._backoff = 0.5
+        self._located = 0.0
 
     @property
     def done(self) -> bool:
@@ -226,6 +252,10 @@ class RemoteEventSource:
             self._streaming = True
         if self.done:
             return []
+        if self.ref.remote.get("events_node") is None and len(self.ref.remote.get("nodes") or []) > 1:
+            if time.monotonic() - self._located < 1.0 or not locate_events(self.ref):
+                self._located = time.monotonic()
+                return []
         self._pump()
         recs, used = parse_lines(self._buf)
         if used:

@@ -79,7 +79,7 @@ def cmd_start(a: argparse.Namespace) -> int:
                                  nnodes=int(req.get("nnodes", 1)), node_rank=int(req.get("node_rank", 0)),
                                  master_addr=req.get("master_addr") or "127.0.0.1",
                                  master_port=req.get("master_port"), rdzv=req.get("rdzv") or "static",
-                                 start_at=req.get("start_at"), cwd=str(run_dir))
+                                 start_at=req.get("start_at"), cwd=str(run_dir), rdzv_id=req.get("rdzv_id"))
     except LaunchError as e:
         return _fail(str(e))
     _out({"run_dir": str(run_dir), "pid": info["pid"], "pgid": info["pgid"], "command": info["command"],
@@ -105,13 +105,13 @@ def cmd_status(a: argparse.Namespace) -> int:
         try:
             with open(d / "events.jsonl", "rb") as fh:
                 fh.seek(off)
-                data = fh.read(8 << 20)
+                data = fh.read(int(r.get("max_bytes", 8 << 20)))
         except OSError:
             pass
         cut = data.rfind(b"\n") + 1
         out.append({"run_dir": str(d), "status": st["status"], "alive": st["alive"],
                     "phase": st["supervisor"].get("phase"), "events": base64.b64encode(data[:cut]).decode(),
-                    "offset": off})
+                    "offset": off, "events_size": st["events_size"]})
     _out(out)
     return 0
 

@@ -90,7 +90,8 @@ class RunsScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#runs-table", DataTable).focus()
-        self.action_refresh()
+        # list after the first paint: the listing thread imports the launcher (GIL) and may use SSH
+        self.call_after_refresh(self.action_refresh)
         if self.refresh_running:
             self.set_interval(AUTO_REFRESH_S, self._auto)
 

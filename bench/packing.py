@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Packing / padding-free vs padded batches: real (non-padding) tokens per second, side by side.
+
+A realistic SFT mix of sequence lengths (log-normal, median 180 tokens, clipped to
+[8, max_len] — the shape of instruction data such as alpaca) is trained three ways, interleaved
+A B C A B C … on the same model in the same process:
+
+* **padded** — TRL's default: rows in random order, each batch padded to its longest row;
+* **padding-free** — the same rows flattened into one row without padding, ``position_ids``
+  restarting per row (TRL ``padding_free``; transformers builds the block-diagonal mask);
+* **packed** — rows packed best-fit-decreasing into ``max_len`` bins, then flattened like
+  padding-free (TRL ``packing``, BFD strategy, which implies padding-free).
+
+Prints tokens/s for each and the ratios to padded (target: packed ≥ 1.5×).
+
+    python bench/packing.py                    # CPU: a small Llama
+    python bench/packing.py --device cuda      # GPU: the Llama-3.2-1B shape in bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SMALL = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
+         "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 4096,
+         "max_position_embeddings": 4096, "tie_word_embeddings": True}
+
+
+def lengths(n: int, max_len: int, seed: int = 0, median: float = 180, sigma: float = 0.8) -> list[int]:
+    import math
+
+    rng = random.Random(seed)
+    return [max(8, min(max_len, int(rng.lognormvariate(math.log(median), sigma)))) for _ in range(n)]
+
+
+def bfd(lens: list[int], cap: int) -> list[list[int]]:
+    """Best-fit decreasing: indices of rows per bin of capacity ``cap``."""
+    import bisect
+
+    order = sorted(range(len(lens)), key=lambda i: -lens[i])
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (space left, bin index), sorted
+    for i in order:
+        L = lens[i]
+        k = bisect.bisect_left(free, (L, -1))
+        if k < len(free):
+            space, bi = free.pop(k)
+            bins[bi].append(i)
+            bisect.insort(free, (space - L, bi))
+        else:
+            bins.append([i])
+            bisect.insort(free, (cap - L, len(bins) - 1))
+    return bins
+
+
+def make_batches(lens: list[int], batch: int, max_len: int, mode: str, seed: int = 0) -> list[list[list[int]]]:
+    """Each batch: a list of rows, each row a list of segment lengths."""
+    rng = random.Random(seed)
+    if mode == "packed":
+        bins = [[lens[i] for i in b] for b in bfd(lens, max_len)]
+        rng.shuffle(bins)
+        return [bins[i:i + batch] for i in range(0, len(bins), batch)]
+    idx = list(range(len(lens)))
+    rng.shuffle(idx)
+    return [[[lens[i]] for i in idx[k:k + batch]] for k in range(0, len(idx), batch)]
+
+
+def to_tensors(batch: list[list[int]], mode: str, vocab: int, device: str, gen):
+    import torch
+
+    if mode == "padded":
+        T = max(sum(r) for r in batch)
+        ids = torch.randint(4, vocab, (len(batch), T), device=device, generator=gen)
+        mask = torch.zeros((len(batch), T), dtype=torch.long, device=device)
+        for j, r in enumerate(batch):
+            mask[j, : sum(r)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}, int(mask.sum())
+    segs = [L for r in batch for L in r]
+    n = sum(segs)
+    ids = torch.randint(4, vocab, (1, n), device=device, generator=gen)
+    pos = torch.cat([torch.arange(L, device=device) for L in segs]).unsqueeze(0)
+    labels = ids.clone()
+    start = 0
+    for L in segs:  # no loss across a segment boundary
+        labels[0, start] = -100
+        start += L
+    return {"input_ids": ids, "position_ids": pos, "labels": labels}, n
+
+
+def run(device: str = "cpu", rows: int = 256, batch: int = 8, max_len: int = 512, rounds: int = 3,
+        model_cfg: dict | None = None) -> dict:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    cfg_d = dict(model_cfg or SMALL)
+    mt = cfg_d.pop("model_type")
+    cfg_d = {k: v for k, v in cfg_d.items() if not k.startswith("_") and k not in ("architectures", "dtype")}
+    cfg = AutoConfig.for_model(mt, **cfg_d)
+    cfg._attn_implementation = "sdpa"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
+    lens = lengths(rows, max_len)
+    modes = ("padded", "padding_free", "packed")
+    plans = {m: make_batches(lens, batch, max_len, m) for m in modes}
+    gen = torch.Generator(device=device).manual_seed(0)
+    tok = {m: 0 for m in modes}
+    secs = {m: 0.0 for m in modes}
+
+    def step(b, m):
+        inputs, n = to_tensors(b, m, cfg.vocab_size, device, gen)
+        out = model(**inputs)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return n
+
+    for m in modes:  # warm-up (kernels, allocator)
+        step(plans[m][0], m)
+    for _ in range(rounds):
+        for m in modes:  # interleaved: every mode sees the same machine state
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for b in plans[m]:
+                tok[m] += step(b, m)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            secs[m] += time.perf_counter() - t0
+    tps = {m: tok[m] / secs[m] for m in modes}
+    padded_tokens = sum(len(b) * max(sum(r) for r in b) for b in plans["padded"])
+    return {"device": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu",
+            "threads": torch.get_num_threads(), "rows": rows, "batch": batch, "max_len": max_len,
+            "mean_len": sum(lens) / len(lens), "padding_share": 1 - sum(lens) / padded_tokens,
+            "packed_fill": sum(lens) / (len(bfd(lens, max_len)) * max_len),
+            "tokens_per_s": tps, "ratio_padding_free": tps["padding_free"] / tps["padded"],
+            "ratio_packed": tps["packed"] / tps["padded"], "rounds": rounds,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def report(r: dict) -> str:
+    t = r["tokens_per_s"]
+    return (f"packing vs padded ({r['device']}, {r['params'] / 1e6:.1f}M-param Llama, batch {r['batch']}, "
+            f"max_len {r['max_len']}, {r['rows']} rows of mean {r['mean_len']:.0f} tokens, {r['rounds']} interleaved "
+            f"rounds)\n"
+            f"  padded        {t['padded']:10.0f} tokens/s   (padding {r['padding_share']:.0%} of the batch)\n"
+            f"  padding-free  {t['padding_free']:10.0f} tokens/s   ratio {r['ratio_padding_free']:.2f}\n"
+            f"  packed (BFD)  {t['packed']:10.0f} tokens/s   ratio {r['ratio_packed']:.2f}   "
+            f"(bins {r['packed_fill']:.0%} full)   target ≥ 1.5\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--rows", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--max-len", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    if a.device == "cuda":
+        from engine.modelinfo import CATALOG
+
+        r = run("cuda", a.rows or 512, a.batch, a.max_len or 2048, a.rounds,
+                CATALOG["meta-llama/Llama-3.2-1B"])
+    else:
+        r = run("cpu", a.rows or 192, a.batch, a.max_len or 512, a.rounds)
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=2))
+    print(report(r), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""End to end with the real training worker (demo preset, tiny model, a few CPU steps)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+import engine.launch as L
+from engine.launch.rundir import read_records
+from tests.fixtures_launch import PYTHON, ROOT, free_port
+from tests.test_launch_local import FINETUI, proc_pgids, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _real_worker(monkeypatch):
+    monkeypatch.delenv("FINETUI_WORKER_ARGV", raising=False)
+
+
+def test_real_worker_local_train_cli(launch_job, tmp_path):
+    from engine import presets
+
+    job = launch_job(**{"general.max_steps": 2, "launch.procs_per_node": 1, "eval.evaluation_strategy": "no",
+                        "eval.checkpoint_strategy": "no"})
+    preset = presets.save(job, tmp_path / "demo.toml")
+    r = subprocess.run(FINETUI + ["train", str(preset)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    run = next((tmp_path / "runs").iterdir())
+    recs = read_records(run / "events.jsonl")
+    assert recs[-1]["kind"] == "end" and recs[-1]["outcome"] == "completed"
+    assert (run / "final").is_dir()
+    info = json.loads((run / "launch.json").read_text())
+    assert "engine.train.worker" in info["command"]
+    wait_for(lambda: not any(g == info["pgid"] for g in proc_pgids().values()), 30)
+
+
+def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path):
+    """nnodes=2 on two sshd instances, 1 CPU rank each, gloo, c10d rendezvous; stop is not needed: it ends."""
+    hosts = [n.alias for n in ssh_env.nodes]
+    job = launch_job(**{"general.max_steps": 2, "launch.procs_per_node": 1, "launch.nodes": 2,
+                        "launch.hosts": hosts, "launch.master_port": free_port(), "launch.remote_python": PYTHON,
+                        "launch.remote_workdir": str(tmp_path / "remote $dir"), "eval.evaluation_strategy": "no",
+                        "eval.checkpoint_strategy": "no"})
+    ref = L.start_run(job)
+    nodes = ref.remote["nodes"]
+    assert [n["host"] for n in nodes] == hosts
+    assert all("c10d" in n["command"] for n in nodes)
+    src = L.event_source(ref)
+    got = []
+    wait_for(lambda: got.extend(src.read()) or src.done, 280, poll=0.2)
+    end = got[-1]
+    assert end["kind"] == "end" and end["outcome"] == "completed", (got[-3:], open(ref.run_dir / "remote.json").read())
+    start = next(r for r in got if r["kind"] == "start")
+    assert start["world_size"] == 2
+    assert L.list_runs(tmp_path / "runs")[0].status == "completed"
+    wait_for(lambda: not any(g in (nodes[0]["pgid"], nodes[1]["pgid"]) for g in proc_pgids().values()), 30)
