@@ -1,0 +1,347 @@
+"""The estimator (engine/estimate.py): steps arithmetic, memory parts, suggestions, time, CLI.
+
+Fast: arithmetic on config.json shapes only, except one test that builds small random models
+to check the exact parameter counts the memory parts start from. No training here — accuracy
+against real tensors and real GPU memory is measured by bench/estimator_cpu.py and
+bench/gpu_memory.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from engine.config import JobConfig
+from engine.estimate import GIB, estimate, oci_total_training_steps, steps_for
+from engine.modelinfo import CATALOG
+
+LLAMA_8B = CATALOG["meta-llama/Llama-3.1-8B"]
+LLAMA_1B = CATALOG["meta-llama/Llama-3.2-1B"]
+PARTS = ["weights", "gradients", "optimizer states", "activations", "logits", "framework overhead"]
+
+
+def res(**values) -> dict:
+    """A resolved job (native profile) with dotted values given as keyword names with __ for dots."""
+    v = {"data.train_path": "x.jsonl", "launch.device": "cuda", "launch.procs_per_node": 1,
+         "trainer.distributed_backend": "ddp", "runtime.mixed_precision": "bf16",
+         "runtime.gradient_checkpointing": False, "general.batch_size": 4,
+         "general.max_sequence_length": 1024, "general.epochs": 1}
+    v.update({k.replace("__", "."): x for k, x in values.items()})
+    return JobConfig(values=v).resolved()
+
+
+def est(model=LLAMA_8B, **values):
+    return estimate(res(**values), model_config=model)
+
+
+# --------------------------------------------------------------------------
+# Steps: OCI's formula and watsonx's worked examples (spec/seed-parameters.md)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epochs,size,batch", [(3, 1000, 8), (1, 1600, 16), (10, 4096, 32), (2, 800, 16)])
+def test_oci_total_training_steps(epochs, size, batch):
+    # totalTrainingSteps = (totalTrainingEpochs * size(trainingDataset)) / trainingBatchSize
+    expected = epochs * size / batch
+    assert oci_total_training_steps(epochs, size, batch) == expected
+    st = steps_for(res(general__epochs=epochs, general__batch_size=batch), size)
+    assert st.total_steps == expected  # sizes divisible by the batch: no rounding to ignore
+
+
+def test_oci_formula_rounding_ignored_vs_ceil():
+    # 1001 rows, batch 8: OCI's formula says 125.125 per epoch, a trainer runs the last partial batch
+    st = steps_for(res(general__epochs=3, general__batch_size=8), 1001)
+    assert oci_total_training_steps(3, 1001, 8) == pytest.approx(375.375)
+    assert st.total_steps == 3 * 126
+
+
+def test_watsonx_worked_examples():
+    # 1,000 examples with batch 10 → 100 batches per epoch
+    st = steps_for(res(general__batch_size=10, general__epochs=1), 1000)
+    assert st.batches_per_epoch == 100 and st.updates_per_epoch == 100
+    # accumulate 10 → 10 weight updates per epoch instead of 100
+    st = steps_for(res(general__batch_size=10, runtime__gradient_accumulation_steps=10, general__epochs=1), 1000)
+    assert st.batches_per_epoch == 100 and st.updates_per_epoch == 10
+    # 20 epochs → 2,000 batches processed
+    st = steps_for(res(general__batch_size=10, runtime__gradient_accumulation_steps=10, general__epochs=20), 1000)
+    assert st.total_batches == 2000 and st.total_steps == 200
+
+
+def test_steps_batch_accumulation_ranks_epochs():
+    r = res(general__batch_size=4, runtime__gradient_accumulation_steps=2, launch__procs_per_node=2,
+            launch__nodes=2, general__epochs=3)
+    st = steps_for(r, 1000)
+    assert st.ranks == 4 and st.effective_batch == 4 * 2 * 4
+    assert st.batches_per_epoch == math.ceil(1000 / (4 * 4)) == 63
+    assert st.updates_per_epoch == math.ceil(63 / 2) == 32
+    assert st.total_steps == 96 and st.total_batches == 189
+    assert st.tokens_per_step == 4 * 1024 * 2 * 4
+    assert any("4 × 2 × 4 = 32" in f for f in st.formulas)
+
+
+def test_steps_max_steps_val_size_max_samples_unknown():
+    assert steps_for(res(general__max_steps=50, general__epochs=3), 1000).total_steps == 50
+    st = steps_for(res(data__val_size=0.1, general__batch_size=10), 1000)
+    assert st.train_examples == 900 and st.batches_per_epoch == 90
+    st = steps_for(res(data__max_samples=200, general__batch_size=10), 1000)
+    assert st.train_examples == 200 and st.total_steps == 20
+    st = steps_for(res(general__epochs=2), None)
+    assert st.total_steps is None and any("--examples" in f for f in st.formulas)
+
+
+def test_steps_packing_counts_packed_sequences():
+    st = steps_for(res(data__packing=True, general__batch_size=4, general__max_sequence_length=1024), 1000,
+                   tokens_per_example=256)
+    assert st.train_examples == 250 and st.batches_per_epoch == math.ceil(250 / 4)
+
+
+# --------------------------------------------------------------------------
+# Memory: every part for every method × backend × precision
+# --------------------------------------------------------------------------
+
+METHODS = ["full", "lora", "qlora", "tfew", "prompt_tuning"]
+BACKENDS = {
+    "ddp": {"trainer__distributed_backend": "ddp"},
+    "zero1": {"trainer__distributed_backend": "deepspeed", "trainer__zero_stage": 1},
+    "zero2": {"trainer__distributed_backend": "deepspeed", "trainer__zero_stage": 2},
+    "zero3": {"trainer__distributed_backend": "deepspeed", "trainer__zero_stage": 3},
+    "zero3-offload": {"trainer__distributed_backend": "deepspeed", "trainer__zero_stage": 3,
+                      "trainer__offload_optimizer": True, "trainer__offload_params": True},
+}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "none"])
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("method", METHODS)
+def test_parts_present_with_one_line_formulas(method, backend, precision):
+    e = est(LLAMA_1B, trainer__training_type=method, runtime__mixed_precision=precision,
+            launch__procs_per_node=4, **BACKENDS[backend])
+    assert [p.name for p in e.parts] == PARTS
+    for p in e.parts:
+        assert p.bytes >= 0, p
+        assert p.formula and "\n" not in p.formula, p
+    assert e.total_bytes == pytest.approx(sum(p.bytes for p in e.parts))
+    assert 0 < e.trainable_params <= e.num_params
+    if method != "full":
+        assert e.trainable_params < e.num_params / 10
+    assert e.part("activations").bytes > 0 and e.part("logits").bytes > 0
+    if backend == "zero3-offload":
+        assert e.part("weights").bytes == 0 and e.part("optimizer states").bytes == 0
+        assert e.cpu_offload_bytes > 0
+    text = e.to_text()
+    for name in PARTS:
+        assert name in text
+
+
+def test_precision_changes_bytes():
+    # a float32 checkpoint: fp32 computes in 4 B, bf16 (DeepSpeed casts the model) in 2 B
+    f32 = {**LLAMA_8B, "dtype": "float32"}
+    fp32 = est(f32, runtime__mixed_precision="none", trainer__distributed_backend="deepspeed", trainer__zero_stage=2,
+               launch__procs_per_node=2)
+    bf16 = est(f32, runtime__mixed_precision="bf16", trainer__distributed_backend="deepspeed", trainer__zero_stage=2,
+               launch__procs_per_node=2)
+    # a bf16 checkpoint without mixed precision still computes in bf16
+    assert est(runtime__mixed_precision="none").part("activations").formula.endswith("× 2 B")
+    assert fp32.part("activations").bytes > bf16.part("activations").bytes
+    assert fp32.part("weights").bytes > bf16.part("weights").bytes
+
+
+def test_full_fp32_checkpoint_arithmetic():
+    # a float32 checkpoint, DDP, one rank: 4 B weights + 4 B grads + 8 B AdamW per parameter
+    cfg = {**LLAMA_1B, "dtype": "float32"}
+    e = est(cfg, trainer__training_type="full")
+    P = e.num_params
+    assert e.part("weights").bytes == 4 * P
+    assert e.part("gradients").bytes == 4 * P
+    assert e.part("optimizer states").bytes == 8 * P
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_zero3_below_zero1_per_gpu_with_ranks(method):
+    kw = dict(trainer__training_type=method, trainer__distributed_backend="deepspeed", launch__procs_per_node=4)
+    z1, z2, z3 = (est(trainer__zero_stage=z, **kw).total_bytes for z in (1, 2, 3))
+    assert z3 < z1 and z2 <= z1
+    if method == "full":
+        assert z3 < z2 < z1
+    off = est(trainer__zero_stage=3, trainer__offload_optimizer=True, trainer__offload_params=True, **kw)
+    assert off.total_bytes < z3
+
+
+def test_zero_needs_ranks_to_save():
+    kw = dict(trainer__training_type="full", trainer__distributed_backend="deepspeed", launch__procs_per_node=1)
+    z1, z3 = (est(trainer__zero_stage=z, **kw) for z in (1, 3))
+    assert z3.part("optimizer states").bytes == z1.part("optimizer states").bytes
+
+
+def test_qlora_below_lora_below_full():
+    full, lora, qlora = (est(trainer__training_type=m) for m in ("full", "lora", "qlora"))
+    assert qlora.total_bytes < lora.total_bytes < full.total_bytes
+    assert qlora.part("weights").bytes < lora.part("weights").bytes / 2  # 4-bit linear layers
+    assert lora.part("optimizer states").bytes < full.part("optimizer states").bytes / 50
+    assert "4-bit" in qlora.part("weights").formula
+
+
+def test_peft_methods_keep_fewer_activations_than_full():
+    acts = {m: est(trainer__training_type=m, adapter__lora_dropout=0.0).part("activations").bytes for m in METHODS}
+    assert acts["prompt_tuning"] < acts["tfew"] < acts["full"]
+    assert acts["lora"] <= acts["full"]
+    # LoRA dropout keeps one dropped-out copy of each target's input (and its mask)
+    drop = est(trainer__training_type="lora", adapter__lora_dropout=0.1).part("activations").bytes
+    assert drop > acts["lora"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradient_checkpointing_lowers_activations(method):
+    off = est(trainer__training_type=method, runtime__gradient_checkpointing=False)
+    on = est(trainer__training_type=method, runtime__gradient_checkpointing=True)
+    assert on.part("activations").bytes < off.part("activations").bytes / 2
+    assert "checkpointing" in on.part("activations").formula
+    # each estimate also reports the other setting's activations
+    assert on.activations_other_bytes == pytest.approx(off.part("activations").bytes)
+    assert off.activations_other_bytes == pytest.approx(on.part("activations").bytes)
+
+
+def test_activations_and_logits_scale_with_batch_and_sequence():
+    a = est(general__batch_size=2, general__max_sequence_length=512)
+    b = est(general__batch_size=4, general__max_sequence_length=512)
+    c = est(general__batch_size=2, general__max_sequence_length=1024)
+    for p in ("activations", "logits"):
+        assert b.part(p).bytes == pytest.approx(2 * a.part(p).bytes)
+        assert c.part(p).bytes == pytest.approx(2 * a.part(p).bytes)  # sdpa: no s² term
+    eager = est(general__batch_size=2, general__max_sequence_length=1024, runtime__attention_implementation="eager")
+    assert eager.part("activations").bytes > c.part("activations").bytes
+
+
+def test_ddp_buckets_only_with_ranks():
+    one = est(trainer__training_type="full", launch__procs_per_node=1)
+    two = est(trainer__training_type="full", launch__procs_per_node=2)
+    assert "DDP buckets" not in one.part("framework overhead").formula
+    assert "DDP buckets" in two.part("framework overhead").formula
+    assert "CUDA context" in one.part("framework overhead").formula
+    cpu = est(trainer__training_type="full", launch__device="cpu", runtime__mixed_precision="none")
+    assert "CUDA context" not in cpu.part("framework overhead").formula and cpu.on_cpu
+
+
+# --------------------------------------------------------------------------
+# Suggestions, time to finish
+# --------------------------------------------------------------------------
+
+
+def test_suggestions_when_over_gpu_memory():
+    e = estimate(res(trainer__training_type="full", general__batch_size=8, launch__procs_per_node=2),
+                 model_config=LLAMA_8B, gpu_memory_gb=40)
+    assert e.fits is False
+    assert e.suggestions
+    titles = " | ".join(s.title for s in e.suggestions)
+    for want in ("gradient checkpointing", "ZeRO-3", "QLoRA", "smaller batch"):
+        assert want in titles, titles
+    for s in e.suggestions:
+        assert s.total_bytes < e.total_bytes and s.changes
+        again = estimate({**res(trainer__training_type="full", general__batch_size=8, launch__procs_per_node=2),
+                          **s.changes}, model_config=LLAMA_8B, gpu_memory_gb=40, suggest=False)
+        assert again.total_bytes == pytest.approx(s.total_bytes)  # each carries its own new estimate
+        assert s.fits == (s.total_bytes <= 40 * GIB)
+    assert any(s.fits for s in e.suggestions)
+    assert e.suggestions == sorted(e.suggestions, key=lambda s: (not s.fits, s.total_bytes))
+    assert "does NOT fit" in e.to_text() and "To fit" in e.to_text()
+
+
+def test_no_suggestions_when_it_fits():
+    e = estimate(res(trainer__training_type="lora"), model_config=LLAMA_1B, gpu_memory_gb=80)
+    assert e.fits is True and e.suggestions == []
+    assert estimate(res(), model_config=LLAMA_1B).fits is None
+
+
+def test_time_to_finish_from_measured_throughput():
+    r = res(general__batch_size=4, general__max_sequence_length=512, runtime__gradient_accumulation_steps=2,
+            launch__procs_per_node=2, general__epochs=2)
+    e = estimate(r, model_config=LLAMA_1B, num_examples=1600, throughput_tokens_per_s=8192)
+    # 1600 ÷ (4 × 2) = 200 batches, ÷ 2 = 100 steps per epoch, 200 steps × 4·512·2·2 tokens
+    assert e.steps.total_steps == 200
+    assert e.seconds == pytest.approx(200 * 8192 / 8192)
+    assert "3 min 20 s" in e.time_formula
+    assert estimate(r, model_config=LLAMA_1B, num_examples=1600).seconds is None
+
+
+# --------------------------------------------------------------------------
+# The parameter counts the parts start from are exact (a real model from the same config)
+# --------------------------------------------------------------------------
+
+
+def test_param_counts_exact_against_real_models():
+    torch = pytest.importorskip("torch")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.modelinfo import param_breakdown
+
+    small = {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "vocab_size": 300}
+    cfgs = [{"model_type": "llama", **small, "tie_word_embeddings": False},
+            {"model_type": "llama", **small, "tie_word_embeddings": True, "attention_bias": True},
+            {"model_type": "qwen2", **small, "tie_word_embeddings": True},
+            {"model_type": "mistral", **small},
+            {"model_type": "mixtral", **small, "num_local_experts": 4, "num_experts_per_tok": 2}]
+    for c in cfgs:
+        d = {k: v for k, v in c.items() if k != "model_type"}
+        with torch.device("meta"):
+            m = AutoModelForCausalLM.from_config(AutoConfig.for_model(c["model_type"], **d))
+        assert param_breakdown(c)["total"] == sum(p.numel() for p in m.parameters()), c
+
+
+# --------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from tui.cli import app
+
+    return CliRunner().invoke(app, ["estimate", *map(str, args)])
+
+
+def test_cli_demo_preset(repo_root):
+    r = _cli(repo_root / "presets" / "demo.toml")
+    assert r.exit_code == 0, r.output
+    for want in PARTS + ["total", "batches per epoch", "total steps", "effective batch = batch × accumulation × "
+                         "ranks = 8 × 1 × 2 = 16", "examples counted"]:
+        assert want in r.output, want
+
+
+def test_cli_json_gpu_memory_and_time(repo_root):
+    r = _cli(repo_root / "presets" / "demo.toml", "--json", "--gpu-memory", "0.001", "--examples", "1000",
+             "--tokens-per-s", "1000")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert [p["name"] for p in d["parts"]] == PARTS
+    assert d["fits"] is False and d["suggestions"] is not None
+    assert d["steps"]["examples"] == 1000 and d["seconds"] > 0
+
+
+def _one_line_exit_2(r) -> str:
+    assert r.exit_code == 2, r.output
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert len(lines) == 1, r.output
+    assert "Traceback" not in r.output
+    return lines[0]
+
+
+def test_cli_bad_files(tmp_path: Path):
+    assert "nope.toml" in _one_line_exit_2(_cli(tmp_path / "nope.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nname_or_path = 1\n")
+    assert "bad.toml" in _one_line_exit_2(_cli(bad))
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('[model]\nname_or_path = "/nonexistent/model"\n[data]\ntrain_path = "x.jsonl"\n')
+    assert _one_line_exit_2(_cli(unknown)).startswith("model.name_or_path:")
+
+
+def test_cli_bad_options(repo_root):
+    demo = repo_root / "presets" / "demo.toml"
+    assert "--gpu-memory" in _one_line_exit_2(_cli(demo, "--gpu-memory", "0"))
+    assert "--examples" in _one_line_exit_2(_cli(demo, "--examples", "0"))
+    assert "--tokens-per-s" in _one_line_exit_2(_cli(demo, "--tokens-per-s", "-1"))
