@@ -26,7 +26,18 @@ from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUPS, SECRET_KEYS, Con
                            Problem, suggest)
 
 TOP_KEYS = ("name", "profile")
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+def _presets_dir() -> Path:
+    """The shipped presets: ``presets/`` in a source checkout (editable install), else the
+    copy a wheel installs under ``<prefix>/share/finetui/presets``."""
+    here = Path(__file__).resolve().parent.parent / "presets"
+    if here.is_dir():
+        return here
+    import sys
+
+    return Path(sys.prefix) / "share" / "finetui" / "presets"
+
+
+PRESETS_DIR = _presets_dir()
 
 
 class PresetError(ConfigError):
