@@ -97,3 +97,9 @@ def test_mlflow_run_has_metrics_params_and_final_path(tracked_run):
     final = tracked_run["run_dir"] / "final"
     assert params.get("final_path") == str(final), sorted(params)
     assert Path(params["final_path"]).is_dir()
+    # finetui's own parameters (profile, adapter values) and the job's config as an artifact
+    assert params["finetui.profile"] == "native"
+    assert float(params["finetui.general.learning_rate"]) == pytest.approx(0.003)
+    assert any(k.startswith("finetui.adapter.") for k in params), sorted(params)
+    arts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "config.toml" in arts, arts

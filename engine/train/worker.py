@@ -131,6 +131,7 @@ class Worker:
         job = presets.load(self.run_dir / "config.toml")
         res = job.resolved()
         self.res = res
+        self.job = job
         try:
             outcome, final = self._train(job, res)
         except BaseException as e:  # noqa: BLE001 - every failure ends as one line + `end failed`
@@ -312,7 +313,20 @@ class Worker:
                             "(pip install 'finetui[mlflow]')") from None
         mlflow.set_tracking_uri(str(res["tracking.mlflow_tracking_uri"]))
         mlflow.set_experiment(str(res["tracking.mlflow_experiment"] or "finetui"))
-        return mlflow.start_run(run_name=self.run_dir.name)
+        run = mlflow.start_run(run_name=self.run_dir.name)
+        try:  # finetui's own view of the job, beside the trainer's arguments
+            params = {f"finetui.{k}": v for k, v in sorted(res.items())
+                      if v is not None and v != "" and v != []}
+            params["finetui.profile"] = self.job.profile
+            items = [(k, str(v)[:500]) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                mlflow.log_params(dict(items[i:i + 100]))
+            cfg = self.run_dir / "config.toml"
+            if cfg.is_file():
+                mlflow.log_artifact(str(cfg))
+        except Exception as e:  # tracking must not fail the run
+            self.warn(f"mlflow: could not log the job's parameters: {e}")
+        return run
 
     def _mlflow_end(self, final: Path) -> None:
         try:
