@@ -11,7 +11,8 @@ Memory model (per GPU, the peak of a training step, an upper bound — every par
 * **weights** — trainable parameters are kept in fp32 under DDP (mixed precision is
   autocast; TRL loads in float32), in the half dtype under DeepSpeed (its fp32 master copy
   is an optimizer state); frozen parameters (LoRA / T-Few / prompt tuning / freeze) are
-  loaded in the compute dtype; QLoRA stores the decoder's linear weights in 4 or 8 bits
+  loaded in the compute dtype — adapters are added to the model, so with LoRA / T-Few /
+  prompt tuning every base parameter stays as a frozen one; QLoRA stores the decoder's linear weights in 4 or 8 bits
   (+ one fp32 absmax per 64 weights) and its adapters in bf16 (TRL casts them).
   ZeRO-3 divides by the data-parallel ranks; offloaded parameters leave the GPU.
 * **gradients** — one per trainable parameter, in the parameter's dtype; ZeRO-1 adds an fp32
@@ -25,8 +26,10 @@ Memory model (per GPU, the peak of a training step, an upper bound — every par
   heads × head_dim, ``kv`` = KV heads × head_dim, ``i`` = intermediate, times the experts per
   token for MoE) plus the inputs of the linear modules that train (a frozen Linear keeps no
   input): ``h`` (q/k/v), ``q`` (o_proj), ``h`` (gate/up), ``i`` (down_proj) — full fine-tuning
-  keeps all four, LoRA those of its target modules, T-Few down_proj's, prompt tuning none;
-  with gradient checkpointing only each layer's input is kept plus one layer recomputed.  Eager attention adds the ``heads × s²`` score matrices.
+  keeps all four, LoRA those of its target modules, T-Few down_proj's (IA3 scales its input)
+  plus the unscaled output of each other module it scales, prompt tuning none; with gradient
+  checkpointing only each layer's input is kept plus one layer recomputed.  Eager attention
+  adds the ``heads × s²`` score matrices.
 * **logits** — ``tokens × vocab × (2 + 4 + 4 + 4)`` in bf16/fp16 (``× 12`` in fp32): the logits
   the model returns, their fp32 copy, the log-softmax the loss keeps and its gradient — the peak
   at the start of the backward pass.
@@ -271,6 +274,17 @@ def _targets(res: dict[str, Any], model_type: str, moe: bool) -> list[str]:
     return tm
 
 
+#: feed-forward modules: IA3 scales their input, not their output (engine/train/modeling.py FFN_NAMES)
+_FFN = ("down_proj", "fc2", "w2", "dense_4h_to_h", "c_proj", "fc_out")
+
+
+def _tfew_targets(res: dict[str, Any], model_type: str, moe: bool) -> list[str]:
+    """IA3's modules as the worker picks them: finetui's list, else PEFT's llama-like default."""
+    if not list(res.get("adapter.target_modules") or []) and model_type not in DEFAULT_TARGET_MODULES:
+        return ["k_proj", "v_proj", "down_proj"]
+    return _targets(res, model_type, moe)
+
+
 def _trainable(res: dict[str, Any], b: dict[str, Any]) -> tuple[int, str, list[str]]:
     """Trainable parameter count, its formula, and the adapter target modules."""
     from engine.modelinfo import Shape
@@ -288,10 +302,13 @@ def _trainable(res: dict[str, Any], b: dict[str, Any]) -> tuple[int, str, list[s
         f = f"{L} layers × rank {r} × Σ(in+out) of {'/'.join(tg)} = {L} × {r} × {per // r}"
         return L * per, f, tg
     if method == "tfew":
-        # PEFT IA3 for llama-like models: k_proj, v_proj (out features), down_proj (in features)
-        per = lin["k_proj"][1] + lin["v_proj"][1] + lin["down_proj"][0]
-        return L * per, f"IA3 vectors: {L} layers × (k {lin['k_proj'][1]} + v {lin['v_proj'][1]} + down " \
-                        f"{lin['down_proj'][0]})", ["k_proj", "v_proj", "down_proj"]
+        # PEFT IA3 on the worker's targets: one vector per target, of its out features (its in features for
+        # a feed-forward module, down_proj); the architecture's own default when finetui has none for it
+        tg = [t for t in _tfew_targets(res, s.model_type, bool(s.num_experts)) if t in lin]
+        sizes = {t: lin[t][0] if t in _FFN else lin[t][1] for t in tg}
+        per = sum(sizes.values())
+        return L * per, f"IA3 vectors: {L} layers × (" + " + ".join(f"{t} {n}" for t, n in sizes.items()) \
+            + f") = {L} × {per}", tg
     if method == "prompt_tuning":
         nv = int(res.get("adapter.num_virtual_tokens") or 20)
         return nv * s.hidden, f"{nv} virtual tokens × hidden {s.hidden}", []
@@ -321,7 +338,12 @@ def _act_elems_per_token_layer(s: Any, half: bool, method: str = "full", targets
     elif method in ("lora", "qlora"):
         kept = {_INPUT_OF[t] for t in (targets or []) if t in _INPUT_OF}
     elif method == "tfew":
-        kept = {"down"}  # IA3 scales k / v outputs (kept above) and down_proj's input
+        # IA3: ``out × l`` keeps the unscaled output of each scaled module, ``x × l`` down_proj's input
+        kept = {"down"} if "down_proj" in (targets or []) else set()
+        lin = s.linear_shapes()
+        extra = sum(lin[t][1] * (k if t in ("gate_proj", "up_proj") else 1)
+                    for t in (targets or []) if t in lin and t not in _FFN)
+        return norms + attn + mlp + sum(inputs[x] for x in kept) + extra
     else:  # prompt tuning: the whole network is frozen
         kept = set()
     return norms + attn + mlp + sum(inputs[x] for x in kept)
@@ -389,7 +411,9 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     shard3 = R if zero == 3 else 1
 
     # ---- weights ----------------------------------------------------------------------------
-    frozen = P - T
+    # adapters (LoRA, IA3, virtual tokens) are added to the model: every base parameter stays, frozen;
+    # freeze (and full) train a part of the base parameters
+    frozen = P if peft else P - T
     if method == "qlora" and qbits:
         lin_total = s.layers * sum(b["per_layer_linear"].values())
         rest = frozen - lin_total
