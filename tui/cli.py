@@ -81,7 +81,7 @@ def show(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
 def _register_areas() -> None:
     import importlib
 
-    for mod in ("data", "train", "launch", "estimate", "interop"):
+    for mod in ("data", "train", "launch", "estimate", "interop", "generate"):
         try:
             m = importlib.import_module(f"tui.commands.{mod}")
         except ModuleNotFoundError as e:

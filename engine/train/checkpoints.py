@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -16,7 +17,12 @@ class ResumeError(ValueError):
 
 
 def is_complete(path: str | os.PathLike[str]) -> bool:
-    return (Path(path) / STATE_FILE).is_file()
+    """``trainer_state.json`` is written last; a kill while it is written leaves it empty or cut off."""
+    p = Path(path) / STATE_FILE
+    try:
+        return p.is_file() and isinstance(json.loads(p.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def checkpoints(ck_dir: str | os.PathLike[str]) -> list[tuple[int, Path, bool]]:

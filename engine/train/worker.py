@@ -287,9 +287,22 @@ class Worker:
         import torch.distributed as dist
 
         backend = "nccl" if device == "cuda" else "gloo"
+        if device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+            # torchrun sets 1 thread per rank, the deepspeed launcher nothing (accelerate then guesses from
+            # the physical cores): split this node's cores between its ranks, never oversubscribe them
+            import torch
+
+            local = int(os.environ.get("LOCAL_WORLD_SIZE") or self.world)
+            n = max(1, (os.cpu_count() or 1) // max(1, local))
+            os.environ["OMP_NUM_THREADS"] = str(n)
+            torch.set_num_threads(n)
         if res["trainer.distributed_backend"] == "deepspeed":
             import deepspeed
 
+            if device == "cpu" and os.environ.get("FINETUI_DS_SHM_COMM", "0") != "1":
+                # DeepSpeed's CPU accelerator JIT-compiles a shared-memory all-reduce (C++, minutes on a
+                # small machine, fails without a compiler) on first use; gloo's collectives do the same job
+                deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
             deepspeed.init_distributed(dist_backend=backend)
         elif not dist.is_initialized():
             dist.init_process_group(backend=backend)

@@ -1,0 +1,65 @@
+"""``finetui generate RUN --prompt TEXT``: try a finished run's model at once.
+
+Loads the run's ``final/`` (the adapter onto the base model, or the full / merged
+model) and prints the generated text.  torch is imported only inside the command.
+Bad run name, a run without a final model → one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tui.commands import common
+
+
+def register(app: typer.Typer) -> None:
+    from tui.commands.launch import RUNS_DIR_OPT, _resolve
+
+    @app.command()
+    def generate(
+        run: str = typer.Argument(..., help="Run name or directory."),
+        prompt: str = typer.Option(..., "--prompt", "-p", help="The prompt (a user message for chat-trained runs)."),
+        max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens to generate at most."),
+        temperature: float = typer.Option(0.0, "--temperature", min=0.0,
+                                          help="Sampling temperature; 0 = greedy (the default)."),
+        top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (with --temperature)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
+        runs_dir: Optional[Path] = RUNS_DIR_OPT,
+    ) -> None:
+        """Load a finished run's model (adapter or merged) and generate from a prompt."""
+        ref = _resolve(run, runs_dir)
+        if ref.is_remote:
+            common.fail(f"run {ref.name} ran on {ref.host}: its model is there ({ref.run_dir.name}/final); "
+                        f"copy it here or run `finetui generate` on that host")
+        if device not in (None, "cpu", "cuda"):
+            common.fail(f"--device: {device!r} is not offered (allowed: cpu, cuda)")
+        from engine.train.generate import GenerateError, final_dir
+
+        try:
+            final_dir(ref.run_dir)  # fast checks before the heavy imports
+        except GenerateError as e:
+            common.fail(str(e), e.code)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        from engine.train.generate import generate as run_generate
+
+        try:
+            text = run_generate(ref.run_dir, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_p=top_p, seed=seed, device=device)
+        except GenerateError as e:
+            common.fail(str(e), e.code)
+        except Exception as e:  # noqa: BLE001 - one line, never a traceback
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            common.fail(f"generation failed: {type(e).__name__}: {first}", 1)
+        typer.echo(text)
