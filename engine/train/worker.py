@@ -166,7 +166,7 @@ class Worker:
         if self.rank == 0:
             moved = C.set_aside_incomplete(ck_dir)
             for m in moved:
-                self.warn(f"set aside an incomplete checkpoint (no trainer_state.json): {m.name}")
+                self.warn(f"set aside an incomplete checkpoint (no complete trainer_state.json): {m.name}")
         if resume is not None:
             self.status("resuming", f"resuming from {resume.name}", checkpoint=str(resume))
         self._check_stop()
@@ -246,6 +246,7 @@ class Worker:
         self.status("tokenizing", "preparing the dataset")
         trainer = build_trainer(res, model, tok, data.train, data.eval if has_eval else None, base, cbs,
                                 optimizer, self.status)
+        evcb.info.update(trainer_info(trainer))
         self._check_stop()
 
         self.rs.training = True
@@ -350,6 +351,18 @@ class Worker:
             mlflow.end_run()
         except Exception as e:  # tracking must not fail a finished run
             self.warn(f"mlflow: could not log the final path: {e}")
+
+
+def trainer_info(trainer: Any) -> dict[str, Any]:
+    """Which TRL implementation trains the run and its loss settings (for the start event)."""
+    a = trainer.args
+    trl = {}
+    for k in ("loss_type", "loss_weights", "beta", "label_smoothing", "cpo_alpha", "simpo_gamma",
+              "desirable_weight", "undesirable_weight"):
+        v = getattr(a, k, None)
+        if v is not None:
+            trl[k] = list(v) if isinstance(v, (list, tuple)) else (v if isinstance(v, (int, float, str)) else str(v))
+    return {"trainer": type(trainer).__name__, "trl": trl}
 
 
 def merge_adapter(base_path: str, adapter_dir: Path, out: Path, res: dict, tok: Any) -> None:
