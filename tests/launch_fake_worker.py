@@ -2,7 +2,9 @@
 
 Writes ``start``, one ``log`` per step, ``end`` completed into RUN_DIR/events.jsonl;
 SIGTERM → ``end`` stopped.  ``--ranks N`` starts N-1 extra child processes (in
-the same process group) that just sleep, like torchrun's ranks.  ``--env-report
+the same process group) that just sleep, like torchrun's ranks; ``--setsid-ranks`` puts
+each in a session of its own, as torchrun really does (with ``--ignore-term`` they
+ignore SIGTERM too, so only a SIGKILL found by the run token ends them).  ``--env-report
 NAME`` writes whether the environment variable NAME is set (and its length) to
 RUN_DIR/env_report.json — for the secrets test.
 """
@@ -27,10 +29,14 @@ def main() -> int:
     ap.add_argument("--env-report", default="")
     ap.add_argument("--fail-at", type=int, default=0)
     ap.add_argument("--ignore-term", action="store_true")
+    ap.add_argument("--setsid-ranks", action="store_true")
     a = ap.parse_args()
     path = os.path.join(a.run_dir, "events.jsonl")
     fh = open(path, "a", buffering=1)
-    kids = [subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(1)"])
+    code = "import time\nwhile True: time.sleep(1)"
+    if a.ignore_term:
+        code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)"
+    kids = [subprocess.Popen([sys.executable, "-c", code], start_new_session=a.setsid_ranks)
             for _ in range(a.ranks - 1)]
     stop = {"now": False}
 
@@ -61,7 +67,7 @@ def main() -> int:
         emit("log", step, loss=round(2.0 / step, 4), lr=0.001)
         print(f"fake worker: step {step}", flush=True)
     for k in kids:
-        k.terminate()
+        k.kill()
     emit("end", step, outcome="stopped" if stop["now"] else "completed", final_path=None)
     return 0
 

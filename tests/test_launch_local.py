@@ -101,15 +101,22 @@ def test_secrets_reach_the_worker_by_environment(fake_worker, launch_job):
 
 
 def test_stop_leaves_no_process_and_ends_stopped(fake_worker, launch_job, tmp_path):
-    fake_worker(1000, 0.05, 3, "--ignore-term")  # ranks that ignore SIGTERM: SIGKILL after the grace period
+    # ranks that ignore SIGTERM, each in a session of its own (as torchrun starts them): SIGKILL after the
+    # grace period reaches them through the run token, not the process group
+    fake_worker(1000, 0.05, 3, "--ignore-term", "--setsid-ranks")
     ref = L.start_run(launch_job())
     wait_for(lambda: any(r["kind"] == "log" for r in events(ref)))
-    pgid = read_json(ref.run_dir / "launch.json")["pgid"]
-    wait_for(lambda: len([p for p, g in proc_pgids().items() if g == pgid]) >= 4)  # supervisor + worker + 2 ranks
+    info = read_json(ref.run_dir / "launch.json")
+    pgid, token = info["pgid"], info["token"]
+    wait_for(lambda: len(procs.token_pids(token)) >= 4)  # supervisor + worker + 2 ranks
+    ranks = [p for p in procs.token_pids(token) if proc_pgids().get(p) != pgid]
+    assert len(ranks) == 2  # outside the group
+    assert L.list_runs(tmp_path / "runs")[0].status == "running"
     t = time.time()
     assert L.stop_run(ref.name, grace=1.0, runs_dir=tmp_path / "runs") == "stopped"
     assert time.time() - t < 8
     assert [p for p, g in proc_pgids().items() if g == pgid] == []
+    assert procs.token_pids(token) == [] and not any(procs.pid_alive(p) for p in ranks)
     recs = events(ref)
     assert recs[-1]["kind"] == "end" and recs[-1]["outcome"] == "stopped"
     assert sum(r["kind"] == "end" for r in recs) == 1

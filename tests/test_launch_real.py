@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 import engine.launch as L
-from engine.launch.rundir import read_records
+from engine.launch.rundir import read_json, read_records
 from tests.fixtures_launch import PYTHON, ROOT, free_port
 from tests.test_launch_local import FINETUI, proc_pgids, wait_for
 
@@ -42,6 +43,10 @@ def test_real_worker_local_train_cli(launch_job, tmp_path):
 
 def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path):
     """nnodes=2 on two sshd instances, 1 CPU rank each, gloo, c10d rendezvous; stop is not needed: it ends."""
+    from engine.tiny import ensure_tiny_model
+
+    # both "nodes" share this machine's model cache: build it once here, not in two racing ranks
+    ensure_tiny_model()
     hosts = [n.alias for n in ssh_env.nodes]
     job = launch_job(**{"general.max_steps": 2, "launch.procs_per_node": 1, "launch.nodes": 2,
                         "launch.hosts": hosts, "launch.master_port": free_port(), "launch.remote_python": PYTHON,
@@ -59,4 +64,12 @@ def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path):
     start = next(r for r in got if r["kind"] == "start")
     assert start["world_size"] == 2
     assert L.list_runs(tmp_path / "runs")[0].status == "completed"
+    # rank 0 ran on one node (the rendezvous picks which); the other node finished its part without an end
+    ev_node = ref.remote["events_node"]
+    other = nodes[1 - ev_node]
+    assert not read_records(Path(other["run_dir"]) / "events.jsonl")
+    sup = wait_for(lambda: (lambda d: d if d.get("phase") == "exited" else None)(
+        read_json(Path(other["run_dir"]) / "supervisor.json")), 30)
+    assert sup["exit_code"] == 0 and sup["node_done"] is True
+    assert read_records(ref.run_dir / "events.jsonl") == got
     wait_for(lambda: not any(g in (nodes[0]["pgid"], nodes[1]["pgid"]) for g in proc_pgids().values()), 30)

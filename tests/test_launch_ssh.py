@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import engine.launch as L
-from engine.launch import ssh
+from engine.launch import procs, ssh
 from engine.launch.rundir import read_json, read_records
 from tests.fixtures_launch import PYTHON, ROOT
 from tests.test_launch_local import FINETUI, proc_pgids, wait_for
@@ -110,13 +110,16 @@ def test_remote_client_killed_run_continues_reattach_no_gap(ssh_env, fake_worker
 
 
 def test_remote_stop_leaves_no_process(ssh_env, fake_worker, launch_job, tmp_path):
-    fake_worker(1000, 0.05, 3, "--ignore-term")
+    fake_worker(1000, 0.05, 3, "--ignore-term", "--setsid-ranks")
     node = ssh_env.nodes[0]
     ref = L.start_run(remote_job(launch_job, tmp_path, node.target))
     pgid = ref.remote["nodes"][0]["pgid"]
+    token = read_json(Path(ref.remote["run_dir"]) / "launch.json")["token"]
     wait_for(lambda: any(r["kind"] == "log" for r in remote_events(ref)), 60)
+    wait_for(lambda: len(procs.token_pids(token)) >= 4)
     assert L.stop_run(ref, grace=1.0) == "stopped"
     assert [p for p, g in proc_pgids().items() if g == pgid] == []
+    assert procs.token_pids(token) == []
     assert mirror(ref)[-1]["outcome"] == "stopped"
     assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
     L.delete_run(ref)
@@ -196,3 +199,28 @@ def test_doctor_remote(ssh_env):
     r = subprocess.run(FINETUI + ["doctor", "--host", node.alias, "--python", "/nonexistent/python"],
                        capture_output=True, text=True, timeout=60, env=dict(os.environ))
     assert r.returncode == 1 and "not found" in r.stdout and "fix:" in r.stdout
+
+
+def test_two_node_stop_stops_every_node(ssh_env, fake_worker, launch_job, tmp_path):
+    """A two-node run (fake worker on each node, ranks in sessions of their own): one stop ends every node."""
+    from tests.fixtures_launch import free_port
+
+    fake_worker(1000, 0.05, 2, "--ignore-term", "--setsid-ranks")
+    hosts = [n.alias for n in ssh_env.nodes]
+    ref = L.start_run(remote_job(launch_job, tmp_path, "local", **{"launch.nodes": 2, "launch.hosts": hosts,
+                                                                   "launch.master_port": free_port()}))
+    nodes = ref.remote["nodes"]
+    assert [n["host"] for n in nodes] == hosts and nodes[1]["run_dir"].endswith(".node1")
+    tokens = [read_json(Path(n["run_dir"]) / "launch.json")["token"] for n in nodes]
+    for t in tokens:
+        wait_for(lambda: len(procs.token_pids(t)) >= 3, 60)  # supervisor + worker + 1 rank on each node
+    src = L.event_source(ref)
+    got = []
+    wait_for(lambda: got.extend(src.read()) or any(r["kind"] == "log" for r in got), 60)
+    assert L.list_runs(tmp_path / "runs")[0].status == "running"
+    assert L.stop_run(ref, grace=1.0) == "stopped"
+    assert all(procs.token_pids(t) == [] for t in tokens)
+    assert not any(g in (nodes[0]["pgid"], nodes[1]["pgid"]) for g in proc_pgids().values())
+    assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
+    wait_for(lambda: got.extend(src.read()) or src.done, 30)
+    assert got[-1]["kind"] == "end" and got[-1]["outcome"] == "stopped"

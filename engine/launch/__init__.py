@@ -234,8 +234,8 @@ class EventSource(Tailer):
             self.ended = True
         elif not recs and not self.done and time.monotonic() - self._checked > 1.0:
             self._checked = time.monotonic()
-            pgid = read_json(self.ref.run_dir / LAUNCH_FILE).get("pgid")
-            if pgid and not procs.group_alive(pgid):
+            info = read_json(self.ref.run_dir / LAUNCH_FILE)
+            if info.get("pgid") and not core.info_alive(info):
                 recs = super().read(max_bytes)
                 if any(r.get("kind") == "end" for r in recs):
                     self.ended = True

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("PYTHONUNBUFFERED", "1")
+    token = uuid.uuid4().hex
+    full_env[procs.TOKEN_ENV] = token  # every process of the run carries it (torchrun's ranks make own sessions)
     if command is None:
         command = worker_command(res, run_dir, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
                                  master_port=master_port, rdzv=rdzv, env=full_env, rdzv_id=rdzv_id)
@@ -63,7 +66,7 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         "name": run_dir.name, "host": host, "command": command, "cwd": cwd or str(run_dir),
         "created": time.time(), "start_at": start_at, "nnodes": nnodes, "node_rank": node_rank,
         "master_addr": master_addr, "master_port": master_port, "launcher": res.get("launch.launcher", "torchrun"),
-        "python": procs.python_exe(),
+        "python": procs.python_exe(), "token": token,
     }
     write_json(run_dir / LAUNCH_FILE, info)
     (run_dir / LOG_FILE).touch()
@@ -84,19 +87,29 @@ def dir_state(run_dir: Path) -> dict[str, Any]:
     sup = read_json(run_dir / SUPERVISOR_FILE)
     recs = read_records(run_dir / EVENTS_FILE)
     s = summarize(recs)
-    pgid = info.get("pgid")
-    alive = procs.group_alive(pgid)
+    alive = info_alive(info)
     ended = any(r.get("kind") == "end" for r in recs)
     if ended:
         status = s.status
     elif alive:
         status = "scheduled" if sup.get("phase") == "waiting" or (not sup and info.get("start_at")) else "running"
+    elif sup.get("node_done"):
+        status = "completed"  # a node of a multi-node run whose rank 0 (and events) ran elsewhere
     elif not info:
         status = "lost" if recs else "pending"
     else:
         status = "lost"
     return {"status": status, "alive": alive, "summary": s, "launch": info, "supervisor": sup,
             "events_size": _size(run_dir / EVENTS_FILE)}
+
+
+def info_alive(info: dict[str, Any]) -> bool:
+    """Whether any process of the run described by ``launch.json``'s content is alive."""
+    return procs.run_alive(info.get("pgid"), info.get("token"))
+
+
+def info_pids(info: dict[str, Any]) -> list[int]:
+    return procs.run_pids(info.get("pgid"), info.get("token"))
 
 
 def _size(p: Path) -> int:
@@ -112,14 +125,14 @@ def stop_dir(run_dir: Path, grace: float = 15.0) -> str:
     info = read_json(run_dir / LAUNCH_FILE)
     pgid = info.get("pgid")
     end = has_end(run_dir)
-    if not procs.group_alive(pgid):
+    if not info_alive(info):
         if end:
             return str(end.get("outcome", "completed"))
         append_end_if_missing(run_dir, "stopped")
         return "stopped"
-    ok = procs.stop_group(pgid, grace=grace)
+    ok = procs.stop_group(pgid, grace=grace, token=info.get("token"))
     if not ok:
-        raise LaunchError(f"run {run_dir.name}: processes {procs.group_pids(pgid)} survived SIGKILL")
+        raise LaunchError(f"run {run_dir.name}: processes {info_pids(info)} survived SIGKILL")
     update_json(run_dir / SUPERVISOR_FILE, stopped_at=time.time())
     append_end_if_missing(run_dir, "stopped")
     end = has_end(run_dir)

@@ -3,6 +3,12 @@
 Liveness reads ``/proc`` (a zombie does not count: in containers PID 1 often
 never reaps); other systems fall back to ``killpg(pgid, 0)``.  Standard library
 only.
+
+A run is more than its process group: torchrun starts every rank in a session of
+its own (``start_new_session=True`` in torch.distributed.elastic), so a SIGKILL
+to the supervisor's group would orphan the ranks.  Every process of a run
+therefore carries ``FINETUI_RUN_TOKEN=<token>`` in its environment (inherited,
+whatever sessions it makes), and :func:`run_pids` finds them by it.
 """
 
 from __future__ import annotations
@@ -73,6 +79,40 @@ def group_alive(pgid: int | None) -> bool:
     return bool(group_pids(pgid))
 
 
+#: The environment variable that marks every process of one run (see the module doc).
+TOKEN_ENV = "FINETUI_RUN_TOKEN"
+
+
+def token_pids(token: str | None) -> list[int]:
+    """Live processes of this user whose environment holds ``FINETUI_RUN_TOKEN=<token>``."""
+    if not token or not _PROC.is_dir():
+        return []
+    needle = f"{TOKEN_ENV}={token}".encode()
+    me = os.getpid()
+    out = []
+    for d in _PROC.iterdir():
+        if not d.name.isdigit() or int(d.name) == me:
+            continue
+        try:
+            env = (d / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0"):
+            st = _stat(int(d.name))
+            if st and st[0] not in ("Z", "X"):
+                out.append(int(d.name))
+    return sorted(out)
+
+
+def run_pids(pgid: int | None, token: str | None = None) -> list[int]:
+    """Every live process of a run: its process group and every process carrying its token."""
+    return sorted(set(group_pids(pgid)) | set(token_pids(token)))
+
+
+def run_alive(pgid: int | None, token: str | None = None) -> bool:
+    return bool(group_pids(pgid)) or bool(token_pids(token))
+
+
 def _reap(p: subprocess.Popen) -> None:
     threading.Thread(target=p.wait, daemon=True, name=f"reap-{p.pid}").start()
 
@@ -98,23 +138,42 @@ def signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def stop_group(pgid: int | None, grace: float = 15.0, poll: float = 0.1) -> bool:
-    """SIGTERM the group, SIGKILL what is left after ``grace`` seconds; True when none is left."""
-    if not pgid or not group_alive(pgid):
+def _signal_pids(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def stop_group(pgid: int | None, grace: float = 15.0, poll: float = 0.1, token: str | None = None) -> bool:
+    """SIGTERM the group, SIGKILL what is left after ``grace`` seconds; True when none is left.
+
+    With ``token``, processes of the run outside the group (torchrun's ranks) count too: they get
+    SIGTERM from torchrun (and from here when torchrun is gone) and SIGKILL with the group.
+    """
+    if not run_alive(pgid, token):
         return True
-    signal_group(pgid, signal.SIGTERM)
+    if pgid and pgid > 1:
+        signal_group(pgid, signal.SIGTERM)
+    if not group_alive(pgid):  # nobody left to forward the signal: tell the ranks directly
+        _signal_pids(token_pids(token), signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not group_alive(pgid):
+        if not run_alive(pgid, token):
             return True
         time.sleep(poll)
-    signal_group(pgid, signal.SIGKILL)
+    left = run_pids(pgid, token)
+    if pgid and pgid > 1:
+        signal_group(pgid, signal.SIGKILL)
+    _signal_pids(left, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if not group_alive(pgid):
+        if not run_alive(pgid, token):
             return True
+        _signal_pids(token_pids(token), signal.SIGKILL)
         time.sleep(poll)
-    return not group_alive(pgid)
+    return not run_alive(pgid, token)
 
 
 def python_exe() -> str:

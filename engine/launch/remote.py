@@ -131,25 +131,56 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
 
 # ------------------------------------------------------------------ multi-node: where rank 0 writes
 
+#: run name → the status node 0 reported while rank 0's node is not known yet (scheduled, running)
+_node0_status: dict[str, str] = {}
+
+
+def _worker_wrote(recs: list[dict[str, Any]]) -> bool:
+    """Whether these records come from the training worker (rank 0), not only from a node's launcher."""
+    return any(r.get("by") != "launcher" for r in recs)
+
+
 def locate_events(ref: RunRef) -> bool:
     """Multi-node c10d runs: find the node whose run directory holds rank 0's events (ranks are assigned by
-    the rendezvous, not by host order) and point ``remote.json`` at it.  True once known."""
+    the rendezvous, not by host order) and point ``remote.json`` at it.  True once known.
+
+    A node's launcher may append an ``end`` (``by: launcher``) of its own — its part failed or was stopped —
+    so the node with records the worker wrote wins; when every node is gone and none has such records
+    (the run died before rank 0 wrote anything), the first node with an error (else with any record) is used.
+    """
     r = ref.remote
     if len(r.get("nodes") or []) <= 1 or r.get("events_node") is not None:
         return True
     python = r.get("python", "python3")
+    seen: list[tuple[int, list[dict[str, Any]], bool]] = []
     for i, n in enumerate(r["nodes"]):
         try:
             ans = _agent_json(n["host"], python, ["status"],
-                              input=json.dumps([{"run_dir": n["run_dir"], "offset": 0, "max_bytes": 0}]).encode()
+                              input=json.dumps([{"run_dir": n["run_dir"], "offset": 0, "max_bytes": 1 << 16}]).encode()
                               + b"\n", timeout=30)
         except LaunchError:
-            continue
-        if ans and int(ans[0].get("events_size") or 0) > 0:
-            r.update(events_node=i, host=n["host"], run_dir=n["run_dir"])
-            write_json(ref.run_dir / REMOTE_FILE, r)
-            return True
-    return False
+            return False
+        a = ans[0] if ans else {}
+        if i == 0:
+            _node0_status[ref.name] = a.get("status") or "running"
+        recs = parse_lines(base64.b64decode(a.get("events") or ""))[0]
+        if _worker_wrote(recs):
+            return _set_events_node(ref, i)
+        seen.append((i, recs, bool(a.get("alive"))))
+    if any(alive for _, _, alive in seen):
+        return False
+    pick = next((i for i, recs, _ in seen if any(x.get("kind") == "error" for x in recs)), None)
+    if pick is None:
+        pick = next((i for i, recs, _ in seen if recs), 0)
+    return _set_events_node(ref, pick)
+
+
+def _set_events_node(ref: RunRef, i: int) -> bool:
+    r = ref.remote
+    n = r["nodes"][i]
+    r.update(events_node=i, host=n["host"], run_dir=n["run_dir"])
+    write_json(ref.run_dir / REMOTE_FILE, r)
+    return True
 
 
 # ------------------------------------------------------------------ mirror
@@ -173,10 +204,18 @@ def mirror_write(local_dir: Path, offset: int, data: bytes) -> None:
 def sync(refs: list[RunRef], timeout: float = 20) -> dict[str, dict[str, Any]]:
     """One ``status`` call per host: remote status of each run, and its new events copied to the mirror."""
     by_host: dict[str, list[RunRef]] = {}
-    for r in refs:
-        locate_events(r)
-        by_host.setdefault(r.remote["host"], []).append(r)
     out: dict[str, dict[str, Any]] = {}
+    for r in refs:
+        try:
+            located = locate_events(r)
+        except LaunchError as e:
+            out[r.name] = {"status": "unknown", "error": str(e)}
+            continue
+        if not located:  # multi-node, rank 0 has not written yet: nothing to mirror
+            st = _node0_status.get(r.name, "running")
+            out[r.name] = {"status": st if st in ("scheduled", "running") else "running", "phase": "starting"}
+            continue
+        by_host.setdefault(r.remote["host"], []).append(r)
     for host, rs in by_host.items():
         python = rs[0].remote.get("python", "python3")
         reqs = []
@@ -224,7 +263,7 @@ class RemoteEventSource:
         self._streaming = False
         self._retry_at = 0.0
         self._backoff = 0.5
-        self._located = 0.0
+        self._located = -1e9
 
     @property
     def done(self) -> bool:
@@ -253,8 +292,11 @@ class RemoteEventSource:
         if self.done:
             return []
         if self.ref.remote.get("events_node") is None and len(self.ref.remote.get("nodes") or []) > 1:
-            if time.monotonic() - self._located < 1.0 or not locate_events(self.ref):
-                self._located = time.monotonic()
+            # ask the nodes at most every 2 s until rank 0's node is known
+            if time.monotonic() - self._located < 2.0:
+                return []
+            self._located = time.monotonic()
+            if not locate_events(self.ref):
                 return []
         self._pump()
         recs, used = parse_lines(self._buf)

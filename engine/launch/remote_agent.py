@@ -173,19 +173,19 @@ def _stream(path: Path, offset: int, follow: bool, done, poll: float = 0.2) -> i
 
 
 def cmd_tail(a: argparse.Namespace) -> int:
-    from engine.launch import procs
+    from engine.launch import core
     from engine.launch.rundir import LAUNCH_FILE, has_end, read_json
 
     d = Path(a.run_dir)
     if not d.is_dir():
         sys.stderr.write(f"finetui: no run directory {d}\n")
         return 4
-    pgid = read_json(d / LAUNCH_FILE).get("pgid")
+    info = read_json(d / LAUNCH_FILE)
 
     def done():
         if has_end(d):
             return 0
-        if not procs.group_alive(pgid):
+        if not core.info_alive(info):
             return 0 if has_end(d) else EXIT_LOST
         return None
 
@@ -205,10 +205,9 @@ def cmd_stop(a: argparse.Namespace) -> int:
         outcome = core.stop_dir(d, grace=a.grace)
     except LaunchError as e:
         return _fail(str(e))
-    from engine.launch import procs
     from engine.launch.rundir import LAUNCH_FILE, read_json
 
-    left = procs.group_pids(read_json(d / LAUNCH_FILE).get("pgid"))
+    left = core.info_pids(read_json(d / LAUNCH_FILE))
     _out({"outcome": outcome, "left": left})
     return 0
 

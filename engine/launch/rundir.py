@@ -180,7 +180,7 @@ def append_end_if_missing(run_dir: Path, outcome: str, error: str | None = None,
         recs = []
         now = round(time.time(), 3)
         if error:
-            recs.append({"t": now, "kind": "error", "step": step, "message": error, **extra})
+            recs.append({"t": now, "kind": "error", "step": step, "message": error, **extra, "by": "launcher"})
         recs.append({"t": now, "kind": "end", "step": step, "outcome": outcome, "final_path": None,
                      "by": "launcher"})
         with open(path, "ab") as fh:

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.events import EVENTS_FILE
 from engine.launch.rundir import (LAUNCH_FILE, SUPERVISOR_FILE, append_end_if_missing, has_end, log_tail,
                                   read_json, update_json)
 
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         except InterruptedError:
             continue
     update_json(state, phase="exited", exit_code=code, ended=time.time())
+    if code == 0 and int(info.get("nnodes") or 1) > 1 and not _has_events(run_dir):
+        # multi-node: rank 0 (and so the events) ran on another node; this node finished its part
+        update_json(state, node_done=True)
+        return 0
     if not has_end(run_dir):
         if stop["requested"] or code in (-signal.SIGTERM, 128 + signal.SIGTERM, -signal.SIGINT):
             append_end_if_missing(run_dir, "stopped", None)
@@ -86,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
                                   + (f": {last.strip()[:300]}" if last else ""),
                                   traceback="\n".join(tail[-20:]))
     return 0
+
+
+def _has_events(run_dir: Path) -> bool:
+    try:
+        return (run_dir / EVENTS_FILE).stat().st_size > 0
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":
