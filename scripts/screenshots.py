@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Regenerate ``screenshots/``: one SVG per screen of the TUI, at 120×40.
+
+    python scripts/screenshots.py             # write every screenshot
+    python scripts/screenshots.py model runs  # only these
+    python scripts/screenshots.py --list      # the names, one a line
+
+Each view is the real app (``tui.app.create_app``) driven by ``App.run_test`` with the
+snapshot tests' deterministic fakes (``tests/fixtures_tui.py``: fixed clock, fake model
+info / estimate / data report) and fake runs written by ``tests/fake_run.py`` (a live run
+half-way through for the monitor), so a re-run gives the same files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "screenshots"
+SIZE = (120, 40)
+
+sys.path.insert(0, str(ROOT))
+
+# name -> what it shows (README alt text); the order is the README's
+SCREENS: dict[str, str] = {
+    "model": "Model: profile, catalog and what config.json says",
+    "data": "Data: source, format, the validation report and a preview",
+    "trainer": "Trainer: only valid combinations, reasons for the others",
+    "hyperparameters": "Hyperparameters: grouped, range hints, checked as typed",
+    "toml": "TOML: the job as TOML, synced both ways with the form",
+    "launch": "Launch: target, GPUs, run name, estimate and review (launch stays disabled, with the reason, until the job validates)",
+    "monitor": "Monitor: a live run with plots, checkpoints and the log",
+    "runs": "Runs: every run with its status",
+    "presets": "Presets: shipped and recent presets, open or import",
+    "help": "Help: the focused field's help, range and default, and the keys",
+}
+
+
+async def _settle(pilot: Any) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+def _steady(app: Any) -> None:
+    """A visible, non-blinking cursor: the same picture whatever the timing."""
+    from textual.widgets import Input, TextArea
+
+    for screen in app.screen_stack:
+        for w in screen.query(Input):
+            w.cursor_blink = False
+        for w in screen.query(TextArea):
+            w.cursor_blink = False
+
+
+def _wizard_app(**kw: Any) -> Any:
+    from engine import presets
+    from tests.fixtures_tui import FIXED_NOW, FakeLauncher, fake_data_check, fake_estimate, fake_model_info
+    from tui.app import Services, create_app
+
+    services = Services(describe_model=fake_model_info, estimate=fake_estimate, data_check=fake_data_check,
+                        start_run=FakeLauncher(), ssh_hosts=lambda: ["gpu-box", "lab"], clock=lambda: FIXED_NOW)
+    p = presets.PRESETS_DIR / "demo.toml"
+    return create_app(presets.load(p), p, services=services, autosave=False, offer_restore=False, **kw)
+
+
+async def _step(pilot: Any, step: str) -> None:
+    await _settle(pilot)
+    pilot.app.goto(step)
+    await _settle(pilot)
+
+
+def _runs_dir(base: Path) -> Path:
+    from tests.fake_run import T0, write_fake_run
+
+    d = base / "runs"
+    write_fake_run(d / "ft_tiny-llama_20261118-101320", steps=80)
+    write_fake_run(d / "ft_tiny-llama_20261118-111320", steps=120, outcome="failed", end_at=42, t0=T0 + 3600, seed=1)
+    write_fake_run(d / "ft_tiny-llama_20261118-121320", steps=120, outcome="stopped", end_at=77, t0=T0 + 7200, seed=2)
+    write_fake_run(d / "ft_tiny-llama_20261118-131320", steps=100, outcome="early_stopped", end_at=60, t0=T0 + 10800,
+                   seed=3)
+    # the monitor's live run, half-way (no end record), kept out of the runs list
+    write_fake_run(base / "live" / "ft_tiny-llama_20261118-141320", steps=200, end=False, end_at=90,
+                   t0=T0 + 14400, seed=4)
+    return d
+
+
+async def _wait(pilot: Any, cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the screen did not settle")
+        await pilot.pause(0.02)
+
+
+async def shoot(name: str, base: Path) -> str:
+    """The SVG of one named view."""
+    from tests.fake_run import T0, plots_settled
+    from tui.widgets.form import widget_id
+
+    app = _wizard_app()
+    async with app.run_test(size=SIZE) as pilot:
+        if name in ("model", "hyperparameters", "launch"):
+            await _step(pilot, name)
+        elif name == "trainer":
+            app.apply_edit("profile", "fpt_studio")  # a profile that rules some choices out: reasons shown
+            await _step(pilot, "trainer")
+        elif name == "data":
+            await _step(pilot, "data")
+            app.panes["data"].run_check()
+            await _settle(pilot)
+            app.query_one(f"#{widget_id('data.train_path')}").focus()
+        elif name == "toml":
+            await _step(pilot, "hyperparameters")
+            app.action_show_toml()
+            await _settle(pilot)
+        elif name == "help":
+            await _step(pilot, "hyperparameters")
+            app.query_one(f"#{widget_id('general.learning_rate')}").focus()
+            await pilot.press("f1")
+            await _settle(pilot)
+        elif name == "presets":
+            await _settle(pilot)
+            app.action_open_preset()
+            await _settle(pilot)
+        elif name == "monitor":
+            from tui.screens.monitor import MonitorScreen
+
+            await _settle(pilot)
+            run = base / "live" / "ft_tiny-llama_20261118-141320"
+            now = T0 + 14400 + 200.0  # 10 s after its last record: a live run half-way
+            await app.push_screen(MonitorScreen(run, clock=lambda: now))
+            scr = app.screen
+            await _wait(pilot, lambda: getattr(scr, "loaded", False) and plots_settled(scr))
+            await pilot.pause(0.1)  # the tail worker runs on: no waiting for workers here
+        elif name == "runs":
+            from tui.screens.runs import RunsScreen
+
+            await _settle(pilot)
+            await app.push_screen(RunsScreen("runs", clock=lambda: T0 + 20_000, auto_refresh=False))
+            scr = app.screen
+            await _wait(pilot, lambda: getattr(scr, "loaded", False))
+            await pilot.pause(0.1)
+        else:
+            raise KeyError(name)
+        _steady(app)
+        await pilot.pause()
+        return app.export_screenshot(title=f"finetui — {name}")
+
+
+async def main_async(names: list[str]) -> list[Path]:
+    written = []
+    with tempfile.TemporaryDirectory(prefix="finetui-shots-") as tmp:
+        base = Path(tmp)
+        # deterministic and private: no recent presets, no autosave, UTC times, fake runs in ./runs
+        os.environ["FINETUI_STATE_DIR"] = str(base / "state")
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+        _runs_dir(base)
+        cwd = os.getcwd()
+        os.chdir(base)
+        try:
+            OUT.mkdir(exist_ok=True)
+            for name in names:
+                svg = await shoot(name, base)
+                p = OUT / f"{name}.svg"
+                p.write_text(svg, encoding="utf-8")
+                written.append(p)
+                print(f"wrote {p.relative_to(ROOT)}")
+        finally:
+            os.chdir(cwd)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    if "--list" in argv:
+        print("\n".join(SCREENS))
+        return 0
+    names = [a for a in argv if not a.startswith("-")] or list(SCREENS)
+    unknown = [n for n in names if n not in SCREENS]
+    if unknown:
+        print(f"unknown screen(s): {', '.join(unknown)} (known: {', '.join(SCREENS)})", file=sys.stderr)
+        return 2
+    asyncio.run(main_async(names))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
