@@ -20,6 +20,17 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
+def steady_cursors(app) -> None:
+    """A visible, non-blinking text cursor: the picture must not depend on when it is taken."""
+    from textual.widgets import Input, TextArea
+
+    for screen in app.screen_stack:
+        for w in screen.query(Input):
+            w.cursor_blink = False
+        for w in screen.query(TextArea):
+            w.cursor_blink = False
+
+
 def show(step: str, then=None):
     async def run_before(pilot) -> None:
         await settle(pilot)
@@ -28,6 +39,8 @@ def show(step: str, then=None):
         if then is not None:
             await then(pilot)
             await settle(pilot)
+        steady_cursors(pilot.app)
+        await pilot.pause()
 
     return run_before
 
