@@ -41,31 +41,49 @@ def test_real_worker_local_train_cli(launch_job, tmp_path):
     wait_for(lambda: not any(g == info["pgid"] for g in proc_pgids().values()), 30)
 
 
-def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path):
-    """nnodes=2 on two sshd instances, 1 CPU rank each, gloo, c10d rendezvous; stop is not needed: it ends."""
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
+def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path, launcher):
+    """nnodes=2 on two sshd instances, 1 CPU rank each, gloo; torchrun with c10d rendezvous (first host is the
+    master), or the DeepSpeed launcher on each node with a generated hostfile.  It ends by itself."""
     from engine.tiny import ensure_tiny_model
 
     # both "nodes" share this machine's model cache: build it once here, not in two racing ranks
     ensure_tiny_model()
     hosts = [n.alias for n in ssh_env.nodes]
+    extra = {"launch.launcher": "deepspeed", "trainer.distributed_backend": "deepspeed",
+             "trainer.zero_stage": 2} if launcher == "deepspeed" else {}
     job = launch_job(**{"general.max_steps": 2, "launch.procs_per_node": 1, "launch.nodes": 2,
                         "launch.hosts": hosts, "launch.master_port": free_port(), "launch.remote_python": PYTHON,
                         "launch.remote_workdir": str(tmp_path / "remote $dir"), "eval.evaluation_strategy": "no",
-                        "eval.checkpoint_strategy": "no"})
+                        "eval.checkpoint_strategy": "no", **extra})
+    t0 = time.time()
     ref = L.start_run(job)
     nodes = ref.remote["nodes"]
     assert [n["host"] for n in nodes] == hosts
-    assert all("c10d" in n["command"] for n in nodes)
+    if launcher == "torchrun":
+        assert all("c10d" in n["command"] and "--rdzv_endpoint" in n["command"] for n in nodes)
+        assert all(f"127.0.0.1:{job.values['launch.master_port']}" in n["command"] for n in nodes)
+    else:
+        for i, n in enumerate(nodes):
+            cmd = n["command"]
+            assert "deepspeed.launcher.runner" in cmd and "--no_ssh" in cmd
+            assert cmd[cmd.index("--node_rank") + 1] == str(i)
+            hostfile = Path(cmd[cmd.index("--hostfile") + 1])
+            assert hostfile.parent == Path(n["run_dir"])
+            assert [ln for ln in hostfile.read_text().splitlines() if not ln.startswith("#")] == \
+                ["node0 slots=1", "node1 slots=1"]
     src = L.event_source(ref)
     got = []
-    wait_for(lambda: got.extend(src.read()) or src.done, 280, poll=0.2)
+    wait_for(lambda: got.extend(src.read()) or src.done, 200, poll=0.2)
     end = got[-1]
     assert end["kind"] == "end" and end["outcome"] == "completed", (got[-3:], open(ref.run_dir / "remote.json").read())
     start = next(r for r in got if r["kind"] == "start")
     assert start["world_size"] == 2
     assert L.list_runs(tmp_path / "runs")[0].status == "completed"
-    # rank 0 ran on one node (the rendezvous picks which); the other node finished its part without an end
+    # rank 0 ran on one node (torchrun's rendezvous picks which); the other finished its part without an end
     ev_node = ref.remote["events_node"]
+    if launcher == "deepspeed":
+        assert ev_node == 0  # static node ranks
     other = nodes[1 - ev_node]
     assert not read_records(Path(other["run_dir"]) / "events.jsonl")
     sup = wait_for(lambda: (lambda d: d if d.get("phase") == "exited" else None)(
@@ -73,3 +91,4 @@ def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path):
     assert sup["exit_code"] == 0 and sup["node_done"] is True
     assert read_records(ref.run_dir / "events.jsonl") == got
     wait_for(lambda: not any(g in (nodes[0]["pgid"], nodes[1]["pgid"]) for g in proc_pgids().values()), 30)
+    print(f"two-node {launcher} run: {time.time() - t0:.1f} s")

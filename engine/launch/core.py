@@ -29,7 +29,7 @@ WORKER_OVERRIDE_ENV = "FINETUI_WORKER_ARGV"
 def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_rank: int = 0,
                    master_addr: str = "127.0.0.1", master_port: int | None = None, rdzv: str = "static",
                    python: str | None = None, env: dict[str, str] | None = None,
-                   rdzv_id: str | None = None) -> list[str]:
+                   rdzv_id: str | None = None, hosts: list[str] | None = None) -> list[str]:
     python = python or procs.python_exe()
     override = (env or {}).get(WORKER_OVERRIDE_ENV) or os.environ.get(WORKER_OVERRIDE_ENV)
     if override:
@@ -44,14 +44,31 @@ def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_
         kw["master_port"] = master_port
     if rdzv_id is not None:
         kw["rdzv_id"] = rdzv_id
+    if res.get("launch.launcher") == "deepspeed" and nnodes > 1:
+        kw["hostfile"] = write_hostfile(Path(run_dir), hosts or [f"node{i}" for i in range(nnodes)],
+                                        int(res.get("launch.procs_per_node") or 1))
     return [str(a) for a in worker_argv(res, Path(run_dir), **kw)]
+
+
+def write_hostfile(run_dir: Path, hosts: list[str], slots: int) -> Path:
+    """The DeepSpeed hostfile of a multi-node run: one ``node<i> slots=<n>`` line per node, in node order.
+
+    Every node runs its own launcher (``--no_ssh --node_rank i``), so the names are labels only (unique even
+    when two nodes share an address); the comment says which host each one is.
+    """
+    path = Path(run_dir) / "hostfile"
+    lines = ["# DeepSpeed hostfile written by finetui (node order = node rank)"]
+    for i, h in enumerate(hosts):
+        lines += [f"# node{i}: {' '.join(str(h).split())}", f"node{i} slots={slots}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | None = None, host: str = "local",
                  nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
                  master_port: int | None = None, rdzv: str = "static", start_at: float | None = None,
                  cwd: str | None = None, command: list[str] | None = None,
-                 rdzv_id: str | None = None) -> dict[str, Any]:
+                 rdzv_id: str | None = None, hosts: list[str] | None = None) -> dict[str, Any]:
     """Start the supervisor (and through it the worker) detached; return launch.json's content."""
     run_dir = Path(run_dir).resolve()
     full_env = dict(os.environ)
@@ -61,7 +78,7 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     full_env[procs.TOKEN_ENV] = token  # every process of the run carries it (torchrun's ranks make own sessions)
     if command is None:
         command = worker_command(res, run_dir, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
-                                 master_port=master_port, rdzv=rdzv, env=full_env, rdzv_id=rdzv_id)
+                                 master_port=master_port, rdzv=rdzv, env=full_env, rdzv_id=rdzv_id, hosts=hosts)
     info: dict[str, Any] = {
         "name": run_dir.name, "host": host, "command": command, "cwd": cwd or str(run_dir),
         "created": time.time(), "start_at": start_at, "nnodes": nnodes, "node_rank": node_rank,

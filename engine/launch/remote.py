@@ -105,7 +105,7 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
                    "config_toml": cfg, "rewrite": rewrite, "tar": bool(tar), "nnodes": nnodes, "node_rank": rank,
                    "master_addr": master_addr, "master_port": master_port if nnodes > 1 else None,
                    "rdzv": "c10d" if nnodes > 1 else "static", "start_at": start_at, "host_label": host,
-                   "rdzv_id": name if nnodes > 1 else None}
+                   "rdzv_id": name if nnodes > 1 else None, "hosts": hosts}
             payload = json.dumps(req).encode() + b"\n" + tar
             ans = _agent_json(host, python, ["start"], input=payload, timeout=300)
             nodes.append({"host": host, "run_dir": ans["run_dir"], "pid": ans["pid"], "pgid": ans["pgid"],

@@ -79,7 +79,8 @@ def cmd_start(a: argparse.Namespace) -> int:
                                  nnodes=int(req.get("nnodes", 1)), node_rank=int(req.get("node_rank", 0)),
                                  master_addr=req.get("master_addr") or "127.0.0.1",
                                  master_port=req.get("master_port"), rdzv=req.get("rdzv") or "static",
-                                 start_at=req.get("start_at"), cwd=str(run_dir), rdzv_id=req.get("rdzv_id"))
+                                 start_at=req.get("start_at"), cwd=str(run_dir), rdzv_id=req.get("rdzv_id"),
+                                 hosts=req.get("hosts"))
     except LaunchError as e:
         return _fail(str(e))
     _out({"run_dir": str(run_dir), "pid": info["pid"], "pgid": info["pgid"], "command": info["command"],

@@ -22,12 +22,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def worker_argv(res: dict[str, Any], run_dir: str | Path, *, nnodes: int = 1, node_rank: int = 0,
                 master_addr: str = "127.0.0.1", master_port: int | None = None, rdzv: str = "static",
-                python: str = sys.executable, rdzv_id: str | None = None) -> list[str]:
+                python: str = sys.executable, rdzv_id: str | None = None,
+                hostfile: str | Path | None = None) -> list[str]:
     """The command that starts every rank of this node for the resolved config ``res``.
 
     ``rdzv="static"``: fixed ``--node_rank`` / ``--master_addr`` / ``--master_port``;
     ``rdzv="c10d"``: elastic rendezvous at ``master_addr:master_port`` (ranks assigned by torchrun).
     A free local port is picked when ``master_port`` is None (single node only).
+    DeepSpeed on several nodes needs ``hostfile`` (one ``<host> slots=<n>`` line per node, in node order):
+    finetui starts one launcher per node itself (``--no_ssh --node_rank``), so no pdsh is involved.
     """
     nproc = int(res.get("launch.procs_per_node") or 1)
     launcher = res.get("launch.launcher") or "torchrun"
@@ -39,8 +42,12 @@ def worker_argv(res: dict[str, Any], run_dir: str | Path, *, nnodes: int = 1, no
         argv = [python, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
                 "--master_addr", master_addr, "--master_port", str(master_port)]
         if nnodes > 1:
-            # one launcher per node, started by finetui (no pdsh): --no_ssh with an explicit node rank
-            argv += ["--num_nodes", str(nnodes), "--node_rank", str(node_rank), "--no_ssh"]
+            # one launcher per node, started by finetui (no pdsh): --no_ssh with an explicit node rank; the
+            # runner takes the world (nodes and slots) from the hostfile, without one it refuses num_nodes > 1
+            if not hostfile:
+                raise ValueError("the deepspeed launcher on several nodes needs a hostfile")
+            argv += ["--hostfile", str(hostfile), "--num_nodes", str(nnodes), "--node_rank", str(node_rank),
+                     "--no_ssh"]
         else:
             argv += ["--num_nodes", "1"]
         return argv + ["--module", *worker]
