@@ -2,12 +2,15 @@
 
 Each sshd runs ``/usr/sbin/sshd -D -f <generated config>`` on an unprivileged
 port with a generated host key; the client uses a generated ssh_config (``-F``,
-through ``FINETUI_SSH_CONFIG``) with a generated user key and known_hosts.  A
-missing sshd skips locally and fails in CI (``require_tool``).
+through ``FINETUI_SSH_CONFIG``) with a generated user key and known_hosts.  Nothing
+of this machine's ``/etc/ssh`` or ``~/.ssh`` is used, and it works for root and for
+an ordinary user alike (the login user is the one running the tests).  A missing
+sshd skips locally and fails in CI (``require_tool``).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -25,6 +28,8 @@ from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_WORKER = ROOT / "tests" / "launch_fake_worker.py"
+#: the login user on the test sshd instances: whoever runs the tests (root here, a runner user in CI)
+USER = getpass.getuser()
 
 
 def fake_worker_argv(steps: int = 10, delay: float = 0.1, ranks: int = 1, *extra: str) -> str:
@@ -48,7 +53,7 @@ class Sshd:
 
     @property
     def target(self) -> str:
-        return f"root@127.0.0.1:{self.port}"
+        return f"{USER}@127.0.0.1:{self.port}"
 
 
 @dataclass
@@ -64,7 +69,7 @@ class SshLab:
         for n in self.nodes:
             lines += [f"Host {n.alias}", "  HostName 127.0.0.1", f"  Port {n.port}", ""]
         lines += ["Host *", f"  IdentityFile {self.dir / 'id_ed25519'}", "  IdentitiesOnly yes",
-                  f"  UserKnownHostsFile {known_hosts}", "  GlobalKnownHostsFile /dev/null", "  User root",
+                  f"  UserKnownHostsFile {known_hosts}", "  GlobalKnownHostsFile /dev/null", f"  User {USER}",
                   "  LogLevel ERROR", ""]
         path.write_text("\n".join(lines))
         return path
@@ -77,28 +82,36 @@ def _start_sshd(base: Path, alias: str, user_pub: str) -> Sshd:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
     (d / "authorized_keys").write_text(user_pub)
     os.chmod(d / "authorized_keys", 0o600)
-    port = free_port()
-    cfg = d / "sshd_config"
-    cfg.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}", f"PidFile {d / 'sshd.pid'}",
-        f"AuthorizedKeysFile {d / 'authorized_keys'}", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
-        "StrictModes no", "UsePAM no", "MaxSessions 200", "MaxStartups 100:30:200", "LogLevel ERROR",
-        "PrintMotd no", "AcceptEnv LANG", ""]))
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    log = open(d / "sshd.log", "ab")
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(cfg)], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sshd exited: {(d / 'sshd.log').read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    host_pub = (d / "host_key.pub").read_text().split()
-    return Sshd(alias, port, d, proc, f"{host_pub[0]} {host_pub[1]}")
+    if os.geteuid() == 0:  # only a root sshd chroots its privilege-separated child there
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    for _attempt in range(3):  # the free port may be taken between the probe and sshd's bind
+        port = free_port()
+        cfg = d / "sshd_config"
+        cfg.write_text("\n".join([
+            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}", f"PidFile {d / 'sshd.pid'}",
+            f"AuthorizedKeysFile {d / 'authorized_keys'}", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
+            "StrictModes no", "UsePAM no", "MaxSessions 200", "MaxStartups 100:30:200", "LogLevel ERROR",
+            "PrintMotd no", "AcceptEnv LANG", ""]))
+        log = open(d / "sshd.log", "ab")
+        proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(cfg)], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        up = False
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                up = True
+                break
+            except OSError:
+                time.sleep(0.05)
+        if up:
+            host_pub = (d / "host_key.pub").read_text().split()
+            return Sshd(alias, port, d, proc, f"{host_pub[0]} {host_pub[1]}")
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    raise RuntimeError(f"sshd did not start: {(d / 'sshd.log').read_text()}")
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +119,7 @@ def ssh_lab():
     """Two sshd instances on 127.0.0.1 (aliases ftnode0, ftnode1) with client config and known_hosts."""
     require_tool("sshd")
     require_tool("ssh")
+    require_tool("ssh-keygen")
     base = Path(tempfile.mkdtemp(prefix="ftssh"))
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "id_ed25519")], check=True)
     user_pub = (base / "id_ed25519.pub").read_text()
