@@ -33,12 +33,18 @@ def fake_estimate(job: Any) -> Any:
 
 
 def fake_data_check(job: Any) -> dict[str, Any]:
-    return {"ok": False, "totals": {"rows": 120, "valid": 118, "invalid": 2},
-            "invalid_rows": [{"file": "train.jsonl", "line": 7, "field": "output", "reason": "missing"},
-                             {"file": "train.jsonl", "line": 42, "field": "instruction", "reason": "empty string"}],
-            "tokens": {"min": 12, "mean": 57.5, "max": 131, "truncated": 3},
-            "preview": [[{"role": "user", "content": "Name three primary colours."},
-                         {"role": "assistant", "content": "Red, yellow and blue."}]]}
+    """A report in the shape of ``finetui data check --json`` (engine/data/check.py)."""
+    return {"source": "train.jsonl", "format": "alpaca", "stage": "sft", "ok": False,
+            "errors": ["2 invalid rows (1.7%) — more than the 0% allowed"], "warnings": ["3 duplicate rows"],
+            "rows": {"total": 120, "valid": 118, "invalid": 2, "invalid_pct": 1.67},
+            "invalid_rows": [{"location": "train.jsonl:7", "field": "output", "reason": "missing"},
+                             {"location": "train.jsonl:42", "field": "instruction", "reason": "empty string"}],
+            "invalid_more": 0, "allowed_invalid_pct": 0.0,
+            "tokens": {"tokenizer": "finetui:tiny-llama", "chat_template": True, "sampled_rows": 118, "exact": True,
+                       "min": 12, "median": 55, "p95": 118, "max": 131, "max_length": 128, "over_max": 3},
+            "preview": [{"location": "train.jsonl:1", "messages": [
+                {"role": "user", "content": "Name three primary colours."},
+                {"role": "assistant", "content": "Red, yellow and blue."}]}]}
 
 
 class FakeLauncher:

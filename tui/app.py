@@ -59,15 +59,53 @@ def _estimate(job: JobConfig) -> Any:
     return estimate.estimate(job.resolved())
 
 
-def _data_check(job: JobConfig) -> dict[str, Any]:
+def _local_tokenizer(model: str) -> str | None:
+    """The model to read token lengths with, when that costs no download and no build."""
+    if model.strip() == "finetui:tiny-llama":
+        try:
+            from engine import tiny
+
+            return model if tiny._is_built(tiny.tiny_model_dir()) else None
+        except Exception:  # noqa: BLE001 - token lengths are optional
+            return None
+    d = Path(model).expanduser()
+    if d.is_dir() and any((d / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        return str(d)
+    return None
+
+
+def data_check_command(job: JobConfig) -> list[str]:
+    """The ``finetui data check … --json`` command line for the job: path, format, trainer, max
+    length, allowed invalid share, the S3 connection (endpoint, region, the variables that hold the
+    keys: the keys themselves go in the environment) and a tokenizer when one is at hand."""
     res = job.resolved()
     cmd = [sys.executable, "-m", "tui.cli", "data", "check", str(res["data.train_path"]),
            "--format", str(res["data.format"]), "--trainer", str(res["trainer.stage"]),
            "--max-length", str(res["general.max_sequence_length"]), "--json"]
+    allow = res.get("data.allow_percentage_invalid_samples")
+    if allow is not None:
+        cmd += ["--allow-invalid", str(allow)]
+    for field, flag in (("data.s3_endpoint_url", "--endpoint-url"), ("data.s3_region", "--region"),
+                        ("data.s3_access_key_env", "--access-key-env"),
+                        ("data.s3_secret_key_env", "--secret-key-env")):
+        v = res.get(field)
+        if v not in (None, ""):
+            cmd += [flag, str(v)]
+    tok = _local_tokenizer(str(res.get("model.name_or_path") or ""))
+    if tok:
+        cmd += ["--tokenizer", tok]
+    return cmd
+
+
+def _data_check(job: JobConfig) -> dict[str, Any]:
+    cmd = data_check_command(job)
+    # typed S3 keys travel in the environment only (never on the command line, never on disk)
     env = {**os.environ, **job.secrets}
-    root = Path(__file__).resolve().parent.parent
+    # run where the user is (relative data paths), with this checkout importable
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=str(root))
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise RuntimeError("the data check took longer than 10 minutes") from None
     out = p.stdout.strip()

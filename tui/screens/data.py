@@ -26,64 +26,99 @@ from tui.widgets.step import StepPane, group_names
 SOURCE_FIELDS = ["data.train_path", "data.format", "data.validation_path"]
 
 
+def _num(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.1f}" if v != int(v) else f"{int(v):,}"
+    return str(v)
+
+
+def _where(r: dict[str, Any]) -> str:
+    if r.get("location"):
+        return str(r["location"])
+    return f"{r.get('file', '')}:{r.get('line', '')}".strip(":")
+
+
 def render_report(rep: dict[str, Any]) -> Group:
-    """The data check's JSON report as totals, invalid rows, token stats and a preview."""
+    """``finetui data check --json`` as the verdict, row counts, errors and warnings, the invalid
+    rows (where, field, reason), token lengths and a preview of the rows as conversations."""
     parts: list[Any] = []
     ok = rep.get("ok", rep.get("valid"))
     if isinstance(ok, bool):
         parts.append(Text("✓ the data is valid" if ok else "✗ the data check failed",
                           "bold green" if ok else "bold red"))
-    totals = rep.get("totals") if isinstance(rep.get("totals"), dict) else {
-        k: v for k, v in rep.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)
-        and k not in ("ok", "valid", "message")}
-    if totals:
-        t = Table.grid(padding=(0, 2))
-        t.add_column(style="bold")
-        t.add_column()
-        for k, v in totals.items():
-            t.add_row(str(k).replace("_", " "), f"{v:,}" if isinstance(v, int) else str(v))
+    rows = next((rep[k] for k in ("rows", "totals") if isinstance(rep.get(k), dict)), None)
+    if rows:
+        t = Text()
+        for i, (k, v) in enumerate(rows.items()):
+            if k == "invalid_pct":
+                continue
+            t.append(("  ·  " if i else "") + str(k).replace("_", " ") + " ", "dim")
+            t.append(_num(v), "bold red" if k == "invalid" and v else "bold")
+        if rows.get("invalid") and "invalid_pct" in rows:
+            allowed = rep.get("allowed_invalid_pct")
+            t.append(f" ({rows['invalid_pct']:.1f}%" + (f", {allowed:g}% allowed)" if allowed is not None else ")"),
+                     "dim")
         parts.append(t)
+    for e in rep.get("errors") or []:
+        parts.append(Text(f"✗ {e}", "red"))
+    for w in rep.get("warnings") or []:
+        parts.append(Text(f"⚠ {w}", "yellow"))
     if rep.get("message"):
         parts.append(Text(str(rep["message"])))
-    bad = next((rep[k] for k in ("invalid_rows", "invalid", "errors", "problems") if isinstance(rep.get(k), list)), [])
+    bad = next((rep[k] for k in ("invalid_rows", "invalid", "problems") if isinstance(rep.get(k), list)), [])
     if bad:
-        t = Table(title=f"Invalid rows ({len(bad)})", title_justify="left", expand=True, show_edge=False,
+        more = int(rep.get("invalid_more") or 0)
+        t = Table(title=f"Invalid rows ({len(bad) + more})", title_justify="left", expand=True, show_edge=False,
                   header_style="bold")
-        t.add_column("where", no_wrap=True)
+        t.add_column("where", no_wrap=True, overflow="ellipsis", max_width=48)
         t.add_column("field", no_wrap=True)
         t.add_column("reason", ratio=1)
         for r in bad[:20]:
             if isinstance(r, dict):
-                where = f"{r.get('file', '')}:{r.get('line', '')}".strip(":")
-                t.add_row(where, str(r.get("field", "")), str(r.get("reason", r.get("message", ""))))
+                t.add_row(_where(r), str(r.get("field") or ""), str(r.get("reason", r.get("message", ""))))
             else:
                 t.add_row("", "", str(r))
         parts.append(t)
+        if len(bad) > 20 or more:
+            parts.append(Text(f"… and {len(bad) - 20 + more if len(bad) > 20 else more} more", "dim"))
     tok = next((rep[k] for k in ("tokens", "token_stats") if isinstance(rep.get(k), dict)), None)
     if tok:
+        stats = {k: v for k, v in tok.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and k not in ("sampled_rows", "max_length")}
         t = Table(title="Tokens per row", title_justify="left", show_edge=False, header_style="bold")
-        for k in tok:
+        for k in stats:
             t.add_column(str(k).replace("_", " "), justify="right")
-        t.add_row(*[f"{v:,}" if isinstance(v, int) else (f"{v:.1f}" if isinstance(v, float) else str(v))
-                    for v in tok.values()])
+        t.add_row(*[_num(v) for v in stats.values()])
         parts.append(t)
+        about = [f"tokenizer {tok['tokenizer']}" if tok.get("tokenizer") else "",
+                 f"max length {tok['max_length']:,}" if isinstance(tok.get("max_length"), int) else ""]
+        if any(about):
+            parts.append(Text("  ·  ".join(a for a in about if a), "dim"))
     prev = next((rep[k] for k in ("preview", "samples", "example") if rep.get(k)), None)
     if prev:
-        conv = prev[0] if isinstance(prev, list) and prev and isinstance(prev[0], (list, dict)) else prev
+        convs = prev if isinstance(prev, list) else [prev]
         parts.append(Text("Preview", "bold"))
-        if isinstance(conv, dict) and isinstance(conv.get("messages"), list):
-            conv = conv["messages"]
-        if isinstance(conv, list):
-            for m in conv[:6]:
-                if isinstance(m, dict):
-                    role = str(m.get("role", m.get("from", "")))
-                    content = str(m.get("content", m.get("value", "")))
-                    parts.append(Text.assemble((f"{role:>9} │ ", "bold cyan"), content[:300]))
-        elif isinstance(conv, dict):
-            for k, v in list(conv.items())[:6]:
-                parts.append(Text.assemble((f"{k:>11} │ ", "bold cyan"), str(v)[:300]))
-        else:
-            parts.append(Text(str(conv)[:600]))
+        for conv in convs[:3]:
+            where = conv.get("location") if isinstance(conv, dict) else None
+            if where:
+                parts.append(Text(f"── {where}", "dim"))
+            if isinstance(conv, dict) and isinstance(conv.get("messages"), list):
+                conv = conv["messages"]
+            if isinstance(conv, list):
+                for m in conv[:6]:
+                    if isinstance(m, dict):
+                        role = str(m.get("role", m.get("from", "")))
+                        content = str(m.get("content", m.get("value", "")))
+                        parts.append(Text.assemble((f"{role:>9} │ ", "bold cyan"), content[:300]))
+            elif isinstance(conv, dict):
+                for k, v in list(conv.items())[:6]:
+                    parts.append(Text.assemble((f"{k:>11} │ ", "bold cyan"), str(v)[:300]))
+            else:
+                parts.append(Text(str(conv)[:600]))
     return Group(*parts)
 
 
