@@ -267,3 +267,30 @@ def test_cli_detach_stop_and_bad_input(fake_worker, tmp_path):
     sched = next(s["name"] for s in st if s["status"] == "scheduled")
     assert cli("stop", sched, "--runs-dir", str(runs)).returncode == 0
     assert L.list_runs(runs)[0].status in ("stopped",)
+
+
+def test_cli_scheduled_run_listed_and_cancelled(fake_worker, tmp_path):
+    """`finetui train FILE --at ...`: returns at once, `runs` shows it scheduled (with its time), `stop` cancels."""
+    fake_worker(2, 0.01)
+    preset = _preset(tmp_path)
+    runs = tmp_path / "runs"
+    r = cli("train", str(preset), "--at", "2099-01-01 02:00", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "scheduled for 2099-01-01 02:00" in r.stdout
+    run = next(runs.iterdir())
+    r = cli("runs", "--runs-dir", str(runs))
+    assert r.returncode == 0 and "scheduled" in r.stdout and "at 2099-01-01 02:00" in r.stdout, r.stdout
+    info = json.loads(cli("runs", "--runs-dir", str(runs), "--json").stdout.splitlines()[0])
+    assert info["status"] == "scheduled" and info["start_at"] == time.mktime((2099, 1, 1, 2, 0, 0, 0, 0, -1))
+    assert not (run / "events.jsonl").exists()  # nothing started
+    launch = read_json(run / "launch.json")
+    r = cli("stop", run.name, "--runs-dir", str(runs))
+    assert r.returncode == 0 and f"{run.name}: stopped" in r.stdout, r.stdout + r.stderr
+    assert procs.run_pids(launch["pgid"], launch["token"]) == []
+    assert json.loads(cli("runs", "--runs-dir", str(runs), "--json").stdout.splitlines()[0])["status"] == "stopped"
+    # a time in the past or not a time: one clear line, nothing created
+    for bad, why in (("2001-01-01 10:00", "in the past"), ("tomorrow", "not a time")):
+        r = cli("train", str(preset), "--at", bad, cwd=tmp_path)
+        assert r.returncode == 2 and "launch.start_at" in r.stderr and why in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert len(list(runs.iterdir())) == 1

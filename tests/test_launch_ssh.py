@@ -224,3 +224,13 @@ def test_two_node_stop_stops_every_node(ssh_env, fake_worker, launch_job, tmp_pa
     assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
     wait_for(lambda: got.extend(src.read()) or src.done, 30)
     assert got[-1]["kind"] == "end" and got[-1]["outcome"] == "stopped"
+
+
+def test_hostile_targets_are_refused_before_ssh(fake_worker, launch_job, tmp_path):
+    """An SSH target that ssh would read as an option (or that holds spaces) never reaches ssh's argv."""
+    marker = tmp_path / "pwned"
+    for target in (f"-oProxyCommand=touch {marker}", "-oProxyCommand=id", "host name", "a@b\tc"):
+        with pytest.raises(L.LaunchError, match="is not an SSH target"):
+            L.start_run(launch_job(**{"launch.host": target, "launch.remote_python": PYTHON}))
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

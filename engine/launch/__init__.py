@@ -76,6 +76,9 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
     _absolutize_data(job, res)
     res = job.resolved()
     start_at = parse_start_at(res.get("launch.start_at"))
+    if start_at is not None and start_at < time.time() - 60:
+        raise LaunchError(f"launch.start_at: {res.get('launch.start_at')} is in the past (allowed: a time from now on, "
+                          f"YYYY-mm-dd HH:MM local time; leave it unset to start now)")
     secrets = {**(job.secrets or {}), **(secrets or {})}
     remote = is_remote_job(res)
     if run_dir is not None:

@@ -240,7 +240,8 @@ def register(app: typer.Typer) -> None:
             for i in infos:
                 typer.echo(json.dumps({"name": i.name, "host": i.host, "status": i.status, "step": i.step,
                                        "total_steps": i.total_steps, "last_loss": i.last_loss,
-                                       "started": i.started, "duration": i.duration, "error": i.error}))
+                                       "started": i.started, "duration": i.duration, "error": i.error,
+                                       "start_at": i.start_at}))
             return
         from rich.console import Console
         from rich.table import Table
@@ -251,8 +252,10 @@ def register(app: typer.Typer) -> None:
         colors = {"running": "cyan", "completed": "green", "failed": "red", "lost": "red", "stopped": "yellow",
                   "early_stopped": "green", "scheduled": "magenta"}
         for i in infos:
-            started = datetime.fromtimestamp(i.started).strftime("%Y-%m-%d %H:%M") if i.started else (
-                "at " + datetime.fromtimestamp(i.start_at).strftime("%Y-%m-%d %H:%M") if i.start_at else "-")
+            if i.status == "scheduled" and i.start_at:
+                started = "at " + datetime.fromtimestamp(i.start_at).strftime("%Y-%m-%d %H:%M")
+            else:
+                started = datetime.fromtimestamp(i.started).strftime("%Y-%m-%d %H:%M") if i.started else "-"
             dur = f"{int(i.duration // 60)}m{int(i.duration % 60):02d}s" if i.duration is not None else "-"
             step = f"{i.step}/{i.total_steps}" if i.total_steps else str(i.step)
             loss = f"{i.last_loss:.4f}" if isinstance(i.last_loss, (int, float)) else "-"
