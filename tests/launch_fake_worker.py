@@ -30,7 +30,12 @@ def main() -> int:
     ap.add_argument("--fail-at", type=int, default=0)
     ap.add_argument("--ignore-term", action="store_true")
     ap.add_argument("--setsid-ranks", action="store_true")
+    ap.add_argument("--fail-if-dir-endswith", default="", help="exit 3 at once (no event) in such a run dir")
+    ap.add_argument("--start-delay", type=float, default=0.0, help="seconds before the first event")
     a = ap.parse_args()
+    if a.fail_if_dir_endswith and a.run_dir.rstrip("/").endswith(a.fail_if_dir_endswith):
+        print("fake worker: cannot reach the rendezvous", flush=True)
+        return 3
     path = os.path.join(a.run_dir, "events.jsonl")
     fh = open(path, "a", buffering=1)
     code = "import time\nwhile True: time.sleep(1)"
@@ -55,6 +60,9 @@ def main() -> int:
         with open(os.path.join(a.run_dir, "env_report.json"), "w") as f:
             json.dump({"set": v is not None, "len": len(v or ""), "cwd": os.getcwd()}, f)
     print("fake worker: starting", flush=True)
+    deadline = time.time() + a.start_delay
+    while time.time() < deadline and not stop["now"]:
+        time.sleep(0.05)
     emit("start", 0, world_size=a.ranks, total_steps=a.steps, config_hash="fake")
     emit("status", 0, phase="training")
     for step in range(1, a.steps + 1):

@@ -234,3 +234,28 @@ def test_hostile_targets_are_refused_before_ssh(fake_worker, launch_job, tmp_pat
             L.start_run(launch_job(**{"launch.host": target, "launch.remote_python": PYTHON}))
     assert not marker.exists()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_two_node_node_fails_before_rendezvous(ssh_env, fake_worker, launch_job, tmp_path):
+    """One node fails before rank 0 wrote anything: the run ends failed with that node's reason at once (not after
+    torchrun's join timeout) and the node still waiting is stopped."""
+    from tests.fixtures_launch import free_port
+
+    fake_worker(1000, 0.05, 1, "--fail-if-dir-endswith", ".node1", "--start-delay", "120")
+    hosts = [n.alias for n in ssh_env.nodes]
+    ref = L.start_run(remote_job(launch_job, tmp_path, "local", **{"launch.nodes": 2, "launch.hosts": hosts,
+                                                                   "launch.master_port": free_port()}))
+    nodes = ref.remote["nodes"]
+    token0 = read_json(Path(nodes[0]["run_dir"]) / "launch.json")["token"]
+    src = L.event_source(ref)
+    got = []
+    t = time.time()
+    wait_for(lambda: got.extend(src.read()) or src.done, 60)
+    assert time.time() - t < 30
+    assert got[-1]["kind"] == "end" and got[-1]["outcome"] == "failed"
+    err = next(r for r in got if r["kind"] == "error")
+    assert "cannot reach the rendezvous" in err["message"]
+    assert ref.remote["events_node"] == 1
+    wait_for(lambda: procs.token_pids(token0) == [], 20)
+    info = L.list_runs(tmp_path / "runs")[0]
+    assert info.status == "failed" and "rendezvous" in (info.error or "")

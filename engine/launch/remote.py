@@ -145,8 +145,10 @@ def locate_events(ref: RunRef) -> bool:
     the rendezvous, not by host order) and point ``remote.json`` at it.  True once known.
 
     A node's launcher may append an ``end`` (``by: launcher``) of its own — its part failed or was stopped —
-    so the node with records the worker wrote wins; when every node is gone and none has such records
-    (the run died before rank 0 wrote anything), the first node with an error (else with any record) is used.
+    so the node with records the worker wrote wins.  When none has such records and a node has failed
+    (typically before or at the rendezvous: the others would wait for it until torchrun's join timeout),
+    that node's records are the run's, and the nodes still waiting are stopped.  When every node is gone
+    without any record of the worker, the first node with an error (else with any record) is used.
     """
     r = ref.remote
     if len(r.get("nodes") or []) <= 1 or r.get("events_node") is not None:
@@ -167,6 +169,17 @@ def locate_events(ref: RunRef) -> bool:
         if _worker_wrote(recs):
             return _set_events_node(ref, i)
         seen.append((i, recs, bool(a.get("alive"))))
+    failed = [i for i, recs, alive in seen
+              if not alive and any(x.get("kind") == "end" and x.get("outcome") == "failed" for x in recs)]
+    if failed:
+        for i, _, alive in seen:
+            if alive:
+                n = r["nodes"][i]
+                try:
+                    _agent_json(n["host"], python, ["stop", "--run-dir", n["run_dir"], "--grace", "5"], timeout=60)
+                except LaunchError:
+                    pass
+        return _set_events_node(ref, failed[0])
     if any(alive for _, _, alive in seen):
         return False
     pick = next((i for i, recs, _ in seen if any(x.get("kind") == "error" for x in recs)), None)
