@@ -340,9 +340,13 @@ async def test_help_and_palette_commands(make_app):
         from tui.app import FinetuiCommands
 
         titles = [t for t, _, _ in FinetuiCommands(app.screen)._commands()]
-        for want in ("Go to Model", "Go to Launch", "Open preset…", "Save preset…", "Launch", "Runs",
-                     "Toggle theme", "Show TOML"):
+        for want in ("Go to Model", "Go to Launch", "Open preset…", "Save preset…", "Import…", "Export…",
+                     "Launch", "Runs", "Toggle theme", "Show TOML", "Show diff", "Check data", "Help", "Quit"):
             assert want in titles
+        # every key binding's action is also a palette command
+        callbacks = [cb for _, _, cb in FinetuiCommands(app.screen)._commands()]
+        for b in app.BINDINGS:
+            assert getattr(app, f"action_{b.action}") in callbacks, b.action
         dark = app.current_theme.dark
         app.action_toggle_theme()
         assert app.current_theme.dark != dark
@@ -350,3 +354,66 @@ async def test_help_and_palette_commands(make_app):
         assert app.step == "launch"
         await pilot.press("ctrl+b")
         assert app.step == "hyperparameters"
+
+
+async def test_preset_dialog_exports_and_imports(make_app, tmp_path):
+    from textual.widgets import Select
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.apply_edit("general.epochs", 4)
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        app.screen.query_one("#save-path", Input).value = str(tmp_path / "job.toml")
+        fmt = app.screen.query_one("#export-format", Select)
+        fmt.value = "fpt_studio"
+        await pilot.pause()
+        assert app.screen.query_one("#save-path", Input).value == str(tmp_path / "job.json")
+        fmt.value = "llamafactory"
+        await pilot.pause()
+        assert app.screen.query_one("#save-path", Input).value == str(tmp_path / "job.yaml")
+        await pilot.click("#save-export")
+        await pilot.pause()
+        out = tmp_path / "job.yaml"
+        assert out.is_file() and "num_train_epochs: 4" in out.read_text().replace("4.0", "4")
+        written, _warnings = app.last_export
+        assert out in written
+        assert app.dirty  # an export is not a save of the preset
+        # import it back through the open dialog (unsaved changes: discard first)
+        app.apply_edit("general.epochs", 1)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        app.screen.query_one("#preset-path", Input).value = str(out)
+        await pilot.click("#preset-import")
+        await pilot.pause()
+        await pilot.click("#btn-discard")
+        await pilot.pause()
+        assert app.job.resolved()["general.epochs"] == 4
+        assert app.preset_path is None and app.dirty
+        # a file that is not a job: one clear notification, the job unchanged
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("just: [a, list\n")
+        assert not app.open_path(str(bad), "import")
+        assert app.job.resolved()["general.epochs"] == 4
+
+
+async def test_wizard_fits_80x24_without_horizontal_scrolling(make_app):
+    from textual.widget import Widget
+
+    from tui.widgets.step import STEP_IDS
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        for theme in ("textual-dark", "textual-light"):
+            app.theme = theme
+            for step in STEP_IDS:
+                await goto(pilot, step)
+                await pilot.pause()
+                for w in app.screen.query(Widget):
+                    if not w.display or not w.region:
+                        continue
+                    if isinstance(w, (Input, TextArea)):  # a long value scrolls inside its own line
+                        continue
+                    assert not w.show_horizontal_scrollbar, f"{step}: {w!r} scrolls horizontally"
+                    assert w.region.right <= 80, f"{step}: {w!r} ends at column {w.region.right}"

@@ -152,6 +152,10 @@ class FinetuiCommands(Provider):
         cmds += [
             ("Open preset…", "shipped, recent or any .toml file", app.action_open_preset),
             ("Save preset…", "write the job as TOML (secrets are never written)", app.action_save_preset),
+            ("Import…", "a LLaMA-Factory / Nova YAML or FPT / OCI / watsonx JSON as a new job", app.action_import),
+            ("Export…", "the job as LLaMA-Factory / Nova YAML or FPT / OCI / watsonx JSON", app.action_export),
+            ("Next step", "the wizard's next step", app.action_next_step),
+            ("Previous step", "the wizard's previous step", app.action_prev_step),
             ("Launch", "start the run (when the job validates)", app.action_launch),
             ("Runs", "runs started from this machine", app.action_runs),
             ("Toggle theme", "light / dark", app.action_toggle_theme),
@@ -443,7 +447,7 @@ class FinetuiApp(App[None]):
     def action_save_preset(self) -> None:
         self.save_dialog()
 
-    def save_dialog(self, then: Callable[[], Any] | None = None) -> None:
+    def save_dialog(self, then: Callable[[], Any] | None = None, export: bool = False) -> None:
         from tui.widgets.dialogs import SavePresetDialog
 
         default = str(self.preset_path) if self.preset_path else f"{(self.job.name or 'finetui-job').replace(' ', '-')}.toml"
@@ -458,7 +462,7 @@ class FinetuiApp(App[None]):
             if ok and then is not None:
                 then()
 
-        self.push_screen(SavePresetDialog(default), chosen)
+        self.push_screen(SavePresetDialog(default, export=export), chosen)
 
     def save_to(self, path: str | os.PathLike[str]) -> bool:
         from engine import presets
@@ -477,23 +481,37 @@ class FinetuiApp(App[None]):
         return True
 
     def export_to(self, target: str, path: str) -> bool:
+        """Write the job in another tool's format (engine.interop); warnings name what it cannot express."""
         try:
             from engine import interop  # type: ignore[attr-defined]
         except ImportError:
             self.notify("Export is not available yet (engine.interop).", severity="warning")
             return False
-        if not path or path.endswith(".toml"):
-            stem = (Path(path).stem if path else "finetui-job")
-            path = f"{stem}.{'yaml' if target == 'llamafactory' else 'yaml'}"
+        suffix = getattr(interop, "SUFFIX", {}).get(target, ".yaml")
+        p = Path(path or f"{(self.preset_path.stem if self.preset_path else 'finetui-job')}{suffix}").expanduser()
+        if p.suffix in ("", ".toml"):
+            p = p.with_suffix(suffix)
         try:
-            written, warnings = interop.write_export(self.job, target, path)
-            out = ", ".join(str(w) for w in written)
+            written, warnings = interop.write_export(self.job, target, p)
         except Exception as e:
-            self.notify(str(e).splitlines()[0] if str(e) else e.__class__.__name__, title="Export failed",
-                        severity="error", timeout=8)
+            probs = getattr(e, "problems", None)
+            msg = str(probs[0]) if probs else (str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+            self.notify(msg, title=f"Export to {target} failed", severity="error", timeout=8)
             return False
-        self.notify(f"Exported to {out}", timeout=4)
+        self.last_export = (written, warnings)
+        names = ", ".join(w.name for w in written)
+        if warnings:
+            self.notify(f"Wrote {names}. {len(warnings)} not expressible: " + "; ".join(warnings[:3]),
+                        title=f"Exported to {target}", severity="warning", timeout=10)
+        else:
+            self.notify(f"Wrote {names}.", title=f"Exported to {target}", timeout=4)
         return True
+
+    def action_export(self) -> None:
+        self.save_dialog(export=True)
+
+    def action_import(self) -> None:
+        self.action_open_preset()
 
     # -- autosave restore --------------------------------------------------------
     def _maybe_offer_restore(self) -> None:

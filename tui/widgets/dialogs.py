@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, DirectoryTree, Input, Label, OptionList, Static
+from textual.widgets import Button, DirectoryTree, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from engine.config import FIELD_BY_NAME, spec
@@ -118,11 +118,12 @@ class OpenPresetDialog(Dialog):
                 if p not in self.recent:
                     opts.append(Option(Text.assemble(("shipped  ", "dim"), p.name), id=str(p)))
             yield OptionList(*opts, id="preset-list")
-            yield Input(placeholder="…or type a path to a .toml preset", id="preset-path", compact=True)
+            yield Input(placeholder="…or a path: .toml preset, or a file to import", id="preset-path", compact=True)
             yield Static("", id="preset-error", classes="field-problem", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Open", id="preset-open", variant="primary", compact=True)
-                yield Button("Import…", id="preset-import", compact=True)
+                yield Button("Import", id="preset-import", compact=True)
+                yield Button("Browse…", id="preset-browse", compact=True)
                 yield Button("Cancel", id="preset-cancel", compact=True)
 
     def on_mount(self) -> None:
@@ -153,9 +154,18 @@ class OpenPresetDialog(Dialog):
     def _import(self) -> None:
         v = self.query_one("#preset-path", Input).value.strip()
         if not v:
-            self.show_error("type the path of a LLaMA-Factory or Nova file to import")
+            self.show_error("type the path of a LLaMA-Factory / Nova YAML or an FPT / OCI / watsonx JSON to import")
             return
         self.dismiss(("import", v))
+
+    @on(Button.Pressed, "#preset-browse")
+    def _browse(self) -> None:
+        def picked(path: str | None) -> None:
+            if path:
+                self.query_one("#preset-path", Input).value = path
+                self.query_one("#preset-path", Input).focus()
+
+        self.app.push_screen(FilePickerDialog("A preset (.toml) or a file to import (.yaml / .json)", "."), picked)
 
     @on(Button.Pressed, "#preset-cancel")
     def _cancel(self) -> None:
@@ -167,42 +177,67 @@ class OpenPresetDialog(Dialog):
         e.display = True
 
 
-class SavePresetDialog(Dialog):
-    """A path to save to; Export writes a LLaMA-Factory / Nova file instead (engine.interop)."""
+EXPORT_CHOICES = (("LLaMA-Factory YAML", "llamafactory"), ("Nova recipe YAML", "nova"),
+                  ("FPT AI Studio JSON", "fpt_studio"), ("OCI hyperparameters JSON", "oci"),
+                  ("watsonx tuning JSON", "watsonx"))
+EXPORT_SUFFIX = {"llamafactory": ".yaml", "nova": ".yaml", "fpt_studio": ".json", "oci": ".json", "watsonx": ".json"}
 
-    def __init__(self, path: str) -> None:
+
+class SavePresetDialog(Dialog):
+    """Save the job as a TOML preset, or export it to another tool's format (engine.interop).
+
+    Dismisses with ``("save", path)`` or ``("export:<format>", path)``; choosing a format puts
+    that format's suffix on the path."""
+
+    def __init__(self, path: str, export: bool = False) -> None:
         super().__init__()
         self.path = path
+        self.export_first = export
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Save the job as a preset", classes="dialog-title")
+            yield Label("Save or export the job", classes="dialog-title")
             yield Static("Secrets are never written; a preset names the environment variable instead.",
                          classes="dialog-body")
             yield Input(self.path, placeholder="path/to/preset.toml", id="save-path", compact=True)
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save", id="save-ok", variant="primary", compact=True)
-                yield Button("Export LLaMA-Factory", id="save-llamafactory", compact=True)
-                yield Button("Export Nova", id="save-nova", compact=True)
+                yield Button("Save TOML", id="save-ok", variant="primary", compact=True)
                 yield Button("Cancel", id="save-cancel", compact=True)
+            with Horizontal(classes="dialog-buttons export-row"):
+                yield Label("Export as ", classes="muted")
+                yield Select(EXPORT_CHOICES, value="llamafactory", allow_blank=False, compact=True, id="export-format")
+                yield Button("Export", id="save-export", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#save-path").focus()
+        if self.export_first:
+            self._suffix("llamafactory")
+            self.query_one("#export-format").focus()
+        else:
+            self.query_one("#save-path").focus()
+
+    def _suffix(self, fmt: str) -> None:
+        inp = self.query_one("#save-path", Input)
+        v = inp.value.strip()
+        if v:
+            inp.value = str(Path(v).with_suffix(EXPORT_SUFFIX[fmt]))
+
+    @on(Select.Changed, "#export-format")
+    def _format(self, event: Select.Changed) -> None:
+        event.stop()
+        if isinstance(event.value, str):
+            self._suffix(event.value)
 
     @on(Input.Submitted, "#save-path")
     @on(Button.Pressed, "#save-ok")
     def _ok(self) -> None:
         v = self.query_one("#save-path", Input).value.strip()
         if v:
-            self.dismiss(("save", v))
+            self.dismiss(("save", str(Path(v).with_suffix(".toml")) if Path(v).suffix in EXPORT_SUFFIX.values() else v))
 
-    @on(Button.Pressed, "#save-llamafactory")
-    def _lf(self) -> None:
-        self.dismiss(("export:llamafactory", self.query_one("#save-path", Input).value.strip()))
-
-    @on(Button.Pressed, "#save-nova")
-    def _nova(self) -> None:
-        self.dismiss(("export:nova", self.query_one("#save-path", Input).value.strip()))
+    @on(Button.Pressed, "#save-export")
+    def _export(self) -> None:
+        fmt = str(self.query_one("#export-format", Select).value)
+        self.dismiss((f"export:{fmt}", self.query_one("#save-path", Input).value.strip()))
 
     @on(Button.Pressed, "#save-cancel")
     def _cancel(self) -> None:
