@@ -206,8 +206,14 @@ def _build(out: Path) -> None:
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id, max_new_tokens=32, do_sample=False,
     )
+    # transformers writes a model only on global rank 0 once torch.distributed is initialised; the build runs in
+    # whichever rank wins the lock (under torchrun, or on every node of a multi-node run), so it must save here
+    model.should_save_on_this_rank = lambda *a, **k: True
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (out / f).exists()]
+    if missing:
+        raise RuntimeError(f"building the tiny model in {out} left out {', '.join(missing)}")
     (out / "finetui-tiny.json").write_text(json.dumps({"name": TINY_NAME, "version": TINY_VERSION}) + "\n")
 
 
