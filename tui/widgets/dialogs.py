@@ -193,6 +193,7 @@ class SavePresetDialog(Dialog):
         super().__init__()
         self.path = path
         self.export_first = export
+        self._fmt = "llamafactory"  # the Select's initial value: its first Changed is not a choice
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -224,7 +225,8 @@ class SavePresetDialog(Dialog):
     @on(Select.Changed, "#export-format")
     def _format(self, event: Select.Changed) -> None:
         event.stop()
-        if isinstance(event.value, str):
+        if isinstance(event.value, str) and event.value != self._fmt:
+            self._fmt = event.value
             self._suffix(event.value)
 
     @on(Input.Submitted, "#save-path")
