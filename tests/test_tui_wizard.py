@@ -162,6 +162,36 @@ async def test_trainer_offers_only_valid_choices(make_app):
         await pilot.pause()
         assert app.job.resolved()["trainer.stage"] == "dpo"
         assert app.job.resolved()["data.format"] == "preference"
+        # native: QLoRA brings a quantized base along, LoRA-less methods drop it again
+        app.apply_edit("profile", "native")
+        app.apply_edit("trainer.stage", "sft")
+        app.apply_edit("data.format", "alpaca")
+        await pilot.pause()
+
+        async def choose(list_id: str, value: str) -> None:
+            cl = app.query_one(list_id)
+            cl.highlighted = [cl.get_option_at_index(i).id for i in range(cl.option_count)].index(value)
+            cl.action_select()
+            await pilot.pause()
+            await pilot.pause()
+
+        await choose("#choice-method", "qlora")
+        assert app.job.resolved()["runtime.quantization_bit"] == 4
+        assert not [p for p in app.job.problems() if p.field == "runtime.quantization_bit"]
+        await choose("#choice-method", "full")
+        assert app.job.resolved()["runtime.quantization_bit"] == "none"
+        # prompt tuning is ruled out for a preference trainer, with the reason
+        app.apply_edit("trainer.stage", "dpo")
+        await pilot.pause()
+        assert methods.get_option("prompt_tuning").disabled
+        assert "not for the dpo trainer" in str(methods.get_option("prompt_tuning").prompt)
+        # the deepspeed launcher rules DDP out, and says so
+        app.apply_edit("launch.launcher", "deepspeed")
+        app.apply_edit("trainer.distributed_backend", "deepspeed")
+        await pilot.pause()
+        backends = app.query_one("#choice-backend")
+        assert backends.get_option("ddp").disabled
+        assert "deepspeed launcher" in str(backends.get_option("ddp").prompt)
 
 
 async def test_toml_editor_syncs_both_ways(make_app):

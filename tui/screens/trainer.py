@@ -58,6 +58,31 @@ def method_reason(method: str, job: JobConfig, res: dict[str, Any]) -> str | Non
     return None
 
 
+def backend_reason(backend: str, job: JobConfig, res: dict[str, Any]) -> str | None:
+    sp = spec("trainer.distributed_backend", job.profile)
+    if sp.choices and backend not in sp.choices:
+        return f"not in {job.profile}"
+    if backend != "deepspeed" and res.get("launch.launcher") == "deepspeed":
+        return "the deepspeed launcher is chosen (Launch step)"
+    return None
+
+
+def method_quantization(method: str, job: JobConfig, res: dict[str, Any]) -> Any:
+    """The quantization the method needs when the current one no longer fits (None: keep it)."""
+    q = res.get("runtime.quantization_bit")
+    choices = spec("runtime.quantization_bit", job.profile).choices or ("none", 4, 8)
+    if method == "qlora" and q == "none":
+        return next((c for c in choices if c != "none"), None)
+    if method not in ("lora", "qlora") and q != "none" and "none" in choices:
+        return "none"
+    return None
+
+
+# fields whose problems are about the trainer choices (shown under the lists)
+RELATED = ("trainer.stage", "trainer.training_type", "trainer.distributed_backend", "trainer.zero_stage",
+           "runtime.quantization_bit", "data.format", "data.packing", "launch.launcher")
+
+
 def zero_reason(stage: int, job: JobConfig) -> str | None:
     sp = spec("trainer.zero_stage", job.profile)
     if sp.choices and stage not in sp.choices:
@@ -130,13 +155,13 @@ class TrainerPane(StepPane):
             [(m, METHOD_TEXT[m], method_reason(m, job, res)) for m in spec("trainer.training_type").choices or ()],
             res["trainer.training_type"])
         self.query_one("#choice-backend", ChoiceList).set_choices(
-            [(b, BACKEND_TEXT[b], None) for b in ("ddp", "deepspeed")], res["trainer.distributed_backend"])
+            [(b, BACKEND_TEXT[b], backend_reason(b, job, res)) for b in ("ddp", "deepspeed")],
+            res["trainer.distributed_backend"])
         self.query_one("#zero-box").display = states["trainer.zero_stage"].visible
         self.query_one("#choice-zero", ChoiceList).set_choices(
             [(z, ZERO_TEXT[z], zero_reason(z, job)) for z in (1, 2, 3)], res["trainer.zero_stage"])
         self.query_one("#trainer-form", SchemaForm).sync(job, states)
-        msgs = [st.problem for n, st in states.items() if n.startswith("trainer.") and st.problem
-                and n in ("trainer.stage", "trainer.training_type", "trainer.zero_stage")]
+        msgs = [states[n].problem for n in RELATED if n in states and states[n].problem]
         lab = self.query_one("#trainer-problems", Label)
         lab.update("\n".join(f"{'✗' if p.severity == 'error' else '⚠'} {p}" for p in msgs))
         lab.display = bool(msgs)
@@ -149,6 +174,13 @@ class TrainerPane(StepPane):
         raw = event.option.id or ""
         value: Any = int(raw) if cl.field_name == "trainer.zero_stage" else raw
         self.post_message(FieldEdited(cl.field_name, value))
+        if cl.field_name == "trainer.training_type":
+            # QLoRA needs a quantized base, the other methods none: follow the method
+            job_: JobConfig = self.app.job  # type: ignore[attr-defined]
+            q = method_quantization(value, job_, job_.resolved())
+            if q is not None:
+                self.post_message(FieldEdited("runtime.quantization_bit", q))
+                self.app.notify(f"Quantization set to {q if q == 'none' else f'{q}-bit'} for {value}.", timeout=4)
         if cl.field_name == "trainer.stage":
             # the trainer decides the data formats: follow it when the current one no longer fits
             job: JobConfig = self.app.job  # type: ignore[attr-defined]
