@@ -183,6 +183,19 @@ for _name in ("merge", "sft_full", "sft_tfew", "sft_prompt", "pretrain", "dpo_si
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny model, built in this session's cache before any multi-rank run uses it."""
+    cache = session_cache(tmp_path_factory)
+    d = Path(cache) / "tiny-llama"
+    from engine import tiny
+
+    if not tiny._is_built(d):
+        subprocess.run([PYTHON, "-m", "engine.tiny"], cwd=ROOT, env=train_env(FINETUI_CACHE_DIR=cache),
+                       check=True, capture_output=True, timeout=300)
+    return d
+
+
+@pytest.fixture(scope="session")
 def train_matrix(tmp_path_factory) -> dict[str, Any]:
     """Train every run of MATRIX once per session; → spec name → Path of its run directory.
 
