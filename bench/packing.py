@@ -168,7 +168,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-len", type=int, default=None)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     if a.device == "cuda":
@@ -177,7 +177,7 @@ def main() -> int:
         r = run("cuda", a.rows or 512, a.batch, a.max_len or 2048, a.rounds,
                 CATALOG["meta-llama/Llama-3.2-1B"])
     else:
-        r = run("cpu", a.rows or 192, a.batch, a.max_len or 512, a.rounds)
+        r = run("cpu", a.rows or 96, a.batch, a.max_len or 512, a.rounds)
     if a.json:
         a.json.write_text(json.dumps(r, indent=2))
     print(report(r), end="")
