@@ -294,3 +294,47 @@ def test_cli_scheduled_run_listed_and_cancelled(fake_worker, tmp_path):
         assert r.returncode == 2 and "launch.start_at" in r.stderr and why in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert len(list(runs.iterdir())) == 1
+
+
+def test_deepspeed_multinode_command_and_hostfile(launch_job, tmp_path, monkeypatch):
+    """The DeepSpeed launcher on node 1 of 2: finetui's command + generated hostfile, fed to DeepSpeed's own runner
+    (its process start captured), become one local launch with node rank 1 of the two-node world — no pdsh, no
+    ssh.  (The real two-node DeepSpeed run is test_launch_real.py's, with FINETUI_TEST_DEEPSPEED_MULTINODE=1.)"""
+    import base64
+
+    from engine.launch import core
+
+    monkeypatch.delenv("FINETUI_WORKER_ARGV", raising=False)
+    res = launch_job(**{"launch.launcher": "deepspeed", "trainer.distributed_backend": "deepspeed",
+                        "launch.procs_per_node": 2, "launch.nodes": 2}).resolved()
+    run_dir = tmp_path / "run $x 'q'"
+    run_dir.mkdir()
+    argv = core.worker_command(res, run_dir, nnodes=2, node_rank=1, master_addr="10.0.0.7", master_port=29555,
+                               rdzv="c10d", hosts=["gpu-a", "user@gpu b:2222"], env={})
+    assert argv[1:3] == ["-m", "deepspeed.launcher.runner"] and "--no_ssh" in argv
+    hostfile = run_dir / "hostfile"
+    assert argv[argv.index("--hostfile") + 1] == str(hostfile)
+    assert [ln for ln in hostfile.read_text().splitlines() if not ln.startswith("#")] == ["node0 slots=2",
+                                                                                          "node1 slots=2"]
+    assert "# node1: user@gpu b:2222" in hostfile.read_text()
+    from deepspeed.launcher import runner
+
+    started = []
+
+    class P:
+        returncode = 0
+
+        def __init__(self, cmd, env=None):
+            started.append(cmd)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(runner.subprocess, "Popen", P)
+    runner.main(argv[3:])
+    (cmd,) = started
+    assert cmd[1:4] == ["-u", "-m", "deepspeed.launcher.launch"]
+    opts = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
+    assert json.loads(base64.urlsafe_b64decode(opts["world_info"])) == {"node0": [0, 1], "node1": [0, 1]}
+    assert (opts["node_rank"], opts["master_addr"], opts["master_port"]) == ("1", "10.0.0.7", "29555")
+    assert "--module" in cmd and cmd[-3:] == ["engine.train.worker", "--run-dir", str(run_dir)]
