@@ -124,6 +124,7 @@ class Spec:
     kind: str = "train"  # or "generate": load dir's final model and generate (generated.json)
     hook: str | None = None
     at: int = 0
+    temperature: float = 0.0  # generate: sample at this temperature (0: greedy)
 
 
 #: every single-rank run of the training matrix, in the order they run
@@ -179,7 +180,7 @@ matrix_run("oom", {"general.max_steps": 3}, hook="oom", at=2)
 matrix_run("bad_target", {"adapter.target_modules": ["q_proj", "attn_qkv"]})
 # the trained models generate, loaded the way `finetui generate` loads them
 for _name in ("merge", "sft_full", "sft_tfew", "sft_prompt", "pretrain", "dpo_sigmoid"):
-    matrix_run(f"gen_{_name}", dir=_name, kind="generate")
+    matrix_run(f"gen_{_name}", dir=_name, kind="generate", temperature=0.8 if _name == "sft_full" else 0.0)
 
 
 @pytest.fixture(scope="session")
@@ -206,7 +207,8 @@ def train_matrix(tmp_path_factory) -> dict[str, Any]:
         d = base / (sp.dir or sp.name)
         if sp.values is not None and sp.kind == "train":
             write_run(d, **sp.values)
-        specs.append({"name": sp.name, "run_dir": str(d), "kind": sp.kind, "hook": sp.hook, "at": sp.at})
+        specs.append({"name": sp.name, "run_dir": str(d), "kind": sp.kind, "hook": sp.hook, "at": sp.at,
+                      "temperature": sp.temperature})
         dirs[sp.name] = d
     t0 = time.monotonic()
     results = run_batch(specs, session_cache(tmp_path_factory))

@@ -103,7 +103,8 @@ def _generate(spec: dict) -> int:
     from engine.train.generate import generate, load
 
     model, _tok, _res = load(spec["run_dir"], "cpu")
-    text = generate(spec["run_dir"], spec.get("prompt") or "Reverse the word.\napple", max_new_tokens=8)
+    text = generate(spec["run_dir"], spec.get("prompt") or "Reverse the word.\napple", max_new_tokens=8,
+                    min_new_tokens=2, temperature=float(spec.get("temperature") or 0.0), seed=1)
     out = {"text": text, "class": type(model).__name__}
     Path(spec["run_dir"], "generated.json").write_text(json.dumps(out))
     return 0

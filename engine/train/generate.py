@@ -109,8 +109,9 @@ def prompt_ids(tok: Any, prompt: str, res: dict) -> list[int]:
     return list(tok(prompt)["input_ids"])
 
 
-def generate(run_dir: str | Path, prompt: str, *, max_new_tokens: int = 64, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int | None = None, device: str | None = None) -> str:
+def generate(run_dir: str | Path, prompt: str, *, max_new_tokens: int = 64, min_new_tokens: int = 0,
+             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+             device: str | None = None) -> str:
     """Load the run's result and return the generated continuation (special tokens removed)."""
     import torch
 
@@ -121,6 +122,8 @@ def generate(run_dir: str | Path, prompt: str, *, max_new_tokens: int = 64, temp
     dev = next(model.parameters()).device
     inp = torch.tensor([ids], device=dev)
     gen: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "pad_token_id": tok.pad_token_id}
+    if min_new_tokens:
+        gen["min_new_tokens"] = min(int(min_new_tokens), int(max_new_tokens))
     if tok.eos_token_id is not None:
         gen["eos_token_id"] = tok.eos_token_id
     if temperature and temperature > 0:

@@ -426,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {run_dir / 'config.toml'} does not exist", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL's trainers phone home otherwise
     w = Worker(run_dir)
     w.watch_signals()
     try:

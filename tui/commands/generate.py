@@ -24,6 +24,8 @@ def register(app: typer.Typer) -> None:
         run: str = typer.Argument(..., help="Run name or directory."),
         prompt: str = typer.Option(..., "--prompt", "-p", help="The prompt (a user message for chat-trained runs)."),
         max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens to generate at most."),
+        min_new_tokens: int = typer.Option(0, "--min-new-tokens", min=0,
+                                           help="Generate at least this many tokens before the end token."),
         temperature: float = typer.Option(0.0, "--temperature", min=0.0,
                                           help="Sampling temperature; 0 = greedy (the default)."),
         top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (with --temperature)."),
@@ -55,7 +57,8 @@ def register(app: typer.Typer) -> None:
         from engine.train.generate import generate as run_generate
 
         try:
-            text = run_generate(ref.run_dir, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+            text = run_generate(ref.run_dir, prompt, max_new_tokens=max_new_tokens,
+                                min_new_tokens=min_new_tokens, temperature=temperature,
                                 top_p=top_p, seed=seed, device=device)
         except GenerateError as e:
             common.fail(str(e), e.code)
