@@ -104,7 +104,7 @@ def dir_state(run_dir: Path) -> dict[str, Any]:
     sup = read_json(run_dir / SUPERVISOR_FILE)
     recs = read_records(run_dir / EVENTS_FILE)
     s = summarize(recs)
-    alive = info_alive(info)
+    alive = info_alive(info, max_age=0.5)
     ended = any(r.get("kind") == "end" for r in recs)
     if ended:
         status = s.status
@@ -120,9 +120,9 @@ def dir_state(run_dir: Path) -> dict[str, Any]:
             "events_size": _size(run_dir / EVENTS_FILE)}
 
 
-def info_alive(info: dict[str, Any]) -> bool:
+def info_alive(info: dict[str, Any], max_age: float = 0.0) -> bool:
     """Whether any process of the run described by ``launch.json``'s content is alive."""
-    return procs.run_alive(info.get("pgid"), info.get("token"))
+    return procs.run_alive(info.get("pgid"), info.get("token"), max_age)
 
 
 def info_pids(info: dict[str, Any]) -> list[int]:

@@ -83,13 +83,19 @@ def group_alive(pgid: int | None) -> bool:
 TOKEN_ENV = "FINETUI_RUN_TOKEN"
 
 
-def token_pids(token: str | None) -> list[int]:
-    """Live processes of this user whose environment holds ``FINETUI_RUN_TOKEN=<token>``."""
-    if not token or not _PROC.is_dir():
-        return []
-    needle = f"{TOKEN_ENV}={token}".encode()
+_tokens: tuple[float, dict[int, str]] = (-1e9, {})
+
+
+def _token_table(max_age: float) -> dict[int, str]:
+    """pid → run token of every live process of this user that has one (one pass over /proc, cached
+    ``max_age`` seconds so that listing many runs costs one scan)."""
+    global _tokens
+    now = time.monotonic()
+    if now - _tokens[0] <= max_age:
+        return _tokens[1]
+    prefix = f"{TOKEN_ENV}=".encode()
     me = os.getpid()
-    out = []
+    table: dict[int, str] = {}
     for d in _PROC.iterdir():
         if not d.name.isdigit() or int(d.name) == me:
             continue
@@ -97,20 +103,33 @@ def token_pids(token: str | None) -> list[int]:
             env = (d / "environ").read_bytes()
         except OSError:
             continue
-        if needle in env.split(b"\0"):
-            st = _stat(int(d.name))
-            if st and st[0] not in ("Z", "X"):
-                out.append(int(d.name))
-    return sorted(out)
+        i = env.find(prefix)
+        if i < 0 or (i > 0 and env[i - 1] != 0):
+            continue
+        val = env[i + len(prefix):].split(b"\0", 1)[0].decode("ascii", "replace")
+        st = _stat(int(d.name))
+        if st and st[0] not in ("Z", "X"):
+            table[int(d.name)] = val
+    _tokens = (now, table)
+    return table
 
 
-def run_pids(pgid: int | None, token: str | None = None) -> list[int]:
+def token_pids(token: str | None, max_age: float = 0.0) -> list[int]:
+    """Live processes of this user whose environment holds ``FINETUI_RUN_TOKEN=<token>``."""
+    if not token or not _PROC.is_dir():
+        return []
+    return sorted(pid for pid, t in _token_table(max_age).items() if t == token)
+
+
+def run_pids(pgid: int | None, token: str | None = None, max_age: float = 0.0) -> list[int]:
     """Every live process of a run: its process group and every process carrying its token."""
-    return sorted(set(group_pids(pgid)) | set(token_pids(token)))
+    return sorted(set(group_pids(pgid)) | set(token_pids(token, max_age)))
 
 
-def run_alive(pgid: int | None, token: str | None = None) -> bool:
-    return bool(group_pids(pgid)) or bool(token_pids(token))
+def run_alive(pgid: int | None, token: str | None = None, max_age: float = 0.0) -> bool:
+    """Whether a process of the run is alive; ``max_age`` > 0 accepts a token scan that recent (status
+    listings), 0 scans now (stop and its verification)."""
+    return bool(group_pids(pgid)) or bool(token_pids(token, max_age))
 
 
 def _reap(p: subprocess.Popen) -> None:
