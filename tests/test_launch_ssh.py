@@ -259,3 +259,26 @@ def test_two_node_node_fails_before_rendezvous(ssh_env, fake_worker, launch_job,
     wait_for(lambda: procs.token_pids(token0) == [], 20)
     info = L.list_runs(tmp_path / "runs")[0]
     assert info.status == "failed" and "rendezvous" in (info.error or "")
+
+
+def test_two_node_failure_names_the_other_nodes_reason(ssh_env, fake_worker, launch_job, tmp_path):
+    """Rank 0 fails after another node died: `runs` shows that node's reason too, not only rank 0's."""
+    from tests.fixtures_launch import free_port
+
+    fake_worker(50, 0.05, 1, "--fail-if-dir-endswith", ".node1", "--fail-at", "10")
+    hosts = [n.alias for n in ssh_env.nodes]
+    ref = L.start_run(remote_job(launch_job, tmp_path, "local", **{"launch.nodes": 2, "launch.hosts": hosts,
+                                                                   "launch.master_port": free_port()}))
+    nodes = ref.remote["nodes"]
+    wait_for(lambda: read_records(Path(nodes[0]["run_dir"]) / "events.jsonl"), 30)
+    src = L.event_source(ref)
+    got = []
+    wait_for(lambda: got.extend(src.read()) or src.done, 60)
+    assert got[-1]["outcome"] == "failed" and ref.remote["events_node"] == 0
+    info = L.list_runs(tmp_path / "runs")[0]
+    assert info.status == "failed"
+    assert info.error.startswith(f"{hosts[1]}: ") and "cannot reach the rendezvous" in info.error
+    assert "rank 0: " in info.error and "boom" in info.error
+    r = subprocess.run(FINETUI + ["runs", "--runs-dir", str(tmp_path / "runs"), "--json"], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert "cannot reach the rendezvous" in json.loads(r.stdout.splitlines()[0])["error"]

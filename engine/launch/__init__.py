@@ -161,6 +161,9 @@ def _info(ref: RunRef, remote_state: dict[str, Any] | None = None) -> RunInfo:
             status = st.get("status") or "unknown"
         info = read_json(ref.run_dir / LAUNCH_FILE)
         err = s.error or st.get("error")
+        node_errors = (ref.remote or {}).get("node_errors") or {}
+        if status == "failed" and node_errors:  # the cause is often on another node than rank 0's
+            err = "; ".join([f"{h}: {m}" for h, m in node_errors.items()] + ([f"rank 0: {err}"] if err else []))
     elif read_json(ref.run_dir / LAUNCH_FILE).get("slurm"):
         from engine.launch import slurm
 
@@ -205,6 +208,12 @@ def list_runs(runs_dir: str | os.PathLike[str] = "runs", *, refresh_remote: bool
         pending = [r for r in remote_refs if not has_end(r.run_dir)]
         if pending:
             states = R.sync(pending)
+        for r in remote_refs:
+            if r not in pending and len(r.remote.get("nodes") or []) > 1 and "node_errors" not in r.remote:
+                try:
+                    R.collect_node_errors(r)
+                except LaunchError:
+                    pass
     out = [_info(r, states.get(r.name)) for r in refs]
     out.sort(key=lambda i: (i.started or i.start_at or 0), reverse=True)
     return out

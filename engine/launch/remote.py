@@ -196,6 +196,38 @@ def _set_events_node(ref: RunRef, i: int) -> bool:
     return True
 
 
+def collect_node_errors(ref: RunRef) -> dict[str, str]:
+    """A failed multi-node run: what the *other* nodes recorded (rank 0 often only saw a peer vanish: "Connection
+    closed by peer").  Asked once over SSH after the run failed, kept in ``remote.json`` as ``node_errors``."""
+    r = ref.remote
+    nodes = r.get("nodes") or []
+    if len(nodes) <= 1 or "node_errors" in r or r.get("events_node") is None:
+        return r.get("node_errors") or {}
+    from engine.launch.rundir import has_end
+
+    end = has_end(ref.run_dir)
+    if not end or end.get("outcome") != "failed":
+        return {}
+    python = r.get("python", "python3")
+    errs: dict[str, str] = {}
+    for i, n in enumerate(nodes):
+        if i == r["events_node"]:
+            continue
+        try:
+            ans = _agent_json(n["host"], python, ["status"],
+                              input=json.dumps([{"run_dir": n["run_dir"], "offset": 0, "max_bytes": 1 << 16}]).encode()
+                              + b"\n", timeout=30)
+        except LaunchError:
+            return {}  # try again next time
+        recs = parse_lines(base64.b64decode((ans[0] if ans else {}).get("events") or ""))[0]
+        msg = next((x.get("message") for x in reversed(recs) if x.get("kind") == "error"), None)
+        if msg:
+            errs[n["host"]] = str(msg)
+    r["node_errors"] = errs
+    write_json(ref.run_dir / REMOTE_FILE, r)
+    return errs
+
+
 # ------------------------------------------------------------------ mirror
 
 def mirror_write(local_dir: Path, offset: int, data: bytes) -> None:
@@ -250,6 +282,11 @@ def sync(refs: list[RunRef], timeout: float = 20) -> dict[str, dict[str, Any]]:
                 continue
             mirror_write(r.run_dir, int(a["offset"]), base64.b64decode(a.get("events") or ""))
             out[r.name] = a
+            if len(r.remote.get("nodes") or []) > 1 and a.get("status") == "failed":
+                try:
+                    collect_node_errors(r)
+                except LaunchError:
+                    pass
     return out
 
 
@@ -283,9 +320,15 @@ class RemoteEventSource:
         return self.ended or self.lost
 
     def _check_end(self, recs: list[dict[str, Any]]) -> None:
-        if any(r.get("kind") == "end" for r in recs):
+        end = next((r for r in recs if r.get("kind") == "end"), None)
+        if end is not None:
             self.ended = True
             self.close()
+            if end.get("outcome") == "failed" and len(self.ref.remote.get("nodes") or []) > 1:
+                try:
+                    collect_node_errors(self.ref)
+                except LaunchError:
+                    pass
 
     def read(self) -> list[dict[str, Any]]:
         if not self._streaming:

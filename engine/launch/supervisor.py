@@ -84,13 +84,29 @@ def main(argv: list[str] | None = None) -> int:
         if stop["requested"] or code in (-signal.SIGTERM, 128 + signal.SIGTERM, -signal.SIGINT):
             append_end_if_missing(run_dir, "stopped", None)
         else:
-            tail = log_tail(run_dir, 2000).strip().splitlines()
-            last = next((ln for ln in reversed(tail) if ln.strip()), "")
+            tail = log_tail(run_dir, 8000).strip().splitlines()
+            last = _reason(tail)
             append_end_if_missing(run_dir, "failed",
                                   f"the worker exited with code {code} without finishing"
                                   + (f": {last.strip()[:300]}" if last else ""),
                                   traceback="\n".join(tail[-20:]))
     return 0
+
+
+def _reason(lines: list[str]) -> str:
+    """The line of a worker.log tail that says why: the worker's own ``error: …`` line, else the last line that
+    names an error, else the last line that is not torchrun's decoration (``=====``, tracebacks' carets)."""
+    text = [ln.strip() for ln in lines if ln.strip()]
+    for ln in reversed(text):
+        if ln.startswith("error: "):
+            return ln[len("error: "):]
+    plain = [ln for ln in text if ln.strip("=-^~*# ") and not ln.startswith(("File \"", "[rank", "time ", "host ",
+                                                                              "rank ", "exitcode ", "error_file",
+                                                                              "traceback "))]
+    for ln in reversed(plain):
+        if "Error" in ln or "error" in ln:
+            return ln
+    return plain[-1] if plain else ""
 
 
 def _has_events(run_dir: Path) -> bool:
