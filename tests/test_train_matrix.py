@@ -175,7 +175,7 @@ def test_resume_after_sigkill_in_the_middle_of_a_checkpoint(train_matrix):
     # the killed run trained steps 1–4 and died writing checkpoint-4 (no end record)
     assert [r["step"] for r in kinds(first, "log")] == [1, 2, 3, 4] and not kinds(first, "end")
     # the second run set the cut-off checkpoint-4 aside and resumed from checkpoint-3
-    texts = " ".join(r.get("text", "") for r in kinds(second, "status"))
+    texts = " ".join(r.get("text", "") for r in kinds(recs, "status"))  # (before the second start record)
     assert "set aside an incomplete checkpoint (no complete trainer_state.json): incomplete-checkpoint-4" in texts
     resumed = [r for r in kinds(recs, "status") if r.get("phase") == "resuming"]
     assert resumed and resumed[-1]["checkpoint"].endswith("checkpoint-3")
