@@ -282,3 +282,11 @@ def test_two_node_failure_names_the_other_nodes_reason(ssh_env, fake_worker, lau
     r = subprocess.run(FINETUI + ["runs", "--runs-dir", str(tmp_path / "runs"), "--json"], capture_output=True,
                        text=True, timeout=60, cwd=ROOT)
     assert "cannot reach the rendezvous" in json.loads(r.stdout.splitlines()[0])["error"]
+    assert json.loads(r.stdout.splitlines()[0])["host"] == ",".join(hosts)
+    # each node's worker.log
+    logs = [subprocess.run(FINETUI + ["logs", ref.name, "--runs-dir", str(tmp_path / "runs"), *extra],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+            for extra in ([], ["--node", "1"], ["--node", "2"])]
+    assert "fake worker: boom" in logs[0].stdout and "rendezvous" not in logs[0].stdout
+    assert "fake worker: cannot reach the rendezvous" in logs[1].stdout
+    assert logs[2].returncode == 2 and "--node takes 0 to 1" in logs[2].stderr

@@ -120,7 +120,9 @@ def _ref_for_dir(d: Path) -> RunRef:
     remote = read_json(d / REMOTE_FILE) or None
     info = read_json(d / LAUNCH_FILE)
     if remote:
-        host = remote.get("host", "?")
+        hosts = remote.get("hosts") or []
+        # several nodes: all of them ("host" follows the node where rank 0 writes its events)
+        host = ",".join(hosts) if len(hosts) > 1 else remote.get("host", "?")
     elif info.get("slurm"):
         host = info.get("host") or "local"
     else:

@@ -488,9 +488,17 @@ def delete(ref: RunRef) -> None:
         _agent_json(n["host"], r.get("python", "python3"), ["delete", "--run-dir", n["run_dir"]])
 
 
-def log_stream(ref: RunRef, follow: bool, offset: int = 0) -> subprocess.Popen:
+def log_stream(ref: RunRef, follow: bool, offset: int = 0, node: int | None = None) -> subprocess.Popen:
+    """worker.log of the run (of node ``node`` of a multi-node run; default: where rank 0 runs, else node 0)."""
     r = ref.remote
-    argv = agent_argv(r.get("python", "python3"), "log", "--run-dir", r["run_dir"], "--offset", str(offset))
+    nodes = r.get("nodes") or []
+    if node is not None:
+        if not 0 <= node < len(nodes):
+            raise LaunchError(f"run {ref.name} has {len(nodes)} node(s): --node takes 0 to {len(nodes) - 1}")
+        host, run_dir = nodes[node]["host"], nodes[node]["run_dir"]
+    else:
+        host, run_dir = r["host"], r["run_dir"]
+    argv = agent_argv(r.get("python", "python3"), "log", "--run-dir", run_dir, "--offset", str(offset))
     if follow:
         argv.append("--follow")
-    return ssh.popen(r["host"], argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return ssh.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -277,15 +277,19 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def logs(run: str = typer.Argument(..., help="Run name or directory."),
              follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+             node: Optional[int] = typer.Option(None, "--node", help="Multi-node run: the log of this node "
+                                                "(0 = first host; default: the node of rank 0)."),
              runs_dir: Optional[Path] = RUNS_DIR_OPT) -> None:
         """Print the run's worker.log (stdout and stderr of every rank)."""
         ref = _resolve(run, runs_dir)
         out = sys.stdout.buffer
+        if node is not None and not ref.is_remote and node != 0:
+            common.fail(f"run {ref.name} is a local run on one node: --node takes only 0")
         if ref.is_remote:
             from engine.launch import remote as R
 
             try:
-                p = R.log_stream(ref, follow)
+                p = R.log_stream(ref, follow, node=node)
             except _launch_errors() as e:
                 common.fail(str(e))
             try:
