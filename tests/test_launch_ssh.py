@@ -212,6 +212,8 @@ def test_two_node_stop_stops_every_node(ssh_env, fake_worker, launch_job, tmp_pa
     nodes = ref.remote["nodes"]
     assert [n["host"] for n in nodes] == hosts and nodes[1]["run_dir"].endswith(".node1")
     tokens = [read_json(Path(n["run_dir"]) / "launch.json")["token"] for n in nodes]
+    # gloo must not bind to whatever the hostname resolves to: the interface that routes to the master (here lo)
+    assert [read_json(Path(n["run_dir"]) / "launch.json")["gloo_socket_ifname"] for n in nodes] == ["lo", "lo"]
     for t in tokens:
         wait_for(lambda: len(procs.token_pids(t)) >= 3, 60)  # supervisor + worker + 1 rank on each node
     src = L.event_source(ref)

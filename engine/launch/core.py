@@ -74,6 +74,12 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("PYTHONUNBUFFERED", "1")
+    if nnodes > 1 and not full_env.get("GLOO_SOCKET_IFNAME"):
+        # gloo binds to the address its hostname resolves to — 127.0.1.1 on many Debian/Ubuntu hosts, which the
+        # other nodes cannot reach: use the interface that routes to the master instead (the user's value wins)
+        ifname = route_interface(master_addr, master_port or 29500)
+        if ifname:
+            full_env["GLOO_SOCKET_IFNAME"] = ifname
     token = uuid.uuid4().hex
     full_env[procs.TOKEN_ENV] = token  # every process of the run carries it (torchrun's ranks make own sessions)
     if command is None:
@@ -85,6 +91,8 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         "master_addr": master_addr, "master_port": master_port, "launcher": res.get("launch.launcher", "torchrun"),
         "python": procs.python_exe(), "token": token,
     }
+    if nnodes > 1:
+        info["gloo_socket_ifname"] = full_env.get("GLOO_SOCKET_IFNAME")
     write_json(run_dir / LAUNCH_FILE, info)
     (run_dir / LOG_FILE).touch()
     sup = [procs.python_exe(), "-m", "engine.launch.supervisor", str(run_dir)]
@@ -118,6 +126,43 @@ def dir_state(run_dir: Path) -> dict[str, Any]:
         status = "lost"
     return {"status": status, "alive": alive, "summary": s, "launch": info, "supervisor": sup,
             "events_size": _size(run_dir / EVENTS_FILE)}
+
+
+def route_interface(addr: str, port: int = 29500) -> str | None:
+    """The network interface this host uses to reach ``addr`` (Linux), e.g. ``lo`` for 127.0.0.1; None if unknown."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((addr, int(port)))  # UDP: no packet is sent, the kernel just picks the route
+            local = s.getsockname()[0]
+    except OSError:
+        return None
+    if local.startswith("127."):
+        return "lo" if any(n == "lo" for _, n in _interfaces()) else None
+    try:
+        import fcntl
+        import struct
+    except ImportError:
+        return None
+    for _, name in _interfaces():
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                raw = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            if socket.inet_ntoa(raw[20:24]) == local:
+                return name
+        except OSError:
+            continue
+    return None
+
+
+def _interfaces() -> list[tuple[int, str]]:
+    import socket
+
+    try:
+        return socket.if_nameindex()
+    except OSError:
+        return []
 
 
 def info_alive(info: dict[str, Any], max_age: float = 0.0) -> bool:
