@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
@@ -205,13 +206,28 @@ class FieldRow(Vertical):
     def on_descendant_focus(self, event: Any) -> None:
         self.post_message(FieldFocused(self.field_name))
 
+    _pending: tuple[str, FieldState] | None = None
+
+    def on_mount(self) -> None:
+        self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        if self._pending is not None and self.is_attached:
+            pending, self._pending = self._pending, None
+            self.sync(*pending)
+
     # -- sync from the job ------------------------------------------------
     def sync(self, profile: str, st: FieldState) -> None:
         if self.display != st.visible:
             self.display = st.visible
         if not st.visible:
             return
-        w = self.input_widget
+        try:
+            w = self.input_widget
+        except NoMatches:
+            self._pending = (profile, st)  # mounted but not composed yet: applied once it is
+            self.call_after_refresh(self._apply_pending)
+            return
         label_text = ("● " if st.changed else "") + self.field.label
         if label_text != self._label_text:
             self._label_text = label_text
