@@ -141,11 +141,15 @@ PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo")
 
 # SFT × tuning methods, pre-training on the corpus
 matrix_run("sft_full", {"trainer.training_type": "full", "general.learning_rate": 0.005})
-matrix_run("sft_lora", {"general.learning_rate": 0.02, "adapter.target_modules": []})
+matrix_run("sft_lora", {"general.learning_rate": 0.02, "adapter.target_modules": [], "adapter.loraplus_lr_ratio": 4.0})
 matrix_run("sft_tfew", {"trainer.training_type": "tfew", "general.learning_rate": 0.5})
 matrix_run("sft_prompt", {"trainer.training_type": "prompt_tuning", "adapter.prompt_tuning_init": "text",
                           "adapter.prompt_tuning_init_text": "Answer the question.",
                           "adapter.num_virtual_tokens": 4, "general.learning_rate": 0.3})
+matrix_run("sft_freeze", {"trainer.training_type": "freeze", "adapter.freeze_trainable_layers": 1,
+                          "general.learning_rate": 0.01, "runtime.lr_scheduler": "cosine", "runtime.min_lr": 0.001,
+                          "runtime.lr_warmup_steps": 1, "model.attention_dropout": 0.1, "model.ffn_dropout": 0.1,
+                          "model.hidden_dropout": 0.1})
 matrix_run("pretrain", {"trainer.stage": "pretrain", "trainer.training_type": "full",
                         "data.train_path": "finetui:samples/corpus_demo.jsonl", "data.format": "corpus",
                         "general.learning_rate": 0.005})

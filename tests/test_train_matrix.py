@@ -72,6 +72,22 @@ def test_sft_methods_train_and_save(train_matrix, method):
         assert 0 < trainable["trainable_params"] < trainable["total_params"] / 4
 
 
+def test_freeze_warmup_cosine_min_lr_and_dropouts(train_matrix):
+    d = train_matrix["sft_freeze"]
+    recs = _completed(d)
+    _falls(recs, d)
+    st = kinds(recs, "status")
+    # one of the two decoder layers trains (q 64x64, k/v 64x32, o 64x64, 3 MLP 64x192, 2 norms)
+    assert next(r for r in st if "trainable_params" in r)["trainable_params"] == 4096 * 2 + 2048 * 2 + 3 * 64 * 192 + 128
+    # Nova's dropouts: llama has attention dropout, not hidden / ffn dropout — a warning names them
+    warn = [r["text"] for r in st if r.get("phase") == "warning"]
+    assert warn == ["the llama architecture has no hidden dropout, ffn dropout; model.hidden_dropout, "
+                    "model.ffn_dropout not applied"], warn
+    lrs = [r["lr"] for r in kinds(recs, "log")]
+    assert lrs[1] == pytest.approx(0.01) and lrs[2] < lrs[1] and lrs[3] < lrs[2]  # warmup 1 step, then cosine
+    assert all(lr >= 0.001 - 1e-12 for lr in lrs[1:])  # down to min_lr, not below
+
+
 def test_pretraining_on_a_corpus(train_matrix):
     d = train_matrix["pretrain"]
     recs = _completed(d)
