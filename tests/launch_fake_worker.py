@@ -32,6 +32,7 @@ def main() -> int:
     ap.add_argument("--setsid-ranks", action="store_true")
     ap.add_argument("--fail-if-dir-endswith", default="", help="exit 3 at once (no event) in such a run dir")
     ap.add_argument("--start-delay", type=float, default=0.0, help="seconds before the first event")
+    ap.add_argument("--master_port", type=int, default=0, help="as torchrun's: reported in the start event")
     a = ap.parse_args()
     if a.fail_if_dir_endswith and a.run_dir.rstrip("/").endswith(a.fail_if_dir_endswith):
         print("fake worker: cannot reach the rendezvous", flush=True)
@@ -63,7 +64,7 @@ def main() -> int:
     deadline = time.time() + a.start_delay
     while time.time() < deadline and not stop["now"]:
         time.sleep(0.05)
-    emit("start", 0, world_size=a.ranks, total_steps=a.steps, config_hash="fake")
+    emit("start", 0, world_size=a.ranks, total_steps=a.steps, config_hash="fake", master_port=a.master_port)
     emit("status", 0, phase="training")
     for step in range(1, a.steps + 1):
         if stop["now"]:

@@ -171,7 +171,7 @@ def test_run_name_unique_and_explicit_dir_with_hostile_path(fake_worker, launch_
 
 
 def test_scheduled_run_starts_at_its_time_and_cancel(fake_worker, launch_job, tmp_path, monkeypatch):
-    fake_worker(2, 0.01)
+    fake_worker(2, 0.01, 1, "--master_port", "1")  # the port picked at scheduling time is picked again at the start
     # the schema takes minutes; the start time is moved closer through the API to keep the test short
     soon = time.time() + 2.0
     monkeypatch.setattr(L, "parse_start_at", lambda text: soon if text else None)
@@ -181,6 +181,7 @@ def test_scheduled_run_starts_at_its_time_and_cancel(fake_worker, launch_job, tm
     end = wait_end(ref, 20)
     start = next(r for r in events(ref) if r["kind"] == "start")
     assert start["t"] >= soon - 0.05 and end["outcome"] == "completed"
+    assert start["master_port"] > 1024
     # a far-away schedule is cancelled by stop
     monkeypatch.setattr(L, "parse_start_at", lambda text: time.time() + 3600 if text else None)
     ref2 = L.start_run(launch_job(**{"launch.start_at": "2030-01-01 10:00", "launch.run_name": "later"}))

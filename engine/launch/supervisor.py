@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     cmd = [str(a) for a in info.get("command") or []]
+    if start_at and int(info.get("nnodes") or 1) == 1 and info.get("master_port") is None and "--master_port" in cmd:
+        # a single-node port was picked free when the run was scheduled; pick it again now that it starts
+        i = cmd.index("--master_port") + 1
+        if i < len(cmd) and cmd[i].isdigit():
+            cmd[i] = str(_free_port())
+            update_json(run_dir / LAUNCH_FILE, command=cmd)
     cwd = info.get("cwd") or str(run_dir)
     try:
         p = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL)
@@ -91,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
                                   + (f": {last.strip()[:300]}" if last else ""),
                                   traceback="\n".join(tail[-20:]))
     return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _reason(lines: list[str]) -> str:
