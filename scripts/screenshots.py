@@ -38,6 +38,7 @@ SCREENS: dict[str, str] = {
     "monitor": "Monitor: a live run with plots, checkpoints and the log",
     "runs": "Runs: every run with its status",
     "presets": "Presets: shipped and recent presets, open or import",
+    "export": "Save or export: a TOML preset, or LLaMA-Factory / Nova / FPT / OCI / watsonx",
     "help": "Help: the focused field's help, range and default, and the keys",
 }
 
@@ -68,7 +69,9 @@ def _wizard_app(**kw: Any) -> Any:
     services = Services(describe_model=fake_model_info, estimate=fake_estimate, data_check=fake_data_check,
                         start_run=FakeLauncher(), ssh_hosts=lambda: ["gpu-box", "lab"], clock=lambda: FIXED_NOW)
     p = presets.PRESETS_DIR / "demo.toml"
-    return create_app(presets.load(p), p, services=services, autosave=False, offer_restore=False, **kw)
+    # a relative preset path: no machine's folders in the pictures
+    return create_app(presets.load(p), Path("demo.toml"), services=services, autosave=False, offer_restore=False,
+                      **kw)
 
 
 async def _step(pilot: Any, step: str) -> None:
@@ -128,7 +131,15 @@ async def shoot(name: str, base: Path) -> str:
             await _settle(pilot)
         elif name == "presets":
             await _settle(pilot)
-            app.action_open_preset()
+            os.chdir(ROOT)  # shipped presets shown relative to the checkout
+            try:
+                app.action_open_preset()
+                await _settle(pilot)
+            finally:
+                os.chdir(base)
+        elif name == "export":
+            await _settle(pilot)
+            app.action_export()
             await _settle(pilot)
         elif name == "monitor":
             from tui.screens.monitor import MonitorScreen

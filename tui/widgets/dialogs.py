@@ -17,6 +17,19 @@ from textual.widgets.option_list import Option
 from engine.config import FIELD_BY_NAME, spec
 
 
+def short_path(path: str) -> str:
+    """``path`` relative to the current folder when inside it, else with ``~`` for the home folder."""
+    if not path:
+        return path
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        pass
+    home = str(Path.home())
+    return "~" + path[len(home):] if path.startswith(home + "/") else path
+
+
 class Dialog(ModalScreen[Any]):
     """Base: escape cancels (dismisses with None)."""
 
@@ -137,7 +150,7 @@ class OpenPresetDialog(Dialog):
 
     @on(OptionList.OptionHighlighted, "#preset-list")
     def _hl(self, event: OptionList.OptionHighlighted) -> None:
-        self.query_one("#preset-path", Input).value = event.option.id or ""
+        self.query_one("#preset-path", Input).value = short_path(event.option.id or "")
 
     @on(OptionList.OptionSelected, "#preset-list")
     def _sel(self, event: OptionList.OptionSelected) -> None:
