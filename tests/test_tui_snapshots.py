@@ -83,3 +83,15 @@ def test_light_theme_toml(snap_compare, make_app):
 
     assert snap_compare(make_app(autosave=False, theme="textual-light"), terminal_size=(80, 24),
                         run_before=show("hyperparameters", toml))
+
+
+def test_save_export_dialog(snap_compare, make_app):
+    async def save(pilot):
+        pilot.app.action_export()
+
+    from engine import presets
+
+    # a relative preset path: the picture must not depend on where the checkout lives
+    job = presets.load(presets.PRESETS_DIR / "demo.toml")
+    assert snap_compare(make_app(demo=False, job=job, preset_path="demo.toml", autosave=False),
+                        terminal_size=(80, 24), run_before=show("model", save))
