@@ -20,6 +20,7 @@ events mirror.  No torch import here.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import time
@@ -81,6 +82,9 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
                           f"YYYY-mm-dd HH:MM local time; leave it unset to start now)")
     secrets = {**(job.secrets or {}), **(secrets or {})}
     remote = is_remote_job(res)
+    if res.get("launch.launcher") == "slurm" and importlib.util.find_spec("engine.launch.slurm") is None:
+        raise LaunchError("launch.launcher: slurm (sbatch submission) is not available in this version of finetui; "
+                          "use torchrun or deepspeed, with launch.hosts for several nodes")
     if run_dir is not None:
         run_dir = Path(run_dir).expanduser().resolve()
         if run_dir.exists() and any(run_dir.iterdir()):
