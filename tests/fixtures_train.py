@@ -154,8 +154,9 @@ matrix_run("pretrain", {"trainer.stage": "pretrain", "trainer.training_type": "f
                         "data.train_path": "finetui:samples/corpus_demo.jsonl", "data.format": "corpus",
                         "general.learning_rate": 0.005})
 # DPO × every preference loss, + SFT mixing (preference_ftx) and label smoothing
-for _loss in PREF_LOSSES:
-    matrix_run(f"dpo_{_loss}", {**PREF, "preference.preference_loss": _loss})
+for _loss in PREF_LOSSES:  # (ORPO and kto_pair get an SFT weight they cannot use: a warning says so)
+    matrix_run(f"dpo_{_loss}", {**PREF, "preference.preference_loss": _loss,
+                                "preference.preference_ftx": 0.5 if _loss in ("orpo", "kto_pair") else 0.0})
 matrix_run("dpo_sigmoid_ftx_smooth", {**PREF, "preference.preference_loss": "sigmoid",
                                       "preference.preference_ftx": 1.0, "preference.dpo_label_smoothing": 0.1})
 matrix_run("dpo_hinge_ftx", {**PREF, "preference.preference_loss": "hinge", "preference.preference_ftx": 0.5})

@@ -119,6 +119,11 @@ def test_dpo_every_preference_loss(train_matrix, loss):
         assert start["trl"][k] == v, (k, start["trl"])
     log = kinds(recs, "log")[-1]
     assert any(k.startswith("rewards_") for k in log), sorted(log)  # TRL's preference metrics reach the events
+    warn = [r["text"] for r in kinds(recs, "status") if r.get("phase") == "warning"]
+    if loss in ("orpo", "kto_pair"):
+        assert len(warn) == 1 and warn[0].startswith(f"preference.preference_ftx is not applied to the {loss} loss")
+    else:
+        assert warn == []
     _adapter(d, "LORA")
 
 

@@ -156,6 +156,10 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
                              callbacks=callbacks, optimizers=opt)
 
     loss = res["preference.preference_loss"] if stage == "dpo" else "kto"
+    ftx_set = stage == "dpo" and float(res["preference.preference_ftx"] or 0.0) > 0
+    if ftx_set and loss in ("kto_pair", "orpo"):
+        why = "ORPO's loss already contains the SFT term" if loss == "orpo" else "TRL's KTO loss has no SFT term"
+        status("warning", f"preference.preference_ftx is not applied to the {loss} loss ({why})", level="warning")
     if stage == "kto" or loss == "kto_pair":
         from trl import KTOConfig, KTOTrainer
 

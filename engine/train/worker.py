@@ -185,6 +185,14 @@ class Worker:
         self._check_stop()
 
         self.status("loading model", str(res["model.name_or_path"]))
+        if self.world > 1:
+            from engine.tiny import TINY_NAME, ensure_tiny_model
+
+            if str(res["model.name_or_path"]).strip() == TINY_NAME:
+                # first use on this node: one rank builds the tiny model, the others wait and load it
+                if self.local_rank == 0:
+                    ensure_tiny_model()
+                self._barrier()
         path, cfg = load_config(res, self.warn)
         tok = load_tokenizer(path, res, self.warn)
         if res["trainer.distributed_backend"] == "deepspeed" and int(res["trainer.zero_stage"]) == 3:
