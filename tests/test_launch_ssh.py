@@ -241,13 +241,13 @@ def test_hostile_targets_are_refused_before_ssh(fake_worker, launch_job, tmp_pat
 def test_two_node_node_fails_before_rendezvous(ssh_env, fake_worker, launch_job, tmp_path):
     """One node fails before rank 0 wrote anything: the run ends failed with that node's reason at once (not after
     torchrun's join timeout) and the node still waiting is stopped."""
-    from tests.fixtures_launch import free_port
-
     fake_worker(1000, 0.05, 1, "--fail-if-dir-endswith", ".node1", "--start-delay", "120")
     hosts = [n.alias for n in ssh_env.nodes]
-    ref = L.start_run(remote_job(launch_job, tmp_path, "local", **{"launch.nodes": 2, "launch.hosts": hosts,
-                                                                   "launch.master_port": free_port()}))
+    ref = L.start_run(remote_job(launch_job, tmp_path, "local", **{"launch.nodes": 2, "launch.hosts": hosts}))
     nodes = ref.remote["nodes"]
+    # no master_port set: a free port on the master host, not torch's 29500 (that any other job there may hold)
+    ports = {read_json(Path(n["run_dir"]) / "launch.json")["master_port"] for n in nodes}
+    assert len(ports) == 1 and ports.pop() not in (None, 29500)
     token0 = read_json(Path(nodes[0]["run_dir"]) / "launch.json")["token"]
     src = L.event_source(ref)
     got = []

@@ -98,6 +98,12 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
     env = {**forwarded_env(), **{str(k): str(v) for k, v in (secrets or {}).items()}}
     for h in hosts:  # fail fast, before anything starts, on an unreachable node
         ssh.ensure_master(h)
+    if nnodes > 1 and not job.values.get("launch.master_port"):
+        # no port chosen: a free one on the master, not torch's 29500 that any other job there may hold
+        try:
+            master_port = int(_agent_json(hosts[0], python, ["port"], timeout=60)["port"])
+        except (LaunchError, KeyError, TypeError, ValueError):
+            pass
     nodes: list[dict[str, Any]] = []
     try:
         for rank, host in enumerate(hosts):

@@ -6,7 +6,7 @@ stopped exactly like a local one.  Requests that carry secrets come on stdin
 (a JSON line), never in argv or files.  Answers are one JSON line on stdout;
 ``tail`` and ``log`` stream raw bytes.  Standard library (+ engine) only.
 
-Commands: start, status, tail, log, stop, delete, doctor, version.
+Commands: start, status, tail, log, stop, delete, doctor, version, port.
 """
 
 from __future__ import annotations
@@ -286,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("doctor")
     p.add_argument("--workdir", default="~/finetui-runs")
     sub.add_parser("version")
+    sub.add_parser("port")
     a = ap.parse_args(argv)
+    if a.cmd == "port":  # a TCP port free on every interface of this host (the master's rendezvous port)
+        with socket.socket() as s:
+            s.bind(("", 0))
+            _out({"port": s.getsockname()[1]})
+        return 0
     if a.cmd == "version":
         _out({"finetui": version(), "python": sys.version.split()[0], "executable": sys.executable})
         return 0
