@@ -196,6 +196,19 @@ def test_doctor_remote(ssh_env):
     topics = {ln.split()[1]: ln.split()[0] for ln in lines}
     assert topics["ssh"] == "ok" and topics["python"] == "ok" and topics["finetui"] == "ok"
     assert topics["torch"] == "ok" and "disk" in topics and "gpus" in topics
+    # a multi-node preset: every node is checked
+    from engine import presets
+
+    job = presets.load(ROOT / "presets" / "demo.toml")
+    job.values.update({"launch.nodes": 2, "launch.hosts": [n.alias for n in ssh_env.nodes],
+                       "launch.remote_python": PYTHON})
+    preset = presets.save(job, Path(ssh_env.dir) / "two-nodes.toml")
+    r = subprocess.run(FINETUI + ["doctor", "--preset", str(preset)], capture_output=True, text=True, timeout=240,
+                       env=dict(os.environ))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout.splitlines()
+    assert [ln for ln in out if ln.startswith("#")] == ["# node 0: ftnode0 (master)", "# node 1: ftnode1"]
+    assert sum(ln.split()[:2] == ["ok", "finetui"] for ln in out) == 2
     r = subprocess.run(FINETUI + ["doctor", "--host", node.alias, "--python", "/nonexistent/python"],
                        capture_output=True, text=True, timeout=60, env=dict(os.environ))
     assert r.returncode == 1 and "not found" in r.stdout and "fix:" in r.stdout

@@ -351,25 +351,35 @@ def register(app: typer.Typer) -> None:
     def doctor(host: str = typer.Option("local", "--host", help="SSH target to check (default: this machine)."),
                python: str = typer.Option("python3", "--python", help="Remote Python with finetui (launch.remote_python)."),
                workdir: str = typer.Option("~/finetui-runs", "--workdir", help="Remote work directory."),
-               file: Optional[Path] = typer.Option(None, "--preset", help="Take host/python/workdir from a preset."),
+               file: Optional[Path] = typer.Option(None, "--preset", help="Take host/python/workdir from a preset "
+                                                   "(a multi-node preset: every host in launch.hosts)."),
                bootstrap: bool = typer.Option(False, "--bootstrap", help="Install this finetui there first.")) -> None:
         """Check a host: reachability, Python and finetui, GPUs, free disk, torch/CUDA."""
         from engine.launch import doctor as D
 
+        hosts = [host]
         if file is not None:
             res = common.load_job(file).resolved()
-            host = host if host != "local" else (res.get("launch.host") or "local")
+            if host == "local" and len(res.get("launch.hosts") or []) > 1:
+                hosts = list(res["launch.hosts"])  # a multi-node preset: every node
+            else:
+                hosts = [host if host != "local" else (res.get("launch.host") or "local")]
             python = res.get("launch.remote_python") or python
             workdir = res.get("launch.remote_workdir") or workdir
-        try:
-            if bootstrap and host != "local":
-                from engine.launch import bootstrap as B
+        bad = False
+        for i, h in enumerate(hosts):
+            if len(hosts) > 1:
+                typer.echo(f"# node {i}: {h}" + (" (master)" if i == 0 else ""))
+            try:
+                if bootstrap and h != "local":
+                    from engine.launch import bootstrap as B
 
-                B.bootstrap(host, python, log=lambda m: common.err(m))
-            checks = D.run(host, python, workdir)
-        except _launch_errors() as e:
-            common.fail(str(e), 1)
-        for c in checks:
-            typer.echo(c.line())
-        if any(not c.ok for c in checks if c.topic in ("ssh", "python", "finetui", "torch")):
+                    B.bootstrap(h, python, log=lambda m: common.err(m))
+                checks = D.run(h, python, workdir)
+            except _launch_errors() as e:
+                common.fail(str(e), 1)
+            for c in checks:
+                typer.echo(c.line())
+            bad = bad or any(not c.ok for c in checks if c.topic in ("ssh", "python", "finetui", "torch"))
+        if bad:
             raise typer.Exit(1)
