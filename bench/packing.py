@@ -2,10 +2,12 @@
 """Packing / padding-free vs padded batches: real (non-padding) tokens per second, side by side.
 
 A realistic SFT mix of sequence lengths (log-normal, median 180 tokens, clipped to
-[8, max_len] — the shape of instruction data such as alpaca) is trained three ways, interleaved
-A B C A B C … on the same model in the same process:
+[8, max_len] — the shape of instruction data such as alpaca) is trained four ways, interleaved
+A B C D A B C D … on the same model in the same process:
 
 * **padded** — TRL's default: rows in random order, each batch padded to its longest row;
+* **grouped** — padded, but batches drawn by length like ``group_by_length`` (transformers'
+  LengthGroupedSampler: megabatches of 50 batches sorted by length);
 * **padding-free** — the same rows flattened into one row without padding, ``position_ids``
   restarting per row (TRL ``padding_free``; transformers builds the block-diagonal mask);
 * **packed** — rows packed best-fit-decreasing into ``max_len`` bins, then flattened like
@@ -71,13 +73,19 @@ def make_batches(lens: list[int], batch: int, max_len: int, mode: str, seed: int
         return [bins[i:i + batch] for i in range(0, len(bins), batch)]
     idx = list(range(len(lens)))
     rng.shuffle(idx)
+    if mode == "grouped":  # transformers' LengthGroupedSampler: megabatches of 50 batches, sorted by length
+        mega = 50 * batch
+        idx = [i for k in range(0, len(idx), mega) for i in sorted(idx[k:k + mega], key=lambda i: -lens[i])]
+        out = [[[lens[i]] for i in idx[k:k + batch]] for k in range(0, len(idx), batch)]
+        rng.shuffle(out)
+        return out
     return [[[lens[i]] for i in idx[k:k + batch]] for k in range(0, len(idx), batch)]
 
 
 def to_tensors(batch: list[list[int]], mode: str, vocab: int, device: str, gen):
     import torch
 
-    if mode == "padded":
+    if mode in ("padded", "grouped"):
         T = max(sum(r) for r in batch)
         ids = torch.randint(4, vocab, (len(batch), T), device=device, generator=gen)
         mask = torch.zeros((len(batch), T), dtype=torch.long, device=device)
@@ -114,7 +122,7 @@ def run(device: str = "cpu", rows: int = 256, batch: int = 8, max_len: int = 512
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
     lens = lengths(rows, max_len)
-    modes = ("padded", "padding_free", "packed")
+    modes = ("padded", "grouped", "padding_free", "packed")
     plans = {m: make_batches(lens, batch, max_len, m) for m in modes}
     gen = torch.Generator(device=device).manual_seed(0)
     tok = {m: 0 for m in modes}
@@ -146,7 +154,9 @@ def run(device: str = "cpu", rows: int = 256, batch: int = 8, max_len: int = 512
             "threads": torch.get_num_threads(), "rows": rows, "batch": batch, "max_len": max_len,
             "mean_len": sum(lens) / len(lens), "padding_share": 1 - sum(lens) / padded_tokens,
             "packed_fill": sum(lens) / (len(bfd(lens, max_len)) * max_len),
-            "tokens_per_s": tps, "ratio_padding_free": tps["padding_free"] / tps["padded"],
+            "grouped_padding_share": 1 - sum(lens) / sum(len(b) * max(sum(r) for r in b) for b in plans["grouped"]),
+            "tokens_per_s": tps, "ratio_grouped": tps["grouped"] / tps["padded"],
+            "ratio_padding_free": tps["padding_free"] / tps["padded"],
             "ratio_packed": tps["packed"] / tps["padded"], "rounds": rounds,
             "params": sum(p.numel() for p in model.parameters())}
 
@@ -157,6 +167,8 @@ def report(r: dict) -> str:
             f"max_len {r['max_len']}, {r['rows']} rows of mean {r['mean_len']:.0f} tokens, {r['rounds']} interleaved "
             f"rounds)\n"
             f"  padded        {t['padded']:10.0f} tokens/s   (padding {r['padding_share']:.0%} of the batch)\n"
+            f"  grouped       {t['grouped']:10.0f} tokens/s   ratio {r['ratio_grouped']:.2f}   "
+            f"(group_by_length; padding {r['grouped_padding_share']:.0%})\n"
             f"  padding-free  {t['padding_free']:10.0f} tokens/s   ratio {r['ratio_padding_free']:.2f}\n"
             f"  packed (BFD)  {t['packed']:10.0f} tokens/s   ratio {r['ratio_packed']:.2f}   "
             f"(bins {r['packed_fill']:.0%} full)   target ≥ 1.5\n")

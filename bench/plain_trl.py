@@ -3,7 +3,8 @@
 
 What a user would write by hand: read an alpaca jsonl, turn rows into chat messages, train with
 ``SFTTrainer`` (assistant-only loss, like finetui), save. Prints the trainer's final metrics as
-one JSON line prefixed ``PLAIN_METRICS``.
+one JSON line prefixed ``PLAIN_METRICS``, with the tokens/s of each logging interval (a
+measurement-only callback computing what finetui's ``log`` events carry).
 
     python bench/plain_trl.py --model DIR --data FILE --out DIR --batch 8 --max-steps 30 ...
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -32,6 +34,7 @@ def main() -> None:
 
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     def to_messages(r):
@@ -48,12 +51,28 @@ def main() -> None:
                     disable_tqdm=True, assistant_only_loss=True, gradient_checkpointing=False,
                     include_num_input_tokens_seen=True, dataloader_num_workers=0, optim="adamw_torch",
                     ddp_find_unused_parameters=False)
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok)
+    class StepTimes(TrainerCallback):  # measurement only: tokens/s of each logging interval, as finetui's events
+        def __init__(self):
+            self.t, self.tok, self.tps = None, 0, []
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t = time.monotonic()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs:
+                return
+            now, tok = time.monotonic(), int(state.num_input_tokens_seen)
+            self.tps.append((tok - self.tok) / max(now - self.t, 1e-9))
+            self.t, self.tok = now, tok
+
+    times = StepTimes()
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[times])
     out = trainer.train()
     trainer.save_model(os.path.join(a.out, "final"))
     m = dict(out.metrics)
     m["num_input_tokens_seen"] = int(trainer.state.num_input_tokens_seen)
     m["global_step"] = int(trainer.state.global_step)
+    m["interval_tokens_per_s"] = times.tps
     print("PLAIN_METRICS " + json.dumps(m), flush=True)
 
 
