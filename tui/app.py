@@ -217,6 +217,7 @@ class FinetuiApp(App[None]):
         self.launching = False
         self.step = STEP_IDS[0]
         self._autosave_timer: Any = None
+        self.last_export: tuple[list[Path], list[str]] | None = None  # (files written, warnings)
         if theme:
             self.theme = theme
 
