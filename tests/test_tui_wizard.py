@@ -272,8 +272,14 @@ async def test_s3_fields_and_secret_in_memory(make_app, monkeypatch):
     async with app.run_test(size=SIZE) as pilot:
         await goto(pilot, "data")
         assert not app.query_one("#s3-box").display
+        await pilot.click("#data-s3")  # the S3 source: an s3:// path and the connection fields
+        await pilot.pause()
+        assert app.job.values["data.train_path"] == "s3://"
+        assert app.query_one("#s3-box").display
+        assert app.focused is app.query_one(f"#{widget_id('data.train_path')}")
         await type_into(pilot, "data.train_path", "s3://bucket/train.jsonl")
         assert app.query_one("#s3-box").display
+        assert app.query_one(f"#{widget_id('data.s3_endpoint_url')}")
         assert app.query_one("#s3-access", Input).disabled  # from the environment
         sec = app.query_one("#s3-secret", Input)
         assert sec.password

@@ -134,6 +134,7 @@ class DataPane(StepPane):
             with Horizontal(classes="model-path-row"):
                 yield SchemaForm(["data.train_path"], id="data-train-form")
                 yield Button("Browse…", id="data-browse", compact=True, classes="browse")
+                yield Button("S3…", id="data-s3", compact=True, classes="browse browse-s3")
             yield SchemaForm([n for n in SOURCE_FIELDS if n != "data.train_path"], id="data-source-form")
             with Vertical(id="s3-box"):
                 yield SchemaForm([n for n in group_names("data") if n.startswith("data.s3_")], id="data-s3-form")
@@ -204,6 +205,23 @@ class DataPane(StepPane):
 
         self.app.push_screen(FilePickerDialog("Choose the training data (.json / .jsonl / .zip or a folder)", "."),
                              done)
+
+    @on(Button.Pressed, "#data-s3")
+    def _s3(self, event: Button.Pressed) -> None:
+        """Switch the source to S3: an ``s3://`` path, and the connection fields appear below it."""
+        event.stop()
+        job: JobConfig = self.app.job  # type: ignore[attr-defined]
+        if not str(job.resolved()["data.train_path"] or "").startswith("s3://"):
+            self.post_message(FieldEdited("data.train_path", "s3://"))
+
+        def focus_path() -> None:
+            from tui.widgets.form import widget_id
+
+            inp = self.query_one(f"#{widget_id('data.train_path')}", Input)
+            inp.focus()
+            inp.cursor_position = len(inp.value)
+
+        self.call_after_refresh(focus_path)
 
     @on(Button.Pressed, "#data-check")
     def _check(self, event: Button.Pressed) -> None:
