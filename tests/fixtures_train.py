@@ -178,11 +178,14 @@ RESUME = {"data.max_samples": 8, "general.batch_size": 2, "general.max_steps": 6
 matrix_run("resume_ref", RESUME)
 matrix_run("resume_killed", RESUME, dir="resume", hook="kill_in_checkpoint", at=4)
 matrix_run("resume_again", None, dir="resume")
+# resume from an explicit path: another run's checkpoint-5 → only step 6 is trained here
+matrix_run("resume_path", {**RESUME, "general.resume_from_checkpoint": "{base}/resume_ref/checkpoints/checkpoint-5"})
 # merge_adapter: the final model is a plain model
 matrix_run("merge", {"adapter.merge_adapter": True, "general.max_steps": 2})
 # errors: out of memory in step 2 (simulated), a LoRA target the model does not have
 matrix_run("oom", {"general.max_steps": 3}, hook="oom", at=2)
 matrix_run("bad_target", {"adapter.target_modules": ["q_proj", "attn_qkv"]})
+matrix_run("qlora_cpu", {"trainer.training_type": "qlora"})
 # the trained models generate, loaded the way `finetui generate` loads them
 for _name in ("merge", "sft_full", "sft_tfew", "sft_prompt", "pretrain", "dpo_sigmoid"):
     matrix_run(f"gen_{_name}", dir=_name, kind="generate", temperature=0.8 if _name == "sft_full" else 0.0)
@@ -211,7 +214,8 @@ def train_matrix(tmp_path_factory) -> dict[str, Any]:
     for sp in MATRIX:
         d = base / (sp.dir or sp.name)
         if sp.values is not None and sp.kind == "train":
-            write_run(d, **sp.values)
+            write_run(d, **{k: v.replace("{base}", str(base)) if isinstance(v, str) else v
+                            for k, v in sp.values.items()})
         specs.append({"name": sp.name, "run_dir": str(d), "kind": sp.kind, "hook": sp.hook, "at": sp.at,
                       "temperature": sp.temperature})
         dirs[sp.name] = d

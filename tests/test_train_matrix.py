@@ -211,6 +211,15 @@ def test_resume_after_sigkill_in_the_middle_of_a_checkpoint(train_matrix):
     assert any(p.name.startswith("incomplete-checkpoint-4") for p in (d / "checkpoints").iterdir())
 
 
+def test_resume_from_a_checkpoint_path(train_matrix):
+    d = train_matrix["resume_path"]
+    recs = _completed(d)
+    ref_loss = {r["step"]: r["loss"] for r in kinds(events(train_matrix["resume_ref"]), "log")}
+    assert kinds(recs, "start")[0]["step"] == 5
+    assert [r["step"] for r in kinds(recs, "log")] == [6]
+    assert kinds(recs, "log")[0]["loss"] == pytest.approx(ref_loss[6], rel=1e-4, abs=1e-5)
+
+
 def test_merge_adapter_gives_a_plain_model_that_generates(train_matrix):
     d = train_matrix["merge"]
     recs = _completed(d)
@@ -258,3 +267,8 @@ def test_a_user_error_is_one_line_naming_the_field(train_matrix):
     assert err[0]["message"].startswith("adapter.target_modules: attn_qkv not found in the model")
     assert err[0]["traceback"] == ""
     assert "error: adapter.target_modules" in (d / "worker.log").read_text()
+
+    recs = events(train_matrix["qlora_cpu"])  # bitsandbytes quantization needs a GPU: said before loading
+    assert [r["message"] for r in kinds(recs, "error")] == [
+        "trainer.training_type: QLoRA (bitsandbytes quantization) needs a CUDA GPU; use lora on CPU"]
+    assert kinds(recs, "end")[-1]["outcome"] == "failed"
