@@ -305,3 +305,21 @@ def test_two_node_failure_names_the_other_nodes_reason(ssh_env, fake_worker, lau
     assert "fake worker: boom" in logs[0].stdout and "rendezvous" not in logs[0].stdout
     assert "fake worker: cannot reach the rendezvous" in logs[1].stdout
     assert logs[2].returncode == 2 and "--node takes 0 to 1" in logs[2].stderr
+
+
+def test_two_node_scheduled_listed_and_cancelled(ssh_env, fake_worker, launch_job, tmp_path, monkeypatch):
+    fake_worker(5, 0.01)
+    monkeypatch.setattr(L, "parse_start_at", lambda t: time.time() + 3600 if t else None)
+    hosts = [n.alias for n in ssh_env.nodes]
+    ref = L.start_run(remote_job(launch_job, tmp_path, "local", **{"launch.nodes": 2, "launch.hosts": hosts,
+                                                                   "launch.start_at": "2099-01-01 10:00"}))
+    time.sleep(0.5)
+    (info,) = L.list_runs(tmp_path / "runs")
+    assert info.status == "scheduled" and info.host == ",".join(hosts) and info.start_at > time.time() + 3000
+    assert L.stop_run(ref, grace=2) == "stopped"
+    for n in ref.remote["nodes"]:
+        launch = read_json(Path(n["run_dir"]) / "launch.json")
+        assert procs.run_pids(launch["pgid"], launch["token"]) == []
+        assert not any(r["kind"] == "start" for r in read_records(Path(n["run_dir"]) / "events.jsonl"))
+    assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
+    assert [r["kind"] for r in mirror(ref)] == ["end"]  # cancelled before anything started
