@@ -23,6 +23,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import ModalScreen
 from textual.widgets import ContentSwitcher, Footer
 
 from engine.config import FIELD_BY_NAME, JobConfig, spec
@@ -144,8 +145,28 @@ class Services:
 class FinetuiCommands(Provider):
     """Every app action as a palette command."""
 
+    def _screen_commands(self, screen: Any) -> list[tuple[str, str, Callable[[], Any]]]:
+        """A pushed screen's (runs, monitor, …) key bindings as commands, each once."""
+        out: list[tuple[str, str, Callable[[], Any]]] = []
+        seen: set[str] = set()
+        for b in getattr(screen, "BINDINGS", []):
+            if not isinstance(b, Binding) or b.action in seen or not b.description:
+                continue
+            seen.add(b.action)
+            key = b.key.split(",")[0]
+            out.append((b.description, f"{screen.__class__.__name__.removesuffix('Screen').lower()} · key {key}",
+                        partial(screen.call_later, screen.run_action, b.action)))
+        return out
+
     def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
         app: FinetuiApp = self.app  # type: ignore[assignment]
+        scr = self.screen
+        if app.screen_stack and scr is not app.screen_stack[0] and not isinstance(scr, ModalScreen):
+            # a dashboard screen on top: its own actions, then the app-wide ones that make sense there
+            return self._screen_commands(scr) + [
+                ("Toggle theme", "light / dark", app.action_toggle_theme),
+                ("Quit", "asks when there are unsaved changes", app.action_quit),
+            ]
         cmds: list[tuple[str, str, Callable[[], Any]]] = []
         for i, (sid, title, _) in enumerate(STEPS):
             cmds.append((f"Go to {title}", f"step {i + 1} of the wizard", partial(app.goto, sid)))
