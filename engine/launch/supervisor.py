@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         except InterruptedError:
             continue
     update_json(state, phase="exited", exit_code=code, ended=time.time())
-    if code == 0 and int(info.get("nnodes") or 1) > 1 and not _has_events(run_dir):
+    if code == 0 and int(info.get("nnodes") or 1) > 1 and not stop["requested"] and not _has_events(run_dir):
         # multi-node: rank 0 (and so the events) ran on another node; this node finished its part
         update_json(state, node_done=True)
         return 0
