@@ -175,7 +175,7 @@ matrix_run("early_stop", {"data.max_samples": 8, "data.val_size": 0.25, "general
 RESUME = {"data.max_samples": 8, "general.batch_size": 2, "general.max_steps": 6, "general.learning_rate": 0.02,
           "eval.checkpoint_strategy": "steps", "eval.checkpoint_steps": 1,
           "general.resume_from_checkpoint": "last"}
-matrix_run("resume_ref", RESUME)
+matrix_run("resume_ref", {**RESUME, "eval.checkpoint_limit": 2})  # (and it keeps only the last 2 checkpoints)
 matrix_run("resume_killed", RESUME, dir="resume", hook="kill_in_checkpoint", at=4)
 matrix_run("resume_again", None, dir="resume")
 # resume from an explicit path: another run's checkpoint-5 → only step 6 is trained here

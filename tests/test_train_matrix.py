@@ -209,6 +209,10 @@ def test_resume_after_sigkill_in_the_middle_of_a_checkpoint(train_matrix):
     assert sorted(p.name for p in (d / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == \
         [f"checkpoint-{i}" for i in range(1, 7)]
     assert any(p.name.startswith("incomplete-checkpoint-4") for p in (d / "checkpoints").iterdir())
+    # eval.checkpoint_limit = 2 on the reference run: the older checkpoints are rotated away
+    assert sorted(p.name for p in (ref / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == \
+        ["checkpoint-5", "checkpoint-6"]
+    assert [c["step"] for c in kinds(ref_recs, "checkpoint")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_from_a_checkpoint_path(train_matrix):
