@@ -36,11 +36,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 #: two shapes; vocabulary 512 so the tiny model's tokenizer fits both
 SHAPES = {
-    "llama-untied 7.4M": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256,
+    "llama-untied 6.2M": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256,
                           "intermediate_size": 704, "num_hidden_layers": 8, "num_attention_heads": 8,
                           "num_key_value_heads": 4, "vocab_size": 512, "max_position_embeddings": 512,
                           "tie_word_embeddings": False, "dtype": "float32"},
-    "qwen2-tied 9.1M": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 384,
+    "qwen2-tied 9.6M": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 384,
                         "intermediate_size": 1024, "num_hidden_layers": 6, "num_attention_heads": 6,
                         "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 512,
                         "tie_word_embeddings": True, "dtype": "float32"},
