@@ -409,8 +409,9 @@ FIELDS: list[Field] = [
     _F("launch", "nodes", "int", 1, "Nodes",
        "Number of nodes (Nova: replicas).", range=Range(1, 4096), aliases=("replicas",)),
     _F("launch", "launcher", "enum", "torchrun", "Launcher",
-       "torchrun, deepspeed (its own launcher with a hostfile) or slurm (sbatch over SSH).",
-       choices=("torchrun", "deepspeed", "slurm")),
+       "torchrun (c10d rendezvous, one per node over SSH) or deepspeed (its own launcher with a "
+       "generated hostfile). Slurm clusters: run finetui train inside an allocation.",
+       choices=("torchrun", "deepspeed")),
     _F("launch", "master_port", "int", 29500, "Master port", "Rendezvous port of the master node.",
        range=Range(1024, 65535)),
     _F("launch", "remote_python", "str", "python3", "Remote Python",
@@ -840,13 +841,13 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     # deepspeed launcher needs deepspeed backend
     if res["launch.launcher"] == "deepspeed" and res["trainer.distributed_backend"] != "deepspeed":
         err("launch.launcher", "the deepspeed launcher needs trainer.distributed_backend = deepspeed",
-            "torchrun, slurm")
+            "torchrun")
     hosts = res["launch.hosts"]
     if hosts and len(hosts) != res["launch.nodes"]:
         err("launch.hosts", f"{len(hosts)} hosts named but launch.nodes is {res['launch.nodes']}",
             f"{res['launch.nodes']} hosts, or set launch.nodes = {len(hosts)}")
-    if res["launch.nodes"] > 1 and not hosts and res["launch.launcher"] != "slurm":
-        warn("launch.nodes", "several nodes need launch.hosts (one per node) or the slurm launcher to launch")
+    if res["launch.nodes"] > 1 and not hosts:
+        warn("launch.nodes", "several nodes need launch.hosts (one per node) to launch")
     # packing is for text data
     if res["data.packing"] and stage in ("dpo", "kto", "reward"):
         err("data.packing", f"packing applies to pre-training and SFT, not {stage}", "false")
@@ -885,7 +886,8 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if res["trainer.distributed_backend"] == "deepspeed" and method == "qlora" and res["trainer.zero_stage"] == 3:
         warn("trainer.zero_stage", "QLoRA with ZeRO-3 needs bitsandbytes ≥ 0.43 and a recent accelerate")
     if res["data.padding_free"] and res["runtime.attention_implementation"] != "flash_attention_2":
-        warn("data.padding_free", "padding-free batches without flash-attention-2 let rows attend to each other")
+        warn("data.padding_free", "padding-free batches without flash-attention-2: rows are kept apart by a dense "
+             "block mask, so attention costs grow with the square of the whole batch's length")
     return out
 
 

@@ -219,7 +219,7 @@ def test_warmup_not_both():
 
 
 def test_nova_max_steps_and_epochs_not_both():
-    base = dict(launch__nodes=2, launch__launcher="slurm")
+    base = dict(launch__nodes=2)
     j = _job("nova_lora", general__max_steps=100, general__epochs=2, **base)
     assert any(e.startswith("general.max_steps: set max_steps or epochs, not both (profile nova_lora)")
                for e in _errors(j))
@@ -229,13 +229,13 @@ def test_nova_max_steps_and_epochs_not_both():
 
 
 def test_nova_learning_rate_depends_on_method():
-    base = dict(launch__nodes=4, launch__launcher="slurm")
+    base = dict(launch__nodes=4)
     assert any("general.learning_rate" in e for e in _errors(_job("nova_full", general__learning_rate=0.01, **base)))
-    assert not _errors(_job("nova_lora", general__learning_rate=0.01, launch__nodes=2, launch__launcher="slurm"))
+    assert not _errors(_job("nova_lora", general__learning_rate=0.01, launch__nodes=2))
 
 
 def test_nova_replicas_per_model_size():
-    j = _job("nova_lora", model__name_or_path="nova-lite/prod", launch__nodes=2, launch__launcher="slurm")
+    j = _job("nova_lora", model__name_or_path="nova-lite/prod", launch__nodes=2)
     assert any(e.startswith("launch.nodes: 2 replicas are not offered for nova-lite") and "4, 8, 16, 32" in e
                for e in _errors(j))
 

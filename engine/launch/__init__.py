@@ -20,7 +20,6 @@ events mirror.  No torch import here.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import time
@@ -82,9 +81,6 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
                           f"YYYY-mm-dd HH:MM local time; leave it unset to start now)")
     secrets = {**(job.secrets or {}), **(secrets or {})}
     remote = is_remote_job(res)
-    if res.get("launch.launcher") == "slurm" and importlib.util.find_spec("engine.launch.slurm") is None:
-        raise LaunchError("launch.launcher: slurm (sbatch submission) is not available in this version of finetui; "
-                          "use torchrun or deepspeed, with launch.hosts for several nodes")
     if run_dir is not None:
         run_dir = Path(run_dir).expanduser().resolve()
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -97,12 +93,7 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
         run_dir = unique_dir(Path(res.get("launch.runs_dir") or "runs").expanduser().resolve(), name)
     try:
         presets.save(job, run_dir / CONFIG_FILE, resolved=True)
-        if res.get("launch.launcher") == "slurm":
-            from engine.launch import slurm
-
-            slurm.start(job, res, run_dir, secrets=secrets)
-            host = res.get("launch.host") or "local"
-        elif remote:
+        if remote:
             from engine.launch import remote as R
 
             R.start(job, res, run_dir, secrets=secrets, start_at=start_at)
@@ -127,8 +118,6 @@ def _ref_for_dir(d: Path) -> RunRef:
         hosts = remote.get("hosts") or []
         # several nodes: all of them ("host" follows the node where rank 0 writes its events)
         host = ",".join(hosts) if len(hosts) > 1 else remote.get("host", "?")
-    elif info.get("slurm"):
-        host = info.get("host") or "local"
     else:
         host = "local"
     return RunRef(name=d.name, run_dir=d.resolve(), host=host, remote=remote)
@@ -170,11 +159,6 @@ def _info(ref: RunRef, remote_state: dict[str, Any] | None = None) -> RunInfo:
         node_errors = (ref.remote or {}).get("node_errors") or {}
         if status == "failed" and node_errors:  # the cause is often on another node than rank 0's
             err = "; ".join([f"{h}: {m}" for h, m in node_errors.items()] + ([f"rank 0: {err}"] if err else []))
-    elif read_json(ref.run_dir / LAUNCH_FILE).get("slurm"):
-        from engine.launch import slurm
-
-        d = slurm.state(ref)
-        s, status, info, err = d["summary"], d["status"], d["launch"], d["summary"].error or d.get("error")
     else:
         d = core.dir_state(ref.run_dir)
         s, status, info, err = d["summary"], d["status"], d["launch"], d["summary"].error
@@ -272,10 +256,6 @@ def event_source(ref: str | RunRef, offset: int = 0, runs_dir: str | os.PathLike
         from engine.launch import remote as R
 
         return R.RemoteEventSource(ref, offset)
-    if read_json(ref.run_dir / LAUNCH_FILE).get("slurm"):
-        from engine.launch import slurm
-
-        return slurm.SlurmEventSource(ref, offset)
     return EventSource(ref, offset)
 
 
@@ -288,10 +268,6 @@ def stop_run(ref: str | RunRef, grace: float = 15.0, runs_dir: str | os.PathLike
         from engine.launch import remote as R
 
         return R.stop(ref, grace)
-    if read_json(ref.run_dir / LAUNCH_FILE).get("slurm"):
-        from engine.launch import slurm
-
-        return slurm.stop(ref)
     return core.stop_dir(ref.run_dir, grace)
 
 
