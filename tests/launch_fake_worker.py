@@ -6,7 +6,9 @@ the same process group) that just sleep, like torchrun's ranks; ``--setsid-ranks
 each in a session of its own, as torchrun really does (with ``--ignore-term`` they
 ignore SIGTERM too, so only a SIGKILL found by the run token ends them).  ``--env-report
 NAME`` writes whether the environment variable NAME is set (and its length) to
-RUN_DIR/env_report.json — for the secrets test.
+RUN_DIR/env_report.json — for the secrets test.  ``--launcher`` behaves like DeepSpeed's
+launcher: the worker runs in a child of its own session and the launcher exits at once on
+SIGTERM, while the child takes ``--slow-stop`` seconds to save and write its ``end``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,21 @@ def main() -> int:
     ap.add_argument("--fail-if-dir-endswith", default="", help="exit 3 at once (no event) in such a run dir")
     ap.add_argument("--start-delay", type=float, default=0.0, help="seconds before the first event")
     ap.add_argument("--master_port", type=int, default=0, help="as torchrun's: reported in the start event")
+    ap.add_argument("--launcher", action="store_true", help="run the worker in a setsid child; exit at once on SIGTERM")
+    ap.add_argument("--slow-stop", type=float, default=0.0, help="seconds between SIGTERM and the end record")
     a = ap.parse_args()
+    if a.launcher:
+        argv = [x for x in sys.argv[1:] if x != "--launcher"] + ["--slow-stop", "1.5"]
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv], start_new_session=True)
+
+        def forward(*_):
+            try:
+                os.kill(child.pid, signal.SIGTERM)
+            finally:
+                os._exit(128 + signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, forward)
+        return child.wait()
     if a.fail_if_dir_endswith and a.run_dir.rstrip("/").endswith(a.fail_if_dir_endswith):
         print("fake worker: cannot reach the rendezvous", flush=True)
         return 3
@@ -77,6 +93,8 @@ def main() -> int:
         print(f"fake worker: step {step}", flush=True)
     for k in kids:
         k.kill()
+    if stop["now"] and a.slow_stop:
+        time.sleep(a.slow_stop)  # saving a checkpoint
     emit("end", step, outcome="stopped" if stop["now"] else "completed", final_path=None)
     return 0
 

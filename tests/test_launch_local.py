@@ -132,6 +132,18 @@ def test_graceful_stop_worker_writes_its_own_end(fake_worker, launch_job):
     assert len(ends) == 1 and "by" not in ends[0]  # written by the worker, not the launcher
 
 
+def test_stop_waits_for_ranks_that_outlive_their_launcher(fake_worker, launch_job):
+    """DeepSpeed's launcher exits at once on SIGTERM while its ranks still save: the run's end
+    is the worker's own, written once, not a premature one from the supervisor."""
+    fake_worker(1000, 0.05, 1, "--launcher")
+    ref = L.start_run(launch_job())
+    wait_for(lambda: any(r["kind"] == "log" for r in events(ref)))
+    assert L.stop_run(ref) == "stopped"
+    time.sleep(0.5)
+    ends = [r for r in events(ref) if r["kind"] == "end"]
+    assert len(ends) == 1 and "by" not in ends[0], ends
+
+
 def test_statuses_failed_and_lost(fake_worker, launch_job, tmp_path):
     fake_worker(10, 0.02, 1, "--fail-at", "3")
     failed = L.start_run(launch_job(**{"launch.run_name": "will-fail"}))

@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             break
         except InterruptedError:
             continue
+    # A launcher may exit before its ranks (DeepSpeed's returns at once on SIGTERM while the ranks
+    # still save): wait for every process of the run, or the worker's own end, before judging.
+    _wait_for_ranks(run_dir, info.get("token"), RANKS_GRACE)
     update_json(state, phase="exited", exit_code=code, ended=time.time())
     if code == 0 and int(info.get("nnodes") or 1) > 1 and not stop["requested"] and not _has_events(run_dir):
         # multi-node: rank 0 (and so the events) ran on another node; this node finished its part
@@ -97,6 +100,17 @@ def main(argv: list[str] | None = None) -> int:
                                   + (f": {last.strip()[:300]}" if last else ""),
                                   traceback="\n".join(tail[-20:]))
     return 0
+
+
+RANKS_GRACE = 60.0  # DeepSpeed's launcher SIGKILLs its ranks 30 s after a SIGTERM
+
+
+def _wait_for_ranks(run_dir: Path, token: str | None, limit: float) -> None:
+    from engine.launch.procs import token_pids
+
+    deadline = time.monotonic() + limit
+    while token and token_pids(token) and not has_end(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _free_port() -> int:
