@@ -7,8 +7,9 @@
 
 Each view is the real app (``tui.app.create_app``) driven by ``App.run_test`` with the
 snapshot tests' deterministic fakes (``tests/fixtures_tui.py``: fixed clock, fake model
-info / estimate / data report) and fake runs written by ``tests/fake_run.py`` (a live run
-half-way through for the monitor), so a re-run gives the same files.
+info / estimate / data report) and fake runs from ``tests/fake_run.py``: the monitor attaches
+to a run and watches the rest of its records stream in (fixed records, fixed clock), so a
+re-run rewrites identical files.
 """
 
 from __future__ import annotations
@@ -89,10 +90,30 @@ def _runs_dir(base: Path) -> Path:
     write_fake_run(d / "ft_tiny-llama_20261118-121320", steps=120, outcome="stopped", end_at=77, t0=T0 + 7200, seed=2)
     write_fake_run(d / "ft_tiny-llama_20261118-131320", steps=100, outcome="early_stopped", end_at=60, t0=T0 + 10800,
                    seed=3)
-    # the monitor's live run, half-way (no end record), kept out of the runs list
-    write_fake_run(base / "live" / "ft_tiny-llama_20261118-141320", steps=200, end=False, end_at=90,
-                   t0=T0 + 14400, seed=4)
     return d
+
+
+LIVE_RUN = "ft_tiny-llama_20261118-141320"
+LIVE_T0 = 1_795_000_000.0 + 14400  # tests.fake_run.T0 + 4 h
+
+
+def _live_records() -> list[dict[str, Any]]:
+    """The monitor's run: 200 steps planned, streamed up to step 90 (no end record: still running)."""
+    from tests.fake_run import fake_records
+
+    return list(fake_records(200, end=False, end_at=90, t0=LIVE_T0, seed=4))
+
+
+def _append(run: Path, records: list[dict[str, Any]]) -> None:
+    import json
+
+    from tests.fake_run import log_line
+
+    with open(run / "events.jsonl", "a", encoding="utf-8") as fe, \
+            open(run / "worker.log", "a", encoding="utf-8") as fl:
+        for rec in records:
+            fe.write(json.dumps(rec) + "\n")
+            fl.write(log_line(rec) + "\n")
 
 
 async def _wait(pilot: Any, cond: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -142,14 +163,30 @@ async def shoot(name: str, base: Path) -> str:
             app.action_export()
             await _settle(pilot)
         elif name == "monitor":
+            # a run streaming: the first part is on disk at attach, the rest arrives while the
+            # monitor tails it (fixed records and clock: the same picture every time)
+            from tests.fake_run import _prepare
             from tui.screens.monitor import MonitorScreen
 
             await _settle(pilot)
-            run = base / "live" / "ft_tiny-llama_20261118-141320"
-            now = T0 + 14400 + 200.0  # 10 s after its last record: a live run half-way
+            run = base / "live" / LIVE_RUN
+            _prepare(run)
+            (run / "events.jsonl").write_text("")
+            (run / "worker.log").write_text("")
+            records = _live_records()
+            _append(run, records[:40])
+            now = records[-1]["t"] + 10.0  # 10 s after its last record
             await app.push_screen(MonitorScreen(run, clock=lambda: now))
             scr = app.screen
-            await _wait(pilot, lambda: getattr(scr, "loaded", False) and plots_settled(scr))
+            await _wait(pilot, lambda: getattr(scr, "loaded", False))
+            for i in range(40, len(records), 25):
+                _append(run, records[i:i + 25])
+                await pilot.pause(0.05)
+            last = records[-1]["step"]
+            await _wait(pilot, lambda: scr.state.step >= last)
+            await pilot.pause(0.6)  # the log tail writes in batches
+            scr._redraw_plots(force=True)  # every plot from the whole stream (side plots redraw at half rate)
+            await _wait(pilot, lambda: plots_settled(scr))
             await pilot.pause(0.1)  # the tail worker runs on: no waiting for workers here
         elif name == "runs":
             from tui.screens.runs import RunsScreen
@@ -163,7 +200,20 @@ async def shoot(name: str, base: Path) -> str:
             raise KeyError(name)
         _steady(app)
         await pilot.pause()
-        return app.export_screenshot(title=f"finetui — {name}")
+        return _stable_ids(app.export_screenshot(title=f"finetui — {name}"))
+
+
+def _stable_ids(svg: str) -> str:
+    """Textual names the SVG's classes after a hash that can differ between runs for the same
+    picture; name them after the picture instead (a re-run rewrites identical files)."""
+    import re
+    import zlib
+
+    found = re.search(r"terminal-(\d+)-", svg)
+    if not found:
+        return svg
+    plain = svg.replace(found.group(1), "")
+    return svg.replace(f"terminal-{found.group(1)}", f"terminal-{zlib.adler32(plain.encode())}")
 
 
 async def main_async(names: list[str]) -> list[Path]:
