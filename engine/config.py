@@ -385,7 +385,8 @@ FIELDS: list[Field] = [
        "Keep at most this many checkpoints (the best is always kept); unset keeps all.",
        range=Range(1, None), optional=True, aliases=("save_total_limit", "save_top_k")),
     _F("eval", "save_best_checkpoint", "bool", False, "Track best checkpoint",
-       "Track the checkpoint with the lowest evaluation loss and keep it; needs evaluation."),
+       "End the run with the checkpoint of the lowest evaluation loss (the final model is the best one, "
+       "not the last; rotation never removes it); needs evaluation, with a checkpoint at each evaluation."),
     _F("eval", "early_stopping_patience", "int", 0, "Early-stopping patience",
        "Stop after this many evaluations without an improvement of at least the threshold; 0 disables.",
        range=Range(0, None), aliases=("earlyStoppingPatience",)),
@@ -796,6 +797,15 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if res["eval.save_best_checkpoint"] and res["eval.evaluation_strategy"] == "no":
         err("eval.save_best_checkpoint", "tracking the best checkpoint needs evaluation",
             "set eval.evaluation_strategy to epoch or steps")
+    elif res["eval.save_best_checkpoint"]:
+        ev, ck = res["eval.evaluation_strategy"], res["eval.checkpoint_strategy"]
+        if ck != ev:
+            err("eval.checkpoint_strategy", f"keeping the best checkpoint needs a checkpoint at each evaluation "
+                f"({ev})", ev)
+        elif ev == "steps" and res["eval.checkpoint_steps"] % (res["eval.eval_steps"] or 1):
+            es = res["eval.eval_steps"] or 1
+            err("eval.checkpoint_steps", f"{res['eval.checkpoint_steps']} is not a multiple of eval.eval_steps "
+                f"({es}); keeping the best checkpoint needs a checkpoint at evaluations", f"a multiple of {es}")
     if res["eval.early_stopping_patience"] > 0 and res["eval.evaluation_strategy"] == "no":
         err("eval.early_stopping_patience", "early stopping needs evaluation",
             "0, or set eval.evaluation_strategy to epoch or steps")

@@ -170,7 +170,8 @@ matrix_run("reward", {**PREF, "trainer.stage": "reward"})
 matrix_run("early_stop", {"data.max_samples": 8, "data.val_size": 0.25, "general.batch_size": 2,
                           "general.max_steps": 6, "eval.evaluation_strategy": "steps", "eval.eval_steps": 1,
                           "eval.early_stopping_patience": 1, "eval.early_stopping_threshold": 10.0,
-                          "eval.checkpoint_strategy": "steps", "eval.checkpoint_steps": 1})
+                          "eval.checkpoint_strategy": "steps", "eval.checkpoint_steps": 1,
+                          "eval.save_best_checkpoint": True})
 # resume: killed while checkpoint-4's trainer_state.json is half written, then the same run again
 RESUME = {"data.max_samples": 8, "general.batch_size": 2, "general.max_steps": 6, "general.learning_rate": 0.02,
           "eval.checkpoint_strategy": "steps", "eval.checkpoint_steps": 1,

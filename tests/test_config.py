@@ -205,7 +205,8 @@ def test_simpo_gamma_and_label_smoothing_rules():
 def test_best_checkpoint_needs_evaluation():
     errs = _errors(_job(eval__save_best_checkpoint=True))
     assert any(e.startswith("eval.save_best_checkpoint: tracking the best checkpoint needs evaluation") for e in errs)
-    assert not _errors(_job(eval__save_best_checkpoint=True, eval__evaluation_strategy="epoch", data__val_size=0.1))
+    assert not _errors(_job(eval__save_best_checkpoint=True, eval__evaluation_strategy="epoch", data__val_size=0.1,
+                            eval__checkpoint_strategy="epoch"))
 
 
 def test_eval_steps_defaults_to_logging_steps():
@@ -277,3 +278,14 @@ def test_unknown_profile_is_clear():
     j = JobConfig("nova_lorra", {"data.train_path": "x"})
     assert _errors(j) == ["profile: unknown profile 'nova_lorra'; did you mean `nova_lora`? (allowed: "
                           + ", ".join(profiles.PROFILES) + ")"]
+
+
+def test_best_checkpoint_needs_checkpoints_at_evaluations():
+    ok = dict(eval__evaluation_strategy="steps", eval__eval_steps=10, eval__save_best_checkpoint=True,
+              eval__checkpoint_strategy="steps", eval__checkpoint_steps=20, data__val_size=0.1)
+    assert not _errors(_job(**ok))
+    errs = _errors(_job(**{**ok, "eval__checkpoint_steps": 25}))
+    assert any(e.startswith("eval.checkpoint_steps: 25 is not a multiple of eval.eval_steps (10)") for e in errs), errs
+    errs = _errors(_job(**{**ok, "eval__checkpoint_strategy": "epoch"}))
+    assert any(e.startswith("eval.checkpoint_strategy: keeping the best checkpoint") and "(allowed: steps)" in e
+               for e in errs), errs

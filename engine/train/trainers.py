@@ -75,9 +75,10 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
     )
     if res["data.group_by_length"]:
         kw["train_sampling_strategy"] = "group_by_length"
-    if ev != "no":
+    if ev != "no":  # the checkpoint table marks the best; save_best_checkpoint also ends with it
         kw["metric_for_best_model"] = "eval_loss"
         kw["greater_is_better"] = False
+        kw["load_best_model_at_end"] = bool(res["eval.save_best_checkpoint"])
     if res["trainer.distributed_backend"] == "deepspeed":
         kw["deepspeed"] = deepspeed_config(res)
     return kw
