@@ -1,104 +1,82 @@
-"""The `finetui` command line (typer).
+"""The `finetui` entry point.
 
 `finetui` with no command opens the TUI.  Headless commands call the engine.
 Exit codes: 0 success; 1 the run failed / was stopped; 2 bad input (one clear
 line per problem, never a traceback); 130 interrupted.
 
-Each area registers its commands from ``tui/commands/<area>.py`` so the areas
-can grow independently.
+The typer application (``app``) lives in :mod:`tui.cli_app`; each area registers its
+commands from ``tui/commands/<area>.py`` so the areas can grow independently.  When the
+arguments only open the TUI (none, ``--demo``, ``--preset FILE``), :func:`main` opens it
+without importing typer and the command modules (start-up time); anything else, and any
+preset that does not load, goes through typer as before.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Optional
-
-import typer
-
-from tui.commands import common
-
-app = typer.Typer(
-    name="finetui",
-    help="Fine-tune large language models from the terminal: validated jobs, TOML presets, "
-    "detached local or SSH runs, a live dashboard.",
-    no_args_is_help=False,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+from typing import Any
 
 
-@app.callback(invoke_without_command=True)
-def _root(
-    ctx: typer.Context,
-    preset: Optional[Path] = typer.Option(None, "--preset", "-p", help="Open the TUI filled from this preset."),
-    demo: bool = typer.Option(False, "--demo", help="Open the TUI on the built-in demo preset."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    if version:
-        from importlib.metadata import version as v
+def __getattr__(name: str) -> Any:
+    # ``from tui.cli import app`` keeps working; typer is imported on first use only
+    if name == "app":
+        from tui.cli_app import app
 
-        typer.echo(f"finetui {v('finetui')}")
-        raise typer.Exit(0)
-    if ctx.invoked_subcommand is not None:
-        return
-    job = None
-    if demo and preset is None:
-        preset = common.demo_preset_path()
-    if preset is not None:
-        job = common.load_job(preset)
-    from tui.app import FinetuiApp
-
-    FinetuiApp(job=job, preset_path=preset).run()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@app.command()
-def validate(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
-    """Check a preset: exit 0 when valid, else exit 2 with one line per problem."""
-    job = common.load_job(file)
-    probs = job.problems(include_warnings=True)
-    errors = [p for p in probs if p.severity == "error"]
-    for p in probs:
-        if p.severity == "warning":
-            common.err(f"warning: {p}")
-    if errors:
-        for p in errors:
-            common.err(str(p))
-        raise typer.Exit(2)
-    typer.echo(f"{file}: valid (profile {job.profile})")
+def _tui_args(argv: list[str]) -> tuple[bool, str | None] | None:
+    """(demo, preset) when ``argv`` only opens the TUI; None for anything else."""
+    demo, preset = False, None
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--demo":
+            demo = True
+        elif a in ("--preset", "-p") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            preset = argv[i + 1]
+            i += 1
+        elif a.startswith("--preset=") and len(a) > len("--preset="):
+            preset = a.split("=", 1)[1]
+        else:
+            return None
+        i += 1
+    if preset == "":
+        return None
+    return demo, preset
 
 
-@app.command()
-def show(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
-    """Print the resolved configuration (profile defaults applied) as TOML."""
+def _open_tui(demo: bool, preset: str | None) -> bool:
+    """Open the TUI; False (nothing shown) when the preset does not load: typer reports it."""
+    from pathlib import Path
+
     from engine import presets
 
-    job = common.load_job(file)
-    typer.echo(presets.dumps(job, resolved=True), nl=False)
-
-
-def _register_areas() -> None:
-    import importlib
-
-    for mod in ("data", "train", "launch", "estimate", "interop", "generate"):
+    path = Path(preset) if preset is not None else None
+    if demo and path is None:
+        path = presets.PRESETS_DIR / "demo.toml"
+    job = None
+    if path is not None:
         try:
-            m = importlib.import_module(f"tui.commands.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name == f"tui.commands.{mod}":
-                continue
-            raise
-        m.register(app)
+            job = presets.load(path)
+        except Exception:  # noqa: BLE001 - the typer path prints the problems and exits 2
+            return False
+    from tui.app import FinetuiApp
 
-
-_register_areas()
+    FinetuiApp(job=job, preset_path=path).run()
+    return True
 
 
 def main() -> None:
     try:
-        app()
+        args = _tui_args(sys.argv[1:])
+        if args is None or not _open_tui(*args):
+            from tui.cli_app import app
+
+            app()
     except KeyboardInterrupt:
-        common.err("interrupted")
+        print("interrupted", file=sys.stderr)
         sys.exit(130)
 
 

@@ -1,0 +1,95 @@
+"""The `finetui` command line (typer); :func:`tui.cli.main` is the entry point.
+
+`finetui` with no command opens the TUI (``tui.cli`` opens it without importing typer
+when the arguments are only ``--demo`` / ``--preset``).  Headless commands call the engine.
+Exit codes: 0 success; 1 the run failed / was stopped; 2 bad input (one clear
+line per problem, never a traceback); 130 interrupted.
+
+Each area registers its commands from ``tui/commands/<area>.py`` so the areas
+can grow independently.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tui.commands import common
+
+app = typer.Typer(
+    name="finetui",
+    help="Fine-tune large language models from the terminal: validated jobs, TOML presets, "
+    "detached local or SSH runs, a live dashboard.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    preset: Optional[Path] = typer.Option(None, "--preset", "-p", help="Open the TUI filled from this preset."),
+    demo: bool = typer.Option(False, "--demo", help="Open the TUI on the built-in demo preset."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        from importlib.metadata import version as v
+
+        typer.echo(f"finetui {v('finetui')}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is not None:
+        return
+    job = None
+    if demo and preset is None:
+        preset = common.demo_preset_path()
+    if preset is not None:
+        job = common.load_job(preset)
+    from tui.app import FinetuiApp
+
+    FinetuiApp(job=job, preset_path=preset).run()
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
+    """Check a preset: exit 0 when valid, else exit 2 with one line per problem."""
+    job = common.load_job(file)
+    probs = job.problems(include_warnings=True)
+    errors = [p for p in probs if p.severity == "error"]
+    for p in probs:
+        if p.severity == "warning":
+            common.err(f"warning: {p}")
+    if errors:
+        for p in errors:
+            common.err(str(p))
+        raise typer.Exit(2)
+    typer.echo(f"{file}: valid (profile {job.profile})")
+
+
+@app.command()
+def show(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
+    """Print the resolved configuration (profile defaults applied) as TOML."""
+    from engine import presets
+
+    job = common.load_job(file)
+    typer.echo(presets.dumps(job, resolved=True), nl=False)
+
+
+def _register_areas() -> None:
+    import importlib
+
+    for mod in ("data", "train", "launch", "estimate", "interop", "generate"):
+        try:
+            m = importlib.import_module(f"tui.commands.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name == f"tui.commands.{mod}":
+                continue
+            raise
+        m.register(app)
+
+
+_register_areas()
