@@ -19,11 +19,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher, Footer
 
 from engine.config import FIELD_BY_NAME, JobConfig, spec
@@ -205,6 +205,25 @@ class FinetuiCommands(Provider):
 # --------------------------------------------------------------------------
 
 
+class WizardScreen(Screen):
+    """The default screen, made cheaper to show first (start-up time): its first resume does not
+    restyle the whole tree (every widget got its styles when it was mounted, moments before), and
+    its first layout posts it a Resize of the size it was just laid out at, which Textual answers
+    with a second full layout of every widget: skipped."""
+
+    _resumed = False
+
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        if not self._resumed:
+            self._resumed = True
+            event.refresh_styles = False
+
+    def _on_resize(self, event: events.Resize) -> None:
+        if event._sender is self and event.size == self.size and self.is_attached:
+            event.prevent_default()
+            event.stop()
+
+
 class FinetuiApp(App[None]):
     TITLE = "finetui"
     CSS_PATH = "app.tcss"
@@ -244,6 +263,13 @@ class FinetuiApp(App[None]):
 
     # -- layout -----------------------------------------------------------
     def compose(self) -> ComposeResult:
+        # the screen's breakpoint class before its widgets get their styles: the first Resize then
+        # changes no class and does not restyle the whole tree (start-up time)
+        width = self.size.width
+        for at, cls in sorted(self.HORIZONTAL_BREAKPOINTS, reverse=True):
+            if width >= at:
+                self.screen.add_class(cls, update=False)
+                break
         # kept as attributes: App.query_one looks at the top screen, which may be a dialog
         self.stepbar = StepBar()
         self.helpbar = HelpBar()
@@ -255,6 +281,16 @@ class FinetuiApp(App[None]):
         yield self.switcher
         yield self.helpbar
         yield Footer(compact=True)
+
+    def get_default_screen(self) -> Screen:
+        return WizardScreen(id="_default")
+
+    def _on_resize(self, event: events.Resize) -> None:
+        # Textual keeps a Resize of the size it already has and re-sends it to the screen when idle:
+        # a second full layout at start-up for nothing.  Drop it (a real change goes through).
+        if event.size == getattr(self, "_size", None) and getattr(self, "_resize_timer", True) is None:
+            event.prevent_default()
+            event.stop()
 
     def on_mount(self) -> None:
         if self.offer_restore and self.autosave_enabled:
