@@ -198,16 +198,17 @@ FIELDS: list[Field] = [
        "Use at most this many rows (unset: all).", range=Range(1, None), optional=True),
     _F("data", "packing", "bool", False, "Sequence packing",
        "Concatenate short rows into full-length sequences (TRL packing, BFD strategy, no cross-row "
-       "attention with padding-free attention). Off by default, by measurement (bench/packing.py): 1.06× the "
+       "attention with padding-free attention). Off by default, by measurement (bench/packing.py): 1.06–1.12× the "
        "tokens/s of padded batches on CPU with sdpa, whose dense block mask eats the saving; the gain needs "
        "flash-attention-2 on a GPU.", ),
     _F("data", "padding_free", "bool", False, "Padding-free batches",
        "Flatten each batch into one row without padding tokens (TRL padding_free). Rows stay apart "
        "(position ids restart per row); with flash-attention-2 at no cost, with sdpa / eager through a dense "
-       "block mask. Off by default, by measurement (bench/packing.py): 1.07× padded batches on CPU with sdpa."),
+       "block mask. Off by default, by measurement (bench/packing.py): 1.07–1.84× padded batches on a loaded CPU "
+       "with sdpa, SFT / pre-training only, and without packing max_length is not enforced."),
     _F("data", "group_by_length", "bool", False, "Group by length",
-       "Batch rows of similar length together to reduce padding (SFT / pre-training). Measured 1.70× the "
-       "tokens/s of random batches on a realistic length mix (bench/packing.py: padding 52 % → 8 %); off by "
+       "Batch rows of similar length together to reduce padding (SFT / pre-training). Measured 1.70–2.17× "
+       "the tokens/s of random batches on a realistic length mix (bench/packing.py: padding 52 % → 8–12 %); off by "
        "default because it changes the order rows are seen in (the loss curve swings with row length) and "
        "LLaMA-Factory / TRL default it off, so imported configurations keep their meaning."),
     _F("data", "s3_endpoint_url", "str", None, "S3 endpoint URL",
