@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from textual import events, on, work
 from textual.app import App, ComposeResult
@@ -28,13 +28,12 @@ from textual.widgets import ContentSwitcher, Footer
 
 from engine.config import FIELD_BY_NAME, JobConfig, spec
 from tui import state
-from tui.screens.data import DataPane
-from tui.screens.hyperparameters import HyperparametersPane, TomlEdited
-from tui.screens.launch import LaunchPane, default_run_name, ssh_hosts
 from tui.screens.model import ModelPane
-from tui.screens.trainer import TrainerPane
 from tui.widgets.form import FieldEdited, FieldFocused, FieldRow, compute_states
-from tui.widgets.step import STEP_IDS, STEPS, HelpBar, StepBar, StepPane, step_errors
+from tui.widgets.step import STEP_IDS, STEPS, HelpBar, StepBar, StepPane, TomlEdited, step_errors
+
+if TYPE_CHECKING:
+    from tui.screens.hyperparameters import HyperparametersPane
 
 AUTOSAVE_DELAY = 1.0
 
@@ -121,6 +120,13 @@ def _data_check(job: JobConfig) -> dict[str, Any]:
     raise RuntimeError(err)
 
 
+def ssh_hosts() -> list[str]:
+    """Host aliases of ~/.ssh/config (tui.screens.launch.ssh_hosts)."""
+    from tui.screens.launch import ssh_hosts as hosts
+
+    return hosts()
+
+
 def _start_run(job: JobConfig) -> Any:
     from engine.launch import start_run  # type: ignore[attr-defined]
 
@@ -205,6 +211,27 @@ class FinetuiCommands(Provider):
 # --------------------------------------------------------------------------
 
 
+#: step → (module, class) of its pane
+PANE_CLASSES = {
+    "model": ("tui.screens.model", "ModelPane"),
+    "data": ("tui.screens.data", "DataPane"),
+    "trainer": ("tui.screens.trainer", "TrainerPane"),
+    "hyperparameters": ("tui.screens.hyperparameters", "HyperparametersPane"),
+    "launch": ("tui.screens.launch", "LaunchPane"),
+}
+
+
+class Panes(dict):  # type: ignore[type-arg]
+    """The step panes by step id, each imported and built on first use (start-up time)."""
+
+    def __missing__(self, step: str) -> StepPane:
+        import importlib
+
+        module, cls = PANE_CLASSES[step]
+        pane = self[step] = getattr(importlib.import_module(module), cls)()
+        return pane
+
+
 class WizardScreen(Screen):
     """The default screen, made cheaper to show first (start-up time): its first resume does not
     restyle the whole tree (every widget got its styles when it was mounted, moments before), and
@@ -273,8 +300,7 @@ class FinetuiApp(App[None]):
         # kept as attributes: App.query_one looks at the top screen, which may be a dialog
         self.stepbar = StepBar()
         self.helpbar = HelpBar()
-        self.panes: dict[str, StepPane] = {p.STEP: p for p in (ModelPane(), DataPane(), TrainerPane(),
-                                                                 HyperparametersPane(), LaunchPane())}
+        self.panes: dict[str, StepPane] = Panes(model=ModelPane())
         # only the first step is mounted at start; the others on their first visit (fast start)
         self.switcher = ContentSwitcher(self.panes["model"], initial="step-model", id="steps")
         yield self.stepbar
@@ -317,6 +343,8 @@ class FinetuiApp(App[None]):
 
     def default_run_name(self, job: JobConfig | None = None) -> str:
         job = job or self.job
+        from tui.screens.launch import default_run_name
+
         return default_run_name(job.resolved()["model.name_or_path"], self.services.clock())
 
     def set_job(self, job: JobConfig, preset_path: Path | None | bool = False, dirty: bool = True) -> None:

@@ -14,24 +14,15 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.widgets import Button, ContentSwitcher, Static, TextArea
 
 from engine.config import FIELD_BY_NAME, JobConfig, _fmt, spec
 from tui.screens.model import ProfileSelect
 from tui.widgets.form import SchemaForm
-from tui.widgets.step import StepPane
+from tui.widgets.step import StepPane, TomlEdited  # noqa: F401 - TomlEdited re-exported
 
 GROUPS = ("general", "runtime", "preference", "adapter", "eval", "tracking")
 VIEWS = ("form", "toml", "diff")
-
-
-class TomlEdited(Message):
-    """The TOML editor parsed to a new job."""
-
-    def __init__(self, job: JobConfig) -> None:
-        super().__init__()
-        self.job = job
 
 
 def diff_rows(job: JobConfig) -> list[tuple[str, Any, Any]]:

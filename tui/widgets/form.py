@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widget import Widget
@@ -137,8 +137,8 @@ def problem_text(p: Problem) -> str:
 _UNSYNCED = object()
 
 
-class FieldRow(Vertical):
-    """Label, input widget and range hint on one line; the problem on the next."""
+class FieldRow(Widget):
+    """Label, input widget and range hint on one line; the problem on the next (a 3-column grid)."""
 
     DEFAULT_CLASSES = "field-row"
 
@@ -168,13 +168,11 @@ class FieldRow(Vertical):
                      classes="field-input", password=f.secret, select_on_focus=False)
 
     def compose(self) -> ComposeResult:
-        with Horizontal(classes="field-line"):
-            yield Label(self.field.label, classes="field-label")
-            yield self._make_widget()
-            yield Label(hint_for(self.field_name, self._profile), classes="field-hint")
-        prob = Static("", classes="field-problem", markup=False)
-        prob.display = False
-        yield prob
+        # one grid row (label, input, hint) as the row's own children; the problem line below is
+        # mounted the first time there is one (fewer widgets to style and lay out per field)
+        yield Label(self.field.label, classes="field-label")
+        yield self._make_widget()
+        yield Label(hint_for(self.field_name, self._profile), classes="field-hint")
 
     @property
     def input_widget(self) -> Widget:
@@ -272,9 +270,13 @@ class FieldRow(Vertical):
         text = problem_text(p) if p else ""
         if text != self._problem_text:
             self._problem_text = text
-            prob = self.query_one(".field-problem", Static)
-            prob.update(text)
-            prob.display = p is not None
+            try:
+                prob = self.query_one(".field-problem", Static)
+            except NoMatches:
+                self.mount(Static(text, classes="field-problem", markup=False))
+            else:
+                prob.update(text)
+                prob.display = p is not None
 
 
 class SchemaForm(Vertical):

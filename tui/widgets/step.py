@@ -41,6 +41,14 @@ def step_errors(states: dict[str, "FieldState"]) -> dict[str, int]:
     return out
 
 
+class TomlEdited(Message):
+    """The TOML editor (Hyperparameters step) parsed to a new job."""
+
+    def __init__(self, job: JobConfig) -> None:
+        super().__init__()
+        self.job = job
+
+
 class StepBar(Horizontal):
     """One line: the app name and the five steps, each clickable, with its error count."""
 
