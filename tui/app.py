@@ -232,6 +232,25 @@ class Panes(dict):  # type: ignore[type-arg]
         return pane
 
 
+class WizardFooter(Footer):
+    """The key footer; it rebuilds its keys only when the keys it shows change.  (Footer rebuilds
+    all of them on every bindings update — each focus change — and a step's first visit moves the
+    focus several times.)"""
+
+    _shown: tuple[Any, ...] | None = None
+
+    def bindings_changed(self, screen: Screen) -> None:
+        if screen.app.app_focus and self.is_attached and screen is self.screen:
+            palette = self.app.COMMAND_PALETTE_BINDING
+            shown = tuple((key, b.key, b.description, b.action, b.group, enabled, tooltip, b.tooltip)
+                          for key, (_, b, enabled, tooltip) in screen.active_bindings.items()
+                          if b.show or key == palette)
+            if shown == self._shown and self.children:
+                return
+            self._shown = shown
+        super().bindings_changed(screen)
+
+
 class WizardScreen(Screen):
     """The default screen, made cheaper to show first (start-up time): its first resume does not
     restyle the whole tree (every widget got its styles when it was mounted, moments before), and
@@ -306,7 +325,7 @@ class FinetuiApp(App[None]):
         yield self.stepbar
         yield self.switcher
         yield self.helpbar
-        yield Footer(compact=True)
+        yield WizardFooter(compact=True)
 
     def get_default_screen(self) -> Screen:
         return WizardScreen(id="_default")
@@ -429,8 +448,13 @@ class FinetuiApp(App[None]):
         self.step = step
         pane = self.panes[step]
         if pane.parent is None:
-            self.switcher.mount(pane)  # syncs and focuses itself once composed
-        self.switcher.current = f"step-{step}"
+            # first visit: the pane is built hidden (the current one stays on screen) and shows,
+            # syncs and focuses itself once all of it is composed — no layout and paint of a
+            # half-built pane on every compose wave (step switch time)
+            pane.display = False
+            self.switcher.mount(pane)
+        if pane.ready:
+            self.switcher.current = f"step-{step}"
         self.refresh_views()
         if pane.ready:
             self.call_after_refresh(self._focus_first)

@@ -133,25 +133,25 @@ class DataPane(StepPane):
         with VerticalScroll(classes="step-body"):
             with Horizontal(classes="model-path-row"):
                 yield SchemaForm(["data.train_path"], id="data-train-form")
-                yield Button("Browse…", id="data-browse", compact=True, classes="browse")
-                yield Button("S3…", id="data-s3", compact=True, classes="browse browse-s3")
+                yield Button("Browse…", id="data-browse", compact=True, classes="-textual-compact browse")
+                yield Button("S3…", id="data-s3", compact=True, classes="-textual-compact browse browse-s3")
             yield SchemaForm([n for n in SOURCE_FIELDS if n != "data.train_path"], id="data-source-form")
             with Vertical(id="s3-box"):
                 yield SchemaForm([n for n in group_names("data") if n.startswith("data.s3_")], id="data-s3-form")
                 with Horizontal(classes="field-line", id="s3-access-line"):
                     yield Label("Access key", classes="field-label")
-                    yield Input(password=True, id="s3-access", compact=True, classes="field-input",
+                    yield Input(password=True, id="s3-access", compact=True, classes="-textual-compact field-input",
                                 placeholder="kept in memory only")
                     yield Label("", id="s3-access-hint", classes="field-hint")
                 with Horizontal(classes="field-line", id="s3-secret-line"):
                     yield Label("Secret key", classes="field-label")
-                    yield Input(password=True, id="s3-secret", compact=True, classes="field-input",
+                    yield Input(password=True, id="s3-secret", compact=True, classes="-textual-compact field-input",
                                 placeholder="kept in memory only")
                     yield Label("", id="s3-secret-hint", classes="field-hint")
             yield SchemaForm([n for n in group_names("data") if n not in SOURCE_FIELDS and not n.startswith("data.s3_")],
                              id="data-form")
             with Horizontal(classes="check-row"):
-                yield Button("Check data", id="data-check", compact=True, variant="primary")
+                yield Button("Check data", id="data-check", compact=True, variant="primary", classes="-textual-compact")
                 yield Static("", id="data-check-status", classes="muted")
             yield Static("", id="data-report")
         yield self.nav()

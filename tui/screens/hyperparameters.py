@@ -64,9 +64,9 @@ class HyperparametersPane(StepPane):
         yield self.header()
         with Horizontal(classes="hp-toolbar"):
             yield ProfileSelect(id="hp-profile")
-            yield Button("Form", id="view-form", compact=True, classes="view-btn -active")
-            yield Button("TOML", id="view-toml", compact=True, classes="view-btn")
-            yield Button("Diff", id="view-diff", compact=True, classes="view-btn")
+            yield Button("Form", id="view-form", compact=True, classes="-textual-compact view-btn -active")
+            yield Button("TOML", id="view-toml", compact=True, classes="-textual-compact view-btn")
+            yield Button("Diff", id="view-diff", compact=True, classes="-textual-compact view-btn")
         with ContentSwitcher(initial="hp-form-view", id="hp-switcher"):
             with VerticalScroll(id="hp-form-view", classes="step-body"):
                 yield SchemaForm(groups=GROUPS, grouped=True, id="hp-form",

@@ -130,7 +130,7 @@ class LaunchPane(StepPane):
             with Horizontal(classes="field-line", id="known-hosts-line"):
                 yield Label("Known hosts", classes="field-label")
                 yield Select([("local", "local")], value="local", allow_blank=False, compact=True,
-                             id="known-hosts", classes="field-input")
+                             id="known-hosts", classes="-textual-compact field-input")
                 yield Label("~/.ssh/config", classes="field-hint")
             yield SchemaForm(TARGET_FIELDS, id="launch-target-form")
             with Horizontal(classes="columns", id="launch-columns"):
@@ -143,9 +143,9 @@ class LaunchPane(StepPane):
             yield Label("More launch options", classes="section-title")
             yield SchemaForm([n for n in group_names("launch") if n not in TARGET_FIELDS], id="launch-form")
         with Horizontal(classes="nav-bar launch-bar"):
-            yield Button("‹ Back", id="back-launch", classes="nav-back", compact=True)
+            yield Button("‹ Back", id="back-launch", classes="-textual-compact nav-back", compact=True)
             yield Static("", id="launch-reason")
-            yield Button("Launch ▶", id="launch-button", variant="success", compact=True, disabled=True)
+            yield Button("Launch ▶", id="launch-button", variant="success", compact=True, disabled=True, classes="-textual-compact")
 
     _host_shown: str | None = "local"
     _hosts: list[str] = ["local"]

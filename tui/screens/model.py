@@ -30,7 +30,7 @@ class ProfileSelect(Horizontal):
     def compose(self) -> ComposeResult:
         yield Label("Profile", classes="field-label")
         yield Select([(f"{p.title}", p.name) for p in P.PROFILES.values()], value="native", allow_blank=False,
-                     compact=True, classes="profile-select")
+                     compact=True, classes="-textual-compact profile-select")
 
     @on(Select.Changed)
     def _changed(self, event: Select.Changed) -> None:
@@ -116,7 +116,7 @@ class ModelPane(StepPane):
             yield Static("", id="profile-desc", classes="muted")
             with Horizontal(classes="model-path-row"):
                 yield SchemaForm(["model.name_or_path"], id="model-name-form")
-                yield Button("Browse…", id="model-browse", compact=True, classes="browse")
+                yield Button("Browse…", id="model-browse", compact=True, classes="-textual-compact browse")
             with Horizontal(id="model-columns", classes="columns-fixed"):
                 with Vertical(classes="column"):
                     yield Label("Catalog", classes="section-title")

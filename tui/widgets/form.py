@@ -162,10 +162,12 @@ class FieldRow(Widget):
         if f.kind == "enum":
             self._options = tuple(sp.choices or ())
             return Select([(_fmt(c), c) for c in self._options], value=sp.default, allow_blank=False,
-                          id=wid, compact=True, classes="field-input")
+                          id=wid, compact=True, classes="-textual-compact field-input")
         placeholder = "unset" if sp.default is None else format_value(f.name, sp.default)
+        # "-valid": the class Input sets on its first validation (no validators: always valid); given
+        # here, that first validation changes no class and restyles nothing
         return Input(value=format_value(f.name, sp.default), placeholder=placeholder, id=wid, compact=True,
-                     classes="field-input", password=f.secret, select_on_focus=False)
+                     classes="-textual-compact field-input -valid", password=f.secret, select_on_focus=False)
 
     def compose(self) -> ComposeResult:
         # one grid row (label, input, hint) as the row's own children; the problem line below is

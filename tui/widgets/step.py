@@ -140,6 +140,10 @@ class StepPane(Vertical):
         # panes are mounted on first visit; the subclass's on_mount has run by now
         self.ready = True
         if getattr(self.app, "step", None) == self.STEP:
+            switcher = getattr(self.app, "switcher", None)
+            if switcher is not None and self.parent is switcher and switcher.is_mounted \
+                    and switcher.current != self.id:
+                switcher.current = self.id
             self.app.refresh_views()  # type: ignore[attr-defined]
             self.call_after_refresh(self.focus_first)
 
@@ -154,11 +158,11 @@ class StepPane(Vertical):
         idx = STEP_IDS.index(self.STEP)
         children: list[Widget] = []
         if idx > 0:
-            children.append(Button("‹ Back", id=f"back-{self.STEP}", classes="nav-back", compact=True))
+            children.append(Button("‹ Back", id=f"back-{self.STEP}", classes="-textual-compact nav-back", compact=True))
         children.append(Static("", classes="nav-spacer"))
         children.extend(extra or [])
         if next_label and idx < len(STEP_IDS) - 1:
-            children.append(Button(next_label, id=f"next-{self.STEP}", classes="nav-next", variant="primary",
+            children.append(Button(next_label, id=f"next-{self.STEP}", classes="-textual-compact nav-next", variant="primary",
                                    compact=True))
         return Horizontal(*children, classes="nav-bar")
 
