@@ -4,7 +4,8 @@
 Both train the same random-initialised Llama (built once here, saved with ``save_pretrained``,
 the tiny model's tokenizer) on the same synthetic alpaca file (a realistic mix of row lengths)
 with the same settings (full fine-tuning, batch, learning rate, max length, steps, fp32 on CPU,
-no gradient checkpointing, sdpa, assistant-only loss, ``adamw_torch``, one process each). The
+no gradient checkpointing, sdpa, assistant-only loss, ``adamw_torch``, no TensorBoard unless
+``--tensorboard``, one process each). The
 two sides run alternately, A B A B …, so both see the same machine load.
 
 Throughput is measured the same way on both sides, two ways (neither includes process
@@ -111,6 +112,8 @@ logging_steps = {log}
 [launch]
 device = "cpu"
 procs_per_node = 1
+[tracking]
+tensorboard = {tensorboard}
 """
 
 
@@ -171,6 +174,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--logging-steps", type=int, default=1)
     ap.add_argument("--rows", type=int, default=1000)
+    ap.add_argument("--tensorboard", action="store_true",
+                    help="keep finetui's TensorBoard logging on (the plain script reports to nothing)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
@@ -182,7 +187,8 @@ def main() -> int:
         make_data(t / "data.jsonl", a.rows)
         preset = t / "bench.toml"
         preset.write_text(PRESET.format(model=t / "model", data=t / "data.jsonl", batch=a.batch, steps=a.max_steps,
-                                        lr=a.lr, max_len=a.max_len, log=a.logging_steps))
+                                        lr=a.lr, max_len=a.max_len, log=a.logging_steps,
+                                        tensorboard="true" if a.tensorboard else "false"))
         for r in range(a.rounds):
             order = ("finetui", "plain") if r % 2 == 0 else ("plain", "finetui")  # alternate who goes first
             for side in order:
