@@ -14,6 +14,8 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
+from textual.widget import Widget
 from textual.widgets import Button, ContentSwitcher, Static, TextArea
 
 from engine.config import FIELD_BY_NAME, JobConfig, _fmt, spec
@@ -71,28 +73,51 @@ class HyperparametersPane(StepPane):
             with VerticalScroll(id="hp-form-view", classes="step-body"):
                 yield SchemaForm(groups=GROUPS, grouped=True, id="hp-form",
                                  collapsed=("runtime", "preference", "eval", "tracking"))
-            with Vertical(id="hp-toml-view"):
-                yield TextArea("", id="toml-editor", show_line_numbers=True, soft_wrap=False, tab_behavior="indent")
-                yield Static("", id="toml-error", classes="problem-text", markup=False)
-            with VerticalScroll(id="hp-diff-view", classes="step-body"):
-                yield Static("", id="diff")
+            # the TOML and diff views are built on their first use (step switch time)
         yield self.nav()
 
     def on_mount(self) -> None:
-        self.query_one("#toml-error").display = False
         if self.view != "form":
-            self.call_after_refresh(self.set_view, self.view)
+            self.set_view(self.view)
+
+    def _view_widget(self, view: str) -> Widget:
+        """The view's container, built and mounted (hidden) the first time it is asked for."""
+        switcher = self.query_one("#hp-switcher", ContentSwitcher)
+        try:
+            return switcher.get_child_by_id(f"hp-{view}-view")
+        except NoMatches:
+            pass
+        if view == "toml":
+            err = Static("", id="toml-error", classes="problem-text", markup=False)
+            err.display = False
+            w: Widget = Vertical(id="hp-toml-view")
+            children: list[Widget] = [TextArea("", id="toml-editor", show_line_numbers=True, soft_wrap=False,
+                                               tab_behavior="indent"), err]
+        else:
+            w = VerticalScroll(id="hp-diff-view", classes="step-body")
+            children = [Static("", id="diff")]
+        w.display = False
+        switcher.mount(w)
+        w.mount(*children)  # in the DOM now: the caller queries them right away
+        return w
 
     def set_view(self, view: str) -> None:
         self.view = view
-        if not self.is_mounted or not self.children:
+        if not self.children:
             return  # applied on mount
+        self._view_widget(view)
         self.query_one("#hp-switcher", ContentSwitcher).current = f"hp-{view}-view"
         for v in VIEWS:
             self.query_one(f"#view-{v}", Button).set_class(v == view, "-active")
         self.app.refresh_views()  # type: ignore[attr-defined]
         if view == "toml":
             self.query_one("#toml-editor").focus()
+
+    def focus_first(self) -> None:
+        if self.view == "toml":
+            self.query_one("#toml-editor").focus(scroll_visible=False)
+        elif self.view == "form":
+            super().focus_first()
 
     @on(Button.Pressed, ".view-btn")
     def _view(self, event: Button.Pressed) -> None:
@@ -101,6 +126,7 @@ class HyperparametersPane(StepPane):
 
     def sync(self, job: JobConfig, res: dict[str, Any], states: dict) -> None:
         self.query_one("#hp-profile", ProfileSelect).sync(job.profile)
+        self._view_widget(self.view)
         if self.view == "form":
             self.query_one("#hp-form", SchemaForm).sync(job, states)
         elif self.view == "toml":

@@ -225,6 +225,8 @@ class FieldRow(Widget):
         try:
             w = self.input_widget
         except NoMatches:
+            w = None
+        if w is None or not w.is_mounted:
             self._pending = (profile, st)  # mounted but not composed yet: applied once it is
             self.call_after_refresh(self._apply_pending)
             return
