@@ -157,6 +157,12 @@ class ModelPane(StepPane):
             warn.update("")
         if self._info_for != name:
             self._info_for = name
+            # after the next paint: the worker thread (engine.modelinfo's import) would otherwise
+            # compete with the first paint of the step (start-up time)
+            self.call_after_refresh(self._load_info_if_current, name)
+
+    def _load_info_if_current(self, name: str) -> None:
+        if name == self._info_for:
             self.load_info(name)
 
     @work(exclusive=True, thread=True, group="model-info")
