@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 EXIT_LOST = 3
+LOST_GRACE = 3.0  # seconds a run's processes are gone without an end before it counts as lost
 
 
 def _out(obj) -> None:  # noqa: ANN001
@@ -183,10 +184,17 @@ def cmd_tail(a: argparse.Namespace) -> int:
         return 4
     info = read_json(d / LAUNCH_FILE)
 
+    gone_since: list[float] = []
+
     def done():
         if has_end(d):
             return 0
         if not core.info_alive(info):
+            # a stop appends the run's end just after its processes are gone: give it a moment
+            if not gone_since:
+                gone_since.append(time.monotonic())
+            if time.monotonic() - gone_since[0] < LOST_GRACE:
+                return None
             return 0 if has_end(d) else EXIT_LOST
         return None
 
