@@ -694,13 +694,3 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
     if probs:
         raise InteropError(probs)
     return job, warnings
-
-
-def import_file(path: Path) -> tuple[JobConfig, list[str]]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise fail(str(path), f"not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise fail(str(path), "not a LLaMA-Factory config (expected a mapping of arguments)")
-    return import_data(raw, path.resolve().parent, str(path))

@@ -337,13 +337,3 @@ def import_data(raw: dict[str, Any], source: str = "") -> tuple[JobConfig, list[
         if "adapter_dropout" in lt:
             set_value(job, "adapter.lora_dropout", _num(lt["adapter_dropout"]))
     return job, warnings
-
-
-def import_file(path: Path) -> tuple[JobConfig, list[str]]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise fail(str(path), f"not valid YAML: {e}") from None
-    if not looks_like(raw):
-        raise fail(str(path), "not a Nova recipe (expected run: and training_config:)")
-    return import_data(raw, str(path))
