@@ -12,6 +12,18 @@ from tui.commands import common
 FORMATS_HELP = "llamafactory, nova, fpt_studio, oci, watsonx"
 
 
+def _refuse(problems) -> None:  # noqa: ANN001
+    """Exit 2 with one line per problem."""
+    for p in problems:
+        common.err(str(p))
+    raise typer.Exit(2)
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        common.err(f"warning: {w}")
+
+
 def export_cmd(
     file: Path = typer.Argument(..., help="A TOML preset."),
     to: str = typer.Option(..., "--to", "-t", help=f"Target format: {FORMATS_HELP}."),
@@ -35,11 +47,8 @@ def export_cmd(
             written, warnings = interop.write_export(job, to, out)
             side = {}
     except interop.InteropError as e:
-        for p in e.problems:
-            common.err(str(p))
-        raise typer.Exit(2)
-    for w in warnings:
-        common.err(f"warning: {w}")
+        _refuse(e.problems)
+    _warn(warnings)
     if out is None:
         typer.echo(text, nl=False)
         if side:
@@ -66,11 +75,8 @@ def import_cmd(
     try:
         job, warnings = interop.import_file(file, fmt)
     except interop.InteropError as e:
-        for p in e.problems:
-            common.err(str(p))
-        raise typer.Exit(2)
-    for w in warnings:
-        common.err(f"warning: {w}")
+        _refuse(e.problems)
+    _warn(warnings)
     if out is None:
         typer.echo(presets.dumps(job), nl=False)
     else:
