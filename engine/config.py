@@ -800,11 +800,11 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             "set eval.evaluation_strategy to epoch or steps")
     elif res["eval.save_best_checkpoint"]:
         ev, ck = res["eval.evaluation_strategy"], res["eval.checkpoint_strategy"]
+        es = res["eval.eval_steps"] or 1
         if ck != ev:
             err("eval.checkpoint_strategy", f"keeping the best checkpoint needs a checkpoint at each evaluation "
                 f"({ev})", ev)
-        elif ev == "steps" and res["eval.checkpoint_steps"] % (res["eval.eval_steps"] or 1):
-            es = res["eval.eval_steps"] or 1
+        elif ev == "steps" and res["eval.checkpoint_steps"] % es:
             err("eval.checkpoint_steps", f"{res['eval.checkpoint_steps']} is not a multiple of eval.eval_steps "
                 f"({es}); keeping the best checkpoint needs a checkpoint at evaluations", f"a multiple of {es}")
     if res["eval.early_stopping_patience"] > 0 and res["eval.evaluation_strategy"] == "no":
