@@ -49,7 +49,7 @@ def main() -> None:
                     learning_rate=a.lr, max_length=a.max_len, logging_steps=a.logging_steps, save_strategy="no",
                     bf16=False, fp16=False, use_cpu=True, seed=a.seed, data_seed=a.seed, report_to=[],
                     disable_tqdm=True, assistant_only_loss=True, gradient_checkpointing=False,
-                    include_num_input_tokens_seen=True, dataloader_num_workers=0, optim="adamw_torch",
+                    include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, optim="adamw_torch",
                     ddp_find_unused_parameters=False)
     class StepTimes(TrainerCallback):  # measurement only: tokens/s of each logging interval, as finetui's events
         def __init__(self):

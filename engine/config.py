@@ -196,11 +196,16 @@ FIELDS: list[Field] = [
        range=Range(0, 100)),
     _F("data", "max_samples", "int", None, "Max samples",
        "Use at most this many rows (unset: all).", range=Range(1, None), optional=True),
-    _F("data", "packing", "bool", False, "Sequence packing",
-       "Concatenate short rows into full-length sequences (TRL packing, BFD strategy, no cross-row "
-       "attention with padding-free attention). Off by default, by measurement (bench/packing.py): 1.06–1.12× the "
-       "tokens/s of padded batches on CPU with sdpa, whose dense block mask eats the saving; the gain needs "
-       "flash-attention-2 on a GPU.", ),
+    _F("data", "packing", "bool", True, "Sequence packing",
+       "Pack short rows best-fit-decreasing into sequences of up to max_sequence_length tokens; rows never "
+       "attend to each other and no token is predicted across a row boundary. With sdpa / eager each packed "
+       "sequence is a row of the batch with its own block-diagonal mask (2.03× the tokens/s of padded batches "
+       "on a realistic length mix, bench/packing.py); with flash-attention-2 TRL's BFD packing flattens the "
+       "batch for the varlen kernels. On by default, by that measurement (pre-training / SFT only; the "
+       "evaluation rows stay unpacked; not with prompt tuning, whose PEFT model drops the position ids that "
+       "keep packed rows apart). Provider profiles default it off: they count steps per example.",
+       **_v(lambda v: v.get("trainer.stage") in ("pretrain", "sft") and v.get("trainer.training_type") != "prompt_tuning",
+            "trainer.stage is pretrain or sft and trainer.training_type is not prompt_tuning")),
     _F("data", "padding_free", "bool", False, "Padding-free batches",
        "Flatten each batch into one row without padding tokens (TRL padding_free). Rows stay apart "
        "(position ids restart per row); with flash-attention-2 at no cost, with sdpa / eager through a dense "
@@ -866,8 +871,11 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if res["launch.nodes"] > 1 and not hosts:
         warn("launch.nodes", "several nodes need launch.hosts (one per node) to launch")
     # packing is for text data
-    if res["data.packing"] and stage in ("dpo", "kto", "reward"):
+    if job.values.get("data.packing") and stage in ("dpo", "kto", "reward"):
         err("data.packing", f"packing applies to pre-training and SFT, not {stage}", "false")
+    elif job.values.get("data.packing") and method == "prompt_tuning":
+        err("data.packing", "packing cannot be used with prompt tuning: PEFT drops the position ids that keep "
+            "packed rows apart", "false")
     # Nova replicas per model size
     if prof.replicas_by_model:
         model = str(res["model.name_or_path"]).lower()
@@ -906,6 +914,13 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         warn("data.padding_free", "padding-free batches without flash-attention-2: rows are kept apart by a dense "
              "block mask, so attention costs grow with the square of the whole batch's length")
     return out
+
+
+def packs(res: dict[str, Any]) -> bool:
+    """Whether the job packs rows: ``data.packing`` on, a stage that trains on plain sequences, and a
+    method that keeps the position ids (PEFT's prompt tuning drops them)."""
+    return bool(res.get("data.packing")) and res.get("trainer.stage") in ("pretrain", "sft") \
+        and res.get("trainer.training_type") != "prompt_tuning"
 
 
 def total_ranks(res: dict[str, Any]) -> int:

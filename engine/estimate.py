@@ -50,7 +50,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.config import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES, total_ranks
+from engine.config import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES, packs, total_ranks
 
 GIB = 1024 ** 3
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)
@@ -225,7 +225,7 @@ def steps_for(res: dict[str, Any], num_examples: int | None, tokens_per_example:
             held = math.ceil(train * vs)
             F.append(f"training examples = {train} − ceil({train} × val_size {vs:g}) = {train - held}")
             train -= held
-        if res.get("data.packing") and tokens_per_example:
+        if packs(res) and tokens_per_example:
             packed = max(1, math.ceil(train * tokens_per_example / seq))
             F.append(f"packed sequences = ceil({train} × {tokens_per_example:g} tokens ÷ {seq}) = {packed}")
             train = packed
@@ -527,7 +527,7 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
               f"{ga} × ranks {R}) ÷ {throughput_tokens_per_s:g} tokens/s = {_dur(secs)}")
     if ga > 1:
         notes.append("gradients stay allocated across the accumulation micro-batches")
-    if res.get("data.packing") and not tokens_per_example:
+    if packs(res) and not tokens_per_example:
         notes.append("packing: fewer, full-length sequences than examples; steps counted per example (upper bound)")
     est = Estimate(name, info.summary(), method + (f" ({qbits}-bit)" if method == "qlora" else ""),
                    backend + (f" ZeRO-{zero}" if zero else "") + (" +offload optimizer" if off_opt else "")

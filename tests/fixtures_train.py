@@ -141,7 +141,12 @@ PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo")
 
 # SFT × tuning methods, pre-training on the corpus
 matrix_run("sft_full", {"trainer.training_type": "full", "general.learning_rate": 0.005})
-matrix_run("sft_lora", {"general.learning_rate": 0.02, "adapter.target_modules": [], "adapter.loraplus_lr_ratio": 4.0})
+matrix_run("sft_lora", {"general.learning_rate": 0.02, "adapter.target_modules": [], "adapter.loraplus_lr_ratio": 4.0,
+                        "data.packing": False})  # the padded path
+# packing (on by default): 16 rows into a few 256-token sequences, two per batch
+matrix_run("sft_packed", {"trainer.training_type": "full", "general.learning_rate": 0.005, "data.max_samples": 16,
+                          "general.max_sequence_length": 256, "general.batch_size": 2, "general.max_steps": 3,
+                          "runtime.lr_scheduler": "constant"})
 matrix_run("sft_tfew", {"trainer.training_type": "tfew", "general.learning_rate": 0.5})
 matrix_run("sft_prompt", {"trainer.training_type": "prompt_tuning", "adapter.prompt_tuning_init": "text",
                           "adapter.prompt_tuning_init_text": "Answer the question.",

@@ -72,6 +72,20 @@ def test_sft_methods_train_and_save(train_matrix, method):
         assert 0 < trainable["trainable_params"] < trainable["total_params"] / 4
 
 
+def test_packing_is_on_by_default_and_packs_rows_apart(train_matrix):
+    d = train_matrix["sft_packed"]
+    recs = _completed(d)
+    packed = [r for r in kinds(recs, "status") if "packed_sequences" in r]
+    assert len(packed) == 1, describe_run(d)
+    assert packed[0]["packed_rows"] == 16 and 2 <= packed[0]["packed_sequences"] < 16
+    assert 0.5 < packed[0]["packed_fill"] <= 1.0
+    log = kinds(recs, "log")
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert all(r["tokens_per_s"] > 0 and r["loss"] > 0 for r in log)
+    # the padded path: packing off, no packing status
+    assert not [r for r in kinds(events(train_matrix["sft_lora"]), "status") if "packed_sequences" in r]
+
+
 def test_freeze_warmup_cosine_min_lr_and_dropouts(train_matrix):
     d = train_matrix["sft_freeze"]
     recs = _completed(d)

@@ -269,8 +269,8 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
     if res["data.val_size"]:
         data["val_size"] = res["data.val_size"]
     take("data.val_size")
-    if res["data.packing"]:
-        data["packing"] = True
+    if res["trainer.stage"] in ("pretrain", "sft"):  # explicit: the two tools' defaults differ
+        data["packing"] = bool(res["data.packing"])
     take("data.packing")
     for s3 in ("data.s3_endpoint_url", "data.s3_region", "data.s3_access_key_env", "data.s3_secret_key_env"):
         take(s3)  # covered by the s3:// warning above
@@ -582,8 +582,11 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
     for lf, name in simple.items():
         if lf in raw and raw[lf] is not None:
             set_value(job, name, raw[lf])
-    if raw.get("packing"):
-        set_value(job, "data.packing", True)
+    if raw.get("packing") is not None:
+        set_value(job, "data.packing", bool(raw["packing"]))
+    elif job.resolved()["trainer.stage"] in ("pretrain", "sft"):
+        # LLaMA-Factory packs only in pre-training unless told (finetui's native default packs always)
+        set_value(job, "data.packing", job.resolved()["trainer.stage"] == "pretrain")
     if raw.get("group_by_length"):
         set_value(job, "data.group_by_length", True)
     if raw.get("full_determinism"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.config import packs
 from engine.train.modeling import UserError, precision
 
 # preference_loss → (trainer family, DPO loss_type)
@@ -70,7 +71,7 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
         report_to=report_to, run_name=run_dir.name,
         disable_tqdm=True, use_cpu=device != "cuda",
         dataloader_num_workers=0, ddp_find_unused_parameters=False,
-        include_num_input_tokens_seen=True,
+        include_num_input_tokens_seen="non_padding",  # real tokens/s: padding is not throughput
         use_liger_kernel=bool(res["runtime.liger_kernel"]) and device == "cuda",
     )
     if res["data.group_by_length"]:
@@ -127,7 +128,8 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
     if stage in ("pretrain", "sft"):
         from trl import SFTConfig, SFTTrainer
 
-        if any(r.get("images") for r in train_rows[:50]):
+        vision = any(r.get("images") for r in train_rows[:50])
+        if vision:
             if not hasattr(model.config, "vision_config"):
                 raise UserError("data.format: rows with images need a vision-language model; "
                                 f"{res['model.name_or_path']} is a text model")
@@ -141,10 +143,24 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
             raise UserError("data.train_path: no trainable rows left after tokenization "
                             f"(general.max_sequence_length = {max_len} may be too short)")
         padding_free = bool(res["data.padding_free"])
-        cfg = SFTConfig(**base_args, max_length=max_len, packing=bool(res["data.packing"]),
+        packing = packs(res) and not vision  # TRL packs no image rows
+        collator = None
+        if packing and not padding_free and res["runtime.attention_implementation"] != "flash_attention_2":
+            # sdpa / eager: keep the BFD bins as the batch's rows (engine/train/packing.py); TRL's own
+            # packing flattens the whole batch, which only flash-attention-2's varlen kernels make cheap
+            from engine.train.packing import PackedRowsCollator, pack_rows
+
+            n_rows = len(train)
+            train = pack_rows(train, max_len)
+            fill = sum(len(r["input_ids"]) for r in train) / (len(train) * max_len)
+            status("tokenizing", f"packed {n_rows} rows into {len(train)} sequences of up to {max_len} tokens "
+                   f"({fill:.0%} full)", packed_rows=n_rows, packed_sequences=len(train), packed_fill=round(fill, 4))
+            pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            collator, packing = PackedRowsCollator(pad_id), False
+        cfg = SFTConfig(**base_args, max_length=max_len, packing=packing,
                         padding_free=padding_free, dataset_num_proc=None, eos_token=None)
         return SFTTrainer(model=model, args=cfg, train_dataset=ds(train), eval_dataset=ds(evl),
-                          processing_class=tok, callbacks=callbacks, optimizers=opt)
+                          processing_class=tok, callbacks=callbacks, optimizers=opt, data_collator=collator)
 
     beta = float(res["preference.preference_beta"])
     if stage == "reward":

@@ -1,0 +1,105 @@
+"""Sequence packing that stays fast with sdpa / eager attention.
+
+TRL's BFD packing flattens every batch into one row (padding-free): with flash-attention-2's
+varlen kernels each packed row attends only to itself, but with sdpa or eager attention
+transformers keeps the rows apart through a dense block-diagonal mask over the *whole
+flattened batch*, so attention costs ``(batch × max_len)²`` and eats the saving
+(bench/packing.py: 1.06–1.12× padded batches on CPU).
+
+Here the same best-fit-decreasing bins stay the rows of the batch (``batch × max_len``).
+``position_ids`` restart at every packed row and no attention mask is passed, so transformers
+(``masking_utils.find_packed_sequence_indices``) builds a block-diagonal mask *per bin*:
+attention costs ``max_len²`` per bin, as a padded batch of long rows would, while the bins
+are ~98 % real tokens instead of ~50 %. Rows never see each other, and the first label of
+every packed row is ignored so no token is predicted across a row boundary (as TRL does).
+
+The worker uses this for pre-training / SFT with ``data.packing`` unless the attention is
+flash-attention-2, where TRL's own flattened BFD packing is the faster layout.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+
+def bfd_bins(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Best-fit decreasing: the indices of the rows in each bin of at most ``capacity`` tokens.
+
+    Bins come out in creation order; rows within a bin longest first. Rows longer than the
+    capacity must have been truncated before.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (space left, bin index), ascending
+    for i in order:
+        n = lengths[i]
+        k = bisect.bisect_left(free, (n, -1))
+        if k < len(free):
+            space, b = free.pop(k)
+            bins[b].append(i)
+            bisect.insort(free, (space - n, b))
+        else:
+            bins.append([i])
+            bisect.insort(free, (capacity - n, len(bins) - 1))
+    return bins
+
+
+def pack_rows(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:
+    """Pack tokenized rows (``input_ids``, ``labels``) into bins of at most ``max_len`` tokens.
+
+    Each packed row has ``input_ids`` and ``labels`` concatenated and ``seq_lengths``, the
+    length of each original row in order.
+    """
+    bins = bfd_bins([len(r["input_ids"]) for r in rows], max_len)
+    out = []
+    for b in bins:
+        ids: list[int] = []
+        labels: list[int] = []
+        for i in b:
+            ids.extend(rows[i]["input_ids"])
+            labels.extend(rows[i].get("labels", rows[i]["input_ids"]))
+        out.append({"input_ids": ids, "labels": labels, "seq_lengths": [len(rows[i]["input_ids"]) for i in b]})
+    return out
+
+
+def collate_packed_rows(examples: list[dict[str, Any]], pad_token_id: int,
+                        pad_to_multiple_of: int | None = None) -> dict[str, Any]:
+    """A ``batch × longest`` batch with per-segment ``position_ids`` and no attention mask.
+
+    Rows without ``seq_lengths`` are one segment. The right padding of a row forms its own
+    segment (positions 0, 1, …), labelled -100, so real tokens never attend to it.
+    """
+    import torch
+
+    longest = max(len(e["input_ids"]) for e in examples)
+    if pad_to_multiple_of:
+        longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    n = len(examples)
+    input_ids = torch.full((n, longest), pad_token_id, dtype=torch.long)
+    labels = torch.full((n, longest), -100, dtype=torch.long)
+    position_ids = torch.zeros((n, longest), dtype=torch.long)
+    for j, e in enumerate(examples):
+        ids = e["input_ids"]
+        k = len(ids)
+        input_ids[j, :k] = torch.as_tensor(ids, dtype=torch.long)
+        labels[j, :k] = torch.as_tensor(e.get("labels", ids), dtype=torch.long)
+        start = 0
+        for seg in e.get("seq_lengths") or [k]:
+            position_ids[j, start:start + seg] = torch.arange(seg)
+            labels[j, start] = -100  # no prediction across a row boundary
+            start += seg
+        if k < longest:
+            position_ids[j, k:] = torch.arange(longest - k)
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+
+
+class PackedRowsCollator:
+    """Data collator for ``SFTTrainer``: :func:`collate_packed_rows` with the tokenizer's pad id."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_token_id = int(pad_token_id)
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate_packed_rows(examples, self.pad_token_id, self.pad_to_multiple_of)
