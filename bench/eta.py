@@ -65,6 +65,7 @@ def main() -> int:
             return 1
         recs = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines() if x.strip()]
         job = presets.load(preset)
+        model_config = json.loads((t / "model" / "config.json").read_text())
     logs = [r for r in recs if r.get("kind") == "log" and r.get("loss") is not None]
     start = next(r for r in recs if r.get("kind") == "start")
     total = int(start["total_steps"])
@@ -96,7 +97,7 @@ def main() -> int:
     per_example = None
     if packed:  # the data check's tokens per example would give the same: the packed bins' fill
         per_example = packed["packed_fill"] * a.max_len * packed["packed_sequences"] / packed["packed_rows"]
-    est = estimate(job.resolved(), num_examples=a.rows, throughput_tokens_per_s=tps, tokens_per_example=per_example)
+    est = estimate(job.resolved(), model_config=model_config, num_examples=a.rows, throughput_tokens_per_s=tps, tokens_per_example=per_example)
     actual = t_end - start["t"]
     err = est.seconds / actual - 1
     print(f"  finetui estimate --tokens-per-s {tps:.0f} (median of steps 2–{len(q)}): {est.seconds:6.1f} s predicted "
