@@ -50,23 +50,10 @@ def lengths(n: int, max_len: int, seed: int = 0, median: float = 180, sigma: flo
 
 
 def bfd(lens: list[int], cap: int) -> list[list[int]]:
-    """Best-fit decreasing: indices of rows per bin of capacity ``cap``."""
-    import bisect
+    """Best-fit decreasing: indices of rows per bin of capacity ``cap`` (finetui's packing)."""
+    from engine.train.packing import bfd_bins
 
-    order = sorted(range(len(lens)), key=lambda i: -lens[i])
-    bins: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (space left, bin index), sorted
-    for i in order:
-        L = lens[i]
-        k = bisect.bisect_left(free, (L, -1))
-        if k < len(free):
-            space, bi = free.pop(k)
-            bins[bi].append(i)
-            bisect.insort(free, (space - L, bi))
-        else:
-            bins.append([i])
-            bisect.insort(free, (cap - L, len(bins) - 1))
-    return bins
+    return bfd_bins(lens, cap)
 
 
 def make_batches(lens: list[int], batch: int, max_len: int, mode: str, seed: int = 0) -> list[list[list[int]]]:
