@@ -89,6 +89,7 @@ name_or_path = "{model}"
 train_path = "{data}"
 format = "alpaca"
 val_size = 0.0
+packing = {packing}
 [trainer]
 stage = "sft"
 training_type = "full"
@@ -188,7 +189,8 @@ def main() -> int:
         preset = t / "bench.toml"
         preset.write_text(PRESET.format(model=t / "model", data=t / "data.jsonl", batch=a.batch, steps=a.max_steps,
                                         lr=a.lr, max_len=a.max_len, log=a.logging_steps,
-                                        tensorboard="true" if a.tensorboard else "false"))
+                                        tensorboard="true" if a.tensorboard else "false",
+                                        packing="false"))  # the plain script pads, as TRL does by default
         for r in range(a.rounds):
             order = ("finetui", "plain") if r % 2 == 0 else ("plain", "finetui")  # alternate who goes first
             for side in order:

@@ -56,7 +56,8 @@ def main() -> int:
         make_data(t / "data.jsonl", a.rows)
         preset = t / "bench.toml"
         preset.write_text(PRESET.format(model=t / "model", data=t / "data.jsonl", batch=a.batch, steps=a.max_steps,
-                                        lr=1e-4, max_len=a.max_len, log=1, tensorboard="false"))
+                                        lr=1e-4, max_len=a.max_len, log=1, tensorboard="false",
+                                        packing="true"))
         run = t / "run"
         p = subprocess.run([sys.executable, "-m", "tui.cli", "train", str(preset), "--run-dir", str(run)], cwd=ROOT,
                            env=env, capture_output=True, text=True)

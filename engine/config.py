@@ -199,7 +199,7 @@ FIELDS: list[Field] = [
     _F("data", "packing", "bool", True, "Sequence packing",
        "Pack short rows best-fit-decreasing into sequences of up to max_sequence_length tokens; rows never "
        "attend to each other and no token is predicted across a row boundary. With sdpa / eager each packed "
-       "sequence is a row of the batch with its own block-diagonal mask (2.03× the tokens/s of padded batches "
+       "sequence is a row of the batch with its own block-diagonal mask (1.99–2.03× the tokens/s of padded batches "
        "on a realistic length mix, bench/packing.py); with flash-attention-2 TRL's BFD packing flattens the "
        "batch for the varlen kernels. On by default, by that measurement (pre-training / SFT only; the "
        "evaluation rows stay unpacked; not with prompt tuning, whose PEFT model drops the position ids that "
@@ -209,8 +209,9 @@ FIELDS: list[Field] = [
     _F("data", "padding_free", "bool", False, "Padding-free batches",
        "Flatten each batch into one row without padding tokens (TRL padding_free). Rows stay apart "
        "(position ids restart per row); with flash-attention-2 at no cost, with sdpa / eager through a dense "
-       "block mask. Off by default, by measurement (bench/packing.py): 1.07–1.84× padded batches on a loaded CPU "
-       "with sdpa, SFT / pre-training only, and without packing max_length is not enforced."),
+       "block mask over the whole flattened batch. Off by default, by measurement (bench/packing.py): 1.17–1.19× "
+       "padded batches on CPU with sdpa where packing gives 2×; SFT / pre-training only, and without packing "
+       "max_length is not enforced."),
     _F("data", "group_by_length", "bool", False, "Group by length",
        "Batch rows of similar length together to reduce padding (SFT / pre-training). Measured 1.70–2.17× "
        "the tokens/s of random batches on a realistic length mix (bench/packing.py: padding 52 % → 8–12 %); off by "
