@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
@@ -109,28 +109,24 @@ class ModelPane(StepPane):
         self._catalog_for: str | None = None
         self._info_for: str | None = None
 
-    DEFER_BODY = True  # the first step of the wizard: its frame paints first, its fields a frame later
-
     def compose(self) -> ComposeResult:
         yield self.header()
-        yield self.body()
+        with VerticalScroll(classes="step-body"):
+            yield ProfileSelect(id="model-profile")
+            yield Static("", id="profile-desc", classes="muted")
+            with Horizontal(classes="model-path-row"):
+                yield SchemaForm(["model.name_or_path"], id="model-name-form")
+                yield Button("Browse…", id="model-browse", compact=True, classes="-textual-compact browse")
+            with Horizontal(id="model-columns", classes="columns-fixed"):
+                with Vertical(classes="column"):
+                    yield Label("Catalog", classes="section-title")
+                    yield OptionList(id="model-catalog")
+                with Vertical(classes="column"):
+                    yield Label("From config.json", classes="section-title")
+                    yield Static("", id="model-info")
+                    yield Static("", id="model-warning", classes="warning-text")
+            yield SchemaForm([n for n in group_names("model") if n != "model.name_or_path"], id="model-form")
         yield self.nav()
-
-    def compose_body(self) -> ComposeResult:
-        yield ProfileSelect(id="model-profile")
-        yield Static("", id="profile-desc", classes="muted")
-        with Horizontal(classes="model-path-row"):
-            yield SchemaForm(["model.name_or_path"], id="model-name-form")
-            yield Button("Browse…", id="model-browse", compact=True, classes="-textual-compact browse")
-        with Horizontal(id="model-columns", classes="columns-fixed"):
-            with Vertical(classes="column"):
-                yield Label("Catalog", classes="section-title")
-                yield OptionList(id="model-catalog")
-            with Vertical(classes="column"):
-                yield Label("From config.json", classes="section-title")
-                yield Static("", id="model-info")
-                yield Static("", id="model-warning", classes="warning-text")
-        yield SchemaForm([n for n in group_names("model") if n != "model.name_or_path"], id="model-form")
 
     def sync(self, job: JobConfig, res: dict[str, Any], states: dict) -> None:
         self.query_one("#model-profile", ProfileSelect).sync(job.profile)

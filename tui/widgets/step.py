@@ -132,37 +132,12 @@ class StepPane(Vertical):
     TITLE = ""
     SUBTITLE = ""
 
-    #: the pane's body (``compose_body``) is mounted right after the pane's first paint instead of
-    #: with it: the first screen appears with the step's frame, the fields a frame later (start-up time)
-    DEFER_BODY = False
-
     def __init__(self) -> None:
         super().__init__(id=f"step-{self.STEP}", classes="step-pane")
         self.ready = False
 
-    def body(self) -> Widget:
-        """The scrolling body, empty when ``DEFER_BODY`` (filled by ``compose_body`` after the first paint)."""
-        from textual.containers import VerticalScroll
-
-        if self.DEFER_BODY:
-            return VerticalScroll(classes="step-body", id=f"{self.STEP}-body")
-        return VerticalScroll(*self.compose_body(), classes="step-body", id=f"{self.STEP}-body")
-
-    def compose_body(self) -> ComposeResult:
-        return iter(())
-
     def on_mount(self) -> None:
         # panes are mounted on first visit; the subclass's on_mount has run by now
-        if self.DEFER_BODY:
-            self.call_after_refresh(self._mount_body)
-        else:
-            self._ready()
-
-    async def _mount_body(self) -> None:
-        await self.query_one(f"#{self.STEP}-body").mount_compose(self.compose_body())
-        self._ready()
-
-    def _ready(self) -> None:
         self.ready = True
         if getattr(self.app, "step", None) == self.STEP:
             switcher = getattr(self.app, "switcher", None)
