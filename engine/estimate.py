@@ -243,8 +243,10 @@ def steps_for(res: dict[str, Any], num_examples: int | None, tokens_per_example:
         F.append(f"total steps = {updates} × {epochs} epochs = {total}  ({total_b} batches processed per rank)")
     elif epochs:
         F.append(f"total steps = examples ÷ {eff} × {epochs} epochs (give --examples N for a number)")
+    # tokens a sequence holds: packed sequences are full; unpacked ones hold one example (when its length is known)
+    per_seq = seq if packs(res) or not tokens_per_example else min(seq, max(1, math.ceil(tokens_per_example)))
     return Steps(n, train, b, ga, R, eff, per_epoch, updates, int(epochs) if epochs else None, total, total_b,
-                 b * seq * ga * R, F)
+                 b * per_seq * ga * R, F)
 
 
 def oci_total_training_steps(epochs: int, dataset_size: int, batch_size: int) -> float:
@@ -523,8 +525,13 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     tf = ""
     if throughput_tokens_per_s and st.total_steps:
         secs = st.total_steps * st.tokens_per_step / float(throughput_tokens_per_s)
-        tf = (f"{st.total_steps} steps × {st.tokens_per_step} tokens/step (batch {bsz} × seq {seq} × accumulation "
+        per_seq = st.tokens_per_step // max(1, bsz * ga * R)
+        what = f"seq {seq}" if per_seq == seq else f"{per_seq} tokens per example"
+        tf = (f"{st.total_steps} steps × {st.tokens_per_step} tokens/step (batch {bsz} × {what} × accumulation "
               f"{ga} × ranks {R}) ÷ {throughput_tokens_per_s:g} tokens/s = {_dur(secs)}")
+    if throughput_tokens_per_s and secs is not None and not packs(res) and not tokens_per_example:
+        notes.append("time: batch × max length tokens per step, an upper bound for rows shorter than max length "
+                     "(the measured tokens/s counts real tokens): give --tokens-per-example")
     if ga > 1:
         notes.append("gradients stay allocated across the accumulation micro-batches")
     if packs(res) and not tokens_per_example:

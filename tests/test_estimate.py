@@ -366,3 +366,35 @@ def test_cli_bad_options(repo_root):
     assert "--gpu-memory" in _one_line_exit_2(_cli(demo, "--gpu-memory", "0"))
     assert "--examples" in _one_line_exit_2(_cli(demo, "--examples", "0"))
     assert "--tokens-per-s" in _one_line_exit_2(_cli(demo, "--tokens-per-s", "-1"))
+    assert "--tokens-per-example" in _one_line_exit_2(_cli(demo, "--tokens-per-example", "0"))
+
+
+def test_tokens_per_step_follow_packing_and_the_row_length():
+    # packed sequences are full; unpacked ones hold one example (capped at max length); unknown: max length
+    assert steps_for(res(general__batch_size=4, general__max_sequence_length=512), 100, 120.4).tokens_per_step == 4 * 512
+    unpacked = res(data__packing=False, general__batch_size=4, general__max_sequence_length=512)
+    assert steps_for(unpacked, 100, 120.4).tokens_per_step == 4 * 121
+    assert steps_for(unpacked, 100, 900).tokens_per_step == 4 * 512
+    assert steps_for(unpacked, 100).tokens_per_step == 4 * 512
+    est = estimate(unpacked, model_config=LLAMA_1B, num_examples=100, throughput_tokens_per_s=1000)
+    assert any("upper bound" in n and "--tokens-per-example" in n for n in est.notes)
+
+
+def test_cli_measures_tokens_per_example_for_packing(repo_root, tmp_path):
+    """With a local tokenizer and data file, the packed step count comes from measured row lengths."""
+    from engine.tiny import ensure_tiny_model
+
+    ensure_tiny_model()
+    p = tmp_path / "packed.toml"
+    p.write_text('[model]\nname_or_path = "finetui:tiny-llama"\n[data]\ntrain_path = "finetui:samples/alpaca_demo.jsonl"'
+                 '\nformat = "alpaca"\n[general]\nbatch_size = 4\nepochs = 2\nmax_sequence_length = 256\n')
+    r = _cli(p, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    # the worker packs these 400 rows into 38 sequences of 256 tokens (tests/test_train_matrix.py's sft_packed
+    # packs 16 of them); the estimate, from a measured mean length, must land within a few sequences
+    packed = next(f for f in d["steps"]["formulas"] if f.startswith("packed sequences"))
+    n = int(packed.rsplit("=", 1)[1])
+    assert 34 <= n <= 42, packed
+    given = _cli(p, "--tokens-per-example", "64", "--json")
+    assert json.loads(given.stdout)["steps"]["batches_per_epoch"] == -(-(-(-400 * 64 // 256)) // 4)

@@ -60,14 +60,9 @@ def _estimate(job: JobConfig) -> Any:
 
 
 def _local_tokenizer(model: str) -> str | None:
-    """The model to read token lengths with, when that costs no download and no build."""
-    if model.strip() == "finetui:tiny-llama":
-        try:
-            from engine import tiny
+    from engine.data.tokenize import local_tokenizer
 
-            return model if tiny._is_built(tiny.tiny_model_dir()) else None
-        except Exception:  # noqa: BLE001 - token lengths are optional
-            return None
+    return local_tokenizer(model)
     d = Path(model).expanduser()
     if d.is_dir() and any((d / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         return str(d)

@@ -204,6 +204,8 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
             "chat_template": bool(getattr(tokenizer, "chat_template", None)),
             "sampled_rows": k, "exact": k == n_valid,
             "min": ls[0], "median": int(statistics.median(ls)), "p95": _percentile(ls, 0.95), "max": ls[-1],
+            # tokens a training sequence holds per row (after truncation): packing and the time estimate use it
+            "mean_trained_length": round(statistics.fmean(min(n, max_length) if max_length else n for n in ls), 1),
             "max_length": max_length,
             "over_max": round(over * scale), "tokens_lost": round(lost * scale),
             "no_trained_tokens_after_truncation": round(no_trained * scale),

@@ -184,3 +184,21 @@ def render_preview(tokenizer: Any, ids: list[int], labels: list[int]) -> list[di
     if run:
         segs.append({"text": tokenizer.decode(run, skip_special_tokens=False), "trained": bool(cur)})
     return segs
+
+
+def local_tokenizer(model: str) -> str | None:
+    """The model to read token lengths with, when that costs no download and no build: the tiny
+    model once built, or a local folder with tokenizer files; None otherwise."""
+    from pathlib import Path
+
+    if model.strip() == "finetui:tiny-llama":
+        try:
+            from engine import tiny
+
+            return model if tiny._is_built(tiny.tiny_model_dir()) else None
+        except Exception:  # noqa: BLE001 - token lengths are optional
+            return None
+    d = Path(model).expanduser()
+    if d.is_dir() and any((d / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        return str(d)
+    return None

@@ -54,6 +54,29 @@ def count_examples(path: str) -> int | None:
     return n
 
 
+def measure_tokens_per_example(res: dict, sample: int = 500) -> float | None:
+    """Mean tokens per training row after truncation, from a sample of a local data file read with a local
+    tokenizer (the data check's token statistics); None when either is remote or cannot be read."""
+    from engine.data.tokenize import local_tokenizer
+
+    model, path = str(res.get("model.name_or_path") or ""), str(res.get("data.train_path") or "")
+    src = local_tokenizer(model)
+    if not src or not path or path.startswith("s3://"):
+        return None
+    try:
+        from engine.data.check import check
+        from engine.data.tokenize import load_tokenizer
+
+        tok = load_tokenizer(src, bool(res.get("model.trust_remote_code")))
+        rep = check(path, str(res["data.format"]), stage=str(res["trainer.stage"]),
+                    max_length=int(res["general.max_sequence_length"]), tokenizer=tok, tokenizer_name=src,
+                    token_sample=sample, preview_rows=0)
+        t = rep.get("tokens") or {}
+        return float(t["mean_trained_length"]) if t.get("sampled_rows") else None
+    except Exception:  # noqa: BLE001 - token lengths only refine the estimate
+        return None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("estimate")
     def estimate_cmd(
@@ -64,6 +87,9 @@ def register(app: typer.Typer) -> None:
                                                "from the data file when it is local)."),
         tokens_per_s: Optional[float] = typer.Option(None, "--tokens-per-s", help="Measured throughput of the "
                                                      "whole job, for the time to finish."),
+        tokens_per_example: Optional[float] = typer.Option(None, "--tokens-per-example", help="Mean tokens of a "
+                                                           "training row (default: measured on a sample of the data "
+                                                           "file when it and the tokenizer are local)."),
         as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
     ) -> None:
         """Memory per GPU (weights, gradients, optimizer, activations, logits, overhead), steps and time."""
@@ -74,6 +100,8 @@ def register(app: typer.Typer) -> None:
             common.fail(f"--gpu-memory: {gpu_memory:g} is not a memory size (allowed: a number > 0)")
         if examples is not None and examples < 1:
             common.fail(f"--examples: {examples} is not a count (allowed: an integer ≥ 1)")
+        if tokens_per_example is not None and tokens_per_example <= 0:
+            common.fail(f"--tokens-per-example: {tokens_per_example:g} is not a length (allowed: a number > 0)")
         if tokens_per_s is not None and tokens_per_s <= 0:
             common.fail(f"--tokens-per-s: {tokens_per_s:g} is not a throughput (allowed: a number > 0)")
         job = common.load_job(file)
@@ -86,8 +114,15 @@ def register(app: typer.Typer) -> None:
         counted = examples is None
         if examples is None:
             examples = count_examples(str(res.get("data.train_path") or ""))
+        measured = None
+        from engine.config import packs
+
+        if tokens_per_example is None and examples is not None and (packs(res) or tokens_per_s):
+            # the packed step count, or the tokens a step holds for the time, depend on the rows' length
+            tokens_per_example = measured = measure_tokens_per_example(res)
         try:
-            est = estimate(res, num_examples=examples, gpu_memory_gb=gpu_memory, throughput_tokens_per_s=tokens_per_s)
+            est = estimate(res, num_examples=examples, gpu_memory_gb=gpu_memory, throughput_tokens_per_s=tokens_per_s,
+                           tokens_per_example=tokens_per_example)
         except ModelInfoError as e:
             common.fail(f"model.name_or_path: {e}")
         if as_json:
@@ -95,6 +130,9 @@ def register(app: typer.Typer) -> None:
             return
         if counted and examples is not None:
             est.notes.insert(0, f"{examples} examples counted in {res['data.train_path']}")
+        if measured is not None:
+            est.notes.insert(1 if counted else 0, f"{measured:g} tokens per example (mean after truncation, measured "
+                                                   f"on a sample with {res['model.name_or_path']}'s tokenizer)")
         elif examples is None:
             est.notes.insert(0, "examples unknown (remote or unreadable data file): give --examples N for steps")
         typer.echo(est.to_text(), nl=False)
