@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from engine.config import JobConfig, Problem
+from engine.dsconfig import deepspeed_config
 from engine.interop.common import (InteropError, fail, fmt, leftovers, real_path, sample_or_path, set_value,
                                    validate_for)
 
@@ -76,33 +77,6 @@ KNOWN = {
 # --------------------------------------------------------------------------------------------
 # DeepSpeed config
 # --------------------------------------------------------------------------------------------
-
-
-def deepspeed_config(stage: int, offload_optimizer: bool = False, offload_params: bool = False) -> dict[str, Any]:
-    """A ZeRO config in LLaMA-Factory's style: the batch fields are ``auto`` (filled by the trainer)."""
-    zero: dict[str, Any] = {"stage": stage, "overlap_comm": False, "contiguous_gradients": True,
-                            "reduce_bucket_size": "auto"}
-    if stage >= 2:
-        zero.update({"allgather_partitions": True, "allgather_bucket_size": 5e8, "reduce_scatter": True})
-    if stage == 3:
-        zero.update({"sub_group_size": 1e9, "stage3_prefetch_bucket_size": "auto",
-                     "stage3_param_persistence_threshold": "auto", "stage3_max_live_parameters": 1e9,
-                     "stage3_max_reuse_distance": 1e9, "stage3_gather_16bit_weights_on_model_save": True})
-    if offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-    if offload_params and stage == 3:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    return {
-        "train_batch_size": "auto",
-        "train_micro_batch_size_per_gpu": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-        "zero_allow_untested_optimizer": True,
-        "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16,
-                 "hysteresis": 2, "min_loss_scale": 1},
-        "bf16": {"enabled": "auto"},
-        "zero_optimization": zero,
-    }
 
 
 def deepspeed_file_name(stage: int, offload: bool) -> str:

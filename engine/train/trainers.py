@@ -13,25 +13,10 @@ DPO_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo"}
 
 
 def deepspeed_config(res: dict) -> dict:
-    stage = int(res["trainer.zero_stage"])
-    zero: dict[str, Any] = {"stage": stage, "overlap_comm": False, "contiguous_gradients": True}
-    if res["trainer.offload_optimizer"]:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-    if stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
-        if res["trainer.offload_params"]:
-            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    return {
-        "zero_optimization": zero,
-        "train_micro_batch_size_per_gpu": "auto",
-        "train_batch_size": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-        "bf16": {"enabled": "auto"},
-        "fp16": {"enabled": "auto"},
-        "zero_allow_untested_optimizer": True,
-        "wall_clock_breakdown": False,
-    }
+    """The ZeRO config of the job: the one ``finetui export`` writes for LLaMA-Factory (engine/dsconfig.py)."""
+    from engine.dsconfig import for_job
+
+    return for_job(res)
 
 
 def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to: list[str]) -> dict[str, Any]:
