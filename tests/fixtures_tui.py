@@ -18,7 +18,7 @@ def fake_model_info(name: str) -> dict[str, Any]:
             "source": "built-in tiny model"}
 
 
-def fake_estimate(job: Any) -> Any:
+def fake_estimate(job: Any, **hints: Any) -> Any:
     res = job.resolved()
     parts = [SimpleNamespace(name=n, bytes=b) for n, b in
              (("weights", 301_000), ("gradients", 77_800), ("optimizer states", 155_600),

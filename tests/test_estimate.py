@@ -398,3 +398,27 @@ def test_cli_measures_tokens_per_example_for_packing(repo_root, tmp_path):
     assert 34 <= n <= 42, packed
     given = _cli(p, "--tokens-per-example", "64", "--json")
     assert json.loads(given.stdout)["steps"]["batches_per_epoch"] == -(-(-(-400 * 64 // 256)) // 4)
+
+
+def test_launch_screen_estimate_uses_the_last_data_check_of_this_data():
+    """The TUI's estimate: rows and mean row length from the last data check of the same data, else rows
+    counted in the local file; a check of other data (or another max length) is not used."""
+    from engine.config import JobConfig
+    from tui.app import FinetuiApp, _estimate
+
+    job = JobConfig("native", {"model.name_or_path": "finetui:tiny-llama",
+                               "data.train_path": "finetui:samples/alpaca_demo.jsonl", "data.format": "alpaca",
+                               "general.batch_size": 4, "general.epochs": 2, "general.max_sequence_length": 256})
+    app = FinetuiApp(job=job, autosave=False, offer_restore=False)
+    assert app.data_hints(job) == {}
+    counted = _estimate(job)  # no check yet: the rows are counted, packing is an upper bound
+    assert counted.steps.examples == 400 and counted.steps.updates_per_epoch == 100
+    app.remember_data_report(job, {"rows": {"valid": 398}, "tokens": {"mean_trained_length": 23.4}})
+    hints = app.data_hints(job)
+    assert hints == {"num_examples": 398, "tokens_per_example": 23.4}
+    est = _estimate(job, **hints)
+    assert any(f == "packed sequences = ceil(398 × 23.4 tokens ÷ 256) = 37" for f in est.steps.formulas)
+    assert est.steps.updates_per_epoch == 10 and est.steps.total_steps == 20
+    other = job.copy()
+    other.values["general.max_sequence_length"] = 512
+    assert app.data_hints(other) == {}

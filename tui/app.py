@@ -51,12 +51,19 @@ def _describe_model(name: str) -> Any:
     return modelinfo.describe(name)
 
 
-def _estimate(job: JobConfig) -> Any:
+def _estimate(job: JobConfig, num_examples: int | None = None, tokens_per_example: float | None = None) -> Any:
+    """The launch screen's estimate; the row count and mean row length come from the last data check of
+    this data (FinetuiApp.data_hints), else the rows are counted in a local file (cheap, no tokenizer)."""
     try:
         from engine import estimate
     except ImportError:
         return None
-    return estimate.estimate(job.resolved())
+    res = job.resolved()
+    if num_examples is None:
+        from tui.commands.estimate import count_examples
+
+        num_examples = count_examples(str(res.get("data.train_path") or ""))
+    return estimate.estimate(res, num_examples=num_examples, tokens_per_example=tokens_per_example)
 
 
 def _local_tokenizer(model: str) -> str | None:
@@ -131,7 +138,7 @@ def _start_run(job: JobConfig) -> Any:
 @dataclass
 class Services:
     describe_model: Callable[[str], Any] = _describe_model
-    estimate: Callable[[JobConfig], Any] = _estimate
+    estimate: Callable[..., Any] = _estimate  # (job, num_examples=, tokens_per_example=)
     data_check: Callable[[JobConfig], dict[str, Any]] = _data_check
     start_run: Callable[[JobConfig], Any] = _start_run
     ssh_hosts: Callable[[], list[str]] = ssh_hosts
@@ -299,6 +306,7 @@ class FinetuiApp(App[None]):
         self.step = STEP_IDS[0]
         self._autosave_timer: Any = None
         self.last_export: tuple[list[Path], list[str]] | None = None  # (files written, warnings)
+        self.data_report: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # (data_key, last check's report)
         if theme:
             self.theme = theme
 
@@ -354,6 +362,30 @@ class FinetuiApp(App[None]):
         name = self.preset_path.name if self.preset_path else "new job"
         bar.set_status(f"{name}{' ●' if self.dirty else ''}  {self.job.profile}")
         self.sub_title = name
+
+    @staticmethod
+    def data_key(job: JobConfig) -> tuple[Any, ...]:
+        """What a data check's figures depend on: file, format, stage, max length, tokenizer."""
+        res = job.resolved()
+        return tuple(res.get(k) for k in ("data.train_path", "data.format", "trainer.stage",
+                                         "general.max_sequence_length", "model.name_or_path"))
+
+    def remember_data_report(self, job: JobConfig, rep: dict[str, Any]) -> None:
+        self.data_report = (self.data_key(job), rep)
+
+    def data_hints(self, job: JobConfig) -> dict[str, Any]:
+        """Rows and mean trained tokens per row from the last data check of this job's data, for the estimate."""
+        if self.data_report is None or self.data_report[0] != self.data_key(job):
+            return {}
+        rep = self.data_report[1]
+        out: dict[str, Any] = {}
+        valid = (rep.get("rows") or {}).get("valid")
+        if isinstance(valid, int) and valid > 0:
+            out["num_examples"] = valid
+        mean = (rep.get("tokens") or {}).get("mean_trained_length")
+        if isinstance(mean, (int, float)) and mean > 0:
+            out["tokens_per_example"] = float(mean)
+        return out
 
     def default_run_name(self, job: JobConfig | None = None) -> str:
         job = job or self.job

@@ -247,6 +247,7 @@ class DataPane(StepPane):
             rep = self.app.services.data_check(job)  # type: ignore[attr-defined]
             out: Any = render_report(rep)
             status = ""
+            self.app.call_from_thread(self.app.remember_data_report, job, rep)  # type: ignore[attr-defined]
         except Exception as e:
             out = None
             status = str(e).splitlines()[0] if str(e) else e.__class__.__name__

@@ -191,7 +191,8 @@ class LaunchPane(StepPane):
 
     def update_estimate(self, job: JobConfig) -> None:
         try:
-            est = self.app.services.estimate(job)  # type: ignore[attr-defined]
+            hints = self.app.data_hints(job)  # type: ignore[attr-defined]  # rows, row length: last data check
+            est = self.app.services.estimate(job, **hints)  # type: ignore[attr-defined]
             out: Any = estimate_text(est)
         except Exception as e:
             out = Text(f"No estimate: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}", "dim")
