@@ -70,10 +70,6 @@ def _local_tokenizer(model: str) -> str | None:
     from engine.data.tokenize import local_tokenizer
 
     return local_tokenizer(model)
-    d = Path(model).expanduser()
-    if d.is_dir() and any((d / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-        return str(d)
-    return None
 
 
 def data_check_command(job: JobConfig) -> list[str]:

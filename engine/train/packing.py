@@ -4,7 +4,7 @@ TRL's BFD packing flattens every batch into one row (padding-free): with flash-a
 varlen kernels each packed row attends only to itself, but with sdpa or eager attention
 transformers keeps the rows apart through a dense block-diagonal mask over the *whole
 flattened batch*, so attention costs ``(batch × max_len)²`` and eats the saving
-(bench/packing.py: 1.06–1.12× padded batches on CPU).
+(bench/packing.py: 0.77–0.81× padded batches on CPU, slower than padding).
 
 Here the same best-fit-decreasing bins stay the rows of the batch (``batch × max_len``).
 ``position_ids`` restart at every packed row and no attention mask is passed, so transformers
