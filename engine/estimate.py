@@ -535,7 +535,8 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     if ga > 1:
         notes.append("gradients stay allocated across the accumulation micro-batches")
     if packs(res) and not tokens_per_example:
-        notes.append("packing: fewer, full-length sequences than examples; steps counted per example (upper bound)")
+        notes.append("packing: fewer, full-length sequences than examples; steps counted per example (upper bound: "
+                     "give the mean tokens per example, --tokens-per-example, or check the data)")
     est = Estimate(name, info.summary(), method + (f" ({qbits}-bit)" if method == "qlora" else ""),
                    backend + (f" ZeRO-{zero}" if zero else "") + (" +offload optimizer" if off_opt else "")
                    + (" +offload params" if off_par else "") + f", {R} rank{'s' if R > 1 else ''}",

@@ -14,8 +14,12 @@ from tui.commands import common
 _JSON_COUNT_LIMIT = 256 * 1024 * 1024
 
 
-def count_examples(path: str) -> int | None:
-    """Rows in a local data file, cheaply (JSONL: non-empty lines; JSON: array length); None if unknown."""
+#: Above this size the data file is not read through the data check just to measure row lengths.
+_MEASURE_LIMIT = 64 * 1024 * 1024
+
+
+def _local_files(path: str) -> list[Path] | None:
+    """The .jsonl / .json files of a local data path (a sample name, a file or a folder); None if not local."""
     if not path or str(path).startswith("s3://"):
         return None
     if str(path).startswith("finetui:"):
@@ -27,12 +31,15 @@ def count_examples(path: str) -> int | None:
             return None
     else:
         p = Path(path).expanduser()
-    files: list[Path]
     if p.is_dir():
-        files = sorted(q for q in p.iterdir() if q.suffix in (".jsonl", ".json"))
-    elif p.is_file():
-        files = [p]
-    else:
+        return sorted(q for q in p.iterdir() if q.suffix in (".jsonl", ".json"))
+    return [p] if p.is_file() else None
+
+
+def count_examples(path: str) -> int | None:
+    """Rows in a local data file, cheaply (JSONL: non-empty lines; JSON: array length); None if unknown."""
+    files = _local_files(path)
+    if files is None:
         return None
     n = 0
     for f in files:
@@ -61,8 +68,9 @@ def measure_tokens_per_example(res: dict, sample: int = 500) -> float | None:
 
     model, path = str(res.get("model.name_or_path") or ""), str(res.get("data.train_path") or "")
     src = local_tokenizer(model)
-    if not src or not path or path.startswith("s3://"):
-        return None
+    files = _local_files(path)
+    if not src or not files or sum(f.stat().st_size for f in files) > _MEASURE_LIMIT:
+        return None  # remote, unreadable, or too large to check just for this: --tokens-per-example
     try:
         from engine.data.check import check
         from engine.data.tokenize import load_tokenizer
