@@ -60,7 +60,7 @@ def _estimate(job: JobConfig, num_examples: int | None = None, tokens_per_exampl
         return None
     res = job.resolved()
     if num_examples is None:
-        from tui.commands.estimate import count_examples
+        from engine.data.sources import count_examples
 
         num_examples = count_examples(str(res.get("data.train_path") or ""))
     return estimate.estimate(res, num_examples=num_examples, tokens_per_example=tokens_per_example)

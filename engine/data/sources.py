@@ -49,6 +49,51 @@ def resolve_sample(path: str) -> Path:
     return p
 
 
+#: Above this size a .json array is not parsed just to count its rows.
+_JSON_COUNT_LIMIT = 256 * 1024 * 1024
+
+
+def local_data_files(path: str) -> list[Path] | None:
+    """The .jsonl / .json files of a local data path (a sample name, a file or a folder); None if not local."""
+    if not path or str(path).startswith("s3://"):
+        return None
+    if str(path).startswith(SAMPLES_PREFIX):
+        try:
+            p = resolve_sample(path)
+        except DataError:
+            return None
+    else:
+        p = Path(path).expanduser()
+    if p.is_dir():
+        return sorted(q for q in p.iterdir() if q.suffix in (".jsonl", ".json"))
+    return [p] if p.is_file() else None
+
+
+def count_examples(path: str) -> int | None:
+    """Rows in a local data file, cheaply (JSONL: non-empty lines; JSON: array length); None if unknown."""
+    files = local_data_files(path)
+    if files is None:
+        return None
+    n = 0
+    for f in files:
+        if f.suffix == ".jsonl":
+            with f.open("rb") as fh:
+                n += sum(1 for line in fh if line.strip())
+        elif f.suffix == ".json":
+            if f.stat().st_size > _JSON_COUNT_LIMIT:
+                return None
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                return None
+            if not isinstance(data, list):
+                return None
+            n += len(data)
+        else:
+            return None
+    return n
+
+
 def _json_array_records(text: str, name: str) -> Iterator[tuple[str, Any]]:
     """Stream the elements of a JSON array with the line each starts on."""
     dec = json.JSONDecoder()

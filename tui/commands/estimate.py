@@ -8,57 +8,11 @@ from typing import Optional
 
 import typer
 
+from engine.data.sources import count_examples, local_data_files
 from tui.commands import common
-
-#: Above this size a .json array is not parsed just to count its rows.
-_JSON_COUNT_LIMIT = 256 * 1024 * 1024
-
 
 #: Above this size the data file is not read through the data check just to measure row lengths.
 _MEASURE_LIMIT = 64 * 1024 * 1024
-
-
-def _local_files(path: str) -> list[Path] | None:
-    """The .jsonl / .json files of a local data path (a sample name, a file or a folder); None if not local."""
-    if not path or str(path).startswith("s3://"):
-        return None
-    if str(path).startswith("finetui:"):
-        try:
-            from engine.samples import resolve_sample
-
-            p = Path(resolve_sample(path))
-        except Exception:
-            return None
-    else:
-        p = Path(path).expanduser()
-    if p.is_dir():
-        return sorted(q for q in p.iterdir() if q.suffix in (".jsonl", ".json"))
-    return [p] if p.is_file() else None
-
-
-def count_examples(path: str) -> int | None:
-    """Rows in a local data file, cheaply (JSONL: non-empty lines; JSON: array length); None if unknown."""
-    files = _local_files(path)
-    if files is None:
-        return None
-    n = 0
-    for f in files:
-        if f.suffix == ".jsonl":
-            with f.open("rb") as fh:
-                n += sum(1 for line in fh if line.strip())
-        elif f.suffix == ".json":
-            if f.stat().st_size > _JSON_COUNT_LIMIT:
-                return None
-            try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError):
-                return None
-            if not isinstance(data, list):
-                return None
-            n += len(data)
-        else:
-            return None
-    return n
 
 
 def measure_tokens_per_example(res: dict, sample: int = 500) -> float | None:
@@ -68,7 +22,7 @@ def measure_tokens_per_example(res: dict, sample: int = 500) -> float | None:
 
     model, path = str(res.get("model.name_or_path") or ""), str(res.get("data.train_path") or "")
     src = local_tokenizer(model)
-    files = _local_files(path)
+    files = local_data_files(path)
     if not src or not files or sum(f.stat().st_size for f in files) > _MEASURE_LIMIT:
         return None  # remote, unreadable, or too large to check just for this: --tokens-per-example
     try:
