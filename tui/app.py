@@ -305,6 +305,47 @@ class FinetuiApp(App[None]):
         self.data_report: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # (data_key, last check's report)
         if theme:
             self.theme = theme
+        # last session's parsed CSS (tui/csscache.py): about 65 ms less to the first screen
+        from tui import csscache
+
+        self._css_loaded = csscache.load(self.stylesheet)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """App.run, with two start-up savings: the cyclic garbage collector waits until the first screen
+        is painted (it would otherwise walk the freshly imported modules several times), and the parsed
+        CSS is saved for the next start (once the first screen is up, and again at the end)."""
+        import gc
+
+        self._started_by_run = True
+        self._gc_paused = gc.isenabled()
+        gc.disable()
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            self._resume_gc()
+            self._save_css()
+
+    _started_by_run = False
+    _gc_paused = False
+
+    def _resume_gc(self) -> None:
+        if self._gc_paused:
+            import gc
+
+            self._gc_paused = False
+            gc.freeze()  # what start-up built lives as long as the app: never walked again
+            gc.enable()
+
+    def _first_screen_shown(self) -> None:
+        self._resume_gc()
+        self.set_timer(2.0, self._save_css)
+
+    def _save_css(self) -> None:
+        from tui import csscache
+
+        saved = csscache.save(self.stylesheet, self._css_loaded)
+        if saved is not None:
+            self._css_loaded = saved
 
     # -- layout -----------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -337,6 +378,8 @@ class FinetuiApp(App[None]):
             event.stop()
 
     def on_mount(self) -> None:
+        if self._started_by_run:
+            self.call_after_refresh(self._first_screen_shown)
         if self.offer_restore and self.autosave_enabled:
             self._maybe_offer_restore()
 
