@@ -6,6 +6,8 @@
    ``python -c "import textual"`` (the floor any Textual app pays).  Target: ratio ≤ 2×.
    The wizard is timed twice: its very first start (no parsed CSS saved yet, each run with
    the cache removed) and a usual start (the CSS parsed by an earlier session, tui/csscache.py).
+   Then the bytes the wizard writes to the terminal (what an SSH link carries): its first
+   screen, the three seconds after it, and each Tab.
 2. Event-to-screen latency while a fake run appends 100 events/s: the dashboard
    runs in a pty; the bench writes ``log`` records (step N) and reads the
    terminal output; the latency of step N is the time from its write (flushed)
@@ -244,6 +246,33 @@ def warm_up(argv: list[str], size: tuple[int, int], env: dict[str, str], cwd: st
         p.close()
 
 
+def terminal_output(argv: list[str], size: tuple[int, int], env: dict[str, str], cwd: str, marker: bytes,
+                    tabs: int = 8) -> dict:
+    """Bytes the wizard writes to the terminal (what an SSH link carries): the first screen, the
+    three seconds after it (late content, focus, the key footer), and each Tab after that (the
+    focus moves; the cursor's blink, under 200 bytes a write, is left out)."""
+    p = PtyProc(argv, size, env, cwd, marker)
+    try:
+        p.wait_first_paint()
+        first = p.first_paint
+        time.sleep(3.0)
+        with p.lock:
+            chunks = list(p.chunks)
+        start = sum(len(c) for t, c in chunks if t <= first)
+        settle = sum(len(c) for t, c in chunks if t > first)
+        per_tab = []
+        for _ in range(tabs):
+            n0 = len(p.chunks)
+            os.write(p.fd, b"\t")
+            time.sleep(0.6)
+            with p.lock:
+                per_tab.append(sum(len(c) for _, c in p.chunks[n0:] if len(c) >= 200))
+    finally:
+        p.close()
+    return {"first_screen_bytes": start, "after_first_screen_3s_bytes": settle, "per_tab_bytes": per_tab,
+            "per_tab_median": statistics.median(per_tab)}
+
+
 def latency(rate: float, seconds: float, size: tuple[int, int], env: dict[str, str], tmp: Path) -> dict:
     from tests.fake_run import FakeRunWriter
 
@@ -392,6 +421,12 @@ def main() -> int:
             figures[label] = t
             flag = "" if "bare" in label else ("  (target ≤ 2x: ok)" if t / base <= 2 else "  (target ≤ 2x: MISSED)")
             print(f"{label:38s} {t * 1000:7.0f} ms   {t / base:.2f}x{flag}")
+
+        out = terminal_output(wizard, size, env, str(tmp), b"Hidden dropout")
+        figures["terminal_output"] = out
+        print(f"terminal output of the wizard: first screen {out['first_screen_bytes'] / 1024:.1f} KiB, "
+              f"then {out['after_first_screen_3s_bytes'] / 1024:.1f} KiB in 3 s; a Tab: median "
+              f"{out['per_tab_median'] / 1024:.1f} KiB (each: {', '.join(str(b) for b in out['per_tab_bytes'])} bytes)")
 
         r = latency(a.rate, a.seconds, size, env, tmp)
         figures["latency"] = r

@@ -28,6 +28,7 @@ from textual.widgets import ContentSwitcher, Footer
 
 from engine.config import FIELD_BY_NAME, JobConfig, spec
 from tui import state
+from tui.screens.base import QuietScreen
 from tui.screens.model import ModelPane
 from tui.widgets.form import FieldEdited, FieldFocused, FieldRow, compute_states
 from tui.widgets.step import STEP_IDS, STEPS, HelpBar, StepBar, StepPane, TomlEdited, step_errors
@@ -249,21 +250,48 @@ class WizardFooter(Footer):
         super().bindings_changed(screen)
 
 
-class WizardScreen(Screen):
-    """The default screen, made cheaper to show first (start-up time): its first resume does not
-    restyle the whole tree (every widget got its styles when it was mounted, moments before), and
-    its first layout posts it a Resize of the size it was just laid out at, which Textual answers
-    with a second full layout of every widget: skipped."""
+class WizardScreen(QuietScreen):
+    """The default screen, made cheaper to show first (start-up time, and bytes to the terminal):
+
+    - its first resume does not restyle the whole tree (every widget got its styles when it was
+      mounted, moments before);
+    - Resize events of the size it is already laid out at are dropped: its first layout posts it
+      one, and the app forwards the terminal's first size once more after the first paint; Textual
+      answers each with a second full layout and repaint of every widget;
+    - the whole-screen repaint its first resume asks for right after painting the first frame is
+      skipped (that frame is already on the terminal).
+    """
 
     _resumed = False
+    _first_resume = False
+    _painted = False
 
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
         if not self._resumed:
             self._resumed = True
+            self._first_resume = True
             event.refresh_styles = False
 
+    def _compositor_refresh(self) -> None:
+        first = not self._painted
+        super()._compositor_refresh()
+        self._painted = True
+        if first:
+            # the first frame painted all of the screen: a repaint of the screen itself asked for
+            # before it (its first layout) is done, not one more whole frame
+            self._repaint_regions.clear()
+
+    def refresh(self, *regions: Any, **kwargs: Any) -> Any:
+        if self._first_resume and not regions and not any(kwargs.values()):
+            # Screen._on_screen_resume ends with a plain refresh(): when the first frame is already
+            # painted at this size, that is the whole screen once more
+            self._first_resume = False
+            if self._painted and self._compositor.size == self.size:
+                return self
+        return super().refresh(*regions, **kwargs)
+
     def _on_resize(self, event: events.Resize) -> None:
-        if event._sender is self and event.size == self.size and self.is_attached:
+        if self.is_attached and event.size == self.size and event.size == self._compositor.size:
             event.prevent_default()
             event.stop()
 

@@ -24,6 +24,7 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from tui import runsource
+from tui.screens.base import QuietScreen
 from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
 PLOT_HZ = 2.0
@@ -83,7 +84,7 @@ class FeedProblem(Message):
         self.lost = lost
 
 
-class MonitorScreen(Screen):
+class MonitorScreen(QuietScreen):
     """Live (or finished) run dashboard.  ``run_ref``: a RunRef, a run directory or a run name."""
 
     CSS_PATH = "dashboard.tcss"

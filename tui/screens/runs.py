@@ -16,11 +16,12 @@ from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
 from tui import runsource
 from tui.runsource import RunRow
+from tui.screens.base import QuietScreen
 from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
 STATUS_ICON = {
@@ -45,7 +46,7 @@ def short(name: str, width: int) -> str:
     return name[:head] + "…" + (name[-tail:] if tail else "")
 
 
-class RunsScreen(Screen):
+class RunsScreen(QuietScreen):
     """The runs table.  ``runs_dir``: where local runs live (default ``runs``)."""
 
     CSS_PATH = "dashboard.tcss"
