@@ -34,3 +34,25 @@ async def test_start_and_tab_do_not_repaint_the_whole_screen_again(make_app, mon
         rack = app.screen.query_one("ToastRack")
         assert rack.display
         assert "hello" in str(rack.query_one("Toast").render())
+
+
+async def test_the_key_bar_is_on_the_first_frame_and_its_keys_click(make_app):
+    from tui.widgets.keybar import KeyBar
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        bar = app.screen.query_one(KeyBar)
+        await pilot.pause()
+        text = str(bar.render())
+        assert "^n Next" in text and "^q Quit" in text and text.rstrip().endswith("▏^p palette")
+        assert len(bar.children) == 0  # one widget, not one per key
+        assert app.step == "model"
+        x = text.index("^n Next")
+        await pilot.click(KeyBar, offset=(x + 3, 0))
+        await pilot.pause()
+        assert app.step == "data"
+        # the pointer over a key highlights it and shows its tooltip; off the keys, nothing
+        await pilot.hover(KeyBar, offset=(x + 1, 0))
+        assert bar._hover is not None and bar._hover.description == "Next"
+        assert bar.key_at(len(text.rstrip()) - 3).description == "palette"
+        assert bar.key_at(x - 1) is None

@@ -24,13 +24,14 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen, Screen
-from textual.widgets import ContentSwitcher, Footer
+from textual.widgets import ContentSwitcher
 
 from engine.config import FIELD_BY_NAME, JobConfig, spec
 from tui import state
 from tui.screens.base import QuietScreen
 from tui.screens.model import ModelPane
 from tui.widgets.form import FieldEdited, FieldFocused, FieldRow, compute_states
+from tui.widgets.keybar import KeyBar
 from tui.widgets.step import STEP_IDS, STEPS, HelpBar, StepBar, StepPane, TomlEdited, step_errors
 
 if TYPE_CHECKING:
@@ -231,25 +232,6 @@ class Panes(dict):  # type: ignore[type-arg]
         return pane
 
 
-class WizardFooter(Footer):
-    """The key footer; it rebuilds its keys only when the keys it shows change.  (Footer rebuilds
-    all of them on every bindings update — each focus change — and a step's first visit moves the
-    focus several times.)"""
-
-    _shown: tuple[Any, ...] | None = None
-
-    def bindings_changed(self, screen: Screen) -> None:
-        if screen.app.app_focus and self.is_attached and screen is self.screen:
-            palette = self.app.COMMAND_PALETTE_BINDING
-            shown = tuple((key, b.key, b.description, b.action, b.group, enabled, tooltip, b.tooltip)
-                          for key, (_, b, enabled, tooltip) in screen.active_bindings.items()
-                          if b.show or key == palette)
-            if shown == self._shown and self.children:
-                return
-            self._shown = shown
-        super().bindings_changed(screen)
-
-
 class WizardScreen(QuietScreen):
     """The default screen, made cheaper to show first (start-up time, and bytes to the terminal):
 
@@ -393,7 +375,7 @@ class FinetuiApp(App[None]):
         yield self.stepbar
         yield self.switcher
         yield self.helpbar
-        yield WizardFooter(compact=True)
+        yield KeyBar()
 
     def get_default_screen(self) -> Screen:
         return WizardScreen(id="_default")

@@ -20,11 +20,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from tui import runsource
 from tui.screens.base import QuietScreen
+from tui.widgets.keybar import KeyBar
 from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
 PLOT_HZ = 2.0
@@ -137,7 +138,7 @@ class MonitorScreen(QuietScreen):
                 yield Static("Checkpoints", id="ckpt-title")
                 yield CheckpointTable(id="ckpt-table")
             yield LogTail(id="mon-log")
-        yield Footer(compact=True)
+        yield KeyBar()
 
     def on_mount(self) -> None:
         # Plot figures are built on a background thread (pure Python, holding the GIL for

@@ -17,11 +17,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from tui import runsource
 from tui.runsource import RunRow
 from tui.screens.base import QuietScreen
+from tui.widgets.keybar import KeyBar
 from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
 STATUS_ICON = {
@@ -87,7 +88,7 @@ class RunsScreen(QuietScreen):
         yield Static(f"No runs yet in {self.runs_dir}/ — launch one from the wizard, or "
                      "`finetui train FILE --detach`.", id="runs-empty", markup=False)
         yield Static("", id="runs-detail", markup=False)
-        yield Footer(compact=True)
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#runs-table", DataTable).focus()
