@@ -23,6 +23,7 @@ async def test_start_and_tab_do_not_repaint_the_whole_screen_again(make_app, mon
         await pilot.pause()
         assert len(full) == 1  # the first frame, and only it
         first_focus = app.focused
+        assert first_focus is not None and first_focus.id == "f-model-name_or_path"  # not the step's body
         for _ in range(4):
             await pilot.press("tab")
             await pilot.pause()

@@ -244,6 +244,10 @@ class WizardScreen(QuietScreen):
       skipped (that frame is already on the terminal).
     """
 
+    # the first field, not the first focusable widget (the step's scrolling body, whose blur a
+    # moment later, when the step focuses its first field, repainted the whole step)
+    AUTO_FOCUS = "Input"
+
     _resumed = False
     _first_resume = False
     _painted = False
@@ -255,13 +259,15 @@ class WizardScreen(QuietScreen):
             event.refresh_styles = False
 
     def _compositor_refresh(self) -> None:
-        first = not self._painted
+        comp = self._compositor
+        full = comp.size.region in comp._dirty_regions
         super()._compositor_refresh()
         self._painted = True
-        if first:
-            # the first frame painted all of the screen: a repaint of the screen itself asked for
-            # before it (its first layout) is done, not one more whole frame
-            self._repaint_regions.clear()
+        if full:
+            # a whole frame painted every widget: the repaints they asked for before it (the first
+            # frame: all of them, while the screen was built) are done, not one more frame's worth
+            for w in self.walk_children(with_self=True):
+                w._repaint_regions.clear()
 
     def refresh(self, *regions: Any, **kwargs: Any) -> Any:
         if self._first_resume and not regions and not any(kwargs.values()):
