@@ -57,3 +57,33 @@ async def test_the_key_bar_is_on_the_first_frame_and_its_keys_click(make_app):
         assert bar._hover is not None and bar._hover.description == "Next"
         assert bar.key_at(len(text.rstrip()) - 3).description == "palette"
         assert bar.key_at(x - 1) is None
+
+
+async def test_steps_not_visited_are_built_hidden_while_the_user_reads(make_app):
+    import time
+
+    from tui.widgets.step import STEP_IDS
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        focused = app.focused
+        app._last_input = time.monotonic()  # a key just now: not yet
+        assert app.prebuild_step() is False
+        app._last_input = 0.0
+        assert app.prebuild_step() is True  # one step; the next ones follow on timers, a second apart
+        for _ in range(100):
+            if all(app.panes[sid].ready for sid in STEP_IDS):
+                break
+            await pilot.pause(0.1)
+        for sid in STEP_IDS[1:]:
+            pane = app.panes[sid]
+            assert pane.ready and not pane.display  # built, hidden
+        assert app.step == "model" and app.focused is focused  # the user's step is untouched
+        # the job's values are in the hidden steps before their first visit
+        app.job.values["general.learning_rate"] = 0.0005
+        app._sync_hidden(app.panes["hyperparameters"])
+        app.goto("hyperparameters")  # a switch, nothing to build
+        assert app.switcher.current == "step-hyperparameters"
+        await pilot.pause()
+        assert app.query_one("#f-general-learning_rate").value == "0.0005"
