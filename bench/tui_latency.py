@@ -7,7 +7,8 @@
    The wizard is timed twice: its very first start (no parsed CSS saved yet, each run with
    the cache removed) and a usual start (the CSS parsed by an earlier session, tui/csscache.py).
    Then the bytes the wizard writes to the terminal (what an SSH link carries): its first
-   screen, the three seconds after it, and each Tab.
+   screen, the three seconds after it, and each Tab.  And switching steps: the time from Ctrl+N /
+   Ctrl+B to the end of the repaint, for each step's first visit and on the way back.
 2. Event-to-screen latency while a fake run appends 100 events/s: the dashboard
    runs in a pty; the bench writes ``log`` records (step N) and reads the
    terminal output; the latency of step N is the time from its write (flushed)
@@ -273,6 +274,36 @@ def terminal_output(argv: list[str], size: tuple[int, int], env: dict[str, str],
             "per_tab_median": statistics.median(per_tab)}
 
 
+def step_switching(argv: list[str], size: tuple[int, int], env: dict[str, str], cwd: str, marker: bytes,
+                   read_for: float = 8.0, quiet: float = 0.4) -> dict:
+    """Time from Ctrl+N / Ctrl+B to the last byte of the repaint it causes (no more output for
+    ``quiet`` s), and its bytes: the first visit of each step after ``read_for`` s on the first one
+    (the app builds the other steps meanwhile), then the way back."""
+    p = PtyProc(argv, size, env, cwd, marker)
+    out: dict[str, list] = {"first_visit": [], "revisit": []}
+    try:
+        p.wait_first_paint()
+        time.sleep(read_for)
+        for kind, key in [("first_visit", b"\x0e")] * 4 + [("revisit", b"\x02")] * 4:
+            n0 = len(p.chunks)
+            t0 = time.perf_counter()
+            os.write(p.fd, key)
+            while True:
+                time.sleep(0.01)
+                with p.lock:
+                    ch = p.chunks[n0:]
+                if ch and time.perf_counter() - ch[-1][0] > quiet:
+                    break
+                if time.perf_counter() - t0 > 10:
+                    break
+            big = [(t, c) for t, c in ch if len(c) >= 200]  # the cursor's blink left out
+            if big:
+                out[kind].append((big[-1][0] - t0, sum(len(c) for _, c in big)))
+    finally:
+        p.close()
+    return out
+
+
 def latency(rate: float, seconds: float, size: tuple[int, int], env: dict[str, str], tmp: Path) -> dict:
     from tests.fake_run import FakeRunWriter
 
@@ -427,6 +458,14 @@ def main() -> int:
         print(f"terminal output of the wizard: first screen {out['first_screen_bytes'] / 1024:.1f} KiB, "
               f"then {out['after_first_screen_3s_bytes'] / 1024:.1f} KiB in 3 s; a Tab: median "
               f"{out['per_tab_median'] / 1024:.1f} KiB (each: {', '.join(str(b) for b in out['per_tab_bytes'])} bytes)")
+
+        sw = step_switching(wizard, size, env, str(tmp), b"Hidden dropout")
+        figures["step_switching"] = sw
+        for kind, label in (("first_visit", "first visits (Model → Launch)"), ("revisit", "revisits (Launch → Model)")):
+            v = sw[kind]
+            if v:
+                print(f"step switch, {label}: settled in {', '.join(f'{t * 1000:.0f}' for t, _ in v)} ms; "
+                      f"{', '.join(f'{b / 1024:.1f}' for _, b in v)} KiB")
 
         r = latency(a.rate, a.seconds, size, env, tmp)
         figures["latency"] = r

@@ -59,14 +59,22 @@ async def test_the_key_bar_is_on_the_first_frame_and_its_keys_click(make_app):
         assert bar.key_at(x - 1) is None
 
 
-async def test_steps_not_visited_are_built_hidden_while_the_user_reads(make_app):
+async def test_steps_not_visited_are_built_hidden_while_the_user_reads(make_app, monkeypatch):
     import time
 
     from tui.widgets.step import STEP_IDS
 
+    repainted: list = []
+    orig = Compositor.render_partial_update
+
+    def spy(self, *a, **k):
+        repainted.extend(self._dirty_regions)
+        return orig(self, *a, **k)
+
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
+        monkeypatch.setattr(Compositor, "render_partial_update", spy)
         focused = app.focused
         app._last_input = time.monotonic()  # a key just now: not yet
         assert app.prebuild_step() is False
@@ -80,6 +88,10 @@ async def test_steps_not_visited_are_built_hidden_while_the_user_reads(make_app)
             pane = app.panes[sid]
             assert pane.ready and not pane.display  # built, hidden
         assert app.step == "model" and app.focused is focused  # the user's step is untouched
+        # ... and not painted again: building a hidden step repaints nothing of the one on screen
+        step_area = app.switcher.region.area
+        assert repainted == [] or max(r.area for r in repainted) < step_area / 4
+        monkeypatch.setattr(Compositor, "render_partial_update", orig)
         # the job's values are in the hidden steps before their first visit
         app.job.values["general.learning_rate"] = 0.0005
         app._sync_hidden(app.panes["hyperparameters"])

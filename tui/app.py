@@ -235,6 +235,20 @@ class Panes(dict):  # type: ignore[type-arg]
         return pane
 
 
+class StepSwitcher(ContentSwitcher):
+    """The steps' switcher.  While a step is built hidden (FinetuiApp.prebuild_step), its mount ends
+    with a layout refresh of the switcher that also repaints it: the step on screen, painted again
+    for nothing (~8 kB at 80×24 per step built).  The layout pass alone is kept then: a hidden step
+    changes nothing on screen."""
+
+    hidden_mounts = 0
+
+    def refresh(self, *regions: Any, repaint: bool = True, layout: bool = False, recompose: bool = False) -> Any:
+        if self.hidden_mounts and layout and not regions and not recompose:
+            repaint = False
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+
 class WizardScreen(QuietScreen):
     """The default screen, made cheaper to show first (start-up time, and bytes to the terminal):
 
@@ -385,11 +399,24 @@ class FinetuiApp(App[None]):
             pane = self.panes[sid]
             if pane.parent is None:
                 pane.display = False
-                self.switcher.mount(pane)
+                self.run_worker(self._mount_hidden(pane), group="prebuild")
                 self.set_timer(PREBUILD_QUIET / 2, partial(self._sync_hidden, pane))
                 self.set_timer(PREBUILD_QUIET, self.prebuild_step)
                 return True
         return False
+
+    async def _mount_hidden(self, pane: StepPane) -> None:
+        switcher = self.switcher
+        switcher.hidden_mounts += 1
+
+        def done() -> None:
+            switcher.hidden_mounts -= 1
+
+        try:
+            await switcher.mount(pane)
+        finally:
+            # Textual's AwaitMount refreshes the parent once more from its own callback, after this
+            self.set_timer(0.2, done)
 
     def _sync_hidden(self, pane: StepPane) -> None:
         """A built step that is not on screen takes the job's values now, not on its first visit."""
@@ -423,7 +450,7 @@ class FinetuiApp(App[None]):
         self.helpbar = HelpBar()
         self.panes: dict[str, StepPane] = Panes(model=ModelPane())
         # only the first step is mounted at start; the others on their first visit (fast start)
-        self.switcher = ContentSwitcher(self.panes["model"], initial="step-model", id="steps")
+        self.switcher = StepSwitcher(self.panes["model"], initial="step-model", id="steps")
         yield self.stepbar
         yield self.switcher
         yield self.helpbar
