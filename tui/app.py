@@ -259,6 +259,8 @@ class WizardScreen(QuietScreen):
       answers each with a second full layout and repaint of every widget;
     - the whole-screen repaint its first resume asks for right after painting the first frame is
       skipped (that frame is already on the terminal).
+
+    (QuietScreen, its base, has the rest: focus changes and whole frames.)
     """
 
     # the first field, not the first focusable widget (the step's scrolling body, whose blur a
@@ -276,27 +278,20 @@ class WizardScreen(QuietScreen):
             event.refresh_styles = False
 
     def _compositor_refresh(self) -> None:
-        comp = self._compositor
-        full = comp.size.region in comp._dirty_regions
         super()._compositor_refresh()
         self._painted = True
-        if full:
-            # a whole frame painted every widget: the repaints they asked for before it (the first
-            # frame: all of them, while the screen was built) are done, not one more frame's worth
-            for w in self.walk_children(with_self=True):
-                w._repaint_regions.clear()
 
     def refresh(self, *regions: Any, **kwargs: Any) -> Any:
         if self._first_resume and not regions and not any(kwargs.values()):
             # Screen._on_screen_resume ends with a plain refresh(): when the first frame is already
             # painted at this size, that is the whole screen once more
             self._first_resume = False
-            if self._painted and self._compositor.size == self.size:
+            if self._painted and getattr(self._compositor, "size", None) == self.size:
                 return self
         return super().refresh(*regions, **kwargs)
 
     def _on_resize(self, event: events.Resize) -> None:
-        if self.is_attached and event.size == self.size and event.size == self._compositor.size:
+        if self.is_attached and event.size == self.size == getattr(self._compositor, "size", None):
             event.prevent_default()
             event.stop()
 

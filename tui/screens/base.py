@@ -18,9 +18,28 @@ class QuietScreen(Screen):
     - The notifications' rack covers the whole screen; Textual hides it at the first resume
       ("no notifications"), which repaints the whole screen right after the first frame.  It
       starts hidden here, and shows with the first notification as before.
+    - A whole frame paints every widget, but the repaints widgets asked for before it stay
+      queued (the first frame: every widget, while the screen was built) and are painted again
+      with the next update: one more frame's worth of bytes.  They are dropped after a whole frame.
+
+    The private parts of Textual used here are looked up defensively: without them, the screen
+    behaves as a plain Textual screen.
     """
 
     focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+
+    def _compositor_refresh(self) -> None:
+        comp = getattr(self, "_compositor", None)
+        try:
+            full = comp.size.region in comp._dirty_regions  # type: ignore[union-attr]
+        except AttributeError:
+            full = False
+        super()._compositor_refresh()
+        if full:
+            for w in self.walk_children(with_self=True):
+                pending = getattr(w, "_repaint_regions", None)
+                if pending is not None:
+                    pending.clear()
 
     def _extend_compose(self, widgets: list[Widget]) -> None:
         super()._extend_compose(widgets)
