@@ -99,3 +99,23 @@ async def test_steps_not_visited_are_built_hidden_while_the_user_reads(make_app,
         assert app.switcher.current == "step-hyperparameters"
         await pilot.pause()
         assert app.query_one("#f-general-learning_rate").value == "0.0005"
+
+
+async def test_the_step_bar_is_one_widget_and_its_steps_click(make_app):
+    from tui.widgets.step import StepBar
+
+    app = make_app()
+    async with app.run_test(size=(120, 32)) as pilot:
+        await pilot.pause()
+        bar = app.query_one(StepBar)
+        assert len(bar.children) == 0
+        text = str(bar.render())
+        assert "finetui" in text and "3 Trainer" in text and text.rstrip().endswith("native")
+        await pilot.click(StepBar, offset=(text.index("3 Trainer") + 2, 0))
+        await pilot.pause()
+        assert app.step == "trainer"
+        bar.update_steps("trainer", {"hyperparameters": 2})
+        assert "4 Hyperparameters ✗2" in str(bar.render())
+        await pilot.click(StepBar, offset=(2, 0))  # the name, not a step: nothing
+        await pilot.pause()
+        assert app.step == "trainer"

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.events import Click
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Button, Label, Static
+from textual.widgets import Button, Static
 
 from engine.config import FIELD_BY_NAME, GROUP_FIELDS, JobConfig
 
@@ -49,8 +50,19 @@ class TomlEdited(Message):
         self.job = job
 
 
-class StepBar(Horizontal):
-    """One line: the app name and the five steps, each clickable, with its error count."""
+class StepBar(Widget, can_focus=False):
+    """One line: the app name, the five steps (each clickable, with its error count) and the status.
+
+    Drawn as one widget (it was 12: a label per step, separator and status), so the first frame
+    has fewer widgets to build and a step change repaints one line.  The look comes from
+    ``app.tcss`` through component classes; on a narrow screen the name and the status are left
+    out, as before.
+    """
+
+    ALLOW_SELECT = False
+    COMPONENT_CLASSES = {"stepbar--brand", "stepbar--sep", "stepbar--tab", "stepbar--tab-hover",
+                         "stepbar--tab-current", "stepbar--tab-invalid", "stepbar--tab-current-invalid",
+                         "stepbar--status"}
 
     class Chosen(Message):
         def __init__(self, step: str) -> None:
@@ -61,52 +73,84 @@ class StepBar(Horizontal):
         super().__init__(id="stepbar")
         self.current = STEP_IDS[0]
         self.errors: dict[str, int] = {s: 0 for s in STEP_IDS}
-
-    def compose(self) -> ComposeResult:
-        yield Label(" finetui ", id="brand")
-        for i, (sid, title, _) in enumerate(STEPS):
-            if i:
-                yield Label("›", classes="step-sep")
-            yield StepTab(sid, i + 1, title)
-        yield Label("", id="stepbar-status")
+        self.status = ""
+        self._hover: str | None = None
+        self._spans: list[tuple[int, int, str]] = []  # (start, end, step) of the last render
 
     def update_steps(self, current: str, errors: dict[str, int]) -> None:
-        self.current = current
-        self.errors = errors
-        for tab in self.query(StepTab):
-            tab.set_state(tab.step == current, errors.get(tab.step, 0))
+        errors = {s: errors.get(s, 0) for s in STEP_IDS}
+        if (current, errors) != (self.current, self.errors):
+            self.current = current
+            self.errors = errors
+            self.refresh()
 
     def set_status(self, text: str) -> None:
-        self.query_one("#stepbar-status", Label).update(text)
+        if text != self.status:
+            self.status = text
+            self.refresh()
 
+    def tab_text(self, step: str) -> str:
+        """A step's tab as shown: ``3 Trainer`` and, with errors, `` ✗2``."""
+        i = STEP_IDS.index(step)
+        n = self.errors.get(step, 0)
+        return f"{i + 1} {STEPS[i][1]}" + (f" ✗{n}" if n else "")
 
-class StepTab(Static):
-    def __init__(self, step: str, number: int, title: str) -> None:
-        super().__init__(id=f"tab-{step}", classes="step-tab")
-        self.step = step
-        self.number = number
-        self.title_text = title
-        self._state: tuple[bool, int] | None = None
+    def render(self) -> Text:
+        def style(name: str) -> Any:  # the component's colours resolved against the bar's background
+            return self.get_visual_style(name).rich_style
 
-    def on_mount(self) -> None:
-        self.set_state(False, 0)
+        narrow = self.screen.has_class("-narrow") if self.is_attached else False
+        t = Text(no_wrap=True, overflow="ellipsis")
+        if not narrow:
+            t.append(" finetui ", style("stepbar--brand"))
+            t.append(" ")
+        spans: list[tuple[int, int, str]] = []
+        for i, (sid, _title, _) in enumerate(STEPS):
+            if i:
+                t.append("›", style("stepbar--sep"))
+            current, invalid = sid == self.current, self.errors.get(sid, 0) > 0
+            cls = "stepbar--tab" + ("-current" if current else "") + ("-invalid" if invalid else "")
+            if cls == "stepbar--tab" and sid == self._hover:
+                cls = "stepbar--tab-hover"
+            label = Text(f" {i + 1} {STEPS[i][1]}", style(cls))
+            n = self.errors.get(sid, 0)
+            if n:
+                label.append(f" ✗{n}", "bold")
+            label.append(" ")
+            start = t.cell_len
+            t.append_text(label)
+            spans.append((start, t.cell_len, sid))
+        if not narrow and self.status:
+            status = self.status + " "
+            pad = self.size.width - t.cell_len - len(status)
+            if pad > 0:
+                t.append(" " * pad)
+                t.append(status, style("stepbar--status"))
+        self._spans = spans
+        return t
 
-    def set_state(self, current: bool, errors: int) -> None:
-        if self._state == (current, errors):
-            return
-        self._state = (current, errors)
-        self.set_class(current, "-current")
-        self.set_class(errors > 0, "-invalid")
-        t = Text()
-        t.append(f"{self.number} ")
-        t.append(self.title_text)
-        if errors:
-            t.append(f" ✗{errors}", "bold")
-        self.update(t)
+    def step_at(self, x: int) -> str | None:
+        for start, end, sid in self._spans:
+            if start <= x < end:
+                return sid
+        return None
 
     def on_click(self, event: Click) -> None:
-        event.stop()
-        self.post_message(StepBar.Chosen(self.step))
+        sid = self.step_at(event.x)
+        if sid is not None:
+            event.stop()
+            self.post_message(StepBar.Chosen(sid))
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        sid = self.step_at(event.x)
+        if sid != self._hover:
+            self._hover = sid
+            self.refresh()
+
+    def on_leave(self, event: events.Leave) -> None:
+        if self._hover is not None:
+            self._hover = None
+            self.refresh()
 
 
 class HelpBar(Static):
