@@ -20,6 +20,7 @@ from textual.widgets import Button, Label, Select, Static
 from engine.config import JobConfig
 from tui.screens.hyperparameters import diff_table
 from tui.widgets.form import FieldEdited, SchemaForm, widget_id
+from tui.widgets.lazyselect import LazySelect
 from tui.widgets.step import StepPane, group_names
 
 TARGET_FIELDS = ["launch.host", "launch.procs_per_node", "launch.nodes", "launch.device", "launch.run_name"]
@@ -129,7 +130,7 @@ class LaunchPane(StepPane):
         with VerticalScroll(classes="step-body"):
             with Horizontal(classes="field-line", id="known-hosts-line"):
                 yield Label("Known hosts", classes="field-label")
-                yield Select([("local", "local")], value="local", allow_blank=False, compact=True,
+                yield LazySelect([("local", "local")], value="local", allow_blank=False, compact=True,
                              id="known-hosts", classes="-textual-compact field-input")
                 yield Label("~/.ssh/config", classes="field-hint")
             yield SchemaForm(TARGET_FIELDS, id="launch-target-form")

@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 from engine import profiles as P
 from engine.config import TINY_MODEL, JobConfig
 from tui.widgets.form import FieldEdited, SchemaForm
+from tui.widgets.lazyselect import LazySelect
 from tui.widgets.step import StepPane, group_names
 
 
@@ -29,7 +30,7 @@ class ProfileSelect(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Label("Profile", classes="field-label")
-        yield Select([(f"{p.title}", p.name) for p in P.PROFILES.values()], value="native", allow_blank=False,
+        yield LazySelect([(f"{p.title}", p.name) for p in P.PROFILES.values()], value="native", allow_blank=False,
                      compact=True, classes="-textual-compact profile-select")
 
     @on(Select.Changed)

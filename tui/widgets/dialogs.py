@@ -15,6 +15,7 @@ from textual.widgets import Button, DirectoryTree, Input, Label, OptionList, Sel
 from textual.widgets.option_list import Option
 
 from engine.config import FIELD_BY_NAME, spec
+from tui.widgets.lazyselect import LazySelect
 
 
 def short_path(path: str) -> str:
@@ -219,7 +220,7 @@ class SavePresetDialog(Dialog):
                 yield Button("Cancel", id="save-cancel", compact=True)
             with Horizontal(classes="dialog-buttons export-row"):
                 yield Label("Export as ", classes="muted")
-                yield Select(EXPORT_CHOICES, value="llamafactory", allow_blank=False, compact=True, id="export-format")
+                yield LazySelect(EXPORT_CHOICES, value="llamafactory", allow_blank=False, compact=True, id="export-format")
                 yield Button("Export", id="save-export", compact=True)
 
     def on_mount(self) -> None:

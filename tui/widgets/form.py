@@ -22,6 +22,7 @@ from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
 
 from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUP_TITLES, JobConfig, Problem, _fmt, _num,
                            coerce, cross_field_problems, spec)
+from tui.widgets.lazyselect import LazySelect
 
 
 def widget_id(name: str) -> str:
@@ -161,7 +162,7 @@ class FieldRow(Widget):
             return Switch(value=bool(sp.default), id=wid, classes="field-input")
         if f.kind == "enum":
             self._options = tuple(sp.choices or ())
-            return Select([(_fmt(c), c) for c in self._options], value=sp.default, allow_blank=False,
+            return LazySelect([(_fmt(c), c) for c in self._options], value=sp.default, allow_blank=False,
                           id=wid, compact=True, classes="-textual-compact field-input")
         placeholder = "unset" if sp.default is None else format_value(f.name, sp.default)
         # "-valid": the class Input sets on its first validation (no validators: always valid); given

@@ -1,0 +1,97 @@
+"""A ``Select`` that builds its drop-down list the first time it opens.
+
+Textual's ``Select`` composes its drop-down (an ``OptionList`` overlay holding every option) with
+the widget, although most selects on a form are never opened: the wizard has about fifteen.  Here
+the closed select is the current-value line only; the overlay is mounted, filled and opened on
+the first open (Enter, Space, Down or a click), and behaves as Textual's from then on.  Values
+set in code, ``set_options`` and the ``Changed`` messages work with or without the overlay.
+
+It relies on a few internals of Textual's ``Select`` (checked below); with a Textual that lacks
+them, ``LazySelect`` is Textual's ``Select`` unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.css.query import NoMatches
+from textual.widgets import Select
+from textual.widgets._select import SelectCurrent, SelectOverlay
+
+_INTERNALS = ("_setup_options_renderables", "_watch_value", "_watch_expanded", "_watch_prompt",
+              "action_show_overlay", "_init_selected_option")
+
+
+class _LazySelect(Select):  # type: ignore[type-arg]
+    def compose(self) -> Any:
+        yield SelectCurrent(self.prompt)
+
+    def _overlay(self) -> SelectOverlay | None:
+        try:
+            return self.query_one(SelectOverlay)
+        except NoMatches:
+            return None
+
+    def _setup_options_renderables(self) -> None:
+        if self._overlay() is not None:
+            super()._setup_options_renderables()
+
+    def _watch_value(self, value: Any) -> None:
+        if self._overlay() is not None:
+            super()._watch_value(value)
+            return
+        # Select._watch_value without the overlay's highlight
+        self._value = value
+        try:
+            current = self.query_one(SelectCurrent)
+        except NoMatches:
+            return
+        if value == self.NULL:
+            current.update(self.NULL)
+        else:
+            for prompt, option_value in self._options:
+                if option_value == value:
+                    current.update(prompt)
+                    break
+        self.post_message(self.Changed(self, value))
+
+    def _watch_prompt(self, prompt: str) -> None:
+        if self._overlay() is not None:
+            super()._watch_prompt(prompt)
+        elif self.is_mounted:
+            current = self.query_one(SelectCurrent)
+            current.placeholder = prompt
+            if self._allow_blank and self.value == self.NULL:
+                current.update(self.NULL)
+
+    def _watch_expanded(self, expanded: bool) -> None:
+        if expanded and self._overlay() is None:
+            self.call_later(self._build_and_open)
+            return
+        super()._watch_expanded(expanded)
+
+    def action_show_overlay(self) -> None:
+        if self._overlay() is None:
+            self.query_one(SelectCurrent).has_value = True
+            self.expanded = True  # builds the overlay, then opens it
+            return
+        super().action_show_overlay()
+
+    async def _build_and_open(self) -> None:
+        if self._overlay() is None:
+            overlay = SelectOverlay(type_to_search=self._type_to_search).data_bind(compact=Select.compact)
+            await self.mount(overlay)
+            super()._setup_options_renderables()
+            if self.value != self.NULL:
+                for index, (_prompt, value) in enumerate(self._options):
+                    if value == self.value:
+                        overlay.highlighted = index
+                        break
+        if self.expanded:
+            super()._watch_expanded(True)
+            overlay = self._overlay()
+            if overlay is not None and overlay.highlighted is None:
+                overlay.action_first()
+
+
+LazySelect: type[Select] = _LazySelect if all(hasattr(Select, n) for n in _INTERNALS) else Select  # type: ignore[type-arg]
