@@ -343,6 +343,18 @@ async def test_unsaved_changes_prompt_on_quit(make_app, tui_state):
     assert not state.autosave_path().exists()
 
 
+async def test_a_discarded_job_is_not_autosaved_back_by_the_pending_write(make_app, tui_state):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.apply_edit("general.epochs", 7)  # schedules the debounced autosave (1 s)
+        app.autosave_now()
+        assert state.autosave_path().is_file()
+        app.apply_edit("general.epochs", 8)  # and again
+        app.clear_autosave()  # "quit without saving", before the debounced write
+        await pilot.pause(1.3)
+        assert not state.autosave_path().exists()
+
+
 async def test_autosave_restore_after_crash(make_app, tui_state):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

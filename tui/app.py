@@ -444,7 +444,8 @@ class FinetuiApp(App[None]):
         self.stepbar = StepBar()
         self.helpbar = HelpBar()
         self.panes: dict[str, StepPane] = Panes(model=ModelPane())
-        # only the first step is mounted at start; the others on their first visit (fast start)
+        # only the first step is mounted at start; the others once the first screen is up
+        # (prebuild_step) or on their first visit, whichever comes first (fast start)
         self.switcher = StepSwitcher(self.panes["model"], initial="step-model", id="steps")
         yield self.stepbar
         yield self.switcher
@@ -537,10 +538,21 @@ class FinetuiApp(App[None]):
             self._autosave_timer.stop()
         self._autosave_timer = self.set_timer(AUTOSAVE_DELAY, self.autosave_now)
 
+    def _stop_autosave_timer(self) -> None:
+        if self._autosave_timer is not None:
+            self._autosave_timer.stop()
+            self._autosave_timer = None
+
     def autosave_now(self) -> None:
-        self._autosave_timer = None
+        self._stop_autosave_timer()  # a write now: the debounced one still pending is not needed
         if self.autosave_enabled and self.dirty:
             state.write_autosave(self.job, self.preset_path)
+
+    def clear_autosave(self) -> None:
+        """Remove the autosave (saved, discarded or clean quit), and the debounced write still
+        pending: it would write the discarded job back a moment later, even while quitting."""
+        self._stop_autosave_timer()
+        state.clear_autosave()
 
     # -- edits ----------------------------------------------------------------
     @on(FieldEdited)
@@ -700,7 +712,7 @@ class FinetuiApp(App[None]):
             return False
         self.set_job(job, p, dirty=False)
         state.add_recent(p)
-        state.clear_autosave()
+        self.clear_autosave()
         self.notify(f"Opened {p.name}", timeout=3)
         return True
 
@@ -735,7 +747,7 @@ class FinetuiApp(App[None]):
             return False
         self.preset_path = p
         state.add_recent(p)
-        state.clear_autosave()
+        self.clear_autosave()
         self.changed(dirty=False)
         self.notify(f"Saved {p.name}", timeout=3)
         return True
@@ -780,7 +792,7 @@ class FinetuiApp(App[None]):
             return
         saved, preset = got
         if saved.profile == self.job.profile and saved.values == self.job.values:
-            state.clear_autosave()
+            self.clear_autosave()
             return
         from tui.widgets.dialogs import ConfirmDialog
 
@@ -792,7 +804,7 @@ class FinetuiApp(App[None]):
                 self.set_job(saved, Path(preset) if preset else None, dirty=True)
                 self.notify("Restored the unsaved job.", timeout=3)
             elif key == "discard":
-                state.clear_autosave()
+                self.clear_autosave()
 
         self.push_screen(ConfirmDialog(
             "Restore the unsaved job?",
@@ -802,7 +814,7 @@ class FinetuiApp(App[None]):
     # -- quit -----------------------------------------------------------------
     async def action_quit(self) -> None:
         if not self.dirty:
-            state.clear_autosave() if self.autosave_enabled else None
+            self.clear_autosave() if self.autosave_enabled else None
             self.exit()
             return
         from tui.widgets.dialogs import ConfirmDialog
@@ -816,7 +828,7 @@ class FinetuiApp(App[None]):
                     self.save_dialog(then=self.exit)
             elif key == "discard":
                 if self.autosave_enabled:
-                    state.clear_autosave()
+                    self.clear_autosave()
                 self.exit()
 
         self.push_screen(ConfirmDialog("Unsaved changes", "Save the job before quitting?",

@@ -12,7 +12,7 @@ under it; a disabled key is dimmed, and clicking it rings the bell, as with ``Fo
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from rich.text import Text
 from textual import events
@@ -161,6 +161,3 @@ class KeyBar(Widget, can_focus=False):
             self.app.bell()
         else:
             self.app.simulate_key(k.key)
-
-    def get_content_width(self, container: Any, viewport: Any) -> int:
-        return container.width
