@@ -119,3 +119,27 @@ async def test_the_step_bar_is_one_widget_and_its_steps_click(make_app):
         await pilot.click(StepBar, offset=(2, 0))  # the name, not a step: nothing
         await pilot.pause()
         assert app.step == "trainer"
+
+
+async def test_tab_in_a_dialog_does_not_repaint_the_whole_screen(make_app, monkeypatch):
+    full: list[int] = []
+    orig = Compositor.render_full_update
+
+    def counted(self, *a, **k):
+        full.append(1)
+        return orig(self, *a, **k)
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_save_preset()
+        await pilot.pause(0.3)
+        dialog = app.screen
+        assert dialog is not app.screen_stack[0]
+        monkeypatch.setattr(Compositor, "render_full_update", counted)
+        before = app.focused
+        for _ in range(3):
+            await pilot.press("tab")
+            await pilot.pause()
+        assert app.focused is not before and app.screen is dialog
+        assert full == []

@@ -340,7 +340,7 @@ class RunsScreen(QuietScreen):
             self.notify(f"Loaded the config of {r.name}, but this app cannot open jobs.", severity="warning")
 
 
-class OverlayScreen(ModalScreen[None]):
+class OverlayScreen(QuietScreen, ModalScreen[None]):
     """The loss curves of two runs on one plot."""
 
     BINDINGS = [Binding("escape,q,o", "close", "Close")]

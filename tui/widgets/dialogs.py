@@ -15,6 +15,7 @@ from textual.widgets import Button, DirectoryTree, Input, Label, OptionList, Sel
 from textual.widgets.option_list import Option
 
 from engine.config import FIELD_BY_NAME, spec
+from tui.screens.base import QuietScreen
 from tui.widgets.lazyselect import LazySelect
 
 
@@ -31,7 +32,7 @@ def short_path(path: str) -> str:
     return "~" + path[len(home):] if path.startswith(home + "/") else path
 
 
-class Dialog(ModalScreen[Any]):
+class Dialog(QuietScreen, ModalScreen[Any]):
     """Base: escape cancels (dismisses with None)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
