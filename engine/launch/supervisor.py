@@ -84,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     # A launcher may exit before its ranks (DeepSpeed's returns at once on SIGTERM while the ranks
     # still save): wait for every process of the run, or the worker's own end, before judging.
     _wait_for_ranks(run_dir, info.get("token"), RANKS_GRACE)
-    update_json(state, phase="exited", exit_code=code, ended=time.time())
-    if code == 0 and int(info.get("nnodes") or 1) > 1 and not stop["requested"] and not _has_events(run_dir):
-        # multi-node: rank 0 (and so the events) ran on another node; this node finished its part
-        update_json(state, node_done=True)
+    # multi-node: rank 0 (and so the events) ran on another node; this node finished its part.
+    # Written with the phase, in one update: a reader that sees "exited" sees node_done with it
+    node_done = code == 0 and int(info.get("nnodes") or 1) > 1 and not stop["requested"] and not _has_events(run_dir)
+    update_json(state, phase="exited", exit_code=code, ended=time.time(), **({"node_done": True} if node_done else {}))
+    if node_done:
         return 0
     if not has_end(run_dir):
         if stop["requested"] or code in (-signal.SIGTERM, 128 + signal.SIGTERM, -signal.SIGINT):
