@@ -422,3 +422,20 @@ def test_launch_screen_estimate_uses_the_last_data_check_of_this_data():
     other = job.copy()
     other.values["general.max_sequence_length"] = 512
     assert app.data_hints(other) == {}
+
+
+def test_row_counts_are_remembered_until_the_file_changes(tmp_path):
+    from engine.data import sources
+
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"a": 1}\n{"a": 2}\n')
+    assert sources.count_examples(str(f)) == 2
+    calls = []
+    orig = sources._count
+    sources._count = lambda files: calls.append(files) or orig(files)
+    try:
+        assert sources.count_examples(str(f)) == 2 and calls == []  # remembered
+        f.write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n')  # changed: size (and time) differ
+        assert sources.count_examples(str(f)) == 3 and len(calls) == 1
+    finally:
+        sources._count = orig

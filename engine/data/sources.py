@@ -69,11 +69,26 @@ def local_data_files(path: str) -> list[Path] | None:
     return [p] if p.is_file() else None
 
 
+_COUNTED: dict[tuple[Any, ...], int | None] = {}
+
+
 def count_examples(path: str) -> int | None:
-    """Rows in a local data file, cheaply (JSONL: non-empty lines; JSON: array length); None if unknown."""
+    """Rows in a local data file, cheaply (JSONL: non-empty lines; JSON: array length); None if unknown.
+
+    Remembered per file size and modification time: the launch step asks again on every edit."""
     files = local_data_files(path)
     if files is None:
         return None
+    try:
+        key = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
+    except OSError:
+        return None
+    if key not in _COUNTED:
+        _COUNTED[key] = _count(files)
+    return _COUNTED[key]
+
+
+def _count(files: list[Path]) -> int | None:
     n = 0
     for f in files:
         if f.suffix == ".jsonl":
