@@ -428,6 +428,10 @@ FIELDS: list[Field] = [
        choices=("torchrun", "deepspeed")),
     _F("launch", "master_port", "int", 29500, "Master port", "Rendezvous port of the master node.",
        range=Range(1024, 65535)),
+    _F("launch", "master_addr", "str", None, "Master address",
+       "Multi-node: the address the other nodes reach the first node at (a private IP or name on the "
+       "cluster's network). Unset: the first node's host name as ssh resolves it from here.",
+       optional=True, **_v(lambda v: len(v.get("launch.hosts") or []) > 1, "launch.hosts has two nodes or more")),
     _F("launch", "remote_python", "str", "python3", "Remote Python",
        "Python (or venv python) on the remote host that has finetui installed.",
        **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
@@ -905,6 +909,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             datetime.strptime(res["launch.start_at"], "%Y-%m-%d %H:%M")
         except ValueError:
             err("launch.start_at", f"{res['launch.start_at']!r} is not a time", "YYYY-mm-dd HH:MM")
+    addr = res["launch.master_addr"]
+    if addr is not None and (not str(addr).strip() or any(c in str(addr) for c in " /\t@")):
+        err("launch.master_addr", f"{addr!r} is not a host name or IP address", "a host name or an IP address")
     ck = res["general.resume_from_checkpoint"]
     if not isinstance(ck, str) or not ck.strip():
         err("general.resume_from_checkpoint", "must be no, last or a checkpoint path", "no, last, a path")

@@ -289,3 +289,19 @@ def test_best_checkpoint_needs_checkpoints_at_evaluations():
     errs = _errors(_job(**{**ok, "eval__checkpoint_strategy": "epoch"}))
     assert any(e.startswith("eval.checkpoint_strategy: keeping the best checkpoint") and "(allowed: steps)" in e
                for e in errs), errs
+
+
+def test_master_address_is_checked_and_shown_only_for_several_nodes():
+    from engine.config import FIELD_BY_NAME, JobConfig
+
+    f = FIELD_BY_NAME["launch.master_addr"]
+    assert not f.is_visible(JobConfig().resolved())
+    two = {"launch.hosts": ["a", "b"], "launch.nodes": 2}
+    assert f.is_visible(JobConfig(values=dict(two)).resolved())
+    for bad in ("user@host", "10.0.0.1 10.0.0.2", "http://x", ""):
+        probs = [p for p in JobConfig(values={**two, "launch.master_addr": bad}).problems()
+                 if p.field == "launch.master_addr"]
+        assert probs and "is not a host name or IP address" in probs[0].message, bad
+    for good in ("10.0.0.5", "node-0.cluster.local", "fe80::1"):
+        assert not [p for p in JobConfig(values={**two, "launch.master_addr": good}).problems()
+                    if p.field == "launch.master_addr"], good

@@ -323,3 +323,33 @@ def test_two_node_scheduled_listed_and_cancelled(ssh_env, fake_worker, launch_jo
         assert not any(r["kind"] == "start" for r in read_records(Path(n["run_dir"]) / "events.jsonl"))
     assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
     assert [r["kind"] for r in mirror(ref)] == ["end"]  # cancelled before anything started
+
+
+@pytest.mark.parametrize("addr", [None, "10.1.2.3"])
+def test_master_address_of_a_multi_node_run(addr, tmp_path, monkeypatch):
+    """launch.master_addr, when set, is the address every node's launcher is given; unset, the first
+    node's host name as ssh resolves it (the SSH layer is faked here: no connection is made)."""
+    from engine import presets
+    from engine.launch import remote as R
+
+    job = presets.load(Path(__file__).resolve().parent.parent / "presets" / "demo.toml")
+    job.values.update({"launch.hosts": ["node-a", "node-b"], "launch.nodes": 2, "launch.master_port": 29600})
+    if addr:
+        job.values["launch.master_addr"] = addr
+    assert not [p for p in job.problems() if p.field.startswith("launch.")]
+    sent = []
+
+    def agent(target, python, args, *, input=b"", timeout=120):
+        req = json.loads(input.split(b"\n", 1)[0])
+        sent.append((target, req))
+        return {"run_dir": f"/remote/{req['name']}", "pid": 1, "pgid": 1, "command": ["torchrun"]}
+
+    monkeypatch.setattr(R.ssh, "ensure_master", lambda host: None)
+    monkeypatch.setattr(R.ssh, "describe", lambda host: (f"{host}.example.org", 22, "me"))
+    monkeypatch.setattr(R, "_agent_json", agent)
+    local = tmp_path / "run"
+    local.mkdir()
+    R.start(job, job.resolved(), local, secrets={}, start_at=None)
+    assert [t for t, _ in sent] == ["node-a", "node-b"]
+    want = addr or "node-a.example.org"
+    assert all(req["master_addr"] == want and req["master_port"] == 29600 for _, req in sent)

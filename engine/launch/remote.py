@@ -91,7 +91,7 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
     workdir = res.get("launch.remote_workdir") or "~/finetui-runs"
     name = local_dir.name
     nnodes = len(hosts)
-    master_addr = ssh.describe(hosts[0])[0] if nnodes > 1 else "127.0.0.1"
+    master_addr = (res.get("launch.master_addr") or ssh.describe(hosts[0])[0]) if nnodes > 1 else "127.0.0.1"
     master_port = int(res.get("launch.master_port") or 29500)
     tar, rewrite = _data_tar(res)
     cfg = presets.dumps(job, resolved=True)
