@@ -8,7 +8,8 @@ from textual._compositor import Compositor
 SIZE = (100, 32)
 
 
-async def test_start_and_tab_do_not_repaint_the_whole_screen_again(make_app, monkeypatch):
+def count_full_frames(monkeypatch) -> list[int]:
+    """From now on, one item per whole frame the compositor renders."""
     full: list[int] = []
     orig = Compositor.render_full_update
 
@@ -17,6 +18,11 @@ async def test_start_and_tab_do_not_repaint_the_whole_screen_again(make_app, mon
         return orig(self, *a, **k)
 
     monkeypatch.setattr(Compositor, "render_full_update", counted)
+    return full
+
+
+async def test_start_and_tab_do_not_repaint_the_whole_screen_again(make_app, monkeypatch):
+    full = count_full_frames(monkeypatch)
     app = make_app()
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pilot.pause(0.3)
@@ -55,8 +61,8 @@ async def test_the_key_bar_is_on_the_first_frame_and_its_keys_click(make_app):
         # the pointer over a key highlights it and shows its tooltip; off the keys, nothing
         await pilot.hover(KeyBar, offset=(x + 1, 0))
         assert bar._hover is not None and bar._hover.description == "Next"
-        assert bar.key_at(len(text.rstrip()) - 3).description == "palette"
-        assert bar.key_at(x - 1) is None
+        assert bar.item_at(len(text.rstrip()) - 3).description == "palette"
+        assert bar.item_at(x - 1) is None
 
 
 async def test_steps_not_visited_are_built_hidden_while_the_user_reads(make_app, monkeypatch):
@@ -122,13 +128,6 @@ async def test_the_step_bar_is_one_widget_and_its_steps_click(make_app):
 
 
 async def test_tab_in_a_dialog_does_not_repaint_the_whole_screen(make_app, monkeypatch):
-    full: list[int] = []
-    orig = Compositor.render_full_update
-
-    def counted(self, *a, **k):
-        full.append(1)
-        return orig(self, *a, **k)
-
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -136,7 +135,7 @@ async def test_tab_in_a_dialog_does_not_repaint_the_whole_screen(make_app, monke
         await pilot.pause(0.3)
         dialog = app.screen
         assert dialog is not app.screen_stack[0]
-        monkeypatch.setattr(Compositor, "render_full_update", counted)
+        full = count_full_frames(monkeypatch)
         before = app.focused
         for _ in range(3):
             await pilot.press("tab")

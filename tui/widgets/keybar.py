@@ -17,7 +17,8 @@ from typing import NamedTuple
 from rich.text import Text
 from textual import events
 from textual.screen import Screen
-from textual.widget import Widget
+
+from tui.widgets.spanbar import SpanBar
 
 
 class Key(NamedTuple):
@@ -28,10 +29,9 @@ class Key(NamedTuple):
     tooltip: str
 
 
-class KeyBar(Widget, can_focus=False):
+class KeyBar(SpanBar):
     """One line of keys, docked at the bottom of a screen."""
 
-    ALLOW_SELECT = False
     COMPONENT_CLASSES = {"keybar--key", "keybar--description", "keybar--hover", "keybar--separator"}
     DEFAULT_CSS = """
     KeyBar {
@@ -61,8 +61,6 @@ class KeyBar(Widget, can_focus=False):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._shown: tuple[tuple[Key, ...], Key | None] | None = None
-        self._spans: list[tuple[int, int, Key]] = []  # (start, end, key) of the last render
-        self._hover: Key | None = None
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
@@ -134,26 +132,11 @@ class KeyBar(Widget, can_focus=False):
         self._spans = spans
         return text
 
-    def key_at(self, x: int) -> Key | None:
-        for start, end, k in self._spans:
-            if start <= x < end:
-                return k
-        return None
-
-    def on_mouse_move(self, event: events.MouseMove) -> None:
-        k = self.key_at(event.x)
-        if k != self._hover:
-            self._hover = k
-            self.tooltip = k.tooltip if k is not None and k.tooltip else None
-            self.refresh()
-
-    def on_leave(self, event: events.Leave) -> None:
-        if self._hover is not None:
-            self._hover = None
-            self.refresh()
+    def hover_changed(self, item: Key | None) -> None:
+        self.tooltip = item.tooltip if item is not None and item.tooltip else None
 
     def on_mouse_down(self, event: events.MouseDown) -> None:
-        k = self.key_at(event.x)
+        k = self.item_at(event.x)
         if k is None:
             return
         event.stop()

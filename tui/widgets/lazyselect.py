@@ -82,12 +82,7 @@ class _LazySelect(Select):  # type: ignore[type-arg]
             overlay = SelectOverlay(type_to_search=self._type_to_search).data_bind(compact=Select.compact)
             await self.mount(overlay)
             super()._setup_options_renderables()
-            if self.value != self.NULL:
-                for index, (_prompt, value) in enumerate(self._options):
-                    if value == self.value:
-                        overlay.highlighted = index
-                        break
-        if self.expanded:
+        if self.expanded:  # Select._watch_expanded highlights the current value
             super()._watch_expanded(True)
             overlay = self._overlay()
             if overlay is not None and overlay.highlighted is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.events import Click
@@ -14,6 +13,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Static
 
 from engine.config import FIELD_BY_NAME, GROUP_FIELDS, JobConfig
+from tui.widgets.spanbar import SpanBar
 
 if TYPE_CHECKING:
     from tui.widgets.form import FieldState
@@ -50,7 +50,7 @@ class TomlEdited(Message):
         self.job = job
 
 
-class StepBar(Widget, can_focus=False):
+class StepBar(SpanBar):
     """One line: the app name, the five steps (each clickable, with its error count) and the status.
 
     Drawn as one widget (it was 12: a label per step, separator and status), so the first frame
@@ -59,7 +59,6 @@ class StepBar(Widget, can_focus=False):
     out, as before.
     """
 
-    ALLOW_SELECT = False
     COMPONENT_CLASSES = {"stepbar--brand", "stepbar--sep", "stepbar--tab", "stepbar--tab-hover",
                          "stepbar--tab-current", "stepbar--tab-invalid", "stepbar--tab-current-invalid",
                          "stepbar--status"}
@@ -74,8 +73,6 @@ class StepBar(Widget, can_focus=False):
         self.current = STEP_IDS[0]
         self.errors: dict[str, int] = {s: 0 for s in STEP_IDS}
         self.status = ""
-        self._hover: str | None = None
-        self._spans: list[tuple[int, int, str]] = []  # (start, end, step) of the last render
 
     def update_steps(self, current: str, errors: dict[str, int]) -> None:
         errors = {s: errors.get(s, 0) for s in STEP_IDS}
@@ -129,28 +126,11 @@ class StepBar(Widget, can_focus=False):
         self._spans = spans
         return t
 
-    def step_at(self, x: int) -> str | None:
-        for start, end, sid in self._spans:
-            if start <= x < end:
-                return sid
-        return None
-
     def on_click(self, event: Click) -> None:
-        sid = self.step_at(event.x)
+        sid = self.item_at(event.x)
         if sid is not None:
             event.stop()
             self.post_message(StepBar.Chosen(sid))
-
-    def on_mouse_move(self, event: events.MouseMove) -> None:
-        sid = self.step_at(event.x)
-        if sid != self._hover:
-            self._hover = sid
-            self.refresh()
-
-    def on_leave(self, event: events.Leave) -> None:
-        if self._hover is not None:
-            self._hover = None
-            self.refresh()
 
 
 class HelpBar(Static):
