@@ -24,7 +24,11 @@ def problem(app, name: str) -> str:
 
 
 def hint(app, name: str) -> str:
-    return str(row(app, name).query_one(".field-hint").render())
+    """The hint as the row draws it: the end of its first line."""
+    r = row(app, name)
+    line = str(r.render()).split("\n")[0]
+    assert line.rstrip().endswith(r.hint_text)
+    return r.hint_text
 
 
 async def type_into(pilot, name: str, text: str, keys: bool = False) -> None:
@@ -112,6 +116,37 @@ async def test_profile_change_reranges_and_redefaults(make_app):
         # the model step shows the catalog warning
         await goto(pilot, "model")
         assert "not in the oci_llama_lora catalog" in str(app.query_one("#model-warning").render())
+
+
+async def test_field_row_draws_its_label_and_hint_around_the_input(make_app):
+    """A row's only child is its input (and the problem line once there is one); the label and the
+    range hint are drawn by the row: cut with … when too long, wrapped over two lines when the hint
+    column is too narrow, and the problem line goes below both."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.apply_edit("profile", "fpt_pipeline")
+        await goto(pilot, "hyperparameters")
+        assert [type(c).__name__ for c in row(app, "general.batch_size").children] == ["Input"]
+        r = row(app, "general.learning_rate")
+        await type_into(pilot, "general.learning_rate", "0.0005")
+        assert not r.query_one(".field-problem").display
+        lines = str(r.render()).split("\n")
+        assert lines[0].startswith("● Learning rate ") and lines[0].rstrip().endswith("1e-05 ≤ x ≤")
+        assert lines[1].strip() == "0.001"
+        assert r.region.height == 2
+        await type_into(pilot, "general.learning_rate", "0.5")
+        await pilot.pause()
+        prob = r.query_one(".field-problem", Static)
+        assert "out of range" in str(prob.render())
+        assert prob.region.y == r.region.y + 2  # below the hint's second line, not over it
+        assert r.label_text == "● Learning rate"
+        assert "● Learning rate" in screen_text(app)
+        # a click on the label focuses the input
+        await goto(pilot, "launch")
+        await pilot.click(f"#{row_id('launch.procs_per_node')}", offset=(2, 0))
+        await pilot.pause()
+        assert app.focused is app.query_one(f"#{widget_id('launch.procs_per_node')}")
+        assert "GPUs (processes) per n… " in screen_text(app)  # 25 characters in a 26-cell column
 
 
 async def test_hidden_fields_follow_their_rule(make_app):

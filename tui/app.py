@@ -345,7 +345,7 @@ class FinetuiApp(App[None]):
         import gc
 
         self._started_by_run = True
-        self._gc_paused = gc.isenabled()
+        self._gc_paused = gc.isenabled() or self.resume_gc_after_start
         gc.disable()
         try:
             return super().run(*args, **kwargs)
@@ -355,6 +355,7 @@ class FinetuiApp(App[None]):
 
     _started_by_run = False
     _gc_paused = False
+    resume_gc_after_start = False  # the launcher paused the collector before the imports (tui.cli)
 
     def _resume_gc(self) -> None:
         if self._gc_paused:
@@ -454,6 +455,14 @@ class FinetuiApp(App[None]):
 
     def get_default_screen(self) -> Screen:
         return WizardScreen(id="_default")
+
+    def update_styles(self, node: Any, animate: bool = True) -> None:
+        # Textual restyles a widget whose classes change even before it is mounted (Button and Input
+        # set their class-toggling reactives in __init__: two whole stylesheet passes each, 40 of the
+        # first screen's 145); mounting styles it anyway, so a widget with no parent yet is skipped
+        if node is not self and node.parent is None:
+            return
+        super().update_styles(node, animate=animate)
 
     def _on_resize(self, event: events.Resize) -> None:
         # Textual keeps a Resize of the size it already has and re-sends it to the screen when idle:

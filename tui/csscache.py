@@ -6,7 +6,7 @@ finetui or Textual is upgraded.  :func:`load` fills the stylesheet's own parse c
 (``Stylesheet._parse_cache``, keyed by the CSS text itself, its location and scope) from
 a pickle written by :func:`save` at the end of the previous session; unpickling takes
 about 8 ms.  A changed CSS text has a different key and is parsed as before, so a stale
-entry is never used; the file's name carries Textual's and Python's versions and the
+entry is never used; the file's name carries Textual's installed files (path, size, time) and Python's version and the
 theme's variables, which the parsed rules depend on.
 
 Everything here is best effort: a missing, unreadable or foreign file, or a Textual
@@ -16,6 +16,7 @@ the user's own (``$FINETUI_STATE_DIR/cache``), like Python's ``__pycache__``.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import pickle
@@ -33,7 +34,14 @@ def cache_path(stylesheet: Any) -> Path:
     from tui.state import state_dir
 
     variables = sorted((str(k), str(v)) for k, v in getattr(stylesheet, "_variables", {}).items())
-    key = repr((FORMAT, getattr(textual, "__version__", "?"), sys.version_info[:2], variables))
+    # Textual's installed files stand for its version: ``textual.__version__`` reads the package
+    # metadata (importlib.metadata, about 25 ms at start-up); an upgrade rewrites the files
+    try:
+        st = os.stat(textual.__file__)
+        textual_id: tuple[Any, ...] = (textual.__file__, st.st_mtime_ns, st.st_size)
+    except (OSError, TypeError):
+        textual_id = ("?",)
+    key = repr((FORMAT, textual_id, sys.version_info[:2], variables))
     return state_dir() / "cache" / f"css-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pickle"
 
 
@@ -44,7 +52,14 @@ def load(stylesheet: Any) -> set[tuple[Any, ...]]:
         return set()
     try:
         path = cache_path(stylesheet)
-        entries = pickle.loads(path.read_bytes())
+        data = path.read_bytes()
+        gc_on = gc.isenabled()
+        gc.disable()  # unpickling builds thousands of objects: with the collector on, 45 ms instead of 10
+        try:
+            entries = pickle.loads(data)
+        finally:
+            if gc_on:
+                gc.enable()
         if not isinstance(entries, dict):
             return set()
         for key, rules in entries.items():

@@ -15,10 +15,11 @@ from typing import Any, Iterable
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
+from textual.widgets import Collapsible, Input, Select, Static, Switch
 
 from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUP_TITLES, JobConfig, Problem, _fmt, _num,
                            coerce, cross_field_problems, spec)
@@ -139,9 +140,16 @@ _UNSYNCED = object()
 
 
 class FieldRow(Widget):
-    """Label, input widget and range hint on one line; the problem on the next (a 3-column grid)."""
+    """One field: its label, input widget and range hint on one line, its problem on the next.
+
+    The input widget (and the problem line, mounted the first time there is one) are the row's
+    only children: the label and the hint are drawn by the row itself, left and right of the
+    input, in the margins the stylesheet gives it (``FieldRow > .field-input``).  Two widgets fewer
+    per field: the hyperparameters step has dozens of fields, and each widget costs styling,
+    layout and messages when a step is built (start-up and first visits)."""
 
     DEFAULT_CLASSES = "field-row"
+    COMPONENT_CLASSES = {"field-row--label", "field-row--hint"}
 
     def __init__(self, name: str, profile: str = "native") -> None:
         super().__init__(id=row_id(name))
@@ -151,7 +159,9 @@ class FieldRow(Widget):
         self._options: tuple[Any, ...] | None = None
         self._shown: Any = _UNSYNCED  # what the last sync put in the widget
         self._label_text = self.field.label
+        self._hint_text = hint_for(name, profile)
         self._problem_text = ""
+        self._input: Widget | None = None
 
     # -- building ---------------------------------------------------------
     def _make_widget(self) -> Widget:
@@ -171,11 +181,73 @@ class FieldRow(Widget):
                      classes="-textual-compact field-input -valid", password=f.secret, select_on_focus=False)
 
     def compose(self) -> ComposeResult:
-        # one grid row (label, input, hint) as the row's own children; the problem line below is
-        # mounted the first time there is one (fewer widgets to style and lay out per field)
-        yield Label(self.field.label, classes="field-label")
-        yield self._make_widget()
-        yield Label(hint_for(self.field_name, self._profile), classes="field-hint")
+        self._input = self._make_widget()
+        yield self._input
+
+    # -- the label and the hint -------------------------------------------
+    @property
+    def label_text(self) -> str:
+        """The label as shown (``● `` first when the value differs from the profile's default)."""
+        return self._label_text
+
+    @property
+    def hint_text(self) -> str:
+        """The allowed-range hint shown right of the input."""
+        return self._hint_text
+
+    def _columns(self) -> tuple[int, int]:
+        """Widths of the label and hint columns: the input's left and right margins."""
+        if self._input is None:
+            return 26, 16
+        m = self._input.styles.margin
+        return m.left, m.right
+
+    def _hint_lines(self, width: int) -> list[str]:
+        """The hint wrapped to its column (one cell of it is the gap after the input)."""
+        words, lines, cur = self._hint_text.split(), [], ""
+        for w in words:
+            if cur and len(cur) + 1 + len(w) > width:
+                lines.append(cur)
+                cur = w
+            else:
+                cur = f"{cur} {w}" if cur else w
+        if cur:
+            lines.append(cur)
+        return lines
+
+    def render(self) -> Content:
+        lw, hw = self._columns()
+        width = self.size.width
+        label = self._label_text
+        if len(label) > lw - 1:
+            label = label[: max(0, lw - 2)] + "…"
+        hints = self._hint_lines(max(1, hw - 1))
+        label_style = self.get_visual_style("field-row--label")
+        hint_style = self.get_visual_style("field-row--hint")
+        gap = max(0, width - lw - hw)
+        parts: list[Content] = []
+        for i in range(max(1, len(hints))):
+            left = Content.styled(label.ljust(lw), label_style) if i == 0 else Content(" " * lw)
+            hint = hints[i] if i < len(hints) else ""
+            parts.append(Content.assemble(left, " " * gap, Content.styled((" " + hint).ljust(hw), hint_style)))
+        return Content("\n").join(parts)
+
+    def _hint_changed(self) -> None:
+        lines = len(self._hint_lines(max(1, self._columns()[1] - 1)))
+        # a hint wrapped over two lines keeps them both clear of the problem line
+        self.styles.min_height = lines if lines > 1 else None
+        try:
+            self.query_one(".field-problem").styles.margin = (max(0, lines - 1), 0, 0, 0)
+        except NoMatches:
+            pass
+
+    def on_resize(self) -> None:
+        self._hint_changed()
+
+    def on_click(self, event: Any) -> None:
+        # a click on the label or the hint focuses the field's input
+        if event.widget is self and self._input is not None and self._input.focusable:
+            self._input.focus()
 
     @property
     def input_widget(self) -> Widget:
@@ -234,11 +306,15 @@ class FieldRow(Widget):
         label_text = ("● " if st.changed else "") + self.field.label
         if label_text != self._label_text:
             self._label_text = label_text
-            self.query_one(".field-label", Label).update(label_text)
+            self.refresh()
         self.set_class(st.changed, "-changed")
         if profile != self._profile:
             self._profile = profile
-            self.query_one(".field-hint", Label).update(hint_for(self.field_name, profile))
+            hint = hint_for(self.field_name, profile)
+            if hint != self._hint_text:
+                self._hint_text = hint
+                self._hint_changed()
+                self.refresh()
         sp = spec(self.field_name, profile)
         if isinstance(w, Input):
             w.placeholder = "unset" if sp.default is None else format_value(self.field_name, sp.default)
@@ -279,6 +355,7 @@ class FieldRow(Widget):
                 prob = self.query_one(".field-problem", Static)
             except NoMatches:
                 self.mount(Static(text, classes="field-problem", markup=False))
+                self.call_after_refresh(self._hint_changed)
             else:
                 prob.update(text)
                 prob.display = p is not None
