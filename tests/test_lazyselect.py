@@ -97,3 +97,24 @@ async def test_a_form_field_picked_from_its_list_reaches_the_job(make_app):
         await pilot.pause()
         assert sel.value != before
         assert app.job.values["runtime.lr_scheduler"] == sel.value
+
+
+async def test_the_current_value_line_is_one_widget_drawing_value_and_arrow():
+    app = Demo()
+    async with app.run_test(size=(30, 12)) as pilot:
+        sel = app.query_one("#sel", Select)
+        cur = sel.query_one(SelectCurrent)
+        assert not cur.children and cur.content_region.height == 1  # inside its border
+        line = str(cur.render())
+        assert line.startswith("beta") and line.endswith("▼")
+        sel.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert sel.expanded and str(cur.render()).endswith("▲")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not sel.expanded and str(cur.render()).endswith("▼")
+        sel.set_options([("a very long option label that cannot fit", 1)])
+        await pilot.pause()
+        line = str(cur.render())
+        assert "…" in line and line.endswith("▼") and len(line) == cur.content_region.width

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+from textual.content import Content
 from textual.css.query import NoMatches
 from textual.widgets import Select
 from textual.widgets._select import SelectCurrent, SelectOverlay
@@ -22,9 +24,53 @@ _INTERNALS = ("_setup_options_renderables", "_watch_value", "_watch_expanded", "
               "action_show_overlay", "_init_selected_option")
 
 
+class _Current(SelectCurrent):
+    """Textual's current-value line as one widget: it draws the value (or the prompt) and the arrow
+    itself, where ``SelectCurrent`` composes three ``Static`` children (four widgets a select)."""
+
+    DEFAULT_CSS = """
+    _Current > .current--placeholder {
+        color: $foreground 50%;
+    }
+    _Current > .current--arrow {
+        color: $foreground 50%;
+    }
+    """
+    COMPONENT_CLASSES = {"current--placeholder", "current--arrow"}
+
+    def compose(self) -> Any:
+        return iter(())
+
+    def get_content_height(self, container: Any, viewport: Any, width: int) -> int:
+        return 1  # one line, with no children to measure
+
+    def update(self, label: Any) -> None:
+        self.label = label
+        self.has_value = label is not Select.NULL
+        self.refresh()
+
+    def render(self) -> Content:
+        label = self.label
+        if label is Select.NULL:
+            text = Content.styled(str(self.placeholder), self.get_visual_style("current--placeholder"))
+        elif isinstance(label, Content):
+            text = label
+        elif isinstance(label, str):
+            text = Content(label)
+        else:
+            text = Content.from_rich_text(label) if isinstance(label, Text) else Content(str(label))
+        width = self.content_region.width if self.is_mounted else 0
+        expanded = getattr(self.parent, "expanded", False)
+        arrow = Content.styled("▲" if expanded else "▼", self.get_visual_style("current--arrow"))
+        if width <= 2:
+            return text
+        text = text.truncate(width - 2, ellipsis=True)
+        return Content.assemble(text, " " * (width - 1 - text.cell_length), arrow)
+
+
 class _LazySelect(Select):  # type: ignore[type-arg]
     def compose(self) -> Any:
-        yield SelectCurrent(self.prompt)
+        yield _Current(self.prompt)
 
     def _overlay(self) -> SelectOverlay | None:
         try:
@@ -65,6 +111,8 @@ class _LazySelect(Select):  # type: ignore[type-arg]
                 current.update(self.NULL)
 
     def _watch_expanded(self, expanded: bool) -> None:
+        for current in self.query(_Current):
+            current.refresh()  # its arrow
         if expanded and self._overlay() is None:
             self.call_later(self._build_and_open)
             return
