@@ -1,7 +1,7 @@
 """TUI latency benchmark (issue 8 #4), measured in a real pseudo-terminal.
 
 1. Start-up: time from process start to the first screen painted with its content (a
-   text from the widgets it shows last: the model step's "Hidden dropout" row, a run's
+   text from the widgets it shows last: the model step's "Dropout overrides" line, a run's
    name on the runs screen), for ``finetui`` (the wizard) and for the runs screen, against
    ``python -c "import textual"`` (the floor any Textual app pays).  Target: ratio ≤ 2×.
    The wizard is timed twice: its very first start (no parsed CSS saved yet, each run with
@@ -431,16 +431,16 @@ def main() -> int:
         wizard = [sys.executable, "-m", "tui.cli", "--demo"]
         cache_dir = Path(env["FINETUI_STATE_DIR"]) / "cache"
         try:
-            t = time_first_paint(wizard, a.repeat, size, env, str(tmp), b"Hidden dropout",
+            t = time_first_paint(wizard, a.repeat, size, env, str(tmp), b"Dropout overrides",
                                  before=lambda: shutil.rmtree(cache_dir, ignore_errors=True))
             figures["finetui (wizard), first start, no CSS cache"] = t
             print(f"{'finetui (wizard), first start ever':38s} {t * 1000:7.0f} ms   {t / base:.2f}x")
-            warm_up(wizard, size, env, str(tmp), b"Hidden dropout")
+            warm_up(wizard, size, env, str(tmp), b"Dropout overrides")
         except Exception as e:  # noqa: BLE001
             print(f"{'finetui (wizard), first start ever':38s}  failed: {e}")
         for label, argv, marker in [
             ("bare Textual app, first screen", [sys.executable, __file__, "--child-hello"], b"hello hello"),
-            ("finetui (wizard), first screen", wizard, b"Hidden dropout"),
+            ("finetui (wizard), first screen", wizard, b"Dropout overrides"),
             ("runs screen (5 runs), first screen", [sys.executable, __file__, "--child-runs", str(tmp / "runs")],
              b"ft_bench_4"),
         ]:
@@ -453,13 +453,13 @@ def main() -> int:
             flag = "" if "bare" in label else ("  (target ≤ 2x: ok)" if t / base <= 2 else "  (target ≤ 2x: MISSED)")
             print(f"{label:38s} {t * 1000:7.0f} ms   {t / base:.2f}x{flag}")
 
-        out = terminal_output(wizard, size, env, str(tmp), b"Hidden dropout")
+        out = terminal_output(wizard, size, env, str(tmp), b"Dropout overrides")
         figures["terminal_output"] = out
         print(f"terminal output of the wizard: first screen {out['first_screen_bytes'] / 1024:.1f} KiB, "
               f"then {out['after_first_screen_3s_bytes'] / 1024:.1f} KiB in 3 s; a Tab: median "
               f"{out['per_tab_median'] / 1024:.1f} KiB (each: {', '.join(str(b) for b in out['per_tab_bytes'])} bytes)")
 
-        sw = step_switching(wizard, size, env, str(tmp), b"Hidden dropout")
+        sw = step_switching(wizard, size, env, str(tmp), b"Dropout overrides")
         figures["step_switching"] = sw
         for kind, label in (("first_visit", "first visits (Model → Launch)"), ("revisit", "revisits (Launch → Model)")):
             v = sw[kind]

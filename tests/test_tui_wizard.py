@@ -149,6 +149,51 @@ async def test_field_row_draws_its_label_and_hint_around_the_input(make_app):
         assert "GPUs (processes) per n… " in screen_text(app)  # 25 characters in a 26-cell column
 
 
+async def test_dropout_overrides_are_folded_until_opened_or_set(make_app):
+    from engine import presets
+    from tui.widgets.form import FoldedFields
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.pause()
+        fold = app.query_one("#model-dropout", FoldedFields)
+        assert not fold.expanded and not app.query(f"#{row_id('model.hidden_dropout')}")
+        assert str(fold.render()) == "▸ Dropout overrides   Hidden unset · Attention unset · FFN unset"
+        assert "Dropout overrides" in screen_text(app)
+        fold.focus()
+        await pilot.pause()
+        assert app.focused is fold
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.pause()
+        assert fold.expanded and row(app, "model.hidden_dropout").display
+        assert str(fold.render()) == "▾ Dropout overrides"
+        await type_into(pilot, "model.attention_dropout", "0.1")
+        assert app.job.values["model.attention_dropout"] == 0.1
+        await type_into(pilot, "model.ffn_dropout", "1.5")
+        assert "out of range" in problem(app, "model.ffn_dropout")
+        fold.focus()
+        await pilot.pause()
+        await pilot.press("space")  # closed again: the summary shows the values
+        await pilot.pause()
+        assert not fold.expanded and not fold.form.display and fold.region.height == 1
+        assert str(fold.render()).endswith("Hidden unset · Attention 0.1 · FFN 1.5")
+        # a click on its line opens it
+        await pilot.click("#model-dropout", offset=(3, 0))
+        await pilot.pause()
+        assert fold.expanded
+    # a job with a dropout set opens with the rows shown
+    job = presets.load(presets.PRESETS_DIR / "demo.toml")
+    job.values["model.hidden_dropout"] = 0.2
+    app = make_app(job=job)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.pause()
+        assert app.query_one("#model-dropout", FoldedFields).expanded
+        assert app.query_one(f"#{widget_id('model.hidden_dropout')}", Input).value == "0.2"
+
+
 async def test_hidden_fields_follow_their_rule(make_app):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

@@ -13,8 +13,8 @@ from textual.widgets import Button, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from engine import profiles as P
-from engine.config import TINY_MODEL, JobConfig
-from tui.widgets.form import FieldEdited, SchemaForm
+from engine.config import FIELD_BY_NAME, TINY_MODEL, JobConfig
+from tui.widgets.form import FieldEdited, FoldedFields, SchemaForm
 from tui.widgets.lazyselect import LazySelect
 from tui.widgets.step import StepPane, group_names
 
@@ -126,15 +126,21 @@ class ModelPane(StepPane):
                     yield Label("From config.json", classes="section-title")
                     yield Static("", id="model-info")
                     yield Static("", id="model-warning", classes="warning-text")
-            yield SchemaForm([n for n in group_names("model") if n != "model.name_or_path"], id="model-form")
+            rest = [n for n in group_names("model") if n != "model.name_or_path"]
+            dropouts = [n for n in rest if n.endswith("_dropout")]
+            yield SchemaForm([n for n in rest if n not in dropouts], id="model-form")
+            # rarely changed: one line with their values; opens when clicked, or by itself once one is set
+            yield FoldedFields("Dropout overrides", {n: FIELD_BY_NAME[n].label.removesuffix(" dropout") for n in dropouts},
+                               form_id="model-dropout-form", id="model-dropout")
         yield self.nav()
 
     def sync(self, job: JobConfig, res: dict[str, Any], states: dict) -> None:
         self.query_one("#model-profile", ProfileSelect).sync(job.profile)
         prof = P.get(job.profile)
         self.query_one("#profile-desc", Static).update(prof.description)
-        for f in self.query(SchemaForm):
+        for f in self.query(SchemaForm):  # the folded dropout rows too, once opened
             f.sync(job, states)
+        self.query_one("#model-dropout", FoldedFields).sync(job, states)
         name = str(res["model.name_or_path"])
         ol = self.query_one("#model-catalog", OptionList)
         if self._catalog_for != job.profile:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
 from textual.css.query import NoMatches
@@ -427,3 +428,75 @@ class SchemaForm(Vertical):
                 title = GROUP_TITLES.get(g, g)
                 coll.title = f"{title}  ✗ {bad}" if bad else title
                 coll.set_class(bad > 0, "-invalid")
+
+
+class FoldedFields(Widget, can_focus=True):
+    """Rarely changed fields behind one line: their title and current values (``▸ Dropout overrides
+    hidden unset · attention 0.1``); Enter, Space or a click opens it into their rows (a
+    :class:`SchemaForm` mounted on the first open).  It opens by itself when one of the fields is
+    set or has a problem, so nothing set is ever out of sight.  The line is drawn by the widget, the
+    rows go below it (the form's top margin)."""
+
+    DEFAULT_CLASSES = "folded-fields"
+    COMPONENT_CLASSES = {"folded-fields--title", "folded-fields--summary"}
+    BINDINGS = [Binding("enter,space", "toggle", "Open / close", show=False)]
+
+    def __init__(self, title: str, names: dict[str, str], form_id: str, id: str | None = None) -> None:
+        """``names``: field name → its short name in the summary."""
+        super().__init__(id=id)
+        self.title = title
+        self.names = dict(names)
+        self.form_id = form_id
+        self.expanded = False
+        self._summary = ""
+        self._profile = "native"
+
+    @property
+    def form(self) -> SchemaForm | None:
+        try:
+            return self.query_one(f"#{self.form_id}", SchemaForm)
+        except NoMatches:
+            return None
+
+    def render(self) -> Content:
+        arrow = "▾" if self.expanded else "▸"
+        title = Content.styled(f"{arrow} {self.title}", self.get_visual_style("folded-fields--title"))
+        if self.expanded or not self._summary:
+            return title
+        return Content.assemble(title, "   ", Content.styled(self._summary, self.get_visual_style("folded-fields--summary")))
+
+    def get_content_height(self, container: Any, viewport: Any, width: int) -> int:
+        form = self.form
+        return 1 if form is None or not form.display else 1 + form.outer_size.height
+
+    def action_toggle(self) -> None:
+        self.set_expanded(not self.expanded)
+
+    def on_click(self, event: Any) -> None:
+        if event.widget is self and event.y == 0:
+            event.stop()
+            self.focus()
+            self.action_toggle()
+
+    def set_expanded(self, expanded: bool) -> None:
+        if expanded == self.expanded:
+            return
+        self.expanded = expanded
+        self.set_class(expanded, "-expanded")
+        form = self.form
+        if expanded and form is None:
+            self.mount(SchemaForm(list(self.names), profile=self._profile, id=self.form_id))
+            self.call_after_refresh(self.app.refresh_views)  # type: ignore[attr-defined]
+        elif form is not None:
+            form.display = expanded
+        self.refresh(layout=True)
+
+    def sync(self, job: JobConfig, states: dict[str, FieldState]) -> None:
+        self._profile = job.profile
+        parts = [f"{short} {format_value(n, states[n].value) or 'unset'}" for n, short in self.names.items()]
+        summary = " · ".join(parts)
+        if summary != self._summary:
+            self._summary = summary
+            self.refresh()
+        if any(states[n].explicit or states[n].problem is not None for n in self.names):
+            self.set_expanded(True)  # the step syncs the rows with its other forms
