@@ -29,9 +29,12 @@ class ProfileSelect(Horizontal):
         self._shown: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Label("Profile", classes="field-label")
+        # the "Profile" label is drawn by the row, in the select's left margin (one widget fewer)
         yield LazySelect([(f"{p.title}", p.name) for p in P.PROFILES.values()], value="native", allow_blank=False,
                      compact=True, classes="-textual-compact profile-select")
+
+    def render(self) -> str:
+        return "Profile"
 
     @on(Select.Changed)
     def _changed(self, event: Select.Changed) -> None:

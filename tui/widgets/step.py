@@ -183,7 +183,6 @@ class StepPane(Vertical):
         children: list[Widget] = []
         if idx > 0:
             children.append(Button("‹ Back", id=f"back-{self.STEP}", classes="-textual-compact nav-back", compact=True))
-        children.append(Static("", classes="nav-spacer"))
         children.extend(extra or [])
         if next_label and idx < len(STEP_IDS) - 1:
             children.append(Button(next_label, id=f"next-{self.STEP}", classes="-textual-compact nav-next", variant="primary",
