@@ -194,6 +194,22 @@ async def test_dropout_overrides_are_folded_until_opened_or_set(make_app):
         assert app.query_one(f"#{widget_id('model.hidden_dropout')}", Input).value == "0.2"
 
 
+async def test_picking_from_the_catalog_sets_the_base_model(make_app):
+    from tui.widgets.catalog import CatalogList
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        cat = app.query_one("#model-catalog", CatalogList)
+        assert cat.item_ids[cat.highlighted] == app.job.resolved()["model.name_or_path"]
+        cat.focus()
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        picked = cat.item_ids[1]
+        assert app.job.values["model.name_or_path"] == picked
+        assert app.query_one(f"#{widget_id('model.name_or_path')}", Input).value == picked
+
+
 async def test_hidden_fields_follow_their_rule(make_app):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

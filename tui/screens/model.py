@@ -9,11 +9,11 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Label, OptionList, Select, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Button, Label, Select, Static
 
 from engine import profiles as P
 from engine.config import FIELD_BY_NAME, TINY_MODEL, JobConfig
+from tui.widgets.catalog import CatalogList
 from tui.widgets.form import FieldEdited, FoldedFields, SchemaForm
 from tui.widgets.lazyselect import LazySelect
 from tui.widgets.step import StepPane, group_names
@@ -124,7 +124,7 @@ class ModelPane(StepPane):
             with Horizontal(id="model-columns", classes="columns-fixed"):
                 with Vertical(classes="column"):
                     yield Label("Catalog", classes="section-title")
-                    yield OptionList(id="model-catalog")
+                    yield CatalogList(id="model-catalog")
                 with Vertical(classes="column"):
                     yield Label("From config.json", classes="section-title")
                     yield Static("", id="model-info")
@@ -145,18 +145,14 @@ class ModelPane(StepPane):
             f.sync(job, states)
         self.query_one("#model-dropout", FoldedFields).sync(job, states)
         name = str(res["model.name_or_path"])
-        ol = self.query_one("#model-catalog", OptionList)
+        cat = self.query_one("#model-catalog", CatalogList)
         if self._catalog_for != job.profile:
             self._catalog_for = job.profile
             own = set(prof.models)
-            ol.clear_options()
-            ol.add_options([Option(Text.assemble(("● " if m in own else "  ", "green"), m), id=m)
-                            for m in catalog(job.profile)])
-        for i in range(ol.option_count):
-            if ol.get_option_at_index(i).id == name:
-                if ol.highlighted != i:
-                    ol.highlighted = i
-                break
+            cat.set_items([(m, Text.assemble(("● " if m in own else "  ", "green"), m)) for m in catalog(job.profile)])
+        ids = cat.item_ids
+        if name in ids:
+            cat.highlight(ids.index(name))
         warn = self.query_one("#model-warning", Static)
         st = states.get("model.name_or_path")
         if st is not None and st.problem is not None:
@@ -190,11 +186,10 @@ class ModelPane(StepPane):
         if name == self._info_for:
             self.query_one("#model-info", Static).update(out)
 
-    @on(OptionList.OptionSelected, "#model-catalog")
-    def _pick(self, event: OptionList.OptionSelected) -> None:
+    @on(CatalogList.Picked, "#model-catalog")
+    def _pick(self, event: CatalogList.Picked) -> None:
         event.stop()
-        if event.option.id:
-            self.post_message(FieldEdited("model.name_or_path", event.option.id))
+        self.post_message(FieldEdited("model.name_or_path", event.item_id))
 
     @on(Button.Pressed, "#model-browse")
     def _browse(self, event: Button.Pressed) -> None:
