@@ -17,8 +17,6 @@ the exporters and the docs page are all generated from it.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Iterable
@@ -618,6 +616,8 @@ def coerce(name: str, value: Any) -> Any:
         if isinstance(value, str):
             s = value.strip()
             if s.startswith("["):
+                import json
+
                 try:
                     value = json.loads(s)
                 except json.JSONDecodeError:
@@ -736,6 +736,9 @@ class JobConfig:
         return self.resolved()
 
     def config_hash(self) -> str:
+        import hashlib
+        import json
+
         blob = json.dumps({"profile": self.profile, **self.resolved()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -20,7 +20,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 
 from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUPS, SECRET_KEYS, ConfigError, JobConfig,
                            Problem, suggest)
@@ -125,12 +124,18 @@ def dumps(job: JobConfig, resolved: bool = False) -> str:
     return _emit(data)
 
 
+def _tomli_w() -> Any:
+    import tomli_w  # imported when a preset is written, not when finetui starts
+
+    return tomli_w
+
+
 def _value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, dict):  # not produced by the schema; fall back to the library
-        return tomli_w.dumps({"x": v}).split("=", 1)[1].strip()
-    return tomli_w.dumps({"x": v}).split("=", 1)[1].strip()
+        return _tomli_w().dumps({"x": v}).split("=", 1)[1].strip()
+    return _tomli_w().dumps({"x": v}).split("=", 1)[1].strip()
 
 
 def _emit(data: dict[str, Any]) -> str:

@@ -9,7 +9,6 @@ subprocesses or thread workers.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -113,6 +112,8 @@ def _data_check(job: JobConfig) -> dict[str, Any]:
         raise RuntimeError("the data check took longer than 10 minutes") from None
     out = p.stdout.strip()
     if out:
+        import json
+
         try:
             return json.loads(out)
         except ValueError:

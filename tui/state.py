@@ -13,7 +13,6 @@ is memory-only.  No textual import: the CLI may use this module too.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -38,6 +37,8 @@ def autosave_path() -> Path:
 
 def write_autosave(job: JobConfig, preset_path: str | os.PathLike[str] | None = None) -> Path | None:
     """Write the job atomically; the preset it came from is kept in a comment line."""
+    import json
+
     from engine import presets
 
     p = autosave_path()
@@ -54,6 +55,8 @@ def write_autosave(job: JobConfig, preset_path: str | os.PathLike[str] | None = 
 
 def read_autosave() -> tuple[JobConfig, str | None] | None:
     """The autosaved job and its preset path, or None when absent or unreadable."""
+    import json
+
     from engine import presets
 
     p = autosave_path()
@@ -83,6 +86,8 @@ def clear_autosave() -> None:
 
 
 def recent_presets() -> list[Path]:
+    import json  # here, not at start-up
+
     try:
         items = json.loads((state_dir() / RECENT).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -95,6 +100,8 @@ def recent_presets() -> list[Path]:
 
 
 def add_recent(path: str | os.PathLike[str]) -> None:
+    import json
+
     p = str(Path(path).expanduser().resolve())
     items = [str(x) for x in recent_presets() if str(x) != p]
     items.insert(0, p)

@@ -11,7 +11,7 @@ shown under the field.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,11 +20,14 @@ from textual.content import Content
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Collapsible, Input, Select, Static, Switch
+from textual.widgets import Input, Select, Static, Switch
 
 from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUP_TITLES, JobConfig, Problem, _fmt, _num,
                            coerce, cross_field_problems, spec)
 from tui.widgets.lazyselect import LazySelect
+
+if TYPE_CHECKING:
+    from textual.widgets import Collapsible
 
 
 def widget_id(name: str) -> str:
@@ -387,6 +390,8 @@ class SchemaForm(Vertical):
             for n in self.names:
                 yield FieldRow(n, self.profile)
             return
+        from textual.widgets import Collapsible  # grouped forms only (none on the first screen)
+
         for g in self.groups:
             names = [n for n in self.names if n.split(".")[0] == g]
             with Collapsible(title=GROUP_TITLES.get(g, g), collapsed=g in self.collapsed, id=f"group-{g}",
@@ -403,10 +408,14 @@ class SchemaForm(Vertical):
         if g in self.groups and g not in self._populated:
             self._populated.add(g)
             names = [n for n in self.names if n.split(".")[0] == g]
+            from textual.widgets import Collapsible
+
             coll.query_one(Collapsible.Contents).mount(*[FieldRow(n, self.profile) for n in names])
             self.call_after_refresh(self.app.refresh_views)  # type: ignore[attr-defined]
 
     def expand(self, group: str) -> None:
+        from textual.widgets import Collapsible
+
         self.query_one(f"#group-{group}", Collapsible).collapsed = False
 
     def rows(self) -> list[FieldRow]:
@@ -419,6 +428,8 @@ class SchemaForm(Vertical):
         for row in self.query(FieldRow):
             row.sync(job.profile, states[row.field_name])
         if self.grouped:
+            from textual.widgets import Collapsible
+
             for g in self.groups:
                 names = [n for n in self.names if n.split(".")[0] == g]
                 coll = self.query_one(f"#group-{g}", Collapsible)
