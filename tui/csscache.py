@@ -6,8 +6,8 @@ finetui or Textual is upgraded.  :func:`load` fills the stylesheet's own parse c
 (``Stylesheet._parse_cache``, keyed by the CSS text itself, its location and scope) from
 a pickle written by :func:`save` at the end of the previous session; unpickling takes
 about 8 ms.  A changed CSS text has a different key and is parsed as before, so a stale
-entry is never used; the file's name carries Textual's installed files (path, size, time) and Python's version and the
-theme's variables, which the parsed rules depend on.
+entry is never used; the file's name carries Textual's installed file (path, size, mtime),
+Python's version and the theme's variables, which the parsed rules depend on.
 
 Everything here is best effort: a missing, unreadable or foreign file, or a Textual
 without ``_parse_cache``, means the CSS is parsed as usual, never an error.  The file is
