@@ -173,6 +173,9 @@ async def test_dropout_overrides_are_folded_until_opened_or_set(make_app):
         assert app.job.values["model.attention_dropout"] == 0.1
         await type_into(pilot, "model.ffn_dropout", "1.5")
         assert "out of range" in problem(app, "model.ffn_dropout")
+        await pilot.pause()
+        prob = row(app, "model.ffn_dropout").query_one(".field-problem")
+        assert fold.region.y < prob.region.y and prob.region.bottom <= fold.region.bottom  # it grew with the rows
         fold.focus()
         await pilot.pause()
         await pilot.press("space")  # closed again: the summary shows the values

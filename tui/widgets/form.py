@@ -236,12 +236,17 @@ class FieldRow(Widget):
             parts.append(Content.assemble(left, " " * gap, Content.styled((" " + hint).ljust(hw), hint_style)))
         return Content("\n").join(parts)
 
+    _hint_line_count = 1
+
     def _hint_changed(self) -> None:
-        lines = len(self._hint_lines(max(1, self._columns()[1] - 1)))
+        lines = max(1, len(self._hint_lines(max(1, self._columns()[1] - 1))))
+        if lines == self._hint_line_count:
+            return
+        self._hint_line_count = lines
         # a hint wrapped over two lines keeps them both clear of the problem line
         self.styles.min_height = lines if lines > 1 else None
         try:
-            self.query_one(".field-problem").styles.margin = (max(0, lines - 1), 0, 0, 0)
+            self.query_one(".field-problem").styles.margin = (lines - 1, 0, 0, 0)
         except NoMatches:
             pass
 
@@ -358,8 +363,9 @@ class FieldRow(Widget):
             try:
                 prob = self.query_one(".field-problem", Static)
             except NoMatches:
-                self.mount(Static(text, classes="field-problem", markup=False))
-                self.call_after_refresh(self._hint_changed)
+                prob = Static(text, classes="field-problem", markup=False)
+                prob.styles.margin = (self._hint_line_count - 1, 0, 0, 0)  # below a two-line hint
+                self.mount(prob)
             else:
                 prob.update(text)
                 prob.display = p is not None
@@ -475,10 +481,6 @@ class FoldedFields(Widget, can_focus=True):
         if self.expanded or not self._summary:
             return title
         return Content.assemble(title, "   ", Content.styled(self._summary, self.get_visual_style("folded-fields--summary")))
-
-    def get_content_height(self, container: Any, viewport: Any, width: int) -> int:
-        form = self.form
-        return 1 if form is None or not form.display else 1 + form.outer_size.height
 
     def action_toggle(self) -> None:
         self.set_expanded(not self.expanded)
