@@ -199,18 +199,37 @@ async def test_dropout_overrides_are_folded_until_opened_or_set(make_app):
 
 async def test_picking_from_the_catalog_sets_the_base_model(make_app):
     from tui.widgets.catalog import CatalogList
+    from tui.widgets.dialogs import CatalogDialog
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        cat = app.query_one("#model-catalog", CatalogList)
-        assert cat.item_ids[cat.highlighted] == app.job.resolved()["model.name_or_path"]
-        cat.focus()
+        await pilot.click("#model-catalog")
+        await pilot.pause()
+        assert isinstance(app.screen, CatalogDialog)
+        cat = app.screen.query_one(CatalogList)
+        assert app.focused is cat
+        assert cat.item_ids[cat.highlighted] == app.job.resolved()["model.name_or_path"]  # the current model
         await pilot.press("down", "enter")
         await pilot.pause()
         picked = cat.item_ids[1]
+        assert not isinstance(app.screen, CatalogDialog)
         assert app.job.values["model.name_or_path"] == picked
         assert app.query_one(f"#{widget_id('model.name_or_path')}", Input).value == picked
+        # the profile's own models are marked; escape closes without a change
+        app.apply_edit("profile", "oci_llama_lora")
+        await pilot.pause()
+        await pilot.click("#model-catalog")
+        await pilot.pause()
+        cat = app.screen.query_one(CatalogList)
+        assert cat.item_ids[cat.highlighted] == picked
+        cat.highlight(0)
+        await pilot.pause()
+        lines = [cat.render_line(y).text for y in range(3)]
+        assert any(line.startswith("● meta.llama-3.3-70b-instruct") for line in lines), lines
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, CatalogDialog) and app.job.values["model.name_or_path"] == picked
 
 
 async def test_hidden_fields_follow_their_rule(make_app):

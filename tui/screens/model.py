@@ -8,12 +8,11 @@ from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Label, Select, Static
 
 from engine import profiles as P
 from engine.config import FIELD_BY_NAME, TINY_MODEL, JobConfig
-from tui.widgets.catalog import CatalogList
 from tui.widgets.form import FieldEdited, FoldedFields, SchemaForm
 from tui.widgets.lazyselect import LazySelect
 from tui.widgets.step import StepPane, group_names
@@ -110,7 +109,6 @@ class ModelPane(StepPane):
 
     def __init__(self) -> None:
         super().__init__()
-        self._catalog_for: str | None = None
         self._info_for: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -120,15 +118,13 @@ class ModelPane(StepPane):
             yield Static("", id="profile-desc", classes="muted")
             with Horizontal(classes="model-path-row"):
                 yield SchemaForm(["model.name_or_path"], id="model-name-form")
+                # the profile's catalog opens in a dialog (CatalogDialog): the step starts faster and
+                # the model's details below get the whole width
+                yield Button("Catalog…", id="model-catalog", compact=True, classes="-textual-compact browse")
                 yield Button("Browse…", id="model-browse", compact=True, classes="-textual-compact browse")
-            with Horizontal(id="model-columns", classes="columns-fixed"):
-                with Vertical(classes="column"):
-                    yield Label("Catalog", classes="section-title")
-                    yield CatalogList(id="model-catalog")
-                with Vertical(classes="column"):
-                    yield Label("From config.json", classes="section-title")
-                    yield Static("", id="model-info")
-                    yield Static("", id="model-warning", classes="warning-text")
+            yield Label("From config.json", classes="section-title")
+            yield Static("", id="model-info")
+            yield Static("", id="model-warning", classes="warning-text")
             rest = [n for n in group_names("model") if n != "model.name_or_path"]
             dropouts = [n for n in rest if n.endswith("_dropout")]
             yield SchemaForm([n for n in rest if n not in dropouts], id="model-form")
@@ -145,14 +141,6 @@ class ModelPane(StepPane):
             f.sync(job, states)
         self.query_one("#model-dropout", FoldedFields).sync(job, states)
         name = str(res["model.name_or_path"])
-        cat = self.query_one("#model-catalog", CatalogList)
-        if self._catalog_for != job.profile:
-            self._catalog_for = job.profile
-            own = set(prof.models)
-            cat.set_items([(m, Text.assemble(("● " if m in own else "  ", "green"), m)) for m in catalog(job.profile)])
-        ids = cat.item_ids
-        if name in ids:
-            cat.highlight(ids.index(name))
         warn = self.query_one("#model-warning", Static)
         st = states.get("model.name_or_path")
         if st is not None and st.problem is not None:
@@ -186,10 +174,24 @@ class ModelPane(StepPane):
         if name == self._info_for:
             self.query_one("#model-info", Static).update(out)
 
-    @on(CatalogList.Picked, "#model-catalog")
-    def _pick(self, event: CatalogList.Picked) -> None:
+    def catalog_items(self, profile: str) -> list[tuple[str, Text]]:
+        """The catalog dialog's rows: the profile's own models marked with a green ●."""
+        own = set(P.get(profile).models)
+        return [(m, Text.assemble(("● " if m in own else "  ", "green"), m)) for m in catalog(profile)]
+
+    @on(Button.Pressed, "#model-catalog")
+    def _catalog(self, event: Button.Pressed) -> None:
         event.stop()
-        self.post_message(FieldEdited("model.name_or_path", event.item_id))
+        from tui.widgets.dialogs import CatalogDialog
+
+        job = self.app.job  # type: ignore[attr-defined]
+
+        def done(model: str | None) -> None:
+            if model:
+                self.post_message(FieldEdited("model.name_or_path", model))
+
+        self.app.push_screen(CatalogDialog(f"Models — {P.get(job.profile).title} profile", self.catalog_items(job.profile),
+                                           str(job.resolved()["model.name_or_path"])), done)
 
     @on(Button.Pressed, "#model-browse")
     def _browse(self, event: Button.Pressed) -> None:

@@ -313,3 +313,35 @@ class HelpDialog(Dialog):
     @on(Button.Pressed, "#help-close")
     def _close(self) -> None:
         self.dismiss(None)
+
+
+class CatalogDialog(Dialog):
+    """A profile's model catalog: Enter or a click on a model dismisses with its id (None on escape).
+    ``items`` are (model id, shown text) pairs; the current model is highlighted when listed."""
+
+    def __init__(self, title: str, items: list[tuple[str, Any]], current: str | None = None) -> None:
+        super().__init__()
+        self.title_text = title
+        self.items = items
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        from tui.widgets.catalog import CatalogList
+
+        with Vertical(classes="dialog dialog-catalog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield CatalogList(id="catalog-list")
+            yield Static("● in this profile's catalog.  ↑↓ move · Enter picks · Esc closes", classes="dialog-keys")
+
+    def on_mount(self) -> None:
+        from tui.widgets.catalog import CatalogList
+
+        cat = self.query_one(CatalogList)
+        cat.set_items(self.items)
+        ids = cat.item_ids
+        cat.highlight(ids.index(self.current) if self.current in ids else 0)
+        cat.focus()
+
+    def on_catalog_list_picked(self, event: Any) -> None:
+        event.stop()
+        self.dismiss(event.item_id)

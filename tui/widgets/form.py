@@ -233,7 +233,8 @@ class FieldRow(Widget):
         for i in range(max(1, len(hints))):
             left = Content.styled(label.ljust(lw), label_style) if i == 0 else Content(" " * lw)
             hint = hints[i] if i < len(hints) else ""
-            parts.append(Content.assemble(left, " " * gap, Content.styled((" " + hint).ljust(hw), hint_style)))
+            right = Content.styled((" " + hint).ljust(hw), hint_style) if hw > 0 else Content("")
+            parts.append(Content.assemble(left, " " * gap, right))
         return Content("\n").join(parts)
 
     _hint_line_count = 1
