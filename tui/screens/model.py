@@ -13,7 +13,7 @@ from textual.widgets import Button, Label, Select, Static
 
 from engine import profiles as P
 from engine.config import FIELD_BY_NAME, TINY_MODEL, JobConfig
-from tui.widgets.form import FieldEdited, FoldedFields, SchemaForm
+from tui.widgets.form import FieldEdited, FieldRow, FoldedFields, SchemaForm, row_id
 from tui.widgets.lazyselect import LazySelect
 from tui.widgets.step import StepPane, group_names
 
@@ -117,7 +117,7 @@ class ModelPane(StepPane):
             yield ProfileSelect(id="model-profile")
             yield Static("", id="profile-desc", classes="muted")
             with Horizontal(classes="model-path-row"):
-                yield SchemaForm(["model.name_or_path"], id="model-name-form")
+                yield FieldRow("model.name_or_path")  # synced with the forms below (sync)
                 # the profile's catalog opens in a dialog (CatalogDialog): the step starts faster and
                 # the model's details below get the whole width
                 yield Button("Catalog…", id="model-catalog", compact=True, classes="-textual-compact browse")
@@ -137,6 +137,7 @@ class ModelPane(StepPane):
         self.query_one("#model-profile", ProfileSelect).sync(job.profile)
         prof = P.get(job.profile)
         self.query_one("#profile-desc", Static).update(prof.description)
+        self.query_one(f"#{row_id('model.name_or_path')}", FieldRow).sync(job.profile, states["model.name_or_path"])
         for f in self.query(SchemaForm):  # the folded dropout rows too, once opened
             f.sync(job, states)
         self.query_one("#model-dropout", FoldedFields).sync(job, states)
