@@ -115,7 +115,7 @@ async def test_profile_change_reranges_and_redefaults(make_app):
         assert "out of range in profile oci_llama_lora" in problem(app, "general.batch_size")
         # the model step shows the catalog warning
         await goto(pilot, "model")
-        assert "not in the oci_llama_lora catalog" in str(app.query_one("#model-warning").render())
+        assert "not in the oci_llama_lora catalog" in app.query_one("#model-info").note.plain
 
 
 async def test_field_row_draws_its_label_and_hint_around_the_input(make_app):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Group
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Button, Label, Select, Static
+from textual.widget import Widget
+from textual.widgets import Button, Select, Static
 
 from engine import profiles as P
 from engine.config import FIELD_BY_NAME, TINY_MODEL, JobConfig
@@ -101,6 +104,38 @@ def _human(n: float) -> str:
     return str(int(n))
 
 
+class ModelInfo(Widget):
+    """What config.json says (a title line, the details table) and, under it, the catalog note or the
+    base model's problem: one widget for what were a title, the details and the note."""
+
+    COMPONENT_CLASSES = {"model-info--title", "model-info--note"}
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.details: Any = Text("")
+        self.note: Text | None = None
+
+    def set_details(self, details: Any) -> None:
+        self.details = details
+        self.refresh(layout=True)
+
+    def set_note(self, note: Text | None) -> None:
+        key = (note.plain, str(note.style)) if note is not None and note.plain else None
+        old = (self.note.plain, str(self.note.style)) if self.note is not None else None
+        if key != old:
+            self.note = note if key is not None else None
+            self.refresh(layout=True)
+
+    def render(self) -> Group:
+        # built here, not kept: the title's and the note's colours follow the theme
+        parts: list[Any] = [Text("From config.json", self.get_component_rich_style("model-info--title")), self.details]
+        if self.note is not None:
+            own = self.note.style if isinstance(self.note.style, Style) else Style.parse(str(self.note.style) or "none")
+            # the note's colour (a warning's) under its own style (the catalog's green)
+            parts += [Text(""), Text(self.note.plain, self.get_component_rich_style("model-info--note") + own)]
+        return Group(*parts)
+
+
 class ModelPane(StepPane):
     STEP = "model"
     TITLE = "Model"
@@ -122,9 +157,7 @@ class ModelPane(StepPane):
                 # the model's details below get the whole width
                 yield Button("Catalog…", id="model-catalog", compact=True, classes="-textual-compact browse")
                 yield Button("Browse…", id="model-browse", compact=True, classes="-textual-compact browse")
-            yield Label("From config.json", classes="section-title")
-            yield Static("", id="model-info")
-            yield Static("", id="model-warning", classes="warning-text")
+            yield ModelInfo(id="model-info")
             rest = [n for n in group_names("model") if n != "model.name_or_path"]
             dropouts = [n for n in rest if n.endswith("_dropout")]
             yield SchemaForm([n for n in rest if n not in dropouts], id="model-form")
@@ -142,14 +175,14 @@ class ModelPane(StepPane):
             f.sync(job, states)
         self.query_one("#model-dropout", FoldedFields).sync(job, states)
         name = str(res["model.name_or_path"])
-        warn = self.query_one("#model-warning", Static)
+        info = self.query_one("#model-info", ModelInfo)
         st = states.get("model.name_or_path")
         if st is not None and st.problem is not None:
-            warn.update(Text(("✗ " if st.problem.severity == "error" else "⚠ ") + st.problem.message, "bold"))
-        elif prof.models:
-            warn.update(Text(f"● in the {prof.title} catalog" if name in prof.models else "", "green"))
+            info.set_note(Text(("✗ " if st.problem.severity == "error" else "⚠ ") + st.problem.message, "bold"))
+        elif prof.models and name in prof.models:
+            info.set_note(Text(f"● in the {prof.title} catalog", "green"))
         else:
-            warn.update("")
+            info.set_note(None)
         if self._info_for != name:
             self._info_for = name
             # after the next paint: the worker thread (engine.modelinfo's import) would otherwise
@@ -173,7 +206,7 @@ class ModelPane(StepPane):
 
     def _show_info(self, name: str, out: Any) -> None:
         if name == self._info_for:
-            self.query_one("#model-info", Static).update(out)
+            self.query_one("#model-info", ModelInfo).set_details(out)
 
     def catalog_items(self, profile: str) -> list[tuple[str, Text]]:
         """The catalog dialog's rows: the profile's own models marked with a green ●."""
