@@ -297,3 +297,18 @@ async def wait_for(pilot: Any, cond: Any, timeout: float = 10.0, step: float = 0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {getattr(cond, '__name__', cond)}")
         await pilot.pause(step)
+
+
+async def click_when_shown(pilot: Any, selector: str, timeout: float = 10.0) -> None:
+    """Click ``selector`` on the top screen once it is laid out (a click sent before the screen's
+    first layout lands on nothing: a just-pushed dialog on a loaded CI machine)."""
+
+    def shown() -> bool:
+        try:
+            w = pilot.app.screen.query_one(selector)
+        except Exception:  # noqa: BLE001 - not composed yet
+            return False
+        return w.region.width > 0 and w.region.height > 0
+
+    await wait_for(pilot, shown, timeout)
+    await pilot.click(selector)

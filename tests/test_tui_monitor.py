@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_run import T0, FakeRunWriter, fake_records, harness_app, plots_settled, wait_for, write_fake_run
+from tests.fake_run import (T0, FakeRunWriter, click_when_shown, fake_records, harness_app, plots_settled, wait_for,
+                            write_fake_run)
 from tui import runsource
 from tui.screens.monitor import MonitorScreen
 from tui.widgets.metrics import RunState, Series
@@ -187,7 +188,7 @@ async def test_stop_asks_for_confirmation_then_stops(live_writer, monkeypatch):
         assert app.screen is scr and not calls
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.click("#confirm-yes")
+        await click_when_shown(pilot, "#confirm-yes")
         await wait_for(pilot, lambda: scr.state.status == "stopped", timeout=20)
         assert len(calls) == 1
         assert "Stopped at step" in str(scr.query_one("#mon-end").render())

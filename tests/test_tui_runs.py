@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_run import T0, FakeRunWriter, harness_app, plots_settled, wait_for, write_fake_run
+from tests.fake_run import T0, FakeRunWriter, click_when_shown, harness_app, plots_settled, wait_for, write_fake_run
 from tui import runsource
 from tui.screens.monitor import MonitorScreen
 from tui.screens.runs import OverlayScreen, RunsScreen
@@ -102,7 +102,7 @@ async def test_delete_asks_first(runs_dir):
         await pilot.press("escape")  # cancel keeps it
         assert target.exists() and app.screen is scr
         await pilot.press("x")
-        await pilot.click("#confirm-yes")
+        await click_when_shown(pilot, "#confirm-yes")
         await wait_for(pilot, lambda: NAMES["stopped"] not in _statuses(scr))
         assert not target.exists()
         assert scr.query_one("#runs-table").row_count == 3
