@@ -96,6 +96,8 @@ def main() -> int:
     if args.child:
         child()
         return 0
+    from tui_latency import _env  # here, not at the top: the timed child does not import it
+
     size = tuple(int(x) for x in args.size.split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="finetui-ab-"))
     sides: dict[str, Path] = {}
@@ -105,10 +107,9 @@ def main() -> int:
         for key, root in sides.items():
             for pkg in ("tui", "engine"):  # an installed finetui has its bytecode
                 compileall.compile_dir(str(root / pkg), quiet=1)
-            env = dict(os.environ, TERM="xterm-256color", COLORTERM="truecolor", PYTHONPATH=str(root),
-                       FINETUI_STATE_DIR=str(tmp / f"state-{key}"))
+            env = _env(tmp)  # the terminal tui_latency.py times in
+            env.update(PYTHONPATH=str(root), FINETUI_STATE_DIR=str(tmp / f"state-{key}"))
             env.pop("PYTHONDONTWRITEBYTECODE", None)
-            env.pop("TEXTUAL", None)
             envs[key] = env
         wizard = [sys.executable, str(Path(__file__).resolve()), "--child"]
         for key in sides:  # warm-up: the parsed CSS is saved, as after any first start

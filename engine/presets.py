@@ -20,7 +20,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-
 from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUPS, SECRET_KEYS, ConfigError, JobConfig,
                            Problem, suggest)
 
@@ -133,8 +132,7 @@ def _tomli_w() -> Any:
 def _value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):  # not produced by the schema; fall back to the library
-        return _tomli_w().dumps({"x": v}).split("=", 1)[1].strip()
+    # scalars (and a dict, never produced by the schema): the library writes the value
     return _tomli_w().dumps({"x": v}).split("=", 1)[1].strip()
 
 

@@ -73,8 +73,8 @@ class CatalogList(ScrollView, can_focus=True):
     # -- items --------------------------------------------------------------
     def set_items(self, items: Iterable[tuple[str, Any]]) -> None:
         """(id, prompt) pairs; a prompt is a str, a rich Text or a Content."""
-        self._items = [(i, p if isinstance(p, Content) else
-                        Content.from_rich_text(p) if isinstance(p, Text) else Content(str(p))) for i, p in items]
+        self._items = [(i, Content.from_text(p if isinstance(p, (str, Text, Content)) else str(p), markup=False))
+                       for i, p in items]
         if self.highlighted is not None and self.highlighted >= len(self._items):
             self.highlighted = None
         self.virtual_size = Size(0, len(self._items))

@@ -53,12 +53,8 @@ class _Current(SelectCurrent):
         label = self.label
         if label is Select.NULL:
             text = Content.styled(str(self.placeholder), self.get_visual_style("current--placeholder"))
-        elif isinstance(label, Content):
-            text = label
-        elif isinstance(label, str):
-            text = Content(label)
         else:
-            text = Content.from_rich_text(label) if isinstance(label, Text) else Content(str(label))
+            text = Content.from_text(label if isinstance(label, (str, Text, Content)) else str(label), markup=False)
         width = self.content_region.width if self.is_mounted else 0
         expanded = getattr(self.parent, "expanded", False)
         arrow = Content.styled("▲" if expanded else "▼", self.get_visual_style("current--arrow"))

@@ -86,12 +86,6 @@ class StepBar(SpanBar):
             self.status = text
             self.refresh()
 
-    def tab_text(self, step: str) -> str:
-        """A step's tab as shown: ``3 Trainer`` and, with errors, `` ✗2``."""
-        i = STEP_IDS.index(step)
-        n = self.errors.get(step, 0)
-        return f"{i + 1} {STEPS[i][1]}" + (f" ✗{n}" if n else "")
-
     def render(self) -> Text:
         def style(name: str) -> Any:  # the component's colours resolved against the bar's background
             return self.get_visual_style(name).rich_style
