@@ -2,7 +2,8 @@
 
 1. Start-up: time from process start to the first screen painted with its content (a
    text from the widgets it shows last: the model step's "Dropout overrides" line, a run's
-   name on the runs screen), for ``finetui`` (the wizard) and for the runs screen, against
+   name on the runs screen, the last step on a run's dashboard), for ``finetui`` (the wizard),
+   ``finetui --runs`` (the runs screen) and ``finetui --attach RUN`` (a finished run's dashboard), against
    ``python -c "import textual"`` (the floor any Textual app pays).  Target: ratio ≤ 2×.
    The wizard is timed twice: its very first start (no parsed CSS saved yet, each run with
    the cache removed) and a usual start (the CSS parsed by an earlier session, tui/csscache.py).
@@ -158,18 +159,6 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- children
-
-
-def child_runs(runs_dir: str) -> None:
-    from textual.app import App
-
-    from tui.screens.runs import RunsScreen
-
-    class A(App):
-        def on_mount(self) -> None:
-            self.push_screen(RunsScreen(runs_dir))
-
-    A().run()
 
 
 def child_monitor(run_dir: str) -> None:
@@ -391,15 +380,11 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--size", default="80x24")
     ap.add_argument("--child-monitor")
-    ap.add_argument("--child-runs")
     ap.add_argument("--child-hello", action="store_true")
     ap.add_argument("--json", help="also write the figures to this file")
     a = ap.parse_args()
     if a.child_monitor:
         child_monitor(a.child_monitor)
-        return 0
-    if a.child_runs:
-        child_runs(a.child_runs)
         return 0
     if a.child_hello:
         child_hello()
@@ -441,8 +426,9 @@ def main() -> int:
         for label, argv, marker in [
             ("bare Textual app, first screen", [sys.executable, __file__, "--child-hello"], b"hello hello"),
             ("finetui (wizard), first screen", wizard, b"Dropout overrides"),
-            ("runs screen (5 runs), first screen", [sys.executable, __file__, "--child-runs", str(tmp / "runs")],
-             b"ft_bench_4"),
+            ("finetui --runs (5 runs), first screen", [sys.executable, "-m", "tui.cli", "--runs"], b"ft_bench_4"),
+            ("finetui --attach RUN, first screen", [sys.executable, "-m", "tui.cli", "--attach", "ft_bench_4"],
+             b"500/500"),
         ]:
             try:
                 t = time_first_paint(argv, a.repeat, size, env, str(tmp), marker)

@@ -161,3 +161,14 @@ def test_launch_watch_detach_quit_reattach(term, tmp_path):
     assert sum('"kind": "log"' in ln for ln in events) >= 10
     term.keys("d")
     term.wait(lambda s: "Runs" in s and "completed" in s, 15, "back to the runs list")
+    term.keys("C-q")
+    term.wait(lambda s: term.dead(), 15, "the app to exit")
+    term._run("kill-session", "-t", "ft", check=False)
+
+    # 5. from a new terminal, straight onto the run's dashboard (a prefix of its name), Esc: the runs list
+    term.start(_finetui() + ["--attach", run_dirs[0].name[:-3]])
+    term.wait(lambda s: f"Completed at step {total}" in s and "Checkpoints" in s, 30, "the dashboard on --attach")
+    term.keys("Escape")
+    term.wait(lambda s: "Runs" in s and "completed" in s and "Checkpoints" not in s, 15, "the runs list under it")
+    term.keys("Escape")
+    term.wait(lambda s: "Model" in s and "Profile" in s, 15, "the wizard under both")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,20 @@ def test_validate_cli_exit_codes(tmp_path):
     assert "Traceback" not in r.stderr
     r = cli("validate", str(tmp_path / "missing.toml"))
     assert r.returncode == 2 and "no such preset file" in r.stderr
+
+
+def test_attach_to_a_missing_run_is_one_line_exit_2(tmp_path):
+    (tmp_path / "runs" / "ft_a").mkdir(parents=True)
+    (tmp_path / "runs" / "ft_a" / "events.jsonl").write_text("")
+    (tmp_path / "runs" / "ft_b").mkdir()
+    (tmp_path / "runs" / "ft_b" / "events.jsonl").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "FINETUI_RUNS_DIR"}
+    for argv, want in ((["--attach", "nope"], "--attach: no run 'nope' in runs"),
+                       (["--attach=ft_", "--runs"], "--attach: 'ft_' names 2 runs in runs: ft_a, ft_b")):
+        r = subprocess.run([sys.executable, "-m", "tui.cli", *argv], capture_output=True, text=True, cwd=tmp_path,
+                           timeout=120, env={**env, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL)
+        assert r.returncode == 2, r
+        assert r.stderr.startswith(want) and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_show_prints_resolved_toml():

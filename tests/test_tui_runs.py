@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from engine.config import JobConfig
 from tests.fake_run import T0, FakeRunWriter, click_when_shown, harness_app, plots_settled, wait_for, write_fake_run
-from tui import runsource
+from tui import runsource, state
 from tui.screens.monitor import MonitorScreen
 from tui.screens.runs import OverlayScreen, RunsScreen
 from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.form import widget_id
+from tui.widgets.step import StepBar
 
 NAMES = {
     "completed": "ft_tiny-llama_20261118-101320",
@@ -85,7 +88,8 @@ async def test_running_run_is_listed_and_stopped_after_confirmation(runs_dir):
             assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("y")
             await wait_for(pilot, lambda: _statuses(scr).get("ft_live") == "stopped", timeout=20)
-            assert w.killed or not w.is_alive()
+            # the writer notices its process group is gone at its next record (10 a second)
+            await wait_for(pilot, lambda: w.killed or not w.is_alive(), timeout=5)
     finally:
         w.close()
 
@@ -240,3 +244,77 @@ async def test_open_config_in_the_wizard_app(runs_dir):
         assert not isinstance(app.screen, RunsScreen)  # back in the wizard
         assert app.job.values.get("general.batch_size") == 8
         assert app.job.values.get("launch.procs_per_node") == 2
+
+
+# ------------------------------------------------- finetui --runs / --attach RUN (the wizard app)
+
+
+def test_tui_args_only_open_the_tui():
+    from tui.cli import TuiArgs, _tui_args
+
+    assert _tui_args([]) == TuiArgs()
+    assert _tui_args(["--runs"]) == TuiArgs(runs=True)
+    assert _tui_args(["--attach", "ft_x"]) == TuiArgs(attach="ft_x")
+    assert _tui_args(["--attach=ft_x", "--demo"]) == TuiArgs(demo=True, attach="ft_x")
+    assert _tui_args(["-p", "a.toml", "--runs"]) == TuiArgs(preset="a.toml", runs=True)
+    # anything else goes through typer (its errors and --help)
+    for argv in (["--attach"], ["--attach", "--runs"], ["--attach="], ["--preset", ""], ["runs"], ["--help"]):
+        assert _tui_args(argv) is None, argv
+
+
+async def test_app_opens_on_the_runs_screen_then_the_wizard_offers_the_unsaved_job(runs_dir, make_app, tui_state):
+    state.write_autosave(JobConfig(values={"general.epochs": 9}), None)
+    app = make_app(demo=False, start="runs")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+        assert app.screen.runs_dir == "runs"
+        assert {r.name for r in app.screen.rows} == set(NAMES.values())
+        assert not app.screen_stack[0].query("#btn-restore")  # not offered over the runs screen
+        await pilot.press("escape")
+        await click_when_shown(pilot, "#btn-restore")  # the wizard is shown: now it is
+        await pilot.pause()
+        assert app.job.values["general.epochs"] == 9
+
+
+async def test_quit_from_the_runs_screen_keeps_an_unsaved_job_never_offered(runs_dir, make_app, tui_state):
+    state.write_autosave(JobConfig(values={"general.epochs": 9}), None)
+    app = make_app(demo=False, start="runs")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    assert state.read_autosave() is not None
+
+
+async def test_app_attaches_to_a_run_and_detaches_to_the_runs_screen(runs_dir, make_app, monkeypatch):
+    monkeypatch.setenv("FINETUI_RUNS_DIR", str(runs_dir))  # overrides the job's launch.runs_dir
+    app = make_app(attach=runsource.resolve(NAMES["failed"], str(runs_dir)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen))
+        mon = app.screen
+        await wait_for(pilot, lambda: mon.state.status == "failed")
+        assert mon.state.step == 42
+        assert [type(s) for s in app.screen_stack[1:]] == [RunsScreen, MonitorScreen]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+        assert app.screen.runs_dir == str(runs_dir)
+        assert not app.screen_stack[0].query(StepBar)  # the wizard is not built before the dashboard
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is app.screen_stack[0])
+        await wait_for(pilot, lambda: app.pane("model").ready)  # built when first shown
+        assert app.screen.focused is not None and app.screen.focused.id == widget_id("model.name_or_path")
+
+
+async def test_runs_screen_first_then_a_job_from_a_run_opens_in_the_wizard(runs_dir, make_app):
+    app = make_app(demo=False, start="runs", offer_restore=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+        scr = app.screen
+        await pilot.press("ctrl+n")  # the wizard's keys work behind the runs screen, built or not
+        assert app.step == "data"
+        await _goto(pilot, scr, NAMES["completed"])
+        await pilot.press("c")  # its config as a new job, in the wizard
+        await wait_for(pilot, lambda: app.screen is app.screen_stack[0])
+        await wait_for(pilot, lambda: app.pane("data").ready and app.switcher.current == "step-data")
+        assert app.job.values.get("general.batch_size") == 8
+        assert "Data" in str(app.stepbar.render())

@@ -35,6 +35,8 @@ from tui.widgets.keybar import KeyBar
 from tui.widgets.step import STEP_IDS, STEPS, HelpBar, StepBar, StepPane, TomlEdited, step_errors
 
 if TYPE_CHECKING:
+    from textual.widget import Widget
+
     from tui.screens.hyperparameters import HyperparametersPane
 
 AUTOSAVE_DELAY = 1.0
@@ -277,6 +279,10 @@ class WizardScreen(QuietScreen):
             self._resumed = True
             self._first_resume = True
             event.refresh_styles = False
+        else:
+            wizard_resumed = getattr(self.app, "wizard_resumed", None)
+            if wizard_resumed is not None:
+                wizard_resumed()
 
     def _compositor_refresh(self) -> None:
         super()._compositor_refresh()
@@ -299,7 +305,11 @@ class WizardScreen(QuietScreen):
 
 class FinetuiApp(App[None]):
     TITLE = "finetui"
-    CSS_PATH = "app.tcss"
+    # the dashboards' CSS (RunsScreen, MonitorScreen: their CSS_PATH) is the app's from the start: a
+    # screen bringing CSS the stylesheet does not have yet makes Textual re-parse every source in a
+    # fresh stylesheet, without its parse cache (Stylesheet.reparse: 50-120 ms on the first Ctrl+R,
+    # launch or --attach); parsed once here, it is in the saved parse results too (tui/csscache.py)
+    CSS_PATH = ["app.tcss", "screens/dashboard.tcss"]
     COMMANDS = App.COMMANDS | {FinetuiCommands}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     ENABLE_COMMAND_PALETTE = True
@@ -319,8 +329,12 @@ class FinetuiApp(App[None]):
 
     def __init__(self, job: JobConfig | None = None, preset_path: str | os.PathLike[str] | None = None,
                  services: Services | None = None, autosave: bool = True, offer_restore: bool = True,
-                 theme: str | None = None) -> None:
+                 theme: str | None = None, start: str | None = None, attach: Any = None) -> None:
+        """``start="runs"`` opens on the runs screen; ``attach`` (a RunRef, run directory or name) opens
+        on that run's dashboard, with the runs screen under it.  The wizard is behind both (Esc)."""
         super().__init__()
+        self.start_screen = "runs" if (start == "runs" or attach is not None) else None
+        self.attach_ref = attach
         self.job = job.copy() if job is not None else JobConfig()
         self.preset_path: Path | None = Path(preset_path) if preset_path else None
         self.services = services or Services()
@@ -385,10 +399,14 @@ class FinetuiApp(App[None]):
         so typing never waits on it.  True when a step was started."""
         if not self.is_running or not self.screen_stack:
             return False
-        if self.screen is not self.screen_stack[0]:  # a dialog or a dashboard is open: later
-            self.set_timer(PREBUILD_AFTER, self.prebuild_step)
-            return False
         quiet = time.monotonic() - self._last_input
+        if self._wizard_pending and quiet >= PREBUILD_QUIET:  # the wizard itself, behind a dashboard
+            self.run_worker(self._build_wizard(), group="wizard")
+            self.set_timer(PREBUILD_AFTER, self.prebuild_step)
+            return True
+        if self.screen is not self.screen_stack[0] or self._wizard_pending:  # a dialog or a dashboard
+            self.set_timer(PREBUILD_AFTER, self.prebuild_step)  # is open: later
+            return False
         if quiet < PREBUILD_QUIET:
             self.set_timer(PREBUILD_QUIET - quiet + 0.05, self.prebuild_step)
             return False
@@ -449,10 +467,26 @@ class FinetuiApp(App[None]):
         # only the first step is mounted at start; the others once the first screen is up
         # (prebuild_step) or on their first visit, whichever comes first (fast start)
         self.switcher = StepSwitcher(self.panes["model"], initial="step-model", id="steps")
-        yield self.stepbar
-        yield self.switcher
-        yield self.helpbar
-        yield KeyBar()
+        if self.start_screen:
+            # opened on the runs screen or a dashboard: the wizard is built behind it later, when the
+            # app is idle or the wizard is first shown (_build_wizard): not before the first screen
+            self._wizard_pending = True
+            return
+        yield from self._wizard_widgets()
+
+    def _wizard_widgets(self) -> list[Widget]:
+        return [self.stepbar, self.switcher, self.helpbar, KeyBar()]
+
+    _wizard_pending = False
+
+    async def _build_wizard(self) -> None:
+        if not self._wizard_pending:
+            return
+        self._wizard_pending = False
+        step, self.step = self.step, STEP_IDS[0]  # a step chosen meanwhile (Ctrl+N) is shown once built
+        await self.screen_stack[0].mount_all(self._wizard_widgets())
+        if step != self.step:
+            self.goto(step)
 
     def get_default_screen(self) -> Screen:
         return WizardScreen(id="_default")
@@ -475,7 +509,30 @@ class FinetuiApp(App[None]):
     def on_mount(self) -> None:
         if self._started_by_run:
             self.call_after_refresh(self._first_screen_shown)
-        if self.offer_restore and self.autosave_enabled:
+        if self.start_screen:
+            self.action_runs()
+            if self.attach_ref is not None:
+                from tui.screens.monitor import MonitorScreen
+
+                self.push_screen(MonitorScreen(self.attach_ref))
+            # the unsaved job is offered back when the wizard is first shown, not over a dashboard
+            self._restore_pending = self.offer_restore and self.autosave_enabled
+        elif self.offer_restore and self.autosave_enabled:
+            self._maybe_offer_restore()
+
+    _restore_pending = False
+
+    def wizard_resumed(self) -> None:
+        """The wizard is on top again (its screen resumed): built now if it was not yet, and the
+        unsaved job offered back if that waited for it."""
+        if self._wizard_pending:
+            self.run_worker(self._build_wizard(), group="wizard")
+        if self._restore_pending:
+            self.call_after_refresh(self._offer_pending_restore)
+
+    def _offer_pending_restore(self) -> None:
+        if self._restore_pending and self.screen is self.screen_stack[0]:
+            self._restore_pending = False
             self._maybe_offer_restore()
 
     def _focus_first(self) -> None:
@@ -618,6 +675,8 @@ class FinetuiApp(App[None]):
         if step not in STEP_IDS:
             return
         self.step = step
+        if self._wizard_pending:  # shown once built (_build_wizard)
+            return
         pane = self.panes[step]
         if pane.parent is None:
             # first visit: the pane is built hidden (the current one stays on screen) and shows,
@@ -824,7 +883,8 @@ class FinetuiApp(App[None]):
     # -- quit -----------------------------------------------------------------
     async def action_quit(self) -> None:
         if not self.dirty:
-            self.clear_autosave() if self.autosave_enabled else None
+            if self.autosave_enabled and not self._restore_pending:  # never offered: kept for next time
+                self.clear_autosave()
             self.exit()
             return
         from tui.widgets.dialogs import ConfirmDialog
@@ -852,12 +912,10 @@ class FinetuiApp(App[None]):
         except ImportError:
             self.notify("The runs screen is not available yet.", severity="warning")
             return
-        runs_dir = str(self.job.resolved().get("launch.runs_dir") or "runs")
-        try:
-            screen = RunsScreen(runs_dir=runs_dir)
-        except TypeError:
-            screen = RunsScreen()
-        self.push_screen(screen)
+        self.push_screen(RunsScreen(runs_dir=self.runs_dir()))
+
+    def runs_dir(self) -> str:
+        return state.runs_dir(self.job)
 
     def action_launch(self) -> None:
         if self.launching:
@@ -868,6 +926,8 @@ class FinetuiApp(App[None]):
             self.notify(str(probs[0]), title=f"Cannot launch: {len(probs)} to fix", severity="error", timeout=6)
             return
         job = self.job.copy()
+        if os.environ.get("FINETUI_RUNS_DIR"):
+            job.values["launch.runs_dir"] = self.runs_dir()
         if not job.values.get("launch.run_name"):
             job.values["launch.run_name"] = self.default_run_name(job)
         self.launching = True

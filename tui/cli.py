@@ -6,15 +6,15 @@ line per problem, never a traceback); 130 interrupted.
 
 The typer application (``app``) lives in :mod:`tui.cli_app`; each area registers its
 commands from ``tui/commands/<area>.py`` so the areas can grow independently.  When the
-arguments only open the TUI (none, ``--demo``, ``--preset FILE``), :func:`main` opens it
-without importing typer and the command modules (start-up time); anything else, and any
-preset that does not load, goes through typer as before.
+arguments only open the TUI (none, ``--demo``, ``--preset FILE``, ``--runs``, ``--attach RUN``),
+:func:`main` opens it without importing typer and the command modules (start-up time); anything
+else, any preset that does not load and any run not found go through typer, which says why.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def __getattr__(name: str) -> Any:
@@ -26,29 +26,36 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _tui_args(argv: list[str]) -> tuple[bool, str | None] | None:
-    """(demo, preset) when ``argv`` only opens the TUI; None for anything else."""
-    demo, preset = False, None
+class TuiArgs(NamedTuple):
+    demo: bool = False
+    preset: str | None = None
+    runs: bool = False  # open on the runs screen
+    attach: str | None = None  # open on this run's dashboard
+
+
+def _tui_args(argv: list[str]) -> TuiArgs | None:
+    """What to open when ``argv`` only opens the TUI; None for anything else."""
+    got: dict[str, Any] = {}
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a == "--demo":
-            demo = True
-        elif a in ("--preset", "-p") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-            preset = argv[i + 1]
+        key, _, value = a.partition("=")
+        if a in ("--demo", "--runs"):
+            got[a[2:]] = True
+        elif key in ("--preset", "--attach") and value:
+            got[key[2:]] = value
+        elif a in ("--preset", "-p", "--attach") and i + 1 < len(argv) and argv[i + 1] and not argv[i + 1].startswith("-"):
+            got["preset" if a == "-p" else a[2:]] = argv[i + 1]
             i += 1
-        elif a.startswith("--preset=") and len(a) > len("--preset="):
-            preset = a.split("=", 1)[1]
         else:
             return None
         i += 1
-    if preset == "":
-        return None
-    return demo, preset
+    return TuiArgs(**got)
 
 
-def _open_tui(demo: bool, preset: str | None) -> bool:
-    """Open the TUI; False (nothing shown) when the preset does not load: typer reports it."""
+def _open_tui(args: TuiArgs) -> bool:
+    """Open the TUI; False (nothing shown) when the preset does not load or the run is not found:
+    typer reports it."""
     import gc
 
     # the cyclic collector waits until the first screen is up (FinetuiApp.run resumes it): the
@@ -61,8 +68,8 @@ def _open_tui(demo: bool, preset: str | None) -> bool:
 
         from engine import presets
 
-        path = Path(preset) if preset is not None else None
-        if demo and path is None:
+        path = Path(args.preset) if args.preset is not None else None
+        if args.demo and path is None:
             path = presets.PRESETS_DIR / "demo.toml"
         job = None
         if path is not None:
@@ -70,9 +77,18 @@ def _open_tui(demo: bool, preset: str | None) -> bool:
                 job = presets.load(path)
             except Exception:  # noqa: BLE001 - the typer path prints the problems and exits 2
                 return False
+        ref = None
+        if args.attach is not None:
+            import engine.launch as L
+            from tui import state
+
+            try:
+                ref = L.resolve_run(args.attach, state.runs_dir(job))
+            except L.LaunchError:  # the typer path prints why and exits 2
+                return False
         from tui.app import FinetuiApp
 
-        app = FinetuiApp(job=job, preset_path=path)
+        app = FinetuiApp(job=job, preset_path=path, start="runs" if args.runs else None, attach=ref)
         app.resume_gc_after_start = gc_was_on
         app.run()
         return True
@@ -84,7 +100,7 @@ def _open_tui(demo: bool, preset: str | None) -> bool:
 def main() -> None:
     try:
         args = _tui_args(sys.argv[1:])
-        if args is None or not _open_tui(*args):
+        if args is None or not _open_tui(args):
             from tui.cli_app import app
 
             app()

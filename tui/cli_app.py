@@ -35,6 +35,11 @@ def _root(
     ctx: typer.Context,
     preset: Optional[Path] = typer.Option(None, "--preset", "-p", help="Open the TUI filled from this preset."),
     demo: bool = typer.Option(False, "--demo", help="Open the TUI on the built-in demo preset."),
+    runs: bool = typer.Option(False, "--runs", help="Open the TUI on the runs screen "
+                              "(runs in $FINETUI_RUNS_DIR, else the preset's launch.runs_dir, else runs/)."),
+    attach: Optional[str] = typer.Option(None, "--attach", metavar="RUN",
+                                         help="Open the TUI on a run's live dashboard (a run name, a unique "
+                                         "prefix of one, or a run directory); Esc goes to the runs screen."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     if version:
@@ -49,9 +54,18 @@ def _root(
         preset = common.demo_preset_path()
     if preset is not None:
         job = common.load_job(preset)
+    ref = None
+    if attach is not None:
+        import engine.launch as L
+        from tui import state
+
+        try:
+            ref = L.resolve_run(attach, state.runs_dir(job))
+        except L.LaunchError as e:
+            common.fail(f"--attach: {e}")
     from tui.app import FinetuiApp
 
-    FinetuiApp(job=job, preset_path=preset).run()
+    FinetuiApp(job=job, preset_path=preset, start="runs" if runs else None, attach=ref).run()
 
 
 @app.command()

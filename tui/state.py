@@ -31,6 +31,15 @@ def state_dir() -> Path:
     return Path(base) / "finetui"
 
 
+def runs_dir(job: JobConfig | None = None) -> str:
+    """Where the TUI lists and launches runs: $FINETUI_RUNS_DIR when set (it overrides the job's, as for
+    ``finetui train`` and ``finetui runs``), else the job's ``launch.runs_dir``, else ``runs``."""
+    env = os.environ.get("FINETUI_RUNS_DIR")
+    if env:
+        return env
+    return str((job.resolved().get("launch.runs_dir") if job is not None else None) or "runs")
+
+
 def autosave_path() -> Path:
     return state_dir() / AUTOSAVE
 
