@@ -92,17 +92,20 @@ class RunsScreen(QuietScreen):
 
     def on_mount(self) -> None:
         self.query_one("#runs-table", DataTable).focus()
-        # list after the first paint: the listing thread imports the launcher (GIL) and may use SSH
-        self.call_after_refresh(self.action_refresh)
         if self.refresh_running:
             self.set_interval(AUTO_REFRESH_S, self._auto)
 
     def on_screen_resume(self) -> None:
+        if not self.is_current:  # covered as soon as pushed (finetui --attach): listed once shown
+            return
         if self.loaded:
             self.action_refresh()
+        else:  # after the first paint: the listing thread imports the launcher (GIL) and may use SSH
+            self.call_after_refresh(self.action_refresh)
 
     def _auto(self) -> None:
-        if any(r.status in ("running", "pending", "scheduled") for r in self.rows):
+        # not while a dashboard covers it (remote runs are listed over SSH): it lists when shown again
+        if self.is_current and any(r.status in ("running", "pending", "scheduled") for r in self.rows):
             self.action_refresh()
 
     # -- data ------------------------------------------------------------------
