@@ -70,6 +70,22 @@ async def test_nothing_new_writes_nothing_and_stale_entries_are_dropped(make_app
         assert csscache.save(ss, set()) == written
 
 
+async def test_css_of_a_screen_not_opened_this_time_is_kept_until_its_text_changes(make_app, tui_state):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        ss = app.stylesheet
+        # loaded from the last save: a widget this session did not show (the runs screen's table),
+        # and an older text of a file this session uses (an upgrade changed it)
+        other = ("DataTable { height: 1fr; }", ("_data_table.py", "DataTable.DEFAULT_CSS"), True, 0, "")
+        location = next(loc for loc in ss.source if loc[1] == "")
+        old = ("Screen { color: red; }", location, False, 0, "")
+        ss._parse_cache[other] = ss._parse_cache[old] = []
+        written = csscache.save(ss, {other, old})
+        assert other in written and old not in written
+        assert {k[1] for k in written} >= set(ss.source)  # and everything this session parsed
+
+
 def test_a_broken_or_foreign_cache_file_is_ignored(tui_state):
     ss = Stylesheet()
     path = csscache.cache_path(ss)

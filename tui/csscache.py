@@ -71,19 +71,25 @@ def load(stylesheet: Any) -> set[tuple[Any, ...]]:
 
 def save(stylesheet: Any, loaded: set[tuple[Any, ...]] | frozenset[tuple[Any, ...]] = frozenset()
          ) -> set[tuple[Any, ...]] | None:
-    """Write the parse results of the CSS this session used, when they differ from ``loaded``.
+    """Write the parse results of the CSS this session used, and those loaded for CSS it did not
+    use (a screen not opened this time), when they differ from ``loaded``.
 
-    Only entries whose CSS text is one of the stylesheet's current sources are kept, so the
-    file does not grow with every upgrade.  Written atomically; returns the keys written,
-    None when nothing was written.
+    An entry whose location (file, or widget class's DEFAULT_CSS) is a source now with another
+    text is stale (an upgrade changed it) and dropped, so the file holds one text per location.
+    Written atomically; returns the keys written, None when nothing was written.
     """
     cache = getattr(stylesheet, "_parse_cache", None)
     sources = getattr(stylesheet, "source", None)
     if cache is None or sources is None:
         return None
     try:
-        current = {src.content for src in sources.values()}
-        entries = {k: cache[k] for k in list(cache.keys()) if k[0] in current}
+        current = {location: src.content for location, src in sources.items()}
+
+        def keep(key: tuple[Any, ...]) -> bool:
+            css, location = key[0], key[1]
+            return css == current[location] if location in current else key in loaded
+
+        entries = {k: cache[k] for k in list(cache.keys()) if keep(k)}
         if not entries or set(entries) == set(loaded):
             return None
         path = cache_path(stylesheet)
