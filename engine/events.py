@@ -157,7 +157,9 @@ class RunSummary:
         self.step = max(self.step, int(rec.get("step") or 0))
         if k == "start":
             self.status = "running"
-            self.started = rec.get("t")
+            # the run began at its first record (loading data, the model): its duration is the run's,
+            # as the dashboard's "elapsed", not the training loop's alone
+            self.started = self.started or rec.get("t")
             self.total_steps = int(rec.get("total_steps") or 0)
             self.world_size = int(rec.get("world_size") or 1)
         elif k == "status":

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.events import summarize
+
 from tests.fake_run import (T0, FakeRunWriter, click_when_shown, fake_records, harness_app, plots_settled, wait_for,
                             write_fake_run)
 from tui import runsource
@@ -80,6 +82,13 @@ def test_run_state_from_records():
     assert sum(r["_best"] for r in rows) == 1
     assert st.elapsed(T0 + 10_000) == pytest.approx(st.ended - st.started)
     assert st.eta(T0) is None  # finished
+    # the runs list's duration (engine.events.summarize) is the dashboard's elapsed: from the first
+    # record (loading data), not from the training loop's start
+    recs = [{"t": T0 - 30, "kind": "status", "step": 0, "phase": "loading data"}, *fake_records(steps=80)]
+    st2, summary = RunState(), summarize(recs)
+    st2.update(recs)
+    assert summary.started == st2.started == T0 - 30
+    assert summary.ended - summary.started == pytest.approx(st2.elapsed(T0 + 10_000))
 
 
 def test_run_state_failed_and_eta():
