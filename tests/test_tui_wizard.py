@@ -368,6 +368,22 @@ async def test_launch_disabled_reasons_then_launch(make_app):
         await pilot.pause()
         assert len(app.launcher.jobs) == 1
         assert app.launcher.jobs[0].values["launch.run_name"] == "ft_tiny-llama_20260102-030405"
+        assert "launch.runs_dir" not in app.launcher.jobs[0].values  # the job's own (default runs/)
+
+
+async def test_finetui_runs_dir_overrides_the_jobs_in_the_tui_as_in_the_cli(make_app, monkeypatch, tmp_path):
+    monkeypatch.setenv("FINETUI_RUNS_DIR", str(tmp_path / "elsewhere"))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+l")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.launcher.jobs[0].values["launch.runs_dir"] == str(tmp_path / "elsewhere")
+        assert "launch.runs_dir" not in app.job.values  # the job itself is not changed
+        app.pop_screen() if len(app.screen_stack) > 1 else None
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert app.screen.runs_dir == str(tmp_path / "elsewhere")
 
 
 async def test_data_check_report(make_app):

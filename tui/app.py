@@ -912,10 +912,7 @@ class FinetuiApp(App[None]):
         except ImportError:
             self.notify("The runs screen is not available yet.", severity="warning")
             return
-        self.push_screen(RunsScreen(runs_dir=self.runs_dir()))
-
-    def runs_dir(self) -> str:
-        return state.runs_dir(self.job)
+        self.push_screen(RunsScreen(runs_dir=state.runs_dir(self.job)))
 
     def action_launch(self) -> None:
         if self.launching:
@@ -926,8 +923,8 @@ class FinetuiApp(App[None]):
             self.notify(str(probs[0]), title=f"Cannot launch: {len(probs)} to fix", severity="error", timeout=6)
             return
         job = self.job.copy()
-        if os.environ.get("FINETUI_RUNS_DIR"):
-            job.values["launch.runs_dir"] = self.runs_dir()
+        if os.environ.get("FINETUI_RUNS_DIR"):  # it overrides the job's, as for `finetui train`
+            job.values["launch.runs_dir"] = state.runs_dir(job)
         if not job.values.get("launch.run_name"):
             job.values["launch.run_name"] = self.default_run_name(job)
         self.launching = True
