@@ -201,6 +201,7 @@ async def test_stop_asks_for_confirmation_then_stops(live_writer, monkeypatch):
         await wait_for(pilot, lambda: scr.state.status == "stopped", timeout=20)
         assert len(calls) == 1
         assert "Stopped at step" in str(scr.query_one("#mon-end").render())
+    w.join(5)  # the writer notices its process group is gone at its next record (10 a second)
     assert w.killed or not w.is_alive()
 
 
