@@ -11,7 +11,7 @@
    screen, the three seconds after it, and each Tab.  And switching steps: the time from Ctrl+N /
    Ctrl+B to the end of the repaint, for each step's first visit and on the way back.
 2. Event-to-screen latency while a fake run appends 100 events/s: the dashboard
-   runs in a pty; the bench writes ``log`` records (step N) and reads the
+   (``finetui --attach RUN``) runs in a pty; the bench writes ``log`` records (step N) and reads the
    terminal output; the latency of step N is the time from its write (flushed)
    until the screen first shows a step ≥ N.  Target: p95 < 50 ms.
 
@@ -313,7 +313,11 @@ def latency(rate: float, seconds: float, size: tuple[int, int], env: dict[str, s
     w.start()
     while not w.written:
         time.sleep(0.005)
-    p = PtyProc([sys.executable, __file__, "--child-monitor", str(run_dir)], size, env, str(tmp))
+    # the real app on the run's dashboard (finetui --attach: the wizard is built behind it once the
+    # app is idle, inside the measured window); with FINETUI_BENCH_TRACE, a bare App that traces
+    argv = ([sys.executable, __file__, "--child-monitor", str(run_dir)] if env.get("FINETUI_BENCH_TRACE")
+            else [sys.executable, "-m", "tui.cli", "--attach", str(run_dir)])
+    p = PtyProc(argv, size, env, str(tmp))
     p.on_text = on_text
     try:
         p.wait_first_paint()
