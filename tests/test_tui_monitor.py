@@ -291,3 +291,34 @@ async def test_fits_80x24_without_horizontal_scrolling(finished_run, theme):
         for w in scr.query(Widget):
             assert not w.show_horizontal_scrollbar, f"{w!r} scrolls horizontally"
             assert w.region.right <= 80
+
+
+async def test_log_follows_the_end_through_the_runs_end_until_scrolled_up(live_writer):
+    from tui.widgets.logtail import LogView
+
+    w = live_writer(rate=40, steps=120, log=True)
+    w.start()
+    app = harness_app(lambda: MonitorScreen(w.run_dir))
+    async with app.run_test(size=(110, 32)) as pilot:
+        scr = app.screen
+        view = scr.query_one("#log-view", LogView)
+        # the run ends: its end line takes a row from the log, which still shows the last line
+        await wait_for(pilot, lambda: scr.state.finished, timeout=20)
+        await pilot.pause(0.8)
+        assert view.max_scroll_y > 0 and view.scroll_y == view.max_scroll_y
+        last = (w.run_dir / "worker.log").read_text().splitlines()[-1].rstrip()
+        assert view.lines[-1].text.strip() and last.endswith(view.lines[-1].text.strip())
+        # scrolled up by the user: new lines do not move it
+        view.scroll_to(y=0, animate=False)
+        await pilot.pause()
+        assert not view.following
+        scr.query_one("#mon-log").add_lines([f"late line {i}" for i in range(20)], now=True)
+        await pilot.pause(0.3)
+        assert view.scroll_y == 0
+        # back at the end: it follows again
+        view.scroll_end(animate=False)
+        await pilot.pause()
+        assert view.following
+        scr.query_one("#mon-log").add_lines(["the very last line"], now=True)
+        await pilot.pause(0.3)
+        assert view.scroll_y == view.max_scroll_y and "the very last line" in view.lines[-1].text

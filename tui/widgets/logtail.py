@@ -1,6 +1,6 @@
 """The log tail: the run's worker.log (or its events as lines) with search.
 
-Lines are kept in a bounded deque; the visible :class:`RichLog` shows either the
+Lines are kept in a bounded deque; the visible :class:`LogView` (a RichLog) shows either the
 tail or, while a search term is set, only the lines that contain it (highlighted).
 """
 
@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any, Iterable
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, RichLog, Static
@@ -56,6 +57,27 @@ def _last_segment(line: str) -> str:
     return parts[-1] if parts else ""
 
 
+class LogView(RichLog):
+    """The log's lines; it follows the end (new lines scroll it) until the user scrolls up, and
+    again once they scroll back to the end.  Whether it follows is kept, not read off the scroll
+    position: a layout change that makes the view shorter (the run's end line appearing above it)
+    leaves it a line or two short of the end, and it must keep following then."""
+
+    following = True
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value >= self.max_scroll_y:
+            self.following = True
+        elif new_value < old_value:  # moved up (a taller view only clamps it to the new end)
+            self.following = False
+
+    def on_resize(self, event: events.Resize) -> None:
+        super().on_resize(event)
+        if self.following and self.scroll_y < self.max_scroll_y:
+            self.scroll_end(animate=False)
+
+
 class LogTail(Vertical):
     """A titled log with a search box (hidden until :meth:`open_search`)."""
 
@@ -70,11 +92,11 @@ class LogTail(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("Log", id="log-title", markup=False)
         yield Input(placeholder="search the log (Enter keeps it, Esc clears)", id="log-search")
-        yield RichLog(id="log-view", max_lines=SHOW_LINES, wrap=True, markup=False, auto_scroll=True)
+        yield LogView(id="log-view", max_lines=SHOW_LINES, wrap=True, markup=False, auto_scroll=True)
 
     @property
-    def view(self) -> RichLog:
-        return self.query_one("#log-view", RichLog)
+    def view(self) -> LogView:
+        return self.query_one("#log-view", LogView)
 
     def _styled(self, line: str) -> Text:
         t = Text(line)
@@ -112,7 +134,7 @@ class LogTail(Vertical):
         show = self._pending[-SHOW_LINES:]
         self._pending = []
         view = self.view
-        follow = view.is_vertical_scroll_end or view.max_scroll_y == 0
+        follow = view.following
         view.write(Text("\n").join(self._styled(ln) for ln in show), scroll_end=follow)
         if follow:  # the first batch may land before the view has its size
             view.call_after_refresh(view.scroll_end, animate=False)
