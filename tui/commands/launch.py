@@ -223,7 +223,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{ref.name} scheduled for {at}{where} ({ref.run_dir})")
         elif detach:
             typer.echo(ref.name)
-            common.err(f"started {ref.name}{where} in {ref.run_dir}; follow it with: finetui attach {ref.name}")
+            common.err(f"started {ref.name}{where} in {ref.run_dir}; watch it with: finetui --attach {ref.name} "
+                       f"(the dashboard) or finetui attach {ref.name} (event lines)")
         if detach or at:
             return
         common.err(f"started {ref.name}{where} in {ref.run_dir} (Ctrl-C to stop or detach)")
