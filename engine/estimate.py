@@ -30,9 +30,15 @@ Memory model (per GPU, the peak of a training step, an upper bound — every par
   plus the unscaled output of each other module it scales, prompt tuning none; with gradient
   checkpointing only each layer's input is kept plus one layer recomputed.  Eager attention
   adds the ``heads × s²`` score matrices.
-* **logits** — ``tokens × vocab × (2 + 4 + 4 + 4)`` in bf16/fp16 (``× 12`` in fp32): the logits
-  the model returns, their fp32 copy, the log-softmax the loss keeps and its gradient — the peak
-  at the start of the backward pass.
+* **logits** — SFT and pretraining (TRL's ``SFTTrainer``) never build the ``[tokens, vocab]``
+  logits: TRL's fused LM head (``trl.kernels.chunked_logprob``) projects in tiles of 4096 tokens ×
+  32768 vocabulary columns and recomputes them in the backward pass, so the part is that tile
+  buffer in the compute dtype, the hidden states it saves (n × hidden) and their fp32 gradient,
+  the head's fp32 gradient buffer when the head trains (full fine-tuning), and, on CPU (no
+  Triton), the fp32 temporaries of the torch fallback (7 tiles, measured). The other stages:
+  ``tokens × vocab × (2 + 4 + 4 + 4)`` in bf16/fp16 (``× 12`` in fp32): the logits the model
+  returns, their fp32 copy, the log-softmax the loss keeps and its gradient — the peak at the
+  start of the backward pass.
 * **framework overhead** — the CUDA context (not counted by PyTorch's allocator), DDP's
   gradient buckets (a second copy of the gradients when ranks > 1), DeepSpeed's
   communication buckets / ZeRO-3's gathered layers, the step temporaries of ``adamw_torch``
@@ -57,6 +63,13 @@ CUDA_CONTEXT_BYTES = int(0.5 * GIB)
 #: bytes a quantized weight costs: 4-bit NF4 with double quantization (an 8-bit absmax per block of
 #: 64, an fp32 scale per 256 blocks, as the worker configures bitsandbytes); 8-bit: 1 B + row scales
 QLORA_BYTES = {4: 0.5 + 1 / 64 + 4 / (64 * 256), 8: 1.0 + 4 / 4096}
+#: TRL's fused LM head (trl.kernels.chunked_logprob, SFTTrainer): tiles of 4096 tokens × 32768 vocabulary
+#: columns, the buffer allocated at its full width whatever the vocabulary
+FUSED_TOKEN_CHUNK, FUSED_VOCAB_CHUNK = 4096, 32768
+#: without Triton (CPU) the tile is folded by torch ops: fp32 tile-sized temporaries alive at once in its
+#: backward (y, z, log p, p, the gradient and the expressions between them: _backward_tile; 7.1–7.3
+#: measured in the resident set, bench/activations_cpu.py)
+CPU_TILE_TEMPORARIES = 7
 
 
 def gib(n: float) -> str:
@@ -471,6 +484,7 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         o_bytes = 0.0
 
     # ---- activations ------------------------------------------------------------------------
+    cpu = res.get("launch.device") == "cpu"
     extra_tokens = int(res.get("adapter.num_virtual_tokens") or 20) if method == "prompt_tuning" else 0
     tokens = bsz * (seq + extra_tokens)
     e_layer = _act_elems_per_token_layer(s, half, method, targets)
@@ -492,13 +506,30 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     a_bytes, a_formula, a_other = (act_gc, f_gc, act_full) if gc else (act_full, f_full, act_gc)
 
     # ---- logits -----------------------------------------------------------------------------
-    lb = hb + 4 + 4 + 4 if half else 12
-    l_bytes = tokens * s.vocab * lb
-    l_formula = (f"{tokens} tokens × vocab {s.vocab} × {lb} B ({prec + ' logits + fp32 copy' if half else 'logits'}"
-                 " + log-softmax + its gradient)")
+    if res.get("trainer.stage") in ("sft", "pretrain"):
+        # TRL's SFTTrainer projects through the LM head in tiles (trl.kernels.chunked_logprob): no
+        # [tokens, vocab] logits; the backward recomputes each tile and accumulates in fp32
+        n = bsz * (seq + extra_tokens - 1)  # positions that predict a next token
+        cb = hb if half else 4  # the tile's dtype: autocast's, else the hidden states'
+        rows = min(n, FUSED_TOKEN_CHUNK)
+        # the buffer is FUSED_VOCAB_CHUNK wide; on CPU only the columns a smaller vocabulary writes are resident
+        width = min(s.vocab, FUSED_VOCAB_CHUNK) if cpu else FUSED_VOCAB_CHUNK
+        parts_l = [(f"tile {rows} × {width} × {cb} B", rows * width * cb),
+                   (f"hidden copy + its fp32 gradient {n} × {s.hidden} × {hb}+4 B", n * s.hidden * (hb + 4))]
+        if method == "full":  # the head (or the tied embeddings) trains: an fp32 gradient buffer
+            parts_l.append((f"head gradient {s.vocab} × {s.hidden} × 4 B", s.vocab * s.hidden * 4))
+        if cpu:  # no Triton: the tile is folded with torch ops, several fp32 tile-sized temporaries
+            parts_l.append((f"{CPU_TILE_TEMPORARIES} fp32 temporaries {rows} × {min(s.vocab, FUSED_VOCAB_CHUNK)} × 4 B",
+                            CPU_TILE_TEMPORARIES * rows * min(s.vocab, FUSED_VOCAB_CHUNK) * 4))
+        l_bytes = float(sum(v for _, v in parts_l))
+        l_formula = "fused LM head (TRL): " + " + ".join(k for k, _ in parts_l)
+    else:
+        lgb = hb + 4 + 4 + 4 if half else 12
+        l_bytes = tokens * s.vocab * lgb
+        l_formula = (f"{tokens} tokens × vocab {s.vocab} × {lgb} B ({prec + ' logits + fp32 copy' if half else 'logits'}"
+                     " + log-softmax + its gradient)")
 
     # ---- overhead ---------------------------------------------------------------------------
-    cpu = res.get("launch.device") == "cpu"
     ov = [] if cpu else [("CUDA context", CUDA_CONTEXT_BYTES)]
     if backend == "ddp" and R > 1:
         ov.append(("DDP buckets", T * tw))

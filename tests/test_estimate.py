@@ -229,11 +229,39 @@ def test_activations_and_logits_scale_with_batch_and_sequence():
     a = est(general__batch_size=2, general__max_sequence_length=512)
     b = est(general__batch_size=4, general__max_sequence_length=512)
     c = est(general__batch_size=2, general__max_sequence_length=1024)
-    for p in ("activations", "logits"):
-        assert b.part(p).bytes == pytest.approx(2 * a.part(p).bytes)
-        assert c.part(p).bytes == pytest.approx(2 * a.part(p).bytes)  # sdpa: no s² term
+    assert b.part("activations").bytes == pytest.approx(2 * a.part("activations").bytes)
+    assert c.part("activations").bytes == pytest.approx(2 * a.part("activations").bytes)  # sdpa: no s² term
+    # a stage whose trainer materializes the logits: they scale with the tokens too
+    a, b, c = (est(trainer__stage="dpo", general__batch_size=bs, general__max_sequence_length=sl)
+               for bs, sl in ((2, 512), (4, 512), (2, 1024)))
+    assert b.part("logits").bytes == pytest.approx(2 * a.part("logits").bytes)
+    assert c.part("logits").bytes == pytest.approx(2 * a.part("logits").bytes)
     eager = est(general__batch_size=2, general__max_sequence_length=1024, runtime__attention_implementation="eager")
     assert eager.part("activations").bytes > c.part("activations").bytes
+
+
+@pytest.mark.parametrize("stage", ["sft", "pretrain"])
+def test_sft_logits_are_the_fused_lm_heads_tiles_not_the_whole_logits(stage):
+    # TRL's SFTTrainer never builds the [tokens, vocab] logits (trl.kernels.chunked_logprob): a
+    # 4096 × 32768 tile, the hidden states' copy and fp32 gradient, the head's fp32 gradient
+    # when it trains. Llama-3.1-8B, bf16, 4 × 1024 tokens, LoRA: 6.8 GiB of logits before, 0.34 GiB now
+    n, h, v = 4 * 1023, 4096, 128256
+    lora = est(trainer__stage=stage, trainer__training_type="lora").part("logits")
+    assert lora.bytes == n * 32768 * 2 + n * h * (2 + 4)
+    assert "fused LM head" in lora.formula and "tile 4092 × 32768 × 2 B" in lora.formula
+    full = est(trainer__stage=stage, trainer__training_type="full").part("logits")
+    assert full.bytes == lora.bytes + v * h * 4
+    old = 4 * 1024 * v * (2 + 4 + 4 + 4)
+    assert lora.bytes < old / 19 and full.bytes < old / 2
+    # the tile stops growing at 4096 tokens; on CPU, torch folds it with fp32 temporaries
+    big = est(trainer__stage=stage, trainer__training_type="lora", general__batch_size=16).part("logits")
+    assert big.bytes == 4096 * 32768 * 2 + 16 * 1023 * h * 6
+    cpu = est(trainer__stage=stage, trainer__training_type="lora", launch__device="cpu").part("logits")
+    assert cpu.bytes == lora.bytes + 7 * n * 32768 * 4
+    small_vocab = dict(LLAMA_8B, vocab_size=8192)  # on CPU only the written columns of the buffer are resident
+    cpu = estimate(res(trainer__stage=stage, trainer__training_type="lora", launch__device="cpu"),
+                   model_config=small_vocab).part("logits")
+    assert cpu.bytes == n * 8192 * 2 + n * h * 6 + 7 * n * 8192 * 4
 
 
 def test_ddp_buckets_only_with_ranks():
