@@ -46,19 +46,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from estimator_cpu import SHAPES as ESTIMATOR_SHAPES, build_model_dir  # noqa: E402 - bench/ is the script's folder
+
 MMAP_THRESHOLD = 65536
-#: a Llama with untied embeddings and a Qwen2 with tied embeddings; a vocabulary of 8,192 (the
-#: tokenizer's 512 ids use the first rows) so the logits weigh as they do in a real model
-SHAPES = {
-    "llama 12M": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256,
-                  "intermediate_size": 704, "num_hidden_layers": 8, "num_attention_heads": 8,
-                  "num_key_value_heads": 4, "vocab_size": 8192, "max_position_embeddings": 1024,
-                  "tie_word_embeddings": False, "dtype": "float32"},
-    "qwen2 12M": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 384,
-                  "intermediate_size": 1024, "num_hidden_layers": 6, "num_attention_heads": 6,
-                  "num_key_value_heads": 2, "vocab_size": 8192, "max_position_embeddings": 1024,
-                  "tie_word_embeddings": True, "dtype": "float32"},
-}
+#: estimator_cpu's two shapes (a Llama with untied embeddings, a Qwen2 with tied embeddings and q/k/v
+#: biases) with a vocabulary of 8,192 (the tokenizer's 512 ids use the first rows), so the LM head
+#: weighs as it does in a real model
+SHAPES = {name.split()[0]: {**shape, "vocab_size": 8192, "max_position_embeddings": 1024}
+          for name, shape in ESTIMATOR_SHAPES.items()}
 METHODS = {
     "full": {"trainer.training_type": "full"},
     "lora": {"trainer.training_type": "lora", "adapter.lora_rank": 16, "adapter.lora_dropout": 0.0,
@@ -69,11 +64,11 @@ METHODS = {
 }
 #: (shape, method, precision, gradient checkpointing)
 CONFIGS = [(s, m, "fp32", False) for s in SHAPES for m in METHODS] + [
-    ("llama 12M", "full", "fp32", True), ("llama 12M", "lora", "fp32", True),
-    ("llama 12M", "full", "bf16", False), ("llama 12M", "lora", "bf16", False),
+    ("llama-untied", "full", "fp32", True), ("llama-untied", "lora", "fp32", True),
+    ("llama-untied", "full", "bf16", False), ("llama-untied", "lora", "bf16", False),
 ]
-QUICK = [("llama 12M", "full", "fp32", False), ("llama 12M", "lora", "fp32", False),
-         ("llama 12M", "full", "fp32", True), ("llama 12M", "lora", "bf16", False)]
+QUICK = [("llama-untied", "full", "fp32", False), ("llama-untied", "lora", "fp32", False),
+         ("llama-untied", "full", "fp32", True), ("llama-untied", "lora", "bf16", False)]
 BATCH, MAX_LEN = 4, 256
 
 
@@ -161,20 +156,6 @@ def child(spec: dict) -> dict:
 
 
 # ---------------------------------------------------------------- the parent
-
-
-def build_model_dir(shape: dict, out: Path) -> Path:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from engine.tiny import ensure_tiny_model
-
-    d = {k: v for k, v in shape.items() if k not in ("model_type", "architectures", "dtype")}
-    cfg = AutoConfig.for_model(shape["model_type"], **d, pad_token_id=1, bos_token_id=0, eos_token_id=2)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(out)
-    AutoTokenizer.from_pretrained(ensure_tiny_model()).save_pretrained(out)
-    return out
 
 
 def long_rows(path: Path, n: int = 64) -> Path:
