@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from estimator_cpu import SHAPES as ESTIMATOR_SHAPES, build_model_dir  # noqa: E402 - bench/ is the script's folder
+from estimator_cpu import SHAPES as ESTIMATOR_SHAPES, build_model_dir, worker_model  # noqa: E402 - bench/ is the script's folder
 
 MMAP_THRESHOLD = 65536
 #: estimator_cpu's two shapes (a Llama with untied embeddings, a Qwen2 with tied embeddings and q/k/v
@@ -105,9 +105,7 @@ def child(spec: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from engine.config import JobConfig
     from engine.data import load_rows
-    from engine.train.modeling import apply_method, load_config, load_model, load_tokenizer
     from engine.train.trainers import build_trainer, common_args
 
     torch.set_num_threads(1)  # the same arithmetic each run; memory does not depend on threads
@@ -119,13 +117,7 @@ def child(spec: dict) -> dict:
     r2, _ = _status()
     probe = ((r1 - r0) / 2 ** 20, (r2 - r0) / 2 ** 20)
 
-    res = JobConfig(values=spec["values"]).resolved()
-    warn = lambda m: None  # noqa: E731
-    path, cfg = load_config(res, warn)
-    tok = load_tokenizer(path, res, warn)
-    torch.manual_seed(0)
-    model = load_model(path, cfg, res, "cpu")
-    model = apply_method(model, res, path, "cpu", warn)
+    res, tok, model = worker_model(spec["values"])
     got: dict = {"probe": probe, "steps": []}
     mark: dict = {}
 

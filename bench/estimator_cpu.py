@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -80,15 +81,12 @@ def storage_bytes(tensors) -> int:
     return sum(seen.values())
 
 
-def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
-    """Build the job like the worker, train one optimizer step, return real bytes by part."""
+def worker_model(values: dict) -> tuple[dict, Any, Any]:
+    """The job's resolved values, its tokenizer and its model, built as the worker builds them (CPU)."""
     import torch
-    from transformers import TrainerCallback
 
     from engine.config import JobConfig
-    from engine.data import load_rows
     from engine.train.modeling import apply_method, load_config, load_model, load_tokenizer
-    from engine.train.trainers import build_trainer, common_args
 
     res = JobConfig(values=values).resolved()
     warn = lambda m: None  # noqa: E731
@@ -96,7 +94,18 @@ def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
     tok = load_tokenizer(path, res, warn)
     torch.manual_seed(0)
     model = load_model(path, cfg, res, "cpu")
-    model = apply_method(model, res, path, "cpu", warn)
+    return res, tok, apply_method(model, res, path, "cpu", warn)
+
+
+def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
+    """Build the job like the worker, train one optimizer step, return real bytes by part."""
+    import torch
+    from transformers import TrainerCallback
+
+    from engine.data import load_rows
+    from engine.train.trainers import build_trainer, common_args
+
+    res, tok, model = worker_model(values)
     got: dict = {}
 
     class Measure(TrainerCallback):
