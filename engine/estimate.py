@@ -512,15 +512,16 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         n = bsz * (seq + extra_tokens - 1)  # positions that predict a next token
         cb = hb if half else 4  # the tile's dtype: autocast's, else the hidden states'
         rows = min(n, FUSED_TOKEN_CHUNK)
+        cols = min(s.vocab, FUSED_VOCAB_CHUNK)  # the columns a tile writes
         # the buffer is FUSED_VOCAB_CHUNK wide; on CPU only the columns a smaller vocabulary writes are resident
-        width = min(s.vocab, FUSED_VOCAB_CHUNK) if cpu else FUSED_VOCAB_CHUNK
+        width = cols if cpu else FUSED_VOCAB_CHUNK
         parts_l = [(f"tile {rows} × {width} × {cb} B", rows * width * cb),
                    (f"hidden copy + its fp32 gradient {n} × {s.hidden} × {hb}+4 B", n * s.hidden * (hb + 4))]
         if method == "full":  # the head (or the tied embeddings) trains: an fp32 gradient buffer
             parts_l.append((f"head gradient {s.vocab} × {s.hidden} × 4 B", s.vocab * s.hidden * 4))
         if cpu:  # no Triton: the tile is folded with torch ops, several fp32 tile-sized temporaries
-            parts_l.append((f"{CPU_TILE_TEMPORARIES} fp32 temporaries {rows} × {min(s.vocab, FUSED_VOCAB_CHUNK)} × 4 B",
-                            CPU_TILE_TEMPORARIES * rows * min(s.vocab, FUSED_VOCAB_CHUNK) * 4))
+            parts_l.append((f"{CPU_TILE_TEMPORARIES} fp32 temporaries {rows} × {cols} × 4 B",
+                            CPU_TILE_TEMPORARIES * rows * cols * 4))
         l_bytes = float(sum(v for _, v in parts_l))
         l_formula = "fused LM head (TRL): " + " + ".join(k for k, _ in parts_l)
     else:
