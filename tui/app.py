@@ -333,7 +333,7 @@ class FinetuiApp(App[None]):
         """``start="runs"`` opens on the runs screen; ``attach`` (a RunRef, run directory or name) opens
         on that run's dashboard, with the runs screen under it.  The wizard is behind both (Esc)."""
         super().__init__()
-        self.start_screen = "runs" if (start == "runs" or attach is not None) else None
+        self.start_on_runs = start == "runs" or attach is not None
         self.attach_ref = attach
         self.job = job.copy() if job is not None else JobConfig()
         self.preset_path: Path | None = Path(preset_path) if preset_path else None
@@ -467,7 +467,7 @@ class FinetuiApp(App[None]):
         # only the first step is mounted at start; the others once the first screen is up
         # (prebuild_step) or on their first visit, whichever comes first (fast start)
         self.switcher = StepSwitcher(self.panes["model"], initial="step-model", id="steps")
-        if self.start_screen:
+        if self.start_on_runs:
             # opened on the runs screen or a dashboard: the wizard is built behind it later, when the
             # app is idle or the wizard is first shown (_build_wizard): not before the first screen
             self._wizard_pending = True
@@ -509,7 +509,7 @@ class FinetuiApp(App[None]):
     def on_mount(self) -> None:
         if self._started_by_run:
             self.call_after_refresh(self._first_screen_shown)
-        if self.start_screen:
+        if self.start_on_runs:
             self.action_runs()
             if self.attach_ref is not None:
                 from tui.screens.monitor import MonitorScreen

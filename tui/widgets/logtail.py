@@ -72,8 +72,7 @@ class LogView(RichLog):
         elif new_value < old_value:  # moved up (a taller view only clamps it to the new end)
             self.following = False
 
-    def on_resize(self, event: events.Resize) -> None:
-        super().on_resize(event)
+    def on_resize(self, event: events.Resize) -> None:  # RichLog's own on_resize runs too (Textual: every class's)
         if self.following and self.scroll_y < self.max_scroll_y:
             self.scroll_end(animate=False)
 
