@@ -20,21 +20,31 @@ Memory model (per GPU, the peak of a training step, an upper bound — every par
 * **optimizer states** — AdamW: two moments (8 B per trainable parameter in fp32); SGD
   (momentum 0): none; DeepSpeed adds the fp32 master weights (4 B); ZeRO-1/2/3 divide by the
   ranks; offloading moves them to CPU memory.
-* **activations** — what autograd keeps for the backward pass of one micro-batch, per token
-  and decoder layer ``6·h + 3·q + 3·kv + 3·i`` elements (norm inputs with their fp32 copies,
-  q/k before and after RoPE, v, attention output, gate and up outputs, silu(gate); ``q`` =
-  heads × head_dim, ``kv`` = KV heads × head_dim, ``i`` = intermediate, times the experts per
-  token for MoE) plus the inputs of the linear modules that train (a frozen Linear keeps no
-  input): ``h`` (q/k/v), ``q`` (o_proj), ``h`` (gate/up), ``i`` (down_proj) — full fine-tuning
-  keeps all four, LoRA those of its target modules, T-Few down_proj's (IA3 scales its input)
-  plus the unscaled output of each other module it scales, prompt tuning none; with gradient
-  checkpointing only each layer's input is kept plus one layer recomputed.  Eager attention
-  adds the ``heads × s²`` score matrices.
+* **activations** — what autograd keeps for the backward pass of one micro-batch, counted tensor
+  by tensor as PyTorch saves them (checked byte for byte by tests/test_estimate_activations.py). Per
+  token and decoder layer, with ``a`` the bytes of the model's dtype (the residual stream; fp32 for
+  QLoRA), ``c`` those of the compute dtype (autocast's, else the model's), ``q`` = heads × head_dim,
+  ``kv`` = KV heads × head_dim, ``i`` = intermediate (× experts per token for MoE): each RMSNorm's
+  fp32 input and rsqrt ``4·h + 4`` (+ its normalized input ``a·h`` when its weight trains); SDPA's
+  q and k after RoPE, v and output ``c·(2q + 2kv)`` and its fp32 logsumexp (eager attention: q, k, v
+  repeated per head and the fp32 softmax with its cast, ``heads × s`` per token); the gate and up
+  outputs and act(gate) ``3·c·i``; and the inputs of the linear modules that train (a frozen Linear
+  keeps no input): full fine-tuning keeps one norm output for q/k/v and one for gate/up (``a·h`` each
+  — under autocast over fp32 weights each module casts its own ``c`` copy) and down_proj's ``c·i``;
+  LoRA the input of each target (PEFT casts it to the adapters' dtype, autocast back to ``c``: a copy
+  per target unless the dtypes agree; with dropout also the mask, 1 B on CUDA) and lora_A's output;
+  T-Few each scaled module's output (down_proj: its input, in the vectors' dtype); prompt tuning
+  nothing more. Under autocast over fp32 weights, each layer also keeps the ``c`` copy of its weights.
+  With frozen embeddings (LoRA, T-Few, freeze) no gradient flows into the first trained layer's input:
+  its first norm, and everything before its first trained module, keeps nothing. Plus the final
+  norm. With gradient checkpointing only each layer's input (``a·h``) is kept, plus one layer
+  recomputed.
 * **logits** — SFT and pretraining (TRL's ``SFTTrainer``) never build the ``[tokens, vocab]``
   logits: TRL's fused LM head (``trl.kernels.chunked_logprob``) projects in tiles of 4096 tokens ×
   32768 vocabulary columns and recomputes them in the backward pass, so the part is that tile
   buffer in the compute dtype, the hidden states it saves (n × hidden) and their fp32 gradient,
-  the head's fp32 gradient buffer when the head trains (full fine-tuning), and, on CPU (no
+  the head's fp32 gradient buffer when the head trains (full fine-tuning) in a half dtype (an
+  fp32 head takes the buffer as its gradient, counted with the gradients), and, on CPU (no
   Triton), the fp32 temporaries of the torch fallback (7 tiles, measured). The other stages:
   ``tokens × vocab × (2 + 4 + 4 + 4)`` in bf16/fp16 (``× 12`` in fp32): the logits the model
   returns, their fp32 copy, the log-softmax the loss keeps and its gradient — the peak at the
@@ -333,35 +343,86 @@ def _trainable(res: dict[str, Any], b: dict[str, Any]) -> tuple[int, str, list[s
     raise ValueError(f"trainer.training_type: unknown method {method!r}")
 
 
-#: linear-module inputs autograd keeps: a frozen Linear needs only its weight for the backward pass,
-#: so an input is kept when the module (or an adapter on it) trains.
-_INPUT_OF = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "o_proj": "o", "gate_proj": "gate_up",
-             "up_proj": "gate_up", "down_proj": "down"}
+#: the modules whose input is a norm's output (the residual stream's dtype); o_proj's input is the attention
+#: output and down_proj's the gated product, both already in the compute dtype
+_NORM_FED = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 
 
-def _act_elems_per_token_layer(s: Any, half: bool, method: str = "full", targets: list[str] | None = None) -> int:
-    """Elements autograd keeps per token and decoder layer (see the module docstring)."""
+def _act_layer(s: Any, *, a: int, c: int, autocast: bool, method: str = "full", targets: list[str] | None = None,
+               tw: int = 4, rank: int = 8, dropout: bool = False, qlora: bool = False, mask: int = 1,
+               first: bool = False, eager_seq: int = 0) -> tuple[int, int]:
+    """(bytes per token, bytes per layer) autograd keeps for one decoder layer (see the module docstring).
+
+    ``a``: bytes of the residual stream (the model's dtype; fp32 for QLoRA), ``c``: of the compute dtype,
+    ``autocast``: mixed precision casts each module's inputs and weights to ``c``, ``tw``: bytes of the
+    adapters' dtype, ``mask``: of a dropout mask's element (CUDA: bool; CPU: the input's dtype), ``first``:
+    the first trained layer of a model whose embeddings (and earlier layers) are frozen — no gradient flows
+    into its input, so what comes before its first trained module keeps nothing; ``eager_seq``: the sequence
+    length with eager attention (0: SDPA or flash-attention, which keep no score matrix).
+    """
     q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
     h, i = s.hidden, s.intermediate
     k = s.experts_per_token if s.num_experts else 1
-    norms = 6 * h if half else 4 * h  # norm inputs, their fp32 copies counting twice in a half dtype
-    attn = 2 * q + 2 * kv + kv + q  # q, k before and after RoPE, v, attention output
-    mlp = 3 * i * k + (2 * h if s.num_experts else 0)  # gate out, up out, silu(gate) (+ MoE routing copies)
-    inputs = {"qkv": h, "o": q, "gate_up": h * k, "down": i * k}
-    if method in ("full", "freeze"):
-        kept = set(inputs)
+    lin = s.linear_shapes()
+    targets = [t for t in (targets or []) if t in lin]
+    mult = {t: (k if t in ("gate_proj", "up_proj", "down_proj") else 1) for t in lin}
+    qkv = ("q_proj", "k_proj", "v_proj")
+    trains = method in ("full", "freeze")
+    tr = set(lin) if trains else set(targets)  # the modules that train (or carry an adapter)
+    # where a gradient flows: into the layer's input, the attention, the residual after it, gate / up, down_proj
+    g_in = not first
+    g_attn = g_in or bool(tr & set(qkv))
+    g_mid = g_attn or "o_proj" in tr
+    g_gate, g_up = g_mid or "gate_proj" in tr, g_mid or "up_proj" in tr
+    grad_in = {"q_proj": g_in, "k_proj": g_in, "v_proj": g_in, "o_proj": g_attn, "gate_proj": g_mid,
+               "up_proj": g_mid, "down_proj": g_gate or g_up}
+
+    def norm(g: bool) -> int:  # RMSNorm computes in fp32: its fp32 input and rsqrt; the normalized input (weight)
+        return (4 * h + 4 if g else 0) + (a * h if trains else 0)
+
+    per = norm(g_in) + norm(g_mid)
+    if g_attn and eager_seq:  # q, k and v repeated to every head, the fp32 softmax (and its cast to c)
+        per += c * 3 * q + s.heads * eager_seq * (4 + (c if c != 4 else 0))
+    elif g_attn:  # q and k after RoPE, v, the output (o_proj's input), the fp32 logsumexp
+        per += c * (2 * q + 2 * kv) + 4 * s.heads
+    # act(gate) keeps the gate output, act(gate) × up keeps both factors (each when the other needs a gradient)
+    per += c * i * k * (2 * g_gate + g_up) + (c * 2 * h if s.num_experts and g_mid else 0)  # (+ MoE routing)
+    copy = autocast and a != c  # autocast casts a norm-fed module's input: each module its own copy
+    if trains:
+        per += sum(c * lin[t][0] * mult[t] for t in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")) if copy \
+            else a * h + a * h * k  # q/k/v share one norm output, gate/up the other
+        per += c * i * k  # down_proj's input: the product; o_proj's is the attention output (SDPA keeps it)
+        per += c * q if eager_seq else 0
     elif method in ("lora", "qlora"):
-        kept = {_INPUT_OF[t] for t in (targets or []) if t in _INPUT_OF}
+        shared: set[str] = set()
+        for t in targets:
+            src = a if t in _NORM_FED else c
+            n = lin[t][0] * mult[t]
+            if dropout:  # a dropped-out copy of the input (cast to the compute dtype) and its mask
+                per += (c if autocast else tw) * n + (mask * n if grad_in[t] else 0)
+            elif src != tw or (autocast and tw != c):  # PEFT casts the input to the adapters' dtype, autocast to c
+                per += (c if autocast else tw) * n
+            else:  # the module's input itself, shared with the modules fed by the same tensor
+                group = "qkv" if t in qkv else "gate_up" if t in ("gate_proj", "up_proj") else t
+                if group not in shared and (t != "o_proj" or eager_seq or not g_attn):
+                    shared.add(group)
+                    per += src * n
+            per += (c if autocast else tw) * rank * mult[t]  # lora_A's output, lora_B's input
     elif method == "tfew":
-        # IA3: ``out × l`` keeps the unscaled output of each scaled module, ``x × l`` down_proj's input
-        kept = {"down"} if "down_proj" in (targets or []) else set()
-        lin = s.linear_shapes()
-        extra = sum(lin[t][1] * (k if t in ("gate_proj", "up_proj") else 1)
-                    for t in (targets or []) if t in lin and t not in _FFN)
-        return norms + attn + mlp + sum(inputs[x] for x in kept) + extra
-    else:  # prompt tuning: the whole network is frozen
-        kept = set()
-    return norms + attn + mlp + sum(inputs[x] for x in kept)
+        # IA3: ``out × l`` keeps each scaled module's output, ``x × l`` down_proj's input (in l's dtype)
+        per += sum(tw * lin[t][0] * mult[t] if t in _FFN else c * lin[t][1] * mult[t] for t in targets)
+    # mixed precision over fp32 weights: the compute-dtype copy of each weight is kept for the backward pass
+    # (for its input's gradient; autocast's cache keeps a trained weight's copy anyway)
+    w = 0
+    if autocast and c != 4:
+        if a != c and not qlora:
+            w += sum(lin[t][0] * lin[t][1] * (s.num_experts or 1) for t in lin if trains or grad_in[t])
+        if method in ("lora", "qlora") and tw != c:
+            w += sum(rank * (lin[t][0] * grad_in[t] + lin[t][1]) for t in targets)
+    const = c * w
+    if method == "tfew":  # the scaling vectors' copies (``1 × l``), for the gradient of what they scale
+        const += tw * sum(lin[t][0] if t in _FFN else lin[t][1] for t in targets if grad_in[t])
+    return per, const
 
 
 def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None, num_examples: int | None = None,
@@ -487,22 +548,29 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     cpu = res.get("launch.device") == "cpu"
     extra_tokens = int(res.get("adapter.num_virtual_tokens") or 20) if method == "prompt_tuning" else 0
     tokens = bsz * (seq + extra_tokens)
-    e_layer = _act_elems_per_token_layer(s, half, method, targets)
-    if method in ("lora", "qlora") and float(res.get("adapter.lora_dropout") or 0) > 0:
-        lin = s.linear_shapes()
-        drop = sum(lin[t][0] for t in targets)
-        e_layer += drop + drop // hb  # dropout output + its bool mask
+    autocast = half and not ds  # DeepSpeed casts the model to the half dtype instead
+    dropout = method in ("lora", "qlora") and float(res.get("adapter.lora_dropout") or 0) > 0
+    a = fb  # the residual stream: the model's dtype (QLoRA: fp32, prepare_model_for_kbit_training)
+    eager = res.get("runtime.attention_implementation") == "eager"
+    kw = dict(a=a, c=hb, autocast=autocast, method=method, targets=targets, tw=tw, dropout=dropout,
+              eager_seq=(seq + extra_tokens) if eager else 0,
+              rank=int(res.get("adapter.lora_rank") or 8), qlora=method == "qlora", mask=tw if cpu else 1)
+    per_tok, per_const = _act_layer(s, **kw)
+    # no gradient flows into the first trained layer's input when the embeddings (and the layers before) are frozen
+    first_tok, first_const = _act_layer(s, **kw, first=True) if method in ("lora", "qlora", "tfew", "freeze") \
+        else (per_tok, per_const)
     layers_bw = min(int(res.get("adapter.freeze_trainable_layers") or 2), s.layers) if method == "freeze" \
         else s.layers
-    eager = res.get("runtime.attention_implementation") == "eager"
-    scores = 2 * s.heads * (seq + extra_tokens) * (seq + extra_tokens) * bsz * hb if eager else 0
-    full_layer = tokens * e_layer * hb + scores
-    act_full = layers_bw * full_layer
-    act_gc = layers_bw * tokens * s.hidden * hb + full_layer
-    f_full = (f"{layers_bw} layers × {tokens} tokens × {e_layer} elements × {hb} B"
-              + (f" + eager scores {gib(layers_bw * scores)}" if scores else ""))
-    f_gc = (f"checkpointing: {layers_bw} layers × {tokens} tokens × hidden {s.hidden} × {hb} B "
-            f"+ 1 layer recomputed {gib(full_layer)}")
+    full_layer = tokens * per_tok + per_const
+    first = full_layer - (tokens * first_tok + first_const)  # what the first trained layer keeps less
+    final_norm = tokens * ((4 + (a if method == "full" else 0)) * s.hidden + 4)
+    act_full = layers_bw * full_layer - first + final_norm
+    act_gc = layers_bw * tokens * s.hidden * a + final_norm + full_layer
+    copies = f" + {gib(per_const)} {prec if half else 'fp32'} weight copies" if per_const else ""
+    f_full = (f"{layers_bw} layers × ({tokens} tokens × {per_tok} B{copies})"
+              + (f" − first layer's frozen input {gib(first)}" if first else "") + f" + final norm {gib(final_norm)}")
+    f_gc = (f"checkpointing: {layers_bw} layers × {tokens} tokens × hidden {s.hidden} × {a} B "
+            f"+ final norm {gib(final_norm)} + 1 layer recomputed {gib(full_layer)}")
     a_bytes, a_formula, a_other = (act_gc, f_gc, act_full) if gc else (act_full, f_full, act_gc)
 
     # ---- logits -----------------------------------------------------------------------------
@@ -510,14 +578,16 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         # TRL's SFTTrainer projects through the LM head in tiles (trl.kernels.chunked_logprob): no
         # [tokens, vocab] logits; the backward recomputes each tile and accumulates in fp32
         n = bsz * (seq + extra_tokens - 1)  # positions that predict a next token
-        cb = hb if half else 4  # the tile's dtype: autocast's, else the hidden states'
+        cb = hb if half else a  # the tile's dtype: autocast's, else the hidden states'
         rows = min(n, FUSED_TOKEN_CHUNK)
         cols = min(s.vocab, FUSED_VOCAB_CHUNK)  # the columns a tile writes
         # the buffer is FUSED_VOCAB_CHUNK wide; on CPU only the columns a smaller vocabulary writes are resident
         width = cols if cpu else FUSED_VOCAB_CHUNK
         parts_l = [(f"tile {rows} × {width} × {cb} B", rows * width * cb),
-                   (f"hidden copy + its fp32 gradient {n} × {s.hidden} × {hb}+4 B", n * s.hidden * (hb + 4))]
-        if method == "full":  # the head (or the tied embeddings) trains: an fp32 gradient buffer
+                   (f"hidden copy + its fp32 gradient {n} × {s.hidden} × {a}+4 B", n * s.hidden * (a + 4))]
+        if method == "full" and tw != 4:
+            # the head (or the tied embeddings) trains: its gradient is summed in an fp32 buffer, then cast to the
+            # weight's dtype (an fp32 weight takes the buffer itself as its gradient, counted with the gradients)
             parts_l.append((f"head gradient {s.vocab} × {s.hidden} × 4 B", s.vocab * s.hidden * 4))
         if cpu:  # no Triton: the tile is folded with torch ops, several fp32 tile-sized temporaries
             parts_l.append((f"{CPU_TILE_TEMPORARIES} fp32 temporaries {rows} × {cols} × 4 B",

@@ -144,7 +144,8 @@ def test_precision_changes_bytes():
     bf16 = est(f32, runtime__mixed_precision="bf16", trainer__distributed_backend="deepspeed", trainer__zero_stage=2,
                launch__procs_per_node=2)
     # a bf16 checkpoint without mixed precision still computes in bf16
-    assert est(runtime__mixed_precision="none").part("activations").formula.endswith("× 2 B")
+    assert est(trainer__training_type="full", runtime__mixed_precision="none").part("activations").bytes == \
+        est(trainer__training_type="full", runtime__mixed_precision="bf16").part("activations").bytes
     assert fp32.part("activations").bytes > bf16.part("activations").bytes
     assert fp32.part("weights").bytes > bf16.part("weights").bytes
 
@@ -226,9 +227,10 @@ def test_gradient_checkpointing_lowers_activations(method):
 
 
 def test_activations_and_logits_scale_with_batch_and_sequence():
-    a = est(general__batch_size=2, general__max_sequence_length=512)
-    b = est(general__batch_size=4, general__max_sequence_length=512)
-    c = est(general__batch_size=2, general__max_sequence_length=1024)
+    # (full fine-tuning of a bf16 checkpoint: no weight copies, whose bytes do not depend on the tokens)
+    a = est(trainer__training_type="full", general__batch_size=2, general__max_sequence_length=512)
+    b = est(trainer__training_type="full", general__batch_size=4, general__max_sequence_length=512)
+    c = est(trainer__training_type="full", general__batch_size=2, general__max_sequence_length=1024)
     assert b.part("activations").bytes == pytest.approx(2 * a.part("activations").bytes)
     assert c.part("activations").bytes == pytest.approx(2 * a.part("activations").bytes)  # sdpa: no s² term
     # a stage whose trainer materializes the logits: they scale with the tokens too
@@ -236,7 +238,8 @@ def test_activations_and_logits_scale_with_batch_and_sequence():
                for bs, sl in ((2, 512), (4, 512), (2, 1024)))
     assert b.part("logits").bytes == pytest.approx(2 * a.part("logits").bytes)
     assert c.part("logits").bytes == pytest.approx(2 * a.part("logits").bytes)
-    eager = est(general__batch_size=2, general__max_sequence_length=1024, runtime__attention_implementation="eager")
+    eager = est(trainer__training_type="full", general__batch_size=2, general__max_sequence_length=1024,
+                runtime__attention_implementation="eager")
     assert eager.part("activations").bytes > c.part("activations").bytes
 
 

@@ -1,0 +1,116 @@
+"""The estimator's activations part against what autograd really saves, tensor by tensor.
+
+The tiny model is built, wrapped for the tuning method exactly as the worker does it
+(``engine.train.modeling.load_model`` / ``apply_method``), and run forward once in training mode
+(under CPU autocast for bf16, as Accelerate runs the worker's forward). Every tensor autograd
+saves for the backward pass while a decoder layer or the final norm runs is recorded by storage
+(views and tensors shared between modules counted once; parameters left out). Their bytes must be
+the ``activations`` part of ``engine.estimate.estimate`` for the same job, from config.json only.
+
+This is what bench/activations_cpu.py measures on two larger shapes through the resident set;
+here, exact bytes and every tuning method, in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.config import JobConfig
+from engine.estimate import estimate
+from engine.tiny import ensure_tiny_model
+
+BATCH, SEQ = 2, 48
+ALL = ["all-linear"]
+CASES = [  # (method, mixed precision, extra values)
+    ("full", "none", {}),
+    ("full", "bf16", {}),
+    ("freeze", "none", {"adapter.freeze_trainable_layers": 1}),
+    ("freeze", "bf16", {"adapter.freeze_trainable_layers": 1}),
+    ("lora", "none", {"adapter.target_modules": ALL, "adapter.lora_dropout": 0.0}),
+    ("lora", "bf16", {"adapter.target_modules": ALL, "adapter.lora_dropout": 0.0}),
+    ("lora", "none", {"adapter.target_modules": ["q_proj", "v_proj"], "adapter.lora_dropout": 0.0}),
+    ("lora", "none", {"adapter.target_modules": ALL, "adapter.lora_dropout": 0.1}),
+    ("lora", "bf16", {"adapter.target_modules": ["q_proj", "o_proj", "down_proj"], "adapter.lora_dropout": 0.1}),
+    ("tfew", "none", {}),
+    ("tfew", "bf16", {}),
+    ("prompt_tuning", "none", {}),
+    ("prompt_tuning", "bf16", {}),
+    ("full", "none", {"runtime.attention_implementation": "eager"}),
+    ("lora", "bf16", {"adapter.target_modules": ALL, "adapter.lora_dropout": 0.0,
+                      "runtime.attention_implementation": "eager"}),
+    ("lora", "none", {"adapter.target_modules": ["o_proj", "gate_proj"], "adapter.lora_dropout": 0.0,
+                      "runtime.attention_implementation": "eager"}),
+    ("tfew", "bf16", {"adapter.target_modules": ["q_proj", "v_proj", "down_proj"]}),
+    ("freeze", "bf16", {"adapter.freeze_trainable_layers": 2}),
+    # the first layer keeps nothing before its first trained module (no gradient flows into its input)
+    ("lora", "none", {"adapter.target_modules": ["up_proj"], "adapter.lora_dropout": 0.0}),
+    ("lora", "bf16", {"adapter.target_modules": ["gate_proj", "down_proj"], "adapter.lora_dropout": 0.1}),
+    ("tfew", "none", {"adapter.target_modules": ["down_proj"]}),
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """The tiny model as built (float32) and saved again in bfloat16 (a checkpoint's usual dtype)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    fp32 = ensure_tiny_model()
+    bf16 = tmp_path_factory.mktemp("tiny-bf16")
+    AutoModelForCausalLM.from_pretrained(fp32, dtype=torch.bfloat16).save_pretrained(bf16)
+    AutoTokenizer.from_pretrained(fp32).save_pretrained(bf16)
+    assert json.loads((bf16 / "config.json").read_text())["dtype"] == "bfloat16"
+    return {"float32": fp32, "bfloat16": bf16}
+
+
+def saved_bytes(model, ids, autocast: bool) -> int:
+    """Bytes of the distinct storages autograd saves inside the decoder layers and the final norm."""
+    names = {m: n for n, m in model.named_modules()}
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    stack: list[str] = []
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        where = stack[-1] if stack else ""
+        if st.data_ptr() not in params and (re.search(r"layers\.\d+", where) or where.endswith(".norm")):
+            seen.setdefault(st.data_ptr(), st.nbytes())
+        return t
+
+    hooks = [torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: stack.append(names.get(m, ""))),
+             torch.nn.modules.module.register_module_forward_hook(lambda m, a, o: (stack.pop(), None)[1])]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            model(input_ids=ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("method,mp,extra", CASES, ids=[f"{m}-{p}-{i}" for i, (m, p, _) in enumerate(CASES)])
+def test_activations_are_what_autograd_saves(checkpoints, dtype, method, mp, extra):
+    from engine.train.modeling import apply_method, load_config, load_model
+
+    path = checkpoints[dtype]
+    values = {"model.name_or_path": str(path), "data.train_path": "x.jsonl", "launch.device": "cpu",
+              "trainer.training_type": method, "runtime.mixed_precision": mp,
+              "runtime.gradient_checkpointing": False, "runtime.attention_implementation": "sdpa",
+              "general.batch_size": BATCH, "general.max_sequence_length": SEQ, **extra}
+    res = JobConfig(values=values).resolved()
+    warn = lambda m: None  # noqa: E731
+    p, cfg = load_config(res, warn)
+    torch.manual_seed(0)
+    model = apply_method(load_model(p, cfg, res, "cpu"), res, p, "cpu", warn)
+    model.train()
+    ids = torch.randint(3, cfg.vocab_size, (BATCH, SEQ))
+    real = saved_bytes(model, ids, autocast=mp == "bf16")
+    config = json.loads((Path(path) / "config.json").read_text())
+    predicted = estimate(res, model_config=config).part("activations").bytes
+    assert predicted == pytest.approx(real, rel=0.005), f"predicted {predicted:,.0f} B, autograd saved {real:,} B"
