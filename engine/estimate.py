@@ -442,6 +442,15 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     b = modelinfo.param_breakdown(model_config)
     info = modelinfo.info_from_config(model_config, name=name)
     s = b["shape"]
+    # the stage's trainer: DPO (and ORPO / SimPO) and the reward model put a pair's chosen and rejected sequences
+    # side by side in one micro-batch; KTO (and kto_pair) trains on unpaired rows; the reward model replaces
+    # the LM head with a one-output score head
+    stage = str(res.get("trainer.stage") or "sft")
+    ploss = str(res.get("preference.preference_loss") or "sigmoid") if stage == "dpo" else ""
+    kto = stage == "kto" or ploss == "kto_pair"
+    pairs = stage == "reward" or (stage == "dpo" and not kto)
+    if stage == "reward":
+        b = {**b, "total": int(b["total"]) - int(b["lm_head"]) + s.hidden}
     P = int(b["total"])
     method = res["trainer.training_type"]
     backend = res["trainer.distributed_backend"]
@@ -464,6 +473,12 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
 
     T, t_formula, targets = _trainable(res, b)
     peft = method in ("lora", "qlora", "tfew", "prompt_tuning")
+    if stage == "reward" and peft:  # PEFT trains a copy of the score head (modules_to_save)
+        T += s.hidden
+        t_formula += f" + score head copy {s.hidden}"
+    # DPO / KTO compare with a reference model: PEFT disables its adapters for it, the other methods load a
+    # second, frozen copy of the model (in the policy's dtype; ZeRO-3 shards it too)
+    ref = stage in ("dpo", "kto") and ploss not in ("orpo", "simpo") and not peft
     qbits = res.get("runtime.quantization_bit")
     qbits = int(qbits) if qbits not in (None, "none") else (4 if method == "qlora" else 0)
 
@@ -504,6 +519,9 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     else:
         w_bytes = P * tw / shard3
         w_formula = f"{_n(P)} params × {tw} B ({tw_why})"
+    if ref:
+        w_bytes += P * lb / shard3
+        w_formula += f" + reference model {_n(P)} × {lb} B"
     if shard3 > 1:
         w_formula = f"({w_formula}) ÷ {R} ranks (ZeRO-3)"
     if off_par:
@@ -547,7 +565,8 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     # ---- activations ------------------------------------------------------------------------
     cpu = res.get("launch.device") == "cpu"
     extra_tokens = int(res.get("adapter.num_virtual_tokens") or 20) if method == "prompt_tuning" else 0
-    tokens = bsz * (seq + extra_tokens)
+    seqs = bsz * (2 if pairs else 1)  # sequences in a micro-batch
+    tokens = seqs * (seq + extra_tokens)
     autocast = half and not ds  # DeepSpeed casts the model to the half dtype instead
     dropout = method in ("lora", "qlora") and float(res.get("adapter.lora_dropout") or 0) > 0
     a = fb  # the residual stream: the model's dtype (QLoRA: fp32, prepare_model_for_kbit_training)
@@ -574,10 +593,13 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     a_bytes, a_formula, a_other = (act_gc, f_gc, act_full) if gc else (act_full, f_full, act_gc)
 
     # ---- logits -----------------------------------------------------------------------------
-    if res.get("trainer.stage") in ("sft", "pretrain"):
-        # TRL's SFTTrainer projects through the LM head in tiles (trl.kernels.chunked_logprob): no
+    if stage == "reward":  # the score head's input: every position's hidden state (the score is one number each)
+        l_bytes = float(tokens * s.hidden * a)
+        l_formula = f"score head input {tokens} tokens × hidden {s.hidden} × {a} B (no LM head)"
+    elif ploss not in ("orpo", "simpo"):
+        # TRL's SFT / DPO / KTO trainers project through the LM head in tiles (trl.kernels.chunked_logprob): no
         # [tokens, vocab] logits; the backward recomputes each tile and accumulates in fp32
-        n = bsz * (seq + extra_tokens - 1)  # positions that predict a next token
+        n = seqs * (seq + extra_tokens - 1)  # positions that predict a next token
         cb = hb if half else a  # the tile's dtype: autocast's, else the hidden states'
         rows = min(n, FUSED_TOKEN_CHUNK)
         cols = min(s.vocab, FUSED_VOCAB_CHUNK)  # the columns a tile writes
@@ -617,7 +639,7 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         Part("weights", w_bytes, w_formula),
         Part("gradients", g_bytes, g_formula),
         Part("optimizer states", o_bytes, o_formula),
-        Part("activations", a_bytes, a_formula, "micro-batch of " + f"{bsz} × {seq + extra_tokens} tokens"),
+        Part("activations", a_bytes, a_formula, "micro-batch of " + f"{seqs} × {seq + extra_tokens} tokens"),
         Part("logits", l_bytes, l_formula),
         Part("framework overhead", ov_bytes, ov_formula),
     ]
@@ -634,6 +656,12 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     if throughput_tokens_per_s and secs is not None and not packs(res) and not tokens_per_example:
         notes.append("time: batch × max length tokens per step, an upper bound for rows shorter than max length "
                      "(the measured tokens/s counts real tokens): give --tokens-per-example")
+    if pairs:
+        notes.append(f"{'reward model' if stage == 'reward' else ploss.upper() if ploss in ('orpo', 'simpo') else 'DPO'}:"
+                     f" a pair's chosen and rejected sequences side by side, {seqs} sequences a micro-batch")
+    if ref:
+        notes.append("reference model: a second, frozen copy of the weights (with LoRA / T-Few / prompt tuning the "
+                     "adapters are disabled instead)")
     if ga > 1:
         notes.append("gradients stay allocated across the accumulation micro-batches")
     if packs(res) and not tokens_per_example:

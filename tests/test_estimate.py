@@ -234,13 +234,14 @@ def test_activations_and_logits_scale_with_batch_and_sequence():
     assert b.part("activations").bytes == pytest.approx(2 * a.part("activations").bytes)
     assert c.part("activations").bytes == pytest.approx(2 * a.part("activations").bytes)  # sdpa: no s² term
     # a stage whose trainer materializes the logits: they scale with the tokens too
-    a, b, c = (est(trainer__stage="dpo", general__batch_size=bs, general__max_sequence_length=sl)
+    a, b, c = (est(trainer__stage="dpo", preference__preference_loss="orpo", general__batch_size=bs,
+                   general__max_sequence_length=sl)
                for bs, sl in ((2, 512), (4, 512), (2, 1024)))
     assert b.part("logits").bytes == pytest.approx(2 * a.part("logits").bytes)
     assert c.part("logits").bytes == pytest.approx(2 * a.part("logits").bytes)
-    eager = est(trainer__training_type="full", general__batch_size=2, general__max_sequence_length=1024,
-                runtime__attention_implementation="eager")
-    assert eager.part("activations").bytes > c.part("activations").bytes
+    sdpa, eager = (est(trainer__training_type="full", general__batch_size=2, general__max_sequence_length=1024,
+                       runtime__attention_implementation=impl) for impl in ("sdpa", "eager"))
+    assert eager.part("activations").bytes > sdpa.part("activations").bytes
 
 
 @pytest.mark.parametrize("stage", ["sft", "pretrain"])
@@ -470,3 +471,57 @@ def test_row_counts_are_remembered_until_the_file_changes(tmp_path):
         assert sources.count_examples(str(f)) == 3 and len(calls) == 1
     finally:
         sources._count = orig
+
+
+# --------------------------------------------------------------------------
+# Stages: what each TRL trainer puts in a micro-batch and keeps besides
+# --------------------------------------------------------------------------
+
+
+def test_dpo_puts_chosen_and_rejected_in_one_micro_batch():
+    sft, dpo = (est(trainer__training_type="lora", trainer__stage=st, data__format="preference" if st == "dpo"
+                    else "alpaca") for st in ("sft", "dpo"))
+    assert dpo.part("activations").bytes == pytest.approx(2 * sft.part("activations").bytes, rel=1e-3)
+    assert "2 × 4" not in dpo.part("activations").formula and "8192 tokens" in dpo.part("activations").formula
+    assert "8 sequences a micro-batch" in " ".join(dpo.notes)
+    # both trainers project through TRL's fused LM head: the tile is the same, the saved hidden states double
+    assert "fused LM head" in dpo.part("logits").formula
+    # LoRA: the reference model is the base model with the adapters disabled, no second copy
+    assert dpo.part("weights").bytes == sft.part("weights").bytes
+
+
+@pytest.mark.parametrize("stage,loss", [("dpo", "sigmoid"), ("kto", None), ("dpo", "kto_pair")])
+def test_full_preference_training_loads_a_reference_model(stage, loss):
+    kw = dict(trainer__training_type="full", trainer__stage=stage, data__format="kto" if stage == "kto" else "preference")
+    if loss:
+        kw["preference__preference_loss"] = loss
+    e, sft = est(**kw), est(trainer__training_type="full")
+    P = e.num_params
+    assert e.part("weights").bytes == pytest.approx(sft.part("weights").bytes + 2 * P)  # bf16 checkpoint: 2 B
+    assert "reference model" in e.part("weights").formula
+    # KTO trains on unpaired rows: no doubling
+    if stage == "kto" or loss == "kto_pair":
+        assert e.part("activations").bytes == pytest.approx(sft.part("activations").bytes)
+    # ZeRO-3 shards the reference model like the policy
+    z3 = est(**kw, trainer__distributed_backend="deepspeed", trainer__zero_stage=3, launch__procs_per_node=4)
+    assert "reference model" in z3.part("weights").formula and "÷ 4 ranks" in z3.part("weights").formula
+
+
+def test_orpo_and_simpo_materialize_the_logits_without_a_reference():
+    for loss in ("orpo", "simpo"):
+        e = est(trainer__training_type="full", trainer__stage="dpo", data__format="preference",
+                preference__preference_loss=loss)
+        assert "vocab" in e.part("logits").formula and "fused" not in e.part("logits").formula
+        assert "8192 tokens" in e.part("logits").formula  # chosen + rejected
+        assert "reference" not in e.part("weights").formula
+
+
+def test_reward_model_has_a_score_head_instead_of_the_lm_head():
+    sft = est(trainer__training_type="full")
+    rm = est(trainer__training_type="full", trainer__stage="reward", data__format="preference")
+    h, vocab = LLAMA_8B["hidden_size"], LLAMA_8B["vocab_size"]
+    assert rm.num_params == sft.num_params - vocab * h + h  # Llama-3.1-8B's LM head is untied
+    assert rm.part("logits").formula.startswith("score head input 8192 tokens")
+    assert rm.part("logits").bytes == 8192 * h * 2
+    lora = est(trainer__training_type="lora", trainer__stage="reward", data__format="preference")
+    assert "score head copy" in lora.parts[0].note
