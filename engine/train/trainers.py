@@ -101,6 +101,15 @@ def tokenize_lm(tok: Any, rows: list[dict], stage: str, max_len: int) -> tuple[l
     return out, truncated
 
 
+def _truncate_pairs(dataset: Any, max_len: int) -> tuple[Any, int]:
+    """The reward trainer's tokenized pairs with chosen and rejected cut to ``max_len`` tokens; how many were cut."""
+    n = sum(1 for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"]) if max(len(c), len(r)) > max_len)
+    if n:
+        dataset = dataset.map(lambda ex: {"chosen_ids": ex["chosen_ids"][:max_len],
+                                          "rejected_ids": ex["rejected_ids"][:max_len]})
+    return dataset, n
+
+
 def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_rows: list[dict] | None,
                   base_args: dict[str, Any], callbacks: list, optimizer: Any, status: Callable[..., None]) -> Any:
     from datasets import Dataset
@@ -151,11 +160,19 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
     if stage == "reward":
         from trl import RewardConfig, RewardTrainer
 
-        cfg = RewardConfig(**base_args, max_length=max_len)
+        # TRL drops every pair longer than max_length (all of them: an opaque "num_samples=0" error); finetui
+        # truncates them instead, as it truncates SFT rows, and says how many
+        cfg = RewardConfig(**base_args, max_length=None)
         keys = ("prompt", "chosen", "rejected")
-        return RewardTrainer(model=model, args=cfg, train_dataset=ds(_strip(train_rows, keys)),
-                             eval_dataset=ds(_strip(eval_rows, keys)), processing_class=tok,
-                             callbacks=callbacks, optimizers=opt)
+        trainer = RewardTrainer(model=model, args=cfg, train_dataset=ds(_strip(train_rows, keys)),
+                                eval_dataset=ds(_strip(eval_rows, keys)), processing_class=tok,
+                                callbacks=callbacks, optimizers=opt)
+        trainer.train_dataset, trunc = _truncate_pairs(trainer.train_dataset, max_len)
+        if trainer.eval_dataset is not None:
+            trainer.eval_dataset = _truncate_pairs(trainer.eval_dataset, max_len)[0]
+        status("tokenizing", f"{len(trainer.train_dataset)} training pairs, {trunc} truncated to {max_len} tokens",
+               rows=len(trainer.train_dataset), truncated=trunc)
+        return trainer
 
     loss = res["preference.preference_loss"] if stage == "dpo" else "kto"
     ftx_set = stage == "dpo" and float(res["preference.preference_ftx"] or 0.0) > 0
