@@ -53,6 +53,11 @@ METHODS = {
     "prompt_tuning": {"trainer.training_type": "prompt_tuning"},
 }
 PARTS = ("weights", "gradients", "optimizer states")
+#: other stages, on the Llama shape (untied: the reward model drops an LM head of vocab × hidden): DPO with
+#: full fine-tuning loads a reference model (its weights count), with LoRA TRL adds a frozen copy of the adapters
+STAGE_RUNS = [("dpo", "full"), ("dpo", "lora"), ("reward", "full"), ("reward", "lora")]
+STAGE_DATA = {"sft": ("alpaca_demo.jsonl", "alpaca"), "dpo": ("preference_demo.jsonl", "preference"),
+              "reward": ("preference_demo.jsonl", "preference")}
 
 
 def build_model_dir(shape: dict, out: Path) -> Path:
@@ -61,10 +66,12 @@ def build_model_dir(shape: dict, out: Path) -> Path:
 
     from engine.tiny import PAD, ensure_tiny_model
 
-    d = {k: v for k, v in shape.items() if k not in ("model_type", "architectures", "dtype")}
-    cfg = AutoConfig.for_model(shape["model_type"], **d, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    d = {k: v for k, v in shape.items() if k not in ("model_type", "architectures", "dtype") and not k.startswith("_")}
+    d.update(pad_token_id=1, bos_token_id=0, eos_token_id=2)  # the tiny tokenizer's
+    cfg = AutoConfig.for_model(shape["model_type"], **d)
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(out)
+    dtype = torch.bfloat16 if shape.get("dtype") == "bfloat16" else torch.float32  # saved in the checkpoint's dtype
+    AutoModelForCausalLM.from_config(cfg, dtype=dtype).save_pretrained(out)
     tok = AutoTokenizer.from_pretrained(ensure_tiny_model())
     assert tok.pad_token == PAD
     tok.save_pretrained(out)
@@ -81,8 +88,8 @@ def storage_bytes(tensors) -> int:
     return sum(seen.values())
 
 
-def worker_model(values: dict) -> tuple[dict, Any, Any]:
-    """The job's resolved values, its tokenizer and its model, built as the worker builds them (CPU)."""
+def worker_model(values: dict, device: str = "cpu") -> tuple[dict, Any, Any]:
+    """The job's resolved values, its tokenizer and its model, built as the worker builds them."""
     import torch
 
     from engine.config import JobConfig
@@ -93,8 +100,8 @@ def worker_model(values: dict) -> tuple[dict, Any, Any]:
     path, cfg = load_config(res, warn)
     tok = load_tokenizer(path, res, warn)
     torch.manual_seed(0)
-    model = load_model(path, cfg, res, "cpu")
-    return res, tok, apply_method(model, res, path, "cpu", warn)
+    model = load_model(path, cfg, res, device)
+    return res, tok, apply_method(model, res, path, device, warn)
 
 
 def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
@@ -107,6 +114,7 @@ def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
 
     res, tok, model = worker_model(values)
     got: dict = {}
+    ref: list = []  # the reference model's parameters (DPO with full fine-tuning; with LoRA they are the model's)
 
     class Measure(TrainerCallback):
         def on_optimizer_step(self, args, state, control, model=None, optimizer=None, **kw):
@@ -114,7 +122,7 @@ def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
                 return
             params = list(model.parameters())
             opt = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-            got["weights"] = storage_bytes(params)
+            got["weights"] = storage_bytes(params + ref)
             got["gradients"] = storage_bytes(p.grad for p in params)
             got["optimizer states"] = storage_bytes(
                 v for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
@@ -126,6 +134,8 @@ def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
     base.update(max_steps=1, save_strategy="no", logging_strategy="no")
     trainer = build_trainer(res, model, tok, data.train[:64], None, base, [Measure()], None,
                             lambda *a, **k: None)
+    if getattr(trainer, "ref_model", None) is not None:
+        ref.extend(trainer.ref_model.parameters())
     trainer.train()
     return got
 
@@ -136,40 +146,43 @@ def run(quick: bool = False) -> list[dict]:
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="finetui-bench-est-") as tmp:
-        for sname, shape in SHAPES.items():
-            mdir = build_model_dir(shape, Path(tmp) / sname.split()[0])
-            for mname, mvals in METHODS.items():
-                if quick and mname not in ("full", "lora"):
-                    continue
-                values = {"model.name_or_path": str(mdir), "data.train_path": "finetui:samples/alpaca_demo.jsonl",
-                          "data.format": "alpaca", "trainer.stage": "sft", "launch.device": "cpu",
-                          "launch.procs_per_node": 1, "runtime.mixed_precision": "none",
-                          "runtime.gradient_checkpointing": False, "general.batch_size": 4,
-                          "general.max_sequence_length": 128, "general.epochs": 1,
-                          "eval.evaluation_strategy": "no", "eval.checkpoint_strategy": "no", **mvals}
-                t0 = time.perf_counter()
-                real = measure(mdir, values, Path(tmp) / f"run-{sname.split()[0]}-{mname}")
-                est = estimate(JobConfig(values=values).resolved(), model_config=shape)
-                pred = {p: est.part(p).bytes for p in PARTS}
-                rows.append({"shape": sname, "method": mname, "real": {p: real[p] for p in PARTS},
-                             "pred": pred, "trainable_real": real["trainable"], "trainable_pred": est.trainable_params,
-                             "params_real": real["total"], "params_pred": est.num_params,
-                             "real_sum": sum(real[p] for p in PARTS), "pred_sum": sum(pred.values()),
-                             "secs": time.perf_counter() - t0})
+        dirs = {sname: build_model_dir(shape, Path(tmp) / sname.split()[0]) for sname, shape in SHAPES.items()}
+        llama = next(iter(SHAPES))
+        runs = [(sname, mname, "sft") for sname in SHAPES for mname in METHODS
+                if not quick or mname in ("full", "lora")]
+        runs += [(llama, mname, stage) for stage, mname in STAGE_RUNS if not quick or stage == "dpo"]
+        for sname, mname, stage in runs:
+            shape, mdir, mvals = SHAPES[sname], dirs[sname], METHODS[mname]
+            data, fmt = STAGE_DATA[stage]
+            values = {"model.name_or_path": str(mdir), "data.train_path": f"finetui:samples/{data}",
+                      "data.format": fmt, "trainer.stage": stage, "launch.device": "cpu",
+                      "launch.procs_per_node": 1, "runtime.mixed_precision": "none",
+                      "runtime.gradient_checkpointing": False, "general.batch_size": 4,
+                      "general.max_sequence_length": 128, "general.epochs": 1,
+                      "eval.evaluation_strategy": "no", "eval.checkpoint_strategy": "no", **mvals}
+            t0 = time.perf_counter()
+            real = measure(mdir, values, Path(tmp) / f"run-{sname.split()[0]}-{mname}-{stage}")
+            est = estimate(JobConfig(values=values).resolved(), model_config=shape)
+            pred = {p: est.part(p).bytes for p in PARTS}
+            rows.append({"shape": sname, "method": mname, "stage": stage, "real": {p: real[p] for p in PARTS},
+                         "pred": pred, "trainable_real": real["trainable"], "trainable_pred": est.trainable_params,
+                         "params_real": real["total"], "params_pred": est.num_params,
+                         "real_sum": sum(real[p] for p in PARTS), "pred_sum": sum(pred.values()),
+                         "secs": time.perf_counter() - t0})
     return rows
 
 
 def report(rows: list[dict]) -> str:
-    L = ["| shape | method | trainable (real / predicted) | weights+grads+optimizer real | predicted | error | "
+    L = ["| shape | stage | method | trainable (real / predicted) | weights+grads+optimizer real | predicted | error | "
          "per part (pred ÷ real − 1: weights, grads, optimizer) |",
-         "|---|---|---|---|---|---|---|"]
+         "|---|---|---|---|---|---|---|---|"]
     worst = 0.0
     for r in rows:
         err = r["pred_sum"] / r["real_sum"] - 1
         worst = max(worst, abs(err))
         per = ", ".join(f"{(r['pred'][p] / r['real'][p] - 1) * 100:+.2f} %" if r["real"][p] else
                         f"{r['pred'][p]:.0f} B vs 0" for p in PARTS)
-        L.append(f"| {r['shape']} | {r['method']} | {r['trainable_real']:,} / {r['trainable_pred']:,} | "
+        L.append(f"| {r['shape']} | {r['stage']} | {r['method']} | {r['trainable_real']:,} / {r['trainable_pred']:,} | "
                  f"{r['real_sum'] / 2**20:.3f} MiB | {r['pred_sum'] / 2**20:.3f} MiB | {err * 100:+.2f} % | {per} |")
     L.append("")
     L.append(f"worst error {worst * 100:.2f} % over {len(rows)} configurations (target: within 3 %)")

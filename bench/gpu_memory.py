@@ -1,32 +1,43 @@
 #!/usr/bin/env python3
 """Estimator vs measured GPU memory: predicted peak vs ``torch.cuda.max_memory_allocated``.
 
-Self-contained: builds random-initialised models from config dicts (no download), trains
-each configuration a few steps the way finetui's worker does (the checkpoint's dtype, PEFT
-adapters in fp32, bf16 autocast, ``adamw_torch`` = foreach AdamW, gradient clipping) and
-prints a markdown table. The prediction compared is the estimate's total minus the CUDA context
-(which PyTorch's allocator does not count). Target: within ±15 %.
+Self-contained (no download): for each model shape a random-initialised checkpoint is saved in
+the shape's dtype with the tiny model's tokenizer, and each configuration runs in its own
+process exactly as finetui's worker runs it — ``load_model`` / ``apply_method`` /
+``build_trainer`` (a real TRL ``SFTTrainer``, ``DPOTrainer`` for the DPO row: fused LM head,
+bf16 autocast through Accelerate, ``adamw_torch``, gradient clipping) — for three optimizer
+steps on rows longer than ``max_length`` (every micro-batch full). Measured: the allocator's
+peak over those steps; predicted: the estimate's total minus the CUDA context (which PyTorch's
+allocator does not count). Target: within ±15 %.
 
-    python bench/gpu_memory.py            # needs a CUDA GPU
-    python bench/gpu_memory.py --quick    # fewer configurations
+    python bench/gpu_memory.py            # needs a CUDA GPU (a few minutes)
+    python bench/gpu_memory.py --quick    # the first six configurations
+    python bench/gpu_memory.py --cpu-smoke  # the same code path on CPU, two small configurations: a
+                                          # check that the script runs before spending GPU time
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from engine.config import JobConfig  # noqa: E402
 from engine.estimate import CUDA_CONTEXT_BYTES, GIB, estimate  # noqa: E402
 from engine.modelinfo import CATALOG  # noqa: E402
+
+from activations_cpu import SHAPES as CPU_SHAPES, STAGES, long_rows  # noqa: E402 - bench/ is the script's folder
+from estimator_cpu import build_model_dir, worker_model  # noqa: E402
 
 SHAPES = {
     "qwen2-0.5b": CATALOG["Qwen/Qwen2-0.5B-Instruct"],
@@ -58,120 +69,101 @@ CONFIGS = [
                       "adapter.freeze_trainable_layers": 2}),
     ("qwen2-0.5b", {"trainer.training_type": "prompt_tuning", "general.batch_size": 4,
                     "general.max_sequence_length": 1024, "runtime.gradient_checkpointing": False}),
+    ("llama-3.2-1b", {"trainer.training_type": "lora", "general.batch_size": 2, "general.max_sequence_length": 1024,
+                      "runtime.gradient_checkpointing": False, "adapter.lora_rank": 16, "adapter.lora_dropout": 0.0,
+                      **STAGES["dpo"]}),
 ]
+#: --cpu-smoke: the same path on CPU with a small shape (the peak is the process's resident high-water mark there,
+#: libraries included: not comparable with the estimate, only a check that every step of the script runs)
+SMOKE_SHAPES = {"llama-untied": CPU_SHAPES["llama-untied"]}
+SMOKE = [("llama-untied", {"trainer.training_type": "full", "general.batch_size": 2, "general.max_sequence_length": 128,
+                           "runtime.gradient_checkpointing": False, "runtime.mixed_precision": "none"}),
+         ("llama-untied", {"trainer.training_type": "lora", "general.batch_size": 2, "general.max_sequence_length": 128,
+                           "runtime.gradient_checkpointing": True, "adapter.lora_dropout": 0.0, **STAGES["dpo"]})]
+STEPS = 3
 
 
-def job_res(values: dict) -> dict:
-    base = {"data.train_path": "x.jsonl", "launch.device": "cuda", "launch.procs_per_node": 1,
-            "trainer.distributed_backend": "ddp", "runtime.mixed_precision": "bf16"}
-    return JobConfig(values={**base, **values}).resolved()
+def job_values(values: dict, model_dir: Path, data: Path, device: str) -> dict:
+    base = {"model.name_or_path": str(model_dir), "data.train_path": str(data), "data.format": "alpaca",
+            "data.packing": False, "launch.device": device, "launch.procs_per_node": 1,
+            "trainer.distributed_backend": "ddp", "runtime.mixed_precision": "bf16",
+            "runtime.attention_implementation": "sdpa", "general.epochs": 1, "eval.evaluation_strategy": "no",
+            "eval.checkpoint_strategy": "no", "tracking.tensorboard": False}
+    return {**base, **values}
 
 
-def build(shape: dict, res: dict):
+def child(spec: dict) -> dict:
+    """One configuration in this process: the worker's model and trainer, STEPS optimizer steps, the peak."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import TrainerCallback
 
-    d = {k: v for k, v in shape.items() if not k.startswith("_") and k not in ("architectures", "model_type")}
-    cfg = AutoConfig.for_model(shape["model_type"], **d)
-    cfg._attn_implementation = "sdpa"
-    method = res["trainer.training_type"]
-    dtype = torch.bfloat16 if shape.get("dtype") == "bfloat16" else torch.float32  # the worker: dtype="auto"
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    if method == "lora":
-        from peft import LoraConfig, get_peft_model
+    from engine.data import load_rows
+    from engine.train.trainers import build_trainer, common_args
 
-        model = get_peft_model(model, LoraConfig(r=res["adapter.lora_rank"], lora_alpha=res["adapter.lora_alpha"],
-                                                 lora_dropout=res["adapter.lora_dropout"],
-                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
-    elif method == "tfew":
-        from peft import IA3Config, get_peft_model
+    dev = spec["device"]
+    res, tok, model = worker_model(spec["values"], dev)
+    got: dict = {"steps": 0}
 
-        model = get_peft_model(model, IA3Config(task_type="CAUSAL_LM"))
-    elif method == "prompt_tuning":
-        from peft import PromptTuningConfig, get_peft_model
+    def peak() -> int:
+        if dev == "cuda":
+            return int(torch.cuda.max_memory_allocated())
+        with open("/proc/self/status") as fh:
+            return next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:"))
 
-        model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM",
-                                                         num_virtual_tokens=res["adapter.num_virtual_tokens"]))
-    elif method == "freeze":
-        n = res["adapter.freeze_trainable_layers"]
-        layers = model.model.layers
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for layer in layers[-n:]:
-            for p in layer.parameters():
-                p.requires_grad_(True)
-    if method in ("lora", "tfew", "prompt_tuning"):
-        for p in model.parameters():  # PEFT's autocast_adapter_dtype: trainable adapters in fp32
-            if p.requires_grad:
-                p.data = p.data.float()
-    if res["runtime.gradient_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if method != "full":
-            model.enable_input_require_grads()
-    return model
+    class Peak(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            got["steps"], got["peak"] = state.global_step, peak()
 
-
-def measure(shape: dict, res: dict, steps: int = 3) -> int:
-    import torch
-
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    model = build(shape, res)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5, foreach=True)  # transformers' adamw_torch
-    b, s = res["general.batch_size"], res["general.max_sequence_length"]
-    vocab = shape["vocab_size"]
-    half = res["runtime.mixed_precision"] in ("bf16", "fp16")
-    g = torch.Generator(device="cuda").manual_seed(0)
-    for _ in range(steps):
-        ids = torch.randint(0, vocab, (b, s), device="cuda", generator=g)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=half):
-            out = model(input_ids=ids, labels=ids)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated()
-    del model, opt, params, out
-    gc.collect()
-    torch.cuda.empty_cache()
-    return peak
+    data = load_rows(res, None)
+    base = common_args(res, Path(spec["run_dir"]), dev, False, [])
+    base.update(max_steps=STEPS, save_strategy="no", logging_strategy="no", report_to=[])
+    n = int(res["general.batch_size"]) * int(res["runtime.gradient_accumulation_steps"]) * STEPS
+    trainer = build_trainer(res, model, tok, data.train[:n], None, base, [Peak()], None, lambda *a, **k: None)
+    trainer.train()
+    return got
 
 
 def describe(values: dict) -> str:
     m = values["trainer.training_type"]
     mp = values.get("runtime.mixed_precision", "bf16")
     gc_ = "GC" if values.get("runtime.gradient_checkpointing") else "no GC"
-    return f"{m}, {mp}, b{values['general.batch_size']}×{values['general.max_sequence_length']}, {gc_}"
+    stage = "DPO, " if values.get("trainer.stage") == "dpo" else ""
+    return f"{stage}{m}, {mp}, b{values['general.batch_size']}×{values['general.max_sequence_length']}, {gc_}"
 
 
-def run(quick: bool = False) -> dict:
+def run(configs: list, shapes: dict, device: str) -> dict:
     import torch
 
     rows = []
-    configs = CONFIGS[:6] if quick else CONFIGS
-    torch.cuda.init()
-    for shape_name, values in configs:
-        res = job_res(values)
-        shape = SHAPES[shape_name]
-        est = estimate(res, model_config=shape)
-        predicted = est.total_bytes - CUDA_CONTEXT_BYTES
-        t0 = time.time()
-        try:
-            real = measure(shape, res)
-            err = None
-        except Exception as e:  # noqa: BLE001 — report and go on
-            real, err = None, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
-        parts = {p.name: round(p.bytes / GIB, 3) for p in est.parts}
-        rows.append({"model": shape_name, "config": describe(values), "predicted_gib": predicted / GIB,
-                     "measured_gib": real / GIB if real else None,
-                     "ratio": predicted / real if real else None, "parts_gib": parts,
-                     "seconds": round(time.time() - t0, 1), "error": err})
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    return {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    with tempfile.TemporaryDirectory(prefix="finetui-bench-gpu-") as tmp:
+        # responses of ~4,600 tokens: longer than every configuration's max_length, so every micro-batch is full
+        data = {st: long_rows(Path(tmp) / f"long-{st}.jsonl", st, n=32, words=1024) for st in STAGES}
+        dirs: dict[str, Path] = {}
+        for shape_name, values in configs:
+            shape = shapes[shape_name]
+            t0 = time.time()
+            if shape_name not in dirs:
+                dirs[shape_name] = build_model_dir(shape, Path(tmp) / shape_name)
+            stage = next((k for k, v in STAGES.items() if v and all(values.get(x) == y for x, y in v.items())), "sft")
+            vals = job_values(values, dirs[shape_name], data[stage], device)
+            est = estimate(JobConfig(values=vals).resolved(), model_config=shape)
+            predicted = est.total_bytes - (CUDA_CONTEXT_BYTES if device == "cuda" else 0)
+            spec = {"values": vals, "device": device, "run_dir": str(Path(tmp) / f"run{len(rows)}")}
+            p = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                               cwd=tmp, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=1200)
+            if p.returncode == 0:
+                got = json.loads(p.stdout.strip().splitlines()[-1])
+                real, err = got["peak"], None if got["steps"] == STEPS else f"{got['steps']} steps of {STEPS}"
+            else:
+                real, err = None, (p.stderr.strip().splitlines() or ["?"])[-1][:160]
+            parts = {pt.name: round(pt.bytes / GIB, 3) for pt in est.parts}
+            rows.append({"model": shape_name, "config": describe(values), "predicted_gib": predicted / GIB,
+                         "measured_gib": real / GIB if real else None,
+                         "ratio": predicted / real if real else None, "parts_gib": parts,
+                         "seconds": round(time.time() - t0, 1), "error": err})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU smoke run ({platform.processor() or 'cpu'})"
+    return {"device": name, "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": platform.node(), "rows": rows}
 
 
@@ -189,28 +181,40 @@ def table(result: dict) -> str:
     ok = [r for r in result["rows"] if r["ratio"]]
     within = sum(1 for r in ok if abs(r["ratio"] - 1) <= 0.15)
     L.append("")
-    L.append(f"{within} of {len(ok)} configurations within ±15 % (target: all).")
+    if result["device"].startswith("CPU smoke"):
+        L.append("CPU smoke run: the measured figure is the process's resident high-water mark, libraries included — "
+                 "not comparable with the estimate; this run only shows that the script works.")
+    else:
+        L.append(f"{within} of {len(ok)} configurations within ±15 % (target: all).")
     return "\n".join(L) + "\n"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="the first six configurations")
+    ap.add_argument("--cpu-smoke", action="store_true", help="two small configurations on CPU: does the script run?")
     ap.add_argument("--json", type=Path, help="also write the result as JSON here")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(json.loads(a.child))))
+        return 0
     try:
         import torch
     except ImportError:
         print("gpu_memory: torch is not installed", file=sys.stderr)
         return 2
-    if not torch.cuda.is_available():
-        print("gpu_memory: no CUDA GPU here — skipped (run it on a GPU machine)")
+    if a.cpu_smoke:
+        result = run(SMOKE, SMOKE_SHAPES, "cpu")
+    elif not torch.cuda.is_available():
+        print("gpu_memory: no CUDA GPU here — skipped (run it on a GPU machine; --cpu-smoke checks the script on CPU)")
         return 0
-    result = run(quick=a.quick)
+    else:
+        result = run(CONFIGS[:6] if a.quick else CONFIGS, SHAPES, "cuda")
     if a.json:
         a.json.write_text(json.dumps(result, indent=2))
     print(table(result))
-    return 0
+    return 1 if any(r["error"] for r in result["rows"]) else 0
 
 
 if __name__ == "__main__":

@@ -476,9 +476,10 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     if stage == "reward" and peft:  # PEFT trains a copy of the score head (modules_to_save)
         T += s.hidden
         t_formula += f" + score head copy {s.hidden}"
-    # DPO / KTO compare with a reference model: PEFT disables its adapters for it, the other methods load a
-    # second, frozen copy of the model (in the policy's dtype; ZeRO-3 shards it too)
-    ref = stage in ("dpo", "kto") and ploss not in ("orpo", "simpo") and not peft
+    # DPO / KTO compare with a reference model: given a PEFT model, TRL adds a frozen copy of its adapters ("ref")
+    # and runs the reference through them; the other methods load a second, frozen copy of the model (in the
+    # policy's dtype; ZeRO-3 shards it too)
+    ref = stage in ("dpo", "kto") and ploss not in ("orpo", "simpo")
     qbits = res.get("runtime.quantization_bit")
     qbits = int(qbits) if qbits not in (None, "none") else (4 if method == "qlora" else 0)
 
@@ -519,7 +520,10 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     else:
         w_bytes = P * tw / shard3
         w_formula = f"{_n(P)} params × {tw} B ({tw_why})"
-    if ref:
+    if ref and peft:
+        w_bytes += T * tw / shard3
+        w_formula += f" + reference adapters {_n(T)} × {tw} B"
+    elif ref:
         w_bytes += P * lb / shard3
         w_formula += f" + reference model {_n(P)} × {lb} B"
     if shard3 > 1:
@@ -660,8 +664,8 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         notes.append(f"{'reward model' if stage == 'reward' else ploss.upper() if ploss in ('orpo', 'simpo') else 'DPO'}:"
                      f" a pair's chosen and rejected sequences side by side, {seqs} sequences a micro-batch")
     if ref:
-        notes.append("reference model: a second, frozen copy of the weights (with LoRA / T-Few / prompt tuning the "
-                     "adapters are disabled instead)")
+        notes.append("reference: a frozen copy of the adapters (TRL's \"ref\" adapter)" if peft else
+                     "reference model: a second, frozen copy of the weights")
     if ga > 1:
         notes.append("gradients stay allocated across the accumulation micro-batches")
     if packs(res) and not tokens_per_example:

@@ -486,8 +486,9 @@ def test_dpo_puts_chosen_and_rejected_in_one_micro_batch():
     assert "8 sequences a micro-batch" in " ".join(dpo.notes)
     # both trainers project through TRL's fused LM head: the tile is the same, the saved hidden states double
     assert "fused LM head" in dpo.part("logits").formula
-    # LoRA: the reference model is the base model with the adapters disabled, no second copy
-    assert dpo.part("weights").bytes == sft.part("weights").bytes
+    # LoRA: the reference is a frozen copy of the adapters (TRL adds it to a PEFT model), not of the model
+    assert dpo.part("weights").bytes == sft.part("weights").bytes + 4 * dpo.trainable_params
+    assert "reference adapters" in dpo.part("weights").formula
 
 
 @pytest.mark.parametrize("stage,loss", [("dpo", "sigmoid"), ("kto", None), ("dpo", "kto_pair")])
