@@ -348,7 +348,8 @@ FIELDS: list[Field] = [
        range=Range(0, 1), **_is("trainer.training_type", *LORA_METHODS),
        aliases=("loraDropout", "adapter_dropout")),
     _F("adapter", "target_modules", "list", ["all-linear"], "Target modules",
-       "[\"all-linear\"] = every linear layer except the output layer; [] = the architecture's default "
+       "[\"all-linear\"] = every linear layer except the output layer (a mixture-of-experts model: attention "
+       "and shared-expert layers; its experts and router stay frozen); [] = the architecture's default "
        "(q_proj, v_proj for llama/granite); or an explicit list of module names.",
        **_is("trainer.training_type", *LORA_METHODS, "tfew"), aliases=("lora_target",)),
     _F("adapter", "loraplus_lr_ratio", "float", 0.0, "LoRA+ ratio",

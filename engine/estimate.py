@@ -36,9 +36,12 @@ Memory model (per GPU, the peak of a training step, an upper bound — every par
   T-Few each scaled module's output (down_proj: its input, in the vectors' dtype); prompt tuning
   nothing more. Under autocast over fp32 weights, each layer also keeps the ``c`` copy of its weights.
   With frozen embeddings (LoRA, T-Few, freeze) no gradient flows into the first trained layer's input:
-  its first norm, and everything before its first trained module, keeps nothing. Plus the final
-  norm. With gradient checkpointing only each layer's input (``a·h``) is kept, plus one layer
-  recomputed.
+  its first norm, and everything before its first trained module, keeps nothing. Qwen3's per-head
+  q/k norms keep their fp32 inputs too. A mixture-of-experts block keeps, per token, the router's
+  fp32 probabilities and top-k indices and, for each of its k experts, the gate/up output, act(gate)
+  and the expert's output (plus the gathered input and the product when the experts train), and a
+  shared expert's dense tensors. Plus the final norm. With gradient checkpointing only each
+  layer's input (``a·h``) is kept, plus one layer recomputed.
 * **logits** — SFT and pretraining (TRL's ``SFTTrainer``) never build the ``[tokens, vocab]``
   logits: TRL's fused LM head (``trl.kernels.chunked_logprob``) projects in tiles of 4096 tokens ×
   32768 vocabulary columns and recomputes them in the backward pass, so the part is that tile
@@ -294,7 +297,8 @@ def _targets(res: dict[str, Any], model_type: str, moe: bool) -> list[str]:
     if not tm:
         return list(DEFAULT_TARGET_MODULES.get(model_type, ["q_proj", "v_proj"]))
     if tm == ["all-linear"] or "all-linear" in tm:
-        # fused MoE experts are not nn.Linear modules: all-linear reaches attention only
+        # on a mixture-of-experts model the worker trains the Linear layers only: attention (and a shared
+        # expert, counted by _trainable), not the fused experts or the router (engine/train/modeling.py)
         return ["q_proj", "k_proj", "v_proj", "o_proj"] if moe else list(ALL_LINEAR_LLAMA)
     return tm
 
@@ -324,7 +328,11 @@ def _trainable(res: dict[str, Any], b: dict[str, Any]) -> tuple[int, str, list[s
         r = int(res.get("adapter.lora_rank") or 8)
         tg = [t for t in _targets(res, s.model_type, bool(s.num_experts)) if t in lin]
         per = sum(r * (lin[t][0] + lin[t][1]) for t in tg)
-        f = f"{L} layers × rank {r} × Σ(in+out) of {'/'.join(tg)} = {L} × {r} × {per // r}"
+        what = "/".join(tg)
+        if s.shared_intermediate and "all-linear" in (res.get("adapter.target_modules") or []):
+            per += 3 * r * (s.hidden + s.shared_intermediate)  # the shared expert's gate, up and down
+            what += " + the shared expert's gate/up/down"
+        f = f"{L} layers × rank {r} × Σ(in+out) of {what} = {L} × {r} × {per // r}"
         return L * per, f, tg
     if method == "tfew":
         # PEFT IA3 on the worker's targets: one vector per target, of its out features (its in features for
@@ -348,6 +356,27 @@ def _trainable(res: dict[str, Any], b: dict[str, Any]) -> tuple[int, str, list[s
 _NORM_FED = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 
 
+def _moe_bytes(s: Any, *, a: int, c: int, i: int, k: int, trains: bool, copy: bool) -> int:
+    """Bytes per token a mixture-of-experts block keeps (router, experts, Qwen2-MoE's shared expert).
+
+    The router keeps its fp32 probabilities and the top-k indices; each of the k experts a token
+    goes to keeps its gathered input (when the experts train), its gate/up output (2i), act(gate),
+    the product (when the experts train) and its output (for the routing weight), plus index
+    bookkeeping. The fused experts compute in the hidden states' dtype ``a`` (autocast does not
+    cast them on CPU; unmeasured on CUDA, where ``a`` is the usual bf16 anyway). A shared expert
+    keeps a dense MLP's tensors and its output for the sigmoid gate. ``copy``: autocast casts each
+    Linear's input (router, shared expert) to ``c`` separately.
+    """
+    h, E = s.hidden, s.num_experts
+    per = 4 * E + 44 * k + 4  # router probabilities, top-k indices and weights, the experts' index bookkeeping
+    per += a * k * ((2 * h + 4 * i) if trains else (h + 3 * i))
+    if s.shared_intermediate:
+        per += c * ((4 if trains else 3) * s.shared_intermediate + h) + 4
+    if trains:  # the norm output, input of the router (and of the shared expert's gate, up and gate)
+        per += c * h * (4 if s.shared_intermediate else 1) if copy else a * h
+    return per
+
+
 def _act_layer(s: Any, *, a: int, c: int, autocast: bool, method: str = "full", targets: list[str] | None = None,
                tw: int = 4, rank: int = 8, dropout: bool = False, qlora: bool = False, mask: int = 1,
                first: bool = False, eager_seq: int = 0) -> tuple[int, int]:
@@ -361,7 +390,7 @@ def _act_layer(s: Any, *, a: int, c: int, autocast: bool, method: str = "full", 
     length with eager attention (0: SDPA or flash-attention, which keep no score matrix).
     """
     q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
-    h, i = s.hidden, s.intermediate
+    h, i = s.hidden, s.linear_shapes()["gate_proj"][1]  # an expert's for MoE
     k = s.experts_per_token if s.num_experts else 1
     lin = s.linear_shapes()
     targets = [t for t in (targets or []) if t in lin]
@@ -381,17 +410,23 @@ def _act_layer(s: Any, *, a: int, c: int, autocast: bool, method: str = "full", 
         return (4 * h + 4 if g else 0) + (a * h if trains else 0)
 
     per = norm(g_in) + norm(g_mid)
+    if s.model_type in ("qwen3", "qwen3_moe") and g_attn:  # per-head RMSNorm of q and k (before RoPE)
+        per += 4 * (q + kv) + 4 * (s.heads + s.kv_heads) + (c * (q + kv) if trains else 0)
     if g_attn and eager_seq:  # q, k and v repeated to every head, the fp32 softmax (and its cast to c)
         per += c * 3 * q + s.heads * eager_seq * (4 + (c if c != 4 else 0))
     elif g_attn:  # q and k after RoPE, v, the output (o_proj's input), the fp32 logsumexp
         per += c * (2 * q + 2 * kv) + 4 * s.heads
-    # act(gate) keeps the gate output, act(gate) × up keeps both factors (each when the other needs a gradient)
-    per += c * i * k * (2 * g_gate + g_up) + (c * 2 * h if s.num_experts and g_mid else 0)  # (+ MoE routing)
     copy = autocast and a != c  # autocast casts a norm-fed module's input: each module its own copy
+    if s.num_experts:  # the MoE block (transformers 5's fused experts), measured tensor by tensor
+        per += _moe_bytes(s, a=a, c=c, i=i, k=k, trains=trains, copy=copy) if g_mid else 0
+    else:
+        # act(gate) keeps the gate output, act(gate) × up keeps both factors (each when the other needs a gradient)
+        per += c * i * (2 * g_gate + g_up)
     if trains:
-        per += sum(c * lin[t][0] * mult[t] for t in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")) if copy \
-            else a * h + a * h * k  # q/k/v share one norm output, gate/up the other
-        per += c * i * k  # down_proj's input: the product; o_proj's is the attention output (SDPA keeps it)
+        per += sum(c * lin[t][0] for t in qkv) if copy else a * h  # q/k/v share one norm output
+        if not s.num_experts:
+            per += 2 * c * h if copy else a * h  # gate/up share the other
+            per += c * i  # down_proj's input: the product; o_proj's is the attention output (SDPA keeps it)
         per += c * q if eager_seq else 0
     elif method in ("lora", "qlora"):
         shared: set[str] = set()
@@ -416,7 +451,11 @@ def _act_layer(s: Any, *, a: int, c: int, autocast: bool, method: str = "full", 
     w = 0
     if autocast and c != 4:
         if a != c and not qlora:
-            w += sum(lin[t][0] * lin[t][1] * (s.num_experts or 1) for t in lin if trains or grad_in[t])
+            # (MoE: the fused experts are not cast; the router and a shared expert are)
+            w += sum(lin[t][0] * lin[t][1] for t in lin if (trains or grad_in[t])
+                     and not (s.num_experts and t in ("gate_proj", "up_proj", "down_proj")))
+            if s.num_experts and (trains or g_mid):
+                w += h * s.num_experts + (3 * h * s.shared_intermediate + h if s.shared_intermediate else 0)
         if method in ("lora", "qlora") and tw != c:
             w += sum(rank * (lin[t][0] * grad_in[t] + lin[t][1]) for t in targets)
     const = c * w

@@ -48,6 +48,13 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "qwen2": {"vocab_size": 151936, "intermediate_size": 22016, "max_position_embeddings": 32768},
     "qwen3": {"vocab_size": 151936, "intermediate_size": 22016, "max_position_embeddings": 32768,
               "head_dim": 128},
+    "qwen3_moe": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768,
+                  "num_hidden_layers": 24, "num_attention_heads": 32, "num_key_value_heads": 4,
+                  "max_position_embeddings": 32768, "num_experts": 128, "num_experts_per_tok": 8},
+    "qwen2_moe": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 5632, "moe_intermediate_size": 1408,
+                  "shared_expert_intermediate_size": 5632, "num_hidden_layers": 24, "num_attention_heads": 16,
+                  "num_key_value_heads": 16, "max_position_embeddings": 32768, "num_experts": 60,
+                  "num_experts_per_tok": 4},
     "gemma": {"vocab_size": 256000, "hidden_size": 3072, "intermediate_size": 24576, "num_hidden_layers": 28,
               "num_attention_heads": 16, "num_key_value_heads": 16, "head_dim": 256,
               "tie_word_embeddings": True, "max_position_embeddings": 8192},
@@ -57,7 +64,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: model types whose count is exact (tests compare with a real model built from the config)
 EXACT_TYPES = tuple(_DEFAULTS)
-_QKV_BIAS_ALWAYS = ("qwen2",)  # Qwen2 attention: q/k/v always have a bias, o_proj none
+_QKV_BIAS_ALWAYS = ("qwen2", "qwen2_moe")  # Qwen2 attention: q/k/v always have a bias, o_proj none
+_QK_NORM = ("qwen3", "qwen3_moe")  # per-head RMSNorm of q and k
 VISION_TYPES = ("mllama", "qwen2_vl", "qwen2_5_vl", "llava", "llava_next", "idefics3", "paligemma",
                 "gemma3", "qwen3_vl", "mistral3")
 
@@ -134,6 +142,13 @@ CATALOG: dict[str, dict[str, Any]] = {
     "deepseek-ai/DeepSeek-R1": _DEEPSEEK_V3,
     "deepseek-ai/DeepSeek-R1-Distill-Llama-70B": {**_LLAMA3_70B, "max_position_embeddings": 131072},
     "deepseek-ai/DeepSeek-V3-0324": _DEEPSEEK_V3,
+    # the model of every LLaMA-Factory example finetui imports (../shared/compat): an imported job's estimate
+    # works offline
+    "Qwen/Qwen3-4B-Instruct-2507": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "dtype": "bfloat16",
+                                    "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+                                    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+                                    "vocab_size": 151936, "max_position_embeddings": 262144,
+                                    "tie_word_embeddings": True},
 }
 
 
@@ -281,10 +296,14 @@ class Shape:
     experts_per_token: int
     vision: bool
     dtype: str = "float32"  # the checkpoint's dtype (config.json dtype / torch_dtype)
+    moe_intermediate: int = 0  # an expert's intermediate size when it differs from the dense one (Qwen MoE)
+    shared_intermediate: int = 0  # Qwen2-MoE's shared expert, run for every token
+    dense_layers: int = 0  # layers with a dense MLP instead of experts (Qwen MoE's mlp_only_layers)
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each linear module of one decoder layer (per expert for MoE)."""
-        h, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
+        h, q, kv = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        i = self.moe_intermediate if self.num_experts and self.moe_intermediate else self.intermediate
         return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
@@ -330,7 +349,13 @@ def shape(cfg: dict[str, Any]) -> Shape:
         raise ModelInfoError(f"config.json lacks a usable shape ({e})") from None
     tied = tc.get("tie_word_embeddings", cfg.get("tie_word_embeddings", d["tie_word_embeddings"]))
     experts = int(tc.get("num_local_experts") or tc.get("n_routed_experts") or tc.get("num_experts")
-                  or d.get("num_local_experts") or 0)
+                  or d.get("num_local_experts") or d.get("num_experts") or 0)
+    moe_inter = int(g("moe_intermediate_size") or 0) if experts else 0
+    shared = int(g("shared_expert_intermediate_size") or 0) if experts else 0
+    dense = 0
+    if experts and base_type in ("qwen2_moe", "qwen3_moe"):  # decoder_sparse_step / mlp_only_layers
+        step, only = int(g("decoder_sparse_step") or 1), set(g("mlp_only_layers") or [])
+        dense = sum(1 for n in range(layers) if n in only or (n + 1) % step != 0)
     vision = mt in VISION_TYPES or "vision_config" in cfg or any(
         "Vision" in a or "ConditionalGeneration" in a for a in cfg.get("architectures") or [])
     return Shape(base_type or mt, hidden, layers, heads, kv, head_dim, inter, vocab, ctx, bool(tied),
@@ -338,7 +363,7 @@ def shape(cfg: dict[str, Any]) -> Shape:
                  bool(tc.get("mlp_bias", d["mlp_bias"])), experts,
                  int(tc.get("num_experts_per_tok") or d.get("num_experts_per_tok") or (2 if experts else 0)),
                  vision, str(cfg.get("dtype") or cfg.get("torch_dtype") or tc.get("dtype") or tc.get("torch_dtype")
-                             or "float32"))
+                             or "float32"), moe_inter, shared, dense)
 
 
 def param_breakdown(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -367,13 +392,18 @@ def param_breakdown(cfg: dict[str, Any]) -> dict[str, Any]:
     norms = 2 * h
     if s.model_type == "gemma2":
         norms = 4 * h
-    if s.model_type == "qwen3":
+    if s.model_type in _QK_NORM:
         norms += 2 * s.head_dim  # q_norm, k_norm
-    other = norms + (h * s.num_experts if s.num_experts else 0)  # MoE router
+    # MoE: the router, and Qwen2-MoE's shared expert (gate / up / down) with its one-output gate
+    shared = 3 * h * s.shared_intermediate + h if s.shared_intermediate else 0
+    other = norms + (h * s.num_experts if s.num_experts else 0) + shared
     per_layer = sum(lin.values()) + other
+    # Qwen MoE's dense layers: attention, norms and one MLP of the dense intermediate size
+    per_dense = sum(v for k, v in lin.items() if k not in ("gate_proj", "up_proj", "down_proj")) + norms \
+        + 3 * h * s.intermediate
     embed = s.vocab * h
     lm_head = 0 if s.tied else s.vocab * h
-    total = embed + lm_head + h + s.layers * per_layer
+    total = embed + lm_head + h + (s.layers - s.dense_layers) * per_layer + s.dense_layers * per_dense
     exact = s.model_type in EXACT_TYPES and not s.vision
     extra = 0
     measured = cfg.get("_num_params")

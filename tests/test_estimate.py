@@ -336,7 +336,15 @@ def test_param_counts_exact_against_real_models():
             {"model_type": "llama", **small, "tie_word_embeddings": True, "attention_bias": True},
             {"model_type": "qwen2", **small, "tie_word_embeddings": True},
             {"model_type": "mistral", **small},
-            {"model_type": "mixtral", **small, "num_local_experts": 4, "num_experts_per_tok": 2}]
+            {"model_type": "mixtral", **small, "num_local_experts": 4, "num_experts_per_tok": 2},
+            # experts narrower than the dense MLP; Qwen2-MoE's shared expert and gate; dense layers between
+            {"model_type": "qwen3_moe", **small, "moe_intermediate_size": 48, "num_experts": 8, "num_experts_per_tok": 2,
+             "head_dim": 16},
+            {"model_type": "qwen3_moe", **small, "num_hidden_layers": 4, "moe_intermediate_size": 48, "num_experts": 4,
+             "mlp_only_layers": [0], "decoder_sparse_step": 2},
+            {"model_type": "qwen2_moe", **small, "moe_intermediate_size": 48, "shared_expert_intermediate_size": 96,
+             "num_experts": 4, "num_experts_per_tok": 2}]
+    cfgs.append({k: v for k, v in CATALOG["Qwen/Qwen3-4B-Instruct-2507"].items() if k not in ("architectures", "dtype")})
     for c in cfgs:
         d = {k: v for k, v in c.items() if k != "model_type"}
         with torch.device("meta"):

@@ -141,12 +141,32 @@ def linear_names(model: Any) -> list[str]:
     return sorted(names)
 
 
+_ROUTERS = ("gate", "router", "shared_expert_gate")  # MoE routing Linears: all-linear leaves them frozen
+
+
+def _moe(model: Any) -> bool:
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return any(getattr(cfg, k, None) for k in ("num_local_experts", "num_experts", "n_routed_experts"))
+
+
 def target_modules(res: dict, model: Any) -> Any:
     tm = list(res.get("adapter.target_modules") or [])
     mt = getattr(model.config, "model_type", "")
     if tm == [] or tm is None:
-        return DEFAULT_TARGET_MODULES.get(mt) or None  # None: peft's own default for the architecture
+        if DEFAULT_TARGET_MODULES.get(mt):
+            return DEFAULT_TARGET_MODULES[mt]
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+        if mt not in PEFT_DEFAULTS and {"q_proj", "v_proj"} <= set(linear_names(model)):
+            return ["q_proj", "v_proj"]  # PEFT knows no default (Qwen2-MoE, Qwen3-MoE): q and v, as the estimate
+        return None  # peft's own default for the architecture
     if tm == ["all-linear"] or "all-linear" in tm:
+        if _moe(model):
+            # PEFT's all-linear also wraps a mixture-of-experts model's fused expert tensors (target_parameters):
+            # they refuse LoRA dropout ("ParamWrapper does not work with lora_dropout != 0", the default job
+            # failed) and multiply the adapter; finetui trains the Linear layers (attention, a shared expert) and
+            # leaves the experts and the router frozen, as the estimate counts them
+            return [n for n in linear_names(model) if n not in _ROUTERS]
         return "all-linear"
     known = set(linear_names(model))
     missing = [t for t in tm if t not in known and not any(k.endswith(t) for k in known)]
