@@ -371,6 +371,28 @@ async def test_launch_disabled_reasons_then_launch(make_app):
         assert "launch.runs_dir" not in app.launcher.jobs[0].values  # the job's own (default runs/)
 
 
+async def test_launch_estimate_is_the_real_one_with_its_notes_and_formulas(make_app):
+    # the real estimator (tui.app._estimate: the tiny model's config.json) for a DPO job: the notes say what the
+    # stage changes, the tooltip holds every part's formula as `finetui estimate` prints it
+    from tui.app import Services, _estimate
+
+    from tests.fixtures_tui import FIXED_NOW, fake_data_check, fake_model_info
+
+    services = Services(describe_model=fake_model_info, estimate=_estimate, data_check=fake_data_check,
+                        start_run=lambda job: None, ssh_hosts=lambda: [], clock=lambda: FIXED_NOW)
+    app = make_app(services=services)
+    async with app.run_test(size=(120, 60)) as pilot:
+        app.apply_edit("data.train_path", "finetui:samples/preference_demo.jsonl")
+        app.apply_edit("data.format", "preference")
+        app.apply_edit("trainer.stage", "dpo")
+        await goto(pilot, "launch")
+        text = screen_text(app)
+        assert "Memory / rank (CPU)" in text and "logits" in text
+        assert "· DPO: a pair's chosen and rejected sequences" in text and "· reference: a frozen copy" in text
+        tip = str(app.query_one("#estimate").tooltip)
+        assert "reference adapters" in tip and "fused LM head (TRL)" in tip and "layers ×" in tip
+
+
 async def test_finetui_runs_dir_overrides_the_jobs_in_the_tui_as_in_the_cli(make_app, monkeypatch, tmp_path):
     monkeypatch.setenv("FINETUI_RUNS_DIR", str(tmp_path / "elsewhere"))
     app = make_app()

@@ -100,7 +100,12 @@ def estimate_text(est: Any) -> Any:
     if getattr(est, "seconds", None):
         t.add_row("Time", _dur(est.seconds), "")
     t.add_row("Trainable", _count(est.trainable_params), f"of {_count(est.num_params)}")
-    return t
+    notes = [n for n in getattr(est, "notes", None) or []  # (not those about the CLI's options)
+             if "--" not in n and not n.startswith("gradients stay allocated")]
+    if not notes:
+        return t
+    # what the stage and the data change (DPO's paired sequences, a reference model, packing): below the table
+    return Group(t, *(Text(f"· {n}", "dim") for n in notes))
 
 
 def _count(n: float) -> str:
@@ -195,9 +200,14 @@ class LaunchPane(StepPane):
             hints = self.app.data_hints(job)  # type: ignore[attr-defined]  # rows, row length: last data check
             est = self.app.services.estimate(job, **hints)  # type: ignore[attr-defined]
             out: Any = estimate_text(est)
+            # every part's formula, as `finetui estimate` prints them, on hover
+            tip = est.to_text() if hasattr(est, "to_text") else None
         except Exception as e:
             out = Text(f"No estimate: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}", "dim")
-        self.query_one("#estimate", Static).update(out if not isinstance(out, list) else Group(*out))
+            tip = None
+        st = self.query_one("#estimate", Static)
+        st.update(out if not isinstance(out, list) else Group(*out))
+        st.tooltip = tip
 
     @on(Select.Changed, "#known-hosts")
     def _host(self, event: Select.Changed) -> None:
