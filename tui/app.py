@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from textual import events, on, work
 from textual.app import App, ComposeResult
@@ -907,11 +907,8 @@ class FinetuiApp(App[None]):
 
     # -- runs / launch ------------------------------------------------------------
     def action_runs(self) -> None:
-        try:
-            from tui.screens.runs import RunsScreen  # type: ignore[import-not-found]
-        except ImportError:
-            self.notify("The runs screen is not available yet.", severity="warning")
-            return
+        from tui.screens.runs import RunsScreen
+
         self.push_screen(RunsScreen(runs_dir=state.runs_dir(self.job)))
 
     def action_launch(self) -> None:
