@@ -6,7 +6,12 @@ formula filled in with the numbers, so a user can check it by hand::
 
     weights     8.03B params × 4 B (fp32 master weights) = 29.9 GiB
 
-Memory model (per GPU, the peak of a training step, an upper bound — every part summed):
+Memory model (per GPU, the peak of a training step). The total is every part summed, except
+that with one micro-batch per optimizer step under DDP the gradients (and the optimizer step's
+temporaries) are counted against the activations and logits, not on top of them: the backward
+pass frees the activations as it allocates the gradients —
+``weights + optimizer states + overhead + max(activations + logits (+ the LM head's gradient, the
+backward pass's first, when it trains), gradients + step temporaries)``:
 
 * **weights** — trainable parameters are kept in fp32 under DDP (mixed precision is
   autocast; TRL loads in float32), in the half dtype under DeepSpeed (its fp32 master copy
@@ -162,6 +167,8 @@ class Estimate:
     suggestions: list[Suggestion] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     on_cpu: bool = False
+    total_formula: str = ""
+    step_bytes: float = 0.0  # what a step adds to the weights, optimizer states and overhead (its max(...) term)
 
     @property
     def fits(self) -> bool | None:
@@ -187,12 +194,12 @@ class Estimate:
         L.append(f"Job       {self.method} · {self.backend} · {self.precision} · "
                  f"trainable {_n(self.trainable_params)} of {_n(self.num_params)} parameters")
         L.append("")
-        L.append(f"Memory per {'rank (CPU)' if self.on_cpu else 'GPU'} (peak of a training step, every part summed)")
+        L.append(f"Memory per {'rank (CPU)' if self.on_cpu else 'GPU'} (peak of a training step)")
         for p in self.parts:
             L.append("  " + p.line())
             if p.note:
                 L.append(f"  {'':<22} {'':>12}   ({p.note})")
-        L.append(f"  {'total':<22} {gib(self.total_bytes):>12}")
+        L.append(f"  {'total':<22} {gib(self.total_bytes):>12}   {self.total_formula}")
         other = "without" if self.parts_gc else "with"
         L.append(f"  (activations {other} gradient checkpointing: {gib(self.activations_other_bytes)})")
         if self.cpu_offload_bytes:
@@ -673,8 +680,9 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         ov.append(("reduce bucket h²×4 B", s.hidden * s.hidden * 4))
     if ds and zero == 3:
         ov.append(("gathered layers 2×layer×2 B", 2 * b["per_layer"] * hb))
-    if optim == "adamw" and not ds:
-        ov.append(("AdamW step temporaries", T * moment_b))  # adamw_torch (foreach): one sqrt(v) copy
+    step_tmp = float(T * moment_b) if optim == "adamw" and not ds else 0.0
+    if step_tmp:
+        ov.append(("AdamW step temporaries", step_tmp))  # adamw_torch (foreach): one sqrt(v) copy
     ov_bytes = float(sum(v for _, v in ov))
     ov_formula = " + ".join(f"{k} {gib(v)}" for k, v in ov) or "none on CPU"
 
@@ -686,7 +694,24 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         Part("logits", l_bytes, l_formula),
         Part("framework overhead", ov_bytes, ov_formula),
     ]
-    total = sum(p.bytes for p in parts)
+    # When is the peak? The backward pass frees the activations as it allocates the gradients, and the optimizer
+    # step (its temporaries) comes after both: with one micro-batch per step under DDP the gradients never meet
+    # the activations (measured, bench/activations_cpu.py). Accumulation keeps the gradients through the next
+    # micro-batches, and DeepSpeed keeps gradient partitions and buckets: then every part is summed.
+    if ga == 1 and not ds:
+        # (the LM head's gradient is the backward pass's first: it meets every activation)
+        head_g = s.vocab * s.hidden * tw if method == "full" and stage != "reward" else 0
+        step = a_bytes + l_bytes + head_g
+        step_term = max(step, g_bytes + step_tmp)
+        total = w_bytes + o_bytes + (ov_bytes - step_tmp) + step_term
+        total_formula = ("weights + optimizer states + framework overhead + max(activations + logits"
+                         + (" + the LM head's gradient" if head_g else "") + ", gradients"
+                         + (" + AdamW step temporaries" if step_tmp else "") + ")")
+    else:
+        total = sum(p.bytes for p in parts)
+        step_term = a_bytes + l_bytes + g_bytes
+        total_formula = "every part summed (" + ("gradients stay allocated across the accumulation micro-batches"
+                                                 if ga > 1 else "DeepSpeed keeps gradient partitions and buckets") + ")"
     st = steps_for(res, num_examples, tokens_per_example)
     secs = None
     tf = ""
@@ -705,8 +730,6 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     if ref:
         notes.append("reference: a frozen copy of the adapters (TRL's \"ref\" adapter)" if peft else
                      "reference model: a second, frozen copy of the weights")
-    if ga > 1:
-        notes.append("gradients stay allocated across the accumulation micro-batches")
     if packs(res) and not tokens_per_example:
         notes.append("packing: fewer, full-length sequences than examples; steps counted per example (upper bound: "
                      "give the mean tokens per example, --tokens-per-example, or check the data)")
@@ -714,7 +737,7 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
                    backend + (f" ZeRO-{zero}" if zero else "") + (" +offload optimizer" if off_opt else "")
                    + (" +offload params" if off_par else "") + f", {R} rank{'s' if R > 1 else ''}",
                    prec, P, T, parts, total, a_other, st, gpu_memory_gb, cpu_opt + cpu_params, secs, tf,
-                   [], notes, cpu)
+                   [], notes, cpu, total_formula, step_term)
     est.parts[0].note = t_formula if method != "full" else ""
     if suggest and gpu_memory_gb is not None and not est.fits:
         est.suggestions = _suggestions(res, model_config, gpu_memory_gb)

@@ -123,7 +123,14 @@ def test_parts_present_with_one_line_formulas(method, backend, precision):
     for p in e.parts:
         assert p.bytes >= 0, p
         assert p.formula and "\n" not in p.formula, p
-    assert e.total_bytes == pytest.approx(sum(p.bytes for p in e.parts))
+    b = {p.name: p.bytes for p in e.parts}
+    if backend == "ddp":  # one micro-batch a step: the gradients meet the activations' place, not them
+        assert b["weights"] + b["optimizer states"] + max(b["activations"] + b["logits"], b["gradients"]) \
+            <= e.total_bytes < sum(b.values())
+        assert "max(activations + logits" in e.total_formula and ", gradients" in e.total_formula
+    else:  # DeepSpeed keeps gradient partitions and buckets
+        assert e.total_bytes == pytest.approx(sum(b.values())) and "every part summed" in e.total_formula
+    assert e.total_formula in e.to_text()
     assert 0 < e.trainable_params <= e.num_params
     if method != "full":
         assert e.trainable_params < e.num_params / 10
@@ -148,6 +155,22 @@ def test_precision_changes_bytes():
         est(trainer__training_type="full", runtime__mixed_precision="bf16").part("activations").bytes
     assert fp32.part("activations").bytes > bf16.part("activations").bytes
     assert fp32.part("weights").bytes > bf16.part("weights").bytes
+
+
+def test_gradients_take_the_activations_place_with_one_micro_batch_a_step():
+    # full fine-tuning of Llama-3.1-8B in bf16 under DDP: the backward pass frees the activations as it allocates
+    # the gradients (16 GB here), and AdamW's step temporaries come after both
+    e = est(trainer__training_type="full")
+    b = {p.name: p.bytes for p in e.parts}
+    tmp, ctx = 2 * e.num_params, 512 * 2 ** 20  # one bf16 sqrt(v) copy; the CUDA context
+    assert b["framework overhead"] == pytest.approx(ctx + tmp)
+    head = LLAMA_8B["vocab_size"] * LLAMA_8B["hidden_size"] * 2  # the LM head's bf16 gradient comes first
+    assert e.total_bytes == pytest.approx(b["weights"] + b["optimizer states"] + ctx
+                                          + max(b["activations"] + b["logits"] + head, b["gradients"] + tmp))
+    # gradient accumulation keeps the gradients through the next micro-batch's forward pass: every part summed
+    acc = est(trainer__training_type="full", runtime__gradient_accumulation_steps=4)
+    assert acc.total_bytes == pytest.approx(sum(p.bytes for p in acc.parts))
+    assert "accumulation" in acc.total_formula and acc.total_bytes > e.total_bytes
 
 
 def test_full_fp32_checkpoint_arithmetic():

@@ -389,6 +389,7 @@ async def test_launch_estimate_is_the_real_one_with_its_notes_and_formulas(make_
         text = screen_text(app)
         assert "Memory / rank (CPU)" in text and "logits" in text
         assert "· DPO: a pair's chosen and rejected sequences" in text and "· reference: a frozen copy" in text
+        assert "· total = weights + optimizer states + framework overhead" in text
         tip = str(app.query_one("#estimate").tooltip)
         assert "reference adapters" in tip and "fused LM head (TRL)" in tip and "layers ×" in tip
 

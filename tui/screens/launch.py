@@ -100,8 +100,9 @@ def estimate_text(est: Any) -> Any:
     if getattr(est, "seconds", None):
         t.add_row("Time", _dur(est.seconds), "")
     t.add_row("Trainable", _count(est.trainable_params), f"of {_count(est.num_params)}")
-    notes = [n for n in getattr(est, "notes", None) or []  # (not those about the CLI's options)
-             if "--" not in n and not n.startswith("gradients stay allocated")]
+    notes = [n for n in getattr(est, "notes", None) or [] if "--" not in n]  # (not those about the CLI's options)
+    if getattr(est, "total_formula", ""):  # the parts do not always add up to the total: say how it is made
+        notes.insert(0, f"total = {est.total_formula}")
     if not notes:
         return t
     # what the stage and the data change (DPO's paired sequences, a reference model, packing): below the table
