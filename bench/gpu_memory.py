@@ -144,8 +144,7 @@ def run(configs: list, shapes: dict, device: str) -> dict:
             t0 = time.time()
             if shape_name not in dirs:
                 dirs[shape_name] = build_model_dir(shape, Path(tmp) / shape_name)
-            stage = next((k for k, v in STAGES.items() if v and all(values.get(x) == y for x, y in v.items())), "sft")
-            vals = job_values(values, dirs[shape_name], data[stage], device)
+            vals = job_values(values, dirs[shape_name], data[values.get("trainer.stage", "sft")], device)
             est = estimate(JobConfig(values=vals).resolved(), model_config=shape)
             predicted = est.total_bytes - (CUDA_CONTEXT_BYTES if device == "cuda" else 0)
             spec = {"values": vals, "device": device, "run_dir": str(Path(tmp) / f"run{len(rows)}")}

@@ -397,9 +397,9 @@ def _act_layer(s: Any, *, a: int, c: int, autocast: bool, method: str = "full", 
     length with eager attention (0: SDPA or flash-attention, which keep no score matrix).
     """
     q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
-    h, i = s.hidden, s.linear_shapes()["gate_proj"][1]  # an expert's for MoE
-    k = s.experts_per_token if s.num_experts else 1
     lin = s.linear_shapes()
+    h, i = s.hidden, lin["gate_proj"][1]  # (an expert's for MoE)
+    k = s.experts_per_token if s.num_experts else 1
     targets = [t for t in (targets or []) if t in lin]
     mult = {t: (k if t in ("gate_proj", "up_proj", "down_proj") else 1) for t in lin}
     qkv = ("q_proj", "k_proj", "v_proj")
