@@ -236,6 +236,12 @@ class Estimate:
 # --------------------------------------------------------------------------
 
 
+def _paired(res: dict[str, Any]) -> bool:
+    """DPO (ORPO, SimPO) and the reward model put an example's chosen and rejected sequences side by side."""
+    stage = res.get("trainer.stage")
+    return stage == "reward" or (stage == "dpo" and res.get("preference.preference_loss") != "kto_pair")
+
+
 def steps_for(res: dict[str, Any], num_examples: int | None, tokens_per_example: float | None = None) -> Steps:
     b = int(res["general.batch_size"])
     ga = int(res.get("runtime.gradient_accumulation_steps") or 1)
@@ -278,8 +284,9 @@ def steps_for(res: dict[str, Any], num_examples: int | None, tokens_per_example:
         F.append(f"total steps = examples ÷ {eff} × {epochs} epochs (give --examples N for a number)")
     # tokens a sequence holds: packed sequences are full; unpacked ones hold one example (when its length is known)
     per_seq = seq if packs(res) or not tokens_per_example else min(seq, max(1, math.ceil(tokens_per_example)))
+    per_example = 2 if _paired(res) else 1  # a pair's two sequences both count as tokens seen
     return Steps(n, train, b, ga, R, eff, per_epoch, updates, int(epochs) if epochs else None, total, total_b,
-                 b * per_seq * ga * R, F)
+                 b * per_example * per_seq * ga * R, F)
 
 
 def oci_total_training_steps(epochs: int, dataset_size: int, batch_size: int) -> float:
@@ -493,8 +500,7 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     # the LM head with a one-output score head
     stage = str(res.get("trainer.stage") or "sft")
     ploss = str(res.get("preference.preference_loss") or "sigmoid") if stage == "dpo" else ""
-    kto = stage == "kto" or ploss == "kto_pair"
-    pairs = stage == "reward" or (stage == "dpo" and not kto)
+    pairs = _paired(res)
     if stage == "reward":
         b = {**b, "total": int(b["total"]) - int(b["lm_head"]) + s.hidden}
     P = int(b["total"])
@@ -717,8 +723,10 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     tf = ""
     if throughput_tokens_per_s and st.total_steps:
         secs = st.total_steps * st.tokens_per_step / float(throughput_tokens_per_s)
-        per_seq = st.tokens_per_step // max(1, bsz * ga * R)
-        what = f"seq {seq}" if per_seq == seq else f"{per_seq} tokens per example"
+        two = 2 if pairs else 1
+        per_seq = st.tokens_per_step // max(1, bsz * two * ga * R)
+        what = (f"seq {seq}" if per_seq == seq else f"{per_seq} tokens per example") \
+            + (" × 2 sequences (chosen, rejected)" if pairs else "")
         tf = (f"{st.total_steps} steps × {st.tokens_per_step} tokens/step (batch {bsz} × {what} × accumulation "
               f"{ga} × ranks {R}) ÷ {throughput_tokens_per_s:g} tokens/s = {_dur(secs)}")
     if throughput_tokens_per_s and secs is not None and not packs(res) and not tokens_per_example:

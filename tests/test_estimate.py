@@ -509,6 +509,20 @@ def test_row_counts_are_remembered_until_the_file_changes(tmp_path):
 # --------------------------------------------------------------------------
 
 
+def test_time_to_finish_counts_both_sequences_of_a_pair():
+    # the run's tokens/s counts every non-padding input token: a DPO pair's chosen and rejected sequences both
+    kw = dict(general__batch_size=4, general__max_sequence_length=512, general__epochs=1)
+    sft = estimate(res(**kw), model_config=LLAMA_1B, num_examples=400, throughput_tokens_per_s=1000)
+    dpo = estimate(res(trainer__stage="dpo", data__format="preference", **kw), model_config=LLAMA_1B,
+                   num_examples=400, throughput_tokens_per_s=1000)
+    assert dpo.steps.total_steps == sft.steps.total_steps == 100
+    assert dpo.seconds == pytest.approx(2 * sft.seconds)
+    assert "× 2 sequences (chosen, rejected)" in dpo.time_formula
+    kto = estimate(res(trainer__stage="kto", data__format="kto", **kw), model_config=LLAMA_1B, num_examples=400,
+                   throughput_tokens_per_s=1000)
+    assert kto.seconds == pytest.approx(sft.seconds)  # unpaired rows
+
+
 def test_dpo_puts_chosen_and_rejected_in_one_micro_batch():
     sft, dpo = (est(trainer__training_type="lora", trainer__stage=st, data__format="preference" if st == "dpo"
                     else "alpaca") for st in ("sft", "dpo"))
