@@ -560,6 +560,16 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     frozen = P if peft else P - T
     if method == "qlora" and qbits:
         lin_total = s.layers * sum(b["per_layer_linear"].values())
+        if s.num_experts:
+            # bitsandbytes replaces nn.Linear modules only: transformers 5's fused experts stay unquantized, and
+            # prepare_model_for_kbit_training upcasts them to fp32 with every other unquantized parameter
+            attn = sum(v for k, v in b["per_layer_linear"].items() if k not in ("gate_proj", "up_proj", "down_proj"))
+            router = s.hidden * s.num_experts + (3 * s.hidden * s.shared_intermediate + s.hidden
+                                                 if s.shared_intermediate else 0)
+            lin_total = (s.layers - s.dense_layers) * (attn + router) \
+                + s.dense_layers * (attn + 3 * s.hidden * s.intermediate)
+            notes.append("QLoRA on a mixture-of-experts model: bitsandbytes quantizes the Linear layers only; the "
+                         "fused experts stay unquantized (fp32 after prepare_model_for_kbit_training)")
         rest = frozen - lin_total
         qb = QLORA_BYTES[qbits]
         w_bytes = lin_total * qb + rest * fb + T * tw

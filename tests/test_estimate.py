@@ -228,6 +228,19 @@ def test_qlora_below_lora_below_full():
     assert "4-bit" in qlora.part("weights").formula
 
 
+def test_qlora_leaves_fused_moe_experts_unquantized():
+    # transformers 5 keeps a mixture-of-experts model's experts as 3-D tensors, not nn.Linear: bitsandbytes does
+    # not quantize them and peft's prepare_model_for_kbit_training makes them fp32
+    mixtral = CATALOG["mistralai/Mixtral-8x7B-v0.1"]
+    q = est(mixtral, trainer__training_type="qlora")
+    h, i, E, L = 4096, 14336, 8, 32
+    experts = L * E * 3 * h * i
+    assert q.part("weights").bytes > experts * 4
+    assert "experts stay unquantized" in " ".join(q.notes)
+    # a dense model's MLPs are Linear layers: quantized
+    assert "experts" not in " ".join(est(trainer__training_type="qlora").notes)
+
+
 def test_peft_methods_keep_fewer_activations_than_full():
     acts = {m: est(trainer__training_type=m, adapter__lora_dropout=0.0, adapter__target_modules=[])
             .part("activations").bytes for m in METHODS}  # targets: the architecture's default (q_proj, v_proj)
