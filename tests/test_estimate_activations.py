@@ -182,3 +182,21 @@ def test_lora_on_other_architectures_trains_what_the_estimate_counts(arch, targe
     model = apply_method(AutoModelForCausalLM.from_config(cfg), res, "x", "cpu", lambda m: None)
     real = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert estimate(res, model_config={**SMALL, **a}).trainable_params == real
+
+
+def test_qlora_on_a_moe_model_warns_that_the_experts_stay_unquantized():
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.train.modeling import apply_method
+
+    said: list[str] = []
+    a = ARCHS["mixtral"]
+    cfg = AutoConfig.for_model(a["model_type"], **SMALL, **{k: v for k, v in a.items() if k != "model_type"})
+    res = JobConfig(values={"model.name_or_path": "x", "data.train_path": "x.jsonl", "launch.device": "cuda",
+                            "trainer.training_type": "qlora"}).resolved()
+    apply_method(AutoModelForCausalLM.from_config(cfg), res, "x", "cpu", said.append)
+    assert any("fused experts stay unquantized" in m for m in said), said
+    said.clear()
+    dense = AutoConfig.for_model("llama", **{k: v for k, v in SMALL.items()})
+    apply_method(AutoModelForCausalLM.from_config(dense), res, "x", "cpu", said.append)
+    assert not any("experts" in m for m in said)

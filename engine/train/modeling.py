@@ -209,6 +209,10 @@ def apply_method(model: Any, res: dict, tokenizer_path: str, device: str,
     import peft
 
     if method == "qlora":
+        if _moe(model):
+            warn("trainer.training_type: QLoRA quantizes Linear layers only; this mixture-of-experts model's fused "
+                 "experts stay unquantized and become fp32 (prepare_model_for_kbit_training): little memory is "
+                 "saved — `finetui estimate` shows how much")
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
                                                      gradient_checkpointing_kwargs={"use_reentrant": False})
     if method in ("lora", "qlora"):
