@@ -10,6 +10,7 @@ from textual.widgets import Button, Input, Select, Static, TextArea
 
 from engine.config import JobConfig
 from tui import state
+from tests.fake_run import wait_for
 from tui.widgets.form import FieldRow, row_id, widget_id
 
 SIZE = (100, 40)
@@ -392,6 +393,35 @@ async def test_launch_estimate_is_the_real_one_with_its_notes_and_formulas(make_
         assert "· total = weights + optimizer states + framework overhead" in text
         tip = str(app.query_one("#estimate").tooltip)
         assert "reference adapters" in tip and "fused LM head (TRL)" in tip and "layers ×" in tip
+
+
+async def test_launch_estimate_says_whether_it_fits_the_local_gpu_and_what_would(make_app):
+    # the launch target's GPU memory is probed once (a thread); the estimate then gives its verdict and, when the
+    # job does not fit, each change that lowers it with its new total
+    from tui.app import Services, _estimate
+
+    from tests.fixtures_tui import FIXED_NOW, fake_data_check, fake_model_info
+
+    asked: list[str] = []
+
+    def gpu_memory(host: str) -> float:
+        asked.append(host)
+        return 0.25  # GiB: less than the CUDA context alone
+
+    services = Services(describe_model=fake_model_info, estimate=_estimate, data_check=fake_data_check,
+                        start_run=lambda job: None, ssh_hosts=lambda: [], clock=lambda: FIXED_NOW,
+                        gpu_memory=gpu_memory)
+    app = make_app(services=services)
+    async with app.run_test(size=(120, 60)) as pilot:
+        app.apply_edit("launch.device", "cuda")
+        await goto(pilot, "launch")
+        await wait_for(pilot, lambda: "does NOT fit in 0.25 GB" in screen_text(app))
+        text = screen_text(app)
+        assert "· to fit: gradient checkpointing →" in text
+        assert asked == ["local"]  # probed once
+        app.apply_edit("general.batch_size", 2)
+        await pilot.pause()
+        assert asked == ["local"] and "does NOT fit in 0.25 GB" in screen_text(app)
 
 
 async def test_finetui_runs_dir_overrides_the_jobs_in_the_tui_as_in_the_cli(make_app, monkeypatch, tmp_path):

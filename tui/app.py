@@ -57,9 +57,11 @@ def _describe_model(name: str) -> Any:
     return modelinfo.describe(name)
 
 
-def _estimate(job: JobConfig, num_examples: int | None = None, tokens_per_example: float | None = None) -> Any:
+def _estimate(job: JobConfig, num_examples: int | None = None, tokens_per_example: float | None = None,
+              gpu_memory_gb: float | None = None) -> Any:
     """The launch screen's estimate; the row count and mean row length come from the last data check of
-    this data (FinetuiApp.data_hints), else the rows are counted in a local file (cheap, no tokenizer)."""
+    this data (FinetuiApp.data_hints), else the rows are counted in a local file (cheap, no tokenizer);
+    with the GPU's memory (``gpu_memory_gb``) it says whether the job fits and, if not, what would."""
     try:
         from engine import estimate
     except ImportError:
@@ -69,7 +71,26 @@ def _estimate(job: JobConfig, num_examples: int | None = None, tokens_per_exampl
         from engine.data.sources import count_examples
 
         num_examples = count_examples(str(res.get("data.train_path") or ""))
-    return estimate.estimate(res, num_examples=num_examples, tokens_per_example=tokens_per_example)
+    return estimate.estimate(res, num_examples=num_examples, tokens_per_example=tokens_per_example,
+                             gpu_memory_gb=gpu_memory_gb)
+
+
+def _gpu_memory(host: str) -> float | None:
+    """GiB of the smallest GPU of the launch target, for the estimate's verdict: this machine's through
+    ``nvidia-smi`` (no torch), None elsewhere (a remote host's would cost an SSH round trip) or without one."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi") if host in ("", "local") else None
+    if not smi:
+        return None
+    try:
+        p = subprocess.run([smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits"], capture_output=True,
+                           text=True, timeout=10)
+        mib = [float(x) for x in p.stdout.split() if x.strip()] if p.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    return round(min(mib) / 1024, 1) if mib else None
 
 
 def _local_tokenizer(model: str) -> str | None:
@@ -147,6 +168,7 @@ class Services:
     start_run: Callable[[JobConfig], Any] = _start_run
     ssh_hosts: Callable[[], list[str]] = ssh_hosts
     clock: Callable[[], datetime] = datetime.now
+    gpu_memory: Callable[[str], float | None] = _gpu_memory  # launch host → GiB of its smallest GPU, or None
 
 
 # --------------------------------------------------------------------------
@@ -346,6 +368,7 @@ class FinetuiApp(App[None]):
         self._autosave_timer: Any = None
         self.last_export: tuple[list[Path], list[str]] | None = None  # (files written, warnings)
         self.data_report: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # (data_key, last check's report)
+        self.gpu_memory: dict[str, float | None] = {}  # launch host → GiB of its smallest GPU (probed once)
         if theme:
             self.theme = theme
         # last session's parsed CSS (tui/csscache.py): about 65 ms less to the first screen
@@ -577,6 +600,32 @@ class FinetuiApp(App[None]):
         if isinstance(mean, (int, float)) and mean > 0:
             out["tokens_per_example"] = float(mean)
         return out
+
+    def estimate_hints(self, job: JobConfig) -> dict[str, Any]:
+        """The data hints, and the launch target's GPU memory once probed (the first call for a host starts
+        the probe in a thread; the launch pane's estimate is refreshed when it answers)."""
+        hints = self.data_hints(job)
+        res = job.resolved()
+        if res.get("launch.device") == "cpu":
+            return hints
+        host = str(res.get("launch.host") or "local")
+        if host not in self.gpu_memory:
+            self.gpu_memory[host] = None
+            self.run_worker(lambda: self._probe_gpu(host), thread=True, group="gpu-probe", exit_on_error=False)
+        elif self.gpu_memory[host]:
+            hints["gpu_memory_gb"] = self.gpu_memory[host]
+        return hints
+
+    def _probe_gpu(self, host: str) -> None:
+        gb = self.services.gpu_memory(host)
+        if gb:
+            self.call_from_thread(self._gpu_probed, host, gb)
+
+    def _gpu_probed(self, host: str, gb: float) -> None:
+        self.gpu_memory[host] = gb
+        pane = self.panes.get("launch")
+        if pane is not None and pane.ready:
+            pane.update_estimate(self.job)  # type: ignore[attr-defined]
 
     def default_run_name(self, job: JobConfig | None = None) -> str:
         job = job or self.job

@@ -103,6 +103,8 @@ def estimate_text(est: Any) -> Any:
     notes = [n for n in getattr(est, "notes", None) or [] if "--" not in n]  # (not those about the CLI's options)
     if getattr(est, "total_formula", ""):  # the parts do not always add up to the total: say how it is made
         notes.insert(0, f"total = {est.total_formula}")
+    for s in getattr(est, "suggestions", None) or []:  # it does not fit: each change alone, with its estimate
+        notes.append(f"to fit: {s.title} → {gib(s.total_bytes)}{' (fits)' if s.fits else ''}")
     if not notes:
         return t
     # what the stage and the data change (DPO's paired sequences, a reference model, packing): below the table
@@ -198,7 +200,8 @@ class LaunchPane(StepPane):
 
     def update_estimate(self, job: JobConfig) -> None:
         try:
-            hints = self.app.data_hints(job)  # type: ignore[attr-defined]  # rows, row length: last data check
+            # rows and row length (the last data check), the target's GPU memory (once probed)
+            hints = self.app.estimate_hints(job)  # type: ignore[attr-defined]
             est = self.app.services.estimate(job, **hints)  # type: ignore[attr-defined]
             out: Any = estimate_text(est)
             # every part's formula, as `finetui estimate` prints them, on hover
