@@ -651,3 +651,35 @@ async def test_wizard_fits_80x24_without_horizontal_scrolling(make_app):
                     continue
                 assert not w.show_horizontal_scrollbar, f"{step}: {w!r} scrolls horizontally"
                 assert w.region.right <= 80, f"{step}: {w!r} ends at column {w.region.right}"
+
+
+def test_gpu_memory_probe_reads_nvidia_smi_and_leaves_unknown_hosts_alone(tmp_path, monkeypatch):
+    import tui.app as A
+
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n[ \"$1\" = --query-gpu=memory.total ] || exit 3\nprintf '81559\\n40960\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    assert A._gpu_memory("local") == 40.0  # the smallest GPU, in GiB
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: no verdict
+    assert A._gpu_memory("local") is None
+    # a remote target is probed over SSH only when it is a host of ~/.ssh/config, not a half-typed name
+    import subprocess
+
+    from engine.launch import ssh
+
+    calls: list[tuple[str, str]] = []
+
+    def fake_run(target, cmd, **kw):
+        calls.append((target, cmd))
+        if target == "down-box":
+            raise ssh.SSHError("cannot reach down-box")
+        return subprocess.CompletedProcess(cmd, 0, b"24576\n", b"")
+
+    monkeypatch.setattr(A, "ssh_hosts", lambda: ["gpu-box", "down-box"])
+    monkeypatch.setattr(ssh, "run", fake_run)
+    assert A._gpu_memory("gpu-b") is None and calls == []
+    assert A._gpu_memory("user@gpu-box:2222") == 24.0
+    assert calls == [("user@gpu-box:2222", "nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits")]
+    assert A._gpu_memory("down-box") is None  # no answer: no verdict, no error

@@ -76,19 +76,27 @@ def _estimate(job: JobConfig, num_examples: int | None = None, tokens_per_exampl
 
 
 def _gpu_memory(host: str) -> float | None:
-    """GiB of the smallest GPU of the launch target, for the estimate's verdict: this machine's through
-    ``nvidia-smi`` (no torch), None elsewhere (a remote host's would cost an SSH round trip) or without one."""
+    """GiB of the smallest GPU of the launch target, for the estimate's verdict, through ``nvidia-smi`` (no
+    torch): this machine's, or a host of ~/.ssh/config's over SSH (not a half-typed name); None without one."""
     import shutil
-    import subprocess
 
-    smi = shutil.which("nvidia-smi") if host in ("", "local") else None
-    if not smi:
-        return None
+    query = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
     try:
-        p = subprocess.run([smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits"], capture_output=True,
-                           text=True, timeout=10)
-        mib = [float(x) for x in p.stdout.split() if x.strip()] if p.returncode == 0 else []
-    except (OSError, subprocess.TimeoutExpired, ValueError):
+        if host in ("", "local"):
+            smi = shutil.which("nvidia-smi")
+            if not smi:
+                return None
+            p = subprocess.run([smi, *query[1:]], capture_output=True, text=True, timeout=10)
+            out = p.stdout if p.returncode == 0 else ""
+        else:
+            if host.split("@")[-1].split(":")[0] not in ssh_hosts():
+                return None
+            from engine.launch import ssh
+
+            r = ssh.run(host, " ".join(query), timeout=20)
+            out = r.stdout.decode("utf-8", "replace") if r.returncode == 0 else ""
+        mib = [float(x) for x in out.split()]
+    except Exception:  # noqa: BLE001 - no answer, no verdict: the estimate stands without one
         return None
     return round(min(mib) / 1024, 1) if mib else None
 
