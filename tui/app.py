@@ -619,7 +619,10 @@ class FinetuiApp(App[None]):
         host = str(res.get("launch.host") or "local")
         if host not in self.gpu_memory:
             self.gpu_memory[host] = None
-            self.run_worker(lambda: self._probe_gpu(host), thread=True, group="gpu-probe", exit_on_error=False)
+            # a daemon thread, not a worker: a probe still waiting on SSH must not hold the app's exit
+            import threading
+
+            threading.Thread(target=self._probe_gpu, args=(host,), name="gpu-probe", daemon=True).start()
         elif self.gpu_memory[host]:
             hints["gpu_memory_gb"] = self.gpu_memory[host]
         return hints
@@ -627,7 +630,10 @@ class FinetuiApp(App[None]):
     def _probe_gpu(self, host: str) -> None:
         gb = self.services.gpu_memory(host)
         if gb:
-            self.call_from_thread(self._gpu_probed, host, gb)
+            try:
+                self.call_from_thread(self._gpu_probed, host, gb)
+            except RuntimeError:  # the app has ended meanwhile
+                pass
 
     def _gpu_probed(self, host: str, gb: float) -> None:
         self.gpu_memory[host] = gb
