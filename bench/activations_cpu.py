@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from estimator_cpu import SHAPES as ESTIMATOR_SHAPES, build_model_dir, worker_model  # noqa: E402 - bench/ is the script's folder
+from estimator_cpu import SHAPES as ESTIMATOR_SHAPES, build_model_dir, worker_trainer  # noqa: E402 - bench/ is the script's folder
 
 MMAP_THRESHOLD = 65536
 #: estimator_cpu's two shapes (a Llama with untied embeddings, a Qwen2 with tied embeddings and q/k/v
@@ -126,9 +126,6 @@ def child(spec: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from engine.data import load_rows
-    from engine.train.trainers import build_trainer, common_args
-
     torch.set_num_threads(1)  # the same arithmetic each run; memory does not depend on threads
     # the measurement itself: a tensor of 100 MiB appears in the resident set, then leaves it
     r0, _ = _status()
@@ -138,11 +135,9 @@ def child(spec: dict) -> dict:
     r2, _ = _status()
     probe = ((r1 - r0) / 2 ** 20, (r2 - r0) / 2 ** 20)
 
-    res, tok, model = worker_model(spec["values"])
     got: dict = {"probe": probe, "steps": []}
     mark: dict = {}
-
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    params: set[int] = set()  # the model's parameters' storages (not activations)
     saved: dict[int, int] = {}
 
     def pack(t):  # every tensor autograd saves for the backward pass, by storage (views counted once)
@@ -174,11 +169,8 @@ def child(spec: dict) -> dict:
             got["steps"].append({"kept": mark["kept"], "saved": mark["saved"], "peak": hwm - mark["start"],
                                  "tokens": mark["tokens"]})
 
-    data = load_rows(res, None)
-    base = common_args(res, Path(spec["run_dir"]), "cpu", False, [])
-    base.update(max_steps=2, save_strategy="no", logging_strategy="no", report_to=[])
-    trainer = build_trainer(res, model, tok, data.train[:BATCH * 2], None, base, [AfterBackward()], None,
-                            lambda *a, **k: None)
+    trainer = worker_trainer(spec["values"], Path(spec["run_dir"]), [AfterBackward()], steps=2, rows=BATCH * 2)
+    params.update(p.untyped_storage().data_ptr() for p in trainer.model.parameters())
     trainer.model.register_forward_pre_hook(pre, with_kwargs=True)
     trainer.model.register_forward_hook(post, with_kwargs=True)
     trainer.train()

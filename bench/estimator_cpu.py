@@ -104,15 +104,25 @@ def worker_model(values: dict, device: str = "cpu") -> tuple[dict, Any, Any]:
     return res, tok, apply_method(model, res, path, device, warn)
 
 
+def worker_trainer(values: dict, run_dir: Path, callbacks: list, *, steps: int, rows: int,
+                   device: str = "cpu") -> Any:
+    """The job built as the worker builds it and its real TRL trainer: ``steps`` optimizer steps on the
+    first ``rows`` rows of its data, nothing saved or logged."""
+    from engine.data import load_rows
+    from engine.train.trainers import build_trainer, common_args
+
+    res, tok, model = worker_model(values, device)
+    base = common_args(res, Path(run_dir), device, False, [])
+    base.update(max_steps=steps, save_strategy="no", logging_strategy="no")
+    return build_trainer(res, model, tok, load_rows(res, None).train[:rows], None, base, callbacks, None,
+                         lambda *a, **k: None)
+
+
 def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
     """Build the job like the worker, train one optimizer step, return real bytes by part."""
     import torch
     from transformers import TrainerCallback
 
-    from engine.data import load_rows
-    from engine.train.trainers import build_trainer, common_args
-
-    res, tok, model = worker_model(values)
     got: dict = {}
     ref: list = []  # the reference model's parameters (DPO with full fine-tuning; with LoRA they are the model's)
 
@@ -129,11 +139,7 @@ def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
             got["trainable"] = sum(p.numel() for p in params if p.requires_grad)
             got["total"] = sum(p.numel() for p in params)
 
-    data = load_rows(res, None)
-    base = common_args(res, run_dir, "cpu", False, [])
-    base.update(max_steps=1, save_strategy="no", logging_strategy="no")
-    trainer = build_trainer(res, model, tok, data.train[:64], None, base, [Measure()], None,
-                            lambda *a, **k: None)
+    trainer = worker_trainer(values, run_dir, [Measure()], steps=1, rows=64)
     if getattr(trainer, "ref_model", None) is not None:
         ref.extend(trainer.ref_model.parameters())
     trainer.train()

@@ -36,8 +36,8 @@ from engine.config import JobConfig  # noqa: E402
 from engine.estimate import CUDA_CONTEXT_BYTES, GIB, estimate  # noqa: E402
 from engine.modelinfo import CATALOG  # noqa: E402
 
-from activations_cpu import SHAPES as CPU_SHAPES, STAGES, long_rows  # noqa: E402 - bench/ is the script's folder
-from estimator_cpu import build_model_dir, worker_model  # noqa: E402
+from activations_cpu import SHAPES as CPU_SHAPES, STAGES, _status, long_rows  # noqa: E402 - bench/ is the script's folder
+from estimator_cpu import build_model_dir, worker_trainer  # noqa: E402
 
 SHAPES = {
     "qwen2-0.5b": CATALOG["Qwen/Qwen2-0.5B-Instruct"],
@@ -97,29 +97,18 @@ def child(spec: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from engine.data import load_rows
-    from engine.train.trainers import build_trainer, common_args
-
-    dev = spec["device"]
-    res, tok, model = worker_model(spec["values"], dev)
+    dev, values = spec["device"], spec["values"]
     got: dict = {"steps": 0}
 
     def peak() -> int:
-        if dev == "cuda":
-            return int(torch.cuda.max_memory_allocated())
-        with open("/proc/self/status") as fh:
-            return next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:"))
+        return int(torch.cuda.max_memory_allocated()) if dev == "cuda" else _status()[1]
 
     class Peak(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             got["steps"], got["peak"] = state.global_step, peak()
 
-    data = load_rows(res, None)
-    base = common_args(res, Path(spec["run_dir"]), dev, False, [])
-    base.update(max_steps=STEPS, save_strategy="no", logging_strategy="no", report_to=[])
-    n = int(res["general.batch_size"]) * int(res["runtime.gradient_accumulation_steps"]) * STEPS
-    trainer = build_trainer(res, model, tok, data.train[:n], None, base, [Peak()], None, lambda *a, **k: None)
-    trainer.train()
+    rows = int(values["general.batch_size"]) * int(values.get("runtime.gradient_accumulation_steps", 1)) * STEPS
+    worker_trainer(values, Path(spec["run_dir"]), [Peak()], steps=STEPS, rows=rows, device=dev).train()
     return got
 
 
