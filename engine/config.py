@@ -124,6 +124,14 @@ def _is(name: str, *vals: Any) -> dict[str, Any]:
     return _v(lambda v: v.get(name) in vals, f"{name} is {' or '.join(map(str, vals))}")
 
 
+def _reads_s3(v: dict[str, Any]) -> bool:
+    from engine.data.sources import any_s3  # here: engine.data imports this module
+
+    return any_s3(v.get("data.train_path"), v.get("data.validation_path"))
+
+
+_S3_DATA = _v(_reads_s3, "a data path is s3://")
+
 LORA_METHODS = ("lora", "qlora")
 STAGES = ("pretrain", "sft", "dpo", "kto", "reward")
 METHODS = ("full", "lora", "qlora", "tfew", "prompt_tuning", "freeze")
@@ -175,7 +183,8 @@ FIELDS: list[Field] = [
        range=Range(0, 1), optional=True),
     # ----------------------------------------------------------------- data
     _F("data", "train_path", "path", "", "Training data",
-       "A .json / .jsonl / .zip file, a folder, or s3://bucket/key through the data connection below.",
+       "A .json / .jsonl / .zip file, a folder, or s3://bucket/key through the data connection below; several "
+       "of them separated by commas are read one after the other (same format).",
        aliases=("data_s3_path",)),
     _F("data", "format", "enum", "alpaca", "Data format",
        "alpaca {instruction,input,output}; corpus {text}; sharegpt {conversations:[{from,value}]} or "
@@ -183,7 +192,8 @@ FIELDS: list[Field] = [
        "(chosen/rejected); bedrock_converse (Nova); kto (messages + boolean label).",
        choices=FORMATS),
     _F("data", "validation_path", "path", None, "Validation data",
-       "A separate validation file (Nova: validation_data_s3_path). Unset: use val_size.",
+       "A separate validation file, or several separated by commas (Nova: validation_data_s3_path). Unset: "
+       "use val_size.",
        optional=True, aliases=("validation_data_s3_path",)),
     _F("data", "val_size", "float", 0.0, "Validation fraction",
        "Fraction of the training rows held out for evaluation when no validation file is given.",
@@ -193,7 +203,8 @@ FIELDS: list[Field] = [
        "it invalid rows are dropped and counted in the run's events (Nova's recipe uses 10).",
        range=Range(0, 100)),
     _F("data", "max_samples", "int", None, "Max samples",
-       "Use at most this many rows (unset: all).", range=Range(1, None), optional=True),
+       "Use at most this many training rows, the first ones (unset: all). With several training files it "
+       "caps their total, counted in the order the files are named.", range=Range(1, None), optional=True),
     _F("data", "packing", "bool", True, "Sequence packing",
        "Pack short rows best-fit-decreasing into sequences of up to max_sequence_length tokens; rows never "
        "attend to each other and no token is predicted across a row boundary. With sdpa / eager each packed "
@@ -217,19 +228,15 @@ FIELDS: list[Field] = [
        "LLaMA-Factory / TRL default it off, so imported configurations keep their meaning."),
     _F("data", "s3_endpoint_url", "str", None, "S3 endpoint URL",
        "Endpoint of the S3-compatible store (FPT data hub connection). Unset: AWS.", optional=True,
-       **_v(lambda v: str(v.get("data.train_path") or "").startswith("s3://")
-            or str(v.get("data.validation_path") or "").startswith("s3://"), "a data path is s3://")),
+       **_S3_DATA),
     _F("data", "s3_region", "str", None, "S3 region", "Region of the bucket.", optional=True,
-       **_v(lambda v: str(v.get("data.train_path") or "").startswith("s3://")
-            or str(v.get("data.validation_path") or "").startswith("s3://"), "a data path is s3://")),
+       **_S3_DATA),
     _F("data", "s3_access_key_env", "str", "AWS_ACCESS_KEY_ID", "Access key variable",
        "Name of the environment variable holding the access key id. Secrets are never stored in a preset.",
-       **_v(lambda v: str(v.get("data.train_path") or "").startswith("s3://")
-            or str(v.get("data.validation_path") or "").startswith("s3://"), "a data path is s3://")),
+       **_S3_DATA),
     _F("data", "s3_secret_key_env", "str", "AWS_SECRET_ACCESS_KEY", "Secret key variable",
        "Name of the environment variable holding the secret key (asked for, masked, when unset).",
-       **_v(lambda v: str(v.get("data.train_path") or "").startswith("s3://")
-            or str(v.get("data.validation_path") or "").startswith("s3://"), "a data path is s3://")),
+       **_S3_DATA),
     # -------------------------------------------------------------- trainer
     _F("trainer", "stage", "enum", "sft", "Trainer",
        "pretrain (corpus), sft, dpo (DPO family incl. ORPO/SimPO), kto, reward (reward model).",

@@ -105,12 +105,21 @@ def load(path: str | os.PathLike[str]) -> JobConfig:
 
 def _resolve_relative_paths(job: JobConfig, base: Path) -> None:
     """Data paths in a preset are relative to the preset's folder (kept as written when absolute)."""
+    from engine.data.sources import data_paths, join_paths
+
+    def resolve(v: str) -> str:
+        if v.startswith(("s3://", "finetui:", "/", "~")):
+            return v
+        cand = base / v
+        return str(cand.resolve()) if cand.exists() and not Path(v).exists() else v
+
     for name in ("data.train_path", "data.validation_path"):
         v = job.values.get(name)
-        if isinstance(v, str) and v and not v.startswith(("s3://", "finetui:", "/", "~")):
-            cand = (base / v)
-            if cand.exists() and not Path(v).exists():
-                job.values[name] = str(cand.resolve())
+        if isinstance(v, str) and v:
+            parts = data_paths(v)
+            new = join_paths([resolve(p) for p in parts])
+            if new != join_paths(parts):
+                job.values[name] = new
 
 
 def dumps(job: JobConfig, resolved: bool = False) -> str:

@@ -181,6 +181,10 @@ def test_zero_stage_only_with_deepspeed():
                for e in errs)
     assert not _errors(_job(trainer__zero_stage=3, trainer__distributed_backend="deepspeed"))
     assert not JobConfig("native").visible("trainer.zero_stage")
+    # the S3 connection shows when any data file is in a bucket
+    assert not _job(data__train_path="a.jsonl,b.jsonl").visible("data.s3_region")
+    assert _job(data__train_path="a.jsonl, s3://bucket/b.jsonl").visible("data.s3_region")
+    assert _job(data__validation_path="s3://bucket/v.jsonl").visible("data.s3_access_key_env")
     assert _job(trainer__distributed_backend="deepspeed").visible("trainer.zero_stage")
 
 

@@ -293,3 +293,52 @@ def test_preference_data_for_kto_is_unpaired(data_res):
     assert len(d.train) == 2 * len(pairs) and d.report["unpaired"]
     assert d.train[0] == {"prompt": pairs[0]["prompt"], "completion": pairs[0]["chosen"], "label": True}
     assert d.train[1] == {"prompt": pairs[0]["prompt"], "completion": pairs[0]["rejected"], "label": False}
+
+
+# ------------------------------------------------------------------------------- several sources
+
+def test_several_files_separated_by_commas_are_read_in_order(tmp_path, data_res):
+    """LLaMA-Factory's ``dataset: identity,alpaca_en_demo``: one data path naming several files."""
+    from engine.data.check import check
+    from engine.data.sources import count_examples, data_paths
+
+    a = write_json(tmp_path / "a.json", ALPACA[:5])
+    b = write_jsonl(tmp_path / "b.jsonl", ALPACA[5:12] + [{"instruction": "x"}])
+    folder = tmp_path / "dir"
+    write_jsonl(folder / "p.jsonl", ALPACA[12:])
+    path = f"{a}, {b},{folder}"
+    assert data_paths(path) == [str(a), str(b), str(folder)]
+    d = load_rows(data_res(data__train_path=path, data__allow_percentage_invalid_samples=10))
+    assert [r["messages"][1]["content"] for r in d.train] == [str(i) for i in range(20)]
+    assert d.dropped == 1 and d.report["train"]["invalid_rows"][0]["location"] == f"{b}:8"
+    assert d.report["train"]["source"] == f"{a}, {b}, {folder}"
+    assert count_examples(path) == 21
+    # data.max_samples caps the total, the files taken in the order named
+    d = load_rows(data_res(data__train_path=path, data__max_samples=7))
+    assert [r["messages"][1]["content"] for r in d.train] == [str(i) for i in range(7)]
+    # the data check reads them all, and counts the invalid row against the total
+    rep = check(path, "alpaca", stage="sft", allow_invalid=10)
+    assert rep["ok"] and rep["rows"] == {"total": 21, "valid": 20, "invalid": 1, "invalid_pct": 4.7619}
+    assert check(path, "alpaca", stage="sft")["errors"][0].startswith(f"{a}, {b}, {folder}: 1 of 21 rows invalid")
+
+
+def test_several_files_one_missing_names_it(tmp_path, data_res):
+    a = write_json(tmp_path / "a.json", ALPACA)
+    with pytest.raises(DataError, match=rf"^{tmp_path}/nope.jsonl: no such file or folder$"):
+        load_rows(data_res(data__train_path=f"{a},{tmp_path}/nope.jsonl"))
+    with pytest.raises(DataError, match=r"^finetui:samples/nope.jsonl: no such bundled sample"):
+        load_rows(data_res(data__train_path="finetui:samples/alpaca_demo.jsonl,finetui:samples/nope.jsonl"))
+
+
+def test_a_file_with_a_comma_in_its_name_is_one_file(tmp_path, data_res):
+    p = write_jsonl(tmp_path / "a,b.jsonl", ALPACA)
+    assert len(load_rows(data_res(data__train_path=str(p))).train) == 20
+
+
+def test_several_validation_files_and_a_sample(tmp_path, data_res):
+    v1 = write_jsonl(tmp_path / "v1.jsonl", ALPACA[:3])
+    v2 = write_jsonl(tmp_path / "v2.jsonl", ALPACA[3:5])
+    d = load_rows(data_res(data__train_path=f"finetui:samples/alpaca_demo.jsonl,{v1}",
+                           data__validation_path=f"{v1},{v2}"))
+    alone = load_rows(data_res(data__train_path="finetui:samples/alpaca_demo.jsonl"))
+    assert len(d.train) == len(alone.train) + 3 and len(d.eval) == 5

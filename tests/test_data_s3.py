@@ -68,6 +68,16 @@ def test_zip_from_s3(moto_s3, s3res):
     assert len(load_rows(s3res("c.zip")).train) == 10
 
 
+def test_a_bucket_file_beside_a_local_one(moto_s3, s3res, tmp_path):
+    put(moto_s3, "two/b.jsonl", "\n".join(json.dumps(r) for r in ROWS[:3]).encode())
+    local = tmp_path / "a.json"
+    local.write_text(json.dumps(ROWS))
+    res = s3res("two/b.jsonl")
+    res["data.train_path"] = f"{local},{res['data.train_path']}"
+    d = load_rows(res)
+    assert d.train[10:] == d.train[:3] and len(d.train) == 13
+
+
 def test_prefix_folder_from_s3(moto_s3, s3res):
     put(moto_s3, "folder/train.jsonl", "\n".join(json.dumps(r) for r in ROWS).encode())
     assert len(load_rows(s3res("folder/")).train) == 10

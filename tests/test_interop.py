@@ -95,6 +95,10 @@ LF_JOBS = {
         trainer__training_type="freeze", adapter__freeze_trainable_layers=3, runtime__mixed_precision="none",
         runtime__attention_implementation="eager", launch__run_name="rt-pt",
     ),
+    "sft_two_files": dict(
+        data__train_path="finetui:samples/alpaca_demo.jsonl,finetui:samples/alpaca_demo.jsonl",
+        data__validation_path="finetui:samples/alpaca_demo.jsonl", launch__run_name="rt-two",
+    ),
     "reward_lora": dict(
         data__train_path="finetui:samples/preference_demo.jsonl", data__format="preference",
         data__validation_path="finetui:samples/preference_demo.jsonl", trainer__stage="reward",
@@ -157,6 +161,49 @@ def test_llamafactory_inexpressible_fields_warn(tmp_path):
     assert "report_to: mlflow" in text
 
 
+def test_llamafactory_several_training_files(tmp_path):
+    """Several files → one dataset_info entry each, named in order; importing them back reads them all."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.json"
+    a.write_text('{"instruction": "a", "input": "", "output": "b"}\n' * 3)
+    b.write_text(json.dumps([{"instruction": "c", "input": "", "output": "d"}] * 2))
+    job = job_of(data__train_path=f"{a},{b}", data__max_samples=4)
+    out = tmp_path / "lf" / "train.yaml"
+    _, warnings = interop.write_export(job, "llamafactory", out)
+    assert any(w.startswith("data.max_samples = 4: finetui caps the rows of all training files") for w in warnings)
+    y = yaml.safe_load(out.read_text())
+    info = json.loads((out.parent / "dataset_info.json").read_text())
+    assert y["dataset"] == "finetui_train_1,finetui_train_2"
+    assert [info[n]["file_name"] for n in y["dataset"].split(",")] == [str(a), str(b)]
+    back, w = interop.import_file(out)
+    # LLaMA-Factory's max_samples (4 of each) is finetui's 3 + 2: the same rows
+    assert back.values["data.train_path"] == f"{a},{b}" and back.values["data.max_samples"] == 5
+    assert not [x for x in w if x.startswith("max_samples")]
+    # an earlier dataset longer than the cap: the same count, but not the same rows — said
+    y["max_samples"] = 2
+    out.write_text(yaml.safe_dump(y))
+    back, w = interop.import_file(out)
+    assert back.values["data.max_samples"] == 4
+    assert any(x.startswith("max_samples = 2:") and "a.jsonl has more than 2 rows" in x for x in w), w
+
+
+@needs_compat
+def test_llamafactory_datasets_of_another_format_are_left_out_with_a_warning(tmp_path):
+    data_dir = COMPAT / "llamafactory" / "data"
+    (tmp_path / "mix.yaml").write_text(f"stage: sft\ndataset: identity,glaive_toolcall_en_demo,alpaca_en_demo\n"
+                                       f"dataset_dir: {data_dir}\n")
+    job, w = interop.import_file(tmp_path / "mix.yaml")
+    assert job.values["data.train_path"] == f"{data_dir / 'identity.json'},{data_dir / 'alpaca_en_demo.json'}"
+    assert any(x.startswith("dataset = glaive_toolcall_en_demo: sharegpt data, unlike identity (alpaca)")
+               for x in w), w
+
+
+def test_nova_export_of_several_training_files_warns():
+    job = nova_job()
+    job.values["data.train_path"] = "s3://b/a.jsonl,s3://b/c.jsonl"
+    _, warnings = interop.export_job(job, "nova")
+    assert any("Nova reads one training file" in w for w in warnings), warnings
+
+
 def test_llamafactory_refuses_what_it_cannot_train():
     job = job_of("oci_cohere_tfew", **{"data.train_path": "finetui:samples/alpaca_demo.jsonl"})
     with pytest.raises(InteropError) as e:
@@ -211,9 +258,13 @@ def test_compat_llamafactory_examples_import_and_validate(path):
     assert r["general.epochs"] == int(raw["num_train_epochs"])
     assert r["runtime.mixed_precision"] == "bf16" and r["runtime.lr_warmup_ratio"] == 0.1
     assert r["runtime.lr_scheduler"] == "cosine"
-    # the dataset name maps to the compat data file and its format
-    first = raw["dataset"].split(",")[0]
-    assert Path(r["data.train_path"]).name.startswith(first) and Path(r["data.train_path"]).is_file()
+    # each dataset name maps to its compat data file, in the order named, and to its format
+    from engine.data.sources import data_paths
+
+    files = [Path(p) for p in data_paths(r["data.train_path"])]
+    assert [f.stem for f in files] == raw["dataset"].split(",") and all(f.is_file() for f in files)
+    if "," in raw["dataset"]:  # LLaMA-Factory caps each dataset; the total that takes the same rows
+        assert r["data.max_samples"] == sum(min(len(json.loads(f.read_text())), raw["max_samples"]) for f in files)
     expected_format = {"pretrain": "corpus", "dpo": "preference", "reward": "preference", "kto": "kto"}.get(
         stage, "alpaca")
     assert r["data.format"] == expected_format
@@ -518,6 +569,8 @@ def test_imported_compat_data_loads(tmp_path):
         job, _ = interop.import_file(path)
         data = load_rows(job.resolved())
         assert len(data.train) > 50 and data.dropped == 0, path.name
+        if "identity,alpaca_en_demo" in path.read_text():  # LLaMA-Factory trains on 91 + 999 rows
+            assert len(data.train) == 1090 and data.train[0]["messages"][0]["content"] == "hi", path.name
 
 
 # --------------------------------------------------------------------------- the names table

@@ -142,3 +142,45 @@ def test_engine_config_does_not_import_textual():
     code = "import sys, engine.config, engine.profiles, engine.presets, engine.events; assert 'textual' not in sys.modules"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+
+
+def test_data_paths_are_relative_to_the_preset_each_of_several(tmp_path, monkeypatch):
+    d = tmp_path / "job"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.jsonl").write_text("{}\n")
+    (d / "sub" / "b.jsonl").write_text("{}\n")
+    p = d / "x.toml"
+    p.write_text('[data]\ntrain_path = "a.jsonl, sub/b.jsonl,finetui:samples/alpaca_demo.jsonl"\n'
+                 'validation_path = "sub/b.jsonl"\n')
+    monkeypatch.chdir(tmp_path)
+    job = presets.load(p)
+    assert job.values["data.train_path"] == f"{d / 'a.jsonl'},{d / 'sub' / 'b.jsonl'},finetui:samples/alpaca_demo.jsonl"
+    assert job.values["data.validation_path"] == str(d / "sub" / "b.jsonl")
+
+
+def test_launch_sends_each_local_data_file_to_a_remote_host(tmp_path, monkeypatch):
+    """A run on another host gets a copy of every local file of a data path; samples and S3 stay names."""
+    import io
+    import tarfile
+
+    from engine.launch import _absolutize_data
+    from engine.launch.remote import _data_tar
+
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    (tmp_path / "b.jsonl").write_text("{}\n{}\n")
+    monkeypatch.chdir(tmp_path)
+    job = JobConfig(values={"data.train_path": "a.jsonl,finetui:samples/alpaca_demo.jsonl, b.jsonl",
+                            "data.validation_path": "b.jsonl"})
+    _absolutize_data(job, job.resolved())
+    assert job.values["data.train_path"] == f"{tmp_path / 'a.jsonl'},finetui:samples/alpaca_demo.jsonl,{tmp_path / 'b.jsonl'}"
+    tar, rewrite = _data_tar(job.resolved())
+    assert rewrite == {"data.train_path": "data/0_0_a.jsonl,finetui:samples/alpaca_demo.jsonl,data/0_2_b.jsonl",
+                       "data.validation_path": "data/1_b.jsonl"}
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        assert {m.name: tf.extractfile(m).read() for m in tf.getmembers()} == {
+            "data/0_0_a.jsonl": b"{}\n", "data/0_2_b.jsonl": b"{}\n{}\n", "data/1_b.jsonl": b"{}\n{}\n"}
+    job.values["data.train_path"] += f",{tmp_path / 'gone.jsonl'}"
+    from engine.launch.rundir import LaunchError
+
+    with pytest.raises(LaunchError, match=rf"^data.train_path: {tmp_path}/gone.jsonl does not exist on this machine$"):
+        _data_tar(job.resolved())

@@ -53,8 +53,35 @@ def resolve_sample(path: str) -> Path:
 _JSON_COUNT_LIMIT = 256 * 1024 * 1024
 
 
+def data_paths(value: Any) -> list[str]:
+    """The sources a data path field names: one path, or several separated by commas, whose rows are read
+    one after the other (LLaMA-Factory's ``dataset: identity,alpaca_en_demo``).  A local path that exists
+    with a comma in its name is one path."""
+    s = str(value or "").strip()
+    if not s:
+        return []
+    if "," not in s or Path(os.path.expanduser(s)).exists():
+        return [s]
+    return [p.strip() for p in s.split(",") if p.strip()]
+
+
+def join_paths(paths: list[str]) -> str:
+    """:func:`data_paths`' inverse."""
+    return ",".join(paths)
+
+
+def any_s3(*values: Any) -> bool:
+    """Whether a data path field (one or several sources) reads from S3."""
+    return any(p.startswith("s3://") for v in values for p in data_paths(v))
+
+
 def local_data_files(path: str) -> list[Path] | None:
-    """The .jsonl / .json files of a local data path (a sample name, a file or a folder); None if not local."""
+    """The .jsonl / .json files of a local data path (a sample name, a file or a folder, or several of them
+    separated by commas); None if any is not local."""
+    parts = data_paths(path)
+    if len(parts) > 1:
+        found = [local_data_files(p) for p in parts]
+        return None if any(f is None for f in found) else [f for fs in found for f in fs]  # type: ignore[union-attr]
     if not path or str(path).startswith("s3://"):
         return None
     if str(path).startswith(SAMPLES_PREFIX):
@@ -217,9 +244,10 @@ class FileSource(Source):
 
 
 class MultiSource(Source):
-    """A folder holding several data files: their rows in name order."""
+    """Several data files — a folder's, in name order, or the comma-separated sources of a data path, in
+    the order written — read one after the other."""
 
-    def __init__(self, parts: list[FileSource], display: str):
+    def __init__(self, parts: list[Source], display: str):
         super().__init__(display)
         self.parts = parts
 
@@ -332,7 +360,11 @@ def open_local(path: Path, display: str | None = None) -> Source:
 
 
 def open_source(path: str, res: dict | None = None, secrets: dict | None = None) -> Source:
-    """A training/validation path (local, ``finetui:samples/…`` or ``s3://…``) → a Source."""
+    """A training/validation path (local, ``finetui:samples/…`` or ``s3://…``, or several separated by
+    commas) → a Source."""
+    parts = data_paths(path)
+    if len(parts) > 1:
+        return MultiSource([open_source(p, res, secrets) for p in parts], ", ".join(parts))
     path = str(path)
     if path.startswith(SAMPLES_PREFIX):
         return open_local(resolve_sample(path), path)

@@ -33,6 +33,7 @@ import yaml
 
 from engine.config import JobConfig, Problem
 from engine.dsconfig import deepspeed_config
+from engine.data.sources import any_s3, count_examples, data_paths, join_paths
 from engine.interop.common import (InteropError, fail, fmt, leftovers, real_path, sample_or_path, set_value,
                                    validate_for)
 
@@ -217,12 +218,11 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
     take("data.format", "data.train_path", "data.validation_path")
     for key, fname, entry in (("dataset", "data.train_path", "finetui_train"),
                               ("eval_dataset", "data.validation_path", "finetui_eval")):
-        p = res[fname]
-        if not p:
+        parts = data_paths(res[fname])
+        if not parts:
             continue
-        p = str(p)
-        if p.startswith("s3://"):
-            warnings.append(f"{fname} = {fmt(p)}: {TARGET} reads local files only; download it and fix "
+        if any_s3(res[fname]):
+            warnings.append(f"{fname} = {fmt(res[fname])}: {TARGET} reads local files only; download it and fix "
                             f"dataset_info.json")
         if fmt_ == "bedrock_converse":
             warnings.append(f"data.format = \"bedrock_converse\": {TARGET} has no reader for it; the dataset "
@@ -230,8 +230,10 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
         if fmt_ == "sharegpt_image":
             warnings.append("data.format = \"sharegpt_image\": unzip the archive; dataset_info.json names its "
                             "train.json")
-        info[entry] = dataset_entry(real_path(p), fmt_)
-        data[key] = entry
+        entries = [entry] if len(parts) == 1 else [f"{entry}_{j}" for j in range(1, len(parts) + 1)]
+        for e, p in zip(entries, parts):
+            info[e] = dataset_entry(real_path(p), fmt_)
+        data[key] = ",".join(entries)
     if info:
         side["dataset_info.json"] = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
         data["dataset_dir"] = str(path.parent) if path is not None else "."
@@ -239,6 +241,9 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
     take("general.max_sequence_length")
     if res["data.max_samples"] is not None:
         data["max_samples"] = res["data.max_samples"]
+        if len(data_paths(res["data.train_path"])) > 1:
+            warnings.append(f"data.max_samples = {res['data.max_samples']}: finetui caps the rows of all training "
+                            f"files together, {TARGET} each dataset's; lower it to the cap one file should have")
     take("data.max_samples")
     if res["data.val_size"]:
         data["val_size"] = res["data.val_size"]
@@ -439,37 +444,68 @@ def _datasets(raw: dict[str, Any], base: Path, stage: str, job: JobConfig, warni
         if not names:
             continue
         names = [n.strip() for n in (names if isinstance(names, list) else str(names).split(",")) if n.strip()]
-        if len(names) > 1:
-            warnings.append(f"{key} = {','.join(names)}: finetui trains on one data source; using {names[0]}, "
-                            f"not {', '.join(names[1:])}")
-        name = names[0]
-        entry = info.get(name)
-        if entry is None:
-            where = f"{info_dir / 'dataset_info.json'}" if info_dir else f"{ddir}/dataset_info.json (not found)"
-            warnings.append(f"{key} = {name}: not described in {where}; the name is kept as {field} — point it at "
-                            f"the data file")
-            set_value(job, field, name)
-            continue
-        if "file_name" not in entry:
-            hub = entry.get("hf_hub_url") or entry.get("ms_hub_url") or entry.get("om_hub_url") or "?"
-            warnings.append(f"{key} = {name}: a hub dataset ({hub}); finetui reads local files and S3 — download "
-                            f"it and set {field}")
-            set_value(job, field, name)
-        else:
-            fp = Path(entry["file_name"])
-            full = fp if fp.is_absolute() else info_dir / fp
-            if not full.exists():
-                warnings.append(f"{key} = {name}: {full} does not exist")
-            set_value(job, field, sample_or_path(full))
-        fmt_ = format_of_entry(entry, stage)
-        if not fmt_set:
-            set_value(job, "data.format", fmt_)
+        paths: list[str] = []
+        first_fmt = None
+        for name in names:
+            path, fmt_ = _dataset_path(name, key, field, info, info_dir, ddir, stage, warnings)
+            if first_fmt is None:
+                first_fmt = fmt_
+            elif fmt_ is not None and fmt_ != first_fmt:
+                warnings.append(f"{key} = {name}: {fmt_} data, unlike {names[0]} ({first_fmt}); finetui reads one "
+                                f"format per job, so {name} is left out — convert it and add it to {field}")
+                continue
+            paths.append(path)
+        set_value(job, field, join_paths(paths))
+        if not fmt_set and first_fmt is not None:
+            set_value(job, "data.format", first_fmt)
             fmt_set = True
-        if fmt_ == "sharegpt_image":
-            warnings.append(f"{key} = {name}: sharegpt_image data is read from a zip with train.json and its "
-                            f"images folder; zip them and set {field}")
+        if key == "dataset" and len(paths) > 1 and raw.get("max_samples"):
+            _max_samples_of_several(int(raw["max_samples"]), paths, job, warnings)
     if not fmt_set:
         set_value(job, "data.format", default_format(stage))
+
+
+def _dataset_path(name: str, key: str, field: str, info: dict[str, Any], info_dir: Path | None, ddir: str,
+                  stage: str, warnings: list[str]) -> tuple[str, str | None]:
+    """One LLaMA-Factory dataset name → (finetui data path, its format or None when unknown)."""
+    entry = info.get(name)
+    if entry is None:
+        where = f"{info_dir / 'dataset_info.json'}" if info_dir else f"{ddir}/dataset_info.json (not found)"
+        warnings.append(f"{key} = {name}: not described in {where}; the name is kept in {field} — point it at "
+                        f"the data file")
+        return name, None
+    fmt_ = format_of_entry(entry, stage)
+    if fmt_ == "sharegpt_image":
+        warnings.append(f"{key} = {name}: sharegpt_image data is read from a zip with train.json and its "
+                        f"images folder; zip them and set {field}")
+    if "file_name" not in entry:
+        hub = entry.get("hf_hub_url") or entry.get("ms_hub_url") or entry.get("om_hub_url") or "?"
+        warnings.append(f"{key} = {name}: a hub dataset ({hub}); finetui reads local files and S3 — download "
+                        f"it and set {field}")
+        return name, fmt_
+    fp = Path(entry["file_name"])
+    full = fp if fp.is_absolute() else info_dir / fp  # type: ignore[operator]
+    if not full.exists():
+        warnings.append(f"{key} = {name}: {full} does not exist")
+    return sample_or_path(full), fmt_
+
+
+def _max_samples_of_several(cap: int, paths: list[str], job: JobConfig, warnings: list[str]) -> None:
+    """LLaMA-Factory's max_samples caps each dataset; finetui's caps the total of the files in order.  The
+    total that takes the same rows: the sum of each file's rows up to the cap, exact when no file but the
+    last has more rows than the cap."""
+    counts = [count_examples(p) for p in paths]
+    if any(c is None for c in counts):
+        warnings.append(f"max_samples = {cap}: LLaMA-Factory takes up to {cap} rows of each dataset, finetui up "
+                        f"to {cap} in all (the files' rows could not be counted here)")
+        return
+    total = sum(min(c, cap) for c in counts)  # type: ignore[type-var]
+    set_value(job, "data.max_samples", total)
+    over = [Path(p).name for p, c in zip(paths[:-1], counts) if c > cap]  # type: ignore[operator]
+    if over:
+        warnings.append(f"max_samples = {cap}: LLaMA-Factory takes up to {cap} rows of each dataset; finetui "
+                        f"caps the total at {total} (the same number), but {', '.join(over)} has more than {cap} "
+                        f"rows, so more of it and less of the later files are used")
 
 
 def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobConfig, list[str]]:
@@ -538,7 +574,6 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
     if raw.get("deepspeed"):
         _zero_from(str(raw["deepspeed"]), base, job, warnings)
 
-    _datasets(raw, base, stage, job, warnings)
     if raw.get("template"):
         warnings.append(f"template = {raw['template']}: finetui applies the tokenizer's own chat template")
     simple = {
@@ -556,6 +591,7 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
     for lf, name in simple.items():
         if lf in raw and raw[lf] is not None:
             set_value(job, name, raw[lf])
+    _datasets(raw, base, stage, job, warnings)  # after max_samples: several datasets change what it means
     if raw.get("packing") is not None:
         set_value(job, "data.packing", bool(raw["packing"]))
     elif job.resolved()["trainer.stage"] in ("pretrain", "sft"):

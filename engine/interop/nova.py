@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from engine.config import JobConfig, spec, total_ranks
+from engine.data.sources import data_paths
 from engine.interop.common import fail, fmt, leftovers, set_value, validate_for
 
 TARGET = "Nova recipe"
@@ -68,7 +69,10 @@ def export(job: JobConfig) -> tuple[str, list[str]]:
         warnings.append(f"model.name_or_path = {fmt(model)}: not a Nova model; run.model_type left empty")
     name = res["launch.run_name"] or "finetui-run"
     train = str(res["data.train_path"] or "")
-    if train and not train.startswith("s3://"):
+    if len(data_paths(train)) > 1:
+        warnings.append(f"data.train_path = {fmt(train)}: Nova reads one training file; join them into one and "
+                        f"set run.data_s3_path")
+    elif train and not train.startswith("s3://"):
         warnings.append(f"data.train_path = {fmt(train)}: Nova reads training data from S3; upload it and set "
                         f"run.data_s3_path")
     run: dict[str, Any] = {

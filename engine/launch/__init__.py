@@ -55,14 +55,20 @@ def parse_start_at(text: str | None) -> float | None:
 
 
 def _absolutize_data(job: JobConfig, res: dict[str, Any]) -> None:
+    from engine.data.sources import data_paths, join_paths
+
+    def absolute(v: str) -> str:
+        if v.startswith(("s3://", "finetui:")):
+            return v
+        p = Path(v).expanduser()
+        return str(p if p.is_absolute() else p.resolve())
+
     for name in ("data.train_path", "data.validation_path"):
         v = res.get(name)
-        if isinstance(v, str) and v and not v.startswith(("s3://", "finetui:")):
-            p = Path(v).expanduser()
-            if not p.is_absolute():
-                p = p.resolve()
-            if str(p) != v:
-                job.values[name] = str(p)
+        if isinstance(v, str) and v:
+            new = join_paths([absolute(p) for p in data_paths(v)])
+            if new != v:
+                job.values[name] = new
 
 
 # ------------------------------------------------------------------ start

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.data.sources import data_paths, join_paths
 from engine.events import EVENTS_FILE, parse_lines
 from engine.launch import ssh
 from engine.launch.rundir import (LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock, read_json,
@@ -71,14 +72,22 @@ def _data_tar(res: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     with tarfile.open(fileobj=buf, mode="w") as tf:
         for i, name in enumerate(DATA_FIELDS):
             v = res.get(name)
-            if not v or not isinstance(v, str) or v.startswith(("s3://", "finetui:")):
+            if not v or not isinstance(v, str):
                 continue
-            p = Path(v).expanduser()
-            if not p.exists():
-                raise LaunchError(f"{name}: {v} does not exist on this machine")
-            rel = f"data/{i}_{p.name}"
-            tf.add(str(p), arcname=rel)
-            rewrite[name] = rel
+            parts = data_paths(v)
+            sent = []
+            for j, part in enumerate(parts):
+                if part.startswith(("s3://", "finetui:")):
+                    sent.append(part)  # read there: the bucket, or the sample finetui ships
+                    continue
+                p = Path(part).expanduser()
+                if not p.exists():
+                    raise LaunchError(f"{name}: {part} does not exist on this machine")
+                rel = f"data/{i}_{p.name}" if len(parts) == 1 else f"data/{i}_{j}_{p.name}"
+                tf.add(str(p), arcname=rel)
+                sent.append(rel)
+            if sent != parts:
+                rewrite[name] = join_paths(sent)
     return (buf.getvalue() if rewrite else b""), rewrite
 
 
