@@ -868,6 +868,10 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if method == "prompt_tuning" and res["adapter.prompt_tuning_init"] == "text" \
             and not res["adapter.prompt_tuning_init_text"]:
         err("adapter.prompt_tuning_init_text", "init = text needs the initialisation text", "a non-empty string")
+    if stage == "kto" and res["general.batch_size"] < 2:
+        err("general.batch_size", "the kto trainer needs at least 2 rows per device batch: it estimates its KL "
+            "term from the batch's other rows (TRL)", "2 or more; lower runtime.gradient_accumulation_steps "
+            "to keep the effective batch")
     # tuning method / stage restrictions
     if method in ("prompt_tuning",) and stage in ("dpo", "kto", "reward"):
         err("trainer.training_type", f"prompt tuning is not available for the {stage} trainer",

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures_data import COMPAT_DATA
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "tests" / "train_runner.py"
 PYTHON = sys.executable
@@ -192,6 +194,33 @@ matrix_run("merge", {"adapter.merge_adapter": True, "general.max_steps": 2})
 matrix_run("oom", {"general.max_steps": 3}, hook="oom", at=2)
 matrix_run("bad_target", {"adapter.target_modules": ["q_proj", "attn_qkv"]})
 matrix_run("qlora_cpu", {"trainer.training_type": "qlora"})
+# LLaMA-Factory's example configurations, imported unchanged and trained on their own data (identity +
+# alpaca_en_demo, c4_demo, dpo/kto_en_demo) with the tiny model in place of Qwen3-4B, a few steps on CPU
+COMPAT_EXAMPLES = COMPAT_DATA.parent / "examples"
+COMPAT_RUNS = ("qwen3_lora_sft", "qwen3_full_sft", "qwen3_lora_pretrain", "qwen3_lora_dpo", "qwen3_lora_kto",
+               "qwen3_lora_reward")
+CPU_TINY = {"model.name_or_path": "finetui:tiny-llama", "model.trust_remote_code": None, "general.max_steps": 2,
+            "general.epochs": None, "general.max_sequence_length": 128, "runtime.mixed_precision": "none",
+            "runtime.gradient_accumulation_steps": 2, "eval.checkpoint_strategy": "no", "launch.device": "cpu",
+            # the runner forks single ranks without a launcher; DeepSpeed's ZeRO-3 (qwen3_full_sft) is trained
+            # by tests/test_train_distributed.py under torchrun
+            "trainer.distributed_backend": "ddp", "trainer.zero_stage": None, "trainer.offload_optimizer": None,
+            "trainer.offload_params": None}
+
+
+def compat_values(name: str) -> dict[str, Any]:
+    """An example's imported values with ``CPU_TINY`` on top: what a user who imports it and points it at a
+    model they have would train."""
+    from engine import interop
+
+    job, _ = interop.import_file(COMPAT_EXAMPLES / f"{name}.yaml")
+    return {**{k: None for k in BASE}, **job.values, **CPU_TINY}
+
+
+if COMPAT_EXAMPLES.is_dir():
+    for _name in COMPAT_RUNS:
+        matrix_run(f"compat_{_name}", compat_values(_name))
+
 # the trained models generate, loaded the way `finetui generate` loads them
 for _name in ("merge", "sft_full", "sft_tfew", "sft_prompt", "pretrain", "dpo_sigmoid"):
     matrix_run(f"gen_{_name}", dir=_name, kind="generate", temperature=0.8 if _name == "sft_full" else 0.0)

@@ -309,3 +309,10 @@ def test_master_address_is_checked_and_shown_only_for_several_nodes():
     for good in ("10.0.0.5", "node-0.cluster.local", "fe80::1"):
         assert not [p for p in JobConfig(values={**two, "launch.master_addr": good}).problems()
                     if p.field == "launch.master_addr"], good
+
+
+def test_kto_needs_two_rows_per_device_batch():
+    errs = _errors(_job(trainer__stage="kto", data__format="kto", general__batch_size=1))
+    assert any(e.startswith("general.batch_size: the kto trainer needs at least 2 rows per device batch") for e in errs)
+    assert not _errors(_job(trainer__stage="kto", data__format="kto", general__batch_size=2))
+    assert not _errors(_job(trainer__stage="dpo", data__format="preference", general__batch_size=1))

@@ -253,7 +253,13 @@ def test_compat_llamafactory_examples_import_and_validate(path):
     stage = {"pt": "pretrain", "sft": "sft", "dpo": "dpo", "kto": "kto", "rm": "reward"}[raw["stage"]]
     assert r["trainer.stage"] == stage
     assert r["general.learning_rate"] == float(raw["learning_rate"])
-    assert r["runtime.gradient_accumulation_steps"] == raw["gradient_accumulation_steps"]
+    if stage == "kto" and raw["per_device_train_batch_size"] == 1:  # TRL's KTO needs 2 rows: same effective batch
+        assert (r["general.batch_size"], r["runtime.gradient_accumulation_steps"]) == (2, raw[
+            "gradient_accumulation_steps"] // 2)
+        assert any("KTO trainer (TRL) needs 2 rows per device batch" in w and "the same effective batch" in w
+                   for w in warnings), warnings
+    else:
+        assert r["runtime.gradient_accumulation_steps"] == raw["gradient_accumulation_steps"]
     assert r["general.max_sequence_length"] == raw["cutoff_len"]
     assert r["general.epochs"] == int(raw["num_train_epochs"])
     assert r["runtime.mixed_precision"] == "bf16" and r["runtime.lr_warmup_ratio"] == 0.1

@@ -38,8 +38,10 @@ def test_remote_run_to_completion_with_local_data(ssh_env, fake_worker, launch_j
     fake_worker(8, 0.05, 2, "--env-report", "FT_REMOTE_SECRET")
     data = tmp_path / "my data's file $x.jsonl"
     data.write_text('{"instruction": "a", "input": "", "output": "b"}\n' * 4)
+    more = tmp_path / "more.json"
+    more.write_text('[{"instruction": "c", "input": "", "output": "d"}]')
     node = ssh_env.nodes[0]
-    job = remote_job(launch_job, tmp_path, node.target, **{"data.train_path": str(data)})
+    job = remote_job(launch_job, tmp_path, node.target, **{"data.train_path": f"{data},{more}"})
     ref = L.start_run(job, secrets={"FT_REMOTE_SECRET": "hush-hush"})
     assert ref.is_remote and ref.host == node.target
     rdir = Path(ref.remote["run_dir"])
@@ -48,8 +50,11 @@ def test_remote_run_to_completion_with_local_data(ssh_env, fake_worker, launch_j
     cfg = (rdir / "config.toml").read_text()
     from engine import presets
 
-    train_path = Path(presets.loads(cfg).resolved()["data.train_path"])
-    assert train_path.parent == rdir / "data" and train_path.read_text() == data.read_text()
+    from engine.data.sources import data_paths
+
+    sent = [Path(p) for p in data_paths(presets.load(rdir / "config.toml").resolved()["data.train_path"])]
+    assert [p.parent for p in sent] == [rdir / "data"] * 2
+    assert [p.read_text() for p in sent] == [data.read_text(), more.read_text()]
     assert (ref.run_dir / "config.toml").read_text() == cfg
     src = L.event_source(ref)
     got = []

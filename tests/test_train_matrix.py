@@ -290,3 +290,23 @@ def test_a_user_error_is_one_line_naming_the_field(train_matrix):
     assert [r["message"] for r in kinds(recs, "error")] == [
         "trainer.training_type: QLoRA (bitsandbytes quantization) needs a CUDA GPU; use lora on CPU"]
     assert kinds(recs, "end")[-1]["outcome"] == "failed"
+
+
+#: rows each example trains on, as LLaMA-Factory reads them (max_samples per dataset, KTO pairs unpaired)
+COMPAT_ROWS = {"qwen3_lora_sft": 91 + 999, "qwen3_full_sft": 91 + 999, "qwen3_lora_pretrain": 300,
+               "qwen3_lora_dpo": 300, "qwen3_lora_kto": 300, "qwen3_lora_reward": 300}
+
+
+@pytest.mark.parametrize("name", list(COMPAT_ROWS))
+def test_llamafactory_examples_train_as_imported(train_matrix, name):
+    """Each compat example, imported unchanged, trains on all of its data (the tiny model in place of
+    Qwen3-4B, two steps on CPU): identity,alpaca_en_demo is 1,090 rows, not identity's 91."""
+    from tests.fixtures_train import COMPAT_RUNS
+
+    assert name in COMPAT_RUNS
+    d = train_matrix[f"compat_{name}"]
+    recs = _completed(d)
+    start = kinds(recs, "start")[0]
+    assert start["train_rows"] == COMPAT_ROWS[name] and start["dropped"] == 0, start
+    assert start["total_steps"] == 2 and kinds(recs, "end")[-1]["step"] == 2
+    assert (d / "final").is_dir()

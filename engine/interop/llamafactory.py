@@ -490,6 +490,22 @@ def _dataset_path(name: str, key: str, field: str, info: dict[str, Any], info_di
     return sample_or_path(full), fmt_
 
 
+def _kto_batch(job: JobConfig, warnings: list[str]) -> None:
+    """LLaMA-Factory's KTO trains one row per device (its KL term comes from mismatched rows it builds); TRL's
+    needs two, the KL term coming from the batch's other rows: 2 rows, half the accumulation, the same
+    effective batch where it divides."""
+    r = job.resolved()
+    b, ga = int(r["general.batch_size"]), int(r["runtime.gradient_accumulation_steps"])
+    if b >= 2:
+        return
+    ga2 = ga // 2 if ga % 2 == 0 else ga
+    set_value(job, "general.batch_size", 2)
+    set_value(job, "runtime.gradient_accumulation_steps", ga2)
+    same = "the same effective batch" if ga2 * 2 == b * ga else f"an effective batch of {2 * ga2} (was {b * ga})"
+    warnings.append(f"per_device_train_batch_size = {b}: finetui's KTO trainer (TRL) needs 2 rows per device batch; "
+                    f"imported as batch size 2 with gradient accumulation {ga2} ({same})")
+
+
 def _max_samples_of_several(cap: int, paths: list[str], job: JobConfig, warnings: list[str]) -> None:
     """LLaMA-Factory's max_samples caps each dataset; finetui's caps the total of the files in order.  The
     total that takes the same rows: the sum of each file's rows up to the cap, exact when no file but the
@@ -592,6 +608,8 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
         if lf in raw and raw[lf] is not None:
             set_value(job, name, raw[lf])
     _datasets(raw, base, stage, job, warnings)  # after max_samples: several datasets change what it means
+    if stage == "kto":
+        _kto_batch(job, warnings)
     if raw.get("packing") is not None:
         set_value(job, "data.packing", bool(raw["packing"]))
     elif job.resolved()["trainer.stage"] in ("pretrain", "sft"):
