@@ -9,6 +9,7 @@ subprocesses or thread workers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -137,8 +138,10 @@ def _data_check(job: JobConfig) -> dict[str, Any]:
     # run where the user is (relative data paths), with this checkout importable
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    from tui.workers import run_child
+
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+        p = run_child(cmd, timeout=600, env=env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise RuntimeError("the data check took longer than 10 minutes") from None
     out = p.stdout.strip()
@@ -536,6 +539,12 @@ class FinetuiApp(App[None]):
         if event.size == getattr(self, "_size", None) and getattr(self, "_resize_timer", True) is None:
             event.prevent_default()
             event.stop()
+
+    def on_load(self) -> None:
+        from tui.workers import ExitExecutor
+
+        # thread workers: quitting waits for a launch or a stop in flight, not for a listing or a data check
+        asyncio.get_running_loop().set_default_executor(ExitExecutor())
 
     def on_mount(self) -> None:
         if self._started_by_run:

@@ -365,7 +365,7 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
     def on_mount(self) -> None:
         self._load()
 
-    @work(thread=True, exclusive=True, exit_on_error=False)
+    @work(thread=True, exclusive=True, group="overlay-load", exit_on_error=False)
     def _load(self) -> None:
         states = []
         for name, ref in self.runs:

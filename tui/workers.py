@@ -1,0 +1,99 @@
+"""The app's thread workers: quitting waits for the work that must finish, not for the work that may not.
+
+Textual runs a thread worker (``@work(thread=True)``) in the event loop's default executor, and
+``asyncio.run`` joins that executor's threads before ``App.run()`` returns: quitting while the runs
+screen waits on an unreachable SSH host, or while a data check reads a million rows, waited for
+them (a 6 s worker held the exit 6 s).  :class:`ExitExecutor` replaces the default executor: a
+worker of a :data:`DISPOSABLE` group (it only reads something to show it) runs in a daemon thread
+that the exit leaves behind; every other one — launching a run, stopping one, deleting one — is
+waited for as before, so quitting never cuts a launch or a stop in half.  Which kind a worker is
+is read from the submitting worker's group before its thread starts, so there is no window in
+which a critical worker could be left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import subprocess
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+from textual.worker import active_worker
+
+#: worker groups whose work only reads something to show it: nothing is lost when the app exits first
+DISPOSABLE = frozenset({"runs-list", "monitor-tail", "model-info", "data-check", "overlay-load"})
+
+
+class ExitExecutor(ThreadPoolExecutor):
+    """A thread per worker; at shutdown it joins the critical ones only (see the module's text)."""
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="finetui-worker")  # no thread is started by the base class
+        self._critical: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        worker = active_worker.get(None)
+        disposable = worker is not None and worker.group in DISPOSABLE
+        fut: Future = Future()
+
+        def run() -> None:
+            try:
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn(*args, **kwargs))
+                    except BaseException as e:  # noqa: BLE001 - handed to the awaiting worker
+                        fut.set_exception(e)
+            finally:
+                with self._lock:
+                    self._critical.discard(threading.current_thread())
+
+        name = f"finetui-worker-{worker.group if worker is not None else 'call'}"
+        t = threading.Thread(target=run, name=name, daemon=disposable)
+        if not disposable:
+            with self._lock:
+                self._critical.add(t)
+        t.start()
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if wait:
+            with self._lock:
+                pending = list(self._critical)
+            for t in pending:
+                t.join()
+
+
+# ---------------------------------------------------------------- child processes of disposable work
+
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+def run_child(cmd: list[str], *, timeout: float, **kw: Any) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` for disposable work: a child still running
+    when the app's process exits is terminated then (a data check left behind would read on for
+    nothing).  Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds, the child killed."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    with _CHILDREN_LOCK:
+        _CHILDREN.add(p)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise
+    finally:
+        with _CHILDREN_LOCK:
+            _CHILDREN.discard(p)
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+@atexit.register
+def _end_children() -> None:
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for p in children:
+        if p.poll() is None:
+            p.terminate()
