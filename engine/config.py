@@ -183,8 +183,8 @@ FIELDS: list[Field] = [
        range=Range(0, 1), optional=True),
     # ----------------------------------------------------------------- data
     _F("data", "train_path", "path", "", "Training data",
-       "A .json / .jsonl / .zip file, a folder, or s3://bucket/key through the data connection below; several "
-       "of them separated by commas are read one after the other (same format).",
+       "A .json / .jsonl / .zip file, a folder, or s3://bucket/key (connection below); several: a.json,b.jsonl "
+       "(read one after the other, in the same format).",
        aliases=("data_s3_path",)),
     _F("data", "format", "enum", "alpaca", "Data format",
        "alpaca {instruction,input,output}; corpus {text}; sharegpt {conversations:[{from,value}]} or "
