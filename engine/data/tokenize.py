@@ -32,7 +32,16 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
         from engine.tiny import ensure_tiny_model
 
         path = str(ensure_tiny_model())
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    from engine.hub import NotCachedOffline, not_cached_hint, offline_if_unreachable
+
+    offline_if_unreachable(path)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        hint = not_cached_hint(path)
+        if not hint:
+            raise
+        raise NotCachedOffline(f"cannot load `{path}`{hint}") from e
 
 
 def _has_template(tok: Any) -> bool:

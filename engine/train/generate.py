@@ -78,6 +78,10 @@ def load(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, dict
     kw: dict[str, Any] = {"trust_remote_code": trust}
     if dev == "cuda":
         kw["dtype"] = "auto"
+    from engine.hub import not_cached_hint, offline_if_unreachable
+
+    if (final / "adapter_config.json").exists() or not (final / "tokenizer_config.json").exists():
+        offline_if_unreachable(resolve_model_path(res["model.name_or_path"]))  # the base model is loaded too
     try:
         tok_src = final if (final / "tokenizer_config.json").exists() else resolve_model_path(
             res["model.name_or_path"])
@@ -92,7 +96,8 @@ def load(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, dict
             model = AutoModelForCausalLM.from_pretrained(str(final), **kw)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GenerateError(f"cannot load the model of run {Path(run_dir).name} from {final}: {first}", 1) from None
+        raise GenerateError(f"cannot load the model of run {Path(run_dir).name} from {final}: {first}"
+                            f"{not_cached_hint(str(res['model.name_or_path']))}", 1) from None
     model.to(dev)
     model.eval()
     if tok.pad_token is None:

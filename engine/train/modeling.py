@@ -25,12 +25,18 @@ FFN_NAMES = ("down_proj", "fc2", "w2", "dense_4h_to_h", "c_proj", "fc_out")
 def load_config(res: dict, warn: Callable[[str], None]) -> tuple[str, Any]:
     from transformers import AutoConfig
 
+    from engine.hub import not_cached_hint, offline_if_unreachable
+
     path = resolve_model_path(res["model.name_or_path"])
+    note = offline_if_unreachable(path)
+    if note:
+        warn(note)
     try:
         cfg = AutoConfig.from_pretrained(path, trust_remote_code=res["model.trust_remote_code"])
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise UserError(f"model.name_or_path: cannot load {res['model.name_or_path']!r}: {first}") from None
+        raise UserError(f"model.name_or_path: cannot load {res['model.name_or_path']!r}: {first}"
+                        f"{not_cached_hint(path)}") from None
     lacking = []
     for name, attrs in DROPOUT_ATTRS.items():
         v = res.get(name)

@@ -106,6 +106,10 @@ def _run_check(path, fmt, stage, max_length, tokenizer, allow_invalid, res, secr
             tok = load_tokenizer(tokenizer, bool(res.get("model.trust_remote_code")))
             tok.model_max_length = int(1e9)  # lengths are reported, not warned about
         except Exception as e:  # noqa: BLE001 - one clear line
+            from engine.hub import NotCachedOffline
+
+            if isinstance(e, NotCachedOffline):
+                common.fail(f"--tokenizer: {e}")
             common.fail(f"--tokenizer: cannot load `{tokenizer}` ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
 
     from engine.data.check import check
