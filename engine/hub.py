@@ -34,6 +34,18 @@ def is_hub_name(name: str) -> bool:
     return not Path(n).expanduser().exists() and n.count("/") <= 1
 
 
+def cached_models() -> list[str]:
+    """The Hub names with a snapshot in this machine's Hugging Face cache (what loads here offline)."""
+    from engine.modelinfo import _hf_cache_dirs
+
+    names = set()
+    for d in _hf_cache_dirs():
+        for repo in d.glob("models--*") if d.is_dir() else ():
+            if any((repo / "snapshots").glob("*/config.json")):
+                names.add(repo.name[len("models--"):].replace("--", "/"))
+    return sorted(names)
+
+
 def _target() -> tuple[str, int]:
     """The host and port a Hub request connects to first: the HTTPS proxy when one is set, else the endpoint."""
     proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")

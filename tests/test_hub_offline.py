@@ -134,3 +134,24 @@ def test_training_loads_a_cached_hub_model_when_the_hub_is_unreachable(tmp_path,
     warned = [x["text"] for x in kinds(recs, "status") if x.get("phase") == "warning"]
     assert any("acme/tiny is loaded from the local Hugging Face cache (offline mode" in w for w in warned), warned
     assert BASE["model.name_or_path"] == "finetui:tiny-llama"  # (the other tests' model is not a Hub name)
+
+
+def test_doctor_says_whether_the_hub_answers_and_what_is_cached(tmp_path, cached_hub_model):
+    def hub_line(env):
+        r = subprocess.run([sys.executable, "-m", "tui.cli", "doctor"], capture_output=True, text=True, env=env,
+                           cwd=ROOT, timeout=180)
+        return next(ln for ln in r.stdout.splitlines() if ln.split()[1] == "hub")
+
+    port = closed_port()
+    assert hub_line(env_for(cached_hub_model, f"http://127.0.0.1:{port}")) == (
+        f"ok       hub      127.0.0.1:{port} not reachable: Hub model names load from the cache only; 1 model(s) "
+        "in its Hugging Face cache: acme/tiny")
+    assert hub_line(env_for(tmp_path / "empty", f"http://127.0.0.1:{port}")).startswith(
+        f"problem  hub      127.0.0.1:{port} not reachable: Hub model names load from the cache only; no model "
+        "in its Hugging Face cache — fix: copy the models")
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        up = srv.getsockname()[1]
+        assert hub_line(env_for(cached_hub_model, f"http://127.0.0.1:{up}")) == (
+            f"ok       hub      127.0.0.1:{up} reachable; 1 model(s) in its Hugging Face cache: acme/tiny")

@@ -200,7 +200,7 @@ def test_doctor_remote(ssh_env):
     assert r.returncode == 0, r.stdout + r.stderr
     topics = {ln.split()[1]: ln.split()[0] for ln in lines}
     assert topics["ssh"] == "ok" and topics["python"] == "ok" and topics["finetui"] == "ok"
-    assert topics["torch"] == "ok" and "disk" in topics and "gpus" in topics
+    assert topics["torch"] == "ok" and "disk" in topics and "gpus" in topics and "hub" in topics
     # a multi-node preset: every node is checked
     from engine import presets
 

@@ -91,6 +91,18 @@ def run(host: str = "local", python: str = "python3", workdir: str = "~/finetui-
                          "free space or set launch.remote_workdir to a larger disk"))
     else:
         out.append(Check(False, "disk", report.get("disk_error", "unknown"), "check launch.remote_workdir"))
+    hub = report.get("hub")
+    if hub:
+        cached = hub.get("cached") or []
+        have = (f"{len(cached)} model(s) in its Hugging Face cache: {', '.join(cached[:4])}"
+                + (", …" if len(cached) > 4 else "")) if cached else "no model in its Hugging Face cache"
+        if hub.get("reachable") and not hub.get("offline"):
+            out.append(Check(True, "hub", f"{hub['target']} reachable; {have}"))
+        else:
+            why = "offline mode (HF_HUB_OFFLINE)" if hub.get("offline") else f"{hub['target']} not reachable"
+            out.append(Check(bool(cached), "hub", f"{why}: Hub model names load from the cache only; {have}",
+                             "copy the models into ~/.cache/huggingface/hub there, or set model.name_or_path to a "
+                             "local folder"))
     if "torch" in report:
         cuda = report.get("cuda")
         out.append(Check(True, "torch", f"{report['torch']}, CUDA "

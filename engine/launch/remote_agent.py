@@ -261,6 +261,11 @@ def cmd_doctor(a: argparse.Namespace) -> int:
             info["gpu_error"] = [str(e)]
     else:
         info["gpus"] = None
+    from engine import hub
+
+    target = hub._target()
+    info["hub"] = {"target": f"{target[0]}:{target[1]}", "reachable": hub.reachable(*target),
+                   "offline": bool(os.environ.get("HF_HUB_OFFLINE")), "cached": hub.cached_models()}
     code = ("import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.cuda.is_available(), "
             "'devices': torch.cuda.device_count(), 'cuda_version': torch.version.cuda}))")
     try:
