@@ -244,6 +244,26 @@ def test_cli_with_tokenizer(tmp_path, data_tokenizer):
 def test_compat_files_check_clean(compat_data, name, fmt, stage):
     rep = check(str(compat_data / name), fmt, stage=stage)
     assert rep["ok"] and rep["rows"]["invalid"] == 0 and rep["rows"]["valid"] > 0, rep["errors"]
+    # LLaMA-Factory's identity.json is a template: {{name}} and {{author}} are meant to be filled in
+    held = {"identity.json": 85}.get(name, 0)
+    assert rep["placeholders"]["rows"] == held
+    said = [w for w in rep["warnings"] if "template placeholders" in w]
+    if held:
+        assert said == ["85 rows hold template placeholders ({{name}}, {{author}}): unless they are meant "
+                        "literally, fill them in first — the model learns them as written"]
+        assert set(rep["placeholders"]["names"]) == {"{{name}}", "{{author}}"}
+    else:
+        assert not said
+
+
+def test_placeholders_are_names_in_double_braces_only(tmp_path):
+    rows = [{"instruction": "Who are you?", "input": "", "output": "I am {{ name }}."},
+            {"instruction": "Write a dict", "input": "", "output": "d = {'a': {'b': 1}}"},
+            {"instruction": "{{x}} and {{ y_1 }}", "input": "", "output": "{{not a name!}}"}]
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps(rows))
+    rep = check(str(p), "alpaca", stage="sft")
+    assert rep["placeholders"] == {"rows": 2, "names": {"{{ name }}": 1, "{{x}}": 1, "{{ y_1 }}": 1}}
 
 
 def test_cli_zip_with_missing_image(tmp_path, compat_data):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import statistics
 import time
 from array import array
@@ -22,6 +23,8 @@ from engine.data.sources import open_source
 
 #: rows whose token lengths are measured exactly; above it a seeded reservoir sample of this size
 TOKEN_SAMPLE = 2000
+#: a template placeholder left in the data, like LLaMA-Factory's identity.json {{name}} / {{author}}
+PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
 PREVIEW_ROWS = 3
 
 
@@ -121,6 +124,8 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
     sample: list[dict] = []
     previews: list[tuple[str, dict]] = []
     empty = 0
+    placeholders: dict[str, int] = {}  # {{name}} → rows holding it
+    placeholder_rows = 0
     cmin = cmax = None
     csample: list[int] = []
     i = 0
@@ -129,8 +134,15 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
             texts = row_texts(row)
             if any(not t.strip() for t in texts):
                 empty += 1
+            joined = "".join(texts)  # (one string: its length and a substring test beat two loops over texts)
+            if "{{" in joined:
+                found = {m for t in texts for m in PLACEHOLDER.findall(t)}
+                if found:
+                    placeholder_rows += 1
+                    for m in found:
+                        placeholders[m] = placeholders.get(m, 0) + 1
             hashes.append(_row_hash(row))
-            n_chars = sum(len(t) for t in texts)
+            n_chars = len(joined)
             cmin = n_chars if cmin is None else min(cmin, n_chars)
             cmax = n_chars if cmax is None else max(cmax, n_chars)
             if len(previews) < preview_rows:
@@ -174,6 +186,11 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
         rep["warnings"].append(f"{rep['duplicates']} duplicate rows")
     if empty:
         rep["warnings"].append(f"{empty} rows with an empty string")
+    rep["placeholders"] = {"rows": placeholder_rows, "names": dict(sorted(placeholders.items(), key=lambda kv: -kv[1]))}
+    if placeholder_rows:
+        names = ", ".join(list(rep["placeholders"]["names"])[:4])
+        rep["warnings"].append(f"{placeholder_rows} rows hold template placeholders ({names}): unless they are "
+                               f"meant literally, fill them in first — the model learns them as written")
 
     # token lengths and the preview through the tokenizer's chat template
     if tokenizer is not None and sample:
