@@ -98,6 +98,14 @@ def test_validate_cli_exit_codes(tmp_path):
     assert "Traceback" not in r.stderr
     r = cli("validate", str(tmp_path / "missing.toml"))
     assert r.returncode == 2 and "no such preset file" in r.stderr
+    # `finetui FILE.toml` opens FILE in the TUI; one that does not load gets the same one line
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[general]\nlearning_rat = 0.1\n")
+    r = cli(str(unknown))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "general.learning_rat: unknown key" in r.stderr and "did you mean `general.learning_rate`" in r.stderr
+    r = cli(str(tmp_path / "missing.toml"))
+    assert r.returncode == 2 and r.stderr.strip().endswith("missing.toml: no such preset file")
 
 
 def test_attach_to_a_missing_run_is_one_line_exit_2(tmp_path):

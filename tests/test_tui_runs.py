@@ -257,8 +257,11 @@ def test_tui_args_only_open_the_tui():
     assert _tui_args(["--attach", "ft_x"]) == TuiArgs(attach="ft_x")
     assert _tui_args(["--attach=ft_x", "--demo"]) == TuiArgs(demo=True, attach="ft_x")
     assert _tui_args(["-p", "a.toml", "--runs"]) == TuiArgs(preset="a.toml", runs=True)
+    assert _tui_args(["job.toml"]) == TuiArgs(preset="job.toml")  # what a user types first
+    assert _tui_args(["--runs", "job.toml"]) == TuiArgs(preset="job.toml", runs=True)
     # anything else goes through typer (its errors and --help)
-    for argv in (["--attach"], ["--attach", "--runs"], ["--attach="], ["--preset", ""], ["runs"], ["--help"]):
+    for argv in (["--attach"], ["--attach", "--runs"], ["--attach="], ["--preset", ""], ["runs"], ["--help"],
+                 ["a.toml", "b.toml"], ["validate", "a.toml"]):
         assert _tui_args(argv) is None, argv
 
 

@@ -47,10 +47,22 @@ def _tui_args(argv: list[str]) -> TuiArgs | None:
         elif a in ("--preset", "-p", "--attach") and i + 1 < len(argv) and argv[i + 1] and not argv[i + 1].startswith("-"):
             got["preset" if a == "-p" else a[2:]] = argv[i + 1]
             i += 1
+        elif a.endswith(".toml") and not a.startswith("-") and "preset" not in got:
+            got["preset"] = a  # `finetui job.toml`: what a user types first
         else:
             return None
         i += 1
     return TuiArgs(**got)
+
+
+def _as_options(argv: list[str]) -> list[str]:
+    """``finetui job.toml`` → ``finetui --preset job.toml``."""
+    out: list[str] = []
+    for i, a in enumerate(argv):
+        bare = a.endswith(".toml") and not a.startswith("-") and (i == 0 or argv[i - 1] not in ("--preset", "-p",
+                                                                                                    "--attach"))
+        out += ["--preset", a] if bare else [a]
+    return out
 
 
 def _open_tui(args: TuiArgs) -> bool:
@@ -103,6 +115,8 @@ def main() -> None:
         if args is None or not _open_tui(args):
             from tui.cli_app import app
 
+            if args is not None:  # the preset did not load: typer says why (FILE.toml given as --preset FILE)
+                sys.argv[1:] = _as_options(sys.argv[1:])
             app()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
