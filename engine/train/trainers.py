@@ -19,6 +19,18 @@ def deepspeed_config(res: dict) -> dict:
     return for_job(res)
 
 
+def _checkpointing_args(on: bool) -> dict[str, Any]:
+    """Gradient checkpointing in TrainingArguments: ``activation_checkpointing`` from transformers 5.2x on (the
+    old names warn in every run's log), ``gradient_checkpointing`` before."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    name = "activation" if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)} \
+        else "gradient"
+    return {f"{name}_checkpointing": on, f"{name}_checkpointing_kwargs": {"use_reentrant": False} if on else None}
+
+
 def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to: list[str]) -> dict[str, Any]:
     bf16, fp16 = precision(res, device)
     sched = res["runtime.lr_scheduler"]
@@ -44,8 +56,7 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
         adam_epsilon=float(res["runtime.adam_epsilon"]), weight_decay=float(res["runtime.weight_decay"]),
         max_grad_norm=float(res["runtime.max_grad_norm"]),
         bf16=bf16, fp16=fp16,
-        gradient_checkpointing=bool(res["runtime.gradient_checkpointing"]),
-        gradient_checkpointing_kwargs={"use_reentrant": False} if res["runtime.gradient_checkpointing"] else None,
+        **_checkpointing_args(bool(res["runtime.gradient_checkpointing"])),
         logging_strategy="steps", logging_steps=max(1, int(res["eval.logging_steps"] or 1)),
         eval_strategy=ev, eval_steps=int(res["eval.eval_steps"] or 1) if ev == "steps" else None,
         save_strategy=save,
