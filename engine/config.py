@@ -761,6 +761,8 @@ class JobConfig:
             tbl = {}
             for f in GROUP_FIELDS.get(g, []):
                 if f.name in vals and vals[f.name] is not None:
+                    if resolved and f.name not in self.values and not f.is_visible(vals):
+                        continue  # the default of a field that does not apply: the dump must load as a preset
                     tbl[f.key] = vals[f.name]
             if tbl:
                 out[g] = tbl

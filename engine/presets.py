@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUPS, SECRET_KEYS, ConfigError, JobConfig,
-                           Problem, suggest)
+                           Problem, spec, suggest)
 
 TOP_KEYS = ("name", "profile")
 def _presets_dir() -> Path:
@@ -120,6 +120,19 @@ def _resolve_relative_paths(job: JobConfig, base: Path) -> None:
             new = join_paths([resolve(p) for p in parts])
             if new != join_paths(parts):
                 job.values[name] = new
+
+
+def load_run_config(path: str | os.PathLike[str]) -> JobConfig:
+    """A run directory's ``config.toml`` (a resolved dump) as a job to edit or start again.  Runs written before
+    resolved dumps left them out hold the defaults of fields that do not apply (``zero_stage`` without DeepSpeed,
+    ``simpo_gamma`` without SimPO), which a preset may not set: those are dropped."""
+    job = load(path)
+    res = job.resolved()
+    for name, value in list(job.values.items()):
+        f = FIELD_BY_NAME[name]
+        if not f.is_visible(res) and value == spec(name, job.profile).default:
+            del job.values[name]
+    return job
 
 
 def dumps(job: JobConfig, resolved: bool = False) -> str:

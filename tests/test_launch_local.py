@@ -346,3 +346,31 @@ def test_deepspeed_multinode_command_and_hostfile(launch_job, tmp_path, monkeypa
     assert json.loads(base64.urlsafe_b64decode(opts["world_info"])) == {"node0": [0, 1], "node1": [0, 1]}
     assert (opts["node_rank"], opts["master_addr"], opts["master_port"]) == ("1", "10.0.0.7", "29555")
     assert "--module" in cmd and cmd[-3:] == ["engine.train.worker", "--run-dir", str(run_dir)]
+
+
+def test_resume_of_a_remote_run_sends_the_local_data_again(tmp_path):
+    """A remote run's config.toml names the uploaded copies (data/0_…); remote.json keeps the local files they
+    came from, and the resumed job names those again, on the same host, from the run's last checkpoint."""
+    from engine import presets
+    from engine.config import JobConfig
+    from engine.launch.rundir import write_json
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"instruction": "a", "input": "", "output": "b"}\n')
+    run = tmp_path / "runs" / "ft_remote"
+    run.mkdir(parents=True)
+    presets.save(JobConfig(values={"data.train_path": "data/0_train.jsonl", "launch.host": "gpu1",
+                                   "launch.run_name": "ft_remote", "launch.remote_python": "/opt/py"}),
+                 run / "config.toml", resolved=True)
+    write_json(run / "remote.json", {"host": "gpu1", "hosts": ["gpu1"], "run_dir": "/w/ft_remote", "nodes": [],
+                                     "data_sources": {"data.train_path": str(data)}})
+    write_json(run / "launch.json", {"name": "ft_remote", "remote": True, "started": 1.0})
+    (run / "events.jsonl").write_text(
+        '{"t": 1, "kind": "checkpoint", "step": 4, "path": "/w/ft_remote/checkpoints/checkpoint-4", "complete": true}\n'
+        '{"t": 2, "kind": "end", "step": 5, "outcome": "stopped"}\n')
+    job, ck = L.resume_job("ft_remote", tmp_path / "runs")
+    assert ck["step"] == 4 and job.problems() == []
+    r = job.resolved()
+    assert r["general.resume_from_checkpoint"] == "/w/ft_remote/checkpoints/checkpoint-4"
+    assert r["data.train_path"] == str(data) and r["launch.host"] == "gpu1" and r["launch.remote_python"] == "/opt/py"
+    assert r["launch.run_name"] is None and r["launch.runs_dir"] == str(tmp_path / "runs")

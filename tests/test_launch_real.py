@@ -100,3 +100,42 @@ def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path, launcher):
     for n in nodes:
         wait_for(lambda: procs.token_pids(read_json(Path(n["run_dir"]) / "launch.json")["token"]) == [], 30)
     print(f"two-node {launcher} run: {time.time() - t0:.1f} s")
+
+
+def test_resume_a_stopped_run_from_its_last_checkpoint(launch_job, tmp_path):
+    """Stopped mid-way, `finetui resume` starts a new run beside it at the saved step (weights, optimizer and
+    schedule restored by the trainer); the stopped run is left as it was.  Its config.toml loads as a preset."""
+    job = launch_job(**{"general.max_steps": 400, "general.epochs": 100, "launch.procs_per_node": 1,
+                        "eval.evaluation_strategy": "no", "eval.checkpoint_strategy": "steps",
+                        "eval.checkpoint_steps": 2, "eval.checkpoint_limit": 2, "data.packing": False})
+    ref = L.start_run(job)
+    saved = lambda: [r for r in read_records(ref.run_dir / "events.jsonl")  # noqa: E731
+                     if r["kind"] == "checkpoint" and r.get("complete")]
+    wait_for(lambda: len(saved()) >= 2, 240)
+    assert L.stop_run(ref) in ("stopped", "killed")
+    before = sorted(p.name for p in ref.run_dir.rglob("*"))
+    last = saved()[-1]
+    r = subprocess.run(FINETUI + ["validate", str(ref.run_dir / "config.toml")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr  # a run's config opens as a job (c on the runs screen) and validates
+    r = subprocess.run(FINETUI + ["resume", ref.name, "--runs-dir", str(tmp_path / "runs"), "-d"], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming from {last['path']} (step {last['step']})" in r.stderr
+    new = L.resolve_run(r.stdout.strip(), tmp_path / "runs")
+    assert new.run_dir.parent == ref.run_dir.parent and new.name != ref.name
+    logs = lambda: [x for x in read_records(new.run_dir / "events.jsonl") if x["kind"] == "log"]  # noqa: E731
+    wait_for(lambda: len(logs()) >= 2, 240)
+    L.stop_run(new)
+    start = next(x for x in read_records(new.run_dir / "events.jsonl") if x["kind"] == "start")
+    assert start["step"] == last["step"] and logs()[0]["step"] == last["step"] + 1
+    assert sorted(p.name for p in ref.run_dir.rglob("*")) == before  # the stopped run is untouched
+    # nothing to resume: a run still going, a completed run, a run without a checkpoint — one sentence each
+    done = L.start_run(launch_job(**{"general.max_steps": 1, "launch.procs_per_node": 1,
+                                     "eval.evaluation_strategy": "no", "eval.checkpoint_strategy": "no"}))
+    wait_for(lambda: L.run_info(done).status == "completed", 240)
+    r = subprocess.run(FINETUI + ["resume", done.name, "--runs-dir", str(tmp_path / "runs")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().endswith(
+        f"run {done.name} completed; there is nothing to resume (open its config as a new job to train it again: c "
+        "on the runs screen)")

@@ -192,3 +192,28 @@ def test_launch_sends_each_local_data_file_to_a_remote_host(tmp_path, monkeypatc
 
     with pytest.raises(LaunchError, match=rf"^data.train_path: {tmp_path}/gone.jsonl does not exist on this machine$"):
         _data_tar(job.resolved())
+
+
+@pytest.mark.parametrize("profile", ["native", "fpt_studio", "oci_cohere_tfew", "watsonx_qlora", "nova_lora"])
+def test_a_resolved_dump_loads_as_a_valid_preset(profile, tmp_path):
+    """A run's config.toml (a resolved dump) opens as a job — `c` on the runs screen, `finetui resume` — so it
+    holds no default of a field that does not apply (zero_stage without DeepSpeed, simpo_gamma without SimPO)."""
+    from engine.profiles import get
+
+    prof = get(profile)
+    job = JobConfig(profile, {"data.train_path": "finetui:samples/alpaca_demo.jsonl"})
+    if prof.models:
+        job.values["model.name_or_path"] = prof.models[0]
+    assert job.problems() == [], job.problems()
+    back = presets.loads(presets.dumps(job, resolved=True))
+    assert [p for p in back.problems() if p.severity == "error"] == []
+    assert back.resolved() == job.resolved()
+
+
+def test_a_run_config_written_before_lists_inapplicable_defaults_and_still_opens(tmp_path):
+    old = tmp_path / "config.toml"
+    old.write_text('profile = "native"\n[data]\ntrain_path = "finetui:samples/alpaca_demo.jsonl"\n'
+                   '[trainer]\ndistributed_backend = "ddp"\nzero_stage = 2\n[preference]\nsimpo_gamma = 0.5\n')
+    assert presets.load(old).problems()  # as a preset it would not validate
+    job = presets.load_run_config(old)
+    assert job.problems() == [] and "trainer.zero_stage" not in job.values

@@ -140,6 +140,35 @@ async def test_open_config_as_a_new_job(runs_dir):
         assert job.values["general.batch_size"] == 8 and job.profile == "native"
 
 
+async def test_resume_asks_first_then_watches_the_new_run(runs_dir, monkeypatch):
+    """u on a stopped run: a confirmation, then the new run's dashboard (the resume itself, with a real
+    worker, is tests/test_launch_real.py's); u on a completed run only says there is nothing to resume."""
+    asked = []
+
+    def resume_run(ref, runs_dir_):
+        asked.append((runsource.run_name(ref), runs_dir_))
+        return runsource.resolve(NAMES["early_stopped"], runs_dir_), {"step": 76, "path": "checkpoint-76"}
+
+    monkeypatch.setattr(runsource, "resume_run", resume_run)
+    app = _app(runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.screen
+        await _loaded(pilot)
+        await _goto(pilot, scr, NAMES["completed"])
+        await pilot.press("u")
+        assert app.screen is scr and not asked
+        await _goto(pilot, scr, NAMES["stopped"])
+        await pilot.press("u")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")
+        assert app.screen is scr and not asked
+        await pilot.press("u")
+        await click_when_shown(pilot, "#confirm-yes")
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen))
+        assert asked == [(NAMES["stopped"], "runs")]
+        assert runsource.run_name(app.screen.run_ref) == NAMES["early_stopped"]
+
+
 async def test_open_config_missing_says_so(runs_dir):
     (runs_dir / NAMES["failed"] / "config.toml").unlink()
     opened = []

@@ -361,6 +361,15 @@ def stop_run(ref: Any, grace: float = 15.0) -> str:
     return "killed"
 
 
+def resume_run(ref: Any, runs_dir: str | os.PathLike[str] = "runs") -> tuple[Any, dict[str, Any]]:
+    """Start a stopped or failed run again from its newest complete checkpoint, as a new run beside it
+    (``engine.launch.resume_job``); → (the new run, the checkpoint event).  Blocks."""
+    import engine.launch as L
+
+    job, ck = L.resume_job(ref, runs_dir)
+    return L.start_run(job), ck
+
+
 def delete_run(ref: Any) -> None:
     """Delete a run's directory (refuses a running one).  Blocks."""
     f = _fn("delete_run")
@@ -394,4 +403,4 @@ def load_config(ref: Any) -> Any:
             f"{run_name(ref)}: no config.toml here" + (f" (the run is on {where})" if where != "local" else ""))
     from engine import presets
 
-    return presets.load(p)
+    return presets.load_run_config(p)

@@ -3,6 +3,7 @@
 Public API (the TUI and the CLI use only these)::
 
     start_run(job, run_dir=None, secrets=None) -> RunRef
+    resume_job(ref) -> (JobConfig, checkpoint)  # a stopped / failed run from its last checkpoint
     list_runs(runs_dir="runs") -> list[RunInfo]
     resolve_run(ref, runs_dir="runs") -> RunRef
     event_source(ref) -> EventSource          # .read() -> new records, .offset, .done
@@ -35,7 +36,8 @@ from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FIL
                                   valid_name)
 from engine.launch.ssh import SSHError
 
-__all__ = ["start_run", "list_runs", "resolve_run", "event_source", "stop_run", "delete_run", "RunRef", "RunInfo",
+__all__ = ["start_run", "resume_job", "list_runs", "resolve_run", "event_source", "stop_run", "delete_run", "RunRef",
+           "RunInfo",
            "LaunchError", "SSHError", "EventSource", "is_remote_job", "parse_start_at"]
 
 LOCAL_HOSTS = (None, "", "local", "localhost-local")
@@ -113,6 +115,45 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return resolve_run(str(run_dir))
+
+
+def resume_job(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> tuple[JobConfig, dict[str, Any]]:
+    """The job that resumes a stopped, failed or lost run from its newest complete checkpoint: the run's own
+    configuration, on the same host, into a new run directory beside it (the old one is left as it is) with
+    ``general.resume_from_checkpoint`` set — the trainer restores the weights, optimizer, scheduler and step.
+    → (job, the checkpoint event resumed from).  Raises LaunchError with one sentence."""
+    from engine import presets
+    from engine.train.checkpoints import is_complete
+
+    from engine.launch.rundir import has_end
+
+    ref = resolve_run(ref, runs_dir)
+    info = run_info(ref, runs_dir, refresh_remote=not has_end(ref.run_dir))  # (an ended remote run: no SSH)
+    if info.status in ("running", "scheduled"):
+        raise LaunchError(f"run {ref.name} is {info.status}; stop it first (finetui stop {ref.name})")
+    if info.status == "completed":
+        raise LaunchError(f"run {ref.name} completed; there is nothing to resume (open its config as a new job to "
+                          f"train it again: c on the runs screen)")
+    cks = [r for r in read_records(ref.run_dir / EVENTS_FILE)
+           if r.get("kind") == "checkpoint" and r.get("complete", True) and r.get("path")]
+    if not ref.is_remote:  # (a remote run's checkpoints are looked at by its worker)
+        cks = [r for r in cks if is_complete(Path(r["path"]))]
+    if not cks:
+        raise LaunchError(f"run {ref.name} has no complete checkpoint to resume from (eval.checkpoint_strategy "
+                          f"saves them); open its config as a new job to train it again")
+    ck = cks[-1]
+    try:
+        job = presets.load_run_config(ref.run_dir / CONFIG_FILE)
+    except Exception as e:  # noqa: BLE001 - one sentence
+        raise LaunchError(f"run {ref.name}: its {CONFIG_FILE} does not load ({e})") from None
+    for name, value in ((ref.remote or {}).get("data_sources") or {}).items():
+        job.values[name] = value  # the local files it was started from (the config holds the uploaded copies)
+    for name in ("launch.run_name", "launch.start_at"):
+        job.values.pop(name, None)
+    job.values["launch.runs_dir"] = str(ref.run_dir.parent)
+    job.values["general.resume_from_checkpoint"] = str(ck["path"])
+    job.name = f"{ref.name}, resumed from step {ck.get('step')}"
+    return job, ck
 
 
 # ------------------------------------------------------------------ find

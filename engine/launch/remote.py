@@ -135,7 +135,9 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
                 pass
         raise
     remote = {"host": hosts[0], "hosts": hosts, "python": python, "workdir": workdir, "nodes": nodes,
-              "run_dir": nodes[0]["run_dir"]}
+              "run_dir": nodes[0]["run_dir"],
+              # the local data paths the uploaded copies came from (config.toml names the copies): a resume sends them again
+              "data_sources": {k: res[k] for k in rewrite}}
     write_json(local_dir / REMOTE_FILE, remote)
     info = {"name": name, "host": hosts[0] if nnodes == 1 else ",".join(hosts), "command": nodes[0]["command"],
             "pid": nodes[0]["pid"], "pgid": nodes[0]["pgid"], "pids": [n["pid"] for n in nodes],

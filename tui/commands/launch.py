@@ -197,8 +197,6 @@ def register(app: typer.Typer) -> None:
         runs_dir: Optional[Path] = RUNS_DIR_OPT,
     ) -> None:
         """Start a training run (detached) and follow it with a progress bar; exit code = outcome."""
-        import engine.launch as L
-
         job = common.load_job(file)
         if host:
             job.values["launch.host"] = host
@@ -206,6 +204,29 @@ def register(app: typer.Typer) -> None:
             job.values["launch.start_at"] = at
         if runs_dir is not None:
             job.values["launch.runs_dir"] = str(runs_dir)
+        _start_and_follow(job, run_dir=run_dir, detach=detach, at=at, bootstrap=bootstrap)
+
+    @app.command()
+    def resume(
+        run: str = typer.Argument(..., help="A run name (or a unique prefix of one) or a run directory."),
+        detach: bool = typer.Option(False, "--detach", "-d", help="Start and return (print the run name)."),
+        runs_dir: Optional[Path] = RUNS_DIR_OPT,
+    ) -> None:
+        """Resume a stopped or failed run from its newest complete checkpoint, as a new run beside it."""
+        import engine.launch as L
+
+        try:
+            job, ck = L.resume_job(run, _runs_dir(runs_dir))
+        except _launch_errors() as e:
+            common.fail(str(e).splitlines()[0])
+        common.err(f"resuming from {ck['path']} (step {ck.get('step')})")
+        _start_and_follow(job, run_dir=None, detach=detach, at=None, bootstrap=False)
+
+    def _start_and_follow(job: Any, *, run_dir: Optional[Path], detach: bool, at: Optional[str],
+                          bootstrap: bool) -> None:
+        """Validate and start ``job``; then print its name (--detach), or follow it (exit code = outcome)."""
+        import engine.launch as L
+
         probs = job.problems()
         if probs:
             for p in probs:

@@ -55,6 +55,7 @@ class RunsScreen(QuietScreen):
         Binding("enter", "attach", "Attach"),
         Binding("s", "stop", "Stop"),
         Binding("x,delete", "delete", "Delete"),
+        Binding("u", "resume", "Resume"),
         Binding("c", "open_config", "As new job"),
         Binding("space", "mark", "Mark"),
         Binding("o", "overlay", "Overlay"),
@@ -301,12 +302,40 @@ class RunsScreen(QuietScreen):
             f"Delete run {r.name} on {r.host}?\n\nIts directory — events, logs, checkpoints and the final "
             "model — is removed for good.", yes="Delete"), answered)
 
+    def action_resume(self) -> None:
+        r = self.current()
+        if r is None:
+            return
+        if r.status in ("running", "pending", "scheduled"):
+            self.notify(f"{r.name} is {OUTCOME_TEXT.get(r.status, r.status)}: stop it before resuming.",
+                        severity="warning")
+            return
+        if r.status == "completed":
+            self.notify(f"{r.name} completed: nothing to resume (c opens its config as a new job).")
+            return
+        from tui.widgets.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._act("resume", r)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Resume run {r.name} on {r.host} from its newest complete checkpoint?\n\nA new run starts beside it "
+            "at the saved step, with the optimizer and schedule restored; this one is kept as it is.",
+            yes="Resume"), answered)
+
     @work(thread=True, group="runs-act", exit_on_error=False)
     def _act(self, what: str, r: RunRow) -> None:
         try:
             if what == "stop":
                 res = runsource.stop_run(self._ref(r))
                 msg = f"Stop {r.name}: {res}"
+            elif what == "resume":
+                ref, ck = runsource.resume_run(self._ref(r), self.runs_dir)
+                msg = f"Resumed {r.name} from step {ck.get('step')} as {runsource.run_name(ref)}"
+                from tui.screens.monitor import MonitorScreen
+
+                self.app.call_from_thread(self.app.push_screen, MonitorScreen(ref, clock=self.clock))
             else:
                 runsource.delete_run(self._ref(r))
                 msg = f"Deleted {r.name}"
