@@ -184,7 +184,8 @@ FIELDS: list[Field] = [
     # ----------------------------------------------------------------- data
     _F("data", "train_path", "path", "", "Training data",
        "A .json / .jsonl / .zip file, a folder, or s3://bucket/key (connection below); several: a.json,b.jsonl "
-       "(read one after the other, in the same format).",
+       "(read one after the other, in the same format). For a run on another host a local file is copied; a path "
+       "that exists only there is read in place.",
        aliases=("data_s3_path",)),
     _F("data", "format", "enum", "alpaca", "Data format",
        "alpaca {instruction,input,output}; corpus {text}; sharegpt {conversations:[{from,value}]} or "

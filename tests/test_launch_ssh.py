@@ -358,3 +358,38 @@ def test_master_address_of_a_multi_node_run(addr, tmp_path, monkeypatch):
     assert [t for t, _ in sent] == ["node-a", "node-b"]
     want = addr or "node-a.example.org"
     assert all(req["master_addr"] == want and req["master_port"] == 29600 for _, req in sent)
+
+
+def test_data_already_on_the_host_is_read_in_place(ssh_env, fake_worker, launch_job, tmp_path, monkeypatch):
+    """A data path that exists only on the remote host (~ there is the login's home) is not sent: the run reads
+    it where it is; a path that exists on neither side is one sentence naming the host."""
+    import pwd
+
+    fake_worker(2, 0.05)
+    node = ssh_env.nodes[0]
+    remote_home = Path(pwd.getpwuid(os.getuid()).pw_dir)  # the login's home on the "remote" host
+    name = f"finetui-test-remote-data-{os.getpid()}.jsonl"
+    there = remote_home / name
+    there.write_text('{"instruction": "a", "input": "", "output": "b"}\n')
+    try:
+        monkeypatch.setenv("HOME", str(tmp_path / "laptop-home"))  # this machine's ~ is elsewhere
+        local = tmp_path / "local.jsonl"
+        local.write_text('{"instruction": "c", "input": "", "output": "d"}\n')
+        job = remote_job(launch_job, tmp_path, node.target, **{"data.train_path": f"~/{name},{local}"})
+        ref = L.start_run(job)
+        from engine import presets
+        from engine.data.sources import data_paths
+
+        rdir = Path(ref.remote["run_dir"])
+        got = data_paths(presets.load(rdir / "config.toml").resolved()["data.train_path"])
+        assert got == [str(there), str(rdir / "data" / "0_1_local.jsonl")]
+        assert sorted(p.name for p in (rdir / "data").iterdir()) == ["0_1_local.jsonl"]  # only the local file sent
+        assert ref.remote["data_sources"] == {"data.train_path": f"~/{name},{local}"}
+        src = L.event_source(ref)
+        wait_for(lambda: src.read() is not None and src.done, 60)
+        job = remote_job(launch_job, tmp_path, node.target, **{"data.train_path": "~/nowhere.jsonl"})
+        with pytest.raises(L.LaunchError, match=rf"^data.train_path: ~/nowhere.jsonl exists neither on this machine "
+                                                rf"nor on {node.target} "):
+            L.start_run(job)
+    finally:
+        there.unlink()

@@ -59,10 +59,14 @@ def parse_start_at(text: str | None) -> float | None:
 def _absolutize_data(job: JobConfig, res: dict[str, Any]) -> None:
     from engine.data.sources import data_paths, join_paths
 
+    remote = is_remote_job(res)
+
     def absolute(v: str) -> str:
         if v.startswith(("s3://", "finetui:")):
             return v
         p = Path(v).expanduser()
+        if remote and not p.exists():
+            return v  # a file on the remote host, ~ its home there (engine.launch.remote looks for it)
         return str(p if p.is_absolute() else p.resolve())
 
     for name in ("data.train_path", "data.validation_path"):

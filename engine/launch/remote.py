@@ -65,10 +65,18 @@ def forwarded_env() -> dict[str, str]:
     return {n: os.environ[n] for n in names if n in os.environ}
 
 
-def _data_tar(res: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    """Tar of the local data files the run needs, and the config rewrite (field → path in the run dir)."""
+def _data_tar(res: dict[str, Any], hosts: list[str] | None = None,
+              python: str = "python3") -> tuple[bytes, dict[str, str]]:
+    """Tar of the local data files the run needs, and the config rewrite (field → path in the run dir).
+
+    A path that does not exist here is looked for on the run's hosts (every node reads the data): found on
+    all of them, it is read there in place — a large data set already on the GPU server is not sent."""
+    elsewhere = [part for name in DATA_FIELDS for part in data_paths(res.get(name))
+                 if not part.startswith(("s3://", "finetui:")) and not Path(part).expanduser().exists()]
+    there = _remote_paths(elsewhere, hosts or [], python) if elsewhere else {}
     buf = io.BytesIO()
     rewrite: dict[str, str] = {}
+    packed = False
     with tarfile.open(fileobj=buf, mode="w") as tf:
         for i, name in enumerate(DATA_FIELDS):
             v = res.get(name)
@@ -82,13 +90,37 @@ def _data_tar(res: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
                     continue
                 p = Path(part).expanduser()
                 if not p.exists():
-                    raise LaunchError(f"{name}: {part} does not exist on this machine")
+                    if there.get(part) is None and not hosts:
+                        raise LaunchError(f"{name}: {part} does not exist on this machine")
+                    if there.get(part) is None:
+                        raise LaunchError(f"{name}: {part} exists neither on this machine nor on "
+                                          f"{' and '.join(hosts)} (a file already there is named by its absolute "
+                                          f"path or ~/…)")
+                    sent.append(there[part])  # already on the host(s): read in place
+                    continue
                 rel = f"data/{i}_{p.name}" if len(parts) == 1 else f"data/{i}_{j}_{p.name}"
                 tf.add(str(p), arcname=rel)
+                packed = True
                 sent.append(rel)
             if sent != parts:
                 rewrite[name] = join_paths(sent)
-    return (buf.getvalue() if rewrite else b""), rewrite
+    return (buf.getvalue() if packed else b""), rewrite
+
+
+def _remote_paths(paths: list[str], hosts: list[str], python: str) -> dict[str, str | None]:
+    """Each path → its absolute form when it exists on every host, else None."""
+    found: dict[str, str | None] = {p: None for p in paths}
+    for k, host in enumerate(hosts):
+        try:
+            ans = _agent_json(host, python, ["paths", *paths], timeout=60)["paths"]
+        except (LaunchError, KeyError, TypeError):
+            return {p: None for p in paths}  # (an agent without `paths`: as before, the files must be here)
+        for p in paths:
+            if k == 0:
+                found[p] = ans.get(p)
+            elif ans.get(p) is None:
+                found[p] = None
+    return found
 
 
 def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, str], start_at: float | None) -> dict:
@@ -102,7 +134,7 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
     nnodes = len(hosts)
     master_addr = (res.get("launch.master_addr") or ssh.describe(hosts[0])[0]) if nnodes > 1 else "127.0.0.1"
     master_port = int(res.get("launch.master_port") or 29500)
-    tar, rewrite = _data_tar(res)
+    tar, rewrite = _data_tar(res, hosts, python)
     cfg = presets.dumps(job, resolved=True)
     env = {**forwarded_env(), **{str(k): str(v) for k, v in (secrets or {}).items()}}
     for h in hosts:  # fail fast, before anything starts, on an unreachable node

@@ -6,7 +6,7 @@ stopped exactly like a local one.  Requests that carry secrets come on stdin
 (a JSON line), never in argv or files.  Answers are one JSON line on stdout;
 ``tail`` and ``log`` stream raw bytes.  Standard library (+ engine) only.
 
-Commands: start, status, tail, log, stop, delete, doctor, version, port.
+Commands: start, status, tail, log, stop, delete, doctor, version, port, paths.
 """
 
 from __future__ import annotations
@@ -300,7 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="~/finetui-runs")
     sub.add_parser("version")
     sub.add_parser("port")
+    p = sub.add_parser("paths")  # which of these paths exist on this host, and where (~ expanded, absolute)
+    p.add_argument("path", nargs="*")
     a = ap.parse_args(argv)
+    if a.cmd == "paths":
+        found = {}
+        for x in a.path:
+            q = Path(os.path.expanduser(x))
+            found[x] = str(q.resolve()) if q.is_absolute() and q.exists() else None
+        _out({"paths": found})
+        return 0
     if a.cmd == "port":  # a TCP port free on every interface of this host (the master's rendezvous port)
         with socket.socket() as s:
             s.bind(("", 0))
