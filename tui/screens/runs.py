@@ -277,13 +277,7 @@ class RunsScreen(QuietScreen):
         if r.status not in ("running", "pending", "scheduled"):
             self.notify(f"{r.name} is not running ({OUTCOME_TEXT.get(r.status, r.status)}).")
             return
-        from tui.widgets.confirm import ConfirmScreen
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._act("stop", r)
-
-        self.app.push_screen(ConfirmScreen(f"Stop run {r.name} on {r.host}?", yes="Stop run"), answered)
+        self._ask_then("stop", r, f"Stop run {r.name} on {r.host}?", "Stop run")
 
     def action_delete(self) -> None:
         r = self.current()
@@ -292,15 +286,8 @@ class RunsScreen(QuietScreen):
         if r.status in ("running", "pending"):
             self.notify(f"{r.name} is running: stop it before deleting.", severity="warning")
             return
-        from tui.widgets.confirm import ConfirmScreen
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._act("delete", r)
-
-        self.app.push_screen(ConfirmScreen(
-            f"Delete run {r.name} on {r.host}?\n\nIts directory — events, logs, checkpoints and the final "
-            "model — is removed for good.", yes="Delete"), answered)
+        self._ask_then("delete", r, f"Delete run {r.name} on {r.host}?\n\nIts directory — events, logs, checkpoints "
+                       "and the final model — is removed for good.", "Delete")
 
     def action_resume(self) -> None:
         r = self.current()
@@ -313,16 +300,19 @@ class RunsScreen(QuietScreen):
         if r.status == "completed":
             self.notify(f"{r.name} completed: nothing to resume (c opens its config as a new job).")
             return
+        self._ask_then("resume", r, f"Resume run {r.name} on {r.host} from its newest complete checkpoint?\n\nA new "
+                       "run starts beside it at the saved step, with the optimizer and schedule restored; this one is "
+                       "kept as it is.", "Resume")
+
+    def _ask_then(self, what: str, r: RunRow, question: str, yes: str) -> None:
+        """``what`` (stop, delete, resume) on ``r`` once the user says yes."""
         from tui.widgets.confirm import ConfirmScreen
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._act("resume", r)
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self._act(what, r)
 
-        self.app.push_screen(ConfirmScreen(
-            f"Resume run {r.name} on {r.host} from its newest complete checkpoint?\n\nA new run starts beside it "
-            "at the saved step, with the optimizer and schedule restored; this one is kept as it is.",
-            yes="Resume"), answered)
+        self.app.push_screen(ConfirmScreen(question, yes=yes), answered)
 
     @work(thread=True, group="runs-act", exit_on_error=False)
     def _act(self, what: str, r: RunRow) -> None:
