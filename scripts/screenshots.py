@@ -38,10 +38,21 @@ SCREENS: dict[str, str] = {
     "launch": "Launch: target, GPUs, run name, estimate and review (launch stays disabled, with the reason, until the job validates)",
     "monitor": "Monitor: a live run with plots, checkpoints and the log",
     "runs": "Runs: every run with its status",
+    "try": "Try the model: a finished run's model answers prompts (t on its dashboard)",
     "presets": "Presets: shipped and recent presets, open or import",
     "export": "Save or export: a TOML preset, or LLaMA-Factory / Nova / FPT / OCI / watsonx",
     "help": "Help: the focused field's help, range and default, and the keys",
 }
+
+
+#: a model server speaking engine.train.generate's protocol with canned answers (the picture is the same every time)
+CANNED_MODEL = """
+import json, sys
+print(json.dumps({"ready": True, "model": "finetui:tiny-llama", "device": "cpu", "chat": True}), flush=True)
+answers = iter(["Red, yellow and blue.", "I am a small assistant fine-tuned with finetui."])
+for line in sys.stdin:
+    print(json.dumps({"text": next(answers, "...")}), flush=True)
+"""
 
 
 async def _settle(pilot: Any) -> None:
@@ -195,6 +206,22 @@ async def shoot(name: str, base: Path) -> str:
             await app.push_screen(RunsScreen("runs", clock=lambda: T0 + 20_000, auto_refresh=False))
             scr = app.screen
             await _wait(pilot, lambda: getattr(scr, "loaded", False))
+            await pilot.pause(0.1)
+        elif name == "try":
+            from tui.screens.monitor import MonitorScreen
+            from tui.screens.try_model import TryScreen
+
+            await _settle(pilot)
+            run = base / "runs" / "ft_tiny-llama_20261118-101320"
+            await app.push_screen(MonitorScreen(run, clock=lambda: T0 + 20_000))
+            await _wait(pilot, lambda: getattr(app.screen, "loaded", False))
+            await app.push_screen(TryScreen(run, run.name, command=[sys.executable, "-c", CANNED_MODEL]))
+            scr = app.screen
+            await _wait(pilot, lambda: scr.ready)
+            for n, prompt in enumerate(("Name three primary colours.", "Who are you?"), 1):
+                await pilot.press(*prompt, "enter")
+                await _wait(pilot, lambda: scr.answers == n)
+            await pilot.press(*"Translate 'good morning' into French")
             await pilot.pause(0.1)
         else:
             raise KeyError(name)

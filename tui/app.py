@@ -131,13 +131,19 @@ def data_check_command(job: JobConfig) -> list[str]:
     return cmd
 
 
+def engine_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process of the interface (a data check, the model of a run): this one,
+    with this checkout importable."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return {**os.environ, **extra,
+            "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 def _data_check(job: JobConfig) -> dict[str, Any]:
     cmd = data_check_command(job)
-    # typed S3 keys travel in the environment only (never on the command line, never on disk)
-    env = {**os.environ, **job.secrets}
-    # run where the user is (relative data paths), with this checkout importable
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    # typed S3 keys travel in the environment only (never on the command line, never on disk); the check
+    # runs where the user is (relative data paths)
+    env = engine_env(**job.secrets)
     from tui.workers import run_child
 
     try:

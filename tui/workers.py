@@ -22,7 +22,7 @@ from typing import Any, Callable
 from textual.worker import active_worker
 
 #: worker groups whose work only reads something to show it: nothing is lost when the app exits first
-DISPOSABLE = frozenset({"runs-list", "monitor-tail", "model-info", "data-check", "overlay-load"})
+DISPOSABLE = frozenset({"runs-list", "monitor-tail", "model-info", "data-check", "overlay-load", "try-model"})
 
 
 class ExitExecutor(ThreadPoolExecutor):
@@ -71,13 +71,25 @@ _CHILDREN: set[subprocess.Popen] = set()
 _CHILDREN_LOCK = threading.Lock()
 
 
-def run_child(cmd: list[str], *, timeout: float, **kw: Any) -> subprocess.CompletedProcess:
-    """``subprocess.run(cmd, capture_output=True, text=True)`` for disposable work: a child still running
-    when the app's process exits is terminated then (a data check left behind would read on for
-    nothing).  Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds, the child killed."""
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+def child(cmd: list[str], **kw: Any) -> subprocess.Popen:
+    """``subprocess.Popen(cmd, text=True, **kw)`` for disposable work: still running when the app's process
+    exits, it is terminated then (:func:`release` when it ended before)."""
+    p = subprocess.Popen(cmd, text=True, **kw)
     with _CHILDREN_LOCK:
         _CHILDREN.add(p)
+    return p
+
+
+def release(p: subprocess.Popen) -> None:
+    with _CHILDREN_LOCK:
+        _CHILDREN.discard(p)
+
+
+def run_child(cmd: list[str], *, timeout: float, **kw: Any) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` as a :func:`child` (a data check left behind
+    would read on for nothing).  Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds, the child
+    killed."""
+    p = child(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -85,8 +97,7 @@ def run_child(cmd: list[str], *, timeout: float, **kw: Any) -> subprocess.Comple
         p.communicate()
         raise
     finally:
-        with _CHILDREN_LOCK:
-            _CHILDREN.discard(p)
+        release(p)
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 

@@ -118,9 +118,16 @@ def generate(run_dir: str | Path, prompt: str, *, max_new_tokens: int = 64, min_
              temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
              device: str | None = None) -> str:
     """Load the run's result and return the generated continuation (special tokens removed)."""
+    model, tok, res = load(run_dir, device)
+    return complete(model, tok, res, prompt, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                    temperature=temperature, top_p=top_p, seed=seed)
+
+
+def complete(model: Any, tok: Any, res: dict, prompt: str, *, max_new_tokens: int = 64, min_new_tokens: int = 0,
+             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> str:
+    """One answer from a loaded model (:func:`load`)."""
     import torch
 
-    model, tok, res = load(run_dir, device)
     ids = prompt_ids(tok, prompt, res)
     if not ids:
         raise GenerateError("--prompt: the prompt is empty after tokenization")
@@ -141,3 +148,49 @@ def generate(run_dir: str | Path, prompt: str, *, max_new_tokens: int = 64, min_
         out = model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), **gen)
     new = out[0, inp.shape[1]:] if out.shape[1] > inp.shape[1] else out[0, :0]
     return tok.decode(new, skip_special_tokens=True)
+
+
+def serve(run_dir: str | Path, device: str | None = None, stdin: Any = None, stdout: Any = None) -> int:
+    """The model of a run, loaded once, answering prompts: one JSON object per line in (``{"prompt", and
+    optionally max_new_tokens, min_new_tokens, temperature, top_p, seed}``), one per line out (``{"text"}`` or
+    ``{"error"}``), after a first ``{"ready": ...}`` line (or ``{"error"}`` when the model does not load).  Ends
+    at the end of the input.  The TUI's "try the model" screen talks to it."""
+    import sys
+
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+
+    def say(obj: dict) -> None:
+        stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        stdout.flush()
+
+    try:
+        model, tok, res = load(run_dir, device)
+    except GenerateError as e:
+        say({"error": str(e)})
+        return e.code
+    say({"ready": True, "model": str(res.get("model.name_or_path")), "device": str(next(model.parameters()).device),
+         "chat": res.get("trainer.stage") != "pretrain" and bool(getattr(tok, "chat_template", None))})
+    keys = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "seed")
+    for line in stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            say({"text": complete(model, tok, res, str(req["prompt"]), **{k: req[k] for k in keys if k in req})})
+        except GenerateError as e:
+            say({"error": str(e)})
+        except (ValueError, KeyError, TypeError) as e:
+            say({"error": f"bad request: {e.__class__.__name__}: {e}"})
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="engine.train.generate", description=serve.__doc__)
+    ap.add_argument("run_dir")
+    ap.add_argument("--device", default=None)
+    a = ap.parse_args()
+    sys.exit(serve(a.run_dir, a.device))

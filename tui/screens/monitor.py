@@ -95,6 +95,8 @@ class MonitorScreen(QuietScreen):
         Binding("s", "stop", "Stop run"),
         Binding("slash", "search", "Search log"),
         Binding("l", "toggle_log", "Wide log", show=False),
+        Binding("t", "try_model", "Try the model", show=False),  # (said on the end line: the footer fits 80 columns)
+        Binding("u", "resume", "Resume", show=False),
     ]
 
     def __init__(self, run_ref: Any, *, clock: Callable[[], float] = time.time, name: str | None = None,
@@ -288,14 +290,16 @@ class MonitorScreen(QuietScreen):
         if st.status in ("completed", "early_stopped"):
             what = "Completed" if st.status == "completed" else "Stopped early (no more improvement)"
             final = f" · final model: {st.final_path}" if st.final_path else ""
-            return f"✔ {what} at step {st.step} in {took}{final}"
+            tryit = " · t: try it" if st.final_path and not runsource.is_remote(self.run_ref) else ""
+            return f"✔ {what} at step {st.step} in {took}{final}{tryit}"
+        resume = " · u: resume from the last checkpoint" if self._resumable() else ""
         if st.status == "stopped":
-            return f"■ Stopped at step {st.step} after {took}"
+            return f"■ Stopped at step {st.step} after {took}{resume}"
         if st.status == "failed":
             why = st.error or st.error_tail or "see the log"
-            return f"✖ Failed at step {st.step}: {why}"
+            return f"✖ Failed at step {st.step}: {why}{resume}"
         if st.status == "lost":
-            return "? Lost: the run's processes are gone without an end record"
+            return f"? Lost: the run's processes are gone without an end record{resume}"
         if self.problem:
             return f"! {self.problem}"
         if self.stop_requested:
@@ -372,6 +376,47 @@ class MonitorScreen(QuietScreen):
                           "the run directory is kept.", yes="Stop run"),
             answered,
         )
+
+    def _resumable(self) -> bool:
+        return any(c.get("complete", True) for c in self.state.checkpoints)
+
+    def action_try_model(self) -> None:
+        st = self.state
+        if st.status not in ("completed", "early_stopped") or not st.final_path:
+            self.notify("The model can be tried once the run has finished and saved it.")
+            return
+        if runsource.is_remote(self.run_ref):
+            self.notify(f"The model is on {runsource.run_host(self.run_ref)}: try it there with "
+                        f"finetui generate {st.name} --prompt …", timeout=8)
+            return
+        from tui.screens.try_model import TryScreen
+
+        self.app.push_screen(TryScreen(runsource.run_dir(self.run_ref), st.name))
+
+    def action_resume(self) -> None:
+        st = self.state
+        if not st.finished or st.status in ("completed", "early_stopped") or not self._resumable():
+            self.notify("Resume is for a stopped, failed or lost run with a complete checkpoint.")
+            return
+        from tui.widgets.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._resume_worker()
+
+        self.app.push_screen(ConfirmScreen(f"Resume run {st.name} from its newest complete checkpoint?\n\nA new "
+                                           "run starts beside it at the saved step.", yes="Resume", danger=False),
+                             answered)
+
+    @work(thread=True, exclusive=True, group="monitor-resume", exit_on_error=False)
+    def _resume_worker(self) -> None:
+        try:
+            ref, ck = runsource.resume_run(self.run_ref)
+        except Exception as e:
+            self.app.call_from_thread(self.notify, f"Could not resume: {e}", severity="error", timeout=8)
+            return
+        self.app.call_from_thread(self.notify, f"Resumed from step {ck.get('step')} as {runsource.run_name(ref)}")
+        self.app.call_from_thread(self.app.switch_screen, MonitorScreen(ref, clock=self.clock))
 
     @work(thread=True, exclusive=True, group="monitor-stop", exit_on_error=False)
     def _stop_worker(self) -> None:
