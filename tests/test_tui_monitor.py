@@ -322,3 +322,29 @@ async def test_log_follows_the_end_through_the_runs_end_until_scrolled_up(live_w
         scr.query_one("#mon-log").add_lines(["the very last line"], now=True)
         await pilot.pause(0.3)
         assert view.scroll_y == view.max_scroll_y and "the very last line" in view.lines[-1].text
+
+
+async def test_u_resumes_a_failed_run_and_watches_the_new_one(failed_run, finished_run, monkeypatch):
+    asked = []
+
+    def resume_run(ref, runs_dir="runs"):
+        asked.append(runsource.run_name(ref))
+        return runsource.resolve(finished_run), {"step": 40, "path": "checkpoint-40"}
+
+    monkeypatch.setattr(runsource, "resume_run", resume_run)
+    app = harness_app(lambda: MonitorScreen(failed_run))
+    async with app.run_test(size=(100, 30)) as pilot:
+        mon = app.screen
+        await wait_for(pilot, lambda: mon.loaded)
+        assert mon._end_text().endswith(" · u: resume from the last checkpoint")
+        await pilot.press("t")  # nothing to try: it failed
+        assert app.screen is mon
+        await pilot.press("u")
+        await click_when_shown(pilot, "#confirm-yes")
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen is not mon)
+        assert asked == [failed_run.name] and app.screen.run_ref.run_dir == finished_run.resolve()
+        new = app.screen
+        await wait_for(pilot, lambda: new.loaded)
+        await pilot.press("u")  # a completed run: nothing to resume, nothing asked
+        await pilot.pause()
+        assert app.screen is new and asked == [failed_run.name]
