@@ -74,3 +74,12 @@ async def test_t_on_a_finished_run_tries_its_model(finished_run, monkeypatch):
         await pilot.press("escape")
         assert app.screen is mon
         await wait_for(pilot, lambda: proc.poll() is not None, timeout=20)  # the model process ends with the screen
+
+
+def test_generate_without_a_prompt_answers_each_line_it_reads(finished_run):
+    """`finetui generate RUN` with prompts piped in: the model is loaded once, one answer line per prompt."""
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "generate", str(finished_run), "--max-new-tokens", "5",
+                        "--min-new-tokens", "5", "--device", "cpu"], input="Hello\n\nName three colours.\n", text=True,
+                       capture_output=True, timeout=240, cwd=ROOT, env=train_env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(r.stdout.splitlines()) == 2 and "Traceback" not in r.stderr  # (the blank line is skipped)

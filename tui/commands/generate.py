@@ -1,4 +1,4 @@
-"""``finetui generate RUN --prompt TEXT``: try a finished run's model at once.
+"""``finetui generate RUN [--prompt TEXT]``: try a finished run's model at once.
 
 Loads the run's ``final/`` (the adapter onto the base model, or the full / merged
 model) and prints the generated text.  torch is imported only inside the command.
@@ -22,7 +22,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def generate(
         run: str = typer.Argument(..., help="Run name or directory."),
-        prompt: str = typer.Option(..., "--prompt", "-p", help="The prompt (a user message for chat-trained runs)."),
+        prompt: Optional[str] = typer.Option(None, "--prompt", "-p",
+                                             help="The prompt (a user message for chat-trained runs). Without "
+                                                  "it, prompts are read one per line (typed, or piped in) and "
+                                                  "answered by the model loaded once."),
         max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens to generate at most."),
         min_new_tokens: int = typer.Option(0, "--min-new-tokens", min=0,
                                            help="Generate at least this many tokens before the end token."),
@@ -54,15 +57,31 @@ def register(app: typer.Typer) -> None:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-        from engine.train.generate import generate as run_generate
+        from engine.train.generate import complete, load
 
+        opts = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
+                    top_p=top_p, seed=seed)
         try:
-            text = run_generate(ref.run_dir, prompt, max_new_tokens=max_new_tokens,
-                                min_new_tokens=min_new_tokens, temperature=temperature,
-                                top_p=top_p, seed=seed, device=device)
+            model, tok, res = load(ref.run_dir, device)
+            if prompt is not None:
+                typer.echo(complete(model, tok, res, prompt, **opts))
+                return
+            tty = common.stdin_is_tty()
+            if tty:
+                common.err(f"{ref.name}: type a prompt and Enter; an empty line or Ctrl-D ends")
+            while True:
+                try:
+                    line = input("you ▸ " if tty else "")
+                except EOFError:
+                    break
+                if not line.strip():
+                    if tty:
+                        break
+                    continue
+                text = complete(model, tok, res, line, **opts)
+                typer.echo(f"model ▸ {text.strip()}\n" if tty else text.replace("\n", " ").strip())
         except GenerateError as e:
             common.fail(str(e), e.code)
         except Exception as e:  # noqa: BLE001 - one line, never a traceback
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             common.fail(f"generation failed: {type(e).__name__}: {first}", 1)
-        typer.echo(text)
