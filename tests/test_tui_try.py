@@ -83,3 +83,47 @@ def test_generate_without_a_prompt_answers_each_line_it_reads(finished_run):
                        capture_output=True, timeout=240, cwd=ROOT, env=train_env())
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(r.stdout.splitlines()) == 2 and "Traceback" not in r.stderr  # (the blank line is skipped)
+
+
+def test_merge_writes_one_plain_model_that_computes_what_base_plus_adapter_does(tmp_path, tiny_model):
+    """`finetui merge RUN`: the adapter merged into the base (real peft merge_and_unload, real save_pretrained);
+    the merged folder loads alone and gives the base+adapter's logits. Bad cases: one line, nothing overwritten."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from engine import presets
+    from engine.config import JobConfig
+
+    run = tmp_path / "runs" / "ft_lora"
+    write_fake_run(run, steps=5)
+    presets.save(JobConfig(values={"model.name_or_path": "finetui:tiny-llama",
+                                   "data.train_path": "finetui:samples/alpaca_demo.jsonl"}),
+                 run / "config.toml", resolved=True)
+    torch.manual_seed(0)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model)),
+                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(str(run / "final"))
+    env = train_env(FINETUI_CACHE_DIR=str(tiny_model.parent))
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "merge", str(run)], capture_output=True, text=True,
+                       timeout=240, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    merged = run / "merged"
+    assert r.stdout.strip() == str(merged) and not (run / "merged.part").exists()
+    assert (merged / "config.json").is_file() and (merged / "tokenizer_config.json").is_file()
+    assert not (merged / "adapter_config.json").exists()
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    with torch.no_grad():
+        want = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model)),
+                                         str(run / "final"))(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(str(merged))(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(str(tiny_model))(ids).logits
+    assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, plain, atol=1e-4)
+    # again: the folder exists and is kept
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "merge", str(run)], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT, env=env)
+    assert r.returncode == 2 and r.stderr.strip() == f"{merged} already exists; choose another folder with -o"
+    # a full model: nothing to merge
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "merge", str(tmp_path / "full")], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT, env=env)
+    assert r.returncode == 2 and "no run" in r.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -18,6 +18,28 @@ from tui.commands import common
 
 def register(app: typer.Typer) -> None:
     from tui.commands.launch import RUNS_DIR_OPT, _resolve
+
+    def _finished(run: str, runs_dir: Optional[Path], command: str) -> Any:
+        """The run, checked to hold a final model here (one line and exit 2 if not), with the libraries quiet."""
+        ref = _resolve(run, runs_dir)
+        if ref.is_remote:
+            common.fail(f"run {ref.name} ran on {ref.host}: its model is there ({ref.run_dir.name}/final); "
+                        f"copy it here or run `finetui {command}` on that host")
+        from engine.train.generate import GenerateError, final_dir
+
+        try:
+            final_dir(ref.run_dir)  # fast checks before the heavy imports
+        except GenerateError as e:
+            common.fail(str(e), e.code)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        return ref
 
     @app.command()
     def generate(
@@ -37,27 +59,10 @@ def register(app: typer.Typer) -> None:
         runs_dir: Optional[Path] = RUNS_DIR_OPT,
     ) -> None:
         """Load a finished run's model (adapter or merged) and generate from a prompt."""
-        ref = _resolve(run, runs_dir)
-        if ref.is_remote:
-            common.fail(f"run {ref.name} ran on {ref.host}: its model is there ({ref.run_dir.name}/final); "
-                        f"copy it here or run `finetui generate` on that host")
         if device not in (None, "cpu", "cuda"):
             common.fail(f"--device: {device!r} is not offered (allowed: cpu, cuda)")
-        from engine.train.generate import GenerateError, final_dir
-
-        try:
-            final_dir(ref.run_dir)  # fast checks before the heavy imports
-        except GenerateError as e:
-            common.fail(str(e), e.code)
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        import warnings
-
-        warnings.filterwarnings("ignore")
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        from engine.train.generate import complete, load
+        ref = _finished(run, runs_dir, "generate")
+        from engine.train.generate import GenerateError, complete, load
 
         opts = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
                     top_p=top_p, seed=seed)
@@ -85,3 +90,28 @@ def register(app: typer.Typer) -> None:
         except Exception as e:  # noqa: BLE001 - one line, never a traceback
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             common.fail(f"generation failed: {type(e).__name__}: {first}", 1)
+
+    @app.command()
+    def merge(
+        run: str = typer.Argument(..., help="Run name or directory."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default: RUN/merged); "
+                                                                     "an existing non-empty one is refused."),
+        runs_dir: Optional[Path] = RUNS_DIR_OPT,
+    ) -> None:
+        """Merge a finished LoRA / QLoRA / T-Few run's adapter into its base model: one plain model folder."""
+        ref = _finished(run, runs_dir, "merge")
+        from engine.train.generate import GenerateError
+        from engine.train.merge import merge_run
+
+        import contextlib
+        import sys
+
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the folder only (libraries print)
+                written = merge_run(ref.run_dir, out)
+        except GenerateError as e:
+            common.fail(str(e), e.code)
+        except Exception as e:  # noqa: BLE001 - one line, never a traceback
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            common.fail(f"merge failed: {type(e).__name__}: {first}", 1)
+        typer.echo(str(written))

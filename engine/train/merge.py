@@ -1,0 +1,53 @@
+"""``finetui merge RUN``: a finished adapter run's model merged into its base, as one plain model folder.
+
+What serving tools (vLLM, TGI, llama.cpp's converter) load: the base model loaded in full precision,
+the run's saved adapter applied and merged (``merge_and_unload``), saved with ``save_pretrained``
+beside the tokenizer.  The same code merges at the end of a run with ``adapter.merge_adapter``.
+Nothing already written is overwritten: the folder is written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from engine.train.generate import GenerateError, final_dir
+
+
+def merge_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Merge the adapter of ``run_dir/final`` into its base model; → the folder written (default
+    ``run_dir/merged``).  Raises :class:`GenerateError` (one line) for a run that has nothing to merge."""
+    run_dir = Path(run_dir)
+    final, res = final_dir(run_dir)
+    if not (final / "adapter_config.json").exists():
+        raise GenerateError(f"run {run_dir.name}: {final} is already a full model (trained with "
+                            f"{res.get('trainer.training_type')}{' and merged' if res.get('adapter.merge_adapter') else ''}); "
+                            f"nothing to merge")
+    if res.get("trainer.training_type") == "prompt_tuning":
+        raise GenerateError(f"run {run_dir.name} trained prompt tuning: its virtual tokens are inputs, not weights, "
+                            f"and do not merge (PEFT loads them onto the base model: finetui generate does)")
+    out = Path(out).expanduser() if out is not None else run_dir / "merged"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise GenerateError(f"{out} already exists; choose another folder with -o")
+    from transformers import AutoTokenizer
+
+    from engine.hub import not_cached_hint, offline_if_unreachable
+    from engine.tiny import resolve_model_path
+    from engine.train.worker import merge_adapter
+
+    base = resolve_model_path(res["model.name_or_path"])
+    offline_if_unreachable(base)
+    tmp = out.with_name(out.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tok_src = final if (final / "tokenizer_config.json").exists() else base
+        tok = AutoTokenizer.from_pretrained(str(tok_src), trust_remote_code=bool(res["model.trust_remote_code"]))
+        merge_adapter(base, final, tmp, res, tok)
+    except (OSError, ValueError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GenerateError(f"cannot merge run {run_dir.name}: {first}{not_cached_hint(base)}", 1) from None
+    if out.exists():
+        out.rmdir()  # (empty: checked above)
+    tmp.rename(out)
+    return out
