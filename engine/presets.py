@@ -105,7 +105,7 @@ def load(path: str | os.PathLike[str]) -> JobConfig:
 
 def _resolve_relative_paths(job: JobConfig, base: Path) -> None:
     """Data paths in a preset are relative to the preset's folder (kept as written when absolute)."""
-    from engine.data.sources import data_paths, join_paths
+    from engine.data.sources import data_paths, join_paths, map_paths
 
     def resolve(v: str) -> str:
         if v.startswith(("s3://", "finetui:", "/", "~")):
@@ -115,11 +115,8 @@ def _resolve_relative_paths(job: JobConfig, base: Path) -> None:
 
     for name in ("data.train_path", "data.validation_path"):
         v = job.values.get(name)
-        if isinstance(v, str) and v:
-            parts = data_paths(v)
-            new = join_paths([resolve(p) for p in parts])
-            if new != join_paths(parts):
-                job.values[name] = new
+        if isinstance(v, str) and v and map_paths(v, resolve) != join_paths(data_paths(v)):
+            job.values[name] = map_paths(v, resolve)
 
 
 def load_run_config(path: str | os.PathLike[str]) -> JobConfig:

@@ -70,6 +70,11 @@ def join_paths(paths: list[str]) -> str:
     return ",".join(paths)
 
 
+def map_paths(value: Any, fn: Any) -> str:
+    """A data path field with ``fn`` applied to each of its sources."""
+    return join_paths([fn(p) for p in data_paths(value)])
+
+
 def any_s3(*values: Any) -> bool:
     """Whether a data path field (one or several sources) reads from S3."""
     return any(p.startswith("s3://") for v in values for p in data_paths(v))

@@ -32,7 +32,7 @@ from engine.config import JobConfig
 from engine.events import EVENTS_FILE, Tailer, summarize
 from engine.launch import core, procs
 from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FILE, LaunchError, RunInfo, RunRef,
-                                  append_end_if_missing, default_name, read_json, read_records, unique_dir,
+                                  append_end_if_missing, default_name, has_end, read_json, read_records, unique_dir,
                                   valid_name)
 from engine.launch.ssh import SSHError
 
@@ -57,7 +57,7 @@ def parse_start_at(text: str | None) -> float | None:
 
 
 def _absolutize_data(job: JobConfig, res: dict[str, Any]) -> None:
-    from engine.data.sources import data_paths, join_paths
+    from engine.data.sources import map_paths
 
     remote = is_remote_job(res)
 
@@ -71,10 +71,8 @@ def _absolutize_data(job: JobConfig, res: dict[str, Any]) -> None:
 
     for name in ("data.train_path", "data.validation_path"):
         v = res.get(name)
-        if isinstance(v, str) and v:
-            new = join_paths([absolute(p) for p in data_paths(v)])
-            if new != v:
-                job.values[name] = new
+        if isinstance(v, str) and v and map_paths(v, absolute) != v:
+            job.values[name] = map_paths(v, absolute)
 
 
 # ------------------------------------------------------------------ start
@@ -128,8 +126,6 @@ def resume_job(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> 
     → (job, the checkpoint event resumed from).  Raises LaunchError with one sentence."""
     from engine import presets
     from engine.train.checkpoints import is_complete
-
-    from engine.launch.rundir import has_end
 
     ref = resolve_run(ref, runs_dir)
     info = run_info(ref, runs_dir, refresh_remote=not has_end(ref.run_dir))  # (an ended remote run: no SSH)
@@ -244,7 +240,6 @@ def list_runs(runs_dir: str | os.PathLike[str] = "runs", *, refresh_remote: bool
     remote_refs = [r for r in refs if r.is_remote]
     if remote_refs and refresh_remote:
         from engine.launch import remote as R
-        from engine.launch.rundir import has_end
 
         pending = [r for r in remote_refs if not has_end(r.run_dir)]
         if pending:
