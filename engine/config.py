@@ -867,6 +867,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         err("runtime.mixed_precision", "fp16 mixed precision needs a GPU; it is refused on CPU", "bf16, none")
     if res["runtime.attention_implementation"] == "flash_attention_2" and res["launch.device"] == "cpu":
         err("runtime.attention_implementation", "flash-attention-2 needs a GPU", "sdpa, eager")
+    if res["launch.device"] == "cpu" and (method == "qlora" or res["runtime.quantization_bit"] != "none"):
+        err("trainer.training_type", "QLoRA (bitsandbytes quantization) needs a CUDA GPU; it is refused on CPU",
+            "lora on CPU, or launch.device = cuda / auto")
     # prompt tuning init text
     if method == "prompt_tuning" and res["adapter.prompt_tuning_init"] == "text" \
             and not res["adapter.prompt_tuning_init_text"]:

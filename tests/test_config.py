@@ -316,3 +316,9 @@ def test_kto_needs_two_rows_per_device_batch():
     assert any(e.startswith("general.batch_size: the kto trainer needs at least 2 rows per device batch") for e in errs)
     assert not _errors(_job(trainer__stage="kto", data__format="kto", general__batch_size=2))
     assert not _errors(_job(trainer__stage="dpo", data__format="preference", general__batch_size=1))
+
+
+def test_qlora_on_cpu_is_refused_where_the_device_is_chosen():
+    errs = _errors(_job(trainer__training_type="qlora", runtime__quantization_bit=4, launch__device="cpu"))
+    assert any(e.startswith("trainer.training_type: QLoRA (bitsandbytes quantization) needs a CUDA GPU") for e in errs)
+    assert not _errors(_job(trainer__training_type="qlora", runtime__quantization_bit=4, launch__device="auto"))
