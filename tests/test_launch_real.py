@@ -107,7 +107,8 @@ def test_resume_a_stopped_run_from_its_last_checkpoint(launch_job, tmp_path):
     schedule restored by the trainer); the stopped run is left as it was.  Its config.toml loads as a preset."""
     job = launch_job(**{"general.max_steps": 400, "general.epochs": 100, "launch.procs_per_node": 1,
                         "eval.evaluation_strategy": "no", "eval.checkpoint_strategy": "steps",
-                        "eval.checkpoint_steps": 2, "eval.checkpoint_limit": 2, "data.packing": False})
+                        "eval.checkpoint_steps": 2, "eval.checkpoint_limit": 2, "data.packing": False,
+                        "eval.logging_steps": 1})
     ref = L.start_run(job)
     saved = lambda: [r for r in read_records(ref.run_dir / "events.jsonl")  # noqa: E731
                      if r["kind"] == "checkpoint" and r.get("complete")]
