@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Iterable
 
+from engine.datapaths import any_s3
+
 INF = math.inf
 
 # --------------------------------------------------------------------------
@@ -125,8 +127,6 @@ def _is(name: str, *vals: Any) -> dict[str, Any]:
 
 
 def _reads_s3(v: dict[str, Any]) -> bool:
-    from engine.data.sources import any_s3  # here: engine.data imports this module
-
     return any_s3(v.get("data.train_path"), v.get("data.validation_path"))
 
 

@@ -105,7 +105,7 @@ def load(path: str | os.PathLike[str]) -> JobConfig:
 
 def _resolve_relative_paths(job: JobConfig, base: Path) -> None:
     """Data paths in a preset are relative to the preset's folder (kept as written when absolute)."""
-    from engine.data.sources import data_paths, join_paths, map_paths
+    from engine.datapaths import data_paths, join_paths, map_paths
 
     def resolve(v: str) -> str:
         if v.startswith(("s3://", "finetui:", "/", "~")):

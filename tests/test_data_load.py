@@ -300,7 +300,8 @@ def test_preference_data_for_kto_is_unpaired(data_res):
 def test_several_files_separated_by_commas_are_read_in_order(tmp_path, data_res):
     """LLaMA-Factory's ``dataset: identity,alpaca_en_demo``: one data path naming several files."""
     from engine.data.check import check
-    from engine.data.sources import count_examples, data_paths
+    from engine.data.sources import count_examples
+    from engine.datapaths import data_paths
 
     a = write_json(tmp_path / "a.json", ALPACA[:5])
     b = write_jsonl(tmp_path / "b.jsonl", ALPACA[5:12] + [{"instruction": "x"}])

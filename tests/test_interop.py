@@ -265,7 +265,7 @@ def test_compat_llamafactory_examples_import_and_validate(path):
     assert r["runtime.mixed_precision"] == "bf16" and r["runtime.lr_warmup_ratio"] == 0.1
     assert r["runtime.lr_scheduler"] == "cosine"
     # each dataset name maps to its compat data file, in the order named, and to its format
-    from engine.data.sources import data_paths
+    from engine.datapaths import data_paths
 
     files = [Path(p) for p in data_paths(r["data.train_path"])]
     assert [f.stem for f in files] == raw["dataset"].split(",") and all(f.is_file() for f in files)

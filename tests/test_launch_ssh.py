@@ -50,7 +50,7 @@ def test_remote_run_to_completion_with_local_data(ssh_env, fake_worker, launch_j
     cfg = (rdir / "config.toml").read_text()
     from engine import presets
 
-    from engine.data.sources import data_paths
+    from engine.datapaths import data_paths
 
     sent = [Path(p) for p in data_paths(presets.load(rdir / "config.toml").resolved()["data.train_path"])]
     assert [p.parent for p in sent] == [rdir / "data"] * 2
@@ -378,7 +378,7 @@ def test_data_already_on_the_host_is_read_in_place(ssh_env, fake_worker, launch_
         job = remote_job(launch_job, tmp_path, node.target, **{"data.train_path": f"~/{name},{local}"})
         ref = L.start_run(job)
         from engine import presets
-        from engine.data.sources import data_paths
+        from engine.datapaths import data_paths
 
         rdir = Path(ref.remote["run_dir"])
         got = data_paths(presets.load(rdir / "config.toml").resolved()["data.train_path"])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from engine.data.errors import DataError, RowError
+from engine.datapaths import data_paths
 
 SAMPLES_PREFIX = "finetui:samples/"
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson")
@@ -51,33 +52,6 @@ def resolve_sample(path: str) -> Path:
 
 #: Above this size a .json array is not parsed just to count its rows.
 _JSON_COUNT_LIMIT = 256 * 1024 * 1024
-
-
-def data_paths(value: Any) -> list[str]:
-    """The sources a data path field names: one path, or several separated by commas, whose rows are read
-    one after the other (LLaMA-Factory's ``dataset: identity,alpaca_en_demo``).  A local path that exists
-    with a comma in its name is one path."""
-    s = str(value or "").strip()
-    if not s:
-        return []
-    if "," not in s or Path(os.path.expanduser(s)).exists():
-        return [s]
-    return [p.strip() for p in s.split(",") if p.strip()]
-
-
-def join_paths(paths: list[str]) -> str:
-    """:func:`data_paths`' inverse."""
-    return ",".join(paths)
-
-
-def map_paths(value: Any, fn: Any) -> str:
-    """A data path field with ``fn`` applied to each of its sources."""
-    return join_paths([fn(p) for p in data_paths(value)])
-
-
-def any_s3(*values: Any) -> bool:
-    """Whether a data path field (one or several sources) reads from S3."""
-    return any(p.startswith("s3://") for v in values for p in data_paths(v))
 
 
 def local_data_files(path: str) -> list[Path] | None:

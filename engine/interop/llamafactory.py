@@ -32,7 +32,8 @@ from typing import Any
 import yaml
 
 from engine.config import JobConfig, Problem
-from engine.data.sources import any_s3, count_examples, data_paths, join_paths
+from engine.data.sources import count_examples
+from engine.datapaths import any_s3, data_paths, join_paths
 from engine.dsconfig import deepspeed_config
 from engine.interop.common import (InteropError, fail, fmt, leftovers, real_path, sample_or_path, set_value,
                                    validate_for)

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from engine.config import JobConfig, spec, total_ranks
-from engine.data.sources import data_paths
+from engine.datapaths import data_paths
 from engine.interop.common import fail, fmt, leftovers, set_value, validate_for
 
 TARGET = "Nova recipe"

@@ -57,7 +57,7 @@ def parse_start_at(text: str | None) -> float | None:
 
 
 def _absolutize_data(job: JobConfig, res: dict[str, Any]) -> None:
-    from engine.data.sources import map_paths
+    from engine.datapaths import map_paths
 
     remote = is_remote_job(res)
 

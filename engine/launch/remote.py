@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.data.sources import data_paths, join_paths
+from engine.datapaths import data_paths, join_paths
 from engine.events import EVENTS_FILE, parse_lines
 from engine.launch import ssh
 from engine.launch.rundir import (LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock, read_json,

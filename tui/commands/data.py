@@ -65,7 +65,7 @@ def check_cmd(
                  ("data.s3_access_key_env", access_key_env), ("data.s3_secret_key_env", secret_key_env)):
         if v is not None:
             res[k] = v
-    from engine.data.sources import any_s3
+    from engine.datapaths import any_s3
 
     if any_s3(path):
         from engine.data import s3
