@@ -452,6 +452,23 @@ async def test_data_check_report(make_app):
         assert "train.jsonl:7" in text and "missing" in text
 
 
+async def test_add_a_training_file_then_browse_replaces(make_app, tmp_path):
+    """Add… appends a file to the training data (read after the others); Browse… replaces the path."""
+    from tui.widgets.dialogs import FilePickerDialog
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "data")
+        first = app.job.resolved()["data.train_path"]
+        for button, picked, want in (("#data-add", tmp_path / "more.jsonl", f"{first},{tmp_path / 'more.jsonl'}"),
+                                     ("#data-browse", tmp_path / "only.jsonl", str(tmp_path / "only.jsonl"))):
+            await pilot.click(button)
+            await wait_for(pilot, lambda: isinstance(app.screen, FilePickerDialog))
+            app.screen.query_one("#picker-path", Input).value = str(picked)
+            await pilot.click("#picker-ok")
+            await wait_for(pilot, lambda: app.job.values.get("data.train_path") == want)
+
+
 async def test_s3_fields_and_secret_in_memory(make_app, monkeypatch):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")

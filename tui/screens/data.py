@@ -134,6 +134,8 @@ class DataPane(StepPane):
             with Horizontal(classes="model-path-row"):
                 yield SchemaForm(["data.train_path"], id="data-train-form")
                 yield Button("Browse…", id="data-browse", compact=True, classes="-textual-compact browse")
+                yield Button("Add…", id="data-add", compact=True, classes="-textual-compact browse browse-s3",
+                             tooltip="Add another file of the same format: its rows are read after the others")
                 yield Button("S3…", id="data-s3", compact=True, classes="-textual-compact browse browse-s3")
             yield SchemaForm([n for n in SOURCE_FIELDS if n != "data.train_path"], id="data-source-form")
             with Vertical(id="s3-box"):
@@ -194,17 +196,22 @@ class DataPane(StepPane):
             else:
                 job.secrets.pop(var, None)
 
-    @on(Button.Pressed, "#data-browse")
+    @on(Button.Pressed, "#data-browse, #data-add")
     def _browse(self, event: Button.Pressed) -> None:
         event.stop()
+        from engine.datapaths import data_paths, join_paths
         from tui.widgets.dialogs import FilePickerDialog
+
+        add = event.button.id == "data-add"
+        have = [p for p in data_paths(self.app.job.resolved()["data.train_path"]) if p != "s3://"]  # type: ignore[attr-defined]
 
         def done(path: str | None) -> None:
             if path:
-                self.post_message(FieldEdited("data.train_path", path))
+                self.post_message(FieldEdited("data.train_path", join_paths([*have, path]) if add else path))
 
-        self.app.push_screen(FilePickerDialog("Choose the training data (.json / .jsonl / .zip or a folder)", "."),
-                             done)
+        title = ("Add a training file (read after the others, in the same format)" if add and have else
+                 "Choose the training data (.json / .jsonl / .zip or a folder)")
+        self.app.push_screen(FilePickerDialog(title, "."), done)
 
     @on(Button.Pressed, "#data-s3")
     def _s3(self, event: Button.Pressed) -> None:
