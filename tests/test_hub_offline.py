@@ -17,16 +17,13 @@ from pathlib import Path
 import pytest
 
 from engine.hub import is_hub_name
+from tests.fixtures_launch import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now: a connection is refused at once
-    return port
+    return free_port()  # nothing listens there: a connection is refused at once
 
 
 def hub_cache(tmp_path: Path, tiny_model: Path, name: str = "acme/tiny") -> Path:

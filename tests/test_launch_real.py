@@ -13,7 +13,7 @@ import pytest
 import engine.launch as L
 from engine.launch import procs
 from engine.launch.rundir import read_json, read_records
-from tests.fixtures_launch import PYTHON, ROOT, free_port
+from tests.fixtures_launch import PYTHON, free_port
 from tests.test_launch_local import FINETUI, proc_pgids, wait_for
 
 pytestmark = pytest.mark.slow

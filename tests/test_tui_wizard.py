@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from textual.widgets import Button, Input, Select, Static, TextArea
 
 from engine.config import JobConfig

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -869,9 +869,7 @@ class FinetuiApp(App[None]):
     def save_dialog(self, then: Callable[[], Any] | None = None, export: bool = False) -> None:
         from tui.widgets.dialogs import SavePresetDialog
 
-        default = str(self.preset_path) if self.preset_path else f"{(self.job.name or 'finetui-job').replace(' ', '-')}.toml"
-        if not self.preset_path:
-            default = f"finetui-job.toml"
+        default = str(self.preset_path) if self.preset_path else "finetui-job.toml"
 
         def chosen(result: tuple[str, str] | None) -> None:
             if not result:

@@ -8,7 +8,6 @@ memory.  The report is a plain dict (``--json`` prints it; the TUI's data screen
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import statistics

@@ -30,7 +30,7 @@ from typing import Any
 
 from engine.config import JobConfig
 from engine.events import EVENTS_FILE, Tailer, summarize
-from engine.launch import core, procs
+from engine.launch import core
 from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FILE, LaunchError, RunInfo, RunRef,
                                   append_end_if_missing, default_name, has_end, read_json, read_records, unique_dir,
                                   valid_name)
@@ -107,11 +107,9 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
             from engine.launch import remote as R
 
             R.start(job, res, run_dir, secrets=secrets, start_at=start_at)
-            host = (res.get("launch.hosts") or [res.get("launch.host")])[0]
         else:
             env = {str(k): str(v) for k, v in secrets.items()}
             core.start_in_dir(run_dir, res, env=env, start_at=start_at, cwd=os.getcwd())
-            host = "local"
     except BaseException:
         if not (run_dir / LAUNCH_FILE).exists():
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -160,7 +158,6 @@ def resume_job(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> 
 
 def _ref_for_dir(d: Path) -> RunRef:
     remote = read_json(d / REMOTE_FILE) or None
-    info = read_json(d / LAUNCH_FILE)
     if remote:
         hosts = remote.get("hosts") or []
         # several nodes: all of them ("host" follows the node where rank 0 writes its events)

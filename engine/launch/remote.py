@@ -23,7 +23,7 @@ from typing import Any
 from engine.datapaths import data_paths, join_paths
 from engine.events import EVENTS_FILE, parse_lines
 from engine.launch import ssh
-from engine.launch.rundir import (LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock, read_json,
+from engine.launch.rundir import (LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock,
                                   write_json)
 
 AGENT = "engine.launch.remote_agent"
