@@ -371,6 +371,30 @@ async def test_launch_disabled_reasons_then_launch(make_app):
         assert "launch.runs_dir" not in app.launcher.jobs[0].values  # the job's own (default runs/)
 
 
+async def test_launch_warns_of_a_hub_model_this_machine_cannot_get(make_app, tmp_path, monkeypatch):
+    """A Hub name not in this machine's cache while the Hub cannot be reached: launch stays possible (the
+    Hub may come back) but the reason line says the run would stop at its start; a cached model does not."""
+    from tests.fixtures_launch import free_port
+
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    app = make_app(demo=False, job=JobConfig(values={"model.name_or_path": "acme/absent",
+                                                     "data.train_path": "finetui:samples/alpaca_demo.jsonl"}))
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "launch")
+        reason = app.query_one("#launch-reason", Static)
+        await wait_for(pilot, lambda: "acme/absent is not in this machine's Hugging Face cache" in str(reason.render()))
+        assert not app.query_one("#launch-button", Button).disabled
+        cfg = tmp_path / "hf" / "hub" / "models--acme--cached" / "snapshots" / "abc"
+        cfg.mkdir(parents=True)
+        (cfg / "config.json").write_text("{}")
+        app.apply_edit("model.name_or_path", "acme/cached")
+        await pilot.pause()
+        assert str(reason.render()) == "✓ ready to launch"
+
+
 async def test_launch_estimate_is_the_real_one_with_its_notes_and_formulas(make_app):
     # the real estimator (tui.app._estimate: the tiny model's config.json) for a DPO job: the notes say what the
     # stage changes, the tooltip holds every part's formula as `finetui estimate` prints it

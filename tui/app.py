@@ -386,6 +386,7 @@ class FinetuiApp(App[None]):
         self.last_export: tuple[list[Path], list[str]] | None = None  # (files written, warnings)
         self.data_report: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # (data_key, last check's report)
         self.gpu_memory: dict[str, float | None] = {}  # launch host → GiB of its smallest GPU (probed once)
+        self.hub_reachable: bool | None = None  # this machine → the Hugging Face Hub (probed once, when it matters)
         if theme:
             self.theme = theme
         # last session's parsed CSS (tui/csscache.py): about 65 ms less to the first screen
@@ -641,6 +642,45 @@ class FinetuiApp(App[None]):
         elif self.gpu_memory[host]:
             hints["gpu_memory_gb"] = self.gpu_memory[host]
         return hints
+
+    def model_warning(self, job: JobConfig) -> str | None:
+        """Why a local run of ``job`` would stop at its start although the job is valid: a Hub model that is
+        not in this machine's Hugging Face cache while the Hub cannot be reached (probed once, in a daemon
+        thread; the launch pane is refreshed when it answers).  None when nothing is known against it."""
+        res = job.resolved()
+        name = str(res.get("model.name_or_path") or "")
+        remote = bool(res.get("launch.hosts")) or str(res.get("launch.host") or "local") != "local"
+        if remote or os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"):
+            return None  # (another host's Hub and cache: `finetui doctor --host` says)
+        from engine import hub
+        from engine.modelinfo import _from_hf_cache
+
+        if not hub.is_hub_name(name) or _from_hf_cache(name) is not None:
+            return None
+        if self.hub_reachable is None:
+            self.hub_reachable = True  # (until the probe says otherwise: no warning on a guess)
+            import threading
+
+            threading.Thread(target=self._probe_hub, name="hub-probe", daemon=True).start()
+            return None
+        if self.hub_reachable:
+            return None
+        return (f"{name} is not in this machine's Hugging Face cache and the Hub cannot be reached: the run would "
+                f"stop at its start (download it, or choose a local folder)")
+
+    def _probe_hub(self) -> None:
+        from engine import hub
+
+        ok = hub.reachable(*hub._target())
+        if not ok:
+            try:
+                self.call_from_thread(self._hub_probed, ok)
+            except RuntimeError:  # the app has ended meanwhile
+                pass
+
+    def _hub_probed(self, ok: bool) -> None:
+        self.hub_reachable = ok
+        self.refresh_views()
 
     def _probe_gpu(self, host: str) -> None:
         gb = self.services.gpu_memory(host)

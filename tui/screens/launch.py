@@ -194,8 +194,10 @@ class LaunchPane(StepPane):
             reason.update(t)
             reason.tooltip = "\n".join(str(p) for p in probs[:8])
         else:
-            reason.update(Text("✓ ready to launch", "bold"))
-            reason.tooltip = None
+            warning = getattr(self.app, "model_warning", lambda j: None)(job)
+            reason.update(Text(f"⚠ {warning}", no_wrap=True, overflow="ellipsis") if warning
+                          else Text("✓ ready to launch", "bold"))
+            reason.tooltip = warning
         reason.set_class(bool(probs), "-invalid")
 
     def update_estimate(self, job: JobConfig) -> None:
