@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Iterable
 
-from engine.datapaths import any_s3
+from engine.datapaths import any_s3, data_paths, split_format
 
 INF = math.inf
 
@@ -184,8 +184,8 @@ FIELDS: list[Field] = [
     # ----------------------------------------------------------------- data
     _F("data", "train_path", "path", "", "Training data",
        "A .json / .jsonl / .zip file, a folder, or s3://bucket/key (connection below); several: a.json,b.jsonl "
-       "(read one after the other, in the same format). For a run on another host a local file is copied; a path "
-       "that exists only there is read in place.",
+       "(read one after the other; one in another format: b.json#sharegpt). For a run on another host a local "
+       "file is copied; a path that exists only there is read in place.",
        aliases=("data_s3_path",)),
     _F("data", "format", "enum", "alpaca", "Data format",
        "alpaca {instruction,input,output}; corpus {text}; sharegpt {conversations:[{from,value}]} or "
@@ -862,6 +862,11 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     allowed = prof.formats_by_stage.get(stage, FORMATS_BY_STAGE[stage])
     if res["data.format"] not in allowed:
         err("data.format", f"{res['data.format']} data cannot train the {stage} trainer", ", ".join(allowed))
+    for name in ("data.train_path", "data.validation_path"):  # a source in a format of its own: path#format
+        for path, own in map(split_format, data_paths(res.get(name))):
+            if own is not None and own not in allowed:
+                err(name, f"{path}#{own}: " + (f"{own} data cannot train the {stage} trainer" if own in FORMATS
+                                                else f"`{own}` is not a data format"), ", ".join(allowed))
     # fp16 on CPU
     if res["runtime.mixed_precision"] == "fp16" and res["launch.device"] == "cpu":
         err("runtime.mixed_precision", "fp16 mixed precision needs a GPU; it is refused on CPU", "bf16, none")

@@ -1,4 +1,5 @@
-"""What a data path field names: one source, or several separated by commas (``a.json,b.jsonl``).
+"""What a data path field names: one source, or several separated by commas (``a.json,b.jsonl``), each
+optionally in a format of its own (``b.json#sharegpt``; the others are in ``data.format``).
 
 Kept apart from :mod:`engine.data` (the loaders, the formats) so that the schema's rules and the
 interface can read a path without importing them: the wizard checks ``any_s3`` at its first screen.
@@ -7,6 +8,7 @@ interface can read a path without importing them: the wizard checks ``any_s3`` a
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,9 +30,27 @@ def join_paths(paths: list[str]) -> str:
     return ",".join(paths)
 
 
+_FORMAT = re.compile(r"#([a-z_]+)$")
+
+
+def split_format(part: str) -> tuple[str, str | None]:
+    """One source → (its path, its own format or None): ``glaive.json#sharegpt`` → (glaive.json, sharegpt)."""
+    m = _FORMAT.search(part)
+    return (part[:m.start()], m.group(1)) if m else (part, None)
+
+
 def map_paths(value: Any, fn: Callable[[str], str]) -> str:
-    """A data path field with ``fn`` applied to each of its sources."""
-    return join_paths([fn(p) for p in data_paths(value)])
+    """A data path field with ``fn`` applied to the path of each of its sources (their formats kept)."""
+    out = []
+    for part in data_paths(value):
+        path, fmt = split_format(part)
+        out.append(fn(path) + (f"#{fmt}" if fmt else ""))
+    return join_paths(out)
+
+
+def sources(value: Any, default_format: str) -> list[tuple[str, str]]:
+    """(path, format) of each source of a data path field, ``default_format`` where none is given."""
+    return [(path, fmt or default_format) for path, fmt in map(split_format, data_paths(value))]
 
 
 def any_s3(*values: Any) -> bool:

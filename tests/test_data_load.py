@@ -312,7 +312,7 @@ def test_several_files_separated_by_commas_are_read_in_order(tmp_path, data_res)
     d = load_rows(data_res(data__train_path=path, data__allow_percentage_invalid_samples=10))
     assert [r["messages"][1]["content"] for r in d.train] == [str(i) for i in range(20)]
     assert d.dropped == 1 and d.report["train"]["invalid_rows"][0]["location"] == f"{b}:8"
-    assert d.report["train"]["source"] == f"{a}, {b}, {folder}"
+    assert d.report["train"]["source"] == f"{a}, {b}, {folder}/p.jsonl"
     assert count_examples(path) == 21
     # data.max_samples caps the total, the files taken in the order named
     d = load_rows(data_res(data__train_path=path, data__max_samples=7))
@@ -320,7 +320,7 @@ def test_several_files_separated_by_commas_are_read_in_order(tmp_path, data_res)
     # the data check reads them all, and counts the invalid row against the total
     rep = check(path, "alpaca", stage="sft", allow_invalid=10)
     assert rep["ok"] and rep["rows"] == {"total": 21, "valid": 20, "invalid": 1, "invalid_pct": 4.7619}
-    assert check(path, "alpaca", stage="sft")["errors"][0].startswith(f"{a}, {b}, {folder}: 1 of 21 rows invalid")
+    assert check(path, "alpaca", stage="sft")["errors"][0].startswith(f"{a}, {b}, {folder}/p.jsonl: 1 of 21 rows invalid")
 
 
 def test_several_files_one_missing_names_it(tmp_path, data_res):
@@ -343,3 +343,25 @@ def test_several_validation_files_and_a_sample(tmp_path, data_res):
                            data__validation_path=f"{v1},{v2}"))
     alone = load_rows(data_res(data__train_path="finetui:samples/alpaca_demo.jsonl"))
     assert len(d.train) == len(alone.train) + 3 and len(d.eval) == 5
+
+
+def test_a_source_in_a_format_of_its_own(tmp_path, data_res):
+    """``b.json#sharegpt`` beside alpaca rows: each file read in its format, the rows in one canonical form;
+    data.max_samples stops in the first file when it is reached there (no row of the next)."""
+    from engine.data.check import check
+
+    a = write_json(tmp_path / "a.json", ALPACA[:3])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"conversations": [{"from": "human", "value": "hi"},
+                                                              {"from": "gpt", "value": "hello"}]}] * 2)
+    path = f"{a},{b}#sharegpt"
+    d = load_rows(data_res(data__train_path=path))
+    assert [r["messages"][-1]["content"] for r in d.train] == ["0", "1", "2", "hello", "hello"]
+    assert d.report["train"]["source"] == f"{a}, {b}"
+    assert len(load_rows(data_res(data__train_path=path, data__max_samples=3)).train) == 3
+    rep = check(path, "alpaca", stage="sft")
+    assert rep["ok"] and rep["rows"]["valid"] == 5
+    # read in the wrong format, b's rows are invalid; a format the trainer cannot use is one sentence
+    assert load_rows(data_res(data__train_path=f"{a},{b}", data__allow_percentage_invalid_samples=50)).dropped == 2
+    with pytest.raises(DataError, match=rf"^{b}#kto: kto data cannot train the sft trainer"):
+        load_rows(data_res(data__train_path=f"{a},{b}#kto"))
+    assert check(f"{a},{b}#kto", "alpaca", stage="sft")["errors"][0].startswith(f"{b}#kto: kto data cannot")

@@ -187,14 +187,26 @@ def test_llamafactory_several_training_files(tmp_path):
 
 
 @needs_compat
-def test_llamafactory_datasets_of_another_format_are_left_out_with_a_warning(tmp_path):
+def test_llamafactory_datasets_of_several_formats_keep_each_its_own(tmp_path):
+    """alpaca + sharegpt (tool calls) + alpaca: the sharegpt file is named with its format (path#sharegpt);
+    all rows load, in order; the export writes each dataset_info entry with its own formatting."""
+    from engine.data import load_rows
+
     data_dir = COMPAT / "llamafactory" / "data"
     (tmp_path / "mix.yaml").write_text(f"stage: sft\ndataset: identity,glaive_toolcall_en_demo,alpaca_en_demo\n"
                                        f"dataset_dir: {data_dir}\n")
     job, w = interop.import_file(tmp_path / "mix.yaml")
-    assert job.values["data.train_path"] == f"{data_dir / 'identity.json'},{data_dir / 'alpaca_en_demo.json'}"
-    assert any(x.startswith("dataset = glaive_toolcall_en_demo: sharegpt data, unlike identity (alpaca)")
-               for x in w), w
+    assert job.values["data.train_path"] == (f"{data_dir / 'identity.json'},"
+                                             f"{data_dir / 'glaive_toolcall_en_demo.json'}#sharegpt,"
+                                             f"{data_dir / 'alpaca_en_demo.json'}")
+    assert job.resolved()["data.format"] == "alpaca" and job.problems() == []
+    rows = load_rows(job.resolved()).train
+    assert len(rows) == 91 + 300 + 999 and rows[91].get("tools") is not None  # glaive's rows carry their tools
+    out = tmp_path / "lf" / "train.yaml"
+    interop.write_export(job, "llamafactory", out)
+    info = json.loads((out.parent / "dataset_info.json").read_text())
+    assert [info[n].get("formatting", "alpaca") for n in yaml.safe_load(out.read_text())["dataset"].split(",")] == [
+        "alpaca", "sharegpt", "alpaca"]
 
 
 def test_nova_export_of_several_training_files_warns():

@@ -158,11 +158,12 @@ def test_data_paths_are_relative_to_the_preset_each_of_several(tmp_path, monkeyp
     (d / "a.jsonl").write_text("{}\n")
     (d / "sub" / "b.jsonl").write_text("{}\n")
     p = d / "x.toml"
-    p.write_text('[data]\ntrain_path = "a.jsonl, sub/b.jsonl,finetui:samples/alpaca_demo.jsonl"\n'
+    p.write_text('[data]\ntrain_path = "a.jsonl, sub/b.jsonl#sharegpt,finetui:samples/alpaca_demo.jsonl"\n'
                  'validation_path = "sub/b.jsonl"\n')
     monkeypatch.chdir(tmp_path)
     job = presets.load(p)
-    assert job.values["data.train_path"] == f"{d / 'a.jsonl'},{d / 'sub' / 'b.jsonl'},finetui:samples/alpaca_demo.jsonl"
+    assert job.values["data.train_path"] == \
+        f"{d / 'a.jsonl'},{d / 'sub' / 'b.jsonl'}#sharegpt,finetui:samples/alpaca_demo.jsonl"
     assert job.values["data.validation_path"] == str(d / "sub" / "b.jsonl")
 
 
@@ -177,12 +178,13 @@ def test_launch_sends_each_local_data_file_to_a_remote_host(tmp_path, monkeypatc
     (tmp_path / "a.jsonl").write_text("{}\n")
     (tmp_path / "b.jsonl").write_text("{}\n{}\n")
     monkeypatch.chdir(tmp_path)
-    job = JobConfig(values={"data.train_path": "a.jsonl,finetui:samples/alpaca_demo.jsonl, b.jsonl",
+    job = JobConfig(values={"data.train_path": "a.jsonl,finetui:samples/alpaca_demo.jsonl, b.jsonl#sharegpt",
                             "data.validation_path": "b.jsonl"})
     _absolutize_data(job, job.resolved())
-    assert job.values["data.train_path"] == f"{tmp_path / 'a.jsonl'},finetui:samples/alpaca_demo.jsonl,{tmp_path / 'b.jsonl'}"
+    assert job.values["data.train_path"] == \
+        f"{tmp_path / 'a.jsonl'},finetui:samples/alpaca_demo.jsonl,{tmp_path / 'b.jsonl'}#sharegpt"
     tar, rewrite = _data_tar(job.resolved())
-    assert rewrite == {"data.train_path": "data/0_0_a.jsonl,finetui:samples/alpaca_demo.jsonl,data/0_2_b.jsonl",
+    assert rewrite == {"data.train_path": "data/0_0_a.jsonl,finetui:samples/alpaca_demo.jsonl,data/0_2_b.jsonl#sharegpt",
                        "data.validation_path": "data/1_b.jsonl"}
     with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
         assert {m.name: tf.extractfile(m).read() for m in tf.getmembers()} == {

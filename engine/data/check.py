@@ -17,8 +17,7 @@ from typing import Any
 
 from engine.data.errors import DataError
 from engine.data.formats import as_messages, row_texts
-from engine.data.loader import MAX_LISTED_INVALID, ScanCounts, allowed_formats, check_compat, scan
-from engine.data.sources import open_source
+from engine.data.loader import MAX_LISTED_INVALID, ScanCounts, allowed_formats, check_compat, open_sources, scan_all
 
 #: rows whose token lengths are measured exactly; above it a seeded reservoir sample of this size
 TOKEN_SAMPLE = 2000
@@ -109,13 +108,13 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
         rep["ok"] = False
         return rep
     try:
-        src = open_source(path, res or {}, secrets)
+        srcs = open_sources(path, fmt, stage, profile, res or {}, secrets)
     except DataError as e:
         rep["errors"].append(str(e))
         rep["ok"] = False
         rep["elapsed_s"] = round(time.perf_counter() - t0, 3)
         return rep
-    rep["source"] = src.display
+    rep["source"] = display = ", ".join(s.display for s, _ in srcs)
 
     counts = ScanCounts()
     hashes = array("q")
@@ -129,7 +128,7 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
     csample: list[int] = []
     i = 0
     try:
-        for loc, row in scan(src, fmt, counts, materialize_images=False):
+        for loc, row in scan_all(srcs, counts, materialize_images=False):
             texts = row_texts(row)
             if any(not t.strip() for t in texts):
                 empty += 1
@@ -169,13 +168,13 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
         rep["chars"] = {"min": cmin, "median": int(statistics.median(cs)), "p95": _percentile(cs, 0.95),
                         "max": cmax, "sampled_rows": len(cs)}
     if counts.total == 0 and not rep["errors"]:
-        rep["errors"].append(f"{src.display}: no rows")
+        rep["errors"].append(f"{display}: no rows")
     elif counts.total and counts.valid == 0:
         first = f"; first: {counts.listed[0]}" if counts.listed else ""
-        rep["errors"].append(f"{src.display}: no valid rows ({counts.invalid} invalid){first}")
+        rep["errors"].append(f"{display}: no valid rows ({counts.invalid} invalid){first}")
     elif counts.invalid_pct > rep["allowed_invalid_pct"] + 1e-12:
         first = f"; first: {counts.listed[0]}" if counts.listed else ""
-        rep["errors"].append(f"{src.display}: {counts.invalid} of {counts.total} rows invalid "
+        rep["errors"].append(f"{display}: {counts.invalid} of {counts.total} rows invalid "
                              f"({counts.invalid_pct:.2f}%, allowed {rep['allowed_invalid_pct']:g}%){first}")
     elif counts.invalid:
         rep["dropped"] = counts.invalid

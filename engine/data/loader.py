@@ -14,6 +14,7 @@ from engine.config import FORMATS, FORMATS_BY_STAGE
 from engine.data.errors import DataError, RowError
 from engine.data.formats import NORMALIZERS
 from engine.data.sources import Source, open_source
+from engine.datapaths import sources
 
 MAX_LISTED_INVALID = 50
 
@@ -116,15 +117,38 @@ def threshold_error(display: str, counts: ScanCounts, allowed_pct: float) -> str
     return None
 
 
+def open_sources(path: str, fmt: str, stage: str | None, profile: str | None, res: dict | None,
+                 secrets: dict | None) -> list[tuple[Source, str]]:
+    """Each source of a data path (``a.json,b.json#sharegpt``) with the format its rows are read in (its own,
+    else ``fmt``).  Raises :class:`DataError` for a source whose own format cannot train ``stage``."""
+    out = []
+    for p, f in sources(path, fmt):
+        msg = check_compat(f, stage, profile) if f != fmt else None
+        if msg:
+            raise DataError(f"{p}#{f}: {msg.split(': ', 1)[1]}")
+        out.append((open_source(p, res, secrets), f))
+    return out
+
+
+def scan_all(srcs: list[tuple[Source, str]], counts: ScanCounts, *, materialize_images: bool = True,
+             limit_valid: int | None = None) -> Iterator[tuple[str, dict]]:
+    """:func:`scan` over several sources in turn, one count, ``limit_valid`` rows in all."""
+    for src, f in srcs:
+        if limit_valid is not None and counts.valid >= limit_valid:
+            return
+        yield from scan(src, f, counts, materialize_images=materialize_images, limit_valid=limit_valid)
+
+
 def _load_one(path: str, res: dict, secrets: dict | None, fmt: str, limit: int | None
               ) -> tuple[list[dict], ScanCounts, str]:
-    src = open_source(path, res, secrets)
+    srcs = open_sources(path, fmt, res.get("trainer.stage"), res.get("profile"), res, secrets)
+    display = ", ".join(s.display for s, _ in srcs)
     counts = ScanCounts()
-    rows = [r for _, r in scan(src, fmt, counts, limit_valid=limit)]
-    msg = threshold_error(src.display, counts, float(res.get("data.allow_percentage_invalid_samples") or 0.0))
+    rows = [r for _, r in scan_all(srcs, counts, limit_valid=limit)]
+    msg = threshold_error(display, counts, float(res.get("data.allow_percentage_invalid_samples") or 0.0))
     if msg:
         raise DataError(msg)
-    return rows, counts, src.display
+    return rows, counts, display
 
 
 def split_rows(rows: list[dict], val_size: float, seed: int) -> tuple[list[dict], list[dict]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from engine.data.errors import DataError, RowError
-from engine.datapaths import data_paths
+from engine.datapaths import data_paths, split_format
 
 SAMPLES_PREFIX = "finetui:samples/"
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson")
@@ -57,10 +57,11 @@ _JSON_COUNT_LIMIT = 256 * 1024 * 1024
 def local_data_files(path: str) -> list[Path] | None:
     """The .jsonl / .json files of a local data path (a sample name, a file or a folder, or several of them
     separated by commas); None if any is not local."""
-    parts = data_paths(path)
+    parts = [split_format(p)[0] for p in data_paths(path)]
     if len(parts) > 1:
         found = [local_data_files(p) for p in parts]
         return None if any(f is None for f in found) else [f for fs in found for f in fs]  # type: ignore[union-attr]
+    path = parts[0] if parts else ""
     if not path or str(path).startswith("s3://"):
         return None
     if str(path).startswith(SAMPLES_PREFIX):
@@ -344,7 +345,7 @@ def open_source(path: str, res: dict | None = None, secrets: dict | None = None)
     parts = data_paths(path)
     if len(parts) > 1:
         return MultiSource([open_source(p, res, secrets) for p in parts], ", ".join(parts))
-    path = str(path)
+    path = split_format(parts[0])[0] if parts else str(path)  # (a source's own format is its reader's business)
     if path.startswith(SAMPLES_PREFIX):
         return open_local(resolve_sample(path), path)
     if path.startswith("s3://"):

@@ -33,7 +33,7 @@ import yaml
 
 from engine.config import JobConfig, Problem
 from engine.data.sources import count_examples
-from engine.datapaths import any_s3, data_paths, join_paths
+from engine.datapaths import any_s3, data_paths, join_paths, split_format
 from engine.dsconfig import deepspeed_config
 from engine.interop.common import (InteropError, fail, fmt, leftovers, real_path, sample_or_path, set_value,
                                    validate_for)
@@ -232,8 +232,8 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
             warnings.append("data.format = \"sharegpt_image\": unzip the archive; dataset_info.json names its "
                             "train.json")
         entries = [entry] if len(parts) == 1 else [f"{entry}_{j}" for j in range(1, len(parts) + 1)]
-        for e, p in zip(entries, parts):
-            info[e] = dataset_entry(real_path(p), fmt_)
+        for e, (p, own) in zip(entries, map(split_format, parts)):
+            info[e] = dataset_entry(real_path(p), own or fmt_)
         data[key] = ",".join(entries)
     if info:
         side["dataset_info.json"] = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
@@ -452,9 +452,7 @@ def _datasets(raw: dict[str, Any], base: Path, stage: str, job: JobConfig, warni
             if first_fmt is None:
                 first_fmt = fmt_
             elif fmt_ is not None and fmt_ != first_fmt:
-                warnings.append(f"{key} = {name}: {fmt_} data, unlike {names[0]} ({first_fmt}); finetui reads one "
-                                f"format per job, so {name} is left out — convert it and add it to {field}")
-                continue
+                path += f"#{fmt_}"  # a format of its own (data.format is the first dataset's)
             paths.append(path)
         set_value(job, field, join_paths(paths))
         if not fmt_set and first_fmt is not None:

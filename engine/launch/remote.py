@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.datapaths import data_paths, join_paths
+from engine.datapaths import data_paths, join_paths, split_format
 from engine.events import EVENTS_FILE, parse_lines
 from engine.launch import ssh
 from engine.launch.rundir import (LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock,
@@ -71,8 +71,8 @@ def _data_tar(res: dict[str, Any], hosts: list[str] | None = None,
 
     A path that does not exist here is looked for on the run's hosts (every node reads the data): found on
     all of them, it is read there in place — a large data set already on the GPU server is not sent."""
-    elsewhere = [part for name in DATA_FIELDS for part in data_paths(res.get(name))
-                 if not part.startswith(("s3://", "finetui:")) and not Path(part).expanduser().exists()]
+    elsewhere = [path for name in DATA_FIELDS for path, _ in map(split_format, data_paths(res.get(name)))
+                 if not path.startswith(("s3://", "finetui:")) and not Path(path).expanduser().exists()]
     there = _remote_paths(elsewhere, hosts or [], python) if elsewhere else {}
     buf = io.BytesIO()
     rewrite: dict[str, str] = {}
@@ -85,23 +85,25 @@ def _data_tar(res: dict[str, Any], hosts: list[str] | None = None,
             parts = data_paths(v)
             sent = []
             for j, part in enumerate(parts):
-                if part.startswith(("s3://", "finetui:")):
+                path, own = split_format(part)
+                fmt = f"#{own}" if own else ""  # (a source's own format travels with it)
+                if path.startswith(("s3://", "finetui:")):
                     sent.append(part)  # read there: the bucket, or the sample finetui ships
                     continue
-                p = Path(part).expanduser()
+                p = Path(path).expanduser()
                 if not p.exists():
-                    if there.get(part) is None and not hosts:
-                        raise LaunchError(f"{name}: {part} does not exist on this machine")
-                    if there.get(part) is None:
-                        raise LaunchError(f"{name}: {part} exists neither on this machine nor on "
+                    if there.get(path) is None and not hosts:
+                        raise LaunchError(f"{name}: {path} does not exist on this machine")
+                    if there.get(path) is None:
+                        raise LaunchError(f"{name}: {path} exists neither on this machine nor on "
                                           f"{' and '.join(hosts)} (a file already there is named by its absolute "
                                           f"path or ~/…)")
-                    sent.append(there[part])  # already on the host(s): read in place
+                    sent.append(there[path] + fmt)  # already on the host(s): read in place
                     continue
                 rel = f"data/{i}_{p.name}" if len(parts) == 1 else f"data/{i}_{j}_{p.name}"
                 tf.add(str(p), arcname=rel)
                 packed = True
-                sent.append(rel)
+                sent.append(rel + fmt)
             if sent != parts:
                 rewrite[name] = join_paths(sent)
     return (buf.getvalue() if packed else b""), rewrite
