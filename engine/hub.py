@@ -46,7 +46,7 @@ def cached_models() -> list[str]:
     return sorted(names)
 
 
-def _target() -> tuple[str, int]:
+def hub_target() -> tuple[str, int]:
     """The host and port a Hub request connects to first: the HTTPS proxy when one is set, else the endpoint."""
     proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
                   if os.environ.get(k)), None)
@@ -91,7 +91,7 @@ def offline_if_unreachable(name: str) -> str | None:
     a line saying so (for the run's log); None when nothing changed."""
     if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or not is_hub_name(name):
         return None
-    host, port = _target()
+    host, port = hub_target()
     if reachable(host, port):
         return None
     go_offline()

@@ -671,7 +671,7 @@ class FinetuiApp(App[None]):
     def _probe_hub(self) -> None:
         from engine import hub
 
-        ok = hub.reachable(*hub._target())
+        ok = hub.reachable(*hub.hub_target())
         if not ok:
             try:
                 self.call_from_thread(self._hub_probed, ok)

@@ -263,7 +263,7 @@ def cmd_doctor(a: argparse.Namespace) -> int:
         info["gpus"] = None
     from engine import hub
 
-    target = hub._target()
+    target = hub.hub_target()
     info["hub"] = {"target": f"{target[0]}:{target[1]}", "reachable": hub.reachable(*target),
                    "offline": bool(os.environ.get("HF_HUB_OFFLINE")), "cached": hub.cached_models()}
     code = ("import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.cuda.is_available(), "
