@@ -635,10 +635,7 @@ class FinetuiApp(App[None]):
         host = str(res.get("launch.host") or "local")
         if host not in self.gpu_memory:
             self.gpu_memory[host] = None
-            # a daemon thread, not a worker: a probe still waiting on SSH must not hold the app's exit
-            import threading
-
-            threading.Thread(target=self._probe_gpu, args=(host,), name="gpu-probe", daemon=True).start()
+            self._probe(lambda: self.services.gpu_memory(host) or None, lambda gb: self._gpu_probed(host, gb))
         elif self.gpu_memory[host]:
             hints["gpu_memory_gb"] = self.gpu_memory[host]
         return hints
@@ -649,46 +646,42 @@ class FinetuiApp(App[None]):
         thread; the launch pane is refreshed when it answers).  None when nothing is known against it."""
         res = job.resolved()
         name = str(res.get("model.name_or_path") or "")
-        remote = bool(res.get("launch.hosts")) or str(res.get("launch.host") or "local") != "local"
-        if remote or os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"):
-            return None  # (another host's Hub and cache: `finetui doctor --host` says)
         from engine import hub
         from engine.modelinfo import _from_hf_cache
 
         if not hub.is_hub_name(name) or _from_hf_cache(name) is not None:
             return None
+        from engine.launch import is_remote_job
+
+        if is_remote_job(res) or os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"):
+            return None  # (another host's Hub and cache: `finetui doctor --host` says)
         if self.hub_reachable is None:
             self.hub_reachable = True  # (until the probe says otherwise: no warning on a guess)
-            import threading
-
-            threading.Thread(target=self._probe_hub, name="hub-probe", daemon=True).start()
+            self._probe(lambda: None if hub.reachable(*hub.hub_target()) else False, self._hub_probed)
             return None
         if self.hub_reachable:
             return None
         return (f"{name} is not in this machine's Hugging Face cache and the Hub cannot be reached: the run would "
                 f"stop at its start (download it, or choose a local folder)")
 
-    def _probe_hub(self) -> None:
-        from engine import hub
-
-        ok = hub.reachable(*hub.hub_target())
-        if not ok:
-            try:
-                self.call_from_thread(self._hub_probed, ok)
-            except RuntimeError:  # the app has ended meanwhile
-                pass
-
     def _hub_probed(self, ok: bool) -> None:
         self.hub_reachable = ok
         self.refresh_views()
 
-    def _probe_gpu(self, host: str) -> None:
-        gb = self.services.gpu_memory(host)
-        if gb:
-            try:
-                self.call_from_thread(self._gpu_probed, host, gb)
-            except RuntimeError:  # the app has ended meanwhile
-                pass
+    def _probe(self, ask: Callable[[], Any], answered: Callable[[Any], None]) -> None:
+        """``ask()`` in a daemon thread, then ``answered(what it returned)`` on the UI thread unless that is None.
+        Not a worker: a probe still waiting on the network must not hold the app's exit."""
+        import threading
+
+        def run() -> None:
+            result = ask()
+            if result is not None:
+                try:
+                    self.call_from_thread(answered, result)
+                except RuntimeError:  # the app has ended meanwhile
+                    pass
+
+        threading.Thread(target=run, name="probe", daemon=True).start()
 
     def _gpu_probed(self, host: str, gb: float) -> None:
         self.gpu_memory[host] = gb

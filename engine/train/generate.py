@@ -65,6 +65,13 @@ def final_dir(run_dir: str | Path) -> tuple[Path, dict]:
     return final, res
 
 
+def tokenizer_source(final: Path, res: dict) -> str:
+    """Where a run's tokenizer is read from: the one saved beside its final model, else its base model's."""
+    from engine.tiny import resolve_model_path
+
+    return str(final) if (final / "tokenizer_config.json").exists() else resolve_model_path(res["model.name_or_path"])
+
+
 def load(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, dict]:
     """(model, tokenizer, resolved config) of a finished run, ready to generate."""
     import torch
@@ -83,9 +90,7 @@ def load(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, dict
     if (final / "adapter_config.json").exists() or not (final / "tokenizer_config.json").exists():
         offline_if_unreachable(resolve_model_path(res["model.name_or_path"]))  # the base model is loaded too
     try:
-        tok_src = final if (final / "tokenizer_config.json").exists() else resolve_model_path(
-            res["model.name_or_path"])
-        tok = AutoTokenizer.from_pretrained(str(tok_src), trust_remote_code=trust)
+        tok = AutoTokenizer.from_pretrained(tokenizer_source(final, res), trust_remote_code=trust)
         if (final / "adapter_config.json").exists():
             from peft import PeftModel
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from engine.train.generate import GenerateError, final_dir
+from engine.train.generate import GenerateError, final_dir, tokenizer_source
 
 
 def merge_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -40,8 +40,8 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     tmp = out.with_name(out.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tok_src = final if (final / "tokenizer_config.json").exists() else base
-        tok = AutoTokenizer.from_pretrained(str(tok_src), trust_remote_code=bool(res["model.trust_remote_code"]))
+        tok = AutoTokenizer.from_pretrained(tokenizer_source(final, res),
+                                            trust_remote_code=bool(res["model.trust_remote_code"]))
         merge_adapter(base, final, tmp, res, tok)
     except (OSError, ValueError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
