@@ -262,6 +262,12 @@ FIELDS: list[Field] = [
     _F("general", "batch_size", "int", 2, "Batch size",
        "Examples per device per step (per GPU when distributed).", range=Range(1, None),
        aliases=("trainingBatchSize", "micro_batch_size", "per_device_train_batch_size")),
+    _F("general", "global_batch_size", "int", None, "Global batch size",
+       "Examples per optimizer step over all ranks. Set: gradient accumulation follows from it (global ÷ "
+       "(batch × ranks), rounded up where it does not divide, with a warning); unset: batch × accumulation × ranks. "
+       "Nova recipes: global_batch_size 16, 32 or 64 with micro_batch_size 1, a field of its own that does not "
+       "grow with replicas (a replica is a whole instance).",
+       range=Range(1, None), optional=True, aliases=("global_batch_size",)),
     _F("general", "epochs", "int", 3, "Epochs",
        "Passes over the training data. Nova: max_epochs (≤ 5); set max_steps or epochs, not both.",
        range=Range(1, None), optional=True,
@@ -690,6 +696,9 @@ class JobConfig:
         # dynamic defaults
         if "runtime.quantization_bit" not in self.values and out["trainer.training_type"] == "qlora":
             out["runtime.quantization_bit"] = 4
+        gb = out.get("general.global_batch_size")
+        if gb is not None and "runtime.gradient_accumulation_steps" not in self.values:
+            out["runtime.gradient_accumulation_steps"] = accumulation_for(out) or out["runtime.gradient_accumulation_steps"]
         if out.get("eval.eval_steps") is None:
             out["eval.eval_steps"] = max(1, int(out.get("eval.logging_steps") or 1))
         return out
@@ -914,13 +923,18 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             if key in model and res["launch.nodes"] not in counts:
                 err("launch.nodes", f"{res['launch.nodes']} replicas are not offered for {key} in profile {prof.name}",
                     ", ".join(map(str, counts)))
-    # global batch (Nova recipes: 16 / 32 / 64)
-    if prof.global_batch_choices:
-        gb = res["general.batch_size"] * res["runtime.gradient_accumulation_steps"] * total_ranks(res)
-        if gb not in prof.global_batch_choices:
-            err("runtime.gradient_accumulation_steps",
-                f"the global batch (batch × accumulation × ranks = {gb}) is not offered in profile {prof.name}",
-                ", ".join(map(str, prof.global_batch_choices)))
+    # global batch: a field of its own (Nova recipes: 16 / 32 / 64, checked as the field's choices); when set,
+    # accumulation follows from it
+    gb = res["general.global_batch_size"]
+    if gb is not None:
+        per_step = res["general.batch_size"] * total_ranks(res)
+        acc = res["runtime.gradient_accumulation_steps"]
+        if "runtime.gradient_accumulation_steps" in explicit and per_step * acc != gb:
+            err("runtime.gradient_accumulation_steps", f"batch × accumulation × ranks = {per_step * acc} contradicts "
+                f"general.global_batch_size = {gb}", "unset one of them")
+        elif per_step * acc != gb:
+            warn("general.global_batch_size", f"{gb} is not a multiple of batch × ranks ({per_step}): finetui "
+                 f"accumulates {acc} micro-batches, {per_step * acc} examples per step")
     # catalog
     if prof.models and res["model.name_or_path"] not in prof.models:
         if prof.allow_own_models:
@@ -955,6 +969,16 @@ def packs(res: dict[str, Any]) -> bool:
     method that keeps the position ids (PEFT's prompt tuning drops them)."""
     return bool(res.get("data.packing")) and res.get("trainer.stage") in ("pretrain", "sft") \
         and res.get("trainer.training_type") != "prompt_tuning"
+
+
+def accumulation_for(res: dict[str, Any]) -> int | None:
+    """Gradient accumulation that makes ``general.global_batch_size`` (rounded up), or None when unset."""
+    gb = res.get("general.global_batch_size")
+    try:
+        per_step = int(res["general.batch_size"]) * total_ranks(res)
+        return max(1, math.ceil(int(gb) / per_step)) if gb is not None else None
+    except (TypeError, ValueError, KeyError, ZeroDivisionError):
+        return None
 
 
 def total_ranks(res: dict[str, Any]) -> int:

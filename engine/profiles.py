@@ -28,7 +28,6 @@ class Profile:
     lr_by_method: dict[str, Range] = field(default_factory=dict)  # "full" / "lora" → range
     max_steps_epochs_exclusive: bool = False
     replicas_by_model: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    global_batch_choices: tuple[int, ...] = ()
     models: tuple[str, ...] = ()  # the provider's catalog
     allow_own_models: bool = True
 
@@ -77,7 +76,7 @@ _NOVA_COMMON: dict[str, dict[str, Any]] = {
     "general.max_sequence_length": {"min": 1, "max": 65536, "default": 32768},
     "general.epochs": {"min": 1, "max": 5, "default": 2},
     "general.batch_size": {"default": 1},
-    "runtime.gradient_accumulation_steps": {"default": 32},
+    "general.global_batch_size": {"choices": (16, 32, 64), "default": 64},
     "model.hidden_dropout": {"min": 0, "max": 1, "default": 0.0},
     "model.attention_dropout": {"min": 0, "max": 1, "default": 0.0},
     "model.ffn_dropout": {"min": 0, "max": 1, "default": 0.0},
@@ -265,7 +264,6 @@ PROFILES: dict[str, Profile] = {
             lr_by_method={"lora": Range(0, 1, min_exclusive=True)},
             max_steps_epochs_exclusive=True,
             replicas_by_model=NOVA_REPLICAS,
-            global_batch_choices=(16, 32, 64),
             models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
         ),
         Profile(
@@ -277,7 +275,6 @@ PROFILES: dict[str, Profile] = {
                 "runtime.min_lr": {"min": 0, "max": 1, "default": 5e-7},
                 "general.epochs": {"min": 1, "max": 5, "default": 1},
                 "launch.nodes": {"default": 4},
-                "runtime.gradient_accumulation_steps": {"default": 16},
                 "trainer.training_type": {"choices": ("full",), "default": "full"},
             },
             methods=("full",),
@@ -286,7 +283,6 @@ PROFILES: dict[str, Profile] = {
             lr_by_method={"full": Range(1e-6, 1e-3)},
             max_steps_epochs_exclusive=True,
             replicas_by_model=NOVA_REPLICAS,
-            global_batch_choices=(16, 32, 64),
             models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
         ),
     ]

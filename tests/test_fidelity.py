@@ -1,0 +1,80 @@
+"""Provider rules exactly as their documents state them (issue 24): for each rule a value just inside
+passes and one just outside fails with a line naming the field, under the profile that states it."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from engine import interop
+from engine.config import JobConfig
+
+
+def _job(profile="native", **vals):
+    base = {"data.train_path": "x.jsonl"}
+    base.update({k.replace("__", "."): v for k, v in vals.items()})
+    return JobConfig(profile, base)
+
+
+def _errors(job):
+    return [str(p) for p in job.problems()]
+
+
+def _warnings(job):
+    return [str(p) for p in job.warnings()]
+
+
+NOVA_S3 = {"data__train_path": "s3://bucket/train.jsonl"}
+
+
+# --------------------------------------------------------------------------------------- Nova (004)
+
+@pytest.mark.parametrize("profile", ["nova_lora", "nova_full"])
+@pytest.mark.parametrize("nodes", [6, 12, 24])
+def test_nova_pro_validates_with_each_documented_replica_count(profile, nodes):
+    job = _job(profile, model__name_or_path="nova-pro/prod", launch__nodes=nodes, **NOVA_S3)
+    assert _errors(job) == []
+    res = job.resolved()
+    assert res["general.global_batch_size"] == 64 and res["general.batch_size"] == 1
+    # finetui's own accumulation follows from the global batch, rounded up (said in a warning)
+    assert res["runtime.gradient_accumulation_steps"] == -(-64 // nodes)
+
+
+@pytest.mark.parametrize("model,inside,outside", [("nova-micro/prod", 8, 6), ("nova-lite/prod", 32, 24),
+                                                  ("nova-pro/prod", 24, 8)])
+def test_nova_replicas_by_model(model, inside, outside):
+    assert not _errors(_job("nova_lora", model__name_or_path=model, launch__nodes=inside, **NOVA_S3))
+    errs = _errors(_job("nova_lora", model__name_or_path=model, launch__nodes=outside, **NOVA_S3))
+    assert any(e.startswith(f"launch.nodes: {outside} replicas are not offered for {model.split('/')[0]} in profile "
+                            "nova_lora") for e in errs), errs
+
+
+@pytest.mark.parametrize("profile", ["nova_lora", "nova_full"])
+def test_nova_global_batch_is_the_recipes_field(profile):
+    base = dict(model__name_or_path="nova-lite/prod", launch__nodes=4, **NOVA_S3)
+    for gb in (16, 32, 64):
+        job = _job(profile, general__global_batch_size=gb, **base)
+        assert _errors(job) == [] and job.resolved()["runtime.gradient_accumulation_steps"] == gb // 4
+    errs = _errors(_job(profile, general__global_batch_size=48, **base))
+    assert f"general.global_batch_size: 48 is not offered in profile {profile} (allowed: 16, 32, 64)" in errs
+    # accumulation set against it: one line naming it
+    errs = _errors(_job(profile, general__global_batch_size=16, runtime__gradient_accumulation_steps=2, **base))
+    assert any(e.startswith("runtime.gradient_accumulation_steps: batch × accumulation × ranks = 8 contradicts "
+                            "general.global_batch_size = 16") for e in errs), errs
+    # the native profile: no global batch unless set
+    assert JobConfig("native").resolved()["general.global_batch_size"] is None
+
+
+def test_nova_pro_recipe_round_trips_global_and_micro_batch(tmp_path):
+    job = _job("nova_lora", model__name_or_path="nova-pro/prod", launch__nodes=24, general__global_batch_size=16,
+               general__batch_size=1, general__epochs=2, **NOVA_S3)
+    text, _ = interop.export_job(job, "nova")
+    tc = yaml.safe_load(text)["training_config"]
+    assert tc["global_batch_size"] == 16 and yaml.safe_load(text)["run"]["replicas"] == 24
+    assert yaml.safe_load(text)["run"]["model_type"] == "amazon.nova-pro-v1:0:300k"
+    p = tmp_path / "pro.yaml"
+    p.write_text(text)
+    back, _ = interop.import_file(p)
+    r = back.resolved()
+    assert (r["general.global_batch_size"], r["general.batch_size"], r["launch.nodes"]) == (16, 1, 24)
+    assert back.problems() == []
