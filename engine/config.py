@@ -266,17 +266,24 @@ FIELDS: list[Field] = [
        "Examples per optimizer step over all ranks. Set: gradient accumulation follows from it (global ÷ "
        "(batch × ranks), rounded up where it does not divide, with a warning); unset: batch × accumulation × ranks. "
        "Nova recipes: global_batch_size 16, 32 or 64 with micro_batch_size 1, a field of its own that does not "
-       "grow with replicas (a replica is a whole instance).",
+       "grow with replicas (a replica is a whole instance). Nova sources disagree on the default: the document's "
+       "quick-start recipe and the real Micro LoRA recipe say 64, the real Nova Lite full-rank recipe 16; both Nova "
+       "profiles follow the document (64).",
        range=Range(1, None), optional=True, aliases=("global_batch_size",)),
     _F("general", "epochs", "int", 3, "Epochs",
-       "Passes over the training data. Nova: max_epochs (≤ 5); set max_steps or epochs, not both.",
+       "Passes over the training data. Nova: max_epochs (≤ 5); set max_steps or epochs, not both. Nova sources "
+       "disagree on the default: the document's full-rank and LoRA examples say 2, its quick-start recipe max_steps 16 "
+       "with max_epochs -1, the real Nova Lite full-rank recipe 1 and the Nova Micro LoRA recipe 2; nova_full follows "
+       "the real recipe (1), nova_lora the document and its recipe (2).",
        range=Range(1, None), optional=True,
        aliases=("totalTrainingEpochs", "num_epochs", "max_epochs", "num_train_epochs")),
     _F("general", "max_steps", "int", None, "Max steps",
        "Stop after this many optimizer steps; when set it takes precedence over epochs.",
        range=Range(1, None), optional=True),
     _F("general", "learning_rate", "float", 2e-4, "Learning rate",
-       "Peak learning rate. Nova: full fine-tuning 1e-6–1e-3 (1e-6–1e-4 advised), LoRA 0–1.",
+       "Peak learning rate. Nova: full fine-tuning 1e-6–1e-3 (1e-6–1e-4 advised), LoRA 0–1. Nova full-rank "
+       "default: the document's example says 1e-5, the real Nova Lite recipe 5e-6; nova_full follows the real recipe "
+       "(5e-6); nova_lora 1e-5 (document and Micro LoRA recipe agree).",
        range=Range(0, 1, min_exclusive=True, max_exclusive=True), aliases=("learningRate", "lr")),
     _F("general", "max_sequence_length", "int", 1024, "Max sequence length",
        "Tokens per example (input + output); longer examples are truncated and counted in the data report.",
@@ -326,7 +333,9 @@ FIELDS: list[Field] = [
        "linear, cosine or constant decay after warmup.", choices=("linear", "cosine", "constant"),
        aliases=("lr_scheduler_type",)),
     _F("runtime", "min_lr", "float", 0.0, "Minimum LR",
-       "Learning rate at the end of the cosine decay (Nova: 0–1, below lr).", range=Range(0, 1),
+       "Learning rate at the end of the cosine decay (Nova: 0–1, below lr). Nova full-rank default: the document's "
+       "example says 1e-6, the real Nova Lite recipe 5e-7; nova_full follows the real recipe (5e-7), nova_lora 1e-6 "
+       "(document and Micro LoRA recipe agree).", range=Range(0, 1),
        **_is("runtime.lr_scheduler", "cosine")),
     _F("runtime", "seed", "int", 42, "Seed", "Random seed, always applied.", range=Range(0, None)),
     _F("runtime", "full_determinism", "bool", False, "Full determinism",
@@ -356,7 +365,9 @@ FIELDS: list[Field] = [
     _F("adapter", "lora_rank", "int", 8, "LoRA rank", "Rank of the low-rank update matrices.",
        range=Range(1, None), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraR", "rank", "r")),
     _F("adapter", "lora_alpha", "int", 16, "LoRA alpha",
-       "Scaling multiplier: alpha / rank is the fraction applied (alpha 2, rank 8 → 25 %).",
+       "Scaling multiplier: alpha / rank is the fraction applied (alpha 2, rank 8 → 25 %). Nova: 32, 64, 96, 128, "
+       "160 or 192 (real recipe); the document's LoRA recipe says 32, the real Nova Micro LoRA recipe 128; nova_lora "
+       "follows the document (32).",
        range=Range(1, None), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraAlpha", "alpha")),
     _F("adapter", "lora_dropout", "float", 0.05, "LoRA dropout", "Dropout on the adapter input.",
        range=Range(0, 1), **_is("trainer.training_type", *LORA_METHODS),
@@ -367,7 +378,8 @@ FIELDS: list[Field] = [
        "(q_proj, v_proj for llama/granite); or an explicit list of module names.",
        **_is("trainer.training_type", *LORA_METHODS, "tfew"), aliases=("lora_target",)),
     _F("adapter", "loraplus_lr_ratio", "float", 0.0, "LoRA+ ratio",
-       "LoRA+: learning-rate ratio of the B matrices to the A matrices; 0 disables (Nova recipe: 8).",
+       "LoRA+: learning-rate ratio of the B matrices to the A matrices; 0 disables. Nova: 0–100 (real recipe); the "
+       "document's LoRA recipe says 8, the real Nova Micro LoRA recipe 16; nova_lora follows the document (8).",
        range=Range(0, 100), **_is("trainer.training_type", *LORA_METHODS)),
     _F("adapter", "merge_adapter", "bool", False, "Merge adapter",
        "Merge the adapter into the base model for the final model; otherwise only the adapter is saved.",
@@ -399,7 +411,9 @@ FIELDS: list[Field] = [
     _F("eval", "checkpoint_strategy", "enum", "steps", "Checkpoints",
        "no, epoch or steps.", choices=("no", "epoch", "steps"), aliases=("save_strategy",)),
     _F("eval", "checkpoint_steps", "int", 500, "Checkpoint every (steps)",
-       "Steps between two checkpoints.", range=Range(1, None),
+       "Steps between two checkpoints. Nova: the document's quick-start recipe has save_steps 100000 (in effect "
+       "only the last checkpoint); the real recipes and the document's other examples have none, and the Nova "
+       "profiles keep finetui's default (500) there.", range=Range(1, None),
        **_is("eval.checkpoint_strategy", "steps"), aliases=("save_steps",)),
     _F("eval", "checkpoint_limit", "int", None, "Checkpoints kept",
        "Keep at most this many checkpoints (the best is always kept); unset keeps all.",
@@ -408,7 +422,9 @@ FIELDS: list[Field] = [
        "End the run with the checkpoint of the lowest evaluation loss (the final model is the best one, "
        "not the last; rotation never removes it); needs evaluation, with a checkpoint at each evaluation."),
     _F("eval", "early_stopping_patience", "int", 0, "Early-stopping patience",
-       "Stop after this many evaluations without an improvement of at least the threshold; 0 disables.",
+       "Stop after this many evaluations without an improvement of at least the threshold; 0 disables. Nova: the "
+       "document's quick-start recipe turns early stopping on (val_loss, patience 2, min_delta 0.001); the real "
+       "recipes and the document's other examples do not, and the Nova profiles follow them (0, off).",
        range=Range(0, None), aliases=("earlyStoppingPatience",)),
     _F("eval", "early_stopping_threshold", "float", 0.0, "Early-stopping threshold",
        "Minimum decrease of the evaluation loss that counts as an improvement.", range=Range(0, None),

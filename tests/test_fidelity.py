@@ -78,3 +78,25 @@ def test_nova_pro_recipe_round_trips_global_and_micro_batch(tmp_path):
     r = back.resolved()
     assert (r["general.global_batch_size"], r["general.batch_size"], r["launch.nodes"]) == (16, 1, 24)
     assert back.problems() == []
+
+
+@pytest.mark.parametrize("name,doc,recipe,follows", [
+    ("general.epochs", "2", "1", "nova_full follows the real recipe (1)"),
+    ("general.learning_rate", "1e-5", "5e-6", "nova_full follows the real recipe (5e-6)"),
+    ("runtime.min_lr", "1e-6", "5e-7", "nova_full follows the real recipe (5e-7)"),
+    ("eval.checkpoint_steps", "100000", "none", "Nova profiles keep finetui's default (500)"),
+    ("eval.early_stopping_patience", "patience 2", "do not", "follow them (0, off)"),
+    ("general.global_batch_size", "64", "16", "follow the document (64)"),
+    ("adapter.lora_alpha", "32", "128", "follows the document (32)"),
+    ("adapter.loraplus_lr_ratio", "8", "16", "follows the document (8)"),
+])
+def test_nova_fields_where_document_and_recipes_disagree_say_both(name, doc, recipe, follows):
+    from engine.config import FIELD_BY_NAME, JobConfig
+
+    h = FIELD_BY_NAME[name].help
+    assert doc in h and recipe in h and follows in h, h
+    # and the profiles do what the help says
+    full, lora = JobConfig("nova_full").resolved(), JobConfig("nova_lora").resolved()
+    assert (full["general.epochs"], full["general.learning_rate"], full["runtime.min_lr"]) == (1, 5e-6, 5e-7)
+    assert (lora["general.epochs"], lora["general.learning_rate"], lora["runtime.min_lr"]) == (2, 1e-5, 1e-6)
+    assert full["eval.early_stopping_patience"] == lora["eval.early_stopping_patience"] == 0
