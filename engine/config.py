@@ -109,6 +109,7 @@ class Field:
     visible_text: str = ""  # the rule in words, for docs and the TUI
     secret: bool = False
     aliases: tuple[str, ...] = ()  # names used by providers (docs / importers)
+    bool_as: tuple[str, str] | None = None  # a str field that also takes a bool: (what false means, what true means)
 
     @property
     def name(self) -> str:
@@ -290,7 +291,8 @@ FIELDS: list[Field] = [
        range=Range(1, None), aliases=("max_length", "cutoff_len", "max_seq_length")),
     _F("general", "resume_from_checkpoint", "str", "no", "Resume from checkpoint",
        "`no`, `last` (the newest complete checkpoint of this run) or a path to a checkpoint "
-       "(relative to the run directory)."),
+       "(relative to the run directory). FPT AI Studio's type is bool or string: false means no, true means last.",
+       bool_as=("no", "last")),
     # -------------------------------------------------------------- runtime
     _F("runtime", "gradient_accumulation_steps", "int", 1, "Gradient accumulation",
        "Micro-batches per optimizer step: the effective batch is batch × accumulation × ranks.",
@@ -659,6 +661,11 @@ def coerce(name: str, value: Any) -> Any:
             raise ValueError(f"{value!r} is not a list of strings")
         return list(value)
     # str / path
+    if f.bool_as is not None:
+        if isinstance(value, bool):
+            return f.bool_as[value]
+        if isinstance(value, str) and value.strip().lower() in ("false", "true"):
+            return f.bool_as[value.strip().lower() == "true"]
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a string")
     return value
@@ -892,6 +899,20 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             if own is not None and own not in allowed:
                 err(name, f"{path}#{own}: " + (f"{own} data cannot train the {stage} trainer" if own in FORMATS
                                                 else f"`{own}` is not a data format"), ", ".join(allowed))
+    # the service reads these files only (Nova: JSONL), local and S3 alike
+    if prof.data_suffixes:
+        for name in ("data.train_path", "data.validation_path"):
+            for path, _own in map(split_format, data_paths(res.get(name))):
+                tail = path.rstrip("/").rsplit("/", 1)[-1]
+                if "." in tail and not tail.lower().endswith(prof.data_suffixes):
+                    err(name, f"{path}: the {prof.title.split(' (')[0]} service reads "
+                        f"{' / '.join(s.lstrip('.').upper() for s in prof.data_suffixes)} files only "
+                        f"(profile {prof.name})", ", ".join(prof.data_suffixes))
+    # limitations of the service's infrastructure: finetui runs the job itself, so a warning only
+    for name, why in prof.service_limitations.items():
+        if res[name] != spec(name, prof.name).default:
+            warn(name, f"the service itself would not accept it: {why}; finetui runs it when it runs the job "
+                 f"(profile {prof.name})")
     # fp16 on CPU
     if res["runtime.mixed_precision"] == "fp16" and res["launch.device"] == "cpu":
         err("runtime.mixed_precision", "fp16 mixed precision needs a GPU; it is refused on CPU", "bf16, none")

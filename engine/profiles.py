@@ -30,6 +30,11 @@ class Profile:
     replicas_by_model: dict[str, tuple[int, ...]] = field(default_factory=dict)
     models: tuple[str, ...] = ()  # the provider's catalog
     allow_own_models: bool = True
+    #: file suffixes the service reads data from (a rule of the service: other files are errors)
+    data_suffixes: tuple[str, ...] = ()
+    #: limitations of the service's own infrastructure that finetui does not share when it runs the job:
+    #: field → why the service would not accept a value other than the profile's default (a warning)
+    service_limitations: dict[str, str] = field(default_factory=dict)
 
 
 FPT_PIPELINE_MODELS = (
@@ -97,6 +102,14 @@ _NOVA_COMMON: dict[str, dict[str, Any]] = {
     "eval.checkpoint_limit": {"default": 10},
     "tracking.tensorboard": {"default": True},
     "launch.nodes": {"default": 2},
+}
+
+#: The Nova document's "limitations" (SFT and PEFT sections): the service's, not finetui's.
+NOVA_LIMITATIONS = {
+    "general.resume_from_checkpoint": "the Nova service keeps only the last checkpoint and cannot resume from an "
+                                      "intermediate one",
+    "tracking.mlflow_tracking_uri": "the Nova document says the service publishes no metrics to MLflow (the "
+                                    "newer real recipes carry MLflow fields)",
 }
 
 NOVA_REPLICAS = {"nova-micro": (2, 4, 8), "nova-lite": (4, 8, 16, 32), "nova-pro": (6, 12, 24)}
@@ -264,6 +277,8 @@ PROFILES: dict[str, Profile] = {
             lr_by_method={"lora": Range(0, 1, min_exclusive=True)},
             max_steps_epochs_exclusive=True,
             replicas_by_model=NOVA_REPLICAS,
+            data_suffixes=(".jsonl",),
+            service_limitations=NOVA_LIMITATIONS,
             models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
         ),
         Profile(
@@ -283,6 +298,8 @@ PROFILES: dict[str, Profile] = {
             lr_by_method={"full": Range(1e-6, 1e-3)},
             max_steps_epochs_exclusive=True,
             replicas_by_model=NOVA_REPLICAS,
+            data_suffixes=(".jsonl",),
+            service_limitations=NOVA_LIMITATIONS,
             models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
         ),
     ]

@@ -100,3 +100,44 @@ def test_nova_fields_where_document_and_recipes_disagree_say_both(name, doc, rec
     assert (full["general.epochs"], full["general.learning_rate"], full["runtime.min_lr"]) == (1, 5e-6, 5e-7)
     assert (lora["general.epochs"], lora["general.learning_rate"], lora["runtime.min_lr"]) == (2, 1e-5, 1e-6)
     assert full["eval.early_stopping_patience"] == lora["eval.early_stopping_patience"] == 0
+
+
+@pytest.mark.parametrize("profile", ["nova_lora", "nova_full"])
+@pytest.mark.parametrize("field", ["data.train_path", "data.validation_path"])
+def test_nova_reads_jsonl_only_local_and_s3(profile, field):
+    base = dict(model__name_or_path="nova-lite/prod", launch__nodes=4, **NOVA_S3)
+    for ok in ("s3://bucket/x/train.jsonl", "s3://bucket/x/TRAIN.JSONL", "data/train.jsonl"):
+        assert _errors(_job(profile, **{**base, field.replace(".", "__"): ok})) == []
+    for bad in ("s3://bucket/x/train.json", "s3://bucket/x/train.zip", "s3://bucket/x/train.csv", "train.json",
+                "s3://bucket/a.jsonl,s3://bucket/b.json"):
+        errs = _errors(_job(profile, **{**base, field.replace(".", "__"): bad}))
+        assert any(e.startswith(f"{field}: ") and "reads JSONL files only" in e and f"(profile {profile})" in e
+                   and e.endswith("(allowed: .jsonl)") for e in errs), (bad, errs)
+    # other profiles read json and zip
+    assert not _errors(_job("native", data__train_path="s3://bucket/x/train.json"))
+
+
+@pytest.mark.parametrize("profile", ["nova_lora", "nova_full"])
+def test_nova_service_limitations_warn_and_export_names_them(profile):
+    base = dict(model__name_or_path="nova-lite/prod", launch__nodes=4, **NOVA_S3)
+    quiet = _job(profile, **base)
+    assert not any("would not accept" in w for w in _warnings(quiet))
+    for field, value in (("general.resume_from_checkpoint", "last"),
+                         ("general.resume_from_checkpoint", "checkpoints/checkpoint-10"),
+                         ("tracking.mlflow_tracking_uri", "http://mlflow:5000")):
+        job = _job(profile, **base, **{field.replace(".", "__"): value})
+        assert _errors(job) == []  # not an error: finetui runs it itself
+        ws = _warnings(job)
+        assert any(w.startswith(f"{field}: the service itself would not accept it") for w in ws), ws
+    job = _job(profile, general__resume_from_checkpoint="last", **base)
+    _, warnings = interop.export_job(job, "nova")
+    assert any(w.startswith('general.resume_from_checkpoint = "last": a Nova recipe cannot express it') for w in
+               warnings), warnings
+
+
+@pytest.mark.parametrize("value,meaning", [(False, "no"), ("false", "no"), (True, "last"), ("no", "no")])
+def test_resume_from_checkpoint_takes_a_bool(value, meaning):
+    job = _job("fpt_studio", general__resume_from_checkpoint=value)
+    assert _errors(job) == [] and job.resolved()["general.resume_from_checkpoint"] == meaning
+    errs = _errors(_job("fpt_studio", general__resume_from_checkpoint=1))
+    assert any(e.startswith("general.resume_from_checkpoint:") for e in errs)

@@ -180,6 +180,12 @@ def export(job: JobConfig) -> tuple[str, list[str]]:
         m["peft"] = {"peft_scheme": None}
     tc["model"] = m
 
+    from engine.profiles import NOVA_LIMITATIONS
+
+    for name, why in NOVA_LIMITATIONS.items():  # what the service itself cannot do, said apart from the rest
+        if name not in used and res[name] != spec(name, prof).default:
+            warnings.append(f"{name} = {fmt(res[name])}: a Nova recipe cannot express it ({why}); not written")
+            used.add(name)
     warnings.extend(leftovers(job, used, prof, TARGET))
     text = "## Run config\n" + yaml.safe_dump({"run": run}, sort_keys=False, width=1000)
     text += "\n## Training specific configs\n" + yaml.safe_dump({"training_config": tc}, sort_keys=False, width=1000)
