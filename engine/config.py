@@ -561,6 +561,8 @@ class Spec:
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(f'"{x}"' for x in v) + "]"
     return str(v)
 
 
@@ -908,6 +910,16 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
                     err(name, f"{path}: the {prof.title.split(' (')[0]} service reads "
                         f"{' / '.join(s.lstrip('.').upper() for s in prof.data_suffixes)} files only "
                         f"(profile {prof.name})", ", ".join(prof.data_suffixes))
+    # the layer names the document allows, by architecture, when the model's config can be read here
+    tm = res["adapter.target_modules"]
+    if prof.layers_by_architecture and method in ("lora", "qlora", "tfew") and isinstance(tm, list) \
+            and tm and tm != ["all-linear"]:
+        arch = _model_type(str(res["model.name_or_path"]))
+        layers = prof.layers_by_architecture.get(arch or "")
+        bad = [m for m in tm if layers is not None and m not in layers]
+        if bad:
+            err("adapter.target_modules", f"{', '.join(bad)}: not a layer of the {arch} architecture in profile "
+                f"{prof.name}", ", ".join(layers) + ", all-linear, or [] for the default (q_proj, v_proj)")
     # limitations of the service's infrastructure: finetui runs the job itself, so a warning only
     for name, why in prof.service_limitations.items():
         if res[name] != spec(name, prof.name).default:
@@ -999,6 +1011,17 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         warn("data.padding_free", "padding-free batches without flash-attention-2: rows are kept apart by a dense "
              "block mask, so attention costs grow with the square of the whole batch's length")
     return out
+
+
+def _model_type(name: str) -> str | None:
+    """The model's architecture (config.json model_type) when its config can be read without downloading."""
+    from engine import modelinfo
+
+    try:
+        cfg, _ = modelinfo.load_config(name)
+    except (modelinfo.ModelInfoError, OSError, ValueError):
+        return None
+    return cfg.get("model_type")
 
 
 def packs(res: dict[str, Any]) -> bool:

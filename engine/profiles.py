@@ -35,6 +35,9 @@ class Profile:
     #: limitations of the service's own infrastructure that finetui does not share when it runs the job:
     #: field → why the service would not accept a value other than the profile's default (a warning)
     service_limitations: dict[str, str] = field(default_factory=dict)
+    #: the layer names the document allows in target_modules, by model architecture (config.json model_type);
+    #: checked when the model's config can be read without downloading
+    layers_by_architecture: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 FPT_PIPELINE_MODELS = (
@@ -70,6 +73,8 @@ _FPT_STUDIO_FIELDS: dict[str, dict[str, Any]] = {
     "adapter.lora_alpha": {"min": 1},
     "adapter.lora_dropout": {"min": 0, "max": 1},
     "adapter.lora_rank": {"min": 1},
+    # "target_modules: string, all-linear" is the only value the document offers
+    "adapter.target_modules": {"choices": (["all-linear"],), "default": ["all-linear"]},
     "eval.checkpoint_steps": {"min": 1},
     "eval.eval_steps": {"min": 1},
     "eval.checkpoint_limit": {"min": 1},
@@ -111,6 +116,10 @@ NOVA_LIMITATIONS = {
     "tracking.mlflow_tracking_uri": "the Nova document says the service publishes no metrics to MLflow (the "
                                     "newer real recipes carry MLflow fields)",
 }
+
+#: watsonx "Layers by architecture": every layer a LoRA adapter may target (the default targets q_proj, v_proj).
+WATSONX_LAYERS = {a: ("down_proj", "up_proj", "gate_proj", "q_proj", "k_proj", "v_proj", "o_proj")
+                  for a in ("llama", "granite")}
 
 NOVA_REPLICAS = {"nova-micro": (2, 4, 8), "nova-lite": (4, 8, 16, 32), "nova-pro": (6, 12, 24)}
 
@@ -224,10 +233,13 @@ PROFILES: dict[str, Profile] = {
                 "general.learning_rate": {"default": 0.00001},
                 "general.epochs": {"default": 10},
                 "trainer.training_type": {"choices": ("lora",), "default": "lora"},
+                # type lora: non-quantized models only (a quantized base is qlora)
+                "runtime.quantization_bit": {"choices": ("none",), "default": "none"},
             },
             methods=("lora",),
             stages=("sft",),
             models=("ibm-granite/granite-3.1-8b-base", "meta-llama/Llama-3.1-8B"),
+            layers_by_architecture=WATSONX_LAYERS,
         ),
         Profile(
             "watsonx_qlora", "IBM watsonx.ai — QLoRA", "002",
@@ -245,6 +257,7 @@ PROFILES: dict[str, Profile] = {
             },
             methods=("qlora",),
             stages=("sft",),
+            layers_by_architecture=WATSONX_LAYERS,
         ),
         Profile(
             "watsonx_full", "IBM watsonx.ai — full fine-tuning", "002",

@@ -141,3 +141,75 @@ def test_resume_from_checkpoint_takes_a_bool(value, meaning):
     assert _errors(job) == [] and job.resolved()["general.resume_from_checkpoint"] == meaning
     errs = _errors(_job("fpt_studio", general__resume_from_checkpoint=1))
     assert any(e.startswith("general.resume_from_checkpoint:") for e in errs)
+
+
+# --------------------------------------------------------------------------------------- watsonx (002), FPT (000)
+
+def test_fpt_studio_target_modules_all_linear_only():
+    assert _errors(_job("fpt_studio", adapter__target_modules=["all-linear"])) == []
+    errs = _errors(_job("fpt_studio", adapter__target_modules=["q_proj", "v_proj"]))
+    assert 'adapter.target_modules: ["q_proj", "v_proj"] is not offered in profile fpt_studio (allowed: ' \
+           '["all-linear"])' in errs, errs
+    assert any(e.startswith("adapter.target_modules:") for e in _errors(_job("fpt_studio", adapter__target_modules=[])))
+    # the native profile takes a list
+    assert _errors(_job("native", adapter__target_modules=["q_proj", "v_proj"])) == []
+
+
+def test_watsonx_lora_refuses_a_quantized_base():
+    base = dict(model__name_or_path="ibm-granite/granite-3.1-8b-base", launch__device="cuda")
+    assert _errors(_job("watsonx_lora", runtime__quantization_bit="none", **base)) == []
+    for q in (4, 8):
+        errs = _errors(_job("watsonx_lora", runtime__quantization_bit=q, **base))
+        assert f"runtime.quantization_bit: {q} is not offered in profile watsonx_lora (allowed: none)" in errs, errs
+    assert _errors(_job("watsonx_qlora", runtime__quantization_bit=4, **base)) == []
+
+
+@pytest.mark.parametrize("profile", ["watsonx_lora", "watsonx_qlora"])
+@pytest.mark.parametrize("model", ["ibm-granite/granite-3.1-8b-base", "meta-llama/Llama-3.1-8B"])
+def test_watsonx_target_modules_are_the_architectures_layers(profile, model):
+    base = dict(model__name_or_path=model, launch__device="cuda")
+    for ok in (["all-linear"], [], ["q_proj", "v_proj"], ["down_proj", "up_proj", "gate_proj", "q_proj", "k_proj",
+                                                             "v_proj", "o_proj"]):
+        assert _errors(_job(profile, adapter__target_modules=ok, **base)) == [], ok
+    errs = _errors(_job(profile, adapter__target_modules=["q_proj", "qkv_proj"], **base))
+    arch = "granite" if "granite" in model else "llama"
+    assert any(e.startswith(f"adapter.target_modules: qkv_proj: not a layer of the {arch} architecture in profile "
+                            f"{profile}") for e in errs), errs
+    # a model whose config cannot be read here is not checked
+    assert _errors(_job(profile, adapter__target_modules=["qkv_proj"], model__name_or_path="acme/unknown-7b",
+                        launch__device="cuda")) == []
+
+
+# --------------------------------------------------------------------------------------- catalogs (001–004)
+
+def _catalog_models():
+    from engine.profiles import PROFILES
+
+    return sorted({m for p in PROFILES.values() for m in p.models})
+
+
+@pytest.mark.parametrize("model", _catalog_models())
+def test_every_catalog_model_has_a_shape_or_says_why_not(model):
+    from engine import modelinfo
+
+    try:
+        info = modelinfo.describe(model)
+    except modelinfo.ModelInfoError as e:
+        # Amazon's Nova and IBM's granite-13b-instruct-v2 architectures are not published
+        assert any(k in model for k in modelinfo.UNPUBLISHED), model
+        assert "does not publish this model's architecture" in str(e)
+        return
+    assert info.source == "built-in catalog shape"
+    assert info.layers > 0 and info.hidden > 0 and info.heads > 0 and info.kv_heads > 0 and info.vocab > 0
+    assert info.context_length > 0 and info.intermediate > 0 and info.num_params > 10 ** 8
+
+
+@pytest.mark.parametrize("model,params", [("meta.llama-3.3-70b-instruct", 70.55e9), ("cohere.command-r-08-2024", 32.3e9),
+                                          ("cohere.command-r-16k", 34.98e9), ("google/flan-t5-xl", 2.85e9),
+                                          ("ibm-granite/granite-3.1-8b-base", 8.17e9)])
+def test_provider_model_ids_estimate_offline(model, params):
+    from engine import modelinfo
+
+    info = modelinfo.describe(model)
+    assert abs(info.num_params - params) / params < 0.005
+    assert not info.vision
