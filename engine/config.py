@@ -198,7 +198,9 @@ FIELDS: list[Field] = [
        "use val_size.",
        optional=True, aliases=("validation_data_s3_path",)),
     _F("data", "val_size", "float", 0.0, "Validation fraction",
-       "Fraction of the training rows held out for evaluation when no validation file is given.",
+       "Fraction of the training rows held out for evaluation when no validation file is given. OCI's document "
+       "states no hold-out (its step count is epochs × size(trainingDataset) ÷ batch over all training rows), so "
+       "the OCI profiles hold out nothing: their early stopping evaluates data.validation_path.",
        range=Range(0, 1, max_exclusive=True)),
     _F("data", "allow_percentage_invalid_samples", "float", 0.0, "Allowed invalid rows (%)",
        "Above this share of invalid rows the data check fails and training refuses to start; at or below "
@@ -721,6 +723,11 @@ class JobConfig:
         # dynamic defaults
         if "runtime.quantization_bit" not in self.values and out["trainer.training_type"] == "qlora":
             out["runtime.quantization_bit"] = 4
+        # a profile that evaluates by default (OCI: early stopping) does so when there is validation data; the
+        # document states no hold-out, so without a validation file the run trains every epoch (a warning says so)
+        if not out.get("data.validation_path") and not out.get("data.val_size") \
+                and "eval.evaluation_strategy" not in self.values and out["eval.evaluation_strategy"] != "no":
+            out["eval.evaluation_strategy"] = "no"
         gb = out.get("general.global_batch_size")
         if gb is not None and "runtime.gradient_accumulation_steps" not in self.values:
             out["runtime.gradient_accumulation_steps"] = accumulation_for(out) or out["runtime.gradient_accumulation_steps"]
@@ -744,6 +751,12 @@ class JobConfig:
 
     def visible(self, name: str) -> bool:
         return FIELD_BY_NAME[name].is_visible(self.resolved())
+
+    def evaluation_waits(self, res: dict[str, Any]) -> bool:
+        """The profile evaluates by default (OCI: early stopping) but there is no validation data yet, so the
+        resolved evaluation is off until there is."""
+        return res["eval.evaluation_strategy"] == "no" and "eval.evaluation_strategy" not in self.values \
+            and spec("eval.evaluation_strategy", self.profile).default != "no"
 
     # -- validation -----------------------------------------------------
     def problems(self, include_warnings: bool = False) -> list[Problem]:
@@ -798,6 +811,8 @@ class JobConfig:
                 if f.name in vals and vals[f.name] is not None:
                     if resolved and f.name not in self.values and not f.is_visible(vals):
                         continue  # the default of a field that does not apply: the dump must load as a preset
+                    if resolved and f.name == "eval.evaluation_strategy" and self.evaluation_waits(vals):
+                        continue  # the profile's evaluation, off until there is validation data: kept so on load
                     tbl[f.key] = vals[f.name]
             if tbl:
                 out[g] = tbl
@@ -865,9 +880,16 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         elif ev == "steps" and res["eval.checkpoint_steps"] % es:
             err("eval.checkpoint_steps", f"{res['eval.checkpoint_steps']} is not a multiple of eval.eval_steps "
                 f"({es}); keeping the best checkpoint needs a checkpoint at evaluations", f"a multiple of {es}")
-    if res["eval.early_stopping_patience"] > 0 and res["eval.evaluation_strategy"] == "no":
+    eval_waits = job.evaluation_waits(res)
+    if res["eval.early_stopping_patience"] > 0 and res["eval.evaluation_strategy"] == "no" \
+            and not eval_waits:
         err("eval.early_stopping_patience", "early stopping needs evaluation",
             "0, or set eval.evaluation_strategy to epoch or steps")
+    if eval_waits:
+        pat = res["eval.early_stopping_patience"]
+        warn("eval.evaluation_strategy", f"profile {prof.name} evaluates during training"
+             + (f" (early stopping, patience {pat})" if pat else "") + ", but there is no validation data: set "
+             "data.validation_path (the document states no hold-out); until then the run trains every epoch")
     if res["eval.evaluation_strategy"] != "no" and not res["data.validation_path"] and not res["data.val_size"]:
         err("eval.evaluation_strategy", "evaluation needs validation data",
             "set data.validation_path or data.val_size > 0")

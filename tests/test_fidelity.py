@@ -213,3 +213,24 @@ def test_provider_model_ids_estimate_offline(model, params):
     info = modelinfo.describe(model)
     assert abs(info.num_params - params) / params < 0.005
     assert not info.vision
+
+
+# --------------------------------------------------------------------------------------- OCI (001)
+
+@pytest.mark.parametrize("profile", ["oci_llama_lora", "oci_cohere_tfew"])
+def test_oci_holds_out_nothing_and_counts_steps_as_its_document(profile):
+    from engine.estimate import oci_total_training_steps, steps_for
+
+    res = _job(profile, data__validation_path="val.jsonl").resolved()
+    assert res["data.val_size"] == 0  # the document states no hold-out
+    assert res["eval.evaluation_strategy"] == "steps"  # its early stopping evaluates the validation file
+    st = steps_for(res, 400)
+    assert st.total == oci_total_training_steps(res["general.epochs"], 400, res["general.batch_size"])
+    # no validation file: the run trains every epoch, and a warning says why early stopping does not act
+    job = _job(profile)
+    assert _errors(job) == [] and job.resolved()["eval.evaluation_strategy"] == "no"
+    assert any(w.startswith(f"eval.evaluation_strategy: profile {profile} evaluates during training (early "
+                            "stopping") for w in _warnings(job)), _warnings(job)
+    # an explicit choice is the user's: early stopping with evaluation turned off is refused
+    errs = _errors(_job(profile, eval__evaluation_strategy="no", eval__early_stopping_patience=3))
+    assert any(e.startswith("eval.early_stopping_patience: early stopping needs evaluation") for e in errs)
