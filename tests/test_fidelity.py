@@ -225,7 +225,7 @@ def test_oci_holds_out_nothing_and_counts_steps_as_its_document(profile):
     assert res["data.val_size"] == 0  # the document states no hold-out
     assert res["eval.evaluation_strategy"] == "steps"  # its early stopping evaluates the validation file
     st = steps_for(res, 400)
-    assert st.total == oci_total_training_steps(res["general.epochs"], 400, res["general.batch_size"])
+    assert st.total_steps == oci_total_training_steps(res["general.epochs"], 400, res["general.batch_size"])
     # no validation file: the run trains every epoch, and a warning says why early stopping does not act
     job = _job(profile)
     assert _errors(job) == [] and job.resolved()["eval.evaluation_strategy"] == "no"
