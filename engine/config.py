@@ -249,6 +249,11 @@ FIELDS: list[Field] = [
        "full; lora; qlora (LoRA on a 4/8-bit quantized model); tfew (OCI T-Few, PEFT IA3); "
        "prompt_tuning (watsonx); freeze (train only the last N layers).",
        choices=METHODS, aliases=("finetuning_type",)),
+    _F("trainer", "task_type", "enum", None, "Task type",
+       "What the tuned model is for: classification, generation or summarization. Informative for training; "
+       "watsonx's prompt-tuning defaults for granite-13b-instruct-v2 depend on it (its table is keyed by task).",
+       choices=("classification", "generation", "summarization"), optional=True,
+       **_is("trainer.training_type", "prompt_tuning"), aliases=("task_id",)),
     _F("trainer", "distributed_backend", "enum", "ddp", "Distributed backend",
        "ddp (torchrun DistributedDataParallel) or deepspeed (ZeRO).", choices=("ddp", "deepspeed")),
     _F("trainer", "zero_stage", "enum", 2, "ZeRO stage",
@@ -272,7 +277,8 @@ FIELDS: list[Field] = [
        "grow with replicas (a replica is a whole instance). Nova sources disagree on the default: the document's "
        "quick-start recipe and the real Micro LoRA recipe say 64, the real Nova Lite full-rank recipe 16; both Nova "
        "profiles follow the document (64).",
-       range=Range(1, None), optional=True, aliases=("global_batch_size",)),
+       range=Range(1, None), optional=True, aliases=("global_batch_size",),
+       **_v(lambda v: v.get("general.global_batch_size") is not None, "it is set (the Nova profiles set it)")),
     _F("general", "epochs", "int", 3, "Epochs",
        "Passes over the training data. Nova: max_epochs (≤ 5); set max_steps or epochs, not both. Nova sources "
        "disagree on the default: the document's full-rank and LoRA examples say 2, its quick-start recipe max_steps 16 "
@@ -720,6 +726,10 @@ class JobConfig:
                     out[f.name] = self.values[f.name]
             else:
                 out[f.name] = _copy(spec(f.name, self.profile).default)
+        # per-model defaults of the profile (watsonx: llama vs granite, granite-13b by task type)
+        for name, v in self.model_defaults(out).items():
+            if name not in self.values:
+                out[name] = _copy(v)
         # dynamic defaults
         if "runtime.quantization_bit" not in self.values and out["trainer.training_type"] == "qlora":
             out["runtime.quantization_bit"] = 4
@@ -751,6 +761,40 @@ class JobConfig:
 
     def visible(self, name: str) -> bool:
         return FIELD_BY_NAME[name].is_visible(self.resolved())
+
+    def model_defaults(self, res: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The profile's defaults for this job's base model (and task type), over its own; {} when none."""
+        from engine import profiles as P
+
+        prof = P.PROFILES.get(self.profile)
+        if prof is None or not prof.model_defaults:
+            return {}
+        res = res if res is not None else self.resolved()
+        d = prof.defaults_for(str(res.get("model.name_or_path") or ""), res.get("trainer.task_type"))
+        return dict(d.fields) if d else {}
+
+    def redefaulted(self, before: dict[str, Any]) -> str | None:
+        """After an edit (``before``: the resolved values before it): one sentence naming the untouched fields the
+        new base model's (or task type's) defaults changed, or None."""
+        from engine import profiles as P
+
+        res = self.resolved()
+        prof = P.PROFILES.get(self.profile)
+        if prof is None or not prof.model_defaults:
+            return None
+        changed = [n for n in FIELD_BY_NAME if n not in self.values and before.get(n) != res.get(n)
+                   and (n in self.model_defaults(res) or n in self.model_defaults(before))]
+        if not changed:
+            return None
+        d = prof.defaults_for(str(res.get("model.name_or_path") or ""), res.get("trainer.task_type"))
+        who = f"{d.label}'s defaults" if d else f"profile {prof.name}'s defaults"
+        parts = ", ".join(f"{n.rsplit('.', 1)[1]} {_fmt(res[n])}" for n in changed)
+        return f"{who} ({prof.title}) applied to the fields you have not set: {parts}"
+
+    def default(self, name: str) -> Any:
+        """What an untouched field resolves to: the model's default in this profile, else the profile's."""
+        md = self.model_defaults()
+        return md[name] if name in md else spec(name, self.profile).default
 
     def evaluation_waits(self, res: dict[str, Any]) -> bool:
         """The profile evaluates by default (OCI: early stopping) but there is no validation data yet, so the

@@ -234,3 +234,86 @@ def test_oci_holds_out_nothing_and_counts_steps_as_its_document(profile):
     # an explicit choice is the user's: early stopping with evaluation turned off is refused
     errs = _errors(_job(profile, eval__evaluation_strategy="no", eval__early_stopping_patience=3))
     assert any(e.startswith("eval.early_stopping_patience: early stopping needs evaluation") for e in errs)
+
+
+# --------------------------------------------------------------------------------------- per-model defaults (002)
+
+LLAMA = {"adapter.lora_alpha": 64, "runtime.gradient_accumulation_steps": 1, "general.batch_size": 8,
+         "adapter.lora_dropout": 0.05, "general.learning_rate": 0.00001, "general.epochs": 5, "adapter.lora_rank": 32,
+         "adapter.target_modules": ["q_proj", "v_proj"]}
+GRANITE = {**LLAMA, "adapter.lora_alpha": 32, "general.epochs": 10, "adapter.lora_rank": 8,
+           "adapter.target_modules": ["all-linear"]}
+
+
+@pytest.mark.parametrize("profile", ["watsonx_lora", "watsonx_qlora"])
+@pytest.mark.parametrize("model,table", [("meta-llama/Llama-3.1-8B", LLAMA), ("ibm-granite/granite-3.1-8b-base", GRANITE)])
+def test_watsonx_lora_defaults_follow_the_base_model(profile, model, table):
+    job = _job(profile, model__name_or_path=model, launch__device="cuda")
+    res = job.resolved()
+    assert {k: res[k] for k in table} == table
+    assert _errors(job) == []
+    # a value the user set is kept
+    res = _job(profile, model__name_or_path=model, adapter__lora_rank=16).resolved()
+    assert res["adapter.lora_rank"] == 16 and res["adapter.lora_alpha"] == table["adapter.lora_alpha"]
+
+
+@pytest.mark.parametrize("model,task,expected", [
+    ("google/flan-t5-xl", None, (16, 16, 0.3, 20)),
+    ("google/flan-t5-xl", "summarization", (16, 16, 0.3, 20)),
+    ("ibm/granite-13b-instruct-v2", "classification", (8, 32, 0.0006, 20)),
+    ("ibm/granite-13b-instruct-v2", "generation", (16, 16, 0.0002, 20)),
+    ("ibm/granite-13b-instruct-v2", "summarization", (8, 1, 0.0002, 40)),
+])
+def test_watsonx_prompt_tuning_defaults_by_model_and_task(model, task, expected):
+    vals = {"model__name_or_path": model, **({"trainer__task_type": task} if task else {})}
+    job = _job("watsonx_prompt_tuning", **vals)
+    res = job.resolved()
+    assert (res["general.batch_size"], res["runtime.gradient_accumulation_steps"], res["general.learning_rate"],
+            res["general.epochs"]) == expected
+    assert _errors(job) == []
+    errs = _errors(_job("watsonx_prompt_tuning", **{**vals, "trainer__task_type": "translation"}))
+    assert any(e.startswith("trainer.task_type: translation is not offered") for e in errs)
+
+
+def test_show_writes_the_models_defaults(tmp_path):
+    from typer.testing import CliRunner
+
+    from tui.cli import app
+
+    p = tmp_path / "llama.toml"
+    p.write_text('profile = "watsonx_lora"\n[model]\nname_or_path = "meta-llama/Llama-3.1-8B"\n[data]\n'
+                 'train_path = "finetui:samples/alpaca_demo.jsonl"\n')
+    r = CliRunner().invoke(app, ["show", str(p)])
+    assert r.exit_code == 0, r.output
+    import tomllib
+
+    shown = tomllib.loads(r.output)
+    assert shown["adapter"]["lora_rank"] == 32 and shown["adapter"]["lora_alpha"] == 64
+    assert shown["adapter"]["target_modules"] == ["q_proj", "v_proj"] and shown["general"]["epochs"] == 5
+
+
+async def test_wizard_redefaults_untouched_fields_when_the_model_changes(make_app):
+    from textual.widgets import Input
+
+    from tui.widgets.form import widget_id
+
+    job = JobConfig("watsonx_lora", {"model.name_or_path": "ibm-granite/granite-3.1-8b-base",
+                                     "data.train_path": "finetui:samples/alpaca_demo.jsonl",
+                                     "general.learning_rate": 0.00002})
+    app = make_app(demo=False, job=job)
+    async with app.run_test(size=(100, 40)) as pilot:
+        app.goto("hyperparameters")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.query_one(f"#{widget_id('adapter.lora_rank')}", Input).value == "8"
+        app.apply_edit("model.name_or_path", "meta-llama/Llama-3.1-8B")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.query_one(f"#{widget_id('adapter.lora_rank')}", Input).value == "32"
+        assert app.query_one(f"#{widget_id('adapter.lora_alpha')}", Input).value == "64"
+        assert app.query_one(f"#{widget_id('general.epochs')}", Input).value == "5"
+        assert app.query_one(f"#{widget_id('general.learning_rate')}", Input).value == "2e-05"  # set: kept
+        notes = [n.message for n in app._notifications]
+        assert any(m.startswith("llama-3-1-8b's defaults (IBM watsonx.ai — LoRA) applied to the fields you have "
+                                "not set:") and "lora_rank 32" in m and "epochs 5" in m
+                   and "learning_rate" not in m for m in notes), notes

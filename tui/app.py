@@ -754,6 +754,9 @@ class FinetuiApp(App[None]):
             job.unset(name)
         else:
             job.values[name] = value
+        note = job.redefaulted(res_before)  # another base model (or task type): its documented defaults
+        if note:
+            self.notify(note, title="Defaults for this model")
         # a field the edit hid, set explicitly, that now breaks a rule: drop it
         res = job.resolved()
         hidden = [n for n, f in FIELD_BY_NAME.items()

@@ -233,10 +233,13 @@ def import_watsonx(d: dict[str, Any]) -> tuple[JobConfig, list[str]]:
             set_value(job, "adapter.prompt_tuning_init", str(d["init_method"]).lower())
         if d.get("init_text"):
             set_value(job, "adapter.prompt_tuning_init_text", str(d["init_text"]))
+        if d.get("task_id"):
+            set_value(job, "trainer.task_type", str(d["task_id"]).lower())
     gpu = d.get("gpu")
     if isinstance(gpu, dict) and gpu.get("num"):
         set_value(job, "launch.procs_per_node", gpu["num"])
-    known = set(WATSONX_KEYS) | {"peft_parameters", "tuning_type", "init_method", "init_text", "base_model", "gpu"}
+    known = set(WATSONX_KEYS) | {"peft_parameters", "tuning_type", "init_method", "init_text", "base_model", "gpu",
+                                 "task_id"}
     unknown = sorted(k for k in d if k not in known)
     if unknown:
         warnings.append("ignored (not used by finetui): " + ", ".join(unknown))
@@ -325,7 +328,9 @@ def export_watsonx(job: JobConfig) -> tuple[str, list[str]]:
         used.add("adapter.prompt_tuning_init")
         if res["adapter.prompt_tuning_init_text"]:
             out["init_text"] = res["adapter.prompt_tuning_init_text"]
-        used.add("adapter.prompt_tuning_init_text")
+        if res["trainer.task_type"]:
+            out["task_id"] = res["trainer.task_type"]
+        used.update(("adapter.prompt_tuning_init_text", "trainer.task_type"))
     else:
         peft: dict[str, Any] = {"type": "none" if method == "full" else method}
         if method in ("lora", "qlora"):
