@@ -142,9 +142,10 @@ FORMATS = ("alpaca", "corpus", "sharegpt", "sharegpt_image", "preference", "bedr
 FORMATS_BY_STAGE: dict[str, tuple[str, ...]] = {
     "pretrain": ("corpus",),
     "sft": ("alpaca", "sharegpt", "sharegpt_image", "bedrock_converse"),
-    "dpo": ("preference",),
+    # sharegpt for the pair trainers: conversations with chosen / rejected replies (LLaMA-Factory `ranking: true`)
+    "dpo": ("preference", "sharegpt"),
     "kto": ("kto", "preference"),
-    "reward": ("preference",),
+    "reward": ("preference", "sharegpt"),
 }
 
 #: Default LoRA targets by architecture (watsonx: llama and granite default to q_proj, v_proj).
@@ -190,8 +191,9 @@ FIELDS: list[Field] = [
        aliases=("data_s3_path",)),
     _F("data", "format", "enum", "alpaca", "Data format",
        "alpaca {instruction,input,output}; corpus {text}; sharegpt {conversations:[{from,value}]} or "
-       "{messages:[{role,content}]}; sharegpt_image (zip with train.json and images); preference "
-       "(chosen/rejected); bedrock_converse (Nova); kto (messages + boolean label).",
+       "{messages:[{role,content}]} (for DPO / reward: conversations + chosen / rejected replies); sharegpt_image "
+       "(zip with train.json and images); preference (chosen/rejected after an alpaca, conversation or prompt; or "
+       "chosen_messages/rejected_messages); bedrock_converse (Nova); kto (messages + boolean label).",
        choices=FORMATS),
     _F("data", "validation_path", "path", None, "Validation data",
        "A separate validation file, or several separated by commas (Nova: validation_data_s3_path). Unset: "

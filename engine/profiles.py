@@ -205,9 +205,9 @@ PROFILES: dict[str, Profile] = {
             formats_by_stage={
                 "pretrain": ("corpus",),
                 "sft": ("alpaca", "sharegpt", "sharegpt_image"),
-                # The pipeline's table lists ShareGPT / ShareGPT_Image for DPO: conversations with
-                # chosen / rejected answers, which is finetui's sharegpt-style `preference` format.
-                "dpo": ("preference",),
+                # The pipeline's table lists ShareGPT / ShareGPT_Image for DPO: sharegpt conversations with
+                # chosen / rejected replies (finetui's `preference` reads them too). ShareGPT_Image pairs: not yet.
+                "dpo": ("sharegpt", "preference"),
             },
             models=FPT_PIPELINE_MODELS,
         ),

@@ -3,6 +3,8 @@ passes and one just outside fails with a line naming the field, under the profil
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -317,3 +319,55 @@ async def test_wizard_redefaults_untouched_fields_when_the_model_changes(make_ap
         assert any(m.startswith("llama-3-1-8b's defaults (IBM watsonx.ai — LoRA) applied to the fields you have "
                                 "not set:") and "lora_rank 32" in m and "epochs 5" in m
                    and "learning_rate" not in m for m in notes), notes
+
+
+# --------------------------------------------------------------------------------------- FPT pipeline DPO (003)
+
+from tests.fixtures_data import COMPAT_DATA  # noqa: E402
+
+needs_compat = pytest.mark.skipif(not COMPAT_DATA.is_dir(), reason="compat corpus not present")
+
+
+@needs_compat
+def test_sharegpt_preference_pairs_read_for_dpo_and_reward():
+    from engine.data.check import check
+
+    path = str(COMPAT_DATA / "dpo_en_demo.json")  # LLaMA-Factory's `ranking: true` sharegpt data set
+    for stage in ("dpo", "reward"):
+        rep = check(path, "sharegpt", stage=stage)
+        assert rep["ok"] and rep["rows"]["valid"] == 300, rep
+    rep = check(path, "sharegpt", stage="sft")  # a pair is no SFT conversation: said per row
+    assert not rep["ok"] and "a preference pair with chosen / rejected replies" in json.dumps(rep)
+    # LLaMA-Factory v1 pairs (chosen_messages / rejected_messages with typed text parts)
+    rep = check(str(COMPAT_DATA / "v1_dpo_demo.jsonl"), "preference", stage="dpo")
+    assert rep["ok"] and rep["rows"]["valid"] == 10, rep
+    rep = check(str(COMPAT_DATA / "v1_sft_demo.jsonl"), "sharegpt", stage="sft")
+    assert rep["ok"] and rep["rows"]["valid"] == 500, rep
+
+
+def test_fpt_pipeline_dpo_takes_sharegpt():
+    base = dict(trainer__stage="dpo", model__name_or_path="Qwen/Qwen2.5-0.5B-Instruct")
+    assert _errors(_job("fpt_pipeline", data__format="sharegpt", **base)) == []
+    errs = _errors(_job("fpt_pipeline", data__format="alpaca", **base))
+    assert "data.format: alpaca data cannot train the dpo trainer (allowed: sharegpt, preference)" in errs, errs
+
+
+@needs_compat
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_dpo_trains_on_sharegpt_pairs(tmp_path_factory):
+    """A real DPO run (TRL, the tiny model, three steps on CPU) on LLaMA-Factory's sharegpt pairs."""
+    from tests.fixtures_train import events, kinds, losses, run_batch, session_cache, write_run
+
+    d = tmp_path_factory.mktemp("dpo-sharegpt") / "run"
+    write_run(d, **{"data.train_path": str(COMPAT_DATA / "dpo_en_demo.json"), "data.format": "sharegpt",
+                    "trainer.stage": "dpo", "general.learning_rate": 0.02, "general.max_steps": 3,
+                    "general.max_sequence_length": 128, "data.max_samples": 4})
+    res = run_batch([{"name": "dpo_sharegpt", "run_dir": str(d), "kind": "train", "hook": None, "at": None,
+                      "temperature": None}], session_cache(tmp_path_factory))
+    recs = events(d)
+    assert kinds(recs, "end") and kinds(recs, "end")[-1]["outcome"] == "completed", (res, (d / "worker.log").read_text()[-3000:])
+    start = kinds(recs, "start")[0]
+    assert start["trainer"] == "DPOTrainer" and start["train_rows"] == 4, start
+    assert len(losses(recs)) == 3
+    assert any(k.startswith("rewards_") for k in kinds(recs, "log")[0])
