@@ -371,3 +371,106 @@ def test_dpo_trains_on_sharegpt_pairs(tmp_path_factory):
     assert start["trainer"] == "DPOTrainer" and start["train_rows"] == 4, start
     assert len(losses(recs)) == 3
     assert any(k.startswith("rewards_") for k in kinds(recs, "log")[0])
+
+
+# --------------------------------------------------------------------------------------- foreign configs
+
+EXAMPLES_V1 = COMPAT_DATA.parent / "examples_v1"
+
+
+@needs_compat
+@pytest.mark.parametrize("name,method,backend", [("train_lora_sft", "lora", "fsdp2"),
+                                                  ("train_full_deepspeed", "full", "deepspeed")])
+def test_llamafactory_v1_examples_import_model_data_adapter_length(name, method, backend):
+    raw = yaml.safe_load((EXAMPLES_V1 / f"{name}.yaml").read_text())
+    job, warnings = interop.import_file(EXAMPLES_V1 / f"{name}.yaml")
+    assert job.problems() == [], [str(p) for p in job.problems()]
+    r = job.resolved()
+    assert r["model.name_or_path"] == raw["model"]
+    # data: the data-set YAML's two local files, in order; alpaca_en_demo's size 500 after identity's 91 rows
+    assert r["data.train_path"] == f"{COMPAT_DATA / 'identity.json'},{COMPAT_DATA / 'alpaca_en_demo.json'}"
+    assert r["data.format"] == "alpaca" and r["data.max_samples"] == 91 + 500
+    assert (r["general.batch_size"], r["general.max_sequence_length"], r["general.max_steps"]) == (1, 2048, 10)
+    assert r["general.learning_rate"] == 1e-4 and r["trainer.stage"] == "sft"
+    assert r["trainer.training_type"] == method
+    if method == "lora":
+        pc = raw["peft_config"]
+        assert (r["adapter.lora_rank"], r["adapter.lora_alpha"], r["adapter.lora_dropout"]) == (
+            pc["r"], pc["lora_alpha"], pc["lora_dropout"])
+        assert r["adapter.target_modules"] == ["all-linear"]
+    assert r["trainer.distributed_backend"] == "deepspeed" and r["trainer.zero_stage"] == 3
+    if backend == "fsdp2":
+        assert any(w.startswith("dist_config.name = fsdp2: FSDP is not a finetui backend yet") for w in warnings)
+    assert not any("sample_backend" in w for w in warnings)  # inference settings: not the training's
+    # the estimate works offline for the example's model
+    from engine import modelinfo
+
+    assert modelinfo.describe(raw["model"]).source == "built-in catalog shape"
+
+
+@needs_compat
+def test_llamafactory_v1_dpo_with_its_own_rows(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "pairs.yaml").write_text(
+        f"pairs:\n  path: {COMPAT_DATA / 'v1_dpo_demo.jsonl'}\n  source: local\n")
+    cfg = tmp_path / "dpo.yaml"
+    cfg.write_text("model: Qwen/Qwen3-0.6B\npeft_config:\n  name: lora\n  r: 8\n  target_modules: q_proj,v_proj\n"
+                   "optim_config:\n  name: muon\n  momentum: 0.95\ntrain_dataset: data/pairs.yaml\n"
+                   "micro_batch_size: 2\nglobal_batch_size: 8\ncutoff_len: 1024\nlearning_rate: 1.0e-5\n"
+                   "num_train_epochs: 2\npref_beta: 0.2\n")
+    job, warnings = interop.import_file(cfg)
+    r = job.resolved()
+    assert job.problems() == [], [str(p) for p in job.problems()]
+    assert (r["trainer.stage"], r["data.format"], r["adapter.target_modules"]) == ("dpo", "preference",
+                                                                                   ["q_proj", "v_proj"])
+    assert (r["general.batch_size"], r["general.global_batch_size"], r["runtime.gradient_accumulation_steps"]) == (
+        2, 8, 4)
+    assert r["general.epochs"] == 2 and r["preference.preference_beta"] == 0.2
+    # Muon is dropped: the first warning says the job will train differently
+    assert interop.training_changes(warnings) == [warnings[0]]
+    assert warnings[0].startswith('optim_config.name = "muon": THE JOB WILL TRAIN DIFFERENTLY')
+
+
+@pytest.mark.parametrize("text", [
+    '{"hello": 1}',
+    "learning_rate: 1.0e-4\nmicro_batch_size: 1\nfoo: bar\nbaz: 2\n",  # one FPT key among strangers
+    "model: 3\ntrain_dataset: x\n",  # model is no name
+    "- a\n- b\n",
+    "{}",
+])
+def test_a_file_not_recognised_with_confidence_is_refused_in_one_line(tmp_path, text):
+    from typer.testing import CliRunner
+
+    from tui.cli import app
+
+    p = tmp_path / "x.yaml"
+    p.write_text(text)
+    with pytest.raises(interop.InteropError) as e:
+        interop.import_file(p)
+    assert len(e.value.problems) == 1
+    line = str(e.value)
+    assert line.startswith(f"{p}: not a format finetui reads with confidence — it reads LLaMA-Factory YAML")
+    assert "Nova recipes" in line and "hyperparameter JSON" in line
+    r = CliRunner().invoke(app, ["import", str(p)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("key,value,what", [
+    ("use_galore", True, "GaLore"), ("use_badam", True, "BAdam"), ("use_apollo", True, "APOLLO"),
+    ("use_muon", True, "Muon"), ("use_adam_mini", True, "Adam-mini"), ("pissa_init", True, "PiSSA"),
+    ("finetuning_type", "oft", "OFT"), ("optim", "adafactor", "adafactor"),
+])
+def test_dropped_training_options_say_the_job_trains_differently(tmp_path, key, value, what):
+    p = tmp_path / "lf.yaml"
+    p.write_text(yaml.safe_dump({"model_name_or_path": "Qwen/Qwen3-0.6B", "stage": "sft", "finetuning_type": "lora",
+                                 "dataset": "identity", "dataset_dir": str(COMPAT_DATA), key: value}))
+    job, warnings = interop.import_file(p)
+    changes = interop.training_changes(warnings)
+    assert len(changes) == 1 and changes[0] == warnings[0], warnings
+    assert "THE JOB WILL TRAIN DIFFERENTLY" in changes[0] and what in changes[0] and changes[0].startswith(key)
+    assert getattr(changes[0], "kind") == "trains_differently"
+    # a false value is no change
+    if value is True:
+        p.write_text(yaml.safe_dump({"model_name_or_path": "m", "stage": "sft", "dataset": "identity",
+                                     "dataset_dir": str(COMPAT_DATA), key: False}))
+        assert interop.training_changes(interop.import_file(p)[1]) == []
