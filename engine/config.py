@@ -715,6 +715,9 @@ class JobConfig:
     values: dict[str, Any] = dc_field(default_factory=dict)
     name: str | None = None  # free-text description, kept in presets
     secrets: dict[str, str] = dc_field(default_factory=dict)  # never written anywhere
+    #: what an import says changes the training itself (interop.TrainingChange), kept with the job it made so the
+    #: launch step can show it; not written to presets
+    notes: list[str] = dc_field(default_factory=list)
 
     # -- access ---------------------------------------------------------
     def resolved(self) -> dict[str, Any]:
@@ -759,7 +762,8 @@ class JobConfig:
         self.values.pop(name, None)
 
     def copy(self) -> "JobConfig":
-        return JobConfig(self.profile, {k: _copy(v) for k, v in self.values.items()}, self.name, dict(self.secrets))
+        return JobConfig(self.profile, {k: _copy(v) for k, v in self.values.items()}, self.name, dict(self.secrets),
+                         list(self.notes))
 
     def visible(self, name: str) -> bool:
         return FIELD_BY_NAME[name].is_visible(self.resolved())

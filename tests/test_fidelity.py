@@ -474,3 +474,26 @@ def test_dropped_training_options_say_the_job_trains_differently(tmp_path, key, 
         p.write_text(yaml.safe_dump({"model_name_or_path": "m", "stage": "sft", "dataset": "identity",
                                      "dataset_dir": str(COMPAT_DATA), key: False}))
         assert interop.training_changes(interop.import_file(p)[1]) == []
+
+
+@needs_compat
+async def test_launch_step_shows_that_the_imported_job_trains_differently(make_app, tmp_path):
+    from textual.widgets import Static
+
+    p = tmp_path / "galore.yaml"
+    p.write_text(yaml.safe_dump({"model_name_or_path": "finetui:tiny-llama", "stage": "sft", "finetuning_type": "lora",
+                                 "dataset": "identity", "dataset_dir": str(COMPAT_DATA), "use_galore": True,
+                                 "cutoff_len": 64, "max_steps": 2}))
+    app = make_app(demo=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        assert app.open_path(str(p), "import")
+        await pilot.pause()
+        app.goto("launch")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.job.problems() == []
+        reason = app.query_one("#launch-reason", Static)
+        assert "THE JOB WILL TRAIN DIFFERENTLY" in str(reason.render()), str(reason.render())
+        assert "GaLore" in str(reason.tooltip)
+        notes = [n.message for n in app._notifications]
+        assert any("THE JOB WILL TRAIN DIFFERENTLY" in m for m in notes), notes  # the import's note leads with it

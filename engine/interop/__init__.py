@@ -127,6 +127,7 @@ def import_text(text: str, fmt: str | None = None, base_dir: str | os.PathLike[s
 
 def _training_changes_first(result: tuple[JobConfig, list[str]]) -> tuple[JobConfig, list[str]]:
     job, warnings = result
+    job.notes = training_changes(warnings)  # the launch step shows them
     return job, sorted(warnings, key=lambda w: getattr(w, "kind", None) != TrainingChange.kind)
 
 

@@ -194,10 +194,11 @@ class LaunchPane(StepPane):
             reason.update(t)
             reason.tooltip = "\n".join(str(p) for p in probs[:8])
         else:
-            warning = getattr(self.app, "model_warning", lambda j: None)(job)
+            notes = list(job.notes)  # an import dropped something that changes the training: said first
+            warning = notes[0] if notes else getattr(self.app, "model_warning", lambda j: None)(job)
             reason.update(Text(f"⚠ {warning}", no_wrap=True, overflow="ellipsis") if warning
                           else Text("✓ ready to launch", "bold"))
-            reason.tooltip = warning
+            reason.tooltip = "\n".join(notes) or warning
         reason.set_class(bool(probs), "-invalid")
 
     def update_estimate(self, job: JobConfig) -> None:
