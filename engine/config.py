@@ -979,7 +979,7 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             for path, _own in map(split_format, data_paths(res.get(name))):
                 tail = path.rstrip("/").rsplit("/", 1)[-1]
                 if "." in tail and not tail.lower().endswith(prof.data_suffixes):
-                    err(name, f"{path}: the {prof.title.split(' (')[0]} service reads "
+                    err(name, f"{path}: the {prof.title.split(' (')[0].split(' — ')[0]} service reads "
                         f"{' / '.join(s.lstrip('.').upper() for s in prof.data_suffixes)} files only "
                         f"(profile {prof.name})", ", ".join(prof.data_suffixes))
     # the layer names the document allows, by architecture, when the model's config can be read here
@@ -1057,6 +1057,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             warn("general.global_batch_size", f"{gb} is not a multiple of batch × ranks ({per_step}): finetui "
                  f"accumulates {acc} micro-batches, {per_step * acc} examples per step")
     # catalog
+    if res["model.name_or_path"] in prof.deprecated_models:
+        warn("model.name_or_path", f"{res['model.name_or_path']} is deprecated in profile {prof.name} (its document "
+             "says so)")
     if prof.models and res["model.name_or_path"] not in prof.models:
         if prof.allow_own_models:
             warn("model.name_or_path", f"{res['model.name_or_path']} is not in the {prof.name} catalog")

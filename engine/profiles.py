@@ -57,6 +57,8 @@ class Profile:
     #: the layer names the document allows in target_modules, by model architecture (config.json model_type);
     #: checked when the model's config can be read without downloading
     layers_by_architecture: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: catalog models the document marks deprecated (a warning)
+    deprecated_models: tuple[str, ...] = ()
     #: per-model defaults, first match wins; fields the user set are never touched
     model_defaults: tuple[ModelDefaults, ...] = ()
 
@@ -202,6 +204,7 @@ PROFILES: dict[str, Profile] = {
             },
             methods=("lora", "full"),
             stages=("pretrain", "sft", "dpo"),
+            data_suffixes=(".json", ".zip"),  # its data-format table: json, zip (sharegpt_image: a zip)
             formats_by_stage={
                 "pretrain": ("corpus",),
                 "sft": ("alpaca", "sharegpt", "sharegpt_image"),
@@ -230,6 +233,7 @@ PROFILES: dict[str, Profile] = {
             methods=("lora",),
             stages=("sft",),
             models=("meta.llama-3.3-70b-instruct", "meta.llama-3.1-70b-instruct", "meta.llama-3-70b-instruct"),
+            deprecated_models=("meta.llama-3-70b-instruct",),
         ),
         Profile(
             "oci_cohere_tfew", "OCI Generative AI — Cohere T-Few", "001",
@@ -247,6 +251,7 @@ PROFILES: dict[str, Profile] = {
             methods=("tfew",),
             stages=("sft",),
             models=("cohere.command-r-08-2024", "cohere.command-r-16k"),
+            deprecated_models=("cohere.command-r-16k",),
         ),
         Profile(
             "watsonx_prompt_tuning", "IBM watsonx.ai — prompt tuning", "002",

@@ -346,7 +346,7 @@ def test_sharegpt_preference_pairs_read_for_dpo_and_reward():
 
 
 def test_fpt_pipeline_dpo_takes_sharegpt():
-    base = dict(trainer__stage="dpo", model__name_or_path="Qwen/Qwen2.5-0.5B-Instruct")
+    base = dict(trainer__stage="dpo", model__name_or_path="Qwen/Qwen2.5-0.5B-Instruct", data__train_path="pairs.json")
     assert _errors(_job("fpt_pipeline", data__format="sharegpt", **base)) == []
     errs = _errors(_job("fpt_pipeline", data__format="alpaca", **base))
     assert "data.format: alpaca data cannot train the dpo trainer (allowed: sharegpt, preference)" in errs, errs
@@ -497,3 +497,24 @@ async def test_launch_step_shows_that_the_imported_job_trains_differently(make_a
         assert "GaLore" in str(reason.tooltip)
         notes = [n.message for n in app._notifications]
         assert any("THE JOB WILL TRAIN DIFFERENTLY" in m for m in notes), notes  # the import's note leads with it
+
+
+def test_fpt_pipeline_reads_json_and_zip_files():
+    base = dict(model__name_or_path="Qwen/Qwen2.5-0.5B-Instruct")
+    for ok in ("s3://bucket/train.json", "data/train.zip", "s3://bucket/prefix/", "data/folder"):
+        assert _errors(_job("fpt_pipeline", data__train_path=ok, **base)) == [], ok
+    for bad in ("s3://bucket/train.jsonl", "train.csv"):
+        errs = _errors(_job("fpt_pipeline", data__train_path=bad, **base))
+        assert f"data.train_path: {bad}: the FPT AI Factory pipeline service reads JSON / ZIP files only (profile " \
+               "fpt_pipeline) (allowed: .json, .zip)" in errs, errs
+    assert _errors(_job("fpt_studio", data__train_path="train.jsonl")) == []  # FPT AI Studio states no file rule
+
+
+@pytest.mark.parametrize("profile,model", [("oci_llama_lora", "meta.llama-3-70b-instruct"),
+                                           ("oci_cohere_tfew", "cohere.command-r-16k")])
+def test_oci_deprecated_models_warn(profile, model):
+    job = _job(profile, model__name_or_path=model, data__validation_path="v.jsonl")
+    assert _errors(job) == []
+    assert f"model.name_or_path: {model} is deprecated in profile {profile} (its document says so)" in _warnings(job)
+    current = _job(profile, model__name_or_path=JobConfig(profile).resolved()["model.name_or_path"])
+    assert not any("deprecated" in w for w in _warnings(current))
