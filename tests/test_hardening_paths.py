@@ -86,3 +86,77 @@ def test_inside_follows_links_already_there(tmp_path):
     (root / "ln").symlink_to(tmp_path)
     assert inside(root, "ln/x")[0] is None
     assert inside(root, "a/b")[0] == (root / "a" / "b").resolve()
+
+
+# ------------------------------------------------------------------------------- the remote upload tar
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for info, data in members:
+            info.size = len(data) if info.isfile() else 0
+            tf.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return buf.getvalue()
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname, ti.mode = kind, linkname, mode
+    return ti
+
+
+def _agent_start(tmp_path: Path, name: str, tar: bytes, config_toml: str, env: dict | None = None):
+    import subprocess
+    import sys
+
+    req = {"workdir": str(tmp_path / "work"), "name": name, "config_toml": config_toml, "tar": bool(tar),
+           "rewrite": {"data.train_path": "data/0_x.jsonl"}, "env": {}}
+    return subprocess.run([sys.executable, "-m", "engine.launch.remote_agent", "start"],
+                          input=json.dumps(req).encode() + b"\n" + tar, capture_output=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "abs-symlink", "rel-symlink", "hardlink", "fifo"])
+def test_upload_tar_member_that_escapes_is_refused_and_leaves_nothing(tmp_path, kind, launch_job):
+    from engine import presets
+
+    outside = tmp_path / "outside.txt"
+    member = {"dotdot": _member("data/../../../outside.txt"), "absolute": _member(str(outside)),
+              "abs-symlink": _member("data/ln", tarfile.SYMTYPE, str(outside)),
+              "rel-symlink": _member("data/ln", tarfile.SYMTYPE, "../../.."),
+              "hardlink": _member("data/hl", tarfile.LNKTYPE, str(outside)),
+              "fifo": _member("data/fifo", tarfile.FIFOTYPE)}[kind]
+    tar = _tar([(_member("data/0_x.jsonl"), b'{"text": "a"}\n'), (member, b"evil")])
+    cfg = presets.dumps(launch_job(), resolved=True)
+    p = _agent_start(tmp_path, "r1", tar, cfg)
+    ans = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert p.returncode == 1 and "\n" not in ans["error"], p.stderr
+    assert f"the uploaded data member `{member.name}`" in ans["error"]
+    assert not outside.exists() and not (tmp_path / "work" / "r1").exists()
+    assert b"Traceback" not in p.stderr
+
+
+def test_upload_tar_keeps_the_data_filter(tmp_path):
+    """Beyond the member checks, tarfile's ``data`` filter still applies: no set-uid bits, no write for others."""
+    from engine.launch import remote_agent
+
+    tar = _tar([(_member("data/x.sh", mode=0o6777), b"#!/bin/sh\n")])
+    assert remote_agent._extract_upload(io.BytesIO(tar), tmp_path) is None
+    mode = (tmp_path / "data" / "x.sh").stat().st_mode
+    assert not mode & (stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH)
+
+
+def test_failed_remote_start_can_be_retried_under_the_same_name(tmp_path, launch_job, fake_worker):
+    from engine import presets
+
+    cfg = presets.dumps(launch_job(), resolved=True)
+    bad = _tar([(_member("data/ln", tarfile.SYMTYPE, "/etc/passwd"), b"")])
+    assert _agent_start(tmp_path, "same", bad, cfg).returncode == 1
+    good = _tar([(_member("data/0_x.jsonl"), b'{"instruction": "a", "input": "", "output": "b"}\n')])
+    p = _agent_start(tmp_path, "same", good, cfg)
+    ans = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert p.returncode == 0, ans
+    assert Path(ans["run_dir"]) == (tmp_path / "work" / "same").resolve()
+    from engine.launch import core
+
+    assert core.stop_dir(Path(ans["run_dir"]), grace=5) in ("stopped", "completed")
