@@ -160,3 +160,58 @@ def test_failed_remote_start_can_be_retried_under_the_same_name(tmp_path, launch
     from engine.launch import core
 
     assert core.stop_dir(Path(ans["run_dir"]), grace=5) in ("stopped", "completed")
+
+
+# ------------------------------------------------------------------------------- S3 prefixes
+
+@pytest.fixture
+def s3_prefix(moto_s3, data_res, monkeypatch):
+    monkeypatch.setenv("FT_TEST_AK", moto_s3["access_key"])
+    monkeypatch.setenv("FT_TEST_SK", moto_s3["secret_key"])
+
+    def make(prefix: str, keys: dict[str, bytes]) -> dict:
+        for k, body in keys.items():
+            moto_s3["client"].put_object(Bucket=moto_s3["bucket"], Key=k, Body=body)
+        return data_res(data__train_path=f"s3://{moto_s3['bucket']}/{prefix}", data__s3_endpoint_url=moto_s3["url"],
+                        data__s3_region="us-east-1", data__s3_access_key_env="FT_TEST_AK",
+                        data__s3_secret_key_env="FT_TEST_SK")
+
+    return make
+
+
+ROW = b'{"instruction": "a", "input": "", "output": "b"}\n'
+
+
+@pytest.mark.parametrize("bad", ["dotdot", "slash", "slashes"])
+def test_s3_prefix_keys_that_escape_are_refused(s3_prefix, tmp_path, bad):
+    """Keys with ``..``, a leading ``/`` (after the prefix) or ``//`` would be written outside the cache."""
+    cache = Path(os.environ["FINETUI_CACHE_DIR"])
+    victim = tmp_path / "victim.jsonl"
+    victim.write_bytes(b"the user's own file\n")
+    prefix = f"esc-{bad}/"
+    key = {"dotdot": prefix + _escaping_member(victim), "slash": prefix + "/" + str(victim).lstrip("/"),
+           "slashes": prefix + "//" + str(victim).lstrip("/")}[bad]
+    res = s3_prefix(prefix, {prefix + "train.jsonl": ROW, key: b"overwritten\n"})
+    from engine.data import s3 as S3
+
+    n0 = S3.DOWNLOADS["count"]
+    with pytest.raises(DataError) as ei:
+        load_rows(res)
+    msg = str(ei.value)
+    assert "\n" not in msg and f"object key `{key}`" in msg and "the prefix is refused" in msg
+    assert victim.read_bytes() == b"the user's own file\n"
+    assert S3.DOWNLOADS["count"] == n0  # refused before anything was downloaded
+    assert not any(p.name == "victim.jsonl" for p in cache.rglob("*"))
+
+
+def test_s3_prefix_with_harmless_dots_loads(s3_prefix):
+    res = s3_prefix("dots/", {"dots/train.jsonl": ROW, "dots/img/a/../b.png": b"png", "dots/img//c.png": b"png"})
+    assert len(load_rows(res).train) == 1
+
+
+def test_s3_single_key_ending_in_dotdot_stays_in_its_folder(s3_prefix, moto_s3):
+    from engine.data import s3 as S3
+
+    res = s3_prefix("x", {"one/..": ROW})
+    p = S3.fetch(f"s3://{moto_s3['bucket']}/one/..", res)
+    assert p.name == "object" and p.read_bytes() == ROW
