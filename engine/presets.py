@@ -169,11 +169,11 @@ def _emit(data: dict[str, Any]) -> str:
 
 def save(job: JobConfig, path: str | os.PathLike[str], resolved: bool = False) -> Path:
     """Write atomically (temp file + rename), so a failed save never destroys the old file."""
+    from engine.safeio import atomic_write
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(dumps(job, resolved=resolved), encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write(p, dumps(job, resolved=resolved))
     return p
 
 

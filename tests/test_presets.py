@@ -78,10 +78,27 @@ def test_save_is_atomic_and_keeps_old_on_failure(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
+    real_dumps = presets.dumps
     monkeypatch.setattr(presets, "dumps", boom)
     with pytest.raises(RuntimeError):
         presets.save(job, p)
     assert p.read_text() == "old"
+    monkeypatch.setattr(presets, "dumps", real_dumps)
+    # a crash after the new text is written but before it replaces the old file (a direct write would have
+    # destroyed "old" by then, and would not fail here at all)
+
+    seen = []
+
+    def crash(src, dst):
+        seen.append((Path(src).parent, Path(src).read_text(), Path(dst)))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        presets.save(job, p)
+    assert p.read_text() == "old" and seen and seen[0][0] == tmp_path and seen[0][2] == p
+    assert 'train_path = "x"' in seen[0][1]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["keep.toml"]  # no temporary file left
 
 
 def test_validate_cli_exit_codes(tmp_path):

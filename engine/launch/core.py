@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.events import EVENTS_FILE, summarize
 from engine.launch import procs
+from engine.safeio import atomic_write
 from engine.launch.rundir import (LAUNCH_FILE, LOG_FILE, SUPERVISOR_FILE, LaunchError, append_end_if_missing,
                                   has_end, read_json, read_records, update_json, write_json)
 
@@ -60,7 +61,7 @@ def write_hostfile(run_dir: Path, hosts: list[str], slots: int) -> Path:
     lines = ["# DeepSpeed hostfile written by finetui (node order = node rank)"]
     for i, h in enumerate(hosts):
         lines += [f"# node{i}: {' '.join(str(h).split())}", f"node{i} slots={slots}"]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from engine.datapaths import data_paths, join_paths, split_format
 from engine.events import EVENTS_FILE, parse_lines
 from engine.launch import ssh
+from engine.safeio import atomic_write
 from engine.launch.rundir import (LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock,
                                   write_json)
 
@@ -160,7 +161,7 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
             nodes.append({"host": host, "run_dir": ans["run_dir"], "pid": ans["pid"], "pgid": ans["pgid"],
                           "hostname": ans.get("hostname"), "command": ans.get("command")})
             if rank == 0:
-                (local_dir / "config.toml").write_text(ans.get("config_toml") or cfg, encoding="utf-8")
+                atomic_write(local_dir / "config.toml", ans.get("config_toml") or cfg)
     except Exception:
         for n in nodes:  # do not leave half a multi-node run behind
             try:
