@@ -101,7 +101,8 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         pid, pgid = procs.spawn_detached(sup, cwd=info["cwd"], log_path=run_dir / LOG_FILE, env=full_env)
     except OSError as e:
         raise LaunchError(f"cannot start the run in {run_dir}: {e}") from None
-    info.update(pid=pid, pgid=pgid, pids=[pid], started=time.time(), supervisor=sup)
+    # with the pid, its start time names this very process (a pid is reused; pid + start time is not)
+    info.update(pid=pid, pgid=pgid, pids=[pid], started=time.time(), supervisor=sup, pid_start=procs.start_time(pid))
     write_json(run_dir / LAUNCH_FILE, info)
     return info
 
@@ -167,12 +168,13 @@ def _interfaces() -> list[tuple[int, str]]:
 
 
 def info_alive(info: dict[str, Any], max_age: float = 0.0) -> bool:
-    """Whether any process of the run described by ``launch.json``'s content is alive."""
-    return procs.run_alive(info.get("pgid"), info.get("token"), max_age)
+    """Whether any process of the run described by ``launch.json``'s content is alive (one that carries its
+    token: see :func:`engine.launch.procs.run_pids`)."""
+    return procs.run_alive(info.get("pgid"), info.get("token"), max_age, info.get("pid_start"))
 
 
 def info_pids(info: dict[str, Any]) -> list[int]:
-    return procs.run_pids(info.get("pgid"), info.get("token"))
+    return procs.run_pids(info.get("pgid"), info.get("token"), 0.0, info.get("pid_start"))
 
 
 def _size(p: Path) -> int:
@@ -193,9 +195,11 @@ def stop_dir(run_dir: Path, grace: float = 15.0) -> str:
             return str(end.get("outcome", "completed"))
         append_end_if_missing(run_dir, "stopped")
         return "stopped"
-    ok = procs.stop_group(pgid, grace=grace, token=info.get("token"))
+    ok = procs.stop_group(pgid, grace=grace, token=info.get("token"), started=info.get("pid_start"))
     if not ok:
-        raise LaunchError(f"run {run_dir.name}: processes {info_pids(info)} survived SIGKILL")
+        left = info_pids(info)
+        raise LaunchError(f"run {run_dir.name}: {len(left)} of its processes survived SIGKILL "
+                          f"(pid {', '.join(map(str, left[:8]))}); it is not stopped")
     update_json(run_dir / SUPERVISOR_FILE, stopped_at=time.time())
     append_end_if_missing(run_dir, "stopped")
     end = has_end(run_dir)
