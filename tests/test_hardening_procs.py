@@ -125,3 +125,80 @@ def test_signal_run_skips_a_pid_whose_token_changed(sleepers):
     assert other.poll() is None
     procs.signal_run([other.pid], signal.SIGTERM, "someone-else")
     assert other.wait(5) == -signal.SIGTERM
+
+
+# ------------------------------------------------------------------------------- no import from the cwd
+
+def _plant(d: Path, *packages: str) -> Path:
+    """Packages in ``d`` that record being imported (``d/PLANTED``) and exit: what a hostile folder holds."""
+    for pkg in packages:
+        (d / pkg).mkdir(parents=True, exist_ok=True)
+        (d / pkg / "__init__.py").write_text(
+            "import os, sys\n"
+            f"open(os.path.join({str(d)!r}, 'PLANTED'), 'a').write({pkg!r} + ' ' + ' '.join(sys.argv) + '\\n')\n"
+            "sys.exit(7)\n")
+    return d / "PLANTED"
+
+
+@pytest.mark.parametrize("safe_path", [True, False])
+def test_module_argv_never_imports_from_the_working_directory(tmp_path, safe_path):
+    marker = _plant(tmp_path, "engine")
+    # the plant works: a plain `python -m` from that folder runs it
+    plain = subprocess.run([sys.executable, "-m", "engine.launch.remote_agent", "version"], cwd=tmp_path,
+                           capture_output=True, timeout=60)
+    assert plain.returncode == 7 and marker.exists()
+    marker.unlink()
+    argv = procs.module_argv(sys.executable, "engine.launch.remote_agent", "version", safe_path=safe_path)
+    p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["finetui"] and not marker.exists()
+    code = subprocess.run(procs.code_argv(sys.executable, "import engine, sys; print(engine.__file__)"),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert code.returncode == 0 and not code.stdout.startswith(str(tmp_path)) and not marker.exists()
+
+
+def test_remote_agent_command_is_safe_on_any_remote_python():
+    """The remote Python's version is not known beforehand: the agent runs through the ``-c`` form there."""
+    from engine.launch.remote import agent_argv
+
+    argv = agent_argv("python3", "version")
+    assert argv[:2] == ["python3", "-c"] and argv[3:] == ["engine.launch.remote_agent", "version"]
+    assert "sys.path[:]" in argv[2]
+
+
+def test_local_run_from_a_folder_with_a_planted_engine(tmp_path, monkeypatch, fake_worker, launch_job):
+    """Supervisor and worker of a run started in a folder holding ``engine/`` and ``tui/`` import finetui."""
+    import engine.launch as L
+    from tests.test_launch_local import wait_end
+
+    marker = _plant(tmp_path, "engine", "tui", "torch")
+    monkeypatch.chdir(tmp_path)
+    fake_worker(2, 0.01, 1, "--env-report", "PYTHONSAFEPATH")
+    ref = L.start_run(launch_job())
+    end = wait_end(ref, 60)
+    assert end["outcome"] == "completed", (ref.run_dir / "worker.log").read_text()
+    assert not marker.exists(), marker.read_text()
+    if procs.SAFE_PATH:  # every process of the run inherits it (torchrun's ranks included)
+        assert json.loads((ref.run_dir / "env_report.json").read_text())["set"]
+
+
+@pytest.mark.slow
+def test_real_run_under_torchrun_from_a_folder_with_a_planted_engine(tmp_path, monkeypatch, launch_job):
+    """The CLI, the supervisor, torchrun and its two ranks: none imports the ``engine/`` / ``tui/`` planted in
+    the folder the run is started from."""
+    from engine import presets
+    from engine.launch.rundir import read_records
+
+    monkeypatch.delenv("FINETUI_WORKER_ARGV", raising=False)
+    job = launch_job(**{"general.max_steps": 1, "launch.procs_per_node": 2, "eval.evaluation_strategy": "no",
+                        "eval.checkpoint_strategy": "no"})
+    preset = presets.save(job, tmp_path / "demo.toml")
+    marker = _plant(tmp_path, "engine", "tui")
+    r = subprocess.run(procs.module_argv(sys.executable, "tui.cli", "train", str(preset)), cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert not marker.exists(), marker.read_text()
+    run = next((tmp_path / "runs").iterdir())
+    recs = read_records(run / "events.jsonl")
+    assert recs[-1]["kind"] == "end" and recs[-1]["outcome"] == "completed"
+    assert next(r for r in recs if r["kind"] == "start")["world_size"] == 2

@@ -45,8 +45,12 @@ def bootstrap(target: str, python: str = "python3", *, no_deps: bool = False, lo
             raise LaunchError(f"{target}: copying the wheel failed: "
                               f"{(p.stderr.decode(errors='replace').strip().splitlines() or ['?'])[-1]}")
         log(f"copied to {target}:~/{rdir}/{whl.name}")
-    py = ssh.quote_path(python)
-    cmd = f"{py} -m pip install -q --disable-pip-version-check --force-reinstall --no-deps {remote_whl}"
+    # run in the folder that holds only the wheel, so that nothing in $HOME is imported as pip (a relative
+    # Python path stays relative to $HOME)
+    rel = "/" in python and not python.startswith(("/", "~"))
+    py = f'"$HOME"/{shlex.quote(python)}' if rel else ssh.quote_path(python)
+    cmd = (f'cd "$HOME"/{shlex.quote(rdir)} && '
+           f"{py} -m pip install -q --disable-pip-version-check --force-reinstall --no-deps {remote_whl}")
     if not no_deps:
         cmd += f" && {py} -m pip install -q --disable-pip-version-check {remote_whl}"
     p = ssh.run(target, cmd, timeout=1800)
@@ -55,7 +59,9 @@ def bootstrap(target: str, python: str = "python3", *, no_deps: bool = False, lo
         if p.returncode == 127:
             raise LaunchError(f"{target}: the remote Python {python!r} was not found; set launch.remote_python")
         raise LaunchError(f"{target}: installing finetui failed: {err[-1]}")
-    p = ssh.run(target, [python, "-m", "engine.launch.remote_agent", "version"], timeout=60)
+    from engine.launch.remote import agent_argv
+
+    p = ssh.run(target, agent_argv(python, "version"), timeout=60)
     out = p.stdout.decode(errors="replace").strip()
     log(f"installed on {target}: {out}")
     return out

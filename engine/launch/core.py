@@ -81,6 +81,10 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         ifname = route_interface(master_addr, master_port or 29500)
         if ifname:
             full_env["GLOO_SOCKET_IFNAME"] = ifname
+    if procs.SAFE_PATH:  # no process of the run imports from the working directory (torchrun's ranks included)
+        full_env["PYTHONSAFEPATH"] = "1"
+    else:  # an older Python has no such switch: the run's processes start in its run directory instead
+        cwd = str(run_dir)
     token = uuid.uuid4().hex
     full_env[procs.TOKEN_ENV] = token  # every process of the run carries it (torchrun's ranks make own sessions)
     if command is None:
@@ -96,7 +100,7 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         info["gloo_socket_ifname"] = full_env.get("GLOO_SOCKET_IFNAME")
     write_json(run_dir / LAUNCH_FILE, info)
     (run_dir / LOG_FILE).touch()
-    sup = [procs.python_exe(), "-m", "engine.launch.supervisor", str(run_dir)]
+    sup = procs.module_argv(procs.python_exe(), "engine.launch.supervisor", str(run_dir))
     try:
         pid, pgid = procs.spawn_detached(sup, cwd=info["cwd"], log_path=run_dir / LOG_FILE, env=full_env)
     except OSError as e:

@@ -25,7 +25,9 @@ class Check(NamedTuple):
 
 
 def _local_report(workdir: str) -> dict:
-    p = subprocess.run([sys.executable, "-m", "engine.launch.remote_agent", "doctor", "--workdir", workdir],
+    from engine.launch.procs import module_argv
+
+    p = subprocess.run(module_argv(sys.executable, "engine.launch.remote_agent", "doctor", "--workdir", workdir),
                        capture_output=True, text=True, timeout=180)
     return json.loads(p.stdout.strip().splitlines()[-1])
 

@@ -149,7 +149,10 @@ def run_pids(pgid: int | None, token: str | None = None, max_age: float = 0.0,
     if not _PROC.is_dir():
         return [pgid] if pgid and pgid > 1 and _killpg_alive(pgid) else []
     if token:
-        return token_pids(token, max_age)
+        pids = token_pids(token, max_age)
+        if not pids and max_age > 0 and pgid and process_token(pgid) == token and pid_alive(pgid):
+            pids = token_pids(token, 0.0)  # a scan from before the run started: look again
+        return pids
     if started is not None and pgid and start_time(pgid) == started:
         return group_pids(pgid)
     return []
@@ -259,3 +262,30 @@ def stop_group(pgid: int | None, grace: float = 15.0, poll: float = 0.1, token: 
 
 def python_exe() -> str:
     return sys.executable or "python3"
+
+
+#: Python ≥ 3.11 leaves the working directory off ``sys.path`` with ``-P`` / ``PYTHONSAFEPATH=1``
+SAFE_PATH = sys.version_info >= (3, 11)
+#: the same on any Python 3: drop the working directory from sys.path, then run the module (``-c`` imports
+#: nothing from there before this line runs)
+_STRIP_CWD = "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]"
+_RUN_MODULE = (_STRIP_CWD + "; sys.argv = sys.argv[1:]; import runpy; "
+               "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+
+
+def module_argv(python: str, module: str, *args: str, safe_path: bool | None = None) -> list[str]:
+    """``python -m module args`` that never imports from the working directory (a folder named ``engine/``
+    there must not run instead of finetui): ``-P`` where the Python is known to have it (this one, when it is
+    3.11 or newer), else a ``-c`` line that removes the directory from ``sys.path`` first (any Python 3)."""
+    if safe_path is None:
+        safe_path = SAFE_PATH and python == sys.executable
+    if safe_path:
+        return [python, "-P", "-m", module, *args]
+    return [python, "-c", _RUN_MODULE, module, *args]
+
+
+def code_argv(python: str, code: str) -> list[str]:
+    """``python -c code`` without the working directory on ``sys.path`` (see :func:`module_argv`)."""
+    if SAFE_PATH and python == sys.executable:
+        return [python, "-P", "-c", code]
+    return [python, "-c", f"{_STRIP_CWD}; {code}"]

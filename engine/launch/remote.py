@@ -34,7 +34,11 @@ FORWARD_ENV = "FINETUI_REMOTE_ENV"
 
 
 def agent_argv(python: str, *args: str) -> list[str]:
-    return [python, "-m", AGENT, *args]
+    """The remote agent's command line: nothing is imported from the remote working directory ($HOME), whatever
+    the remote Python's version."""
+    from engine.launch.procs import module_argv
+
+    return module_argv(python, AGENT, *args, safe_path=False)
 
 
 def _agent_json(target: str, python: str, args: list[str], *, input: bytes = b"", timeout: float = 120) -> Any:

@@ -108,6 +108,8 @@ def _extract_upload(stream, run_dir: Path) -> str | None:  # noqa: ANN001
             _, why = inside(run_dir, m.name)
             if why is None and not (m.isfile() or m.isdir()):
                 why = "is a link or a special file (only files and folders are sent)"
+            if why is None and m.name.split("/", 1)[0] != "data":
+                why = "is not under data/ (only the run's data is sent)"
             if why:
                 return f"the uploaded data member `{m.name}` {why}; nothing was started"
             try:
@@ -297,7 +299,9 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     code = ("import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.cuda.is_available(), "
             "'devices': torch.cuda.device_count(), 'cuda_version': torch.version.cuda}))")
     try:
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        from engine.launch.procs import code_argv
+
+        p = subprocess.run(code_argv(sys.executable, code), capture_output=True, text=True, timeout=120)
         if p.returncode == 0:
             info.update(json.loads(p.stdout.strip().splitlines()[-1]))
         else:
