@@ -202,3 +202,73 @@ def test_real_run_under_torchrun_from_a_folder_with_a_planted_engine(tmp_path, m
     recs = read_records(run / "events.jsonl")
     assert recs[-1]["kind"] == "end" and recs[-1]["outcome"] == "completed"
     assert next(r for r in recs if r["kind"] == "start")["world_size"] == 2
+
+
+# ------------------------------------------------------------------------------- SSH control sockets
+
+@pytest.fixture
+def no_ctl_env(monkeypatch):
+    monkeypatch.delenv("FINETUI_SSH_CONTROL_DIR", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    return monkeypatch
+
+
+def test_control_dir_prefers_xdg_runtime_dir_and_is_private(tmp_path, no_ctl_env):
+    from engine.launch import ssh
+
+    run = tmp_path / "run-user"
+    run.mkdir(mode=0o700)
+    no_ctl_env.setenv("XDG_RUNTIME_DIR", str(run))
+    d = ssh.control_dir()
+    assert d == run / "finetui-ssh" and (d.stat().st_mode & 0o777) == 0o700
+    assert f"ControlPath={d}/%C" in ssh.base_args("me@host")
+
+
+@pytest.mark.parametrize("bad", ["group-writable", "world-writable", "other owner", "symlink", "file"])
+def test_control_dir_that_others_can_reach_is_refused(tmp_path, no_ctl_env, bad):
+    from engine.launch import ssh
+
+    d = tmp_path / "ctl"
+    if bad == "symlink":
+        real = tmp_path / "real"
+        real.mkdir(mode=0o700)
+        d.symlink_to(real)
+    elif bad == "file":
+        d.write_text("")
+    else:
+        d.mkdir()
+        d.chmod({"group-writable": 0o770, "world-writable": 0o1777, "other owner": 0o700}[bad])
+        if bad == "other owner":
+            if os.getuid() != 0:
+                pytest.skip("needs root to give a folder to another user")
+            os.chown(d, 65534, 65534)
+    no_ctl_env.setenv("FINETUI_SSH_CONTROL_DIR", str(d))
+    with pytest.raises(ssh.SSHError) as ei:
+        ssh.base_args("me@host")
+    msg = str(ei.value)
+    assert "\n" not in msg and str(d) in msg and "refusing to use it" in msg
+    assert {"group-writable": "writable by others (mode 0770)", "world-writable": "writable by others (mode 1777)",
+            "other owner": "owned by another user (uid 65534)", "symlink": "a symbolic link",
+            "file": "not a folder"}[bad] in msg
+
+
+def test_default_control_dir_taken_by_someone_else_stops_a_remote_run(tmp_path, no_ctl_env, launch_job, fake_worker):
+    """The default /tmp folder, pre-made open by someone else: the run is refused in one line (exit 2), nothing
+    is started, and ssh is never run with a socket there."""
+    from engine import presets
+    from tui.cli import app
+
+    d = Path(f"/tmp/ftui-ssh-{os.getuid()}")
+    if d.exists():
+        pytest.skip(f"{d} exists on this machine (left as it is)")
+    d.mkdir()
+    try:
+        d.chmod(0o777)
+        preset = presets.save(launch_job(**{"launch.host": "me@127.0.0.1:1"}), tmp_path / "p.toml")
+        r = CliRunner().invoke(app, ["train", str(preset)])
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert r.exit_code == 2 and len(lines) == 1 and "writable by others (mode 0777)" in lines[0], r.output
+        assert not list(d.iterdir())
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    finally:
+        d.rmdir()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import stat
 import subprocess
 import tempfile
 import threading
@@ -46,8 +47,41 @@ def parse_target(target: str) -> tuple[str, int | None]:
 
 
 def control_dir() -> Path:
-    d = Path(os.environ.get("FINETUI_SSH_CONTROL_DIR") or f"/tmp/ftui-ssh-{os.getuid()}")
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """The folder of the multiplexing sockets (whoever can reach a socket runs commands as you on that host):
+    ``$FINETUI_SSH_CONTROL_DIR``, else ``$XDG_RUNTIME_DIR/finetui-ssh``, else ``/tmp/ftui-ssh-<uid>``; created
+    0700, and refused in one sentence when it is not a folder of this user that only this user can write."""
+    override = os.environ.get("FINETUI_SSH_CONTROL_DIR")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if override:
+        d = Path(override)
+    elif runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        d = Path(runtime) / "finetui-ssh"
+    else:
+        d = Path(f"/tmp/ftui-ssh-{os.getuid()}")
+    try:
+        if override:
+            d.parent.mkdir(parents=True, exist_ok=True)
+        d.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise SSHError(f"cannot create the SSH control-socket folder {d}: {e.strerror or e}") from None
+    try:
+        st = os.lstat(d)
+    except OSError as e:
+        raise SSHError(f"cannot use the SSH control-socket folder {d}: {e.strerror or e}") from None
+    why = None
+    if stat.S_ISLNK(st.st_mode):
+        why = "a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        why = "not a folder"
+    elif st.st_uid != os.getuid():
+        why = f"owned by another user (uid {st.st_uid})"
+    elif st.st_mode & 0o022:
+        why = f"writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if why:
+        raise SSHError(f"the SSH control-socket folder {d} is {why}; refusing to use it (remove it, or set "
+                       f"FINETUI_SSH_CONTROL_DIR to a folder only you can write)")
     return d
 
 
