@@ -190,7 +190,7 @@ def test_launch_sends_each_local_data_file_to_a_remote_host(tmp_path, monkeypatc
     import tarfile
 
     from engine.launch import _absolutize_data
-    from engine.launch.remote import _data_tar
+    from engine.launch.remote import _data_files, _send_tar
 
     (tmp_path / "a.jsonl").write_text("{}\n")
     (tmp_path / "b.jsonl").write_text("{}\n{}\n")
@@ -200,7 +200,10 @@ def test_launch_sends_each_local_data_file_to_a_remote_host(tmp_path, monkeypatc
     _absolutize_data(job, job.resolved())
     assert job.values["data.train_path"] == \
         f"{tmp_path / 'a.jsonl'},finetui:samples/alpaca_demo.jsonl,{tmp_path / 'b.jsonl'}#sharegpt"
-    tar, rewrite = _data_tar(job.resolved())
+    files, rewrite = _data_files(job.resolved())
+    buf = io.BytesIO()
+    _send_tar(buf, files, lambda n: None)
+    tar = buf.getvalue()
     assert rewrite == {"data.train_path": "data/0_0_a.jsonl,finetui:samples/alpaca_demo.jsonl,data/0_2_b.jsonl#sharegpt",
                        "data.validation_path": "data/1_b.jsonl"}
     with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
@@ -210,7 +213,7 @@ def test_launch_sends_each_local_data_file_to_a_remote_host(tmp_path, monkeypatc
     from engine.launch.rundir import LaunchError
 
     with pytest.raises(LaunchError, match=rf"^data.train_path: {tmp_path}/gone.jsonl does not exist on this machine$"):
-        _data_tar(job.resolved())
+        _data_files(job.resolved())
 
 
 @pytest.mark.parametrize("profile", ["native", "fpt_studio", "oci_cohere_tfew", "watsonx_qlora", "nova_lora"])

@@ -77,8 +77,11 @@ def _absolutize_data(job: JobConfig, res: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------ start
 
-def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | None = None) -> RunRef:
-    """Validate, create the run directory and start the run detached (locally or over SSH)."""
+def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | None = None,
+              progress: Any = None) -> RunRef:
+    """Validate, create the run directory and start the run detached (locally or over SSH).
+
+    ``progress(host, bytes_sent, bytes_total)`` is called while local data is uploaded to a remote host."""
     from engine import presets
 
     job = job.copy()
@@ -106,7 +109,7 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
         if remote:
             from engine.launch import remote as R
 
-            R.start(job, res, run_dir, secrets=secrets, start_at=start_at)
+            R.start(job, res, run_dir, secrets=secrets, start_at=start_at, progress=progress)
         else:
             env = {str(k): str(v) for k, v in secrets.items()}
             core.start_in_dir(run_dir, res, env=env, start_at=start_at, cwd=os.getcwd())

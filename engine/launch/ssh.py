@@ -226,6 +226,46 @@ def run(target: str, argv: list[str] | str, *, input: bytes | None = None, timeo
     return p
 
 
+def stream(target: str, argv: list[str], feed, *, timeout: float | None = 120) -> subprocess.CompletedProcess:  # noqa: ANN001
+    """Run a remote command whose input ``feed(stdin)`` writes as it goes (a large upload: no size limit, no time
+    limit while it flows); ``timeout`` counts from the end of the input.  A remote side that stops reading
+    ends the feed quietly (its answer says why).  An ssh failure raises SSHError, as :func:`run`."""
+    ensure_master(target)
+    p = subprocess.Popen(base_args(target) + ["--", remote_command(argv)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()), daemon=True)
+               for k, f in (("out", p.stdout), ("err", p.stderr))]
+    for t in readers:
+        t.start()
+    try:
+        try:
+            feed(p.stdin)
+        except BrokenPipeError:
+            pass  # the remote side stopped reading: its answer tells why
+        finally:
+            try:
+                p.stdin.close()
+            except BrokenPipeError:
+                pass
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise SSHError(f"{target}: the remote command did not answer within {timeout:.0f} s") from None
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    for t in readers:
+        t.join()
+    res = subprocess.CompletedProcess(p.args, p.returncode, out.get("out", b""), out.get("err", b""))
+    if res.returncode == 255 and _looks_like_ssh_error(res.stderr):
+        forget(target)
+        raise SSHError(explain(target, res.stderr.decode("utf-8", "replace")))
+    return res
+
+
 def popen(target: str, argv: list[str], **kw) -> subprocess.Popen:
     ensure_master(target)
     return subprocess.Popen(base_args(target) + ["--", remote_command(argv)], **kw)
