@@ -476,10 +476,12 @@ class Problem:
     severity: str = "error"  # or "warning"
 
     def __str__(self) -> str:
+        from engine.redact import redact
+
         s = f"{self.field}: {self.message}"
         if self.allowed:
             s += f" (allowed: {self.allowed})"
-        return s
+        return redact(s)
 
 
 class ConfigError(ValueError):
@@ -794,6 +796,12 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     def warn(name: str, msg: str) -> None:
         out.append(Problem(name, msg, severity="warning"))
 
+    from engine.redact import has_credentials
+
+    if has_credentials(res.get("tracking.mlflow_tracking_uri")):
+        warn("tracking.mlflow_tracking_uri", "its user name and password are never written (presets, run files, "
+                                             "exports): runs get them in their environment, as "
+                                             "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
     if not str(res["data.train_path"] or "").strip():
         err("data.train_path", "a training data file is required",
             "a .json/.jsonl/.zip file, a folder, s3://bucket/key or finetui:samples/<file>")

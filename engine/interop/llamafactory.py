@@ -35,6 +35,7 @@ from engine.config import JobConfig, Problem
 from engine.data.sources import count_examples
 from engine.datapaths import any_s3, data_paths, join_paths, split_format
 from engine.dsconfig import deepspeed_config
+from engine.redact import has_credentials
 from engine.interop.common import (InteropError, fail, fmt, leftovers, real_path, sample_or_path, set_value,
                                    validate_for)
 
@@ -278,7 +279,9 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
         report.append("mlflow")
         warnings.append(f"tracking.mlflow_tracking_uri = {fmt(res['tracking.mlflow_tracking_uri'])}: {TARGET} "
                         f"reads it from the environment; set MLFLOW_TRACKING_URI (and MLFLOW_EXPERIMENT_NAME="
-                        f"{res['tracking.mlflow_experiment']}) before training")
+                        f"{res['tracking.mlflow_experiment']}) before training"
+                        + (" — without the user name and password, which go in MLFLOW_TRACKING_USERNAME / "
+                           "MLFLOW_TRACKING_PASSWORD" if has_credentials(res["tracking.mlflow_tracking_uri"]) else ""))
     take("tracking.tensorboard", "tracking.mlflow_tracking_uri", "tracking.mlflow_experiment")
     out["report_to"] = ",".join(report) if report else "none"
 

@@ -93,6 +93,15 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
         raise LaunchError(f"launch.start_at: {res.get('launch.start_at')} is in the past (allowed: a time from now on, "
                           f"YYYY-mm-dd HH:MM local time; leave it unset to start now)")
     secrets = {**(job.secrets or {}), **(secrets or {})}
+    uri = res.get("tracking.mlflow_tracking_uri")
+    if uri:  # user:password@ in the URI: kept in the run's process environment only, never in its files
+        from engine.redact import uri_credentials
+
+        clean, creds = uri_credentials(str(uri))
+        if creds:
+            job.values["tracking.mlflow_tracking_uri"] = clean
+            res = job.resolved()
+            secrets = {**creds, **secrets}
     remote = is_remote_job(res)
     if run_dir is not None:
         run_dir = Path(run_dir).expanduser().resolve()

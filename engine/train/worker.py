@@ -55,6 +55,9 @@ class Worker:
         self.ev.emit("status", self.step, phase=phase, text=text, **kw)
 
     def warn(self, msg: str) -> None:
+        from engine.redact import redact
+
+        msg = redact(msg)  # (a URI's user:password@ is never shown or recorded)
         self.ev.emit("status", self.step, phase="warning", text=msg, level="warning")
         print(f"warning: {msg}", file=sys.stderr, flush=True)
 
@@ -340,7 +343,9 @@ class Worker:
             params = {f"finetui.{k}": v for k, v in sorted(res.items())
                       if v is not None and v != "" and v != []}
             params["finetui.profile"] = self.job.profile
-            items = [(k, str(v)[:500]) for k, v in params.items()]
+            from engine.redact import redact
+
+            items = [(k, redact(str(v))[:500]) for k, v in params.items()]
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i:i + 100]))
             cfg = self.run_dir / "config.toml"
