@@ -93,3 +93,17 @@ def test_local_run_keeps_the_credentials_in_its_environment_only(tmp_path, fake_
         if f.is_file():
             assert SECRET not in f.read_text(errors="replace"), f
     assert job.values["tracking.mlflow_tracking_uri"] == URI  # the caller's job is left as it was
+
+
+@pytest.mark.parametrize("value,warned", [("true", True), ("false", False), (None, False)])
+def test_llamafactory_import_with_trust_remote_code_warns(tmp_path, value, warned):
+    y = tmp_path / "lf.yaml"
+    y.write_text("model_name_or_path: some-org/custom-arch\nstage: sft\nfinetuning_type: lora\n"
+                 + (f"trust_remote_code: {value}\n" if value is not None else ""))
+    job, warnings = interop.import_file(y)
+    hits = [w for w in warnings if w.startswith("trust_remote_code = true")]
+    assert bool(hits) is warned and job.resolved()["model.trust_remote_code"] is warned
+    if warned:
+        assert "some-org/custom-arch" in hits[0] and "runs on the training machine" in hits[0]
+        r = cli("import", str(y))
+        assert "warning: trust_remote_code = true" in r.output

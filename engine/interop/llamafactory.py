@@ -554,8 +554,12 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
 
     if "model_name_or_path" in raw:
         set_value(job, "model.name_or_path", str(raw["model_name_or_path"]))
-    if raw.get("trust_remote_code"):
+    trust = raw.get("trust_remote_code")
+    if trust is True or str(trust).strip().lower() in ("true", "1", "yes"):
         set_value(job, "model.trust_remote_code", True)
+        warnings.append(f"trust_remote_code = true: imported as model.trust_remote_code = true — the Python code that "
+                        f"comes with {fmt(raw.get('model_name_or_path') or 'the model')} runs on the training "
+                        f"machine when it is loaded; keep it only for a model repository you trust")
     if "flash_attn" in raw:
         fa = str(raw["flash_attn"])
         set_value(job, "runtime.attention_implementation", ATTN_FROM_LF.get(fa, fa))
