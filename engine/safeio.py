@@ -19,7 +19,7 @@ def escape_reason(name: str) -> str | None:
     """Why a relative path from outside (``a/b.png``; ``\\`` counts as a separator) may not be joined to a
     destination folder, or None when it may: absolute, or climbing out with ``..``."""
     n = name.replace("\\", "/")
-    if not n or n.startswith("/") or (len(n) > 1 and n[1] == ":" and n[0].isalpha()):
+    if not n or n.startswith("/") or (n[0].isalpha() and n[1:2] == ":" and n[2:3] in ("", "/")):  # (or C:/)
         return "is an absolute path"
     if "\0" in n:
         return "contains a NUL character"
