@@ -327,6 +327,9 @@ FIELDS: list[Field] = [
        "Deterministic algorithms for reproducible distributed runs; slow, for debugging. (FPT's document "
        "says the seed has no effect when this is on; that sentence is inverted — the seed is always "
        "applied.)"),
+    _F("runtime", "ddp_timeout", "int", 1800, "Distributed timeout",
+       "Seconds a rank waits for the others in a collective (a long save, a merge, a slow node) before the "
+       "run fails (transformers' ddp_timeout; the process group's timeout).", range=Range(60, None)),
     # ----------------------------------------------------------- preference
     _F("preference", "preference_loss", "enum", "sigmoid", "Preference loss",
        "sigmoid (DPO), hinge, ipo, kto_pair, orpo, simpo.",
