@@ -85,6 +85,32 @@ def check_runtime(res: dict, device: str) -> None:
         raise UserError("runtime.liger_kernel: the liger-kernel package is not installed (pip install liger-kernel)")
     if res["runtime.mixed_precision"] == "fp16" and device != "cuda":
         raise UserError("runtime.mixed_precision: fp16 needs a GPU; it is refused on CPU (allowed: bf16, none)")
+    if device == "cuda":
+        check_gpus(res)
+
+
+def check_gpus(res: dict) -> None:
+    """The GPUs of this node against the job, with torch (the launch checked with nvidia-smi where it could):
+    one rank per visible GPU, bf16 and flash-attention-2 on Ampere (compute capability 8.0) or newer."""
+    import os
+
+    import torch
+
+    from engine.gpus import problems
+
+    n = torch.cuda.device_count()
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or res.get("launch.procs_per_node") or 1)
+    if ranks > n:
+        raise UserError(f"launch.procs_per_node: {ranks} ranks on this node but it has {n} visible GPU"
+                        f"{'s' if n != 1 else ''} (one rank per GPU; allowed: 1–{max(n, 1)})")
+    from engine.gpus import Gpu
+
+    gpus = []
+    for i in range(min(n, ranks)):
+        p = torch.cuda.get_device_properties(i)
+        gpus.append(Gpu(i, "", p.name, p.total_memory / 2**20, (p.major, p.minor)))
+    for field, msg, allowed in problems({**res, "launch.procs_per_node": len(gpus)}, gpus, "this node"):
+        raise UserError(f"{field}: {msg} (allowed: {allowed})")
 
 
 def load_model(path: str, cfg: Any, res: dict, device: str) -> Any:
@@ -122,7 +148,8 @@ def _bf16(res: dict, device: str) -> bool:
     if mp == "auto" and device == "cuda":
         import torch
 
-        return bool(torch.cuda.is_bf16_supported())
+        # (counting emulation, torch says yes on a T4 / V100: bf16 there is emulated, slow, and refused by kernels)
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     return False
 
 
