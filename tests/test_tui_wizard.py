@@ -296,6 +296,9 @@ async def test_trainer_offers_only_valid_choices(make_app):
         await choose("#choice-method", "qlora")
         assert app.job.resolved()["runtime.quantization_bit"] == 4
         assert not [p for p in app.job.problems() if p.field == "runtime.quantization_bit"]
+        await choose("#choice-method", "lora")  # LoRA on a quantized base is QLoRA: lora drops the quantization
+        assert app.job.resolved()["runtime.quantization_bit"] == "none"
+        await choose("#choice-method", "qlora")
         await choose("#choice-method", "full")
         assert app.job.resolved()["runtime.quantization_bit"] == "none"
         # prompt tuning is ruled out for a preference trainer, with the reason
