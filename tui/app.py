@@ -225,6 +225,7 @@ class FinetuiCommands(Provider):
             ("Open preset…", "shipped, recent or any .toml file", app.action_open_preset),
             ("Save preset…", "write the job as TOML (secrets are never written)", app.action_save_preset),
             ("Import…", "a LLaMA-Factory / Nova YAML or FPT / OCI / watsonx JSON as a new job", app.action_import),
+            ("Dismiss import notes", "hide the last import's notes", app.action_dismiss_notes),
             ("Export…", "the job as LLaMA-Factory / Nova YAML or FPT / OCI / watsonx JSON", app.action_export),
             ("Next step", "the wizard's next step", app.action_next_step),
             ("Previous step", "the wizard's previous step", app.action_prev_step),
@@ -368,10 +369,14 @@ class FinetuiApp(App[None]):
 
     def __init__(self, job: JobConfig | None = None, preset_path: str | os.PathLike[str] | None = None,
                  services: Services | None = None, autosave: bool = True, offer_restore: bool = True,
-                 theme: str | None = None, start: str | None = None, attach: Any = None) -> None:
+                 theme: str | None = None, start: str | None = None, attach: Any = None,
+                 imported: tuple[str, list[str]] | None = None) -> None:
         """``start="runs"`` opens on the runs screen; ``attach`` (a RunRef, run directory or name) opens
-        on that run's dashboard, with the runs screen under it.  The wizard is behind both (Esc)."""
+        on that run's dashboard, with the runs screen under it.  The wizard is behind both (Esc).
+        ``imported`` (file name, notes): the job was imported from another tool's config (unsaved, its
+        notes shown)."""
         super().__init__()
+        self.imported = imported
         self.start_on_runs = start == "runs" or attach is not None
         self.attach_ref = attach
         self.job = job.copy() if job is not None else JobConfig()
@@ -379,7 +384,7 @@ class FinetuiApp(App[None]):
         self.services = services or Services()
         self.autosave_enabled = autosave
         self.offer_restore = offer_restore
-        self.dirty = False
+        self.dirty = imported is not None
         self.launching = False
         self.step = STEP_IDS[0]
         self._autosave_timer: Any = None
@@ -504,6 +509,9 @@ class FinetuiApp(App[None]):
         # kept as attributes: App.query_one looks at the top screen, which may be a dialog
         self.stepbar = StepBar()
         self.helpbar = HelpBar()
+        from tui.widgets.notes import NotesPanel
+
+        self.notes = NotesPanel()
         self.panes: dict[str, StepPane] = Panes(model=ModelPane())
         # only the first step is mounted at start; the others once the first screen is up
         # (prebuild_step) or on their first visit, whichever comes first (fast start)
@@ -516,7 +524,7 @@ class FinetuiApp(App[None]):
         yield from self._wizard_widgets()
 
     def _wizard_widgets(self) -> list[Widget]:
-        return [self.stepbar, self.switcher, self.helpbar, KeyBar()]
+        return [self.stepbar, self.notes, self.switcher, self.helpbar, KeyBar()]
 
     _wizard_pending = False
 
@@ -554,6 +562,8 @@ class FinetuiApp(App[None]):
         asyncio.get_running_loop().set_default_executor(ExitExecutor())
 
     def on_mount(self) -> None:
+        if self.imported is not None:
+            self.show_notes(*self.imported)
         if self._started_by_run:
             self.call_after_refresh(self._first_screen_shown)
         if self.start_on_runs:
@@ -695,7 +705,10 @@ class FinetuiApp(App[None]):
 
         return default_run_name(job.resolved()["model.name_or_path"], self.services.clock())
 
+    job_generation = 0  # set_job's count: a field shows a replaced job's value even while focused
+
     def set_job(self, job: JobConfig, preset_path: Path | None | bool = False, dirty: bool = True) -> None:
+        self.job_generation += 1
         secrets = self.job.secrets
         self.job = job
         self.job.secrets = {**secrets, **job.secrets}
@@ -869,27 +882,34 @@ class FinetuiApp(App[None]):
                                        (("cancel", "Keep editing"), ("discard", "Discard"))), answered)
 
     def open_path(self, path: str, kind: str = "open") -> bool:
-        from engine import presets
+        """Open a job file: a TOML preset, or another tool's config (imported: engine.interop), told apart by
+        its content wherever it is opened; ``kind="import"`` insists on an import.  An import's notes stay in
+        the notes panel until dismissed."""
+        from engine import interop, presets
 
         p = Path(path).expanduser()
         try:
+            if kind != "import":
+                found = interop.file_kind(p)
+                if found is None:
+                    raise ValueError(f"{p}: neither a finetui preset (TOML) nor a LLaMA-Factory / Nova YAML or an "
+                                     f"FPT / OCI / watsonx JSON")
+                kind = "open" if found == "toml" else "import"
             if kind == "import":
-                from engine import interop  # type: ignore[attr-defined]
-
                 job, warnings = interop.import_file(p)
                 self.set_job(job, None, dirty=True)
-                self.notify(f"Imported {p.name}" + (f" — {len(warnings)} note(s): {warnings[0]}" if warnings else ""),
-                            timeout=6)
+                self.show_notes(p.name, warnings)
+                self.notify(f"Imported {p.name}" + (f": {len(warnings)} note(s), listed above the form"
+                                                    if warnings else ""), timeout=6)
                 return True
             job = presets.load(p)
-        except ImportError:
-            self.notify("Import is not available yet (engine.interop).", severity="warning")
-            return False
         except Exception as e:
             probs = getattr(e, "problems", None)
-            self.notify(str(probs[0]) if probs else str(e).splitlines()[0], title="Cannot open the preset",
+            self.notify(str(probs[0]) if probs else str(e).splitlines()[0],
+                        title="Cannot import the file" if kind == "import" else "Cannot open the preset",
                         severity="error", timeout=8)
             return False
+        self.notes.dismiss()
         self.set_job(job, p, dirty=False)
         state.add_recent(p)
         self.clear_autosave()
@@ -962,6 +982,14 @@ class FinetuiApp(App[None]):
 
     def action_import(self) -> None:
         self.action_open_preset()
+
+    def show_notes(self, source: str, notes: list[str]) -> None:
+        """The notes of an import (ignored keys, converted values, what trains differently), on screen until
+        dismissed."""
+        self.notes.show(source, notes)
+
+    def action_dismiss_notes(self) -> None:
+        self.notes.dismiss()
 
     # -- autosave restore --------------------------------------------------------
     def _maybe_offer_restore(self) -> None:

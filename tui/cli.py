@@ -84,9 +84,17 @@ def _open_tui(args: TuiArgs) -> bool:
         if args.demo and path is None:
             path = presets.PRESETS_DIR / "demo.toml"
         job = None
+        imported = None
         if path is not None:
             try:
-                job = presets.load(path)
+                if path.suffix.lower() != ".toml":  # another tool's config is imported (its notes shown)
+                    from engine import interop
+
+                    if interop.file_kind(path) not in ("toml", None):
+                        job, notes = interop.import_file(path)
+                        imported, path = (path.name, notes), None
+                if job is None:
+                    job = presets.load(path)
             except Exception:  # noqa: BLE001 - the typer path prints the problems and exits 2
                 return False
         ref = None
@@ -100,7 +108,7 @@ def _open_tui(args: TuiArgs) -> bool:
                 return False
         from tui.app import FinetuiApp
 
-        app = FinetuiApp(job=job, preset_path=path, start="runs" if args.runs else None, attach=ref)
+        app = FinetuiApp(job=job, preset_path=path, start="runs" if args.runs else None, attach=ref, imported=imported)
         app.resume_gc_after_start = gc_was_on
         app.run()
         return True

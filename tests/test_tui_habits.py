@@ -1,0 +1,139 @@
+"""Pilot tests of issue 27: a newcomer succeeds without reading the docs (import that explains itself,
+data that says what it is, keys that behave as terminal users expect).  Fake engine services, fixed clock
+(fixtures_tui.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Input
+
+from tests.test_tui_wizard import SIZE, goto, screen_text
+from tui.widgets.form import widget_id
+
+LF_DPO = """\
+### model
+model_name_or_path: finetui:tiny-llama
+### method
+stage: dpo
+do_train: true
+finetuning_type: lora
+lora_rank: 8
+lora_target: all
+pref_beta: 0.1
+pref_loss: sigmoid
+### dataset
+dataset: dpo_en_demo
+template: qwen3_nothink
+cutoff_len: 2048
+preprocessing_num_workers: 16
+### output
+output_dir: saves/qwen3-4b/lora/dpo
+logging_steps: 10
+plot_loss: true
+### train
+per_device_train_batch_size: 1
+gradient_accumulation_steps: 8
+learning_rate: 5.0e-6
+num_train_epochs: 3.0
+ddp_timeout: 180000000
+"""
+
+
+def lf_yaml(tmp_path: Path) -> Path:
+    p = tmp_path / "qwen3_lora_dpo.yaml"
+    p.write_text(LF_DPO)
+    return p
+
+
+async def test_open_dialog_imports_a_llamafactory_yaml_and_keeps_every_note(make_app, tmp_path):
+    src = lf_yaml(tmp_path)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert "import" in screen_text(app).lower()
+        path = app.screen.query_one("#preset-path", Input)
+        path.focus()
+        path.value = str(src)
+        await pilot.press("enter")  # Enter in the path: the kind is told from the content (not parsed as TOML)
+        await pilot.pause()
+        await pilot.pause()
+        res = app.job.resolved()
+        assert res["trainer.stage"] == "dpo" and res["general.max_sequence_length"] == 2048
+        assert app.preset_path is None and app.dirty
+        panel = app.notes
+        assert panel.display and len(panel.notes) >= 2
+        text = screen_text(app)
+        # every note is on screen, not one in a toast: the ignored keys and the converted template
+        for key in ("preprocessing_num_workers", "ddp_timeout", "plot_loss", "qwen3_nothink"):
+            assert key in text, key
+        # still there after moving around the wizard, until dismissed
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert panel.display and "ddp_timeout" in screen_text(app)
+        await pilot.click("#notes-dismiss")
+        await pilot.pause()
+        assert not panel.display and "ddp_timeout" not in screen_text(app)
+
+
+async def test_open_path_tells_kinds_apart_and_says_why_not(make_app, tmp_path):
+    from engine import presets
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        # a TOML preset without the .toml suffix still opens as a preset
+        p = tmp_path / "job.preset"
+        p.write_text((presets.PRESETS_DIR / "demo.toml").read_text())
+        assert app.open_path(str(p))
+        assert app.preset_path == p and not app.dirty and not app.notes.display
+        # a file that is no job at all: one sentence naming it, the job unchanged
+        junk = tmp_path / "notes.txt"
+        junk.write_text("hello: world\n")
+        before = app.job.values.copy()
+        assert not app.open_path(str(junk))
+        await pilot.pause()
+        assert app.job.values == before
+        assert any("notes.txt" in str(n.message) and "neither" in str(n.message) for n in app._notifications)
+
+
+async def test_form_shows_the_opened_job_in_the_focused_field(make_app, tmp_path):
+    src = lf_yaml(tmp_path)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "hyperparameters")
+        inp = app.screen.query_one(f"#{widget_id('general.max_sequence_length')}", Input)
+        inp.focus()
+        await pilot.pause()
+        old = inp.value
+        assert old != "2048"
+        assert app.open_path(str(src))
+        await pilot.pause()
+        await pilot.pause()
+        assert inp.has_focus and inp.value == "2048"
+        # while typing, the text typed stays as typed (not reformatted under the cursor)
+        inp.value = ""
+        inp.cursor_position = 0
+        await pilot.press(*"1e3")
+        await pilot.pause()
+        assert inp.value == "1e3" and app.job.resolved()["general.max_sequence_length"] == 1000
+
+
+def test_cli_preset_of_another_tool_opens_imported_with_its_notes(tmp_path, tui_state):
+    """`finetui --preset x.yaml` imports it (its notes on screen) instead of failing as TOML."""
+    import asyncio
+
+    from tui.app import FinetuiApp
+    from engine import interop
+
+    src = lf_yaml(tmp_path)
+    assert interop.file_kind(src) == "llamafactory"
+    job, notes = interop.import_file(src)
+    app = FinetuiApp(job=job, imported=(src.name, notes), autosave=False, offer_restore=False)
+
+    async def run() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            assert app.dirty and app.notes.display and "ddp_timeout" in screen_text(app)
+
+    asyncio.run(run())
