@@ -8,7 +8,8 @@ from pathlib import Path
 
 from textual.widgets import Input
 
-from tests.test_tui_wizard import SIZE, goto, screen_text
+from tests.fake_run import wait_for
+from tests.test_tui_wizard import SIZE, goto, launch_state, screen_text
 from tui.widgets.form import widget_id
 
 LF_DPO = """\
@@ -137,3 +138,72 @@ def test_cli_preset_of_another_tool_opens_imported_with_its_notes(tmp_path, tui_
             assert app.dirty and app.notes.display and "ddp_timeout" in screen_text(app)
 
     asyncio.run(run())
+
+
+async def test_launch_step_cannot_be_armed_by_a_stray_key(make_app):
+    """First focus is not on free text; a remote target is checked before the job is called ready."""
+    from textual.widgets import Button
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        disabled, reason = await launch_state(pilot)
+        await pilot.pause()
+        assert not disabled and "ready" in reason
+        assert not isinstance(app.focused, Input)  # a stray key does not type into the target
+        # a target that does not resolve (a `q` typed after `local`): not ready, not launchable
+        app.apply_edit("launch.host", "localq")
+        await wait_for(pilot, lambda: app.host_checks.get("localq") is not None)
+        await pilot.pause()
+        btn = app.query_one("#launch-button", Button)
+        assert btn.disabled and "does not resolve" in str(app.query_one("#launch-reason").render())
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert app.launcher.jobs == []
+        # a host that resolves but does not answer: said, still launchable
+        app.apply_edit("launch.host", "slow-box")
+        await wait_for(pilot, lambda: app.host_checks.get("slow-box") is not None)
+        await pilot.pause()
+        assert not btn.disabled and "unverified host" in str(app.query_one("#launch-reason").render())
+        # a known host: ready
+        app.apply_edit("launch.host", "gpu-box")
+        await wait_for(pilot, lambda: app.host_checks.get("gpu-box") is not None)
+        await pilot.pause()
+        assert not btn.disabled and "ready" in str(app.query_one("#launch-reason").render())
+
+
+async def test_launch_step_says_where_runs_really_go(make_app, monkeypatch, tmp_path):
+    monkeypatch.setenv("FINETUI_RUNS_DIR", str(tmp_path / "elsewhere"))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "launch")
+        where = str(app.query_one("#runs-where").render())
+        assert f"{tmp_path / 'elsewhere'}/{app.default_run_name()}/" in where
+        assert "$FINETUI_RUNS_DIR" in where
+
+
+def test_check_host_resolves_and_knocks(monkeypatch, tmp_path):
+    """The real check: a listening port answers; a closed one is an unverified host; no such name refuses."""
+    import socket
+
+    from tui.app import _check_host
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/config aliases
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    try:
+        assert _check_host(f"me@127.0.0.1:{port}") == (True, "")
+    finally:
+        srv.close()
+    ok, text = _check_host(f"127.0.0.1:{port}")
+    assert ok and "unverified host" in text
+    ok, text = _check_host("no-such-host.invalid")
+    assert not ok and "does not resolve" in text
+
+
+def test_tui_runs_dir_option_is_finetui_runs_dir(monkeypatch, tmp_path):
+    from tui.cli import _tui_args
+
+    assert _tui_args(["--demo", "--runs-dir", str(tmp_path)]).runs_dir == str(tmp_path)
+    assert _tui_args([f"--runs-dir={tmp_path}", "--runs"]).runs_dir == str(tmp_path)

@@ -102,6 +102,40 @@ def _gpu_memory(host: str) -> float | None:
     return round(min(mib) / 1024, 1) if mib else None
 
 
+def _check_host(host: str) -> tuple[bool, str]:
+    """Whether a remote launch target answers, before the job is called ready: (launchable, what to say).
+    ``ssh -G`` reads ~/.ssh/config (an alias → its HostName and Port); a name that does not resolve cannot
+    be launched on; a port that does not answer is said (an unverified host), not refused."""
+    import shutil
+    import socket
+
+    target = host.split("@")[-1]
+    name, _, port_text = target.partition(":")
+    port = int(port_text) if port_text.isdigit() else 22
+    ssh = shutil.which("ssh")
+    if ssh:
+        try:
+            p = subprocess.run([ssh, "-G", name], capture_output=True, text=True, timeout=5,
+                               stdin=subprocess.DEVNULL)
+            for line in p.stdout.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "hostname" and value.strip():
+                    name = value.strip()
+                elif key == "port" and value.strip().isdigit() and not port_text:
+                    port = int(value)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False, f"host {host!r} does not resolve (no such name, nor an alias of ~/.ssh/config)"
+    try:
+        socket.create_connection((name, port), timeout=3).close()
+    except OSError as e:
+        return True, f"unverified host: {name}:{port} does not answer ({e.strerror or e.__class__.__name__})"
+    return True, ""
+
+
 def _local_tokenizer(model: str) -> str | None:
     from engine.data.tokenize import local_tokenizer
 
@@ -186,6 +220,7 @@ class Services:
     ssh_hosts: Callable[[], list[str]] = ssh_hosts
     clock: Callable[[], datetime] = datetime.now
     gpu_memory: Callable[[str], float | None] = _gpu_memory  # launch host → GiB of its smallest GPU, or None
+    check_host: Callable[[str], tuple[bool, str]] = _check_host  # remote host → (launchable, what to say)
 
 
 # --------------------------------------------------------------------------
@@ -392,6 +427,7 @@ class FinetuiApp(App[None]):
         self.data_report: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # (data_key, last check's report)
         self.gpu_memory: dict[str, float | None] = {}  # launch host → GiB of its smallest GPU (probed once)
         self.hub_reachable: bool | None = None  # this machine → the Hugging Face Hub (probed once, when it matters)
+        self.host_checks: dict[str, tuple[bool, str] | None] = {}  # remote host → its check (None: checking)
         if theme:
             self.theme = theme
         # last session's parsed CSS (tui/csscache.py): about 65 ms less to the first screen
@@ -673,6 +709,32 @@ class FinetuiApp(App[None]):
             return None
         return (f"{name} is not in this machine's Hugging Face cache and the Hub cannot be reached: the run would "
                 f"stop at its start (download it, or choose a local folder)")
+
+    def host_check(self, job: JobConfig) -> tuple[bool, str] | None:
+        """What is known against the job's remote launch targets: None when local (or all answer), else
+        (launchable, sentence): a host still being checked or that does not resolve is not launchable; one
+        whose SSH port does not answer is (an unverified host).  Each host is checked once, in a thread."""
+        res = job.resolved()
+        from engine.launch import LOCAL_HOSTS, is_remote_job
+
+        if not is_remote_job(res):
+            return None
+        hosts = [str(h) for h in [res.get("launch.host"), *(res.get("launch.hosts") or [])]
+                 if h and str(h) not in LOCAL_HOSTS]
+        for host in dict.fromkeys(hosts):
+            if host not in self.host_checks:
+                self.host_checks[host] = None
+                self._probe(partial(self.services.check_host, host), partial(self._host_checked, host))
+            got = self.host_checks[host]
+            if got is None:
+                return False, f"checking host {host}…"
+            if not got[0] or got[1]:
+                return got
+        return None
+
+    def _host_checked(self, host: str, got: tuple[bool, str]) -> None:
+        self.host_checks[host] = got
+        self.refresh_views()
 
     def _hub_probed(self, ok: bool) -> None:
         self.hub_reachable = ok
@@ -1055,6 +1117,11 @@ class FinetuiApp(App[None]):
         if probs:
             self.goto("launch")
             self.notify(str(probs[0]), title=f"Cannot launch: {len(probs)} to fix", severity="error", timeout=6)
+            return
+        host = self.host_check(self.job)
+        if host is not None and not host[0]:
+            self.goto("launch")
+            self.notify(host[1], title="Cannot launch yet", severity="error", timeout=6)
             return
         job = self.job.copy()
         if os.environ.get("FINETUI_RUNS_DIR"):  # it overrides the job's, as for `finetui train`
