@@ -57,6 +57,13 @@ def fake_check_host(host: str) -> tuple[bool, str]:
     return False, f"host {host!r} does not resolve (no such name, nor an alias of ~/.ssh/config)"
 
 
+def sniff_data(path: str, res: dict[str, Any]) -> list[Any]:
+    """The real first-rows reader (cheap, no tokenizer): format detection is tested as it runs."""
+    from tui.app import _sniff_data
+
+    return _sniff_data(path, res)
+
+
 class FakeLauncher:
     def __init__(self) -> None:
         self.jobs: list[Any] = []
@@ -86,6 +93,7 @@ def make_app(tui_state):
         services = kwargs.pop("services", None) or Services(
             describe_model=fake_model_info, estimate=fake_estimate, data_check=fake_data_check,
             start_run=launcher, ssh_hosts=lambda: ["gpu-box", "lab"], clock=lambda: FIXED_NOW,
+            sniff_data=sniff_data,
             check_host=fake_check_host)
         if demo and job is None:
             preset_path = presets.PRESETS_DIR / "demo.toml"

@@ -207,3 +207,83 @@ def test_tui_runs_dir_option_is_finetui_runs_dir(monkeypatch, tmp_path):
 
     assert _tui_args(["--demo", "--runs-dir", str(tmp_path)]).runs_dir == str(tmp_path)
     assert _tui_args([f"--runs-dir={tmp_path}", "--runs"]).runs_dir == str(tmp_path)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+DPO_ROWS = [{"instruction": f"Question {i}?", "chosen": f"Good answer {i}.", "rejected": f"Bad answer {i}."}
+            for i in range(5)]
+TOOL_ROWS = [{"conversations": [{"from": "human", "value": "Weather in Paris?"},
+                                {"from": "gpt", "value": "Sunny."}],
+              "system": "You are terse.", "tools": "[{\"name\": \"weather\"}]"}] * 3
+
+
+async def test_data_step_tells_the_format_from_the_first_rows(make_app, tmp_path):
+    from textual.widgets import Button
+
+    dpo = _write_jsonl(tmp_path / "pairs.jsonl", DPO_ROWS)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "data")
+        assert app.job.resolved()["data.format"] == "alpaca"
+        app.apply_edit("data.train_path", str(dpo))
+        box = app.query_one("#data-detect")
+        await wait_for(pilot, lambda: box.display)
+        await pilot.pause()
+        text = str(app.query_one("#data-detect-text").render())
+        assert "look like preference data, not alpaca" in text
+        assert "dpo" in text  # the sft trainer cannot use it: said
+        use = app.query_one("#data-use-format", Button)
+        assert str(use.label) == "Use preference"
+        await pilot.click("#data-use-format")
+        await pilot.pause()
+        assert app.job.resolved()["data.format"] == "preference"
+        assert not use.display
+        # a ShareGPT file with a system prompt and tools: what each extra key is used for
+        tools = _write_jsonl(tmp_path / "tools.jsonl", TOOL_ROWS)
+        app.apply_edit("data.format", "sharegpt")
+        app.apply_edit("data.train_path", str(tools))
+        await wait_for(pilot, lambda: "tools" in str(app.query_one("#data-detect-text").render()))
+        text = str(app.query_one("#data-detect-text").render())
+        assert "key `tools`: tool (function) definitions" in text and "key `system`: the system prompt" in text
+
+
+def test_data_check_names_the_format_the_rows_look_like(tmp_path):
+    """`finetui data check` on DPO rows read as alpaca says which format they look like; without --format it
+    takes the detected one; the extra keys' uses are listed."""
+    import subprocess
+    import sys
+
+    dpo = _write_jsonl(tmp_path / "pairs.jsonl", DPO_ROWS)
+    cmd = [sys.executable, "-m", "tui.cli", "data", "check", str(dpo)]
+    p = subprocess.run(cmd + ["--format", "alpaca"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "this looks like preference data: use --format preference" in p.stdout
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "format: preference" in p.stderr and "result: OK" in p.stdout
+    tools = _write_jsonl(tmp_path / "tools.jsonl", TOOL_ROWS)
+    p = subprocess.run([sys.executable, "-m", "tui.cli", "data", "check", str(tools), "--format", "sharegpt"],
+                       capture_output=True, text=True, timeout=120)
+    assert "key `tools`: tool (function) definitions" in p.stdout
+
+
+def test_detect_format_from_distinctive_keys():
+    from engine.data.formats import detect_format, extra_keys, format_hint
+
+    assert detect_format(DPO_ROWS) == "preference"
+    assert detect_format([{"instruction": "a", "output": "b"}]) == "alpaca"
+    assert detect_format([{"text": "a corpus line"}]) == "corpus"
+    assert detect_format([{"messages": [], "images": ["a.png"]}]) == "sharegpt_image"
+    assert detect_format([{"prompt": "p", "completion": "c", "label": True}]) == "kto"
+    assert detect_format([{"schemaVersion": "bedrock-conversation-2024", "messages": []}]) == "bedrock_converse"
+    assert detect_format([{"foo": 1}, "not a row"]) is None
+    # the majority of the first rows wins
+    assert detect_format([{"text": "x"}] + DPO_ROWS) == "preference"
+    assert format_hint("preference", DPO_ROWS) is None
+    assert "ignored" in extra_keys("alpaca", [{"instruction": "a", "output": "b", "images": ["x.png"]}])["images"]

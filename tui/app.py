@@ -136,6 +136,13 @@ def _check_host(host: str) -> tuple[bool, str]:
     return True, ""
 
 
+def _sniff_data(path: str, res: dict[str, Any]) -> list[Any]:
+    """The first rows of a local data path, decoded but not validated (format detection); [] when unreadable."""
+    from engine.data.check import sniff
+
+    return sniff(path, res)
+
+
 def _local_tokenizer(model: str) -> str | None:
     from engine.data.tokenize import local_tokenizer
 
@@ -221,6 +228,7 @@ class Services:
     clock: Callable[[], datetime] = datetime.now
     gpu_memory: Callable[[str], float | None] = _gpu_memory  # launch host → GiB of its smallest GPU, or None
     check_host: Callable[[str], tuple[bool, str]] = _check_host  # remote host → (launchable, what to say)
+    sniff_data: Callable[[str, dict[str, Any]], list[Any]] = _sniff_data  # data path → its first rows
 
 
 # --------------------------------------------------------------------------
