@@ -663,7 +663,7 @@ async def test_preset_dialog_exports_and_imports(make_app, tmp_path):
         await pilot.press("ctrl+o")
         await pilot.pause()
         app.screen.query_one("#preset-path", Input).value = str(out)
-        await pilot.click("#preset-import")
+        await pilot.click("#preset-open")  # (its kind is told from its content: imported)
         await pilot.pause()
         await pilot.click("#btn-discard")
         await pilot.pause()
