@@ -218,6 +218,8 @@ def open_feed(ref: Any) -> RunFeed:
     if f is not None and not isinstance(ref, LocalRunRef):
         src = f(ref)
     elif d is not None and not is_remote(ref):
+        if not d.is_dir():
+            raise FileNotFoundError(f"no run directory at {d}")
         src = LocalEventSource(d)
     else:
         raise FileNotFoundError(f"{run_name(ref)}: cannot read a remote run without engine.launch")
