@@ -28,9 +28,16 @@ class Profile:
     lr_by_method: dict[str, Range] = field(default_factory=dict)  # "full" / "lora" → range
     max_steps_epochs_exclusive: bool = False
     replicas_by_model: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    global_batch_choices: tuple[int, ...] = ()
     models: tuple[str, ...] = ()  # the provider's catalog
     allow_own_models: bool = True
+    #: file suffixes the service reads data from (a rule of the service: other files are errors)
+    data_suffixes: tuple[str, ...] = ()
+    #: limitations of the service's own infrastructure that finetui does not share when it runs the job:
+    #: field → why the service would not accept a value other than the profile's default (a warning)
+    service_limitations: dict[str, str] = field(default_factory=dict)
+    #: the layer names the document allows in target_modules, by model architecture (config.json model_type);
+    #: checked when the model's config can be read without downloading
+    layers_by_architecture: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 FPT_PIPELINE_MODELS = (
@@ -66,6 +73,8 @@ _FPT_STUDIO_FIELDS: dict[str, dict[str, Any]] = {
     "adapter.lora_alpha": {"min": 1},
     "adapter.lora_dropout": {"min": 0, "max": 1},
     "adapter.lora_rank": {"min": 1},
+    # "target_modules: string, all-linear" is the only value the document offers
+    "adapter.target_modules": {"choices": (["all-linear"],), "default": ["all-linear"]},
     "eval.checkpoint_steps": {"min": 1},
     "eval.eval_steps": {"min": 1},
     "eval.checkpoint_limit": {"min": 1},
@@ -77,7 +86,7 @@ _NOVA_COMMON: dict[str, dict[str, Any]] = {
     "general.max_sequence_length": {"min": 1, "max": 65536, "default": 32768},
     "general.epochs": {"min": 1, "max": 5, "default": 2},
     "general.batch_size": {"default": 1},
-    "runtime.gradient_accumulation_steps": {"default": 32},
+    "general.global_batch_size": {"choices": (16, 32, 64), "default": 64},
     "model.hidden_dropout": {"min": 0, "max": 1, "default": 0.0},
     "model.attention_dropout": {"min": 0, "max": 1, "default": 0.0},
     "model.ffn_dropout": {"min": 0, "max": 1, "default": 0.0},
@@ -99,6 +108,18 @@ _NOVA_COMMON: dict[str, dict[str, Any]] = {
     "tracking.tensorboard": {"default": True},
     "launch.nodes": {"default": 2},
 }
+
+#: The Nova document's "limitations" (SFT and PEFT sections): the service's, not finetui's.
+NOVA_LIMITATIONS = {
+    "general.resume_from_checkpoint": "the Nova service keeps only the last checkpoint and cannot resume from an "
+                                      "intermediate one",
+    "tracking.mlflow_tracking_uri": "the Nova document says the service publishes no metrics to MLflow (the "
+                                    "newer real recipes carry MLflow fields)",
+}
+
+#: watsonx "Layers by architecture": every layer a LoRA adapter may target (the default targets q_proj, v_proj).
+WATSONX_LAYERS = {a: ("down_proj", "up_proj", "gate_proj", "q_proj", "k_proj", "v_proj", "o_proj")
+                  for a in ("llama", "granite")}
 
 NOVA_REPLICAS = {"nova-micro": (2, 4, 8), "nova-lite": (4, 8, 16, 32), "nova-pro": (6, 12, 24)}
 
@@ -156,7 +177,6 @@ PROFILES: dict[str, Profile] = {
                 "eval.early_stopping_threshold": {"min": 0, "default": 0.0001},
                 "eval.logging_steps": {"choices": (10,), "default": 10},
                 "eval.evaluation_strategy": {"default": "steps"},
-                "data.val_size": {"default": 0.1},
                 "adapter.lora_rank": {"min": 1, "max": 64, "default": 8},
                 "adapter.lora_alpha": {"min": 1, "max": 128, "default": 8},
                 "adapter.lora_dropout": {"min": 0, "max": 1, "max_exclusive": True, "default": 0.1},
@@ -177,7 +197,6 @@ PROFILES: dict[str, Profile] = {
                 "eval.early_stopping_threshold": {"min": 0.001, "max": 0.1, "default": 0.001},
                 "eval.logging_steps": {"choices": (1,), "default": 1},
                 "eval.evaluation_strategy": {"default": "steps"},
-                "data.val_size": {"default": 0.1},
                 "trainer.training_type": {"choices": ("tfew",), "default": "tfew"},
             },
             methods=("tfew",),
@@ -212,10 +231,13 @@ PROFILES: dict[str, Profile] = {
                 "general.learning_rate": {"default": 0.00001},
                 "general.epochs": {"default": 10},
                 "trainer.training_type": {"choices": ("lora",), "default": "lora"},
+                # type lora: non-quantized models only (a quantized base is qlora)
+                "runtime.quantization_bit": {"choices": ("none",), "default": "none"},
             },
             methods=("lora",),
             stages=("sft",),
             models=("ibm-granite/granite-3.1-8b-base", "meta-llama/Llama-3.1-8B"),
+            layers_by_architecture=WATSONX_LAYERS,
         ),
         Profile(
             "watsonx_qlora", "IBM watsonx.ai — QLoRA", "002",
@@ -233,6 +255,7 @@ PROFILES: dict[str, Profile] = {
             },
             methods=("qlora",),
             stages=("sft",),
+            layers_by_architecture=WATSONX_LAYERS,
         ),
         Profile(
             "watsonx_full", "IBM watsonx.ai — full fine-tuning", "002",
@@ -265,7 +288,8 @@ PROFILES: dict[str, Profile] = {
             lr_by_method={"lora": Range(0, 1, min_exclusive=True)},
             max_steps_epochs_exclusive=True,
             replicas_by_model=NOVA_REPLICAS,
-            global_batch_choices=(16, 32, 64),
+            data_suffixes=(".jsonl",),
+            service_limitations=NOVA_LIMITATIONS,
             models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
         ),
         Profile(
@@ -277,7 +301,6 @@ PROFILES: dict[str, Profile] = {
                 "runtime.min_lr": {"min": 0, "max": 1, "default": 5e-7},
                 "general.epochs": {"min": 1, "max": 5, "default": 1},
                 "launch.nodes": {"default": 4},
-                "runtime.gradient_accumulation_steps": {"default": 16},
                 "trainer.training_type": {"choices": ("full",), "default": "full"},
             },
             methods=("full",),
@@ -286,7 +309,8 @@ PROFILES: dict[str, Profile] = {
             lr_by_method={"full": Range(1e-6, 1e-3)},
             max_steps_epochs_exclusive=True,
             replicas_by_model=NOVA_REPLICAS,
-            global_batch_choices=(16, 32, 64),
+            data_suffixes=(".jsonl",),
+            service_limitations=NOVA_LIMITATIONS,
             models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
         ),
     ]

@@ -102,6 +102,47 @@ def _gpu_memory(host: str) -> float | None:
     return round(min(mib) / 1024, 1) if mib else None
 
 
+def _check_host(host: str) -> tuple[bool, str]:
+    """Whether a remote launch target answers, before the job is called ready: (launchable, what to say).
+    ``ssh -G`` reads ~/.ssh/config (an alias → its HostName and Port); a name that does not resolve cannot
+    be launched on; a port that does not answer is said (an unverified host), not refused."""
+    import shutil
+    import socket
+
+    target = host.split("@")[-1]
+    name, _, port_text = target.partition(":")
+    port = int(port_text) if port_text.isdigit() else 22
+    ssh = shutil.which("ssh")
+    if ssh:
+        try:
+            p = subprocess.run([ssh, "-G", name], capture_output=True, text=True, timeout=5,
+                               stdin=subprocess.DEVNULL)
+            for line in p.stdout.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "hostname" and value.strip():
+                    name = value.strip()
+                elif key == "port" and value.strip().isdigit() and not port_text:
+                    port = int(value)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False, f"host {host!r} does not resolve (no such name, nor an alias of ~/.ssh/config)"
+    try:
+        socket.create_connection((name, port), timeout=3).close()
+    except OSError as e:
+        return True, f"unverified host: {name}:{port} does not answer ({e.strerror or e.__class__.__name__})"
+    return True, ""
+
+
+def _sniff_data(path: str, res: dict[str, Any]) -> list[Any]:
+    """The first rows of a local data path, decoded but not validated (format detection); [] when unreadable."""
+    from engine.data.check import sniff
+
+    return sniff(path, res)
+
+
 def _local_tokenizer(model: str) -> str | None:
     from engine.data.tokenize import local_tokenizer
 
@@ -188,6 +229,8 @@ class Services:
     ssh_hosts: Callable[[], list[str]] = ssh_hosts
     clock: Callable[[], datetime] = datetime.now
     gpu_memory: Callable[[str], float | None] = _gpu_memory  # launch host → GiB of its smallest GPU, or None
+    check_host: Callable[[str], tuple[bool, str]] = _check_host  # remote host → (launchable, what to say)
+    sniff_data: Callable[[str, dict[str, Any]], list[Any]] = _sniff_data  # data path → its first rows
 
 
 # --------------------------------------------------------------------------
@@ -227,6 +270,7 @@ class FinetuiCommands(Provider):
             ("Open preset…", "shipped, recent or any .toml file", app.action_open_preset),
             ("Save preset…", "write the job as TOML (secrets are never written)", app.action_save_preset),
             ("Import…", "a LLaMA-Factory / Nova YAML or FPT / OCI / watsonx JSON as a new job", app.action_import),
+            ("Dismiss import notes", "hide the last import's notes", app.action_dismiss_notes),
             ("Export…", "the job as LLaMA-Factory / Nova YAML or FPT / OCI / watsonx JSON", app.action_export),
             ("Next step", "the wizard's next step", app.action_next_step),
             ("Previous step", "the wizard's previous step", app.action_prev_step),
@@ -370,10 +414,14 @@ class FinetuiApp(App[None]):
 
     def __init__(self, job: JobConfig | None = None, preset_path: str | os.PathLike[str] | None = None,
                  services: Services | None = None, autosave: bool = True, offer_restore: bool = True,
-                 theme: str | None = None, start: str | None = None, attach: Any = None) -> None:
+                 theme: str | None = None, start: str | None = None, attach: Any = None,
+                 imported: tuple[str, list[str]] | None = None) -> None:
         """``start="runs"`` opens on the runs screen; ``attach`` (a RunRef, run directory or name) opens
-        on that run's dashboard, with the runs screen under it.  The wizard is behind both (Esc)."""
+        on that run's dashboard, with the runs screen under it.  The wizard is behind both (Esc).
+        ``imported`` (file name, notes): the job was imported from another tool's config (unsaved, its
+        notes shown)."""
         super().__init__()
+        self.imported = imported
         self.start_on_runs = start == "runs" or attach is not None
         self.attach_ref = attach
         self.job = job.copy() if job is not None else JobConfig()
@@ -381,7 +429,7 @@ class FinetuiApp(App[None]):
         self.services = services or Services()
         self.autosave_enabled = autosave
         self.offer_restore = offer_restore
-        self.dirty = False
+        self.dirty = imported is not None
         self.launching = False
         self.step = STEP_IDS[0]
         self._autosave_timer: Any = None
@@ -389,6 +437,7 @@ class FinetuiApp(App[None]):
         self.data_report: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # (data_key, last check's report)
         self.gpu_memory: dict[str, float | None] = {}  # launch host → GiB of its smallest GPU (probed once)
         self.hub_reachable: bool | None = None  # this machine → the Hugging Face Hub (probed once, when it matters)
+        self.host_checks: dict[str, tuple[bool, str] | None] = {}  # remote host → its check (None: checking)
         if theme:
             self.theme = theme
         # last session's parsed CSS (tui/csscache.py): about 65 ms less to the first screen
@@ -506,6 +555,9 @@ class FinetuiApp(App[None]):
         # kept as attributes: App.query_one looks at the top screen, which may be a dialog
         self.stepbar = StepBar()
         self.helpbar = HelpBar()
+        from tui.widgets.notes import NotesPanel
+
+        self.notes = NotesPanel()
         self.panes: dict[str, StepPane] = Panes(model=ModelPane())
         # only the first step is mounted at start; the others once the first screen is up
         # (prebuild_step) or on their first visit, whichever comes first (fast start)
@@ -518,7 +570,7 @@ class FinetuiApp(App[None]):
         yield from self._wizard_widgets()
 
     def _wizard_widgets(self) -> list[Widget]:
-        return [self.stepbar, self.switcher, self.helpbar, KeyBar()]
+        return [self.stepbar, self.notes, self.switcher, self.helpbar, KeyBar()]
 
     _wizard_pending = False
 
@@ -556,6 +608,8 @@ class FinetuiApp(App[None]):
         asyncio.get_running_loop().set_default_executor(ExitExecutor())
 
     def on_mount(self) -> None:
+        if self.imported is not None:
+            self.show_notes(*self.imported)
         if self._started_by_run:
             self.call_after_refresh(self._first_screen_shown)
         if self.start_on_runs:
@@ -666,6 +720,32 @@ class FinetuiApp(App[None]):
         return (f"{name} is not in this machine's Hugging Face cache and the Hub cannot be reached: the run would "
                 f"stop at its start (download it, or choose a local folder)")
 
+    def host_check(self, job: JobConfig) -> tuple[bool, str] | None:
+        """What is known against the job's remote launch targets: None when local (or all answer), else
+        (launchable, sentence): a host still being checked or that does not resolve is not launchable; one
+        whose SSH port does not answer is (an unverified host).  Each host is checked once, in a thread."""
+        res = job.resolved()
+        from engine.launch import LOCAL_HOSTS, is_remote_job
+
+        if not is_remote_job(res):
+            return None
+        hosts = [str(h) for h in [res.get("launch.host"), *(res.get("launch.hosts") or [])]
+                 if h and str(h) not in LOCAL_HOSTS]
+        for host in dict.fromkeys(hosts):
+            if host not in self.host_checks:
+                self.host_checks[host] = None
+                self._probe(partial(self.services.check_host, host), partial(self._host_checked, host))
+            got = self.host_checks[host]
+            if got is None:
+                return False, f"checking host {host}…"
+            if not got[0] or got[1]:
+                return got
+        return None
+
+    def _host_checked(self, host: str, got: tuple[bool, str]) -> None:
+        self.host_checks[host] = got
+        self.refresh_views()
+
     def _hub_probed(self, ok: bool) -> None:
         self.hub_reachable = ok
         self.refresh_views()
@@ -697,7 +777,10 @@ class FinetuiApp(App[None]):
 
         return default_run_name(job.resolved()["model.name_or_path"], self.services.clock())
 
+    job_generation = 0  # set_job's count: a field shows a replaced job's value even while focused
+
     def set_job(self, job: JobConfig, preset_path: Path | None | bool = False, dirty: bool = True) -> None:
+        self.job_generation += 1
         secrets = self.job.secrets
         self.job = job
         self.job.secrets = {**secrets, **job.secrets}
@@ -871,27 +954,34 @@ class FinetuiApp(App[None]):
                                        (("cancel", "Keep editing"), ("discard", "Discard"))), answered)
 
     def open_path(self, path: str, kind: str = "open") -> bool:
-        from engine import presets
+        """Open a job file: a TOML preset, or another tool's config (imported: engine.interop), told apart by
+        its content wherever it is opened; ``kind="import"`` insists on an import.  An import's notes stay in
+        the notes panel until dismissed."""
+        from engine import interop, presets
 
         p = Path(path).expanduser()
         try:
+            if kind != "import":
+                found = interop.file_kind(p)
+                if found is None:
+                    raise ValueError(f"{p}: neither a finetui preset (TOML) nor a LLaMA-Factory / Nova YAML or an "
+                                     f"FPT / OCI / watsonx JSON")
+                kind = "open" if found == "toml" else "import"
             if kind == "import":
-                from engine import interop  # type: ignore[attr-defined]
-
                 job, warnings = interop.import_file(p)
                 self.set_job(job, None, dirty=True)
-                self.notify(f"Imported {p.name}" + (f" — {len(warnings)} note(s): {warnings[0]}" if warnings else ""),
-                            timeout=6)
+                self.show_notes(p.name, warnings)
+                self.notify(f"Imported {p.name}" + (f": {len(warnings)} note(s), listed above the form"
+                                                    if warnings else ""), timeout=6)
                 return True
             job = presets.load(p)
-        except ImportError:
-            self.notify("Import is not available yet (engine.interop).", severity="warning")
-            return False
         except Exception as e:
             probs = getattr(e, "problems", None)
-            self.notify(str(probs[0]) if probs else str(e).splitlines()[0], title="Cannot open the preset",
+            self.notify(str(probs[0]) if probs else str(e).splitlines()[0],
+                        title="Cannot import the file" if kind == "import" else "Cannot open the preset",
                         severity="error", timeout=8)
             return False
+        self.notes.dismiss()
         self.set_job(job, p, dirty=False)
         state.add_recent(p)
         self.clear_autosave()
@@ -965,6 +1055,14 @@ class FinetuiApp(App[None]):
     def action_import(self) -> None:
         self.action_open_preset()
 
+    def show_notes(self, source: str, notes: list[str]) -> None:
+        """The notes of an import (ignored keys, converted values, what trains differently), on screen until
+        dismissed."""
+        self.notes.show(source, notes)
+
+    def action_dismiss_notes(self) -> None:
+        self.notes.dismiss()
+
     # -- autosave restore --------------------------------------------------------
     def _maybe_offer_restore(self) -> None:
         got = state.read_autosave()
@@ -1029,6 +1127,11 @@ class FinetuiApp(App[None]):
         if probs:
             self.goto("launch")
             self.notify(str(probs[0]), title=f"Cannot launch: {len(probs)} to fix", severity="error", timeout=6)
+            return
+        host = self.host_check(self.job)
+        if host is not None and not host[0]:
+            self.goto("launch")
+            self.notify(host[1], title="Cannot launch yet", severity="error", timeout=6)
             return
         job = self.job.copy()
         if os.environ.get("FINETUI_RUNS_DIR"):  # it overrides the job's, as for `finetui train`

@@ -31,7 +31,7 @@ FORMAT_ALIASES = {"llama-factory": "llamafactory", "llama_factory": "llamafactor
                   "fpt": "fpt_studio", "fpt-studio": "fpt_studio", "ibm": "watsonx"}
 SUFFIX = {"llamafactory": ".yaml", "nova": ".yaml", "fpt_studio": ".json", "oci": ".json", "watsonx": ".json"}
 
-__all__ = ["export_job", "export_files", "import_file", "import_text", "detect_format", "InteropError",
+__all__ = ["export_job", "export_files", "import_file", "import_text", "detect_format", "file_kind", "InteropError",
            "EXPORT_FORMATS", "IMPORT_FORMATS"]
 
 
@@ -161,3 +161,31 @@ def import_file(path: str | os.PathLike[str], fmt: str | None = None) -> tuple[J
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
         raise fail(str(p), f"cannot read the file: {e.__class__.__name__}") from None
     return import_text(text, fmt, p.resolve().parent, str(p))
+
+
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What a job file is, without importing it: ``"toml"`` for a finetui preset, one of
+    :data:`IMPORT_FORMATS`, or None when it is none of them (an unreadable file raises InteropError)."""
+    import tomllib
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise fail(str(p), "no such file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise fail(str(p), f"cannot read the file: {e.__class__.__name__}") from None
+    if p.suffix.lower() == ".toml":
+        return "toml"
+    try:
+        tomllib.loads(text)
+        return "toml"
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        data = _parse(text, str(p))
+    except InteropError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("hyperparameters"), dict):
+        data = data["hyperparameters"]
+    return detect_format(data)

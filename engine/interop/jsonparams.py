@@ -27,6 +27,7 @@ from engine.config import JobConfig, spec
 from engine.interop.common import fail, leftovers, set_value, validate_for
 
 SAMPLE = {"alpaca": "finetui:samples/alpaca_demo.jsonl", "preference": "finetui:samples/preference_demo.jsonl"}
+VAL_SAMPLE = {"alpaca": "finetui:samples/alpaca_val_demo.jsonl"}
 TITLES = {"fpt_studio": "FPT AI Studio hyperparameters", "oci": "OCI hyperparameters",
           "watsonx": "watsonx.ai tuning parameters"}
 
@@ -109,6 +110,11 @@ def _fill_model_and_data(job: JobConfig, warnings: list[str], fmt_: str = "alpac
         set_value(job, "data.format", fmt_)
         warnings.append(f"data.train_path set to the bundled sample {SAMPLE[fmt_]}; the hyperparameter file does not "
                         f"name the data — point it at yours")
+        if fmt_ in VAL_SAMPLE and "data.validation_path" not in job.values \
+                and spec("eval.evaluation_strategy", job.profile).default != "no":
+            set_value(job, "data.validation_path", VAL_SAMPLE[fmt_])
+            warnings.append(f"data.validation_path set to the bundled sample {VAL_SAMPLE[fmt_]} ({prof.name} evaluates "
+                            f"for early stopping and holds out nothing) — point it at your validation data")
 
 
 # -------------------------------------------------------------------------------- import

@@ -73,7 +73,7 @@ KNOWN = {
     "warmup_steps", "bf16", "fp16", "pure_bf16", "optim", "adam_beta1", "adam_beta2", "adam_epsilon",
     "weight_decay", "max_grad_norm", "disable_gradient_checkpointing", "seed", "full_determinism",
     "resume_from_checkpoint", "group_by_length", "eval_strategy", "evaluation_strategy", "eval_steps",
-    "load_best_model_at_end", "metric_for_best_model", "early_stopping_steps",
+    "load_best_model_at_end", "metric_for_best_model", "early_stopping_steps", "ddp_timeout",
 } | IGNORED_QUIET
 
 
@@ -334,7 +334,8 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
         tr["disable_gradient_checkpointing"] = True
     take("runtime.gradient_checkpointing")
     tr["seed"] = res["runtime.seed"]
-    take("runtime.seed")
+    tr["ddp_timeout"] = res["runtime.ddp_timeout"]
+    take("runtime.seed", "runtime.ddp_timeout")
     if res["runtime.full_determinism"]:
         tr["full_determinism"] = True
     take("runtime.full_determinism")
@@ -609,6 +610,7 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
         "save_strategy": "eval.checkpoint_strategy", "save_total_limit": "eval.checkpoint_limit",
         "eval_steps": "eval.eval_steps", "early_stopping_steps": "eval.early_stopping_patience",
         "warmup_steps": "runtime.lr_warmup_steps", "warmup_ratio": "runtime.lr_warmup_ratio",
+        "ddp_timeout": "runtime.ddp_timeout",
     }
     for lf, name in simple.items():
         if lf in raw and raw[lf] is not None:

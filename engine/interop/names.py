@@ -39,8 +39,8 @@ NAMES: dict[str, dict[str, str]] = {
     "trainer.offload_optimizer": {LF: "deepspeed config: zero_optimization.offload_optimizer"},
     "trainer.offload_params": {LF: "deepspeed config: zero_optimization.offload_param"},
     "general.batch_size": {LF: "per_device_train_batch_size",
-                           NOVA: "training_config.micro_batch_size (global_batch_size = batch × accumulation × "
-                                 "ranks)", FPT: "batch_size", OCI: "trainingBatchSize", WX: "batch_size"},
+                           NOVA: "training_config.micro_batch_size", FPT: "batch_size", OCI: "trainingBatchSize", WX: "batch_size"},
+    "general.global_batch_size": {NOVA: "training_config.global_batch_size"},
     "general.epochs": {LF: "num_train_epochs", NOVA: "training_config.trainer.max_epochs", FPT: "epochs",
                        OCI: "totalTrainingEpochs", WX: "num_epochs"},
     "general.max_steps": {LF: "max_steps", NOVA: "training_config.trainer.max_steps"},
@@ -51,7 +51,6 @@ NAMES: dict[str, dict[str, str]] = {
     "general.resume_from_checkpoint": {LF: "resume_from_checkpoint / overwrite_output_dir (false = last)",
                                        FPT: "resume_from_checkpoint (false = no, true = last)"},
     "runtime.gradient_accumulation_steps": {LF: "gradient_accumulation_steps",
-                                            NOVA: "training_config.global_batch_size (÷ batch × ranks)",
                                             FPT: "gradient_accumulation_steps", WX: "accumulate_steps"},
     "runtime.mixed_precision": {LF: "bf16 / fp16", FPT: "mixed_precision"},
     "runtime.quantization_bit": {LF: "quantization_bit", FPT: "quantization_bit"},

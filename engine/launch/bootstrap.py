@@ -23,8 +23,10 @@ def build_wheel(out_dir: Path) -> Path:
     if not (SOURCE_ROOT / "pyproject.toml").exists():
         raise LaunchError("--bootstrap needs finetui's source tree (pyproject.toml) to build a wheel; "
                           "install finetui on the remote host with pip instead")
-    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(out_dir), str(SOURCE_ROOT)], capture_output=True, text=True, timeout=600)
+    from engine.launch.procs import module_argv
+
+    p = subprocess.run(module_argv(sys.executable, "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                                   "-w", str(out_dir), str(SOURCE_ROOT)), capture_output=True, text=True, timeout=600)
     wheels = sorted(out_dir.glob("finetui-*.whl"))
     if p.returncode != 0 or not wheels:
         last = (p.stderr.strip().splitlines() or ["pip wheel failed"])[-1]

@@ -40,7 +40,8 @@ def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_
         from engine.train.command import worker_argv
     except ImportError as e:
         raise LaunchError(f"the training worker command is not available ({e}); is finetui complete?") from None
-    kw: dict[str, Any] = dict(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, rdzv=rdzv, python=python)
+    kw: dict[str, Any] = dict(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, rdzv=rdzv, python=python,
+                              visible=(os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES"))
     if master_port is not None:
         kw["master_port"] = master_port
     if rdzv_id is not None:
@@ -48,7 +49,10 @@ def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_
     if res.get("launch.launcher") == "deepspeed" and nnodes > 1:
         kw["hostfile"] = write_hostfile(Path(run_dir), hosts or [f"node{i}" for i in range(nnodes)],
                                         int(res.get("launch.procs_per_node") or 1))
-    return [str(a) for a in worker_argv(res, Path(run_dir), **kw)]
+    try:
+        return [str(a) for a in worker_argv(res, Path(run_dir), **kw)]
+    except ValueError as e:
+        raise LaunchError(str(e)) from None
 
 
 def write_hostfile(run_dir: Path, hosts: list[str], slots: int) -> Path:

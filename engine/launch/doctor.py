@@ -49,7 +49,9 @@ def run(host: str = "local", python: str = "python3", workdir: str = "~/finetui-
                 fix = f"ssh-copy-id {host}"
             return [Check(False, "ssh", str(e), fix)]
         out.append(Check(True, "ssh", f"{host} reachable (strict host keys, batch mode)"))
-        p = ssh.run(host, [python, "-m", "engine.launch.remote_agent", "doctor", "--workdir", workdir], timeout=240)
+        from engine.launch.remote import agent_argv
+
+        p = ssh.run(host, agent_argv(python, "doctor", "--workdir", workdir), timeout=240)
         txt = p.stdout.decode(errors="replace").strip()
         err = p.stderr.decode(errors="replace").strip()
         try:

@@ -161,10 +161,12 @@ def ensure_master(target: str) -> None:
             return
         chk = base_args(target)
         chk = chk[:-1] + ["-O", "check", chk[-1]]
-        if subprocess.run(chk, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          timeout=15).returncode == 0:
+        p = subprocess.run(chk, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           timeout=15)
+        if p.returncode == 0:
             _master_ok[target] = time.monotonic()
             return
+        _remove_stale_socket(p.stderr.decode("utf-8", "replace"))
         with tempfile.TemporaryFile() as errf:
             args = base_args(target, master=True)
             args = args[:-1] + ["-N", "-f", args[-1]]
@@ -180,6 +182,18 @@ def ensure_master(target: str) -> None:
         if rc != 0:
             raise SSHError(explain(target, err))
         _master_ok[target] = time.monotonic()
+
+
+def _remove_stale_socket(check_stderr: str) -> None:
+    """A master that died (killed, machine slept) leaves its socket behind; a new master finding it
+    there says "ControlSocket … already exists, disabling multiplexing" and every later call pays a
+    full handshake.  ``ssh -O check`` names the socket that refused the connection: remove it."""
+    m = re.search(r"Control socket connect\((.+)\): Connection refused", check_stderr)
+    if m and Path(m.group(1)).parent == control_dir():
+        try:
+            Path(m.group(1)).unlink()
+        except OSError:
+            pass
 
 
 def forget(target: str) -> None:

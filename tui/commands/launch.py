@@ -258,8 +258,11 @@ def register(app: typer.Typer) -> None:
                 _bootstrap(job)
             ref = L.start_run(job, run_dir=run_dir, progress=_upload_progress())
         except _launch_errors() as e:
-            common.fail(str(e).splitlines()[0] if not hasattr(e, "problems") else
-                        "; ".join(str(p) for p in e.problems))
+            if getattr(e, "problems", None):  # (what the host's GPUs cannot do: one line per problem)
+                for p in e.problems:
+                    common.err(str(p))
+                raise typer.Exit(2) from None
+            common.fail(str(e).splitlines()[0])
         where = "" if ref.host == "local" else f" on {ref.host}"
         if at:
             typer.echo(f"{ref.name} scheduled for {at}{where} ({ref.run_dir})")

@@ -352,12 +352,21 @@ class RunsScreen(QuietScreen):
         if callable(open_job):
             open_job(job)
         elif callable(set_job):
-            # the wizard app: load the job as a new, unsaved one and go back to the wizard
+            # the wizard app: load the job as a new, unsaved one and go back to the wizard; unsaved edits
+            # of the job there are not dropped silently (asked, as Open and Quit do)
             job.values.pop("launch.run_name", None)
-            set_job(job, preset_path=None)
-            while len(self.app.screen_stack) > 1:
-                self.app.pop_screen()
-            self.app.notify(f"Opened the config of {r.name} as a new job.")
+
+            def go() -> None:
+                set_job(job, preset_path=None)
+                while len(self.app.screen_stack) > 1:
+                    self.app.pop_screen()
+                self.app.notify(f"Opened the config of {r.name} as a new job.")
+
+            confirm = getattr(self.app, "confirm_discard", None)
+            if getattr(self.app, "dirty", False) and callable(confirm):
+                confirm(go)
+            else:
+                go()
         else:
             self.notify(f"Loaded the config of {r.name}, but this app cannot open jobs.", severity="warning")
 

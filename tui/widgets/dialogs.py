@@ -116,7 +116,8 @@ class FilePickerDialog(Dialog):
 
 
 class OpenPresetDialog(Dialog):
-    """Shipped and recent presets, or a typed path; Import converts a foreign file (engine.interop)."""
+    """Shipped and recent presets, or a typed path: a TOML preset opens, a LLaMA-Factory / Nova YAML or an
+    FPT / OCI / watsonx JSON is imported (the app tells which from the content: engine.interop.file_kind)."""
 
     def __init__(self, shipped: list[Path], recent: list[Path]) -> None:
         super().__init__()
@@ -125,7 +126,7 @@ class OpenPresetDialog(Dialog):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-tall"):
-            yield Label("Open a preset", classes="dialog-title")
+            yield Label("Open a preset or import a config", classes="dialog-title")
             opts: list[Option | None] = []
             for p in self.recent:
                 opts.append(Option(Text.assemble(("recent   ", "dim"), p.name, ("  " + str(p.parent), "dim")), id=str(p)))
@@ -133,11 +134,11 @@ class OpenPresetDialog(Dialog):
                 if p not in self.recent:
                     opts.append(Option(Text.assemble(("shipped  ", "dim"), p.name), id=str(p)))
             yield OptionList(*opts, id="preset-list")
-            yield Input(placeholder="…or a path: .toml preset, or a file to import", id="preset-path", compact=True)
+            yield Input(placeholder="…or a path: a .toml preset, a LLaMA-Factory / Nova YAML, an FPT / OCI / watsonx JSON",
+                        id="preset-path", compact=True)
             yield Static("", id="preset-error", classes="field-problem", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Open", id="preset-open", variant="primary", compact=True)
-                yield Button("Import", id="preset-import", compact=True)
                 yield Button("Browse…", id="preset-browse", compact=True)
                 yield Button("Cancel", id="preset-cancel", compact=True)
 
@@ -164,14 +165,6 @@ class OpenPresetDialog(Dialog):
         v = self.query_one("#preset-path", Input).value.strip()
         if v:
             self.dismiss(("open", v))
-
-    @on(Button.Pressed, "#preset-import")
-    def _import(self) -> None:
-        v = self.query_one("#preset-path", Input).value.strip()
-        if not v:
-            self.show_error("type the path of a LLaMA-Factory / Nova YAML or an FPT / OCI / watsonx JSON to import")
-            return
-        self.dismiss(("import", v))
 
     @on(Button.Pressed, "#preset-browse")
     def _browse(self) -> None:

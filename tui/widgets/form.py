@@ -166,6 +166,7 @@ class FieldRow(Widget):
         self._hint_text = hint_for(name, profile)
         self._problem_text = ""
         self._input: Widget | None = None
+        self._generation = 0
 
     # -- building ---------------------------------------------------------
     def _make_widget(self) -> Widget:
@@ -328,7 +329,11 @@ class FieldRow(Widget):
         sp = spec(self.field_name, profile)
         if isinstance(w, Input):
             w.placeholder = "unset" if sp.default is None else format_value(self.field_name, sp.default)
-            if not w.has_focus or self._shown is _UNSYNCED:
+            # the focused field keeps what is being typed, unless the whole job was replaced since the last
+            # sync (an open, an import, the TOML view: FinetuiApp.set_job counts them)
+            generation = getattr(self.app, "job_generation", 0)
+            replaced, self._generation = generation != self._generation, generation
+            if not w.has_focus or self._shown is _UNSYNCED or replaced:
                 text = format_value(self.field_name, st.value)
                 if w.value != text:
                     with w.prevent(Input.Changed):

@@ -1,0 +1,289 @@
+"""Pilot tests of issue 27: a newcomer succeeds without reading the docs (import that explains itself,
+data that says what it is, keys that behave as terminal users expect).  Fake engine services, fixed clock
+(fixtures_tui.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Input
+
+from tests.fake_run import wait_for
+from tests.test_tui_wizard import SIZE, goto, launch_state, screen_text
+from tui.widgets.form import widget_id
+
+LF_DPO = """\
+### model
+model_name_or_path: finetui:tiny-llama
+### method
+stage: dpo
+do_train: true
+finetuning_type: lora
+lora_rank: 8
+lora_target: all
+pref_beta: 0.1
+pref_loss: sigmoid
+### dataset
+dataset: dpo_en_demo
+template: qwen3_nothink
+cutoff_len: 2048
+preprocessing_num_workers: 16
+### output
+output_dir: saves/qwen3-4b/lora/dpo
+logging_steps: 10
+plot_loss: true
+### train
+per_device_train_batch_size: 1
+gradient_accumulation_steps: 8
+learning_rate: 5.0e-6
+num_train_epochs: 3.0
+ddp_timeout: 180000000
+"""
+
+
+def lf_yaml(tmp_path: Path) -> Path:
+    p = tmp_path / "qwen3_lora_dpo.yaml"
+    p.write_text(LF_DPO)
+    return p
+
+
+async def test_open_dialog_imports_a_llamafactory_yaml_and_keeps_every_note(make_app, tmp_path):
+    src = lf_yaml(tmp_path)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert "import" in screen_text(app).lower()
+        path = app.screen.query_one("#preset-path", Input)
+        path.focus()
+        path.value = str(src)
+        await pilot.press("enter")  # Enter in the path: the kind is told from the content (not parsed as TOML)
+        await pilot.pause()
+        await pilot.pause()
+        res = app.job.resolved()
+        assert res["trainer.stage"] == "dpo" and res["general.max_sequence_length"] == 2048
+        assert app.preset_path is None and app.dirty
+        panel = app.notes
+        assert panel.display and len(panel.notes) >= 2
+        text = screen_text(app)
+        # every note is on screen, not one in a toast: the ignored keys and the converted template
+        for key in ("preprocessing_num_workers", "ddp_timeout", "plot_loss", "qwen3_nothink"):
+            assert key in text, key
+        # still there after moving around the wizard, until dismissed
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert panel.display and "ddp_timeout" in screen_text(app)
+        await pilot.click("#notes-dismiss")
+        await pilot.pause()
+        assert not panel.display and "ddp_timeout" not in screen_text(app)
+
+
+async def test_open_path_tells_kinds_apart_and_says_why_not(make_app, tmp_path):
+    from engine import presets
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        # a TOML preset without the .toml suffix still opens as a preset
+        p = tmp_path / "job.preset"
+        p.write_text((presets.PRESETS_DIR / "demo.toml").read_text())
+        assert app.open_path(str(p))
+        assert app.preset_path == p and not app.dirty and not app.notes.display
+        # a file that is no job at all: one sentence naming it, the job unchanged
+        junk = tmp_path / "notes.txt"
+        junk.write_text("hello: world\n")
+        before = app.job.values.copy()
+        assert not app.open_path(str(junk))
+        await pilot.pause()
+        assert app.job.values == before
+        assert any("notes.txt" in str(n.message) and "neither" in str(n.message) for n in app._notifications)
+
+
+async def test_form_shows_the_opened_job_in_the_focused_field(make_app, tmp_path):
+    src = lf_yaml(tmp_path)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "hyperparameters")
+        inp = app.screen.query_one(f"#{widget_id('general.max_sequence_length')}", Input)
+        inp.focus()
+        await pilot.pause()
+        old = inp.value
+        assert old != "2048"
+        assert app.open_path(str(src))
+        await pilot.pause()
+        await pilot.pause()
+        assert inp.has_focus and inp.value == "2048"
+        # while typing, the text typed stays as typed (not reformatted under the cursor)
+        inp.value = ""
+        inp.cursor_position = 0
+        await pilot.press(*"1e3")
+        await pilot.pause()
+        assert inp.value == "1e3" and app.job.resolved()["general.max_sequence_length"] == 1000
+
+
+def test_cli_preset_of_another_tool_opens_imported_with_its_notes(tmp_path, tui_state):
+    """`finetui --preset x.yaml` imports it (its notes on screen) instead of failing as TOML."""
+    import asyncio
+
+    from tui.app import FinetuiApp
+    from engine import interop
+
+    src = lf_yaml(tmp_path)
+    assert interop.file_kind(src) == "llamafactory"
+    job, notes = interop.import_file(src)
+    app = FinetuiApp(job=job, imported=(src.name, notes), autosave=False, offer_restore=False)
+
+    async def run() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            assert app.dirty and app.notes.display and "ddp_timeout" in screen_text(app)
+
+    asyncio.run(run())
+
+
+async def test_launch_step_cannot_be_armed_by_a_stray_key(make_app):
+    """First focus is not on free text; a remote target is checked before the job is called ready."""
+    from textual.widgets import Button
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        disabled, reason = await launch_state(pilot)
+        await pilot.pause()
+        assert not disabled and "ready" in reason
+        assert not isinstance(app.focused, Input)  # a stray key does not type into the target
+        # a target that does not resolve (a `q` typed after `local`): not ready, not launchable
+        app.apply_edit("launch.host", "localq")
+        await wait_for(pilot, lambda: app.host_checks.get("localq") is not None)
+        await pilot.pause()
+        btn = app.query_one("#launch-button", Button)
+        assert btn.disabled and "does not resolve" in str(app.query_one("#launch-reason").render())
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert app.launcher.jobs == []
+        # a host that resolves but does not answer: said, still launchable
+        app.apply_edit("launch.host", "slow-box")
+        await wait_for(pilot, lambda: app.host_checks.get("slow-box") is not None)
+        await pilot.pause()
+        assert not btn.disabled and "unverified host" in str(app.query_one("#launch-reason").render())
+        # a known host: ready
+        app.apply_edit("launch.host", "gpu-box")
+        await wait_for(pilot, lambda: app.host_checks.get("gpu-box") is not None)
+        await pilot.pause()
+        assert not btn.disabled and "ready" in str(app.query_one("#launch-reason").render())
+
+
+async def test_launch_step_says_where_runs_really_go(make_app, monkeypatch, tmp_path):
+    monkeypatch.setenv("FINETUI_RUNS_DIR", str(tmp_path / "elsewhere"))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "launch")
+        where = str(app.query_one("#runs-where").render())
+        assert f"{tmp_path / 'elsewhere'}/{app.default_run_name()}/" in where
+        assert "$FINETUI_RUNS_DIR" in where
+
+
+def test_check_host_resolves_and_knocks(monkeypatch, tmp_path):
+    """The real check: a listening port answers; a closed one is an unverified host; no such name refuses."""
+    import socket
+
+    from tui.app import _check_host
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/config aliases
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    try:
+        assert _check_host(f"me@127.0.0.1:{port}") == (True, "")
+    finally:
+        srv.close()
+    ok, text = _check_host(f"127.0.0.1:{port}")
+    assert ok and "unverified host" in text
+    ok, text = _check_host("no-such-host.invalid")
+    assert not ok and "does not resolve" in text
+
+
+def test_tui_runs_dir_option_is_finetui_runs_dir(monkeypatch, tmp_path):
+    from tui.cli import _tui_args
+
+    assert _tui_args(["--demo", "--runs-dir", str(tmp_path)]).runs_dir == str(tmp_path)
+    assert _tui_args([f"--runs-dir={tmp_path}", "--runs"]).runs_dir == str(tmp_path)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+DPO_ROWS = [{"instruction": f"Question {i}?", "chosen": f"Good answer {i}.", "rejected": f"Bad answer {i}."}
+            for i in range(5)]
+TOOL_ROWS = [{"conversations": [{"from": "human", "value": "Weather in Paris?"},
+                                {"from": "gpt", "value": "Sunny."}],
+              "system": "You are terse.", "tools": "[{\"name\": \"weather\"}]"}] * 3
+
+
+async def test_data_step_tells_the_format_from_the_first_rows(make_app, tmp_path):
+    from textual.widgets import Button
+
+    dpo = _write_jsonl(tmp_path / "pairs.jsonl", DPO_ROWS)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "data")
+        assert app.job.resolved()["data.format"] == "alpaca"
+        app.apply_edit("data.train_path", str(dpo))
+        box = app.query_one("#data-detect")
+        await wait_for(pilot, lambda: box.display)
+        await pilot.pause()
+        text = str(app.query_one("#data-detect-text").render())
+        assert "look like preference data, not alpaca" in text
+        assert "dpo" in text  # the sft trainer cannot use it: said
+        use = app.query_one("#data-use-format", Button)
+        assert str(use.label) == "Use preference"
+        await pilot.click("#data-use-format")
+        await pilot.pause()
+        assert app.job.resolved()["data.format"] == "preference"
+        assert not use.display
+        # a ShareGPT file with a system prompt and tools: what each extra key is used for
+        tools = _write_jsonl(tmp_path / "tools.jsonl", TOOL_ROWS)
+        app.apply_edit("data.format", "sharegpt")
+        app.apply_edit("data.train_path", str(tools))
+        await wait_for(pilot, lambda: "tools" in str(app.query_one("#data-detect-text").render()))
+        text = str(app.query_one("#data-detect-text").render())
+        assert "key `tools`: tool (function) definitions" in text and "key `system`: the system prompt" in text
+
+
+def test_data_check_names_the_format_the_rows_look_like(tmp_path):
+    """`finetui data check` on DPO rows read as alpaca says which format they look like; without --format it
+    takes the detected one; the extra keys' uses are listed."""
+    import subprocess
+    import sys
+
+    dpo = _write_jsonl(tmp_path / "pairs.jsonl", DPO_ROWS)
+    cmd = [sys.executable, "-m", "tui.cli", "data", "check", str(dpo)]
+    p = subprocess.run(cmd + ["--format", "alpaca"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "this looks like preference data: use --format preference" in p.stdout
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "format: preference" in p.stderr and "result: OK" in p.stdout
+    tools = _write_jsonl(tmp_path / "tools.jsonl", TOOL_ROWS)
+    p = subprocess.run([sys.executable, "-m", "tui.cli", "data", "check", str(tools), "--format", "sharegpt"],
+                       capture_output=True, text=True, timeout=120)
+    assert "key `tools`: tool (function) definitions" in p.stdout
+
+
+def test_detect_format_from_distinctive_keys():
+    from engine.data.formats import detect_format, extra_keys, format_hint
+
+    assert detect_format(DPO_ROWS) == "preference"
+    assert detect_format([{"instruction": "a", "output": "b"}]) == "alpaca"
+    assert detect_format([{"text": "a corpus line"}]) == "corpus"
+    assert detect_format([{"messages": [], "images": ["a.png"]}]) == "sharegpt_image"
+    assert detect_format([{"prompt": "p", "completion": "c", "label": True}]) == "kto"
+    assert detect_format([{"schemaVersion": "bedrock-conversation-2024", "messages": []}]) == "bedrock_converse"
+    assert detect_format([{"foo": 1}, "not a row"]) is None
+    # the majority of the first rows wins
+    assert detect_format([{"text": "x"}] + DPO_ROWS) == "preference"
+    assert format_hint("preference", DPO_ROWS) is None
+    assert "ignored" in extra_keys("alpaca", [{"instruction": "a", "output": "b", "images": ["x.png"]}])["images"]
