@@ -91,7 +91,7 @@ class MonitorScreen(QuietScreen):
     CSS_PATH = "dashboard.tcss"
     BINDINGS = [
         Binding("d", "detach", "Detach"),
-        Binding("escape", "detach", "Detach", show=False),
+        Binding("escape,q", "detach", "Detach", show=False),
         Binding("s", "stop", "Stop run"),
         Binding("slash", "search", "Search log"),
         Binding("l", "toggle_log", "Wide log", show=False),
@@ -117,7 +117,34 @@ class MonitorScreen(QuietScreen):
 
     @property
     def active_bindings(self) -> dict:  # type: ignore[override]
-        return dashboard_bindings(self, super().active_bindings)
+        """The footer follows the run: while it runs, Detach and Stop; once it has ended, Back (no Stop),
+        Try the model when it saved one, Resume when it can be resumed."""
+        shown = dashboard_bindings(self, super().active_bindings)
+        st = self.state
+        if not st.finished:
+            return shown
+        from dataclasses import replace
+
+        out = {}
+        for k, ab in shown.items():
+            b = ab.binding
+            if b.action == "stop":
+                continue
+            if b.action == "detach" and b.show:
+                b = replace(b, description="Back")
+            elif b.action == "try_model" and st.status in ("completed", "early_stopped") and st.final_path:
+                b = replace(b, show=True)
+            elif b.action == "resume" and st.status not in ("completed", "early_stopped") and self._resumable():
+                b = replace(b, show=True)
+            out[k] = ab._replace(binding=b)
+        return out
+
+    _footer_finished = False
+
+    def _footer_follows(self) -> None:
+        if self.state.finished != self._footer_finished:
+            self._footer_finished = self.state.finished
+            self.refresh_bindings()
 
     # -- layout ----------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -203,6 +230,7 @@ class MonitorScreen(QuietScreen):
             st.update(msg.records)
         self._feed_log(msg)
         self._show_text()
+        self._footer_follows()
         if msg.caught_up and not self.loaded:
             self.loaded = True
             self._redraw_plots(force=True)
@@ -219,6 +247,7 @@ class MonitorScreen(QuietScreen):
             self.problem = msg.text
         self.loaded = True
         self._show_text()
+        self._footer_follows()
 
     def _feed_log(self, msg: RunUpdate) -> None:
         from tui.widgets.logtail import LogTail, event_line

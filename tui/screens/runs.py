@@ -60,7 +60,7 @@ class RunsScreen(QuietScreen):
         Binding("space", "mark", "Mark"),
         Binding("o", "overlay", "Overlay"),
         Binding("r", "refresh", "Refresh", show=False),
-        Binding("escape", "back", "Back", show=False),
+        Binding("escape,q", "back", "Back", show=False),
     ]
 
     def __init__(self, runs_dir: str = "runs", *, clock: Callable[[], float] = time.time,
