@@ -483,3 +483,75 @@ async def test_ctrl_l_reviews_first_then_launches(make_app):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert len(app.launcher.jobs) == 1
+
+
+# ------------------------------------------------------------------ 8. runs you can tell apart and follow
+
+
+def _resumed_pair(runs: Path) -> tuple[Path, Path]:
+    """A stopped DPO run and the run that resumed it from its checkpoint at step 40."""
+    from tests.fake_run import T0, write_fake_run
+
+    parent, child = runs / "ft_tiny-llama_dpo-lora_20261118-101320", runs / "ft_tiny-llama_dpo-lora_20261118-111320"
+    write_fake_run(parent, steps=120, outcome="stopped", end_at=50)
+    cfg = (parent / "config.toml").read_text().replace('stage = "sft"', 'stage = "dpo"')
+    (parent / "config.toml").write_text(cfg)
+    write_fake_run(child, steps=120, t0=T0 + 3600, seed=4)
+    ck = parent / "checkpoints" / "checkpoint-40"
+    (child / "config.toml").write_text(cfg.replace("[general]", f"[general]\nresume_from_checkpoint = \"{ck}\"", 1))
+    return parent, child
+
+
+async def test_runs_screen_kind_column_and_resume_links(tmp_path):
+    from tests.fake_run import harness_app
+    from tui.screens.runs import RunsScreen
+
+    parent, child = _resumed_pair(tmp_path / "runs")
+    app = harness_app(lambda: RunsScreen(str(tmp_path / "runs"), auto_refresh=False))
+    async with app.run_test(size=(120, 30)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded)
+        await pilot.pause()
+        rows = {r.name: r for r in scr.rows}
+        assert rows[child.name].kind == "dpo-lora" and rows[parent.name].kind == "dpo-lora"
+        assert rows[child.name].parent == parent.name and rows[child.name].parent_step == 40
+        assert rows[parent.name].children == [child.name]
+        text = screen_text(app)
+        assert "Kind" in text and "dpo-lora" in text and "↻" in text
+        table = scr.query_one("#runs-table")
+        table.move_cursor(row=table.get_row_index(child.name))
+        await pilot.pause()
+        assert f"resumed from {parent.name} at step 40" in screen_text(app)
+        table.move_cursor(row=table.get_row_index(parent.name))
+        await pilot.pause()
+        assert f"resumed as {child.name}" in screen_text(app)
+        # the resume dialog says which checkpoint and step
+        await pilot.press("u")
+        await pilot.pause()
+        assert "from checkpoint-40 (step 40 of 120)?" in app.screen.question
+
+
+async def test_resumed_dashboard_draws_the_parents_history_first(tmp_path):
+    from tests.fake_run import harness_app
+    from tui.screens.monitor import MonitorScreen
+
+    parent, child = _resumed_pair(tmp_path / "runs")
+    app = harness_app(lambda: MonitorScreen(child))
+    async with app.run_test(size=(120, 40)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded and scr.resumed_from is not None)
+        await pilot.pause()
+        xs, _ = scr.state.train_loss.points()
+        assert xs[0] == 1  # the parent's steps 1…40 first
+        assert f"resumed from {parent.name} at step 40" in screen_text(app)
+
+
+def test_default_run_names_carry_stage_and_method(make_app):
+    from datetime import datetime
+
+    from engine.config import JobConfig
+    from tui.screens.launch import default_run_name
+
+    job = JobConfig()
+    job.values.update({"model.name_or_path": "Qwen/Qwen3-4B", "trainer.stage": "dpo", "trainer.training_type": "qlora"})
+    assert default_run_name(job.resolved(), datetime(2026, 1, 2, 3, 4, 5)) == "ft_Qwen3-4B_dpo-qlora_20260102-030405"

@@ -362,12 +362,12 @@ async def test_launch_disabled_reasons_then_launch(make_app):
         await pilot.pause()
         assert not disabled, reason
         assert app.query_one(f"#{widget_id('launch.run_name')}", Input).placeholder == \
-            "ft_tiny-llama_20260102-030405"
+            "ft_tiny-llama_sft-lora_20260102-030405"
         await pilot.click("#launch-button")
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert len(app.launcher.jobs) == 1
-        assert app.launcher.jobs[0].values["launch.run_name"] == "ft_tiny-llama_20260102-030405"
+        assert app.launcher.jobs[0].values["launch.run_name"] == "ft_tiny-llama_sft-lora_20260102-030405"
         assert "launch.runs_dir" not in app.launcher.jobs[0].values  # the job's own (default runs/)
 
 

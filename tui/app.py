@@ -815,7 +815,7 @@ class FinetuiApp(App[None]):
         job = job or self.job
         from tui.screens.launch import default_run_name
 
-        return default_run_name(job.resolved()["model.name_or_path"], self.services.clock())
+        return default_run_name(job.resolved(), self.services.clock())
 
     job_generation = 0  # set_job's count: a field shows a replaced job's value even while focused
 

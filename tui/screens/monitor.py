@@ -183,6 +183,7 @@ class MonitorScreen(QuietScreen):
     @work(thread=True, exclusive=True, group="monitor-tail", exit_on_error=False)
     def _tail(self) -> None:
         worker = get_current_worker()
+        self._parent_history()
         try:
             feed = runsource.open_feed(self.run_ref)
         except Exception as e:  # unreachable host, missing run
@@ -221,6 +222,23 @@ class MonitorScreen(QuietScreen):
 
     def on_unmount(self) -> None:
         sys.setswitchinterval(self._switch)
+
+    resumed_from: tuple[str, int] | None = None  # (the run this one resumed, the step it resumed at)
+
+    def _parent_history(self) -> None:
+        """A resumed run: its parent's curves up to the resume point go first (in the tail thread)."""
+        kind, parent, step = runsource.run_kind(self.run_ref)
+        d = runsource.run_dir(self.run_ref)
+        if not parent or step is None or d is None:
+            return
+        recs = runsource.history_before(parent, step, d.parent)
+        self.app.call_from_thread(self._show_parent, parent, step, recs)
+
+    def _show_parent(self, parent: str, step: int, recs: list[dict[str, Any]]) -> None:
+        self.resumed_from = (parent, step)
+        self.state.history(recs)
+        self._show_text()
+        self._redraw_plots(force=True)
 
     def on_run_update(self, msg: RunUpdate) -> None:
         msg.stop()
@@ -292,8 +310,10 @@ class MonitorScreen(QuietScreen):
         if st.world_size > 1:
             extra.append(f"{st.world_size} ranks")
         title = self.query_one("#mon-title", Static)
-        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "")
-             + (f"  ({', '.join(extra)})" if extra else ""))
+        more = f"  ({', '.join(extra)})" if extra else ""
+        if self.resumed_from is not None:  # (what it trains is its parent's: the link says more)
+            more = f"  ↻ resumed from {self.resumed_from[0]} at step {self.resumed_from[1]}"
+        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "") + more)
         _set(self.query_one("#mon-stats", Static), stats_text(st))
         end = self.query_one("#mon-end", Static)
         msg = self._end_text()
@@ -433,9 +453,11 @@ class MonitorScreen(QuietScreen):
             if yes:
                 self._resume_worker()
 
-        self.app.push_screen(ConfirmScreen(f"Resume run {st.name} from its newest complete checkpoint?\n\nA new "
-                                           "run starts beside it at the saved step.", yes="Resume", danger=False),
-                             answered)
+        from tui.screens.runs import resume_question
+
+        ck = next((c for c in reversed(st.checkpoints) if c.get("complete", True) and c.get("path")), None)
+        self.app.push_screen(ConfirmScreen(resume_question(st.name, runsource.run_host(self.run_ref), ck,
+                                                           st.total_steps), yes="Resume", danger=False), answered)
 
     @work(thread=True, exclusive=True, group="monitor-resume", exit_on_error=False)
     def _resume_worker(self) -> None:
