@@ -5,7 +5,6 @@ The Launch button stays disabled until the job validates and says why (the first
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +60,11 @@ def ssh_hosts(config: str | Path = "~/.ssh/config") -> list[str]:
     return out
 
 
-def default_run_name(model: str, now: Any) -> str:
-    """``ft_<model>_<YYYYmmdd-HHMMSS>`` (FPT naming)."""
-    base = str(model).rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1] or "model"
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
-    return f"ft_{base}_{now.strftime('%Y%m%d-%H%M%S')}"
+def default_run_name(res: dict[str, Any], now: Any) -> str:
+    """``ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS>`` (FPT naming, with the kind of run): the launcher's own."""
+    from engine.launch.rundir import default_name
+
+    return default_name(res, now.timestamp())
 
 
 def runs_where(job: JobConfig, res: dict[str, Any], default_name: str) -> Text:
