@@ -354,6 +354,9 @@ FIELDS: list[Field] = [
        "Deterministic algorithms for reproducible distributed runs; slow, for debugging. (FPT's document "
        "says the seed has no effect when this is on; that sentence is inverted — the seed is always "
        "applied.)"),
+    _F("runtime", "ddp_timeout", "int", 1800, "Distributed timeout",
+       "Seconds a rank waits for the others in a collective (a long save, a merge, a slow node) before the "
+       "run fails (transformers' ddp_timeout; the process group's timeout).", range=Range(60, None)),
     # ----------------------------------------------------------- preference
     _F("preference", "preference_loss", "enum", "sigmoid", "Preference loss",
        "sigmoid (DPO), hinge, ipo, kto_pair, orpo, simpo.",
@@ -510,10 +513,12 @@ class Problem:
     severity: str = "error"  # or "warning"
 
     def __str__(self) -> str:
+        from engine.redact import redact
+
         s = f"{self.field}: {self.message}"
         if self.allowed:
             s += f" (allowed: {self.allowed})"
-        return s
+        return redact(s)
 
 
 class ConfigError(ValueError):
@@ -893,6 +898,12 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     def warn(name: str, msg: str) -> None:
         out.append(Problem(name, msg, severity="warning"))
 
+    from engine.redact import has_credentials
+
+    if has_credentials(res.get("tracking.mlflow_tracking_uri")):
+        warn("tracking.mlflow_tracking_uri", "its user name and password are never written (presets, run files, "
+                                             "exports): runs get them in their environment, as "
+                                             "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
     if not str(res["data.train_path"] or "").strip():
         err("data.train_path", "a training data file is required",
             "a .json/.jsonl/.zip file, a folder, s3://bucket/key or finetui:samples/<file>")
@@ -902,6 +913,11 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             if n in explicit and explicit[n] not in (None, False):
                 err(n, "only applies when trainer.distributed_backend is deepspeed",
                     "set trainer.distributed_backend = \"deepspeed\" or remove it")
+    if res["runtime.optimizer"] == "sgd" and res["trainer.distributed_backend"] == "deepspeed" \
+            and res["trainer.offload_optimizer"]:
+        err("runtime.optimizer", "sgd with trainer.offload_optimizer would train with Adam: the offloaded optimizer "
+            "is DeepSpeed's CPU Adam, which accelerate puts in place of any other", "adamw, or offload_optimizer = "
+            "false")
     # quantization only with LoRA
     q = res["runtime.quantization_bit"]
     if q != "none" and method not in LORA_METHODS:
@@ -909,6 +925,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             "none")
     if method == "qlora" and q == "none":
         err("runtime.quantization_bit", "qlora needs a quantized base model", "4, 8")
+    if method == "lora" and q != "none":  # (it trained unquantized after demanding bitsandbytes)
+        err("runtime.quantization_bit", f"LoRA on a {q}-bit quantized model is QLoRA: set trainer.training_type "
+            f"= \"qlora\"", "none with lora, or trainer.training_type = \"qlora\"")
     # preference fields by loss
     loss = res["preference.preference_loss"]
     if "preference.simpo_gamma" in explicit and not (stage == "dpo" and loss == "simpo"):
@@ -1002,6 +1021,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         err("runtime.mixed_precision", "fp16 mixed precision needs a GPU; it is refused on CPU", "bf16, none")
     if res["runtime.attention_implementation"] == "flash_attention_2" and res["launch.device"] == "cpu":
         err("runtime.attention_implementation", "flash-attention-2 needs a GPU", "sdpa, eager")
+    elif res["runtime.attention_implementation"] == "flash_attention_2" and res["runtime.mixed_precision"] == "none":
+        err("runtime.attention_implementation", "flash-attention-2 computes in bf16 or fp16 only, and "
+            "runtime.mixed_precision = none trains in float32", "sdpa, eager, or mixed_precision bf16 / fp16 / auto")
     if res["launch.device"] == "cpu" and (method == "qlora" or res["runtime.quantization_bit"] != "none"):
         err("trainer.training_type", "QLoRA (bitsandbytes quantization) needs a CUDA GPU; it is refused on CPU",
             "lora on CPU, or launch.device = cuda / auto")

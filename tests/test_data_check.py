@@ -149,8 +149,7 @@ def test_profile_restricts_formats(tmp_path):
 
     nova = next((n for n, pr in profiles.PROFILES.items()
                  if tuple(pr.formats_by_stage.get("sft", ())) == ("bedrock_converse",)), None)
-    if nova is None:
-        pytest.skip("no profile restricting sft formats")
+    assert nova is not None, "no profile restricts the sft formats to bedrock_converse (Nova does)"
     rep = check(str(p), "alpaca", stage="sft", profile=nova)
     assert not rep["ok"] and rep["compat"]["allowed"] == ["bedrock_converse"]
 

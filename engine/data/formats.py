@@ -16,7 +16,8 @@ Canonical rows:
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from collections import Counter
+from typing import Any, Callable, Iterable, Optional
 
 from engine.data.errors import RowError
 
@@ -495,3 +496,94 @@ def as_messages(row: dict) -> list[dict]:
     if "completion" in row:
         return row["prompt"] + row["completion"]
     return [{"role": "user", "content": row.get("text", "")}]
+
+
+# --------------------------------------------------------------------------- detection
+
+#: what each format is called in a sentence ("this looks like preference data")
+FORMAT_WORDS = {
+    "corpus": "plain-text corpus (pre-training) data", "alpaca": "Alpaca (instruction / output) data",
+    "sharegpt": "ShareGPT conversations", "sharegpt_image": "ShareGPT conversations with images",
+    "bedrock_converse": "Bedrock Converse data", "preference": "preference data", "kto": "KTO (labelled) data",
+}
+_IMAGE_KEYS = ("images", "image", "image_path", "image_paths")
+_CONVERSATION_KEYS = ("conversations", "messages")
+
+
+def row_format(obj: Any) -> str | None:
+    """The format one decoded row looks like, from its distinctive keys only (no validation), or None."""
+    if not isinstance(obj, dict):
+        return None
+    keys = set(obj)
+    if obj.get("schemaVersion") == BEDROCK_SCHEMA:
+        return "bedrock_converse"
+    if {"chosen", "rejected"} <= keys:
+        return "preference"
+    if ("label" in keys or "kto_tag" in keys) and ("completion" in keys or keys & set(_CONVERSATION_KEYS)):
+        return "kto"
+    if keys & set(_CONVERSATION_KEYS):
+        return "sharegpt_image" if keys & set(_IMAGE_KEYS) else "sharegpt"
+    if "instruction" in keys and "output" in keys:
+        return "alpaca"
+    if "text" in keys and not keys & {"instruction", "output", "prompt", "completion"}:
+        return "corpus"
+    return None
+
+
+def detect_format(rows: Iterable[Any]) -> str | None:
+    """The format most of ``rows`` (the first rows of a file, decoded) look like, or None when none does."""
+    votes = Counter(f for f in map(row_format, rows) if f is not None)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+#: extra keys of a row → what a format uses them for (a key not listed for the format is not trained on)
+EXTRA_KEY_USES = {
+    "system": "the system prompt, the first message of the conversation",
+    "tools": "tool (function) definitions, given to the chat template for tool calling",
+    "history": "earlier turns, before the instruction",
+    "input": "appended to the instruction, on a new line",
+    "images": "images shown to a vision model, one per <image> token",
+    "image": "the image shown to a vision model",
+    "image_path": "the image shown to a vision model (before the first user text when there is no <image>)",
+    "image_paths": "images shown to a vision model, one per <image> token",
+}
+_USES_BY_FORMAT = {
+    "alpaca": ("system", "history", "input"),
+    "sharegpt": ("system", "tools"),
+    "sharegpt_image": ("system", "tools", *_IMAGE_KEYS),
+    "bedrock_converse": ("system",),
+    "preference": ("system", "history", "input"),
+    "kto": ("system", "history", "input"),
+}
+
+
+def extra_keys(fmt: str, rows: Iterable[Any]) -> dict[str, str]:
+    """The optional keys present in ``rows`` → what ``fmt`` uses each for, or that it is ignored (images in a
+    text format, tools outside ShareGPT)."""
+    present: dict[str, None] = {}
+    for r in rows:
+        if isinstance(r, dict):
+            present.update(dict.fromkeys(k for k in r if k in EXTRA_KEY_USES))
+    uses = _USES_BY_FORMAT.get(fmt, ())
+    out = {}
+    for k in present:
+        if fmt == "bedrock_converse" and k == "system":
+            out[k] = "system prompt blocks, the first message of the conversation"
+        elif k in uses:
+            out[k] = EXTRA_KEY_USES[k]
+        elif k in _IMAGE_KEYS:
+            out[k] = "ignored: images are read in the sharegpt_image format only"
+        elif k == "tools":
+            out[k] = "ignored: tool definitions are read in the sharegpt formats only"
+        else:
+            out[k] = f"ignored by the {fmt} format"
+    return out
+
+
+def format_hint(chosen: str, rows: list[Any]) -> str | None:
+    """A sentence when the rows look like another format than ``chosen``:
+    ``this looks like preference data (chosen / rejected keys): use --format preference``."""
+    found = detect_format(rows)
+    if found is None or found == chosen:
+        return None
+    return f"this looks like {FORMAT_WORDS.get(found, found)}: use --format {found}"

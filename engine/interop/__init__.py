@@ -31,7 +31,7 @@ FORMAT_ALIASES = {"llama-factory": "llamafactory", "llama_factory": "llamafactor
                   "fpt": "fpt_studio", "fpt-studio": "fpt_studio", "ibm": "watsonx"}
 SUFFIX = {"llamafactory": ".yaml", "nova": ".yaml", "fpt_studio": ".json", "oci": ".json", "watsonx": ".json"}
 
-__all__ = ["export_job", "export_files", "import_file", "import_text", "detect_format", "InteropError",
+__all__ = ["export_job", "export_files", "import_file", "import_text", "detect_format", "file_kind", "InteropError",
            "EXPORT_FORMATS", "IMPORT_FORMATS", "TrainingChange", "training_changes"]
 
 
@@ -62,17 +62,53 @@ def export_job(job: JobConfig, to: str, path: str | os.PathLike[str] | None = No
 
 
 def write_export(job: JobConfig, to: str, out: str | os.PathLike[str]) -> tuple[list[Path], list[str]]:
-    """Export into ``out`` and its side files beside it (atomically each); returns the paths written."""
+    """Export into ``out`` and its side files beside it (atomically each); returns the paths written.
+
+    A user's file beside ``out`` is never lost: an existing ``dataset_info.json`` gets the new entries merged in
+    (its own kept; a same-name entry that differs refuses the export), any other side file that exists with
+    other content refuses it.  Everything is checked before anything is written."""
+    from engine.safeio import atomic_write
+
     out = Path(out)
     text, side, warnings = export_files(job, to, out)
+    plan: list[tuple[Path, str]] = [(out, text)]
+    for name, content in side.items():
+        target = out.parent / name
+        merged = _beside(target, content)
+        if merged is not None:
+            plan.append((target, merged))
     out.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for target, content in [(out, text), *((out.parent / n, t) for n, t in side.items())]:
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, target)
-        written.append(target)
-    return written, warnings
+    for target, content in plan:
+        atomic_write(target, content)
+    return [t for t, _ in plan], warnings
+
+
+def _beside(target: Path, content: str) -> str | None:
+    """What to write into a side file that may already exist (None: it already says this)."""
+    try:
+        old = target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return content
+    except (OSError, UnicodeDecodeError) as e:
+        raise fail(str(target), f"exists and cannot be read ({e.__class__.__name__}); not overwritten") from None
+    if old == content:
+        return None
+    if target.name != "dataset_info.json":
+        raise fail(str(target), "exists with other content; not overwritten (export to another folder, or move it)")
+    try:
+        have = json.loads(old)
+    except (ValueError, RecursionError):
+        have = None
+    if not isinstance(have, dict):
+        raise fail(str(target), "exists but is not a JSON object of datasets; not overwritten (fix or move it)")
+    new = json.loads(content)
+    for name, entry in new.items():
+        if name in have and have[name] != entry:
+            raise fail(str(target), f"already has a dataset `{name}` with other settings; not overwritten (rename or "
+                                    f"remove that entry, or export to another folder)")
+    if all(name in have for name in new):
+        return None
+    return json.dumps({**have, **new}, indent=2, ensure_ascii=False) + "\n"
 
 
 def _parse(text: str, source: str) -> Any:
@@ -140,3 +176,31 @@ def import_file(path: str | os.PathLike[str], fmt: str | None = None) -> tuple[J
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
         raise fail(str(p), f"cannot read the file: {e.__class__.__name__}") from None
     return import_text(text, fmt, p.resolve().parent, str(p))
+
+
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What a job file is, without importing it: ``"toml"`` for a finetui preset, one of
+    :data:`IMPORT_FORMATS`, or None when it is none of them (an unreadable file raises InteropError)."""
+    import tomllib
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise fail(str(p), "no such file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise fail(str(p), f"cannot read the file: {e.__class__.__name__}") from None
+    if p.suffix.lower() == ".toml":
+        return "toml"
+    try:
+        tomllib.loads(text)
+        return "toml"
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        data = _parse(text, str(p))
+    except InteropError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("hyperparameters"), dict):
+        data = data["hyperparameters"]
+    return detect_format(data)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.config import FIELD_BY_NAME, FIELDS, ConfigError, JobConfig, Problem, _num, coerce, spec
+from engine.redact import redact
 from engine.samples import SAMPLES_DIR, SAMPLES_PREFIX
 
 
@@ -24,8 +25,8 @@ def fmt(v: Any) -> str:
     if isinstance(v, float):
         return _num(v)
     if isinstance(v, str):
-        return f'"{v}"'
-    return str(v)
+        return f'"{redact(v)}"'
+    return redact(str(v))
 
 
 def effective_values(job: JobConfig) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from engine.config import SAMPLES_PREFIX, JobConfig, Problem
 from engine.data.sources import count_examples, local_data_files
 from engine.datapaths import any_s3, data_paths, join_paths, split_format
 from engine.dsconfig import deepspeed_config
+from engine.redact import has_credentials
 from engine.interop.common import (InteropError, TrainingChange, fail, fmt, leftovers, real_path, sample_or_path,
                                    set_value, validate_for)
 
@@ -90,7 +91,7 @@ KNOWN = {
     "warmup_steps", "bf16", "fp16", "pure_bf16", "optim", "adam_beta1", "adam_beta2", "adam_epsilon",
     "weight_decay", "max_grad_norm", "disable_gradient_checkpointing", "seed", "full_determinism",
     "resume_from_checkpoint", "group_by_length", "eval_strategy", "evaluation_strategy", "eval_steps",
-    "load_best_model_at_end", "metric_for_best_model", "early_stopping_steps",
+    "load_best_model_at_end", "metric_for_best_model", "early_stopping_steps", "ddp_timeout",
 } | IGNORED_QUIET
 
 
@@ -296,7 +297,9 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
         report.append("mlflow")
         warnings.append(f"tracking.mlflow_tracking_uri = {fmt(res['tracking.mlflow_tracking_uri'])}: {TARGET} "
                         f"reads it from the environment; set MLFLOW_TRACKING_URI (and MLFLOW_EXPERIMENT_NAME="
-                        f"{res['tracking.mlflow_experiment']}) before training")
+                        f"{res['tracking.mlflow_experiment']}) before training"
+                        + (" — without the user name and password, which go in MLFLOW_TRACKING_USERNAME / "
+                           "MLFLOW_TRACKING_PASSWORD" if has_credentials(res["tracking.mlflow_tracking_uri"]) else ""))
     take("tracking.tensorboard", "tracking.mlflow_tracking_uri", "tracking.mlflow_experiment")
     out["report_to"] = ",".join(report) if report else "none"
 
@@ -349,7 +352,8 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
         tr["disable_gradient_checkpointing"] = True
     take("runtime.gradient_checkpointing")
     tr["seed"] = res["runtime.seed"]
-    take("runtime.seed")
+    tr["ddp_timeout"] = res["runtime.ddp_timeout"]
+    take("runtime.seed", "runtime.ddp_timeout")
     if res["runtime.full_determinism"]:
         tr["full_determinism"] = True
     take("runtime.full_determinism")
@@ -572,8 +576,12 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
 
     if "model_name_or_path" in raw:
         set_value(job, "model.name_or_path", str(raw["model_name_or_path"]))
-    if raw.get("trust_remote_code"):
+    trust = raw.get("trust_remote_code")
+    if trust is True or str(trust).strip().lower() in ("true", "1", "yes"):
         set_value(job, "model.trust_remote_code", True)
+        warnings.append(f"trust_remote_code = true: imported as model.trust_remote_code = true — the Python code that "
+                        f"comes with {fmt(raw.get('model_name_or_path') or 'the model')} runs on the training "
+                        f"machine when it is loaded; keep it only for a model repository you trust")
     if "flash_attn" in raw:
         fa = str(raw["flash_attn"])
         set_value(job, "runtime.attention_implementation", ATTN_FROM_LF.get(fa, fa))
@@ -623,6 +631,7 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
         "save_strategy": "eval.checkpoint_strategy", "save_total_limit": "eval.checkpoint_limit",
         "eval_steps": "eval.eval_steps", "early_stopping_steps": "eval.early_stopping_patience",
         "warmup_steps": "runtime.lr_warmup_steps", "warmup_ratio": "runtime.lr_warmup_ratio",
+        "ddp_timeout": "runtime.ddp_timeout",
     }
     for lf, name in simple.items():
         if lf in raw and raw[lf] is not None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from engine import redact
 from engine.config import JobConfig, spec, total_ranks
 from engine.datapaths import data_paths
 from engine.interop.common import fail, fmt, leftovers, set_value, validate_for
@@ -86,7 +87,10 @@ def export(job: JobConfig) -> tuple[str, list[str]]:
     if res["data.validation_path"]:
         run["validation_data_s3_path"] = str(res["data.validation_path"])
     run["output_s3_path"] = ""
-    run["mlflow_tracking_uri"] = res["tracking.mlflow_tracking_uri"] or ""
+    run["mlflow_tracking_uri"] = redact.strip(res["tracking.mlflow_tracking_uri"] or "")
+    if redact.has_credentials(res["tracking.mlflow_tracking_uri"]):
+        warnings.append("tracking.mlflow_tracking_uri: its user name and password are not written into the recipe; "
+                        "give them to the job as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
     run["mlflow_experiment_name"] = res["tracking.mlflow_experiment"]
     run["mlflow_run_name"] = name
     take("launch.run_name", "model.name_or_path", "launch.nodes", "data.train_path", "data.validation_path",
