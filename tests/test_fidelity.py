@@ -517,3 +517,14 @@ def test_oci_deprecated_models_warn(profile, model):
     assert f"model.name_or_path: {model} is deprecated in profile {profile} (its document says so)" in _warnings(job)
     current = _job(profile, model__name_or_path=JobConfig(profile).resolved()["model.name_or_path"])
     assert not any("deprecated" in w for w in _warnings(current))
+
+
+def test_nova_recipe_asking_for_wandb_is_told(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("run:\n  name: r\n  model_name_or_path: nova-micro/prod\n  replicas: 2\n  data_s3_path: s3://b/t.jsonl\n"
+                 "training_config:\n  global_batch_size: 32\n  exp_manager:\n    create_wandb_logger: true\n"
+                 "  trainer:\n    max_epochs: 1\n  model:\n    peft:\n      peft_scheme: null\n")
+    job, warnings = interop.import_file(p)
+    assert job.problems() == [] and job.resolved()["general.global_batch_size"] == 32
+    assert any(w.startswith("exp_manager.create_wandb_logger = true: finetui logs to TensorBoard and MLflow, not W&B")
+               for w in warnings), warnings
