@@ -165,6 +165,38 @@ TINY_MODEL = "finetui:tiny-llama"
 SAMPLES_PREFIX = "finetui:samples/"
 
 _F = Field
+_SLURM = _is("launch.launcher", "slurm")
+#: Slurm's time limit forms (sbatch --time): minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
+SLURM_TIME_RE = r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$"
+_SLURM_FIELDS = [
+    _F("launch", "slurm_partition", "str", None, "Partition", "Slurm partition (sbatch --partition); unset: the "
+       "cluster's default.", optional=True, **_SLURM),
+    _F("launch", "slurm_account", "str", None, "Account", "Slurm account charged (--account).", optional=True,
+       **_SLURM),
+    _F("launch", "slurm_qos", "str", None, "QOS", "Quality of service (--qos).", optional=True, **_SLURM),
+    _F("launch", "slurm_time", "str", None, "Time limit", "Wall-clock limit (--time): minutes, HH:MM:SS or "
+       "D-HH:MM:SS; unset: the partition's default.", optional=True, **_SLURM),
+    _F("launch", "slurm_tasks_per_node", "int", 1, "Tasks per node", "torchrun agents per node (--ntasks-per-node), "
+       "each starting launch.procs_per_node ranks; 1 is usual (one agent for all the node's GPUs). The allocation "
+       "has launch.nodes nodes (--nodes).",
+       range=Range(1, 1024), **_SLURM),
+    _F("launch", "slurm_gpus_per_node", "int", None, "GPUs per node", "--gpus-per-node; unset: none asked for "
+       "(CPU jobs, or clusters that give GPUs otherwise).", optional=True, range=Range(0, 1024), **_SLURM),
+    _F("launch", "slurm_cpus_per_task", "int", None, "CPUs per task", "--cpus-per-task.", optional=True,
+       range=Range(1, 4096), **_SLURM),
+    _F("launch", "slurm_mem", "str", None, "Memory per node", "--mem, e.g. 64G or 500M; 0 = all of the node's.",
+       optional=True, **_SLURM),
+    _F("launch", "slurm_constraint", "str", None, "Constraint", "Node features (--constraint), e.g. a100|h100.",
+       optional=True, **_SLURM),
+    _F("launch", "slurm_extra", "list", [], "Extra #SBATCH lines", "Further sbatch options, one per entry "
+       "(e.g. --exclusive, --reservation=x), written as #SBATCH lines.", **_SLURM),
+    _F("launch", "slurm_signal_grace", "int", 120, "Signal grace (s)", "SIGUSR1 reaches the job this many seconds "
+       "before its time limit (--signal=B:USR1@<s>): the worker checkpoints and exits cleanly.",
+       range=Range(10, 65535), **_SLURM),
+    _F("launch", "slurm_requeue", "bool", False, "Requeue", "After SIGUSR1 (time limit, preemption) the job "
+       "requeues itself and resumes from the newest complete checkpoint in the same run (--requeue).", **_SLURM),
+]
+
 FIELDS: list[Field] = [
     # ---------------------------------------------------------------- model
     _F("model", "name_or_path", "str", TINY_MODEL, "Base model",
@@ -467,9 +499,11 @@ FIELDS: list[Field] = [
     _F("launch", "nodes", "int", 1, "Nodes",
        "Number of nodes (Nova: replicas).", range=Range(1, 4096), aliases=("replicas",)),
     _F("launch", "launcher", "enum", "torchrun", "Launcher",
-       "torchrun (c10d rendezvous, one per node over SSH) or deepspeed (its own launcher with a "
-       "generated hostfile). Slurm clusters: run finetui train inside an allocation.",
-       choices=("torchrun", "deepspeed")),
+       "torchrun (c10d rendezvous, one per node over SSH), deepspeed (its own launcher with a "
+       "generated hostfile) or slurm (a batch job submitted with sbatch on the target, the login node: "
+       "srun starts torchrun on every node of the allocation).",
+       choices=("torchrun", "deepspeed", "slurm")),
+    *_SLURM_FIELDS,
     _F("launch", "master_port", "int", 29500, "Master port", "Rendezvous port of the master node.",
        range=Range(1024, 65535)),
     _F("launch", "master_addr", "str", None, "Master address",
@@ -1051,7 +1085,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if hosts and len(hosts) != res["launch.nodes"]:
         err("launch.hosts", f"{len(hosts)} hosts named but launch.nodes is {res['launch.nodes']}",
             f"{res['launch.nodes']} hosts, or set launch.nodes = {len(hosts)}")
-    if res["launch.nodes"] > 1 and not hosts:
+    if res["launch.launcher"] == "slurm":
+        out += slurm_problems(res)
+    elif res["launch.nodes"] > 1 and not hosts:
         warn("launch.nodes", "several nodes need launch.hosts (one per node) to launch")
     # packing is for text data
     if job.values.get("data.packing") and stage in ("dpo", "kto", "reward"):
@@ -1138,6 +1174,45 @@ def accumulation_for(res: dict[str, Any]) -> int | None:
         return None
 
 
+#: sbatch options finetui writes itself (a Slurm run's contract), refused in launch.slurm_extra
+SLURM_OWN_OPTIONS = ("--output", "-o", "--error", "-e", "--chdir", "-D", "--open-mode", "--parsable", "--signal",
+                     "--requeue", "--no-requeue", "--nodes", "-N", "--ntasks", "-n", "--ntasks-per-node", "--wrap",
+                     "--array", "-a", "--job-name", "-J")
+
+
+def slurm_problems(res: dict[str, Any]) -> list[Problem]:
+    """launch.launcher = slurm: the Slurm fields, one problem per bad value."""
+    import re
+
+    out: list[Problem] = []
+    if res["launch.hosts"]:
+        out.append(Problem("launch.hosts", "a Slurm job gets its nodes from the allocation; launch.hosts is for SSH "
+                           "launches", "empty (launch.nodes sets --nodes; launch.host is the login node)"))
+    t = res["launch.slurm_time"]
+    if t is not None and not re.match(SLURM_TIME_RE, str(t).strip()):
+        out.append(Problem("launch.slurm_time", f"{t!r} is not a Slurm time limit",
+                           "minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"))
+    m = res["launch.slurm_mem"]
+    if m is not None and not re.match(r"^\d+[KMGT]?B?$", str(m).strip(), re.I):
+        out.append(Problem("launch.slurm_mem", f"{m!r} is not a memory size", "a number with K, M, G or T, e.g. 64G"))
+    for name in ("launch.slurm_partition", "launch.slurm_account", "launch.slurm_qos", "launch.slurm_constraint"):
+        v = res[name]
+        if v is not None and (not str(v).strip() or any(c.isspace() for c in str(v))):
+            out.append(Problem(name, f"{v!r} is not a Slurm name", "a name without spaces, or unset"))
+    for i, line in enumerate(res["launch.slurm_extra"] or []):
+        text = str(line).strip()
+        opt = text.split("=", 1)[0].split()[0] if text else ""
+        if not text.startswith("-") or "\n" in text or "\r" in text:
+            out.append(Problem(f"launch.slurm_extra[{i}]", f"{line!r} is not an sbatch option",
+                               "one option per entry, e.g. --exclusive or --reservation=name"))
+        elif opt in SLURM_OWN_OPTIONS:
+            out.append(Problem(f"launch.slurm_extra[{i}]", f"{opt} is set by finetui for every Slurm run",
+                               "other sbatch options (nodes: launch.nodes; requeue: launch.slurm_requeue; "
+                               "signal: launch.slurm_signal_grace)"))
+    return out
+
+
 def total_ranks(res: dict[str, Any]) -> int:
-    """Data-parallel ranks: processes per node × nodes."""
-    return int(res["launch.procs_per_node"]) * int(res["launch.nodes"])
+    """Data-parallel ranks: processes per node × nodes (× torchrun agents per node on Slurm)."""
+    per_node = int(res.get("launch.slurm_tasks_per_node") or 1) if res.get("launch.launcher") == "slurm" else 1
+    return int(res["launch.procs_per_node"]) * int(res["launch.nodes"]) * per_node

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # System tools the test suite needs that are not Python packages:
 # openssh-server/openssh-client (real sshd on 127.0.0.1 for SSH tests) and tmux
-# (end-to-end terminal tests).  Installs with apt-get when missing (needs root).
+# (end-to-end terminal tests), slurm-wlm and munge (a real single-node Slurm cluster for the Slurm launcher's
+# tests).  Installs with apt-get when missing (needs root).
 set -euo pipefail
 need=()
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 { command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+{ command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; } || need+=(slurm-wlm)
+{ command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ]; } || need+=(munge)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -86,8 +86,8 @@ def fit_to_gpus(job: JobConfig) -> list[str]:
     from engine.config import ConfigError, Problem
 
     res = job.resolved()
-    if res.get("launch.device") == "cpu":
-        return []
+    if res.get("launch.device") == "cpu" or res.get("launch.launcher") == "slurm":  # (Slurm: the login node's GPUs
+        return []                                                                   # are not the job's)
     hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host") or "local"]
     found = [G.probe(None if h in LOCAL_HOSTS else h) for h in hosts[:1]]
     notes = []
@@ -178,7 +178,7 @@ def resume_job(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> 
 
     ref = resolve_run(ref, runs_dir)
     info = run_info(ref, runs_dir, refresh_remote=not has_end(ref.run_dir))  # (an ended remote run: no SSH)
-    if info.status in ("running", "scheduled"):
+    if info.status in ("running", "scheduled", "pending"):
         raise LaunchError(f"run {ref.name} is {info.status}; stop it first (finetui stop {ref.name})")
     if info.status == "completed":
         raise LaunchError(f"run {ref.name} completed; there is nothing to resume (open its config as a new job to "
@@ -257,12 +257,20 @@ def _info(ref: RunRef, remote_state: dict[str, Any] | None = None) -> RunInfo:
     else:
         d = core.dir_state(ref.run_dir)
         s, status, info, err = d["summary"], d["status"], d["launch"], d["summary"].error
+        remote_state = {"slurm": d["slurm"]} if d.get("slurm") else None
     started = s.started or info.get("started")
     end = s.ended if s.ended else (time.time() if status == "running" else None)
     dur = (end - started) if (started and end and status != "scheduled") else None
+    extra: dict[str, Any] = {}
+    sl = (remote_state or {}).get("slurm")
+    if sl:  # a Slurm run: the job's state, its reason while pending
+        from engine.launch.slurm import describe
+
+        extra["slurm"] = {**sl, "text": describe(sl)}
     return RunInfo(name=ref.name, host=ref.host, status=status, step=s.step, total_steps=s.total_steps,
-                   last_loss=s.last_loss, started=started, duration=dur, ref=ref, phase=s.phase, error=err,
-                   start_at=info.get("start_at"))
+                   last_loss=s.last_loss, started=started, duration=dur, ref=ref,
+                   phase=(f"{sl.get('reason')}" if sl and status == "pending" else s.phase), error=err,
+                   start_at=info.get("start_at"), extra=extra)
 
 
 def run_info(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs", refresh_remote: bool = True) -> RunInfo:
@@ -331,7 +339,7 @@ class EventSource(Tailer):
         elif not recs and not self.done and time.monotonic() - self._checked > 1.0:
             self._checked = time.monotonic()
             info = read_json(self.ref.run_dir / LAUNCH_FILE)
-            if info.get("pgid") and not core.info_alive(info):
+            if (info.get("pgid") or info.get("slurm_job_id")) and not core.info_alive(info):
                 recs = super().read(max_bytes)
                 if any(r.get("kind") == "end" for r in recs):
                     self.ended = True
@@ -369,7 +377,7 @@ def delete_run(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> 
     """Remove a finished run (its remote directories too). A running run must be stopped first."""
     ref = resolve_run(ref, runs_dir)
     info = run_info(ref, runs_dir)
-    if info.status in ("running", "scheduled"):
+    if info.status in ("running", "scheduled", "pending"):
         raise LaunchError(f"run {ref.name} is {info.status}; stop it first (finetui stop {ref.name})")
     if ref.is_remote:
         from engine.launch import remote as R

@@ -91,6 +91,10 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         cwd = str(run_dir)
     token = uuid.uuid4().hex
     full_env[procs.TOKEN_ENV] = token  # every process of the run carries it (torchrun's ranks make own sessions)
+    if res.get("launch.launcher") == "slurm":  # a batch job: Slurm starts the ranks (engine.launch.slurm)
+        from engine.launch import slurm
+
+        return slurm.submit(run_dir, res, env=full_env, host=host, start_at=start_at, cwd=cwd)
     if command is None:
         command = worker_command(res, run_dir, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
                                  master_port=master_port, rdzv=rdzv, env=full_env, rdzv_id=rdzv_id, hosts=hosts)
@@ -120,6 +124,10 @@ def dir_state(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     info = read_json(run_dir / LAUNCH_FILE)
     sup = read_json(run_dir / SUPERVISOR_FILE)
+    if info.get("slurm_job_id"):
+        from engine.launch import slurm
+
+        return slurm.dir_state(run_dir, info, sup)
     recs = read_records(run_dir / EVENTS_FILE)
     s = summarize(recs)
     alive = info_alive(info, max_age=0.5)
@@ -177,7 +185,11 @@ def _interfaces() -> list[tuple[int, str]]:
 
 def info_alive(info: dict[str, Any], max_age: float = 0.0) -> bool:
     """Whether any process of the run described by ``launch.json``'s content is alive (one that carries its
-    token: see :func:`engine.launch.procs.run_pids`)."""
+    token: see :func:`engine.launch.procs.run_pids`); a Slurm run's: its job is pending or running."""
+    if info.get("slurm_job_id"):
+        from engine.launch import slurm
+
+        return slurm.alive(info)
     return procs.run_alive(info.get("pgid"), info.get("token"), max_age, info.get("pid_start"))
 
 
@@ -196,6 +208,10 @@ def stop_dir(run_dir: Path, grace: float = 15.0) -> str:
     """Stop a run on this machine: SIGTERM the group, SIGKILL after ``grace``, verify, record ``stopped``."""
     run_dir = Path(run_dir)
     info = read_json(run_dir / LAUNCH_FILE)
+    if info.get("slurm_job_id"):
+        from engine.launch import slurm
+
+        return slurm.stop(run_dir, info, grace)
     pgid = info.get("pgid")
     end = has_end(run_dir)
     if not info_alive(info):

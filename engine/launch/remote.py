@@ -246,7 +246,8 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
                    "rdzv_id": name if nnodes > 1 else None, "hosts": hosts}
             ans = _start_node(host, python, req, files, progress)
             nodes.append({"host": host, "run_dir": ans["run_dir"], "pid": ans["pid"], "pgid": ans["pgid"],
-                          "hostname": ans.get("hostname"), "command": ans.get("command")})
+                          "hostname": ans.get("hostname"), "command": ans.get("command"),
+                          **({"slurm_job_id": ans["slurm_job_id"]} if ans.get("slurm_job_id") else {})})
             if rank == 0:
                 atomic_write(local_dir / "config.toml", ans.get("config_toml") or cfg)
     except Exception:
@@ -263,7 +264,8 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
     write_json(local_dir / REMOTE_FILE, remote)
     info = {"name": name, "host": hosts[0] if nnodes == 1 else ",".join(hosts), "command": nodes[0]["command"],
             "pid": nodes[0]["pid"], "pgid": nodes[0]["pgid"], "pids": [n["pid"] for n in nodes],
-            "started": time.time(), "created": time.time(), "start_at": start_at, "remote": True, "nnodes": nnodes}
+            "started": time.time(), "created": time.time(), "start_at": start_at, "remote": True, "nnodes": nnodes,
+            **({"slurm_job": nodes[0]["slurm_job_id"], "launcher": "slurm"} if nodes[0].get("slurm_job_id") else {})}
     write_json(local_dir / LAUNCH_FILE, info)
     return info
 

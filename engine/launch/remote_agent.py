@@ -93,8 +93,9 @@ def cmd_start(a: argparse.Namespace) -> int:
         if isinstance(e, Exception):
             return _fail(f"cannot start the run on {socket.gethostname()}: {type(e).__name__}: {e}")
         raise
-    _out({"run_dir": str(run_dir), "pid": info["pid"], "pgid": info["pgid"], "command": info["command"],
-          "hostname": socket.gethostname(), "config_toml": (run_dir / "config.toml").read_text()})
+    _out({"run_dir": str(run_dir), "pid": info.get("pid"), "pgid": info.get("pgid"), "command": info["command"],
+          "hostname": socket.gethostname(), "config_toml": (run_dir / "config.toml").read_text(),
+          **({"slurm_job_id": info["slurm_job_id"]} if info.get("slurm_job_id") else {})})
     return 0
 
 
@@ -143,7 +144,7 @@ def cmd_status(a: argparse.Namespace) -> int:
         cut = data.rfind(b"\n") + 1
         out.append({"run_dir": str(d), "status": st["status"], "alive": st["alive"],
                     "phase": st["supervisor"].get("phase"), "events": base64.b64encode(data[:cut]).decode(),
-                    "offset": off, "events_size": st["events_size"]})
+                    "offset": off, "events_size": st["events_size"], **({"slurm": st["slurm"]} if st.get("slurm") else {})})
     _out(out)
     return 0
 

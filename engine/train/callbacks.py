@@ -35,6 +35,7 @@ class RunState:
 
     def __init__(self) -> None:
         self.stop_requested = False
+        self.preempted = False  # SIGUSR1 (Slurm: time limit or preemption ahead): always checkpoint
         self.stopped = False
         self.early_stopped = False
         self.training = False
@@ -106,7 +107,7 @@ class StopCallback(TrainerCallback):
         self._dev = None
 
     def _agreed(self) -> bool:
-        flag = self.rs.stop_requested
+        flag = 2 if self.rs.preempted else 1 if self.rs.stop_requested else 0
         if self.world > 1:
             import torch
             import torch.distributed as dist
@@ -115,17 +116,19 @@ class StopCallback(TrainerCallback):
                 if self._dev is None:
                     self._dev = torch.device("cuda", torch.cuda.current_device()) \
                         if dist.get_backend() == "nccl" else torch.device("cpu")
-                t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self._dev)
+                t = torch.tensor([flag], dtype=torch.int32, device=self._dev)
                 dist.all_reduce(t, op=dist.ReduceOp.MAX)
-                flag = bool(t.item())
-        return flag
+                flag = int(t.item())
+        if flag == 2:
+            self.rs.preempted = True
+        return bool(flag)
 
     def on_step_end(self, args, state, control, **kw):
         if self._agreed():
             self.rs.stop_requested = True
             self.rs.stopped = True
             control.should_training_stop = True
-            if self.save_on_stop:
+            if self.save_on_stop or self.rs.preempted:
                 control.should_save = True
         return control
 

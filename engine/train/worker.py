@@ -66,6 +66,11 @@ class Worker:
             if self.ended:
                 return
             self.ended = True
+            if outcome == "stopped" and self.rs.preempted and os.environ.get("FINETUI_SLURM_REQUEUE") == "1":
+                # the Slurm job requeues itself and resumes this run: no end yet
+                self.ev.emit("status", self.step, phase="preempted", text="SIGUSR1: stopped at a checkpoint; the "
+                             "job is requeued and resumes from it")
+                return
             self.ev.emit("end", self.step, outcome=outcome, final_path=final_path, **kw)
 
     def error(self, message: str, tb: str = "") -> None:
@@ -90,9 +95,11 @@ class Worker:
 
         def loop() -> None:
             while True:
-                sig = signal.sigwait({signal.SIGTERM, signal.SIGINT})
+                sig = signal.sigwait({signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
                 if self.rs.stop_requested:
                     continue
+                if sig == signal.SIGUSR1:  # Slurm's warning before a time limit or preemption: checkpoint, exit
+                    self.rs.preempted = True
                 self.rs.stop_requested = True
                 print(f"received {signal.Signals(sig).name}: stopping", file=sys.stderr, flush=True)
                 if not self.rs.training:
@@ -165,7 +172,9 @@ class Worker:
 
         run_dir = self.run_dir
         ck_dir = run_dir / "checkpoints"
-        resume = C.resolve_resume(str(res["general.resume_from_checkpoint"]), run_dir, ck_dir)
+        # a requeued Slurm job (FINETUI_RESUME=last) resumes from the newest complete checkpoint of its run
+        resume = C.resolve_resume(os.environ.get("FINETUI_RESUME") or str(res["general.resume_from_checkpoint"]),
+                                  run_dir, ck_dir)
         if self.rank == 0:
             moved = C.set_aside_incomplete(ck_dir)
             for m in moved:
@@ -463,8 +472,10 @@ def oom_advice(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # block SIGTERM/SIGINT in every thread (set before torch starts its threads); the signal thread waits on them
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    # block SIGTERM/SIGINT/SIGUSR1 in every thread (set before torch starts its threads); the signal thread waits
+    # on them (SIGUSR1 ignored by a Slurm task's torchrun: a blocked ignored signal is dropped, so default it first)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
     ap = argparse.ArgumentParser(prog="engine.train.worker")
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None)  # the deepspeed launcher passes it

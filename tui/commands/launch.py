@@ -287,7 +287,8 @@ def register(app: typer.Typer) -> None:
                 typer.echo(json.dumps({"name": i.name, "host": i.host, "status": i.status, "step": i.step,
                                        "total_steps": i.total_steps, "last_loss": i.last_loss,
                                        "started": i.started, "duration": i.duration, "error": i.error,
-                                       "start_at": i.start_at}))
+                                       "start_at": i.start_at,
+                                       **({"slurm": i.extra["slurm"]} if i.extra.get("slurm") else {})}))
             return
         from rich.console import Console
         from rich.table import Table
@@ -306,7 +307,9 @@ def register(app: typer.Typer) -> None:
             step = f"{i.step}/{i.total_steps}" if i.total_steps else str(i.step)
             loss = f"{i.last_loss:.4f}" if isinstance(i.last_loss, (int, float)) else "-"
             c = colors.get(i.status, "white")
-            t.add_row(i.name, i.host, f"[{c}]{i.status}[/]", step, loss, started, dur)
+            sl = i.extra.get("slurm")
+            status = f"{i.status}: {sl['text']}" if sl and i.status in ("pending", "running") else i.status
+            t.add_row(i.name, i.host, f"[{c}]{status}[/]", step, loss, started, dur)
         Console(width=max(120, Console().width)).print(t)
         if not infos:
             common.err(f"no runs in {_runs_dir(runs_dir)}")
