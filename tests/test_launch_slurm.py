@@ -62,3 +62,83 @@ def test_demo_trains_as_a_two_task_slurm_job(slurm_cluster, launch_job, tmp_path
     r = subprocess.run(FINETUI + ["runs", "--runs-dir", str(ref.run_dir.parent), "--json"], capture_output=True,
                        text=True, timeout=120)
     assert '"completed"' in r.stdout and f'"job_id": "{job}"' in r.stdout, r.stdout + r.stderr
+
+
+def test_stop_cancels_a_running_job_and_leaves_no_process(slurm_cluster, launch_job):
+    ref = L.start_run(slurm_job(launch_job, **{"general.max_steps": 2000, "general.epochs": 1000}))
+    job = read_json(ref.run_dir / "launch.json")["slurm_job_id"]
+    wait_for(lambda: kinds(ref.run_dir, "log"), 240, poll=0.5)
+    i = L.run_info(ref)
+    assert i.status == "running" and "RUNNING" in i.extra["slurm"]["text"]
+    token = read_json(ref.run_dir / "launch.json")["token"]
+    assert procs.token_pids(token)  # the ranks run on this (the only) node
+    assert L.stop_run(ref, grace=10) == "stopped"
+    assert slurm_cluster.job(job)["JobState"] == "CANCELLED"
+    assert procs.token_pids(token) == []
+    i = L.run_info(ref)
+    assert i.status == "cancelled" and kinds(ref.run_dir, "end")[-1]["outcome"] == "stopped"
+    assert L.stop_run(ref) == "stopped"  # again: nothing to do, same answer
+
+
+def test_a_pending_job_shows_its_reason_and_stops(slurm_cluster, launch_job):
+    ref = L.start_run(slurm_job(launch_job, **{"launch.slurm_extra": ["--begin=now+3600"]}))
+    job = read_json(ref.run_dir / "launch.json")["slurm_job_id"]
+    i = wait_for(lambda: (lambda x: x if x.phase == "BeginTime" else None)(L.run_info(ref)), 30, poll=0.5)
+    assert i.status == "pending" and i.extra["slurm"]["state"] == "PENDING"
+    assert "PENDING (BeginTime" in i.extra["slurm"]["text"]
+    r = subprocess.run(FINETUI + ["runs", "--runs-dir", str(ref.run_dir.parent)], capture_output=True, text=True,
+                       timeout=120)
+    assert "BeginTime" in r.stdout, r.stdout + r.stderr
+    with pytest.raises(L.LaunchError, match="is pending; stop it first"):
+        L.resume_job(ref)
+    assert L.stop_run(ref, grace=5) == "stopped"
+    assert slurm_cluster.job(job)["JobState"] == "CANCELLED"
+    assert L.run_info(ref).status == "cancelled"
+
+
+def test_sigusr1_checkpoints_requeues_and_resumes_at_the_checkpoint(slurm_cluster, launch_job):
+    """What a time limit does (SIGUSR1 to the batch shell, --signal=B:USR1@grace): the ranks checkpoint and exit,
+    the job requeues itself, and the next start resumes the same run at the checkpoint's step."""
+    ref = L.start_run(slurm_job(launch_job, **{"general.max_steps": 60, "general.epochs": 100,
+                                               "launch.slurm_requeue": True}))
+    job = read_json(ref.run_dir / "launch.json")["slurm_job_id"]
+    assert "#SBATCH --requeue" in (ref.run_dir / "slurm.sbatch").read_text()
+    wait_for(lambda: len(kinds(ref.run_dir, "log")) >= 2, 240, poll=0.2)
+    slurm_cluster.run("scancel", "--signal=USR1", "--batch", job)
+    ck = wait_for(lambda: kinds(ref.run_dir, "checkpoint"), 120, poll=0.2)[0]
+    assert ck["complete"] and Path(ck["path"]).name == f"checkpoint-{ck['step']}"
+    wait_for(lambda: ended(ref) and slurm_cluster.job(job).get("JobState") == "COMPLETED", 300, poll=1)
+    recs = read_records(ref.run_dir / "events.jsonl")
+    assert [r for r in recs if r["kind"] == "status" and r.get("phase") == "preempted"]
+    assert [r for r in recs if r["kind"] == "status" and r.get("phase") == "requeued"]
+    assert int(slurm_cluster.job(job)["Restarts"]) == 1
+    resumed = [r for r in recs if r["kind"] == "status" and r.get("phase") == "resuming"]
+    assert resumed and resumed[0]["checkpoint"] == ck["path"]
+    starts = [k for k, r in enumerate(recs) if r["kind"] == "start"]
+    assert len(starts) == 2
+    after = [r["step"] for r in recs[starts[1]:] if r["kind"] == "log"]
+    assert after and after[0] == ck["step"] + 1, (ck["step"], after[:5])
+    ends = [r for r in recs if r["kind"] == "end"]
+    assert len(ends) == 1 and ends[0]["outcome"] == "completed" and ends[0]["step"] == 60
+    assert L.run_info(ref).status == "completed"
+
+
+def test_submission_through_an_ssh_login_node(slurm_cluster, ssh_env, launch_job, tmp_path, monkeypatch):
+    """sbatch runs on the login node (the loopback sshd); events, status and stop go through it."""
+    monkeypatch.setenv("FINETUI_REMOTE_ENV", "FINETUI_CACHE_DIR,FINETUI_STATE_DIR,SLURM_CONF")
+    node = ssh_env.nodes[0]
+    ref = L.start_run(slurm_job(launch_job, **{
+        "general.max_steps": 3, "launch.host": node.target, "launch.remote_python": PYTHON,
+        "launch.remote_workdir": str(tmp_path / "login")}))
+    assert ref.is_remote
+    rdir = Path(ref.remote["run_dir"])
+    job = ref.remote["nodes"][0]["slurm_job_id"]
+    assert read_json(rdir / "launch.json")["slurm_job_id"] == job and (rdir / "slurm.sbatch").is_file()
+    src = L.event_source(ref)
+    got: list[dict] = []
+    wait_for(lambda: got.extend(src.read()) or src.done, 300, poll=0.5)
+    src.close()
+    assert got[-1]["kind"] == "end" and got[-1]["outcome"] == "completed"
+    wait_for(lambda: slurm_cluster.job(job)["JobState"] == "COMPLETED", 60, poll=0.5)
+    i = L.run_info(ref)
+    assert i.status == "completed" and i.step == 3 and i.extra["slurm"]["state"] == "COMPLETED"
