@@ -107,6 +107,11 @@ def test_sigusr1_checkpoints_requeues_and_resumes_at_the_checkpoint(slurm_cluste
     slurm_cluster.run("scancel", "--signal=USR1", "--batch", job)
     ck = wait_for(lambda: kinds(ref.run_dir, "checkpoint"), 120, poll=0.2)[0]
     assert ck["complete"] and Path(ck["path"]).name == f"checkpoint-{ck['step']}"
+    # requeued: pending again (Slurm holds a requeued job back a while), the same run
+    wait_for(lambda: [r for r in kinds(ref.run_dir, "status") if r.get("phase") == "requeued"], 120, poll=0.5)
+    i = wait_for(lambda: (lambda x: x if x.status == "pending" else None)(L.run_info(ref)), 60, poll=0.5)
+    assert i.extra["slurm"]["state"] == "PENDING" and i.phase
+    slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # (not the 2 minutes' wait)
     wait_for(lambda: ended(ref) and slurm_cluster.job(job).get("JobState") == "COMPLETED", 300, poll=1)
     recs = read_records(ref.run_dir / "events.jsonl")
     assert [r for r in recs if r["kind"] == "status" and r.get("phase") == "preempted"]
