@@ -79,6 +79,7 @@ class RunRow:
     parent: str | None = None  # the run this one resumed, and the step it resumed at
     parent_step: int | None = None
     children: list[str] = field(default_factory=list)  # the runs that resumed this one
+    note: str = ""  # what the scheduler says (a Slurm run: job id, state, a pending job's reason)
 
     @classmethod
     def from_info(cls, info: Any) -> "RunRow":
@@ -94,6 +95,7 @@ class RunRow:
             duration=g("duration"),
             ref=g("ref"),
             error=g("error"),
+            note=str(((g("extra") or {}).get("slurm") or {}).get("text") or ""),
         )
 
 

@@ -27,11 +27,12 @@ from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
 STATUS_ICON = {
     "pending": "…", "running": "▶", "completed": "✔", "early_stopped": "✔", "stopped": "■",
-    "failed": "✖", "lost": "?", "scheduled": "◷",
+    "failed": "✖", "lost": "?", "scheduled": "◷", "timeout": "⌛", "cancelled": "■", "preempted": "■",
 }
 STATUS_COLOR = {  # theme colour names
     "running": "primary", "completed": "success", "early_stopped": "success", "stopped": "warning",
-    "failed": "error", "lost": "error", "scheduled": "secondary", "pending": "secondary",
+    "failed": "error", "lost": "error", "scheduled": "secondary", "pending": "secondary", "timeout": "warning",
+    "cancelled": "warning", "preempted": "warning",
 }
 AUTO_REFRESH_S = 3.0
 
@@ -239,7 +240,7 @@ class RunsScreen(QuietScreen):
         links = ([f"↻ resumed from {r.parent} at step {r.parent_step}"] if r.parent else []) + (
             [f"resumed as {', '.join(r.children)}"] if r.children else [])
         line2 = f"✖ {r.error}" if r.error and r.status == "failed" else (
-            " · ".join(links) or "enter attach · space mark two runs, o overlays their loss · r refresh · esc back")
+            " · ".join(links + ([f"Slurm: {r.note}"] if r.note else [])) or "enter attach · space mark two runs, o overlays their loss · r refresh · esc back")
         width = max(20, detail.size.width - 2)  # (a long path is cut, not wrapped over the second line)
         detail.update("\n".join(ln if len(ln) <= width else ln[: width - 1] + "…" for ln in (line1, line2)))
 
