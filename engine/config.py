@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Iterable
 
@@ -510,6 +511,16 @@ FIELDS: list[Field] = [
        "Multi-node: the address the other nodes reach the first node at (a private IP or name on the "
        "cluster's network). Unset: the first node's host name as ssh resolves it from here.",
        optional=True, **_v(lambda v: len(v.get("launch.hosts") or []) > 1, "launch.hosts has two nodes or more")),
+    _F("launch", "gloo_socket_ifname", "str", None, "Gloo network interface",
+       "GLOO_SOCKET_IFNAME of every rank: the interface (e.g. eth1, ib0) CPU collectives and the rendezvous use. "
+       "Unset: SSH runs pick the interface that routes to the master address; Slurm runs leave it to gloo.",
+       optional=True, **_v(lambda v: len(v.get("launch.hosts") or []) > 1 or v.get("launch.launcher") == "slurm",
+                           "launch.hosts has two nodes or more, or launch.launcher is slurm")),
+    _F("launch", "nccl_socket_ifname", "str", None, "NCCL network interface",
+       "NCCL_SOCKET_IFNAME of every rank: the interface(s) NCCL's socket transport and bootstrap use (e.g. eth0, "
+       "^docker,lo to exclude). Unset: NCCL chooses.",
+       optional=True, **_v(lambda v: len(v.get("launch.hosts") or []) > 1 or v.get("launch.launcher") == "slurm",
+                           "launch.hosts has two nodes or more, or launch.launcher is slurm")),
     _F("launch", "remote_python", "str", "python3", "Remote Python",
        "Python (or venv python) on the remote host that has finetui installed.",
        **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
@@ -1134,6 +1145,10 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     addr = res["launch.master_addr"]
     if addr is not None and (not str(addr).strip() or any(c in str(addr) for c in " /\t@")):
         err("launch.master_addr", f"{addr!r} is not a host name or IP address", "a host name or an IP address")
+    for name in ("launch.gloo_socket_ifname", "launch.nccl_socket_ifname"):
+        v = res[name]
+        if v is not None and not re.match(r"^[\^=]?[\w.:-]+(,[\w.:-]+)*$", str(v).strip()):
+            err(name, f"{v!r} is not a network interface name", "a name like eth0 or ib0, a comma list, ^ to exclude")
     ck = res["general.resume_from_checkpoint"]
     if not isinstance(ck, str) or not ck.strip():
         err("general.resume_from_checkpoint", "must be no, last or a checkpoint path", "no, last, a path")
@@ -1182,8 +1197,6 @@ SLURM_OWN_OPTIONS = ("--output", "-o", "--error", "-e", "--chdir", "-D", "--open
 
 def slurm_problems(res: dict[str, Any]) -> list[Problem]:
     """launch.launcher = slurm: the Slurm fields, one problem per bad value."""
-    import re
-
     out: list[Problem] = []
     if res["launch.hosts"]:
         out.append(Problem("launch.hosts", "a Slurm job gets its nodes from the allocation; launch.hosts is for SSH "

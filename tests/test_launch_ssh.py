@@ -229,8 +229,12 @@ def test_doctor_remote(ssh_env):
                        env=dict(os.environ))
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout.splitlines()
-    assert [ln for ln in out if ln.startswith("#")] == ["# node 0: ftnode0 (master)", "# node 1: ftnode1"]
+    assert [ln for ln in out if ln.startswith("#")] == ["# node 0: ftnode0 (master)", "# node 1: ftnode1",
+                                                        "# rendezvous"]
     assert sum(ln.split()[:2] == ["ok", "finetui"] for ln in out) == 2
+    # every node reaches the first one's rendezvous port (a listener there for the check)
+    assert [ln.split()[:4] for ln in out if ln.split()[1:2] == ["rdzv"]] == [
+        ["ok", "rdzv", "node", "0"], ["ok", "rdzv", "node", "1"]], r.stdout
     r = subprocess.run(FINETUI + ["doctor", "--host", node.alias, "--python", "/nonexistent/python"],
                        capture_output=True, text=True, timeout=60, env=dict(os.environ))
     assert r.returncode == 1 and "not found" in r.stdout and "fix:" in r.stdout

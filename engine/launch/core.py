@@ -79,6 +79,9 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("PYTHONUNBUFFERED", "1")
+    for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):  # the fields, when set, over any guess
+        if res.get(f"launch.{name.lower()}"):
+            full_env[name] = str(res[f"launch.{name.lower()}"]).strip()
     if nnodes > 1 and not full_env.get("GLOO_SOCKET_IFNAME"):
         # gloo binds to the address its hostname resolves to — 127.0.1.1 on many Debian/Ubuntu hosts, which the
         # other nodes cannot reach: use the interface that routes to the master instead (the user's value wins)
@@ -106,6 +109,8 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     }
     if nnodes > 1:
         info["gloo_socket_ifname"] = full_env.get("GLOO_SOCKET_IFNAME")
+        if full_env.get("NCCL_SOCKET_IFNAME"):
+            info["nccl_socket_ifname"] = full_env["NCCL_SOCKET_IFNAME"]
     write_json(run_dir / LAUNCH_FILE, info)
     (run_dir / LOG_FILE).touch()
     sup = procs.module_argv(procs.python_exe(), "engine.launch.supervisor", str(run_dir))

@@ -116,3 +116,69 @@ def run(host: str = "local", python: str = "python3", workdir: str = "~/finetui-
         out.append(Check(False, "torch", report.get("torch_error", "not importable"),
                          f"{python} -m pip install torch (or --bootstrap)"))
     return out
+
+
+def rendezvous(hosts: list[str], python: str = "python3", master_addr: str | None = None,
+               master_port: int | None = None) -> list[Check]:
+    """A multi-node run: does every node reach the rendezvous port of the first?  The first node listens on
+    ``master_port`` (None: a free port, as a launch picks one) for the length of the check, and each node opens a
+    TCP connection to ``master_addr`` (unset: the first node's name as ssh resolves it, as a launch does)."""
+    import select
+    import time
+
+    from engine.launch.remote import _agent_json, agent_argv
+
+    master = hosts[0]
+    addr = master_addr or ssh.describe(master)[0]
+    try:
+        p = ssh.popen(master, agent_argv(python, "listen", "--port", str(master_port or 0), "--seconds", "120"),
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except LaunchError as e:
+        return [Check(False, "rdzv", f"{master}: cannot start the rendezvous check ({e})")]
+    try:
+        line = b""
+        deadline = time.monotonic() + 60
+        while not line.endswith(b"\n") and time.monotonic() < deadline and p.poll() is None:
+            r, _, _ = select.select([p.stdout], [], [], 0.5)
+            if r:
+                b = p.stdout.read1(4096) if hasattr(p.stdout, "read1") else p.stdout.read(1)
+                if not b:
+                    break
+                line += b
+        try:
+            ans = json.loads(line.decode(errors="replace").strip().splitlines()[0])
+        except (ValueError, IndexError):
+            err = (p.stderr.read().decode(errors="replace").strip().splitlines() or ["no answer"])[-1] \
+                if p.poll() is not None else "no answer"
+            return [Check(False, "rdzv", f"{master}: the rendezvous listener did not start ({err})",
+                          f"finetui doctor --host {master}")]
+        if ans.get("error"):
+            return [Check(False, "rdzv", f"{master}: {ans['error']}",
+                          "choose another launch.master_port, or leave it unset (a free port is picked)")]
+        port = int(ans["port"])
+        out: list[Check] = []
+        for i, h in enumerate(hosts):
+            try:
+                a = _agent_json(h, python, ["reach", "--addr", addr, "--port", str(port), "--timeout", "5"],
+                                timeout=60)
+            except LaunchError as e:
+                out.append(Check(False, "rdzv", f"node {i} ({h}): {e}"))
+                continue
+            if a.get("ok"):
+                out.append(Check(True, "rdzv", f"node {i} ({h}) reaches the rendezvous {addr}:{port}"))
+            else:
+                out.append(Check(False, "rdzv", f"node {i} ({h}) cannot reach the rendezvous {addr}:{port} of "
+                                 f"{master}: {a.get('why')}",
+                                 "set launch.master_addr to the address the nodes reach the first one at (its "
+                                 "private IP on the cluster network), and open launch.master_port in its firewall"))
+        return out
+    finally:
+        try:
+            p.stdin.close()
+        except OSError:
+            pass
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -313,6 +313,30 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_listen(a: argparse.Namespace) -> int:
+    """Listen on every interface at ``--port`` (0: a free one), say which in one JSON line, accept and close
+    connections until stdin closes or ``--seconds`` pass."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        srv.bind(("", a.port))
+    except OSError as e:
+        _out({"error": f"port {a.port} is taken on {socket.gethostname()} ({e.strerror or e})"})
+        return 0
+    srv.listen(64)
+    _out({"port": srv.getsockname()[1], "hostname": socket.gethostname()})
+    deadline = time.monotonic() + a.seconds
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([srv, sys.stdin], [], [], 0.5)
+        if srv in r:
+            conn, _ = srv.accept()
+            conn.close()
+        if sys.stdin in r and _stdin_closed():
+            break
+    srv.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="finetui-remote-agent")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -333,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="~/finetui-runs")
     sub.add_parser("version")
     sub.add_parser("port")
+    p = sub.add_parser("listen")  # doctor: hold the rendezvous port open until stdin closes (or --seconds)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--seconds", type=float, default=120.0)
+    p = sub.add_parser("reach")  # doctor: can this host open a TCP connection to ADDR:PORT?
+    p.add_argument("--addr", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--timeout", type=float, default=5.0)
     p = sub.add_parser("paths")  # which of these paths exist on this host, and where (~ expanded, absolute)
     p.add_argument("path", nargs="*")
     a = ap.parse_args(argv)
@@ -347,6 +378,15 @@ def main(argv: list[str] | None = None) -> int:
         with socket.socket() as s:
             s.bind(("", 0))
             _out({"port": s.getsockname()[1]})
+        return 0
+    if a.cmd == "listen":
+        return cmd_listen(a)
+    if a.cmd == "reach":
+        try:
+            socket.create_connection((a.addr, a.port), timeout=a.timeout).close()
+            _out({"ok": True, "hostname": socket.gethostname()})
+        except OSError as e:
+            _out({"ok": False, "hostname": socket.gethostname(), "why": str(e) or type(e).__name__})
         return 0
     if a.cmd == "version":
         _out({"finetui": version(), "python": sys.version.split()[0], "executable": sys.executable})

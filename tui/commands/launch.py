@@ -407,8 +407,11 @@ def register(app: typer.Typer) -> None:
         from engine.launch import doctor as D
 
         hosts = [host]
+        res: dict = {}
+        explicit: dict = {}
         if file is not None:
-            res = common.load_job(file).resolved()
+            job = common.load_job(file)
+            res, explicit = job.resolved(), job.values
             if host == "local" and len(res.get("launch.hosts") or []) > 1:
                 hosts = list(res["launch.hosts"])  # a multi-node preset: every node
             else:
@@ -430,5 +433,15 @@ def register(app: typer.Typer) -> None:
             for c in checks:
                 typer.echo(c.line())
             bad = bad or any(not c.ok for c in checks if c.topic in ("ssh", "python", "finetui", "torch"))
+        if len(hosts) > 1 and not bad:  # every node reaches the first one's rendezvous port
+            typer.echo("# rendezvous")
+            try:
+                checks = D.rendezvous(hosts, python, res.get("launch.master_addr"),
+                                      explicit.get("launch.master_port"))
+            except _launch_errors() as e:
+                common.fail(str(e), 1)
+            for c in checks:
+                typer.echo(c.line())
+            bad = any(not c.ok for c in checks)
         if bad:
             raise typer.Exit(1)
