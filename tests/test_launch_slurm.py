@@ -147,3 +147,52 @@ def test_submission_through_an_ssh_login_node(slurm_cluster, ssh_env, launch_job
     wait_for(lambda: slurm_cluster.job(job)["JobState"] == "COMPLETED", 60, poll=0.5)
     i = L.run_info(ref)
     assert i.status == "completed" and i.step == 3 and i.extra["slurm"]["state"] == "COMPLETED"
+
+
+async def test_a_job_from_the_wizard_runs_as_a_slurm_job(slurm_cluster, make_app, tmp_path, monkeypatch):
+    """The launch step: launcher slurm shows the Slurm fields; Launch submits through sbatch and the dashboard
+    follows the job to completed."""
+    from textual.widgets import Button, Select
+
+    from tests.fixtures_tui import FIXED_NOW, fake_check_host, fake_data_check, fake_estimate, fake_model_info
+    from tui.app import Services, _start_run
+    from tui.widgets.form import row_id, widget_id
+
+    monkeypatch.setenv("FINETUI_RUNS_DIR", str(tmp_path / "runs"))
+    started: list = []
+
+    def start(job):
+        started.append(_start_run(job))
+        return started[-1]
+
+    app = make_app(services=Services(describe_model=fake_model_info, estimate=fake_estimate,
+                                     data_check=fake_data_check, start_run=start, ssh_hosts=lambda: [],
+                                     clock=lambda: FIXED_NOW, check_host=fake_check_host))
+    async with app.run_test(size=(100, 40)) as pilot:
+        app.goto("launch")
+        await pilot.pause()
+        assert not app.query_one(f"#{row_id('launch.slurm_partition')}").display
+        app.query_one(f"#{widget_id('launch.launcher')}", Select).value = "slurm"
+        await pilot.pause()
+        assert app.job.values["launch.launcher"] == "slurm"
+        assert app.query_one(f"#{row_id('launch.slurm_partition')}").display
+        for k, v in {"launch.procs_per_node": 1, "launch.slurm_tasks_per_node": 2, "launch.slurm_cpus_per_task": 1,
+                     "general.max_steps": 3, "eval.evaluation_strategy": "no",
+                     "eval.checkpoint_strategy": "no"}.items():
+            app.apply_edit(k, v)
+        await pilot.pause()
+        assert not app.query_one("#launch-button", Button).disabled, str(app.query_one("#launch-reason").render())
+        await pilot.click("#launch-button")
+        for _ in range(240):  # (not workers.wait_for_complete: the dashboard's tail worker runs until closed)
+            await pilot.pause(0.25)
+            if started and type(app.screen).__name__ == "MonitorScreen":
+                break
+        assert started, "nothing was launched"
+        ref = started[0]
+        assert read_json(ref.run_dir / "launch.json")["slurm_job_id"]
+        assert type(app.screen).__name__ == "MonitorScreen"
+        for _ in range(600):
+            await pilot.pause(0.5)
+            if ended(ref):
+                break
+        assert L.run_info(ref).status == "completed"
