@@ -277,14 +277,14 @@ def test_cli_detach_stop_and_bad_input(fake_worker, tmp_path):
     assert "".join(lines) == (runs / name / "worker.log").read_text()
     # bad input: one line, exit 2 (scheduling through the CLI: test_cli_scheduled_run_listed_and_cancelled)
     (tmp_path / "slurm").mkdir()
-    slurm = _preset(tmp_path / "slurm", launcher="slurm", runs_dir=str(runs))
+    slurm = _preset(tmp_path / "slurm", launcher="slurm", slurm_time="1h", runs_dir=str(runs))
     for args in (["train", str(tmp_path / "missing.toml")], ["attach", "no-such-run", "--runs-dir", str(runs)],
                  ["stop", "no-such-run", "--runs-dir", str(runs)],
                  ["train", str(preset), "--at", "tomorrow"], ["train", str(slurm)]):
         r = cli(*args, cwd=tmp_path)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.startswith("launch.launcher: ") and "slurm" in r.stderr, r.stderr
+    assert r.stderr.startswith("launch.slurm_time: '1h' is not a Slurm time limit"), r.stderr
     assert [d.name for d in runs.iterdir()] == [name]
 
 

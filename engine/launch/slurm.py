@@ -187,7 +187,7 @@ def submit(run_dir: Path, res: dict[str, Any], *, env: dict[str, str], host: str
         raise LaunchError(f"{host}: sbatch did not answer ({e})") from None
     if p.returncode != 0:
         msg = " ".join((p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ["no message"])[-1:])
-        msg = re.sub(r"^sbatch: error: ", "", msg)
+        msg = re.sub(r"^sbatch: (error|fatal): ", "", msg)
         raise LaunchError(f"{host}: sbatch refused the job: {msg}")
     out = p.stdout.strip().splitlines()
     job_id = out[-1].split(";")[0].strip() if out else ""
