@@ -142,9 +142,10 @@ FORMATS = ("alpaca", "corpus", "sharegpt", "sharegpt_image", "preference", "bedr
 FORMATS_BY_STAGE: dict[str, tuple[str, ...]] = {
     "pretrain": ("corpus",),
     "sft": ("alpaca", "sharegpt", "sharegpt_image", "bedrock_converse"),
-    "dpo": ("preference",),
+    # sharegpt for the pair trainers: conversations with chosen / rejected replies (LLaMA-Factory `ranking: true`)
+    "dpo": ("preference", "sharegpt"),
     "kto": ("kto", "preference"),
-    "reward": ("preference",),
+    "reward": ("preference", "sharegpt"),
 }
 
 #: Default LoRA targets by architecture (watsonx: llama and granite default to q_proj, v_proj).
@@ -190,8 +191,9 @@ FIELDS: list[Field] = [
        aliases=("data_s3_path",)),
     _F("data", "format", "enum", "alpaca", "Data format",
        "alpaca {instruction,input,output}; corpus {text}; sharegpt {conversations:[{from,value}]} or "
-       "{messages:[{role,content}]}; sharegpt_image (zip with train.json and images); preference "
-       "(chosen/rejected); bedrock_converse (Nova); kto (messages + boolean label).",
+       "{messages:[{role,content}]} (for DPO / reward: conversations + chosen / rejected replies); sharegpt_image "
+       "(zip with train.json and images); preference (chosen/rejected after an alpaca, conversation or prompt; or "
+       "chosen_messages/rejected_messages); bedrock_converse (Nova); kto (messages + boolean label).",
        choices=FORMATS),
     _F("data", "validation_path", "path", None, "Validation data",
        "A separate validation file, or several separated by commas (Nova: validation_data_s3_path). Unset: "
@@ -249,6 +251,11 @@ FIELDS: list[Field] = [
        "full; lora; qlora (LoRA on a 4/8-bit quantized model); tfew (OCI T-Few, PEFT IA3); "
        "prompt_tuning (watsonx); freeze (train only the last N layers).",
        choices=METHODS, aliases=("finetuning_type",)),
+    _F("trainer", "task_type", "enum", None, "Task type",
+       "What the tuned model is for: classification, generation or summarization. Informative for training; "
+       "watsonx's prompt-tuning defaults for granite-13b-instruct-v2 depend on it (its table is keyed by task).",
+       choices=("classification", "generation", "summarization"), optional=True,
+       **_is("trainer.training_type", "prompt_tuning"), aliases=("task_id",)),
     _F("trainer", "distributed_backend", "enum", "ddp", "Distributed backend",
        "ddp (torchrun DistributedDataParallel) or deepspeed (ZeRO).", choices=("ddp", "deepspeed")),
     _F("trainer", "zero_stage", "enum", 2, "ZeRO stage",
@@ -272,7 +279,8 @@ FIELDS: list[Field] = [
        "grow with replicas (a replica is a whole instance). Nova sources disagree on the default: the document's "
        "quick-start recipe and the real Micro LoRA recipe say 64, the real Nova Lite full-rank recipe 16; both Nova "
        "profiles follow the document (64).",
-       range=Range(1, None), optional=True, aliases=("global_batch_size",)),
+       range=Range(1, None), optional=True, aliases=("global_batch_size",),
+       **_v(lambda v: v.get("general.global_batch_size") is not None, "it is set (the Nova profiles set it)")),
     _F("general", "epochs", "int", 3, "Epochs",
        "Passes over the training data. Nova: max_epochs (≤ 5); set max_steps or epochs, not both. Nova sources "
        "disagree on the default: the document's full-rank and LoRA examples say 2, its quick-start recipe max_steps 16 "
@@ -712,6 +720,9 @@ class JobConfig:
     values: dict[str, Any] = dc_field(default_factory=dict)
     name: str | None = None  # free-text description, kept in presets
     secrets: dict[str, str] = dc_field(default_factory=dict)  # never written anywhere
+    #: what an import says changes the training itself (interop.TrainingChange), kept with the job it made so the
+    #: launch step can show it; not written to presets
+    notes: list[str] = dc_field(default_factory=list)
 
     # -- access ---------------------------------------------------------
     def resolved(self) -> dict[str, Any]:
@@ -725,6 +736,10 @@ class JobConfig:
                     out[f.name] = self.values[f.name]
             else:
                 out[f.name] = _copy(spec(f.name, self.profile).default)
+        # per-model defaults of the profile (watsonx: llama vs granite, granite-13b by task type)
+        for name, v in self.model_defaults(out).items():
+            if name not in self.values:
+                out[name] = _copy(v)
         # dynamic defaults
         if "runtime.quantization_bit" not in self.values and out["trainer.training_type"] == "qlora":
             out["runtime.quantization_bit"] = 4
@@ -752,10 +767,45 @@ class JobConfig:
         self.values.pop(name, None)
 
     def copy(self) -> "JobConfig":
-        return JobConfig(self.profile, {k: _copy(v) for k, v in self.values.items()}, self.name, dict(self.secrets))
+        return JobConfig(self.profile, {k: _copy(v) for k, v in self.values.items()}, self.name, dict(self.secrets),
+                         list(self.notes))
 
     def visible(self, name: str) -> bool:
         return FIELD_BY_NAME[name].is_visible(self.resolved())
+
+    def model_defaults(self, res: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The profile's defaults for this job's base model (and task type), over its own; {} when none."""
+        from engine import profiles as P
+
+        prof = P.PROFILES.get(self.profile)
+        if prof is None or not prof.model_defaults:
+            return {}
+        res = res if res is not None else self.resolved()
+        d = prof.defaults_for(str(res.get("model.name_or_path") or ""), res.get("trainer.task_type"))
+        return dict(d.fields) if d else {}
+
+    def redefaulted(self, before: dict[str, Any]) -> str | None:
+        """After an edit (``before``: the resolved values before it): one sentence naming the untouched fields the
+        new base model's (or task type's) defaults changed, or None."""
+        from engine import profiles as P
+
+        res = self.resolved()
+        prof = P.PROFILES.get(self.profile)
+        if prof is None or not prof.model_defaults:
+            return None
+        changed = [n for n in FIELD_BY_NAME if n not in self.values and before.get(n) != res.get(n)
+                   and (n in self.model_defaults(res) or n in self.model_defaults(before))]
+        if not changed:
+            return None
+        d = prof.defaults_for(str(res.get("model.name_or_path") or ""), res.get("trainer.task_type"))
+        who = f"{d.label}'s defaults" if d else f"profile {prof.name}'s defaults"
+        parts = ", ".join(f"{n.rsplit('.', 1)[1]} {_fmt(res[n])}" for n in changed)
+        return f"{who} ({prof.title}) applied to the fields you have not set: {parts}"
+
+    def default(self, name: str) -> Any:
+        """What an untouched field resolves to: the model's default in this profile, else the profile's."""
+        md = self.model_defaults()
+        return md[name] if name in md else spec(name, self.profile).default
 
     def evaluation_waits(self, res: dict[str, Any]) -> bool:
         """The profile evaluates by default (OCI: early stopping) but there is no validation data yet, so the
@@ -948,7 +998,7 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             for path, _own in map(split_format, data_paths(res.get(name))):
                 tail = path.rstrip("/").rsplit("/", 1)[-1]
                 if "." in tail and not tail.lower().endswith(prof.data_suffixes):
-                    err(name, f"{path}: the {prof.title.split(' (')[0]} service reads "
+                    err(name, f"{path}: the {prof.title.split(' (')[0].split(' — ')[0]} service reads "
                         f"{' / '.join(s.lstrip('.').upper() for s in prof.data_suffixes)} files only "
                         f"(profile {prof.name})", ", ".join(prof.data_suffixes))
     # the layer names the document allows, by architecture, when the model's config can be read here
@@ -1029,6 +1079,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             warn("general.global_batch_size", f"{gb} is not a multiple of batch × ranks ({per_step}): finetui "
                  f"accumulates {acc} micro-batches, {per_step * acc} examples per step")
     # catalog
+    if res["model.name_or_path"] in prof.deprecated_models:
+        warn("model.name_or_path", f"{res['model.name_or_path']} is deprecated in profile {prof.name} (its document "
+             "says so)")
     if prof.models and res["model.name_or_path"] not in prof.models:
         if prof.allow_own_models:
             warn("model.name_or_path", f"{res['model.name_or_path']} is not in the {prof.name} catalog")

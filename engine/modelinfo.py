@@ -170,6 +170,14 @@ CATALOG: dict[str, dict[str, Any]] = {
                           "tie_word_embeddings": False, "_num_params": 2849757184},
     # the model of every LLaMA-Factory example finetui imports (../shared/compat): an imported job's estimate
     # works offline
+    "Qwen/Qwen3-4B": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "dtype": "bfloat16",
+                      "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+                      "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+                      "max_position_embeddings": 40960, "tie_word_embeddings": True},
+    "Qwen/Qwen3-0.6B": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "dtype": "bfloat16",
+                        "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+                        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+                        "max_position_embeddings": 40960, "tie_word_embeddings": True},
     "Qwen/Qwen3-4B-Instruct-2507": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "dtype": "bfloat16",
                                     "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
                                     "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,

@@ -578,7 +578,7 @@ def test_cli_import_unknown_format(tmp_path):
     p = tmp_path / "x.json"
     p.write_text('{"hello": 1}')
     r = CliRunner().invoke(app, ["import", str(p)])
-    assert r.exit_code == 2 and "cannot tell the format" in r.output
+    assert r.exit_code == 2 and "not a format finetui reads with confidence" in r.output
 
 
 @needs_compat

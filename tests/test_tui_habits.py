@@ -41,6 +41,13 @@ ddp_timeout: 180000000
 """
 
 
+async def settle(pilot) -> None:
+    """The first screen is up and its first field focused (a focus set before that is taken back)."""
+    await wait_for(pilot, lambda: pilot.app.focused is not None)
+    await pilot.pause()
+    await pilot.pause()
+
+
 def lf_yaml(tmp_path: Path) -> Path:
     p = tmp_path / "qwen3_lora_dpo.yaml"
     p.write_text(LF_DPO)
@@ -287,3 +294,264 @@ def test_detect_format_from_distinctive_keys():
     assert detect_format([{"text": "x"}] + DPO_ROWS) == "preference"
     assert format_hint("preference", DPO_ROWS) is None
     assert "ignored" in extra_keys("alpaca", [{"instruction": "a", "output": "b", "images": ["x.png"]}])["images"]
+
+
+# ------------------------------------------------------------------ 6. habits of the terminal
+
+
+async def test_typing_replaces_a_fields_value(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "hyperparameters")
+        inp = app.query_one(f"#{widget_id('general.learning_rate')}", Input)
+        assert inp.value
+        inp.focus()
+        await pilot.pause()
+        await pilot.press(*"5e-5")
+        await pilot.pause()
+        assert inp.value == "5e-5" and app.job.values["general.learning_rate"] == 5e-5
+
+
+async def test_help_line_follows_focus_onto_buttons_and_group_titles(make_app):
+    from textual.widgets._collapsible import CollapsibleTitle
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.query_one("#next-model").focus()
+        await pilot.pause()
+        assert "the next step (Ctrl+N)" in str(app.helpbar.render())
+        await goto(pilot, "hyperparameters")
+        app.query(CollapsibleTitle).first().focus()
+        await pilot.pause()
+        assert "a group of" in str(app.helpbar.render())
+        await goto(pilot, "launch")
+        assert "where to run" in str(app.helpbar.render())  # the first focus: the known hosts
+
+
+async def test_f1_and_question_mark(make_app, tmp_path, monkeypatch):
+    from tui.screens.runs import RunsScreen
+    from tui.widgets.dialogs import HelpDialog
+
+    monkeypatch.setenv("FINETUI_RUNS_DIR", str(tmp_path / "runs"))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "hyperparameters")
+        inp = app.query_one(f"#{widget_id('general.learning_rate')}", Input)
+        inp.focus()
+        await pilot.pause()
+        await pilot.press("question_mark")  # in a text field: typed, not the help
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpDialog) and inp.value.endswith("?")
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpDialog) and "learning_rate" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        # the runs screen: F1 lists its own keys
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("f1")
+        await pilot.pause()
+        text = screen_text(app)
+        assert isinstance(app.screen, HelpDialog) and "As new job" in text and "Overlay" in text
+        assert "Ctrl+N" not in text  # not the wizard's keys
+        await pilot.press("q")  # closes the help
+        await pilot.pause()
+        await pilot.press("question_mark")  # outside a text field: the help
+        await pilot.pause()
+        assert isinstance(app.screen, HelpDialog)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("q")  # leaves the runs screen (does not quit)
+        await pilot.pause()
+        assert app.screen is app.screen_stack[0] and app.is_running
+
+
+async def test_q_and_escape_in_the_wizard(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "trainer")
+        app.set_focus(None)
+        await pilot.press("escape")  # back a step
+        await pilot.pause()
+        assert app.step == "data"
+        await goto(pilot, "hyperparameters")
+        app.query_one(f"#{widget_id('general.learning_rate')}", Input).focus()
+        await pilot.pause()
+        await pilot.press("q")  # typed in a text field
+        await pilot.pause()
+        assert app.is_running and app.screen is app.screen_stack[0]
+        app.query_one("#next-hyperparameters").focus()
+        await pilot.pause()
+        await pilot.press("q")  # outside: quit, asked (unsaved edits: the q typed)
+        await pilot.pause()
+        assert app.screen.id == "quit-dialog"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.is_running
+
+
+async def test_ctrl_t_toggles_the_toml_view(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        await pilot.pause()
+        hp = app.panes["hyperparameters"]
+        assert app.step == "hyperparameters" and hp.view == "toml"
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert hp.view == "form"
+
+
+async def test_confirm_dialogs_take_y_n_and_enter(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        answers: list = []
+        from tui.widgets.dialogs import ConfirmDialog
+
+        for key, want in (("y", "discard"), ("n", "cancel"), ("enter", "discard"), ("escape", None)):
+            app.push_screen(ConfirmDialog("Unsaved changes", "Discard them?",
+                                          (("discard", "Discard"), ("cancel", "Keep editing"))), answers.append)
+            await pilot.pause()
+            await pilot.press(key)
+            await pilot.pause()
+            assert answers[-1] == want, key
+        # the quit question: n quits without saving
+        app.push_screen(ConfirmDialog("Unsaved changes", "Save the job before quitting?",
+                                      (("save", "Save"), ("discard", "Quit without saving"), ("cancel", "Cancel")),
+                                      no="discard"), answers.append)
+        await pilot.pause()
+        assert "y save · n quit without saving" in screen_text(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert answers[-1] == "discard"
+
+
+async def test_switches_say_on_or_off_and_back_to_default_leaves_the_preset(make_app):
+    from textual.widgets import Switch
+
+    from tui.widgets.form import FieldRow, row_id
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        row = app.query_one(f"#{row_id('model.trust_remote_code')}", FieldRow)
+        sw = row.query_one(Switch)
+        assert row.hint_text == "off" and "off" in str(row.render())
+        sw.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert row.hint_text == "on" and app.job.values["model.trust_remote_code"] is True
+        await pilot.press("enter")
+        await pilot.pause()
+        assert row.hint_text == "off" and "model.trust_remote_code" not in app.job.values
+
+
+async def test_dashboard_footer_follows_the_run(tmp_path):
+    from tests.fake_run import harness_app, write_fake_run
+    from tui.screens.monitor import MonitorScreen
+
+    d = tmp_path / "runs" / "ft_done"
+    write_fake_run(d, steps=40)
+    app = harness_app(lambda: MonitorScreen(d))
+    async with app.run_test(size=(100, 30)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded)
+        await pilot.pause()
+        shown = {ab.binding.action: ab.binding.description for ab in scr.active_bindings.values()
+                 if ab.binding.show}
+        assert "stop" not in shown and shown.get("detach") == "Back"
+        assert scr.state.final_path is None or "try_model" in shown
+
+
+# ------------------------------------------------------------------ 7. Ctrl+L reviews first
+
+
+async def test_ctrl_l_reviews_first_then_launches(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.step == "model"
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.step == "launch" and app.launcher.jobs == []
+        assert "Ctrl+L again launches" in " ".join(str(n.message) for n in app._notifications)
+        await pilot.press("ctrl+l")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(app.launcher.jobs) == 1
+
+
+# ------------------------------------------------------------------ 8. runs you can tell apart and follow
+
+
+def _resumed_pair(runs: Path) -> tuple[Path, Path]:
+    """A stopped DPO run and the run that resumed it from its checkpoint at step 40."""
+    from tests.fake_run import T0, write_fake_run
+
+    parent, child = runs / "ft_tiny-llama_dpo-lora_20261118-101320", runs / "ft_tiny-llama_dpo-lora_20261118-111320"
+    write_fake_run(parent, steps=120, outcome="stopped", end_at=50)
+    cfg = (parent / "config.toml").read_text().replace('stage = "sft"', 'stage = "dpo"')
+    (parent / "config.toml").write_text(cfg)
+    write_fake_run(child, steps=120, t0=T0 + 3600, seed=4)
+    ck = parent / "checkpoints" / "checkpoint-40"
+    (child / "config.toml").write_text(cfg.replace("[general]", f"[general]\nresume_from_checkpoint = \"{ck}\"", 1))
+    return parent, child
+
+
+async def test_runs_screen_kind_column_and_resume_links(tmp_path):
+    from tests.fake_run import harness_app
+    from tui.screens.runs import RunsScreen
+
+    parent, child = _resumed_pair(tmp_path / "runs")
+    app = harness_app(lambda: RunsScreen(str(tmp_path / "runs"), auto_refresh=False))
+    async with app.run_test(size=(120, 30)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded)
+        await pilot.pause()
+        rows = {r.name: r for r in scr.rows}
+        assert rows[child.name].kind == "dpo-lora" and rows[parent.name].kind == "dpo-lora"
+        assert rows[child.name].parent == parent.name and rows[child.name].parent_step == 40
+        assert rows[parent.name].children == [child.name]
+        text = screen_text(app)
+        assert "Kind" in text and "dpo-lora" in text and "↻" in text
+        table = scr.query_one("#runs-table")
+        table.move_cursor(row=table.get_row_index(child.name))
+        await pilot.pause()
+        assert f"resumed from {parent.name} at step 40" in screen_text(app)
+        table.move_cursor(row=table.get_row_index(parent.name))
+        await pilot.pause()
+        assert f"resumed as {child.name}" in screen_text(app)
+        # the resume dialog says which checkpoint and step
+        await pilot.press("u")
+        await pilot.pause()
+        assert "from checkpoint-40 (step 40 of 120)?" in app.screen.question
+
+
+async def test_resumed_dashboard_draws_the_parents_history_first(tmp_path):
+    from tests.fake_run import harness_app
+    from tui.screens.monitor import MonitorScreen
+
+    parent, child = _resumed_pair(tmp_path / "runs")
+    app = harness_app(lambda: MonitorScreen(child))
+    async with app.run_test(size=(120, 40)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded and scr.resumed_from is not None)
+        await pilot.pause()
+        xs, _ = scr.state.train_loss.points()
+        assert xs[0] == 1  # the parent's steps 1…40 first
+        assert f"resumed from {parent.name} at step 40" in screen_text(app)
+
+
+def test_default_run_names_carry_stage_and_method(make_app):
+    from datetime import datetime
+
+    from engine.config import JobConfig
+    from tui.screens.launch import default_run_name
+
+    job = JobConfig()
+    job.values.update({"model.name_or_path": "Qwen/Qwen3-4B", "trainer.stage": "dpo", "trainer.training_type": "qlora"})
+    assert default_run_name(job.resolved(), datetime(2026, 1, 2, 3, 4, 5)) == "ft_Qwen3-4B_dpo-qlora_20260102-030405"

@@ -297,6 +297,41 @@ class FinetuiCommands(Provider):
                 yield Hit(score, matcher.highlight(title), cb, help=help)
 
 
+def screen_keys(screen: Any) -> list[tuple[str, str]]:
+    """A screen's own keys as (keys, what they do), for its F1 help: each action once with all its keys, then
+    the app-wide ones that work there."""
+    names = {"escape": "Esc", "slash": "/", "space": "Space", "enter": "Enter", "delete": "Delete"}
+    keys: dict[str, list[str]] = {}
+    desc: dict[str, str] = {}
+    for b in getattr(screen, "BINDINGS", []):
+        if isinstance(b, Binding) and b.description:
+            keys.setdefault(b.action, []).extend(names.get(k, k) for k in b.key.split(","))
+            desc.setdefault(b.action, b.description)
+    rows = [(" / ".join(dict.fromkeys(ks)), desc[a]) for a, ks in keys.items()]
+    return rows + [("F1", "this help"), ("Ctrl+P", "command palette"),
+                   ("Ctrl+Q", "quit (asks when there are unsaved changes)")]
+
+
+#: what a focused button (by id, or id prefix ending in "-") does, for the bottom help line
+BUTTON_HELP = {
+    "next-": "the next step (Ctrl+N)",
+    "back-": "the previous step (Ctrl+B, or Esc)",
+    "launch-button": "start the run now (Ctrl+L here)",
+    "model-catalog": "the profile's model catalog: pick a base model",
+    "model-browse": "choose a local model folder (with config.json)",
+    "data-browse": "choose the training file or folder",
+    "data-add": "add another file of the same format: its rows are read after the others",
+    "data-s3": "read the data from S3: an s3:// path and its connection",
+    "data-check": "check the data: invalid rows, token lengths, a preview",
+    "data-use-format": "use the format the first rows look like",
+    "view-form": "the hyperparameters as a form",
+    "view-toml": "the job as TOML, edited in place (Ctrl+T)",
+    "view-diff": "the values that differ from the profile's defaults",
+    "notes-dismiss": "hide the import's notes",
+    "known-hosts": "where to run: this machine, or a host of ~/.ssh/config",
+}
+
+
 # --------------------------------------------------------------------------
 # The app
 # --------------------------------------------------------------------------
@@ -382,6 +417,11 @@ class WizardScreen(QuietScreen):
                 return self
         return super().refresh(*regions, **kwargs)
 
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        focus_help = getattr(self.app, "focus_help", None)
+        if focus_help is not None:
+            focus_help(event.widget)
+
     def _on_resize(self, event: events.Resize) -> None:
         if self.is_attached and event.size == self.size == getattr(self._compositor, "size", None):
             event.prevent_default()
@@ -401,7 +441,9 @@ class FinetuiApp(App[None]):
 
     BINDINGS = [
         Binding("f1", "help", "Help"),
-        Binding("question_mark", "help", "Help", show=False),
+        Binding("question_mark", "help", "Help", show=False),  # (a text field types it: F1 there)
+        Binding("q", "quit_or_back", "Quit", show=False),  # outside text fields: quits the wizard, leaves a screen
+        Binding("escape", "back", "Back", show=False),  # the wizard's previous step
         Binding("ctrl+n", "next_step", "Next", priority=True),
         Binding("ctrl+b", "prev_step", "Back", priority=True),
         Binding("ctrl+s", "save_preset", "Save", priority=True),
@@ -775,7 +817,7 @@ class FinetuiApp(App[None]):
         job = job or self.job
         from tui.screens.launch import default_run_name
 
-        return default_run_name(job.resolved()["model.name_or_path"], self.services.clock())
+        return default_run_name(job.resolved(), self.services.clock())
 
     job_generation = 0  # set_job's count: a field shows a replaced job's value even while focused
 
@@ -835,10 +877,14 @@ class FinetuiApp(App[None]):
             return
         if name not in job.values and res_before.get(name) == value and type(res_before.get(name)) is type(value):
             return
-        if value is None and spec(name, job.profile).default is None:
-            job.unset(name)
+        default = spec(name, job.profile).default
+        if value is None and default is None or FIELD_BY_NAME[name].kind == "bool" and value == default:
+            job.unset(name)  # (a switch set back to its default leaves the preset)
         else:
             job.values[name] = value
+        note = job.redefaulted(res_before)  # another base model (or task type): its documented defaults
+        if note:
+            self.notify(note, title="Defaults for this model")
         # a field the edit hid, set explicitly, that now breaks a rule: drop it
         res = job.resolved()
         hidden = [n for n, f in FIELD_BY_NAME.items()
@@ -861,6 +907,31 @@ class FinetuiApp(App[None]):
     @on(FieldFocused)
     def _field_focused(self, event: FieldFocused) -> None:
         self.helpbar.show_field(event.name)
+
+    def focus_help(self, widget: Widget) -> None:
+        """The bottom help line follows the focus onto what is not a field: a button, a group's title, a choice."""
+        from textual.widgets import Button
+        from textual.widgets._collapsible import CollapsibleTitle
+
+        if self.focused_field() is not None or not hasattr(self, "helpbar"):
+            return  # (a field: FieldFocused shows its help)
+        wid = widget.id or ""
+        if isinstance(widget, CollapsibleTitle):
+            coll = widget.parent
+            group = (getattr(coll, "id", "") or "").removeprefix("group-")
+            from engine.config import GROUP_FIELDS, GROUP_TITLES
+
+            n = len(GROUP_FIELDS.get(group, []))
+            title = GROUP_TITLES.get(group, str(getattr(coll, "title", "")))
+            self.helpbar.show_text(title, f"a group of {n} field(s): Enter or a click opens and closes it"
+                                   if n else "Enter or a click opens and closes it")
+            return
+        text = BUTTON_HELP.get(wid) or next((v for k, v in BUTTON_HELP.items() if k.endswith("-") and
+                                             wid.startswith(k)), None) or (str(widget.tooltip or "") or None)
+        if text is None and not isinstance(widget, Button):
+            return
+        label = str(widget.label) if isinstance(widget, Button) else wid.replace("-", " ").capitalize()
+        self.helpbar.show_text(label.strip(), text or "Enter or Space presses it")
 
     @on(StepBar.Chosen)
     def _step_chosen(self, event: StepBar.Chosen) -> None:
@@ -900,8 +971,24 @@ class FinetuiApp(App[None]):
         return self.panes["hyperparameters"]  # type: ignore[return-value]
 
     def action_show_toml(self) -> None:
+        """The job as TOML; pressed again on the TOML view, back to the form."""
+        if self.step == "hyperparameters" and self._hp().ready and getattr(self._hp(), "view", "") == "toml":
+            self._hp().set_view("form")
+            return
         self.goto("hyperparameters")
         self._hp().set_view("toml")
+
+    async def action_quit_or_back(self) -> None:
+        """``q`` outside text fields: the wizard quits (asking about unsaved changes), another screen closes."""
+        if self.screen is self.screen_stack[0]:
+            await self.action_quit()
+        elif not isinstance(self.screen, ModalScreen):
+            self.pop_screen()
+
+    def action_back(self) -> None:
+        """Esc in the wizard: the previous step."""
+        if self.screen is self.screen_stack[0]:
+            self.action_prev_step()
 
     def action_show_diff(self) -> None:
         self.goto("hyperparameters")
@@ -923,8 +1010,15 @@ class FinetuiApp(App[None]):
         return None
 
     def action_help(self) -> None:
+        """F1: the focused field's help and the wizard's keys; on another screen (runs, a dashboard), its keys."""
         from tui.widgets.dialogs import HelpDialog
 
+        scr = self.screen
+        if isinstance(scr, ModalScreen):
+            return
+        if scr is not self.screen_stack[0]:
+            self.push_screen(HelpDialog(None, self.job.profile, keys=screen_keys(scr)))
+            return
         self.push_screen(HelpDialog(self.focused_field(), self.job.profile))
 
     # -- presets ----------------------------------------------------------------
@@ -951,7 +1045,7 @@ class FinetuiApp(App[None]):
                 then()
 
         self.push_screen(ConfirmDialog("Unsaved changes", "The job has unsaved changes. Discard them?",
-                                       (("cancel", "Keep editing"), ("discard", "Discard"))), answered)
+                                       (("discard", "Discard"), ("cancel", "Keep editing"))), answered)
 
     def open_path(self, path: str, kind: str = "open") -> bool:
         """Open a job file: a TOML preset, or another tool's config (imported: engine.interop), told apart by
@@ -1087,7 +1181,7 @@ class FinetuiApp(App[None]):
         self.push_screen(ConfirmDialog(
             "Restore the unsaved job?",
             f"The last session ended without saving{where}: {n} value(s), profile {saved.profile}.",
-            (("restore", "Restore"), ("discard", "Discard"))), answered)
+            (("restore", "Restore"), ("discard", "Discard")), no="discard"), answered)
 
     # -- quit -----------------------------------------------------------------
     async def action_quit(self) -> None:
@@ -1112,7 +1206,7 @@ class FinetuiApp(App[None]):
 
         self.push_screen(ConfirmDialog("Unsaved changes", "Save the job before quitting?",
                                        (("save", "Save"), ("discard", "Quit without saving"), ("cancel", "Cancel")),
-                                       id="quit-dialog"), answered)
+                                       id="quit-dialog", no="discard"), answered)
 
     # -- runs / launch ------------------------------------------------------------
     def action_runs(self) -> None:
@@ -1121,7 +1215,14 @@ class FinetuiApp(App[None]):
         self.push_screen(RunsScreen(runs_dir=state.runs_dir(self.job)))
 
     def action_launch(self) -> None:
+        """Ctrl+L: from another step, the launch step first (its estimate and review); there, the launch."""
         if self.launching:
+            return
+        if self.step != "launch" or self.screen is not self.screen_stack[0]:
+            while self.screen is not self.screen_stack[0] and not isinstance(self.screen, ModalScreen):
+                self.pop_screen()
+            self.goto("launch")
+            self.notify("Review the estimate and the job: Ctrl+L again launches.", timeout=4)
             return
         probs = self.job.problems()
         if probs:

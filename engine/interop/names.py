@@ -34,6 +34,7 @@ NAMES: dict[str, dict[str, str]] = {
                               NOVA: f"{_N}.peft.peft_scheme (null = full)",
                               FPT: "training_type (Full, LoRA)", OCI: "trainingConfigType",
                               WX: "peft_parameters.type (none = full) / tuning_type"},
+    "trainer.task_type": {WX: "task_id"},
     "trainer.distributed_backend": {LF: "deepspeed (a config file)", FPT: "distributed_backend (DDP, DeepSpeed)"},
     "trainer.zero_stage": {LF: "deepspeed config: zero_optimization.stage", FPT: "zero_stage"},
     "trainer.offload_optimizer": {LF: "deepspeed config: zero_optimization.offload_optimizer"},

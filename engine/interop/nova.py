@@ -286,6 +286,9 @@ def import_data(raw: dict[str, Any], source: str = "") -> tuple[JobConfig, list[
             set_value(job, "eval.early_stopping_threshold", _num(es["min_delta"]))
     if "create_tensorboard_logger" in exp:
         set_value(job, "tracking.tensorboard", bool(exp["create_tensorboard_logger"]))
+    if exp.get("create_wandb_logger"):
+        warnings.append("exp_manager.create_wandb_logger = true: finetui logs to TensorBoard and MLflow, not W&B "
+                        "(and the Nova document says the service itself publishes no metrics to W&B); not imported")
 
     me = trainer.get("max_epochs")
     ms = trainer.get("max_steps")

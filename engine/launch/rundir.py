@@ -81,8 +81,10 @@ def _slug(s: str) -> str:
 
 
 def default_name(res: dict[str, Any], now: float | None = None) -> str:
+    """``ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS>``: runs of one model told apart at a glance."""
     stamp = datetime.fromtimestamp(now or time.time()).strftime("%Y%m%d-%H%M%S")
-    return f"ft_{_slug(str(res.get('model.name_or_path') or 'model'))}_{stamp}"
+    kind = "-".join(_slug(str(res[k])) for k in ("trainer.stage", "trainer.training_type") if res.get(k))
+    return f"ft_{_slug(str(res.get('model.name_or_path') or 'model'))}_{kind + '_' if kind else ''}{stamp}"
 
 
 def unique_dir(runs_dir: Path, name: str) -> Path:

@@ -5,7 +5,6 @@ The Launch button stays disabled until the job validates and says why (the first
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +60,11 @@ def ssh_hosts(config: str | Path = "~/.ssh/config") -> list[str]:
     return out
 
 
-def default_run_name(model: str, now: Any) -> str:
-    """``ft_<model>_<YYYYmmdd-HHMMSS>`` (FPT naming)."""
-    base = str(model).rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1] or "model"
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
-    return f"ft_{base}_{now.strftime('%Y%m%d-%H%M%S')}"
+def default_run_name(res: dict[str, Any], now: Any) -> str:
+    """``ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS>`` (FPT naming, with the kind of run): the launcher's own."""
+    from engine.launch.rundir import default_name
+
+    return default_name(res, now.timestamp())
 
 
 def runs_where(job: JobConfig, res: dict[str, Any], default_name: str) -> Text:
@@ -222,10 +221,11 @@ class LaunchPane(StepPane):
             reason.update(Text(f"{'⚠' if host[0] else '✗'} {host[1]}", no_wrap=True, overflow="ellipsis"))
             reason.tooltip = host[1]
         else:
-            warning = getattr(self.app, "model_warning", lambda j: None)(job)
+            notes = list(job.notes)  # an import dropped something that changes the training: said first
+            warning = notes[0] if notes else getattr(self.app, "model_warning", lambda j: None)(job)
             reason.update(Text(f"⚠ {warning}", no_wrap=True, overflow="ellipsis") if warning
                           else Text("✓ ready to launch", "bold"))
-            reason.tooltip = warning
+            reason.tooltip = "\n".join(notes) or warning
         reason.set_class(bool(probs) or (host is not None and not host[0]), "-invalid")
 
     def update_estimate(self, job: JobConfig) -> None:
