@@ -1,0 +1,266 @@
+"""Sweeps (engine.sweep, `finetui sweep`): the [sweep] table's expansion (grid, seeded random, log scale), its
+problems, every trial validated before anything starts, a real 2-trial sweep on CPU with the tiny model run to
+completion by the detached driver, and the stop of a sweep as a whole."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_train import train_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.timeout(600)
+
+BASE = """
+name = "sweep test"
+
+[model]
+name_or_path = "finetui:tiny-llama"
+
+[data]
+train_path = "finetui:samples/alpaca_demo.jsonl"
+format = "alpaca"
+max_samples = 8
+val_size = 0.25
+
+[trainer]
+stage = "sft"
+training_type = "lora"
+
+[general]
+batch_size = 2
+max_steps = {max_steps}
+max_sequence_length = 64
+
+[runtime]
+mixed_precision = "none"
+lr_scheduler = "constant"
+
+[eval]
+evaluation_strategy = "steps"
+eval_steps = {eval_steps}
+checkpoint_strategy = "no"
+logging_steps = 1
+
+[tracking]
+tensorboard = false
+
+[launch]
+device = "cpu"
+procs_per_node = 1
+"""
+
+
+def preset(tmp_path: Path, sweep: str, max_steps: int = 2, eval_steps: int = 1, name: str = "job.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(BASE.format(max_steps=max_steps, eval_steps=eval_steps) + "\n" + sweep)
+    return p
+
+
+def cli(*args: str, cache: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = train_env(**({"FINETUI_CACHE_DIR": str(cache)} if cache else {}))
+    env.pop("FINETUI_RUNS_DIR", None)
+    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=env)
+
+
+def spec_of(text: str) -> dict:
+    from engine import presets
+
+    return presets.loads(BASE.format(max_steps=2, eval_steps=1) + "\n" + text).sweep
+
+
+def test_grid_expansion_product_counts_log_scale_int_rounding_and_budget():
+    from engine.sweep import combinations
+
+    s = spec_of('[sweep]\n[sweep.parameters]\n'
+                '"general.learning_rate" = { min = 1e-4, max = 1e-2, scale = "log", count = 3 }\n'
+                'adapter.lora_rank = [8, 16]\n')
+    got = combinations(s)
+    assert got == [{"general.learning_rate": lr, "adapter.lora_rank": r} for lr in (1e-4, 1e-3, 1e-2) for r in (8, 16)]
+    # linear spacing; an int field gets whole numbers, duplicates dropped; the budget cuts the grid in its order
+    s = spec_of('[sweep]\nbudget = 3\n[sweep.parameters]\n'
+                'adapter.lora_rank = { min = 4, max = 6, count = 5 }\n'
+                'general.learning_rate = { values = [0.1, 0.2] }\n')
+    assert combinations(s) == [{"adapter.lora_rank": 4, "general.learning_rate": 0.1},
+                               {"adapter.lora_rank": 4, "general.learning_rate": 0.2},
+                               {"adapter.lora_rank": 5, "general.learning_rate": 0.1}]
+
+
+def test_random_expansion_is_seeded_bounded_and_log_uniform():
+    from engine.sweep import combinations
+
+    text = ('[sweep]\nmethod = "random"\ntrials = 400\nseed = {seed}\n[sweep.parameters]\n'
+            '"general.learning_rate" = {{ min = 1e-5, max = 1e-1, scale = "log" }}\n'
+            '"runtime.weight_decay" = {{ min = 0.0, max = 0.1 }}\n"adapter.lora_rank" = [4, 8, 16]\n')
+    a, b, c = (combinations(spec_of(text.format(seed=s))) for s in (7, 7, 8))
+    assert a == b and a != c and len(a) == 400
+    lrs = [t["general.learning_rate"] for t in a]
+    assert all(1e-5 <= x <= 1e-1 for x in lrs)
+    # log-uniform: each decade holds about a quarter of the draws (a linear draw would put ~90% in the last one)
+    per_decade = [sum(10 ** (k - 1) <= x * 1e5 < 10 ** k for x in lrs) for k in range(1, 5)]
+    assert all(60 <= n <= 140 for n in per_decade), per_decade
+    wds = [t["runtime.weight_decay"] for t in a]
+    assert 0.0 <= min(wds) and max(wds) <= 0.1 and abs(sum(wds) / len(wds) - 0.05) < 0.01
+    assert {t["adapter.lora_rank"] for t in a} == {4, 8, 16}
+    # the budget caps the trials
+    assert len(combinations(spec_of(text.format(seed=1).replace("trials = 400", "trials = 400\nbudget = 5")))) == 5
+
+
+def test_the_sweep_table_round_trips_and_its_mistakes_are_one_line_each(tmp_path):
+    from engine import presets
+    from engine.config import ConfigError
+
+    job = presets.loads(BASE.format(max_steps=2, eval_steps=1) + '\n[sweep]\nmethod = "random"\ntrials = 3\n'
+                        '[sweep.parameters]\n"general.learning_rate" = { min = 1e-4, max = 1e-2, scale = "log" }\n')
+    again = presets.loads(presets.dumps(job))
+    assert again.sweep == job.sweep and again.values == job.values
+    assert "[sweep]" not in presets.dumps(job, resolved=True)  # a run's config is one trial
+    bad = ('[sweep]\nmethd = "grid"\nmethod = "grd"\ngoal = "lowest"\n[sweep.parameters]\n'
+           '"general.learnig_rate" = [1e-3]\n"launch.run_name" = ["a"]\n"trainer.stage" = { min = 1, max = 2 }\n'
+           '"general.learning_rate" = { min = 0, max = 1e-2, scale = "log", count = 2 }\n'
+           '"runtime.weight_decay" = { min = 0.0, max = 0.1 }\n"adapter.lora_rank" = []\n')
+    with pytest.raises(ConfigError) as e:
+        presets.loads(BASE.format(max_steps=2, eval_steps=1) + "\n" + bad, "job.toml")
+    lines = str(e.value).splitlines()
+    assert lines == [
+        "sweep.methd: unknown key in job.toml; did you mean `method`? (allowed: method, parameters, objective, goal, "
+        "budget, trials, seed)",
+        "sweep.method: 'grd' is not a sweep method (allowed: grid, random)",
+        "sweep.goal: 'lowest' is not a goal (allowed: minimize, maximize)",
+        "sweep.parameters.general.learnig_rate: unknown field; did you mean `general.learning_rate`?",
+        "sweep.parameters.launch.run_name: is set by the sweep for each trial and cannot be swept",
+        "sweep.parameters.trainer.stage: a range needs a numeric field (trainer.stage is enum); give a list of values",
+        "sweep.parameters.general.learning_rate: a log scale needs min above 0 (min is 0)",
+        "sweep.parameters.adapter.lora_rank: the list of values is empty",
+    ], lines
+    with pytest.raises(ConfigError) as e:
+        presets.loads(BASE.format(max_steps=2, eval_steps=1) + '\n[sweep]\n[sweep.parameters]\n'
+                      '"runtime.weight_decay" = { min = 0.0, max = 0.1 }\n', "job.toml")
+    assert str(e.value) == ("sweep.parameters.runtime.weight_decay: a range in a grid sweep needs count (how many "
+                            "values between min and max)")
+
+
+def test_every_trial_is_validated_before_anything_starts(tmp_path):
+    p = preset(tmp_path, '[sweep]\n[sweep.parameters]\n"general.learning_rate" = [1e-3, -1.0]\n'
+                         '"adapter.lora_rank" = [8, 0]\n')
+    runs = tmp_path / "runs"
+    r = cli("sweep", str(p), "--runs-dir", str(runs))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("trial ") for line in lines), lines
+    assert lines[0].startswith("trial 2 (general.learning_rate=0.001, adapter.lora_rank=0): adapter.lora_rank: ")
+    assert lines[1].startswith("trial 3 (general.learning_rate=-1, adapter.lora_rank=8): general.learning_rate: ")
+    assert not runs.exists()  # nothing started, no folder written
+    # validate says the same about the trials; the base is valid, and every other command loads the preset
+    r2 = cli("validate", str(p))
+    assert r2.returncode == 2 and r2.stderr.strip().splitlines() == lines
+    assert cli("show", str(p)).returncode == 0 and cli("estimate", str(p)).returncode == 0
+    # an objective the trials will not record
+    p = preset(tmp_path, '[sweep]\n[sweep.parameters]\n"general.learning_rate" = [1e-3]\n', name="noeval.toml")
+    p.write_text(p.read_text().replace('evaluation_strategy = "steps"', 'evaluation_strategy = "no"'))
+    r = cli("validate", str(p))
+    assert r.returncode == 2 and r.stderr.strip().startswith("sweep.objective: eval_loss needs evaluations"), r.stderr
+    ok = preset(tmp_path, '[sweep]\n[sweep.parameters]\n"general.learning_rate" = [1e-3, 1e-2]\n', name="ok.toml")
+    r = cli("validate", str(ok))
+    assert r.returncode == 0 and r.stdout.strip() == f"{ok}: valid (profile native; sweep of 2 trials)"
+
+
+def test_best_counts_early_stopped_trials_and_follows_the_goal():
+    from engine.sweep import best, objective_of
+
+    rec = {"goal": "minimize", "trials": [
+        {"index": 1, "status": "completed", "objective": 2.0}, {"index": 2, "status": "early_stopped", "objective": 1.5},
+        {"index": 3, "status": "failed", "objective": 0.1}, {"index": 4, "status": "skipped", "objective": None}]}
+    assert best(rec) == 2
+    assert best({**rec, "goal": "maximize"}) == 1
+    recs = [{"kind": "eval", "loss": 3.0}, {"kind": "eval", "loss": 2.5}, {"kind": "eval", "loss": 2.7},
+            {"kind": "log", "loss": 9.0}, {"kind": "log", "loss": 8.0}]
+    assert objective_of(recs, "eval_loss", "minimize") == 2.5 and objective_of(recs, "eval_loss", "maximize") == 3.0
+    assert objective_of([r for r in recs if r["kind"] == "log"], "loss", "minimize") == 8.0
+    assert objective_of(recs, "eval_accuracy", "maximize") is None
+
+
+def test_a_two_trial_sweep_runs_to_completion_detached(tmp_path, tiny_model):
+    cache = tiny_model.parent
+    p = preset(tmp_path, '[sweep]\n[sweep.parameters]\n"general.learning_rate" = [1e-3, 5e-2]\n')
+    runs = tmp_path / "runs"
+    t0 = time.monotonic()
+    r = cli("sweep", str(p), "--runs-dir", str(runs), cache=cache, timeout=500)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sweeps = [d for d in runs.iterdir() if (d / "sweep.json").exists()]
+    assert len(sweeps) == 1
+    d = sweeps[0]
+    rec = json.loads((d / "sweep.json").read_text())
+    assert rec["status"] == "completed" and rec["objective"] == "eval_loss" and rec["goal"] == "minimize"
+    runs_of = [t["run"] for t in rec["trials"]]
+    assert runs_of == [f"{d.name}-t01", f"{d.name}-t02"]
+    assert [t["status"] for t in rec["trials"]] == ["completed", "completed"]
+    assert all(isinstance(t["objective"], float) and math.isfinite(t["objective"]) for t in rec["trials"])
+    for t in rec["trials"]:  # each trial is a normal run, with its values and its own eval losses
+        run = runs / t["run"]
+        cfg = (run / "config.toml").read_text()
+        assert f"learning_rate = {t['values']['general.learning_rate']}" in cfg and "[sweep]" not in cfg
+        evals = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines() if '"eval"' in x]
+        assert t["objective"] == min(e["loss"] for e in evals)
+    want_best = min(rec["trials"], key=lambda t: t["objective"])["index"]
+    assert rec["best"] == want_best
+    # the follow output and `sweep show`: the table of swept values against the objective, the best marked
+    assert f"sweep {d.name}: completed" in r.stdout
+    show = cli("sweep", "show", d.name, "--runs-dir", str(runs))
+    assert show.returncode == 0
+    rows = show.stdout.splitlines()
+    assert rows[0] == f"sweep {d.name}: completed; minimize eval_loss; best: trial {want_best}"
+    assert rows[1].split() == ["trial", "run", "status", "general.learning_rate", "eval_loss"]
+    marked = [line for line in rows[2:] if line.startswith("*")]
+    assert len(marked) == 1 and marked[0].split()[1:3] == [str(want_best), f"{d.name}-t{want_best:02d}"]
+    assert show.stdout.split("\n", 1)[1] in r.stdout  # `sweep FILE` ended with the same table
+    att = cli("sweep", "--attach", d.name, "--runs-dir", str(runs))
+    assert att.returncode == 0 and f"sweep {d.name}: completed" in att.stdout
+    listed = json.loads("[" + ",".join(cli("runs", "--json", "--runs-dir", str(runs)).stdout.split("\n")[:-1]) + "]")
+    assert sorted(i["name"] for i in listed) == runs_of  # the trials are runs; the sweep's folder is not
+    print(f"2-trial sweep: {time.monotonic() - t0:.1f}s")
+
+
+def test_stop_a_sweep_stops_its_running_trial_and_starts_no_more(tmp_path, tiny_model):
+    cache = tiny_model.parent
+    p = preset(tmp_path, '[sweep]\n[sweep.parameters]\n"general.learning_rate" = [1e-3, 2e-3, 3e-3]\n',
+               max_steps=100000, eval_steps=1000)
+    runs = tmp_path / "runs"
+    r = cli("sweep", str(p), "--runs-dir", str(runs), "--detach", cache=cache)
+    assert r.returncode == 0, r.stderr
+    name = r.stdout.strip()
+    d = runs / name
+    first = runs / f"{name}-t01"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # trial 1 is training
+        ev = first / "events.jsonl"
+        if ev.exists() and '"kind": "log"' in ev.read_text():
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"trial 1 did not train: {(d / 'sweep.log').read_text() if (d / 'sweep.log').exists() else ''}")
+    r = cli("stop", name, "--runs-dir", str(runs), "--grace", "10", timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"{name}: stopped", r.stderr
+    rec = json.loads((d / "sweep.json").read_text())
+    assert rec["status"] == "stopped"
+    assert [t["status"] for t in rec["trials"]] == ["stopped", "skipped", "skipped"]
+    assert not (runs / f"{name}-t02").exists()
+    end = [json.loads(x) for x in (first / "events.jsonl").read_text().splitlines() if '"end"' in x]
+    assert end and end[-1]["outcome"] == "stopped"
+    from engine import sweep as S
+    import engine.launch as L
+
+    assert not S.driver_alive(rec) and L.run_info(first.name, runs).status == "stopped"
+    time.sleep(3)  # no trial starts afterwards
+    assert sorted(x.name for x in runs.iterdir()) == [name, f"{name}-t01"]
+    r = cli("stop", name, "--runs-dir", str(runs))  # again: it says what it is
+    assert r.returncode == 0 and r.stdout.strip() == f"{name}: stopped"
