@@ -264,3 +264,54 @@ def test_stop_a_sweep_stops_its_running_trial_and_starts_no_more(tmp_path, tiny_
     assert sorted(x.name for x in runs.iterdir()) == [name, f"{name}-t01"]
     r = cli("stop", name, "--runs-dir", str(runs))  # again: it says what it is
     assert r.returncode == 0 and r.stdout.strip() == f"{name}: stopped"
+
+
+async def test_the_runs_screen_groups_a_sweeps_trials_marks_the_best_and_shows_its_table(tmp_path, monkeypatch):
+    from engine import sweep as S
+    from tests.fake_run import T0, harness_app, wait_for, write_fake_run
+    from tui.screens.runs import RunsScreen
+    from tui.screens.sweep import SweepScreen
+
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    write_fake_run(runs / "sw_x-t01", steps=20, t0=T0)
+    write_fake_run(runs / "ft_other", steps=20, t0=T0 + 1800, seed=1)
+    write_fake_run(runs / "sw_x-t02", steps=20, t0=T0 + 3600, outcome="early_stopped", end_at=12, seed=2)
+    (runs / "sw_x").mkdir()
+    S._write(runs / "sw_x", {
+        "name": "sw_x", "created": T0, "runs_dir": str(runs), "objective": "eval_loss", "goal": "minimize",
+        "status": "completed", "driver": {},
+        "spec": {"method": "grid", "parameters": {"general.learning_rate": [0.001, 0.01]}},
+        "trials": [{"index": 1, "values": {"general.learning_rate": 0.001}, "run": "sw_x-t01", "status": "completed",
+                    "objective": 2.0},
+                   {"index": 2, "values": {"general.learning_rate": 0.01}, "run": "sw_x-t02",
+                    "status": "early_stopped", "objective": 1.5}]})
+    app = harness_app(lambda: RunsScreen("runs", clock=lambda: T0 + 20_000, auto_refresh=False))
+    async with app.run_test(size=(120, 30)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded)
+        await pilot.pause()
+        # newest first, but a sweep's trials stay together in trial order where its newest trial stands
+        assert [r.name for r in scr.rows] == ["sw_x-t01", "sw_x-t02", "ft_other"]
+        assert [(r.sweep, r.trial, r.best) for r in scr.rows] == [("sw_x", 1, False), ("sw_x", 2, True),
+                                                                  (None, None, False)]
+        table = scr.query_one("#runs-table")
+        assert [str(table.get_cell_at((i, 1))) for i in range(3)] == ["┌ sw_x-t01", "└★sw_x-t02", "ft_other"]
+        table.move_cursor(row=1)
+        await pilot.pause()
+        assert "trial 2 of sweep sw_x — its best · w: the sweep's table" in str(scr.query_one("#runs-detail").render())
+        await pilot.press("w")
+        await wait_for(pilot, lambda: isinstance(app.screen, SweepScreen))
+        sw = app.screen
+        t = sw.query_one("#sweep-table")
+        rows = [[str(c) for c in t.get_row_at(i)] for i in range(t.row_count)]
+        assert rows == [["", "1", "sw_x-t01", "completed", "0.001", "2.0000"],
+                        ["★", "2", "sw_x-t02", "early_stopped", "0.01", "1.5000"]]
+        assert "completed, 2/2 trials done · minimize eval_loss · best: trial 2" in str(sw.query_one("#sweep-title")
+                                                                                         .render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is scr)
+        table.move_cursor(row=2)
+        await pilot.press("w")
+        await pilot.pause()
+        assert app.screen is scr
