@@ -555,3 +555,82 @@ def test_default_run_names_carry_stage_and_method(make_app):
     job = JobConfig()
     job.values.update({"model.name_or_path": "Qwen/Qwen3-4B", "trainer.stage": "dpo", "trainer.training_type": "qlora"})
     assert default_run_name(job.resolved(), datetime(2026, 1, 2, 3, 4, 5)) == "ft_Qwen3-4B_dpo-qlora_20260102-030405"
+
+
+# ------------------------------------------------------------------ 9. progress, plots
+
+
+def test_worker_writes_progress_between_log_points(tmp_path, monkeypatch):
+    """The worker's EventCallback writes the step at each step's end, at most once a second."""
+    from transformers import TrainerState, TrainingArguments
+
+    import json
+
+    from engine.events import EventWriter
+    from engine.train.callbacks import EventCallback
+
+    ev = EventWriter(tmp_path / "events.jsonl")
+    cb = EventCallback(ev, {}, tmp_path)
+    state = TrainerState()
+    state.max_steps = 100
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    clock = [1000.0]
+    monkeypatch.setattr("engine.train.callbacks.time.monotonic", lambda: clock[0])
+    for step in range(1, 8):
+        state.global_step = step
+        cb.on_step_end(args, state, None)
+        clock[0] += 0.4
+    ev.close()
+    recs = [r for r in map(json.loads, (tmp_path / "events.jsonl").read_text().splitlines())
+            if r["kind"] == "progress"]
+    assert [r["step"] for r in recs] == [1, 4, 7] and recs[0]["total_steps"] == 100
+
+
+def test_progress_and_eta_from_the_first_steps():
+    from tui.widgets.metrics import RunState
+
+    st = RunState()
+    st.update([{"t": 100.0, "kind": "start", "step": 0, "total_steps": 100},
+               {"t": 110.0, "kind": "progress", "step": 10, "total_steps": 100}])
+    assert st.step == 10 and st.status == "running"
+    assert st.eta(110.0) == 90.0  # 10 steps in 10 s since the start: 90 s left
+    st.update([{"t": 115.0, "kind": "progress", "step": 20}])
+    assert st.step == 20 and st.eta(115.0) == 40.0  # from the pace between progress points
+
+
+def test_plots_have_a_minimum_y_span():
+    from tui.widgets.plotbuild import y_range
+
+    lo, hi = y_range(2.301, 2.302, 0.1)
+    assert abs((hi - lo) - 0.2302) < 1e-9 and lo < 2.301 and hi > 2.302  # a flat loss stays flat
+    assert y_range(0.5, 2.5, 0.1) == (0.5, 2.5)  # a real fall is drawn as it is
+    assert y_range(0.0, 0.0, 0.1) == (0.0, 0.0)
+
+
+async def test_dashboard_plots_share_the_x_range_and_dpo_plots_its_metrics(tmp_path):
+    import json
+
+    from tests.fake_run import harness_app, plots_settled, write_fake_run
+    from tui.screens.monitor import MonitorScreen
+
+    d = tmp_path / "runs" / "ft_dpo"
+    ev = write_fake_run(d, steps=40)
+    recs = [json.loads(x) for x in ev.read_text().splitlines()]
+    for r in recs:
+        if r["kind"] == "log":
+            s = r["step"]
+            r.update(rewards_chosen=0.01 * s, rewards_rejected=-0.01 * s, rewards_margins=0.02 * s,
+                     rewards_accuracies=min(1.0, 0.5 + s / 80))
+    ev.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    app = harness_app(lambda: MonitorScreen(d))
+    async with app.run_test(size=(120, 40)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded)
+        await wait_for(pilot, lambda: plots_settled(scr))
+        plots = [scr.query_one(f"#{i}") for i in ("plot-loss", "plot-lr", "plot-grad")]
+        assert plots[0].xlim is not None and all(p.xlim == plots[0].xlim for p in plots)
+        assert plots[1].plot_title.startswith("margin 0.8 · chosen 0.4 · rejected -0.4")
+        assert {ln.label for ln in plots[1].lines} == {"chosen", "rejected", "margin"}
+        assert plots[2].plot_title.startswith("accuracy")
+        text = screen_text(app)
+        assert "margin 0.8 · chosen 0.4" in text and "accuracy 1" in text
