@@ -634,3 +634,72 @@ async def test_dashboard_plots_share_the_x_range_and_dpo_plots_its_metrics(tmp_p
         assert plots[2].plot_title.startswith("accuracy")
         text = screen_text(app)
         assert "margin 0.8 · chosen 0.4" in text and "accuracy 1" in text
+
+
+# ------------------------------------------------------------------ smaller items
+
+
+def test_estimate_says_cpu_without_a_gpu_and_warns_past_the_models_context(monkeypatch):
+    """The real estimate: device auto on this machine without nvidia-smi is a CPU estimate; a max length past
+    the model's context (the tiny model's 512) is warned about."""
+    from engine.config import JobConfig
+    from tui.app import _estimate
+    from tui.screens.launch import estimate_text
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi
+    job = JobConfig()
+    job.values.update({"model.name_or_path": "finetui:tiny-llama", "general.max_sequence_length": 1024,
+                       "data.train_path": "finetui:samples/alpaca_en_demo.json"})
+    est = _estimate(job, num_examples=100)
+    assert est.on_cpu and est.notes[0].startswith("no GPU on this machine")
+    assert any("exceeds the model's context (512 tokens)" in n for n in est.notes)
+    from rich.console import Console
+
+    c = Console(width=120, record=True, file=open("/dev/null", "w"))
+    c.print(estimate_text(est))
+    text = c.export_text()
+    assert "Memory / rank (CPU)" in text and "exceeds the model's context" in text
+
+
+def test_catalog_lists_models_that_exist_and_a_legend_that_matches():
+    from engine import profiles as P
+    from tui.screens.model import catalog, catalog_legend
+
+    assert "meta-llama/Llama-3.2-8B-Instruct" not in catalog("fpt_pipeline")
+    assert "meta-llama/Llama-3.1-8B-Instruct" in catalog("fpt_pipeline")
+    assert catalog_legend("fpt_pipeline").startswith("● in the")
+    assert not P.get("native").models and "●" not in catalog_legend("native")
+
+
+async def test_file_picker_goes_up_hides_dot_folders_and_follows_a_typed_path(make_app, tmp_path, monkeypatch):
+    from tui.widgets.dialogs import FilePickerDialog
+
+    (tmp_path / "work" / "data").mkdir(parents=True)
+    (tmp_path / "work" / ".git").mkdir()
+    (tmp_path / "work" / "data" / "train.jsonl").write_text("{}\n")
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        picked: list = []
+        app.push_screen(FilePickerDialog("Pick", "."), picked.append)
+        await pilot.pause()
+        await pilot.pause()
+        tree = app.screen.query_one("#picker-tree")
+        await wait_for(pilot, lambda: len(tree.root.children) > 0)
+        names = {str(n.label) for n in tree.root.children}
+        assert "data" in names and ".git" not in names
+        await pilot.press("backspace")  # up to the parent
+        await pilot.pause()
+        assert Path(tree.path) == tmp_path
+        await wait_for(pilot, lambda: {"work", "other"} <= {str(n.label) for n in tree.root.children})
+        path = app.screen.query_one("#picker-path", Input)
+        path.focus()
+        await pilot.pause()
+        path.value = str(tmp_path / "work" / "data") + "/"
+        await pilot.pause()
+        assert Path(tree.path) == tmp_path / "work" / "data"
+        path.value = str(tmp_path / "work" / "data" / "train.jsonl")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert picked == [str(tmp_path / "work" / "data" / "train.jsonl")]

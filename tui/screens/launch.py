@@ -129,7 +129,7 @@ def estimate_text(est: Any) -> Any:
     if not notes:
         return t
     # what the stage and the data change (DPO's paired sequences, a reference model, packing): below the table
-    return Group(t, *(Text(f"· {n}", "dim") for n in notes))
+    return Group(t, *(Text(f"· {n}", "yellow" if n.startswith("⚠") else "dim") for n in notes))
 
 
 def _count(n: float) -> str:
