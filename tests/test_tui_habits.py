@@ -703,3 +703,38 @@ async def test_file_picker_goes_up_hides_dot_folders_and_follows_a_typed_path(ma
         await pilot.press("enter")
         await pilot.pause()
         assert picked == [str(tmp_path / "work" / "data" / "train.jsonl")]
+
+
+async def test_long_help_and_problems_are_not_cut_silently(make_app):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        # the base model's help is longer than the line: cut at a word, and "F1 for more"
+        line = str(app.helpbar.render())
+        assert line.endswith("… F1 for more") and len(line) <= 80
+        # a long problem on the launch step wraps over the lines it needs (up to 3)
+        app.apply_edit("general.learning_rate", 1.5)
+        await goto(pilot, "launch")
+        reason = app.query_one("#launch-reason")
+        await pilot.pause()
+        assert reason.size.height >= 2 and "learning_rate" in str(reason.render())
+
+
+def test_data_preview_labels_chosen_and_rejected_and_keeps_multiline_rows_aligned(tmp_path):
+    from rich.console import Console
+
+    from engine.data.check import check
+    from tui.screens.data import render_report
+
+    p = _write_jsonl(tmp_path / "pairs.jsonl", [{"instruction": "Two lines?", "chosen": "first line\nsecond line",
+                                               "rejected": "no"}])
+    rep = check(str(p), "preference", stage="dpo")
+    roles = [m["role"] for m in rep["preview"][0]["messages"]]
+    assert roles == ["user", "chosen", "rejected"]
+    c = Console(width=60, record=True, file=open("/dev/null", "w"))
+    c.print(render_report(rep))
+    lines = c.export_text().splitlines()
+    first = next(ln for ln in lines if "first line" in ln)
+    second = next(ln for ln in lines if "second line" in ln)
+    assert first.index("first line") == second.index("second line")  # the second line stays in its column
+    assert "   chosen │ first line" in first and any("rejected │ no" in ln for ln in lines)

@@ -42,6 +42,20 @@ def _where(r: dict[str, Any]) -> str:
     return f"{r.get('file', '')}:{r.get('line', '')}".strip(":")
 
 
+ROLE_STYLE = {"chosen": "bold green", "rejected": "bold red"}
+
+
+def preview_row(role: str, content: str) -> Table:
+    """One message of the preview: its role right-aligned in a column of its own, the text wrapped beside it
+    (a multi-line message stays in its column)."""
+    t = Table.grid(expand=True)
+    t.add_column(width=9, justify="right", no_wrap=True)
+    t.add_column(width=3, no_wrap=True)
+    t.add_column(ratio=1)
+    t.add_row(Text(role, ROLE_STYLE.get(role, "bold cyan")), Text(" │ ", "bold cyan"), Text(content))
+    return t
+
+
 def render_report(rep: dict[str, Any]) -> Group:
     """``finetui data check --json`` as the verdict, row counts, errors and warnings, the invalid
     rows (where, field, reason), token lengths and a preview of the rows as conversations."""
@@ -113,7 +127,7 @@ def render_report(rep: dict[str, Any]) -> Group:
                     if isinstance(m, dict):
                         role = str(m.get("role", m.get("from", "")))
                         content = str(m.get("content", m.get("value", "")))
-                        parts.append(Text.assemble((f"{role:>9} │ ", "bold cyan"), content[:300]))
+                        parts.append(preview_row(role, content[:300]))
             elif isinstance(conv, dict):
                 for k, v in list(conv.items())[:6]:
                     parts.append(Text.assemble((f"{k:>11} │ ", "bold cyan"), str(v)[:300]))

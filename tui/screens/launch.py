@@ -212,17 +212,17 @@ class LaunchPane(StepPane):
         btn.disabled = bool(probs) or self.app.launching or (host is not None and not host[0])  # type: ignore[attr-defined]
         reason = self.query_one("#launch-reason", Static)
         if probs:
-            t = Text(no_wrap=True, overflow="ellipsis")
+            t = Text(overflow="ellipsis")
             t.append(f"✗ {len(probs)} to fix: ", "bold")
             t.append(str(probs[0]))
             reason.update(t)
             reason.tooltip = "\n".join(str(p) for p in probs[:8])
         elif host is not None:
-            reason.update(Text(f"{'⚠' if host[0] else '✗'} {host[1]}", no_wrap=True, overflow="ellipsis"))
+            reason.update(Text(f"{'⚠' if host[0] else '✗'} {host[1]}", overflow="ellipsis"))
             reason.tooltip = host[1]
         else:
             warning = getattr(self.app, "model_warning", lambda j: None)(job)
-            reason.update(Text(f"⚠ {warning}", no_wrap=True, overflow="ellipsis") if warning
+            reason.update(Text(f"⚠ {warning}", overflow="ellipsis") if warning
                           else Text("✓ ready to launch", "bold"))
             reason.tooltip = warning
         reason.set_class(bool(probs) or (host is not None and not host[0]), "-invalid")
