@@ -179,6 +179,8 @@ async def test_open_config_missing_says_so(runs_dir):
         await _goto(pilot, scr, NAMES["failed"])
         await pilot.press("c")
         assert not opened
+        said = [n.message for n in app._notifications]
+        assert len(said) == 1 and "config.toml" in said[0] and NAMES["failed"] in said[0], said
 
 
 async def test_overlay_two_runs(runs_dir):
@@ -253,7 +255,7 @@ async def test_fits_80x24_without_horizontal_scrolling(runs_dir, theme):
 
 async def test_open_config_in_the_wizard_app(runs_dir):
     """With the real app: ctrl+r opens the runs screen; `c` loads the run's config as the wizard's job."""
-    app_mod = pytest.importorskip("tui.app")
+    import tui.app as app_mod
     app = app_mod.create_app(autosave=False, offer_restore=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()

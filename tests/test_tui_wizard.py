@@ -296,6 +296,9 @@ async def test_trainer_offers_only_valid_choices(make_app):
         await choose("#choice-method", "qlora")
         assert app.job.resolved()["runtime.quantization_bit"] == 4
         assert not [p for p in app.job.problems() if p.field == "runtime.quantization_bit"]
+        await choose("#choice-method", "lora")  # LoRA on a quantized base is QLoRA: lora drops the quantization
+        assert app.job.resolved()["runtime.quantization_bit"] == "none"
+        await choose("#choice-method", "qlora")
         await choose("#choice-method", "full")
         assert app.job.resolved()["runtime.quantization_bit"] == "none"
         # prompt tuning is ruled out for a preference trainer, with the reason
@@ -726,3 +729,46 @@ def test_gpu_memory_probe_reads_nvidia_smi_and_leaves_unknown_hosts_alone(tmp_pa
     assert A._gpu_memory("user@gpu-box:2222") == 24.0
     assert calls == [("user@gpu-box:2222", "nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits")]
     assert A._gpu_memory("down-box") is None  # no answer: no verdict, no error
+
+
+async def test_model_step_shows_the_details_config_json_gives(make_app, tmp_path):
+    """The model step with the real engine.modelinfo behind it: the built-in tiny model, a local folder with a
+    Qwen2.5-0.5B config.json (494M parameters, as published), and a folder without one (one sentence)."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from tests.fixtures_tui import FIXED_NOW, fake_data_check, fake_estimate
+    from tui.app import Services, _describe_model
+
+    def details() -> str:
+        con = Console(width=400, record=True, file=io.StringIO())
+        con.print(app.query_one("#model-info").details)
+        return con.export_text()
+
+    qwen = tmp_path / "Qwen2.5-0.5B-Instruct"
+    qwen.mkdir()
+    (qwen / "config.json").write_text(json.dumps({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+        "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+        "max_position_embeddings": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}))
+    empty = tmp_path / "no-config"
+    empty.mkdir()
+    services = Services(describe_model=_describe_model, estimate=fake_estimate, data_check=fake_data_check,
+                        start_run=lambda job: None, ssh_hosts=lambda: [], clock=lambda: FIXED_NOW)
+    app = make_app(services=services)
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "model")
+        await wait_for(pilot, lambda: "Architecture" in details())
+        text = details()
+        assert "LlamaForCausalLM" in text and "2 layers, hidden 64" in text and "512 tokens" in text
+        assert "built-in tiny model" in text
+        await type_into(pilot, "model.name_or_path", str(qwen))
+        await wait_for(pilot, lambda: "Qwen2ForCausalLM" in details())
+        text = details()
+        assert "494M" in text and "24 layers, hidden 896" in text and "32,768 tokens" in text, text
+        assert "q_proj" in text and str(qwen / "config.json") in text
+        await type_into(pilot, "model.name_or_path", str(empty))
+        await wait_for(pilot, lambda: "Cannot read config.json" in details())
+        assert details().strip() == f"Cannot read config.json: {empty}: no config.json found in this folder"

@@ -168,10 +168,12 @@ def data_check_command(job: JobConfig) -> list[str]:
     """The ``finetui data check … --json`` command line for the job: path, format, trainer, max
     length, allowed invalid share, the S3 connection (endpoint, region, the variables that hold the
     keys: the keys themselves go in the environment) and a tokenizer when one is at hand."""
+    from engine.launch.procs import module_argv
+
     res = job.resolved()
-    cmd = [sys.executable, "-m", "tui.cli", "data", "check", str(res["data.train_path"]),
-           "--format", str(res["data.format"]), "--trainer", str(res["trainer.stage"]),
-           "--max-length", str(res["general.max_sequence_length"]), "--json"]
+    cmd = module_argv(sys.executable, "tui.cli", "data", "check", str(res["data.train_path"]),
+                      "--format", str(res["data.format"]), "--trainer", str(res["trainer.stage"]),
+                      "--max-length", str(res["general.max_sequence_length"]), "--json")
     allow = res.get("data.allow_percentage_invalid_samples")
     if allow is not None:
         cmd += ["--allow-invalid", str(allow)]
@@ -895,6 +897,9 @@ class FinetuiApp(App[None]):
             job.unset(name)  # (a switch set back to its default leaves the preset)
         else:
             job.values[name] = value
+        note = job.redefaulted(res_before)  # another base model (or task type): its documented defaults
+        if note:
+            self.notify(note, title="Defaults for this model")
         # a field the edit hid, set explicitly, that now breaks a rule: drop it
         res = job.resolved()
         hidden = [n for n, f in FIELD_BY_NAME.items()

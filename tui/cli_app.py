@@ -5,8 +5,8 @@ when the arguments are only ``--demo`` / ``--preset``).  Headless commands call 
 Exit codes: 0 success; 1 the run failed / was stopped; 2 bad input (one clear
 line per problem, never a traceback); 130 interrupted.
 
-Each area registers its commands from ``tui/commands/<area>.py`` so the areas
-can grow independently.
+Each area registers its commands from ``tui/commands/<area>.py`` (listed in
+:func:`_register_areas`).
 """
 
 from __future__ import annotations
@@ -103,14 +103,8 @@ def show(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
 def _register_areas() -> None:
     import importlib
 
-    for mod in ("data", "train", "launch", "estimate", "interop", "generate"):
-        try:
-            m = importlib.import_module(f"tui.commands.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name == f"tui.commands.{mod}":
-                continue
-            raise
-        m.register(app)
+    for mod in ("data", "launch", "estimate", "interop", "generate"):
+        importlib.import_module(f"tui.commands.{mod}").register(app)
 
 
 _register_areas()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +221,8 @@ def open_feed(ref: Any) -> RunFeed:
     if f is not None and not isinstance(ref, LocalRunRef):
         src = f(ref)
     elif d is not None and not is_remote(ref):
+        if not d.is_dir():
+            raise FileNotFoundError(f"no run directory at {d}")
         src = LocalEventSource(d)
     else:
         raise FileNotFoundError(f"{run_name(ref)}: cannot read a remote run without engine.launch")
@@ -410,33 +411,13 @@ def _alive(d: Path) -> bool:
 
 
 def stop_run(ref: Any, grace: float = 15.0) -> str:
-    """Stop a run (SIGTERM to its process group, SIGKILL after ``grace``).  Blocks."""
+    """Stop a run (SIGTERM to its processes, SIGKILL after ``grace``: engine.launch.stop_run).  Blocks."""
     f = _fn("stop_run")
     if f is not None:
         return str(f(ref, grace=grace))
-    d = run_dir(ref)
-    if d is None or is_remote(ref):
-        raise RuntimeError(f"{run_name(ref)}: cannot stop a remote run without engine.launch")
-    info = _launch_info(d)
-    pgid = info.get("pgid")
-    if not isinstance(pgid, int):
-        raise RuntimeError(f"{d / 'launch.json'}: no process group recorded")
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return "not running"
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return "stopped"
-        time.sleep(0.2)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return "killed"
+    # a recorded pid or process group proves nothing (pids are reused): only engine.launch, which finds the run's
+    # processes by its token, may signal them
+    raise RuntimeError(f"{run_name(ref)}: cannot stop a run without engine.launch")
 
 
 def resume_run(ref: Any, runs_dir: str | os.PathLike[str] = "runs") -> tuple[Any, dict[str, Any]]:

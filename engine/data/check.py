@@ -163,7 +163,7 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
     csample: list[int] = []
     i = 0
     try:
-        for loc, row in scan_all(srcs, counts, materialize_images=False):
+        for loc, row in scan_all(srcs, counts, materialize_images=False, stage=stage):
             texts = row_texts(row)
             if any(not t.strip() for t in texts):
                 empty += 1

@@ -134,9 +134,25 @@ def _turn(t: Any, i: int, key: str) -> tuple[str, str, str]:
     role, content = t[rk], t[ck]
     if not isinstance(role, str) or role not in ROLE_MAP:
         raise RowError(where + rk, f"turn {i + 1}: unknown role `{role}` (allowed: {', '.join(ROLE_MAP)})")
+    if isinstance(content, list) and content and all(isinstance(p, dict) for p in content):  # typed parts (LLaMA-Factory v1, OpenAI): [{"type": "text", "value": ...}]
+        content = _text_parts(content, i, where + ck)
     if not isinstance(content, str):
         raise RowError(where + ck, f"turn {i + 1}: `{ck}` must be a string, not {_tname(content)}")
     return role, ROLE_MAP[role], content
+
+
+def _text_parts(parts: list, i: int, where: str) -> str:
+    """A turn's content given as typed parts → its text; only text parts are read here."""
+    texts = []
+    for j, p in enumerate(parts):
+        if not isinstance(p, dict) or p.get("type", "text") != "text":
+            kind = p.get("type") if isinstance(p, dict) else _tname(p)
+            raise RowError(f"{where}[{j}]", f"turn {i + 1}: content part {j + 1} is `{kind}`; only text parts are read")
+        v = p.get("value", p.get("text"))
+        if not isinstance(v, str):
+            raise RowError(f"{where}[{j}]", f"turn {i + 1}: content part {j + 1} has no text (`value` or `text`)")
+        texts.append(v)
+    return "".join(texts)
 
 
 def _conversation(obj: dict, *, end: str = "assistant") -> tuple[list[dict], str]:
@@ -206,6 +222,12 @@ def _tools(obj: dict) -> str | None:
 
 def sharegpt(obj: Any, images: ImageLookup | None = None) -> dict:
     obj = _row_obj(obj)
+    if "chosen" in obj and "rejected" in obj:  # a pair read as a plain conversation: say what it is
+        try:
+            _conversation(obj)
+        except RowError as e:
+            raise RowError(e.field, f"{e.reason} (a preference pair with chosen / rejected replies: it trains the dpo "
+                           "or reward trainer)") from None
     msgs, _ = _conversation(obj)
     row: dict = {"messages": msgs}
     tools = _tools(obj)
@@ -384,8 +406,27 @@ def _prompt(obj: dict) -> list[dict]:
     raise RowError("instruction", "missing key `instruction` (or `conversations` / `prompt`)")
 
 
+def _message_pair(obj: dict) -> dict:
+    """LLaMA-Factory v1 pairs: ``chosen_messages`` / ``rejected_messages``, two whole conversations that share
+    their prompt and differ in the last (the model's) turn."""
+    conv = {}
+    for key in ("chosen_messages", "rejected_messages"):
+        if key not in obj:
+            raise RowError(key, f"missing key `{key}`")
+        msgs, _ = _conversation({"messages": obj[key]})
+        conv[key] = msgs
+    ch, rj = conv["chosen_messages"], conv["rejected_messages"]
+    if ch[:-1] != rj[:-1]:
+        raise RowError("rejected_messages", "`chosen_messages` and `rejected_messages` differ before their last turn")
+    if ch[-1]["content"] == rj[-1]["content"]:
+        raise RowError("rejected_messages", "`chosen` and `rejected` are the same")
+    return {"prompt": ch[:-1], "chosen": [ch[-1]], "rejected": [rj[-1]]}
+
+
 def preference(obj: Any, images: ImageLookup | None = None) -> dict:
     obj = _row_obj(obj)
+    if "chosen_messages" in obj or "rejected_messages" in obj:
+        return _message_pair(obj)
     prompt = _prompt(obj)
     chosen = _answer(obj, "chosen")
     rejected = _answer(obj, "rejected")
@@ -421,6 +462,18 @@ NORMALIZERS: dict[str, Callable[[Any, Optional[ImageLookup]], dict]] = {
     "preference": preference,
     "kto": kto,
 }
+
+
+#: stages trained on pairs: there, sharegpt rows are conversations with chosen / rejected replies (LLaMA-Factory's
+#: `ranking: true` sharegpt data sets; the FPT pipeline's DPO reads ShareGPT)
+PAIRED_STAGES = ("dpo", "reward")
+
+
+def normalizer(fmt: str, stage: str | None = None) -> Callable[[Any, Optional[ImageLookup]], dict]:
+    """The normaliser rows of ``fmt`` are read with for ``stage``."""
+    if fmt == "sharegpt" and stage in PAIRED_STAGES:
+        return preference
+    return NORMALIZERS[fmt]
 
 
 def row_texts(row: dict) -> list[str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine.events import EVENTS_FILE, parse_lines
+from engine.safeio import atomic_write
 
 LAUNCH_FILE = "launch.json"
 REMOTE_FILE = "remote.json"
@@ -106,9 +107,7 @@ def valid_name(name: str) -> bool:
 # ------------------------------------------------------------------ json files
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, default=str))
 
 
 def read_json(path: Path) -> dict[str, Any]:

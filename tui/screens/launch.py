@@ -221,10 +221,11 @@ class LaunchPane(StepPane):
             reason.update(Text(f"{'⚠' if host[0] else '✗'} {host[1]}", overflow="ellipsis"))
             reason.tooltip = host[1]
         else:
-            warning = getattr(self.app, "model_warning", lambda j: None)(job)
+            notes = list(job.notes)  # an import dropped something that changes the training: said first
+            warning = notes[0] if notes else getattr(self.app, "model_warning", lambda j: None)(job)
             reason.update(Text(f"⚠ {warning}", overflow="ellipsis") if warning
                           else Text("✓ ready to launch", "bold"))
-            reason.tooltip = warning
+            reason.tooltip = "\n".join(notes) or warning
         reason.set_class(bool(probs) or (host is not None and not host[0]), "-invalid")
 
     def update_estimate(self, job: JobConfig) -> None:

@@ -120,8 +120,9 @@ def compute_states(job: JobConfig) -> tuple[dict[str, Any], dict[str, FieldState
         if cur is None or (cur.severity == "warning" and p.severity == "error"):
             first[p.field] = p
     states = {}
+    md = job.model_defaults(res)  # the profile's defaults for this base model, where it has some
     for name, f in FIELD_BY_NAME.items():
-        default = spec(name, job.profile).default
+        default = md[name] if name in md else spec(name, job.profile).default
         states[name] = FieldState(
             value=res[name],
             visible=f.is_visible(res) or name in job.values and first.get(name) is not None,
