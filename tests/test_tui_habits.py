@@ -74,15 +74,15 @@ async def test_open_dialog_imports_a_llamafactory_yaml_and_keeps_every_note(make
         assert panel.display and len(panel.notes) >= 2
         text = screen_text(app)
         # every note is on screen, not one in a toast: the ignored keys and the converted template
-        for key in ("preprocessing_num_workers", "ddp_timeout", "plot_loss", "qwen3_nothink"):
+        for key in ("preprocessing_num_workers", "plot_loss", "qwen3_nothink", "dataset_info.json"):
             assert key in text, key
         # still there after moving around the wizard, until dismissed
         await pilot.press("ctrl+n")
         await pilot.pause()
-        assert panel.display and "ddp_timeout" in screen_text(app)
+        assert panel.display and "plot_loss" in screen_text(app)
         await pilot.click("#notes-dismiss")
         await pilot.pause()
-        assert not panel.display and "ddp_timeout" not in screen_text(app)
+        assert not panel.display and "plot_loss" not in screen_text(app)
 
 
 async def test_open_path_tells_kinds_apart_and_says_why_not(make_app, tmp_path):
@@ -142,7 +142,7 @@ def test_cli_preset_of_another_tool_opens_imported_with_its_notes(tmp_path, tui_
     async def run() -> None:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
-            assert app.dirty and app.notes.display and "ddp_timeout" in screen_text(app)
+            assert app.dirty and app.notes.display and "plot_loss" in screen_text(app)
 
     asyncio.run(run())
 
