@@ -631,7 +631,8 @@ async def test_dashboard_plots_share_the_x_range_and_dpo_plots_its_metrics(tmp_p
         assert plots[0].xlim is not None and all(p.xlim == plots[0].xlim for p in plots)
         assert plots[1].plot_title.startswith("margin 0.8 · chosen 0.4 · rejected -0.4")
         assert {ln.label for ln in plots[1].lines} == {"chosen", "rejected", "margin"}
-        assert plots[2].plot_title.startswith("accuracy")
+        assert plots[2].plot_title.startswith("accuracy") and plots[2].ylim == (0.0, 1.0)
+        assert plots[1].min_abs > 0  # rewards near zero: noise is not drawn as a trend
         text = screen_text(app)
         assert "margin 0.8 · chosen 0.4" in text and "accuracy 1" in text
 
@@ -738,3 +739,10 @@ def test_data_preview_labels_chosen_and_rejected_and_keeps_multiline_rows_aligne
     second = next(ln for ln in lines if "second line" in ln)
     assert first.index("first line") == second.index("second line")  # the second line stays in its column
     assert "   chosen │ first line" in first and any("rejected │ no" in ln for ln in lines)
+
+
+def test_rewards_near_zero_are_drawn_flat_and_accuracy_on_its_whole_range():
+    from tui.widgets.plotbuild import y_range
+
+    lo, hi = y_range(-0.004, -0.0001, 0.1, 0.1)
+    assert hi - lo >= 0.1 - 1e-12

@@ -85,6 +85,9 @@ class FeedProblem(Message):
         self.lost = lost
 
 
+PREFERENCE_MIN_SPAN = 0.1  # rewards start near zero: a smaller y-span would draw noise as a trend
+
+
 def preference_lines(st: RunState) -> list[tuple[str, list[Any]]]:
     """The two side plots of a preference (DPO / KTO) or reward run: (title, lines) each — the rewards of the
     chosen and rejected answers with their margin, then the accuracy (chosen rewarded above rejected)."""
@@ -406,6 +409,7 @@ class MonitorScreen(QuietScreen):
             side = preference_lines(st)
             lr.set_lines(side[0][1], title=side[0][0])
             gn.set_lines(side[1][1], title=side[1][0])
+            lr.min_abs, gn.ylim = PREFERENCE_MIN_SPAN, (0.0, 1.0)
         else:
             lx, ly = st.lr_series.points()
             lr.set_lines([Line("", lx, ly, "success")], title=f"learning rate {fmt_num(st.lr)}")

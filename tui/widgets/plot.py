@@ -76,6 +76,8 @@ class MetricPlot(PlotextPlot):
         self.int_x = True  # x is a step count
         self.xlim: tuple[float, float] | None = None  # set by the dashboard: the same x-range on every plot
         self.min_span = MIN_Y_SPAN
+        self.min_abs = 0.0  # and at least this much (values near zero: rewards)
+        self.ylim: tuple[float, float] | None = None  # a bounded quantity's whole range (an accuracy: 0 to 1)
         self._has_data = False
         self._cache: tuple | None = None  # (key, Text)
         self._inflight: tuple | None = None
@@ -127,6 +129,8 @@ class MetricPlot(PlotextPlot):
             "int_x": self.int_x,
             "xlim": self.xlim,
             "min_span": self.min_span,
+            "min_abs": self.min_abs,
+            "ylim": self.ylim,
             "lines": [(ln.label, list(ln.xs), list(ln.ys), self._rgb(ln.color), ln.marker) for ln in self.lines],
             "theme": self._get_plotext_theme_name(self.app.theme),
         }

@@ -33,10 +33,10 @@ def int_ticks(lo: float, hi: float, n: int) -> list[float]:
         mag *= 10
 
 
-def y_range(lo: float, hi: float, min_span: float) -> tuple[float, float]:
-    """[lo, hi] widened about its middle to at least ``min_span`` of the largest magnitude (a fraction): a loss
-    that moves in its fourth digit is drawn flat, not as a cliff."""
-    need = min_span * max(abs(lo), abs(hi))
+def y_range(lo: float, hi: float, min_span: float, min_abs: float = 0.0) -> tuple[float, float]:
+    """[lo, hi] widened about its middle to at least ``min_span`` of the largest magnitude (a fraction), and at
+    least ``min_abs``: a loss that moves in its fourth digit, or rewards near zero, are drawn flat, not as cliffs."""
+    need = max(min_span * max(abs(lo), abs(hi)), min_abs)
     if hi - lo >= need or need <= 0:
         return lo, hi
     mid = (lo + hi) / 2
@@ -71,7 +71,9 @@ def build_ansi(plt: Any, width: int, height: int, spec: dict) -> str:
         plt.xlim(*xlim)
         xs_all.extend(xlim)
     if ys_all:
-        lo, hi = y_range(min(ys_all), max(ys_all), spec.get("min_span", 0.0))
+        lo, hi = y_range(min(ys_all), max(ys_all), spec.get("min_span", 0.0), spec.get("min_abs", 0.0))
+        if spec.get("ylim"):  # a bounded quantity (an accuracy): its whole range
+            lo, hi = min(lo, spec["ylim"][0]), max(hi, spec["ylim"][1])
         if (lo, hi) != (min(ys_all), max(ys_all)):
             plt.ylim(lo, hi)
     if xs_all and spec["int_x"]:
