@@ -244,7 +244,7 @@ async def test_data_step_tells_the_format_from_the_first_rows(make_app, tmp_path
         await pilot.pause()
         text = str(app.query_one("#data-detect-text").render())
         assert "look like preference data, not alpaca" in text
-        assert "dpo" in text  # the sft trainer cannot use it: said
+        assert "It trains dpo, kto or reward, not sft" in text  # the sft trainer cannot use it: said
         use = app.query_one("#data-use-format", Button)
         assert str(use.label) == "Use preference"
         await pilot.click("#data-use-format")
@@ -739,6 +739,11 @@ def test_data_preview_labels_chosen_and_rejected_and_keeps_multiline_rows_aligne
     second = next(ln for ln in lines if "second line" in ln)
     assert first.index("first line") == second.index("second line")  # the second line stays in its column
     assert "   chosen │ first line" in first and any("rejected │ no" in ln for ln in lines)
+    # checked as alpaca: the form's words, not the CLI's
+    rep = check(str(p), "alpaca")
+    c = Console(width=100, record=True, file=open("/dev/null", "w"))
+    c.print(render_report(rep))
+    assert "this looks like preference data: set Data format to preference" in c.export_text()
 
 
 def test_rewards_near_zero_are_drawn_flat_and_accuracy_on_its_whole_range():

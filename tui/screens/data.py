@@ -77,10 +77,15 @@ def render_report(rep: dict[str, Any]) -> Group:
             t.append(f" ({rows['invalid_pct']:.1f}%" + (f", {allowed:g}% allowed)" if allowed is not None else ")"),
                      "dim")
         parts.append(t)
+    def here(line: str) -> str:  # the CLI's advice, said as the form's
+        if line == rep.get("hint"):
+            return line.replace("use --format ", "set Data format to ")
+        return line
+
     for e in rep.get("errors") or []:
-        parts.append(Text(f"✗ {e}", "red"))
+        parts.append(Text(f"✗ {here(e)}", "red"))
     for w in rep.get("warnings") or []:
-        parts.append(Text(f"⚠ {w}", "yellow"))
+        parts.append(Text(f"⚠ {here(w)}", "yellow"))
     if rep.get("message"):
         parts.append(Text(str(rep["message"])))
     bad = next((rep[k] for k in ("invalid_rows", "invalid", "problems") if isinstance(rep.get(k), list)), [])
@@ -234,7 +239,8 @@ class DataPane(StepPane):
             t.append(f"⚠ The first rows look like {FORMAT_WORDS.get(found, found)}, not {fmt}.", "bold")
             stages = [st for st in STAGES if found in allowed_formats(st, self.app.job.profile)]  # type: ignore[attr-defined]
             if stages and stage not in stages:
-                t.append(f" It trains {' or '.join(stages)}, not {stage}: choose it in the Trainer step too.")
+                which = stages[0] if len(stages) == 1 else f"{', '.join(stages[:-1])} or {stages[-1]}"
+                t.append(f" It trains {which}, not {stage}: choose the trainer in the Trainer step too.")
             self.query_one("#data-use-format", Button).label = f"Use {found}"
         for k, use in extra_keys(self._suggested or fmt, rows).items():
             t.append(("\n" if t.plain else "") + f"key `{k}`: {use}", "dim")
