@@ -82,8 +82,10 @@ def runs_where(job: JobConfig, res: dict[str, Any], default_name: str) -> Text:
     if is_remote_job(res):
         t.append(f"{res.get('launch.host')}:{res.get('launch.remote_workdir') or '~/finetui-runs'}/{name}/")
         return t
+    from tui.widgets.dialogs import short_path
+
     where = state.runs_dir(job)
-    t.append(f"{Path(where).expanduser().resolve()}/{name}/")
+    t.append(f"{short_path(str(Path(where).expanduser().resolve()))}/{name}/")
     if os.environ.get("FINETUI_RUNS_DIR"):
         t.append(f"  ($FINETUI_RUNS_DIR; the job says {res.get('launch.runs_dir') or 'runs'})", "dim")
     return t

@@ -303,14 +303,13 @@ class SavePresetDialog(Dialog):
 
 
 KEYS_HELP = """\
-Tab / Shift+Tab   next / previous field (typing replaces the value)
-Ctrl+N / Ctrl+B   next / previous step   (or click a step; Esc: back)
-F1                help for the focused field (? too, outside text fields)
-Ctrl+S / Ctrl+O   save / open a preset, or import another tool's config
-Ctrl+T            the job as TOML (again: back to the form)
-Ctrl+L            the launch step's review; again there: launch
-Ctrl+R            runs
-Ctrl+P            command palette (every action)
+Tab / Shift+Tab   next / previous field (typing replaces it)
+Ctrl+N / Ctrl+B   next / previous step (Esc: back a step)
+F1                help (? too, outside text fields)
+Ctrl+O / Ctrl+S   open or import / save or export
+Ctrl+T            the job as TOML (again: the form)
+Ctrl+L            the launch step's review; again: launch
+Ctrl+R            runs          Ctrl+P   every action
 q / Ctrl+Q        quit (asks when there are unsaved changes)"""
 
 
