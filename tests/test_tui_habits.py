@@ -751,3 +751,20 @@ def test_rewards_near_zero_are_drawn_flat_and_accuracy_on_its_whole_range():
 
     lo, hi = y_range(-0.004, -0.0001, 0.1, 0.1)
     assert hi - lo >= 0.1 - 1e-12
+
+
+def test_a_bare_config_argument_opens_the_tui_on_it(tmp_path):
+    """`finetui qwen3_lora_dpo.yaml` opens the TUI on the import (as `finetui job.toml` does); a file that is no
+    job says why in one line, exit 2 (the typer path, as a preset that does not load)."""
+    import subprocess
+    import sys
+
+    from tui.cli import _as_options, _tui_args
+
+    assert _tui_args(["qwen3_lora_dpo.yaml"]).preset == "qwen3_lora_dpo.yaml"
+    assert _as_options(["x.json"]) == ["--preset", "x.json"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_name_or_path: [unclosed\n")
+    p = subprocess.run([sys.executable, "-m", "tui.cli", "--preset", str(bad)], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "bad.yaml" in p.stderr
