@@ -768,3 +768,26 @@ def test_a_bare_config_argument_opens_the_tui_on_it(tmp_path):
     p = subprocess.run([sys.executable, "-m", "tui.cli", "--preset", str(bad)], capture_output=True, text=True,
                        timeout=60, stdin=subprocess.DEVNULL)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "bad.yaml" in p.stderr
+
+
+async def test_f1_on_a_dashboard_lists_its_keys_and_q_leaves_it(tmp_path, tui_state):
+    from tests.fake_run import write_fake_run
+    from tui.app import create_app
+    from tui.screens.monitor import MonitorScreen
+    from tui.widgets.dialogs import HelpDialog
+
+    d = tmp_path / "runs" / "ft_done"
+    write_fake_run(d, steps=20)
+    app = create_app(attach=d, autosave=False, offer_restore=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.loaded)
+        await pilot.press("f1")
+        await pilot.pause()
+        text = screen_text(app)
+        assert isinstance(app.screen, HelpDialog) and "Search log" in text and "Try the model" in text
+        assert "d / Esc / q" in text and "Ctrl+N" not in text
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("q")  # back to the runs screen under it, the app still running
+        await pilot.pause()
+        assert not isinstance(app.screen, MonitorScreen) and app.is_running
