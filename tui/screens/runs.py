@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Static
 from tui import runsource
 from tui.runsource import RunRow
 from tui.screens.base import QuietScreen
+from tui.keys import copy_path
 from tui.screens.sweep import name_cell
 from tui.widgets.keybar import KeyBar
 from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
@@ -72,6 +73,7 @@ class RunsScreen(QuietScreen):
         Binding("space", "mark", "Mark"),
         Binding("o", "overlay", "Overlay"),
         Binding("w", "sweep", "Sweep", show=False),
+        Binding("y", "copy_path", "Copy path", show=False),
         Binding("r", "refresh", "Refresh", show=False),
         Binding("escape,q", "back", "Back", show=False),
     ]
@@ -292,6 +294,12 @@ class RunsScreen(QuietScreen):
             return
         rows = [next(r for r in self.rows if self.key(r) == k) for k in keys[:2]]
         self.app.push_screen(OverlayScreen([(r.name, self._ref(r)) for r in rows]))
+
+    def action_copy_path(self) -> None:
+        r = self.current()
+        d = runsource.run_dir(self._ref(r)) if r is not None else None
+        if d is not None:
+            copy_path(self, d)
 
     def action_sweep(self) -> None:
         r = self.current()
