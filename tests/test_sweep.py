@@ -267,25 +267,15 @@ def test_stop_a_sweep_stops_its_running_trial_and_starts_no_more(tmp_path, tiny_
 
 
 async def test_the_runs_screen_groups_a_sweeps_trials_marks_the_best_and_shows_its_table(tmp_path, monkeypatch):
-    from engine import sweep as S
-    from tests.fake_run import T0, harness_app, wait_for, write_fake_run
+    from tests.fake_run import T0, harness_app, wait_for, write_fake_run, write_fake_sweep
     from tui.screens.runs import RunsScreen
     from tui.screens.sweep import SweepScreen
 
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "runs"
-    write_fake_run(runs / "sw_x-t01", steps=20, t0=T0)
-    write_fake_run(runs / "ft_other", steps=20, t0=T0 + 1800, seed=1)
-    write_fake_run(runs / "sw_x-t02", steps=20, t0=T0 + 3600, outcome="early_stopped", end_at=12, seed=2)
-    (runs / "sw_x").mkdir()
-    S._write(runs / "sw_x", {
-        "name": "sw_x", "created": T0, "runs_dir": str(runs), "objective": "eval_loss", "goal": "minimize",
-        "status": "completed", "driver": {},
-        "spec": {"method": "grid", "parameters": {"general.learning_rate": [0.001, 0.01]}},
-        "trials": [{"index": 1, "values": {"general.learning_rate": 0.001}, "run": "sw_x-t01", "status": "completed",
-                    "objective": 2.0},
-                   {"index": 2, "values": {"general.learning_rate": 0.01}, "run": "sw_x-t02",
-                    "status": "early_stopped", "objective": 1.5}]})
+    write_fake_sweep(runs, "sw_x", [({"general.learning_rate": 0.001}, "completed", 2.0),
+                                    ({"general.learning_rate": 0.01}, "early_stopped", 1.5)], t0=T0)
+    write_fake_run(runs / "ft_other", steps=20, t0=T0 + 1800, seed=9)
     app = harness_app(lambda: RunsScreen("runs", clock=lambda: T0 + 20_000, auto_refresh=False))
     async with app.run_test(size=(120, 30)) as pilot:
         scr = app.screen
@@ -305,8 +295,7 @@ async def test_the_runs_screen_groups_a_sweeps_trials_marks_the_best_and_shows_i
         sw = app.screen
         t = sw.query_one("#sweep-table")
         rows = [[str(c) for c in t.get_row_at(i)] for i in range(t.row_count)]
-        assert rows == [["", "1", "sw_x-t01", "completed", "0.001", "2.0000"],
-                        ["★", "2", "sw_x-t02", "early_stopped", "0.01", "1.5000"]]
+        assert rows == [["", "1", "completed", "0.001", "2.0000"], ["★", "2", "early_stopped", "0.01", "1.5000"]]
         assert "completed, 2/2 trials done · minimize eval_loss · best: trial 2" in str(sw.query_one("#sweep-title")
                                                                                          .render())
         await pilot.press("escape")

@@ -83,10 +83,11 @@ class SweepScreen(QuietScreen, ModalScreen[None]):
         b = S.best(self.rec)
         t = self.query_one("#sweep-table", DataTable)
         t.clear(columns=True)
-        for i, h in enumerate(head):
-            t.add_column(h, key=f"c{i}")
+        keep = [i for i, h in enumerate(head) if h != "run"]  # (a trial's run is <sweep>-tNN: the title names it)
+        for i in keep:
+            t.add_column(head[i], key=f"c{i}")
         for row in rows:
-            t.add_row(*([BEST if row[0] else ""] + row[1:]), key=row[1])
+            t.add_row(*[(BEST if row[0] else "") if i == 0 else row[i] for i in keep], key=row[1])
         n = len(rows)
         done = sum(1 for x in self.rec.get("trials", []) if x.get("status") in S.TRIAL_DONE)
         self.query_one("#sweep-title", Static).update(
