@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures_train import train_env
+from tests.fixtures_tui import make_app, tui_state  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -304,3 +305,57 @@ async def test_the_runs_screen_groups_a_sweeps_trials_marks_the_best_and_shows_i
         await pilot.press("w")
         await pilot.pause()
         assert app.screen is scr
+
+
+def test_a_trial_that_fails_is_recorded_and_the_sweep_goes_on(tmp_path):
+    """With the launch tests' stand-in worker (no torch): trial 2's worker cannot start; trials 1 and 3 run."""
+    from tests.fixtures_launch import fake_worker_argv
+
+    p = preset(tmp_path, '[sweep]\nobjective = "loss"\n[sweep.parameters]\n"general.learning_rate" = [1e-3, 2e-3, 3e-3]\n')
+    runs = tmp_path / "runs"
+    env_cli = subprocess.run([sys.executable, "-m", "tui.cli", "sweep", str(p), "--runs-dir", str(runs)],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT, env={**train_env(),
+                             "FINETUI_WORKER_ARGV": fake_worker_argv(5, 0.05, 1, "--fail-if-dir-endswith=-t02")})
+    assert env_cli.returncode == 0, env_cli.stdout + env_cli.stderr
+    d = next(x for x in runs.iterdir() if (x / "sweep.json").exists())
+    rec = json.loads((d / "sweep.json").read_text())
+    assert [t["status"] for t in rec["trials"]] == ["completed", "failed", "completed"]
+    assert rec["status"] == "completed"
+    # the objective "loss": the last training loss of each finished trial; the best is the lowest
+    scored = {t["index"]: t["objective"] for t in rec["trials"] if t["objective"] is not None}
+    assert set(scored) == {1, 3} and rec["best"] == min(scored, key=scored.get)
+    assert f"trial 2/3 {d.name}-t02 (general.learning_rate=0.002): failed" in env_cli.stdout
+
+
+async def test_launch_sweep_in_the_tui_checks_the_trials_then_starts_the_driver(make_app, tmp_path, monkeypatch):
+    from engine import presets
+    from tests.fake_run import wait_for
+    from tests.fixtures_launch import fake_worker_argv
+    from tui.screens.runs import RunsScreen
+
+    monkeypatch.setenv("FINETUI_WORKER_ARGV", fake_worker_argv(3, 0.05, 1))
+    monkeypatch.setenv("FINETUI_RUNS_DIR", str(tmp_path / "runs"))
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        app.action_launch_sweep()  # the demo job has no [sweep]: said, nothing started
+        await pilot.pause()
+        assert any(n.title == "No sweep" for n in app._notifications)
+        bad = presets.loads(presets.dumps(app.job) + '\n[sweep]\n[sweep.parameters]\n"adapter.lora_rank" = [4, 0]\n')
+        app.set_job(bad)
+        app.action_launch_sweep()
+        await pilot.pause()
+        assert any(n.title == "Cannot start the sweep: 1 to fix" and n.message.startswith(
+            "trial 2 (adapter.lora_rank=0): adapter.lora_rank: ") for n in app._notifications)
+        assert not (tmp_path / "runs").exists()
+        good = presets.loads(presets.dumps(app.job).replace('"adapter.lora_rank" = [\n    4,\n    0,\n]',
+                                                             '"adapter.lora_rank" = [4, 8]'))
+        assert good.sweep["parameters"]["adapter.lora_rank"] == {"values": [4, 8]}
+        app.set_job(good)
+        app.action_launch_sweep()
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), timeout=30)
+        d = next((tmp_path / "runs").iterdir())
+        await wait_for(pilot, lambda: json.loads((d / "sweep.json").read_text()).get("status") == "completed",
+                       timeout=120)
+        rec = json.loads((d / "sweep.json").read_text())
+        assert [t["status"] for t in rec["trials"]] == ["completed", "completed"]

@@ -291,6 +291,7 @@ class FinetuiCommands(Provider):
             ("Next step", "the wizard's next step", app.action_next_step),
             ("Previous step", "the wizard's previous step", app.action_prev_step),
             ("Launch", "start the run (when the job validates)", app.action_launch),
+            ("Launch sweep", "the job's [sweep] table: its trials one after another", app.action_launch_sweep),
             ("Runs", "runs started from this machine", app.action_runs),
             ("Toggle theme", "light / dark", app.action_toggle_theme),
             ("Show TOML", "the job as a TOML editor, synced with the form", app.action_show_toml),
@@ -922,7 +923,8 @@ class FinetuiApp(App[None]):
     def _toml_edited(self, event: TomlEdited) -> None:
         event.stop()
         new = event.job
-        if new.profile == self.job.profile and new.values == self.job.values and new.name == self.job.name:
+        if new.profile == self.job.profile and new.values == self.job.values and new.name == self.job.name \
+                and new.sweep == self.job.sweep:
             return
         self.set_job(new)
 
@@ -1260,6 +1262,12 @@ class FinetuiApp(App[None]):
                                        id="quit-dialog", no="discard"), answered)
 
     # -- runs / launch ------------------------------------------------------------
+    def action_launch_sweep(self) -> None:
+        """The job's [sweep]: every trial checked, then the sweep's driver started (tui/screens/sweep.py)."""
+        from tui.screens.sweep import launch_sweep
+
+        launch_sweep(self)
+
     def action_runs(self) -> None:
         from tui.screens.runs import RunsScreen
 

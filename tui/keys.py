@@ -45,6 +45,7 @@ ACTIONS: dict[str, str] = {
     "quit": "quit",
     "copy_job": "copy the job as TOML to the clipboard",
     "copy_command": "copy the command that launches the job",
+    "launch_sweep": "start the job's [sweep]",
     # the runs screen
     "attach": "a run's dashboard",
     "stop": "stop the run (or sweep)",
@@ -63,7 +64,7 @@ ACTIONS: dict[str, str] = {
     "try_model": "try the finished model",
 }
 #: app actions that have no key by default: a [keys] entry binds them
-UNBOUND = ("copy_job", "copy_command")
+UNBOUND = ("copy_job", "copy_command", "launch_sweep")
 _KEY = re.compile(r"^[a-z0-9_+\-]+$")
 
 

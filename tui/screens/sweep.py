@@ -124,3 +124,36 @@ class SweepScreen(QuietScreen, ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+def launch_sweep(app: Any) -> None:
+    """Start the app's job's ``[sweep]`` (Launch sweep in the palette): the base job and every trial are checked
+    first (the first problem said, nothing started), then the driver starts detached in a thread and the runs
+    screen opens, where the trials appear as they start."""
+    from engine import sweep as S
+    from tui import state
+
+    job = app.job
+    if not job.sweep:
+        app.notify("This job has no [sweep] table. Add one in the TOML view (Ctrl+T), e.g. [sweep.parameters] "
+                   "\"general.learning_rate\" = [1e-4, 1e-3]", title="No sweep", severity="warning", timeout=8)
+        return
+    probs = [str(p) for p in job.problems()] or S.trial_problems(job)
+    if probs:
+        app.notify(probs[0], title=f"Cannot start the sweep: {len(probs)} to fix", severity="error", timeout=8)
+        return
+    n = len(S.trials(job))
+    runs_dir = state.runs_dir(job)
+
+    def start() -> None:
+        try:
+            d = S.start(job.copy(), runs_dir=runs_dir)
+        except Exception as e:  # noqa: BLE001 - said in a notification
+            app.call_from_thread(app.notify, str(e).splitlines()[0], title="The sweep did not start",
+                                 severity="error", timeout=8)
+            return
+        app.call_from_thread(app.notify, f"Started sweep {d.name}: {n} trials, one after another. It goes on when "
+                                         f"you close finetui; w on a trial shows the sweep.", timeout=8)
+        app.call_from_thread(app.action_runs)
+
+    app.run_worker(start, thread=True, group="sweep-start", exit_on_error=False)
