@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.fake_run import T0, wait_for, write_fake_run
-from tests.fixtures_tui import make_app, tui_state  # noqa: F401  (fixtures)
 
 
 def write_config(tmp_path: Path, monkeypatch, text: str) -> Path:

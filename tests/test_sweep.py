@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures_train import train_env
-from tests.fixtures_tui import make_app, tui_state  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -359,3 +358,28 @@ async def test_launch_sweep_in_the_tui_checks_the_trials_then_starts_the_driver(
                        timeout=120)
         rec = json.loads((d / "sweep.json").read_text())
         assert [t["status"] for t in rec["trials"]] == ["completed", "completed"]
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_its_trials_on_an_ssh_host(ssh_env, fake_worker, launch_job, tmp_path):
+    """The trials go through the normal launch path: on a real sshd on 127.0.0.1, each an ordinary remote run."""
+    from engine import sweep as S
+    from tests.fixtures_launch import PYTHON
+
+    fake_worker(4, 0.05, 1)
+    node = ssh_env.nodes[0]
+    job = launch_job(**{"launch.host": node.target, "launch.remote_python": PYTHON,
+                        "launch.remote_workdir": str(tmp_path / "remote")})
+    job.sweep, probs = S.parse_table({"objective": "loss", "parameters": {"general.learning_rate": [1e-3, 2e-3]}})
+    assert not probs
+    d = S.start(job, cwd=str(tmp_path))
+    deadline = time.monotonic() + 180
+    while S.read(d).get("status") == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    rec = S.read(d)
+    assert rec["status"] == "completed", (d / "sweep.log").read_text()
+    assert [t["status"] for t in rec["trials"]] == ["completed", "completed"]
+    for t in rec["trials"]:
+        remote = json.loads((tmp_path / "runs" / t["run"] / "remote.json").read_text())
+        assert remote["host"] == node.target and Path(remote["run_dir"]).parent == tmp_path / "remote"
+        assert isinstance(t["objective"], float)
