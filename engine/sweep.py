@@ -9,6 +9,7 @@ A preset may carry::
     budget = 8                 # at most this many trials
     trials = 6                 # random: how many trials (default: budget, else 10)
     seed = 0                   # random: the draw is the same for the same seed
+    parallel = 1               # trials at a time: a number, or "auto" (one per GPU set of the target)
 
     [sweep.parameters]
     "adapter.lora_rank" = [8, 16]                                    # a list of values
@@ -19,7 +20,9 @@ A range is drawn uniformly (``scale = "linear"``) or log-uniformly (``"log"``) b
 
 Each trial is the preset's job with the trial's values set: it is validated like any job before anything
 starts, and run through the normal launch path (:func:`engine.launch.start_run`, local or SSH) as a run
-named ``<sweep>-t01``, ``-t02``… beside the sweep's folder in the runs directory.  The sweep's folder
+named ``<sweep>-t01``, ``-t02``… beside the sweep's folder in the runs directory: one after another, or
+with ``parallel`` several at a time, each on a GPU set of its own (``launch.procs_per_node`` GPUs, given
+to it as ``CUDA_VISIBLE_DEVICES``; see :func:`slots`).  The sweep's folder
 (``runs/<sweep>/``) holds ``sweep.json`` (the trials, their runs, status and objective), each trial's
 preset (``trials/tNN.toml``) and the driver's log.  The driver (``python -m engine.sweep DIR``) runs
 detached like a run's supervisor, so the sweep survives the terminal; :func:`stop` stops it as a whole
@@ -48,7 +51,7 @@ LOG_FILE = "sweep.log"
 METHODS = ("grid", "random")
 GOALS = ("minimize", "maximize")
 SCALES = ("linear", "log")
-KEYS = ("method", "parameters", "objective", "goal", "budget", "trials", "seed")
+KEYS = ("method", "parameters", "objective", "goal", "budget", "trials", "seed", "parallel")
 RANGE_KEYS = ("min", "max", "scale", "count")
 #: set by the sweep for each trial: not sweepable
 RESERVED = ("launch.run_name", "launch.runs_dir")
@@ -104,6 +107,11 @@ def parse_table(tbl: Any, source: str = "<preset>") -> tuple[dict[str, Any] | No
         v = spec[k]
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             probs.append(Problem(f"sweep.{k}", f"{v!r} is not a whole number of trials", "1 or more"))
+    par = tbl.get("parallel")
+    if par is not None and par != "auto" and (not isinstance(par, int) or isinstance(par, bool) or par < 1):
+        probs.append(Problem("sweep.parallel", f"{par!r} is not a number of trials at a time", "1 or more, \"auto\""))
+    elif par not in (None, 1):
+        spec["parallel"] = par
     if not isinstance(spec["seed"], int) or isinstance(spec["seed"], bool):
         probs.append(Problem("sweep.seed", f"{spec['seed']!r} is not a whole number"))
     raw = tbl.get("parameters")
@@ -167,7 +175,8 @@ def parse_table(tbl: Any, source: str = "<preset>") -> tuple[dict[str, Any] | No
 
 def table_for_toml(spec: dict[str, Any]) -> dict[str, Any]:
     """The normalised spec back as a ``[sweep]`` table (unset keys left out)."""
-    out = {k: spec[k] for k in ("method", "objective", "goal", "budget", "trials", "seed") if spec.get(k) is not None}
+    out = {k: spec[k] for k in ("method", "objective", "goal", "budget", "trials", "seed", "parallel")
+           if spec.get(k) is not None}
     params = {}
     for name, p in spec.get("parameters", {}).items():
         params[name] = list(p["values"]) if "values" in p else {k: p[k] for k in RANGE_KEYS if p.get(k) is not None}
@@ -431,8 +440,39 @@ def _stop_requested(sweep_dir: Path) -> bool:
     return (sweep_dir / STOP_FILE).exists()
 
 
+def slots(res: dict[str, Any], parallel: int | str | None,
+          probe: Any = None) -> tuple[list[str | None], str]:
+    """Where trials run at the same time: one ``CUDA_VISIBLE_DEVICES`` value per GPU set of the target
+    (``launch.procs_per_node`` GPUs each; None: the job's own GPUs / the CPU), and a note when fewer than
+    asked.  ``parallel``: 1 (default), a number, or ``"auto"`` (every GPU set of the target)."""
+    want = parallel or 1
+    if want == 1:
+        return [None], ""
+    if res.get("launch.hosts"):
+        return [None], "a multi-node job runs one trial at a time"
+    if res.get("launch.device") == "cpu":
+        return [None] * (1 if want == "auto" else int(want)), ""
+    from engine import gpus as G
+    from engine.launch import LOCAL_HOSTS
+
+    host = res.get("launch.host")
+    gpus = (probe or G.probe)(None if host in LOCAL_HOSTS else host)
+    where = "this machine" if host in LOCAL_HOSTS else str(host)
+    if not gpus:
+        return [None], f"{where} shows no GPUs (nvidia-smi): one trial at a time"
+    per = int(res.get("launch.procs_per_node") or 1)
+    ids = [g.uuid or str(g.index) for g in gpus]
+    sets = [",".join(ids[k * per:(k + 1) * per]) for k in range(len(ids) // per)]
+    n = len(sets) if want == "auto" else min(int(want), len(sets))
+    note = "" if want == "auto" or n == int(want) else (
+        f"{where} has {len(gpus)} GPUs: {n} trial(s) of {per} GPU(s) at a time, not {want}")
+    return (sets[:n] or [None]), note
+
+
 def drive(sweep_dir: Path, poll: float = 1.0) -> int:
-    """Run the sweep's pending trials one after another (the driver process); → 0 completed, 1 stopped."""
+    """Run the sweep's pending trials (the driver process): one after another, or as many at a time as the
+    sweep's ``parallel`` and the target's GPU sets allow, each trial on a set of its own.  → 0 completed,
+    1 stopped."""
     import engine.launch as L
     from engine import presets
     from engine.launch.rundir import read_records
@@ -449,41 +489,67 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
                 t.update(kv)
         _write(sweep_dir, rec)
 
+    def say(text: str) -> None:
+        print(text, flush=True)
+
     rec = read(sweep_dir)
     objective, goal = rec.get("objective", "eval_loss"), rec.get("goal", "minimize")
     runs_dir = rec.get("runs_dir", "runs")
-    for t in rec["trials"]:
-        if t["status"] != "pending":
-            continue
-        if _stop_requested(sweep_dir):
-            break
-        i = t["index"]
-        print(f"trial {i}: starting ({', '.join(f'{k}={fmt(v)}' for k, v in t['values'].items())})", flush=True)
+    pending = [t for t in rec["trials"] if t["status"] == "pending"]
+    free: list[str | None] = [None]
+    if pending:
         try:
-            job = presets.load(sweep_dir / "trials" / f"t{i:02d}.toml")
-            ref = L.start_run(job)
-        except Exception as e:  # noqa: BLE001 - a trial that cannot start is recorded; the sweep goes on
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"trial {i}: did not start: {msg}", flush=True)
-            update(i, status="failed", error=msg)
-            continue
-        update(i, run=ref.name, status="running", started=time.time())
-        stopping = False
-        while True:
+            res = presets.load(sweep_dir / "trials" / f"t{pending[0]['index']:02d}.toml").resolved()
+            free, note = slots(res, (rec.get("spec") or {}).get("parallel"))
+        except Exception as e:  # noqa: BLE001 - one at a time, said in the log
+            free, note = [None], f"one trial at a time ({e})"
+        if note:
+            say(f"note: {note}")
+    running: dict[int, tuple[Any, str | None, bool]] = {}  # trial → (run, its GPU set, stop asked)
+    while pending or running:
+        stopping = _stop_requested(sweep_dir)
+        while pending and free and not stopping:
+            t = pending.pop(0)
+            gpu_set = free.pop(0)
+            i = t["index"]
+            on = f" on GPUs {gpu_set}" if gpu_set else ""
+            say(f"trial {i}: starting{on} ({', '.join(f'{k}={fmt(v)}' for k, v in t['values'].items())})")
+            try:
+                job = presets.load(sweep_dir / "trials" / f"t{i:02d}.toml")
+                env = None
+                if gpu_set is not None:
+                    job.values["launch.procs_per_node"] = gpu_set.count(",") + 1
+                    env = {"CUDA_VISIBLE_DEVICES": gpu_set}
+                ref = L.start_run(job, secrets=env)
+            except Exception as e:  # noqa: BLE001 - a trial that cannot start is recorded; the sweep goes on
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                say(f"trial {i}: did not start: {msg}")
+                update(i, status="failed", error=msg)
+                free.insert(0, gpu_set)
+                continue
+            update(i, run=ref.name, status="running", started=time.time(), gpus=gpu_set)
+            running[i] = (ref, gpu_set, False)
+        for i, (ref, gpu_set, asked) in list(running.items()):
             info = L.run_info(ref, runs_dir)
-            if info.status not in ("running", "scheduled", "pending"):
-                break
-            if _stop_requested(sweep_dir) and not stopping:
-                stopping = True
-                print(f"trial {i}: stopping ({ref.name}): the sweep is stopped", flush=True)
-                try:
-                    L.stop_run(ref, runs_dir=runs_dir)
-                except Exception as e:  # noqa: BLE001 - said in the log; the status below tells the rest
-                    print(f"trial {i}: stop failed: {e}", flush=True)
-            time.sleep(poll if not ref.is_remote else max(poll, 5.0))
-        val = objective_of(read_records(ref.run_dir / "events.jsonl"), objective, goal)
-        update(i, status=info.status, objective=val, ended=time.time(), error=info.error)
-        print(f"trial {i}: {info.status}" + (f", {objective} {val:.4f}" if val is not None else ""), flush=True)
+            if info.status in ("running", "scheduled", "pending"):
+                if stopping and not asked:
+                    say(f"trial {i}: stopping ({ref.name}): the sweep is stopped")
+                    running[i] = (ref, gpu_set, True)
+                    try:
+                        L.stop_run(ref, runs_dir=runs_dir)
+                    except Exception as e:  # noqa: BLE001 - said in the log; its status tells the rest
+                        say(f"trial {i}: stop failed: {e}")
+                continue
+            val = objective_of(read_records(ref.run_dir / "events.jsonl"), objective, goal)
+            update(i, status=info.status, objective=val, ended=time.time(), error=info.error)
+            say(f"trial {i}: {info.status}" + (f", {objective} {val:.4f}" if val is not None else ""))
+            del running[i]
+            free.append(gpu_set)
+        if stopping and not running:
+            break
+        if running:
+            remote = any(ref.is_remote for ref, _, _ in running.values())
+            time.sleep(max(poll, 5.0) if remote else poll)
     rec = read(sweep_dir)
     stopped = _stop_requested(sweep_dir)
     for t in rec["trials"]:
@@ -493,7 +559,7 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
     rec["ended"] = time.time()
     rec["best"] = best(rec)
     _write(sweep_dir, rec)
-    print(f"sweep {rec['status']}; best trial: {rec['best']}", flush=True)
+    say(f"sweep {rec['status']}; best trial: {rec['best']}")
     return 1 if stopped else 0
 
 

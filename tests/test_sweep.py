@@ -133,7 +133,7 @@ def test_the_sweep_table_round_trips_and_its_mistakes_are_one_line_each(tmp_path
     lines = str(e.value).splitlines()
     assert lines == [
         "sweep.methd: unknown key in job.toml; did you mean `method`? (allowed: method, parameters, objective, goal, "
-        "budget, trials, seed)",
+        "budget, trials, seed, parallel)",
         "sweep.method: 'grd' is not a sweep method (allowed: grid, random)",
         "sweep.goal: 'lowest' is not a goal (allowed: minimize, maximize)",
         "sweep.parameters.general.learnig_rate: unknown field; did you mean `general.learning_rate`?",
@@ -383,3 +383,45 @@ def test_a_sweep_runs_its_trials_on_an_ssh_host(ssh_env, fake_worker, launch_job
         remote = json.loads((tmp_path / "runs" / t["run"] / "remote.json").read_text())
         assert remote["host"] == node.target and Path(remote["run_dir"]).parent == tmp_path / "remote"
         assert isinstance(t["objective"], float)
+
+
+def test_parallel_trials_take_gpu_sets_of_the_target():
+    from engine.gpus import Gpu
+    from engine.sweep import slots
+
+    four = [Gpu(i, f"GPU-{i}", "H100", 81559.0, (9, 0)) for i in range(4)]
+    res = {"launch.device": "cuda", "launch.host": "local", "launch.procs_per_node": 2}
+    assert slots(res, None, probe=lambda h: four) == ([None], "")
+    assert slots(res, "auto", probe=lambda h: four) == (["GPU-0,GPU-1", "GPU-2,GPU-3"], "")
+    assert slots(res, 3, probe=lambda h: four) == (
+        ["GPU-0,GPU-1", "GPU-2,GPU-3"], "this machine has 4 GPUs: 2 trial(s) of 2 GPU(s) at a time, not 3")
+    asked = []
+    assert slots({**res, "launch.host": "gpu-box", "launch.procs_per_node": 1}, "auto",
+                 probe=lambda h: asked.append(h) or four[:3])[0] == ["GPU-0", "GPU-1", "GPU-2"]
+    assert asked == ["gpu-box"]  # the target's GPUs, over SSH for a remote one
+    assert slots(res, "auto", probe=lambda h: None) == ([None], "this machine shows no GPUs (nvidia-smi): one "
+                                                               "trial at a time")
+    assert slots({**res, "launch.device": "cpu"}, 2) == ([None, None], "")
+    assert slots({**res, "launch.hosts": ["a", "b"]}, 2) == ([None], "a multi-node job runs one trial at a time")
+    from engine.sweep import parse_table
+
+    assert [str(p) for p in parse_table({"parallel": 0, "parameters": {"general.learning_rate": [1]}})[1]] == [
+        "sweep.parallel: 0 is not a number of trials at a time (allowed: 1 or more, \"auto\")"]
+
+
+def test_two_trials_at_a_time_then_the_third(tmp_path):
+    from tests.fixtures_launch import fake_worker_argv
+
+    p = preset(tmp_path, '[sweep]\nobjective = "loss"\nparallel = 2\n[sweep.parameters]\n'
+                         '"general.learning_rate" = [1e-3, 2e-3, 3e-3]\n')
+    runs = tmp_path / "runs"
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "sweep", str(p), "--runs-dir", str(runs)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env={**train_env(), "FINETUI_WORKER_ARGV": fake_worker_argv(20, 0.1, 1)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = next(x for x in runs.iterdir() if (x / "sweep.json").exists())
+    rec = json.loads((d / "sweep.json").read_text())
+    assert [t["status"] for t in rec["trials"]] == ["completed"] * 3
+    t1, t2, t3 = rec["trials"]
+    assert t2["started"] < t1["ended"] and t1["started"] < t2["ended"]  # 1 and 2 ran together
+    assert t3["started"] >= min(t1["ended"], t2["ended"]) - 1.5  # 3 waited for a free place (the driver polls 1 s)
