@@ -461,7 +461,8 @@ def slots(res: dict[str, Any], parallel: int | str | None,
     if not gpus:
         return [None], f"{where} shows no GPUs (nvidia-smi): one trial at a time"
     per = int(res.get("launch.procs_per_node") or 1)
-    ids = [g.uuid or str(g.index) for g in gpus]
+    # UUIDs name a GPU whatever CUDA's device order; DeepSpeed's launcher takes indices only
+    ids = [str(g.index) if res.get("launch.launcher") == "deepspeed" or not g.uuid else g.uuid for g in gpus]
     sets = [",".join(ids[k * per:(k + 1) * per]) for k in range(len(ids) // per)]
     n = len(sets) if want == "auto" else min(int(want), len(sets))
     note = "" if want == "auto" or n == int(want) else (

@@ -393,6 +393,7 @@ def test_parallel_trials_take_gpu_sets_of_the_target():
     res = {"launch.device": "cuda", "launch.host": "local", "launch.procs_per_node": 2}
     assert slots(res, None, probe=lambda h: four) == ([None], "")
     assert slots(res, "auto", probe=lambda h: four) == (["GPU-0,GPU-1", "GPU-2,GPU-3"], "")
+    assert slots({**res, "launch.launcher": "deepspeed"}, "auto", probe=lambda h: four)[0] == ["0,1", "2,3"]
     assert slots(res, 3, probe=lambda h: four) == (
         ["GPU-0,GPU-1", "GPU-2,GPU-3"], "this machine has 4 GPUs: 2 trial(s) of 2 GPU(s) at a time, not 3")
     asked = []
