@@ -166,7 +166,8 @@ def stop_tokens(render: Render | None, tokens: dict[str, int], eos: list[str]) -
 def modelfile(source: str, conv: GoTemplate, stops: list[str], *, note_lines: list[str] = ()) -> str:
     """An Ollama Modelfile: FROM ``source``, the TEMPLATE (or a comment saying why there is none), one
     ``PARAMETER stop`` per stop token."""
-    lines = ["# Written by finetui export-model. Create the model with: ollama create NAME -f Modelfile"]
+    lines = ["# Written by finetui export-model. Create the model, in this folder, with: "
+             "ollama create NAME -f Modelfile"]
     lines += [f"# {n}" for n in note_lines]
     lines.append(f"FROM {source}")
     if conv.template is not None:

@@ -157,8 +157,8 @@ def _write(run_dir: Path, final: Path, res: dict, base: str, tmp: Path, exp: Exp
     elif exp.to == "ollama":
         exp.serve = _ollama(name, tmp, tok, exp, say)
     if exp.serve:
-        (tmp / "serve.sh").write_text(f"#!/bin/sh\n# Written by finetui export-model for run {name}\nexec "
-                                      f"{exp.serve}\n", encoding="utf-8")
+        (tmp / "serve.sh").write_text(f"#!/bin/sh\n# Written by finetui export-model for run {name}\n"
+                                      f"{'' if '&&' in exp.serve else 'exec '}{exp.serve}\n", encoding="utf-8")
         (tmp / "serve.sh").chmod(0o755)
 
 
@@ -220,7 +220,8 @@ def _ollama(name: str, tmp: Path, tok: Any, exp: Export, say: Callable[[str], No
     exp.notes += notes
     (tmp / "Modelfile").write_text(ct.modelfile(source, conv, stops, note_lines=notes), encoding="utf-8")
     model = "".join(c if c.isalnum() or c in "-_." else "-" for c in name.lower())
-    return f"ollama create {shlex.quote(model)} -f {shlex.quote(str((exp.out / 'Modelfile').resolve()))}"
+    # (FROM . is the folder: run from it, whichever way this Ollama resolves a relative FROM)
+    return f"cd {shlex.quote(str(exp.out.resolve()))} && ollama create {shlex.quote(model)} -f Modelfile"
 
 
 def _check(run_dir: Path, tmp: Path, base: str, exp: Export, res: dict) -> dict[str, Any]:

@@ -43,7 +43,8 @@ SCREENS: dict[str, str] = {
     "import": "Import: a LLaMA-Factory YAML opened as a job, every note of the import kept on screen until dismissed",
     "export": "Save or export: a TOML preset, or LLaMA-Factory / Nova / FPT / OCI / watsonx",
     "help": "Help: the focused field's help, range and default, and the keys",
-    "sweep": "Sweep: a sweep's trials grouped on the runs screen, the best starred; w: the swept values against the objective",
+    "sweep": "Sweep: a sweep's trials grouped on the runs screen, the best starred; w: the swept values against "
+             "the objective",
 }
 
 

@@ -8,8 +8,6 @@ import base64
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.fake_run import T0, wait_for, write_fake_run
 
 

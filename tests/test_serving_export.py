@@ -114,7 +114,8 @@ def test_export_model_for_vllm_ollama_and_hf_from_a_real_run(lora_run, tiny_mode
     r = _export(lora_run, "--to", "ollama", "-o", str(tmp_path / "ollama"), cache=cache)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "ollama"
-    assert r.stdout.strip().splitlines() == [str(out), f"ollama create ft_lora -f {out / 'Modelfile'}"]
+    assert r.stdout.strip().splitlines() == [str(out), f"cd {out} && ollama create ft_lora -f Modelfile"]
+    assert (out / "serve.sh").read_text().splitlines()[-1] == f"cd {out} && ollama create ft_lora -f Modelfile"
     mf = (out / "Modelfile").read_text()
     assert "\nFROM .\n" in mf and 'TEMPLATE """{{ range $i, $_ := .Messages }}' in mf
     assert mf.rstrip().splitlines()[-1] == 'PARAMETER stop "<|im_end|>"'

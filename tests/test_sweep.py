@@ -178,7 +178,8 @@ def test_best_counts_early_stopped_trials_and_follows_the_goal():
     from engine.sweep import best, objective_of
 
     rec = {"goal": "minimize", "trials": [
-        {"index": 1, "status": "completed", "objective": 2.0}, {"index": 2, "status": "early_stopped", "objective": 1.5},
+        {"index": 1, "status": "completed", "objective": 2.0},
+        {"index": 2, "status": "early_stopped", "objective": 1.5},
         {"index": 3, "status": "failed", "objective": 0.1}, {"index": 4, "status": "skipped", "objective": None}]}
     assert best(rec) == 2
     assert best({**rec, "goal": "maximize"}) == 1
@@ -289,7 +290,8 @@ async def test_the_runs_screen_groups_a_sweeps_trials_marks_the_best_and_shows_i
         assert [str(table.get_cell_at((i, 1))) for i in range(3)] == ["┌ sw_x-t01", "└★sw_x-t02", "ft_other"]
         table.move_cursor(row=1)
         await pilot.pause()
-        assert "trial 2 of sweep sw_x — its best · w: the sweep's table" in str(scr.query_one("#runs-detail").render())
+        detail = str(scr.query_one("#runs-detail").render())
+        assert "trial 2 of sweep sw_x — its best · w: the sweep's table" in detail
         await pilot.press("w")
         await wait_for(pilot, lambda: isinstance(app.screen, SweepScreen))
         sw = app.screen
@@ -310,7 +312,8 @@ def test_a_trial_that_fails_is_recorded_and_the_sweep_goes_on(tmp_path):
     """With the launch tests' stand-in worker (no torch): trial 2's worker cannot start; trials 1 and 3 run."""
     from tests.fixtures_launch import fake_worker_argv
 
-    p = preset(tmp_path, '[sweep]\nobjective = "loss"\n[sweep.parameters]\n"general.learning_rate" = [1e-3, 2e-3, 3e-3]\n')
+    p = preset(tmp_path, '[sweep]\nobjective = "loss"\n[sweep.parameters]\n'
+                         '"general.learning_rate" = [1e-3, 2e-3, 3e-3]\n')
     runs = tmp_path / "runs"
     env_cli = subprocess.run([sys.executable, "-m", "tui.cli", "sweep", str(p), "--runs-dir", str(runs)],
                              capture_output=True, text=True, timeout=300, cwd=ROOT, env={**train_env(),
