@@ -79,13 +79,22 @@ def test_chat_templates_convert_to_go_templates_that_render_the_same(tiny_model)
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, tiny_model) -> Path:
+def trained(tmp_path_factory, tiny_model) -> Path:
+    """Two real short CPU runs of the tiny model: LoRA, and full fine-tuning."""
     base = tmp_path_factory.mktemp("export-runs")
     write_run(base / "ft_lora", **{"general.max_steps": 2})
-    res = run_batch([{"name": "ft_lora", "run_dir": str(base / "ft_lora"), "kind": "train", "hook": None, "at": 0}],
-                    session_cache(tmp_path_factory))
-    assert res["ft_lora"]["code"] == 0, describe_run(base / "ft_lora")
-    return base / "ft_lora"
+    write_run(base / "ft_full", **{"trainer.training_type": "full", "general.max_steps": 2,
+                                   "general.learning_rate": 0.005})
+    res = run_batch([{"name": n, "run_dir": str(base / n), "kind": "train", "hook": None, "at": 0}
+                     for n in ("ft_lora", "ft_full")], session_cache(tmp_path_factory))
+    for n in ("ft_lora", "ft_full"):
+        assert res[n]["code"] == 0, describe_run(base / n)
+    return base
+
+
+@pytest.fixture
+def lora_run(trained) -> Path:
+    return trained / "ft_lora"
 
 
 def _export(run: Path, *args: str, cache: Path) -> subprocess.CompletedProcess:
@@ -166,3 +175,15 @@ def test_prompt_tuning_runs_and_runs_without_a_model_are_refused_in_one_line(tmp
     r = _export(run, "--to", "vllm", cache=tiny_model.parent)
     assert r.returncode == 2 and "trained prompt tuning" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (run / "export-vllm").exists() and not (run / "export-vllm.part").exists()
+
+
+def test_a_full_fine_tune_is_served_as_its_own_folder(trained, tiny_model, tmp_path):
+    run = trained / "ft_full"
+    out = tmp_path / "served"
+    r = _export(run, "--to", "vllm", "-o", str(out), cache=tiny_model.parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines() == [str(out), f"vllm serve {out} --served-model-name ft_full"]
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer_config.json").is_file()
+    assert not (out / "training_args.bin").exists() and not (out / "adapter").exists()
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["layout"] == "full" and meta["check"]["same"]
