@@ -67,14 +67,14 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def sweep(
         target: Optional[str] = typer.Argument(None, metavar="FILE | show [SWEEP]",
-                                               help="A TOML preset with a [sweep] table, or `show`."),
+                                               help="A TOML preset with a \\[sweep] table, or `show`."),
         name: Optional[str] = typer.Argument(None, metavar="[SWEEP]", help="With show: the sweep to show."),
         attach: Optional[str] = typer.Option(None, "--attach", metavar="SWEEP",
                                              help="Follow a running sweep until it ends."),
         detach: bool = typer.Option(False, "--detach", "-d", help="Start and return (print the sweep's name)."),
         runs_dir: Optional[Path] = RUNS_DIR_OPT,
     ) -> None:
-        """Run a preset's [sweep] (trials one after another on its target), follow one, or show its results."""
+        """Run a preset's \\[sweep] (its trials on its target), follow one, or show its results."""
         from engine import sweep as S
 
         if attach is not None:
