@@ -6,7 +6,7 @@ import importlib.util
 from typing import Any, Callable
 
 from engine.config import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES
-from engine.tiny import CHAT_TEMPLATE, resolve_model_path
+from engine.tiny import resolve_model_path
 
 
 class UserError(RuntimeError):
@@ -57,12 +57,10 @@ def load_config(res: dict, warn: Callable[[str], None]) -> tuple[str, Any]:
 def load_tokenizer(path: str, res: dict, warn: Callable[[str], None]) -> Any:
     from transformers import AutoTokenizer
 
+    from engine.data.tokenize import prepare_tokenizer
+
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=res["model.trust_remote_code"])
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-    if not getattr(tok, "chat_template", None) and res["trainer.stage"] != "pretrain":
-        tok.chat_template = CHAT_TEMPLATE
-        warn("the tokenizer has no chat template; using ChatML (<|im_start|>role ... <|im_end|>)")
+    prepare_tokenizer(tok, res["trainer.stage"], warn)  # the data check's preview does the same
     return tok
 
 
