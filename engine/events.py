@@ -146,7 +146,14 @@ class Tailer:
 
 
 def read_all(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    return Tailer(Path(path)).read(max_bytes=1 << 40)
+    """Every complete record of the file (read in bounded chunks: ``read(huge)`` would allocate it all)."""
+    t = Tailer(Path(path))
+    out: list[dict[str, Any]] = []
+    while True:
+        before = t.offset
+        out += t.read()
+        if t.offset == before:
+            return out
 
 
 @dataclass
