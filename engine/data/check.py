@@ -298,8 +298,9 @@ def mask_lines(rep: dict) -> list[str]:
     if not m:
         return []
     eot = m.get("end_of_turn")
-    out = [] if rep.get("stage") == "pretrain" else [f"loss mask: {'end-of-turn marker ' + eot if eot else 'no end-of-turn marker'}; "
-           f"{'ChatML fallback' if m.get('fallback') else 'template of the tokenizer' if m.get('chat_template') else 'no template'}"]
+    template = "ChatML fallback" if m.get("fallback") else "the tokenizer's template"
+    marker = f"end-of-turn marker {eot}" if eot else "no end-of-turn marker"
+    out = [] if rep.get("stage") == "pretrain" else [f"loss mask: {marker}; {template}"]
     out += [f"mask problem: {x}" for x in m.get("problems", [])]
     return out
 

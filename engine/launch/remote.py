@@ -228,6 +228,9 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
     files, rewrite = _data_files(res, hosts, python)
     cfg = presets.dumps(job, resolved=True)
     env = {**forwarded_env(), **{str(k): str(v) for k, v in (secrets or {}).items()}}
+    if res.get("tracking.wandb"):  # the W&B key travels in the environment only (never in a preset)
+        env.update({k: os.environ[k] for k in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_MODE")
+                    if os.environ.get(k)})
     for h in hosts:  # fail fast, before anything starts, on an unreachable node
         ssh.ensure_master(h)
     if nnodes > 1 and not job.values.get("launch.master_port"):

@@ -245,6 +245,13 @@ class Worker:
             os.environ["MLFLOW_EXPERIMENT_NAME"] = str(res["tracking.mlflow_experiment"] or "finetui")
             if self.rank == 0:
                 mlflow_run = self._mlflow_start(res)
+        wandb_run = None
+        if res["tracking.wandb"]:
+            report.append("wandb")
+            if self.rank == 0:  # the run (project, entity, name, online or offline) before the trainer's callback
+                from engine.train import wandb_tracking
+
+                wandb_run = wandb_tracking.start(res, run_dir, job.profile, self.warn)
         has_eval = bool(data.eval)
         if res["eval.evaluation_strategy"] != "no" and not has_eval:
             self.warn("evaluation is configured but there are no validation rows; evaluation is off")
@@ -291,6 +298,10 @@ class Worker:
             self._barrier()
         if mlflow_run is not None:
             self._mlflow_end(final)
+        if wandb_run is not None:
+            from engine.train import wandb_tracking
+
+            wandb_tracking.finish(wandb_run, final, self.warn)
         return outcome, str(final)
 
     # -- helpers --------------------------------------------------------
