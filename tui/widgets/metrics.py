@@ -97,6 +97,9 @@ class RunState:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     # (t, step) of recent log records, for the ETA
     _pace: deque = field(default_factory=lambda: deque(maxlen=32))
+    # GPU telemetry (``gpu`` records, engine/telemetry.py): the newest samples, oldest first
+    gpu_history: deque = field(default_factory=lambda: deque(maxlen=3))
+    gpu_version: int = 0
     version: int = 0  # bumped by every update (cheap change detection)
     ckpt_version: int = 0
 
@@ -196,6 +199,9 @@ class RunState:
         elif k == "checkpoint":
             self.checkpoints.append(dict(r))
             self.ckpt_version += 1
+        elif k == "gpu" and isinstance(r.get("gpus"), list):
+            self.gpu_history.append([g for g in r["gpus"] if isinstance(g, dict)])
+            self.gpu_version += 1
         elif k == "end":
             self.status = str(r.get("outcome") or "completed")
             self.phase = "finished"
