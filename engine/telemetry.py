@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 QUERY = "index,uuid,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw,power.limit"
+#: without the power fields, for a driver that refuses one of them (the whole query fails then)
+QUERY_NO_POWER = QUERY.rsplit(",", 2)[0]
 SAMPLE_ENV = "FINETUI_GPU_SAMPLE_S"
 SAMPLE_S = 5.0
 #: mean utilization under this (%) over IDLE_SAMPLES samples while training: idle
@@ -45,8 +47,9 @@ def parse_sample(out: str, visible: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for line in out.splitlines():
         p = [x.strip() for x in line.split(",")]
-        if len(p) < 9 or not p[0].isdigit():
+        if len(p) < 7 or not p[0].isdigit():
             continue
+        p += [""] * (9 - len(p))  # (asked without the power fields)
         rows.append({"index": int(p[0]), "uuid": p[1], "name": p[2], "util": _num(p[3]), "mem_used": _num(p[4]),
                      "mem_total": _num(p[5]), "temp": _num(p[6]), "power": _num(p[7]), "power_limit": _num(p[8])})
     if visible is None:
@@ -67,14 +70,15 @@ def sample(env: dict[str, str] | None = None, timeout: float = 5.0) -> list[dict
     smi = shutil.which("nvidia-smi", path=env.get("PATH"))
     if not smi:
         return None
-    try:
-        p = subprocess.run([smi, f"--query-gpu={QUERY}", "--format=csv,noheader,nounits"], capture_output=True,
-                           text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if p.returncode != 0:
-        return None
-    return parse_sample(p.stdout, env.get("CUDA_VISIBLE_DEVICES"))
+    for q in (QUERY, QUERY_NO_POWER):
+        try:
+            p = subprocess.run([smi, f"--query-gpu={q}", "--format=csv,noheader,nounits"], capture_output=True,
+                               text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if p.returncode == 0:
+            return parse_sample(p.stdout, env.get("CUDA_VISIBLE_DEVICES"))
+    return None
 
 
 def gpu_warnings(history: list[list[dict[str, Any]]], training: bool) -> dict[str, str]:

@@ -19,6 +19,10 @@ from tests.fixtures_launch import ROOT  # noqa: F401 - (the launch fixtures' mod
 # answers sample-<n>.csv for its n-th call, the last one once the script runs out
 FAKE_SMI = """#!/bin/sh
 case "$*" in
+  *power.limit*) [ -n "$FAKE_SMI_NO_POWER" ] && { echo 'Field "power.limit" is not a valid field to query.'; exit 2; }
+    ;;
+esac
+case "$*" in
   *utilization.gpu*)
     n=$(cat "$FAKE_SMI_DIR/count" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$FAKE_SMI_DIR/count"
     f="$FAKE_SMI_DIR/sample-$n.csv"
@@ -67,6 +71,14 @@ def test_sample_reads_the_scripted_nvidia_smi(fake_smi):
     assert [g["util"] for g in sample()] == [5.0, 3.0]
     assert [g["util"] for g in sample()] == [97.0, 99.0]
     assert [g["util"] for g in sample()] == [97.0, 99.0]  # the script's last sample from then on
+
+
+def test_a_driver_without_the_power_fields(fake_smi, monkeypatch):
+    d = fake_smi(BUSY)
+    monkeypatch.setenv("FAKE_SMI_NO_POWER", "1")
+    (d / "sample-1.csv").write_text("".join(",".join(ln.split(",")[:7]) + "\n" for ln in BUSY.splitlines()))
+    g = sample()
+    assert [x["util"] for x in g] == [97.0, 99.0] and g[0]["power"] is None and g[0]["mem_used"] == 60000.0
 
 
 def test_warnings():
@@ -151,3 +163,27 @@ async def test_dashboard_gpu_panel_and_warnings(tmp_path):
         text = con.export_text()
         assert "GPU0" in text and "GPU1" in text and "10.0/79.6 GiB" in text and "41°C" in text
         assert "90/700 W" in text and "GPUs idle while training" in text
+
+
+@pytest.mark.slow
+def test_supervisor_samples_an_ssh_run(ssh_env, fake_smi, fake_worker, launch_job, tmp_path, monkeypatch):
+    """The remote node's own supervisor samples its nvidia-smi; the gpu records reach the local mirror."""
+    from tests.fixtures_launch import PYTHON
+
+    fake_smi(IDLE, BUSY)
+    monkeypatch.setenv("FINETUI_GPU_SAMPLE_S", "0.25")
+    # the remote side gets the fake nvidia-smi's PATH and script (forwarded like any named variable)
+    monkeypatch.setenv("FINETUI_REMOTE_ENV", "FINETUI_CACHE_DIR,FINETUI_STATE_DIR,PATH,FAKE_SMI_DIR,"
+                                             "FINETUI_GPU_SAMPLE_S")
+    fake_worker(16, 0.15)
+    node = ssh_env.nodes[0]
+    job = launch_job(**{"launch.host": node.target, "launch.remote_python": PYTHON,
+                        "launch.remote_workdir": str(tmp_path / "remote")})
+    ref = L.start_run(job)
+    src = L.event_source(ref)
+    got: list = []
+    _wait(lambda: got.extend(src.read()) or src.done, 90)
+    gpu = [r for r in got if r["kind"] == "gpu"]
+    assert gpu and [g["util"] for g in gpu[0]["gpus"]] == [5.0, 3.0]
+    assert [g["util"] for g in gpu[-1]["gpus"]] == [97.0, 99.0]
+    assert any(r.get("by") == "telemetry" and "GPU 1 memory near its limit" in r.get("text", "") for r in got)
