@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-KINDS = ("start", "status", "log", "eval", "checkpoint", "end", "error", "gpu")
+KINDS = ("start", "status", "log", "eval", "checkpoint", "end", "error", "progress",  # progress: the step, between logs
+         "gpu")  # gpu: GPU telemetry from the supervisor (engine/telemetry.py)
 OUTCOMES = ("completed", "stopped", "early_stopped", "failed")
 EVENTS_FILE = "events.jsonl"
 

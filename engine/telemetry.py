@@ -140,7 +140,7 @@ class Sampler(threading.Thread):
                 step = max(step, int(r.get("step") or 0))
                 if r.get("kind") == "status" and r.get("phase") != "warning":
                     training = r.get("phase") == "training"
-                elif r.get("kind") in ("log", "eval"):
+                elif r.get("kind") in ("log", "eval", "progress"):
                     training = True
                 elif r.get("kind") == "end":
                     ended = True

@@ -188,8 +188,13 @@ def _start_node(host: str, python: str, req: dict[str, Any], files: list[tuple[P
 
     def feed(stdin: Any) -> None:
         stdin.write(json.dumps(req).encode() + b"\n")
-        if files:
-            _send_tar(stdin, files, tick)
+        try:
+            if files:
+                _send_tar(stdin, files, tick)
+        except BrokenPipeError:
+            raise  # (the agent stopped reading: its answer says why)
+        except (OSError, tarfile.TarError) as e:  # a file that vanished or changed size while it was sent
+            raise LaunchError(f"{host}: the data upload stopped: {e}; nothing was started") from None
         stdin.flush()
 
     if progress is not None and files:
