@@ -471,7 +471,7 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
             from tui.widgets.rundiff import diff_table
 
             self.query_one("#overlay-diff", Static).update(Text(rep["error"], "red") if "error" in rep
-                                                            else diff_table(rep))
+                                                            else diff_table(rep, names=False))
         errs = [f"{st.name}: {st.error}" for st in states if st.error and not st.train_loss.last]
         if errs:
             self.notify("; ".join(errs), severity="error")

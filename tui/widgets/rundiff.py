@@ -4,8 +4,9 @@ configuration field that differs.  Shared by ``finetui diff`` and the runs scree
 from __future__ import annotations
 
 
-def diff_table(rep: dict):  # noqa: ANN201 - a rich Group
-    """The comparison as rich renderables: the two cards, then one row per differing field."""
+def diff_table(rep: dict, names: bool = True):  # noqa: ANN201 - a rich Group
+    """The comparison as rich renderables: the two cards (``names=False``: without the run names, which a
+    title already shows), then one row per differing field."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -13,12 +14,13 @@ def diff_table(rep: dict):  # noqa: ANN201 - a rich Group
     from engine.compare import card_line, fmt_value
 
     a, b = rep["runs"]
-    parts: list = [Text.assemble(("A ", "bold"), a, ("  ", ""), card_line(rep["cards"][0]), style=""),
-                   Text.assemble(("B ", "bold"), b, ("  ", ""), card_line(rep["cards"][1]))]
+    parts: list = [Text.assemble((f"{tag} ", "bold"), f"{name}  " if names else "", card_line(card))
+                   for tag, name, card in zip("AB", (a, b), rep["cards"])]
     if not rep["diff"]:
         parts.append(Text("same configuration: no field differs", "green"))
         return Group(*parts)
-    t = Table(title=f"{len(rep['diff'])} field{'s' if len(rep['diff']) != 1 else ''} differ", title_justify="left",
+    n = len(rep["diff"])
+    t = Table(title=f"{n} field{'s differ' if n != 1 else ' differs'}", title_justify="left",
               show_edge=False, header_style="bold", expand=False)
     t.add_column("field", no_wrap=True)
     t.add_column("A", overflow="fold")
