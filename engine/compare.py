@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from engine.events import read_all
 
@@ -85,53 +85,69 @@ def fmt_value(v: Any) -> str:
     return str(v)
 
 
-def run_card(records: list[dict[str, Any]], res: dict[str, Any] | None = None) -> dict[str, Any]:
+class CardFold:
+    """A run's card folded over its event records, a batch at a time (the runs screen feeds it new records
+    only); :meth:`card` finishes it with the run's configuration (GPU count, price)."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+        self.t1: float | None = None
+        self.device: str | None = None
+        self.world: int | None = None
+        self.acc: dict[str, Any] = {"final_loss": None, "final_eval_loss": None, "best_eval_loss": None,
+                                    "best_eval_step": None, "tokens_seen": None}
+
+    def update(self, records: Iterable[dict[str, Any]]) -> "CardFold":
+        acc = self.acc
+        for r in records:
+            t = r.get("t")
+            if isinstance(t, (int, float)):
+                self.t0 = t if self.t0 is None else min(self.t0, t)
+                self.t1 = t if self.t1 is None else max(self.t1, t)
+            k = r.get("kind")
+            if k == "start":
+                self.device = r.get("device")
+                self.world = r.get("world_size")
+            elif k == "log":
+                if isinstance(r.get("loss"), (int, float)):
+                    acc["final_loss"] = r["loss"]
+                if isinstance(r.get("num_input_tokens_seen"), (int, float)):
+                    acc["tokens_seen"] = int(r["num_input_tokens_seen"])
+            elif k == "eval" and isinstance(r.get("loss", r.get("eval_loss")), (int, float)):
+                v = r.get("loss", r.get("eval_loss"))  # the worker strips eval_ (engine/train/callbacks.py)
+                acc["final_eval_loss"] = v
+                if acc["best_eval_loss"] is None or v < acc["best_eval_loss"]:
+                    acc["best_eval_loss"], acc["best_eval_step"] = v, r.get("step")
+        return self
+
+    def card(self, res: dict[str, Any] | None = None) -> dict[str, Any]:
+        res = res or {}
+        card: dict[str, Any] = {**self.acc, "wall_s": None, "gpus": None, "gpu_hours": None, "cost": None,
+                                "price": res.get("launch.gpu_hour_price")}
+        if self.t0 is not None and self.t1 is not None:
+            card["wall_s"] = round(self.t1 - self.t0, 1)
+        world = self.world
+        if world is None and res:
+            from engine.config import total_ranks
+
+            try:
+                world = total_ranks(res)
+            except (KeyError, TypeError, ValueError):
+                world = None
+        device = self.device if self.device is not None else res.get("launch.device")
+        card["gpus"] = 0 if device == "cpu" else (int(world) if world else None)
+        if card["gpus"] and card["wall_s"] is not None:
+            card["gpu_hours"] = round(card["gpus"] * card["wall_s"] / 3600, 4)
+            if card["price"] is not None:
+                card["cost"] = round(card["gpu_hours"] * float(card["price"]), 2)
+        return card
+
+
+def run_card(records: Iterable[dict[str, Any]], res: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a run's card shows, from its events (and its configuration for the GPU count and the price):
     ``final_loss`` (train), ``final_eval_loss``, ``best_eval_loss`` and ``best_eval_step``, ``tokens_seen``,
     ``wall_s`` (first to last event), ``gpus`` (ranks on GPUs; 0 on CPU), ``gpu_hours`` and ``cost``."""
-    res = res or {}
-    card: dict[str, Any] = {"final_loss": None, "final_eval_loss": None, "best_eval_loss": None,
-                            "best_eval_step": None, "tokens_seen": None, "wall_s": None, "gpus": None,
-                            "gpu_hours": None, "cost": None, "price": res.get("launch.gpu_hour_price")}
-    t0 = t1 = None
-    device = None
-    world = None
-    for r in records:
-        t = r.get("t")
-        if isinstance(t, (int, float)):
-            t0 = t if t0 is None else min(t0, t)
-            t1 = t if t1 is None else max(t1, t)
-        k = r.get("kind")
-        if k == "start":
-            device = r.get("device")
-            world = r.get("world_size")
-        elif k == "log":
-            if isinstance(r.get("loss"), (int, float)):
-                card["final_loss"] = r["loss"]
-            if isinstance(r.get("num_input_tokens_seen"), (int, float)):
-                card["tokens_seen"] = int(r["num_input_tokens_seen"])
-        elif k == "eval" and isinstance(r.get("loss", r.get("eval_loss")), (int, float)):
-            v = r.get("loss", r.get("eval_loss"))  # the worker strips eval_ (engine/train/callbacks.py)
-            card["final_eval_loss"] = v
-            if card["best_eval_loss"] is None or v < card["best_eval_loss"]:
-                card["best_eval_loss"], card["best_eval_step"] = v, r.get("step")
-    if t0 is not None and t1 is not None:
-        card["wall_s"] = round(t1 - t0, 1)
-    if world is None and res:
-        from engine.config import total_ranks
-
-        try:
-            world = total_ranks(res)
-        except (KeyError, TypeError, ValueError):
-            world = None
-    if device is None:
-        device = res.get("launch.device")
-    card["gpus"] = 0 if device == "cpu" else (int(world) if world else None)
-    if card["gpus"] and card["wall_s"] is not None:
-        card["gpu_hours"] = round(card["gpus"] * card["wall_s"] / 3600, 4)
-        if card["price"] is not None:
-            card["cost"] = round(card["gpu_hours"] * float(card["price"]), 2)
-    return card
+    return CardFold().update(records).card(res)
 
 
 def card_line(card: dict[str, Any]) -> str:
@@ -187,31 +203,41 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
     return read_all(p) if p.exists() else []
 
 
-_CARD_CACHE: dict[str, tuple[tuple, dict[str, Any]]] = {}
+_CARDS: dict[str, tuple[Any, CardFold, Any, dict[str, Any]]] = {}
 
 
 def card_of_dir(run_dir: Path | None) -> dict[str, Any] | None:
-    """A run directory's card (its events and config.toml), cached while neither file changes; None when
-    the directory holds neither."""
+    """A run directory's card (its events and config.toml); a directory seen before reads only the records
+    appended since (a live run's file grows every few seconds); None when it holds neither file."""
+    from engine.events import Tailer
+
     if run_dir is None:
         return None
     d = Path(run_dir)
-    stamp = []
-    for name in ("events.jsonl", "config.toml"):
-        try:
-            st = (d / name).stat()
-            stamp.append((st.st_mtime_ns, st.st_size))
-        except OSError:
-            stamp.append(None)
-    if stamp == [None, None]:
+    ev, cfg = d / "events.jsonl", d / "config.toml"
+    if not ev.exists() and not cfg.exists():
         return None
-    hit = _CARD_CACHE.get(str(d))
-    if hit and hit[0] == tuple(stamp):
-        return hit[1]
     try:
-        res = read_config(d)
-    except ValueError:
-        res = {}
-    card = run_card(_records(d), res)
-    _CARD_CACHE[str(d)] = (tuple(stamp), card)
-    return card
+        cstamp = cfg.stat().st_mtime_ns
+    except OSError:
+        cstamp = None
+    hit = _CARDS.get(str(d))
+    try:
+        size = ev.stat().st_size
+    except OSError:
+        size = 0
+    if hit is None or size < hit[0].offset:  # new, or the file was replaced
+        hit = (Tailer(ev), CardFold(), None, {})
+    tail, fold, seen, res = hit
+    while True:
+        before = tail.offset
+        fold.update(tail.read())
+        if tail.offset == before:
+            break
+    if cstamp != seen:
+        try:
+            res = read_config(d)
+        except ValueError:
+            res = {}
+    _CARDS[str(d)] = (tail, fold, cstamp, res)
+    return fold.card(res)

@@ -129,3 +129,21 @@ async def test_runs_screen_card_and_overlay_diff(two_runs):
         con.print(ov.query_one("#overlay-diff").content)
         text = con.export_text()
         assert "3 fields differ" in text and "general.learning_rate" in text and "0.0005" in text
+
+
+def test_card_of_a_live_run_follows_its_events(tmp_path):
+    from engine.compare import card_of_dir
+
+    d = tmp_path / "live"
+    d.mkdir()
+    recs = list(_records())
+    ev = d / "events.jsonl"
+    ev.write_text("".join(json.dumps(r) + "\n" for r in recs[:3]))
+    first = card_of_dir(d)
+    assert first["best_eval_loss"] == 1.5 and first["tokens_seen"] == 1000
+    with open(ev, "a") as fh:  # the run goes on: only the new records are read
+        fh.write("".join(json.dumps(r) + "\n" for r in recs[3:]))
+    again = card_of_dir(d)
+    assert again == run_card(recs, {}) and again["best_eval_loss"] == 1.1 and again["tokens_seen"] == 123_456
+    ev.write_text(json.dumps(recs[0]) + "\n")  # replaced by a shorter file: read again from the start
+    assert card_of_dir(d)["best_eval_loss"] is None

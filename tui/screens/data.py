@@ -130,6 +130,10 @@ def render_report(rep: dict[str, Any]) -> Group:
     elif prev:
         convs = prev if isinstance(prev, list) else [prev]
         parts.append(Text("Preview", "bold"))
+        if not rep.get("tokens"):
+            parts.append(Text("(the tokens the loss trains on show here once the model's tokenizer is on this "
+                              "machine: a model folder, finetui:tiny-llama, or a Hub model in the local cache)",
+                              "dim"))
         for conv in convs[:3]:
             where = conv.get("location") if isinstance(conv, dict) else None
             if where:
