@@ -104,6 +104,17 @@ def gpu_warnings(history: list[list[dict[str, Any]]], training: bool) -> dict[st
     return out
 
 
+def describe(gpus: list[dict[str, Any]]) -> str:
+    """``GPU0 97% 60.0/79.6 GiB 64°C 598 W · GPU1 …`` (one line; a value the driver did not report: ?)."""
+    def one(g: dict[str, Any]) -> str:
+        q = lambda v, f: "?" if v is None else format(v, f)  # noqa: E731
+        mem = (f"{g['mem_used'] / 1024:.1f}/{g['mem_total'] / 1024:.1f} GiB"
+               if g.get("mem_used") is not None and g.get("mem_total") else "? GiB")
+        return (f"GPU{g.get('index', '?')} {q(g.get('util'), '.0f')}% {mem} {q(g.get('temp'), '.0f')}°C "
+                f"{q(g.get('power'), '.0f')} W")
+    return " · ".join(one(g) for g in gpus if isinstance(g, dict))
+
+
 def _append(path: Path, rec: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as fh:  # one write per line: line-atomic beside the worker's own
         fh.write(json.dumps(rec, allow_nan=False) + "\n")

@@ -81,6 +81,14 @@ def test_a_driver_without_the_power_fields(fake_smi, monkeypatch):
     assert [x["util"] for x in g] == [97.0, 99.0] and g[0]["power"] is None and g[0]["mem_used"] == 60000.0
 
 
+def test_attach_prints_a_gpu_record_as_one_line():
+    from tui.commands.launch import format_event
+
+    line = format_event({"t": 0, "kind": "gpu", "step": 7, "gpus": parse_sample(BUSY)})
+    assert line.endswith("gpu        step      7  GPU0 97% 58.6/79.6 GiB 66°C 612 W · "
+                         "GPU1 99% 78.2/79.6 GiB 71°C 655 W")
+
+
 def test_warnings():
     idle, busy = parse_sample(IDLE), parse_sample(BUSY)
     assert gpu_warnings([idle, idle], True) == {}  # not yet three samples
