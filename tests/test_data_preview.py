@@ -191,3 +191,32 @@ def test_tui_data_step_preview_panel(toks, tmp_path):
     assert f"What the loss trains on — {toks['qwen']}" in text
     assert "trained tokens · prompt (masked, not trained)" in text
     assert "Paris is the capital.<|im_end|>" in text
+
+
+def test_cli_in_a_terminal_highlights_with_rich(toks, tmp_path):
+    """stdout a terminal (a pty): the rows in colour — trained bold green, prompt dim — the summary once."""
+    import pty
+    import re
+
+    data = write_jsonl(tmp_path / "chat.jsonl", [ASK])
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "tui.cli", "data", "check", str(data), "--format", "sharegpt",
+                          "--tokenizer", toks["llama3"], "--preview", "1"], stdout=slave, stderr=subprocess.DEVNULL,
+                         stdin=subprocess.DEVNULL, env=dict(os.environ, COLUMNS="200", TERM="xterm-256color"))
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert p.wait(timeout=120) == 0
+    text = out.decode(errors="replace")
+    assert re.search(r"\x1b\[1;32mParis is the capital\.<\|eot_id\|>", text), text[-2000:]
+    assert re.search(r"\x1b\[2m<\|begin_of_text\|>", text)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    assert plain.count("loss mask: end-of-turn marker <|eot_id|>") == 1 and "result: OK" in plain

@@ -350,8 +350,8 @@ def format_report(rep: dict, color: bool = False, with_preview: bool = True) -> 
             text = "".join(mark(s["text"]) if s["trained"] and s["text"] else s["text"] for s in p["segments"])
             L.extend("  " + ln for ln in text.rstrip("\n").split("\n"))
             L.extend(f"  ! {x}" for x in p.get("problems", []))
-    for x in mask_lines(rep):
-        L.append(x)
+    if with_preview:  # (printed apart: with the rows)
+        L.extend(mask_lines(rep))
     for k, use in (rep.get("extra_keys") or {}).items():
         L.append(f"key `{k}`: {use}")
     for w in rep.get("warnings", []):

@@ -106,8 +106,8 @@ def check_cmd(
         from tui.widgets.maskview import mask_preview
 
         con = Console(highlight=False)
-        con.print(mask_preview(rep))
         con.print(format_report(rep, color=True, with_preview=False), markup=False, highlight=False)
+        con.print(mask_preview(rep))
     else:
         color = sys.stdout.isatty()
         from engine.data.check import format_report
