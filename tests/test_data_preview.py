@@ -220,3 +220,13 @@ def test_cli_in_a_terminal_highlights_with_rich(toks, tmp_path):
     assert re.search(r"\x1b\[2m<\|begin_of_text\|>", text)
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
     assert plain.count("loss mask: end-of-turn marker <|eot_id|>") == 1 and "result: OK" in plain
+
+
+def test_preference_rows_preview_the_chosen_answer_and_say_who_tokenizes(toks):
+    tok, fb = _load(toks["qwen"], "dpo")
+    row = {"prompt": [{"role": "user", "content": "Pick a colour."}],
+           "chosen": [{"role": "assistant", "content": "Blue."}],
+           "rejected": [{"role": "assistant", "content": "Purple, obviously."}]}
+    rep = inspect_rows(tok, [("p:1", row)], "dpo", 4096, fb)
+    assert _trained(rep["rows"][0]) == "Blue.<|im_end|>" and "TRL's trainer" in rep["note"]
+    assert inspect_rows(tok, [("a:1", ASK)], "sft", 4096, fb)["note"] is None

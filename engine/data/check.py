@@ -303,6 +303,8 @@ def mask_lines(rep: dict) -> list[str]:
     template = "ChatML fallback" if m.get("fallback") else "the tokenizer's template"
     marker = f"end-of-turn marker {eot}" if eot else "no end-of-turn marker"
     out = [] if rep.get("stage") == "pretrain" else [f"loss mask: {marker}; {template}"]
+    if m.get("note"):
+        out.append(f"note: {m['note']}")
     out += [f"mask problem: {x}" for x in m.get("problems", [])]
     return out
 

@@ -152,8 +152,12 @@ def inspect_rows(tok: Any, rows: list[tuple[str, dict]], stage: str | None, max_
         k = sum(1 for r in out if any(kind in p for p in r["problems"]))
         if k:
             problems.append(f"{k} of {n} rows {word}")
+    note = None
+    if stage in ("dpo", "kto", "reward"):  # (only pre-training and SFT rows are pre-tokenized by finetui)
+        note = (f"{stage} rows are tokenized by TRL's trainer itself, through the same chat template: shown is the "
+                "prompt (masked) and the chosen answer")
     return {"rows": out, "end_of_turn": eot, "chat_template": bool(getattr(tok, "chat_template", None)),
-            "fallback": fallback, "problems": problems + errors,
+            "fallback": fallback, "problems": problems + errors, "note": note,
             "rows_cut": cut, "rows_answer_lost": whole, "rows_no_trained": empty}
 
 
