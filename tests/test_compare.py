@@ -83,8 +83,8 @@ def test_cli_diff(two_runs):
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "3 fields differ" in out
-    lines = {ln.replace("│", " ").split()[0]: ln.replace("│", " ").split()[1:] for ln in out.splitlines() if ln.strip().startswith(("general.", "adapter.",
-                                                                                                "launch."))}
+    rows = [ln.replace("│", " ").split() for ln in out.splitlines()]
+    lines = {r[0]: r[1:] for r in rows if r and r[0].startswith(("general.", "adapter.", "launch."))}
     assert lines["general.learning_rate"] == ["0.003", "0.0005"] and lines["adapter.lora_rank"] == ["8", "16"]
     assert lines["launch.gpu_hour_price"] == ["—", "2.5"]
     assert f"A {A}" in out and "eval loss" in out and "(best " in out

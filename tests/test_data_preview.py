@@ -88,7 +88,8 @@ def test_cut_answers_counted_apart_from_cut_rows(toks, family):
     assert full[1]["prompt_tokens"] > limit
     rep = inspect_rows(tok, [("a:1", ASK), ("a:2", LONG)], "sft", limit, fb)
     a, b = rep["rows"]
-    assert a["truncated"] == full[0]["tokens"] - limit and a["answer_lost"] == 2 and a["trained_tokens"] == full[0]["trained_tokens"] - 2
+    assert a["truncated"] == full[0]["tokens"] - limit and a["answer_lost"] == 2
+    assert a["trained_tokens"] == full[0]["trained_tokens"] - 2
     assert "cuts the answer: 2 of" in a["problems"][0]
     assert b["trained_tokens"] == 0 and "cuts the whole answer" in b["problems"][0]
     assert rep["rows_cut"] == 2 and rep["rows_answer_lost"] == 1
