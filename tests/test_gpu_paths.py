@@ -180,3 +180,23 @@ def test_qlora_under_zero3_follows_pefts_recipe(tiny_model):
 
     assert frozen_dtypes(True) == {torch.bfloat16}
     assert frozen_dtypes(False) == {torch.float32}  # prepare_model_for_kbit_training, without ZeRO-3
+
+
+def test_ddp_looks_for_unused_parameters_where_a_model_leaves_some(tiny_model):
+    """Forced off, a mixture-of-experts full fine-tune fails in DDP (the experts a batch did not reach get no
+    gradient); a dense text model uses every weight (off, no extra pass); a vision-language model: TRL's choice."""
+    import torch
+    from transformers import AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM
+
+    from engine.train.modeling import find_unused_parameters
+
+    dense = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    assert find_unused_parameters(dense) is False
+    moe = MixtralForCausalLM(MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=4,
+                                           num_experts_per_tok=1))
+    assert find_unused_parameters(moe) is True
+    import peft
+
+    lora = peft.get_peft_model(moe, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    assert find_unused_parameters(lora) is True

@@ -26,6 +26,7 @@ FAKE_SMI = """#!/bin/sh
 case "$*" in
   *compute_cap*) [ -n "$FAKE_SMI_NO_CAP" ] && { echo 'Field "compute_cap" is not a valid field to query.'; exit 2; }
                  cat "$FAKE_SMI_CSV" ;;
+  *=name,memory.total*) cut -d, -f3,4 "$FAKE_SMI_CSV" ;;
   *) cut -d, -f1-4 "$FAKE_SMI_CSV" ;;
 esac
 """
@@ -182,3 +183,18 @@ def test_combinations_that_would_train_otherwise_than_asked_are_refused_in_one_l
     job = _job(**{k.replace(".", "__"): v for k, v in vals.items()})
     errs = [str(p) for p in job.problems()]
     assert errs == [line], errs
+
+
+def test_doctor_names_the_gpu_generation_the_visible_ones_and_the_gpu_extras(smi, tmp_path):
+    smi(T4, 4, "7.5")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "doctor"], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=180)
+    lines = {ln[9:17].strip() + ":" + ln[18:] for ln in r.stdout.splitlines()}
+    assert f"gpus:4: {T4}, 81559; {T4}, 81559; {T4}, 81559; {T4}, 81559" in lines, r.stdout
+    assert "gpus:2 of them visible to finetui's ranks (CUDA_VISIBLE_DEVICES)" in lines, r.stdout
+    assert ("gpu-gen:compute capability 7.5 (before Ampere): fp16 only — no bf16, no flash-attention-2; finetui "
+            "refuses them there and mixed_precision auto picks fp16") in lines, r.stdout
+    extras = next(ln for ln in lines if ln.startswith("extras:"))
+    assert "bitsandbytes" in extras and "pip install 'finetui[gpu]'" in extras, extras  # (none installed here)

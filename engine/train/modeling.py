@@ -246,6 +246,19 @@ def _moe(model: Any) -> bool:
     return any(getattr(cfg, k, None) for k in ("num_local_experts", "num_experts", "n_routed_experts"))
 
 
+def find_unused_parameters(model: Any) -> bool | None:
+    """DDP's ``find_unused_parameters`` for the model: a mixture-of-experts model leaves the experts a batch did
+    not route to without gradients (on: known); a vision-language model's choice is TRL's (None: on unless
+    reentrant checkpointing); a dense text model uses every trainable weight in each step (off: the extra pass
+    over the graph is wasted)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if _moe(base):
+        return True
+    if hasattr(base.config, "vision_config"):
+        return None
+    return False
+
+
 def target_modules(res: dict, model: Any) -> Any:
     tm = list(res.get("adapter.target_modules") or [])
     mt = getattr(model.config, "model_type", "")

@@ -232,6 +232,7 @@ class Worker:
         self._check_stop()
 
         from engine.train.callbacks import EarlyStopCallback, EventCallback, StopCallback
+        from engine.train.modeling import find_unused_parameters
         from engine.train.trainers import build_trainer, common_args
 
         report = []
@@ -249,6 +250,7 @@ class Worker:
         if res["eval.evaluation_strategy"] != "no" and not has_eval:
             self.warn("evaluation is configured but there are no validation rows; evaluation is off")
         base = common_args(res, run_dir, device, has_eval, report)
+        base["ddp_find_unused_parameters"] = find_unused_parameters(model)
         info = {"model": str(res["model.name_or_path"]), "stage": res["trainer.stage"],
                 "method": res["trainer.training_type"], "config_hash": job.config_hash(),
                 "device": device, "backend": res["trainer.distributed_backend"],
