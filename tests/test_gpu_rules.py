@@ -198,3 +198,50 @@ def test_doctor_names_the_gpu_generation_the_visible_ones_and_the_gpu_extras(smi
             "refuses them there and mixed_precision auto picks fp16") in lines, r.stdout
     extras = next(ln for ln in lines if ln.startswith("extras:"))
     assert "bitsandbytes" in extras and "pip install 'finetui[gpu]'" in extras, extras  # (none installed here)
+
+
+def test_each_node_resumes_from_its_own_copy_of_the_checkpoint(tmp_path):
+    """Resuming a multi-node run, every node is given node 0's checkpoint path; node k reads its own copy."""
+    from engine.train.checkpoints import resolve_resume
+
+    def ck(run: Path) -> Path:
+        d = run / "checkpoints" / "checkpoint-4"
+        d.mkdir(parents=True)
+        (d / "trainer_state.json").write_text("{}")
+        return d
+
+    node0, node1 = tmp_path / "host0", tmp_path / "host1"  # (the workdirs of two hosts)
+    given = ck(node0 / "old")
+    mine = ck(node1 / "old.node1")
+    for run in (node0 / "new", node1 / "new.node1"):
+        run.mkdir(parents=True)
+    assert resolve_resume(str(given), node0 / "new", node0 / "new" / "checkpoints") == given
+    assert resolve_resume(str(given), node1 / "new.node1", node1 / "new.node1" / "checkpoints") == mine
+    import shutil
+
+    shutil.rmtree(node0)  # node 0's path does not exist on node 1's host: its own copy, all the same
+    assert resolve_resume(str(given), node1 / "new.node1", node1 / "new.node1" / "checkpoints") == mine
+
+
+def test_nccl_settings_travel_to_the_remote_nodes(monkeypatch):
+    from engine.launch.remote import forwarded_env
+
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ib0")
+    monkeypatch.setenv("NCCL_IB_HCA", "mlx5_0")
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    monkeypatch.setenv("MY_SECRET_THING", "x")
+    monkeypatch.delenv("FINETUI_REMOTE_ENV", raising=False)
+    env = forwarded_env()
+    assert {k: env[k] for k in env if "NCCL" in k} == {"NCCL_SOCKET_IFNAME": "ib0", "NCCL_IB_HCA": "mlx5_0",
+                                                        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
+    assert "MY_SECRET_THING" not in env
+
+
+def test_fused_adamw_on_cuda():
+    from engine.config import JobConfig
+    from engine.train.trainers import common_args
+
+    res = JobConfig(profile="native", values={"data.train_path": "x.jsonl"}).resolved()
+    assert common_args(res, Path("/tmp/r"), "cuda", False, [])["optim"] == "adamw_torch_fused"
+    assert common_args(res, Path("/tmp/r"), "cpu", False, [])["optim"] == "adamw_torch"
+    assert common_args({**res, "runtime.optimizer": "sgd"}, Path("/tmp/r"), "cuda", False, [])["optim"] == "sgd"

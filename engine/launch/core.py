@@ -84,6 +84,10 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         ifname = route_interface(master_addr, master_port or 29500)
         if ifname:
             full_env["GLOO_SOCKET_IFNAME"] = ifname
+    if nnodes > 1 and not full_env.get("NCCL_SOCKET_IFNAME") and full_env.get("GLOO_SOCKET_IFNAME"):
+        # NCCL's bootstrap picks an interface of its own (a docker bridge, a second NIC the other nodes cannot
+        # reach): the one that routes to the master, as gloo's, unless the user chose
+        full_env["NCCL_SOCKET_IFNAME"] = full_env["GLOO_SOCKET_IFNAME"]
     token = uuid.uuid4().hex
     full_env[procs.TOKEN_ENV] = token  # every process of the run carries it (torchrun's ranks make own sessions)
     if command is None:
@@ -97,6 +101,7 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     }
     if nnodes > 1:
         info["gloo_socket_ifname"] = full_env.get("GLOO_SOCKET_IFNAME")
+        info["nccl_socket_ifname"] = full_env.get("NCCL_SOCKET_IFNAME")
     write_json(run_dir / LAUNCH_FILE, info)
     (run_dir / LOG_FILE).touch()
     sup = [procs.python_exe(), "-m", "engine.launch.supervisor", str(run_dir)]
