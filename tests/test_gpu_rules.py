@@ -245,3 +245,20 @@ def test_fused_adamw_on_cuda():
     assert common_args(res, Path("/tmp/r"), "cuda", False, [])["optim"] == "adamw_torch_fused"
     assert common_args(res, Path("/tmp/r"), "cpu", False, [])["optim"] == "adamw_torch"
     assert common_args({**res, "runtime.optimizer": "sgd"}, Path("/tmp/r"), "cuda", False, [])["optim"] == "sgd"
+
+
+def test_dashboard_shows_reserved_and_the_fullest_gpu_where_the_worker_logs_them():
+    """On CUDA every rank's reserved peak is logged (nvidia-smi reads the allocator's reserve, not the tensors)."""
+    from engine.train.callbacks import memory_fields
+    from tui.widgets.metrics import RunState
+    from tui.widgets.progress import stats_text
+
+    rec = {"t": 1.0, "kind": "log", "step": 3, "loss": 2.0,
+           **memory_fields([(30 * 1024.0, 34 * 1024.0), (31 * 1024.0, 36.5 * 1024.0)])}
+    assert rec["gpu_reserved_mb"] == [34816.0, 37376.0] and rec["memory_mb"] == 30720.0
+    st = RunState()
+    st.update([rec])
+    assert "mem 30.0 GiB (reserved 34.0 GiB, fullest GPU 36.5 GiB)" in stats_text(st)
+    cpu = RunState()
+    cpu.update([{"t": 1.0, "kind": "log", "step": 3, "loss": 2.0, "memory_mb": 900.0}])
+    assert stats_text(cpu).endswith("mem 900 MiB")
