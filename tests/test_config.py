@@ -252,8 +252,9 @@ def test_nova_replicas_per_model_size():
 def test_trainer_decides_data_formats():
     errs = _errors(_job(trainer__stage="pretrain", data__format="alpaca"))
     assert any(e == "data.format: alpaca data cannot train the pretrain trainer (allowed: corpus)" for e in errs)
-    errs = _errors(_job(trainer__stage="dpo", data__format="sharegpt"))
-    assert any("allowed: preference" in e for e in errs)
+    errs = _errors(_job(trainer__stage="dpo", data__format="alpaca"))
+    assert any("allowed: preference, sharegpt" in e for e in errs)
+    assert not _errors(_job(trainer__stage="dpo", data__format="sharegpt"))  # conversations + chosen / rejected
     assert not _errors(_job(trainer__stage="sft", data__format="sharegpt"))
 
 

@@ -109,8 +109,11 @@ def fit_to_gpus(job: JobConfig) -> list[str]:
     return notes
 
 
-def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | None = None) -> RunRef:
-    """Validate, create the run directory and start the run detached (locally or over SSH)."""
+def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | None = None,
+              progress: Any = None) -> RunRef:
+    """Validate, create the run directory and start the run detached (locally or over SSH).
+
+    ``progress(host, bytes_sent, bytes_total)`` is called while local data is uploaded to a remote host."""
     from engine import presets
 
     job = job.copy()
@@ -123,6 +126,15 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
         raise LaunchError(f"launch.start_at: {res.get('launch.start_at')} is in the past (allowed: a time from now on, "
                           f"YYYY-mm-dd HH:MM local time; leave it unset to start now)")
     secrets = {**(job.secrets or {}), **(secrets or {})}
+    uri = res.get("tracking.mlflow_tracking_uri")
+    if uri:  # user:password@ in the URI: kept in the run's process environment only, never in its files
+        from engine.redact import uri_credentials
+
+        clean, creds = uri_credentials(str(uri))
+        if creds:
+            job.values["tracking.mlflow_tracking_uri"] = clean
+            res = job.resolved()
+            secrets = {**creds, **secrets}
     remote = is_remote_job(res)
     if run_dir is not None:
         run_dir = Path(run_dir).expanduser().resolve()
@@ -145,7 +157,7 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
         if remote:
             from engine.launch import remote as R
 
-            R.start(job, res, run_dir, secrets=secrets, start_at=start_at)
+            R.start(job, res, run_dir, secrets=secrets, start_at=start_at, progress=progress)
         else:
             env = {str(k): str(v) for k, v in secrets.items()}
             core.start_in_dir(run_dir, res, env=env, start_at=start_at, cwd=os.getcwd())

@@ -56,6 +56,9 @@ class Worker:
         self.ev.emit("status", self.step, phase=phase, text=text, **kw)
 
     def warn(self, msg: str) -> None:
+        from engine.redact import redact
+
+        msg = redact(msg)  # (a URI's user:password@ is never shown or recorded)
         self.ev.emit("status", self.step, phase="warning", text=msg, level="warning")
         print(f"warning: {msg}", file=sys.stderr, flush=True)
 
@@ -316,8 +319,10 @@ class Worker:
         env = {k: v for k, v in os.environ.items()
                if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                             "GROUP_RANK", "ROLE_RANK", "CROSS_RANK", "CROSS_SIZE")}
-        p = subprocess.run([sys.executable, "-m", "engine.train.merge", "--run-dir", str(self.run_dir),
-                            "--adapter", str(adapter), "--out", str(final)], env=env, stdin=subprocess.DEVNULL,
+        from engine.launch.procs import module_argv
+
+        p = subprocess.run(module_argv(sys.executable, "engine.train.merge", "--run-dir", str(self.run_dir),
+                                       "--adapter", str(adapter), "--out", str(final)), env=env, stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         sys.stderr.write(p.stdout)
         if p.returncode != 0:
@@ -398,7 +403,9 @@ class Worker:
             params = {f"finetui.{k}": v for k, v in sorted(res.items())
                       if v is not None and v != "" and v != []}
             params["finetui.profile"] = self.job.profile
-            items = [(k, str(v)[:500]) for k, v in params.items()]
+            from engine.redact import redact
+
+            items = [(k, redact(str(v))[:500]) for k, v in params.items()]
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i:i + 100]))
             cfg = self.run_dir / "config.toml"
