@@ -262,3 +262,15 @@ def test_dashboard_shows_reserved_and_the_fullest_gpu_where_the_worker_logs_them
     cpu = RunState()
     cpu.update([{"t": 1.0, "kind": "log", "step": 3, "loss": 2.0, "memory_mb": 900.0}])
     assert stats_text(cpu).endswith("mem 900 MiB")
+
+
+@pytest.mark.slow
+def test_a_remote_host_without_nvidia_smi_is_not_checked_and_the_job_starts_as_asked(ssh_env):
+    """Over SSH (a real sshd): no nvidia-smi there → no GPU facts (one ssh call), nothing refused or changed."""
+    from engine import gpus
+    from engine.launch import fit_to_gpus
+
+    node = ssh_env.nodes[0]
+    assert gpus.remote(node.alias) is None
+    job = _job(launch__host=node.alias, launch__procs_per_node=3)
+    assert fit_to_gpus(job) == [] and job.resolved()["launch.procs_per_node"] == 3
