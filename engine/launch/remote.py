@@ -71,6 +71,9 @@ def forwarded_env() -> dict[str, str]:
 
     names = [n.strip() for n in os.environ.get(FORWARD_ENV, "").split(",") if n.strip()]
     names.append(WORKER_OVERRIDE_ENV)
+    # NCCL's own settings (NCCL_SOCKET_IFNAME, NCCL_IB_HCA, NCCL_DEBUG, …) as set where the run is started: a
+    # cluster's network is chosen there, and the nodes' login shells do not carry them
+    names += sorted(n for n in os.environ if n.startswith(("NCCL_", "TORCH_NCCL_")))
     return {n: os.environ[n] for n in names if n in os.environ}
 
 
