@@ -30,18 +30,15 @@ class EventSourceLike(Protocol):
     def read(self) -> list[dict[str, Any]]: ...
 
 
-def _launch() -> Any | None:
-    """``engine.launch`` when it offers the run API, else ``None``."""
-    try:
-        import engine.launch as L
-    except Exception:
-        return None
-    return L if hasattr(L, "event_source") and hasattr(L, "list_runs") else None
+def _launch() -> Any:
+    """``engine.launch`` (imported on first use: the interface starts without it)."""
+    import engine.launch as L
+
+    return L
 
 
 def _fn(name: str) -> Callable[..., Any] | None:
-    L = _launch()
-    return getattr(L, name, None) if L is not None else None
+    return getattr(_launch(), name, None)
 
 
 @dataclass

@@ -35,10 +35,8 @@ def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_
     if override:
         argv = json.loads(override)
         return [str(a).replace("{run_dir}", str(run_dir)).replace("{python}", python) for a in argv]
-    try:
-        from engine.train.command import worker_argv
-    except ImportError as e:
-        raise LaunchError(f"the training worker command is not available ({e}); is finetui complete?") from None
+    from engine.train.command import worker_argv
+
     kw: dict[str, Any] = dict(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, rdzv=rdzv, python=python)
     if master_port is not None:
         kw["master_port"] = master_port

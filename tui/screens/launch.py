@@ -70,15 +70,8 @@ def default_run_name(model: str, now: Any) -> str:
 
 def estimate_text(est: Any) -> Any:
     """engine.estimate.Estimate as a compact table: total per GPU, its parts, steps, time."""
-    if est is None:
-        return Text("The estimate is not available yet.", "dim")
-    if not hasattr(est, "parts"):
-        return Text(str(est.to_text() if hasattr(est, "to_text") else est))
-    try:
-        from engine.estimate import gib
-    except ImportError:  # pragma: no cover
-        def gib(n: float) -> str:
-            return f"{n / 2**30:.2f} GiB"
+    from engine.estimate import gib
+
     t = Table.grid(padding=(0, 1))
     t.add_column(style="bold", no_wrap=True)
     t.add_column(justify="right", no_wrap=True)
