@@ -27,7 +27,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher
 
-from engine.config import FIELD_BY_NAME, JobConfig, spec
+from engine.config import FIELD_BY_NAME, LOCAL_HOST, JobConfig, is_local_host, is_remote_job, spec
 from tui import state
 from tui.screens.base import QuietScreen
 from tui.screens.model import ModelPane
@@ -79,7 +79,7 @@ def _gpu_memory(host: str) -> float | None:
 
     query = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
     try:
-        if host in ("", "local"):
+        if is_local_host(host):
             smi = shutil.which("nvidia-smi")
             if not smi:
                 return None
@@ -622,7 +622,7 @@ class FinetuiApp(App[None]):
         res = job.resolved()
         if res.get("launch.device") == "cpu":
             return hints
-        host = str(res.get("launch.host") or "local")
+        host = str(res.get("launch.host") or LOCAL_HOST)
         if host not in self.gpu_memory:
             self.gpu_memory[host] = None
             self._probe(lambda: self.services.gpu_memory(host) or None, lambda gb: self._gpu_probed(host, gb))
@@ -641,8 +641,6 @@ class FinetuiApp(App[None]):
 
         if not hub.is_hub_name(name) or _from_hf_cache(name) is not None:
             return None
-        from engine.launch import is_remote_job
-
         if is_remote_job(res) or os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"):
             return None  # (another host's Hub and cache: `finetui doctor --host` says)
         if self.hub_reachable is None:

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.config import JobConfig
+from engine.config import LOCAL_HOST, JobConfig, is_remote_job
 from engine.events import EVENTS_FILE, Tailer, summarize
 from engine.launch import core
 from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FILE, LaunchError, RunInfo, RunRef,
@@ -39,13 +39,6 @@ from engine.launch.ssh import SSHError
 __all__ = ["start_run", "resume_job", "list_runs", "resolve_run", "event_source", "stop_run", "delete_run", "RunRef",
            "RunInfo",
            "LaunchError", "SSHError", "EventSource", "is_remote_job", "parse_start_at"]
-
-LOCAL_HOSTS = (None, "", "local", "localhost-local")
-
-
-def is_remote_job(res: dict[str, Any]) -> bool:
-    return bool(res.get("launch.hosts")) or res.get("launch.host") not in LOCAL_HOSTS
-
 
 def parse_start_at(text: str | None) -> float | None:
     if not text:
@@ -163,7 +156,7 @@ def _ref_for_dir(d: Path) -> RunRef:
         # several nodes: all of them ("host" follows the node where rank 0 writes its events)
         host = ",".join(hosts) if len(hosts) > 1 else remote.get("host", "?")
     else:
-        host = "local"
+        host = LOCAL_HOST
     return RunRef(name=d.name, run_dir=d.resolve(), host=host, remote=remote)
 
 

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, Select, Static
 
-from engine.config import JobConfig
+from engine.config import LOCAL_HOST, JobConfig
 from tui.screens.hyperparameters import diff_table
 from tui.widgets.form import FieldEdited, SchemaForm, widget_id
 from tui.widgets.lazyselect import LazySelect
@@ -131,7 +131,7 @@ class LaunchPane(StepPane):
         with VerticalScroll(classes="step-body"):
             with Horizontal(classes="field-line", id="known-hosts-line"):
                 yield Label("Known hosts", classes="field-label")
-                yield LazySelect([("local", "local")], value="local", allow_blank=False, compact=True,
+                yield LazySelect([(LOCAL_HOST, LOCAL_HOST)], value=LOCAL_HOST, allow_blank=False, compact=True,
                              id="known-hosts", classes="-textual-compact field-input")
                 yield Label("~/.ssh/config", classes="field-hint")
             yield SchemaForm(TARGET_FIELDS, id="launch-target-form")
@@ -149,19 +149,19 @@ class LaunchPane(StepPane):
             yield Static("", id="launch-reason")
             yield Button("Launch ▶", id="launch-button", variant="success", compact=True, disabled=True, classes="-textual-compact")
 
-    _host_shown: str | None = "local"
-    _hosts: list[str] = ["local"]
+    _host_shown: str | None = LOCAL_HOST
+    _hosts: list[str] = [LOCAL_HOST]
 
     def on_mount(self) -> None:
         try:
             hosts = list(self.app.services.ssh_hosts())  # type: ignore[attr-defined]
         except Exception:
             hosts = []
-        self._hosts = ["local"] + [h for h in hosts if h != "local"]
+        self._hosts = [LOCAL_HOST] + [h for h in hosts if h != LOCAL_HOST]
         for sel in self.query("#known-hosts").results(Select):
             with sel.prevent(Select.Changed):
                 sel.set_options([(h, h) for h in self._hosts])
-                sel.value = "local"
+                sel.value = LOCAL_HOST
 
     def sync(self, job: JobConfig, res: dict[str, Any], states: dict) -> None:
         for f in self.query(SchemaForm):
@@ -169,7 +169,7 @@ class LaunchPane(StepPane):
         rn = self.query_one(f"#{widget_id('launch.run_name')}")
         rn.placeholder = self.app.default_run_name(job)  # type: ignore[attr-defined]
         sel = self.query_one("#known-hosts", Select)
-        host = str(res["launch.host"] or "local")
+        host = str(res["launch.host"] or LOCAL_HOST)
         if host in self._hosts and sel.value != host:
             with sel.prevent(Select.Changed):
                 sel.value = host

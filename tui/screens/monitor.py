@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
+from engine.config import is_local_host
 from tui import runsource
 from tui.screens.base import QuietScreen
 from tui.widgets.keybar import KeyBar
@@ -263,7 +264,7 @@ class MonitorScreen(QuietScreen):
         if st.world_size > 1:
             extra.append(f"{st.world_size} ranks")
         title = self.query_one("#mon-title", Static)
-        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "")
+        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if not is_local_host(host) else "")
              + (f"  ({', '.join(extra)})" if extra else ""))
         _set(self.query_one("#mon-stats", Static), stats_text(st))
         end = self.query_one("#mon-end", Static)
