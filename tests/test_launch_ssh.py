@@ -361,14 +361,13 @@ def test_master_address_of_a_multi_node_run(addr, tmp_path, monkeypatch):
     assert not [p for p in job.problems() if p.field.startswith("launch.")]
     sent = []
 
-    def agent(target, python, args, *, input=b"", timeout=120):
-        req = json.loads(input.split(b"\n", 1)[0])
+    def node(target, python, req, files, progress):
         sent.append((target, req))
         return {"run_dir": f"/remote/{req['name']}", "pid": 1, "pgid": 1, "command": ["torchrun"]}
 
     monkeypatch.setattr(R.ssh, "ensure_master", lambda host: None)
     monkeypatch.setattr(R.ssh, "describe", lambda host: (f"{host}.example.org", 22, "me"))
-    monkeypatch.setattr(R, "_agent_json", agent)
+    monkeypatch.setattr(R, "_start_node", node)
     local = tmp_path / "run"
     local.mkdir()
     R.start(job, job.resolved(), local, secrets={}, start_at=None)

@@ -277,6 +277,33 @@ async def test_open_config_in_the_wizard_app(runs_dir):
         assert app.job.values.get("launch.procs_per_node") == 2
 
 
+async def test_as_new_job_asks_before_dropping_unsaved_edits(runs_dir):
+    """`c` over unsaved edits asks, as Open and Quit do: keep editing leaves the job, discard replaces it."""
+    app_mod = pytest.importorskip("tui.app")
+    app = app_mod.create_app(autosave=False, offer_restore=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        app.apply_edit("general.epochs", 7)
+        assert app.dirty
+        await pilot.press("ctrl+r")
+        scr = app.screen
+        await _loaded(pilot)
+        await _goto(pilot, scr, NAMES["completed"])
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.screen.query("#btn-discard")  # asked
+        await pilot.click("#btn-cancel")
+        await pilot.pause()
+        assert app.screen is scr and app.job.values["general.epochs"] == 7  # kept
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.click("#btn-discard")
+        await pilot.pause()
+        await pilot.pause()
+        assert not isinstance(app.screen, RunsScreen)
+        assert app.job.values.get("general.batch_size") == 8 and app.job.values.get("general.epochs") != 7
+
+
 # ------------------------------------------------- finetui --runs / --attach RUN (the wizard app)
 
 

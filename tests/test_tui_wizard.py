@@ -296,6 +296,9 @@ async def test_trainer_offers_only_valid_choices(make_app):
         await choose("#choice-method", "qlora")
         assert app.job.resolved()["runtime.quantization_bit"] == 4
         assert not [p for p in app.job.problems() if p.field == "runtime.quantization_bit"]
+        await choose("#choice-method", "lora")  # LoRA on a quantized base is QLoRA: lora drops the quantization
+        assert app.job.resolved()["runtime.quantization_bit"] == "none"
+        await choose("#choice-method", "qlora")
         await choose("#choice-method", "full")
         assert app.job.resolved()["runtime.quantization_bit"] == "none"
         # prompt tuning is ruled out for a preference trainer, with the reason
@@ -362,12 +365,12 @@ async def test_launch_disabled_reasons_then_launch(make_app):
         await pilot.pause()
         assert not disabled, reason
         assert app.query_one(f"#{widget_id('launch.run_name')}", Input).placeholder == \
-            "ft_tiny-llama_20260102-030405"
+            "ft_tiny-llama_sft-lora_20260102-030405"
         await pilot.click("#launch-button")
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert len(app.launcher.jobs) == 1
-        assert app.launcher.jobs[0].values["launch.run_name"] == "ft_tiny-llama_20260102-030405"
+        assert app.launcher.jobs[0].values["launch.run_name"] == "ft_tiny-llama_sft-lora_20260102-030405"
         assert "launch.runs_dir" not in app.launcher.jobs[0].values  # the job's own (default runs/)
 
 
@@ -451,6 +454,8 @@ async def test_finetui_runs_dir_overrides_the_jobs_in_the_tui_as_in_the_cli(make
     monkeypatch.setenv("FINETUI_RUNS_DIR", str(tmp_path / "elsewhere"))
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+l")  # the launch step's review first
+        await pilot.pause()
         await pilot.press("ctrl+l")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -618,10 +623,11 @@ async def test_help_and_palette_commands(make_app):
         for want in ("Go to Model", "Go to Launch", "Open preset…", "Save preset…", "Import…", "Export…",
                      "Launch", "Runs", "Toggle theme", "Show TOML", "Show diff", "Check data", "Help", "Quit"):
             assert want in titles
-        # every key binding's action is also a palette command
+        # every key binding's action is also a palette command (q and Esc: Quit and Previous step, in the wizard)
         callbacks = [cb for _, _, cb in FinetuiCommands(app.screen)._commands()]
+        same = {"quit_or_back": "quit", "back": "prev_step"}
         for b in app.BINDINGS:
-            assert getattr(app, f"action_{b.action}") in callbacks, b.action
+            assert getattr(app, f"action_{same.get(b.action, b.action)}") in callbacks, b.action
         dark = app.current_theme.dark
         app.action_toggle_theme()
         assert app.current_theme.dark != dark
@@ -660,7 +666,7 @@ async def test_preset_dialog_exports_and_imports(make_app, tmp_path):
         await pilot.press("ctrl+o")
         await pilot.pause()
         app.screen.query_one("#preset-path", Input).value = str(out)
-        await pilot.click("#preset-import")
+        await pilot.click("#preset-open")  # (its kind is told from its content: imported)
         await pilot.pause()
         await pilot.click("#btn-discard")
         await pilot.pause()

@@ -39,6 +39,9 @@ def _root(
     attach: Optional[str] = typer.Option(None, "--attach", metavar="RUN",
                                          help="Open the TUI on a run's live dashboard (a run name, a unique "
                                          "prefix of one, or a run directory); Esc goes to the runs screen."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", metavar="DIR",
+                                            help="Where the TUI lists and launches runs (as $FINETUI_RUNS_DIR: it "
+                                            "overrides the preset's launch.runs_dir)."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     if version:
@@ -48,6 +51,10 @@ def _root(
         raise typer.Exit(0)
     if ctx.invoked_subcommand is not None:
         return
+    if runs_dir is not None:
+        import os
+
+        os.environ["FINETUI_RUNS_DIR"] = str(runs_dir.expanduser().resolve())
     job = None
     if demo and preset is None:
         preset = common.demo_preset_path()

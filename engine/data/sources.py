@@ -13,6 +13,7 @@ import io
 import json
 import os
 import posixpath
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -21,6 +22,7 @@ from engine.data.errors import DataError, RowError
 from engine.datapaths import data_paths, split_format
 from engine import samples
 from engine.samples import SAMPLES_PREFIX
+from engine.safeio import escape_reason, inside
 
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson")
 _SKIP_NAMES = {"dataset_info.json"}
@@ -239,6 +241,10 @@ class ZipSource(Source):
             self.zf = zipfile.ZipFile(path)
         except zipfile.BadZipFile:
             raise DataError(f"{self.zip_display}: not a valid zip archive")
+        for info in self.zf.infolist():
+            why = _unsafe_member(info)
+            if why:
+                raise DataError(f"{self.zip_display}: member `{info.filename}` {why}; the archive is refused")
         names = [n for n in self.zf.namelist() if not n.startswith("__MACOSX/") and not n.endswith("/")]
         self.names = set(names)
         self.member = _pick_data_member(names, self.zip_display)
@@ -278,15 +284,27 @@ class ZipSource(Source):
             st = self.path.stat()
             h = hashlib.sha256(f"{self.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
             self._extract_dir = cache_dir() / "zips" / h
-        dest = self._extract_dir / m
+        dest, why = inside(self._extract_dir, m)
+        if dest is None:  # (every member was checked when the archive was opened: a link already in the cache)
+            raise DataError(f"{self.zip_display}: member `{m}` {why}; the archive is refused")
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(dest.name + ".part")
+            tmp = dest.with_name(f"{dest.name}.part{os.getpid()}")
             with self.zf.open(m) as src, open(tmp, "wb") as out:
                 while chunk := src.read(1 << 20):
                     out.write(chunk)
             os.replace(tmp, dest)
         return str(dest)
+
+
+def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
+    """Why an archive member may not be extracted under a folder: absolute, ``..``, or a symbolic link."""
+    why = escape_reason(info.filename)
+    if why:
+        return why
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "is a symbolic link"
+    return None
 
 
 def _pick_data_member(names: list[str], display: str) -> str:

@@ -44,6 +44,27 @@ def _resolve(run: str, runs_dir: Optional[Path]):
         common.fail(str(e))
 
 
+def _upload_progress():  # noqa: ANN202
+    """Report a data upload on stderr: one line kept up to date on a terminal, a line per tenth otherwise."""
+    shown: dict[str, int] = {}
+    tty = sys.stderr.isatty()
+
+    def mb(n: int) -> str:
+        return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+    def show(host: str, sent: int, total: int) -> None:
+        pct = 100 if not total else int(sent * 100 / total)
+        text = f"uploading data to {host}: {pct}% ({mb(sent)} of {mb(total)})"
+        if tty:
+            sys.stderr.write("\r" + text + ("\n" if sent >= total else ""))
+            sys.stderr.flush()
+        elif shown.get(host, -1) < pct // 10:
+            shown[host] = pct // 10
+            common.err(text)
+
+    return show
+
+
 def _fmt_num(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -236,10 +257,13 @@ def register(app: typer.Typer) -> None:
         try:
             if bootstrap:
                 _bootstrap(job)
-            ref = L.start_run(job, run_dir=run_dir)
+            ref = L.start_run(job, run_dir=run_dir, progress=_upload_progress())
         except _launch_errors() as e:
-            common.fail(str(e).splitlines()[0] if not hasattr(e, "problems") else
-                        "; ".join(str(p) for p in e.problems))
+            if getattr(e, "problems", None):  # (what the host's GPUs cannot do: one line per problem)
+                for p in e.problems:
+                    common.err(str(p))
+                raise typer.Exit(2) from None
+            common.fail(str(e).splitlines()[0])
         where = "" if is_local_host(ref.host) else f" on {ref.host}"
         if at:
             typer.echo(f"{ref.name} scheduled for {at}{where} ({ref.run_dir})")

@@ -92,7 +92,7 @@ class MonitorScreen(QuietScreen):
     CSS_PATH = "dashboard.tcss"
     BINDINGS = [
         Binding("d", "detach", "Detach"),
-        Binding("escape", "detach", "Detach", show=False),
+        Binding("escape,q", "detach", "Detach", show=False),
         Binding("s", "stop", "Stop run"),
         Binding("slash", "search", "Search log"),
         Binding("l", "toggle_log", "Wide log", show=False),
@@ -118,7 +118,34 @@ class MonitorScreen(QuietScreen):
 
     @property
     def active_bindings(self) -> dict:  # type: ignore[override]
-        return dashboard_bindings(self, super().active_bindings)
+        """The footer follows the run: while it runs, Detach and Stop; once it has ended, Back (no Stop),
+        Try the model when it saved one, Resume when it can be resumed."""
+        shown = dashboard_bindings(self, super().active_bindings)
+        st = self.state
+        if not st.finished:
+            return shown
+        from dataclasses import replace
+
+        out = {}
+        for k, ab in shown.items():
+            b = ab.binding
+            if b.action == "stop":
+                continue
+            if b.action == "detach" and b.show:
+                b = replace(b, description="Back")
+            elif b.action == "try_model" and st.status in ("completed", "early_stopped") and st.final_path:
+                b = replace(b, show=True)
+            elif b.action == "resume" and st.status not in ("completed", "early_stopped") and self._resumable():
+                b = replace(b, show=True)
+            out[k] = ab._replace(binding=b)
+        return out
+
+    _footer_finished = False
+
+    def _footer_follows(self) -> None:
+        if self.state.finished != self._footer_finished:
+            self._footer_finished = self.state.finished
+            self.refresh_bindings()
 
     # -- layout ----------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -157,6 +184,7 @@ class MonitorScreen(QuietScreen):
     @work(thread=True, exclusive=True, group="monitor-tail", exit_on_error=False)
     def _tail(self) -> None:
         worker = get_current_worker()
+        self._parent_history()
         try:
             feed = runsource.open_feed(self.run_ref)
         except Exception as e:  # unreachable host, missing run
@@ -196,6 +224,23 @@ class MonitorScreen(QuietScreen):
     def on_unmount(self) -> None:
         sys.setswitchinterval(self._switch)
 
+    resumed_from: tuple[str, int] | None = None  # (the run this one resumed, the step it resumed at)
+
+    def _parent_history(self) -> None:
+        """A resumed run: its parent's curves up to the resume point go first (in the tail thread)."""
+        kind, parent, step = runsource.run_kind(self.run_ref)
+        d = runsource.run_dir(self.run_ref)
+        if not parent or step is None or d is None:
+            return
+        recs = runsource.history_before(parent, step, d.parent)
+        self.app.call_from_thread(self._show_parent, parent, step, recs)
+
+    def _show_parent(self, parent: str, step: int, recs: list[dict[str, Any]]) -> None:
+        self.resumed_from = (parent, step)
+        self.state.history(recs)
+        self._show_text()
+        self._redraw_plots(force=True)
+
     def on_run_update(self, msg: RunUpdate) -> None:
         msg.stop()
         self.batches += 1
@@ -204,6 +249,7 @@ class MonitorScreen(QuietScreen):
             st.update(msg.records)
         self._feed_log(msg)
         self._show_text()
+        self._footer_follows()
         if msg.caught_up and not self.loaded:
             self.loaded = True
             self._redraw_plots(force=True)
@@ -220,6 +266,7 @@ class MonitorScreen(QuietScreen):
             self.problem = msg.text
         self.loaded = True
         self._show_text()
+        self._footer_follows()
 
     def _feed_log(self, msg: RunUpdate) -> None:
         from tui.widgets.logtail import LogTail, event_line
@@ -264,8 +311,10 @@ class MonitorScreen(QuietScreen):
         if st.world_size > 1:
             extra.append(f"{st.world_size} ranks")
         title = self.query_one("#mon-title", Static)
-        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if not is_local_host(host) else "")
-             + (f"  ({', '.join(extra)})" if extra else ""))
+        more = f"  ({', '.join(extra)})" if extra else ""
+        if self.resumed_from is not None:  # (what it trains is its parent's: the link says more)
+            more = f"  ↻ resumed from {self.resumed_from[0]} at step {self.resumed_from[1]}"
+        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if not is_local_host(host) else "") + more)
         _set(self.query_one("#mon-stats", Static), stats_text(st))
         end = self.query_one("#mon-end", Static)
         msg = self._end_text()
@@ -405,9 +454,11 @@ class MonitorScreen(QuietScreen):
             if yes:
                 self._resume_worker()
 
-        self.app.push_screen(ConfirmScreen(f"Resume run {st.name} from its newest complete checkpoint?\n\nA new "
-                                           "run starts beside it at the saved step.", yes="Resume", danger=False),
-                             answered)
+        from tui.screens.runs import resume_question
+
+        ck = next((c for c in reversed(st.checkpoints) if c.get("complete", True) and c.get("path")), None)
+        self.app.push_screen(ConfirmScreen(resume_question(st.name, runsource.run_host(self.run_ref), ck,
+                                                           st.total_steps), yes="Resume", danger=False), answered)
 
     @work(thread=True, exclusive=True, group="monitor-resume", exit_on_error=False)
     def _resume_worker(self) -> None:

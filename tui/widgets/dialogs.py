@@ -43,14 +43,22 @@ class Dialog(QuietScreen, ModalScreen[Any]):
 
 
 class ConfirmDialog(Dialog):
-    """A question with buttons; dismisses with the chosen button's key (None on escape)."""
+    """A question with buttons; dismisses with the chosen button's key (None on escape).  ``y`` answers with
+    the first button (focused: Enter too), ``n`` with ``no`` (default: the cancel button, else the last)."""
+
+    BINDINGS = [Binding("y", "answer('yes')", "Yes", show=False), Binding("n", "answer('no')", "No", show=False)]
 
     def __init__(self, title: str, message: str, buttons: Iterable[tuple[str, str]] = (("yes", "Yes"), ("no", "No")),
-                 id: str | None = None) -> None:
+                 id: str | None = None, no: str | None = None) -> None:
         super().__init__(id=id)
         self.title_text = title
         self.message = message
         self.buttons = list(buttons)
+        keys = [k for k, _ in self.buttons]
+        self.answers = {"yes": keys[0], "no": no or ("cancel" if "cancel" in keys else keys[-1])}
+
+    def action_answer(self, which: str) -> None:
+        self.dismiss(self.answers[which])
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -59,6 +67,8 @@ class ConfirmDialog(Dialog):
             with Horizontal(classes="dialog-buttons"):
                 for i, (key, label) in enumerate(self.buttons):
                     yield Button(label, id=f"btn-{key}", variant="primary" if i == 0 else "default", compact=True)
+            yield Static(f"y {self.buttons[0][1].lower()} · n {dict(self.buttons)[self.answers['no']].lower()}"
+                         " · Esc cancel", classes="dialog-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query(Button).first().focus()
@@ -116,7 +126,8 @@ class FilePickerDialog(Dialog):
 
 
 class OpenPresetDialog(Dialog):
-    """Shipped and recent presets, or a typed path; Import converts a foreign file (engine.interop)."""
+    """Shipped and recent presets, or a typed path: a TOML preset opens, a LLaMA-Factory / Nova YAML or an
+    FPT / OCI / watsonx JSON is imported (the app tells which from the content: engine.interop.file_kind)."""
 
     def __init__(self, shipped: list[Path], recent: list[Path]) -> None:
         super().__init__()
@@ -125,7 +136,7 @@ class OpenPresetDialog(Dialog):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-tall"):
-            yield Label("Open a preset", classes="dialog-title")
+            yield Label("Open a preset or import a config", classes="dialog-title")
             opts: list[Option | None] = []
             for p in self.recent:
                 opts.append(Option(Text.assemble(("recent   ", "dim"), p.name, ("  " + str(p.parent), "dim")), id=str(p)))
@@ -133,11 +144,11 @@ class OpenPresetDialog(Dialog):
                 if p not in self.recent:
                     opts.append(Option(Text.assemble(("shipped  ", "dim"), p.name), id=str(p)))
             yield OptionList(*opts, id="preset-list")
-            yield Input(placeholder="…or a path: .toml preset, or a file to import", id="preset-path", compact=True)
+            yield Input(placeholder="…or a path: a .toml preset, a LLaMA-Factory / Nova YAML, an FPT / OCI / watsonx JSON",
+                        id="preset-path", compact=True)
             yield Static("", id="preset-error", classes="field-problem", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Open", id="preset-open", variant="primary", compact=True)
-                yield Button("Import", id="preset-import", compact=True)
                 yield Button("Browse…", id="preset-browse", compact=True)
                 yield Button("Cancel", id="preset-cancel", compact=True)
 
@@ -164,14 +175,6 @@ class OpenPresetDialog(Dialog):
         v = self.query_one("#preset-path", Input).value.strip()
         if v:
             self.dismiss(("open", v))
-
-    @on(Button.Pressed, "#preset-import")
-    def _import(self) -> None:
-        v = self.query_one("#preset-path", Input).value.strip()
-        if not v:
-            self.show_error("type the path of a LLaMA-Factory / Nova YAML or an FPT / OCI / watsonx JSON to import")
-            return
-        self.dismiss(("import", v))
 
     @on(Button.Pressed, "#preset-browse")
     def _browse(self) -> None:
@@ -262,14 +265,15 @@ class SavePresetDialog(Dialog):
 
 
 KEYS_HELP = """\
-Tab / Shift+Tab   next / previous field
-Ctrl+N / Ctrl+B   next / previous step   (or click a step)
-F1 or ?           help for the focused field
-Ctrl+S / Ctrl+O   save / open a preset
-Ctrl+T            show the job as TOML
-Ctrl+R            runs          Ctrl+L   launch
+Tab / Shift+Tab   next / previous field (typing replaces the value)
+Ctrl+N / Ctrl+B   next / previous step   (or click a step; Esc: back)
+F1                help for the focused field (? too, outside text fields)
+Ctrl+S / Ctrl+O   save / open a preset, or import another tool's config
+Ctrl+T            the job as TOML (again: back to the form)
+Ctrl+L            the launch step's review; again there: launch
+Ctrl+R            runs
 Ctrl+P            command palette (every action)
-Ctrl+Q            quit (asks when there are unsaved changes)"""
+q / Ctrl+Q        quit (asks when there are unsaved changes)"""
 
 
 class HelpDialog(Dialog):
@@ -277,10 +281,13 @@ class HelpDialog(Dialog):
 
     BINDINGS = [Binding("escape,f1,question_mark,q", "cancel", "Close")]
 
-    def __init__(self, field_name: str | None, profile: str = "native") -> None:
+    def __init__(self, field_name: str | None, profile: str = "native",
+                 keys: list[tuple[str, str]] | None = None) -> None:
+        """``keys``: another screen's keys (runs, a dashboard), listed instead of the wizard's."""
         super().__init__()
         self.field_name = field_name
         self.profile = profile
+        self.keys = keys
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-help"):
@@ -302,8 +309,9 @@ class HelpDialog(Dialog):
                     t.append(", ".join(f.aliases))
                 yield Static(t, classes="dialog-body")
             else:
-                yield Label("finetui — keys", classes="dialog-title")
-            yield Static(KEYS_HELP, classes="dialog-body dialog-keys", markup=False)
+                yield Label("finetui — keys" if self.keys is None else "Keys of this screen", classes="dialog-title")
+            keys = KEYS_HELP if self.keys is None else "\n".join(f"{k:<17} {d}" for k, d in self.keys)
+            yield Static(keys, classes="dialog-body dialog-keys", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close", id="help-close", variant="primary", compact=True)
 

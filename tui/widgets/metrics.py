@@ -108,6 +108,19 @@ class RunState:
     def finished(self) -> bool:
         return self.status in OUTCOME_TEXT or self.status == "lost"
 
+    def history(self, recs: Iterable[dict[str, Any]]) -> None:
+        """Another run's log and eval records (a resumed run's parent, up to the resume point): its curves only,
+        not this run's step, times or status."""
+        for r in recs:
+            x = float(r.get("step") or 0)
+            if r.get("kind") == "log":
+                for key, series in (("loss", self.train_loss), ("lr", self.lr_series), ("grad_norm", self.grad_series)):
+                    if (v := _num(r.get(key, r.get("learning_rate") if key == "lr" else None))) is not None:
+                        series.append(x, v)
+            elif r.get("kind") == "eval" and (v := _num(r.get("eval_loss", r.get("loss")))) is not None:
+                self.eval_series.append(x, v)
+        self.version += 1
+
     def update(self, recs: Iterable[dict[str, Any]]) -> None:
         for r in recs:
             self._one(r)

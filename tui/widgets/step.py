@@ -133,6 +133,13 @@ class HelpBar(Static):
     def __init__(self) -> None:
         super().__init__("", id="helpbar", markup=False)
 
+    def show_text(self, title: str, text: str) -> None:
+        """What a focused button or group title does (the bottom help line follows the focus)."""
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(title, "bold")
+        t.append("  " + text)
+        self.update(t)
+
     def show_field(self, name: str) -> None:
         f = FIELD_BY_NAME.get(name)
         if f is None:
