@@ -471,7 +471,7 @@ FIELDS: list[Field] = [
        **_v(lambda v: bool(v.get("tracking.mlflow_tracking_uri")), "mlflow_tracking_uri is set")),
     # --------------------------------------------------------------- launch
     _F("launch", "run_name", "str", None, "Run name",
-       "Run directory name; unset: ft_<model>_<YYYYmmdd-HHMMSS> (FPT naming).", optional=True),
+       "Run directory name; unset: ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS> (FPT naming, with the kind of run).", optional=True),
     _F("launch", "runs_dir", "path", "runs", "Runs folder", "Where run directories are created."),
     _F("launch", "host", "str", LOCAL_HOST, "Target",
        "`local` (this machine), user@host[:port] or an ~/.ssh/config alias."),

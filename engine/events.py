@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-KINDS = ("start", "status", "log", "eval", "checkpoint", "end", "error")
+KINDS = ("start", "status", "log", "eval", "checkpoint", "end", "error", "progress")  # progress: the step, between logs
 OUTCOMES = ("completed", "stopped", "early_stopped", "failed")
 EVENTS_FILE = "events.jsonl"
 

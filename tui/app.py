@@ -64,12 +64,27 @@ def _estimate(job: JobConfig, num_examples: int | None = None, tokens_per_exampl
     from engine import estimate
 
     res = job.resolved()
+    no_gpu = res.get("launch.device") == "auto" and _local_without_gpu(res)
+    if no_gpu:  # "auto" on this machine without a GPU: the run is on CPU, and so is the estimate
+        res = {**res, "launch.device": "cpu"}
     if num_examples is None:
         from engine.data.sources import count_examples
 
         num_examples = count_examples(str(res.get("data.train_path") or ""))
-    return estimate.estimate(res, num_examples=num_examples, tokens_per_example=tokens_per_example,
-                             gpu_memory_gb=gpu_memory_gb)
+    est = estimate.estimate(res, num_examples=num_examples, tokens_per_example=tokens_per_example,
+                            gpu_memory_gb=gpu_memory_gb)
+    if no_gpu:
+        est.notes.insert(0, "no GPU on this machine: device auto trains on CPU (memory per CPU rank)")
+    return est
+
+
+def _local_without_gpu(res: dict[str, Any]) -> bool:
+    """A local target on a machine with no NVIDIA GPU (no nvidia-smi: no torch import here)."""
+    import shutil
+
+    from engine.launch import is_remote_job
+
+    return not is_remote_job(res) and shutil.which("nvidia-smi") is None
 
 
 def _gpu_memory(host: str) -> float | None:

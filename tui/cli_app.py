@@ -56,9 +56,22 @@ def _root(
 
         os.environ["FINETUI_RUNS_DIR"] = str(runs_dir.expanduser().resolve())
     job = None
+    imported = None
     if demo and preset is None:
         preset = common.demo_preset_path()
-    if preset is not None:
+    if preset is not None and preset.suffix.lower() != ".toml" and preset.is_file():
+        from engine import interop  # another tool's config: imported (why not, in one line per problem)
+
+        try:
+            kind = interop.file_kind(preset)
+            if kind not in ("toml", None):
+                job, notes = interop.import_file(preset)
+                imported = (preset.name, notes)
+        except interop.InteropError as e:
+            for prob in e.problems:
+                common.err(str(prob))
+            raise typer.Exit(2)
+    if preset is not None and job is None:
         job = common.load_job(preset)
     ref = None
     if attach is not None:
@@ -71,7 +84,8 @@ def _root(
             common.fail(f"--attach: {e}")
     from tui.app import FinetuiApp
 
-    FinetuiApp(job=job, preset_path=preset, start="runs" if runs else None, attach=ref).run()
+    FinetuiApp(job=job, preset_path=None if imported else preset, start="runs" if runs else None, attach=ref,
+               imported=imported).run()
 
 
 @app.command()

@@ -63,7 +63,8 @@ def _preview_messages(row: dict) -> list[dict]:
     if "text" in row:
         return [{"role": "text", "content": row["text"]}]
     msgs = [dict(m) for m in as_messages(row)]
-    if "rejected" in row:
+    if "rejected" in row:  # a preference pair: the answers are labelled as what they are
+        msgs[-1]["role"] = "chosen"
         msgs.append({"role": "rejected", "content": row["rejected"][0]["content"]})
     if "label" in row:
         msgs.append({"role": "label", "content": "desirable" if row["label"] else "undesirable"})
@@ -75,9 +76,10 @@ def plain_preview(row: dict) -> list[dict]:
     if "text" in row:
         return [{"text": row["text"], "trained": True}]
     segs = []
-    for m in as_messages(row):
+    msgs = _preview_messages(row) if "rejected" in row else as_messages(row)
+    for m in msgs:
         segs.append({"text": f"{m['role']}: ", "trained": False})
-        segs.append({"text": m["content"], "trained": m["role"] == "assistant"})
+        segs.append({"text": m["content"], "trained": m["role"] in ("assistant", "chosen", "rejected")})
         segs.append({"text": "\n", "trained": False})
     return segs
 

@@ -54,7 +54,9 @@ def check_cmd(
         from engine.data.formats import FORMAT_WORDS, detect_format
         from engine.datapaths import any_s3
 
-        fmt = None if any_s3(path) else detect_format(sniff(path, res, secrets))
+        if any_s3(path):
+            common.fail(f"--format is required for S3 data (allowed: {', '.join(FORMATS)})")
+        fmt = detect_format(sniff(path, res, secrets))
         if not fmt:
             common.fail(f"--format is required: the first rows of {path} look like no format "
                         f"(allowed: {', '.join(FORMATS)})")

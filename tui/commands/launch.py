@@ -122,7 +122,7 @@ def _follow(ref, *, progress: bool, replay_json: bool = False, offset: int = 0) 
                 for r in recs:
                     if replay_json:
                         sys.stdout.write(json.dumps(r) + "\n")
-                    else:
+                    elif r.get("kind") != "progress":  # (the step between log points: not a line each second)
                         console.print(format_event(r), markup=False)
                     if r.get("kind") == "end":
                         end = r

@@ -80,8 +80,10 @@ def runs_where(job: JobConfig, res: dict[str, Any], default_name: str) -> Text:
     if is_remote_job(res):
         t.append(f"{res.get('launch.host')}:{res.get('launch.remote_workdir') or REMOTE_WORKDIR}/{name}/")
         return t
+    from tui.widgets.dialogs import short_path
+
     where = state.runs_dir(job)
-    t.append(f"{Path(where).expanduser().resolve()}/{name}/")
+    t.append(f"{short_path(str(Path(where).expanduser().resolve()))}/{name}/")
     if os.environ.get("FINETUI_RUNS_DIR"):
         t.append(f"  ($FINETUI_RUNS_DIR; the job says {res.get('launch.runs_dir') or 'runs'})", "dim")
     return t
@@ -120,7 +122,7 @@ def estimate_text(est: Any) -> Any:
     if not notes:
         return t
     # what the stage and the data change (DPO's paired sequences, a reference model, packing): below the table
-    return Group(t, *(Text(f"· {n}", "dim") for n in notes))
+    return Group(t, *(Text(f"· {n}", "yellow" if n.startswith("⚠") else "dim") for n in notes))
 
 
 def _count(n: float) -> str:
@@ -203,18 +205,18 @@ class LaunchPane(StepPane):
         btn.disabled = bool(probs) or self.app.launching or (host is not None and not host[0])  # type: ignore[attr-defined]
         reason = self.query_one("#launch-reason", Static)
         if probs:
-            t = Text(no_wrap=True, overflow="ellipsis")
+            t = Text(overflow="ellipsis")
             t.append(f"✗ {len(probs)} to fix: ", "bold")
             t.append(str(probs[0]))
             reason.update(t)
             reason.tooltip = "\n".join(str(p) for p in probs[:8])
         elif host is not None:
-            reason.update(Text(f"{'⚠' if host[0] else '✗'} {host[1]}", no_wrap=True, overflow="ellipsis"))
+            reason.update(Text(f"{'⚠' if host[0] else '✗'} {host[1]}", overflow="ellipsis"))
             reason.tooltip = host[1]
         else:
             notes = list(job.notes)  # an import dropped something that changes the training: said first
             warning = notes[0] if notes else getattr(self.app, "model_warning", lambda j: None)(job)
-            reason.update(Text(f"⚠ {warning}", no_wrap=True, overflow="ellipsis") if warning
+            reason.update(Text(f"⚠ {warning}", overflow="ellipsis") if warning
                           else Text("✓ ready to launch", "bold"))
             reason.tooltip = "\n".join(notes) or warning
         reason.set_class(bool(probs) or (host is not None and not host[0]), "-invalid")

@@ -86,6 +86,38 @@ class FeedProblem(Message):
         self.lost = lost
 
 
+PREFERENCE_MIN_SPAN = 0.1  # rewards start near zero: a smaller y-span would draw noise as a trend
+
+
+def preference_lines(st: RunState) -> list[tuple[str, list[Any]]]:
+    """The two side plots of a preference (DPO / KTO) or reward run: (title, lines) each — the rewards of the
+    chosen and rejected answers with their margin, then the accuracy (chosen rewarded above rejected)."""
+    from tui.widgets.plot import Line
+
+    def line(key: str, label: str, color: str) -> list[Any]:
+        s = st.extra.get(key)
+        if s is None:
+            return []
+        xs, ys = s.points()
+        return [Line(label, xs, ys, color)]
+
+    def last(key: str) -> str:
+        s = st.extra.get(key)
+        return fmt_num(s.last[1] if s is not None and s.last else None)
+
+    if "rewards_chosen" in st.extra or "rewards_margins" in st.extra:
+        rewards = (f"margin {last('rewards_margins')} · chosen {last('rewards_chosen')} · "
+                   f"rejected {last('rewards_rejected')}",
+                   line("rewards_chosen", "chosen", "success") + line("rewards_rejected", "rejected", "error")
+                   + line("rewards_margins", "margin", "primary"))
+        acc = (f"accuracy {last('rewards_accuracies')}", line("rewards_accuracies", "", "accent"))
+    else:  # a reward model
+        rewards = (f"reward {last('mean_reward')} · margin {last('margin')}",
+                   line("mean_reward", "mean", "success") + line("margin", "margin", "primary"))
+        acc = (f"accuracy {last('accuracy')}", line("accuracy", "", "accent"))
+    return [rewards, acc]
+
+
 class MonitorScreen(QuietScreen):
     """Live (or finished) run dashboard.  ``run_ref``: a RunRef, a run directory or a run name."""
 
@@ -373,11 +405,23 @@ class MonitorScreen(QuietScreen):
         title = f"loss {fmt_num(st.loss)}" + (f" · eval {fmt_num(st.eval_loss)}" if st.eval_loss is not None else "")
         loss.set_lines([Line("train", tx, ty, "primary"), Line("eval", ex, ey, "warning")], title=title)
         lr = self.query_one("#plot-lr", MetricPlot)
-        lx, ly = st.lr_series.points()
-        lr.set_lines([Line("", lx, ly, "success")], title=f"learning rate {fmt_num(st.lr)}")
         gn = self.query_one("#plot-grad", MetricPlot)
-        gx, gy = st.grad_series.points()
-        gn.set_lines([Line("", gx, gy, "accent")], title=f"grad norm {fmt_num(st.grad_norm)}")
+        if st.extra:  # DPO / KTO / reward: their own metrics beside the loss
+            side = preference_lines(st)
+            lr.set_lines(side[0][1], title=side[0][0])
+            gn.set_lines(side[1][1], title=side[1][0])
+            lr.min_abs, gn.ylim = PREFERENCE_MIN_SPAN, (0.0, 1.0)
+        else:
+            lx, ly = st.lr_series.points()
+            lr.set_lines([Line("", lx, ly, "success")], title=f"learning rate {fmt_num(st.lr)}")
+            gx, gy = st.grad_series.points()
+            gn.set_lines([Line("", gx, gy, "accent")], title=f"grad norm {fmt_num(st.grad_norm)}")
+        # one x-range for every plot: from the first point drawn to the step reached
+        firsts = [ln.xs[0] for p in (loss, lr, gn) for ln in p.lines if len(ln.xs)]
+        lasts = [ln.xs[-1] for p in (loss, lr, gn) for ln in p.lines if len(ln.xs)]
+        xlim = (min(firsts), max([*lasts, float(st.step)])) if firsts else None
+        for p in (loss, lr, gn):
+            p.xlim = xlim
         loss.redraw()
         # the side plots change slowly: half the rate of the loss plot
         self._side_turn = not getattr(self, "_side_turn", False)

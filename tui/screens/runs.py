@@ -148,7 +148,7 @@ class RunsScreen(QuietScreen):
     def _columns(self, width: int) -> list[tuple[str, str, int]]:
         wide = width >= 110
         cols = [("", "mark", 1)]
-        fixed = [("Kind", "kind", 10), ("Status", "status", 15), ("Step", "step", 9), ("Loss", "loss", 7),
+        fixed = [("Kind", "kind", 9), ("Status", "status", 15), ("Step", "step", 9), ("Loss", "loss", 7),
                  ("Took", "took", 8)]
         if wide:
             fixed.insert(0, ("Host", "host", 12))
@@ -180,7 +180,7 @@ class RunsScreen(QuietScreen):
             cells: dict[str, Any] = {
                 "mark": Text("●", style="bold") if k in self.marked else "",
                 "name": short(("↻ " if r.parent else "") + r.name, name_w),
-                "kind": short(r.kind or "—", 10),
+                "kind": short(r.kind or "—", 9),
                 "host": short(r.host, 12),
                 "status": status,
                 "step": Text(f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step), justify="right"),
