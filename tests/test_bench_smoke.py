@@ -4,7 +4,8 @@ A benchmark that only runs when someone runs it rots: the engine moves under it 
 bench/RESULTS.md can no longer be reproduced.  Each smoke run builds its model and data, trains or
 starts what the benchmark measures, and prints its report; the figures themselves mean nothing at
 these sizes.  ``bench/plain_trl.py`` (the plain-TRL side of the overhead benchmark) runs inside
-``engine_overhead.py``'s; ``gpu_memory.py``'s smoke mode takes the GPU path on CPU.
+``engine_overhead.py``'s; ``gpu_memory.py``'s smoke mode takes the GPU path on CPU, and so does
+``gpu_check.py``'s (``tests/test_bench_gpu_check.py`` runs it, with the tiny model of the training tests).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ SMOKES = {
 
 
 def test_every_benchmark_has_a_smoke_run():
-    scripts = {p.name for p in (ROOT / "bench").glob("*.py")} - {"plain_trl.py", "gpu_memory.py"}
+    scripts = {p.name for p in (ROOT / "bench").glob("*.py")} - {"plain_trl.py", "gpu_memory.py", "gpu_check.py"}
+    assert "--smoke" in (ROOT / "bench" / "gpu_check.py").read_text()
     assert scripts == set(SMOKES)
 
 
