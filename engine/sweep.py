@@ -453,11 +453,11 @@ def slots(res: dict[str, Any], parallel: int | str | None,
     if res.get("launch.device") == "cpu":
         return [None] * (1 if want == "auto" else int(want)), ""
     from engine import gpus as G
-    from engine.launch import LOCAL_HOSTS
+    from engine.config import is_local_host
 
     host = res.get("launch.host")
-    gpus = (probe or G.probe)(None if host in LOCAL_HOSTS else host)
-    where = "this machine" if host in LOCAL_HOSTS else str(host)
+    gpus = (probe or G.probe)(None if is_local_host(host) else host)
+    where = "this machine" if is_local_host(host) else str(host)
     if not gpus:
         return [None], f"{where} shows no GPUs (nvidia-smi): one trial at a time"
     per = int(res.get("launch.procs_per_node") or 1)
@@ -476,6 +476,7 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
     1 stopped."""
     import engine.launch as L
     from engine import presets
+    from engine.events import EVENTS_FILE
     from engine.launch.rundir import read_records
 
     sweep_dir = Path(sweep_dir).resolve()
@@ -541,7 +542,7 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
                     except Exception as e:  # noqa: BLE001 - said in the log; its status tells the rest
                         say(f"trial {i}: stop failed: {e}")
                 continue
-            val = objective_of(read_records(ref.run_dir / "events.jsonl"), objective, goal)
+            val = objective_of(read_records(ref.run_dir / EVENTS_FILE), objective, goal)
             update(i, status=info.status, objective=val, ended=time.time(), error=info.error)
             say(f"trial {i}: {info.status}" + (f", {objective} {val:.4f}" if val is not None else ""))
             del running[i]

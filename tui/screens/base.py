@@ -39,6 +39,8 @@ class QuietScreen(Screen):
         super().__init_subclass__(**kwargs)
 
     def _compositor_refresh(self) -> None:
+        # extends Screen._compositor_refresh: after a whole frame, drops the widgets' queued repaints
+        # (Widget._repaint_regions), which Textual would paint again with the next update
         comp = getattr(self, "_compositor", None)
         try:
             full = comp.size.region in comp._dirty_regions  # type: ignore[union-attr]
@@ -52,6 +54,8 @@ class QuietScreen(Screen):
                     pending.clear()
 
     def _extend_compose(self, widgets: list[Widget]) -> None:
+        # extends Screen._extend_compose (adds the ToastRack): the rack starts hidden, where Textual
+        # hides it at the first resume with a whole-screen repaint
         super()._extend_compose(widgets)
         for w in widgets:
             if isinstance(w, ToastRack):
