@@ -165,6 +165,24 @@ TINY_MODEL = "finetui:tiny-llama"
 #: Prefix of the sample data files shipped in engine/assets/samples/.
 SAMPLES_PREFIX = "finetui:samples/"
 
+#: launch.* defaults that code outside the schema also falls back to (an old run record, a CLI option)
+LOCAL_HOST = "local"  # launch.host meaning this machine
+REMOTE_PYTHON = "python3"
+REMOTE_WORKDIR = "~/finetui-runs"
+MASTER_PORT = 29500
+
+
+def is_local_host(host: Any) -> bool:
+    """Whether a launch.host value (or the host a run records) means this machine: unset, "" or "local".
+    Anything else — ``localhost`` and ``127.0.0.1`` included — is an SSH target."""
+    return host in (None, "", LOCAL_HOST)
+
+
+def is_remote_job(res: dict[str, Any]) -> bool:
+    """Whether a resolved job runs on other hosts: launch.host names one, or launch.hosts lists nodes."""
+    return bool(res.get("launch.hosts")) or not is_local_host(res.get("launch.host"))
+
+
 _F = Field
 _SLURM = _is("launch.launcher", "slurm")
 #: Slurm's time limit forms (sbatch --time): minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
@@ -484,11 +502,26 @@ FIELDS: list[Field] = [
        "Log metrics, parameters and the final artifact path to this MLflow tracking URI.", optional=True),
     _F("tracking", "mlflow_experiment", "str", "finetui", "MLflow experiment", "Experiment name.",
        **_v(lambda v: bool(v.get("tracking.mlflow_tracking_uri")), "mlflow_tracking_uri is set")),
+    _F("tracking", "wandb", "bool", False, "Weights & Biases",
+       "Log metrics to Weights & Biases (the wandb package). The API key comes only from the WANDB_API_KEY "
+       "environment variable, never from a preset; a host that cannot reach the service logs offline into "
+       "the run directory (`wandb sync <dir>` uploads it later)."),
+    _F("tracking", "wandb_project", "str", "finetui", "W&B project", "Project the run is logged to.",
+       **_v(lambda v: bool(v.get("tracking.wandb")), "wandb is on")),
+    _F("tracking", "wandb_entity", "str", None, "W&B entity",
+       "Team or user that owns the project; unset: the API key's default entity.", optional=True,
+       **_v(lambda v: bool(v.get("tracking.wandb")), "wandb is on")),
+    _F("tracking", "wandb_run_name", "str", None, "W&B run name",
+       "Name of the run in W&B; unset: the finetui run name.", optional=True,
+       **_v(lambda v: bool(v.get("tracking.wandb")), "wandb is on")),
+    _F("tracking", "wandb_mode", "enum", "auto", "W&B mode",
+       "auto: online when the service answers, offline otherwise; online; offline (files only).",
+       choices=("auto", "online", "offline"), **_v(lambda v: bool(v.get("tracking.wandb")), "wandb is on")),
     # --------------------------------------------------------------- launch
     _F("launch", "run_name", "str", None, "Run name",
-       "Run directory name; unset: ft_<model>_<YYYYmmdd-HHMMSS> (FPT naming).", optional=True),
+       "Run directory name; unset: ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS> (FPT naming, with the kind of run).", optional=True),
     _F("launch", "runs_dir", "path", "runs", "Runs folder", "Where run directories are created."),
-    _F("launch", "host", "str", "local", "Target",
+    _F("launch", "host", "str", LOCAL_HOST, "Target",
        "`local` (this machine), user@host[:port] or an ~/.ssh/config alias."),
     _F("launch", "hosts", "list", [], "Nodes",
        "Multi-node: every host (first is the master). Empty = the single target above."),
@@ -505,7 +538,7 @@ FIELDS: list[Field] = [
        "srun starts torchrun on every node of the allocation).",
        choices=("torchrun", "deepspeed", "slurm")),
     *_SLURM_FIELDS,
-    _F("launch", "master_port", "int", 29500, "Master port", "Rendezvous port of the master node.",
+    _F("launch", "master_port", "int", MASTER_PORT, "Master port", "Rendezvous port of the master node.",
        range=Range(1024, 65535)),
     _F("launch", "master_addr", "str", None, "Master address",
        "Multi-node: the address the other nodes reach the first node at (a private IP or name on the "
@@ -521,14 +554,15 @@ FIELDS: list[Field] = [
        "^docker,lo to exclude). Unset: NCCL chooses.",
        optional=True, **_v(lambda v: len(v.get("launch.hosts") or []) > 1 or v.get("launch.launcher") == "slurm",
                            "launch.hosts has two nodes or more, or launch.launcher is slurm")),
-    _F("launch", "remote_python", "str", "python3", "Remote Python",
+    _F("launch", "remote_python", "str", REMOTE_PYTHON, "Remote Python",
        "Python (or venv python) on the remote host that has finetui installed.",
-       **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
-            "the target is remote")),
-    _F("launch", "remote_workdir", "str", "~/finetui-runs", "Remote work directory",
+       **_v(is_remote_job, "the target is remote")),
+    _F("launch", "remote_workdir", "str", REMOTE_WORKDIR, "Remote work directory",
        "Where run directories are created on the remote host.",
-       **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
-            "the target is remote")),
+       **_v(is_remote_job, "the target is remote")),
+    _F("launch", "gpu_hour_price", "float", None, "Price per GPU-hour",
+       "What one GPU-hour costs you (any currency); a run's card then shows its cost (GPUs × wall time × price).",
+       optional=True, range=Range(0, None)),
     _F("launch", "start_at", "str", None, "Start at",
        "Scheduled start, local time `YYYY-mm-dd HH:MM` (FPT scheduled trigger). Unset: now.",
        optional=True),
@@ -768,6 +802,8 @@ class JobConfig:
     #: what an import says changes the training itself (interop.TrainingChange), kept with the job it made so the
     #: launch step can show it; not written to presets
     notes: list[str] = dc_field(default_factory=list)
+    #: the preset's ``[sweep]`` table, normalised (engine.sweep); the job itself is the sweep's base
+    sweep: dict[str, Any] | None = None
 
     # -- access ---------------------------------------------------------
     def resolved(self) -> dict[str, Any]:
@@ -813,7 +849,7 @@ class JobConfig:
 
     def copy(self) -> "JobConfig":
         return JobConfig(self.profile, {k: _copy(v) for k, v in self.values.items()}, self.name, dict(self.secrets),
-                         list(self.notes))
+                         list(self.notes), __import__("copy").deepcopy(self.sweep))
 
     def visible(self, name: str) -> bool:
         return FIELD_BY_NAME[name].is_visible(self.resolved())

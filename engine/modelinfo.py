@@ -111,7 +111,7 @@ CATALOG: dict[str, dict[str, Any]] = {
     "meta-llama/Llama-3.2-1B": {**_LLAMA3_8B, "hidden_size": 2048, "intermediate_size": 8192,
                                 "num_hidden_layers": 16, "head_dim": 64, "tie_word_embeddings": True},
     # not a published Meta model; the catalog's name is read as the Llama-3 8B shape
-    "meta-llama/Llama-3.2-8B-Instruct": _LLAMA3_8B,
+    "meta-llama/Llama-3.1-8B-Instruct": _LLAMA3_8B,
     "meta-llama/Llama-3.2-11B-Vision-Instruct": {
         "architectures": ["MllamaForConditionalGeneration"], "model_type": "mllama",
         **{k: v for k, v in _LLAMA3_8B.items() if k not in ("architectures", "model_type")},

@@ -51,6 +51,12 @@ def parse(data: dict[str, Any], source: str = "<preset>") -> JobConfig:
     for key, val in data.items():
         if key in TOP_KEYS:
             continue
+        if key == "sweep":  # a study over this job (engine.sweep): checked here, run by `finetui sweep`
+            from engine.sweep import parse_table
+
+            job.sweep, more = parse_table(val, source)
+            probs += more
+            continue
         if key not in group_keys:
             if key.lower() in SECRET_KEYS:
                 probs.append(Problem(key, "secrets are never stored in a preset; name an environment variable "
@@ -69,9 +75,10 @@ def parse(data: dict[str, Any], source: str = "<preset>") -> JobConfig:
         names = {f.key for f in GROUP_FIELDS.get(key, [])}
         for k, v in val.items():
             dotted = f"{key}.{k}"
-            if k.lower() in SECRET_KEYS or k.lower().endswith(("secret_key", "_token", "password")):
-                probs.append(Problem(dotted, "secrets are never stored in a preset; name an environment "
-                                             "variable instead (e.g. s3_secret_key_env = \"MY_SECRET\")"))
+            if k.lower() in SECRET_KEYS or k.lower().endswith(("secret_key", "_token", "password", "api_key")):
+                where = ("the W&B API key is read from the WANDB_API_KEY environment variable only" if "wandb" in
+                         k.lower() else "name an environment variable instead (e.g. s3_secret_key_env = \"MY_SECRET\")")
+                probs.append(Problem(dotted, f"secrets are never stored in a preset; {where}"))
                 continue
             if k not in names:
                 probs.append(Problem(dotted, f"unknown key in {source}{suggest(dotted, FIELD_BY_NAME)}"))
@@ -146,7 +153,12 @@ def dumps(job: JobConfig, resolved: bool = False) -> str:
                     data[g][k] = [redact.strip(v) for v in data[g][k]]
                 else:
                     data[g][k] = redact.strip(data[g][k])
-    return _emit(data)
+    text = _emit(data)
+    if job.sweep and not resolved:  # (a run's resolved config is one trial: no sweep)
+        from engine.sweep import table_for_toml
+
+        text += "\n" + _tomli_w().dumps({"sweep": table_for_toml(job.sweep)})
+    return text
 
 
 def _tomli_w() -> Any:

@@ -66,8 +66,9 @@ class Profile:
         return next((d for d in self.model_defaults if d.applies(str(model or ""), task)), None)
 
 
+# (the provider's list says "Llama-3.2-8B-Instruct", a model Meta never released: the 8B instruct is Llama-3.1's)
 FPT_PIPELINE_MODELS = (
-    "meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-8B-Instruct",
+    "meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.1-8B-Instruct",
     "meta-llama/Llama-3.2-11B-Vision-Instruct", "meta-llama/Llama-3.3-70B-Instruct",
     "meta-llama/Meta-Llama-3-8B-Instruct", "Qwen/Qwen2-0.5B-Instruct", "Qwen/Qwen2-VL-7B-Instruct",
     "Qwen/Qwen2-VL-72B", "Qwen/Qwen2-VL-72B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct",

@@ -40,8 +40,11 @@ SCREENS: dict[str, str] = {
     "runs": "Runs: every run with its status",
     "try": "Try the model: a finished run's model answers prompts (t on its dashboard)",
     "presets": "Presets: shipped and recent presets, open or import",
+    "import": "Import: a LLaMA-Factory YAML opened as a job, every note of the import kept on screen until dismissed",
     "export": "Save or export: a TOML preset, or LLaMA-Factory / Nova / FPT / OCI / watsonx",
     "help": "Help: the focused field's help, range and default, and the keys",
+    "sweep": "Sweep: a sweep's trials grouped on the runs screen, the best starred; w: the swept values against "
+             "the objective",
 }
 
 
@@ -112,7 +115,15 @@ def _live_records() -> list[dict[str, Any]]:
     """The monitor's run: 200 steps planned, streamed up to step 90 (no end record: still running)."""
     from tests.fake_run import fake_records
 
-    return list(fake_records(200, end=False, end_at=90, t0=LIVE_T0, seed=4))
+    out = []
+    for r in fake_records(200, end=False, end_at=90, t0=LIVE_T0, seed=4):
+        out.append(r)
+        if r["kind"] == "log" and r["step"] % 5 == 0:  # the supervisor's GPU telemetry (engine/telemetry.py)
+            out.append({"t": r["t"] + 0.1, "kind": "gpu", "step": r["step"], "gpus": [
+                {"index": i, "name": "NVIDIA H100 80GB HBM3", "util": 96.0 - 3 * i, "mem_used": 61_440.0 + 2048 * i,
+                 "mem_total": 81_559.0, "temp": 64.0 + i, "power": 598.0 - 11 * i, "power_limit": 700.0}
+                for i in range(2)]})
+    return out
 
 
 def _append(run: Path, records: list[dict[str, Any]]) -> None:
@@ -124,7 +135,8 @@ def _append(run: Path, records: list[dict[str, Any]]) -> None:
             open(run / "worker.log", "a", encoding="utf-8") as fl:
         for rec in records:
             fe.write(json.dumps(rec) + "\n")
-            fl.write(log_line(rec) + "\n")
+            if rec["kind"] != "gpu":  # (the supervisor writes telemetry to the events only)
+                fl.write(log_line(rec) + "\n")
 
 
 async def _wait(pilot: Any, cond: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -169,6 +181,15 @@ async def shoot(name: str, base: Path) -> str:
                 await _settle(pilot)
             finally:
                 os.chdir(base)
+        elif name == "import":
+            from tests.test_tui_habits import LF_DPO
+
+            await _settle(pilot)
+            src = base / "qwen3_lora_dpo.yaml"
+            src.write_text(LF_DPO)
+            app.open_path(str(src))
+            await _settle(pilot)
+            app.clear_notifications()
         elif name == "export":
             await _settle(pilot)
             app.action_export()
@@ -223,6 +244,22 @@ async def shoot(name: str, base: Path) -> str:
                 await _wait(pilot, lambda: scr.answers == n)
             await pilot.press(*"Translate 'good morning' into French")
             await pilot.pause(0.1)
+        elif name == "sweep":
+            from tests.fake_run import write_fake_sweep
+            from tui.screens.runs import RunsScreen
+
+            await _settle(pilot)
+            trials = [({"general.learning_rate": lr, "adapter.lora_rank": r}, out, obj) for lr, r, out, obj in (
+                (1e-4, 8, "completed", 1.9132), (1e-4, 16, "completed", 1.8871), (1e-3, 8, "early_stopped", 1.6204),
+                (1e-3, 16, "completed", 1.6712))]
+            write_fake_sweep(base / "sweeps", "sw_tiny-llama_sft-lora_20261118-101320", trials)
+            await app.push_screen(RunsScreen("sweeps", clock=lambda: T0 + 20_000, auto_refresh=False))
+            scr = app.screen
+            await _wait(pilot, lambda: getattr(scr, "loaded", False))
+            await pilot.pause(0.1)
+            await pilot.press("w")
+            await _wait(pilot, lambda: app.screen is not scr)
+            await _settle(pilot)
         else:
             raise KeyError(name)
         _steady(app)

@@ -272,3 +272,22 @@ def test_default_control_dir_taken_by_someone_else_stops_a_remote_run(tmp_path, 
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     finally:
         d.rmdir()
+
+
+def test_without_safe_path_the_run_starts_in_its_run_directory(tmp_path, monkeypatch, fake_worker, launch_job):
+    """A Python without -P (before 3.11): the supervisor goes through the -c form and every process of the run
+    starts in the run directory, so the planted folder is still never imported."""
+    import engine.launch as L
+    from engine.launch.rundir import read_json
+    from tests.test_launch_local import wait_end
+
+    marker = _plant(tmp_path, "engine")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(procs, "SAFE_PATH", False)
+    monkeypatch.delenv("PYTHONSAFEPATH", raising=False)
+    fake_worker(2, 0.01)
+    ref = L.start_run(launch_job())
+    assert wait_end(ref, 60)["outcome"] == "completed", (ref.run_dir / "worker.log").read_text()
+    info = read_json(ref.run_dir / "launch.json")
+    assert info["cwd"] == str(ref.run_dir) and info["supervisor"][1] == "-c"
+    assert not marker.exists()

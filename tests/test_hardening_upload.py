@@ -142,3 +142,25 @@ def test_the_agent_refusing_midway_is_its_answer(ssh_env, tmp_path, launch_job):
     with pytest.raises(L.LaunchError, match=r"the uploaded data member `data/ln` is a link"):
         R._agent_answer(node.target, PYTHON, p)
     assert not (tmp_path / "remote-work" / "r").exists()
+
+
+def test_a_file_that_shrinks_while_it_is_sent_is_one_line(ssh_env, launch_job, tmp_path, monkeypatch):
+    """A data file cut short during the upload: one sentence, and nothing is left on the remote host."""
+    node = ssh_env.nodes[0]
+    d = tmp_path / "dataset"
+    d.mkdir()
+    (d / "train.jsonl").write_text(ROW * 1000)
+    real = R._Counted.read
+
+    def shrinking(self, n=-1):
+        b = real(self, n)
+        if b:
+            os.truncate(d / "train.jsonl", 10)  # (the next read comes up short)
+        return b
+
+    monkeypatch.setattr(R._Counted, "read", shrinking)
+    job = remote_job(launch_job, tmp_path, node.target, **{"data.train_path": str(d)})
+    with pytest.raises(L.LaunchError) as ei:
+        L.start_run(job)
+    assert "\n" not in str(ei.value) and "the data upload stopped" in str(ei.value)
+    wait_for(lambda: not (tmp_path / "remote-work").exists() or not any((tmp_path / "remote-work").iterdir()), 10)

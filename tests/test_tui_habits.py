@@ -74,15 +74,15 @@ async def test_open_dialog_imports_a_llamafactory_yaml_and_keeps_every_note(make
         assert panel.display and len(panel.notes) >= 2
         text = screen_text(app)
         # every note is on screen, not one in a toast: the ignored keys and the converted template
-        for key in ("preprocessing_num_workers", "ddp_timeout", "plot_loss", "qwen3_nothink"):
+        for key in ("preprocessing_num_workers", "plot_loss", "qwen3_nothink", "dataset_info.json"):
             assert key in text, key
         # still there after moving around the wizard, until dismissed
         await pilot.press("ctrl+n")
         await pilot.pause()
-        assert panel.display and "ddp_timeout" in screen_text(app)
+        assert panel.display and "plot_loss" in screen_text(app)
         await pilot.click("#notes-dismiss")
         await pilot.pause()
-        assert not panel.display and "ddp_timeout" not in screen_text(app)
+        assert not panel.display and "plot_loss" not in screen_text(app)
 
 
 async def test_open_path_tells_kinds_apart_and_says_why_not(make_app, tmp_path):
@@ -142,7 +142,7 @@ def test_cli_preset_of_another_tool_opens_imported_with_its_notes(tmp_path, tui_
     async def run() -> None:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
-            assert app.dirty and app.notes.display and "ddp_timeout" in screen_text(app)
+            assert app.dirty and app.notes.display and "plot_loss" in screen_text(app)
 
     asyncio.run(run())
 
@@ -244,7 +244,7 @@ async def test_data_step_tells_the_format_from_the_first_rows(make_app, tmp_path
         await pilot.pause()
         text = str(app.query_one("#data-detect-text").render())
         assert "look like preference data, not alpaca" in text
-        assert "dpo" in text  # the sft trainer cannot use it: said
+        assert "It trains dpo, kto or reward, not sft" in text  # the sft trainer cannot use it: said
         use = app.query_one("#data-use-format", Button)
         assert str(use.label) == "Use preference"
         await pilot.click("#data-use-format")
@@ -555,3 +555,239 @@ def test_default_run_names_carry_stage_and_method(make_app):
     job = JobConfig()
     job.values.update({"model.name_or_path": "Qwen/Qwen3-4B", "trainer.stage": "dpo", "trainer.training_type": "qlora"})
     assert default_run_name(job.resolved(), datetime(2026, 1, 2, 3, 4, 5)) == "ft_Qwen3-4B_dpo-qlora_20260102-030405"
+
+
+# ------------------------------------------------------------------ 9. progress, plots
+
+
+def test_worker_writes_progress_between_log_points(tmp_path, monkeypatch):
+    """The worker's EventCallback writes the step at each step's end, at most once a second."""
+    from transformers import TrainerState, TrainingArguments
+
+    import json
+
+    from engine.events import EventWriter
+    from engine.train.callbacks import EventCallback
+
+    ev = EventWriter(tmp_path / "events.jsonl")
+    cb = EventCallback(ev, {}, tmp_path)
+    state = TrainerState()
+    state.max_steps = 100
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    clock = [1000.0]
+    monkeypatch.setattr("engine.train.callbacks.time.monotonic", lambda: clock[0])
+    for step in range(1, 8):
+        state.global_step = step
+        cb.on_step_end(args, state, None)
+        clock[0] += 0.4
+    ev.close()
+    recs = [r for r in map(json.loads, (tmp_path / "events.jsonl").read_text().splitlines())
+            if r["kind"] == "progress"]
+    assert [r["step"] for r in recs] == [1, 4, 7] and recs[0]["total_steps"] == 100
+
+
+def test_progress_and_eta_from_the_first_steps():
+    from tui.widgets.metrics import RunState
+
+    st = RunState()
+    st.update([{"t": 100.0, "kind": "start", "step": 0, "total_steps": 100},
+               {"t": 110.0, "kind": "progress", "step": 10, "total_steps": 100}])
+    assert st.step == 10 and st.status == "running"
+    assert st.eta(110.0) == 90.0  # 10 steps in 10 s since the start: 90 s left
+    st.update([{"t": 115.0, "kind": "progress", "step": 20}])
+    assert st.step == 20 and st.eta(115.0) == 40.0  # from the pace between progress points
+
+
+def test_plots_have_a_minimum_y_span():
+    from tui.widgets.plotbuild import y_range
+
+    lo, hi = y_range(2.301, 2.302, 0.1)
+    assert abs((hi - lo) - 0.2302) < 1e-9 and lo < 2.301 and hi > 2.302  # a flat loss stays flat
+    assert y_range(0.5, 2.5, 0.1) == (0.5, 2.5)  # a real fall is drawn as it is
+    assert y_range(0.0, 0.0, 0.1) == (0.0, 0.0)
+
+
+async def test_dashboard_plots_share_the_x_range_and_dpo_plots_its_metrics(tmp_path):
+    import json
+
+    from tests.fake_run import harness_app, plots_settled, write_fake_run
+    from tui.screens.monitor import MonitorScreen
+
+    d = tmp_path / "runs" / "ft_dpo"
+    ev = write_fake_run(d, steps=40)
+    recs = [json.loads(x) for x in ev.read_text().splitlines()]
+    for r in recs:
+        if r["kind"] == "log":
+            s = r["step"]
+            r.update(rewards_chosen=0.01 * s, rewards_rejected=-0.01 * s, rewards_margins=0.02 * s,
+                     rewards_accuracies=min(1.0, 0.5 + s / 80))
+    ev.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    app = harness_app(lambda: MonitorScreen(d))
+    async with app.run_test(size=(120, 40)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: scr.loaded)
+        await wait_for(pilot, lambda: plots_settled(scr))
+        plots = [scr.query_one(f"#{i}") for i in ("plot-loss", "plot-lr", "plot-grad")]
+        assert plots[0].xlim is not None and all(p.xlim == plots[0].xlim for p in plots)
+        assert plots[1].plot_title.startswith("margin 0.8 · chosen 0.4 · rejected -0.4")
+        assert {ln.label for ln in plots[1].lines} == {"chosen", "rejected", "margin"}
+        assert plots[2].plot_title.startswith("accuracy") and plots[2].ylim == (0.0, 1.0)
+        assert plots[1].min_abs > 0  # rewards near zero: noise is not drawn as a trend
+        text = screen_text(app)
+        assert "margin 0.8 · chosen 0.4" in text and "accuracy 1" in text
+
+
+# ------------------------------------------------------------------ smaller items
+
+
+def test_estimate_says_cpu_without_a_gpu_and_warns_past_the_models_context(monkeypatch):
+    """The real estimate: device auto on this machine without nvidia-smi is a CPU estimate; a max length past
+    the model's context (the tiny model's 512) is warned about."""
+    from engine.config import JobConfig
+    from tui.app import _estimate
+    from tui.screens.launch import estimate_text
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi
+    job = JobConfig()
+    job.values.update({"model.name_or_path": "finetui:tiny-llama", "general.max_sequence_length": 1024,
+                       "data.train_path": "finetui:samples/alpaca_en_demo.json"})
+    est = _estimate(job, num_examples=100)
+    assert est.on_cpu and est.notes[0].startswith("no GPU on this machine")
+    assert any("exceeds the model's context (512 tokens)" in n for n in est.notes)
+    from rich.console import Console
+
+    c = Console(width=120, record=True, file=open("/dev/null", "w"))
+    c.print(estimate_text(est))
+    text = c.export_text()
+    assert "Memory / rank (CPU)" in text and "exceeds the model's context" in text
+
+
+def test_catalog_lists_models_that_exist_and_a_legend_that_matches():
+    from engine import profiles as P
+    from tui.screens.model import catalog, catalog_legend
+
+    assert "meta-llama/Llama-3.2-8B-Instruct" not in catalog("fpt_pipeline")
+    assert "meta-llama/Llama-3.1-8B-Instruct" in catalog("fpt_pipeline")
+    assert catalog_legend("fpt_pipeline").startswith("● in the")
+    assert not P.get("native").models and "●" not in catalog_legend("native")
+
+
+async def test_file_picker_goes_up_hides_dot_folders_and_follows_a_typed_path(make_app, tmp_path, monkeypatch):
+    from tui.widgets.dialogs import FilePickerDialog
+
+    (tmp_path / "work" / "data").mkdir(parents=True)
+    (tmp_path / "work" / ".git").mkdir()
+    (tmp_path / "work" / "data" / "train.jsonl").write_text("{}\n")
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        picked: list = []
+        app.push_screen(FilePickerDialog("Pick", "."), picked.append)
+        await pilot.pause()
+        await pilot.pause()
+        tree = app.screen.query_one("#picker-tree")
+        await wait_for(pilot, lambda: len(tree.root.children) > 0)
+        names = {str(n.label) for n in tree.root.children}
+        assert "data" in names and ".git" not in names
+        await pilot.press("backspace")  # up to the parent
+        await pilot.pause()
+        assert Path(tree.path) == tmp_path
+        await wait_for(pilot, lambda: {"work", "other"} <= {str(n.label) for n in tree.root.children})
+        path = app.screen.query_one("#picker-path", Input)
+        path.focus()
+        await pilot.pause()
+        path.value = str(tmp_path / "work" / "data") + "/"
+        await pilot.pause()
+        assert Path(tree.path) == tmp_path / "work" / "data"
+        path.value = str(tmp_path / "work" / "data" / "train.jsonl")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert picked == [str(tmp_path / "work" / "data" / "train.jsonl")]
+
+
+async def test_long_help_and_problems_are_not_cut_silently(make_app):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        # the base model's help is longer than the line: cut at a word, and "F1 for more"
+        line = str(app.helpbar.render())
+        assert line.endswith("… F1 for more") and len(line) <= 80
+        # a long problem on the launch step wraps over the lines it needs (up to 3)
+        app.apply_edit("general.learning_rate", 1.5)
+        await goto(pilot, "launch")
+        reason = app.query_one("#launch-reason")
+        await pilot.pause()
+        assert reason.size.height >= 2 and "learning_rate" in str(reason.render())
+
+
+def test_data_preview_labels_chosen_and_rejected_and_keeps_multiline_rows_aligned(tmp_path):
+    from rich.console import Console
+
+    from engine.data.check import check
+    from tui.screens.data import render_report
+
+    p = _write_jsonl(tmp_path / "pairs.jsonl", [{"instruction": "Two lines?", "chosen": "first line\nsecond line",
+                                               "rejected": "no"}])
+    rep = check(str(p), "preference", stage="dpo")
+    roles = [m["role"] for m in rep["preview"][0]["messages"]]
+    assert roles == ["user", "chosen", "rejected"]
+    c = Console(width=60, record=True, file=open("/dev/null", "w"))
+    c.print(render_report(rep))
+    lines = c.export_text().splitlines()
+    first = next(ln for ln in lines if "first line" in ln)
+    second = next(ln for ln in lines if "second line" in ln)
+    assert first.index("first line") == second.index("second line")  # the second line stays in its column
+    assert "   chosen │ first line" in first and any("rejected │ no" in ln for ln in lines)
+    # checked as alpaca: the form's words, not the CLI's
+    rep = check(str(p), "alpaca")
+    c = Console(width=100, record=True, file=open("/dev/null", "w"))
+    c.print(render_report(rep))
+    assert "this looks like preference data: set Data format to preference" in c.export_text()
+
+
+def test_rewards_near_zero_are_drawn_flat_and_accuracy_on_its_whole_range():
+    from tui.widgets.plotbuild import y_range
+
+    lo, hi = y_range(-0.004, -0.0001, 0.1, 0.1)
+    assert hi - lo >= 0.1 - 1e-12
+
+
+def test_a_bare_config_argument_opens_the_tui_on_it(tmp_path):
+    """`finetui qwen3_lora_dpo.yaml` opens the TUI on the import (as `finetui job.toml` does); a file that is no
+    job says why in one line, exit 2 (the typer path, as a preset that does not load)."""
+    import subprocess
+    import sys
+
+    from tui.cli import _as_options, _tui_args
+
+    assert _tui_args(["qwen3_lora_dpo.yaml"]).preset == "qwen3_lora_dpo.yaml"
+    assert _as_options(["x.json"]) == ["--preset", "x.json"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_name_or_path: [unclosed\n")
+    p = subprocess.run([sys.executable, "-m", "tui.cli", "--preset", str(bad)], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "bad.yaml" in p.stderr
+
+
+async def test_f1_on_a_dashboard_lists_its_keys_and_q_leaves_it(tmp_path, tui_state):
+    from tests.fake_run import write_fake_run
+    from tui.app import create_app
+    from tui.screens.monitor import MonitorScreen
+    from tui.widgets.dialogs import HelpDialog
+
+    d = tmp_path / "runs" / "ft_done"
+    write_fake_run(d, steps=20)
+    app = create_app(attach=d, autosave=False, offer_restore=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.loaded)
+        await pilot.press("f1")
+        await pilot.pause()
+        text = screen_text(app)
+        assert isinstance(app.screen, HelpDialog) and "Search log" in text and "Try the model" in text
+        assert "d / Esc / q" in text and "Ctrl+N" not in text
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("q")  # back to the runs screen under it, the app still running
+        await pilot.pause()
+        assert not isinstance(app.screen, MonitorScreen) and app.is_running

@@ -26,6 +26,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: a bare argument naming a job file opens the TUI on it: a preset, or another tool's config (imported)
+JOB_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+
 class TuiArgs(NamedTuple):
     demo: bool = False
     preset: str | None = None
@@ -49,8 +53,8 @@ def _tui_args(argv: list[str]) -> TuiArgs | None:
                 and not argv[i + 1].startswith("-"):
             got["preset" if a == "-p" else a[2:].replace("-", "_")] = argv[i + 1]
             i += 1
-        elif a.endswith(".toml") and not a.startswith("-") and "preset" not in got:
-            got["preset"] = a  # `finetui job.toml`: what a user types first
+        elif a.endswith(JOB_SUFFIXES) and not a.startswith("-") and "preset" not in got:
+            got["preset"] = a  # `finetui job.toml` (or another tool's job.yaml): what a user types first
         else:
             return None
         i += 1
@@ -61,8 +65,8 @@ def _as_options(argv: list[str]) -> list[str]:
     """``finetui job.toml`` → ``finetui --preset job.toml``."""
     out: list[str] = []
     for i, a in enumerate(argv):
-        bare = a.endswith(".toml") and not a.startswith("-") and (i == 0 or argv[i - 1] not in ("--preset", "-p",
-                                                                                                    "--attach"))
+        bare = a.endswith(JOB_SUFFIXES) and not a.startswith("-") and (i == 0 or argv[i - 1] not in (
+            "--preset", "-p", "--attach"))
         out += ["--preset", a] if bare else [a]
     return out
 

@@ -11,7 +11,6 @@ Each area registers its commands from ``tui/commands/<area>.py`` (listed in
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -57,9 +56,22 @@ def _root(
 
         os.environ["FINETUI_RUNS_DIR"] = str(runs_dir.expanduser().resolve())
     job = None
+    imported = None
     if demo and preset is None:
         preset = common.demo_preset_path()
-    if preset is not None:
+    if preset is not None and preset.suffix.lower() != ".toml" and preset.is_file():
+        from engine import interop  # another tool's config: imported (why not, in one line per problem)
+
+        try:
+            kind = interop.file_kind(preset)
+            if kind not in ("toml", None):
+                job, notes = interop.import_file(preset)
+                imported = (preset.name, notes)
+        except interop.InteropError as e:
+            for prob in e.problems:
+                common.err(str(prob))
+            raise typer.Exit(2)
+    if preset is not None and job is None:
         job = common.load_job(preset)
     ref = None
     if attach is not None:
@@ -72,7 +84,8 @@ def _root(
             common.fail(f"--attach: {e}")
     from tui.app import FinetuiApp
 
-    FinetuiApp(job=job, preset_path=preset, start="runs" if runs else None, attach=ref).run()
+    FinetuiApp(job=job, preset_path=None if imported else preset, start="runs" if runs else None, attach=ref,
+               imported=imported).run()
 
 
 @app.command()
@@ -84,10 +97,22 @@ def validate(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
     for p in probs:
         if p.severity == "warning":
             common.err(f"warning: {p}")
-    if errors:
+    trial_lines = []
+    if job.sweep and not errors:  # a sweep's base is valid: each of its trials must be too
+        from engine.sweep import trial_problems
+
+        trial_lines = trial_problems(job)
+    if errors or trial_lines:
         for p in errors:
             common.err(str(p))
+        for line in trial_lines:
+            common.err(line)
         raise typer.Exit(2)
+    if job.sweep:
+        from engine.sweep import trials
+
+        typer.echo(f"{file}: valid (profile {job.profile}; sweep of {len(trials(job))} trials)")
+        return
     typer.echo(f"{file}: valid (profile {job.profile})")
 
 
@@ -103,7 +128,7 @@ def show(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
 def _register_areas() -> None:
     import importlib
 
-    for mod in ("data", "launch", "estimate", "interop", "generate"):
+    for mod in ("data", "launch", "estimate", "interop", "generate", "compare", "serving", "sweep"):
         importlib.import_module(f"tui.commands.{mod}").register(app)
 
 

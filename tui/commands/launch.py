@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import typer
 
+from engine.config import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
 from tui.commands import common
 
 RUNS_DIR_OPT = typer.Option(None, "--runs-dir", envvar="FINETUI_RUNS_DIR",
@@ -75,6 +76,10 @@ def format_event(r: dict[str, Any]) -> str:
     k = r.get("kind", "?")
     skip = {"t", "kind", "step", "traceback"}
     fields = " ".join(f"{key}={_fmt_num(v)}" for key, v in r.items() if key not in skip and v is not None)
+    if k == "gpu" and isinstance(r.get("gpus"), list):  # GPU telemetry (engine/telemetry.py), one readable line
+        from engine.telemetry import describe
+
+        fields = describe(r["gpus"])
     return f"{t} {k:<10} step {r.get('step', 0):>6}  {fields}".rstrip()
 
 
@@ -121,7 +126,7 @@ def _follow(ref, *, progress: bool, replay_json: bool = False, offset: int = 0) 
                 for r in recs:
                     if replay_json:
                         sys.stdout.write(json.dumps(r) + "\n")
-                    else:
+                    elif r.get("kind") != "progress":  # (the step between log points: not a line each second)
                         console.print(format_event(r), markup=False)
                     if r.get("kind") == "end":
                         end = r
@@ -201,9 +206,9 @@ def _bootstrap(job) -> None:  # noqa: ANN001
     res = job.resolved()
     hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host")]
     for h in hosts:
-        if h in (None, "", "local"):
+        if is_local_host(h):
             continue
-        B.bootstrap(h, res.get("launch.remote_python") or "python3", log=lambda m: common.err(m))
+        B.bootstrap(h, res.get("launch.remote_python") or REMOTE_PYTHON, log=lambda m: common.err(m))
 
 
 def register(app: typer.Typer) -> None:
@@ -219,6 +224,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start a training run (detached) and follow it with a progress bar; exit code = outcome."""
         job = common.load_job(file)
+        if job.sweep:
+            common.err(f"note: {file}'s [sweep] is not run by train (it trains the base job); finetui sweep "
+                       f"{file} runs its trials")
         if host:
             job.values["launch.host"] = host
         if at:
@@ -263,7 +271,7 @@ def register(app: typer.Typer) -> None:
                     common.err(str(p))
                 raise typer.Exit(2) from None
             common.fail(str(e).splitlines()[0])
-        where = "" if ref.host == "local" else f" on {ref.host}"
+        where = "" if is_local_host(ref.host) else f" on {ref.host}"
         if at:
             typer.echo(f"{ref.name} scheduled for {at}{where} ({ref.run_dir})")
         elif detach:
@@ -386,9 +394,15 @@ def register(app: typer.Typer) -> None:
     def stop(run: str = typer.Argument(..., help="Run name or directory."),
              grace: float = typer.Option(15.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
              runs_dir: Optional[Path] = RUNS_DIR_OPT) -> None:
-        """Stop a run (or cancel a scheduled one): SIGTERM every rank, SIGKILL after the grace period."""
+        """Stop a run (or cancel a scheduled one): SIGTERM every rank, SIGKILL after the grace period.
+        A sweep's name stops the sweep as a whole: its running trial, and no trial after it."""
         import engine.launch as L
+        from engine import sweep as S
 
+        sweep_dir = S.find(run, _runs_dir(runs_dir))
+        if sweep_dir is not None:
+            typer.echo(f"{sweep_dir.name}: {S.stop(sweep_dir, grace=grace)}")
+            return
         ref = _resolve(run, runs_dir)
         try:
             status = L.stop_run(ref, grace=grace)
@@ -397,9 +411,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{ref.name}: {status}")
 
     @app.command()
-    def doctor(host: str = typer.Option("local", "--host", help="SSH target to check (default: this machine)."),
-               python: str = typer.Option("python3", "--python", help="Remote Python with finetui (launch.remote_python)."),
-               workdir: str = typer.Option("~/finetui-runs", "--workdir", help="Remote work directory."),
+    def doctor(host: str = typer.Option(LOCAL_HOST, "--host", help="SSH target to check (default: this machine)."),
+               python: str = typer.Option(REMOTE_PYTHON, "--python", help="Remote Python with finetui (launch.remote_python)."),
+               workdir: str = typer.Option(REMOTE_WORKDIR, "--workdir", help="Remote work directory."),
                file: Optional[Path] = typer.Option(None, "--preset", help="Take host/python/workdir from a preset "
                                                    "(a multi-node preset: every host in launch.hosts)."),
                bootstrap: bool = typer.Option(False, "--bootstrap", help="Install this finetui there first.")) -> None:
@@ -412,10 +426,10 @@ def register(app: typer.Typer) -> None:
         if file is not None:
             job = common.load_job(file)
             res, explicit = job.resolved(), job.values
-            if host == "local" and len(res.get("launch.hosts") or []) > 1:
+            if is_local_host(host) and len(res.get("launch.hosts") or []) > 1:
                 hosts = list(res["launch.hosts"])  # a multi-node preset: every node
             else:
-                hosts = [host if host != "local" else (res.get("launch.host") or "local")]
+                hosts = [host if not is_local_host(host) else (res.get("launch.host") or LOCAL_HOST)]
             python = res.get("launch.remote_python") or python
             workdir = res.get("launch.remote_workdir") or workdir
         bad = False
@@ -423,7 +437,7 @@ def register(app: typer.Typer) -> None:
             if len(hosts) > 1:
                 typer.echo(f"# node {i}: {h}" + (" (master)" if i == 0 else ""))
             try:
-                if bootstrap and h != "local":
+                if bootstrap and not is_local_host(h):
                     from engine.launch import bootstrap as B
 
                     B.bootstrap(h, python, log=lambda m: common.err(m))

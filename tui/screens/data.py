@@ -42,6 +42,20 @@ def _where(r: dict[str, Any]) -> str:
     return f"{r.get('file', '')}:{r.get('line', '')}".strip(":")
 
 
+ROLE_STYLE = {"chosen": "bold green", "rejected": "bold red"}
+
+
+def preview_row(role: str, content: str) -> Table:
+    """One message of the preview: its role right-aligned in a column of its own, the text wrapped beside it
+    (a multi-line message stays in its column)."""
+    t = Table.grid(expand=True)
+    t.add_column(width=9, justify="right", no_wrap=True)
+    t.add_column(width=3, no_wrap=True)
+    t.add_column(ratio=1)
+    t.add_row(Text(role, ROLE_STYLE.get(role, "bold cyan")), Text(" │ ", "bold cyan"), Text(content))
+    return t
+
+
 def render_report(rep: dict[str, Any]) -> Group:
     """``finetui data check --json`` as the verdict, row counts, errors and warnings, the invalid
     rows (where, field, reason), token lengths and a preview of the rows as conversations."""
@@ -63,10 +77,15 @@ def render_report(rep: dict[str, Any]) -> Group:
             t.append(f" ({rows['invalid_pct']:.1f}%" + (f", {allowed:g}% allowed)" if allowed is not None else ")"),
                      "dim")
         parts.append(t)
+    def here(line: str) -> str:  # the CLI's advice, said as the form's
+        if line == rep.get("hint"):
+            return line.replace("use --format ", "set Data format to ")
+        return line
+
     for e in rep.get("errors") or []:
-        parts.append(Text(f"✗ {e}", "red"))
+        parts.append(Text(f"✗ {here(e)}", "red"))
     for w in rep.get("warnings") or []:
-        parts.append(Text(f"⚠ {w}", "yellow"))
+        parts.append(Text(f"⚠ {here(w)}", "yellow"))
     if rep.get("message"):
         parts.append(Text(str(rep["message"])))
     bad = next((rep[k] for k in ("invalid_rows", "invalid", "problems") if isinstance(rep.get(k), list)), [])
@@ -99,9 +118,22 @@ def render_report(rep: dict[str, Any]) -> Group:
         if any(about):
             parts.append(Text("  ·  ".join(a for a in about if a), "dim"))
     prev = next((rep[k] for k in ("preview", "samples", "example") if rep.get(k)), None)
-    if prev:
+    if rep.get("loss_mask") is not None:
+        # the rows as the worker tokenizes them: trained tokens highlighted, the prompt dimmed
+        from rich.panel import Panel
+
+        from tui.widgets.maskview import mask_preview
+
+        name = (rep.get("tokens") or {}).get("tokenizer") or "the model's tokenizer"
+        parts.append(Panel(mask_preview(rep, rows=3, width_chars=1200), title=f"What the loss trains on — {name}",
+                           title_align="left", border_style="dim"))
+    elif prev:
         convs = prev if isinstance(prev, list) else [prev]
         parts.append(Text("Preview", "bold"))
+        if not rep.get("tokens"):
+            parts.append(Text("(the tokens the loss trains on show here once the model's tokenizer is on this "
+                              "machine: a model folder, finetui:tiny-llama, or a Hub model in the local cache)",
+                              "dim"))
         for conv in convs[:3]:
             where = conv.get("location") if isinstance(conv, dict) else None
             if where:
@@ -113,7 +145,7 @@ def render_report(rep: dict[str, Any]) -> Group:
                     if isinstance(m, dict):
                         role = str(m.get("role", m.get("from", "")))
                         content = str(m.get("content", m.get("value", "")))
-                        parts.append(Text.assemble((f"{role:>9} │ ", "bold cyan"), content[:300]))
+                        parts.append(preview_row(role, content[:300]))
             elif isinstance(conv, dict):
                 for k, v in list(conv.items())[:6]:
                     parts.append(Text.assemble((f"{k:>11} │ ", "bold cyan"), str(v)[:300]))
@@ -220,7 +252,8 @@ class DataPane(StepPane):
             t.append(f"⚠ The first rows look like {FORMAT_WORDS.get(found, found)}, not {fmt}.", "bold")
             stages = [st for st in STAGES if found in allowed_formats(st, self.app.job.profile)]  # type: ignore[attr-defined]
             if stages and stage not in stages:
-                t.append(f" It trains {' or '.join(stages)}, not {stage}: choose it in the Trainer step too.")
+                which = stages[0] if len(stages) == 1 else f"{', '.join(stages[:-1])} or {stages[-1]}"
+                t.append(f" It trains {which}, not {stage}: choose the trainer in the Trainer step too.")
             self.query_one("#data-use-format", Button).label = f"Use {found}"
         for k, use in extra_keys(self._suggested or fmt, rows).items():
             t.append(("\n" if t.plain else "") + f"key `{k}`: {use}", "dim")

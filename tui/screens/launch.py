@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, Select, Static
 
-from engine.config import JobConfig
+from engine.config import LOCAL_HOST, REMOTE_WORKDIR, JobConfig, is_remote_job
 from tui.screens.hyperparameters import diff_table
 from tui.widgets.form import FieldEdited, SchemaForm, widget_id
 from tui.widgets.lazyselect import LazySelect
@@ -77,13 +77,13 @@ def runs_where(job: JobConfig, res: dict[str, Any], default_name: str) -> Text:
     name = res.get("launch.run_name") or default_name
     t = Text()
     t.append("Runs go to  ", "bold")
-    from engine.launch import is_remote_job
-
     if is_remote_job(res):
-        t.append(f"{res.get('launch.host')}:{res.get('launch.remote_workdir') or '~/finetui-runs'}/{name}/")
+        t.append(f"{res.get('launch.host')}:{res.get('launch.remote_workdir') or REMOTE_WORKDIR}/{name}/")
         return t
+    from tui.widgets.dialogs import short_path
+
     where = state.runs_dir(job)
-    t.append(f"{Path(where).expanduser().resolve()}/{name}/")
+    t.append(f"{short_path(str(Path(where).expanduser().resolve()))}/{name}/")
     if os.environ.get("FINETUI_RUNS_DIR"):
         t.append(f"  ($FINETUI_RUNS_DIR; the job says {res.get('launch.runs_dir') or 'runs'})", "dim")
     return t
@@ -91,15 +91,8 @@ def runs_where(job: JobConfig, res: dict[str, Any], default_name: str) -> Text:
 
 def estimate_text(est: Any) -> Any:
     """engine.estimate.Estimate as a compact table: total per GPU, its parts, steps, time."""
-    if est is None:
-        return Text("The estimate is not available yet.", "dim")
-    if not hasattr(est, "parts"):
-        return Text(str(est.to_text() if hasattr(est, "to_text") else est))
-    try:
-        from engine.estimate import gib
-    except ImportError:  # pragma: no cover
-        def gib(n: float) -> str:
-            return f"{n / 2**30:.2f} GiB"
+    from engine.estimate import gib
+
     t = Table.grid(padding=(0, 1))
     t.add_column(style="bold", no_wrap=True)
     t.add_column(justify="right", no_wrap=True)
@@ -129,7 +122,7 @@ def estimate_text(est: Any) -> Any:
     if not notes:
         return t
     # what the stage and the data change (DPO's paired sequences, a reference model, packing): below the table
-    return Group(t, *(Text(f"· {n}", "dim") for n in notes))
+    return Group(t, *(Text(f"· {n}", "yellow" if n.startswith("⚠") else "dim") for n in notes))
 
 
 def _count(n: float) -> str:
@@ -159,7 +152,7 @@ class LaunchPane(StepPane):
         with VerticalScroll(classes="step-body"):
             with Horizontal(classes="field-line", id="known-hosts-line"):
                 yield Label("Known hosts", classes="field-label")
-                yield LazySelect([("local", "local")], value="local", allow_blank=False, compact=True,
+                yield LazySelect([(LOCAL_HOST, LOCAL_HOST)], value=LOCAL_HOST, allow_blank=False, compact=True,
                              id="known-hosts", classes="-textual-compact field-input")
                 yield Label("~/.ssh/config", classes="field-hint")
             yield SchemaForm(TARGET_FIELDS, id="launch-target-form")
@@ -178,19 +171,19 @@ class LaunchPane(StepPane):
             yield Static("", id="launch-reason")
             yield Button("Launch ▶", id="launch-button", variant="success", compact=True, disabled=True, classes="-textual-compact")
 
-    _host_shown: str | None = "local"
-    _hosts: list[str] = ["local"]
+    _host_shown: str | None = LOCAL_HOST
+    _hosts: list[str] = [LOCAL_HOST]
 
     def on_mount(self) -> None:
         try:
             hosts = list(self.app.services.ssh_hosts())  # type: ignore[attr-defined]
         except Exception:
             hosts = []
-        self._hosts = ["local"] + [h for h in hosts if h != "local"]
+        self._hosts = [LOCAL_HOST] + [h for h in hosts if h != LOCAL_HOST]
         for sel in self.query("#known-hosts").results(Select):
             with sel.prevent(Select.Changed):
                 sel.set_options([(h, h) for h in self._hosts])
-                sel.value = "local"
+                sel.value = LOCAL_HOST
 
     def sync(self, job: JobConfig, res: dict[str, Any], states: dict) -> None:
         for f in self.query(SchemaForm):
@@ -198,7 +191,7 @@ class LaunchPane(StepPane):
         rn = self.query_one(f"#{widget_id('launch.run_name')}")
         rn.placeholder = self.app.default_run_name(job)  # type: ignore[attr-defined]
         sel = self.query_one("#known-hosts", Select)
-        host = str(res["launch.host"] or "local")
+        host = str(res["launch.host"] or LOCAL_HOST)
         if host in self._hosts and sel.value != host:
             with sel.prevent(Select.Changed):
                 sel.value = host
@@ -212,18 +205,18 @@ class LaunchPane(StepPane):
         btn.disabled = bool(probs) or self.app.launching or (host is not None and not host[0])  # type: ignore[attr-defined]
         reason = self.query_one("#launch-reason", Static)
         if probs:
-            t = Text(no_wrap=True, overflow="ellipsis")
+            t = Text(overflow="ellipsis")
             t.append(f"✗ {len(probs)} to fix: ", "bold")
             t.append(str(probs[0]))
             reason.update(t)
             reason.tooltip = "\n".join(str(p) for p in probs[:8])
         elif host is not None:
-            reason.update(Text(f"{'⚠' if host[0] else '✗'} {host[1]}", no_wrap=True, overflow="ellipsis"))
+            reason.update(Text(f"{'⚠' if host[0] else '✗'} {host[1]}", overflow="ellipsis"))
             reason.tooltip = host[1]
         else:
             notes = list(job.notes)  # an import dropped something that changes the training: said first
             warning = notes[0] if notes else getattr(self.app, "model_warning", lambda j: None)(job)
-            reason.update(Text(f"⚠ {warning}", no_wrap=True, overflow="ellipsis") if warning
+            reason.update(Text(f"⚠ {warning}", overflow="ellipsis") if warning
                           else Text("✓ ready to launch", "bold"))
             reason.tooltip = "\n".join(notes) or warning
         reason.set_class(bool(probs) or (host is not None and not host[0]), "-invalid")

@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
+from engine.config import is_local_host
 from tui import runsource
 from tui.screens.base import QuietScreen
 from tui.widgets.keybar import KeyBar
@@ -85,6 +86,38 @@ class FeedProblem(Message):
         self.lost = lost
 
 
+PREFERENCE_MIN_SPAN = 0.1  # rewards start near zero: a smaller y-span would draw noise as a trend
+
+
+def preference_lines(st: RunState) -> list[tuple[str, list[Any]]]:
+    """The two side plots of a preference (DPO / KTO) or reward run: (title, lines) each — the rewards of the
+    chosen and rejected answers with their margin, then the accuracy (chosen rewarded above rejected)."""
+    from tui.widgets.plot import Line
+
+    def line(key: str, label: str, color: str) -> list[Any]:
+        s = st.extra.get(key)
+        if s is None:
+            return []
+        xs, ys = s.points()
+        return [Line(label, xs, ys, color)]
+
+    def last(key: str) -> str:
+        s = st.extra.get(key)
+        return fmt_num(s.last[1] if s is not None and s.last else None)
+
+    if "rewards_chosen" in st.extra or "rewards_margins" in st.extra:
+        rewards = (f"margin {last('rewards_margins')} · chosen {last('rewards_chosen')} · "
+                   f"rejected {last('rewards_rejected')}",
+                   line("rewards_chosen", "chosen", "success") + line("rewards_rejected", "rejected", "error")
+                   + line("rewards_margins", "margin", "primary"))
+        acc = (f"accuracy {last('rewards_accuracies')}", line("rewards_accuracies", "", "accent"))
+    else:  # a reward model
+        rewards = (f"reward {last('mean_reward')} · margin {last('margin')}",
+                   line("mean_reward", "mean", "success") + line("margin", "margin", "primary"))
+        acc = (f"accuracy {last('accuracy')}", line("accuracy", "", "accent"))
+    return [rewards, acc]
+
+
 class MonitorScreen(QuietScreen):
     """Live (or finished) run dashboard.  ``run_ref``: a RunRef, a run directory or a run name."""
 
@@ -97,6 +130,7 @@ class MonitorScreen(QuietScreen):
         Binding("l", "toggle_log", "Wide log", show=False),
         Binding("t", "try_model", "Try the model", show=False),  # (said on the end line: the footer fits 80 columns)
         Binding("u", "resume", "Resume", show=False),
+        Binding("y", "copy_path", "Copy path", show=False),
     ]
 
     def __init__(self, run_ref: Any, *, clock: Callable[[], float] = time.time, name: str | None = None,
@@ -114,6 +148,7 @@ class MonitorScreen(QuietScreen):
         self.problem: str | None = None
         self._classes_for: tuple = ()
         self._ckpt_shown: tuple = ()
+        self._gpus_shown = -1  # the state's gpu_version last shown
 
     @property
     def active_bindings(self) -> dict:  # type: ignore[override]
@@ -156,6 +191,7 @@ class MonitorScreen(QuietScreen):
         yield Static("", id="mon-title", markup=False)
         yield RunProgress(id="mon-progress")
         yield Static("", id="mon-stats", markup=False)
+        yield Static("", id="mon-gpus")
         yield Static("", id="mon-end", markup=False)
         with Horizontal(id="mon-plots"):
             yield MetricPlot("loss", id="plot-loss")
@@ -313,8 +349,16 @@ class MonitorScreen(QuietScreen):
         more = f"  ({', '.join(extra)})" if extra else ""
         if self.resumed_from is not None:  # (what it trains is its parent's: the link says more)
             more = f"  ↻ resumed from {self.resumed_from[0]} at step {self.resumed_from[1]}"
-        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "") + more)
+        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if not is_local_host(host) else "") + more)
         _set(self.query_one("#mon-stats", Static), stats_text(st))
+        if st.gpu_version != self._gpus_shown:  # GPU telemetry (engine/telemetry.py) once the first sample is in
+            from tui.widgets.gpupanel import gpu_panel
+
+            self._gpus_shown = st.gpu_version
+            panel = gpu_panel(st)
+            gw = self.query_one("#mon-gpus", Static)
+            gw.display = panel is not None
+            gw.update(panel or "")
         end = self.query_one("#mon-end", Static)
         msg = self._end_text()
         _set(end, msg or "", layout=True)
@@ -372,11 +416,23 @@ class MonitorScreen(QuietScreen):
         title = f"loss {fmt_num(st.loss)}" + (f" · eval {fmt_num(st.eval_loss)}" if st.eval_loss is not None else "")
         loss.set_lines([Line("train", tx, ty, "primary"), Line("eval", ex, ey, "warning")], title=title)
         lr = self.query_one("#plot-lr", MetricPlot)
-        lx, ly = st.lr_series.points()
-        lr.set_lines([Line("", lx, ly, "success")], title=f"learning rate {fmt_num(st.lr)}")
         gn = self.query_one("#plot-grad", MetricPlot)
-        gx, gy = st.grad_series.points()
-        gn.set_lines([Line("", gx, gy, "accent")], title=f"grad norm {fmt_num(st.grad_norm)}")
+        if st.extra:  # DPO / KTO / reward: their own metrics beside the loss
+            side = preference_lines(st)
+            lr.set_lines(side[0][1], title=side[0][0])
+            gn.set_lines(side[1][1], title=side[1][0])
+            lr.min_abs, gn.ylim = PREFERENCE_MIN_SPAN, (0.0, 1.0)
+        else:
+            lx, ly = st.lr_series.points()
+            lr.set_lines([Line("", lx, ly, "success")], title=f"learning rate {fmt_num(st.lr)}")
+            gx, gy = st.grad_series.points()
+            gn.set_lines([Line("", gx, gy, "accent")], title=f"grad norm {fmt_num(st.grad_norm)}")
+        # one x-range for every plot: from the first point drawn to the step reached
+        firsts = [ln.xs[0] for p in (loss, lr, gn) for ln in p.lines if len(ln.xs)]
+        lasts = [ln.xs[-1] for p in (loss, lr, gn) for ln in p.lines if len(ln.xs)]
+        xlim = (min(firsts), max([*lasts, float(st.step)])) if firsts else None
+        for p in (loss, lr, gn):
+            p.xlim = xlim
         loss.redraw()
         # the side plots change slowly: half the rate of the loss plot
         self._side_turn = not getattr(self, "_side_turn", False)
@@ -441,6 +497,13 @@ class MonitorScreen(QuietScreen):
         from tui.screens.try_model import TryScreen
 
         self.app.push_screen(TryScreen(runsource.run_dir(self.run_ref), st.name))
+
+    def action_copy_path(self) -> None:
+        from tui.keys import copy_path
+
+        d = runsource.run_dir(self.run_ref)
+        if d is not None:
+            copy_path(self, d)
 
     def action_resume(self) -> None:
         st = self.state

@@ -19,9 +19,12 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from engine.config import is_local_host
 from tui import runsource
 from tui.runsource import RunRow
 from tui.screens.base import QuietScreen
+from tui.keys import copy_path
+from tui.screens.sweep import name_cell
 from tui.widgets.keybar import KeyBar
 from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
@@ -71,6 +74,8 @@ class RunsScreen(QuietScreen):
         Binding("c", "open_config", "As new job"),
         Binding("space", "mark", "Mark"),
         Binding("o", "overlay", "Overlay"),
+        Binding("w", "sweep", "Sweep", show=False),
+        Binding("y", "copy_path", "Copy path", show=False),
         Binding("r", "refresh", "Refresh", show=False),
         Binding("escape,q", "back", "Back", show=False),
     ]
@@ -88,6 +93,7 @@ class RunsScreen(QuietScreen):
         self._width_cols: int | None = None
         self._busy = False
         self.problem: str | None = None
+        self.cards: dict[str, Any] = {}  # row key → engine.compare.run_card
 
     @property
     def active_bindings(self) -> dict:  # type: ignore[override]
@@ -128,6 +134,15 @@ class RunsScreen(QuietScreen):
     @work(thread=True, exclusive=True, group="runs-list", exit_on_error=False)
     def _load(self) -> None:
         rows, problem = runsource.list_runs_safe(self.runs_dir)
+        from engine.compare import card_of_dir
+
+        cards = {}
+        for r in rows or []:  # eval losses, tokens, wall time, cost (cached while the files do not change)
+            try:
+                cards[self.key(r)] = card_of_dir(runsource.run_dir(r.ref) if r.ref is not None else None)
+            except Exception:  # noqa: BLE001 - a card is optional
+                pass
+        self.cards = cards
         self.app.call_from_thread(self._show_rows, rows, problem)
 
     def _show_rows(self, rows: list[RunRow] | None, problem: str | None = None) -> None:
@@ -143,12 +158,12 @@ class RunsScreen(QuietScreen):
 
     @staticmethod
     def key(r: RunRow) -> str:
-        return r.name if r.host in ("", "local") else f"{r.name}@{r.host}"
+        return r.name if is_local_host(r.host) else f"{r.name}@{r.host}"
 
     def _columns(self, width: int) -> list[tuple[str, str, int]]:
         wide = width >= 110
         cols = [("", "mark", 1)]
-        fixed = [("Kind", "kind", 10), ("Status", "status", 15), ("Step", "step", 9), ("Loss", "loss", 7),
+        fixed = [("Kind", "kind", 9), ("Status", "status", 15), ("Step", "step", 9), ("Loss", "loss", 7),
                  ("Took", "took", 8)]
         if wide:
             fixed.insert(0, ("Host", "host", 12))
@@ -172,15 +187,17 @@ class RunsScreen(QuietScreen):
             table.add_column(label, key=key, width=w)
         name_w = next(w for _, k, w in cols if k == "name")
         theme = self.app.current_theme
-        for r in self.rows:
+        for i, r in enumerate(self.rows):
             k = self.key(r)
             color = getattr(theme, STATUS_COLOR.get(r.status, "secondary"), None) or theme.foreground
             status = Text(f"{STATUS_ICON.get(r.status, '•')} {OUTCOME_TEXT.get(r.status, r.status)}",
                           style=Style(color=color))
             cells: dict[str, Any] = {
                 "mark": Text("●", style="bold") if k in self.marked else "",
-                "name": short(("↻ " if r.parent else "") + r.name, name_w),
-                "kind": short(r.kind or "—", 10),
+                "name": short(("↻ " if r.parent else "") + (r.name if r.sweep is None else name_cell(
+                    r, i == 0 or self.rows[i - 1].sweep != r.sweep,
+                    i + 1 == len(self.rows) or self.rows[i + 1].sweep != r.sweep)), name_w),
+                "kind": short(r.kind or "—", 9),
                 "host": short(r.host, 12),
                 "status": status,
                 "step": Text(f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step), justify="right"),
@@ -239,10 +256,19 @@ class RunsScreen(QuietScreen):
         line1 = f"{r.name} · {r.kind or '?'} · {r.host} · started {started}" + (f" · {where}" if where else "")
         links = ([f"↻ resumed from {r.parent} at step {r.parent_step}"] if r.parent else []) + (
             [f"resumed as {', '.join(r.children)}"] if r.children else [])
+        if r.sweep is not None:
+            links.insert(0, f"trial {r.trial} of sweep {r.sweep}{' — its best' if r.best else ''} · w: the sweep's "
+                            f"table")
         line2 = f"✖ {r.error}" if r.error and r.status == "failed" else (
-            " · ".join(links + ([f"Slurm: {r.note}"] if r.note else [])) or "enter attach · space mark two runs, o overlays their loss · r refresh · esc back")
+            " · ".join(links + ([f"Slurm: {r.note}"] if r.note else []))
+            or "enter attach · space mark two runs, o overlays their loss · r refresh · esc back")
+        from engine.compare import card_line
+
+        card = self.cards.get(self.key(r))
+        line_card = card_line(card) if card else ""
         width = max(20, detail.size.width - 2)  # (a long path is cut, not wrapped over the second line)
-        detail.update("\n".join(ln if len(ln) <= width else ln[: width - 1] + "…" for ln in (line1, line2)))
+        detail.update("\n".join(ln if len(ln) <= width else ln[: width - 1] + "…"
+                                 for ln in (line1, line_card, line2)))
 
     # -- actions ---------------------------------------------------------------
     def _ref(self, r: RunRow) -> Any:
@@ -286,6 +312,24 @@ class RunsScreen(QuietScreen):
             return
         rows = [next(r for r in self.rows if self.key(r) == k) for k in keys[:2]]
         self.app.push_screen(OverlayScreen([(r.name, self._ref(r)) for r in rows]))
+
+    def action_copy_path(self) -> None:
+        r = self.current()
+        d = runsource.run_dir(self._ref(r)) if r is not None else None
+        if d is not None:
+            copy_path(self, d)
+
+    def action_sweep(self) -> None:
+        r = self.current()
+        if r is None or r.sweep is None:
+            self.notify("Not a sweep's run: w shows the table of the sweep a run belongs to.")
+            return
+        from engine.sweep import find
+        from tui.screens.sweep import SweepScreen
+
+        d = find(r.sweep, self.runs_dir)
+        if d is not None:
+            self.app.push_screen(SweepScreen(d), lambda _: self.action_refresh())
 
     def action_stop(self) -> None:
         r = self.current()
@@ -397,6 +441,7 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
         super().__init__()
         self.runs = runs
         self.states: list[RunState] | None = None
+        self.comparison: dict[str, Any] | None = None  # engine.compare.compare of the two run directories
 
     def compose(self) -> ComposeResult:
         from tui.widgets.plot import MetricPlot
@@ -404,6 +449,7 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
         with Vertical(id="overlay-box"):
             yield Static(" vs ".join(n for n, _ in self.runs), id="overlay-title", markup=False)
             yield MetricPlot("loss", id="overlay-plot")
+            yield Static("", id="overlay-diff")
             yield Static("train loss (line) and eval loss per run · Esc closes", id="overlay-hint", markup=False)
 
     def on_mount(self) -> None:
@@ -419,6 +465,15 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
             except Exception as e:
                 st.error = str(e)
             states.append(st)
+        self.comparison = None
+        dirs = [runsource.run_dir(ref) if ref is not None else None for _, ref in self.runs]
+        if all(dirs):
+            from engine.compare import compare
+
+            try:
+                self.comparison = compare(dirs[0], dirs[1])
+            except ValueError as e:
+                self.comparison = {"error": str(e)}
         self.app.call_from_thread(self._show, states)
 
     def _show(self, states: list[RunState]) -> None:
@@ -439,6 +494,14 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
         self.query_one("#overlay-title", Static).update(desc)
         plot.set_lines(lines, title="loss")
         plot.redraw()
+        rep = self.comparison
+        if rep:
+            from rich.text import Text
+
+            from tui.widgets.rundiff import diff_table
+
+            self.query_one("#overlay-diff", Static).update(Text(rep["error"], "red") if "error" in rep
+                                                            else diff_table(rep, names=False))
         errs = [f"{st.name}: {st.error}" for st in states if st.error and not st.train_loss.last]
         if errs:
             self.notify("; ".join(errs), severity="error")

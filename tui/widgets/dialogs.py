@@ -78,14 +78,24 @@ class ConfirmDialog(Dialog):
         self.dismiss((event.button.id or "btn-").removeprefix("btn-"))
 
 
+class FolderTree(DirectoryTree):
+    """A DirectoryTree without dot folders and files (.git, .venv, .cache…)."""
+
+    def filter_paths(self, paths: Iterable[Path]) -> Iterable[Path]:
+        return [p for p in paths if not p.name.startswith(".")]
+
+
 class FilePickerDialog(Dialog):
-    """A DirectoryTree to pick a file (or a folder); the path can also be typed."""
+    """A tree of the files to pick one (or a folder): ``↑ Parent`` (or Backspace in the tree) goes up, dot
+    folders are hidden, and a path typed below takes the tree to its folder."""
+
+    BINDINGS = [Binding("backspace", "parent", "Parent folder", show=False)]
 
     def __init__(self, title: str = "Choose a file", start: str | Path = ".", folders: bool = False,
                  suffixes: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.title_text = title
-        self.start = Path(start).expanduser()
+        self.start = Path(start).expanduser().resolve()
         if not self.start.is_dir():
             self.start = self.start.parent if self.start.parent.is_dir() else Path.cwd()
         self.folders = folders
@@ -94,14 +104,42 @@ class FilePickerDialog(Dialog):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-tall"):
             yield Label(self.title_text, classes="dialog-title")
-            yield DirectoryTree(self.start, id="picker-tree")
-            yield Input(placeholder="path", id="picker-path", compact=True)
+            with Horizontal(classes="picker-where"):
+                yield Button("↑ Parent", id="picker-up", compact=True)
+                yield Label(str(self.start), id="picker-folder", classes="muted")
+            yield FolderTree(self.start, id="picker-tree")
+            yield Input(placeholder="path (a folder typed here opens in the tree)", id="picker-path", compact=True)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Choose", id="picker-ok", variant="primary", compact=True)
                 yield Button("Cancel", id="picker-cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#picker-tree").focus()
+
+    def go(self, folder: Path) -> None:
+        """Show ``folder`` in the tree."""
+        tree = self.query_one("#picker-tree", FolderTree)
+        if folder.is_dir() and folder != Path(tree.path):
+            tree.path = folder
+            self.query_one("#picker-folder", Label).update(str(folder))
+
+    @on(Button.Pressed, "#picker-up")
+    def action_parent(self) -> None:
+        tree = self.query_one("#picker-tree", FolderTree)
+        if self.focused is not None and self.focused.id == "picker-path":
+            return  # (Backspace edits the path there)
+        self.go(Path(tree.path).resolve().parent)
+
+    @on(Input.Changed, "#picker-path")
+    def _typed(self, event: Input.Changed) -> None:
+        if not self.query_one("#picker-path", Input).has_focus:
+            return  # (a pick in the tree wrote it)
+        p = Path(event.value.strip()).expanduser() if event.value.strip() else None
+        if p is None:
+            return
+        if not p.is_absolute():
+            p = Path.cwd() / p
+        self.go(p if p.is_dir() else p.parent)
 
     @on(DirectoryTree.FileSelected)
     def _file(self, event: DirectoryTree.FileSelected) -> None:
@@ -265,14 +303,13 @@ class SavePresetDialog(Dialog):
 
 
 KEYS_HELP = """\
-Tab / Shift+Tab   next / previous field (typing replaces the value)
-Ctrl+N / Ctrl+B   next / previous step   (or click a step; Esc: back)
-F1                help for the focused field (? too, outside text fields)
-Ctrl+S / Ctrl+O   save / open a preset, or import another tool's config
-Ctrl+T            the job as TOML (again: back to the form)
-Ctrl+L            the launch step's review; again there: launch
-Ctrl+R            runs
-Ctrl+P            command palette (every action)
+Tab / Shift+Tab   next / previous field (typing replaces it)
+Ctrl+N / Ctrl+B   next / previous step (Esc: back a step)
+F1                help (? too, outside text fields)
+Ctrl+O / Ctrl+S   open or import / save or export
+Ctrl+T            the job as TOML (again: the form)
+Ctrl+L            the launch step's review; again: launch
+Ctrl+R            runs          Ctrl+P   every action
 q / Ctrl+Q        quit (asks when there are unsaved changes)"""
 
 
@@ -311,6 +348,11 @@ class HelpDialog(Dialog):
             else:
                 yield Label("finetui — keys" if self.keys is None else "Keys of this screen", classes="dialog-title")
             keys = KEYS_HELP if self.keys is None else "\n".join(f"{k:<17} {d}" for k, d in self.keys)
+            user = getattr(self.app, "user_keys", None)
+            if user is not None and self.keys is None:
+                from tui.keys import describe
+
+                keys = keys.rstrip("\n") + ("\n\n" + describe(user) if describe(user) else "")
             yield Static(keys, classes="dialog-body dialog-keys", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close", id="help-close", variant="primary", compact=True)
@@ -327,11 +369,13 @@ class CatalogDialog(Dialog):
     """A profile's model catalog: Enter or a click on a model dismisses with its id (None on escape).
     ``items`` are (model id, shown text) pairs; the current model is highlighted when listed."""
 
-    def __init__(self, title: str, items: list[tuple[str, Any]], current: str | None = None) -> None:
+    def __init__(self, title: str, items: list[tuple[str, Any]], current: str | None = None,
+                 legend: str = "") -> None:
         super().__init__()
         self.title_text = title
         self.items = items
         self.current = current
+        self.legend = legend  # what the rows' marks mean, as they are
 
     def compose(self) -> ComposeResult:
         from tui.widgets.catalog import CatalogList
@@ -339,7 +383,8 @@ class CatalogDialog(Dialog):
         with Vertical(classes="dialog dialog-catalog"):
             yield Label(self.title_text, classes="dialog-title")
             yield CatalogList(id="catalog-list")
-            yield Static("● in this profile's catalog.  ↑↓ move · Enter picks · Esc closes", classes="dialog-keys")
+            yield Static(f"{self.legend}  ↑↓ move · Enter picks · Esc closes".strip(), classes="dialog-keys",
+                         markup=False)
 
     def on_mount(self) -> None:
         from tui.widgets.catalog import CatalogList

@@ -19,6 +19,9 @@ OUTCOME_TEXT = {
     "failed": "failed",
 }
 DROPPED_KEYS = ("rows_dropped", "dropped_rows", "dropped")
+#: the metrics of preference and reward training (TRL's log keys, "/" written "_"), plotted on their dashboards
+PREFERENCE_KEYS = ("rewards_chosen", "rewards_rejected", "rewards_margins", "rewards_accuracies",
+                   "mean_reward", "margin", "accuracy")
 
 
 class Series:
@@ -84,6 +87,8 @@ class RunState:
     tokens_per_s: float | None = None
     samples_per_s: float | None = None
     memory_mb: float | None = None
+    memory_reserved_mb: float | None = None  # (CUDA: rank 0's reserved peak, and the largest of every GPU's)
+    gpu_reserved_max_mb: float | None = None
     rows_dropped: int | None = None
     rows_truncated: int | None = None
     final_path: str | None = None
@@ -95,8 +100,12 @@ class RunState:
     lr_series: Series = field(default_factory=Series)
     grad_series: Series = field(default_factory=Series)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Series] = field(default_factory=dict)  # PREFERENCE_KEYS seen in log records
     # (t, step) of recent log records, for the ETA
     _pace: deque = field(default_factory=lambda: deque(maxlen=32))
+    # GPU telemetry (``gpu`` records, engine/telemetry.py): the newest samples, oldest first
+    gpu_history: deque = field(default_factory=lambda: deque(maxlen=3))
+    gpu_version: int = 0
     version: int = 0  # bumped by every update (cheap change detection)
     ckpt_version: int = 0
 
@@ -172,6 +181,9 @@ class RunState:
                 self.grad_series.append(x, v)
             if (v := _num(r.get("epoch"))) is not None:
                 self.epoch = v
+            for key in PREFERENCE_KEYS:
+                if (v := _num(r.get(key, r.get(key.replace("_", "/", 1))))) is not None:
+                    self.extra.setdefault(key, Series()).append(x, v)
             if (v := _num(r.get("tokens_per_s", r.get("tokens/s")))) is not None:
                 self.tokens_per_s = v
             if (v := _num(r.get("samples_per_s", r.get("samples/s")))) is not None:
@@ -185,8 +197,20 @@ class RunState:
                 mem = max(vals) if vals else None
             if (v := _num(mem)) is not None:
                 self.memory_mb = v
+            if (v := _num(r.get("memory_reserved_mb"))) is not None:
+                self.memory_reserved_mb = v
+            gpus = [g for g in r.get("gpu_reserved_mb") or [] if isinstance(g, (int, float))]
+            if gpus:
+                self.gpu_reserved_max_mb = max(gpus)
             if t is not None:
                 self._pace.append((t, step))
+            if self.status == "pending":
+                self.status = "running"
+        elif k == "progress":  # the step between log points: progress and pace
+            if t is not None:
+                self._pace.append((t, step))
+            if r.get("total_steps"):
+                self.total_steps = int(r["total_steps"])
             if self.status == "pending":
                 self.status = "running"
         elif k == "eval":
@@ -196,6 +220,9 @@ class RunState:
         elif k == "checkpoint":
             self.checkpoints.append(dict(r))
             self.ckpt_version += 1
+        elif k == "gpu" and isinstance(r.get("gpus"), list):
+            self.gpu_history.append([g for g in r["gpus"] if isinstance(g, dict)])
+            self.gpu_version += 1
         elif k == "end":
             self.status = str(r.get("outcome") or "completed")
             self.phase = "finished"
@@ -225,6 +252,10 @@ class RunState:
             (t0, s0), (t1, s1) = self._pace[0], self._pace[-1]
             if s1 > s0 and t1 > t0:
                 return (self.total_steps - self.step) * (t1 - t0) / (s1 - s0)
+        if self._pace and self.started is not None:  # from the first steps: their pace since the start
+            t1, s1 = self._pace[-1]
+            if s1 > 0 and t1 > self.started:
+                return (self.total_steps - self.step) * (t1 - self.started) / s1
         return None
 
     def checkpoint_rows(self) -> list[dict[str, Any]]:

@@ -146,7 +146,12 @@ class HelpBar(Static):
             return
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(f.label, "bold")
-        t.append("  " + f.help.replace("\n", " "))
+        help = "  " + f.help.replace("\n", " ")
+        room = (self.size.width or 80) - 2 - len(f.label)
+        more = " … F1 for more"
+        if len(help) > room > len(more) + 10:  # cut at a word, and said: the whole help is one key away
+            help = help[: room - len(more)].rsplit(" ", 1)[0] + more
+        t.append(help)
         self.update(t)
 
 
