@@ -22,6 +22,7 @@ from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Iterable
 
 from engine.datapaths import any_s3, data_paths, split_format
+from engine.errors import FinetuiError
 
 INF = math.inf
 
@@ -482,12 +483,18 @@ class Problem:
         return s
 
 
-class ConfigError(ValueError):
+class ConfigError(FinetuiError, ValueError):
     """Raised with a list of problems; ``str()`` is one line per problem."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        super().__init__("\n".join(str(p) for p in problems), field=problems[0].field if problems else None)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
 
 
 def suggest(name: str, options: Iterable[str]) -> str:

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import DEFAULT_TARGET_MODULES, TINY_MODEL
+from engine.errors import FinetuiError
 
 
-class ModelInfoError(ValueError):
+class ModelInfoError(FinetuiError, ValueError):
     """No usable config.json; ``str()`` is one line for the user."""
 
 

@@ -28,6 +28,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher
 
 from engine.config import FIELD_BY_NAME, JobConfig, spec
+from engine.errors import FinetuiError, one_line, report_crash
 from tui import state
 from tui.screens.base import QuietScreen
 from tui.screens.model import ModelPane
@@ -393,6 +394,24 @@ class FinetuiApp(App[None]):
         from tui import csscache
 
         self._css_loaded = csscache.load(self.stylesheet)
+
+    def _handle_exception(self, error: Exception) -> None:
+        """The TUI's one top-level handler.  Overrides Textual's private ``App._handle_exception`` (textual 8.2),
+        which ends the app on any unhandled exception and prints a rich traceback on the terminal: a user's
+        error (:class:`FinetuiError`, also inside a failed worker) is shown as a notification and the app goes
+        on; anything else is a bug: the app still ends (as Textual's does; Pilot tests re-raise it), with one
+        line that points to the crash log holding the traceback."""
+        err = getattr(error, "error", error)  # textual.worker.WorkerFailed wraps the worker's exception
+        if isinstance(err, FinetuiError):
+            self.notify("\n".join(err.lines()), title="Cannot do that", severity="error", timeout=10)
+            return
+        line = report_crash(err)
+        self._return_code = 1
+        if self._exception is None:
+            self._exception = error
+            self._exception_event.set()
+        self._exit_renderables.append(line)
+        self._close_messages_no_wait()
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """App.run, with two start-up savings: the cyclic garbage collector waits until the first screen
@@ -885,10 +904,8 @@ class FinetuiApp(App[None]):
         except ImportError:
             self.notify("Import is not available yet (engine.interop).", severity="warning")
             return False
-        except Exception as e:
-            probs = getattr(e, "problems", None)
-            self.notify(str(probs[0]) if probs else str(e).splitlines()[0], title="Cannot open the preset",
-                        severity="error", timeout=8)
+        except (FinetuiError, OSError) as e:
+            self.notify(one_line(e), title="Cannot open the preset", severity="error", timeout=8)
             return False
         self.set_job(job, p, dirty=False)
         state.add_recent(p)
@@ -943,10 +960,8 @@ class FinetuiApp(App[None]):
             p = p.with_suffix(suffix)
         try:
             written, warnings = interop.write_export(self.job, target, p)
-        except Exception as e:
-            probs = getattr(e, "problems", None)
-            msg = str(probs[0]) if probs else (str(e).splitlines()[0] if str(e) else e.__class__.__name__)
-            self.notify(msg, title=f"Export to {target} failed", severity="error", timeout=8)
+        except (FinetuiError, OSError) as e:
+            self.notify(one_line(e), title=f"Export to {target} failed", severity="error", timeout=8)
             return False
         self.last_export = (written, warnings)
         names = ", ".join(w.name for w in written)

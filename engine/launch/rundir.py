@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from engine.errors import FinetuiError
 from engine.events import EVENTS_FILE, parse_lines
 
 LAUNCH_FILE = "launch.json"
@@ -30,7 +31,7 @@ LOG_FILE = "worker.log"
 LOCK_FILE = ".events.lock"
 
 
-class LaunchError(Exception):
+class LaunchError(FinetuiError):
     """A launch problem a user can cause or fix; ``str()`` is one clear sentence."""
 
 

@@ -14,8 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.errors import FinetuiError
 
-class GenerateError(ValueError):
+
+class GenerateError(FinetuiError, ValueError):
     """A run that cannot generate; ``str()`` is one line. ``code`` 2 = bad input."""
 
     def __init__(self, msg: str, code: int = 2):

@@ -19,6 +19,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from engine.errors import FinetuiError, one_line
 from tui import runsource
 from tui.runsource import RunRow
 from tui.screens.base import QuietScreen
@@ -341,11 +342,8 @@ class RunsScreen(QuietScreen):
             return
         try:
             job = runsource.load_config(self._ref(r))
-        except Exception as e:
-            msg = str(e)
-            if hasattr(e, "problems"):
-                msg = "; ".join(str(p) for p in e.problems)  # type: ignore[attr-defined]
-            self.notify(msg, severity="error", timeout=8)
+        except (FinetuiError, OSError) as e:
+            self.notify(one_line(e), severity="error", timeout=8)
             return
         open_job = getattr(self.app, "open_job", None)
         set_job = getattr(self.app, "set_job", None)
