@@ -26,6 +26,20 @@ from engine.errors import FinetuiError
 
 INF = math.inf
 
+# The largest values a trainer can use, written into the fields' ranges (so the allowed range says them):
+# beyond them a value is a typo or an attack on the schema, never a job.
+MAX_BATCH = 65536  # examples per device per step; gradient accumulation steps
+MAX_EPOCHS = 10_000
+MAX_STEPS = 1_000_000_000  # optimizer steps, warmup, logging / evaluation / checkpoint intervals
+MAX_ROWS = 10**12
+MAX_TOKENS = 1 << 24  # sequence length (16M tokens)
+MAX_SEED = 2**32 - 1  # numpy's seed range (transformers.set_seed seeds numpy)
+MAX_RANK = 1 << 20  # LoRA rank / alpha
+MAX_LAYERS = 10_000
+MAX_COUNT = 1_000_000  # checkpoints kept, early-stopping patience
+#: no integer field holds more than this: larger ones are refused before they are formatted or compared
+INT_LIMIT = 10**18
+
 # --------------------------------------------------------------------------
 # Field declarations
 # --------------------------------------------------------------------------
@@ -206,7 +220,7 @@ FIELDS: list[Field] = [
        range=Range(0, 100)),
     _F("data", "max_samples", "int", None, "Max samples",
        "Use at most this many training rows, the first ones (unset: all). With several training files it "
-       "caps their total, counted in the order the files are named.", range=Range(1, None), optional=True),
+       "caps their total, counted in the order the files are named.", range=Range(1, MAX_ROWS), optional=True),
     _F("data", "packing", "bool", True, "Sequence packing",
        "Pack short rows best-fit-decreasing into sequences of up to max_sequence_length tokens; rows never "
        "attend to each other and no token is predicted across a row boundary. With sdpa / eager each packed "
@@ -261,28 +275,28 @@ FIELDS: list[Field] = [
             "distributed_backend is deepspeed and zero_stage is 3")),
     # -------------------------------------------------------------- general
     _F("general", "batch_size", "int", 2, "Batch size",
-       "Examples per device per step (per GPU when distributed).", range=Range(1, None),
+       "Examples per device per step (per GPU when distributed).", range=Range(1, MAX_BATCH),
        aliases=("trainingBatchSize", "micro_batch_size", "per_device_train_batch_size")),
     _F("general", "epochs", "int", 3, "Epochs",
        "Passes over the training data. Nova: max_epochs (≤ 5); set max_steps or epochs, not both.",
-       range=Range(1, None), optional=True,
+       range=Range(1, MAX_EPOCHS), optional=True,
        aliases=("totalTrainingEpochs", "num_epochs", "max_epochs", "num_train_epochs")),
     _F("general", "max_steps", "int", None, "Max steps",
        "Stop after this many optimizer steps; when set it takes precedence over epochs.",
-       range=Range(1, None), optional=True),
+       range=Range(1, MAX_STEPS), optional=True),
     _F("general", "learning_rate", "float", 2e-4, "Learning rate",
        "Peak learning rate. Nova: full fine-tuning 1e-6–1e-3 (1e-6–1e-4 advised), LoRA 0–1.",
        range=Range(0, 1, min_exclusive=True, max_exclusive=True), aliases=("learningRate", "lr")),
     _F("general", "max_sequence_length", "int", 1024, "Max sequence length",
        "Tokens per example (input + output); longer examples are truncated and counted in the data report.",
-       range=Range(1, None), aliases=("max_length", "cutoff_len", "max_seq_length")),
+       range=Range(1, MAX_TOKENS), aliases=("max_length", "cutoff_len", "max_seq_length")),
     _F("general", "resume_from_checkpoint", "str", "no", "Resume from checkpoint",
        "`no`, `last` (the newest complete checkpoint of this run) or a path to a checkpoint "
        "(relative to the run directory)."),
     # -------------------------------------------------------------- runtime
     _F("runtime", "gradient_accumulation_steps", "int", 1, "Gradient accumulation",
        "Micro-batches per optimizer step: the effective batch is batch × accumulation × ranks.",
-       range=Range(1, None), aliases=("accumulate_steps",)),
+       range=Range(1, MAX_BATCH), aliases=("accumulate_steps",)),
     _F("runtime", "mixed_precision", "enum", "auto", "Mixed precision",
        "bf16, fp16 or none; auto = bf16 on a GPU that supports it, none on CPU. fp16 is refused on CPU.",
        choices=("auto", "bf16", "fp16", "none")),
@@ -313,7 +327,7 @@ FIELDS: list[Field] = [
        "Use the Liger Triton kernels (GPU only, when installed)."),
     _F("runtime", "lr_warmup_steps", "int", 0, "Warmup steps",
        "Linear warmup from 0 over this many steps. Not together with warmup ratio.",
-       range=Range(0, None), aliases=("warmup_steps",)),
+       range=Range(0, MAX_STEPS), aliases=("warmup_steps",)),
     _F("runtime", "lr_warmup_ratio", "float", 0.0, "Warmup ratio",
        "Linear warmup over this fraction of the total steps. Not together with warmup steps.",
        range=Range(0, 1, max_exclusive=True), aliases=("warmup_ratio",)),
@@ -323,7 +337,7 @@ FIELDS: list[Field] = [
     _F("runtime", "min_lr", "float", 0.0, "Minimum LR",
        "Learning rate at the end of the cosine decay (Nova: 0–1, below lr).", range=Range(0, 1),
        **_is("runtime.lr_scheduler", "cosine")),
-    _F("runtime", "seed", "int", 42, "Seed", "Random seed, always applied.", range=Range(0, None)),
+    _F("runtime", "seed", "int", 42, "Seed", "Random seed, always applied.", range=Range(0, MAX_SEED)),
     _F("runtime", "full_determinism", "bool", False, "Full determinism",
        "Deterministic algorithms for reproducible distributed runs; slow, for debugging. (FPT's document "
        "says the seed has no effect when this is on; that sentence is inverted — the seed is always "
@@ -349,10 +363,10 @@ FIELDS: list[Field] = [
             "stage is dpo and preference_loss is simpo")),
     # -------------------------------------------------------------- adapter
     _F("adapter", "lora_rank", "int", 8, "LoRA rank", "Rank of the low-rank update matrices.",
-       range=Range(1, None), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraR", "rank", "r")),
+       range=Range(1, MAX_RANK), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraR", "rank", "r")),
     _F("adapter", "lora_alpha", "int", 16, "LoRA alpha",
        "Scaling multiplier: alpha / rank is the fraction applied (alpha 2, rank 8 → 25 %).",
-       range=Range(1, None), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraAlpha", "alpha")),
+       range=Range(1, MAX_RANK), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraAlpha", "alpha")),
     _F("adapter", "lora_dropout", "float", 0.05, "LoRA dropout", "Dropout on the adapter input.",
        range=Range(0, 1), **_is("trainer.training_type", *LORA_METHODS),
        aliases=("loraDropout", "adapter_dropout")),
@@ -379,32 +393,32 @@ FIELDS: list[Field] = [
        "Length of the soft prompt.", range=Range(1, 1024),
        **_is("trainer.training_type", "prompt_tuning")),
     _F("adapter", "freeze_trainable_layers", "int", 2, "Trainable layers",
-       "Freeze: train only the last N decoder layers.", range=Range(1, None),
+       "Freeze: train only the last N decoder layers.", range=Range(1, MAX_LAYERS),
        **_is("trainer.training_type", "freeze")),
     # ----------------------------------------------------------------- eval
     _F("eval", "evaluation_strategy", "enum", "no", "Evaluation",
        "no, epoch or steps.", choices=("no", "epoch", "steps"), aliases=("eval_strategy",)),
     _F("eval", "eval_steps", "int", None, "Eval every (steps)",
-       "Steps between evaluations; unset = logging_steps.", range=Range(1, None), optional=True,
+       "Steps between evaluations; unset = logging_steps.", range=Range(1, MAX_STEPS), optional=True,
        **_is("eval.evaluation_strategy", "steps"), aliases=("val_check_interval",)),
     _F("eval", "logging_steps", "int", 10, "Log every (steps)",
        "Steps between log events. 0 logs every step. (FPT's document also says \"-1 logs every step\", "
        "which contradicts its own range [0, +inf); finetui follows the range and reads 0 as every step.)",
-       range=Range(0, None), aliases=("logModelMetricsIntervalInSteps", "log_every_n_steps")),
+       range=Range(0, MAX_STEPS), aliases=("logModelMetricsIntervalInSteps", "log_every_n_steps")),
     _F("eval", "checkpoint_strategy", "enum", "steps", "Checkpoints",
        "no, epoch or steps.", choices=("no", "epoch", "steps"), aliases=("save_strategy",)),
     _F("eval", "checkpoint_steps", "int", 500, "Checkpoint every (steps)",
-       "Steps between two checkpoints.", range=Range(1, None),
+       "Steps between two checkpoints.", range=Range(1, MAX_STEPS),
        **_is("eval.checkpoint_strategy", "steps"), aliases=("save_steps",)),
     _F("eval", "checkpoint_limit", "int", None, "Checkpoints kept",
        "Keep at most this many checkpoints (the best is always kept); unset keeps all.",
-       range=Range(1, None), optional=True, aliases=("save_total_limit", "save_top_k")),
+       range=Range(1, MAX_COUNT), optional=True, aliases=("save_total_limit", "save_top_k")),
     _F("eval", "save_best_checkpoint", "bool", False, "Track best checkpoint",
        "End the run with the checkpoint of the lowest evaluation loss (the final model is the best one, "
        "not the last; rotation never removes it); needs evaluation, with a checkpoint at each evaluation."),
     _F("eval", "early_stopping_patience", "int", 0, "Early-stopping patience",
        "Stop after this many evaluations without an improvement of at least the threshold; 0 disables.",
-       range=Range(0, None), aliases=("earlyStoppingPatience",)),
+       range=Range(0, MAX_COUNT), aliases=("earlyStoppingPatience",)),
     _F("eval", "early_stopping_threshold", "float", 0.0, "Early-stopping threshold",
        "Minimum decrease of the evaluation loss that counts as an improvement.", range=Range(0, None),
        aliases=("earlyStoppingThreshold", "min_delta")),
@@ -584,19 +598,21 @@ def coerce(name: str, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not an integer")
         if isinstance(value, int):
-            return value
+            return _int_in_limit(value)
         if isinstance(value, float):
             if value.is_integer():
-                return int(value)
+                return _int_in_limit(int(value))
             raise ValueError(f"{_num(value)} is not an integer")
+        s = str(value).strip().replace("_", "")
+        if len(s) > 40:
+            raise ValueError(f"a number of {len(s)} characters is too large for an integer field")
         try:
-            s = str(value).strip().replace("_", "")
             x = float(s)
         except ValueError:
             raise ValueError(f"{str(value)!r} is not a number") from None
         if not x.is_integer():
             raise ValueError(f"{s} is not an integer")
-        return int(x)
+        return _int_in_limit(int(x))
     if f.kind == "float":
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not a number")
@@ -647,6 +663,13 @@ def coerce(name: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a string")
     return value
+
+
+def _int_in_limit(v: int) -> int:
+    if abs(v) > INT_LIMIT:
+        digits = int(v.bit_length() * 0.30103) + 1  # (str() of a huge int raises ValueError)
+        raise ValueError(f"an integer of about {digits} digits is too large")
+    return v
 
 
 def check_value(name: str, value: Any, profile: str | None = None) -> Problem | None:

@@ -20,7 +20,7 @@ def data_paths(value: Any) -> list[str]:
     s = str(value or "").strip()
     if not s:
         return []
-    if "," not in s or Path(os.path.expanduser(s)).exists():
+    if "," not in s or os.path.exists(os.path.expanduser(s)):  # (False, not an error, for a path too long)
         return [s]
     return [p.strip() for p in s.split(",") if p.strip()]
 

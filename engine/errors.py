@@ -74,6 +74,11 @@ def crash_dir() -> Path:
 
 def report_crash(e: BaseException, context: str = "") -> str:
     """Write ``e``'s traceback to a new crash log; return the one line to show for it."""
+    return f"internal error: {one_line(e)} (a bug in finetui; details in {crash_log(e, context)})"
+
+
+def crash_log(e: BaseException, context: str = "") -> str:
+    """Write ``e``'s traceback to a new crash log file; return its path (or why it could not be written)."""
     text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
     head = f"finetui crash {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\nargv: {sys.argv!r}\n"
     if context:
@@ -89,4 +94,4 @@ def report_crash(e: BaseException, context: str = "") -> str:
             break
         except OSError:  # unwritable: try the next folder; the one line still goes out
             continue
-    return f"internal error: {one_line(e)} (a bug in finetui; details in {where})"
+    return where

@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from engine import userfiles
 from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUPS, SECRET_KEYS, ConfigError, JobConfig,
                            Problem, spec, suggest)
 
@@ -82,23 +83,31 @@ def parse(data: dict[str, Any], source: str = "<preset>") -> JobConfig:
     return job
 
 
+def _preset_error(where: str, reason: str) -> PresetError:
+    return PresetError([Problem(where, reason)])
+
+
+#: how deeply a preset's values may nest (a field holds at most a list of strings)
+MAX_DEPTH = 8
+
+
 def loads(text: str, source: str = "<preset>") -> JobConfig:
     try:
-        data = tomllib.loads(text)
+        with userfiles.parsing(source, _preset_error):
+            data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise PresetError([Problem(source, f"not valid TOML: {e}")]) from None
+    if userfiles.max_depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise _preset_error(source, f"values nested more than {MAX_DEPTH} levels deep; a preset holds tables of "
+                                    "values and lists")
     return parse(data, source)
 
 
 def load(path: str | os.PathLike[str]) -> JobConfig:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PresetError([Problem(str(p), "no such preset file")]) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise PresetError([Problem(str(p), f"cannot read the preset: {e.__class__.__name__}")]) from None
-    job = loads(text, str(p))
+    if not userfiles.exists(p) and userfiles.path_problem(str(p)) is None:
+        raise _preset_error(str(p), "no such preset file")
+    job = loads(userfiles.read_text(p, str(p), _preset_error), str(p))
     _resolve_relative_paths(job, p.parent)
     return job
 
@@ -111,7 +120,7 @@ def _resolve_relative_paths(job: JobConfig, base: Path) -> None:
         if v.startswith(("s3://", "finetui:", "/", "~")):
             return v
         cand = base / v
-        return str(cand.resolve()) if cand.exists() and not Path(v).exists() else v
+        return str(cand.resolve()) if userfiles.exists(cand) and not userfiles.exists(v) else v
 
     for name in ("data.train_path", "data.validation_path"):
         v = job.values.get(name)
