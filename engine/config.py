@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Iterable
 
@@ -124,6 +125,9 @@ class Field:
     visible_text: str = ""  # the rule in words, for docs and the TUI
     secret: bool = False
     aliases: tuple[str, ...] = ()  # names used by providers (docs / importers)
+    #: a check of the value's form beyond type and range (a host name, a variable name): → why not, or None;
+    #: for a list, applied to each item
+    check: Callable[[Any], str | None] | None = None
 
     @property
     def name(self) -> str:
@@ -131,6 +135,55 @@ class Field:
 
     def is_visible(self, values: dict[str, Any]) -> bool:
         return True if self.visible is None else bool(self.visible(values))
+
+
+_HOST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.%]+\])"
+                   r"(?::(?P<port>[0-9]{1,5}))?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: what an SSH target may be, said where one is refused
+HOST_FORM = "local, [user@]host[:port] or an ~/.ssh/config alias"
+
+
+def host_problem(target: Any) -> str | None:
+    """Why ``target`` is not an SSH target (``[user@]host[:port]`` or an alias: letters, digits, ``._-``; no
+    whitespace, NUL, shell metacharacters or leading ``-``); None when it is one (or ``local``)."""
+    t = str(target)
+    if t in ("", "local", "localhost-local"):
+        return None
+    if len(t) > 255:
+        return f"a host name of {len(t)} characters is too long"
+    bad = sorted({c for c in t if c.isspace() or not c.isprintable() or c in "\0;|&$`<>()'\"\\*?!{}[],#~="}
+                 - ({"[", "]"} if "[" in t else set()))
+    if t.startswith("-"):
+        return f"{t[:40]!r} starts with `-` (ssh would read it as an option)"
+    m = _HOST.fullmatch(t)
+    if bad or not m:
+        shown = ", ".join(repr(c) for c in bad[:4])
+        return f"{t[:60]!r} is not a host" + (f" (it holds {shown})" if bad else "")
+    if m.group("port") is not None and not 1 <= int(m.group("port")) <= 65535:
+        return f"port {m.group('port')} is not a TCP port (1–65535)"
+    return None
+
+
+def env_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name an environment variable (letters, digits and ``_``, not starting with a digit)."""
+    if name is None or name == "":
+        return None
+    s = str(name)
+    if not _ENV_NAME.fullmatch(s):
+        return f"{s[:60]!r} is not an environment variable name (letters, digits and _, not starting with a digit)"
+    return None
+
+
+def paths_problem(value: Any) -> str | None:
+    """Why a path field's value can never name a file here (a part too long, a NUL); None when it can."""
+    from engine.userfiles import path_problem
+
+    for part in data_paths(value):
+        why = path_problem(split_format(part)[0])
+        if why:
+            return why
+    return None
 
 
 def _v(expr: Callable[[dict[str, Any]], bool], text: str) -> dict[str, Any]:
@@ -249,10 +302,10 @@ FIELDS: list[Field] = [
        **_S3_DATA),
     _F("data", "s3_access_key_env", "str", "AWS_ACCESS_KEY_ID", "Access key variable",
        "Name of the environment variable holding the access key id. Secrets are never stored in a preset.",
-       **_S3_DATA),
+       check=env_name_problem, **_S3_DATA),
     _F("data", "s3_secret_key_env", "str", "AWS_SECRET_ACCESS_KEY", "Secret key variable",
        "Name of the environment variable holding the secret key (asked for, masked, when unset).",
-       **_S3_DATA),
+       check=env_name_problem, **_S3_DATA),
     # -------------------------------------------------------------- trainer
     _F("trainer", "stage", "enum", "sft", "Trainer",
        "pretrain (corpus), sft, dpo (DPO family incl. ORPO/SimPO), kto, reward (reward model).",
@@ -434,9 +487,9 @@ FIELDS: list[Field] = [
        "Run directory name; unset: ft_<model>_<YYYYmmdd-HHMMSS> (FPT naming).", optional=True),
     _F("launch", "runs_dir", "path", "runs", "Runs folder", "Where run directories are created."),
     _F("launch", "host", "str", "local", "Target",
-       "`local` (this machine), user@host[:port] or an ~/.ssh/config alias."),
+       "`local` (this machine), user@host[:port] or an ~/.ssh/config alias.", check=host_problem),
     _F("launch", "hosts", "list", [], "Nodes",
-       "Multi-node: every host (first is the master). Empty = the single target above."),
+       "Multi-node: every host (first is the master). Empty = the single target above.", check=host_problem),
     _F("launch", "device", "enum", "auto", "Device",
        "auto (GPU when present), cuda or cpu.", choices=("auto", "cuda", "cpu")),
     _F("launch", "procs_per_node", "int", 1, "GPUs (processes) per node",
@@ -453,7 +506,8 @@ FIELDS: list[Field] = [
     _F("launch", "master_addr", "str", None, "Master address",
        "Multi-node: the address the other nodes reach the first node at (a private IP or name on the "
        "cluster's network). Unset: the first node's host name as ssh resolves it from here.",
-       optional=True, **_v(lambda v: len(v.get("launch.hosts") or []) > 1, "launch.hosts has two nodes or more")),
+       optional=True, check=host_problem,
+       **_v(lambda v: len(v.get("launch.hosts") or []) > 1, "launch.hosts has two nodes or more")),
     _F("launch", "remote_python", "str", "python3", "Remote Python",
        "Python (or venv python) on the remote host that has finetui installed.",
        **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
@@ -688,6 +742,12 @@ def check_value(name: str, value: Any, profile: str | None = None) -> Problem | 
         return Problem(name, f"{_fmt(v)} is not offered{where}", sp.allowed())
     if sp.range is not None and isinstance(v, (int, float)) and not sp.range.contains(v):
         return Problem(name, f"{_num(v)} is out of range{where}", sp.allowed())
+    checks = [c for c in (sp.field.check, paths_problem if sp.field.kind == "path" else None) if c]
+    for c in checks:
+        for item in (v if isinstance(v, list) else [v]):
+            why = c(item)
+            if why:
+                return Problem(name, why, HOST_FORM if c is host_problem else "")
     return None
 
 

@@ -1060,8 +1060,11 @@ class FinetuiApp(App[None]):
         except ImportError:
             self.call_from_thread(self._launched, None, "The launcher is not available yet (engine.launch).")
             return
-        except Exception as e:
-            self.call_from_thread(self._launched, None, str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+        except FinetuiError as e:
+            self.call_from_thread(self._launched, None, "\n".join(e.lines()))
+            return
+        except Exception as e:  # noqa: BLE001 - a bug while launching must not end the app and lose the job
+            self.call_from_thread(self._launched, None, report_crash(e))
             return
         self.call_from_thread(self._launched, ref, None)
 

@@ -81,6 +81,10 @@ def validate(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
         for p in errors:
             common.err(str(p))
         raise typer.Exit(2)
+    from engine.data.loader import check_data_before_launch
+
+    for note in check_data_before_launch(job.resolved()):  # (the data files: exist and parse, file:line if not)
+        common.err(f"note: {note}")
     typer.echo(f"{file}: valid (profile {job.profile})")
 
 

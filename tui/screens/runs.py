@@ -28,11 +28,11 @@ from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
 STATUS_ICON = {
     "pending": "…", "running": "▶", "completed": "✔", "early_stopped": "✔", "stopped": "■",
-    "failed": "✖", "lost": "?", "scheduled": "◷",
+    "failed": "✖", "lost": "?", "scheduled": "◷", "damaged": "⚠",
 }
 STATUS_COLOR = {  # theme colour names
     "running": "primary", "completed": "success", "early_stopped": "success", "stopped": "warning",
-    "failed": "error", "lost": "error", "scheduled": "secondary", "pending": "secondary",
+    "failed": "error", "lost": "error", "scheduled": "secondary", "pending": "secondary", "damaged": "error",
 }
 AUTO_REFRESH_S = 3.0
 
