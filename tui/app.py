@@ -397,15 +397,18 @@ class FinetuiApp(App[None]):
 
     def _handle_exception(self, error: Exception) -> None:
         """The TUI's one top-level handler.  Overrides Textual's private ``App._handle_exception`` (textual 8.2),
-        which ends the app on any unhandled exception and prints a rich traceback on the terminal: a user's
-        error (:class:`FinetuiError`, also inside a failed worker) is shown as a notification and the app goes
-        on; anything else is a bug: the app still ends (as Textual's does; Pilot tests re-raise it), with one
-        line that points to the crash log holding the traceback."""
-        err = getattr(error, "error", error)  # textual.worker.WorkerFailed wraps the worker's exception
-        if isinstance(err, FinetuiError):
+        which ends the app on any unhandled exception and prints a rich traceback on the terminal.  A user's
+        error (:class:`FinetuiError`) from a worker is shown as a notification and the app goes on; raised in a
+        message handler it ends the app (Textual has stopped that handler's message loop) with its lines;
+        anything else is a bug: the app ends (Pilot tests re-raise it) with one line that points to the crash
+        log holding the traceback."""
+        from textual.worker import WorkerFailed
+
+        err = error.error if isinstance(error, WorkerFailed) else error
+        if isinstance(err, FinetuiError) and isinstance(error, WorkerFailed):
             self.notify("\n".join(err.lines()), title="Cannot do that", severity="error", timeout=10)
             return
-        line = report_crash(err)
+        line = "\n".join(err.lines()) if isinstance(err, FinetuiError) else report_crash(err)
         self._return_code = 1
         if self._exception is None:
             self._exception = error
