@@ -781,7 +781,8 @@ class JobConfig:
         if "runtime.quantization_bit" not in self.values and out["trainer.training_type"] == "qlora":
             out["runtime.quantization_bit"] = 4
         if out.get("eval.eval_steps") is None:
-            out["eval.eval_steps"] = max(1, int(out.get("eval.logging_steps") or 1))
+            ls = out.get("eval.logging_steps")  # (an invalid value stays as written: problems() names it)
+            out["eval.eval_steps"] = max(1, ls) if isinstance(ls, int) and not isinstance(ls, bool) else 1
         return out
 
     def get(self, name: str) -> Any:

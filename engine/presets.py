@@ -159,20 +159,23 @@ def _tomli_w() -> Any:
 
 def _value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    # scalars (and a dict, never produced by the schema): the library writes the value
+        return "[" + ", ".join(_value(x) for x in v if x is not None) + "]"
+    if isinstance(v, dict):  # (never produced by the schema; an imported value that is wrong keeps its form)
+        return "{" + ", ".join(f"{_tomli_w().dumps({k: 0}).split('=', 1)[0].strip()} = {_value(x)}"
+                               for k, x in v.items() if x is not None) + "}"
+    # scalars: the library writes the value
     return _tomli_w().dumps({"x": v}).split("=", 1)[1].strip()
 
 
 def _emit(data: dict[str, Any]) -> str:
     """Canonical preset text: top-level keys, then one table per group in schema order,
     short arrays inline (so a hand-written preset in this form round-trips byte for byte)."""
-    lines = [f"{k} = {_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    lines = [f"{k} = {_value(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
     for g, tbl in data.items():
         if isinstance(tbl, dict):
             lines.append("")
             lines.append(f"[{g}]")
-            lines.extend(f"{k} = {_value(v)}" for k, v in tbl.items())
+            lines.extend(f"{k} = {_value(v)}" for k, v in tbl.items() if v is not None)  # (TOML has no null)
     return "\n".join(lines) + "\n"
 
 

@@ -82,6 +82,8 @@ MAX_DEPTH = 32
 
 
 def _parse(text: str, source: str) -> Any:
+    if userfiles.text_depth(text, MAX_DEPTH) > MAX_DEPTH:
+        raise fail(source, f"nested more than {MAX_DEPTH} levels deep; not a training config")
     s = text.lstrip()
     with userfiles.parsing(source, fail):
         if s.startswith("{") or s.startswith("["):
