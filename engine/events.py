@@ -48,7 +48,7 @@ class EventWriter:
     def close(self) -> None:
         try:
             self._fh.close()
-        except Exception:
+        except OSError:  # (the last flush failed: the records written so far stay)
             pass
 
     def __enter__(self) -> "EventWriter":
@@ -64,7 +64,7 @@ def _jsonable(o: Any) -> Any:
 
         f = float(o)
         return None if math.isnan(f) or math.isinf(f) else f
-    except Exception:
+    except (TypeError, ValueError, OverflowError):  # not a number: its text
         return str(o)
 
 

@@ -206,9 +206,11 @@ def test_deep_nesting_everywhere_is_one_line(tmp_path):
     (tmp_path / "t.toml").write_text("a = " + "{b=" * 3000 + "1" + "}" * 3000 + "\n")
     assert_user_error(run_cli("show", str(tmp_path / "t.toml")), "nested too deeply")
     (tmp_path / "lf.yaml").write_text("stage: sft\nmodel_name_or_path: " + "[" * 5000 + "]" * 5000 + "\n")
-    assert_user_error(run_cli("import", str(tmp_path / "lf.yaml")), "nested too deeply")
+    t0 = time.monotonic()
+    assert_user_error(run_cli("import", str(tmp_path / "lf.yaml")), "nested")
+    assert time.monotonic() - t0 < 5  # (PyYAML alone spends minutes on 5000 levels)
     (tmp_path / "wx.json").write_text('{"num_epochs": ' + deep + "}")
-    assert_user_error(run_cli("import", str(tmp_path / "wx.json"), "-f", "watsonx"), "nested too deeply")
+    assert_user_error(run_cli("import", str(tmp_path / "wx.json"), "-f", "watsonx"), "nested")
     (tmp_path / "mid.yaml").write_text("stage: sft\nfinetuning_type: lora\nx: " + "[" * 40 + "]" * 40 + "\n")
     assert_user_error(run_cli("import", str(tmp_path / "mid.yaml")), "nested more than")
 

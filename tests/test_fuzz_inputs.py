@@ -37,7 +37,7 @@ DEMO_TEXT = (ROOT / "presets" / "demo.toml").read_text(encoding="utf-8")
 SECONDS = 8.0
 
 #: examples per property; FINETUI_FUZZ_EXAMPLES=1000 (and FINETUI_FUZZ_SEED=n for other examples) fuzz deeper
-FUZZ = settings(max_examples=int(os.environ.get("FINETUI_FUZZ_EXAMPLES", "30")), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("FINETUI_FUZZ_EXAMPLES", "60")), deadline=None,
                 derandomize="FINETUI_FUZZ_SEED" not in os.environ, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])

@@ -83,6 +83,7 @@ def _open_tui(args: TuiArgs) -> bool:
         from pathlib import Path
 
         from engine import presets
+        from engine.errors import FinetuiError
 
         path = Path(args.preset) if args.preset is not None else None
         if args.demo and path is None:
@@ -91,7 +92,7 @@ def _open_tui(args: TuiArgs) -> bool:
         if path is not None:
             try:
                 job = presets.load(path)
-            except Exception:  # noqa: BLE001 - the typer path prints the problems and exits 2
+            except FinetuiError:  # the typer path prints the problems and exits 2
                 return False
         ref = None
         if args.attach is not None:

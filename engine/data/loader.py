@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from engine.config import FORMATS, FORMATS_BY_STAGE
 from engine.data.errors import DataError, RowError
+from engine.errors import FinetuiError
 from engine.data.formats import NORMALIZERS
 from engine.data.sources import Source, open_source
 from engine.datapaths import sources
@@ -60,7 +61,7 @@ def allowed_formats(stage: str, profile: str | None = None) -> tuple[str, ...]:
             from engine import profiles as P
 
             return tuple(P.get(profile).formats_by_stage.get(stage, FORMATS_BY_STAGE.get(stage, ())))
-        except Exception:
+        except FinetuiError:  # an unknown profile (validation names it): the schema's formats
             pass
     return FORMATS_BY_STAGE.get(stage, ())
 
