@@ -84,9 +84,9 @@ class Range:
     def describe(self) -> str:
         lo = hi = ""
         if self.min is not None:
-            lo = f"{_num(self.min)} {'<' if self.min_exclusive else '≤'} "
+            lo = f"{_bound(self.min)} {'<' if self.min_exclusive else '≤'} "
         if self.max is not None:
-            hi = f" {'<' if self.max_exclusive else '≤'} {_num(self.max)}"
+            hi = f" {'<' if self.max_exclusive else '≤'} {_bound(self.max)}"
         if not lo and not hi:
             return "any number"
         return f"{lo}x{hi}"
@@ -98,6 +98,16 @@ class Range:
         lb = "(" if (self.min is None or self.min_exclusive) else "["
         rb = ")" if (self.max is None or self.max_exclusive) else "]"
         return f"{lb}{lo}, {hi}{rb}"
+
+
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _bound(v: float) -> str:
+    """A range bound: a large power of ten as ``10⁹`` (the form's hint column is narrow), else :func:`_num`."""
+    if isinstance(v, int) and v >= 10**6 and str(v).rstrip("0") == "1":
+        return "10" + str(len(str(v)) - 1).translate(_SUPERSCRIPT)
+    return _num(v)
 
 
 def _num(v: float) -> str:
