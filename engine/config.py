@@ -516,8 +516,7 @@ FIELDS: list[Field] = [
     _F("launch", "master_addr", "str", None, "Master address",
        "Multi-node: the address the other nodes reach the first node at (a private IP or name on the "
        "cluster's network). Unset: the first node's host name as ssh resolves it from here.",
-       optional=True, check=host_problem,
-       **_v(lambda v: len(v.get("launch.hosts") or []) > 1, "launch.hosts has two nodes or more")),
+       optional=True, **_v(lambda v: len(v.get("launch.hosts") or []) > 1, "launch.hosts has two nodes or more")),
     _F("launch", "remote_python", "str", "python3", "Remote Python",
        "Python (or venv python) on the remote host that has finetui installed.",
        **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
