@@ -138,6 +138,7 @@ class Field:
     #: a check of the value's form beyond type and range (a host name, a variable name): → why not, or None;
     #: for a list, applied to each item
     check: Callable[[Any], str | None] | None = None
+    bool_as: tuple[str, str] | None = None  # a str field that also takes a bool: (what false means, what true means)
 
     @property
     def name(self) -> str:
@@ -219,9 +220,10 @@ FORMATS = ("alpaca", "corpus", "sharegpt", "sharegpt_image", "preference", "bedr
 FORMATS_BY_STAGE: dict[str, tuple[str, ...]] = {
     "pretrain": ("corpus",),
     "sft": ("alpaca", "sharegpt", "sharegpt_image", "bedrock_converse"),
-    "dpo": ("preference",),
+    # sharegpt for the pair trainers: conversations with chosen / rejected replies (LLaMA-Factory `ranking: true`)
+    "dpo": ("preference", "sharegpt"),
     "kto": ("kto", "preference"),
-    "reward": ("preference",),
+    "reward": ("preference", "sharegpt"),
 }
 
 #: Default LoRA targets by architecture (watsonx: llama and granite default to q_proj, v_proj).
@@ -267,15 +269,18 @@ FIELDS: list[Field] = [
        aliases=("data_s3_path",)),
     _F("data", "format", "enum", "alpaca", "Data format",
        "alpaca {instruction,input,output}; corpus {text}; sharegpt {conversations:[{from,value}]} or "
-       "{messages:[{role,content}]}; sharegpt_image (zip with train.json and images); preference "
-       "(chosen/rejected); bedrock_converse (Nova); kto (messages + boolean label).",
+       "{messages:[{role,content}]} (for DPO / reward: conversations + chosen / rejected replies); sharegpt_image "
+       "(zip with train.json and images); preference (chosen/rejected after an alpaca, conversation or prompt; or "
+       "chosen_messages/rejected_messages); bedrock_converse (Nova); kto (messages + boolean label).",
        choices=FORMATS),
     _F("data", "validation_path", "path", None, "Validation data",
        "A separate validation file, or several separated by commas (Nova: validation_data_s3_path). Unset: "
        "use val_size.",
        optional=True, aliases=("validation_data_s3_path",)),
     _F("data", "val_size", "float", 0.0, "Validation fraction",
-       "Fraction of the training rows held out for evaluation when no validation file is given.",
+       "Fraction of the training rows held out for evaluation when no validation file is given. OCI's document "
+       "states no hold-out (its step count is epochs × size(trainingDataset) ÷ batch over all training rows), so "
+       "the OCI profiles hold out nothing: their early stopping evaluates data.validation_path.",
        range=Range(0, 1, max_exclusive=True)),
     _F("data", "allow_percentage_invalid_samples", "float", 0.0, "Allowed invalid rows (%)",
        "Above this share of invalid rows the data check fails and training refuses to start; at or below "
@@ -324,6 +329,11 @@ FIELDS: list[Field] = [
        "full; lora; qlora (LoRA on a 4/8-bit quantized model); tfew (OCI T-Few, PEFT IA3); "
        "prompt_tuning (watsonx); freeze (train only the last N layers).",
        choices=METHODS, aliases=("finetuning_type",)),
+    _F("trainer", "task_type", "enum", None, "Task type",
+       "What the tuned model is for: classification, generation or summarization. Informative for training; "
+       "watsonx's prompt-tuning defaults for granite-13b-instruct-v2 depend on it (its table is keyed by task).",
+       choices=("classification", "generation", "summarization"), optional=True,
+       **_is("trainer.training_type", "prompt_tuning"), aliases=("task_id",)),
     _F("trainer", "distributed_backend", "enum", "ddp", "Distributed backend",
        "ddp (torchrun DistributedDataParallel) or deepspeed (ZeRO).", choices=("ddp", "deepspeed")),
     _F("trainer", "zero_stage", "enum", 2, "ZeRO stage",
@@ -340,22 +350,37 @@ FIELDS: list[Field] = [
     _F("general", "batch_size", "int", 2, "Batch size",
        "Examples per device per step (per GPU when distributed).", range=Range(1, MAX_BATCH),
        aliases=("trainingBatchSize", "micro_batch_size", "per_device_train_batch_size")),
+    _F("general", "global_batch_size", "int", None, "Global batch size",
+       "Examples per optimizer step over all ranks. Set: gradient accumulation follows from it (global ÷ "
+       "(batch × ranks), rounded up where it does not divide, with a warning); unset: batch × accumulation × ranks. "
+       "Nova recipes: global_batch_size 16, 32 or 64 with micro_batch_size 1, a field of its own that does not "
+       "grow with replicas (a replica is a whole instance). Nova sources disagree on the default: the document's "
+       "quick-start recipe and the real Micro LoRA recipe say 64, the real Nova Lite full-rank recipe 16; both Nova "
+       "profiles follow the document (64).",
+       range=Range(1, None), optional=True, aliases=("global_batch_size",),
+       **_v(lambda v: v.get("general.global_batch_size") is not None, "it is set (the Nova profiles set it)")),
     _F("general", "epochs", "int", 3, "Epochs",
-       "Passes over the training data. Nova: max_epochs (≤ 5); set max_steps or epochs, not both.",
+       "Passes over the training data. Nova: max_epochs (≤ 5); set max_steps or epochs, not both. Nova sources "
+       "disagree on the default: the document's full-rank and LoRA examples say 2, its quick-start recipe max_steps 16 "
+       "with max_epochs -1, the real Nova Lite full-rank recipe 1 and the Nova Micro LoRA recipe 2; nova_full follows "
+       "the real recipe (1), nova_lora the document and its recipe (2).",
        range=Range(1, MAX_EPOCHS), optional=True,
        aliases=("totalTrainingEpochs", "num_epochs", "max_epochs", "num_train_epochs")),
     _F("general", "max_steps", "int", None, "Max steps",
        "Stop after this many optimizer steps; when set it takes precedence over epochs.",
        range=Range(1, MAX_STEPS), optional=True),
     _F("general", "learning_rate", "float", 2e-4, "Learning rate",
-       "Peak learning rate. Nova: full fine-tuning 1e-6–1e-3 (1e-6–1e-4 advised), LoRA 0–1.",
+       "Peak learning rate. Nova: full fine-tuning 1e-6–1e-3 (1e-6–1e-4 advised), LoRA 0–1. Nova full-rank "
+       "default: the document's example says 1e-5, the real Nova Lite recipe 5e-6; nova_full follows the real recipe "
+       "(5e-6); nova_lora 1e-5 (document and Micro LoRA recipe agree).",
        range=Range(0, 1, min_exclusive=True, max_exclusive=True), aliases=("learningRate", "lr")),
     _F("general", "max_sequence_length", "int", 1024, "Max sequence length",
        "Tokens per example (input + output); longer examples are truncated and counted in the data report.",
        range=Range(1, MAX_TOKENS), aliases=("max_length", "cutoff_len", "max_seq_length")),
     _F("general", "resume_from_checkpoint", "str", "no", "Resume from checkpoint",
        "`no`, `last` (the newest complete checkpoint of this run) or a path to a checkpoint "
-       "(relative to the run directory)."),
+       "(relative to the run directory). FPT AI Studio's type is bool or string: false means no, true means last.",
+       bool_as=("no", "last")),
     # -------------------------------------------------------------- runtime
     _F("runtime", "gradient_accumulation_steps", "int", 1, "Gradient accumulation",
        "Micro-batches per optimizer step: the effective batch is batch × accumulation × ranks.",
@@ -398,13 +423,18 @@ FIELDS: list[Field] = [
        "linear, cosine or constant decay after warmup.", choices=("linear", "cosine", "constant"),
        aliases=("lr_scheduler_type",)),
     _F("runtime", "min_lr", "float", 0.0, "Minimum LR",
-       "Learning rate at the end of the cosine decay (Nova: 0–1, below lr).", range=Range(0, 1),
+       "Learning rate at the end of the cosine decay (Nova: 0–1, below lr). Nova full-rank default: the document's "
+       "example says 1e-6, the real Nova Lite recipe 5e-7; nova_full follows the real recipe (5e-7), nova_lora 1e-6 "
+       "(document and Micro LoRA recipe agree).", range=Range(0, 1),
        **_is("runtime.lr_scheduler", "cosine")),
     _F("runtime", "seed", "int", 42, "Seed", "Random seed, always applied.", range=Range(0, MAX_SEED)),
     _F("runtime", "full_determinism", "bool", False, "Full determinism",
        "Deterministic algorithms for reproducible distributed runs; slow, for debugging. (FPT's document "
        "says the seed has no effect when this is on; that sentence is inverted — the seed is always "
        "applied.)"),
+    _F("runtime", "ddp_timeout", "int", 1800, "Distributed timeout",
+       "Seconds a rank waits for the others in a collective (a long save, a merge, a slow node) before the "
+       "run fails (transformers' ddp_timeout; the process group's timeout).", range=Range(60, None)),
     # ----------------------------------------------------------- preference
     _F("preference", "preference_loss", "enum", "sigmoid", "Preference loss",
        "sigmoid (DPO), hinge, ipo, kto_pair, orpo, simpo.",
@@ -428,7 +458,9 @@ FIELDS: list[Field] = [
     _F("adapter", "lora_rank", "int", 8, "LoRA rank", "Rank of the low-rank update matrices.",
        range=Range(1, MAX_RANK), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraR", "rank", "r")),
     _F("adapter", "lora_alpha", "int", 16, "LoRA alpha",
-       "Scaling multiplier: alpha / rank is the fraction applied (alpha 2, rank 8 → 25 %).",
+       "Scaling multiplier: alpha / rank is the fraction applied (alpha 2, rank 8 → 25 %). Nova: 32, 64, 96, 128, "
+       "160 or 192 (real recipe); the document's LoRA recipe says 32, the real Nova Micro LoRA recipe 128; nova_lora "
+       "follows the document (32).",
        range=Range(1, MAX_RANK), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraAlpha", "alpha")),
     _F("adapter", "lora_dropout", "float", 0.05, "LoRA dropout", "Dropout on the adapter input.",
        range=Range(0, 1), **_is("trainer.training_type", *LORA_METHODS),
@@ -439,7 +471,8 @@ FIELDS: list[Field] = [
        "(q_proj, v_proj for llama/granite); or an explicit list of module names.",
        **_is("trainer.training_type", *LORA_METHODS, "tfew"), aliases=("lora_target",)),
     _F("adapter", "loraplus_lr_ratio", "float", 0.0, "LoRA+ ratio",
-       "LoRA+: learning-rate ratio of the B matrices to the A matrices; 0 disables (Nova recipe: 8).",
+       "LoRA+: learning-rate ratio of the B matrices to the A matrices; 0 disables. Nova: 0–100 (real recipe); the "
+       "document's LoRA recipe says 8, the real Nova Micro LoRA recipe 16; nova_lora follows the document (8).",
        range=Range(0, 100), **_is("trainer.training_type", *LORA_METHODS)),
     _F("adapter", "merge_adapter", "bool", False, "Merge adapter",
        "Merge the adapter into the base model for the final model; otherwise only the adapter is saved.",
@@ -471,7 +504,9 @@ FIELDS: list[Field] = [
     _F("eval", "checkpoint_strategy", "enum", "steps", "Checkpoints",
        "no, epoch or steps.", choices=("no", "epoch", "steps"), aliases=("save_strategy",)),
     _F("eval", "checkpoint_steps", "int", 500, "Checkpoint every (steps)",
-       "Steps between two checkpoints.", range=Range(1, MAX_STEPS),
+       "Steps between two checkpoints. Nova: the document's quick-start recipe has save_steps 100000 (in effect "
+       "only the last checkpoint); the real recipes and the document's other examples have none, and the Nova "
+       "profiles keep finetui's default (500) there.", range=Range(1, MAX_STEPS),
        **_is("eval.checkpoint_strategy", "steps"), aliases=("save_steps",)),
     _F("eval", "checkpoint_limit", "int", None, "Checkpoints kept",
        "Keep at most this many checkpoints (the best is always kept); unset keeps all.",
@@ -480,7 +515,9 @@ FIELDS: list[Field] = [
        "End the run with the checkpoint of the lowest evaluation loss (the final model is the best one, "
        "not the last; rotation never removes it); needs evaluation, with a checkpoint at each evaluation."),
     _F("eval", "early_stopping_patience", "int", 0, "Early-stopping patience",
-       "Stop after this many evaluations without an improvement of at least the threshold; 0 disables.",
+       "Stop after this many evaluations without an improvement of at least the threshold; 0 disables. Nova: the "
+       "document's quick-start recipe turns early stopping on (val_loss, patience 2, min_delta 0.001); the real "
+       "recipes and the document's other examples do not, and the Nova profiles follow them (0, off).",
        range=Range(0, MAX_COUNT), aliases=("earlyStoppingPatience",)),
     _F("eval", "early_stopping_threshold", "float", 0.0, "Early-stopping threshold",
        "Minimum decrease of the evaluation loss that counts as an improvement.", range=Range(0, None),
@@ -494,7 +531,7 @@ FIELDS: list[Field] = [
        **_v(lambda v: bool(v.get("tracking.mlflow_tracking_uri")), "mlflow_tracking_uri is set")),
     # --------------------------------------------------------------- launch
     _F("launch", "run_name", "str", None, "Run name",
-       "Run directory name; unset: ft_<model>_<YYYYmmdd-HHMMSS> (FPT naming).", optional=True),
+       "Run directory name; unset: ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS> (FPT naming, with the kind of run).", optional=True),
     _F("launch", "runs_dir", "path", "runs", "Runs folder", "Where run directories are created."),
     _F("launch", "host", "str", "local", "Target",
        "`local` (this machine), user@host[:port] or an ~/.ssh/config alias.", check=host_problem),
@@ -554,10 +591,12 @@ class Problem:
     severity: str = "error"  # or "warning"
 
     def __str__(self) -> str:
+        from engine.redact import redact
+
         s = f"{self.field}: {self.message}"
         if self.allowed:
             s += f" (allowed: {self.allowed})"
-        return s
+        return redact(s)
 
 
 class ConfigError(FinetuiError, ValueError):
@@ -621,6 +660,8 @@ class Spec:
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(f'"{x}"' for x in v) + "]"
     return str(v)
 
 
@@ -723,6 +764,11 @@ def coerce(name: str, value: Any) -> Any:
             raise ValueError(f"{value!r} is not a list of strings")
         return list(value)
     # str / path
+    if f.bool_as is not None:
+        if isinstance(value, bool):
+            return f.bool_as[value]
+        if isinstance(value, str) and value.strip().lower() in ("false", "true"):
+            return f.bool_as[value.strip().lower() == "true"]
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a string")
     return value
@@ -773,6 +819,9 @@ class JobConfig:
     values: dict[str, Any] = dc_field(default_factory=dict)
     name: str | None = None  # free-text description, kept in presets
     secrets: dict[str, str] = dc_field(default_factory=dict)  # never written anywhere
+    #: what an import says changes the training itself (interop.TrainingChange), kept with the job it made so the
+    #: launch step can show it; not written to presets
+    notes: list[str] = dc_field(default_factory=list)
 
     # -- access ---------------------------------------------------------
     def resolved(self) -> dict[str, Any]:
@@ -786,9 +835,21 @@ class JobConfig:
                     out[f.name] = self.values[f.name]
             else:
                 out[f.name] = _copy(spec(f.name, self.profile).default)
+        # per-model defaults of the profile (watsonx: llama vs granite, granite-13b by task type)
+        for name, v in self.model_defaults(out).items():
+            if name not in self.values:
+                out[name] = _copy(v)
         # dynamic defaults
         if "runtime.quantization_bit" not in self.values and out["trainer.training_type"] == "qlora":
             out["runtime.quantization_bit"] = 4
+        # a profile that evaluates by default (OCI: early stopping) does so when there is validation data; the
+        # document states no hold-out, so without a validation file the run trains every epoch (a warning says so)
+        if not out.get("data.validation_path") and not out.get("data.val_size") \
+                and "eval.evaluation_strategy" not in self.values and out["eval.evaluation_strategy"] != "no":
+            out["eval.evaluation_strategy"] = "no"
+        gb = out.get("general.global_batch_size")
+        if gb is not None and "runtime.gradient_accumulation_steps" not in self.values:
+            out["runtime.gradient_accumulation_steps"] = accumulation_for(out) or out["runtime.gradient_accumulation_steps"]
         if out.get("eval.eval_steps") is None:
             ls = out.get("eval.logging_steps")  # (an invalid value stays as written: problems() names it)
             out["eval.eval_steps"] = max(1, ls) if isinstance(ls, int) and not isinstance(ls, bool) else 1
@@ -806,10 +867,51 @@ class JobConfig:
         self.values.pop(name, None)
 
     def copy(self) -> "JobConfig":
-        return JobConfig(self.profile, {k: _copy(v) for k, v in self.values.items()}, self.name, dict(self.secrets))
+        return JobConfig(self.profile, {k: _copy(v) for k, v in self.values.items()}, self.name, dict(self.secrets),
+                         list(self.notes))
 
     def visible(self, name: str) -> bool:
         return FIELD_BY_NAME[name].is_visible(self.resolved())
+
+    def model_defaults(self, res: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The profile's defaults for this job's base model (and task type), over its own; {} when none."""
+        from engine import profiles as P
+
+        prof = P.PROFILES.get(self.profile)
+        if prof is None or not prof.model_defaults:
+            return {}
+        res = res if res is not None else self.resolved()
+        d = prof.defaults_for(str(res.get("model.name_or_path") or ""), res.get("trainer.task_type"))
+        return dict(d.fields) if d else {}
+
+    def redefaulted(self, before: dict[str, Any]) -> str | None:
+        """After an edit (``before``: the resolved values before it): one sentence naming the untouched fields the
+        new base model's (or task type's) defaults changed, or None."""
+        from engine import profiles as P
+
+        res = self.resolved()
+        prof = P.PROFILES.get(self.profile)
+        if prof is None or not prof.model_defaults:
+            return None
+        changed = [n for n in FIELD_BY_NAME if n not in self.values and before.get(n) != res.get(n)
+                   and (n in self.model_defaults(res) or n in self.model_defaults(before))]
+        if not changed:
+            return None
+        d = prof.defaults_for(str(res.get("model.name_or_path") or ""), res.get("trainer.task_type"))
+        who = f"{d.label}'s defaults" if d else f"profile {prof.name}'s defaults"
+        parts = ", ".join(f"{n.rsplit('.', 1)[1]} {_fmt(res[n])}" for n in changed)
+        return f"{who} ({prof.title}) applied to the fields you have not set: {parts}"
+
+    def default(self, name: str) -> Any:
+        """What an untouched field resolves to: the model's default in this profile, else the profile's."""
+        md = self.model_defaults()
+        return md[name] if name in md else spec(name, self.profile).default
+
+    def evaluation_waits(self, res: dict[str, Any]) -> bool:
+        """The profile evaluates by default (OCI: early stopping) but there is no validation data yet, so the
+        resolved evaluation is off until there is."""
+        return res["eval.evaluation_strategy"] == "no" and "eval.evaluation_strategy" not in self.values \
+            and spec("eval.evaluation_strategy", self.profile).default != "no"
 
     # -- validation -----------------------------------------------------
     def problems(self, include_warnings: bool = False) -> list[Problem]:
@@ -864,6 +966,8 @@ class JobConfig:
                 if f.name in vals and vals[f.name] is not None:
                     if resolved and f.name not in self.values and not f.is_visible(vals):
                         continue  # the default of a field that does not apply: the dump must load as a preset
+                    if resolved and f.name == "eval.evaluation_strategy" and self.evaluation_waits(vals):
+                        continue  # the profile's evaluation, off until there is validation data: kept so on load
                     tbl[f.key] = vals[f.name]
             if tbl:
                 out[g] = tbl
@@ -894,6 +998,12 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     def warn(name: str, msg: str) -> None:
         out.append(Problem(name, msg, severity="warning"))
 
+    from engine.redact import has_credentials
+
+    if has_credentials(res.get("tracking.mlflow_tracking_uri")):
+        warn("tracking.mlflow_tracking_uri", "its user name and password are never written (presets, run files, "
+                                             "exports): runs get them in their environment, as "
+                                             "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
     if not str(res["data.train_path"] or "").strip():
         err("data.train_path", "a training data file is required",
             "a .json/.jsonl/.zip file, a folder, s3://bucket/key or finetui:samples/<file>")
@@ -903,6 +1013,11 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             if n in explicit and explicit[n] not in (None, False):
                 err(n, "only applies when trainer.distributed_backend is deepspeed",
                     "set trainer.distributed_backend = \"deepspeed\" or remove it")
+    if res["runtime.optimizer"] == "sgd" and res["trainer.distributed_backend"] == "deepspeed" \
+            and res["trainer.offload_optimizer"]:
+        err("runtime.optimizer", "sgd with trainer.offload_optimizer would train with Adam: the offloaded optimizer "
+            "is DeepSpeed's CPU Adam, which accelerate puts in place of any other", "adamw, or offload_optimizer = "
+            "false")
     # quantization only with LoRA
     q = res["runtime.quantization_bit"]
     if q != "none" and method not in LORA_METHODS:
@@ -910,6 +1025,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             "none")
     if method == "qlora" and q == "none":
         err("runtime.quantization_bit", "qlora needs a quantized base model", "4, 8")
+    if method == "lora" and q != "none":  # (it trained unquantized after demanding bitsandbytes)
+        err("runtime.quantization_bit", f"LoRA on a {q}-bit quantized model is QLoRA: set trainer.training_type "
+            f"= \"qlora\"", "none with lora, or trainer.training_type = \"qlora\"")
     # preference fields by loss
     loss = res["preference.preference_loss"]
     if "preference.simpo_gamma" in explicit and not (stage == "dpo" and loss == "simpo"):
@@ -931,9 +1049,16 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         elif ev == "steps" and res["eval.checkpoint_steps"] % es:
             err("eval.checkpoint_steps", f"{res['eval.checkpoint_steps']} is not a multiple of eval.eval_steps "
                 f"({es}); keeping the best checkpoint needs a checkpoint at evaluations", f"a multiple of {es}")
-    if res["eval.early_stopping_patience"] > 0 and res["eval.evaluation_strategy"] == "no":
+    eval_waits = job.evaluation_waits(res)
+    if res["eval.early_stopping_patience"] > 0 and res["eval.evaluation_strategy"] == "no" \
+            and not eval_waits:
         err("eval.early_stopping_patience", "early stopping needs evaluation",
             "0, or set eval.evaluation_strategy to epoch or steps")
+    if eval_waits:
+        pat = res["eval.early_stopping_patience"]
+        warn("eval.evaluation_strategy", f"profile {prof.name} evaluates during training"
+             + (f" (early stopping, patience {pat})" if pat else "") + ", but there is no validation data: set "
+             "data.validation_path (the document states no hold-out); until then the run trains every epoch")
     if res["eval.evaluation_strategy"] != "no" and not res["data.validation_path"] and not res["data.val_size"]:
         err("eval.evaluation_strategy", "evaluation needs validation data",
             "set data.validation_path or data.val_size > 0")
@@ -967,11 +1092,38 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             if own is not None and own not in allowed:
                 err(name, f"{path}#{own}: " + (f"{own} data cannot train the {stage} trainer" if own in FORMATS
                                                 else f"`{own}` is not a data format"), ", ".join(allowed))
+    # the service reads these files only (Nova: JSONL), local and S3 alike
+    if prof.data_suffixes:
+        for name in ("data.train_path", "data.validation_path"):
+            for path, _own in map(split_format, data_paths(res.get(name))):
+                tail = path.rstrip("/").rsplit("/", 1)[-1]
+                if "." in tail and not tail.lower().endswith(prof.data_suffixes):
+                    err(name, f"{path}: the {prof.title.split(' (')[0].split(' — ')[0]} service reads "
+                        f"{' / '.join(s.lstrip('.').upper() for s in prof.data_suffixes)} files only "
+                        f"(profile {prof.name})", ", ".join(prof.data_suffixes))
+    # the layer names the document allows, by architecture, when the model's config can be read here
+    tm = res["adapter.target_modules"]
+    if prof.layers_by_architecture and method in ("lora", "qlora", "tfew") and isinstance(tm, list) \
+            and tm and tm != ["all-linear"]:
+        arch = _model_type(str(res["model.name_or_path"]))
+        layers = prof.layers_by_architecture.get(arch or "")
+        bad = [m for m in tm if layers is not None and m not in layers]
+        if bad:
+            err("adapter.target_modules", f"{', '.join(bad)}: not a layer of the {arch} architecture in profile "
+                f"{prof.name}", ", ".join(layers) + ", all-linear, or [] for the default (q_proj, v_proj)")
+    # limitations of the service's infrastructure: finetui runs the job itself, so a warning only
+    for name, why in prof.service_limitations.items():
+        if res[name] != spec(name, prof.name).default:
+            warn(name, f"the service itself would not accept it: {why}; finetui runs it when it runs the job "
+                 f"(profile {prof.name})")
     # fp16 on CPU
     if res["runtime.mixed_precision"] == "fp16" and res["launch.device"] == "cpu":
         err("runtime.mixed_precision", "fp16 mixed precision needs a GPU; it is refused on CPU", "bf16, none")
     if res["runtime.attention_implementation"] == "flash_attention_2" and res["launch.device"] == "cpu":
         err("runtime.attention_implementation", "flash-attention-2 needs a GPU", "sdpa, eager")
+    elif res["runtime.attention_implementation"] == "flash_attention_2" and res["runtime.mixed_precision"] == "none":
+        err("runtime.attention_implementation", "flash-attention-2 computes in bf16 or fp16 only, and "
+            "runtime.mixed_precision = none trains in float32", "sdpa, eager, or mixed_precision bf16 / fp16 / auto")
     if res["launch.device"] == "cpu" and (method == "qlora" or res["runtime.quantization_bit"] != "none"):
         err("trainer.training_type", "QLoRA (bitsandbytes quantization) needs a CUDA GPU; it is refused on CPU",
             "lora on CPU, or launch.device = cuda / auto")
@@ -1014,14 +1166,22 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             if key in model and res["launch.nodes"] not in counts:
                 err("launch.nodes", f"{res['launch.nodes']} replicas are not offered for {key} in profile {prof.name}",
                     ", ".join(map(str, counts)))
-    # global batch (Nova recipes: 16 / 32 / 64)
-    if prof.global_batch_choices:
-        gb = res["general.batch_size"] * res["runtime.gradient_accumulation_steps"] * total_ranks(res)
-        if gb not in prof.global_batch_choices:
-            err("runtime.gradient_accumulation_steps",
-                f"the global batch (batch × accumulation × ranks = {gb}) is not offered in profile {prof.name}",
-                ", ".join(map(str, prof.global_batch_choices)))
+    # global batch: a field of its own (Nova recipes: 16 / 32 / 64, checked as the field's choices); when set,
+    # accumulation follows from it
+    gb = res["general.global_batch_size"]
+    if gb is not None:
+        per_step = res["general.batch_size"] * total_ranks(res)
+        acc = res["runtime.gradient_accumulation_steps"]
+        if "runtime.gradient_accumulation_steps" in explicit and per_step * acc != gb:
+            err("runtime.gradient_accumulation_steps", f"batch × accumulation × ranks = {per_step * acc} contradicts "
+                f"general.global_batch_size = {gb}", "unset one of them")
+        elif per_step * acc != gb:
+            warn("general.global_batch_size", f"{gb} is not a multiple of batch × ranks ({per_step}): finetui "
+                 f"accumulates {acc} micro-batches, {per_step * acc} examples per step")
     # catalog
+    if res["model.name_or_path"] in prof.deprecated_models:
+        warn("model.name_or_path", f"{res['model.name_or_path']} is deprecated in profile {prof.name} (its document "
+             "says so)")
     if prof.models and res["model.name_or_path"] not in prof.models:
         if prof.allow_own_models:
             warn("model.name_or_path", f"{res['model.name_or_path']} is not in the {prof.name} catalog")
@@ -1050,11 +1210,32 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     return out
 
 
+def _model_type(name: str) -> str | None:
+    """The model's architecture (config.json model_type) when its config can be read without downloading."""
+    from engine import modelinfo
+
+    try:
+        cfg, _ = modelinfo.load_config(name)
+    except (modelinfo.ModelInfoError, OSError, ValueError):
+        return None
+    return cfg.get("model_type")
+
+
 def packs(res: dict[str, Any]) -> bool:
     """Whether the job packs rows: ``data.packing`` on, a stage that trains on plain sequences, and a
     method that keeps the position ids (PEFT's prompt tuning drops them)."""
     return bool(res.get("data.packing")) and res.get("trainer.stage") in ("pretrain", "sft") \
         and res.get("trainer.training_type") != "prompt_tuning"
+
+
+def accumulation_for(res: dict[str, Any]) -> int | None:
+    """Gradient accumulation that makes ``general.global_batch_size`` (rounded up), or None when unset."""
+    gb = res.get("general.global_batch_size")
+    try:
+        per_step = int(res["general.batch_size"]) * total_ranks(res)
+        return max(1, math.ceil(int(gb) / per_step)) if gb is not None else None
+    except (TypeError, ValueError, KeyError, ZeroDivisionError):
+        return None
 
 
 def total_ranks(res: dict[str, Any]) -> int:

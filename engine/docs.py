@@ -91,8 +91,10 @@ def _profile_section(p: Profile) -> list[str]:
     if p.replicas_by_model:
         out.append("- nodes (replicas) by model: " + "; ".join(
             f"{m} {', '.join(map(str, c))}" for m, c in p.replicas_by_model.items()))
-    if p.global_batch_choices:
-        out.append("- global batch (batch × accumulation × ranks): " + ", ".join(map(str, p.global_batch_choices)))
+    for d in p.model_defaults:
+        vals = ", ".join(f"`{n}` {_val(v)}" for n, v in d.fields.items())
+        task = f", task type {d.task_type}" if d.task_type else ""
+        out.append(f"- defaults for {d.label} (model id containing {' or '.join(map(repr, d.match))}{task}): {vals}")
     if p.models:
         own = "other models allowed, with a warning" if p.allow_own_models else "no other model"
         out.append(f"- model catalog ({own}): " + ", ".join(f"`{m}`" for m in p.models))

@@ -522,6 +522,10 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     notes: list[str] = []
     if not b["exact"]:
         notes.append(f"{info.model_type}: parameter count estimated from the config, not exact")
+    ctx = int(getattr(info, "context_length", 0) or 0)
+    if ctx and seq > ctx:
+        notes.append(f"⚠ max length {seq:,} exceeds the model's context ({ctx:,} tokens): positions past it were "
+                     f"never trained (lower general.max_sequence_length, or extend the context with RoPE scaling)")
 
     T, t_formula, targets = _trainable(res, b)
     peft = method in ("lora", "qlora", "tfew", "prompt_tuning")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-KINDS = ("start", "status", "log", "eval", "checkpoint", "end", "error")
+KINDS = ("start", "status", "log", "eval", "checkpoint", "end", "error", "progress")  # progress: the step, between logs
 OUTCOMES = ("completed", "stopped", "early_stopped", "failed")
 EVENTS_FILE = "events.jsonl"
 
@@ -40,7 +40,7 @@ class EventWriter:
     def emit(self, kind: str, step: int = 0, **data: Any) -> dict[str, Any]:
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
-        rec = {"t": round(time.time(), 3), "kind": kind, "step": int(step), **data}
+        rec = {"t": round(time.time(), 3), "kind": kind, "step": int(step), **_finite(data)}
         self._fh.write(json.dumps(rec, default=_jsonable, allow_nan=False) + "\n")
         self._fh.flush()
         return rec
@@ -56,6 +56,20 @@ class EventWriter:
 
     def __exit__(self, *a: Any) -> None:
         self.close()
+
+
+def _finite(o: Any) -> Any:
+    """NaN and ±inf floats (a diverged loss; fp16's loss scaler reports an infinite grad norm on the steps it
+    skips) as null: JSON has no such numbers, and one of them must not end the run."""
+    import math
+
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
 
 
 def _jsonable(o: Any) -> Any:

@@ -67,6 +67,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 EXACT_TYPES = tuple(_DEFAULTS)
 _QKV_BIAS_ALWAYS = ("qwen2", "qwen2_moe")  # Qwen2 attention: q/k/v always have a bias, o_proj none
 _QK_NORM = ("qwen3", "qwen3_moe")  # per-head RMSNorm of q and k
+TEXT_SEQ2SEQ_TYPES = ("t5", "mt5", "bart", "mbart", "umt5")  # *ForConditionalGeneration without images
 VISION_TYPES = ("mllama", "qwen2_vl", "qwen2_5_vl", "llava", "llava_next", "idefics3", "paligemma",
                 "gemma3", "qwen3_vl", "mistral3")
 
@@ -101,6 +102,9 @@ _DEEPSEEK_V3 = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deeps
                 # without the multi-token-prediction layer (transformers does not load it)
                 "_num_params": 671026404352}
 
+_COMMAND_R = {"architectures": ["CohereForCausalLM"], "model_type": "cohere", "dtype": "float16", "hidden_size": 8192,
+              "num_hidden_layers": 40, "num_attention_heads": 64, "vocab_size": 256000, "tie_word_embeddings": True}
+
 #: config.json subsets of the catalog models; ``_num_params`` where the count is not computed here
 #: (measured once with the transformers model built on the meta device).
 CATALOG: dict[str, dict[str, Any]] = {
@@ -108,7 +112,7 @@ CATALOG: dict[str, dict[str, Any]] = {
     "meta-llama/Llama-3.2-1B": {**_LLAMA3_8B, "hidden_size": 2048, "intermediate_size": 8192,
                                 "num_hidden_layers": 16, "head_dim": 64, "tie_word_embeddings": True},
     # not a published Meta model; the catalog's name is read as the Llama-3 8B shape
-    "meta-llama/Llama-3.2-8B-Instruct": _LLAMA3_8B,
+    "meta-llama/Llama-3.1-8B-Instruct": _LLAMA3_8B,
     "meta-llama/Llama-3.2-11B-Vision-Instruct": {
         "architectures": ["MllamaForConditionalGeneration"], "model_type": "mllama",
         **{k: v for k, v in _LLAMA3_8B.items() if k not in ("architectures", "model_type")},
@@ -143,14 +147,49 @@ CATALOG: dict[str, dict[str, Any]] = {
     "deepseek-ai/DeepSeek-R1": _DEEPSEEK_V3,
     "deepseek-ai/DeepSeek-R1-Distill-Llama-70B": {**_LLAMA3_70B, "max_position_embeddings": 131072},
     "deepseek-ai/DeepSeek-V3-0324": _DEEPSEEK_V3,
+    # OCI Generative AI (001): Meta Llama 3.x 70B Instruct (LoRA) and Cohere Command R (T-Few)
+    "meta.llama-3.3-70b-instruct": _LLAMA3_70B,
+    "meta.llama-3.1-70b-instruct": _LLAMA3_70B,
+    "meta.llama-3-70b-instruct": {**_LLAMA3_70B, "max_position_embeddings": 8192},
+    # Command R 08-2024: grouped-query attention (8 KV heads), a wider MLP; 32.3B parameters
+    "cohere.command-r-08-2024": {**_COMMAND_R, "intermediate_size": 24576, "num_key_value_heads": 8,
+                                 "max_position_embeddings": 131072, "_num_params": 32296476672},
+    # Command R (v01) as OCI serves it, with a 16k context; 35.0B parameters
+    "cohere.command-r-16k": {**_COMMAND_R, "intermediate_size": 22528, "num_key_value_heads": 64,
+                             "max_position_embeddings": 16384, "_num_params": 34980831232},
+    # IBM watsonx.ai (002)
+    "ibm-granite/granite-3.1-8b-base": {"architectures": ["GraniteForCausalLM"], "model_type": "granite",
+                                        "dtype": "bfloat16", "hidden_size": 4096, "intermediate_size": 12800,
+                                        "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8,
+                                        "vocab_size": 49155, "max_position_embeddings": 131072,
+                                        "tie_word_embeddings": True},
+    # an encoder-decoder: 24 encoder + 24 decoder blocks, counted as 48 layers for activations; 2.85B parameters
+    "google/flan-t5-xl": {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "dtype": "float32",
+                          "d_model": 2048, "d_ff": 5120, "num_layers": 24, "num_decoder_layers": 24, "num_heads": 32,
+                          "d_kv": 64, "hidden_size": 2048, "intermediate_size": 5120, "num_hidden_layers": 48,
+                          "num_attention_heads": 32, "head_dim": 64, "vocab_size": 32128, "n_positions": 512,
+                          "tie_word_embeddings": False, "_num_params": 2849757184},
     # the model of every LLaMA-Factory example finetui imports (../shared/compat): an imported job's estimate
     # works offline
+    "Qwen/Qwen3-4B": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "dtype": "bfloat16",
+                      "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+                      "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+                      "max_position_embeddings": 40960, "tie_word_embeddings": True},
+    "Qwen/Qwen3-0.6B": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "dtype": "bfloat16",
+                        "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+                        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+                        "max_position_embeddings": 40960, "tie_word_embeddings": True},
     "Qwen/Qwen3-4B-Instruct-2507": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "dtype": "bfloat16",
                                     "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
                                     "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
                                     "vocab_size": 151936, "max_position_embeddings": 262144,
                                     "tie_word_embeddings": True},
 }
+
+
+#: catalog models whose architecture (config.json) is not published: name part → who keeps it
+UNPUBLISHED = {"nova-micro": "Amazon", "nova-lite": "Amazon", "nova-pro": "Amazon",
+               "granite-13b-instruct-v2": "IBM (offered only in its products)"}
 
 
 # --------------------------------------------------------------------------
@@ -255,6 +294,10 @@ def load_config(name_or_path: str) -> tuple[dict[str, Any], str]:
     lower = {k.lower(): k for k in CATALOG}
     if name.lower() in lower:
         return dict(CATALOG[lower[name.lower()]]), "built-in catalog shape"
+    for key, who in UNPUBLISHED.items():
+        if key in name.lower():
+            raise ModelInfoError(f"{name}: {who} does not publish this model's architecture, so its memory cannot be "
+                                 f"estimated here; the service sizes the job itself")
     raise ModelInfoError(f"{name}: no config.json found (not a local folder, not in the Hugging Face cache, "
                          "not a built-in catalog model)")
 
@@ -358,7 +401,8 @@ def shape(cfg: dict[str, Any]) -> Shape:
         step, only = int(g("decoder_sparse_step") or 1), set(g("mlp_only_layers") or [])
         dense = sum(1 for n in range(layers) if n in only or (n + 1) % step != 0)
     vision = mt in VISION_TYPES or "vision_config" in cfg or any(
-        "Vision" in a or "ConditionalGeneration" in a for a in cfg.get("architectures") or [])
+        "Vision" in a or ("ConditionalGeneration" in a and mt not in TEXT_SEQ2SEQ_TYPES)
+        for a in cfg.get("architectures") or [])
     return Shape(base_type or mt, hidden, layers, heads, kv, head_dim, inter, vocab, ctx, bool(tied),
                  bool(tc.get("attention_bias", d["attention_bias"])), base_type in _QKV_BIAS_ALWAYS,
                  bool(tc.get("mlp_bias", d["mlp_bias"])), experts,

@@ -142,12 +142,19 @@ def load_run_config(path: str | os.PathLike[str]) -> JobConfig:
 
 
 def dumps(job: JobConfig, resolved: bool = False) -> str:
+    """The job as preset text; secrets are left out, and a URI keeps no ``user:password@`` (engine.redact)."""
+    from engine import redact
+
     data = job.nested(resolved=resolved)
     for g in list(data):
         if isinstance(data[g], dict):
             for k in list(data[g]):
                 if FIELD_BY_NAME[f"{g}.{k}"].secret:
                     del data[g][k]
+                elif isinstance(data[g][k], list):
+                    data[g][k] = [redact.strip(v) for v in data[g][k]]
+                else:
+                    data[g][k] = redact.strip(data[g][k])
     return _emit(data)
 
 
@@ -181,11 +188,11 @@ def _emit(data: dict[str, Any]) -> str:
 
 def save(job: JobConfig, path: str | os.PathLike[str], resolved: bool = False) -> Path:
     """Write atomically (temp file + rename), so a failed save never destroys the old file."""
+    from engine.safeio import atomic_write
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(dumps(job, resolved=resolved), encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write(p, dumps(job, resolved=resolved))
     return p
 
 

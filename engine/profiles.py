@@ -16,6 +16,25 @@ from engine.config import FORMATS_BY_STAGE, METHODS, STAGES, Range
 
 
 @dataclass(frozen=True)
+class ModelDefaults:
+    """Defaults a profile gives one model family (its document's per-model table), over the profile's own.
+
+    ``match``: lower-case parts of the model id, any of which selects it (a family name such as ``llama``, or
+    an id); ``task_type``: the table's column when it is keyed by task too (None: any task)."""
+
+    match: tuple[str, ...]
+    label: str  # the model as the document names it
+    fields: dict[str, Any]
+    task_type: str | None = None
+
+    def applies(self, model: str, task: str | None) -> bool:
+        m = model.lower()
+        if m.startswith("finetui:"):  # the built-in demo model is no provider's model
+            return False
+        return any(k in m for k in self.match) and (self.task_type is None or self.task_type == task)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     title: str
@@ -28,13 +47,28 @@ class Profile:
     lr_by_method: dict[str, Range] = field(default_factory=dict)  # "full" / "lora" → range
     max_steps_epochs_exclusive: bool = False
     replicas_by_model: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    global_batch_choices: tuple[int, ...] = ()
     models: tuple[str, ...] = ()  # the provider's catalog
     allow_own_models: bool = True
+    #: file suffixes the service reads data from (a rule of the service: other files are errors)
+    data_suffixes: tuple[str, ...] = ()
+    #: limitations of the service's own infrastructure that finetui does not share when it runs the job:
+    #: field → why the service would not accept a value other than the profile's default (a warning)
+    service_limitations: dict[str, str] = field(default_factory=dict)
+    #: the layer names the document allows in target_modules, by model architecture (config.json model_type);
+    #: checked when the model's config can be read without downloading
+    layers_by_architecture: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: catalog models the document marks deprecated (a warning)
+    deprecated_models: tuple[str, ...] = ()
+    #: per-model defaults, first match wins; fields the user set are never touched
+    model_defaults: tuple[ModelDefaults, ...] = ()
+
+    def defaults_for(self, model: str, task: str | None = None) -> ModelDefaults | None:
+        return next((d for d in self.model_defaults if d.applies(str(model or ""), task)), None)
 
 
+# (the provider's list says "Llama-3.2-8B-Instruct", a model Meta never released: the 8B instruct is Llama-3.1's)
 FPT_PIPELINE_MODELS = (
-    "meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-8B-Instruct",
+    "meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.1-8B-Instruct",
     "meta-llama/Llama-3.2-11B-Vision-Instruct", "meta-llama/Llama-3.3-70B-Instruct",
     "meta-llama/Meta-Llama-3-8B-Instruct", "Qwen/Qwen2-0.5B-Instruct", "Qwen/Qwen2-VL-7B-Instruct",
     "Qwen/Qwen2-VL-72B", "Qwen/Qwen2-VL-72B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct",
@@ -66,6 +100,8 @@ _FPT_STUDIO_FIELDS: dict[str, dict[str, Any]] = {
     "adapter.lora_alpha": {"min": 1},
     "adapter.lora_dropout": {"min": 0, "max": 1},
     "adapter.lora_rank": {"min": 1},
+    # "target_modules: string, all-linear" is the only value the document offers
+    "adapter.target_modules": {"choices": (["all-linear"],), "default": ["all-linear"]},
     "eval.checkpoint_steps": {"min": 1},
     "eval.eval_steps": {"min": 1},
     "eval.checkpoint_limit": {"min": 1},
@@ -77,7 +113,7 @@ _NOVA_COMMON: dict[str, dict[str, Any]] = {
     "general.max_sequence_length": {"min": 1, "max": 65536, "default": 32768},
     "general.epochs": {"min": 1, "max": 5, "default": 2},
     "general.batch_size": {"default": 1},
-    "runtime.gradient_accumulation_steps": {"default": 32},
+    "general.global_batch_size": {"choices": (16, 32, 64), "default": 64},
     "model.hidden_dropout": {"min": 0, "max": 1, "default": 0.0},
     "model.attention_dropout": {"min": 0, "max": 1, "default": 0.0},
     "model.ffn_dropout": {"min": 0, "max": 1, "default": 0.0},
@@ -99,6 +135,39 @@ _NOVA_COMMON: dict[str, dict[str, Any]] = {
     "tracking.tensorboard": {"default": True},
     "launch.nodes": {"default": 2},
 }
+
+#: The Nova document's "limitations" (SFT and PEFT sections): the service's, not finetui's.
+NOVA_LIMITATIONS = {
+    "general.resume_from_checkpoint": "the Nova service keeps only the last checkpoint and cannot resume from an "
+                                      "intermediate one",
+    "tracking.mlflow_tracking_uri": "the Nova document says the service publishes no metrics to MLflow (the "
+                                    "newer real recipes carry MLflow fields)",
+}
+
+#: watsonx "Layers by architecture": every layer a LoRA adapter may target (the default targets q_proj, v_proj).
+WATSONX_LAYERS = {a: ("down_proj", "up_proj", "gate_proj", "q_proj", "k_proj", "v_proj", "o_proj")
+                  for a in ("llama", "granite")}
+
+#: watsonx "LoRA fine-tuning experiment defaults", one column per base model (granite's are the profile's own).
+_WX_LORA_GRANITE = {"adapter.lora_alpha": 32, "runtime.gradient_accumulation_steps": 1, "general.batch_size": 8,
+                    "adapter.lora_dropout": 0.05, "general.learning_rate": 0.00001, "general.epochs": 10,
+                    "adapter.lora_rank": 8, "adapter.target_modules": ["all-linear"]}
+WATSONX_LORA_DEFAULTS = (
+    ModelDefaults(("granite",), "granite-3-1-8b-base", _WX_LORA_GRANITE),
+    ModelDefaults(("llama",), "llama-3-1-8b", {**_WX_LORA_GRANITE, "adapter.lora_alpha": 64, "general.epochs": 5,
+                                               "adapter.lora_rank": 32, "adapter.target_modules": ["q_proj", "v_proj"]}),
+)
+#: watsonx prompt tuning: flan-t5-xl-3b's defaults, and granite-13b-instruct-v2's by task type.
+_WX_PT_FLAN = {"general.batch_size": 16, "runtime.gradient_accumulation_steps": 16, "general.learning_rate": 0.3,
+               "general.epochs": 20, "adapter.prompt_tuning_init": "random"}
+WATSONX_PT_DEFAULTS = (
+    ModelDefaults(("flan-t5",), "flan-t5-xl-3b", _WX_PT_FLAN),
+    *(ModelDefaults(("granite-13b-instruct-v2",), f"granite-13b-instruct-v2 ({task})",
+                    {"general.batch_size": b, "runtime.gradient_accumulation_steps": a, "general.learning_rate": lr,
+                     "general.epochs": e}, task)
+      for task, b, a, lr, e in (("classification", 8, 32, 0.0006, 20), ("generation", 16, 16, 0.0002, 20),
+                                ("summarization", 8, 1, 0.0002, 40))),
+)
 
 NOVA_REPLICAS = {"nova-micro": (2, 4, 8), "nova-lite": (4, 8, 16, 32), "nova-pro": (6, 12, 24)}
 
@@ -136,12 +205,13 @@ PROFILES: dict[str, Profile] = {
             },
             methods=("lora", "full"),
             stages=("pretrain", "sft", "dpo"),
+            data_suffixes=(".json", ".zip"),  # its data-format table: json, zip (sharegpt_image: a zip)
             formats_by_stage={
                 "pretrain": ("corpus",),
                 "sft": ("alpaca", "sharegpt", "sharegpt_image"),
-                # The pipeline's table lists ShareGPT / ShareGPT_Image for DPO: conversations with
-                # chosen / rejected answers, which is finetui's sharegpt-style `preference` format.
-                "dpo": ("preference",),
+                # The pipeline's table lists ShareGPT / ShareGPT_Image for DPO: sharegpt conversations with
+                # chosen / rejected replies (finetui's `preference` reads them too). ShareGPT_Image pairs: not yet.
+                "dpo": ("sharegpt", "preference"),
             },
             models=FPT_PIPELINE_MODELS,
         ),
@@ -156,7 +226,6 @@ PROFILES: dict[str, Profile] = {
                 "eval.early_stopping_threshold": {"min": 0, "default": 0.0001},
                 "eval.logging_steps": {"choices": (10,), "default": 10},
                 "eval.evaluation_strategy": {"default": "steps"},
-                "data.val_size": {"default": 0.1},
                 "adapter.lora_rank": {"min": 1, "max": 64, "default": 8},
                 "adapter.lora_alpha": {"min": 1, "max": 128, "default": 8},
                 "adapter.lora_dropout": {"min": 0, "max": 1, "max_exclusive": True, "default": 0.1},
@@ -165,6 +234,7 @@ PROFILES: dict[str, Profile] = {
             methods=("lora",),
             stages=("sft",),
             models=("meta.llama-3.3-70b-instruct", "meta.llama-3.1-70b-instruct", "meta.llama-3-70b-instruct"),
+            deprecated_models=("meta.llama-3-70b-instruct",),
         ),
         Profile(
             "oci_cohere_tfew", "OCI Generative AI — Cohere T-Few", "001",
@@ -177,16 +247,17 @@ PROFILES: dict[str, Profile] = {
                 "eval.early_stopping_threshold": {"min": 0.001, "max": 0.1, "default": 0.001},
                 "eval.logging_steps": {"choices": (1,), "default": 1},
                 "eval.evaluation_strategy": {"default": "steps"},
-                "data.val_size": {"default": 0.1},
                 "trainer.training_type": {"choices": ("tfew",), "default": "tfew"},
             },
             methods=("tfew",),
             stages=("sft",),
             models=("cohere.command-r-08-2024", "cohere.command-r-16k"),
+            deprecated_models=("cohere.command-r-16k",),
         ),
         Profile(
             "watsonx_prompt_tuning", "IBM watsonx.ai — prompt tuning", "002",
-            "watsonx.ai prompt tuning (deprecated there): defaults of flan-t5-xl-3b.",
+            "watsonx.ai prompt tuning (deprecated there): defaults of flan-t5-xl-3b, and of granite-13b-instruct-v2 "
+            "by task type.",
             fields={
                 "general.batch_size": {"min": 1, "max": 16, "default": 16},
                 "runtime.gradient_accumulation_steps": {"min": 1, "max": 128, "default": 16},
@@ -194,14 +265,17 @@ PROFILES: dict[str, Profile] = {
                 "general.epochs": {"min": 1, "max": 50, "default": 20},
                 "adapter.prompt_tuning_init": {"default": "random"},
                 "trainer.training_type": {"choices": ("prompt_tuning",), "default": "prompt_tuning"},
+                "trainer.task_type": {"default": "generation"},
             },
             methods=("prompt_tuning",),
             stages=("sft",),
             models=("google/flan-t5-xl", "ibm/granite-13b-instruct-v2"),
+            model_defaults=WATSONX_PT_DEFAULTS,
         ),
         Profile(
             "watsonx_lora", "IBM watsonx.ai — LoRA", "002",
-            "watsonx.ai LoRA on non-quantized models: granite-3-1-8b-base starting values.",
+            "watsonx.ai LoRA on non-quantized models: granite-3-1-8b-base's starting values, llama-3-1-8b's for "
+            "Llama models.",
             fields={
                 "adapter.lora_rank": {"min": 1, "max": 64, "default": 8},
                 "adapter.lora_alpha": {"default": 32},
@@ -212,10 +286,14 @@ PROFILES: dict[str, Profile] = {
                 "general.learning_rate": {"default": 0.00001},
                 "general.epochs": {"default": 10},
                 "trainer.training_type": {"choices": ("lora",), "default": "lora"},
+                # type lora: non-quantized models only (a quantized base is qlora)
+                "runtime.quantization_bit": {"choices": ("none",), "default": "none"},
             },
             methods=("lora",),
             stages=("sft",),
             models=("ibm-granite/granite-3.1-8b-base", "meta-llama/Llama-3.1-8B"),
+            layers_by_architecture=WATSONX_LAYERS,
+            model_defaults=WATSONX_LORA_DEFAULTS,
         ),
         Profile(
             "watsonx_qlora", "IBM watsonx.ai — QLoRA", "002",
@@ -233,6 +311,8 @@ PROFILES: dict[str, Profile] = {
             },
             methods=("qlora",),
             stages=("sft",),
+            layers_by_architecture=WATSONX_LAYERS,
+            model_defaults=WATSONX_LORA_DEFAULTS,
         ),
         Profile(
             "watsonx_full", "IBM watsonx.ai — full fine-tuning", "002",
@@ -265,7 +345,8 @@ PROFILES: dict[str, Profile] = {
             lr_by_method={"lora": Range(0, 1, min_exclusive=True)},
             max_steps_epochs_exclusive=True,
             replicas_by_model=NOVA_REPLICAS,
-            global_batch_choices=(16, 32, 64),
+            data_suffixes=(".jsonl",),
+            service_limitations=NOVA_LIMITATIONS,
             models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
         ),
         Profile(
@@ -277,7 +358,6 @@ PROFILES: dict[str, Profile] = {
                 "runtime.min_lr": {"min": 0, "max": 1, "default": 5e-7},
                 "general.epochs": {"min": 1, "max": 5, "default": 1},
                 "launch.nodes": {"default": 4},
-                "runtime.gradient_accumulation_steps": {"default": 16},
                 "trainer.training_type": {"choices": ("full",), "default": "full"},
             },
             methods=("full",),
@@ -286,7 +366,8 @@ PROFILES: dict[str, Profile] = {
             lr_by_method={"full": Range(1e-6, 1e-3)},
             max_steps_epochs_exclusive=True,
             replicas_by_model=NOVA_REPLICAS,
-            global_batch_choices=(16, 32, 64),
+            data_suffixes=(".jsonl",),
+            service_limitations=NOVA_LIMITATIONS,
             models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
         ),
     ]

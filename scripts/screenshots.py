@@ -40,6 +40,7 @@ SCREENS: dict[str, str] = {
     "runs": "Runs: every run with its status",
     "try": "Try the model: a finished run's model answers prompts (t on its dashboard)",
     "presets": "Presets: shipped and recent presets, open or import",
+    "import": "Import: a LLaMA-Factory YAML opened as a job, every note of the import kept on screen until dismissed",
     "export": "Save or export: a TOML preset, or LLaMA-Factory / Nova / FPT / OCI / watsonx",
     "help": "Help: the focused field's help, range and default, and the keys",
 }
@@ -169,6 +170,15 @@ async def shoot(name: str, base: Path) -> str:
                 await _settle(pilot)
             finally:
                 os.chdir(base)
+        elif name == "import":
+            from tests.test_tui_habits import LF_DPO
+
+            await _settle(pilot)
+            src = base / "qwen3_lora_dpo.yaml"
+            src.write_text(LF_DPO)
+            app.open_path(str(src))
+            await _settle(pilot)
+            app.clear_notifications()
         elif name == "export":
             await _settle(pilot)
             app.action_export()

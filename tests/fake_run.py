@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -167,10 +168,13 @@ class FakeRunWriter(threading.Thread):
         self.guard: subprocess.Popen | None = None
         self.killed = False
         if guard:
+            # it carries the run's token, as a real run's processes do (a pid alone proves nothing)
+            token = uuid.uuid4().hex
             self.guard = subprocess.Popen(["sleep", "3600"], start_new_session=True, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          env={**os.environ, "FINETUI_RUN_TOKEN": token})
             threading.Thread(target=self.guard.wait, daemon=True).start()  # reap it when killed
-            _prepare(self.run_dir, pid=self.guard.pid, pgid=self.guard.pid, started=time.time())
+            _prepare(self.run_dir, pid=self.guard.pid, pgid=self.guard.pid, started=time.time(), token=token)
         else:
             _prepare(self.run_dir)
 

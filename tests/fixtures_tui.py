@@ -47,6 +47,23 @@ def fake_data_check(job: Any) -> dict[str, Any]:
                 {"role": "assistant", "content": "Red, yellow and blue."}]}]}
 
 
+def fake_check_host(host: str) -> tuple[bool, str]:
+    """The hosts of the fake ~/.ssh/config answer; ``slow-box`` resolves but does not answer; others do not resolve."""
+    name = host.split("@")[-1].split(":")[0]
+    if name in ("gpu-box", "lab"):
+        return True, ""
+    if name == "slow-box":
+        return True, "unverified host: slow-box:22 does not answer (Connection timed out)"
+    return False, f"host {host!r} does not resolve (no such name, nor an alias of ~/.ssh/config)"
+
+
+def sniff_data(path: str, res: dict[str, Any]) -> list[Any]:
+    """The real first-rows reader (cheap, no tokenizer): format detection is tested as it runs."""
+    from tui.app import _sniff_data
+
+    return _sniff_data(path, res)
+
+
 class FakeLauncher:
     def __init__(self) -> None:
         self.jobs: list[Any] = []
@@ -75,7 +92,9 @@ def make_app(tui_state):
     def make(demo: bool = True, job: Any = None, preset_path: Any = None, **kwargs: Any):
         services = kwargs.pop("services", None) or Services(
             describe_model=fake_model_info, estimate=fake_estimate, data_check=fake_data_check,
-            start_run=launcher, ssh_hosts=lambda: ["gpu-box", "lab"], clock=lambda: FIXED_NOW)
+            start_run=launcher, ssh_hosts=lambda: ["gpu-box", "lab"], clock=lambda: FIXED_NOW,
+            sniff_data=sniff_data,
+            check_host=fake_check_host)
         if demo and job is None:
             preset_path = presets.PRESETS_DIR / "demo.toml"
             job = presets.load(preset_path)

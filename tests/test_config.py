@@ -191,7 +191,11 @@ def test_zero_stage_only_with_deepspeed():
 def test_quantization_only_with_lora():
     errs = _errors(_job(trainer__training_type="full", runtime__quantization_bit=4))
     assert any(e.startswith("runtime.quantization_bit:") and "only applies to LoRA" in e for e in errs)
-    assert not _errors(_job(trainer__training_type="lora", runtime__quantization_bit=4))
+    # LoRA on a quantized model is QLoRA: one line says so (it trained unquantized after demanding bitsandbytes)
+    errs = _errors(_job(trainer__training_type="lora", runtime__quantization_bit=4))
+    assert errs == ['runtime.quantization_bit: LoRA on a 4-bit quantized model is QLoRA: set trainer.training_type = '
+                    '"qlora" (allowed: none with lora, or trainer.training_type = "qlora")'], errs
+    assert not _errors(_job(trainer__training_type="qlora", runtime__quantization_bit=8))
     assert _job(trainer__training_type="qlora").resolved()["runtime.quantization_bit"] == 4
 
 
@@ -248,8 +252,9 @@ def test_nova_replicas_per_model_size():
 def test_trainer_decides_data_formats():
     errs = _errors(_job(trainer__stage="pretrain", data__format="alpaca"))
     assert any(e == "data.format: alpaca data cannot train the pretrain trainer (allowed: corpus)" for e in errs)
-    errs = _errors(_job(trainer__stage="dpo", data__format="sharegpt"))
-    assert any("allowed: preference" in e for e in errs)
+    errs = _errors(_job(trainer__stage="dpo", data__format="alpaca"))
+    assert any("allowed: preference, sharegpt" in e for e in errs)
+    assert not _errors(_job(trainer__stage="dpo", data__format="sharegpt"))  # conversations + chosen / rejected
     assert not _errors(_job(trainer__stage="sft", data__format="sharegpt"))
 
 

@@ -149,8 +149,7 @@ def test_profile_restricts_formats(tmp_path):
 
     nova = next((n for n, pr in profiles.PROFILES.items()
                  if tuple(pr.formats_by_stage.get("sft", ())) == ("bedrock_converse",)), None)
-    if nova is None:
-        pytest.skip("no profile restricting sft formats")
+    assert nova is not None, "no profile restricts the sft formats to bedrock_converse (Nova does)"
     rep = check(str(p), "alpaca", stage="sft", profile=nova)
     assert not rep["ok"] and rep["compat"]["allowed"] == ["bedrock_converse"]
 
@@ -217,7 +216,7 @@ def test_cli_exit_codes_and_json(tmp_path):
     rep = json.loads(p.stdout)
     assert rep["dropped"] == 1 and rep["rows"]["invalid"] == 1
     p = cli(str(good), "--format", "alpaca", "--trainer", "dpo")
-    assert p.exit_code == 2 and "alpaca data cannot train the dpo trainer (allowed: preference)" in p.stdout
+    assert p.exit_code == 2 and "alpaca data cannot train the dpo trainer (allowed: preference, sharegpt)" in p.stdout
     p = cli(str(good), "--format", "nosuch")
     assert p.exit_code == 2 and p.stderr.strip().startswith("--format: unknown format `nosuch` (allowed: alpaca,")
     p = cli(str(tmp_path / "missing.json"), "--format", "alpaca", "--json")

@@ -106,9 +106,12 @@ def term(tmp_path, monkeypatch):
 
 
 def test_launch_watch_detach_quit_reattach(term, tmp_path):
-    # 1. the wizard on the demo preset; ctrl+l launches it and the app shows the dashboard
+    # 1. the wizard on the demo preset; ctrl+l shows the launch step's review, a second launches it and the app
+    # shows the dashboard
     term.start(_finetui() + ["--demo"])
     term.wait(lambda s: "Launch" in s and "Model" in s, 30, "the wizard")
+    term.keys("C-l")
+    term.wait(lambda s: "ready to launch" in s, 30, "the launch step")
     term.keys("C-l")
     term.wait(lambda s: "Checkpoints" in s and "elapsed" in s, 60, "the monitor")
 

@@ -7,15 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 import engine.launch as L
-from engine.events import read_all
 from engine.launch import procs
-from engine.launch.rundir import read_json
+from engine.launch.rundir import read_json, read_records
 from tests.fixtures_launch import ROOT
 
 FINETUI = [sys.executable, "-m", "tui.cli"]
@@ -32,13 +32,7 @@ def wait_for(pred, timeout=30.0, poll=0.05):
 
 
 def events(ref):
-    return read_all(ref.run_dir / "events.jsonl") if False else _recs(ref.run_dir / "events.jsonl")
-
-
-def _recs(p: Path):
-    from engine.launch.rundir import read_records
-
-    return read_records(p)
+    return read_records(ref.run_dir / "events.jsonl")
 
 
 def wait_end(ref, timeout=30.0):
@@ -261,9 +255,26 @@ def test_cli_detach_stop_and_bad_input(fake_worker, tmp_path):
     name = r.stdout.strip()
     assert (runs / name / "launch.json").exists()
     wait_for(lambda: b'"log"' in (runs / name / "events.jsonl").read_bytes() if (runs / name / "events.jsonl").exists() else False)
-    r = cli("logs", name, "-f", "--runs-dir", str(runs), timeout=5) if False else None
-    r = cli("stop", name, "--runs-dir", str(runs), "--grace", "3")
-    assert r.returncode == 0 and "stopped" in r.stdout
+    # `logs -f` prints the log as it grows and ends by itself once the run has ended
+    follow = subprocess.Popen(FINETUI + ["logs", name, "-f", "--runs-dir", str(runs)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(follow.stdout), daemon=True)
+    reader.start()
+    try:
+        assert wait_for(lambda: sum(ln.startswith("fake worker: step") for ln in lines) >= 3)
+        assert follow.poll() is None  # still following: the run goes on
+        seen = len(lines)
+        r = cli("stop", name, "--runs-dir", str(runs), "--grace", "3")
+        assert r.returncode == 0 and "stopped" in r.stdout
+        assert follow.wait(timeout=30) == 0, follow.stderr.read()
+    finally:
+        follow.kill()
+    reader.join(10)
+    assert len(lines) > seen and lines[0] == "fake worker: starting\n"
+    steps = [int(ln.split()[-1]) for ln in lines if ln.startswith("fake worker: step")]
+    assert steps == list(range(1, len(steps) + 1))  # every line once, in order, none lost across reads
+    assert "".join(lines) == (runs / name / "worker.log").read_text()
     # bad input: one line, exit 2 (scheduling through the CLI: test_cli_scheduled_run_listed_and_cancelled)
     (tmp_path / "slurm").mkdir()
     slurm = _preset(tmp_path / "slurm", launcher="slurm", runs_dir=str(runs))

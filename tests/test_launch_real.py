@@ -43,6 +43,37 @@ def test_real_worker_local_train_cli(launch_job, tmp_path):
     wait_for(lambda: procs.run_pids(info["pgid"], info["token"]) == [], 30)
 
 
+def test_real_worker_on_one_ssh_host_reattach_and_stop(ssh_env, launch_job, tmp_path):
+    """The real training worker on one remote host (demo preset, tiny model): attach, drop the attachment,
+    reattach with nothing missed or repeated, then stop: the run says stopped and no rank is left there."""
+    node = ssh_env.nodes[0]
+    ref = L.start_run(launch_job(**{
+        "general.max_steps": 400, "general.epochs": 100, "launch.procs_per_node": 1, "eval.logging_steps": 1,
+        "eval.evaluation_strategy": "no", "eval.checkpoint_strategy": "no", "launch.host": node.target,
+        "launch.remote_python": PYTHON, "launch.remote_workdir": str(tmp_path / "remote $dir")}))
+    assert ref.is_remote and "engine.train.worker" in ref.remote["nodes"][0]["command"]
+    rdir = Path(ref.remote["run_dir"])
+    token = read_json(rdir / "launch.json")["token"]
+    logs = lambda recs: [r["step"] for r in recs if r["kind"] == "log"]  # noqa: E731
+    first = L.event_source(ref)
+    got: list[dict] = []
+    wait_for(lambda: got.extend(first.read()) or len(logs(got)) >= 2, 240, poll=0.2)
+    first.close()  # the dashboard closes; the run goes on
+    again = L.event_source(ref)
+    replay: list[dict] = []
+    wait_for(lambda: replay.extend(again.read()) or len(logs(replay)) >= len(logs(got)) + 2, 240, poll=0.2)
+    assert replay[:len(got)] == got  # the history from the start, then the new records
+    assert L.run_info(ref).status == "running"
+    assert L.stop_run(ref, grace=10) == "stopped"
+    wait_for(lambda: replay.extend(again.read()) or again.done, 60, poll=0.2)
+    end = replay[-1]
+    assert end["kind"] == "end" and end["outcome"] == "stopped", replay[-3:]
+    assert logs(replay) == list(range(1, end["step"] + 1))  # every step once, in order
+    assert replay == read_records(rdir / "events.jsonl") == read_records(ref.run_dir / "events.jsonl")
+    wait_for(lambda: procs.token_pids(token) == [], 30)
+    assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
+
+
 # The DeepSpeed launcher on each node with a generated hostfile passes too, but costs ~1.5 min of the suite's
 # budget on a 2-core machine: it runs with FINETUI_TEST_DEEPSPEED_MULTINODE=1.  test_launch_local.py checks its
 # command and hostfile through DeepSpeed's own runner on every run.

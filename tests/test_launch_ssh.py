@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +25,14 @@ def remote_job(launch_job, tmp_path, target, **values):
     wd = tmp_path / "remote work 'dir' $HOME \"q\""
     return launch_job(**{"launch.host": target, "launch.remote_python": PYTHON,
                          "launch.remote_workdir": str(wd), **values})
+
+
+def master_pid(target: str) -> int | None:
+    """The pid of the ControlMaster finetui's ssh calls share for ``target`` (None without one)."""
+    args = ssh.base_args(target)
+    r = subprocess.run(args[:-1] + ["-O", "check", args[-1]], capture_output=True, text=True, timeout=15)
+    m = re.search(r"pid=(\d+)", r.stderr + r.stdout)
+    return int(m.group(1)) if r.returncode == 0 and m else None
 
 
 def mirror(ref):
@@ -91,18 +101,26 @@ def test_remote_client_killed_run_continues_reattach_no_gap(ssh_env, fake_worker
     p.wait()
     time.sleep(0.3)
     assert L.list_runs(runs)[0].status == "running"
-    # reattach from the start; kill the SSH connection of the tail twice mid-run
+    # reattach from the start; mid-run, kill the tail's ssh client, then the shared connection itself
+    # (the ControlMaster every command multiplexes over: a real connection loss)
     src = L.event_source(ref)
     got = []
     kills = 0
+    first_master = None
     deadline = time.time() + 60
     while not src.done and time.time() < deadline:
         got.extend(src.read())
         if src._proc is not None and kills < 2 and len(got) > 15 * (kills + 1):
-            src._proc.kill()
+            if kills == 0:
+                src._proc.kill()
+            else:
+                first_master = master_pid(node.alias)
+                assert first_master is not None
+                os.kill(first_master, signal.SIGKILL)
             kills += 1
         time.sleep(0.05)
     assert kills == 2 and src.reconnects >= 2
+    assert master_pid(node.alias) not in (None, first_master)  # the reconnect opened a new shared connection
     assert got[-1]["kind"] == "end" and got[-1]["outcome"] == "completed"
     steps = [r["step"] for r in got if r["kind"] == "log"]
     assert steps == list(range(1, 61))  # no gap, no duplicate
@@ -343,14 +361,13 @@ def test_master_address_of_a_multi_node_run(addr, tmp_path, monkeypatch):
     assert not [p for p in job.problems() if p.field.startswith("launch.")]
     sent = []
 
-    def agent(target, python, args, *, input=b"", timeout=120):
-        req = json.loads(input.split(b"\n", 1)[0])
+    def node(target, python, req, files, progress):
         sent.append((target, req))
         return {"run_dir": f"/remote/{req['name']}", "pid": 1, "pgid": 1, "command": ["torchrun"]}
 
     monkeypatch.setattr(R.ssh, "ensure_master", lambda host: None)
     monkeypatch.setattr(R.ssh, "describe", lambda host: (f"{host}.example.org", 22, "me"))
-    monkeypatch.setattr(R, "_agent_json", agent)
+    monkeypatch.setattr(R, "_start_node", node)
     local = tmp_path / "run"
     local.mkdir()
     R.start(job, job.resolved(), local, secrets={}, start_at=None)

@@ -78,10 +78,27 @@ def test_save_is_atomic_and_keeps_old_on_failure(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
+    real_dumps = presets.dumps
     monkeypatch.setattr(presets, "dumps", boom)
     with pytest.raises(RuntimeError):
         presets.save(job, p)
     assert p.read_text() == "old"
+    monkeypatch.setattr(presets, "dumps", real_dumps)
+    # a crash after the new text is written but before it replaces the old file (a direct write would have
+    # destroyed "old" by then, and would not fail here at all)
+
+    seen = []
+
+    def crash(src, dst):
+        seen.append((Path(src).parent, Path(src).read_text(), Path(dst)))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        presets.save(job, p)
+    assert p.read_text() == "old" and seen and seen[0][0] == tmp_path and seen[0][2] == p
+    assert 'train_path = "x"' in seen[0][1]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["keep.toml"]  # no temporary file left
 
 
 def test_validate_cli_exit_codes(tmp_path):
@@ -173,7 +190,7 @@ def test_launch_sends_each_local_data_file_to_a_remote_host(tmp_path, monkeypatc
     import tarfile
 
     from engine.launch import _absolutize_data
-    from engine.launch.remote import _data_tar
+    from engine.launch.remote import _data_files, _send_tar
 
     (tmp_path / "a.jsonl").write_text("{}\n")
     (tmp_path / "b.jsonl").write_text("{}\n{}\n")
@@ -183,7 +200,10 @@ def test_launch_sends_each_local_data_file_to_a_remote_host(tmp_path, monkeypatc
     _absolutize_data(job, job.resolved())
     assert job.values["data.train_path"] == \
         f"{tmp_path / 'a.jsonl'},finetui:samples/alpaca_demo.jsonl,{tmp_path / 'b.jsonl'}#sharegpt"
-    tar, rewrite = _data_tar(job.resolved())
+    files, rewrite = _data_files(job.resolved())
+    buf = io.BytesIO()
+    _send_tar(buf, files, lambda n: None)
+    tar = buf.getvalue()
     assert rewrite == {"data.train_path": "data/0_0_a.jsonl,finetui:samples/alpaca_demo.jsonl,data/0_2_b.jsonl#sharegpt",
                        "data.validation_path": "data/1_b.jsonl"}
     with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
@@ -193,7 +213,7 @@ def test_launch_sends_each_local_data_file_to_a_remote_host(tmp_path, monkeypatc
     from engine.launch.rundir import LaunchError
 
     with pytest.raises(LaunchError, match=rf"^data.train_path: {tmp_path}/gone.jsonl does not exist on this machine$"):
-        _data_tar(job.resolved())
+        _data_files(job.resolved())
 
 
 @pytest.mark.parametrize("profile", ["native", "fpt_studio", "oci_cohere_tfew", "watsonx_qlora", "nova_lora"])

@@ -22,8 +22,6 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory):
-    pytest.importorskip("mlflow")
-    pytest.importorskip("tensorboard")
     base = tmp_path_factory.mktemp("tracking")
     run_dir = base / "runs" / "ft_tracking"
     run_dir.mkdir(parents=True)

@@ -99,6 +99,7 @@ def test_demo_preset_end_to_end_then_generate(tmp_path, tiny_model):
     recs = events(run)
     start = kinds(recs, "start")[0]
     assert start["world_size"] == 2 and start["backend"] == "ddp" and start["method"] == "lora"
+    assert start["process_group_timeout_s"] == 1800  # the job's runtime.ddp_timeout (default), not NCCL's 10 minutes
     ls = losses(recs)
     assert len(ls) >= 10
     k = 3

@@ -51,6 +51,8 @@ def test_sft_methods_train_and_save(train_matrix, method):
     assert start["stage"] == "sft" and start["method"] == {"prompt": "prompt_tuning"}.get(method, method)
     log = kinds(recs, "log")
     assert [r["step"] for r in log] == [1, 2, 3, 4]
+    progress = kinds(recs, "progress")  # the step between log points (at most one a second; the first at once)
+    assert progress and progress[0]["step"] == 1 and progress[0]["total_steps"] == 4
     for key in ("lr", "grad_norm", "epoch", "samples_per_s", "memory_mb", "tokens_per_s"):
         assert all(r.get(key) is not None for r in log), key
     phases = [r["phase"] for r in kinds(recs, "status")]

@@ -239,8 +239,10 @@ async def test_missing_run_says_so(tmp_path):
     app = harness_app(lambda: MonitorScreen(runsource.LocalRunRef(tmp_path / "nope")))
     async with app.run_test(size=(80, 24)) as pilot:
         scr = app.screen
-        await pilot.pause(0.3)
-        assert scr.state.status == "pending"
+        await wait_for(pilot, lambda: scr.loaded)
+        assert scr.problem == f"nope: no run directory at {tmp_path / 'nope'}"
+        assert str(scr.query_one("#mon-end").render()) == f"! {scr.problem}"
+        assert scr.state.status == "pending"  # nothing is made up: no step, no outcome
 
 
 # -- snapshots (fixed clock, fixed run data) ----------------------------------------------

@@ -179,6 +179,8 @@ async def test_open_config_missing_says_so(runs_dir):
         await _goto(pilot, scr, NAMES["failed"])
         await pilot.press("c")
         assert not opened
+        said = [n.message for n in app._notifications]
+        assert len(said) == 1 and "config.toml" in said[0] and NAMES["failed"] in said[0], said
 
 
 async def test_overlay_two_runs(runs_dir):
@@ -253,7 +255,7 @@ async def test_fits_80x24_without_horizontal_scrolling(runs_dir, theme):
 
 async def test_open_config_in_the_wizard_app(runs_dir):
     """With the real app: ctrl+r opens the runs screen; `c` loads the run's config as the wizard's job."""
-    app_mod = pytest.importorskip("tui.app")
+    import tui.app as app_mod
     app = app_mod.create_app(autosave=False, offer_restore=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
@@ -273,6 +275,33 @@ async def test_open_config_in_the_wizard_app(runs_dir):
         assert not isinstance(app.screen, RunsScreen)  # back in the wizard
         assert app.job.values.get("general.batch_size") == 8
         assert app.job.values.get("launch.procs_per_node") == 2
+
+
+async def test_as_new_job_asks_before_dropping_unsaved_edits(runs_dir):
+    """`c` over unsaved edits asks, as Open and Quit do: keep editing leaves the job, discard replaces it."""
+    app_mod = pytest.importorskip("tui.app")
+    app = app_mod.create_app(autosave=False, offer_restore=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        app.apply_edit("general.epochs", 7)
+        assert app.dirty
+        await pilot.press("ctrl+r")
+        scr = app.screen
+        await _loaded(pilot)
+        await _goto(pilot, scr, NAMES["completed"])
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.screen.query("#btn-discard")  # asked
+        await pilot.click("#btn-cancel")
+        await pilot.pause()
+        assert app.screen is scr and app.job.values["general.epochs"] == 7  # kept
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.click("#btn-discard")
+        await pilot.pause()
+        await pilot.pause()
+        assert not isinstance(app.screen, RunsScreen)
+        assert app.job.values.get("general.batch_size") == 8 and app.job.values.get("general.epochs") != 7
 
 
 # ------------------------------------------------- finetui --runs / --attach RUN (the wizard app)

@@ -296,6 +296,9 @@ async def test_trainer_offers_only_valid_choices(make_app):
         await choose("#choice-method", "qlora")
         assert app.job.resolved()["runtime.quantization_bit"] == 4
         assert not [p for p in app.job.problems() if p.field == "runtime.quantization_bit"]
+        await choose("#choice-method", "lora")  # LoRA on a quantized base is QLoRA: lora drops the quantization
+        assert app.job.resolved()["runtime.quantization_bit"] == "none"
+        await choose("#choice-method", "qlora")
         await choose("#choice-method", "full")
         assert app.job.resolved()["runtime.quantization_bit"] == "none"
         # prompt tuning is ruled out for a preference trainer, with the reason
@@ -362,12 +365,12 @@ async def test_launch_disabled_reasons_then_launch(make_app):
         await pilot.pause()
         assert not disabled, reason
         assert app.query_one(f"#{widget_id('launch.run_name')}", Input).placeholder == \
-            "ft_tiny-llama_20260102-030405"
+            "ft_tiny-llama_sft-lora_20260102-030405"
         await pilot.click("#launch-button")
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert len(app.launcher.jobs) == 1
-        assert app.launcher.jobs[0].values["launch.run_name"] == "ft_tiny-llama_20260102-030405"
+        assert app.launcher.jobs[0].values["launch.run_name"] == "ft_tiny-llama_sft-lora_20260102-030405"
         assert "launch.runs_dir" not in app.launcher.jobs[0].values  # the job's own (default runs/)
 
 
@@ -451,6 +454,8 @@ async def test_finetui_runs_dir_overrides_the_jobs_in_the_tui_as_in_the_cli(make
     monkeypatch.setenv("FINETUI_RUNS_DIR", str(tmp_path / "elsewhere"))
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+l")  # the launch step's review first
+        await pilot.pause()
         await pilot.press("ctrl+l")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -618,10 +623,11 @@ async def test_help_and_palette_commands(make_app):
         for want in ("Go to Model", "Go to Launch", "Open preset…", "Save preset…", "Import…", "Export…",
                      "Launch", "Runs", "Toggle theme", "Show TOML", "Show diff", "Check data", "Help", "Quit"):
             assert want in titles
-        # every key binding's action is also a palette command
+        # every key binding's action is also a palette command (q and Esc: Quit and Previous step, in the wizard)
         callbacks = [cb for _, _, cb in FinetuiCommands(app.screen)._commands()]
+        same = {"quit_or_back": "quit", "back": "prev_step"}
         for b in app.BINDINGS:
-            assert getattr(app, f"action_{b.action}") in callbacks, b.action
+            assert getattr(app, f"action_{same.get(b.action, b.action)}") in callbacks, b.action
         dark = app.current_theme.dark
         app.action_toggle_theme()
         assert app.current_theme.dark != dark
@@ -660,7 +666,7 @@ async def test_preset_dialog_exports_and_imports(make_app, tmp_path):
         await pilot.press("ctrl+o")
         await pilot.pause()
         app.screen.query_one("#preset-path", Input).value = str(out)
-        await pilot.click("#preset-import")
+        await pilot.click("#preset-open")  # (its kind is told from its content: imported)
         await pilot.pause()
         await pilot.click("#btn-discard")
         await pilot.pause()
@@ -723,3 +729,46 @@ def test_gpu_memory_probe_reads_nvidia_smi_and_leaves_unknown_hosts_alone(tmp_pa
     assert A._gpu_memory("user@gpu-box:2222") == 24.0
     assert calls == [("user@gpu-box:2222", "nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits")]
     assert A._gpu_memory("down-box") is None  # no answer: no verdict, no error
+
+
+async def test_model_step_shows_the_details_config_json_gives(make_app, tmp_path):
+    """The model step with the real engine.modelinfo behind it: the built-in tiny model, a local folder with a
+    Qwen2.5-0.5B config.json (494M parameters, as published), and a folder without one (one sentence)."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from tests.fixtures_tui import FIXED_NOW, fake_data_check, fake_estimate
+    from tui.app import Services, _describe_model
+
+    def details() -> str:
+        con = Console(width=400, record=True, file=io.StringIO())
+        con.print(app.query_one("#model-info").details)
+        return con.export_text()
+
+    qwen = tmp_path / "Qwen2.5-0.5B-Instruct"
+    qwen.mkdir()
+    (qwen / "config.json").write_text(json.dumps({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+        "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+        "max_position_embeddings": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}))
+    empty = tmp_path / "no-config"
+    empty.mkdir()
+    services = Services(describe_model=_describe_model, estimate=fake_estimate, data_check=fake_data_check,
+                        start_run=lambda job: None, ssh_hosts=lambda: [], clock=lambda: FIXED_NOW)
+    app = make_app(services=services)
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "model")
+        await wait_for(pilot, lambda: "Architecture" in details())
+        text = details()
+        assert "LlamaForCausalLM" in text and "2 layers, hidden 64" in text and "512 tokens" in text
+        assert "built-in tiny model" in text
+        await type_into(pilot, "model.name_or_path", str(qwen))
+        await wait_for(pilot, lambda: "Qwen2ForCausalLM" in details())
+        text = details()
+        assert "494M" in text and "24 layers, hidden 896" in text and "32,768 tokens" in text, text
+        assert "q_proj" in text and str(qwen / "config.json") in text
+        await type_into(pilot, "model.name_or_path", str(empty))
+        await wait_for(pilot, lambda: "Cannot read config.json" in details())
+        assert details().strip() == f"Cannot read config.json: {empty}: no config.json found in this folder"

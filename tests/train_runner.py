@@ -16,6 +16,11 @@ Hooks simulate faults inside the real worker process:
   the middle of a checkpoint write.
 * ``oom``: the training step at ``at`` raises ``torch.OutOfMemoryError`` with the
   message CUDA prints.
+* ``dtypes``: when ``at`` optimizer steps are done, the dtypes of the trained model's parameters
+  (trainable, frozen, ZeRO-3 partitions) and of the optimizer's state tensors are written to
+  ``RUN_DIR/dtypes.json`` (an observation, the run goes on).
+
+A spec's ``env`` (a dict) is set in the run's process before the worker starts.
 
 Prints one JSON line per spec: ``{"name", "run_dir", "code", "seconds"}`` (code < 0: killed by
 that signal).
@@ -63,8 +68,50 @@ def _preload() -> None:
     ensure_tiny_model()
 
 
-def _install_hook(hook: str | None, at: int) -> None:
+def _optimizer_state_dtypes(opt) -> list[str]:  # noqa: ANN001
+    """dtypes of every state tensor of a (wrapped) optimizer: accelerate's, DeepSpeed's, torch's."""
+    import torch
+
+    seen, out = set(), set()
+    stack = [opt]
+    while stack:
+        o = stack.pop()
+        if o is None or id(o) in seen:
+            continue
+        seen.add(id(o))
+        for st in (getattr(o, "state", None) or {}).values() if isinstance(getattr(o, "state", None), dict) else []:
+            for v in (st.values() if isinstance(st, dict) else []):
+                if isinstance(v, torch.Tensor) and v.numel() > 1:
+                    out.add(str(v.dtype).replace("torch.", ""))
+        for name in ("optimizer", "fp32_partitioned_groups_flat", "single_partition_of_fp32_groups"):
+            v = getattr(o, name, None)
+            if isinstance(v, list):
+                out.update(str(t.dtype).replace("torch.", "") for t in v if isinstance(t, torch.Tensor))
+            elif v is not None:
+                stack.append(v)
+    return sorted(out)
+
+
+def _install_hook(hook: str | None, at: int, run_dir: str = "") -> None:
     if not hook:
+        return
+    if hook == "dtypes":
+        from transformers import Trainer
+
+        orig_step = Trainer.training_step
+
+        def training_step(self, model, *a, **kw):  # noqa: ANN001
+            if self.state.global_step == at and not Path(run_dir, "dtypes.json").exists():
+                names = lambda ps: sorted({str(p.dtype).replace("torch.", "") for p in ps})  # noqa: E731
+                ps = list(self.model.parameters())
+                out = {"step": self.state.global_step, "trainable": names([p for p in ps if p.requires_grad]),
+                       "frozen": names([p for p in ps if not p.requires_grad]),
+                       "partitions": names([p.ds_tensor for p in ps if getattr(p, "ds_tensor", None) is not None]),
+                       "optimizer_states": _optimizer_state_dtypes(self.optimizer)}
+                Path(run_dir, "dtypes.json").write_text(json.dumps(out))
+            return orig_step(self, model, *a, **kw)
+
+        Trainer.training_step = training_step
         return
     if hook == "kill_in_checkpoint":
         from transformers.trainer_callback import TrainerState
@@ -119,7 +166,8 @@ def _child(spec: dict) -> None:
         if spec.get("kind") == "generate":
             code = _generate(spec)
         else:
-            _install_hook(spec.get("hook"), int(spec.get("at") or 0))
+            os.environ.update({k: str(v) for k, v in (spec.get("env") or {}).items()})
+            _install_hook(spec.get("hook"), int(spec.get("at") or 0), spec["run_dir"])
             from engine.train.worker import main
 
             code = main(["--run-dir", spec["run_dir"]])

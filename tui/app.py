@@ -69,12 +69,27 @@ def _estimate(job: JobConfig, num_examples: int | None = None, tokens_per_exampl
     except ImportError:
         return None
     res = job.resolved()
+    no_gpu = res.get("launch.device") == "auto" and _local_without_gpu(res)
+    if no_gpu:  # "auto" on this machine without a GPU: the run is on CPU, and so is the estimate
+        res = {**res, "launch.device": "cpu"}
     if num_examples is None:
         from engine.data.sources import count_examples
 
         num_examples = count_examples(str(res.get("data.train_path") or ""))
-    return estimate.estimate(res, num_examples=num_examples, tokens_per_example=tokens_per_example,
-                             gpu_memory_gb=gpu_memory_gb)
+    est = estimate.estimate(res, num_examples=num_examples, tokens_per_example=tokens_per_example,
+                            gpu_memory_gb=gpu_memory_gb)
+    if no_gpu:
+        est.notes.insert(0, "no GPU on this machine: device auto trains on CPU (memory per CPU rank)")
+    return est
+
+
+def _local_without_gpu(res: dict[str, Any]) -> bool:
+    """A local target on a machine with no NVIDIA GPU (no nvidia-smi: no torch import here)."""
+    import shutil
+
+    from engine.launch import is_remote_job
+
+    return not is_remote_job(res) and shutil.which("nvidia-smi") is None
 
 
 def _gpu_memory(host: str) -> float | None:
@@ -103,6 +118,47 @@ def _gpu_memory(host: str) -> float | None:
     return round(min(mib) / 1024, 1) if mib else None
 
 
+def _check_host(host: str) -> tuple[bool, str]:
+    """Whether a remote launch target answers, before the job is called ready: (launchable, what to say).
+    ``ssh -G`` reads ~/.ssh/config (an alias → its HostName and Port); a name that does not resolve cannot
+    be launched on; a port that does not answer is said (an unverified host), not refused."""
+    import shutil
+    import socket
+
+    target = host.split("@")[-1]
+    name, _, port_text = target.partition(":")
+    port = int(port_text) if port_text.isdigit() else 22
+    ssh = shutil.which("ssh")
+    if ssh:
+        try:
+            p = subprocess.run([ssh, "-G", name], capture_output=True, text=True, timeout=5,
+                               stdin=subprocess.DEVNULL)
+            for line in p.stdout.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "hostname" and value.strip():
+                    name = value.strip()
+                elif key == "port" and value.strip().isdigit() and not port_text:
+                    port = int(value)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False, f"host {host!r} does not resolve (no such name, nor an alias of ~/.ssh/config)"
+    try:
+        socket.create_connection((name, port), timeout=3).close()
+    except OSError as e:
+        return True, f"unverified host: {name}:{port} does not answer ({e.strerror or e.__class__.__name__})"
+    return True, ""
+
+
+def _sniff_data(path: str, res: dict[str, Any]) -> list[Any]:
+    """The first rows of a local data path, decoded but not validated (format detection); [] when unreadable."""
+    from engine.data.check import sniff
+
+    return sniff(path, res)
+
+
 def _local_tokenizer(model: str) -> str | None:
     from engine.data.tokenize import local_tokenizer
 
@@ -113,10 +169,12 @@ def data_check_command(job: JobConfig) -> list[str]:
     """The ``finetui data check … --json`` command line for the job: path, format, trainer, max
     length, allowed invalid share, the S3 connection (endpoint, region, the variables that hold the
     keys: the keys themselves go in the environment) and a tokenizer when one is at hand."""
+    from engine.launch.procs import module_argv
+
     res = job.resolved()
-    cmd = [sys.executable, "-m", "tui.cli", "data", "check", str(res["data.train_path"]),
-           "--format", str(res["data.format"]), "--trainer", str(res["trainer.stage"]),
-           "--max-length", str(res["general.max_sequence_length"]), "--json"]
+    cmd = module_argv(sys.executable, "tui.cli", "data", "check", str(res["data.train_path"]),
+                      "--format", str(res["data.format"]), "--trainer", str(res["trainer.stage"]),
+                      "--max-length", str(res["general.max_sequence_length"]), "--json")
     allow = res.get("data.allow_percentage_invalid_samples")
     if allow is not None:
         cmd += ["--allow-invalid", str(allow)]
@@ -187,6 +245,8 @@ class Services:
     ssh_hosts: Callable[[], list[str]] = ssh_hosts
     clock: Callable[[], datetime] = datetime.now
     gpu_memory: Callable[[str], float | None] = _gpu_memory  # launch host → GiB of its smallest GPU, or None
+    check_host: Callable[[str], tuple[bool, str]] = _check_host  # remote host → (launchable, what to say)
+    sniff_data: Callable[[str, dict[str, Any]], list[Any]] = _sniff_data  # data path → its first rows
 
 
 # --------------------------------------------------------------------------
@@ -226,6 +286,7 @@ class FinetuiCommands(Provider):
             ("Open preset…", "shipped, recent or any .toml file", app.action_open_preset),
             ("Save preset…", "write the job as TOML (secrets are never written)", app.action_save_preset),
             ("Import…", "a LLaMA-Factory / Nova YAML or FPT / OCI / watsonx JSON as a new job", app.action_import),
+            ("Dismiss import notes", "hide the last import's notes", app.action_dismiss_notes),
             ("Export…", "the job as LLaMA-Factory / Nova YAML or FPT / OCI / watsonx JSON", app.action_export),
             ("Next step", "the wizard's next step", app.action_next_step),
             ("Previous step", "the wizard's previous step", app.action_prev_step),
@@ -250,6 +311,41 @@ class FinetuiCommands(Provider):
             score = matcher.match(title)
             if score > 0:
                 yield Hit(score, matcher.highlight(title), cb, help=help)
+
+
+def screen_keys(screen: Any) -> list[tuple[str, str]]:
+    """A screen's own keys as (keys, what they do), for its F1 help: each action once with all its keys, then
+    the app-wide ones that work there."""
+    names = {"escape": "Esc", "slash": "/", "space": "Space", "enter": "Enter", "delete": "Delete"}
+    keys: dict[str, list[str]] = {}
+    desc: dict[str, str] = {}
+    for b in getattr(screen, "BINDINGS", []):
+        if isinstance(b, Binding) and b.description:
+            keys.setdefault(b.action, []).extend(names.get(k, k) for k in b.key.split(","))
+            desc.setdefault(b.action, b.description)
+    rows = [(" / ".join(dict.fromkeys(ks)), desc[a]) for a, ks in keys.items()]
+    return rows + [("F1", "this help"), ("Ctrl+P", "command palette"),
+                   ("Ctrl+Q", "quit (asks when there are unsaved changes)")]
+
+
+#: what a focused button (by id, or id prefix ending in "-") does, for the bottom help line
+BUTTON_HELP = {
+    "next-": "the next step (Ctrl+N)",
+    "back-": "the previous step (Ctrl+B, or Esc)",
+    "launch-button": "start the run now (Ctrl+L here)",
+    "model-catalog": "the profile's model catalog: pick a base model",
+    "model-browse": "choose a local model folder (with config.json)",
+    "data-browse": "choose the training file or folder",
+    "data-add": "add another file of the same format: its rows are read after the others",
+    "data-s3": "read the data from S3: an s3:// path and its connection",
+    "data-check": "check the data: invalid rows, token lengths, a preview",
+    "data-use-format": "use the format the first rows look like",
+    "view-form": "the hyperparameters as a form",
+    "view-toml": "the job as TOML, edited in place (Ctrl+T)",
+    "view-diff": "the values that differ from the profile's defaults",
+    "notes-dismiss": "hide the import's notes",
+    "known-hosts": "where to run: this machine, or a host of ~/.ssh/config",
+}
 
 
 # --------------------------------------------------------------------------
@@ -337,6 +433,11 @@ class WizardScreen(QuietScreen):
                 return self
         return super().refresh(*regions, **kwargs)
 
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        focus_help = getattr(self.app, "focus_help", None)
+        if focus_help is not None:
+            focus_help(event.widget)
+
     def _on_resize(self, event: events.Resize) -> None:
         if self.is_attached and event.size == self.size == getattr(self._compositor, "size", None):
             event.prevent_default()
@@ -356,7 +457,9 @@ class FinetuiApp(App[None]):
 
     BINDINGS = [
         Binding("f1", "help", "Help"),
-        Binding("question_mark", "help", "Help", show=False),
+        Binding("question_mark", "help", "Help", show=False),  # (a text field types it: F1 there)
+        Binding("q", "quit_or_back", "Quit", show=False),  # outside text fields: quits the wizard, leaves a screen
+        Binding("escape", "back", "Back", show=False),  # the wizard's previous step
         Binding("ctrl+n", "next_step", "Next", priority=True),
         Binding("ctrl+b", "prev_step", "Back", priority=True),
         Binding("ctrl+s", "save_preset", "Save", priority=True),
@@ -369,10 +472,14 @@ class FinetuiApp(App[None]):
 
     def __init__(self, job: JobConfig | None = None, preset_path: str | os.PathLike[str] | None = None,
                  services: Services | None = None, autosave: bool = True, offer_restore: bool = True,
-                 theme: str | None = None, start: str | None = None, attach: Any = None) -> None:
+                 theme: str | None = None, start: str | None = None, attach: Any = None,
+                 imported: tuple[str, list[str]] | None = None) -> None:
         """``start="runs"`` opens on the runs screen; ``attach`` (a RunRef, run directory or name) opens
-        on that run's dashboard, with the runs screen under it.  The wizard is behind both (Esc)."""
+        on that run's dashboard, with the runs screen under it.  The wizard is behind both (Esc).
+        ``imported`` (file name, notes): the job was imported from another tool's config (unsaved, its
+        notes shown)."""
         super().__init__()
+        self.imported = imported
         self.start_on_runs = start == "runs" or attach is not None
         self.attach_ref = attach
         self.job = job.copy() if job is not None else JobConfig()
@@ -380,7 +487,7 @@ class FinetuiApp(App[None]):
         self.services = services or Services()
         self.autosave_enabled = autosave
         self.offer_restore = offer_restore
-        self.dirty = False
+        self.dirty = imported is not None
         self.launching = False
         self.step = STEP_IDS[0]
         self._autosave_timer: Any = None
@@ -388,6 +495,7 @@ class FinetuiApp(App[None]):
         self.data_report: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # (data_key, last check's report)
         self.gpu_memory: dict[str, float | None] = {}  # launch host → GiB of its smallest GPU (probed once)
         self.hub_reachable: bool | None = None  # this machine → the Hugging Face Hub (probed once, when it matters)
+        self.host_checks: dict[str, tuple[bool, str] | None] = {}  # remote host → its check (None: checking)
         if theme:
             self.theme = theme
         # last session's parsed CSS (tui/csscache.py): about 65 ms less to the first screen
@@ -526,6 +634,9 @@ class FinetuiApp(App[None]):
         # kept as attributes: App.query_one looks at the top screen, which may be a dialog
         self.stepbar = StepBar()
         self.helpbar = HelpBar()
+        from tui.widgets.notes import NotesPanel
+
+        self.notes = NotesPanel()
         self.panes: dict[str, StepPane] = Panes(model=ModelPane())
         # only the first step is mounted at start; the others once the first screen is up
         # (prebuild_step) or on their first visit, whichever comes first (fast start)
@@ -538,7 +649,7 @@ class FinetuiApp(App[None]):
         yield from self._wizard_widgets()
 
     def _wizard_widgets(self) -> list[Widget]:
-        return [self.stepbar, self.switcher, self.helpbar, KeyBar()]
+        return [self.stepbar, self.notes, self.switcher, self.helpbar, KeyBar()]
 
     _wizard_pending = False
 
@@ -576,6 +687,8 @@ class FinetuiApp(App[None]):
         asyncio.get_running_loop().set_default_executor(ExitExecutor())
 
     def on_mount(self) -> None:
+        if self.imported is not None:
+            self.show_notes(*self.imported)
         if self._started_by_run:
             self.call_after_refresh(self._first_screen_shown)
         if self.start_on_runs:
@@ -686,6 +799,32 @@ class FinetuiApp(App[None]):
         return (f"{name} is not in this machine's Hugging Face cache and the Hub cannot be reached: the run would "
                 f"stop at its start (download it, or choose a local folder)")
 
+    def host_check(self, job: JobConfig) -> tuple[bool, str] | None:
+        """What is known against the job's remote launch targets: None when local (or all answer), else
+        (launchable, sentence): a host still being checked or that does not resolve is not launchable; one
+        whose SSH port does not answer is (an unverified host).  Each host is checked once, in a thread."""
+        res = job.resolved()
+        from engine.launch import LOCAL_HOSTS, is_remote_job
+
+        if not is_remote_job(res):
+            return None
+        hosts = [str(h) for h in [res.get("launch.host"), *(res.get("launch.hosts") or [])]
+                 if h and str(h) not in LOCAL_HOSTS]
+        for host in dict.fromkeys(hosts):
+            if host not in self.host_checks:
+                self.host_checks[host] = None
+                self._probe(partial(self.services.check_host, host), partial(self._host_checked, host))
+            got = self.host_checks[host]
+            if got is None:
+                return False, f"checking host {host}…"
+            if not got[0] or got[1]:
+                return got
+        return None
+
+    def _host_checked(self, host: str, got: tuple[bool, str]) -> None:
+        self.host_checks[host] = got
+        self.refresh_views()
+
     def _hub_probed(self, ok: bool) -> None:
         self.hub_reachable = ok
         self.refresh_views()
@@ -715,9 +854,12 @@ class FinetuiApp(App[None]):
         job = job or self.job
         from tui.screens.launch import default_run_name
 
-        return default_run_name(job.resolved()["model.name_or_path"], self.services.clock())
+        return default_run_name(job.resolved(), self.services.clock())
+
+    job_generation = 0  # set_job's count: a field shows a replaced job's value even while focused
 
     def set_job(self, job: JobConfig, preset_path: Path | None | bool = False, dirty: bool = True) -> None:
+        self.job_generation += 1
         secrets = self.job.secrets
         self.job = job
         self.job.secrets = {**secrets, **job.secrets}
@@ -772,10 +914,14 @@ class FinetuiApp(App[None]):
             return
         if name not in job.values and res_before.get(name) == value and type(res_before.get(name)) is type(value):
             return
-        if value is None and spec(name, job.profile).default is None:
-            job.unset(name)
+        default = spec(name, job.profile).default
+        if value is None and default is None or FIELD_BY_NAME[name].kind == "bool" and value == default:
+            job.unset(name)  # (a switch set back to its default leaves the preset)
         else:
             job.values[name] = value
+        note = job.redefaulted(res_before)  # another base model (or task type): its documented defaults
+        if note:
+            self.notify(note, title="Defaults for this model")
         # a field the edit hid, set explicitly, that now breaks a rule: drop it
         res = job.resolved()
         hidden = [n for n, f in FIELD_BY_NAME.items()
@@ -798,6 +944,31 @@ class FinetuiApp(App[None]):
     @on(FieldFocused)
     def _field_focused(self, event: FieldFocused) -> None:
         self.helpbar.show_field(event.name)
+
+    def focus_help(self, widget: Widget) -> None:
+        """The bottom help line follows the focus onto what is not a field: a button, a group's title, a choice."""
+        from textual.widgets import Button
+        from textual.widgets._collapsible import CollapsibleTitle
+
+        if self.focused_field() is not None or not hasattr(self, "helpbar"):
+            return  # (a field: FieldFocused shows its help)
+        wid = widget.id or ""
+        if isinstance(widget, CollapsibleTitle):
+            coll = widget.parent
+            group = (getattr(coll, "id", "") or "").removeprefix("group-")
+            from engine.config import GROUP_FIELDS, GROUP_TITLES
+
+            n = len(GROUP_FIELDS.get(group, []))
+            title = GROUP_TITLES.get(group, str(getattr(coll, "title", "")))
+            self.helpbar.show_text(title, f"a group of {n} field(s): Enter or a click opens and closes it"
+                                   if n else "Enter or a click opens and closes it")
+            return
+        text = BUTTON_HELP.get(wid) or next((v for k, v in BUTTON_HELP.items() if k.endswith("-") and
+                                             wid.startswith(k)), None) or (str(widget.tooltip or "") or None)
+        if text is None and not isinstance(widget, Button):
+            return
+        label = str(widget.label) if isinstance(widget, Button) else wid.replace("-", " ").capitalize()
+        self.helpbar.show_text(label.strip(), text or "Enter or Space presses it")
 
     @on(StepBar.Chosen)
     def _step_chosen(self, event: StepBar.Chosen) -> None:
@@ -837,8 +1008,24 @@ class FinetuiApp(App[None]):
         return self.panes["hyperparameters"]  # type: ignore[return-value]
 
     def action_show_toml(self) -> None:
+        """The job as TOML; pressed again on the TOML view, back to the form."""
+        if self.step == "hyperparameters" and self._hp().ready and getattr(self._hp(), "view", "") == "toml":
+            self._hp().set_view("form")
+            return
         self.goto("hyperparameters")
         self._hp().set_view("toml")
+
+    async def action_quit_or_back(self) -> None:
+        """``q`` outside text fields: the wizard quits (asking about unsaved changes), another screen closes."""
+        if self.screen is self.screen_stack[0]:
+            await self.action_quit()
+        elif not isinstance(self.screen, ModalScreen):
+            self.pop_screen()
+
+    def action_back(self) -> None:
+        """Esc in the wizard: the previous step."""
+        if self.screen is self.screen_stack[0]:
+            self.action_prev_step()
 
     def action_show_diff(self) -> None:
         self.goto("hyperparameters")
@@ -860,8 +1047,15 @@ class FinetuiApp(App[None]):
         return None
 
     def action_help(self) -> None:
+        """F1: the focused field's help and the wizard's keys; on another screen (runs, a dashboard), its keys."""
         from tui.widgets.dialogs import HelpDialog
 
+        scr = self.screen
+        if isinstance(scr, ModalScreen):
+            return
+        if scr is not self.screen_stack[0]:
+            self.push_screen(HelpDialog(None, self.job.profile, keys=screen_keys(scr)))
+            return
         self.push_screen(HelpDialog(self.focused_field(), self.job.profile))
 
     # -- presets ----------------------------------------------------------------
@@ -888,28 +1082,35 @@ class FinetuiApp(App[None]):
                 then()
 
         self.push_screen(ConfirmDialog("Unsaved changes", "The job has unsaved changes. Discard them?",
-                                       (("cancel", "Keep editing"), ("discard", "Discard"))), answered)
+                                       (("discard", "Discard"), ("cancel", "Keep editing"))), answered)
 
     def open_path(self, path: str, kind: str = "open") -> bool:
-        from engine import presets
+        """Open a job file: a TOML preset, or another tool's config (imported: engine.interop), told apart by
+        its content wherever it is opened; ``kind="import"`` insists on an import.  An import's notes stay in
+        the notes panel until dismissed."""
+        from engine import interop, presets
 
         p = Path(path).expanduser()
         try:
+            if kind != "import":
+                found = interop.file_kind(p)
+                if found is None:
+                    raise ValueError(f"{p}: neither a finetui preset (TOML) nor a LLaMA-Factory / Nova YAML or an "
+                                     f"FPT / OCI / watsonx JSON")
+                kind = "open" if found == "toml" else "import"
             if kind == "import":
-                from engine import interop  # type: ignore[attr-defined]
-
                 job, warnings = interop.import_file(p)
                 self.set_job(job, None, dirty=True)
-                self.notify(f"Imported {p.name}" + (f" — {len(warnings)} note(s): {warnings[0]}" if warnings else ""),
-                            timeout=6)
+                self.show_notes(p.name, warnings)
+                self.notify(f"Imported {p.name}" + (f": {len(warnings)} note(s), listed above the form"
+                                                    if warnings else ""), timeout=6)
                 return True
             job = presets.load(p)
-        except ImportError:
-            self.notify("Import is not available yet (engine.interop).", severity="warning")
-            return False
         except (FinetuiError, OSError) as e:
-            self.notify(one_line(e), title="Cannot open the preset", severity="error", timeout=8)
+            self.notify(one_line(e), title="Cannot import the file" if kind == "import" else "Cannot open the preset",
+                        severity="error", timeout=8)
             return False
+        self.notes.dismiss()
         self.set_job(job, p, dirty=False)
         state.add_recent(p)
         self.clear_autosave()
@@ -981,6 +1182,14 @@ class FinetuiApp(App[None]):
     def action_import(self) -> None:
         self.action_open_preset()
 
+    def show_notes(self, source: str, notes: list[str]) -> None:
+        """The notes of an import (ignored keys, converted values, what trains differently), on screen until
+        dismissed."""
+        self.notes.show(source, notes)
+
+    def action_dismiss_notes(self) -> None:
+        self.notes.dismiss()
+
     # -- autosave restore --------------------------------------------------------
     def _maybe_offer_restore(self) -> None:
         got = state.read_autosave()
@@ -1005,7 +1214,7 @@ class FinetuiApp(App[None]):
         self.push_screen(ConfirmDialog(
             "Restore the unsaved job?",
             f"The last session ended without saving{where}: {n} value(s), profile {saved.profile}.",
-            (("restore", "Restore"), ("discard", "Discard"))), answered)
+            (("restore", "Restore"), ("discard", "Discard")), no="discard"), answered)
 
     # -- quit -----------------------------------------------------------------
     async def action_quit(self) -> None:
@@ -1030,7 +1239,7 @@ class FinetuiApp(App[None]):
 
         self.push_screen(ConfirmDialog("Unsaved changes", "Save the job before quitting?",
                                        (("save", "Save"), ("discard", "Quit without saving"), ("cancel", "Cancel")),
-                                       id="quit-dialog"), answered)
+                                       id="quit-dialog", no="discard"), answered)
 
     # -- runs / launch ------------------------------------------------------------
     def action_runs(self) -> None:
@@ -1039,12 +1248,24 @@ class FinetuiApp(App[None]):
         self.push_screen(RunsScreen(runs_dir=state.runs_dir(self.job)))
 
     def action_launch(self) -> None:
+        """Ctrl+L: from another step, the launch step first (its estimate and review); there, the launch."""
         if self.launching:
+            return
+        if self.step != "launch" or self.screen is not self.screen_stack[0]:
+            while self.screen is not self.screen_stack[0] and not isinstance(self.screen, ModalScreen):
+                self.pop_screen()
+            self.goto("launch")
+            self.notify("Review the estimate and the job: Ctrl+L again launches.", timeout=4)
             return
         probs = self.job.problems()
         if probs:
             self.goto("launch")
             self.notify(str(probs[0]), title=f"Cannot launch: {len(probs)} to fix", severity="error", timeout=6)
+            return
+        host = self.host_check(self.job)
+        if host is not None and not host[0]:
+            self.goto("launch")
+            self.notify(host[1], title="Cannot launch yet", severity="error", timeout=6)
             return
         job = self.job.copy()
         if os.environ.get("FINETUI_RUNS_DIR"):  # it overrides the job's, as for `finetui train`

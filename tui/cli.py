@@ -30,11 +30,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: a bare argument naming a job file opens the TUI on it: a preset, or another tool's config (imported)
+JOB_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+
 class TuiArgs(NamedTuple):
     demo: bool = False
     preset: str | None = None
     runs: bool = False  # open on the runs screen
     attach: str | None = None  # open on this run's dashboard
+    runs_dir: str | None = None  # where runs are listed and launched (as $FINETUI_RUNS_DIR)
 
 
 def _tui_args(argv: list[str]) -> TuiArgs | None:
@@ -46,13 +51,14 @@ def _tui_args(argv: list[str]) -> TuiArgs | None:
         key, _, value = a.partition("=")
         if a in ("--demo", "--runs"):
             got[a[2:]] = True
-        elif key in ("--preset", "--attach") and value:
-            got[key[2:]] = value
-        elif a in ("--preset", "-p", "--attach") and i + 1 < len(argv) and argv[i + 1] and not argv[i + 1].startswith("-"):
-            got["preset" if a == "-p" else a[2:]] = argv[i + 1]
+        elif key in ("--preset", "--attach", "--runs-dir") and value:
+            got[key[2:].replace("-", "_")] = value
+        elif a in ("--preset", "-p", "--attach", "--runs-dir") and i + 1 < len(argv) and argv[i + 1] \
+                and not argv[i + 1].startswith("-"):
+            got["preset" if a == "-p" else a[2:].replace("-", "_")] = argv[i + 1]
             i += 1
-        elif a.endswith(".toml") and not a.startswith("-") and "preset" not in got:
-            got["preset"] = a  # `finetui job.toml`: what a user types first
+        elif a.endswith(JOB_SUFFIXES) and not a.startswith("-") and "preset" not in got:
+            got["preset"] = a  # `finetui job.toml` (or another tool's job.yaml): what a user types first
         else:
             return None
         i += 1
@@ -63,8 +69,8 @@ def _as_options(argv: list[str]) -> list[str]:
     """``finetui job.toml`` → ``finetui --preset job.toml``."""
     out: list[str] = []
     for i, a in enumerate(argv):
-        bare = a.endswith(".toml") and not a.startswith("-") and (i == 0 or argv[i - 1] not in ("--preset", "-p",
-                                                                                                    "--attach"))
+        bare = a.endswith(JOB_SUFFIXES) and not a.startswith("-") and (i == 0 or argv[i - 1] not in (
+            "--preset", "-p", "--attach"))
         out += ["--preset", a] if bare else [a]
     return out
 
@@ -82,6 +88,11 @@ def _open_tui(args: TuiArgs) -> bool:
     try:
         from pathlib import Path
 
+        if args.runs_dir:  # the TUI's --runs-dir: $FINETUI_RUNS_DIR for this session (and the runs it starts)
+            import os
+
+            os.environ["FINETUI_RUNS_DIR"] = str(Path(args.runs_dir).expanduser().resolve())
+
         from engine import presets
         from engine.errors import FinetuiError
 
@@ -89,9 +100,17 @@ def _open_tui(args: TuiArgs) -> bool:
         if args.demo and path is None:
             path = presets.PRESETS_DIR / "demo.toml"
         job = None
+        imported = None
         if path is not None:
             try:
-                job = presets.load(path)
+                if path.suffix.lower() != ".toml":  # another tool's config is imported (its notes shown)
+                    from engine import interop
+
+                    if interop.file_kind(path) not in ("toml", None):
+                        job, notes = interop.import_file(path)
+                        imported, path = (path.name, notes), None
+                if job is None:
+                    job = presets.load(path)
             except FinetuiError:  # the typer path prints the problems and exits 2
                 return False
         ref = None
@@ -105,7 +124,7 @@ def _open_tui(args: TuiArgs) -> bool:
                 return False
         from tui.app import FinetuiApp
 
-        app = FinetuiApp(job=job, preset_path=path, start="runs" if args.runs else None, attach=ref)
+        app = FinetuiApp(job=job, preset_path=path, start="runs" if args.runs else None, attach=ref, imported=imported)
         app.resume_gc_after_start = gc_was_on
         app.run()
         return True

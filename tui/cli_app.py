@@ -5,8 +5,8 @@ when the arguments are only ``--demo`` / ``--preset``).  Headless commands call 
 Exit codes: 0 success; 1 the run failed / was stopped; 2 bad input (one clear
 line per problem, never a traceback); 130 interrupted.
 
-Each area registers its commands from ``tui/commands/<area>.py`` so the areas
-can grow independently.
+Each area registers its commands from ``tui/commands/<area>.py`` (listed in
+:func:`_register_areas`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ def _root(
     attach: Optional[str] = typer.Option(None, "--attach", metavar="RUN",
                                          help="Open the TUI on a run's live dashboard (a run name, a unique "
                                          "prefix of one, or a run directory); Esc goes to the runs screen."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", metavar="DIR",
+                                            help="Where the TUI lists and launches runs (as $FINETUI_RUNS_DIR: it "
+                                            "overrides the preset's launch.runs_dir)."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     if version:
@@ -49,10 +52,27 @@ def _root(
         raise typer.Exit(0)
     if ctx.invoked_subcommand is not None:
         return
+    if runs_dir is not None:
+        import os
+
+        os.environ["FINETUI_RUNS_DIR"] = str(runs_dir.expanduser().resolve())
     job = None
+    imported = None
     if demo and preset is None:
         preset = common.demo_preset_path()
-    if preset is not None:
+    if preset is not None and preset.suffix.lower() != ".toml" and preset.is_file():
+        from engine import interop  # another tool's config: imported (why not, in one line per problem)
+
+        try:
+            kind = interop.file_kind(preset)
+            if kind not in ("toml", None):
+                job, notes = interop.import_file(preset)
+                imported = (preset.name, notes)
+        except interop.InteropError as e:
+            for prob in e.problems:
+                common.err(str(prob))
+            raise typer.Exit(2)
+    if preset is not None and job is None:
         job = common.load_job(preset)
     ref = None
     if attach is not None:
@@ -65,7 +85,8 @@ def _root(
             common.fail(f"--attach: {e}")
     from tui.app import FinetuiApp
 
-    FinetuiApp(job=job, preset_path=preset, start="runs" if runs else None, attach=ref).run()
+    FinetuiApp(job=job, preset_path=None if imported else preset, start="runs" if runs else None, attach=ref,
+               imported=imported).run()
 
 
 @app.command()
@@ -100,14 +121,8 @@ def show(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
 def _register_areas() -> None:
     import importlib
 
-    for mod in ("data", "train", "launch", "estimate", "interop", "generate"):
-        try:
-            m = importlib.import_module(f"tui.commands.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name == f"tui.commands.{mod}":
-                continue
-            raise
-        m.register(app)
+    for mod in ("data", "launch", "estimate", "interop", "generate"):
+        importlib.import_module(f"tui.commands.{mod}").register(app)
 
 
 _register_areas()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +75,10 @@ class RunRow:
     duration: float | None = None
     ref: Any = None
     error: str | None = None
+    kind: str = ""  # "<stage>-<method>" (sft-lora, dpo-qlora…), from the run's config.toml
+    parent: str | None = None  # the run this one resumed, and the step it resumed at
+    parent_step: int | None = None
+    children: list[str] = field(default_factory=list)  # the runs that resumed this one
 
     @classmethod
     def from_info(cls, info: Any) -> "RunRow":
@@ -218,6 +221,8 @@ def open_feed(ref: Any) -> RunFeed:
     if f is not None and not isinstance(ref, LocalRunRef):
         src = f(ref)
     elif d is not None and not is_remote(ref):
+        if not d.is_dir():
+            raise FileNotFoundError(f"no run directory at {d}")
         src = LocalEventSource(d)
     else:
         raise FileNotFoundError(f"{run_name(ref)}: cannot read a remote run without engine.launch")
@@ -267,16 +272,90 @@ def list_runs(runs_dir: str | os.PathLike[str] = "runs") -> list[RunRow]:
 
 
 def list_runs_safe(runs_dir: str | os.PathLike[str] = "runs") -> tuple[list[RunRow], str | None]:
-    """``list_runs``; when the engine's listing fails, the local runs and one line saying why."""
+    """``list_runs``; when the engine's listing fails, the local runs and one line saying why.  Each row says
+    its stage and method, and which run it resumed (or was resumed as)."""
     try:
-        return list_runs(runs_dir), None
+        rows, problem = list_runs(runs_dir), None
     except Exception as e:
         why = str(e) or e.__class__.__name__
         try:
             rows = _local_list(Path(runs_dir))
         except Exception:
             rows = []
-        return rows, f"listing runs failed ({why}); showing local run directories only"
+        problem = f"listing runs failed ({why}); showing local run directories only"
+    return link_runs(rows), problem
+
+
+_KIND_CACHE: dict[Path, tuple[float, tuple[str, str | None, int | None]]] = {}
+
+
+def run_kind(ref: Any) -> tuple[str, str | None, int | None]:
+    """("<stage>-<method>", the run it resumed, the step it resumed at) from the run's config.toml (read once per
+    change of the file); ("", None, None) when there is none."""
+    d = run_dir(ref)
+    p = d / "config.toml" if d is not None else None
+    try:
+        mtime = p.stat().st_mtime if p is not None else None
+    except OSError:
+        mtime = None
+    if p is None or mtime is None:
+        return "", None, None
+    got = _KIND_CACHE.get(p)
+    if got is not None and got[0] == mtime:
+        return got[1]
+    import tomllib
+
+    try:
+        cfg = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = {}
+    tr = cfg.get("trainer") or {}
+    kind = "-".join(str(x) for x in (tr.get("stage"), tr.get("training_type")) if x)
+    parent, step = parent_of((cfg.get("general") or {}).get("resume_from_checkpoint"))
+    _KIND_CACHE[p] = (mtime, (kind, parent, step))
+    return kind, parent, step
+
+
+def parent_of(checkpoint: Any) -> tuple[str | None, int | None]:
+    """``…/runs/<parent>/checkpoints/checkpoint-<step>`` → (parent run name, step); (None, None) otherwise."""
+    if not checkpoint:
+        return None, None
+    ck = Path(str(checkpoint))
+    if ck.parent.name != "checkpoints":
+        return None, None
+    step = ck.name.removeprefix("checkpoint-")
+    return ck.parent.parent.name, int(step) if step.isdigit() else None
+
+
+def link_runs(rows: list[RunRow]) -> list[RunRow]:
+    """Each row's kind and parent (run_kind), and each parent's children among the rows."""
+    by_name = {r.name: r for r in rows}
+    for r in rows:
+        if r.ref is not None:
+            r.kind, r.parent, r.parent_step = run_kind(r.ref)
+    for r in rows:
+        if r.parent in by_name:
+            by_name[r.parent].children.append(r.name)
+    return rows
+
+
+def newest_checkpoint(ref: Any) -> dict[str, Any] | None:
+    """The newest complete checkpoint record of a run's events (the one a resume starts from), if any."""
+    d = run_dir(ref)
+    if d is None or not (d / EVENTS_FILE).exists():
+        return None
+    cks = [r for r in _read_all(d / EVENTS_FILE) if r.get("kind") == "checkpoint" and r.get("complete", True)
+           and r.get("path")]
+    return cks[-1] if cks else None
+
+
+def history_before(parent: str, step: int, runs_dir: Path) -> list[dict[str, Any]]:
+    """The log and eval records of run ``parent`` (in ``runs_dir``) up to ``step``: a resumed run's curves start
+    with its parent's."""
+    ev = runs_dir / parent / EVENTS_FILE
+    if not ev.exists():
+        return []
+    return [r for r in _read_all(ev) if r.get("kind") in ("log", "eval") and int(r.get("step") or 0) <= step]
 
 
 def _local_list(runs_dir: Path) -> list[RunRow]:
@@ -332,33 +411,13 @@ def _alive(d: Path) -> bool:
 
 
 def stop_run(ref: Any, grace: float = 15.0) -> str:
-    """Stop a run (SIGTERM to its process group, SIGKILL after ``grace``).  Blocks."""
+    """Stop a run (SIGTERM to its processes, SIGKILL after ``grace``: engine.launch.stop_run).  Blocks."""
     f = _fn("stop_run")
     if f is not None:
         return str(f(ref, grace=grace))
-    d = run_dir(ref)
-    if d is None or is_remote(ref):
-        raise RuntimeError(f"{run_name(ref)}: cannot stop a remote run without engine.launch")
-    info = _launch_info(d)
-    pgid = info.get("pgid")
-    if not isinstance(pgid, int):
-        raise RuntimeError(f"{d / 'launch.json'}: no process group recorded")
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return "not running"
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return "stopped"
-        time.sleep(0.2)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return "killed"
+    # a recorded pid or process group proves nothing (pids are reused): only engine.launch, which finds the run's
+    # processes by its token, may signal them
+    raise RuntimeError(f"{run_name(ref)}: cannot stop a run without engine.launch")
 
 
 def resume_run(ref: Any, runs_dir: str | os.PathLike[str] = "runs") -> tuple[Any, dict[str, Any]]:

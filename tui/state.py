@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from engine.config import JobConfig
+from engine.safeio import atomic_write
 
 AUTOSAVE = "autosave.toml"
 RECENT = "recent.json"
@@ -54,9 +55,7 @@ def write_autosave(job: JobConfig, preset_path: str | os.PathLike[str] | None = 
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         header = f"# finetui autosave; preset = {json.dumps(str(preset_path) if preset_path else '')}\n"
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(header + presets.dumps(job), encoding="utf-8")
-        os.replace(tmp, p)
+        atomic_write(p, header + presets.dumps(job))
         return p
     except OSError:
         return None
@@ -117,6 +116,6 @@ def add_recent(path: str | os.PathLike[str]) -> None:
     d = state_dir()
     try:
         d.mkdir(parents=True, exist_ok=True)
-        (d / RECENT).write_text(json.dumps(items[:MAX_RECENT], indent=1), encoding="utf-8")
+        atomic_write(d / RECENT, json.dumps(items[:MAX_RECENT], indent=1))
     except OSError:
         pass

@@ -16,14 +16,16 @@ from array import array
 from typing import Any
 
 from engine.data.errors import DataError
-from engine.data.formats import as_messages, row_texts
+from engine.data.formats import as_messages, detect_format, extra_keys, format_hint, row_texts
 from engine.data.loader import MAX_LISTED_INVALID, ScanCounts, allowed_formats, check_compat, open_sources, scan_all
+from engine.data.sources import Source, open_source
 
 #: rows whose token lengths are measured exactly; above it a seeded reservoir sample of this size
 TOKEN_SAMPLE = 2000
 #: a template placeholder left in the data, like LLaMA-Factory's identity.json {{name}} / {{author}}
 PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
 PREVIEW_ROWS = 3
+SNIFF_ROWS = 20  # rows read to tell a file's format
 
 
 def _percentile(sorted_vals: list[int], q: float) -> int:
@@ -64,7 +66,8 @@ def _preview_messages(row: dict) -> list[dict]:
     if "text" in row:
         return [{"role": "text", "content": row["text"]}]
     msgs = [dict(m) for m in as_messages(row)]
-    if "rejected" in row:
+    if "rejected" in row:  # a preference pair: the answers are labelled as what they are
+        msgs[-1]["role"] = "chosen"
         msgs.append({"role": "rejected", "content": row["rejected"][0]["content"]})
     if "label" in row:
         msgs.append({"role": "label", "content": "desirable" if row["label"] else "undesirable"})
@@ -76,11 +79,37 @@ def plain_preview(row: dict) -> list[dict]:
     if "text" in row:
         return [{"text": row["text"], "trained": True}]
     segs = []
-    for m in as_messages(row):
+    msgs = _preview_messages(row) if "rejected" in row else as_messages(row)
+    for m in msgs:
         segs.append({"text": f"{m['role']}: ", "trained": False})
-        segs.append({"text": m["content"], "trained": m["role"] == "assistant"})
+        segs.append({"text": m["content"], "trained": m["role"] in ("assistant", "chosen", "rejected")})
         segs.append({"text": "\n", "trained": False})
     return segs
+
+
+def first_rows(srcs: list[Source], n: int = SNIFF_ROWS) -> list[Any]:
+    """The first ``n`` decoded rows of the sources (unvalidated), for :func:`detect_format`; [] when unreadable."""
+    out: list[Any] = []
+    for src in srcs:
+        try:
+            for _loc, obj in src.records():
+                out.append(obj)
+                if len(out) >= n:
+                    return out
+        except (DataError, OSError, ValueError):
+            pass
+    return out
+
+
+def sniff(path: str, res: dict | None = None, secrets: dict | None = None) -> list[Any]:
+    """The first rows of a data path's first source (``a.json,b.json#fmt``: a.json), for format detection."""
+    from engine.datapaths import sources
+
+    try:
+        first = next(iter(sources(path, "alpaca")), None)
+        return first_rows([open_source(first[0], res, secrets)]) if first else []
+    except (DataError, OSError, ValueError):
+        return []
 
 
 def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | None = None,
@@ -115,6 +144,12 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
         rep["elapsed_s"] = round(time.perf_counter() - t0, 3)
         return rep
     rep["source"] = display = ", ".join(s.display for s, _ in srcs)
+    # what the first rows look like: another format is said (before hundreds of "missing key" lines), and
+    # what the row's extra keys are used for
+    first = first_rows([s for s, f in srcs if f == fmt][:1])
+    rep["detected"] = detect_format(first)
+    rep["extra_keys"] = extra_keys(fmt, first)
+    hint = format_hint(fmt, first)
 
     counts = ScanCounts()
     hashes = array("q")
@@ -128,7 +163,7 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
     csample: list[int] = []
     i = 0
     try:
-        for loc, row in scan_all(srcs, counts, materialize_images=False):
+        for loc, row in scan_all(srcs, counts, materialize_images=False, stage=stage):
             texts = row_texts(row)
             if any(not t.strip() for t in texts):
                 empty += 1
@@ -180,6 +215,9 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
         rep["dropped"] = counts.invalid
         rep["warnings"].append(f"{counts.invalid} invalid rows will be dropped "
                                f"({counts.invalid_pct:.2f}% ≤ allowed {rep['allowed_invalid_pct']:g}%)")
+    if hint:
+        rep["hint"] = hint
+        (rep["errors"] if rep["errors"] else rep["warnings"]).insert(0, hint)
     if rep["duplicates"]:
         rep["warnings"].append(f"{rep['duplicates']} duplicate rows")
     if empty:
@@ -290,6 +328,8 @@ def format_report(rep: dict, color: bool = False) -> str:
             L.append(f"── {p['location']}{extra}")
             text = "".join(mark(s["text"]) if s["trained"] and s["text"] else s["text"] for s in p["segments"])
             L.extend("  " + ln for ln in text.rstrip("\n").split("\n"))
+    for k, use in (rep.get("extra_keys") or {}).items():
+        L.append(f"key `{k}`: {use}")
     for w in rep.get("warnings", []):
         L.append(f"warning: {w}")
     for e in rep.get("errors", []):

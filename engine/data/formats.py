@@ -16,7 +16,8 @@ Canonical rows:
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from collections import Counter
+from typing import Any, Callable, Iterable, Optional
 
 from engine.data.errors import RowError
 
@@ -133,9 +134,25 @@ def _turn(t: Any, i: int, key: str) -> tuple[str, str, str]:
     role, content = t[rk], t[ck]
     if not isinstance(role, str) or role not in ROLE_MAP:
         raise RowError(where + rk, f"turn {i + 1}: unknown role `{role}` (allowed: {', '.join(ROLE_MAP)})")
+    if isinstance(content, list) and content and all(isinstance(p, dict) for p in content):  # typed parts (LLaMA-Factory v1, OpenAI): [{"type": "text", "value": ...}]
+        content = _text_parts(content, i, where + ck)
     if not isinstance(content, str):
         raise RowError(where + ck, f"turn {i + 1}: `{ck}` must be a string, not {_tname(content)}")
     return role, ROLE_MAP[role], content
+
+
+def _text_parts(parts: list, i: int, where: str) -> str:
+    """A turn's content given as typed parts → its text; only text parts are read here."""
+    texts = []
+    for j, p in enumerate(parts):
+        if not isinstance(p, dict) or p.get("type", "text") != "text":
+            kind = p.get("type") if isinstance(p, dict) else _tname(p)
+            raise RowError(f"{where}[{j}]", f"turn {i + 1}: content part {j + 1} is `{kind}`; only text parts are read")
+        v = p.get("value", p.get("text"))
+        if not isinstance(v, str):
+            raise RowError(f"{where}[{j}]", f"turn {i + 1}: content part {j + 1} has no text (`value` or `text`)")
+        texts.append(v)
+    return "".join(texts)
 
 
 def _conversation(obj: dict, *, end: str = "assistant") -> tuple[list[dict], str]:
@@ -205,6 +222,12 @@ def _tools(obj: dict) -> str | None:
 
 def sharegpt(obj: Any, images: ImageLookup | None = None) -> dict:
     obj = _row_obj(obj)
+    if "chosen" in obj and "rejected" in obj:  # a pair read as a plain conversation: say what it is
+        try:
+            _conversation(obj)
+        except RowError as e:
+            raise RowError(e.field, f"{e.reason} (a preference pair with chosen / rejected replies: it trains the dpo "
+                           "or reward trainer)") from None
     msgs, _ = _conversation(obj)
     row: dict = {"messages": msgs}
     tools = _tools(obj)
@@ -383,8 +406,27 @@ def _prompt(obj: dict) -> list[dict]:
     raise RowError("instruction", "missing key `instruction` (or `conversations` / `prompt`)")
 
 
+def _message_pair(obj: dict) -> dict:
+    """LLaMA-Factory v1 pairs: ``chosen_messages`` / ``rejected_messages``, two whole conversations that share
+    their prompt and differ in the last (the model's) turn."""
+    conv = {}
+    for key in ("chosen_messages", "rejected_messages"):
+        if key not in obj:
+            raise RowError(key, f"missing key `{key}`")
+        msgs, _ = _conversation({"messages": obj[key]})
+        conv[key] = msgs
+    ch, rj = conv["chosen_messages"], conv["rejected_messages"]
+    if ch[:-1] != rj[:-1]:
+        raise RowError("rejected_messages", "`chosen_messages` and `rejected_messages` differ before their last turn")
+    if ch[-1]["content"] == rj[-1]["content"]:
+        raise RowError("rejected_messages", "`chosen` and `rejected` are the same")
+    return {"prompt": ch[:-1], "chosen": [ch[-1]], "rejected": [rj[-1]]}
+
+
 def preference(obj: Any, images: ImageLookup | None = None) -> dict:
     obj = _row_obj(obj)
+    if "chosen_messages" in obj or "rejected_messages" in obj:
+        return _message_pair(obj)
     prompt = _prompt(obj)
     chosen = _answer(obj, "chosen")
     rejected = _answer(obj, "rejected")
@@ -422,6 +464,18 @@ NORMALIZERS: dict[str, Callable[[Any, Optional[ImageLookup]], dict]] = {
 }
 
 
+#: stages trained on pairs: there, sharegpt rows are conversations with chosen / rejected replies (LLaMA-Factory's
+#: `ranking: true` sharegpt data sets; the FPT pipeline's DPO reads ShareGPT)
+PAIRED_STAGES = ("dpo", "reward")
+
+
+def normalizer(fmt: str, stage: str | None = None) -> Callable[[Any, Optional[ImageLookup]], dict]:
+    """The normaliser rows of ``fmt`` are read with for ``stage``."""
+    if fmt == "sharegpt" and stage in PAIRED_STAGES:
+        return preference
+    return NORMALIZERS[fmt]
+
+
 def row_texts(row: dict) -> list[str]:
     """Every string of a canonical row (for duplicate and empty-string statistics)."""
     if "text" in row:
@@ -442,3 +496,94 @@ def as_messages(row: dict) -> list[dict]:
     if "completion" in row:
         return row["prompt"] + row["completion"]
     return [{"role": "user", "content": row.get("text", "")}]
+
+
+# --------------------------------------------------------------------------- detection
+
+#: what each format is called in a sentence ("this looks like preference data")
+FORMAT_WORDS = {
+    "corpus": "plain-text corpus (pre-training) data", "alpaca": "Alpaca (instruction / output) data",
+    "sharegpt": "ShareGPT conversations", "sharegpt_image": "ShareGPT conversations with images",
+    "bedrock_converse": "Bedrock Converse data", "preference": "preference data", "kto": "KTO (labelled) data",
+}
+_IMAGE_KEYS = ("images", "image", "image_path", "image_paths")
+_CONVERSATION_KEYS = ("conversations", "messages")
+
+
+def row_format(obj: Any) -> str | None:
+    """The format one decoded row looks like, from its distinctive keys only (no validation), or None."""
+    if not isinstance(obj, dict):
+        return None
+    keys = set(obj)
+    if obj.get("schemaVersion") == BEDROCK_SCHEMA:
+        return "bedrock_converse"
+    if {"chosen", "rejected"} <= keys:
+        return "preference"
+    if ("label" in keys or "kto_tag" in keys) and ("completion" in keys or keys & set(_CONVERSATION_KEYS)):
+        return "kto"
+    if keys & set(_CONVERSATION_KEYS):
+        return "sharegpt_image" if keys & set(_IMAGE_KEYS) else "sharegpt"
+    if "instruction" in keys and "output" in keys:
+        return "alpaca"
+    if "text" in keys and not keys & {"instruction", "output", "prompt", "completion"}:
+        return "corpus"
+    return None
+
+
+def detect_format(rows: Iterable[Any]) -> str | None:
+    """The format most of ``rows`` (the first rows of a file, decoded) look like, or None when none does."""
+    votes = Counter(f for f in map(row_format, rows) if f is not None)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+#: extra keys of a row → what a format uses them for (a key not listed for the format is not trained on)
+EXTRA_KEY_USES = {
+    "system": "the system prompt, the first message of the conversation",
+    "tools": "tool (function) definitions, given to the chat template for tool calling",
+    "history": "earlier turns, before the instruction",
+    "input": "appended to the instruction, on a new line",
+    "images": "images shown to a vision model, one per <image> token",
+    "image": "the image shown to a vision model",
+    "image_path": "the image shown to a vision model (before the first user text when there is no <image>)",
+    "image_paths": "images shown to a vision model, one per <image> token",
+}
+_USES_BY_FORMAT = {
+    "alpaca": ("system", "history", "input"),
+    "sharegpt": ("system", "tools"),
+    "sharegpt_image": ("system", "tools", *_IMAGE_KEYS),
+    "bedrock_converse": ("system",),
+    "preference": ("system", "history", "input"),
+    "kto": ("system", "history", "input"),
+}
+
+
+def extra_keys(fmt: str, rows: Iterable[Any]) -> dict[str, str]:
+    """The optional keys present in ``rows`` → what ``fmt`` uses each for, or that it is ignored (images in a
+    text format, tools outside ShareGPT)."""
+    present: dict[str, None] = {}
+    for r in rows:
+        if isinstance(r, dict):
+            present.update(dict.fromkeys(k for k in r if k in EXTRA_KEY_USES))
+    uses = _USES_BY_FORMAT.get(fmt, ())
+    out = {}
+    for k in present:
+        if fmt == "bedrock_converse" and k == "system":
+            out[k] = "system prompt blocks, the first message of the conversation"
+        elif k in uses:
+            out[k] = EXTRA_KEY_USES[k]
+        elif k in _IMAGE_KEYS:
+            out[k] = "ignored: images are read in the sharegpt_image format only"
+        elif k == "tools":
+            out[k] = "ignored: tool definitions are read in the sharegpt formats only"
+        else:
+            out[k] = f"ignored by the {fmt} format"
+    return out
+
+
+def format_hint(chosen: str, rows: list[Any]) -> str | None:
+    """A sentence when the rows look like another format than ``chosen``:
+    ``this looks like preference data (chosen / rejected keys): use --format preference``."""
+    found = detect_format(rows)
+    if found is None or found == chosen:
+        return None
+    return f"this looks like {FORMAT_WORDS.get(found, found)}: use --format {found}"

@@ -12,10 +12,10 @@ from typing import Any, Callable, Iterator, Optional
 
 from engine.config import FORMATS, FORMATS_BY_STAGE
 from engine.data.errors import DataError, RowError
-from engine.errors import FinetuiError
-from engine.data.formats import NORMALIZERS
+from engine.data.formats import normalizer
 from engine.data.sources import Source, open_source
 from engine.datapaths import sources
+from engine.errors import FinetuiError
 
 MAX_LISTED_INVALID = 50
 
@@ -79,9 +79,10 @@ def check_compat(fmt: str, stage: str | None, profile: str | None = None) -> str
 
 
 def scan(source: Source, fmt: str, counts: ScanCounts, *, materialize_images: bool = True,
-         limit_valid: int | None = None) -> Iterator[tuple[str, dict]]:
-    """Stream ``(location, canonical row)`` for valid rows, counting invalid ones in ``counts``."""
-    norm = NORMALIZERS[fmt]
+         limit_valid: int | None = None, stage: str | None = None) -> Iterator[tuple[str, dict]]:
+    """Stream ``(location, canonical row)`` for valid rows, counting invalid ones in ``counts``; ``stage`` decides
+    how some formats read (sharegpt for DPO: conversations with chosen / rejected replies)."""
+    norm = normalizer(fmt, stage)
 
     def lookup(ref: str) -> Optional[str]:
         return source.image(ref, materialize_images)
@@ -132,12 +133,12 @@ def open_sources(path: str, fmt: str, stage: str | None, profile: str | None, re
 
 
 def scan_all(srcs: list[tuple[Source, str]], counts: ScanCounts, *, materialize_images: bool = True,
-             limit_valid: int | None = None) -> Iterator[tuple[str, dict]]:
+             limit_valid: int | None = None, stage: str | None = None) -> Iterator[tuple[str, dict]]:
     """:func:`scan` over several sources in turn, one count, ``limit_valid`` rows in all."""
     for src, f in srcs:
         if limit_valid is not None and counts.valid >= limit_valid:
             return
-        yield from scan(src, f, counts, materialize_images=materialize_images, limit_valid=limit_valid)
+        yield from scan(src, f, counts, materialize_images=materialize_images, limit_valid=limit_valid, stage=stage)
 
 
 def _load_one(path: str, res: dict, secrets: dict | None, fmt: str, limit: int | None
@@ -145,7 +146,7 @@ def _load_one(path: str, res: dict, secrets: dict | None, fmt: str, limit: int |
     srcs = open_sources(path, fmt, res.get("trainer.stage"), res.get("profile"), res, secrets)
     display = ", ".join(s.display for s, _ in srcs)
     counts = ScanCounts()
-    rows = [r for _, r in scan_all(srcs, counts, limit_valid=limit)]
+    rows = [r for _, r in scan_all(srcs, counts, limit_valid=limit, stage=res.get("trainer.stage"))]
     msg = threshold_error(display, counts, float(res.get("data.allow_percentage_invalid_samples") or 0.0))
     if msg:
         raise DataError(msg)

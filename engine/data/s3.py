@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.data.errors import DataError
 from engine.data.sources import cache_dir
+from engine.safeio import inside
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
                "ExpiredToken", "AuthorizationHeaderMalformed", "403", "InvalidClientTokenId",
@@ -103,8 +104,14 @@ def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "_"
 
 
+def _object_name(key: str) -> str:
+    """The file name a single object is saved under (its key's last part; ``..`` or ``.`` name no file)."""
+    name = posix_basename(key)
+    return name if name not in ("", ".", "..") else "object"
+
+
 def _download(cli: Any, bucket: str, key: str, etag: str, dest_dir: Path) -> Path:
-    dest = dest_dir / (posix_basename(key) or "object")
+    dest = dest_dir / _object_name(key)
     if dest.exists():
         return dest
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +139,7 @@ def fetch(uri: str, res: dict, secrets: dict | None = None) -> Path:
             head = cli.head_object(Bucket=bucket, Key=key)
             etag = str(head.get("ETag", "")).strip('"') or "noetag"
             dest_dir = root / hashlib.sha256(key.encode()).hexdigest()[:16] / _safe(etag)
-            target = dest_dir / (posix_basename(key) or "object")
+            target = dest_dir / _object_name(key)
             if not target.exists():
                 _download(cli, bucket, key, etag, dest_dir)
                 DOWNLOADS["count"] += 1
@@ -140,7 +147,7 @@ def fetch(uri: str, res: dict, secrets: dict | None = None) -> Path:
         # a prefix: mirror every object below it (a folder of data files + images)
         folder = root / hashlib.sha256(key.encode()).hexdigest()[:16] / "prefix"
         pag = cli.get_paginator("list_objects_v2")
-        found = 0
+        objects: list[tuple[str, Path, str]] = []
         # list by the prefix without its trailing "/" and filter here: moto's signature check
         # rejects a listing whose prefix ends in "/" (seen with moto 5.2 server mode)
         for page in pag.paginate(Bucket=bucket, Prefix=key.rstrip("/")):
@@ -148,19 +155,21 @@ def fetch(uri: str, res: dict, secrets: dict | None = None) -> Path:
                 k = obj["Key"]
                 if k.endswith("/") or not k.startswith(key):
                     continue
-                found += 1
-                rel = k[len(key):]
-                etag = str(obj.get("ETag", "")).strip('"')
-                dest = folder / rel
-                stamp = dest.with_name(dest.name + ".etag")
-                if dest.exists() and stamp.exists() and stamp.read_text() == etag:
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(dest.name + f".part{os.getpid()}")
-                cli.download_file(bucket, k, str(tmp))
-                os.replace(tmp, dest)
-                stamp.write_text(etag)
-                DOWNLOADS["count"] += 1
+                dest, why = inside(folder, k[len(key):])
+                if dest is None:  # `..`, a leading `/` or `//`: it would land outside the cache folder
+                    raise DataError(f"{_where(res, bucket, key)}: object key `{k}` {why}; the prefix is refused")
+                objects.append((k, dest, str(obj.get("ETag", "")).strip('"')))
+        found = len(objects)
+        for k, dest, etag in objects:  # (all checked before any is written)
+            stamp = dest.with_name(dest.name + ".etag")
+            if dest.exists() and stamp.exists() and stamp.read_text() == etag:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + f".part{os.getpid()}")
+            cli.download_file(bucket, k, str(tmp))
+            os.replace(tmp, dest)
+            stamp.write_text(etag)
+            DOWNLOADS["count"] += 1
         if not found:
             raise DataError(f"{_where(res, bucket, key)}: no objects under `{key or '/'}` in bucket `{bucket}`")
         return folder

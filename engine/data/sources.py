@@ -24,6 +24,7 @@ from typing import IO, Any, Callable, Iterator, Optional
 from engine import userfiles
 from engine.data.errors import DataError, RowError
 from engine.datapaths import data_paths, split_format
+from engine.safeio import escape_reason, inside
 
 SAMPLES_PREFIX = "finetui:samples/"
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson")
@@ -307,6 +308,10 @@ class ZipSource(Source):
             raise DataError(f"{self.zip_display}: not a valid zip archive")
         except OSError as e:
             raise DataError(f"{self.zip_display}: {userfiles.os_reason(e)}") from None
+        for info in self.zf.infolist():
+            why = _unsafe_member(info)
+            if why:
+                raise DataError(f"{self.zip_display}: member `{info.filename}` {why}; the archive is refused")
         names = [n for n in self.zf.namelist() if not n.startswith("__MACOSX/") and not n.endswith("/")]
         self.names = set(names)
         self.member = _pick_data_member(names, self.zip_display)
@@ -342,15 +347,27 @@ class ZipSource(Source):
             st = self.path.stat()
             h = hashlib.sha256(f"{self.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
             self._extract_dir = cache_dir() / "zips" / h
-        dest = self._extract_dir / m
+        dest, why = inside(self._extract_dir, m)
+        if dest is None:  # (every member was checked when the archive was opened: a link already in the cache)
+            raise DataError(f"{self.zip_display}: member `{m}` {why}; the archive is refused")
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(dest.name + ".part")
+            tmp = dest.with_name(f"{dest.name}.part{os.getpid()}")
             with self.zf.open(m) as src, open(tmp, "wb") as out:
                 while chunk := src.read(1 << 20):
                     out.write(chunk)
             os.replace(tmp, dest)
         return str(dest)
+
+
+def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
+    """Why an archive member may not be extracted under a folder: absolute, ``..``, or a symbolic link."""
+    why = escape_reason(info.filename)
+    if why:
+        return why
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "is a symbolic link"
+    return None
 
 
 def _pick_data_member(names: list[str], display: str) -> str:

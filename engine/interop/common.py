@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.config import FIELD_BY_NAME, FIELDS, ConfigError, JobConfig, Problem, _num, coerce, spec
+from engine.redact import redact
 from engine.samples import SAMPLES_DIR, SAMPLES_PREFIX
 
 
@@ -40,8 +41,8 @@ def fmt(v: Any) -> str:
     if isinstance(v, float):
         return _num(v)
     if isinstance(v, str):
-        return f'"{v}"'
-    return str(v)
+        return f'"{redact(v)}"'
+    return redact(str(v))
 
 
 def effective_values(job: JobConfig) -> dict[str, Any]:
@@ -126,3 +127,21 @@ def real_path(p: str) -> str:
 def set_value(job: JobConfig, name: str, value: Any) -> None:
     assert name in FIELD_BY_NAME, name
     job.values[name] = to_field(name, value)
+
+
+class TrainingChange(str):
+    """An import warning for something dropped that changes the training itself (an optimizer such as GaLore,
+    a LoRA initialisation such as PiSSA, OFT, ...): the imported job trains differently.  A plain ``str`` for
+    every reader; ``kind`` tells them apart (the CLI and the launch step show these first, unmissably)."""
+
+    kind = "trains_differently"
+
+    def __new__(cls, key: str, value: Any, what: str, instead: str = "") -> "TrainingChange":
+        v = fmt(value) if not isinstance(value, (dict, list)) else str(value)
+        return super().__new__(cls, f"{key} = {v}: THE JOB WILL TRAIN DIFFERENTLY — finetui has no {what}; "
+                                    + (instead or "dropped, the imported job trains without it"))
+
+
+def training_changes(warnings: Iterable[str]) -> list[str]:
+    """The warnings that say the imported job trains differently."""
+    return [w for w in warnings if getattr(w, "kind", None) == TrainingChange.kind]

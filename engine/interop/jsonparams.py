@@ -27,6 +27,7 @@ from engine.config import JobConfig, spec
 from engine.interop.common import fail, leftovers, set_value, validate_for
 
 SAMPLE = {"alpaca": "finetui:samples/alpaca_demo.jsonl", "preference": "finetui:samples/preference_demo.jsonl"}
+VAL_SAMPLE = {"alpaca": "finetui:samples/alpaca_val_demo.jsonl"}
 TITLES = {"fpt_studio": "FPT AI Studio hyperparameters", "oci": "OCI hyperparameters",
           "watsonx": "watsonx.ai tuning parameters"}
 
@@ -85,16 +86,29 @@ WATSONX_PEFT = {"rank": "adapter.lora_rank", "alpha": "adapter.lora_alpha", "dro
 WATSONX_PROFILE = {"lora": "watsonx_lora", "qlora": "watsonx_qlora", "none": "watsonx_full"}
 
 
+#: every top-level key each service's file may hold (what finetui reads, and what it names in a warning)
+KNOWN_KEYS = {
+    "oci": set(OCI_KEYS) | {"trainingConfigType"},
+    "watsonx": set(WATSONX_KEYS) | {"peft_parameters", "tuning_type", "init_method", "init_text", "base_model", "gpu",
+                                    "task_id"},
+    "fpt_studio": FPT_KEYS,
+}
+#: keys only that service writes (one of them names the service)
+MARKERS = {"oci": set(OCI_KEYS) | {"trainingConfigType"},
+           "watsonx": {"peft_parameters", "num_epochs", "accumulate_steps", "init_method", "tuning_type"},
+           "fpt_studio": FPT_KEYS - set(WATSONX_KEYS)}
+
+
 def detect(data: Any) -> str | None:
-    if not isinstance(data, dict):
+    """A service's hyperparameter file, when recognised with confidence: one of its own keys, and at least three
+    in four of the file's keys known to it; None otherwise."""
+    if not isinstance(data, dict) or not data:
         return None
     keys = set(data)
-    if keys & set(OCI_KEYS) or "trainingConfigType" in keys:
-        return "oci"
-    if "peft_parameters" in keys or keys & {"num_epochs", "accumulate_steps", "init_method", "tuning_type"}:
-        return "watsonx"
-    if keys & FPT_KEYS:
-        return "fpt_studio"
+    for name in ("oci", "watsonx", "fpt_studio"):
+        known = keys & KNOWN_KEYS[name]
+        if keys & MARKERS[name] and len(known) * 4 >= len(keys) * 3:
+            return name
     return None
 
 
@@ -109,6 +123,11 @@ def _fill_model_and_data(job: JobConfig, warnings: list[str], fmt_: str = "alpac
         set_value(job, "data.format", fmt_)
         warnings.append(f"data.train_path set to the bundled sample {SAMPLE[fmt_]}; the hyperparameter file does not "
                         f"name the data — point it at yours")
+        if fmt_ in VAL_SAMPLE and "data.validation_path" not in job.values \
+                and spec("eval.evaluation_strategy", job.profile).default != "no":
+            set_value(job, "data.validation_path", VAL_SAMPLE[fmt_])
+            warnings.append(f"data.validation_path set to the bundled sample {VAL_SAMPLE[fmt_]} ({prof.name} evaluates "
+                            f"for early stopping and holds out nothing) — point it at your validation data")
 
 
 # -------------------------------------------------------------------------------- import
@@ -227,10 +246,12 @@ def import_watsonx(d: dict[str, Any]) -> tuple[JobConfig, list[str]]:
             set_value(job, "adapter.prompt_tuning_init", str(d["init_method"]).lower())
         if d.get("init_text"):
             set_value(job, "adapter.prompt_tuning_init_text", str(d["init_text"]))
+        if d.get("task_id"):
+            set_value(job, "trainer.task_type", str(d["task_id"]).lower())
     gpu = d.get("gpu")
     if isinstance(gpu, dict) and gpu.get("num"):
         set_value(job, "launch.procs_per_node", gpu["num"])
-    known = set(WATSONX_KEYS) | {"peft_parameters", "tuning_type", "init_method", "init_text", "base_model", "gpu"}
+    known = KNOWN_KEYS["watsonx"]
     unknown = sorted(k for k in d if k not in known)
     if unknown:
         warnings.append("ignored (not used by finetui): " + ", ".join(unknown))
@@ -319,7 +340,9 @@ def export_watsonx(job: JobConfig) -> tuple[str, list[str]]:
         used.add("adapter.prompt_tuning_init")
         if res["adapter.prompt_tuning_init_text"]:
             out["init_text"] = res["adapter.prompt_tuning_init_text"]
-        used.add("adapter.prompt_tuning_init_text")
+        if res["trainer.task_type"]:
+            out["task_id"] = res["trainer.task_type"]
+        used.update(("adapter.prompt_tuning_init_text", "trainer.task_type"))
     else:
         peft: dict[str, Any] = {"type": "none" if method == "full" else method}
         if method in ("lora", "qlora"):

@@ -32,12 +32,13 @@ from typing import Any
 import yaml
 
 from engine import userfiles
-from engine.config import JobConfig, Problem
-from engine.data.sources import count_examples
+from engine.config import SAMPLES_PREFIX, JobConfig, Problem
+from engine.data.sources import count_examples, local_data_files
 from engine.datapaths import any_s3, data_paths, join_paths, split_format
 from engine.dsconfig import deepspeed_config
-from engine.interop.common import (InteropError, fail, fmt, kind_of, leftovers, real_path, sample_or_path, set_value,
-                                   validate_for)
+from engine.redact import has_credentials
+from engine.interop.common import (InteropError, TrainingChange, fail, fmt, kind_of, leftovers, real_path,
+                                   sample_or_path, set_value, validate_for)
 
 TARGET = "LLaMA-Factory"
 #: the most datasets one imported `dataset:` may name (each becomes a source of the data path)
@@ -64,6 +65,24 @@ LF_DEFAULTS: dict[str, tuple[str, Any]] = {
 # keys that only tune LLaMA-Factory's own machinery; ignored on import (listed in one warning)
 IGNORED_QUIET = {"do_train", "do_eval", "do_predict"}
 
+#: LLaMA-Factory options that change the training itself and that finetui does not have: a true value is
+#: dropped with a :class:`TrainingChange` warning (key → what it is)
+TRAINING_CHANGES: dict[str, str] = {
+    "use_galore": "GaLore (gradient low-rank projection)", "use_apollo": "the APOLLO optimizer",
+    "use_badam": "BAdam (block-coordinate Adam)", "use_adam_mini": "the Adam-mini optimizer",
+    "use_muon": "the Muon optimizer", "pissa_init": "PiSSA LoRA initialisation", "pissa_convert": "PiSSA conversion",
+    "use_dora": "DoRA (weight-decomposed LoRA)", "use_rslora": "rank-stabilised LoRA scaling",
+    "neftune_noise_alpha": "NEFTune embedding noise", "use_llama_pro": "LLaMA Pro block expansion",
+    "shift_attn": "LongLoRA shifted sparse attention", "train_on_prompt": "the loss on prompt tokens",
+    "mask_history": "the loss on the last turn only", "mixture_of_depths": "mixture of depths",
+    "rope_scaling": "RoPE scaling of the context", "additional_target": "training extra modules beside LoRA",
+    "freeze_extra_modules": "training extra modules beside the frozen layers", "use_kt": "KTransformers",
+    "loraplus_lr_embedding": "a LoRA+ learning rate for embeddings", "ld_alpha": "LD-DPO length weighting",
+    "use_ref_model": "a separate reference model", "oft_rank": "OFT", "oft_block_size": "OFT",
+}
+#: finetuning types finetui does not have, read as LoRA with a TrainingChange warning
+OTHER_METHODS = {"oft": "OFT (orthogonal fine-tuning)"}
+
 KNOWN = {
     "model_name_or_path", "trust_remote_code", "quantization_bit", "quantization_method", "flash_attn",
     "enable_liger_kernel", "stage", "finetuning_type", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
@@ -75,7 +94,7 @@ KNOWN = {
     "warmup_steps", "bf16", "fp16", "pure_bf16", "optim", "adam_beta1", "adam_beta2", "adam_epsilon",
     "weight_decay", "max_grad_norm", "disable_gradient_checkpointing", "seed", "full_determinism",
     "resume_from_checkpoint", "group_by_length", "eval_strategy", "evaluation_strategy", "eval_steps",
-    "load_best_model_at_end", "metric_for_best_model", "early_stopping_steps",
+    "load_best_model_at_end", "metric_for_best_model", "early_stopping_steps", "ddp_timeout",
 } | IGNORED_QUIET
 
 
@@ -281,7 +300,9 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
         report.append("mlflow")
         warnings.append(f"tracking.mlflow_tracking_uri = {fmt(res['tracking.mlflow_tracking_uri'])}: {TARGET} "
                         f"reads it from the environment; set MLFLOW_TRACKING_URI (and MLFLOW_EXPERIMENT_NAME="
-                        f"{res['tracking.mlflow_experiment']}) before training")
+                        f"{res['tracking.mlflow_experiment']}) before training"
+                        + (" — without the user name and password, which go in MLFLOW_TRACKING_USERNAME / "
+                           "MLFLOW_TRACKING_PASSWORD" if has_credentials(res["tracking.mlflow_tracking_uri"]) else ""))
     take("tracking.tensorboard", "tracking.mlflow_tracking_uri", "tracking.mlflow_experiment")
     out["report_to"] = ",".join(report) if report else "none"
 
@@ -334,7 +355,8 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
         tr["disable_gradient_checkpointing"] = True
     take("runtime.gradient_checkpointing")
     tr["seed"] = res["runtime.seed"]
-    take("runtime.seed")
+    tr["ddp_timeout"] = res["runtime.ddp_timeout"]
+    take("runtime.seed", "runtime.ddp_timeout")
     if res["runtime.full_determinism"]:
         tr["full_determinism"] = True
     take("runtime.full_determinism")
@@ -556,6 +578,9 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
     set_value(job, "trainer.stage", stage)
     ft = str(raw.get("finetuning_type", "lora"))
     q = raw.get("quantization_bit")
+    if ft in OTHER_METHODS:
+        warnings.append(TrainingChange("finetuning_type", ft, OTHER_METHODS[ft], "imported as LoRA"))
+        ft = "lora"
     if ft == "lora":
         method = "qlora" if q not in (None, "none") else "lora"
     elif ft in ("full", "freeze"):
@@ -571,8 +596,12 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
 
     if "model_name_or_path" in raw:
         set_value(job, "model.name_or_path", str(raw["model_name_or_path"]))
-    if raw.get("trust_remote_code"):
+    trust = raw.get("trust_remote_code")
+    if trust is True or str(trust).strip().lower() in ("true", "1", "yes"):
         set_value(job, "model.trust_remote_code", True)
+        warnings.append(f"trust_remote_code = true: imported as model.trust_remote_code = true — the Python code that "
+                        f"comes with {fmt(raw.get('model_name_or_path') or 'the model')} runs on the training "
+                        f"machine when it is loaded; keep it only for a model repository you trust")
     if "flash_attn" in raw:
         fa = str(raw["flash_attn"])
         set_value(job, "runtime.attention_implementation", ATTN_FROM_LF.get(fa, fa))
@@ -622,6 +651,7 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
         "save_strategy": "eval.checkpoint_strategy", "save_total_limit": "eval.checkpoint_limit",
         "eval_steps": "eval.eval_steps", "early_stopping_steps": "eval.early_stopping_patience",
         "warmup_steps": "runtime.lr_warmup_steps", "warmup_ratio": "runtime.lr_warmup_ratio",
+        "ddp_timeout": "runtime.ddp_timeout",
     }
     for lf, name in simple.items():
         if lf in raw and raw[lf] is not None:
@@ -702,7 +732,7 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
         if o in OPTIM_FROM_LF:
             set_value(job, "runtime.optimizer", OPTIM_FROM_LF[o])
         else:
-            warnings.append(f"optim = {o}: finetui offers adamw and sgd; using adamw")
+            warnings.append(TrainingChange("optim", o, f"{o} optimizer", "AdamW is used instead"))
             set_value(job, "runtime.optimizer", "adamw")
     # output / resume
     if raw.get("output_dir"):
@@ -740,9 +770,314 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
     if "val_size" in raw and not raw.get("eval_strategy") and raw.get("val_size"):
         pass
 
-    unknown = sorted(k for k in raw if k not in KNOWN)
+    warnings[:0] = _training_changes(raw)  # first: they matter most
+    unknown = sorted(k for k in raw if k not in KNOWN and k not in TRAINING_CHANGES)
     if unknown:
         warnings.append("ignored (no finetui equivalent): " + ", ".join(unknown))
     if probs:
         raise InteropError(probs)
+    return job, warnings
+
+
+def _training_changes(raw: dict[str, Any]) -> list[str]:
+    return [TrainingChange(k, raw[k], what) for k, what in TRAINING_CHANGES.items()
+            if raw.get(k) not in (None, False, 0, "", "none", [])]
+
+
+# --------------------------------------------------------------------------------------------
+# Import of LLaMA-Factory's newer (v1) configuration format
+# --------------------------------------------------------------------------------------------
+
+#: keys only the v1 format has (``model:`` names the model there, ``model_name_or_path:`` in the classic one)
+V1_MARKERS = {"train_dataset", "peft_config", "dist_config", "model_class", "micro_batch_size", "kernel_config",
+              "quant_config", "optim_config", "lr_scheduler_config", "init_config", "batching_strategy"}
+V1_KNOWN = V1_MARKERS | {
+    "model", "trust_remote_code", "flash_attn", "eval_dataset", "output_dir", "global_batch_size", "cutoff_len",
+    "learning_rate", "num_train_epochs", "max_steps", "max_grad_norm", "bf16", "enable_activation_checkpointing",
+    "batching_workers", "seed", "full_determinism", "resume_from_checkpoint", "save_steps", "save_epochs",
+    "save_total_limit", "logging_steps", "pref_loss", "pref_beta", "pref_ftx", "simpo_gamma", "dpo_label_smoothing",
+    "dp_size", "cp_size", "cp_mode", "mp_replicate_size", "mp_shard_size", "dist_timeout", "save_ckpt_as_hf",
+    "custom_chat_template",
+}
+#: inference / export settings of the v1 file: not part of training, ignored quietly
+V1_QUIET = {"sample_backend", "max_new_tokens", "batching_workers", "dist_timeout", "save_ckpt_as_hf"}
+#: v1 data converters → finetui formats (none: v1's own rows, messages with typed parts / chosen_messages)
+V1_CONVERTERS = {"alpaca": "alpaca", "sharegpt": "sharegpt", "pair": "preference"}
+V1_ATTN = {"sdpa": "sdpa", "eager": "eager", "flash_attention_2": "flash_attention_2", "fa2": "flash_attention_2",
+           "auto": "sdpa"}
+#: v1 defaults that differ from finetui's native ones (finetui name → (v1 key, v1 default))
+V1_DEFAULTS: dict[str, tuple[str, Any]] = {
+    "general.batch_size": ("micro_batch_size", 1), "general.max_sequence_length": ("cutoff_len", 2048),
+    "general.learning_rate": ("learning_rate", 1e-4), "eval.logging_steps": ("logging_steps", 1),
+}
+
+
+def looks_like_v1(data: Any) -> bool:
+    """The v1 format: ``model:`` names the model (a string) and one of the keys only v1 has is there."""
+    return isinstance(data, dict) and isinstance(data.get("model"), str) and bool(set(data) & V1_MARKERS) \
+        and "model_name_or_path" not in data
+
+
+def _plugin(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
+    v = raw.get(key)
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return {"name": v}
+    if not isinstance(v, dict):
+        raise fail(key, f"expected a mapping with name:, not {type(v).__name__}")
+    return v
+
+
+def _v1_dataset(spec_: str, key: str, field: str, base: Path, warnings: list[str]
+                ) -> tuple[list[str], list[str | None], list[int | None]]:
+    """A v1 ``train_dataset`` / ``eval_dataset`` → (finetui paths, their formats, their sizes).  It names a
+    data-set YAML (entries with path, source, converter, size) or a data file."""
+    found = _find_file(spec_, base)
+    if found is None or found.suffix not in (".yaml", ".yml"):
+        if found is None:
+            warnings.append(f"{key} = {spec_}: not found here (a hub data set or a path on the training machine); "
+                            f"kept in {field} — point it at the data file")
+            return [spec_], [None], [None]
+        return [sample_or_path(found)], [None], [None]
+    try:
+        infos = yaml.safe_load(found.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise fail(key, f"{found}: not a readable data-set YAML ({e.__class__.__name__})") from None
+    if not isinstance(infos, dict) or not all(isinstance(v, dict) and "path" in v for v in infos.values()):
+        raise fail(key, f"{found}: not a LLaMA-Factory data-set YAML (entries with path:)")
+    paths, fmts, sizes = [], [], []
+    for name, e in infos.items():
+        conv = e.get("converter")
+        fmt_ = V1_CONVERTERS.get(conv) if conv else None
+        if conv and fmt_ is None:
+            warnings.append(f"{key}: {name} uses the {conv} converter, which finetui does not have; its rows are read "
+                            f"in data.format")
+        if e.get("source", "hf_hub") != "local":
+            warnings.append(f"{key}: {name} is a hub data set ({e['path']}); finetui reads local files and S3 — "
+                            f"download it and set {field}")
+            paths.append(str(e["path"]))
+        else:
+            f = _find_file(str(e["path"]), found.parent)
+            if f is None:
+                warnings.append(f"{key}: {name}: {e['path']} does not exist")
+            paths.append(sample_or_path(f) if f is not None else str(e["path"]))
+        fmts.append(fmt_)
+        sizes.append(int(e["size"]) if e.get("size") else None)
+        if e.get("weight"):
+            warnings.append(f"{key}: {name} weight = {e['weight']}: LLaMA-Factory resamples it; finetui reads each "
+                            f"row once")
+    return paths, fmts, sizes
+
+
+def _v1_rows_format(path: str) -> str:
+    """v1's own rows (no converter): messages with typed parts → sharegpt; chosen_messages → preference."""
+    rec: Any = None
+    try:
+        files = local_data_files(path) or []
+        if files and files[0].suffix == ".jsonl":
+            with files[0].open(encoding="utf-8") as fh:
+                rec = json.loads(next((line for line in fh if line.strip()), "null"))
+        elif files:
+            data = json.loads(files[0].read_text(encoding="utf-8"))
+            rec = data[0] if isinstance(data, list) and data else None
+    except (OSError, ValueError):
+        rec = None
+    return "preference" if isinstance(rec, dict) and ("chosen_messages" in rec or "chosen" in rec) else "sharegpt"
+
+
+def import_v1(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobConfig, list[str]]:
+    """LLaMA-Factory's v1 configuration (``model:``, ``peft_config:``, ``dist_config:``, ``train_dataset:`` …)."""
+    job = JobConfig(profile="native")
+    job.name = f"Imported from LLaMA-Factory (v1) {Path(source).name}" if source else "Imported from LLaMA-Factory (v1)"
+    warnings: list[str] = []
+    set_value(job, "model.name_or_path", str(raw["model"]))
+    if raw.get("trust_remote_code"):
+        set_value(job, "model.trust_remote_code", True)
+    if raw.get("model_class", "llm") not in ("llm", None):
+        warnings.append(f"model_class = {raw['model_class']}: finetui reads the model class from its config")
+    if raw.get("flash_attn") is not None:
+        fa = str(raw["flash_attn"]).lower()
+        set_value(job, "runtime.attention_implementation", V1_ATTN.get(fa, "sdpa"))
+        if fa not in V1_ATTN or fa == "auto":
+            warnings.append(f"flash_attn = {fa}: imported as {V1_ATTN.get(fa, 'sdpa')}")
+    if raw.get("custom_chat_template"):
+        warnings.append("custom_chat_template: finetui applies the tokenizer's own chat template")
+
+    # tuning method: peft_config (none: full), quant_config
+    peft = _plugin(raw, "peft_config")
+    quant = _plugin(raw, "quant_config")
+    pname = str(peft.get("name", "lora")).lower() if peft else "full"
+    if pname in OTHER_METHODS:
+        warnings.append(TrainingChange("peft_config.name", pname, OTHER_METHODS[pname], "imported as LoRA"))
+        pname = "lora"
+    if pname not in ("lora", "freeze", "full"):
+        raise fail("peft_config.name", f"{pname!r} has no finetui tuning method", "lora, freeze (none: full)")
+    q = quant.get("quantization_bit") if quant else None
+    method = "qlora" if pname == "lora" and q not in (None, "none") else pname
+    set_value(job, "trainer.training_type", method)
+    if method == "qlora":
+        set_value(job, "runtime.quantization_bit", int(q))
+        if str(quant.get("name", "bnb")) not in ("bnb", "auto"):  # type: ignore[union-attr]
+            warnings.append(f"quant_config.name = {quant['name']}: finetui quantizes with bitsandbytes")  # type: ignore[index]
+    elif quant:
+        warnings.append(f"quant_config: quantization applies to LoRA only in finetui; ignored for {method}")
+    if method in ("lora", "qlora"):
+        rank = int(peft.get("r", peft.get("lora_rank", 8)))  # type: ignore[union-attr]
+        set_value(job, "adapter.lora_rank", rank)
+        set_value(job, "adapter.lora_alpha", peft.get("lora_alpha") or rank * 2)  # type: ignore[union-attr]
+        set_value(job, "adapter.lora_dropout", peft.get("lora_dropout", 0.0))  # type: ignore[union-attr]
+        tgt = peft.get("target_modules", "all")  # type: ignore[union-attr]
+        tl = [t.strip() for t in (tgt if isinstance(tgt, list) else str(tgt).split(",")) if t.strip()]
+        set_value(job, "adapter.target_modules", ["all-linear"] if tl in (["all"], ["all-linear"]) else tl)
+        for k in ("use_dora", "use_rslora", "pissa_init", "init_lora_weights"):
+            if peft.get(k) not in (None, False, True if k == "init_lora_weights" else None):  # type: ignore[union-attr]
+                warnings.append(TrainingChange(f"peft_config.{k}", peft[k], TRAINING_CHANGES.get(k, k)))  # type: ignore[index]
+    if method == "freeze":
+        set_value(job, "adapter.freeze_trainable_layers", peft.get("freeze_trainable_layers", 2))  # type: ignore[union-attr]
+        mods = peft.get("freeze_trainable_modules", "all")  # type: ignore[union-attr]
+        if mods not in (None, "all"):
+            warnings.append(TrainingChange("peft_config.freeze_trainable_modules", mods,
+                                           "choice of modules inside the trained layers", "all of them are trained"))
+        if peft.get("freeze_extra_modules"):  # type: ignore[union-attr]
+            warnings.append(TrainingChange("peft_config.freeze_extra_modules", peft["freeze_extra_modules"],  # type: ignore[index]
+                                           TRAINING_CHANGES["freeze_extra_modules"]))
+
+    # distribution: DeepSpeed (its config file), FSDP (not a finetui backend)
+    dist = _plugin(raw, "dist_config")
+    if dist:
+        dn = str(dist.get("name", "")).lower()
+        if dn == "deepspeed":
+            if dist.get("config_file"):
+                _zero_from(str(dist["config_file"]), base, job, warnings)
+            else:
+                set_value(job, "trainer.distributed_backend", "deepspeed")
+        elif dn.startswith("fsdp"):
+            set_value(job, "trainer.distributed_backend", "deepspeed")
+            set_value(job, "trainer.zero_stage", 3)
+            warnings.append(f"dist_config.name = {dn}: FSDP is not a finetui backend yet; imported as DeepSpeed "
+                            f"ZeRO-3, which shards parameters, gradients and optimizer states the same way (same "
+                            f"training, another engine)")
+        else:
+            warnings.append(f"dist_config.name = {dn}: not a finetui backend; DDP is used")
+    for k in ("cp_size", "mp_replicate_size"):
+        if raw.get(k) not in (None, 1):
+            warnings.append(f"{k} = {raw[k]}: finetui parallelises over data only (DDP / ZeRO); ignored")
+    if raw.get("mp_shard_size") is not None or raw.get("dp_size") is not None:
+        warnings.append("dp_size / mp_shard_size: finetui takes the ranks from launch.procs_per_node × launch.nodes")
+    kern = _plugin(raw, "kernel_config")
+    if kern and str(kern.get("name", "")).lower() not in ("auto", "none", ""):
+        warnings.append(f"kernel_config.name = {kern['name']}: finetui uses its attention setting "
+                        f"(runtime.attention_implementation, runtime.liger_kernel)")
+
+    # optimizer and schedule
+    opt = _plugin(raw, "optim_config")
+    if opt:
+        on = str(opt.get("name", "adamw")).lower()
+        if on in ("adamw", "adamw_torch", "adam"):
+            if isinstance(opt.get("betas"), (list, tuple)) and len(opt["betas"]) == 2:
+                set_value(job, "runtime.adam_beta1", opt["betas"][0])
+                set_value(job, "runtime.adam_beta2", opt["betas"][1])
+            for k, n in (("eps", "runtime.adam_epsilon"), ("weight_decay", "runtime.weight_decay"),
+                         ("wd", "runtime.weight_decay")):
+                if opt.get(k) is not None:
+                    set_value(job, n, opt[k])
+        elif on == "sgd":
+            set_value(job, "runtime.optimizer", "sgd")
+        else:
+            warnings.append(TrainingChange("optim_config.name", on, f"{on} optimizer", "AdamW is used instead"))
+    sch = _plugin(raw, "lr_scheduler_config")
+    if sch:
+        sn = str(sch.get("name", "cosine")).lower()
+        set_value(job, "runtime.lr_scheduler", sn if sn in ("linear", "cosine", "constant") else "cosine")
+        if sn not in ("linear", "cosine", "constant"):
+            warnings.append(TrainingChange("lr_scheduler_config.name", sn, f"{sn} schedule", "cosine is used"))
+        for k, n in (("warmup_steps", "runtime.lr_warmup_steps"), ("warmup_ratio", "runtime.lr_warmup_ratio"),
+                     ("min_lr", "runtime.min_lr")):
+            if sch.get(k) is not None:
+                set_value(job, n, sch[k])
+
+    # data
+    fmts_seen: list[str] = []
+    for key, field in (("train_dataset", "data.train_path"), ("eval_dataset", "data.validation_path")):
+        if not raw.get(key):
+            continue
+        paths, fmts, sizes = _v1_dataset(str(raw[key]), key, field, base, warnings)
+        fmts = [f or (_v1_rows_format(p) if Path(p).is_file() or p.startswith(SAMPLES_PREFIX) else None)
+                for p, f in zip(paths, fmts)]
+        first = next((f for f in fmts if f), None) or "alpaca"
+        parts = [p + (f"#{f}" if f and f != first else "") for p, f in zip(paths, fmts)]
+        set_value(job, field, join_paths(parts))
+        if key == "train_dataset":
+            fmts_seen = [f for f in fmts if f]
+            set_value(job, "data.format", first)
+            if any(sizes):
+                if all(s is None for s in sizes[:-1]):
+                    counts = [count_examples(p) for p in paths[:-1]]
+                    if all(c is not None for c in counts):
+                        total = sum(counts) + int(sizes[-1])  # type: ignore[arg-type]
+                        set_value(job, "data.max_samples", total)
+                warnings.append("size: LLaMA-Factory draws that many rows of a data set at random (with replacement); "
+                                "finetui takes its first rows" + ("" if all(s is None for s in sizes[:-1]) else
+                                                                  " — only the last data set's size can be kept"))
+    stage = "dpo" if "preference" in fmts_seen else "sft"
+    set_value(job, "trainer.stage", stage)
+    if stage == "dpo":
+        warnings.append("the trainer is the llamafactory-cli command (sft / dpo / rm), not in the file: dpo, from "
+                        "its pair data")
+
+    # batch, length, steps
+    simple = {"micro_batch_size": "general.batch_size", "global_batch_size": "general.global_batch_size",
+              "cutoff_len": "general.max_sequence_length", "learning_rate": "general.learning_rate",
+              "max_grad_norm": "runtime.max_grad_norm", "seed": "runtime.seed", "logging_steps": "eval.logging_steps",
+              "save_total_limit": "eval.checkpoint_limit", "pref_beta": "preference.preference_beta",
+              "pref_loss": "preference.preference_loss", "pref_ftx": "preference.preference_ftx"}
+    for k, n in simple.items():
+        if raw.get(k) is not None and (not n.startswith("preference.") or stage == "dpo"):
+            set_value(job, n, raw[k])
+    if stage == "dpo" and raw.get("pref_loss") == "simpo" and raw.get("simpo_gamma") is not None:
+        set_value(job, "preference.simpo_gamma", raw["simpo_gamma"])
+    if stage == "dpo" and raw.get("dpo_label_smoothing"):
+        set_value(job, "preference.dpo_label_smoothing", raw["dpo_label_smoothing"])
+    if raw.get("max_steps"):
+        set_value(job, "general.max_steps", raw["max_steps"])
+        if "num_train_epochs" not in raw:
+            job.values["general.epochs"] = None  # max_steps decides
+    if raw.get("num_train_epochs") is not None:
+        set_value(job, "general.epochs", int(math.ceil(float(raw["num_train_epochs"]))))
+    elif not raw.get("max_steps"):
+        set_value(job, "general.epochs", 3)  # v1's default
+    if raw.get("save_steps"):
+        set_value(job, "eval.checkpoint_strategy", "steps")
+        set_value(job, "eval.checkpoint_steps", raw["save_steps"])
+    elif raw.get("save_epochs"):
+        set_value(job, "eval.checkpoint_strategy", "epoch")
+    set_value(job, "runtime.mixed_precision", "bf16" if raw.get("bf16", True) else "none")
+    if raw.get("enable_activation_checkpointing") is False:
+        set_value(job, "runtime.gradient_checkpointing", False)
+    if raw.get("full_determinism"):
+        set_value(job, "runtime.full_determinism", True)
+    bs = str(raw.get("batching_strategy", "normal")).lower()
+    if bs in ("padding_free", "dynamic_padding_free"):
+        set_value(job, "data.padding_free", True)
+    if bs.startswith("dynamic"):
+        warnings.append(f"batching_strategy = {bs}: finetui batches a fixed number of rows (general.batch_size)")
+    if stage == "sft":
+        set_value(job, "data.packing", False)  # v1 does not pack
+    rc = raw.get("resume_from_checkpoint")
+    if rc:
+        set_value(job, "general.resume_from_checkpoint", "last" if str(rc) == "auto" else str(rc))
+    if raw.get("output_dir"):
+        od = str(raw["output_dir"]).rstrip("/")
+        parent, _, last = od.rpartition("/")
+        set_value(job, "launch.runs_dir", parent or ".")
+        set_value(job, "launch.run_name", last)
+    for name, (k, default) in V1_DEFAULTS.items():
+        if k not in raw and name not in job.values:
+            set_value(job, name, default)
+    set_value(job, "tracking.tensorboard", False)  # v1 reports to no tracker unless told
+    warnings[:0] = _training_changes(raw)
+    unknown = sorted(k for k in raw if k not in V1_KNOWN | V1_QUIET and k not in TRAINING_CHANGES)
+    if unknown:
+        warnings.append("ignored (no finetui equivalent): " + ", ".join(unknown))
     return job, warnings

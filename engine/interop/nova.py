@@ -9,8 +9,9 @@ are read too, and written only when the job differs from the profile's default.
 
 Mapping decisions:
 
-* ``global_batch_size`` = batch × accumulation × ranks; import keeps batch 1 (micro batch) and the
-  profile's processes per node, and derives gradient accumulation.
+* ``global_batch_size`` ↔ ``general.global_batch_size`` and ``micro_batch_size`` ↔ ``general.batch_size``, as
+  the recipe has them: the global batch does not grow with replicas (finetui derives its own gradient
+  accumulation from it when it runs the job).
 * ``run.name`` (and ``mlflow_run_name``) ↔ ``launch.run_name``; ``replicas`` ↔ ``launch.nodes``.
 * ``model_type`` is derived from the model on export (nova-micro → amazon.nova-micro-v1:0:128k, …).
 * An empty ``data_s3_path`` imports as the bundled Bedrock Converse sample, with a warning.
@@ -24,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from engine import redact
 from engine.config import JobConfig, spec, total_ranks
 from engine.datapaths import data_paths
 from engine.interop.common import fail, fmt, leftovers, set_value, table, validate_for
@@ -85,7 +87,10 @@ def export(job: JobConfig) -> tuple[str, list[str]]:
     if res["data.validation_path"]:
         run["validation_data_s3_path"] = str(res["data.validation_path"])
     run["output_s3_path"] = ""
-    run["mlflow_tracking_uri"] = res["tracking.mlflow_tracking_uri"] or ""
+    run["mlflow_tracking_uri"] = redact.strip(res["tracking.mlflow_tracking_uri"] or "")
+    if redact.has_credentials(res["tracking.mlflow_tracking_uri"]):
+        warnings.append("tracking.mlflow_tracking_uri: its user name and password are not written into the recipe; "
+                        "give them to the job as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
     run["mlflow_experiment_name"] = res["tracking.mlflow_experiment"]
     run["mlflow_run_name"] = name
     take("launch.run_name", "model.name_or_path", "launch.nodes", "data.train_path", "data.validation_path",
@@ -94,12 +99,14 @@ def export(job: JobConfig) -> tuple[str, list[str]]:
         take(s3)
 
     tc: dict[str, Any] = {"max_length": res["general.max_sequence_length"]}
-    gb = res["general.batch_size"] * res["runtime.gradient_accumulation_steps"] * total_ranks(res)
+    gb = res["general.global_batch_size"]
+    if gb is None:
+        gb = res["general.batch_size"] * res["runtime.gradient_accumulation_steps"] * total_ranks(res)
     tc["global_batch_size"] = gb
     if res["general.batch_size"] != 1:
         tc["micro_batch_size"] = res["general.batch_size"]
-    take("general.max_sequence_length", "general.batch_size", "runtime.gradient_accumulation_steps",
-         "launch.procs_per_node")
+    take("general.max_sequence_length", "general.batch_size", "general.global_batch_size",
+         "runtime.gradient_accumulation_steps", "launch.procs_per_node")
     if res["launch.procs_per_node"] != spec("launch.procs_per_node", prof).default:
         warnings.append(f"launch.procs_per_node = {res['launch.procs_per_node']}: Nova sets the GPUs per node; "
                         f"only the global batch ({gb}) is written")
@@ -177,6 +184,12 @@ def export(job: JobConfig) -> tuple[str, list[str]]:
         m["peft"] = {"peft_scheme": None}
     tc["model"] = m
 
+    from engine.profiles import NOVA_LIMITATIONS
+
+    for name, why in NOVA_LIMITATIONS.items():  # what the service itself cannot do, said apart from the rest
+        if name not in used and res[name] != spec(name, prof).default:
+            warnings.append(f"{name} = {fmt(res[name])}: a Nova recipe cannot express it ({why}); not written")
+            used.add(name)
     warnings.extend(leftovers(job, used, prof, TARGET))
     text = "## Run config\n" + yaml.safe_dump({"run": run}, sort_keys=False, width=1000)
     text += "\n## Training specific configs\n" + yaml.safe_dump({"training_config": tc}, sort_keys=False, width=1000)
@@ -255,18 +268,9 @@ def import_data(raw: dict[str, Any], source: str = "") -> tuple[JobConfig, list[
 
     if "max_length" in tc:
         set_value(job, "general.max_sequence_length", tc["max_length"])
-    micro = int(tc.get("micro_batch_size", 1) or 1)
-    set_value(job, "general.batch_size", micro)
+    set_value(job, "general.batch_size", tc.get("micro_batch_size", 1) or 1)
     if "global_batch_size" in tc:
-        res = job.resolved()
-        ranks = total_ranks(res)
-        gb = int(tc["global_batch_size"])
-        acc, rem = divmod(gb, micro * ranks)
-        if rem or acc < 1:
-            acc = max(1, round(gb / (micro * ranks)))
-            warnings.append(f"training_config.global_batch_size = {gb} is not a multiple of micro batch × ranks "
-                            f"({micro} × {ranks}); gradient accumulation set to {acc}")
-        set_value(job, "runtime.gradient_accumulation_steps", acc)
+        set_value(job, "general.global_batch_size", tc["global_batch_size"])
     if "save_steps" in tc:
         set_value(job, "eval.checkpoint_steps", tc["save_steps"])
         set_value(job, "eval.checkpoint_strategy", "steps")
@@ -282,6 +286,9 @@ def import_data(raw: dict[str, Any], source: str = "") -> tuple[JobConfig, list[
             set_value(job, "eval.early_stopping_threshold", _num(es["min_delta"]))
     if "create_tensorboard_logger" in exp:
         set_value(job, "tracking.tensorboard", bool(exp["create_tensorboard_logger"]))
+    if exp.get("create_wandb_logger"):
+        warnings.append("exp_manager.create_wandb_logger = true: finetui logs to TensorBoard and MLflow, not W&B "
+                        "(and the Nova document says the service itself publishes no metrics to W&B); not imported")
 
     me = trainer.get("max_epochs")
     ms = trainer.get("max_steps")

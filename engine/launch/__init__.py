@@ -78,13 +78,49 @@ def _absolutize_data(job: JobConfig, res: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------ start
 
-def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | None = None) -> RunRef:
-    """Validate, create the run directory and start the run detached (locally or over SSH)."""
+def fit_to_gpus(job: JobConfig) -> list[str]:
+    """The job against the GPUs of the hosts it will run on (``nvidia-smi``, no torch; a host without it is not
+    checked here — the worker checks on the node).  Unset ``launch.procs_per_node`` on a host with several GPUs
+    becomes one rank per visible GPU (→ a note saying so); what the GPUs cannot do raises ConfigError, one line
+    per problem.  CPU jobs are not looked at."""
+    from engine import gpus as G
+    from engine.config import ConfigError, Problem
+
+    res = job.resolved()
+    if res.get("launch.device") == "cpu":
+        return []
+    hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host") or "local"]
+    found = [G.probe(None if h in LOCAL_HOSTS else h) for h in hosts[:1]]
+    notes = []
+    n = G.default_procs(job, found[0])
+    if n:
+        job.values["launch.procs_per_node"] = n
+        where = "this machine" if hosts[0] in LOCAL_HOSTS else hosts[0]
+        notes.append(f"launch.procs_per_node is unset and {where} has {G.describe(found[0] or [])} visible: "
+                     f"{n} ranks, one per GPU (set launch.procs_per_node to choose)")
+        res = job.resolved()
+    found += [G.probe(h) for h in hosts[1:]]
+    probs = []
+    for h, gpus in zip(hosts, found):
+        if gpus is not None:
+            where = "this machine" if h in LOCAL_HOSTS else str(h)
+            probs += [Problem(f, m, a) for f, m, a in G.problems(res, gpus, where)]
+    if probs:
+        raise ConfigError(probs)
+    return notes
+
+
+def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | None = None,
+              progress: Any = None) -> RunRef:
+    """Validate, create the run directory and start the run detached (locally or over SSH).
+
+    ``progress(host, bytes_sent, bytes_total)`` is called while local data is uploaded to a remote host."""
     from engine import presets
 
     from engine.data.loader import check_data_before_launch
 
     job = job.copy()
+    notes = fit_to_gpus(job)
     res = job.validate()
     _absolutize_data(job, res)
     res = job.resolved()
@@ -94,6 +130,15 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
         raise LaunchError(f"launch.start_at: {res.get('launch.start_at')} is in the past (allowed: a time from now on, "
                           f"YYYY-mm-dd HH:MM local time; leave it unset to start now)")
     secrets = {**(job.secrets or {}), **(secrets or {})}
+    uri = res.get("tracking.mlflow_tracking_uri")
+    if uri:  # user:password@ in the URI: kept in the run's process environment only, never in its files
+        from engine.redact import uri_credentials
+
+        clean, creds = uri_credentials(str(uri))
+        if creds:
+            job.values["tracking.mlflow_tracking_uri"] = clean
+            res = job.resolved()
+            secrets = {**creds, **secrets}
     remote = is_remote_job(res)
     try:
         if run_dir is not None:
@@ -118,10 +163,16 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
         raise LaunchError(f"--run-dir: cannot create {run_dir} ({userfiles.os_reason(e)})") from None
     try:
         presets.save(job, run_dir / CONFIG_FILE, resolved=True)
+        if notes:
+            from engine.events import EventWriter
+
+            with EventWriter(run_dir / EVENTS_FILE) as ev:
+                for n in notes:
+                    ev.emit("status", 0, phase="launching", text=n, level="info")
         if remote:
             from engine.launch import remote as R
 
-            R.start(job, res, run_dir, secrets=secrets, start_at=start_at)
+            R.start(job, res, run_dir, secrets=secrets, start_at=start_at, progress=progress)
         else:
             env = {str(k): str(v) for k, v in secrets.items()}
             core.start_in_dir(run_dir, res, env=env, start_at=start_at, cwd=os.getcwd())

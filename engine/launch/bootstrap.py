@@ -23,8 +23,10 @@ def build_wheel(out_dir: Path) -> Path:
     if not (SOURCE_ROOT / "pyproject.toml").exists():
         raise LaunchError("--bootstrap needs finetui's source tree (pyproject.toml) to build a wheel; "
                           "install finetui on the remote host with pip instead")
-    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(out_dir), str(SOURCE_ROOT)], capture_output=True, text=True, timeout=600)
+    from engine.launch.procs import module_argv
+
+    p = subprocess.run(module_argv(sys.executable, "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                                   "-w", str(out_dir), str(SOURCE_ROOT)), capture_output=True, text=True, timeout=600)
     wheels = sorted(out_dir.glob("finetui-*.whl"))
     if p.returncode != 0 or not wheels:
         last = (p.stderr.strip().splitlines() or ["pip wheel failed"])[-1]
@@ -45,8 +47,12 @@ def bootstrap(target: str, python: str = "python3", *, no_deps: bool = False, lo
             raise LaunchError(f"{target}: copying the wheel failed: "
                               f"{(p.stderr.decode(errors='replace').strip().splitlines() or ['?'])[-1]}")
         log(f"copied to {target}:~/{rdir}/{whl.name}")
-    py = ssh.quote_path(python)
-    cmd = f"{py} -m pip install -q --disable-pip-version-check --force-reinstall --no-deps {remote_whl}"
+    # run in the folder that holds only the wheel, so that nothing in $HOME is imported as pip (a relative
+    # Python path stays relative to $HOME)
+    rel = "/" in python and not python.startswith(("/", "~"))
+    py = f'"$HOME"/{shlex.quote(python)}' if rel else ssh.quote_path(python)
+    cmd = (f'cd "$HOME"/{shlex.quote(rdir)} && '
+           f"{py} -m pip install -q --disable-pip-version-check --force-reinstall --no-deps {remote_whl}")
     if not no_deps:
         cmd += f" && {py} -m pip install -q --disable-pip-version-check {remote_whl}"
     p = ssh.run(target, cmd, timeout=1800)
@@ -55,7 +61,9 @@ def bootstrap(target: str, python: str = "python3", *, no_deps: bool = False, lo
         if p.returncode == 127:
             raise LaunchError(f"{target}: the remote Python {python!r} was not found; set launch.remote_python")
         raise LaunchError(f"{target}: installing finetui failed: {err[-1]}")
-    p = ssh.run(target, [python, "-m", "engine.launch.remote_agent", "version"], timeout=60)
+    from engine.launch.remote import agent_argv
+
+    p = ssh.run(target, agent_argv(python, "version"), timeout=60)
     out = p.stdout.decode(errors="replace").strip()
     log(f"installed on {target}: {out}")
     return out

@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.events import EVENTS_FILE, summarize
 from engine.launch import procs
+from engine.safeio import atomic_write
 from engine.launch.rundir import (LAUNCH_FILE, LOG_FILE, SUPERVISOR_FILE, LaunchError, append_end_if_missing,
                                   has_end, read_json, read_records, update_json, write_json)
 
@@ -39,7 +40,8 @@ def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_
         from engine.train.command import worker_argv
     except ImportError as e:
         raise LaunchError(f"the training worker command is not available ({e}); is finetui complete?") from None
-    kw: dict[str, Any] = dict(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, rdzv=rdzv, python=python)
+    kw: dict[str, Any] = dict(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, rdzv=rdzv, python=python,
+                              visible=(os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES"))
     if master_port is not None:
         kw["master_port"] = master_port
     if rdzv_id is not None:
@@ -47,7 +49,10 @@ def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_
     if res.get("launch.launcher") == "deepspeed" and nnodes > 1:
         kw["hostfile"] = write_hostfile(Path(run_dir), hosts or [f"node{i}" for i in range(nnodes)],
                                         int(res.get("launch.procs_per_node") or 1))
-    return [str(a) for a in worker_argv(res, Path(run_dir), **kw)]
+    try:
+        return [str(a) for a in worker_argv(res, Path(run_dir), **kw)]
+    except ValueError as e:
+        raise LaunchError(str(e)) from None
 
 
 def write_hostfile(run_dir: Path, hosts: list[str], slots: int) -> Path:
@@ -60,7 +65,7 @@ def write_hostfile(run_dir: Path, hosts: list[str], slots: int) -> Path:
     lines = ["# DeepSpeed hostfile written by finetui (node order = node rank)"]
     for i, h in enumerate(hosts):
         lines += [f"# node{i}: {' '.join(str(h).split())}", f"node{i} slots={slots}"]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -80,6 +85,10 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         ifname = route_interface(master_addr, master_port or 29500)
         if ifname:
             full_env["GLOO_SOCKET_IFNAME"] = ifname
+    if procs.SAFE_PATH:  # no process of the run imports from the working directory (torchrun's ranks included)
+        full_env["PYTHONSAFEPATH"] = "1"
+    else:  # an older Python has no such switch: the run's processes start in its run directory instead
+        cwd = str(run_dir)
     token = uuid.uuid4().hex
     full_env[procs.TOKEN_ENV] = token  # every process of the run carries it (torchrun's ranks make own sessions)
     if command is None:
@@ -95,12 +104,13 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         info["gloo_socket_ifname"] = full_env.get("GLOO_SOCKET_IFNAME")
     write_json(run_dir / LAUNCH_FILE, info)
     (run_dir / LOG_FILE).touch()
-    sup = [procs.python_exe(), "-m", "engine.launch.supervisor", str(run_dir)]
+    sup = procs.module_argv(procs.python_exe(), "engine.launch.supervisor", str(run_dir))
     try:
         pid, pgid = procs.spawn_detached(sup, cwd=info["cwd"], log_path=run_dir / LOG_FILE, env=full_env)
     except OSError as e:
         raise LaunchError(f"cannot start the run in {run_dir}: {e}") from None
-    info.update(pid=pid, pgid=pgid, pids=[pid], started=time.time(), supervisor=sup)
+    # with the pid, its start time names this very process (a pid is reused; pid + start time is not)
+    info.update(pid=pid, pgid=pgid, pids=[pid], started=time.time(), supervisor=sup, pid_start=procs.start_time(pid))
     write_json(run_dir / LAUNCH_FILE, info)
     return info
 
@@ -166,12 +176,13 @@ def _interfaces() -> list[tuple[int, str]]:
 
 
 def info_alive(info: dict[str, Any], max_age: float = 0.0) -> bool:
-    """Whether any process of the run described by ``launch.json``'s content is alive."""
-    return procs.run_alive(info.get("pgid"), info.get("token"), max_age)
+    """Whether any process of the run described by ``launch.json``'s content is alive (one that carries its
+    token: see :func:`engine.launch.procs.run_pids`)."""
+    return procs.run_alive(info.get("pgid"), info.get("token"), max_age, info.get("pid_start"))
 
 
 def info_pids(info: dict[str, Any]) -> list[int]:
-    return procs.run_pids(info.get("pgid"), info.get("token"))
+    return procs.run_pids(info.get("pgid"), info.get("token"), 0.0, info.get("pid_start"))
 
 
 def _size(p: Path) -> int:
@@ -192,9 +203,11 @@ def stop_dir(run_dir: Path, grace: float = 15.0) -> str:
             return str(end.get("outcome", "completed"))
         append_end_if_missing(run_dir, "stopped")
         return "stopped"
-    ok = procs.stop_group(pgid, grace=grace, token=info.get("token"))
+    ok = procs.stop_group(pgid, grace=grace, token=info.get("token"), started=info.get("pid_start"))
     if not ok:
-        raise LaunchError(f"run {run_dir.name}: processes {info_pids(info)} survived SIGKILL")
+        left = info_pids(info)
+        raise LaunchError(f"run {run_dir.name}: {len(left)} of its processes survived SIGKILL "
+                          f"(pid {', '.join(map(str, left[:8]))}); it is not stopped")
     update_json(run_dir / SUPERVISOR_FILE, stopped_at=time.time())
     append_end_if_missing(run_dir, "stopped")
     end = has_end(run_dir)

@@ -25,7 +25,9 @@ class Check(NamedTuple):
 
 
 def _local_report(workdir: str) -> dict:
-    p = subprocess.run([sys.executable, "-m", "engine.launch.remote_agent", "doctor", "--workdir", workdir],
+    from engine.launch.procs import module_argv
+
+    p = subprocess.run(module_argv(sys.executable, "engine.launch.remote_agent", "doctor", "--workdir", workdir),
                        capture_output=True, text=True, timeout=180)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -47,7 +49,9 @@ def run(host: str = "local", python: str = "python3", workdir: str = "~/finetui-
                 fix = f"ssh-copy-id {host}"
             return [Check(False, "ssh", str(e), fix)]
         out.append(Check(True, "ssh", f"{host} reachable (strict host keys, batch mode)"))
-        p = ssh.run(host, [python, "-m", "engine.launch.remote_agent", "doctor", "--workdir", workdir], timeout=240)
+        from engine.launch.remote import agent_argv
+
+        p = ssh.run(host, agent_argv(python, "doctor", "--workdir", workdir), timeout=240)
         txt = p.stdout.decode(errors="replace").strip()
         err = p.stderr.decode(errors="replace").strip()
         try:

@@ -9,20 +9,21 @@ remote file, so a byte offset means the same on both sides).
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import queue
+import stat
 import subprocess
 import tarfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from engine.datapaths import data_paths, join_paths, split_format
 from engine.events import EVENTS_FILE, parse_lines
 from engine.launch import ssh
+from engine.safeio import atomic_write
 from engine.launch.rundir import (LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock,
                                   write_json)
 
@@ -33,11 +34,19 @@ FORWARD_ENV = "FINETUI_REMOTE_ENV"
 
 
 def agent_argv(python: str, *args: str) -> list[str]:
-    return [python, "-m", AGENT, *args]
+    """The remote agent's command line: nothing is imported from the remote working directory ($HOME), whatever
+    the remote Python's version."""
+    from engine.launch.procs import module_argv
+
+    return module_argv(python, AGENT, *args, safe_path=False)
 
 
 def _agent_json(target: str, python: str, args: list[str], *, input: bytes = b"", timeout: float = 120) -> Any:
-    p = ssh.run(target, agent_argv(python, *args), input=input, timeout=timeout)
+    return _agent_answer(target, python, ssh.run(target, agent_argv(python, *args), input=input, timeout=timeout))
+
+
+def _agent_answer(target: str, python: str, p: subprocess.CompletedProcess) -> Any:
+    """The agent's JSON answer, or LaunchError with one sentence."""
     out = p.stdout.decode("utf-8", "replace").strip()
     err = p.stderr.decode("utf-8", "replace").strip()
     if p.returncode == 127 or "command not found" in err or "No such file or directory" in err and not out:
@@ -65,48 +74,132 @@ def forwarded_env() -> dict[str, str]:
     return {n: os.environ[n] for n in names if n in os.environ}
 
 
-def _data_tar(res: dict[str, Any], hosts: list[str] | None = None,
-              python: str = "python3") -> tuple[bytes, dict[str, str]]:
-    """Tar of the local data files the run needs, and the config rewrite (field → path in the run dir).
+#: progress of a data upload: (host, bytes sent, bytes in all)
+Progress = Callable[[str, int, int], None]
+
+
+def _data_files(res: dict[str, Any], hosts: list[str] | None = None,
+                python: str = "python3") -> tuple[list[tuple[Path, str]], dict[str, str]]:
+    """The local data files the run needs (path here, name in the run directory) and the config rewrite (field →
+    path in the run dir).
 
     A path that does not exist here is looked for on the run's hosts (every node reads the data): found on
     all of them, it is read there in place — a large data set already on the GPU server is not sent."""
     elsewhere = [path for name in DATA_FIELDS for path, _ in map(split_format, data_paths(res.get(name)))
                  if not path.startswith(("s3://", "finetui:")) and not Path(path).expanduser().exists()]
     there = _remote_paths(elsewhere, hosts or [], python) if elsewhere else {}
-    buf = io.BytesIO()
+    files: list[tuple[Path, str]] = []
     rewrite: dict[str, str] = {}
-    packed = False
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for i, name in enumerate(DATA_FIELDS):
-            v = res.get(name)
-            if not v or not isinstance(v, str):
+    for i, name in enumerate(DATA_FIELDS):
+        v = res.get(name)
+        if not v or not isinstance(v, str):
+            continue
+        parts = data_paths(v)
+        sent = []
+        for j, part in enumerate(parts):
+            path, own = split_format(part)
+            fmt = f"#{own}" if own else ""  # (a source's own format travels with it)
+            if path.startswith(("s3://", "finetui:")):
+                sent.append(part)  # read there: the bucket, or the sample finetui ships
                 continue
-            parts = data_paths(v)
-            sent = []
-            for j, part in enumerate(parts):
-                path, own = split_format(part)
-                fmt = f"#{own}" if own else ""  # (a source's own format travels with it)
-                if path.startswith(("s3://", "finetui:")):
-                    sent.append(part)  # read there: the bucket, or the sample finetui ships
-                    continue
-                p = Path(path).expanduser()
-                if not p.exists():
-                    if there.get(path) is None and not hosts:
-                        raise LaunchError(f"{name}: {path} does not exist on this machine")
-                    if there.get(path) is None:
-                        raise LaunchError(f"{name}: {path} exists neither on this machine nor on "
-                                          f"{' and '.join(hosts)} (a file already there is named by its absolute "
-                                          f"path or ~/…)")
-                    sent.append(there[path] + fmt)  # already on the host(s): read in place
-                    continue
-                rel = f"data/{i}_{p.name}" if len(parts) == 1 else f"data/{i}_{j}_{p.name}"
-                tf.add(str(p), arcname=rel)
-                packed = True
-                sent.append(rel + fmt)
-            if sent != parts:
-                rewrite[name] = join_paths(sent)
-    return (buf.getvalue() if packed else b""), rewrite
+            p = Path(path).expanduser()
+            if not p.exists():
+                if there.get(path) is None and not hosts:
+                    raise LaunchError(f"{name}: {path} does not exist on this machine")
+                if there.get(path) is None:
+                    raise LaunchError(f"{name}: {path} exists neither on this machine nor on "
+                                      f"{' and '.join(hosts)} (a file already there is named by its absolute "
+                                      f"path or ~/…)")
+                sent.append(there[path] + fmt)  # already on the host(s): read in place
+                continue
+            rel = f"data/{i}_{p.name}" if len(parts) == 1 else f"data/{i}_{j}_{p.name}"
+            files += _walk(p, rel, name)
+            sent.append(rel + fmt)
+        if sent != parts:
+            rewrite[name] = join_paths(sent)
+    return files, rewrite
+
+
+def _walk(p: Path, rel: str, field: str) -> list[tuple[Path, str]]:
+    """The regular files of a data file or folder, links followed (a link to a file elsewhere is sent as that
+    file; a folder reached twice through links is sent once).  A broken link or a special file (FIFO, device,
+    socket) is refused in one sentence."""
+    out: list[tuple[Path, str]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def visit(q: Path, arc: str) -> None:
+        try:
+            st = q.stat()
+        except OSError as e:
+            if q.is_symlink():
+                raise LaunchError(f"{field}: {q} is a broken link (to {os.readlink(q)}); fix or remove it") from None
+            raise LaunchError(f"{field}: cannot read {q}: {e.strerror or e}") from None
+        if stat.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) in seen:
+                return  # a link back up the tree: its files are sent already
+            seen.add((st.st_dev, st.st_ino))
+            for c in sorted(q.iterdir()):
+                visit(c, f"{arc}/{c.name}")
+        elif stat.S_ISREG(st.st_mode):
+            out.append((q, arc))
+        else:
+            raise LaunchError(f"{field}: {q} is not a regular file or folder (a FIFO, device or socket); only files "
+                              f"and folders are sent")
+
+    visit(p, rel)
+    return out
+
+
+class _Counted:
+    """A file read for the tar stream that reports the bytes read."""
+
+    def __init__(self, fh: Any, tick: Callable[[int], None]):
+        self.fh, self.tick = fh, tick
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.fh.read(n)
+        self.tick(len(b))
+        return b
+
+
+def _send_tar(stream: Any, files: list[tuple[Path, str]], tick: Callable[[int], None]) -> None:
+    """Write the files as a tar to ``stream`` as they are read (never whole in memory)."""
+    with tarfile.open(fileobj=stream, mode="w|") as tf:
+        for path, arc in files:
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                ti = tarfile.TarInfo(arc)
+                ti.size, ti.mtime, ti.mode = st.st_size, int(st.st_mtime), 0o644
+                tf.addfile(ti, _Counted(fh, tick))
+
+
+def _start_node(host: str, python: str, req: dict[str, Any], files: list[tuple[Path, str]],
+                progress: Progress | None) -> Any:
+    """Ask a node's agent to start its part; the data goes with the request, streamed."""
+    total = sum(p.stat().st_size for p, _ in files)
+    sent = [0, 0.0]
+
+    def tick(n: int) -> None:
+        sent[0] += n
+        now = time.monotonic()
+        if progress is not None and (now - sent[1] >= 0.5 or sent[0] >= total):
+            sent[1] = now
+            progress(host, sent[0], total)
+
+    def feed(stdin: Any) -> None:
+        stdin.write(json.dumps(req).encode() + b"\n")
+        try:
+            if files:
+                _send_tar(stdin, files, tick)
+        except BrokenPipeError:
+            raise  # (the agent stopped reading: its answer says why)
+        except (OSError, tarfile.TarError) as e:  # a file that vanished or changed size while it was sent
+            raise LaunchError(f"{host}: the data upload stopped: {e}; nothing was started") from None
+        stdin.flush()
+
+    if progress is not None and files:
+        progress(host, 0, total)
+    return _agent_answer(host, python, ssh.stream(host, agent_argv(python, "start"), feed, timeout=300))
 
 
 def _remote_paths(paths: list[str], hosts: list[str], python: str) -> dict[str, str | None]:
@@ -125,7 +218,8 @@ def _remote_paths(paths: list[str], hosts: list[str], python: str) -> dict[str, 
     return found
 
 
-def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, str], start_at: float | None) -> dict:
+def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, str], start_at: float | None,
+          progress: Progress | None = None) -> dict:
     """Start the run on every node of ``launch.hosts`` (or the one ``launch.host``); write remote.json."""
     from engine import presets
 
@@ -136,7 +230,7 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
     nnodes = len(hosts)
     master_addr = (res.get("launch.master_addr") or ssh.describe(hosts[0])[0]) if nnodes > 1 else "127.0.0.1"
     master_port = int(res.get("launch.master_port") or 29500)
-    tar, rewrite = _data_tar(res, hosts, python)
+    files, rewrite = _data_files(res, hosts, python)
     cfg = presets.dumps(job, resolved=True)
     env = {**forwarded_env(), **{str(k): str(v) for k, v in (secrets or {}).items()}}
     for h in hosts:  # fail fast, before anything starts, on an unreachable node
@@ -151,16 +245,15 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
     try:
         for rank, host in enumerate(hosts):
             req = {"workdir": workdir, "name": name if rank == 0 else f"{name}.node{rank}", "env": env,
-                   "config_toml": cfg, "rewrite": rewrite, "tar": bool(tar), "nnodes": nnodes, "node_rank": rank,
+                   "config_toml": cfg, "rewrite": rewrite, "tar": bool(files), "nnodes": nnodes, "node_rank": rank,
                    "master_addr": master_addr, "master_port": master_port if nnodes > 1 else None,
                    "rdzv": "c10d" if nnodes > 1 else "static", "start_at": start_at, "host_label": host,
                    "rdzv_id": name if nnodes > 1 else None, "hosts": hosts}
-            payload = json.dumps(req).encode() + b"\n" + tar
-            ans = _agent_json(host, python, ["start"], input=payload, timeout=300)
+            ans = _start_node(host, python, req, files, progress)
             nodes.append({"host": host, "run_dir": ans["run_dir"], "pid": ans["pid"], "pgid": ans["pgid"],
                           "hostname": ans.get("hostname"), "command": ans.get("command")})
             if rank == 0:
-                (local_dir / "config.toml").write_text(ans.get("config_toml") or cfg, encoding="utf-8")
+                atomic_write(local_dir / "config.toml", ans.get("config_toml") or cfg)
     except Exception:
         for n in nodes:  # do not leave half a multi-node run behind
             try:

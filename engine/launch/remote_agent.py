@@ -54,6 +54,10 @@ def cmd_start(a: argparse.Namespace) -> int:
     from engine.launch import core
     from engine.launch.rundir import LaunchError
 
+    import signal
+
+    # a dropped connection (SIGHUP) ends the start like any failure: the half-made run directory goes
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(1))
     stdin = sys.stdin.buffer
     req = json.loads(stdin.readline() or b"{}")
     workdir = Path(os.path.expanduser(req["workdir"])).resolve()
@@ -63,30 +67,56 @@ def cmd_start(a: argparse.Namespace) -> int:
         run_dir.mkdir()
     except FileExistsError:
         return _fail(f"a run named {req['name']} already exists in {workdir} on {socket.gethostname()}")
-    if req.get("tar"):
-        with tarfile.open(fileobj=stdin, mode="r|") as tf:
-            try:
-                tf.extractall(run_dir, filter="data")
-            except TypeError:  # Python < 3.11.4
-                tf.extractall(run_dir)
-    job = presets.loads(req["config_toml"], "config.toml")
-    for name, rel in (req.get("rewrite") or {}).items():
-        job.values[name] = str(run_dir / rel)
-    presets.save(job, run_dir / "config.toml", resolved=True)
-    res = job.resolved()
-    env = {str(k): str(v) for k, v in (req.get("env") or {}).items()}
-    try:
+    try:  # anything that stops the start removes the half-made run directory: the same name can be tried again
+        if req.get("tar"):
+            why = _extract_upload(stdin, run_dir)
+            if why:
+                raise LaunchError(why)
+        job = presets.loads(req["config_toml"], "config.toml")
+        for name, rel in (req.get("rewrite") or {}).items():
+            job.values[name] = str(run_dir / rel)
+        presets.save(job, run_dir / "config.toml", resolved=True)
+        res = job.resolved()
+        env = {str(k): str(v) for k, v in (req.get("env") or {}).items()}
         info = core.start_in_dir(run_dir, res, env=env, host=req.get("host_label") or socket.gethostname(),
                                  nnodes=int(req.get("nnodes", 1)), node_rank=int(req.get("node_rank", 0)),
                                  master_addr=req.get("master_addr") or "127.0.0.1",
                                  master_port=req.get("master_port"), rdzv=req.get("rdzv") or "static",
                                  start_at=req.get("start_at"), cwd=str(run_dir), rdzv_id=req.get("rdzv_id"),
                                  hosts=req.get("hosts"))
-    except LaunchError as e:
-        return _fail(str(e))
+    except BaseException as e:  # noqa: BLE001 - one line back to the client, nothing left behind
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(e, LaunchError):
+            return _fail(str(e))
+        if isinstance(e, (tarfile.TarError, EOFError, OSError)):
+            return _fail(f"the data upload to {socket.gethostname()} failed ({type(e).__name__}: {e})")
+        if isinstance(e, Exception):
+            return _fail(f"cannot start the run on {socket.gethostname()}: {type(e).__name__}: {e}")
+        raise
     _out({"run_dir": str(run_dir), "pid": info["pid"], "pgid": info["pgid"], "command": info["command"],
           "hostname": socket.gethostname(), "config_toml": (run_dir / "config.toml").read_text()})
     return 0
+
+
+def _extract_upload(stream, run_dir: Path) -> str | None:  # noqa: ANN001
+    """Unpack the uploaded data tar (streamed) into ``run_dir``; a member that is absolute, climbs out with
+    ``..``, or is anything but a file or folder is refused → the reason (one line), else None."""
+    from engine.safeio import inside
+
+    with tarfile.open(fileobj=stream, mode="r|") as tf:
+        for m in tf:
+            _, why = inside(run_dir, m.name)
+            if why is None and not (m.isfile() or m.isdir()):
+                why = "is a link or a special file (only files and folders are sent)"
+            if why is None and m.name.split("/", 1)[0] != "data":
+                why = "is not under data/ (only the run's data is sent)"
+            if why:
+                return f"the uploaded data member `{m.name}` {why}; nothing was started"
+            try:
+                tf.extract(m, run_dir, filter="data")  # (and tarfile's own checks on top)
+            except TypeError:  # Python < 3.11.4: the checks above are the filter
+                tf.extract(m, run_dir)
+    return None
 
 
 # ------------------------------------------------------------------ status / tail
@@ -269,7 +299,9 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     code = ("import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.cuda.is_available(), "
             "'devices': torch.cuda.device_count(), 'cuda_version': torch.version.cuda}))")
     try:
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        from engine.launch.procs import code_argv
+
+        p = subprocess.run(code_argv(sys.executable, code), capture_output=True, text=True, timeout=120)
         if p.returncode == 0:
             info.update(json.loads(p.stdout.strip().splitlines()[-1]))
         else:

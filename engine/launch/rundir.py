@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from engine.errors import FinetuiError
 from engine.events import EVENTS_FILE, parse_lines
+from engine.safeio import atomic_write
 
 LAUNCH_FILE = "launch.json"
 REMOTE_FILE = "remote.json"
@@ -81,8 +82,10 @@ def _slug(s: str) -> str:
 
 
 def default_name(res: dict[str, Any], now: float | None = None) -> str:
+    """``ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS>``: runs of one model told apart at a glance."""
     stamp = datetime.fromtimestamp(now or time.time()).strftime("%Y%m%d-%H%M%S")
-    return f"ft_{_slug(str(res.get('model.name_or_path') or 'model'))}_{stamp}"
+    kind = "-".join(_slug(str(res[k])) for k in ("trainer.stage", "trainer.training_type") if res.get(k))
+    return f"ft_{_slug(str(res.get('model.name_or_path') or 'model'))}_{kind + '_' if kind else ''}{stamp}"
 
 
 def unique_dir(runs_dir: Path, name: str) -> Path:
@@ -105,9 +108,7 @@ def valid_name(name: str) -> bool:
 # ------------------------------------------------------------------ json files
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, default=str))
 
 
 def read_json(path: Path) -> dict[str, Any]:

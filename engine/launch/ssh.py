@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import stat
 import subprocess
 import tempfile
 import threading
@@ -46,8 +47,41 @@ def parse_target(target: str) -> tuple[str, int | None]:
 
 
 def control_dir() -> Path:
-    d = Path(os.environ.get("FINETUI_SSH_CONTROL_DIR") or f"/tmp/ftui-ssh-{os.getuid()}")
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """The folder of the multiplexing sockets (whoever can reach a socket runs commands as you on that host):
+    ``$FINETUI_SSH_CONTROL_DIR``, else ``$XDG_RUNTIME_DIR/finetui-ssh``, else ``/tmp/ftui-ssh-<uid>``; created
+    0700, and refused in one sentence when it is not a folder of this user that only this user can write."""
+    override = os.environ.get("FINETUI_SSH_CONTROL_DIR")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if override:
+        d = Path(override)
+    elif runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        d = Path(runtime) / "finetui-ssh"
+    else:
+        d = Path(f"/tmp/ftui-ssh-{os.getuid()}")
+    try:
+        if override:
+            d.parent.mkdir(parents=True, exist_ok=True)
+        d.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise SSHError(f"cannot create the SSH control-socket folder {d}: {e.strerror or e}") from None
+    try:
+        st = os.lstat(d)
+    except OSError as e:
+        raise SSHError(f"cannot use the SSH control-socket folder {d}: {e.strerror or e}") from None
+    why = None
+    if stat.S_ISLNK(st.st_mode):
+        why = "a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        why = "not a folder"
+    elif st.st_uid != os.getuid():
+        why = f"owned by another user (uid {st.st_uid})"
+    elif st.st_mode & 0o022:
+        why = f"writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if why:
+        raise SSHError(f"the SSH control-socket folder {d} is {why}; refusing to use it (remove it, or set "
+                       f"FINETUI_SSH_CONTROL_DIR to a folder only you can write)")
     return d
 
 
@@ -127,10 +161,12 @@ def ensure_master(target: str) -> None:
             return
         chk = base_args(target)
         chk = chk[:-1] + ["-O", "check", chk[-1]]
-        if subprocess.run(chk, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          timeout=15).returncode == 0:
+        p = subprocess.run(chk, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           timeout=15)
+        if p.returncode == 0:
             _master_ok[target] = time.monotonic()
             return
+        _remove_stale_socket(p.stderr.decode("utf-8", "replace"))
         with tempfile.TemporaryFile() as errf:
             args = base_args(target, master=True)
             args = args[:-1] + ["-N", "-f", args[-1]]
@@ -146,6 +182,18 @@ def ensure_master(target: str) -> None:
         if rc != 0:
             raise SSHError(explain(target, err))
         _master_ok[target] = time.monotonic()
+
+
+def _remove_stale_socket(check_stderr: str) -> None:
+    """A master that died (killed, machine slept) leaves its socket behind; a new master finding it
+    there says "ControlSocket … already exists, disabling multiplexing" and every later call pays a
+    full handshake.  ``ssh -O check`` names the socket that refused the connection: remove it."""
+    m = re.search(r"Control socket connect\((.+)\): Connection refused", check_stderr)
+    if m and Path(m.group(1)).parent == control_dir():
+        try:
+            Path(m.group(1)).unlink()
+        except OSError:
+            pass
 
 
 def forget(target: str) -> None:
@@ -190,6 +238,46 @@ def run(target: str, argv: list[str] | str, *, input: bytes | None = None, timeo
         forget(target)
         raise SSHError(explain(target, p.stderr.decode("utf-8", "replace")))
     return p
+
+
+def stream(target: str, argv: list[str], feed, *, timeout: float | None = 120) -> subprocess.CompletedProcess:  # noqa: ANN001
+    """Run a remote command whose input ``feed(stdin)`` writes as it goes (a large upload: no size limit, no time
+    limit while it flows); ``timeout`` counts from the end of the input.  A remote side that stops reading
+    ends the feed quietly (its answer says why).  An ssh failure raises SSHError, as :func:`run`."""
+    ensure_master(target)
+    p = subprocess.Popen(base_args(target) + ["--", remote_command(argv)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()), daemon=True)
+               for k, f in (("out", p.stdout), ("err", p.stderr))]
+    for t in readers:
+        t.start()
+    try:
+        try:
+            feed(p.stdin)
+        except BrokenPipeError:
+            pass  # the remote side stopped reading: its answer tells why
+        finally:
+            try:
+                p.stdin.close()
+            except BrokenPipeError:
+                pass
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise SSHError(f"{target}: the remote command did not answer within {timeout:.0f} s") from None
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    for t in readers:
+        t.join()
+    res = subprocess.CompletedProcess(p.args, p.returncode, out.get("out", b""), out.get("err", b""))
+    if res.returncode == 255 and _looks_like_ssh_error(res.stderr):
+        forget(target)
+        raise SSHError(explain(target, res.stderr.decode("utf-8", "replace")))
+    return res
 
 
 def popen(target: str, argv: list[str], **kw) -> subprocess.Popen:

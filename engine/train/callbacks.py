@@ -87,6 +87,19 @@ class EventCallback(TrainerCallback):
                      samples_per_s=round(samples / dt, 2), memory_mb=memory_mb(), **extra)
         self._t, self._step, self._tokens = now, step, tokens
 
+    PROGRESS_EVERY_S = 1.0  # a "progress" event (the step) between log points, at most this often
+
+    _progress_t = 0.0
+
+    def on_step_end(self, args, state, control, **kw):
+        # the step between log points (logging_steps may be hundreds of steps): the interfaces' progress and ETA
+        if not state.is_world_process_zero:
+            return
+        now = time.monotonic()
+        if now - self._progress_t >= self.PROGRESS_EVERY_S:
+            self._progress_t = now
+            self.ev.emit("progress", state.global_step, total_steps=state.max_steps)
+
     def on_save(self, args, state, control, **kw):
         if not state.is_world_process_zero:
             return

@@ -23,7 +23,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def worker_argv(res: dict[str, Any], run_dir: str | Path, *, nnodes: int = 1, node_rank: int = 0,
                 master_addr: str = "127.0.0.1", master_port: int | None = None, rdzv: str = "static",
                 python: str = sys.executable, rdzv_id: str | None = None,
-                hostfile: str | Path | None = None) -> list[str]:
+                hostfile: str | Path | None = None, visible: str | None = None) -> list[str]:
     """The command that starts every rank of this node for the resolved config ``res``.
 
     ``rdzv="static"``: fixed ``--node_rank`` / ``--master_addr`` / ``--master_port``;
@@ -31,6 +31,10 @@ def worker_argv(res: dict[str, Any], run_dir: str | Path, *, nnodes: int = 1, no
     A free local port is picked when ``master_port`` is None (single node only).
     DeepSpeed on several nodes needs ``hostfile`` (one ``<host> slots=<n>`` line per node, in node order):
     finetui starts one launcher per node itself (``--no_ssh --node_rank``), so no pdsh is involved.
+    ``visible``: the node's ``CUDA_VISIBLE_DEVICES``.  torchrun's ranks inherit it; the DeepSpeed launcher gives
+    its ranks ``CUDA_VISIBLE_DEVICES=0..n-1`` of all the machine's GPUs unless it is told which (``--include``,
+    with the variable removed so that it counts every GPU): a single node trains on the first
+    ``procs_per_node`` of the visible GPUs.
     """
     nproc = int(res.get("launch.procs_per_node") or 1)
     launcher = res.get("launch.launcher") or "torchrun"
@@ -39,6 +43,17 @@ def worker_argv(res: dict[str, Any], run_dir: str | Path, *, nnodes: int = 1, no
     run_dir = str(run_dir)
     worker = [WORKER_MODULE, "--run-dir", run_dir]
     if launcher == "deepspeed":
+        ids = [v.strip() for v in (visible or "").split(",") if v.strip()]
+        if nnodes == 1 and ids:
+            if not all(i.isdigit() for i in ids):
+                raise ValueError(f"launch.launcher: the deepspeed launcher takes GPU indices, and "
+                                 f"CUDA_VISIBLE_DEVICES={visible} names GPUs otherwise (use indices, or torchrun)")
+            if nproc > len(ids):
+                raise ValueError(f"launch.procs_per_node: {nproc} ranks but CUDA_VISIBLE_DEVICES={visible} "
+                                 f"names {len(ids)} GPU{'s' if len(ids) > 1 else ''}")
+            return ["env", "-u", "CUDA_VISIBLE_DEVICES", python, "-m", "deepspeed.launcher.runner",
+                    "--include", f"localhost:{','.join(ids[:nproc])}", "--master_addr", master_addr,
+                    "--master_port", str(master_port), "--module", *worker]
         argv = [python, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
                 "--master_addr", master_addr, "--master_port", str(master_port)]
         if nnodes > 1:

@@ -86,6 +86,32 @@ def check_runtime(res: dict, device: str) -> None:
         raise UserError("runtime.liger_kernel: the liger-kernel package is not installed (pip install liger-kernel)")
     if res["runtime.mixed_precision"] == "fp16" and device != "cuda":
         raise UserError("runtime.mixed_precision: fp16 needs a GPU; it is refused on CPU (allowed: bf16, none)")
+    if device == "cuda":
+        check_gpus(res)
+
+
+def check_gpus(res: dict) -> None:
+    """The GPUs of this node against the job, with torch (the launch checked with nvidia-smi where it could):
+    one rank per visible GPU, bf16 and flash-attention-2 on Ampere (compute capability 8.0) or newer."""
+    import os
+
+    import torch
+
+    from engine.gpus import problems
+
+    n = torch.cuda.device_count()
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or res.get("launch.procs_per_node") or 1)
+    if ranks > n:
+        raise UserError(f"launch.procs_per_node: {ranks} ranks on this node but it has {n} visible GPU"
+                        f"{'s' if n != 1 else ''} (one rank per GPU; allowed: 1–{max(n, 1)})")
+    from engine.gpus import Gpu
+
+    gpus = []
+    for i in range(min(n, ranks)):
+        p = torch.cuda.get_device_properties(i)
+        gpus.append(Gpu(i, "", p.name, p.total_memory / 2**20, (p.major, p.minor)))
+    for field, msg, allowed in problems({**res, "launch.procs_per_node": len(gpus)}, gpus, "this node"):
+        raise UserError(f"{field}: {msg} (allowed: {allowed})")
 
 
 def load_model(path: str, cfg: Any, res: dict, device: str) -> Any:
@@ -106,6 +132,8 @@ def load_model(path: str, cfg: Any, res: dict, device: str) -> Any:
         else:
             kw["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kw["dtype"] = compute
+    else:
+        kw["dtype"] = load_dtype(res, device)
     if res["trainer.stage"] == "reward":
         cfg.num_labels = 1
         model = AutoModelForSequenceClassification.from_pretrained(path, **kw)
@@ -121,7 +149,8 @@ def _bf16(res: dict, device: str) -> bool:
     if mp == "auto" and device == "cuda":
         import torch
 
-        return bool(torch.cuda.is_bf16_supported())
+        # (counting emulation, torch says yes on a T4 / V100: bf16 there is emulated, slow, and refused by kernels)
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     return False
 
 
@@ -133,6 +162,58 @@ def precision(res: dict, device: str) -> tuple[bool, bool]:
         return False, False
     bf = _bf16(res, device)
     return bf, (res["runtime.mixed_precision"] == "fp16" or (res["runtime.mixed_precision"] == "auto" and not bf))
+
+
+def zero3(res: dict) -> bool:
+    return res["trainer.distributed_backend"] == "deepspeed" and int(res["trainer.zero_stage"] or 0) == 3
+
+
+def load_dtype(res: dict, device: str) -> Any:
+    """The dtype the (unquantized) weights are loaded in.  Without mixed precision: float32 (a bf16 checkpoint
+    trained as stored is pure bf16: most small updates round away).  Mixed precision: the compute dtype, as
+    LLaMA-Factory loads (frozen weights and the base under adapters take half the memory; the trainable ones are
+    upcast to float32 after loading, :func:`upcast_trainable`); full fine-tuning loads float32 directly (every
+    weight is a master weight), except under ZeRO-3, where DeepSpeed partitions in the compute dtype and keeps
+    float32 master partitions itself."""
+    import torch
+
+    bf16, fp16 = precision(res, device)
+    if not (bf16 or fp16):
+        return torch.float32
+    if res["trainer.training_type"] == "full" and not zero3(res):
+        return torch.float32
+    return torch.bfloat16 if bf16 else torch.float16
+
+
+def upcast_trainable(model: Any, res: dict) -> int:
+    """Trainable half-precision parameters → float32 (the master weights mixed precision needs: AdamW states in
+    the parameter's dtype and bf16 updates at 1e-5 round to nothing; fp16 gradients cannot be unscaled).  Not
+    under ZeRO-3 (DeepSpeed's float32 partitions are the master weights there).  → parameters upcast."""
+    import torch
+
+    if zero3(res):
+        return 0
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+            n += p.numel()
+    return n
+
+
+def dtype_summary(model: Any) -> dict[str, str]:
+    """The dtypes the model trains with: trainable and frozen parameters, and ZeRO-3's partitions
+    (``ds_tensor``) where the parameters are sharded."""
+    def names(ps: list) -> str:
+        return ", ".join(sorted({str(p.dtype).replace("torch.", "") for p in ps}))
+
+    ps = list(model.parameters())
+    out = {"trainable_dtype": names([p for p in ps if p.requires_grad]),
+           "frozen_dtype": names([p for p in ps if not p.requires_grad])}
+    shards = [p.ds_tensor for p in ps if getattr(p, "ds_tensor", None) is not None]
+    if shards:
+        out["partition_dtype"] = names(shards)
+    return {k: v for k, v in out.items() if v}
 
 
 def linear_names(model: Any) -> list[str]:

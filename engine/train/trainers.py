@@ -12,11 +12,17 @@ from engine.train.modeling import UserError, precision
 DPO_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo"}
 
 
-def deepspeed_config(res: dict) -> dict:
-    """The ZeRO config of the job: the one ``finetui export`` writes for LLaMA-Factory (engine/dsconfig.py)."""
+def deepspeed_config(res: dict, device: str) -> dict:
+    """The ZeRO config of the job: the one ``finetui export`` writes for LLaMA-Factory (engine/dsconfig.py), with
+    the job's resolved precision in place of ``auto``: the ZeRO-3 config that is alive while the model is built
+    (HfDeepSpeedConfig) is read before the trainer fills ``auto`` in, and DeepSpeed takes an ``auto`` precision
+    there for off — a bf16 checkpoint was partitioned (and trained) in float32."""
     from engine.dsconfig import for_job
 
-    return for_job(res)
+    cfg = for_job(res)
+    bf16, fp16 = precision(res, device)
+    cfg["bf16"]["enabled"], cfg["fp16"]["enabled"] = bf16, fp16
+    return cfg
 
 
 def _checkpointing_args(on: bool) -> dict[str, Any]:
@@ -66,7 +72,7 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
         full_determinism=bool(res["runtime.full_determinism"]),
         report_to=report_to, run_name=run_dir.name,
         disable_tqdm=True, use_cpu=device != "cuda",
-        dataloader_num_workers=0, ddp_find_unused_parameters=False,
+        dataloader_num_workers=0, ddp_find_unused_parameters=False, ddp_timeout=int(res["runtime.ddp_timeout"]),
         include_num_input_tokens_seen="non_padding",  # real tokens/s: padding is not throughput
         use_liger_kernel=bool(res["runtime.liger_kernel"]) and device == "cuda",
     )
@@ -77,7 +83,7 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
         kw["greater_is_better"] = False
         kw["load_best_model_at_end"] = bool(res["eval.save_best_checkpoint"])
     if res["trainer.distributed_backend"] == "deepspeed":
-        kw["deepspeed"] = deepspeed_config(res)
+        kw["deepspeed"] = deepspeed_config(res, device)
     return kw
 
 

@@ -55,6 +55,9 @@ class Worker:
         self.ev.emit("status", self.step, phase=phase, text=text, **kw)
 
     def warn(self, msg: str) -> None:
+        from engine.redact import redact
+
+        msg = redact(msg)  # (a URI's user:password@ is never shown or recorded)
         self.ev.emit("status", self.step, phase="warning", text=msg, level="warning")
         print(f"warning: {msg}", file=sys.stderr, flush=True)
 
@@ -148,8 +151,8 @@ class Worker:
         import torch
 
         from engine.train import checkpoints as C
-        from engine.train.modeling import UserError, apply_method, check_runtime, load_config, load_model, \
-            load_tokenizer, loraplus_optimizer
+        from engine.train.modeling import UserError, apply_method, check_runtime, dtype_summary, load_config, \
+            load_model, load_tokenizer, loraplus_optimizer, upcast_trainable
 
         dev = res["launch.device"]
         device = "cuda" if (dev == "cuda" or (dev == "auto" and torch.cuda.is_available())) else "cpu"
@@ -201,7 +204,7 @@ class Worker:
 
             from engine.train.trainers import deepspeed_config
 
-            ds = deepspeed_config(res)
+            ds = deepspeed_config(res, device)
             bs = int(res["general.batch_size"])
             acc = int(res["runtime.gradient_accumulation_steps"])
             ds.update(train_micro_batch_size_per_gpu=bs, gradient_accumulation_steps=acc,
@@ -215,10 +218,14 @@ class Worker:
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tok.pad_token_id
         model = apply_method(model, res, path, device, self.warn)
-        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        n_all = sum(p.numel() for p in model.parameters())
-        self.status("loading model", f"{n_train:,} of {n_all:,} parameters trainable",
-                    trainable_params=n_train, total_params=n_all)
+        upcast_trainable(model, res)
+        numel = lambda p: int(getattr(p, "ds_numel", 0) or p.numel())  # noqa: E731 - ZeRO-3: the whole, not the shard
+        n_train = sum(numel(p) for p in model.parameters() if p.requires_grad)
+        n_all = sum(numel(p) for p in model.parameters())
+        dt = dtype_summary(model)
+        held = "; ".join(f"{k.split('_')[0]} in {v}" for k, v in dt.items())
+        self.status("loading model", f"{n_train:,} of {n_all:,} parameters trainable ({held})",
+                    trainable_params=n_train, total_params=n_all, **dt)
         optimizer = None
         if res["trainer.training_type"] in ("lora", "qlora") and float(res["adapter.loraplus_lr_ratio"] or 0) > 0:
             optimizer = loraplus_optimizer(model, res)
@@ -246,6 +253,9 @@ class Worker:
                 "method": res["trainer.training_type"], "config_hash": job.config_hash(),
                 "device": device, "backend": res["trainer.distributed_backend"],
                 "dropped": int(data.dropped), "train_rows": len(data.train)}
+        pg_timeout = process_group_timeout()
+        if pg_timeout is not None:
+            info["process_group_timeout_s"] = pg_timeout
         evcb = EventCallback(self.ev, info, ck_dir)
         cbs = [evcb, StopCallback(self.rs, res["eval.checkpoint_strategy"] != "no", self.world)]
         if has_eval and int(res["eval.early_stopping_patience"] or 0) > 0:
@@ -291,9 +301,23 @@ class Worker:
             os._exit(0)
 
     def _init_distributed(self, res: dict, device: str) -> None:
-        if self.world <= 1:
+        """The process group, with the job's timeout (``runtime.ddp_timeout``: NCCL's and DeepSpeed's 10-minute
+        default tripped on a long rank-0 save).  DeepSpeed needs one even on a single rank (ZeRO-3's zero.Init
+        while the model is built)."""
+        deepspeed_backend = res["trainer.distributed_backend"] == "deepspeed"
+        if self.world <= 1 and not deepspeed_backend:
             return
+        from datetime import timedelta
+
         import torch.distributed as dist
+
+        timeout = timedelta(seconds=int(res["runtime.ddp_timeout"]))
+        if self.world <= 1:  # a single rank started without a launcher: its own rendezvous on loopback
+            from engine.train.command import free_port
+
+            for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+                os.environ.setdefault(k, v)
+            os.environ.setdefault("MASTER_PORT", str(free_port()))
 
         backend = "nccl" if device == "cuda" else "gloo"
         if device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
@@ -312,9 +336,9 @@ class Worker:
                 # DeepSpeed's CPU accelerator JIT-compiles a shared-memory all-reduce (C++, minutes on a
                 # small machine, fails without a compiler) on first use; gloo's collectives do the same job
                 deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-            deepspeed.init_distributed(dist_backend=backend)
+            deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
         elif not dist.is_initialized():
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, timeout=timeout)
 
     def _barrier(self) -> None:
         try:
@@ -340,7 +364,9 @@ class Worker:
             params = {f"finetui.{k}": v for k, v in sorted(res.items())
                       if v is not None and v != "" and v != []}
             params["finetui.profile"] = self.job.profile
-            items = [(k, str(v)[:500]) for k, v in params.items()]
+            from engine.redact import redact
+
+            items = [(k, redact(str(v))[:500]) for k, v in params.items()]
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i:i + 100]))
             cfg = self.run_dir / "config.toml"
@@ -359,6 +385,22 @@ class Worker:
             mlflow.end_run()
         except Exception as e:  # tracking must not fail a finished run
             self.warn(f"mlflow: could not log the final path: {e}")
+
+
+def process_group_timeout() -> int | None:
+    """Seconds of the default process group's timeout, as its backend holds it (None: no process group)."""
+    try:
+        import torch
+        import torch.distributed as dist
+        from torch.distributed import distributed_c10d as c10d
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return None
+        pg = c10d._get_default_group()
+        dev = torch.device("cuda" if dist.get_backend() == "nccl" else "cpu")
+        return int(pg._get_backend(dev).options._timeout.total_seconds())
+    except Exception:  # noqa: BLE001 - a private API: the figure is informative only
+        return None
 
 
 def trainer_info(trainer: Any) -> dict[str, Any]:

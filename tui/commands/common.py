@@ -12,7 +12,9 @@ from engine.config import ConfigError, JobConfig
 
 
 def err(msg: str) -> None:
-    typer.echo(msg, err=True)
+    from engine.redact import redact
+
+    typer.echo(redact(msg), err=True)
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:

@@ -25,7 +25,8 @@ def _prompt_secret(name: str) -> str:
 def check_cmd(
     path: str = typer.Argument(..., help="A .json/.jsonl/.zip file, a folder, finetui:samples/<file> or s3://bucket/key."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Data format (alpaca, corpus, sharegpt, "
-                                      "sharegpt_image, preference, bedrock_converse, kto)."),
+                                      "sharegpt_image, preference, bedrock_converse, kto); default: the preset's, else told from "
+                                      "the first rows."),
     trainer: Optional[str] = typer.Option(None, "--trainer", "-t", help="Check compatibility with this trainer "
                                           "(pretrain, sft, dpo, kto, reward)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Max sequence length in tokens."),
@@ -58,8 +59,18 @@ def check_cmd(
     res = job.resolved()
     secrets = dict(getattr(job, "secrets", {}) or {})
     fmt = fmt or (res["data.format"] if preset else None)
-    if not fmt:
-        common.fail(f"--format is required (allowed: {', '.join(FORMATS)})")
+    if not fmt:  # told from the first rows (distinctive keys), and said
+        from engine.data.check import sniff
+        from engine.data.formats import FORMAT_WORDS, detect_format
+        from engine.datapaths import any_s3
+
+        if any_s3(path):
+            common.fail(f"--format is required for S3 data (allowed: {', '.join(FORMATS)})")
+        fmt = detect_format(sniff(path, res, secrets))
+        if not fmt:
+            common.fail(f"--format is required: the first rows of {path} look like no format "
+                        f"(allowed: {', '.join(FORMATS)})")
+        common.err(f"format: {fmt} — the first rows look like {FORMAT_WORDS.get(fmt, fmt)} (--format to choose)")
     if fmt not in FORMATS:
         common.fail(f"--format: unknown format `{fmt}` (allowed: {', '.join(FORMATS)})")
     stage = trainer or (res["trainer.stage"] if preset else None)

@@ -37,6 +37,27 @@ def _resolve(run: str, runs_dir: Optional[Path]):
         common.fail(str(e))
 
 
+def _upload_progress():  # noqa: ANN202
+    """Report a data upload on stderr: one line kept up to date on a terminal, a line per tenth otherwise."""
+    shown: dict[str, int] = {}
+    tty = sys.stderr.isatty()
+
+    def mb(n: int) -> str:
+        return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+    def show(host: str, sent: int, total: int) -> None:
+        pct = 100 if not total else int(sent * 100 / total)
+        text = f"uploading data to {host}: {pct}% ({mb(sent)} of {mb(total)})"
+        if tty:
+            sys.stderr.write("\r" + text + ("\n" if sent >= total else ""))
+            sys.stderr.flush()
+        elif shown.get(host, -1) < pct // 10:
+            shown[host] = pct // 10
+            common.err(text)
+
+    return show
+
+
 def _fmt_num(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -94,7 +115,7 @@ def _follow(ref, *, progress: bool, replay_json: bool = False, offset: int = 0) 
                 for r in recs:
                     if replay_json:
                         sys.stdout.write(json.dumps(r) + "\n")
-                    else:
+                    elif r.get("kind") != "progress":  # (the step between log points: not a line each second)
                         console.print(format_event(r), markup=False)
                     if r.get("kind") == "end":
                         end = r
@@ -229,11 +250,11 @@ def register(app: typer.Typer) -> None:
         try:
             if bootstrap:
                 _bootstrap(job)
-            ref = L.start_run(job, run_dir=run_dir)
-        except FinetuiError as e:
+            ref = L.start_run(job, run_dir=run_dir, progress=_upload_progress())
+        except FinetuiError as e:  # (what the host's GPUs cannot do, a data file to fix: one line per problem)
             for line in e.lines():
                 common.err(line)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         where = "" if ref.host == "local" else f" on {ref.host}"
         if at:
             typer.echo(f"{ref.name} scheduled for {at}{where} ({ref.run_dir})")

@@ -42,6 +42,20 @@ def _where(r: dict[str, Any]) -> str:
     return f"{r.get('file', '')}:{r.get('line', '')}".strip(":")
 
 
+ROLE_STYLE = {"chosen": "bold green", "rejected": "bold red"}
+
+
+def preview_row(role: str, content: str) -> Table:
+    """One message of the preview: its role right-aligned in a column of its own, the text wrapped beside it
+    (a multi-line message stays in its column)."""
+    t = Table.grid(expand=True)
+    t.add_column(width=9, justify="right", no_wrap=True)
+    t.add_column(width=3, no_wrap=True)
+    t.add_column(ratio=1)
+    t.add_row(Text(role, ROLE_STYLE.get(role, "bold cyan")), Text(" │ ", "bold cyan"), Text(content))
+    return t
+
+
 def render_report(rep: dict[str, Any]) -> Group:
     """``finetui data check --json`` as the verdict, row counts, errors and warnings, the invalid
     rows (where, field, reason), token lengths and a preview of the rows as conversations."""
@@ -63,10 +77,15 @@ def render_report(rep: dict[str, Any]) -> Group:
             t.append(f" ({rows['invalid_pct']:.1f}%" + (f", {allowed:g}% allowed)" if allowed is not None else ")"),
                      "dim")
         parts.append(t)
+    def here(line: str) -> str:  # the CLI's advice, said as the form's
+        if line == rep.get("hint"):
+            return line.replace("use --format ", "set Data format to ")
+        return line
+
     for e in rep.get("errors") or []:
-        parts.append(Text(f"✗ {e}", "red"))
+        parts.append(Text(f"✗ {here(e)}", "red"))
     for w in rep.get("warnings") or []:
-        parts.append(Text(f"⚠ {w}", "yellow"))
+        parts.append(Text(f"⚠ {here(w)}", "yellow"))
     if rep.get("message"):
         parts.append(Text(str(rep["message"])))
     bad = next((rep[k] for k in ("invalid_rows", "invalid", "problems") if isinstance(rep.get(k), list)), [])
@@ -113,7 +132,7 @@ def render_report(rep: dict[str, Any]) -> Group:
                     if isinstance(m, dict):
                         role = str(m.get("role", m.get("from", "")))
                         content = str(m.get("content", m.get("value", "")))
-                        parts.append(Text.assemble((f"{role:>9} │ ", "bold cyan"), content[:300]))
+                        parts.append(preview_row(role, content[:300]))
             elif isinstance(conv, dict):
                 for k, v in list(conv.items())[:6]:
                     parts.append(Text.assemble((f"{k:>11} │ ", "bold cyan"), str(v)[:300]))
@@ -138,6 +157,9 @@ class DataPane(StepPane):
                              tooltip="Add another file of the same format: its rows are read after the others")
                 yield Button("S3…", id="data-s3", compact=True, classes="-textual-compact browse browse-s3")
             yield SchemaForm([n for n in SOURCE_FIELDS if n != "data.train_path"], id="data-source-form")
+            with Horizontal(id="data-detect"):
+                yield Static("", id="data-detect-text", markup=False)
+                yield Button("Use", id="data-use-format", compact=True, classes="-textual-compact")
             with Vertical(id="s3-box"):
                 yield SchemaForm([n for n in group_names("data") if n.startswith("data.s3_")], id="data-s3-form")
                 with Horizontal(classes="field-line", id="s3-access-line"):
@@ -162,12 +184,14 @@ class DataPane(StepPane):
 
     def on_mount(self) -> None:
         self.query_one("#data-report").display = False
+        self.query_one("#data-detect").display = False
         if self._check_on_mount:
             self.call_after_refresh(self.run_check)
 
     def sync(self, job: JobConfig, res: dict[str, Any], states: dict) -> None:
         for f in self.query(SchemaForm):
             f.sync(job, states)
+        self._show_detected(res)
         s3 = any(states[n].visible for n in group_names("data") if n.startswith("data.s3_"))
         self.query_one("#s3-box").display = s3
         if s3:
@@ -183,6 +207,64 @@ class DataPane(StepPane):
                     hint.update(f"${var} unset" if var else "")
                     inp.disabled = False
                 line.display = True
+
+    # -- what the data looks like (its first rows) ------------------------------------------
+    _sniffed: dict[str, list[Any] | None] = {}  # train path → its first rows (None: being read)
+
+    def _show_detected(self, res: dict[str, Any]) -> None:
+        """The format the first rows look like when it is not the chosen one (with a button to use it), and
+        what the rows' extra keys (system, tools, images…) will be used for."""
+        from engine.data.formats import FORMAT_WORDS, detect_format, extra_keys
+
+        path = str(res.get("data.train_path") or "").strip()
+        box = self.query_one("#data-detect")
+        if not path or path.startswith("s3://"):
+            box.display = False
+            return
+        if path not in self._sniffed:
+            self._sniffed = {**self._sniffed, path: None}
+            self._sniff_worker(path, res)
+        rows = self._sniffed.get(path)
+        if not rows:
+            box.display = False
+            return
+        fmt, stage = str(res.get("data.format")), str(res.get("trainer.stage"))
+        found = detect_format(rows)
+        t = Text()
+        self._suggested = found if found and found != fmt else None
+        if self._suggested:
+            from engine.config import STAGES
+            from engine.data.loader import allowed_formats
+
+            t.append(f"⚠ The first rows look like {FORMAT_WORDS.get(found, found)}, not {fmt}.", "bold")
+            stages = [st for st in STAGES if found in allowed_formats(st, self.app.job.profile)]  # type: ignore[attr-defined]
+            if stages and stage not in stages:
+                which = stages[0] if len(stages) == 1 else f"{', '.join(stages[:-1])} or {stages[-1]}"
+                t.append(f" It trains {which}, not {stage}: choose the trainer in the Trainer step too.")
+            self.query_one("#data-use-format", Button).label = f"Use {found}"
+        for k, use in extra_keys(self._suggested or fmt, rows).items():
+            t.append(("\n" if t.plain else "") + f"key `{k}`: {use}", "dim")
+        self.query_one("#data-use-format").display = bool(self._suggested)
+        self.query_one("#data-detect-text", Static).update(t)
+        box.display = bool(t.plain)
+
+    _suggested: str | None = None
+
+    @work(thread=True, group="data-sniff")
+    def _sniff_worker(self, path: str, res: dict[str, Any]) -> None:
+        rows = self.app.services.sniff_data(path, res)  # type: ignore[attr-defined]
+        self.app.call_from_thread(self._sniffed_rows, path, rows)
+
+    def _sniffed_rows(self, path: str, rows: list[Any]) -> None:
+        self._sniffed = {**self._sniffed, path: rows}
+        if self.is_mounted:
+            self.app.refresh_views()  # type: ignore[attr-defined]
+
+    @on(Button.Pressed, "#data-use-format")
+    def _use_format(self, event: Button.Pressed) -> None:
+        event.stop()
+        if self._suggested:
+            self.post_message(FieldEdited("data.format", self._suggested))
 
     @on(Input.Changed, "#s3-access, #s3-secret")
     def _secret(self, event: Input.Changed) -> None:

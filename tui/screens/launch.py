@@ -5,7 +5,6 @@ The Launch button stays disabled until the job validates and says why (the first
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +60,35 @@ def ssh_hosts(config: str | Path = "~/.ssh/config") -> list[str]:
     return out
 
 
-def default_run_name(model: str, now: Any) -> str:
-    """``ft_<model>_<YYYYmmdd-HHMMSS>`` (FPT naming)."""
-    base = str(model).rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1] or "model"
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
-    return f"ft_{base}_{now.strftime('%Y%m%d-%H%M%S')}"
+def default_run_name(res: dict[str, Any], now: Any) -> str:
+    """``ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS>`` (FPT naming, with the kind of run): the launcher's own."""
+    from engine.launch.rundir import default_name
+
+    return default_name(res, now.timestamp())
+
+
+def runs_where(job: JobConfig, res: dict[str, Any], default_name: str) -> Text:
+    """Where the run's folder will really be: $FINETUI_RUNS_DIR (or the TUI's --runs-dir) overrides the
+    job's launch.runs_dir; on a remote target, under its work directory."""
+    import os
+
+    from tui import state
+
+    name = res.get("launch.run_name") or default_name
+    t = Text()
+    t.append("Runs go to  ", "bold")
+    from engine.launch import is_remote_job
+
+    if is_remote_job(res):
+        t.append(f"{res.get('launch.host')}:{res.get('launch.remote_workdir') or '~/finetui-runs'}/{name}/")
+        return t
+    from tui.widgets.dialogs import short_path
+
+    where = state.runs_dir(job)
+    t.append(f"{short_path(str(Path(where).expanduser().resolve()))}/{name}/")
+    if os.environ.get("FINETUI_RUNS_DIR"):
+        t.append(f"  ($FINETUI_RUNS_DIR; the job says {res.get('launch.runs_dir') or 'runs'})", "dim")
+    return t
 
 
 def estimate_text(est: Any) -> Any:
@@ -108,7 +131,7 @@ def estimate_text(est: Any) -> Any:
     if not notes:
         return t
     # what the stage and the data change (DPO's paired sequences, a reference model, packing): below the table
-    return Group(t, *(Text(f"· {n}", "dim") for n in notes))
+    return Group(t, *(Text(f"· {n}", "yellow" if n.startswith("⚠") else "dim") for n in notes))
 
 
 def _count(n: float) -> str:
@@ -131,7 +154,7 @@ class LaunchPane(StepPane):
     STEP = "launch"
     TITLE = "Launch"
     SUBTITLE = "where, how many GPUs, and a last look"
-    FIRST = "f-launch-host"
+    FIRST = "known-hosts"  # not a free-text field: a stray key there would make another target
 
     def compose(self) -> ComposeResult:
         yield self.header()
@@ -142,6 +165,7 @@ class LaunchPane(StepPane):
                              id="known-hosts", classes="-textual-compact field-input")
                 yield Label("~/.ssh/config", classes="field-hint")
             yield SchemaForm(TARGET_FIELDS, id="launch-target-form")
+            yield Static("", id="runs-where", markup=False)
             with Horizontal(classes="columns", id="launch-columns"):
                 with Vertical(classes="column"):
                     yield Label("Estimate", classes="section-title")
@@ -183,22 +207,28 @@ class LaunchPane(StepPane):
         self._host_shown = host if host in self._hosts else None
         self.query_one("#review", Static).update(diff_table(job))
         self.update_estimate(job)
+        self.query_one("#runs-where", Static).update(runs_where(job, res, rn.placeholder))
         probs = [p for p in job.problems()]
+        host = getattr(self.app, "host_check", lambda j: None)(job)
         btn = self.query_one("#launch-button", Button)
-        btn.disabled = bool(probs) or self.app.launching  # type: ignore[attr-defined]
+        btn.disabled = bool(probs) or self.app.launching or (host is not None and not host[0])  # type: ignore[attr-defined]
         reason = self.query_one("#launch-reason", Static)
         if probs:
-            t = Text(no_wrap=True, overflow="ellipsis")
+            t = Text(overflow="ellipsis")
             t.append(f"✗ {len(probs)} to fix: ", "bold")
             t.append(str(probs[0]))
             reason.update(t)
             reason.tooltip = "\n".join(str(p) for p in probs[:8])
+        elif host is not None:
+            reason.update(Text(f"{'⚠' if host[0] else '✗'} {host[1]}", overflow="ellipsis"))
+            reason.tooltip = host[1]
         else:
-            warning = getattr(self.app, "model_warning", lambda j: None)(job)
-            reason.update(Text(f"⚠ {warning}", no_wrap=True, overflow="ellipsis") if warning
+            notes = list(job.notes)  # an import dropped something that changes the training: said first
+            warning = notes[0] if notes else getattr(self.app, "model_warning", lambda j: None)(job)
+            reason.update(Text(f"⚠ {warning}", overflow="ellipsis") if warning
                           else Text("✓ ready to launch", "bold"))
-            reason.tooltip = warning
-        reason.set_class(bool(probs), "-invalid")
+            reason.tooltip = "\n".join(notes) or warning
+        reason.set_class(bool(probs) or (host is not None and not host[0]), "-invalid")
 
     def update_estimate(self, job: JobConfig) -> None:
         try:

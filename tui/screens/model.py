@@ -64,6 +64,16 @@ def catalog(profile: str) -> list[str]:
     return out
 
 
+def catalog_legend(profile: str) -> str:
+    """What the catalog's rows are, as they are marked for ``profile`` (a ● only where the profile has a catalog)."""
+    prof = P.get(profile)
+    if prof.models:
+        others = "the others: models finetui knows the shape of" + (
+            "" if prof.allow_own_models else f" (not accepted by {prof.title})")
+        return f"● in the {prof.title} catalog; {others}."
+    return "Models finetui knows the shape of (first: the built-in demo model); any model id can be typed."
+
+
 def info_table(info: Any) -> Table:
     """A ModelInfo (engine.modelinfo) as a two-column table; tolerant of missing attributes."""
     t = Table.grid(padding=(0, 2))
@@ -225,7 +235,8 @@ class ModelPane(StepPane):
                 self.post_message(FieldEdited("model.name_or_path", model))
 
         self.app.push_screen(CatalogDialog(f"Models — {P.get(job.profile).title} profile", self.catalog_items(job.profile),
-                                           str(job.resolved()["model.name_or_path"])), done)
+                                           str(job.resolved()["model.name_or_path"]),
+                                           legend=catalog_legend(job.profile)), done)
 
     @on(Button.Pressed, "#model-browse")
     def _browse(self, event: Button.Pressed) -> None:

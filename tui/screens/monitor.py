@@ -85,13 +85,45 @@ class FeedProblem(Message):
         self.lost = lost
 
 
+PREFERENCE_MIN_SPAN = 0.1  # rewards start near zero: a smaller y-span would draw noise as a trend
+
+
+def preference_lines(st: RunState) -> list[tuple[str, list[Any]]]:
+    """The two side plots of a preference (DPO / KTO) or reward run: (title, lines) each — the rewards of the
+    chosen and rejected answers with their margin, then the accuracy (chosen rewarded above rejected)."""
+    from tui.widgets.plot import Line
+
+    def line(key: str, label: str, color: str) -> list[Any]:
+        s = st.extra.get(key)
+        if s is None:
+            return []
+        xs, ys = s.points()
+        return [Line(label, xs, ys, color)]
+
+    def last(key: str) -> str:
+        s = st.extra.get(key)
+        return fmt_num(s.last[1] if s is not None and s.last else None)
+
+    if "rewards_chosen" in st.extra or "rewards_margins" in st.extra:
+        rewards = (f"margin {last('rewards_margins')} · chosen {last('rewards_chosen')} · "
+                   f"rejected {last('rewards_rejected')}",
+                   line("rewards_chosen", "chosen", "success") + line("rewards_rejected", "rejected", "error")
+                   + line("rewards_margins", "margin", "primary"))
+        acc = (f"accuracy {last('rewards_accuracies')}", line("rewards_accuracies", "", "accent"))
+    else:  # a reward model
+        rewards = (f"reward {last('mean_reward')} · margin {last('margin')}",
+                   line("mean_reward", "mean", "success") + line("margin", "margin", "primary"))
+        acc = (f"accuracy {last('accuracy')}", line("accuracy", "", "accent"))
+    return [rewards, acc]
+
+
 class MonitorScreen(QuietScreen):
     """Live (or finished) run dashboard.  ``run_ref``: a RunRef, a run directory or a run name."""
 
     CSS_PATH = "dashboard.tcss"
     BINDINGS = [
         Binding("d", "detach", "Detach"),
-        Binding("escape", "detach", "Detach", show=False),
+        Binding("escape,q", "detach", "Detach", show=False),
         Binding("s", "stop", "Stop run"),
         Binding("slash", "search", "Search log"),
         Binding("l", "toggle_log", "Wide log", show=False),
@@ -117,7 +149,34 @@ class MonitorScreen(QuietScreen):
 
     @property
     def active_bindings(self) -> dict:  # type: ignore[override]
-        return dashboard_bindings(self, super().active_bindings)
+        """The footer follows the run: while it runs, Detach and Stop; once it has ended, Back (no Stop),
+        Try the model when it saved one, Resume when it can be resumed."""
+        shown = dashboard_bindings(self, super().active_bindings)
+        st = self.state
+        if not st.finished:
+            return shown
+        from dataclasses import replace
+
+        out = {}
+        for k, ab in shown.items():
+            b = ab.binding
+            if b.action == "stop":
+                continue
+            if b.action == "detach" and b.show:
+                b = replace(b, description="Back")
+            elif b.action == "try_model" and st.status in ("completed", "early_stopped") and st.final_path:
+                b = replace(b, show=True)
+            elif b.action == "resume" and st.status not in ("completed", "early_stopped") and self._resumable():
+                b = replace(b, show=True)
+            out[k] = ab._replace(binding=b)
+        return out
+
+    _footer_finished = False
+
+    def _footer_follows(self) -> None:
+        if self.state.finished != self._footer_finished:
+            self._footer_finished = self.state.finished
+            self.refresh_bindings()
 
     # -- layout ----------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -156,6 +215,7 @@ class MonitorScreen(QuietScreen):
     @work(thread=True, exclusive=True, group="monitor-tail", exit_on_error=False)
     def _tail(self) -> None:
         worker = get_current_worker()
+        self._parent_history()
         try:
             feed = runsource.open_feed(self.run_ref)
         except Exception as e:  # unreachable host, missing run
@@ -195,6 +255,23 @@ class MonitorScreen(QuietScreen):
     def on_unmount(self) -> None:
         sys.setswitchinterval(self._switch)
 
+    resumed_from: tuple[str, int] | None = None  # (the run this one resumed, the step it resumed at)
+
+    def _parent_history(self) -> None:
+        """A resumed run: its parent's curves up to the resume point go first (in the tail thread)."""
+        kind, parent, step = runsource.run_kind(self.run_ref)
+        d = runsource.run_dir(self.run_ref)
+        if not parent or step is None or d is None:
+            return
+        recs = runsource.history_before(parent, step, d.parent)
+        self.app.call_from_thread(self._show_parent, parent, step, recs)
+
+    def _show_parent(self, parent: str, step: int, recs: list[dict[str, Any]]) -> None:
+        self.resumed_from = (parent, step)
+        self.state.history(recs)
+        self._show_text()
+        self._redraw_plots(force=True)
+
     def on_run_update(self, msg: RunUpdate) -> None:
         msg.stop()
         self.batches += 1
@@ -203,6 +280,7 @@ class MonitorScreen(QuietScreen):
             st.update(msg.records)
         self._feed_log(msg)
         self._show_text()
+        self._footer_follows()
         if msg.caught_up and not self.loaded:
             self.loaded = True
             self._redraw_plots(force=True)
@@ -219,6 +297,7 @@ class MonitorScreen(QuietScreen):
             self.problem = msg.text
         self.loaded = True
         self._show_text()
+        self._footer_follows()
 
     def _feed_log(self, msg: RunUpdate) -> None:
         from tui.widgets.logtail import LogTail, event_line
@@ -263,8 +342,10 @@ class MonitorScreen(QuietScreen):
         if st.world_size > 1:
             extra.append(f"{st.world_size} ranks")
         title = self.query_one("#mon-title", Static)
-        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "")
-             + (f"  ({', '.join(extra)})" if extra else ""))
+        more = f"  ({', '.join(extra)})" if extra else ""
+        if self.resumed_from is not None:  # (what it trains is its parent's: the link says more)
+            more = f"  ↻ resumed from {self.resumed_from[0]} at step {self.resumed_from[1]}"
+        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "") + more)
         _set(self.query_one("#mon-stats", Static), stats_text(st))
         end = self.query_one("#mon-end", Static)
         msg = self._end_text()
@@ -323,11 +404,23 @@ class MonitorScreen(QuietScreen):
         title = f"loss {fmt_num(st.loss)}" + (f" · eval {fmt_num(st.eval_loss)}" if st.eval_loss is not None else "")
         loss.set_lines([Line("train", tx, ty, "primary"), Line("eval", ex, ey, "warning")], title=title)
         lr = self.query_one("#plot-lr", MetricPlot)
-        lx, ly = st.lr_series.points()
-        lr.set_lines([Line("", lx, ly, "success")], title=f"learning rate {fmt_num(st.lr)}")
         gn = self.query_one("#plot-grad", MetricPlot)
-        gx, gy = st.grad_series.points()
-        gn.set_lines([Line("", gx, gy, "accent")], title=f"grad norm {fmt_num(st.grad_norm)}")
+        if st.extra:  # DPO / KTO / reward: their own metrics beside the loss
+            side = preference_lines(st)
+            lr.set_lines(side[0][1], title=side[0][0])
+            gn.set_lines(side[1][1], title=side[1][0])
+            lr.min_abs, gn.ylim = PREFERENCE_MIN_SPAN, (0.0, 1.0)
+        else:
+            lx, ly = st.lr_series.points()
+            lr.set_lines([Line("", lx, ly, "success")], title=f"learning rate {fmt_num(st.lr)}")
+            gx, gy = st.grad_series.points()
+            gn.set_lines([Line("", gx, gy, "accent")], title=f"grad norm {fmt_num(st.grad_norm)}")
+        # one x-range for every plot: from the first point drawn to the step reached
+        firsts = [ln.xs[0] for p in (loss, lr, gn) for ln in p.lines if len(ln.xs)]
+        lasts = [ln.xs[-1] for p in (loss, lr, gn) for ln in p.lines if len(ln.xs)]
+        xlim = (min(firsts), max([*lasts, float(st.step)])) if firsts else None
+        for p in (loss, lr, gn):
+            p.xlim = xlim
         loss.redraw()
         # the side plots change slowly: half the rate of the loss plot
         self._side_turn = not getattr(self, "_side_turn", False)
@@ -404,9 +497,11 @@ class MonitorScreen(QuietScreen):
             if yes:
                 self._resume_worker()
 
-        self.app.push_screen(ConfirmScreen(f"Resume run {st.name} from its newest complete checkpoint?\n\nA new "
-                                           "run starts beside it at the saved step.", yes="Resume", danger=False),
-                             answered)
+        from tui.screens.runs import resume_question
+
+        ck = next((c for c in reversed(st.checkpoints) if c.get("complete", True) and c.get("path")), None)
+        self.app.push_screen(ConfirmScreen(resume_question(st.name, runsource.run_host(self.run_ref), ck,
+                                                           st.total_steps), yes="Resume", danger=False), answered)
 
     @work(thread=True, exclusive=True, group="monitor-resume", exit_on_error=False)
     def _resume_worker(self) -> None:

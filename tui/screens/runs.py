@@ -37,6 +37,17 @@ STATUS_COLOR = {  # theme colour names
 AUTO_REFRESH_S = 3.0
 
 
+def resume_question(name: str, host: str, ck: dict[str, Any] | None, total_steps: int = 0) -> str:
+    """The resume dialog's question: which checkpoint, at which step."""
+    if ck is None:
+        where = "its newest complete checkpoint"
+    else:
+        of = f" of {total_steps}" if total_steps else ""
+        where = f"{Path(str(ck.get('path'))).name} (step {ck.get('step')}{of})"
+    return (f"Resume run {name}{f' on {host}' if host not in ('', 'local') else ''} from {where}?\n\nA new run starts "
+            "beside it at that step, with the optimizer and schedule restored; this one is kept as it is.")
+
+
 def short(name: str, width: int) -> str:
     """``name`` cut in the middle to ``width`` characters."""
     if len(name) <= width:
@@ -61,7 +72,7 @@ class RunsScreen(QuietScreen):
         Binding("space", "mark", "Mark"),
         Binding("o", "overlay", "Overlay"),
         Binding("r", "refresh", "Refresh", show=False),
-        Binding("escape", "back", "Back", show=False),
+        Binding("escape,q", "back", "Back", show=False),
     ]
 
     def __init__(self, runs_dir: str = "runs", *, clock: Callable[[], float] = time.time,
@@ -137,7 +148,8 @@ class RunsScreen(QuietScreen):
     def _columns(self, width: int) -> list[tuple[str, str, int]]:
         wide = width >= 110
         cols = [("", "mark", 1)]
-        fixed = [("Status", "status", 15), ("Step", "step", 9), ("Loss", "loss", 7), ("Took", "took", 8)]
+        fixed = [("Kind", "kind", 9), ("Status", "status", 15), ("Step", "step", 9), ("Loss", "loss", 7),
+                 ("Took", "took", 8)]
         if wide:
             fixed.insert(0, ("Host", "host", 12))
             fixed.append(("Started", "started", 11))
@@ -167,7 +179,8 @@ class RunsScreen(QuietScreen):
                           style=Style(color=color))
             cells: dict[str, Any] = {
                 "mark": Text("●", style="bold") if k in self.marked else "",
-                "name": short(r.name, name_w),
+                "name": short(("↻ " if r.parent else "") + r.name, name_w),
+                "kind": short(r.kind or "—", 9),
                 "host": short(r.host, 12),
                 "status": status,
                 "step": Text(f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step), justify="right"),
@@ -223,10 +236,13 @@ class RunsScreen(QuietScreen):
                 where = where.resolve().relative_to(Path.cwd().resolve())
             except (ValueError, OSError):
                 pass
-        line1 = f"{r.name} · {r.host} · started {started}" + (f" · {where}" if where else "")
+        line1 = f"{r.name} · {r.kind or '?'} · {r.host} · started {started}" + (f" · {where}" if where else "")
+        links = ([f"↻ resumed from {r.parent} at step {r.parent_step}"] if r.parent else []) + (
+            [f"resumed as {', '.join(r.children)}"] if r.children else [])
         line2 = f"✖ {r.error}" if r.error and r.status == "failed" else (
-            "enter attach · space mark two runs, o overlays their loss · r refresh · esc back")
-        detail.update(f"{line1}\n{line2}")
+            " · ".join(links) or "enter attach · space mark two runs, o overlays their loss · r refresh · esc back")
+        width = max(20, detail.size.width - 2)  # (a long path is cut, not wrapped over the second line)
+        detail.update("\n".join(ln if len(ln) <= width else ln[: width - 1] + "…" for ln in (line1, line2)))
 
     # -- actions ---------------------------------------------------------------
     def _ref(self, r: RunRow) -> Any:
@@ -301,9 +317,8 @@ class RunsScreen(QuietScreen):
         if r.status == "completed":
             self.notify(f"{r.name} completed: nothing to resume (c opens its config as a new job).")
             return
-        self._ask_then("resume", r, f"Resume run {r.name} on {r.host} from its newest complete checkpoint?\n\nA new "
-                       "run starts beside it at the saved step, with the optimizer and schedule restored; this one is "
-                       "kept as it is.", "Resume")
+        self._ask_then("resume", r, resume_question(r.name, r.host, runsource.newest_checkpoint(self._ref(r)),
+                                                    r.total_steps), "Resume")
 
     def _ask_then(self, what: str, r: RunRow, question: str, yes: str) -> None:
         """``what`` (stop, delete, resume) on ``r`` once the user says yes."""
@@ -351,12 +366,21 @@ class RunsScreen(QuietScreen):
         if callable(open_job):
             open_job(job)
         elif callable(set_job):
-            # the wizard app: load the job as a new, unsaved one and go back to the wizard
+            # the wizard app: load the job as a new, unsaved one and go back to the wizard; unsaved edits
+            # of the job there are not dropped silently (asked, as Open and Quit do)
             job.values.pop("launch.run_name", None)
-            set_job(job, preset_path=None)
-            while len(self.app.screen_stack) > 1:
-                self.app.pop_screen()
-            self.app.notify(f"Opened the config of {r.name} as a new job.")
+
+            def go() -> None:
+                set_job(job, preset_path=None)
+                while len(self.app.screen_stack) > 1:
+                    self.app.pop_screen()
+                self.app.notify(f"Opened the config of {r.name} as a new job.")
+
+            confirm = getattr(self.app, "confirm_discard", None)
+            if getattr(self.app, "dirty", False) and callable(confirm):
+                confirm(go)
+            else:
+                go()
         else:
             self.notify(f"Loaded the config of {r.name}, but this app cannot open jobs.", severity="warning")
 

@@ -73,7 +73,7 @@ def method_quantization(method: str, job: JobConfig, res: dict[str, Any]) -> Any
     choices = spec("runtime.quantization_bit", job.profile).choices or ("none", 4, 8)
     if method == "qlora" and q == "none":
         return next((c for c in choices if c != "none"), None)
-    if method not in ("lora", "qlora") and q != "none" and "none" in choices:
+    if method != "qlora" and q != "none" and "none" in choices:  # (lora on a quantized model is qlora)
         return "none"
     return None
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from textual import on, work
+
+from engine.launch.procs import module_argv
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -43,7 +45,7 @@ class TryScreen(QuietScreen, ModalScreen[None]):
         self.run_dir = Path(run_dir)
         self.run_name = name
         #: the model server (another command speaking its protocol: the screenshots' canned one)
-        self.command = command or [sys.executable, "-m", "engine.train.generate", str(self.run_dir)]
+        self.command = command or module_argv(sys.executable, "engine.train.generate", str(self.run_dir))
         self.proc: subprocess.Popen | None = None
         self.ready = False
         self.answers = 0

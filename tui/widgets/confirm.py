@@ -28,12 +28,14 @@ class ConfirmScreen(QuietScreen, ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
             yield Static(self.question, id="confirm-question", markup=False)
+            yield Static(f"y {self.yes_label.lower()} · n / Esc {self.no_label.lower()}", classes="dialog-keys",
+                         markup=False)
             with Horizontal(id="confirm-buttons"):
                 yield Button(self.yes_label, variant="error" if self.danger else "primary", id="confirm-yes")
                 yield Button(self.no_label, id="confirm-no")
 
     def on_mount(self) -> None:
-        self.query_one("#confirm-no", Button).focus()
+        self.query_one("#confirm-yes", Button).focus()  # Enter confirms (y / n / Esc too)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

@@ -43,14 +43,22 @@ class Dialog(QuietScreen, ModalScreen[Any]):
 
 
 class ConfirmDialog(Dialog):
-    """A question with buttons; dismisses with the chosen button's key (None on escape)."""
+    """A question with buttons; dismisses with the chosen button's key (None on escape).  ``y`` answers with
+    the first button (focused: Enter too), ``n`` with ``no`` (default: the cancel button, else the last)."""
+
+    BINDINGS = [Binding("y", "answer('yes')", "Yes", show=False), Binding("n", "answer('no')", "No", show=False)]
 
     def __init__(self, title: str, message: str, buttons: Iterable[tuple[str, str]] = (("yes", "Yes"), ("no", "No")),
-                 id: str | None = None) -> None:
+                 id: str | None = None, no: str | None = None) -> None:
         super().__init__(id=id)
         self.title_text = title
         self.message = message
         self.buttons = list(buttons)
+        keys = [k for k, _ in self.buttons]
+        self.answers = {"yes": keys[0], "no": no or ("cancel" if "cancel" in keys else keys[-1])}
+
+    def action_answer(self, which: str) -> None:
+        self.dismiss(self.answers[which])
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -59,6 +67,8 @@ class ConfirmDialog(Dialog):
             with Horizontal(classes="dialog-buttons"):
                 for i, (key, label) in enumerate(self.buttons):
                     yield Button(label, id=f"btn-{key}", variant="primary" if i == 0 else "default", compact=True)
+            yield Static(f"y {self.buttons[0][1].lower()} · n {dict(self.buttons)[self.answers['no']].lower()}"
+                         " · Esc cancel", classes="dialog-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query(Button).first().focus()
@@ -68,14 +78,24 @@ class ConfirmDialog(Dialog):
         self.dismiss((event.button.id or "btn-").removeprefix("btn-"))
 
 
+class FolderTree(DirectoryTree):
+    """A DirectoryTree without dot folders and files (.git, .venv, .cache…)."""
+
+    def filter_paths(self, paths: Iterable[Path]) -> Iterable[Path]:
+        return [p for p in paths if not p.name.startswith(".")]
+
+
 class FilePickerDialog(Dialog):
-    """A DirectoryTree to pick a file (or a folder); the path can also be typed."""
+    """A tree of the files to pick one (or a folder): ``↑ Parent`` (or Backspace in the tree) goes up, dot
+    folders are hidden, and a path typed below takes the tree to its folder."""
+
+    BINDINGS = [Binding("backspace", "parent", "Parent folder", show=False)]
 
     def __init__(self, title: str = "Choose a file", start: str | Path = ".", folders: bool = False,
                  suffixes: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.title_text = title
-        self.start = Path(start).expanduser()
+        self.start = Path(start).expanduser().resolve()
         if not self.start.is_dir():
             self.start = self.start.parent if self.start.parent.is_dir() else Path.cwd()
         self.folders = folders
@@ -84,14 +104,42 @@ class FilePickerDialog(Dialog):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-tall"):
             yield Label(self.title_text, classes="dialog-title")
-            yield DirectoryTree(self.start, id="picker-tree")
-            yield Input(placeholder="path", id="picker-path", compact=True)
+            with Horizontal(classes="picker-where"):
+                yield Button("↑ Parent", id="picker-up", compact=True)
+                yield Label(str(self.start), id="picker-folder", classes="muted")
+            yield FolderTree(self.start, id="picker-tree")
+            yield Input(placeholder="path (a folder typed here opens in the tree)", id="picker-path", compact=True)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Choose", id="picker-ok", variant="primary", compact=True)
                 yield Button("Cancel", id="picker-cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#picker-tree").focus()
+
+    def go(self, folder: Path) -> None:
+        """Show ``folder`` in the tree."""
+        tree = self.query_one("#picker-tree", FolderTree)
+        if folder.is_dir() and folder != Path(tree.path):
+            tree.path = folder
+            self.query_one("#picker-folder", Label).update(str(folder))
+
+    @on(Button.Pressed, "#picker-up")
+    def action_parent(self) -> None:
+        tree = self.query_one("#picker-tree", FolderTree)
+        if self.focused is not None and self.focused.id == "picker-path":
+            return  # (Backspace edits the path there)
+        self.go(Path(tree.path).resolve().parent)
+
+    @on(Input.Changed, "#picker-path")
+    def _typed(self, event: Input.Changed) -> None:
+        if not self.query_one("#picker-path", Input).has_focus:
+            return  # (a pick in the tree wrote it)
+        p = Path(event.value.strip()).expanduser() if event.value.strip() else None
+        if p is None:
+            return
+        if not p.is_absolute():
+            p = Path.cwd() / p
+        self.go(p if p.is_dir() else p.parent)
 
     @on(DirectoryTree.FileSelected)
     def _file(self, event: DirectoryTree.FileSelected) -> None:
@@ -116,7 +164,8 @@ class FilePickerDialog(Dialog):
 
 
 class OpenPresetDialog(Dialog):
-    """Shipped and recent presets, or a typed path; Import converts a foreign file (engine.interop)."""
+    """Shipped and recent presets, or a typed path: a TOML preset opens, a LLaMA-Factory / Nova YAML or an
+    FPT / OCI / watsonx JSON is imported (the app tells which from the content: engine.interop.file_kind)."""
 
     def __init__(self, shipped: list[Path], recent: list[Path]) -> None:
         super().__init__()
@@ -125,7 +174,7 @@ class OpenPresetDialog(Dialog):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-tall"):
-            yield Label("Open a preset", classes="dialog-title")
+            yield Label("Open a preset or import a config", classes="dialog-title")
             opts: list[Option | None] = []
             for p in self.recent:
                 opts.append(Option(Text.assemble(("recent   ", "dim"), p.name, ("  " + str(p.parent), "dim")), id=str(p)))
@@ -133,11 +182,11 @@ class OpenPresetDialog(Dialog):
                 if p not in self.recent:
                     opts.append(Option(Text.assemble(("shipped  ", "dim"), p.name), id=str(p)))
             yield OptionList(*opts, id="preset-list")
-            yield Input(placeholder="…or a path: .toml preset, or a file to import", id="preset-path", compact=True)
+            yield Input(placeholder="…or a path: a .toml preset, a LLaMA-Factory / Nova YAML, an FPT / OCI / watsonx JSON",
+                        id="preset-path", compact=True)
             yield Static("", id="preset-error", classes="field-problem", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Open", id="preset-open", variant="primary", compact=True)
-                yield Button("Import", id="preset-import", compact=True)
                 yield Button("Browse…", id="preset-browse", compact=True)
                 yield Button("Cancel", id="preset-cancel", compact=True)
 
@@ -164,14 +213,6 @@ class OpenPresetDialog(Dialog):
         v = self.query_one("#preset-path", Input).value.strip()
         if v:
             self.dismiss(("open", v))
-
-    @on(Button.Pressed, "#preset-import")
-    def _import(self) -> None:
-        v = self.query_one("#preset-path", Input).value.strip()
-        if not v:
-            self.show_error("type the path of a LLaMA-Factory / Nova YAML or an FPT / OCI / watsonx JSON to import")
-            return
-        self.dismiss(("import", v))
 
     @on(Button.Pressed, "#preset-browse")
     def _browse(self) -> None:
@@ -262,14 +303,14 @@ class SavePresetDialog(Dialog):
 
 
 KEYS_HELP = """\
-Tab / Shift+Tab   next / previous field
-Ctrl+N / Ctrl+B   next / previous step   (or click a step)
-F1 or ?           help for the focused field
-Ctrl+S / Ctrl+O   save / open a preset
-Ctrl+T            show the job as TOML
-Ctrl+R            runs          Ctrl+L   launch
-Ctrl+P            command palette (every action)
-Ctrl+Q            quit (asks when there are unsaved changes)"""
+Tab / Shift+Tab   next / previous field (typing replaces it)
+Ctrl+N / Ctrl+B   next / previous step (Esc: back a step)
+F1                help (? too, outside text fields)
+Ctrl+O / Ctrl+S   open or import / save or export
+Ctrl+T            the job as TOML (again: the form)
+Ctrl+L            the launch step's review; again: launch
+Ctrl+R            runs          Ctrl+P   every action
+q / Ctrl+Q        quit (asks when there are unsaved changes)"""
 
 
 class HelpDialog(Dialog):
@@ -277,10 +318,13 @@ class HelpDialog(Dialog):
 
     BINDINGS = [Binding("escape,f1,question_mark,q", "cancel", "Close")]
 
-    def __init__(self, field_name: str | None, profile: str = "native") -> None:
+    def __init__(self, field_name: str | None, profile: str = "native",
+                 keys: list[tuple[str, str]] | None = None) -> None:
+        """``keys``: another screen's keys (runs, a dashboard), listed instead of the wizard's."""
         super().__init__()
         self.field_name = field_name
         self.profile = profile
+        self.keys = keys
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-help"):
@@ -302,8 +346,9 @@ class HelpDialog(Dialog):
                     t.append(", ".join(f.aliases))
                 yield Static(t, classes="dialog-body")
             else:
-                yield Label("finetui — keys", classes="dialog-title")
-            yield Static(KEYS_HELP, classes="dialog-body dialog-keys", markup=False)
+                yield Label("finetui — keys" if self.keys is None else "Keys of this screen", classes="dialog-title")
+            keys = KEYS_HELP if self.keys is None else "\n".join(f"{k:<17} {d}" for k, d in self.keys)
+            yield Static(keys, classes="dialog-body dialog-keys", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close", id="help-close", variant="primary", compact=True)
 
@@ -319,11 +364,13 @@ class CatalogDialog(Dialog):
     """A profile's model catalog: Enter or a click on a model dismisses with its id (None on escape).
     ``items`` are (model id, shown text) pairs; the current model is highlighted when listed."""
 
-    def __init__(self, title: str, items: list[tuple[str, Any]], current: str | None = None) -> None:
+    def __init__(self, title: str, items: list[tuple[str, Any]], current: str | None = None,
+                 legend: str = "") -> None:
         super().__init__()
         self.title_text = title
         self.items = items
         self.current = current
+        self.legend = legend  # what the rows' marks mean, as they are
 
     def compose(self) -> ComposeResult:
         from tui.widgets.catalog import CatalogList
@@ -331,7 +378,8 @@ class CatalogDialog(Dialog):
         with Vertical(classes="dialog dialog-catalog"):
             yield Label(self.title_text, classes="dialog-title")
             yield CatalogList(id="catalog-list")
-            yield Static("● in this profile's catalog.  ↑↓ move · Enter picks · Esc closes", classes="dialog-keys")
+            yield Static(f"{self.legend}  ↑↓ move · Enter picks · Esc closes".strip(), classes="dialog-keys",
+                         markup=False)
 
     def on_mount(self) -> None:
         from tui.widgets.catalog import CatalogList

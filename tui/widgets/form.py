@@ -120,8 +120,9 @@ def compute_states(job: JobConfig) -> tuple[dict[str, Any], dict[str, FieldState
         if cur is None or (cur.severity == "warning" and p.severity == "error"):
             first[p.field] = p
     states = {}
+    md = job.model_defaults(res)  # the profile's defaults for this base model, where it has some
     for name, f in FIELD_BY_NAME.items():
-        default = spec(name, job.profile).default
+        default = md[name] if name in md else spec(name, job.profile).default
         states[name] = FieldState(
             value=res[name],
             visible=f.is_visible(res) or name in job.values and first.get(name) is not None,
@@ -163,9 +164,10 @@ class FieldRow(Widget):
         self._options: tuple[Any, ...] | None = None
         self._shown: Any = _UNSYNCED  # what the last sync put in the widget
         self._label_text = self.field.label
-        self._hint_text = hint_for(name, profile)
+        self._hint_text = hint_for(name, profile) if self.field.kind != "bool" else "off"
         self._problem_text = ""
         self._input: Widget | None = None
+        self._generation = 0
 
     # -- building ---------------------------------------------------------
     def _make_widget(self) -> Widget:
@@ -181,8 +183,9 @@ class FieldRow(Widget):
         placeholder = "unset" if sp.default is None else format_value(f.name, sp.default)
         # "-valid": the class Input sets on its first validation (no validators: always valid); given
         # here, that first validation changes no class and restyles nothing
+        # the text is selected on focus: typing replaces the value, as in the dialogs (an arrow key keeps it)
         return Input(value=format_value(f.name, sp.default), placeholder=placeholder, id=wid, compact=True,
-                     classes="-textual-compact field-input -valid", password=f.secret, select_on_focus=False)
+                     classes="-textual-compact field-input -valid", password=f.secret, select_on_focus=True)
 
     def compose(self) -> ComposeResult:
         self._input = self._make_widget()
@@ -276,8 +279,16 @@ class FieldRow(Widget):
         if self._user_edit(event.input, event.value):
             self.post_message(FieldEdited(self.field_name, parse_input(self.field_name, event.value)))
 
+    def _show_on_off(self, on: bool) -> None:
+        """A switch says its state in words, right of it (colour alone is not enough)."""
+        text = "on" if on else "off"
+        if self._hint_text != text:
+            self._hint_text = text
+            self.refresh()
+
     def on_switch_changed(self, event: Switch.Changed) -> None:
         event.stop()
+        self._show_on_off(event.value)
         if self._user_edit(event.switch, event.value):
             self.post_message(FieldEdited(self.field_name, event.value))
 
@@ -328,7 +339,11 @@ class FieldRow(Widget):
         sp = spec(self.field_name, profile)
         if isinstance(w, Input):
             w.placeholder = "unset" if sp.default is None else format_value(self.field_name, sp.default)
-            if not w.has_focus or self._shown is _UNSYNCED:
+            # the focused field keeps what is being typed, unless the whole job was replaced since the last
+            # sync (an open, an import, the TOML view: FinetuiApp.set_job counts them)
+            generation = getattr(self.app, "job_generation", 0)
+            replaced, self._generation = generation != self._generation, generation
+            if not w.has_focus or self._shown is _UNSYNCED or replaced:
                 text = format_value(self.field_name, st.value)
                 if w.value != text:
                     with w.prevent(Input.Changed):
@@ -340,6 +355,7 @@ class FieldRow(Widget):
                 with w.prevent(Switch.Changed):
                     w.value = v
             self._shown = v
+            self._show_on_off(v)
         elif isinstance(w, Select):
             opts = tuple(sp.choices or ())
             cur = st.value

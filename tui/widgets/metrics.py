@@ -19,6 +19,9 @@ OUTCOME_TEXT = {
     "failed": "failed",
 }
 DROPPED_KEYS = ("rows_dropped", "dropped_rows", "dropped")
+#: the metrics of preference and reward training (TRL's log keys, "/" written "_"), plotted on their dashboards
+PREFERENCE_KEYS = ("rewards_chosen", "rewards_rejected", "rewards_margins", "rewards_accuracies",
+                   "mean_reward", "margin", "accuracy")
 
 
 class Series:
@@ -95,6 +98,7 @@ class RunState:
     lr_series: Series = field(default_factory=Series)
     grad_series: Series = field(default_factory=Series)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Series] = field(default_factory=dict)  # PREFERENCE_KEYS seen in log records
     # (t, step) of recent log records, for the ETA
     _pace: deque = field(default_factory=lambda: deque(maxlen=32))
     version: int = 0  # bumped by every update (cheap change detection)
@@ -107,6 +111,19 @@ class RunState:
     @property
     def finished(self) -> bool:
         return self.status in OUTCOME_TEXT or self.status == "lost"
+
+    def history(self, recs: Iterable[dict[str, Any]]) -> None:
+        """Another run's log and eval records (a resumed run's parent, up to the resume point): its curves only,
+        not this run's step, times or status."""
+        for r in recs:
+            x = float(r.get("step") or 0)
+            if r.get("kind") == "log":
+                for key, series in (("loss", self.train_loss), ("lr", self.lr_series), ("grad_norm", self.grad_series)):
+                    if (v := _num(r.get(key, r.get("learning_rate") if key == "lr" else None))) is not None:
+                        series.append(x, v)
+            elif r.get("kind") == "eval" and (v := _num(r.get("eval_loss", r.get("loss")))) is not None:
+                self.eval_series.append(x, v)
+        self.version += 1
 
     def update(self, recs: Iterable[dict[str, Any]]) -> None:
         for r in recs:
@@ -159,6 +176,9 @@ class RunState:
                 self.grad_series.append(x, v)
             if (v := _num(r.get("epoch"))) is not None:
                 self.epoch = v
+            for key in PREFERENCE_KEYS:
+                if (v := _num(r.get(key, r.get(key.replace("_", "/", 1))))) is not None:
+                    self.extra.setdefault(key, Series()).append(x, v)
             if (v := _num(r.get("tokens_per_s", r.get("tokens/s")))) is not None:
                 self.tokens_per_s = v
             if (v := _num(r.get("samples_per_s", r.get("samples/s")))) is not None:
@@ -174,6 +194,13 @@ class RunState:
                 self.memory_mb = v
             if t is not None:
                 self._pace.append((t, step))
+            if self.status == "pending":
+                self.status = "running"
+        elif k == "progress":  # the step between log points: progress and pace
+            if t is not None:
+                self._pace.append((t, step))
+            if r.get("total_steps"):
+                self.total_steps = int(r["total_steps"])
             if self.status == "pending":
                 self.status = "running"
         elif k == "eval":
@@ -212,6 +239,10 @@ class RunState:
             (t0, s0), (t1, s1) = self._pace[0], self._pace[-1]
             if s1 > s0 and t1 > t0:
                 return (self.total_steps - self.step) * (t1 - t0) / (s1 - s0)
+        if self._pace and self.started is not None:  # from the first steps: their pace since the start
+            t1, s1 = self._pace[-1]
+            if s1 > 0 and t1 > self.started:
+                return (self.total_steps - self.step) * (t1 - self.started) / s1
         return None
 
     def checkpoint_rows(self) -> list[dict[str, Any]]:

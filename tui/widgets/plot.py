@@ -43,6 +43,9 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+MIN_Y_SPAN = 0.1  # the y-axis spans at least this fraction of the values' magnitude
+
+
 class MetricPlot(PlotextPlot):
     """A line plot of one or more series with a title showing the current values.
 
@@ -71,6 +74,10 @@ class MetricPlot(PlotextPlot):
         self.draws = 0  # redraw requests
         self.builds = 0  # figures built
         self.int_x = True  # x is a step count
+        self.xlim: tuple[float, float] | None = None  # set by the dashboard: the same x-range on every plot
+        self.min_span = MIN_Y_SPAN
+        self.min_abs = 0.0  # and at least this much (values near zero: rewards)
+        self.ylim: tuple[float, float] | None = None  # a bounded quantity's whole range (an accuracy: 0 to 1)
         self._has_data = False
         self._cache: tuple | None = None  # (key, Text)
         self._inflight: tuple | None = None
@@ -120,6 +127,10 @@ class MetricPlot(PlotextPlot):
             "title": self.plot_title,
             "ylabel": self.ylabel,
             "int_x": self.int_x,
+            "xlim": self.xlim,
+            "min_span": self.min_span,
+            "min_abs": self.min_abs,
+            "ylim": self.ylim,
             "lines": [(ln.label, list(ln.xs), list(ln.ys), self._rgb(ln.color), ln.marker) for ln in self.lines],
             "theme": self._get_plotext_theme_name(self.app.theme),
         }

@@ -33,6 +33,16 @@ def int_ticks(lo: float, hi: float, n: int) -> list[float]:
         mag *= 10
 
 
+def y_range(lo: float, hi: float, min_span: float, min_abs: float = 0.0) -> tuple[float, float]:
+    """[lo, hi] widened about its middle to at least ``min_span`` of the largest magnitude (a fraction), and at
+    least ``min_abs``: a loss that moves in its fourth digit, or rewards near zero, are drawn flat, not as cliffs."""
+    need = max(min_span * max(abs(lo), abs(hi)), min_abs)
+    if hi - lo >= need or need <= 0:
+        return lo, hi
+    mid = (lo + hi) / 2
+    return mid - need / 2, mid + need / 2
+
+
 def build_ansi(plt: Any, width: int, height: int, spec: dict) -> str:
     """Draw ``spec`` with the plotext figure ``plt`` at ``width``×``height``."""
     from plotext._dict import themes
@@ -43,9 +53,11 @@ def build_ansi(plt: Any, width: int, height: int, spec: dict) -> str:
     plt.clear_figure()
     plt.title(spec["title"])
     xs_all: list[float] = []
+    ys_all: list[float] = []
     for label, xs, ys, color, marker in spec["lines"]:
         if not xs:
             continue
+        ys_all.extend((min(ys), max(ys)))
         if len(xs) > 2 * width:
             k = -(-len(xs) // (2 * width))
             xs = xs[::k] + ([xs[-1]] if (len(xs) - 1) % k else [])
@@ -54,6 +66,16 @@ def build_ansi(plt: Any, width: int, height: int, spec: dict) -> str:
         plt.plot(xs, ys, marker=marker, color=color, label=label or None)
     if spec["ylabel"]:
         plt.ylabel(spec["ylabel"])
+    xlim = spec.get("xlim")  # the dashboard's plots share one x-range
+    if xlim and xlim[1] > xlim[0]:
+        plt.xlim(*xlim)
+        xs_all.extend(xlim)
+    if ys_all:
+        lo, hi = y_range(min(ys_all), max(ys_all), spec.get("min_span", 0.0), spec.get("min_abs", 0.0))
+        if spec.get("ylim"):  # a bounded quantity (an accuracy): its whole range
+            lo, hi = min(lo, spec["ylim"][0]), max(hi, spec["ylim"][1])
+        if (lo, hi) != (min(ys_all), max(ys_all)):
+            plt.ylim(lo, hi)
     if xs_all and spec["int_x"]:
         ticks = int_ticks(min(xs_all), max(xs_all), max(2, min(8, width // 8)))
         plt.xticks(ticks, [str(int(t)) for t in ticks])

@@ -133,13 +133,25 @@ class HelpBar(Static):
     def __init__(self) -> None:
         super().__init__("", id="helpbar", markup=False)
 
+    def show_text(self, title: str, text: str) -> None:
+        """What a focused button or group title does (the bottom help line follows the focus)."""
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(title, "bold")
+        t.append("  " + text)
+        self.update(t)
+
     def show_field(self, name: str) -> None:
         f = FIELD_BY_NAME.get(name)
         if f is None:
             return
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(f.label, "bold")
-        t.append("  " + f.help.replace("\n", " "))
+        help = "  " + f.help.replace("\n", " ")
+        room = (self.size.width or 80) - 2 - len(f.label)
+        more = " … F1 for more"
+        if len(help) > room > len(more) + 10:  # cut at a word, and said: the whole help is one key away
+            help = help[: room - len(more)].rsplit(" ", 1)[0] + more
+        t.append(help)
         self.update(t)
 
 

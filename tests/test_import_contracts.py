@@ -1,0 +1,97 @@
+"""The layers' import contracts (docs/architecture.md), checked on every module rather than hoped for.
+
+- every ``tui`` module imports without torch, transformers, deepspeed, trl, peft or ``engine.train``
+  (the interface starts in well under a second; the training stack loads only in the worker);
+- nothing in ``engine`` imports ``tui`` or ``textual`` (the engine has no UI), at any level;
+- the schema (``engine/config.py``, ``engine/profiles.py`` and the data-path syntax they parse,
+  ``engine/datapaths.py``) imports nothing else of engine, at any level: every other part renders from it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+HEAVY = ("torch", "transformers", "deepspeed", "trl", "peft", "engine.train")
+SCHEMA = {"engine.config", "engine.profiles", "engine.datapaths"}
+
+
+def modules(package: str) -> list[str]:
+    base = ROOT / package
+    out = []
+    for p in sorted(base.rglob("*.py")):
+        parts = list(p.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out.append(".".join(parts))
+    return out
+
+
+def imported(path: Path, module: str) -> list[tuple[int, str]]:
+    """Every module a file imports (top level, inside functions, relative imports resolved) with its line."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                name = f"{base}.{node.module}" if node.module else base
+            else:
+                name = node.module or ""
+            out.append((node.lineno, name))
+            out += [(node.lineno, f"{name}.{a.name}") for a in node.names]  # each may be a module
+    return out
+
+
+def test_no_tui_module_loads_the_training_stack():
+    mods = modules("tui")
+    assert len(mods) > 20 and "tui.app" in mods and "tui.screens.monitor" in mods
+    code = ("import importlib, json, sys\n"
+            f"heavy = {HEAVY!r}\n"
+            "out = {}\n"
+            f"for m in {mods!r}:\n"
+            "    importlib.import_module(m)\n"
+            "    out[m] = [h for h in heavy if h in sys.modules]\n"
+            "print(json.dumps(out))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    loaded = {m: bad for m, bad in json.loads(r.stdout).items() if bad}
+    # the first module named is the one that pulled them in
+    assert not loaded, f"importing {next(iter(loaded))} loads {loaded[next(iter(loaded))]}"
+
+
+def test_engine_never_imports_the_interface():
+    bad = [f"{m}:{line} imports {name}" for m in modules("engine")
+           for line, name in imported(ROOT / _file(m), m)
+           if name.split(".")[0] in ("tui", "textual")]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_schema_imports_nothing_else_of_engine():
+    bad = [f"{m}:{line} imports {name}" for m in sorted(SCHEMA)
+           for line, name in imported(ROOT / _file(m), m)
+           if name.split(".")[0] == "engine" and not any(name == s or name.startswith(s + ".") for s in SCHEMA)
+           and name != "engine"]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_scan_sees_imports_at_every_level(tmp_path):
+    """The AST scan is not fooled by lazy, relative or from-imports (what the contracts above rely on)."""
+    f = tmp_path / "x.py"
+    f.write_text("import os\nfrom . import profiles\ndef f():\n    from ..data import load\n"
+                 "    import engine.train.worker\n")
+    assert {n for _, n in imported(f, "engine.sub.x")} == {
+        "os", "engine.sub", "engine.sub.profiles", "engine.data", "engine.data.load", "engine.train.worker"}
+
+
+def _file(module: str) -> Path:
+    p = Path(*module.split("."))
+    return p / "__init__.py" if (ROOT / p).is_dir() else p.with_suffix(".py")
