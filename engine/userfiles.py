@@ -194,24 +194,30 @@ def parsing(where: str, error: ErrorFactory = user_error) -> Iterator[None]:
 
 
 def text_depth(text: str, limit: int) -> int:
-    """How deeply ``[`` / ``{`` nest in JSON or YAML text (outside quotes and comments), counted up to
+    """How deeply ``[`` / ``{`` nest in JSON or YAML text (outside quoted strings and comments), counted up to
     ``limit + 1``, and how far a line is indented (in steps of two columns): a cheap look before a parser
-    that takes minutes on thousands of levels (PyYAML's time grows with the cube of the depth)."""
+    that takes minutes on thousands of levels (PyYAML's time grows with the cube of the depth).  A quote opens
+    a string only where a token starts (``it's`` is no string) and no string spans lines here, so text cannot
+    hide brackets from this count."""
     depth = best = 0
     quote = ""
+    prev = "\n"  # the last character outside strings that is not a space
     i, n = 0, len(text)
     while i < n:
         c = text[i]
         if quote:
-            if c == "\\" and quote == '"':
+            if c == "\n":
+                quote = ""
+            elif c == "\\" and quote == '"':
                 i += 1
             elif c == quote:
                 quote = ""
-        elif c in "\"'":
+                prev = c
+        elif c in "\"'" and prev in "\n[{,:-?":
             quote = c
         elif c == "#" and (i == 0 or text[i - 1] in " \t\n"):
             j = text.find("\n", i)
-            i = n if j < 0 else j
+            i, prev = (n, "\n") if j < 0 else (j, prev)
             continue
         elif c in "[{":
             depth += 1
@@ -221,6 +227,8 @@ def text_depth(text: str, limit: int) -> int:
                     return best
         elif c in "]}":
             depth = max(0, depth - 1)
+        if not quote and c not in " \t":
+            prev = c
         i += 1
     indent = max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0)
     return max(best, indent // 2)

@@ -209,6 +209,11 @@ def test_deep_nesting_everywhere_is_one_line(tmp_path):
     t0 = time.monotonic()
     assert_user_error(run_cli("import", str(tmp_path / "lf.yaml")), "nested")
     assert time.monotonic() - t0 < 5  # (PyYAML alone spends minutes on 5000 levels)
+    # a quote inside a plain scalar (it's) opens no string: the brackets after it are still counted
+    (tmp_path / "q.yaml").write_text("stage: sft\nnote: it's odd\nx: " + "[" * 5000 + "]" * 5000 + "\n")
+    t0 = time.monotonic()
+    assert_user_error(run_cli("import", str(tmp_path / "q.yaml")), "nested")
+    assert time.monotonic() - t0 < 5
     (tmp_path / "wx.json").write_text('{"num_epochs": ' + deep + "}")
     assert_user_error(run_cli("import", str(tmp_path / "wx.json"), "-f", "watsonx"), "nested")
     (tmp_path / "mid.yaml").write_text("stage: sft\nfinetuning_type: lora\nx: " + "[" * 40 + "]" * 40 + "\n")
