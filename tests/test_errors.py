@@ -243,7 +243,8 @@ def test_non_integers_and_huge_values_where_an_integer_is_expected(tmp_path, val
 def test_values_beyond_what_a_trainer_can_use_are_refused_with_the_range(tmp_path):
     cases = [("batch_size__8", "batch_size = 100000000000000000000000000", "general.batch_size", "≤ 65536"),
              ("epochs__2", "epochs = 1000000", "general.epochs", "≤ 10000"),
-             ("max_sequence_length__128", "max_sequence_length = 1000000000", "general.max_sequence_length", "≤ 16777216"),
+             ("max_sequence_length__128", "max_sequence_length = 1000000000", "general.max_sequence_length",
+              "≤ 16777216"),
              ("lora_rank__8", "lora_rank = 100000000", "adapter.lora_rank", "≤ 1048576"),
              ("procs_per_node__2", "procs_per_node = 2\nmaster_port = 70000", "launch.master_port", "≤ 65535")]
     for old, new, field, allowed in cases:
