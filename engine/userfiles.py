@@ -97,7 +97,7 @@ def open_binary(path: str | os.PathLike[str], display: str | None = None, error:
     disp = display or str(path)
     kind = special_kind(stat_user_path(path, disp, error).st_mode)
     if kind:
-        raise error(disp, f"is {kind}, not a data file" if kind != "a folder" else "is a folder, not a file")
+        raise error(disp, f"is {kind}, not a regular file" if kind != "a folder" else "is a folder, not a file")
     try:  # O_NONBLOCK: a file swapped for a FIFO since the stat cannot make open() wait for a writer
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -105,7 +105,7 @@ def open_binary(path: str | os.PathLike[str], display: str | None = None, error:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise error(disp, f"is {special_kind(st.st_mode)}, not a data file")
+        raise error(disp, f"is {special_kind(st.st_mode)}, not a regular file")
     os.set_blocking(fd, True)
     fh: IO[bytes] = os.fdopen(fd, "rb")
     if decompress and _is_gzip(fh):

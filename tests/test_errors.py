@@ -474,3 +474,28 @@ def test_real_entry_point_bad_inputs_are_one_line(tmp_path):
                            env={**os.environ, "FINETUI_CACHE_DIR": str(tmp_path / "c")})
         assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr, r.stderr
         assert len((r.stdout + r.stderr).strip().splitlines()) >= 1
+
+
+def test_outputs_never_replace_what_is_not_a_regular_file(tmp_path):
+    """export / import -o onto a folder or a FIFO: one line, and the thing stays what it was."""
+    folder = tmp_path / "out.yaml"
+    folder.mkdir()
+    fifo = tmp_path / "job.toml"
+    os.mkfifo(fifo)
+    r = run_cli("export", str(DEMO), "--to", "llamafactory", "-o", str(folder))
+    assert_user_error(r, str(folder), "not a regular file")
+    assert folder.is_dir() and not (tmp_path / "dataset_info.json").exists()
+    (tmp_path / "a.json").write_text(json.dumps({"num_epochs": 2, "learning_rate": 0.0001}))
+    r = run_cli("import", str(tmp_path / "a.json"), "-f", "watsonx", "-o", str(fifo))
+    assert_user_error(r, str(fifo), "not a regular file")
+    import stat
+
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_a_model_config_nested_too_deeply_is_one_line(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama", "hidden_size": ' + "[" * 5000 + "]" * 5000 + "}")
+    p = _preset(tmp_path, **{'name_or_path__"finetui:tiny-llama"': f"name_or_path = {json.dumps(str(model))}"})
+    assert_user_error(run_cli("estimate", str(p)), "config.json", "nested too deeply")
