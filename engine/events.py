@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-KINDS = ("start", "status", "log", "eval", "checkpoint", "end", "error", "progress")  # progress: the step, between logs
+KINDS = ("start", "status", "log", "eval", "checkpoint", "end", "error", "progress",  # progress: the step, between logs
+         "gpu")  # gpu: GPU telemetry from the supervisor (engine/telemetry.py)
 OUTCOMES = ("completed", "stopped", "early_stopped", "failed")
 EVENTS_FILE = "events.jsonl"
 
@@ -177,7 +178,14 @@ class Tailer:
 
 
 def read_all(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    return Tailer(Path(path)).read(max_bytes=1 << 40)
+    """Every complete record of the file (read in bounded chunks: ``read(huge)`` would allocate it all)."""
+    t = Tailer(Path(path))
+    out: list[dict[str, Any]] = []
+    while True:
+        before = t.offset
+        out += t.read()
+        if t.offset == before:
+            return out
 
 
 @dataclass

@@ -109,15 +109,24 @@ def remote(host: str) -> list[Gpu] | None:
         try:
             p = ssh.run(host, cmd, timeout=30)
         except Exception:  # noqa: BLE001 - no answer: the worker checks on the node itself
-            return None
+            raise _NoAnswer from None
+        if p.returncode == 127:  # no nvidia-smi there: asking again without compute_cap would not help
+            raise _NoAnswer
         return p.stdout.decode("utf-8", "replace") if p.returncode == 0 else None
 
-    out = _query(run)
+    try:
+        out = _query(run)
+    except _NoAnswer:
+        return None
     if out is None:
         return None
     first, _, rest = out.partition("\n")
     visible = first[len(marker):] if first.startswith(marker) else "<unset>"
     return parse(rest, None if visible == "<unset>" else visible)
+
+
+class _NoAnswer(Exception):
+    pass
 
 
 def probe(host: str | None) -> list[Gpu] | None:

@@ -70,9 +70,10 @@ def parse(data: dict[str, Any], source: str = "<preset>") -> JobConfig:
         names = {f.key for f in GROUP_FIELDS.get(key, [])}
         for k, v in val.items():
             dotted = f"{key}.{k}"
-            if k.lower() in SECRET_KEYS or k.lower().endswith(("secret_key", "_token", "password")):
-                probs.append(Problem(dotted, "secrets are never stored in a preset; name an environment "
-                                             "variable instead (e.g. s3_secret_key_env = \"MY_SECRET\")"))
+            if k.lower() in SECRET_KEYS or k.lower().endswith(("secret_key", "_token", "password", "api_key")):
+                where = ("the W&B API key is read from the WANDB_API_KEY environment variable only" if "wandb" in
+                         k.lower() else "name an environment variable instead (e.g. s3_secret_key_env = \"MY_SECRET\")")
+                probs.append(Problem(dotted, f"secrets are never stored in a preset; {where}"))
                 continue
             if k not in names:
                 probs.append(Problem(dotted, f"unknown key in {source}{suggest(dotted, FIELD_BY_NAME)}"))

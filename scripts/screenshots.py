@@ -113,7 +113,15 @@ def _live_records() -> list[dict[str, Any]]:
     """The monitor's run: 200 steps planned, streamed up to step 90 (no end record: still running)."""
     from tests.fake_run import fake_records
 
-    return list(fake_records(200, end=False, end_at=90, t0=LIVE_T0, seed=4))
+    out = []
+    for r in fake_records(200, end=False, end_at=90, t0=LIVE_T0, seed=4):
+        out.append(r)
+        if r["kind"] == "log" and r["step"] % 5 == 0:  # the supervisor's GPU telemetry (engine/telemetry.py)
+            out.append({"t": r["t"] + 0.1, "kind": "gpu", "step": r["step"], "gpus": [
+                {"index": i, "name": "NVIDIA H100 80GB HBM3", "util": 96.0 - 3 * i, "mem_used": 61_440.0 + 2048 * i,
+                 "mem_total": 81_559.0, "temp": 64.0 + i, "power": 598.0 - 11 * i, "power_limit": 700.0}
+                for i in range(2)]})
+    return out
 
 
 def _append(run: Path, records: list[dict[str, Any]]) -> None:
@@ -125,7 +133,8 @@ def _append(run: Path, records: list[dict[str, Any]]) -> None:
             open(run / "worker.log", "a", encoding="utf-8") as fl:
         for rec in records:
             fe.write(json.dumps(rec) + "\n")
-            fl.write(log_line(rec) + "\n")
+            if rec["kind"] != "gpu":  # (the supervisor writes telemetry to the events only)
+                fl.write(log_line(rec) + "\n")
 
 
 async def _wait(pilot: Any, cond: Callable[[], bool], timeout: float = 20.0) -> None:

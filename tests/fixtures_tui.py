@@ -44,7 +44,17 @@ def fake_data_check(job: Any) -> dict[str, Any]:
                        "min": 12, "median": 55, "p95": 118, "max": 131, "max_length": 128, "over_max": 3},
             "preview": [{"location": "train.jsonl:1", "messages": [
                 {"role": "user", "content": "Name three primary colours."},
-                {"role": "assistant", "content": "Red, yellow and blue."}]}]}
+                {"role": "assistant", "content": "Red, yellow and blue."}],
+                "segments": [{"text": "<|im_start|>user\nName three primary colours.<|im_end|>\n"
+                                      "<|im_start|>assistant\n", "trained": False, "tokens": 14},
+                             {"text": "Red, yellow and blue.<|im_end|>", "trained": True, "tokens": 7},
+                             {"text": "\n", "trained": False, "tokens": 1}],
+                "tokens": 22, "prompt_tokens": 15, "trained_tokens": 7, "truncated": 0, "answer_tokens": 7,
+                "answer_lost": 0, "problems": []}],
+            # the loss mask as engine/data/preview.py reports it (what the worker trains on)
+            "loss_mask": {"end_of_turn": "<|im_end|>", "chat_template": True, "fallback": None,
+                          "problems": ["3 of 118 rows are cut by max_sequence_length 128; 1 of them lose their "
+                                       "whole answer"], "rows_cut": 3, "rows_answer_lost": 1, "rows_no_trained": 0}}
 
 
 def fake_check_host(host: str) -> tuple[bool, str]:

@@ -526,5 +526,6 @@ def test_nova_recipe_asking_for_wandb_is_told(tmp_path):
                  "  trainer:\n    max_epochs: 1\n  model:\n    peft:\n      peft_scheme: null\n")
     job, warnings = interop.import_file(p)
     assert job.problems() == [] and job.resolved()["general.global_batch_size"] == 32
-    assert any(w.startswith("exp_manager.create_wandb_logger = true: finetui logs to TensorBoard and MLflow, not W&B")
+    assert job.resolved()["tracking.wandb"] is True  # finetui's own runs log to W&B
+    assert any(w.startswith("exp_manager.create_wandb_logger = true: imported as tracking.wandb")
                for w in warnings), warnings

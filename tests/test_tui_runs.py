@@ -226,6 +226,9 @@ def test_snapshot_runs(snap_compare, runs_dir, size):
 
 
 def test_snapshot_overlay(snap_compare, runs_dir):
+    cfg = runs_dir / NAMES["stopped"] / "config.toml"  # a second run with another learning rate: one field differs
+    cfg.write_text(cfg.read_text().replace("learning_rate = 0.003", "learning_rate = 0.001"))
+
     async def before(pilot):
         await _loaded(pilot)
         scr = pilot.app.screen

@@ -115,7 +115,8 @@ def sniff(path: str, res: dict | None = None, secrets: dict | None = None) -> li
 def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | None = None,
           tokenizer: Any = None, tokenizer_name: str | None = None, allow_invalid: float = 0.0,
           res: dict | None = None, secrets: dict | None = None, profile: str | None = None,
-          token_sample: int = TOKEN_SAMPLE, preview_rows: int = PREVIEW_ROWS, seed: int = 0) -> dict:
+          token_sample: int = TOKEN_SAMPLE, preview_rows: int = PREVIEW_ROWS, seed: int = 0,
+          template_fallback: str | None = None) -> dict:
     """Validate one data file; returns the report dict (``report["ok"]`` tells pass/fail)."""
     t0 = time.perf_counter()
     rep: dict[str, Any] = {
@@ -230,7 +231,7 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
 
     # token lengths and the preview through the tokenizer's chat template
     if tokenizer is not None and sample:
-        from engine.data.tokenize import render_preview, tokenize_row
+        from engine.data.tokenize import tokenize_row
 
         lengths, over, lost, no_trained = [], 0, 0, 0
         template_errors: list[str] = []
@@ -254,7 +255,7 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
         scale = n_valid / k if k else 1.0
         rep["tokens"] = {
             "tokenizer": tokenizer_name or getattr(tokenizer, "name_or_path", "?"),
-            "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+            "chat_template": bool(getattr(tokenizer, "chat_template", None)) and not template_fallback,
             "sampled_rows": k, "exact": k == n_valid,
             "min": ls[0], "median": int(statistics.median(ls)), "p95": _percentile(ls, 0.95), "max": ls[-1],
             # tokens a training sequence holds per row (after truncation): packing and the time estimate use it
@@ -265,17 +266,17 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
         }
         if over:
             est = "" if k == n_valid else " (estimated from a sample)"
+            lost_all = rep["tokens"]["no_trained_tokens_after_truncation"]
             rep["warnings"].append(f"{rep['tokens']['over_max']} rows exceed max length {max_length} and are "
-                                   f"truncated, {rep['tokens']['tokens_lost']} tokens lost{est}")
-        for loc, row in previews:
-            try:
-                out = tokenize_row(tokenizer, row, stage, max_length)
-            except DataError:
-                continue
-            rep["preview"].append({"location": loc, "messages": _preview_messages(row), "tokens": len(out["input_ids"]),
-                                   "trained_tokens": sum(1 for x in out["labels"] if x != -100),
-                                   "truncated": out["truncated"],
-                                   "segments": render_preview(tokenizer, out["input_ids"], out["labels"])})
+                                   f"truncated, {rep['tokens']['tokens_lost']} tokens lost; {lost_all} of them "
+                                   f"lose their whole answer and are dropped{est}")
+        from engine.data.preview import inspect_rows
+
+        # the first rows as the worker renders them: trained / masked spans and what is wrong with them
+        mask = inspect_rows(tokenizer, previews, stage, max_length, template_fallback)
+        msgs = {loc: _preview_messages(row) for loc, row in previews}
+        rep["preview"] = [{**r, "messages": msgs[r["location"]]} for r in mask.pop("rows")]
+        rep["loss_mask"] = mask
     else:
         rep["preview"] = [{"location": loc, "messages": _preview_messages(row), "segments": plain_preview(row)}
                           for loc, row in previews]
@@ -285,8 +286,31 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
     return rep
 
 
-def format_report(rep: dict, color: bool = False) -> str:
-    """The report as text for the terminal."""
+def preview_counts(p: dict) -> str:
+    """``, 52 tokens: 40 prompt (masked) + 12 trained, 8 cut`` for one previewed row."""
+    if "tokens" not in p:
+        return ""
+    cut = f", {p['truncated']} cut by max length" if p.get("truncated") else ""
+    return f", {p['tokens']} tokens: {p['prompt_tokens']} prompt (masked) + {p['trained_tokens']} trained{cut}"
+
+
+def mask_lines(rep: dict) -> list[str]:
+    """The loss-mask summary: the end-of-turn marker trained, and one line per problem."""
+    m = rep.get("loss_mask")
+    if not m:
+        return []
+    eot = m.get("end_of_turn")
+    template = "ChatML fallback" if m.get("fallback") else "the tokenizer's template"
+    marker = f"end-of-turn marker {eot}" if eot else "no end-of-turn marker"
+    out = [] if rep.get("stage") == "pretrain" else [f"loss mask: {marker}; {template}"]
+    if m.get("note"):
+        out.append(f"note: {m['note']}")
+    out += [f"mask problem: {x}" for x in m.get("problems", [])]
+    return out
+
+
+def format_report(rep: dict, color: bool = False, with_preview: bool = True) -> str:
+    """The report as text for the terminal (``with_preview=False``: without the rows, printed apart)."""
     def mark(s: str) -> str:
         if color:
             return f"\x1b[1;32m{s}\x1b[0m"
@@ -321,13 +345,15 @@ def format_report(rep: dict, color: bool = False) -> str:
             L.append(f"  over max length {t['max_length']}: {t['over_max']} rows, {t['tokens_lost']} tokens lost")
     elif rep["rows"]["valid"]:
         L.append("tokens: pass --tokenizer (a model folder or finetui:tiny-llama) for token lengths")
-    if rep.get("preview"):
+    if rep.get("preview") and with_preview:
         L.append("preview (trained tokens " + ("in green" if color else "marked ⟦…⟧") + "):")
         for p in rep["preview"]:
-            extra = f", {p['tokens']} tokens, {p['trained_tokens']} trained" if "tokens" in p else ""
-            L.append(f"── {p['location']}{extra}")
+            L.append(f"── {p['location']}{preview_counts(p)}")
             text = "".join(mark(s["text"]) if s["trained"] and s["text"] else s["text"] for s in p["segments"])
             L.extend("  " + ln for ln in text.rstrip("\n").split("\n"))
+            L.extend(f"  ! {x}" for x in p.get("problems", []))
+    if with_preview:  # (printed apart: with the rows)
+        L.extend(mask_lines(rep))
     for k, use in (rep.get("extra_keys") or {}).items():
         L.append(f"key `{k}`: {use}")
     for w in rep.get("warnings", []):

@@ -44,6 +44,24 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
         raise NotCachedOffline(f"cannot load `{path}`{hint}") from e
 
 
+FALLBACK_NOTE = "the tokenizer has no chat template; using ChatML (<|im_start|>role ... <|im_end|>)"
+
+
+def prepare_tokenizer(tok: Any, stage: str | None, warn: Any) -> str | None:
+    """What the worker does to a loaded tokenizer before tokenizing: a pad token (EOS or UNK when it has
+    none) and, for every stage but pre-training, ChatML when it has no chat template (said through
+    ``warn``).  Returns that note, or None when the tokenizer's own template is used."""
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if not getattr(tok, "chat_template", None) and stage != "pretrain":
+        from engine.tiny import CHAT_TEMPLATE
+
+        tok.chat_template = CHAT_TEMPLATE
+        warn(FALLBACK_NOTE)
+        return FALLBACK_NOTE
+    return None
+
+
 def _has_template(tok: Any) -> bool:
     return bool(getattr(tok, "chat_template", None))
 
@@ -210,4 +228,11 @@ def local_tokenizer(model: str) -> str | None:
     d = Path(model).expanduser()
     if d.is_dir() and any((d / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         return str(d)
+    try:  # a Hub name already in this machine's cache loads offline
+        from engine.hub import cached_models, is_hub_name
+
+        if is_hub_name(model) and model.strip() in cached_models():
+            return model.strip()
+    except Exception:  # noqa: BLE001 - token lengths are optional
+        return None
     return None

@@ -89,7 +89,7 @@ KNOWN = {
     "loraplus_lr_ratio", "freeze_trainable_layers", "pref_beta", "pref_loss", "pref_ftx", "dpo_label_smoothing",
     "simpo_gamma", "deepspeed", "dataset", "eval_dataset", "dataset_dir", "template", "cutoff_len", "max_samples",
     "val_size", "packing", "output_dir", "logging_steps", "save_strategy", "save_steps", "save_total_limit",
-    "overwrite_output_dir", "report_to", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "overwrite_output_dir", "report_to", "run_name", "per_device_train_batch_size", "gradient_accumulation_steps",
     "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio",
     "warmup_steps", "bf16", "fp16", "pure_bf16", "optim", "adam_beta1", "adam_beta2", "adam_epsilon",
     "weight_decay", "max_grad_norm", "disable_gradient_checkpointing", "seed", "full_determinism",
@@ -303,7 +303,16 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
                         f"{res['tracking.mlflow_experiment']}) before training"
                         + (" — without the user name and password, which go in MLFLOW_TRACKING_USERNAME / "
                            "MLFLOW_TRACKING_PASSWORD" if has_credentials(res["tracking.mlflow_tracking_uri"]) else ""))
-    take("tracking.tensorboard", "tracking.mlflow_tracking_uri", "tracking.mlflow_experiment")
+    if res["tracking.wandb"]:
+        report.append("wandb")
+        if res["tracking.wandb_run_name"]:
+            out["run_name"] = res["tracking.wandb_run_name"]
+        env = " ".join(f"{v}={res[k]}" for k, v in (("tracking.wandb_project", "WANDB_PROJECT"),
+                                                    ("tracking.wandb_entity", "WANDB_ENTITY")) if res[k])
+        warnings.append(f"tracking.wandb: {TARGET} reads the W&B project and entity from the environment; set "
+                        f"{env} (and WANDB_API_KEY) before training")
+    take("tracking.tensorboard", "tracking.mlflow_tracking_uri", "tracking.mlflow_experiment", "tracking.wandb",
+         "tracking.wandb_project", "tracking.wandb_entity", "tracking.wandb_run_name", "tracking.wandb_mode")
     out["report_to"] = ",".join(report) if report else "none"
 
     tr: dict[str, Any] = {
@@ -755,9 +764,15 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
         set_value(job, "tracking.mlflow_tracking_uri", MLFLOW_DEFAULT_URI)
         warnings.append(f"report_to mlflow: the tracking URI comes from MLFLOW_TRACKING_URI there; imported as "
                         f"MLflow's default {MLFLOW_DEFAULT_URI} — set tracking.mlflow_tracking_uri")
+    if "wandb" in rts:  # the project and entity come from WANDB_PROJECT / WANDB_ENTITY there
+        set_value(job, "tracking.wandb", True)
+        warnings.append("report_to wandb: the W&B project and entity come from WANDB_PROJECT / WANDB_ENTITY there; "
+                        "imported with project finetui — set tracking.wandb_project and tracking.wandb_entity")
+        if raw.get("run_name"):
+            set_value(job, "tracking.wandb_run_name", str(raw["run_name"]))
     for other in rts:
-        if other not in ("tensorboard", "mlflow", "none"):
-            warnings.append(f"report_to {other}: not supported by finetui (TensorBoard and MLflow are)")
+        if other not in ("tensorboard", "mlflow", "wandb", "none"):
+            warnings.append(f"report_to {other}: not supported by finetui (TensorBoard, MLflow and W&B are)")
 
     # LLaMA-Factory defaults for absent keys that differ from finetui's
     for name, (lf, default) in LF_DEFAULTS.items():

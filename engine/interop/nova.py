@@ -287,8 +287,10 @@ def import_data(raw: dict[str, Any], source: str = "") -> tuple[JobConfig, list[
     if "create_tensorboard_logger" in exp:
         set_value(job, "tracking.tensorboard", bool(exp["create_tensorboard_logger"]))
     if exp.get("create_wandb_logger"):
-        warnings.append("exp_manager.create_wandb_logger = true: finetui logs to TensorBoard and MLflow, not W&B "
-                        "(and the Nova document says the service itself publishes no metrics to W&B); not imported")
+        set_value(job, "tracking.wandb", True)
+        warnings.append("exp_manager.create_wandb_logger = true: imported as tracking.wandb — finetui's own runs "
+                        "log to W&B (project finetui: set tracking.wandb_project); the Nova document says the "
+                        "service itself publishes no metrics to W&B")
 
     me = trainer.get("max_epochs")
     ms = trainer.get("max_steps")

@@ -85,6 +85,10 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         ifname = route_interface(master_addr, master_port or 29500)
         if ifname:
             full_env["GLOO_SOCKET_IFNAME"] = ifname
+    if nnodes > 1 and not full_env.get("NCCL_SOCKET_IFNAME") and full_env.get("GLOO_SOCKET_IFNAME"):
+        # NCCL's bootstrap picks an interface of its own (a docker bridge, a second NIC the other nodes cannot
+        # reach): the one that routes to the master, as gloo's, unless the user chose
+        full_env["NCCL_SOCKET_IFNAME"] = full_env["GLOO_SOCKET_IFNAME"]
     if procs.SAFE_PATH:  # no process of the run imports from the working directory (torchrun's ranks included)
         full_env["PYTHONSAFEPATH"] = "1"
     else:  # an older Python has no such switch: the run's processes start in its run directory instead
@@ -102,6 +106,7 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     }
     if nnodes > 1:
         info["gloo_socket_ifname"] = full_env.get("GLOO_SOCKET_IFNAME")
+        info["nccl_socket_ifname"] = full_env.get("NCCL_SOCKET_IFNAME")
     write_json(run_dir / LAUNCH_FILE, info)
     (run_dir / LOG_FILE).touch()
     sup = procs.module_argv(procs.python_exe(), "engine.launch.supervisor", str(run_dir))

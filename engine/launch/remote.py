@@ -71,6 +71,9 @@ def forwarded_env() -> dict[str, str]:
 
     names = [n.strip() for n in os.environ.get(FORWARD_ENV, "").split(",") if n.strip()]
     names.append(WORKER_OVERRIDE_ENV)
+    # NCCL's own settings (NCCL_SOCKET_IFNAME, NCCL_IB_HCA, NCCL_DEBUG, …) as set where the run is started: a
+    # cluster's network is chosen there, and the nodes' login shells do not carry them
+    names += sorted(n for n in os.environ if n.startswith(("NCCL_", "TORCH_NCCL_")))
     return {n: os.environ[n] for n in names if n in os.environ}
 
 
@@ -233,6 +236,9 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
     files, rewrite = _data_files(res, hosts, python)
     cfg = presets.dumps(job, resolved=True)
     env = {**forwarded_env(), **{str(k): str(v) for k, v in (secrets or {}).items()}}
+    if res.get("tracking.wandb"):  # the W&B key travels in the environment only (never in a preset)
+        env.update({k: os.environ[k] for k in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_MODE")
+                    if os.environ.get(k)})
     for h in hosts:  # fail fast, before anything starts, on an unreachable node
         ssh.ensure_master(h)
     if nnodes > 1 and not job.values.get("launch.master_port"):

@@ -266,6 +266,10 @@ def cmd_delete(a: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ doctor
 
+#: the optional GPU packages (the ``gpu`` extra): QLoRA, flash-attention-2, Liger kernels
+GPU_EXTRAS = ("bitsandbytes", "flash-attn", "liger-kernel")
+
+
 def cmd_doctor(a: argparse.Namespace) -> int:
     info: dict = {"python": sys.version.split()[0], "executable": sys.executable, "finetui": version(),
                   "hostname": socket.gethostname()}
@@ -291,6 +295,21 @@ def cmd_doctor(a: argparse.Namespace) -> int:
             info["gpu_error"] = [str(e)]
     else:
         info["gpus"] = None
+    if info.get("gpus"):
+        from engine import gpus as G
+
+        found = G.local() or []
+        info["gpu_caps"] = [g.cap for g in found]
+        info["visible_gpus"] = len(found)
+    import importlib.metadata as md
+
+    extras = {}
+    for dist in GPU_EXTRAS:
+        try:
+            extras[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            extras[dist] = None
+    info["gpu_extras"] = extras
     from engine import hub
 
     target = hub.hub_target()

@@ -75,12 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     child["p"] = p
     update_json(state, phase="running", worker_pid=p.pid, started=time.time())
+    from engine.telemetry import Sampler
+
+    sampler = Sampler(run_dir)  # GPU telemetry into the events, from here, not from the training loop
+    sampler.start()
     while True:
         try:
             code = p.wait()
             break
         except InterruptedError:
             continue
+    sampler.stop()
     # A launcher may exit before its ranks (DeepSpeed's returns at once on SIGTERM while the ranks
     # still save): wait for every process of the run, or the worker's own end, before judging.
     _wait_for_ranks(run_dir, info.get("token"), RANKS_GRACE)

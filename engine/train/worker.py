@@ -38,6 +38,7 @@ class Worker:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.ended = False
+        self.merge_after: tuple[Path, Path] | None = None  # (adapter, final): merged once the ranks are done
         self.lock = threading.Lock()
         self.step = 0
         from engine.train.callbacks import RunState
@@ -137,6 +138,8 @@ class Worker:
         self.job = job
         try:
             outcome, final = self._train(job, res)
+            if self.merge_after is not None:
+                self._merge_apart(*self.merge_after)
         except BaseException as e:  # noqa: BLE001 - every failure ends as one line + `end failed`
             if isinstance(e, SystemExit) and e.code in (0, None):
                 raise
@@ -232,6 +235,7 @@ class Worker:
         self._check_stop()
 
         from engine.train.callbacks import EarlyStopCallback, EventCallback, StopCallback
+        from engine.train.modeling import find_unused_parameters
         from engine.train.trainers import build_trainer, common_args
 
         report = []
@@ -245,10 +249,18 @@ class Worker:
             os.environ["MLFLOW_EXPERIMENT_NAME"] = str(res["tracking.mlflow_experiment"] or "finetui")
             if self.rank == 0:
                 mlflow_run = self._mlflow_start(res)
+        wandb_run = None
+        if res["tracking.wandb"]:
+            report.append("wandb")
+            if self.rank == 0:  # the run (project, entity, name, online or offline) before the trainer's callback
+                from engine.train import wandb_tracking
+
+                wandb_run = wandb_tracking.start(res, run_dir, job.profile, self.warn)
         has_eval = bool(data.eval)
         if res["eval.evaluation_strategy"] != "no" and not has_eval:
             self.warn("evaluation is configured but there are no validation rows; evaluation is off")
         base = common_args(res, run_dir, device, has_eval, report)
+        base["ddp_find_unused_parameters"] = find_unused_parameters(model)
         info = {"model": str(res["model.name_or_path"]), "stage": res["trainer.stage"],
                 "method": res["trainer.training_type"], "config_hash": job.config_hash(),
                 "device": device, "backend": res["trainer.distributed_backend"],
@@ -285,13 +297,51 @@ class Worker:
             tok.save_pretrained(str(save_to))
         self._barrier()
         if merge:
-            self.status("merging", "merging the adapter into the base model")
-            if self.rank == 0:
-                merge_adapter(path, save_to, final, res, tok)
-            self._barrier()
+            self.merge_after = (save_to, final)
         if mlflow_run is not None:
             self._mlflow_end(final)
+        if wandb_run is not None:
+            from engine.train import wandb_tracking
+
+            wandb_tracking.finish(wandb_run, final, self.warn)
         return outcome, str(final)
+
+    def _merge_apart(self, adapter: Path, final: Path) -> None:
+        """``adapter.merge_adapter``: once every rank has saved, the process group and the ZeRO-3 context are
+        taken down and the other ranks exit; rank 0 merges in a separate process (``python -m
+        engine.train.merge``, what ``finetui merge`` does).  Merged on rank 0 inside the live ZeRO-3 context, the
+        base loaded as empty shards; on several ranks, rank 0 entered a gather alone."""
+        import gc
+        import subprocess
+
+        self._hf_ds = None  # transformers holds it by a weak reference: gone, zero.Init is off
+        gc.collect()
+        self._barrier()
+        try:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+        except Exception:  # noqa: BLE001
+            pass
+        if self.rank != 0:
+            return
+        self.status("merging", "merging the adapter into the base model (a separate process, after the ranks)")
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                            "GROUP_RANK", "ROLE_RANK", "CROSS_RANK", "CROSS_SIZE")}
+        from engine.launch.procs import module_argv
+
+        p = subprocess.run(module_argv(sys.executable, "engine.train.merge", "--run-dir", str(self.run_dir),
+                                       "--adapter", str(adapter), "--out", str(final)), env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sys.stderr.write(p.stdout)
+        if p.returncode != 0:
+            from engine.train.modeling import UserError
+
+            last = (p.stdout.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"adapter.merge_adapter: merging the adapter into the base model failed: {last} (the "
+                            f"trained adapter is kept in {adapter})")
 
     # -- helpers --------------------------------------------------------
     def _check_stop(self) -> None:

@@ -40,7 +40,9 @@ def check_cmd(
     access_key_env: Optional[str] = typer.Option(None, "--access-key-env", help="Variable holding the access key id."),
     secret_key_env: Optional[str] = typer.Option(None, "--secret-key-env", help="Variable holding the secret key."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (what the TUI reads)."),
-    preview: int = typer.Option(3, "--preview", help="Rows to preview."),
+    preview: int = typer.Option(3, "--preview", help="Rows to preview, rendered as the worker renders them "
+                                "(with --tokenizer or a preset's model: trained tokens highlighted, the prompt "
+                                "dimmed, token counts, loss-mask problems)."),
 ) -> None:
     """Validate a data file: rows valid/invalid, trainer compatibility, token lengths, duplicates, a preview."""
     from engine.config import FORMATS, STAGES, JobConfig, check_value
@@ -106,6 +108,16 @@ def check_cmd(
                          job.profile if preset else None, preview)
     if as_json:
         typer.echo(json.dumps(rep, ensure_ascii=False))
+    elif sys.stdout.isatty() and rep.get("loss_mask"):
+        # in a terminal: the rows with rich, trained tokens highlighted and the prompt dimmed
+        from rich.console import Console
+
+        from engine.data.check import format_report
+        from tui.widgets.maskview import mask_preview
+
+        con = Console(highlight=False)
+        con.print(format_report(rep, color=True, with_preview=False), markup=False, highlight=False)
+        con.print(mask_preview(rep))
     else:
         color = sys.stdout.isatty()
         from engine.data.check import format_report
@@ -133,11 +145,16 @@ def _run_check(path, fmt, stage, max_length, tokenizer, allow_invalid, res, secr
                 common.fail(f"--tokenizer: {e}")
             common.fail(f"--tokenizer: cannot load `{tokenizer}` ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
 
+    fallback = None
+    if tok is not None:  # as the worker prepares it: a pad token, ChatML when it has no chat template
+        from engine.data.tokenize import prepare_tokenizer
+
+        fallback = prepare_tokenizer(tok, stage, lambda _m: None)
     from engine.data.check import check
 
     return check(path, fmt, stage=stage, max_length=max_length, tokenizer=tok, tokenizer_name=tokenizer,
                  allow_invalid=allow_invalid, res=res, secrets=secrets, profile=profile,
-                 preview_rows=preview, seed=int(res.get("runtime.seed") or 0))
+                 preview_rows=preview, seed=int(res.get("runtime.seed") or 0), template_fallback=fallback)
 
 
 def register(app: typer.Typer) -> None:

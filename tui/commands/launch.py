@@ -69,6 +69,10 @@ def format_event(r: dict[str, Any]) -> str:
     k = r.get("kind", "?")
     skip = {"t", "kind", "step", "traceback"}
     fields = " ".join(f"{key}={_fmt_num(v)}" for key, v in r.items() if key not in skip and v is not None)
+    if k == "gpu" and isinstance(r.get("gpus"), list):  # GPU telemetry (engine/telemetry.py), one readable line
+        from engine.telemetry import describe
+
+        fields = describe(r["gpus"])
     return f"{t} {k:<10} step {r.get('step', 0):>6}  {fields}".rstrip()
 
 

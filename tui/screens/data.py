@@ -118,9 +118,22 @@ def render_report(rep: dict[str, Any]) -> Group:
         if any(about):
             parts.append(Text("  ·  ".join(a for a in about if a), "dim"))
     prev = next((rep[k] for k in ("preview", "samples", "example") if rep.get(k)), None)
-    if prev:
+    if rep.get("loss_mask") is not None:
+        # the rows as the worker tokenizes them: trained tokens highlighted, the prompt dimmed
+        from rich.panel import Panel
+
+        from tui.widgets.maskview import mask_preview
+
+        name = (rep.get("tokens") or {}).get("tokenizer") or "the model's tokenizer"
+        parts.append(Panel(mask_preview(rep, rows=3, width_chars=1200), title=f"What the loss trains on — {name}",
+                           title_align="left", border_style="dim"))
+    elif prev:
         convs = prev if isinstance(prev, list) else [prev]
         parts.append(Text("Preview", "bold"))
+        if not rep.get("tokens"):
+            parts.append(Text("(the tokens the loss trains on show here once the model's tokenizer is on this "
+                              "machine: a model folder, finetui:tiny-llama, or a Hub model in the local cache)",
+                              "dim"))
         for conv in convs[:3]:
             where = conv.get("location") if isinstance(conv, dict) else None
             if where:

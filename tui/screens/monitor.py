@@ -146,6 +146,7 @@ class MonitorScreen(QuietScreen):
         self.problem: str | None = None
         self._classes_for: tuple = ()
         self._ckpt_shown: tuple = ()
+        self._gpus_shown = -1  # the state's gpu_version last shown
 
     @property
     def active_bindings(self) -> dict:  # type: ignore[override]
@@ -188,6 +189,7 @@ class MonitorScreen(QuietScreen):
         yield Static("", id="mon-title", markup=False)
         yield RunProgress(id="mon-progress")
         yield Static("", id="mon-stats", markup=False)
+        yield Static("", id="mon-gpus")
         yield Static("", id="mon-end", markup=False)
         with Horizontal(id="mon-plots"):
             yield MetricPlot("loss", id="plot-loss")
@@ -347,6 +349,14 @@ class MonitorScreen(QuietScreen):
             more = f"  ↻ resumed from {self.resumed_from[0]} at step {self.resumed_from[1]}"
         _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "") + more)
         _set(self.query_one("#mon-stats", Static), stats_text(st))
+        if st.gpu_version != self._gpus_shown:  # GPU telemetry (engine/telemetry.py) once the first sample is in
+            from tui.widgets.gpupanel import gpu_panel
+
+            self._gpus_shown = st.gpu_version
+            panel = gpu_panel(st)
+            gw = self.query_one("#mon-gpus", Static)
+            gw.display = panel is not None
+            gw.update(panel or "")
         end = self.query_one("#mon-end", Static)
         msg = self._end_text()
         _set(end, msg or "", layout=True)

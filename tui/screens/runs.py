@@ -88,6 +88,7 @@ class RunsScreen(QuietScreen):
         self._width_cols: int | None = None
         self._busy = False
         self.problem: str | None = None
+        self.cards: dict[str, Any] = {}  # row key → engine.compare.run_card
 
     @property
     def active_bindings(self) -> dict:  # type: ignore[override]
@@ -128,6 +129,15 @@ class RunsScreen(QuietScreen):
     @work(thread=True, exclusive=True, group="runs-list", exit_on_error=False)
     def _load(self) -> None:
         rows, problem = runsource.list_runs_safe(self.runs_dir)
+        from engine.compare import card_of_dir
+
+        cards = {}
+        for r in rows or []:  # eval losses, tokens, wall time, cost (cached while the files do not change)
+            try:
+                cards[self.key(r)] = card_of_dir(runsource.run_dir(r.ref) if r.ref is not None else None)
+            except Exception:  # noqa: BLE001 - a card is optional
+                pass
+        self.cards = cards
         self.app.call_from_thread(self._show_rows, rows, problem)
 
     def _show_rows(self, rows: list[RunRow] | None, problem: str | None = None) -> None:
@@ -241,8 +251,13 @@ class RunsScreen(QuietScreen):
             [f"resumed as {', '.join(r.children)}"] if r.children else [])
         line2 = f"✖ {r.error}" if r.error and r.status == "failed" else (
             " · ".join(links) or "enter attach · space mark two runs, o overlays their loss · r refresh · esc back")
+        from engine.compare import card_line
+
+        card = self.cards.get(self.key(r))
+        line_card = card_line(card) if card else ""
         width = max(20, detail.size.width - 2)  # (a long path is cut, not wrapped over the second line)
-        detail.update("\n".join(ln if len(ln) <= width else ln[: width - 1] + "…" for ln in (line1, line2)))
+        detail.update("\n".join(ln if len(ln) <= width else ln[: width - 1] + "…"
+                                 for ln in (line1, line_card, line2)))
 
     # -- actions ---------------------------------------------------------------
     def _ref(self, r: RunRow) -> Any:
@@ -395,6 +410,7 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
         super().__init__()
         self.runs = runs
         self.states: list[RunState] | None = None
+        self.comparison: dict[str, Any] | None = None  # engine.compare.compare of the two run directories
 
     def compose(self) -> ComposeResult:
         from tui.widgets.plot import MetricPlot
@@ -402,6 +418,7 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
         with Vertical(id="overlay-box"):
             yield Static(" vs ".join(n for n, _ in self.runs), id="overlay-title", markup=False)
             yield MetricPlot("loss", id="overlay-plot")
+            yield Static("", id="overlay-diff")
             yield Static("train loss (line) and eval loss per run · Esc closes", id="overlay-hint", markup=False)
 
     def on_mount(self) -> None:
@@ -417,6 +434,15 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
             except Exception as e:  # noqa: BLE001 - one run's unreadable history is shown on its own, not fatal
                 st.error = one_line(e)
             states.append(st)
+        self.comparison = None
+        dirs = [runsource.run_dir(ref) if ref is not None else None for _, ref in self.runs]
+        if all(dirs):
+            from engine.compare import compare
+
+            try:
+                self.comparison = compare(dirs[0], dirs[1])
+            except ValueError as e:
+                self.comparison = {"error": str(e)}
         self.app.call_from_thread(self._show, states)
 
     def _show(self, states: list[RunState]) -> None:
@@ -437,6 +463,14 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
         self.query_one("#overlay-title", Static).update(desc)
         plot.set_lines(lines, title="loss")
         plot.redraw()
+        rep = self.comparison
+        if rep:
+            from rich.text import Text
+
+            from tui.widgets.rundiff import diff_table
+
+            self.query_one("#overlay-diff", Static).update(Text(rep["error"], "red") if "error" in rep
+                                                            else diff_table(rep, names=False))
         errs = [f"{st.name}: {st.error}" for st in states if st.error and not st.train_loss.last]
         if errs:
             self.notify("; ".join(errs), severity="error")

@@ -87,6 +87,8 @@ class RunState:
     tokens_per_s: float | None = None
     samples_per_s: float | None = None
     memory_mb: float | None = None
+    memory_reserved_mb: float | None = None  # (CUDA: rank 0's reserved peak, and the largest of every GPU's)
+    gpu_reserved_max_mb: float | None = None
     rows_dropped: int | None = None
     rows_truncated: int | None = None
     final_path: str | None = None
@@ -101,6 +103,9 @@ class RunState:
     extra: dict[str, Series] = field(default_factory=dict)  # PREFERENCE_KEYS seen in log records
     # (t, step) of recent log records, for the ETA
     _pace: deque = field(default_factory=lambda: deque(maxlen=32))
+    # GPU telemetry (``gpu`` records, engine/telemetry.py): the newest samples, oldest first
+    gpu_history: deque = field(default_factory=lambda: deque(maxlen=3))
+    gpu_version: int = 0
     version: int = 0  # bumped by every update (cheap change detection)
     ckpt_version: int = 0
 
@@ -192,6 +197,11 @@ class RunState:
                 mem = max(vals) if vals else None
             if (v := _num(mem)) is not None:
                 self.memory_mb = v
+            if (v := _num(r.get("memory_reserved_mb"))) is not None:
+                self.memory_reserved_mb = v
+            gpus = [g for g in r.get("gpu_reserved_mb") or [] if isinstance(g, (int, float))]
+            if gpus:
+                self.gpu_reserved_max_mb = max(gpus)
             if t is not None:
                 self._pace.append((t, step))
             if self.status == "pending":
@@ -210,6 +220,9 @@ class RunState:
         elif k == "checkpoint":
             self.checkpoints.append(dict(r))
             self.ckpt_version += 1
+        elif k == "gpu" and isinstance(r.get("gpus"), list):
+            self.gpu_history.append([g for g in r["gpus"] if isinstance(g, dict)])
+            self.gpu_version += 1
         elif k == "end":
             self.status = str(r.get("outcome") or "completed")
             self.phase = "finished"
