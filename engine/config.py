@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Iterable
 
-from engine.datapaths import any_s3, data_paths, split_format
+from engine.datapaths import any_s3, data_paths, path_problem, split_format
 from engine.errors import FinetuiError
 
 INF = math.inf
@@ -188,8 +188,6 @@ def env_name_problem(name: Any) -> str | None:
 
 def paths_problem(value: Any) -> str | None:
     """Why a path field's value can never name a file here (a part too long, a NUL); None when it can."""
-    from engine.userfiles import path_problem
-
     for part in data_paths(value):
         why = path_problem(split_format(part)[0])
         if why:

@@ -25,13 +25,11 @@ import zlib
 from contextlib import contextmanager
 from typing import IO, Callable, Iterator
 
+from engine.datapaths import path_problem
 from engine.errors import FinetuiError
 
 ErrorFactory = Callable[[str, str], Exception]
 
-#: the longest name of one path part (bytes) and the longest path most Linux file systems accept
-NAME_MAX = 255
-PATH_MAX = 4096
 GZIP_MAGIC = b"\x1f\x8b"
 NL = b"\n"
 #: the errors a truncated or damaged gzip stream raises while it is read
@@ -43,20 +41,6 @@ _KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character de
 
 def user_error(where: str, reason: str) -> FinetuiError:
     return FinetuiError(reason, path=where)
-
-
-def path_problem(path: str) -> str | None:
-    """Why ``path`` can never name a file on this system (a part longer than NAME_MAX bytes, the whole
-    longer than PATH_MAX, a NUL byte); None when it can."""
-    if "\0" in path:
-        return "the path contains a NUL character"
-    b = os.fsencode(path)
-    if len(b) > PATH_MAX:
-        return f"the path is longer than the file system allows ({len(b)} bytes; at most {PATH_MAX})"
-    longest = max((len(p) for p in b.split(b"/")), default=0)
-    if longest > NAME_MAX:
-        return f"a part of the path is longer than the file system allows ({longest} bytes; at most {NAME_MAX})"
-    return None
 
 
 def os_reason(e: OSError) -> str:
