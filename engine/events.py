@@ -91,7 +91,7 @@ _TEXTS = ("outcome", "phase", "message", "final_path", "path", "config_hash")
 _MAX_T = 1e11  # seconds since 1970: year 5138
 
 
-def _finite(v: Any, hi: float = 1e300) -> bool:
+def _a_number(v: Any, hi: float = 1e300) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= hi and v == v
 
 
@@ -102,11 +102,11 @@ def clean_record(rec: Any) -> dict[str, Any] | None:
     if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
         return None
     t = rec.get("t")
-    rec["t"] = float(t) if _finite(t, _MAX_T) and t >= 0 else None
+    rec["t"] = float(t) if _a_number(t, _MAX_T) and t >= 0 else None
     step = rec.get("step")
-    rec["step"] = int(step) if _finite(step, 1e15) and step >= 0 else 0
+    rec["step"] = int(step) if _a_number(step, 1e15) and step >= 0 else 0
     for k in _NUMBERS:
-        if k in rec and rec[k] is not None and not _finite(rec[k]):
+        if k in rec and rec[k] is not None and not _a_number(rec[k]):
             del rec[k]
     for k in _TEXTS:
         if k in rec and rec[k] is not None and not isinstance(rec[k], str):
