@@ -499,3 +499,22 @@ def test_a_model_config_nested_too_deeply_is_one_line(tmp_path):
     (model / "config.json").write_text('{"model_type": "llama", "hidden_size": ' + "[" * 5000 + "]" * 5000 + "}")
     p = _preset(tmp_path, **{'name_or_path__"finetui:tiny-llama"': f"name_or_path = {json.dumps(str(model))}"})
     assert_user_error(run_cli("estimate", str(p)), "config.json", "nested too deeply")
+
+
+def test_event_records_are_type_checked_on_reading_and_writing_still_works(tmp_path):
+    from engine.events import EventWriter, read_all, summarize
+
+    p = tmp_path / "events.jsonl"
+    w = EventWriter(p)
+    w.emit("start", 0, total_steps=10, world_size=1)
+    w.emit("log", 1, loss=float("nan"), lr=0.1)
+    w.close()
+    with open(p, "a") as fh:
+        fh.write('{"t": "x", "kind": "log", "step": "a", "loss": "abc", "total_steps": [1]}\n\x00\xff{{\n[1]\n'
+                 '{"kind": 5}\n{"t": 1e300, "kind": "end", "outcome": 7, "step": -3}\n')
+    recs = read_all(p)
+    assert [r["kind"] for r in recs] == ["start", "log", "log", "end"]
+    assert recs[1]["loss"] is None and recs[2]["step"] == 0 and "loss" not in recs[2]
+    assert recs[3]["t"] is None and recs[3]["outcome"] == "7" and recs[3]["step"] == 0
+    s = summarize(recs)
+    assert s.total_steps == 10 and s.status == "7"
