@@ -298,7 +298,8 @@ def report(result: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cpu-smoke", action="store_true", help="the same path on CPU: does the script run?")
+    ap.add_argument("--smoke", "--cpu-smoke", dest="cpu_smoke", action="store_true",
+                    help="the same path on CPU: does the script run? (tests/test_bench_gpu_check.py)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/finetui-gpu")))
     a = ap.parse_args()
     import tempfile

@@ -189,8 +189,13 @@ def main() -> int:
     ap.add_argument("--max-len", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (tests/test_bench_smoke.py); its figures mean nothing")
     a = ap.parse_args()
-    if a.device == "cuda":
+    if a.smoke:  # a one-layer model, a few rows
+        a.rows, a.max_len, a.rounds, a.batch = a.rows or 16, a.max_len or 128, 1, 4
+        r = run(a.device, a.rows, a.batch, a.max_len, a.rounds, {**SMALL, "hidden_size": 64, "intermediate_size": 128,
+                                                                 "num_hidden_layers": 1, "vocab_size": 512})
+    elif a.device == "cuda":
         from engine.modelinfo import CATALOG
 
         r = run("cuda", a.rows or 512, a.batch, a.max_len or 2048, a.rounds,

@@ -158,9 +158,9 @@ HOST_FORM = "local, [user@]host[:port] or an ~/.ssh/config alias"
 def host_problem(target: Any) -> str | None:
     """Why ``target`` is not an SSH target (``[user@]host[:port]`` or an alias: letters, digits, ``._-``; no
     whitespace, NUL, shell metacharacters or leading ``-``); None when it is one (or ``local``)."""
-    t = str(target)
-    if t in ("", "local", "localhost-local"):
+    if is_local_host(target):
         return None
+    t = str(target)
     if len(t) > 255:
         return f"a host name of {len(t)} characters is too long"
     bad = sorted({c for c in t if c.isspace() or not c.isprintable() or c in "\0;|&$`<>()'\"\\*?!{}[],#~="}
@@ -239,6 +239,24 @@ ALL_LINEAR_LLAMA = ["down_proj", "up_proj", "gate_proj", "q_proj", "k_proj", "v_
 TINY_MODEL = "finetui:tiny-llama"
 #: Prefix of the sample data files shipped in engine/assets/samples/.
 SAMPLES_PREFIX = "finetui:samples/"
+
+#: launch.* defaults that code outside the schema also falls back to (an old run record, a CLI option)
+LOCAL_HOST = "local"  # launch.host meaning this machine
+REMOTE_PYTHON = "python3"
+REMOTE_WORKDIR = "~/finetui-runs"
+MASTER_PORT = 29500
+
+
+def is_local_host(host: Any) -> bool:
+    """Whether a launch.host value (or the host a run records) means this machine: unset, "" or "local".
+    Anything else — ``localhost`` and ``127.0.0.1`` included — is an SSH target."""
+    return host in (None, "", LOCAL_HOST)
+
+
+def is_remote_job(res: dict[str, Any]) -> bool:
+    """Whether a resolved job runs on other hosts: launch.host names one, or launch.hosts lists nodes."""
+    return bool(res.get("launch.hosts")) or not is_local_host(res.get("launch.host"))
+
 
 _F = Field
 FIELDS: list[Field] = [
@@ -546,7 +564,7 @@ FIELDS: list[Field] = [
     _F("launch", "run_name", "str", None, "Run name",
        "Run directory name; unset: ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS> (FPT naming, with the kind of run).", optional=True),
     _F("launch", "runs_dir", "path", "runs", "Runs folder", "Where run directories are created."),
-    _F("launch", "host", "str", "local", "Target",
+    _F("launch", "host", "str", LOCAL_HOST, "Target",
        "`local` (this machine), user@host[:port] or an ~/.ssh/config alias.", check=host_problem),
     _F("launch", "hosts", "list", [], "Nodes",
        "Multi-node: every host (first is the master). Empty = the single target above.", check=host_problem),
@@ -561,20 +579,18 @@ FIELDS: list[Field] = [
        "torchrun (c10d rendezvous, one per node over SSH) or deepspeed (its own launcher with a "
        "generated hostfile). Slurm clusters: run finetui train inside an allocation.",
        choices=("torchrun", "deepspeed")),
-    _F("launch", "master_port", "int", 29500, "Master port", "Rendezvous port of the master node.",
+    _F("launch", "master_port", "int", MASTER_PORT, "Master port", "Rendezvous port of the master node.",
        range=Range(1024, 65535)),
     _F("launch", "master_addr", "str", None, "Master address",
        "Multi-node: the address the other nodes reach the first node at (a private IP or name on the "
        "cluster's network). Unset: the first node's host name as ssh resolves it from here.",
        optional=True, **_v(lambda v: len(v.get("launch.hosts") or []) > 1, "launch.hosts has two nodes or more")),
-    _F("launch", "remote_python", "str", "python3", "Remote Python",
+    _F("launch", "remote_python", "str", REMOTE_PYTHON, "Remote Python",
        "Python (or venv python) on the remote host that has finetui installed.",
-       **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
-            "the target is remote")),
-    _F("launch", "remote_workdir", "str", "~/finetui-runs", "Remote work directory",
+       **_v(is_remote_job, "the target is remote")),
+    _F("launch", "remote_workdir", "str", REMOTE_WORKDIR, "Remote work directory",
        "Where run directories are created on the remote host.",
-       **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
-            "the target is remote")),
+       **_v(is_remote_job, "the target is remote")),
     _F("launch", "gpu_hour_price", "float", None, "Price per GPU-hour",
        "What one GPU-hour costs you (any currency); a run's card then shows its cost (GPUs × wall time × price).",
        optional=True, range=Range(0, None)),

@@ -17,6 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from engine.config import is_local_host
+
 QUERY = "index,uuid,name,memory.total,compute_cap"
 #: compute capability of Ampere: bf16 in hardware, flash-attention-2's kernels
 AMPERE = (8, 0)
@@ -130,7 +132,7 @@ class _NoAnswer(Exception):
 
 
 def probe(host: str | None) -> list[Gpu] | None:
-    return local() if host in (None, "", "local") else remote(str(host))
+    return local() if is_local_host(host) else remote(str(host))
 
 
 def describe(gpus: list[Gpu]) -> str:

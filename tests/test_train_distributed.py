@@ -103,7 +103,9 @@ def test_demo_preset_end_to_end_then_generate(tmp_path, tiny_model):
     ls = losses(recs)
     assert len(ls) >= 10
     k = 3
-    assert sum(ls[-k:]) / k < sum(ls[:k]) / k - 0.3, ls  # falling loss
+    # falling loss: the demo's 46 steps fall by 0.300 to 0.305 (means of the first and last 3 logs; gloo's
+    # reduction order varies the 4th decimal from run to run), so the bound sits below that, not on it
+    assert sum(ls[-k:]) / k < sum(ls[:k]) / k - 0.25, ls
     assert kinds(recs, "eval") and all(e.get("loss") is not None for e in kinds(recs, "eval"))
     end = kinds(recs, "end")[-1]
     assert end["outcome"] == "completed" and end["final_path"] == str(run / "final")

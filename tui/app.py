@@ -27,7 +27,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher
 
-from engine.config import FIELD_BY_NAME, JobConfig, spec
+from engine.config import FIELD_BY_NAME, LOCAL_HOST, JobConfig, is_local_host, is_remote_job, spec
 from engine.errors import FinetuiError, one_line, report_crash
 from tui import state
 from tui.screens.base import QuietScreen
@@ -47,15 +47,13 @@ PREBUILD_QUIET = 1.0  # ... each after this long without a key or a click
 
 
 # --------------------------------------------------------------------------
-# Engine services (guarded: other areas land them independently)
+# Engine services (imported when first used: the app starts without them)
 # --------------------------------------------------------------------------
 
 
 def _describe_model(name: str) -> Any:
-    try:
-        from engine import modelinfo
-    except ImportError:
-        return None
+    from engine import modelinfo
+
     return modelinfo.describe(name)
 
 
@@ -64,10 +62,8 @@ def _estimate(job: JobConfig, num_examples: int | None = None, tokens_per_exampl
     """The launch screen's estimate; the row count and mean row length come from the last data check of
     this data (FinetuiApp.data_hints), else the rows are counted in a local file (cheap, no tokenizer);
     with the GPU's memory (``gpu_memory_gb``) it says whether the job fits and, if not, what would."""
-    try:
-        from engine import estimate
-    except ImportError:
-        return None
+    from engine import estimate
+
     res = job.resolved()
     no_gpu = res.get("launch.device") == "auto" and _local_without_gpu(res)
     if no_gpu:  # "auto" on this machine without a GPU: the run is on CPU, and so is the estimate
@@ -99,7 +95,7 @@ def _gpu_memory(host: str) -> float | None:
 
     query = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
     try:
-        if host in ("", "local"):
+        if is_local_host(host):
             smi = shutil.which("nvidia-smi")
             if not smi:
                 return None
@@ -190,20 +186,13 @@ def data_check_command(job: JobConfig) -> list[str]:
     return cmd
 
 
-def engine_env(**extra: str) -> dict[str, str]:
-    """The environment of a child process of the interface (a data check, the model of a run): this one,
-    with this checkout importable."""
-    root = str(Path(__file__).resolve().parent.parent)
-    return {**os.environ, **extra,
-            "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-
-
 def _data_check(job: JobConfig) -> dict[str, Any]:
     cmd = data_check_command(job)
     # typed S3 keys travel in the environment only (never on the command line, never on disk); the check
     # runs where the user is (relative data paths)
+    from tui.workers import engine_env, run_child
+
     env = engine_env(**job.secrets)
-    from tui.workers import run_child
 
     try:
         p = run_child(cmd, timeout=600, env=env, stdin=subprocess.DEVNULL)
@@ -217,10 +206,7 @@ def _data_check(job: JobConfig) -> dict[str, Any]:
             return json.loads(out)
         except ValueError:
             pass
-    err = (p.stderr.strip().splitlines() or [f"exit code {p.returncode}"])[-1]
-    if "No such command" in p.stderr:
-        err = "`finetui data check` is not available yet"
-    raise RuntimeError(err)
+    raise RuntimeError((p.stderr.strip().splitlines() or [f"exit code {p.returncode}"])[-1])
 
 
 def ssh_hosts() -> list[str]:
@@ -231,7 +217,7 @@ def ssh_hosts() -> list[str]:
 
 
 def _start_run(job: JobConfig) -> Any:
-    from engine.launch import start_run  # type: ignore[attr-defined]
+    from engine.launch import start_run
 
     return start_run(job, secrets=job.secrets)
 
@@ -411,6 +397,8 @@ class WizardScreen(QuietScreen):
     _painted = False
 
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        # overrides Screen._on_screen_resume: it restyles the whole tree on every resume, the first one
+        # included (every widget was styled when mounted, moments before)
         if not self._resumed:
             self._resumed = True
             self._first_resume = True
@@ -421,6 +409,7 @@ class WizardScreen(QuietScreen):
                 wizard_resumed()
 
     def _compositor_refresh(self) -> None:
+        # extends Screen._compositor_refresh (paints the frame): notes that the first frame is painted
         super()._compositor_refresh()
         self._painted = True
 
@@ -439,6 +428,7 @@ class WizardScreen(QuietScreen):
             focus_help(event.widget)
 
     def _on_resize(self, event: events.Resize) -> None:
+        # overrides Screen._on_resize: it lays out and repaints everything even for the size it has
         if self.is_attached and event.size == self.size == getattr(self._compositor, "size", None):
             event.prevent_default()
             event.stop()
@@ -674,7 +664,7 @@ class FinetuiApp(App[None]):
         super().update_styles(node, animate=animate)
 
     def _on_resize(self, event: events.Resize) -> None:
-        # Textual keeps a Resize of the size it already has and re-sends it to the screen when idle:
+        # overrides App._on_resize.  Textual keeps a Resize of the size it already has and re-sends it to the screen when idle:
         # a second full layout at start-up for nothing.  Drop it (a real change goes through).
         if event.size == getattr(self, "_size", None) and getattr(self, "_resize_timer", True) is None:
             event.prevent_default()
@@ -767,7 +757,7 @@ class FinetuiApp(App[None]):
         res = job.resolved()
         if res.get("launch.device") == "cpu":
             return hints
-        host = str(res.get("launch.host") or "local")
+        host = str(res.get("launch.host") or LOCAL_HOST)
         if host not in self.gpu_memory:
             self.gpu_memory[host] = None
             self._probe(lambda: self.services.gpu_memory(host) or None, lambda gb: self._gpu_probed(host, gb))
@@ -786,8 +776,6 @@ class FinetuiApp(App[None]):
 
         if not hub.is_hub_name(name) or _from_hf_cache(name) is not None:
             return None
-        from engine.launch import is_remote_job
-
         if is_remote_job(res) or os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"):
             return None  # (another host's Hub and cache: `finetui doctor --host` says)
         if self.hub_reachable is None:
@@ -804,12 +792,9 @@ class FinetuiApp(App[None]):
         (launchable, sentence): a host still being checked or that does not resolve is not launchable; one
         whose SSH port does not answer is (an unverified host).  Each host is checked once, in a thread."""
         res = job.resolved()
-        from engine.launch import LOCAL_HOSTS, is_remote_job
-
         if not is_remote_job(res):
             return None
-        hosts = [str(h) for h in [res.get("launch.host"), *(res.get("launch.hosts") or [])]
-                 if h and str(h) not in LOCAL_HOSTS]
+        hosts = [str(h) for h in [res.get("launch.host"), *(res.get("launch.hosts") or [])] if not is_local_host(h)]
         for host in dict.fromkeys(hosts):
             if host not in self.host_checks:
                 self.host_checks[host] = None
@@ -1153,12 +1138,9 @@ class FinetuiApp(App[None]):
 
     def export_to(self, target: str, path: str) -> bool:
         """Write the job in another tool's format (engine.interop); warnings name what it cannot express."""
-        try:
-            from engine import interop  # type: ignore[attr-defined]
-        except ImportError:
-            self.notify("Export is not available yet (engine.interop).", severity="warning")
-            return False
-        suffix = getattr(interop, "SUFFIX", {}).get(target, ".yaml")
+        from engine import interop
+
+        suffix = interop.SUFFIX.get(target, ".yaml")
         p = Path(path or f"{(self.preset_path.stem if self.preset_path else 'finetui-job')}{suffix}").expanduser()
         if p.suffix in ("", ".toml"):
             p = p.with_suffix(suffix)
@@ -1281,9 +1263,6 @@ class FinetuiApp(App[None]):
     def _launch_worker(self, job: JobConfig) -> None:
         try:
             ref = self.services.start_run(job)
-        except ImportError:
-            self.call_from_thread(self._launched, None, "The launcher is not available yet (engine.launch).")
-            return
         except FinetuiError as e:
             self.call_from_thread(self._launched, None, "\n".join(e.lines()))
             return
@@ -1298,11 +1277,8 @@ class FinetuiApp(App[None]):
         if error:
             self.notify(error, title="Launch failed", severity="error", timeout=10)
             return
-        try:
-            from tui.screens.monitor import MonitorScreen  # type: ignore[import-not-found]
-        except ImportError:
-            self.notify(f"Started {getattr(ref, 'name', ref)}.", timeout=6)
-            return
+        from tui.screens.monitor import MonitorScreen
+
         self.push_screen(MonitorScreen(ref))
 
 

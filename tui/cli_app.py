@@ -11,7 +11,6 @@ Each area registers its commands from ``tui/commands/<area>.py`` (listed in
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 

@@ -229,7 +229,7 @@ class PreflightError(DataError):
 
 def check_data_before_launch(res: dict) -> list[str]:
     """:func:`preflight` for a job about to start; raises :class:`PreflightError`, else returns the notes."""
-    from engine.launch import is_remote_job
+    from engine.config import is_remote_job
 
     errors, notes = preflight(res, remote=is_remote_job(res))
     if errors:

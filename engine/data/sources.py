@@ -24,9 +24,10 @@ from typing import IO, Any, Callable, Iterator, Optional
 from engine import userfiles
 from engine.data.errors import DataError, RowError
 from engine.datapaths import data_paths, split_format
+from engine import samples
+from engine.samples import SAMPLES_PREFIX
 from engine.safeio import escape_reason, inside
 
-SAMPLES_PREFIX = "finetui:samples/"
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 
@@ -52,24 +53,11 @@ def cache_dir() -> Path:
 
 
 def resolve_sample(path: str) -> Path:
-    """``finetui:samples/<file>`` → the shipped file in engine/assets/samples/."""
-    try:  # the training area owns engine/samples.py; use it when present
-        from engine.samples import resolve_sample as _rs  # type: ignore
-
-    except (ImportError, AttributeError):
-        _rs = None
-    if _rs is not None:
-        try:
-            return Path(_rs(path))
-        except FileNotFoundError as e:
-            raise DataError(str(e).splitlines()[0]) from None
-    name = path[len(SAMPLES_PREFIX):]
-    base = Path(__file__).resolve().parent.parent / "assets" / "samples"
-    p = base / name
-    if not p.exists():
-        have = ", ".join(sorted(x.name for x in base.glob("*"))) if base.exists() else "none"
-        raise DataError(f"{path}: no such sample (have: {have})")
-    return p
+    """``finetui:samples/<file>`` → the shipped file in engine/assets/samples/ (a DataError if none)."""
+    try:
+        return samples.resolve_sample(path)
+    except FileNotFoundError as e:
+        raise DataError(str(e).splitlines()[0]) from None
 
 
 #: Above this size a .json array is not parsed just to count its rows.

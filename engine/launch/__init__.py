@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import userfiles
-from engine.config import JobConfig
+from engine.config import LOCAL_HOST, JobConfig, is_local_host, is_remote_job
 from engine.events import EVENTS_FILE, Tailer, summarize
 from engine.launch import core
 from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FILE, SUPERVISOR_FILE, LaunchError,
@@ -40,13 +40,6 @@ from engine.launch.ssh import SSHError
 __all__ = ["start_run", "resume_job", "list_runs", "resolve_run", "event_source", "stop_run", "delete_run", "RunRef",
            "RunInfo",
            "LaunchError", "SSHError", "EventSource", "is_remote_job", "parse_start_at"]
-
-LOCAL_HOSTS = (None, "", "local", "localhost-local")
-
-
-def is_remote_job(res: dict[str, Any]) -> bool:
-    return bool(res.get("launch.hosts")) or res.get("launch.host") not in LOCAL_HOSTS
-
 
 def parse_start_at(text: str | None) -> float | None:
     if not text:
@@ -89,13 +82,13 @@ def fit_to_gpus(job: JobConfig) -> list[str]:
     res = job.resolved()
     if res.get("launch.device") == "cpu":
         return []
-    hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host") or "local"]
-    found = [G.probe(None if h in LOCAL_HOSTS else h) for h in hosts[:1]]
+    hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host") or LOCAL_HOST]
+    found = [G.probe(None if is_local_host(h) else h) for h in hosts[:1]]
     notes = []
     n = G.default_procs(job, found[0])
     if n:
         job.values["launch.procs_per_node"] = n
-        where = "this machine" if hosts[0] in LOCAL_HOSTS else hosts[0]
+        where = "this machine" if is_local_host(hosts[0]) else hosts[0]
         notes.append(f"launch.procs_per_node is unset and {where} has {G.describe(found[0] or [])} visible: "
                      f"{n} ranks, one per GPU (set launch.procs_per_node to choose)")
         res = job.resolved()
@@ -103,7 +96,7 @@ def fit_to_gpus(job: JobConfig) -> list[str]:
     probs = []
     for h, gpus in zip(hosts, found):
         if gpus is not None:
-            where = "this machine" if h in LOCAL_HOSTS else str(h)
+            where = "this machine" if is_local_host(h) else str(h)
             probs += [Problem(f, m, a) for f, m, a in G.problems(res, gpus, where)]
     if probs:
         raise ConfigError(probs)
@@ -229,7 +222,7 @@ def _ref_for_dir(d: Path) -> RunRef:
         # several nodes: all of them ("host" follows the node where rank 0 writes its events)
         host = ",".join(hosts) if len(hosts) > 1 else remote.get("host", "?")
     else:
-        host = "local"
+        host = LOCAL_HOST
     return RunRef(name=d.name, run_dir=d.resolve(), host=host, remote=remote)
 
 

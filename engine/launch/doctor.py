@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import NamedTuple
 
+from engine.config import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
 from engine.launch import ssh
 from engine.launch.rundir import LaunchError
 
@@ -32,9 +33,9 @@ def _local_report(workdir: str) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def run(host: str = "local", python: str = "python3", workdir: str = "~/finetui-runs") -> list[Check]:
+def run(host: str = LOCAL_HOST, python: str = REMOTE_PYTHON, workdir: str = REMOTE_WORKDIR) -> list[Check]:
     out: list[Check] = []
-    local = host in (None, "", "local")
+    local = is_local_host(host)
     if local:
         report = _local_report(workdir)
         out.append(Check(True, "host", f"this machine ({report.get('hostname')})"))

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from engine.config import LOCAL_HOST
 from engine.errors import FinetuiError
 from engine.events import EVENTS_FILE, parse_lines
 from engine.safeio import atomic_write
@@ -29,6 +30,8 @@ REMOTE_FILE = "remote.json"
 SUPERVISOR_FILE = "supervisor.json"
 CONFIG_FILE = "config.toml"
 LOG_FILE = "worker.log"
+CHECKPOINTS_DIR = "checkpoints"  # checkpoint-<step>/ folders (the trainer's output_dir)
+FINAL_DIR = "final"  # the trained model
 LOCK_FILE = ".events.lock"
 
 
@@ -42,7 +45,7 @@ class RunRef:
 
     name: str
     run_dir: Path
-    host: str = "local"
+    host: str = LOCAL_HOST
     remote: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import packs
+from engine.launch.rundir import CHECKPOINTS_DIR
 from engine.train.modeling import UserError, precision
 
 # preference_loss → (trainer family, DPO loss_type)
@@ -49,7 +50,7 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
     ev = res["eval.evaluation_strategy"] if has_eval else "no"
     save = res["eval.checkpoint_strategy"]
     kw: dict[str, Any] = dict(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
         per_device_train_batch_size=int(res["general.batch_size"]),
         per_device_eval_batch_size=int(res["general.batch_size"]),
         gradient_accumulation_steps=int(res["runtime.gradient_accumulation_steps"]),

@@ -19,6 +19,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from engine.events import EVENTS_FILE
+from engine.launch.rundir import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR
+
 #: seconds rank 0 waits after SIGTERM for a clean stop before it writes `end` and exits anyway
 STOP_GRACE_S = float(os.environ.get("FINETUI_STOP_GRACE_S", "25"))
 
@@ -47,7 +50,7 @@ class Worker:
         if self.rank == 0:
             from engine.events import EventWriter
 
-            self.ev: Any = EventWriter(run_dir / "events.jsonl")
+            self.ev: Any = EventWriter(run_dir / EVENTS_FILE)
         else:
             self.ev = NullEvents()
 
@@ -132,7 +135,7 @@ class Worker:
     def run(self) -> int:
         from engine import presets
 
-        job = presets.load(self.run_dir / "config.toml")
+        job = presets.load(self.run_dir / CONFIG_FILE)
         res = job.resolved()
         self.res = res
         self.job = job
@@ -167,7 +170,7 @@ class Worker:
         self._init_distributed(res, device)
 
         run_dir = self.run_dir
-        ck_dir = run_dir / "checkpoints"
+        ck_dir = run_dir / CHECKPOINTS_DIR
         resume = C.resolve_resume(str(res["general.resume_from_checkpoint"]), run_dir, ck_dir)
         if self.rank == 0:
             moved = C.set_aside_incomplete(ck_dir)
@@ -288,7 +291,7 @@ class Worker:
         outcome = "early_stopped" if self.rs.early_stopped else "completed"
 
         self.status("saving", "writing the final model")
-        final = run_dir / "final"
+        final = run_dir / FINAL_DIR
         method = res["trainer.training_type"]
         merge = method in ("lora", "qlora") and bool(res["adapter.merge_adapter"])
         save_to = run_dir / "adapter" if merge else final
@@ -419,7 +422,7 @@ class Worker:
             items = [(k, redact(str(v))[:500]) for k, v in params.items()]
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i:i + 100]))
-            cfg = self.run_dir / "config.toml"
+            cfg = self.run_dir / CONFIG_FILE
             if cfg.is_file():
                 mlflow.log_artifact(str(cfg))
         except Exception as e:  # tracking must not fail the run
@@ -522,8 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.local_rank is not None and "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
     run_dir = Path(args.run_dir).resolve()
-    if not (run_dir / "config.toml").is_file():
-        print(f"error: {run_dir / 'config.toml'} does not exist", file=sys.stderr)
+    if not (run_dir / CONFIG_FILE).is_file():
+        print(f"error: {run_dir / CONFIG_FILE} does not exist", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL's trainers phone home otherwise

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import typer
 
+from engine.config import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
 from engine.errors import FinetuiError
 from tui.commands import common
 
@@ -199,9 +200,9 @@ def _bootstrap(job) -> None:  # noqa: ANN001
     res = job.resolved()
     hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host")]
     for h in hosts:
-        if h in (None, "", "local"):
+        if is_local_host(h):
             continue
-        B.bootstrap(h, res.get("launch.remote_python") or "python3", log=lambda m: common.err(m))
+        B.bootstrap(h, res.get("launch.remote_python") or REMOTE_PYTHON, log=lambda m: common.err(m))
 
 
 def register(app: typer.Typer) -> None:
@@ -259,7 +260,7 @@ def register(app: typer.Typer) -> None:
             for line in e.lines():
                 common.err(line)
             raise typer.Exit(2) from None
-        where = "" if ref.host == "local" else f" on {ref.host}"
+        where = "" if is_local_host(ref.host) else f" on {ref.host}"
         if at:
             typer.echo(f"{ref.name} scheduled for {at}{where} ({ref.run_dir})")
         elif detach:
@@ -390,9 +391,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{ref.name}: {status}")
 
     @app.command()
-    def doctor(host: str = typer.Option("local", "--host", help="SSH target to check (default: this machine)."),
-               python: str = typer.Option("python3", "--python", help="Remote Python with finetui (launch.remote_python)."),
-               workdir: str = typer.Option("~/finetui-runs", "--workdir", help="Remote work directory."),
+    def doctor(host: str = typer.Option(LOCAL_HOST, "--host", help="SSH target to check (default: this machine)."),
+               python: str = typer.Option(REMOTE_PYTHON, "--python", help="Remote Python with finetui (launch.remote_python)."),
+               workdir: str = typer.Option(REMOTE_WORKDIR, "--workdir", help="Remote work directory."),
                file: Optional[Path] = typer.Option(None, "--preset", help="Take host/python/workdir from a preset "
                                                    "(a multi-node preset: every host in launch.hosts)."),
                bootstrap: bool = typer.Option(False, "--bootstrap", help="Install this finetui there first.")) -> None:
@@ -402,10 +403,10 @@ def register(app: typer.Typer) -> None:
         hosts = [host]
         if file is not None:
             res = common.load_job(file).resolved()
-            if host == "local" and len(res.get("launch.hosts") or []) > 1:
+            if is_local_host(host) and len(res.get("launch.hosts") or []) > 1:
                 hosts = list(res["launch.hosts"])  # a multi-node preset: every node
             else:
-                hosts = [host if host != "local" else (res.get("launch.host") or "local")]
+                hosts = [host if not is_local_host(host) else (res.get("launch.host") or LOCAL_HOST)]
             python = res.get("launch.remote_python") or python
             workdir = res.get("launch.remote_workdir") or workdir
         bad = False
@@ -413,7 +414,7 @@ def register(app: typer.Typer) -> None:
             if len(hosts) > 1:
                 typer.echo(f"# node {i}: {h}" + (" (master)" if i == 0 else ""))
             try:
-                if bootstrap and h != "local":
+                if bootstrap and not is_local_host(h):
                     from engine.launch import bootstrap as B
 
                     B.bootstrap(h, python, log=lambda m: common.err(m))

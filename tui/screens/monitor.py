@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
+from engine.config import is_local_host
 from tui import runsource
 from tui.screens.base import QuietScreen
 from tui.widgets.keybar import KeyBar
@@ -347,7 +348,7 @@ class MonitorScreen(QuietScreen):
         more = f"  ({', '.join(extra)})" if extra else ""
         if self.resumed_from is not None:  # (what it trains is its parent's: the link says more)
             more = f"  ↻ resumed from {self.resumed_from[0]} at step {self.resumed_from[1]}"
-        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "") + more)
+        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if not is_local_host(host) else "") + more)
         _set(self.query_one("#mon-stats", Static), stats_text(st))
         if st.gpu_version != self._gpus_shown:  # GPU telemetry (engine/telemetry.py) once the first sample is in
             from tui.widgets.gpupanel import gpu_panel

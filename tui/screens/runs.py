@@ -19,6 +19,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from engine.config import is_local_host
 from engine.errors import FinetuiError, one_line, report_crash
 from tui import runsource
 from tui.runsource import RunRow
@@ -153,7 +154,7 @@ class RunsScreen(QuietScreen):
 
     @staticmethod
     def key(r: RunRow) -> str:
-        return r.name if r.host in ("", "local") else f"{r.name}@{r.host}"
+        return r.name if is_local_host(r.host) else f"{r.name}@{r.host}"
 
     def _columns(self, width: int) -> list[tuple[str, str, int]]:
         wide = width >= 110
