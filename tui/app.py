@@ -494,6 +494,7 @@ class FinetuiApp(App[None]):
         self._css_loaded = csscache.load(self.stylesheet)
 
     def _handle_exception(self, error: Exception) -> None:
+        # overrides textual's App._handle_exception: it prints a rich traceback on the terminal for any exception
         """The TUI's one top-level handler.  Overrides Textual's private ``App._handle_exception`` (textual 8.2),
         which ends the app on any unhandled exception and prints a rich traceback on the terminal.  A user's
         error (:class:`FinetuiError`) from a worker is shown as a notification and the app goes on; raised in a
