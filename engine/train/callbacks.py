@@ -89,8 +89,13 @@ class EventCallback(TrainerCallback):
         self._t = time.monotonic()
         self._step = state.global_step
         self._tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        extra = {}
+        if args.fsdp and kw.get("model") is not None:  # how many FSDP2 units the model was cut into
+            from torch.distributed.fsdp import FSDPModule
+
+            extra["fsdp_units"] = sum(isinstance(m, FSDPModule) for m in kw["model"].modules())
         self.ev.emit("start", state.global_step, world_size=args.world_size, total_steps=state.max_steps,
-                     num_train_epochs=args.num_train_epochs, **self.info)
+                     num_train_epochs=args.num_train_epochs, **extra, **self.info)
         self.ev.emit("status", state.global_step, phase="training")
 
     def on_log(self, args, state, control, logs=None, **kw):

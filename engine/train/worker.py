@@ -295,6 +295,9 @@ class Worker:
         method = res["trainer.training_type"]
         merge = method in ("lora", "qlora") and bool(res["adapter.merge_adapter"])
         save_to = run_dir / "adapter" if merge else final
+        plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+        if plugin is not None:  # FSDP: the final model whole, whatever form the checkpoints take
+            plugin.set_state_dict_type("FULL_STATE_DICT")
         trainer.save_model(str(save_to))
         if self.rank == 0:
             tok.save_pretrained(str(save_to))
@@ -357,8 +360,9 @@ class Worker:
         """The process group, with the job's timeout (``runtime.ddp_timeout``: NCCL's and DeepSpeed's 10-minute
         default tripped on a long rank-0 save).  DeepSpeed needs one even on a single rank (ZeRO-3's zero.Init
         while the model is built)."""
-        deepspeed_backend = res["trainer.distributed_backend"] == "deepspeed"
-        if self.world <= 1 and not deepspeed_backend:
+        # (FSDP too: the Trainer refuses FSDP outside a process group, one rank or not)
+        sharded_backend = res["trainer.distributed_backend"] in ("deepspeed", "fsdp")
+        if self.world <= 1 and not sharded_backend:
             return
         from datetime import timedelta
 
