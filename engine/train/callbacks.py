@@ -205,3 +205,22 @@ class EarlyStopCallback(TrainerCallback):
             self.rs.early_stopped = True
             control.should_training_stop = True
         return control
+
+
+def fsdp_reshard(model: Any) -> None:
+    """Free the parameters FSDP2 left gathered after a forward without a backward: the units that do not reshard
+    after forward (the root, and accelerate's embedding / norm / lm_head group) keep them after an evaluation, and
+    a checkpoint's state dict then reads storage that is freed under it."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+
+
+class FsdpReshardCallback(TrainerCallback):
+    """``distributed_backend = fsdp``: reshard after each evaluation, before the checkpoint that may follow."""
+
+    def on_evaluate(self, args, state, control, model=None, **kw):
+        if model is not None:
+            fsdp_reshard(model)

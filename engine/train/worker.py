@@ -279,6 +279,11 @@ class Worker:
         self.status("tokenizing", "preparing the dataset")
         trainer = build_trainer(res, model, tok, data.train, data.eval if has_eval else None, base, cbs,
                                 optimizer, self.status)
+        if res["trainer.distributed_backend"] == "fsdp":
+            from engine.train.callbacks import FsdpReshardCallback
+
+            fsdp_on_cpu(trainer)
+            trainer.add_callback(FsdpReshardCallback())
         evcb.info.update(trainer_info(trainer))
         self._check_stop()
 
@@ -297,6 +302,9 @@ class Worker:
         save_to = run_dir / "adapter" if merge else final
         plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
         if plugin is not None:  # FSDP: the final model whole, whatever form the checkpoints take
+            from engine.train.callbacks import fsdp_reshard
+
+            fsdp_reshard(trainer.model)
             plugin.set_state_dict_type("FULL_STATE_DICT")
         trainer.save_model(str(save_to))
         if self.rank == 0:
@@ -505,6 +513,21 @@ def describe(e: BaseException, res: dict) -> tuple[str, str]:
     if isinstance(e, KeyboardInterrupt):
         return "interrupted", ""
     return f"{name}: {text}", tb
+
+
+def fsdp_on_cpu(trainer: Any) -> None:
+    """FSDP2 on CPU ranks (gloo): accelerate keeps the FSDP plugin for accelerator devices only and would wrap the
+    model in DDP instead, silently; torch's ``fully_shard`` itself runs on CPU over gloo, so the plugin the
+    TrainingArguments built is put in place (the same code path as on GPUs from here on)."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if getattr(state, "fsdp_plugin", None) is None:
+        state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+        # (both shared states: a later AcceleratorState() copies the partial one's distributed_type over its own)
+        state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
+        trainer.is_fsdp_enabled = True
 
 
 def oom_advice(res: dict) -> str:
