@@ -965,9 +965,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             if n in explicit and explicit[n] not in (None, False):
                 err(n, "only applies when trainer.distributed_backend is fsdp",
                     "set trainer.distributed_backend = \"fsdp\" or remove it")
-    elif method == "qlora" or res["runtime.quantization_bit"] != "none":
+    elif method == "qlora":
         err("trainer.distributed_backend", "fsdp cannot shard a quantized (QLoRA) model: its 4/8-bit weights are "
-            "not plain tensors FSDP2 can split", "ddp or deepspeed, or runtime.quantization_bit = none")
+            "not plain tensors FSDP2 can split", "ddp or deepspeed, or trainer.training_type = lora")
     if res["runtime.optimizer"] == "sgd" and res["trainer.distributed_backend"] == "deepspeed" \
             and res["trainer.offload_optimizer"]:
         err("runtime.optimizer", "sgd with trainer.offload_optimizer would train with Adam: the offloaded optimizer "
