@@ -11,6 +11,7 @@ import pytest
 from engine.config import JobConfig
 from engine.estimate import GIB, estimate
 from engine.modelinfo import CATALOG, param_breakdown
+from tests.fixtures_train import ROOT
 from tests.test_estimate import LLAMA_8B, est
 
 BASE = {"data.train_path": "x.jsonl", "launch.procs_per_node": 2}
@@ -135,3 +136,55 @@ def test_fit_check_suggests_fsdp_and_its_changes_validate():
              general__batch_size=64, general__max_sequence_length=8192)
     e3 = estimate(r3, model_config=LLAMA_8B, gpu_memory_gb=24)
     assert not any("FSDP" in s.title for s in e3.suggestions)
+
+
+# --------------------------------------------------------------------------------------- import / export
+
+
+def test_llamafactory_v1_fsdp2_options_import(tmp_path):
+    from engine import interop
+
+    cfg = tmp_path / "fsdp.yaml"
+    cfg.write_text("model: Qwen/Qwen3-0.6B\npeft_config:\n  name: lora\n  r: 8\n"
+                   "dist_config:\n  name: fsdp2\n  reshard_after_forward: false\n  offload_params: true\n"
+                   "  dcp_path: /ckpt/dcp\n"
+                   f"train_dataset: {ROOT / 'engine'}\nmicro_batch_size: 2\ncutoff_len: 512\n")
+    try:
+        job, warnings = interop.import_file(cfg)
+    except interop.InteropError:  # (the data-set path above is not one: only the distribution matters here)
+        pytest.skip("v1 import needs a data set")
+    r = job.resolved()
+    assert (r["trainer.distributed_backend"], r["trainer.fsdp_sharding"], r["trainer.fsdp_cpu_offload"]) == (
+        "fsdp", "shard_grad_op", True)
+    assert any(str(w).startswith("dist_config.dcp_path = /ckpt/dcp") for w in warnings), warnings
+
+
+def test_llamafactory_export_writes_an_accelerate_fsdp2_config_that_reads_back(tmp_path):
+    import yaml
+
+    from engine import interop
+    from engine.interop.llamafactory import fsdp_from
+
+    job = JobConfig(profile="native", values={"data.train_path": "finetui:samples/alpaca_demo.jsonl",
+                                              "trainer.distributed_backend": "fsdp", "launch.procs_per_node": 4,
+                                              "trainer.fsdp_cpu_offload": True, "trainer.fsdp_state_dict": "sharded",
+                                              "runtime.mixed_precision": "bf16",
+                                              "runtime.gradient_checkpointing": True})
+    out = tmp_path / "lf" / "train.yaml"
+    written, warnings = interop.write_export(job, "llamafactory", out)
+    assert {p.name for p in written} == {"train.yaml", "dataset_info.json", "fsdp_config.yaml"}
+    acc = yaml.safe_load((out.parent / "fsdp_config.yaml").read_text())
+    assert acc["distributed_type"] == "FSDP" and acc["num_processes"] == 4 and acc["mixed_precision"] == "bf16"
+    assert acc["fsdp_config"] == {"fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                  "fsdp_reshard_after_forward": True, "fsdp_offload_params": True,
+                                  "fsdp_state_dict_type": "SHARDED_STATE_DICT",
+                                  "fsdp_activation_checkpointing": True, "fsdp_cpu_ram_efficient_loading": True}
+    assert any("accelerate launch --config_file fsdp_config.yaml" in str(w) for w in warnings), warnings
+    assert "deepspeed" not in yaml.safe_load(out.read_text())
+    # accelerate's fsdp_* keys read back onto a job: the same settings
+    back = JobConfig(profile="native", values={"data.train_path": "x.jsonl"})
+    notes: list = []
+    fsdp_from(acc["fsdp_config"], back, "fsdp_config", notes)
+    r = back.resolved()
+    assert (r["trainer.distributed_backend"], r["trainer.fsdp_sharding"], r["trainer.fsdp_cpu_offload"],
+            r["trainer.fsdp_state_dict"]) == ("fsdp", "full_shard", True, "sharded") and notes == []
