@@ -85,3 +85,24 @@ def test_fsdp_sharded_checkpoint_resumes_with_the_same_losses(tmp_path, tiny_mod
     assert a[8] < a[1], a
     # the final model is whole (gathered), whatever form the checkpoints take
     assert any((resumed / "final").glob("*.safetensors")), sorted(p.name for p in (resumed / "final").iterdir())
+
+
+@pytest.mark.timeout(600)
+def test_fsdp_single_rank_full_with_activation_checkpointing_saves_a_whole_model(tmp_path, tiny_model):
+    """One rank (its own process group on loopback: the Trainer refuses FSDP outside one), full fine-tuning with
+    FSDP's own activation checkpointing: trains, and the final model is whole (every tensor its full shape)."""
+    vals = {**BASE, "trainer.training_type": "full", "trainer.distributed_backend": "fsdp",
+            "runtime.gradient_checkpointing": True, "general.max_steps": 3, "general.batch_size": 2}
+    doc: dict = {"profile": "native"}
+    for k, v in vals.items():
+        if v is not None:
+            sec, name = k.split(".", 1)
+            doc.setdefault(sec, {})[name] = v
+    run = _train(tmp_path, "solo", doc)
+    start = kinds(events(run), "start")[0]
+    assert start["world_size"] == 1 and start["fsdp_units"] >= 3, start
+    from safetensors import safe_open
+
+    with safe_open(str(run / "final" / "model.safetensors"), "pt") as f:
+        shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    assert shapes["model.embed_tokens.weight"] == [512, 64] and all(0 not in s for s in shapes.values()), shapes

@@ -533,7 +533,7 @@ def fsdp_on_cpu(trainer: Any) -> None:
 def oom_advice(res: dict) -> str:
     gc = "on" if res["runtime.gradient_checkpointing"] else "off"
     be = res["trainer.distributed_backend"]
-    zero = f"deepspeed ZeRO-{res['trainer.zero_stage']}" if be == "deepspeed" else "ddp"
+    zero = f"deepspeed ZeRO-{res['trainer.zero_stage']}" if be == "deepspeed" else be
     return (f"CUDA out of memory: lower general.batch_size (now {res['general.batch_size']}) and raise "
             f"runtime.gradient_accumulation_steps (now {res['runtime.gradient_accumulation_steps']}), turn on "
             f"runtime.gradient_checkpointing (now {gc}), use trainer.distributed_backend = deepspeed with "
