@@ -34,6 +34,16 @@ def _train(tmp: Path, name: str, doc: dict) -> Path:
     return run
 
 
+def _doc(vals: dict) -> dict:
+    """A preset document (sections) from dotted values; None values left out."""
+    doc: dict = {"profile": "native"}
+    for k, v in vals.items():
+        if v is not None:
+            sec, name = k.split(".", 1)
+            doc.setdefault(sec, {})[name] = v
+    return doc
+
+
 def _step_losses(run: Path) -> dict[int, float]:
     return {int(r["step"]): float(r["loss"]) for r in kinds(events(run), "log") if r.get("loss") is not None}
 
@@ -66,11 +76,7 @@ def test_fsdp_sharded_checkpoint_resumes_with_the_same_losses(tmp_path, tiny_mod
             "data.max_samples": 32, "general.max_steps": 8, "general.learning_rate": 0.002,
             "runtime.lr_scheduler": "cosine", "runtime.seed": 7,
             "eval.checkpoint_strategy": "steps", "eval.checkpoint_steps": 4}
-    doc: dict = {"profile": "native"}
-    for k, v in vals.items():
-        if v is not None:
-            sec, name = k.split(".", 1)
-            doc.setdefault(sec, {})[name] = v
+    doc = _doc(vals)
     whole = _train(tmp_path, "whole", doc)
     ck = whole / "checkpoints" / "checkpoint-4"
     assert (ck / "trainer_state.json").is_file()
@@ -93,11 +99,7 @@ def test_fsdp_single_rank_full_with_activation_checkpointing_saves_a_whole_model
     FSDP's own activation checkpointing: trains, and the final model is whole (every tensor its full shape)."""
     vals = {**BASE, "trainer.training_type": "full", "trainer.distributed_backend": "fsdp",
             "runtime.gradient_checkpointing": True, "general.max_steps": 3, "general.batch_size": 2}
-    doc: dict = {"profile": "native"}
-    for k, v in vals.items():
-        if v is not None:
-            sec, name = k.split(".", 1)
-            doc.setdefault(sec, {})[name] = v
+    doc = _doc(vals)
     run = _train(tmp_path, "solo", doc)
     start = kinds(events(run), "start")[0]
     assert start["world_size"] == 1 and start["fsdp_units"] >= 3, start
