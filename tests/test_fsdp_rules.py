@@ -188,3 +188,29 @@ def test_llamafactory_export_writes_an_accelerate_fsdp2_config_that_reads_back(t
     r = back.resolved()
     assert (r["trainer.distributed_backend"], r["trainer.fsdp_sharding"], r["trainer.fsdp_cpu_offload"],
             r["trainer.fsdp_state_dict"]) == ("fsdp", "full_shard", True, "sharded") and notes == []
+
+
+# --------------------------------------------------------------------------------------- the trainer step
+
+
+async def test_trainer_step_offers_fsdp_with_its_fields(make_app):
+    from tests.test_tui_wizard import SIZE, goto, row
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(pilot, "trainer")
+        backends = app.query_one("#choice-backend")
+        assert not backends.get_option("fsdp").disabled
+        assert not row(app, "trainer.fsdp_sharding").display
+        app.apply_edit("trainer.distributed_backend", "fsdp")
+        await pilot.pause()
+        for name in ("trainer.fsdp_sharding", "trainer.fsdp_cpu_offload", "trainer.fsdp_state_dict"):
+            assert row(app, name).display, name
+        assert not app.query_one("#zero-box").display and not row(app, "trainer.offload_optimizer").display
+        assert app.job.problems() == []
+        # QLoRA rules FSDP out, and says why; the problem line names the field
+        app.apply_edit("trainer.training_type", "qlora")
+        app.apply_edit("runtime.quantization_bit", 4)
+        await pilot.pause()
+        assert "not with QLoRA" in str(backends.get_option("fsdp").prompt) and backends.get_option("fsdp").disabled
+        assert "trainer.distributed_backend: fsdp cannot shard" in str(app.query_one("#trainer-problems").render())
