@@ -1257,6 +1257,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if not isinstance(ck, str) or not ck.strip():
         err("general.resume_from_checkpoint", "must be no, last or a checkpoint path", "no, last, a path")
     # --- warnings ---
+    if res["trainer.distributed_backend"] == "fsdp" and total_ranks(res) == 1:
+        warn("trainer.distributed_backend", "fsdp on one rank shards nothing (it trains, with FSDP's checkpoints "
+             "and CPU offload): raise launch.procs_per_node or launch.nodes to divide the memory")
     if res["trainer.distributed_backend"] == "deepspeed" and method == "qlora" and res["trainer.zero_stage"] == 3:
         warn("trainer.zero_stage", "QLoRA with ZeRO-3 needs bitsandbytes ≥ 0.43 and a recent accelerate")
     if res["data.padding_free"] and res["runtime.attention_implementation"] != "flash_attention_2":

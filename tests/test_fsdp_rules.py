@@ -52,7 +52,7 @@ def test_fsdp_fields_need_the_fsdp_backend(backend, name, value):
 def test_validate_cli_one_line_exit_2(tmp_path):
     p = tmp_path / "job.toml"
     p.write_text('profile = "native"\n[data]\ntrain_path = "x.jsonl"\n[trainer]\ndistributed_backend = "fsdp"\n'
-                 'training_type = "qlora"\n[runtime]\nquantization_bit = 4\n')
+                 'training_type = "qlora"\n[runtime]\nquantization_bit = 4\n[launch]\nprocs_per_node = 2\n')
     r = subprocess.run([sys.executable, "-m", "tui.cli", "validate", str(p)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2, r
@@ -214,3 +214,12 @@ async def test_trainer_step_offers_fsdp_with_its_fields(make_app):
         await pilot.pause()
         assert "not with QLoRA" in str(backends.get_option("fsdp").prompt) and backends.get_option("fsdp").disabled
         assert "trainer.distributed_backend: fsdp cannot shard" in str(app.query_one("#trainer-problems").render())
+
+
+def test_fsdp_on_one_rank_warns_that_it_shards_nothing():
+    job = JobConfig(profile="native", values={"data.train_path": "x.jsonl", "trainer.distributed_backend": "fsdp"})
+    ws = [p for p in job.problems(include_warnings=True) if p.severity == "warning"
+          and p.field == "trainer.distributed_backend"]
+    assert len(ws) == 1 and "shards nothing" in ws[0].message
+    two = JobConfig(profile="native", values={**BASE, "trainer.distributed_backend": "fsdp"})
+    assert not [p for p in two.problems(include_warnings=True) if p.field == "trainer.distributed_backend"]
