@@ -1,7 +1,8 @@
 """FSDP2 on two CPU ranks for real (torchrun, gloo, accelerate's FSDP2 through the Trainer): the demo preset
 with ``distributed_backend = "fsdp"`` trains to the end with the model cut into FSDP units; a full fine-tuning
 run checkpoints (sharded state dict) and a run resumed from its middle checkpoint continues with the same losses
-as the uninterrupted run, step for step."""
+as the uninterrupted run, step for step; one rank with FSDP's activation checkpointing saves a whole model;
+SIGTERM saves a sharded checkpoint where the run stops and leaves no process."""
 
 from __future__ import annotations
 
@@ -108,3 +109,37 @@ def test_fsdp_single_rank_full_with_activation_checkpointing_saves_a_whole_model
     with safe_open(str(run / "final" / "model.safetensors"), "pt") as f:
         shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
     assert shapes["model.embed_tokens.weight"] == [512, 64] and all(0 not in s for s in shapes.values()), shapes
+
+
+@pytest.mark.timeout(600)
+def test_fsdp_sigterm_saves_a_sharded_checkpoint_where_it_stops(tmp_path, monkeypatch, tiny_model):
+    """`finetui stop` on an FSDP run (2 ranks, sharded checkpoints): the worker saves where it stops, writes
+    `end stopped` itself, and no process of the run is left."""
+    import time
+
+    import engine.launch as L
+    from tests.test_train_distributed import _env, _group_gone, _job, _procs_naming
+
+    _env(monkeypatch)
+    job = _job(tmp_path / "runs", **{"trainer.distributed_backend": "fsdp", "trainer.fsdp_state_dict": "sharded",
+                                     "launch.procs_per_node": 2, "general.batch_size": 2, "general.max_steps": 2000,
+                                     "eval.checkpoint_strategy": "steps", "eval.checkpoint_steps": 1000})
+    ref = L.start_run(job)
+    d = ref.run_dir
+    src = L.event_source(ref)
+    got: list[dict] = []
+    deadline = time.monotonic() + 400
+    while not any(r["kind"] == "log" and r["step"] >= 3 for r in got):
+        assert time.monotonic() < deadline and not src.done, describe_run(d)
+        got += src.read()
+        time.sleep(0.1)
+    assert L.stop_run(ref, grace=60) == "stopped"
+    recs = events(d)
+    end = kinds(recs, "end")
+    assert len(end) == 1 and end[0]["outcome"] == "stopped" and end[0].get("by") != "launcher", describe_run(d)
+    step = end[0]["step"]
+    cks = kinds(recs, "checkpoint")
+    assert cks and cks[-1]["step"] == step and cks[-1]["complete"], describe_run(d)
+    assert len(list((d / "checkpoints" / f"checkpoint-{step}").rglob("*.distcp"))) >= 2
+    assert _group_gone(json.loads((d / "launch.json").read_text())["pgid"], 5)
+    assert _procs_naming(d) == []
