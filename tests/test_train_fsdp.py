@@ -115,10 +115,8 @@ def test_fsdp_single_rank_full_with_activation_checkpointing_saves_a_whole_model
 def test_fsdp_sigterm_saves_a_sharded_checkpoint_where_it_stops(tmp_path, monkeypatch, tiny_model):
     """`finetui stop` on an FSDP run (2 ranks, sharded checkpoints): the worker saves where it stops, writes
     `end stopped` itself, and no process of the run is left."""
-    import time
-
     import engine.launch as L
-    from tests.test_train_distributed import _env, _group_gone, _job, _procs_naming
+    from tests.test_train_distributed import _env, _group_gone, _job, _procs_naming, _until_log_step
 
     _env(monkeypatch)
     job = _job(tmp_path / "runs", **{"trainer.distributed_backend": "fsdp", "trainer.fsdp_state_dict": "sharded",
@@ -126,13 +124,7 @@ def test_fsdp_sigterm_saves_a_sharded_checkpoint_where_it_stops(tmp_path, monkey
                                      "eval.checkpoint_strategy": "steps", "eval.checkpoint_steps": 1000})
     ref = L.start_run(job)
     d = ref.run_dir
-    src = L.event_source(ref)
-    got: list[dict] = []
-    deadline = time.monotonic() + 400
-    while not any(r["kind"] == "log" and r["step"] >= 3 for r in got):
-        assert time.monotonic() < deadline and not src.done, describe_run(d)
-        got += src.read()
-        time.sleep(0.1)
+    _until_log_step(ref, 3)
     assert L.stop_run(ref, grace=60) == "stopped"
     recs = events(d)
     end = kinds(recs, "end")
