@@ -383,7 +383,9 @@ FIELDS: list[Field] = [
        choices=("classification", "generation", "summarization"), optional=True,
        **_is("trainer.training_type", "prompt_tuning"), aliases=("task_id",)),
     _F("trainer", "distributed_backend", "enum", "ddp", "Distributed backend",
-       "ddp (torchrun DistributedDataParallel) or deepspeed (ZeRO).", choices=("ddp", "deepspeed")),
+       "ddp (torchrun DistributedDataParallel), deepspeed (ZeRO) or fsdp (PyTorch FSDP2 through accelerate: "
+       "parameters, gradients and optimizer states sharded over the ranks, one decoder layer gathered at a time).",
+       choices=("ddp", "deepspeed", "fsdp")),
     _F("trainer", "zero_stage", "enum", 2, "ZeRO stage",
        "DeepSpeed ZeRO stage: 1 shards optimizer states, 2 also gradients, 3 also parameters.",
        choices=(1, 2, 3), **_is("trainer.distributed_backend", "deepspeed"),
@@ -394,6 +396,17 @@ FIELDS: list[Field] = [
        "ZeRO-3: keep parameters in CPU memory.",
        **_v(lambda v: v.get("trainer.distributed_backend") == "deepspeed" and v.get("trainer.zero_stage") == 3,
             "distributed_backend is deepspeed and zero_stage is 3")),
+    _F("trainer", "fsdp_sharding", "enum", "full_shard", "FSDP sharding",
+       "full_shard: parameters are freed again after each layer's forward (least memory, ZeRO-3-like); "
+       "shard_grad_op: they stay gathered from forward to backward (less communication, ZeRO-2-like).",
+       choices=("full_shard", "shard_grad_op"), **_is("trainer.distributed_backend", "fsdp")),
+    _F("trainer", "fsdp_cpu_offload", "bool", False, "FSDP CPU offload",
+       "FSDP: keep parameters, gradients and optimizer states in CPU memory (the optimizer step runs on the CPU).",
+       **_is("trainer.distributed_backend", "fsdp")),
+    _F("trainer", "fsdp_state_dict", "enum", "full", "FSDP checkpoint form",
+       "full: each checkpoint holds the whole model, gathered on rank 0 (loads anywhere); sharded: every rank writes "
+       "its own shard (fast, little memory; resumes with the same number of ranks). The final model is always full.",
+       choices=("full", "sharded"), **_is("trainer.distributed_backend", "fsdp")),
     # -------------------------------------------------------------- general
     _F("general", "batch_size", "int", 2, "Batch size",
        "Examples per device per step (per GPU when distributed).", range=Range(1, MAX_BATCH),
@@ -1091,6 +1104,14 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             if n in explicit and explicit[n] not in (None, False):
                 err(n, "only applies when trainer.distributed_backend is deepspeed",
                     "set trainer.distributed_backend = \"deepspeed\" or remove it")
+    if res["trainer.distributed_backend"] != "fsdp":
+        for n in ("trainer.fsdp_sharding", "trainer.fsdp_cpu_offload", "trainer.fsdp_state_dict"):
+            if n in explicit and explicit[n] not in (None, False):
+                err(n, "only applies when trainer.distributed_backend is fsdp",
+                    "set trainer.distributed_backend = \"fsdp\" or remove it")
+    elif method == "qlora":
+        err("trainer.distributed_backend", "fsdp cannot shard a quantized (QLoRA) model: its 4/8-bit weights are "
+            "not plain tensors FSDP2 can split", "ddp or deepspeed, or trainer.training_type = lora")
     if res["runtime.optimizer"] == "sgd" and res["trainer.distributed_backend"] == "deepspeed" \
             and res["trainer.offload_optimizer"]:
         err("runtime.optimizer", "sgd with trainer.offload_optimizer would train with Adam: the offloaded optimizer "
@@ -1286,6 +1307,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if not isinstance(ck, str) or not ck.strip():
         err("general.resume_from_checkpoint", "must be no, last or a checkpoint path", "no, last, a path")
     # --- warnings ---
+    if res["trainer.distributed_backend"] == "fsdp" and total_ranks(res) == 1:
+        warn("trainer.distributed_backend", "fsdp on one rank shards nothing (it trains, with FSDP's checkpoints "
+             "and CPU offload): raise launch.procs_per_node or launch.nodes to divide the memory")
     if res["trainer.distributed_backend"] == "deepspeed" and method == "qlora" and res["trainer.zero_stage"] == 3:
         warn("trainer.zero_stage", "QLoRA with ZeRO-3 needs bitsandbytes ≥ 0.43 and a recent accelerate")
     if res["data.padding_free"] and res["runtime.attention_implementation"] != "flash_attention_2":

@@ -19,12 +19,12 @@ backward pass's first, when it trains), gradients + step temporaries)``:
   loaded in the compute dtype — adapters are added to the model, so with LoRA / T-Few /
   prompt tuning every base parameter stays as a frozen one; QLoRA stores the decoder's linear weights in 4 or 8 bits
   (+ one fp32 absmax per 64 weights) and its adapters in bf16 (TRL casts them).
-  ZeRO-3 divides by the data-parallel ranks; offloaded parameters leave the GPU.
+  ZeRO-3 and FSDP divide by the data-parallel ranks; offloaded parameters leave the GPU.
 * **gradients** — one per trainable parameter, in the parameter's dtype; ZeRO-1 adds an fp32
-  partition, ZeRO-2/3 partition both.
+  partition, ZeRO-2/3 partition both; FSDP reduce-scatters them (÷ ranks).
 * **optimizer states** — AdamW: two moments (8 B per trainable parameter in fp32); SGD
-  (momentum 0): none; DeepSpeed adds the fp32 master weights (4 B); ZeRO-1/2/3 divide by the
-  ranks; offloading moves them to CPU memory.
+  (momentum 0): none; DeepSpeed adds the fp32 master weights (4 B); ZeRO-1/2/3 and FSDP divide by
+  the ranks; offloading moves them to CPU memory (FSDP's CPU offload: gradients too).
 * **activations** — what autograd keeps for the backward pass of one micro-batch, counted tensor
   by tensor as PyTorch saves them (checked byte for byte by tests/test_estimate_activations.py). Per
   token and decoder layer, with ``a`` the bytes of the model's dtype (the residual stream; fp32 for
@@ -59,7 +59,9 @@ backward pass's first, when it trains), gradients + step temporaries)``:
   start of the backward pass.
 * **framework overhead** — the CUDA context (not counted by PyTorch's allocator), DDP's
   gradient buckets (a second copy of the gradients when ranks > 1), DeepSpeed's
-  communication buckets / ZeRO-3's gathered layers, the step temporaries of ``adamw_torch``
+  communication buckets / ZeRO-3's gathered layers, FSDP's all-gathered layers in flight (two
+  decoder layers with full_shard — the one computing and the next, prefetched —, every layer with
+  shard_grad_op, in the compute dtype), the step temporaries of ``adamw_torch``
   (the worker's optimizer: one copy of the second moments).
 
 Steps: a rank sees ``ceil(examples ÷ (batch × ranks))`` micro-batches per epoch, an optimizer
@@ -515,6 +517,11 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     zero = int(res.get("trainer.zero_stage") or 0) if ds else 0
     off_opt = ds and bool(res.get("trainer.offload_optimizer"))
     off_par = ds and zero == 3 and bool(res.get("trainer.offload_params"))
+    # FSDP2 (full_shard or shard_grad_op) shards parameters, gradients and optimizer states over every rank;
+    # its CPU offload moves all three to CPU memory
+    fsdp = backend == "fsdp"
+    fsdp_off = fsdp and bool(res.get("trainer.fsdp_cpu_offload"))
+    sharded_by = "FSDP" if fsdp else "ZeRO-3"
     prec = _precision(res)
     half = prec in ("bf16", "fp16")
     hb = 2 if half else 4  # compute / half dtype bytes
@@ -559,7 +566,7 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     else:
         tw, tw_why = 4, "fp32 master weights" + (f" (the {s.dtype} checkpoint upcast)" if s.dtype in (
             "bfloat16", "float16") else "")
-    shard3 = R if zero == 3 else 1
+    shard3 = R if zero == 3 or fsdp else 1
 
     # ---- weights ----------------------------------------------------------------------------
     # adapters (LoRA, IA3, virtual tokens) are added to the model: every base parameter stays, frozen;
@@ -596,10 +603,10 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         w_bytes += P * lb / shard3
         w_formula += f" + reference model {_n(P)} × {lb} B"
     if shard3 > 1:
-        w_formula = f"({w_formula}) ÷ {R} ranks (ZeRO-3)"
-    if off_par:
+        w_formula = f"({w_formula}) ÷ {R} ranks ({sharded_by})"
+    if off_par or fsdp_off:
         w_formula = f"0 on the GPU: parameters offloaded to CPU (was {gib(w_bytes)})"
-        cpu_params = w_bytes * shard3
+        cpu_params = w_bytes if fsdp_off else w_bytes * shard3  # (FSDP: each rank offloads its own shard)
         w_bytes = 0.0
     else:
         cpu_params = 0.0
@@ -612,9 +619,9 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         else:
             g_bytes = T * (tw + 4) / R
             g_formula = f"{_n(T)} × ({tw} + 4) B ÷ {R} ranks (ZeRO-{zero} partitions {prec} and fp32 grads)"
-    elif ds and zero >= 2:
+    elif (ds and zero >= 2) or fsdp:
         g_bytes = T * tw / R
-        g_formula = f"{_n(T)} trainable × {tw} B ÷ {R} ranks (ZeRO-{zero})"
+        g_formula = f"{_n(T)} trainable × {tw} B ÷ {R} ranks ({'FSDP reduce-scatter' if fsdp else f'ZeRO-{zero}'})"
     else:
         g_bytes = T * tw
         g_formula = f"{_n(T)} trainable × {tw} B"
@@ -626,14 +633,19 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     master = 4 if (ds and half) else 0
     per = state_b + master
     what = ("AdamW 2 moments" if optim == "adamw" else "SGD (no momentum)") + (" + fp32 master" if master else "")
-    div = R if zero >= 1 else 1
+    div = R if zero >= 1 or fsdp else 1
     o_bytes = T * per / div
-    o_formula = f"{_n(T)} trainable × {per} B ({what})" + (f" ÷ {R} ranks (ZeRO-{zero})" if div > 1 else "")
+    o_formula = f"{_n(T)} trainable × {per} B ({what})" + (
+        f" ÷ {R} ranks ({'FSDP' if fsdp else f'ZeRO-{zero}'})" if div > 1 else "")
     cpu_opt = 0.0
-    if off_opt:
+    if off_opt or fsdp_off:
         cpu_opt = o_bytes
         o_formula = f"0 on the GPU: offloaded to CPU ({o_formula} = {gib(o_bytes)})"
         o_bytes = 0.0
+    if fsdp_off:
+        cpu_opt += g_bytes
+        g_formula = f"0 on the GPU: offloaded to CPU ({g_formula} = {gib(g_bytes)})"
+        g_bytes = 0.0
 
     # ---- activations ------------------------------------------------------------------------
     cpu = res.get("launch.device") == "cpu"
@@ -703,7 +715,16 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         ov.append(("reduce bucket h²×4 B", s.hidden * s.hidden * 4))
     if ds and zero == 3:
         ov.append(("gathered layers 2×layer×2 B", 2 * b["per_layer"] * hb))
-    step_tmp = float(T * moment_b) if optim == "adamw" and not ds else 0.0
+    if fsdp:
+        # the all-gathered units in flight: full_shard frees each decoder layer after its forward (one computing,
+        # the next prefetched); shard_grad_op keeps every layer gathered from its forward to its backward.  The
+        # gathered copy is in the compute dtype under mixed precision (accelerate's MixedPrecisionPolicy).
+        gb = hb if half else lb
+        if res.get("trainer.fsdp_sharding") == "shard_grad_op":
+            ov.append((f"gathered layers (shard_grad_op) {s.layers}×layer×{gb} B", s.layers * b["per_layer"] * gb))
+        else:
+            ov.append((f"gathered layers (FSDP) 2×layer×{gb} B", 2 * b["per_layer"] * gb))
+    step_tmp = float(T * moment_b) / (R if fsdp else 1) if optim == "adamw" and not ds and not fsdp_off else 0.0
     if step_tmp:
         ov.append(("AdamW step temporaries", step_tmp))  # adamw_torch (foreach): one sqrt(v) copy
     ov_bytes = float(sum(v for _, v in ov))
@@ -760,6 +781,8 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
                      "give the mean tokens per example, --tokens-per-example, or check the data)")
     est = Estimate(name, info.summary(), method + (f" ({qbits}-bit)" if method == "qlora" else ""),
                    backend + (f" ZeRO-{zero}" if zero else "") + (" +offload optimizer" if off_opt else "")
+                   + (f" {res.get('trainer.fsdp_sharding') or 'full_shard'}" if fsdp else "")
+                   + (" +CPU offload" if fsdp_off else "")
                    + (" +offload params" if off_par else "") + f", {R} rank{'s' if R > 1 else ''}",
                    prec, P, T, parts, total, a_other, st, gpu_memory_gb, cpu_opt + cpu_params, secs, tf,
                    [], notes, cpu, total_formula, step_term)
@@ -803,7 +826,15 @@ def _suggestions(res: dict[str, Any], model_config: dict[str, Any], gpu_gb: floa
     if not res.get("runtime.gradient_checkpointing"):
         cands.append(("gradient checkpointing", {"runtime.gradient_checkpointing": True}))
     R = total_ranks(res)
-    if not (res["trainer.distributed_backend"] == "deepspeed" and res.get("trainer.zero_stage") == 3):
+    quantized = res["trainer.training_type"] == "qlora" or res.get("runtime.quantization_bit") not in (None, "none")
+    if res["trainer.distributed_backend"] == "fsdp":
+        if res.get("trainer.fsdp_sharding") == "shard_grad_op":
+            cands.append(("FSDP full shard", {"trainer.fsdp_sharding": "full_shard"}))
+        if not res.get("trainer.fsdp_cpu_offload"):
+            cands.append(("FSDP CPU offload", {"trainer.fsdp_cpu_offload": True}))
+    elif not (res["trainer.distributed_backend"] == "deepspeed" and res.get("trainer.zero_stage") == 3):
+        if R > 1 and not quantized:  # (FSDP cannot shard quantized weights)
+            cands.append(("FSDP2 full shard", {"trainer.distributed_backend": "fsdp"}))
         if R > 1:
             cands.append(("DeepSpeed ZeRO-3", {"trainer.distributed_backend": "deepspeed", "trainer.zero_stage": 3}))
         cands.append(("DeepSpeed ZeRO-3 + offload optimizer",

@@ -83,6 +83,7 @@ _FPT_STUDIO_FIELDS: dict[str, dict[str, Any]] = {
     "general.learning_rate": {"min": 0, "min_exclusive": True, "max": 1, "max_exclusive": True},
     "general.max_sequence_length": {"min": 1},
     "trainer.training_type": {"choices": ("full", "lora")},
+    "trainer.distributed_backend": {"choices": ("ddp", "deepspeed")},  # (FPT: DDP or DeepSpeed, no FSDP)
     "trainer.zero_stage": {"choices": (1, 2, 3)},
     "runtime.gradient_accumulation_steps": {"min": 1},
     "runtime.mixed_precision": {"choices": ("bf16", "fp16", "none"), "default": "bf16"},
@@ -199,7 +200,7 @@ PROFILES: dict[str, Profile] = {
                 "eval.checkpoint_steps": {"default": 1000},
                 "general.max_sequence_length": {"default": 2048},
                 "trainer.training_type": {"choices": ("lora", "full"), "default": "lora"},
-                "trainer.distributed_backend": {"default": "ddp"},
+                "trainer.distributed_backend": {"choices": ("ddp", "deepspeed"), "default": "ddp"},
                 "trainer.zero_stage": {"default": 1},
                 "data.format": {"choices": ("alpaca", "corpus", "sharegpt", "sharegpt_image", "preference")},
             },

@@ -398,9 +398,11 @@ def test_llamafactory_v1_examples_import_model_data_adapter_length(name, method,
         assert (r["adapter.lora_rank"], r["adapter.lora_alpha"], r["adapter.lora_dropout"]) == (
             pc["r"], pc["lora_alpha"], pc["lora_dropout"])
         assert r["adapter.target_modules"] == ["all-linear"]
-    assert r["trainer.distributed_backend"] == "deepspeed" and r["trainer.zero_stage"] == 3
-    if backend == "fsdp2":
-        assert any(w.startswith("dist_config.name = fsdp2: FSDP is not a finetui backend yet") for w in warnings)
+    if backend == "fsdp2":  # finetui's own FSDP2 backend, its defaults (full shard, no offload)
+        assert r["trainer.distributed_backend"] == "fsdp" and r["trainer.fsdp_sharding"] == "full_shard"
+        assert not any("dist_config" in w for w in warnings), warnings  # (dcp_path: null)
+    else:
+        assert r["trainer.distributed_backend"] == "deepspeed" and r["trainer.zero_stage"] == 3
     assert not any("sample_backend" in w for w in warnings)  # inference settings: not the training's
     # the estimate works offline for the example's model
     from engine import modelinfo

@@ -53,6 +53,20 @@ def _wait_end(ref, timeout: float) -> list[dict]:
     raise AssertionError(f"no end record after {timeout}s: {describe_run(ref.run_dir)}")
 
 
+def _until_log_step(ref, step: int, timeout: float = 400) -> list[dict]:
+    """The run's records until it has logged ``step`` (fails if it ends first)."""
+    import engine.launch as L
+
+    src = L.event_source(ref)
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while not any(r["kind"] == "log" and r["step"] >= step for r in got):
+        assert time.monotonic() < deadline and not src.done, describe_run(ref.run_dir)
+        got += src.read()
+        time.sleep(0.1)
+    return got
+
+
 def _group_gone(pgid: int, timeout: float = 30) -> bool:
     from engine.launch import procs
 
@@ -201,13 +215,7 @@ def test_deepspeed_zero2_trains_then_sigterm_stops_every_rank(tmp_path, monkeypa
                                      "eval.checkpoint_strategy": "steps", "eval.checkpoint_steps": 1000})
     ref = L.start_run(job)
     d = ref.run_dir
-    src = L.event_source(ref)
-    got: list[dict] = []
-    deadline = time.monotonic() + 400
-    while not any(r["kind"] == "log" and r["step"] >= 4 for r in got):
-        assert time.monotonic() < deadline and not src.done, describe_run(d)
-        got += src.read()
-        time.sleep(0.1)
+    got = _until_log_step(ref, 4)
     start = kinds(got, "start")[0]
     assert start["world_size"] == 2 and start["backend"] == "deepspeed" and start["total_steps"] == 2000
     ls = losses(got)

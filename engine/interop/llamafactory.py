@@ -15,6 +15,10 @@ Mapping decisions:
 * ``deepspeed`` names a JSON config: its ``zero_optimization.stage`` / offload blocks give the
   ZeRO settings (found relative to the YAML, its parents, or by file name); export writes the
   generated ZeRO config beside the YAML as ``ds_z<stage>[_offload]_config.json``.
+* FSDP: LLaMA-Factory v1's ``dist_config: {name: fsdp2}`` (with ``reshard_after_forward`` /
+  ``offload_params``, or accelerate's ``fsdp_*`` keys) is finetui's ``distributed_backend = "fsdp"``;
+  the classic YAML takes FSDP from accelerate, so export writes an accelerate FSDP2 config
+  ``fsdp_config.yaml`` beside the YAML (``accelerate launch --config_file fsdp_config.yaml``).
 * ``template`` is not used: finetui applies the tokenizer's chat template (LLaMA-Factory does the
   same when no template is given, so export leaves it out).
 * ``report_to: mlflow`` takes its URI from ``MLFLOW_TRACKING_URI`` (not a YAML key): import uses
@@ -32,7 +36,7 @@ from typing import Any
 import yaml
 
 from engine import userfiles
-from engine.config import SAMPLES_PREFIX, JobConfig, Problem
+from engine.config import SAMPLES_PREFIX, JobConfig, Problem, total_ranks
 from engine.data.sources import count_examples, local_data_files
 from engine.datapaths import any_s3, data_paths, join_paths, split_format
 from engine.dsconfig import deepspeed_config
@@ -101,6 +105,45 @@ KNOWN = {
 # --------------------------------------------------------------------------------------------
 # DeepSpeed config
 # --------------------------------------------------------------------------------------------
+
+
+FSDP_FILE = "fsdp_config.yaml"
+
+
+def accelerate_fsdp_config(res: dict[str, Any]) -> dict[str, Any]:
+    """The job's FSDP2 settings as an accelerate config file (``accelerate launch --config_file``)."""
+    prec = res["runtime.mixed_precision"]
+    return {"compute_environment": "LOCAL_MACHINE", "distributed_type": "FSDP",
+            "mixed_precision": prec if prec in ("bf16", "fp16") else "no",
+            "num_machines": int(res["launch.nodes"]), "num_processes": total_ranks(res),
+            "fsdp_config": {"fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                            "fsdp_reshard_after_forward": res["trainer.fsdp_sharding"] != "shard_grad_op",
+                            "fsdp_offload_params": bool(res["trainer.fsdp_cpu_offload"]),
+                            "fsdp_state_dict_type": "SHARDED_STATE_DICT" if res["trainer.fsdp_state_dict"] == "sharded"
+                            else "FULL_STATE_DICT",
+                            "fsdp_activation_checkpointing": bool(res["runtime.gradient_checkpointing"]),
+                            "fsdp_cpu_ram_efficient_loading": True}}
+
+
+def fsdp_from(opts: dict[str, Any], job: JobConfig, where: str, warnings: list[str]) -> None:
+    """FSDP settings (LLaMA-Factory v1's dist_config, or accelerate's ``fsdp_*`` keys) onto the job."""
+    o = {(k[5:] if k.startswith("fsdp_") else k): v for k, v in opts.items()}
+    set_value(job, "trainer.distributed_backend", "fsdp")
+    if int(o.get("version", 2) or 2) == 1:
+        warnings.append(f"{where}: FSDP1 is imported as FSDP2 (the same sharding; transformers deprecates FSDP1)")
+    raf = o.get("reshard_after_forward", o.get("sharding_strategy"))
+    if raf is not None:
+        grad_op = raf is False or str(raf).lower() in ("false", "shard_grad_op", "2")
+        set_value(job, "trainer.fsdp_sharding", "shard_grad_op" if grad_op else "full_shard")
+    off = o.get("offload_params", o.get("cpu_offload"))
+    if off is not None:
+        set_value(job, "trainer.fsdp_cpu_offload", str(off).lower() in ("true", "1"))
+    sd = str(o.get("state_dict_type") or "").upper()
+    if sd:
+        set_value(job, "trainer.fsdp_state_dict", "sharded" if sd.startswith("SHARDED") else "full")
+    if o.get("dcp_path"):
+        warnings.append(f"{where}.dcp_path = {o['dcp_path']}: a DCP checkpoint to start from is not read; the "
+                        f"model loads from model.name_or_path")
 
 
 def deepspeed_file_name(stage: int, offload: bool) -> str:
@@ -234,6 +277,11 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
         side[name] = json.dumps(deepspeed_config(zs, off_o, off_p), indent=2) + "\n"
         meth["deepspeed"] = str(path.parent / name) if path is not None else name
         take("trainer.zero_stage", "trainer.offload_optimizer", "trainer.offload_params")
+    elif res["trainer.distributed_backend"] == "fsdp":
+        side[FSDP_FILE] = yaml.safe_dump(accelerate_fsdp_config(res), sort_keys=False)
+        warnings.append(f"trainer.distributed_backend = fsdp: LLaMA-Factory takes FSDP from accelerate, not from the "
+                        f"YAML: run it with `accelerate launch --config_file {FSDP_FILE} src/train.py <this yaml>`")
+        take("trainer.fsdp_sharding", "trainer.fsdp_cpu_offload", "trainer.fsdp_state_dict")
 
     data: dict[str, Any] = {}
     info: dict[str, Any] = {}
@@ -958,7 +1006,7 @@ def import_v1(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobCon
             warnings.append(TrainingChange("peft_config.freeze_extra_modules", peft["freeze_extra_modules"],  # type: ignore[index]
                                            TRAINING_CHANGES["freeze_extra_modules"]))
 
-    # distribution: DeepSpeed (its config file), FSDP (not a finetui backend)
+    # distribution: DeepSpeed (its config file), FSDP2
     dist = _plugin(raw, "dist_config")
     if dist:
         dn = str(dist.get("name", "")).lower()
@@ -968,11 +1016,7 @@ def import_v1(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobCon
             else:
                 set_value(job, "trainer.distributed_backend", "deepspeed")
         elif dn.startswith("fsdp"):
-            set_value(job, "trainer.distributed_backend", "deepspeed")
-            set_value(job, "trainer.zero_stage", 3)
-            warnings.append(f"dist_config.name = {dn}: FSDP is not a finetui backend yet; imported as DeepSpeed "
-                            f"ZeRO-3, which shards parameters, gradients and optimizer states the same way (same "
-                            f"training, another engine)")
+            fsdp_from({k: v for k, v in dist.items() if k != "name"}, job, "dist_config", warnings)
         else:
             warnings.append(f"dist_config.name = {dn}: not a finetui backend; DDP is used")
     for k in ("cp_size", "mp_replicate_size"):

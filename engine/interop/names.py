@@ -35,7 +35,11 @@ NAMES: dict[str, dict[str, str]] = {
                               FPT: "training_type (Full, LoRA)", OCI: "trainingConfigType",
                               WX: "peft_parameters.type (none = full) / tuning_type"},
     "trainer.task_type": {WX: "task_id"},
-    "trainer.distributed_backend": {LF: "deepspeed (a config file)", FPT: "distributed_backend (DDP, DeepSpeed)"},
+    "trainer.distributed_backend": {LF: "deepspeed (a config file); FSDP: v1 dist_config.name fsdp2, classic: an "
+                                        "accelerate config file", FPT: "distributed_backend (DDP, DeepSpeed)"},
+    "trainer.fsdp_sharding": {LF: "fsdp_config: fsdp_reshard_after_forward (v1: dist_config.reshard_after_forward)"},
+    "trainer.fsdp_cpu_offload": {LF: "fsdp_config: fsdp_offload_params (v1: dist_config.offload_params)"},
+    "trainer.fsdp_state_dict": {LF: "fsdp_config: fsdp_state_dict_type"},
     "trainer.zero_stage": {LF: "deepspeed config: zero_optimization.stage", FPT: "zero_stage"},
     "trainer.offload_optimizer": {LF: "deepspeed config: zero_optimization.offload_optimizer"},
     "trainer.offload_params": {LF: "deepspeed config: zero_optimization.offload_param"},

@@ -90,8 +90,13 @@ class EventCallback(TrainerCallback):
         self._t = time.monotonic()
         self._step = state.global_step
         self._tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        extra = {}
+        if args.fsdp and kw.get("model") is not None:  # how many FSDP2 units the model was cut into
+            from torch.distributed.fsdp import FSDPModule
+
+            extra["fsdp_units"] = sum(isinstance(m, FSDPModule) for m in kw["model"].modules())
         self.ev.emit("start", state.global_step, world_size=args.world_size, total_steps=state.max_steps,
-                     num_train_epochs=args.num_train_epochs, **self.info)
+                     num_train_epochs=args.num_train_epochs, **extra, **self.info)
         self.ev.emit("status", state.global_step, phase="training")
 
     def on_log(self, args, state, control, logs=None, **kw):
@@ -203,3 +208,22 @@ class EarlyStopCallback(TrainerCallback):
             self.rs.early_stopped = True
             control.should_training_stop = True
         return control
+
+
+def fsdp_reshard(model: Any) -> None:
+    """Free the parameters FSDP2 left gathered after a forward without a backward: the units that do not reshard
+    after forward (the root, and accelerate's embedding / norm / lm_head group) keep them after an evaluation, and
+    a checkpoint's state dict then reads storage that is freed under it."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+
+
+class FsdpReshardCallback(TrainerCallback):
+    """``distributed_backend = fsdp``: reshard after each evaluation, before the checkpoint that may follow."""
+
+    def on_evaluate(self, args, state, control, model=None, **kw):
+        if model is not None:
+            fsdp_reshard(model)

@@ -26,6 +26,18 @@ def deepspeed_config(res: dict, device: str) -> dict:
     return cfg
 
 
+def fsdp_config(res: dict) -> dict[str, Any]:
+    """The ``fsdp_config`` of TrainingArguments for ``distributed_backend = fsdp``: FSDP2 through accelerate, each
+    decoder layer its own unit (TRANSFORMER_BASED_WRAP: the model's ``_no_split_modules``, e.g.
+    LlamaDecoderLayer), activation checkpointing FSDP's own (the Trainer's adds an all-gather in backward)."""
+    return {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "reshard_after_forward": res["trainer.fsdp_sharding"] != "shard_grad_op",
+            "cpu_offload": bool(res["trainer.fsdp_cpu_offload"]),
+            "state_dict_type": "SHARDED_STATE_DICT" if res["trainer.fsdp_state_dict"] == "sharded"
+            else "FULL_STATE_DICT",
+            "activation_checkpointing": bool(res["runtime.gradient_checkpointing"])}
+
+
 def _checkpointing_args(on: bool) -> dict[str, Any]:
     """Gradient checkpointing in TrainingArguments: ``activation_checkpointing`` from transformers 5.2x on (the
     old names warn in every run's log), ``gradient_checkpointing`` before."""
@@ -89,6 +101,9 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
         kw["load_best_model_at_end"] = bool(res["eval.save_best_checkpoint"])
     if res["trainer.distributed_backend"] == "deepspeed":
         kw["deepspeed"] = deepspeed_config(res, device)
+    elif res["trainer.distributed_backend"] == "fsdp":
+        kw["fsdp"], kw["fsdp_config"] = True, fsdp_config(res)
+        kw.update(_checkpointing_args(False))
     return kw
 
 

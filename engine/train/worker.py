@@ -288,6 +288,11 @@ class Worker:
         self.status("tokenizing", "preparing the dataset")
         trainer = build_trainer(res, model, tok, data.train, data.eval if has_eval else None, base, cbs,
                                 optimizer, self.status)
+        if res["trainer.distributed_backend"] == "fsdp":
+            from engine.train.callbacks import FsdpReshardCallback
+
+            fsdp_on_cpu(trainer)
+            trainer.add_callback(FsdpReshardCallback())
         evcb.info.update(trainer_info(trainer))
         self._check_stop()
 
@@ -304,6 +309,12 @@ class Worker:
         method = res["trainer.training_type"]
         merge = method in ("lora", "qlora") and bool(res["adapter.merge_adapter"])
         save_to = run_dir / "adapter" if merge else final
+        plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+        if plugin is not None:  # FSDP: the final model whole, whatever form the checkpoints take
+            from engine.train.callbacks import fsdp_reshard
+
+            fsdp_reshard(trainer.model)
+            plugin.set_state_dict_type("FULL_STATE_DICT")
         trainer.save_model(str(save_to))
         if self.rank == 0:
             tok.save_pretrained(str(save_to))
@@ -366,8 +377,9 @@ class Worker:
         """The process group, with the job's timeout (``runtime.ddp_timeout``: NCCL's and DeepSpeed's 10-minute
         default tripped on a long rank-0 save).  DeepSpeed needs one even on a single rank (ZeRO-3's zero.Init
         while the model is built)."""
-        deepspeed_backend = res["trainer.distributed_backend"] == "deepspeed"
-        if self.world <= 1 and not deepspeed_backend:
+        # (FSDP too: the Trainer refuses FSDP outside a process group, one rank or not)
+        sharded_backend = res["trainer.distributed_backend"] in ("deepspeed", "fsdp")
+        if self.world <= 1 and not sharded_backend:
             return
         from datetime import timedelta
 
@@ -512,10 +524,25 @@ def describe(e: BaseException, res: dict) -> tuple[str, str]:
     return f"{name}: {text}", tb
 
 
+def fsdp_on_cpu(trainer: Any) -> None:
+    """FSDP2 on CPU ranks (gloo): accelerate keeps the FSDP plugin for accelerator devices only and would wrap the
+    model in DDP instead, silently; torch's ``fully_shard`` itself runs on CPU over gloo, so the plugin the
+    TrainingArguments built is put in place (the same code path as on GPUs from here on)."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if getattr(state, "fsdp_plugin", None) is None:
+        state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+        # (both shared states: a later AcceleratorState() copies the partial one's distributed_type over its own)
+        state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
+        trainer.is_fsdp_enabled = True
+
+
 def oom_advice(res: dict) -> str:
     gc = "on" if res["runtime.gradient_checkpointing"] else "off"
     be = res["trainer.distributed_backend"]
-    zero = f"deepspeed ZeRO-{res['trainer.zero_stage']}" if be == "deepspeed" else "ddp"
+    zero = f"deepspeed ZeRO-{res['trainer.zero_stage']}" if be == "deepspeed" else be
     return (f"CUDA out of memory: lower general.batch_size (now {res['general.batch_size']}) and raise "
             f"runtime.gradient_accumulation_steps (now {res['runtime.gradient_accumulation_steps']}), turn on "
             f"runtime.gradient_checkpointing (now {gc}), use trainer.distributed_backend = deepspeed with "

@@ -1,4 +1,4 @@
-"""Step 3 — Trainer: stage, tuning method, backend (DDP / DeepSpeed + ZeRO stage).
+"""Step 3 — Trainer: stage, tuning method, backend (DDP / DeepSpeed + ZeRO stage / FSDP2).
 
 Every choice is listed; those the profile or the other choices rule out are disabled
 with the reason next to them.
@@ -35,7 +35,7 @@ METHOD_TEXT = {
     "prompt_tuning": "a soft prompt",
     "freeze": "last N layers",
 }
-BACKEND_TEXT = {"ddp": "torchrun DDP", "deepspeed": "DeepSpeed ZeRO"}
+BACKEND_TEXT = {"ddp": "torchrun DDP", "deepspeed": "DeepSpeed ZeRO", "fsdp": "PyTorch FSDP2"}
 ZERO_TEXT = {1: "optimizer states", 2: "+ gradients", 3: "+ parameters"}
 
 
@@ -64,6 +64,8 @@ def backend_reason(backend: str, job: JobConfig, res: dict[str, Any]) -> str | N
         return f"not in {job.profile}"
     if backend != "deepspeed" and res.get("launch.launcher") == "deepspeed":
         return "the deepspeed launcher is chosen (Launch step)"
+    if backend == "fsdp" and res.get("trainer.training_type") == "qlora":
+        return "not with QLoRA (quantized weights)"
     return None
 
 
@@ -143,7 +145,8 @@ class TrainerPane(StepPane):
                     with Vertical(id="zero-box"):
                         yield Label("ZeRO stage", classes="section-title")
                         yield ChoiceList("trainer.zero_stage", id="choice-zero")
-            yield SchemaForm(["trainer.offload_optimizer", "trainer.offload_params"], id="trainer-form")
+            yield SchemaForm(["trainer.offload_optimizer", "trainer.offload_params", "trainer.fsdp_sharding",
+                              "trainer.fsdp_cpu_offload", "trainer.fsdp_state_dict"], id="trainer-form")
             yield Label("", id="trainer-problems", classes="problem-text")
         yield self.nav()
 
@@ -155,7 +158,8 @@ class TrainerPane(StepPane):
             [(m, METHOD_TEXT[m], method_reason(m, job, res)) for m in spec("trainer.training_type").choices or ()],
             res["trainer.training_type"])
         self.query_one("#choice-backend", ChoiceList).set_choices(
-            [(b, BACKEND_TEXT[b], backend_reason(b, job, res)) for b in ("ddp", "deepspeed")],
+            [(b, BACKEND_TEXT[b], backend_reason(b, job, res))
+             for b in spec("trainer.distributed_backend").choices or ()],
             res["trainer.distributed_backend"])
         self.query_one("#zero-box").display = states["trainer.zero_stage"].visible
         self.query_one("#choice-zero", ChoiceList).set_choices(
