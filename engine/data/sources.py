@@ -16,7 +16,7 @@ import posixpath
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from engine.data.errors import DataError, RowError
 from engine.datapaths import data_paths, split_format
@@ -149,7 +149,13 @@ def _json_array_records(text: str, name: str) -> Iterator[tuple[str, Any]]:
 
 
 def _jsonl_records(lines: Iterator[str], name: str) -> Iterator[tuple[str, Any]]:
-    for ln, raw in enumerate(lines, 1):
+    yield from jsonl_records(enumerate(lines, 1), name)
+
+
+def jsonl_records(numbered: Iterable[tuple[int, str]], name: str) -> Iterator[tuple[str, Any]]:
+    """``(line number, text)`` lines of JSON lines → ``(file:line, object)``, a :class:`RowError` for a line that
+    is not JSON; blank lines skipped."""
+    for ln, raw in numbered:
         s = raw.strip()
         if not s:
             continue
