@@ -1,0 +1,119 @@
+"""Data at scale: the data check's Arrow path (engine/data/arrowscan.py) reports exactly what the row-by-row reader
+reports — the same counts, invalid rows (file:line and reason), duplicates, character statistics, placeholders,
+preview — on files mixing every kind of row the column checks must send back to the normaliser."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from engine.data import arrowscan
+from engine.data.check import check
+
+WS = [" ", "\t", "\u3000", "\x1c", "\u00a0", "\u200b", "\u0301"]  # (the last two are not white space for Python)
+
+
+def _text(rng: random.Random) -> str:
+    r = rng.random()
+    if r < 0.06:
+        return ""
+    if r < 0.14:
+        return "".join(rng.choice(WS) for _ in range(rng.randint(1, 3)))
+    if r < 0.18:
+        return "fill in {{name}} here"
+    if r < 0.2:
+        return "{{"
+    if r < 0.25:
+        return "héllo wörld 你好"
+    return rng.choice(["apple", "pear", "a b", "x\ny", "7"]) + rng.choice(["", " ", "\u3000"])
+
+
+def _alpaca_line(rng: random.Random, dirty: bool) -> str:
+    r = rng.random()
+    if r < 0.04 and not dirty:
+        return ""  # blank line
+    if not dirty:
+        row = {k: _text(rng) for k, p in (("instruction", 0.95), ("input", 0.7), ("output", 0.93), ("system", 0.2))
+               if rng.random() < p}
+        return json.dumps(row, ensure_ascii=rng.random() < 0.5)
+    if r < 0.02:
+        return "{not json"
+    if r < 0.04:
+        return ""  # blank line
+    if r < 0.05:
+        return "[1, 2]"
+    row: dict = {}
+    for k, p in (("instruction", 0.95), ("input", 0.7), ("output", 0.93), ("system", 0.2)):
+        if rng.random() < p:
+            row[k] = _text(rng) if rng.random() > 0.03 else rng.choice([None, 5, ["a"]])
+    if rng.random() < 0.03:
+        row["history"] = rng.choice([[["q", "a"]], "no", [], None])
+    if rng.random() < 0.1:
+        row["extra"] = {"nested": [1, 2]}
+    return json.dumps(row, ensure_ascii=rng.random() < 0.5)
+
+
+def _corpus_line(rng: random.Random, dirty: bool) -> str:
+    r = rng.random()
+    if not dirty:
+        return "   " if r < 0.03 else json.dumps({"text": _text(rng)} if r > 0.06 else {"body": "x"})
+    if r < 0.03:
+        return "oops"
+    if r < 0.06:
+        return "   "
+    v = _text(rng) if rng.random() > 0.05 else rng.choice([None, 1, {"a": 1}])
+    return json.dumps({"text": v} if rng.random() > 0.03 else {"body": "x"})
+
+
+SAME = ("rows", "invalid_rows", "invalid_more", "duplicates", "empty_strings", "chars", "placeholders", "preview",
+        "errors", "warnings", "ok")
+
+
+def _both(path, fmt, monkeypatch, **kw):
+    fast = check(str(path), fmt, allow_invalid=100, token_sample=10_000, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(arrowscan, "fast_files", lambda src, fmt: None)
+        slow = check(str(path), fmt, allow_invalid=100, token_sample=10_000, **kw)
+    return fast, slow
+
+
+@pytest.mark.parametrize("fmt,seed,newline", [("alpaca", 0, "\n"), ("alpaca", 1, "\r\n"), ("alpaca", 2, "\n"),
+                                              ("corpus", 3, "\n"), ("corpus", 4, "\r")])
+def test_arrow_path_reports_what_the_row_reader_reports(tmp_path, monkeypatch, fmt, seed, newline):
+    rng = random.Random(seed)
+    make = _alpaca_line if fmt == "alpaca" else _corpus_line
+    lines = [make(rng, dirty=(i // 40) % 3 == 0) for i in range(1500)]  # a third of the file breaks Arrow's parse
+    lines += lines[:200]  # duplicates across blocks
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(("\ufeff" if seed == 2 else "").encode() + newline.join(lines).encode() + b"\n")
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 2048)  # many blocks, some parsed by Arrow, some not
+    arrow_blocks = []
+    real = arrowscan._columns
+    monkeypatch.setattr(arrowscan, "_columns", lambda *a: arrow_blocks.append(1) or real(*a))
+    fast, slow = _both(p, fmt, monkeypatch)
+    n_blocks = len(list(arrowscan._blocks(p, 2048)))
+    assert 0 < len(arrow_blocks) < n_blocks or newline == "\r", (len(arrow_blocks), n_blocks)
+    assert fast["rows"]["invalid"] > 0 and fast["duplicates"] > 0
+    for k in SAME:
+        assert fast[k] == slow[k], k
+
+
+def test_clean_blocks_take_the_arrow_path(tmp_path, monkeypatch):
+    """A clean file is checked on columns: the normaliser sees only the rows the columns cannot pass."""
+    rows = [{"instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1)} for i in range(3000)]
+    rows[1234] = {"instruction": "no answer"}
+    p = tmp_path / "d.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    seen = []
+    from engine.data import formats
+
+    real = formats.NORMALIZERS["alpaca"]
+    monkeypatch.setitem(formats.NORMALIZERS, "alpaca", lambda obj, img=None: seen.append(obj) or real(obj, img))
+    rep = check(str(p), "alpaca", allow_invalid=1)
+    assert seen == [{"instruction": "no answer"}]
+    assert rep["rows"]["valid"] == 2999 and rep["invalid_rows"][0]["location"] == f"{p}:1235"
+    assert rep["invalid_rows"][0]["reason"] == "missing key `output`"
+    assert rep["preview"][0]["messages"] == [{"role": "user", "content": "Add 0 and 1."},
+                                             {"role": "assistant", "content": "1"}]
