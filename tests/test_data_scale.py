@@ -117,3 +117,71 @@ def test_clean_blocks_take_the_arrow_path(tmp_path, monkeypatch):
     assert rep["invalid_rows"][0]["reason"] == "missing key `output`"
     assert rep["preview"][0]["messages"] == [{"role": "user", "content": "Add 0 and 1."},
                                              {"role": "assistant", "content": "1"}]
+
+
+# ------------------------------------------------------------------------------ tokenize once
+
+SFT_ROWS = [{"messages": [{"role": "user", "content": f"Add {i} and {i}." + " Twice." * (i % 4)},
+                          {"role": "assistant", "content": str(2 * i)}]} for i in range(40)]
+
+
+def _tokenize(tok, rows, stage, max_len, monkeypatch, tmp_path):
+    from engine.data.tokcache import tokenized
+    from engine.train.trainers import tokenize_lm
+
+    monkeypatch.setenv("FINETUI_CACHE_DIR", str(tmp_path / "cache"))
+    said = []
+    ds, trunc = tokenized(tok, rows, stage, max_len, tokenize_lm, lambda phase, text, **kw: said.append(kw["cache"]))
+    return ds, trunc, said
+
+
+def test_tokenized_once_then_memory_mapped(data_tokenizer, monkeypatch, tmp_path):
+    from engine.train.trainers import tokenize_lm
+
+    n = max(len(r["input_ids"]) for r in tokenize_lm(data_tokenizer, SFT_ROWS, "sft", None)[0]) - 1
+    want, want_trunc = tokenize_lm(data_tokenizer, SFT_ROWS, "sft", n)
+    ds, trunc, said = _tokenize(data_tokenizer, SFT_ROWS, "sft", n, monkeypatch, tmp_path)
+    assert said == ["written"] and ds.to_list() == want and trunc == want_trunc > 0
+    ds2, trunc2, said = _tokenize(data_tokenizer, SFT_ROWS, "sft", n, monkeypatch, tmp_path)
+    assert said == ["reused"] and ds2.to_list() == want and trunc2 == trunc
+    assert ds2.cache_files and ds2.cache_files[0]["filename"].startswith(str(tmp_path / "cache" / "tokenized"))
+    # what the tokens depend on is in the key: the length, the rows' content, the stage, the chat template
+    for rows, stage, m in ((SFT_ROWS, "sft", n + 1), (SFT_ROWS[:-1] + [SFT_ROWS[0]], "sft", n),
+                           (SFT_ROWS, "pretrain", n)):
+        assert _tokenize(data_tokenizer, rows, stage, m, monkeypatch, tmp_path)[2] == ["written"]
+    tpl = data_tokenizer.chat_template
+    try:
+        data_tokenizer.chat_template = tpl.replace("<|im_start|>", "<|im_start|> ")
+        assert _tokenize(data_tokenizer, SFT_ROWS, "sft", n, monkeypatch, tmp_path)[2] == ["written"]
+    finally:
+        data_tokenizer.chat_template = tpl
+
+
+CONCURRENT = r"""
+import json, sys
+from engine.data.tokcache import tokenized
+from engine.data.tokenize import load_tokenizer
+from engine.train.trainers import tokenize_lm
+tok = load_tokenizer(sys.argv[1])
+rows = json.loads(open(sys.argv[2]).read())
+said = []
+ds, _ = tokenized(tok, rows, "sft", 64, tokenize_lm, lambda p, t, **kw: said.append(kw["cache"]))
+print(json.dumps({"said": said, "rows": len(ds), "first": ds[0]["input_ids"]}))
+"""
+
+
+def test_ranks_at_once_tokenize_once(data_tokenizer, tmp_path):
+    """Two ranks started together on one host: one tokenizes, the other waits on the lock and maps its file."""
+    import os
+    import subprocess
+    import sys
+
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(SFT_ROWS * 50))
+    env = dict(os.environ, FINETUI_CACHE_DIR=str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(data_tokenizer.saved_path), str(rows)],
+                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=240)[0].strip().splitlines()[-1]) for p in procs]
+    assert sorted(o["said"][0] for o in outs) == ["reused", "written"]
+    assert outs[0]["rows"] == outs[1]["rows"] == 2000 and outs[0]["first"] == outs[1]["first"]
+    assert not [p for p in (tmp_path / "cache" / "tokenized").iterdir() if ".part" in p.name]

@@ -84,12 +84,14 @@ def tokenized(tok: Any, rows: list[dict], stage: str, max_len: int,
             meta = json.loads(meta_file.read_text())
             status("tokenizing", f"reused cache: {meta['rows']} {what} rows tokenized before ({entry})",
                    cache="reused", cache_dir=str(entry), rows=meta["rows"])
-            return load_from_disk(str(entry / "data")), int(meta["truncated"])
+            return (load_from_disk(str(entry / "data")) if meta["rows"] else []), int(meta["truncated"])
         t0 = time.perf_counter()
         out, trunc = tokenize(tok, rows, stage, max_len)
         tmp = root / f"{key}.part{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        Dataset.from_list(out, features=None).save_to_disk(str(tmp / "data"))
+        tmp.mkdir(parents=True)
+        if out:  # (no row left: nothing to map; the trainer says why)
+            Dataset.from_list(out).save_to_disk(str(tmp / "data"))
         secs = time.perf_counter() - t0
         (tmp / "meta.json").write_text(json.dumps({"rows": len(out), "truncated": trunc, "seconds": round(secs, 3),
                                                    "stage": stage, "max_len": max_len}))
@@ -97,4 +99,4 @@ def tokenized(tok: Any, rows: list[dict], stage: str, max_len: int,
         os.replace(tmp, entry)
         status("tokenizing", f"tokenized {len(rows)} {what} rows in {secs:.1f} s; cached in {entry}",
                cache="written", cache_dir=str(entry), rows=len(out))
-        return load_from_disk(str(entry / "data")), trunc
+        return (load_from_disk(str(entry / "data")) if out else []), trunc
