@@ -185,3 +185,33 @@ def test_ranks_at_once_tokenize_once(data_tokenizer, tmp_path):
     assert sorted(o["said"][0] for o in outs) == ["reused", "written"]
     assert outs[0]["rows"] == outs[1]["rows"] == 2000 and outs[0]["first"] == outs[1]["first"]
     assert not [p for p in (tmp_path / "cache" / "tokenized").iterdir() if ".part" in p.name]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_same_job_launched_twice_tokenizes_once(tmp_path, tiny_model, tmp_path_factory):
+    """Two launches of the same job (the real worker, one rank each): the first tokenizes and caches, the second
+    says it reused the cache, memory-maps it and trains to the same losses."""
+    import uuid
+
+    from tests.fixtures_train import describe_run, events, kinds, losses, run_batch, session_cache, write_run
+
+    tag = uuid.uuid4().hex[:8]  # (rows no other test has: the session's cache holds no entry for them)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Say {w} {tag}", "input": "", "output": w}) + "\n"
+                            for w in ("apple", "pear", "plum", "fig", "kiwi", "lime", "date", "yuzu")))
+    specs = []
+    for name in ("first", "second"):
+        write_run(tmp_path / name, **{"data.train_path": str(data), "data.format": "alpaca", "general.max_steps": 2,
+                                      "trainer.training_type": "full", "general.learning_rate": 0.005})
+        specs.append({"name": name, "run_dir": str(tmp_path / name), "kind": "train", "hook": None, "at": 0,
+                      "temperature": 0.0})
+    res = run_batch(specs, session_cache(tmp_path_factory))
+    said = {}
+    for name in ("first", "second"):
+        assert res[name]["code"] == 0, describe_run(tmp_path / name)
+        said[name] = [(r["cache"], r["text"]) for r in kinds(events(tmp_path / name), "status") if r.get("cache")]
+    assert [c for c, _ in said["first"]] == ["written"] and said["first"][0][1].startswith("tokenized ")
+    assert [c for c, _ in said["second"]] == ["reused"] and said["second"][0][1].startswith("reused cache")
+    first, second = losses(events(tmp_path / "first")), losses(events(tmp_path / "second"))
+    assert first and first == second
