@@ -757,6 +757,8 @@ class JobConfig:
     #: what an import says changes the training itself (interop.TrainingChange), kept with the job it made so the
     #: launch step can show it; not written to presets
     notes: list[str] = dc_field(default_factory=list)
+    #: the preset's ``[sweep]`` table, normalised (engine.sweep); the job itself is the sweep's base
+    sweep: dict[str, Any] | None = None
 
     # -- access ---------------------------------------------------------
     def resolved(self) -> dict[str, Any]:
@@ -802,7 +804,7 @@ class JobConfig:
 
     def copy(self) -> "JobConfig":
         return JobConfig(self.profile, {k: _copy(v) for k, v in self.values.items()}, self.name, dict(self.secrets),
-                         list(self.notes))
+                         list(self.notes), __import__("copy").deepcopy(self.sweep))
 
     def visible(self, name: str) -> bool:
         return FIELD_BY_NAME[name].is_visible(self.resolved())

@@ -51,6 +51,12 @@ def parse(data: dict[str, Any], source: str = "<preset>") -> JobConfig:
     for key, val in data.items():
         if key in TOP_KEYS:
             continue
+        if key == "sweep":  # a study over this job (engine.sweep): checked here, run by `finetui sweep`
+            from engine.sweep import parse_table
+
+            job.sweep, more = parse_table(val, source)
+            probs += more
+            continue
         if key not in group_keys:
             if key.lower() in SECRET_KEYS:
                 probs.append(Problem(key, "secrets are never stored in a preset; name an environment variable "
@@ -147,7 +153,12 @@ def dumps(job: JobConfig, resolved: bool = False) -> str:
                     data[g][k] = [redact.strip(v) for v in data[g][k]]
                 else:
                     data[g][k] = redact.strip(data[g][k])
-    return _emit(data)
+    text = _emit(data)
+    if job.sweep and not resolved:  # (a run's resolved config is one trial: no sweep)
+        from engine.sweep import table_for_toml
+
+        text += "\n" + _tomli_w().dumps({"sweep": table_for_toml(job.sweep)})
+    return text
 
 
 def _tomli_w() -> Any:

@@ -28,7 +28,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher
 
 from engine.config import FIELD_BY_NAME, LOCAL_HOST, JobConfig, is_local_host, is_remote_job, spec
-from tui import state
+from tui import keys, state
+from tui.keys import with_ids
 from tui.screens.base import QuietScreen
 from tui.screens.model import ModelPane
 from tui.widgets.form import FieldEdited, FieldFocused, FieldRow, compute_states
@@ -276,12 +277,15 @@ class FinetuiCommands(Provider):
             ("Next step", "the wizard's next step", app.action_next_step),
             ("Previous step", "the wizard's previous step", app.action_prev_step),
             ("Launch", "start the run (when the job validates)", app.action_launch),
+            ("Launch sweep", "the job's [sweep] table: its trials one after another", app.action_launch_sweep),
             ("Runs", "runs started from this machine", app.action_runs),
             ("Toggle theme", "light / dark", app.action_toggle_theme),
             ("Show TOML", "the job as a TOML editor, synced with the form", app.action_show_toml),
             ("Show diff", "values that differ from the profile's defaults", app.action_show_diff),
             ("Check data", "run the data validation report", app.action_check_data),
             ("Help", "help for the focused field and the keys", app.action_help),
+            ("Copy job as TOML", "to the clipboard (OSC 52: works over SSH)", app.action_copy_job),
+            ("Copy launch command", "the shell command that launches this job", app.action_copy_command),
             ("Quit", "asks when there are unsaved changes", app.action_quit),
         ]
         return cmds
@@ -298,15 +302,16 @@ class FinetuiCommands(Provider):
                 yield Hit(score, matcher.highlight(title), cb, help=help)
 
 
-def screen_keys(screen: Any) -> list[tuple[str, str]]:
-    """A screen's own keys as (keys, what they do), for its F1 help: each action once with all its keys, then
-    the app-wide ones that work there."""
+def screen_keys(screen: Any, keymap: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """A screen's own keys as (keys, what they do), for its F1 help: each action once with all its keys (the
+    user's own where ``keymap`` rebinds them), then the app-wide ones that work there."""
     names = {"escape": "Esc", "slash": "/", "space": "Space", "enter": "Enter", "delete": "Delete"}
     keys: dict[str, list[str]] = {}
     desc: dict[str, str] = {}
     for b in getattr(screen, "BINDINGS", []):
         if isinstance(b, Binding) and b.description:
-            keys.setdefault(b.action, []).extend(names.get(k, k) for k in b.key.split(","))
+            bound = (keymap or {}).get(b.id, b.key) if b.id else b.key
+            keys.setdefault(b.action, []).extend(names.get(k, k) for k in bound.split(","))
             desc.setdefault(b.action, b.description)
     rows = [(" / ".join(dict.fromkeys(ks)), desc[a]) for a, ks in keys.items()]
     return rows + [("F1", "this help"), ("Ctrl+P", "command palette"),
@@ -444,7 +449,7 @@ class FinetuiApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     ENABLE_COMMAND_PALETTE = True
 
-    BINDINGS = [
+    BINDINGS = with_ids([
         Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", show=False),  # (a text field types it: F1 there)
         Binding("q", "quit_or_back", "Quit", show=False),  # outside text fields: quits the wizard, leaves a screen
@@ -457,7 +462,7 @@ class FinetuiApp(App[None]):
         Binding("ctrl+r", "runs", "Runs", priority=True),
         Binding("ctrl+t", "show_toml", "TOML", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
-    ]
+    ])
 
     def __init__(self, job: JobConfig | None = None, preset_path: str | os.PathLike[str] | None = None,
                  services: Services | None = None, autosave: bool = True, offer_restore: bool = True,
@@ -487,6 +492,7 @@ class FinetuiApp(App[None]):
         self.host_checks: dict[str, tuple[bool, str] | None] = {}  # remote host → its check (None: checking)
         if theme:
             self.theme = theme
+        self.user_keys = keys.apply_user_keys(self)
         # last session's parsed CSS (tui/csscache.py): about 65 ms less to the first screen
         from tui import csscache
 
@@ -655,6 +661,8 @@ class FinetuiApp(App[None]):
         asyncio.get_running_loop().set_default_executor(ExitExecutor())
 
     def on_mount(self) -> None:
+        for problem in self.user_keys.problems:
+            self.notify(problem, severity="error", timeout=12)
         if self.imported is not None:
             self.show_notes(*self.imported)
         if self._started_by_run:
@@ -900,7 +908,8 @@ class FinetuiApp(App[None]):
     def _toml_edited(self, event: TomlEdited) -> None:
         event.stop()
         new = event.job
-        if new.profile == self.job.profile and new.values == self.job.values and new.name == self.job.name:
+        if new.profile == self.job.profile and new.values == self.job.values and new.name == self.job.name \
+                and new.sweep == self.job.sweep:
             return
         self.set_job(new)
 
@@ -1009,6 +1018,35 @@ class FinetuiApp(App[None]):
             w = w.parent  # type: ignore[assignment]
         return None
 
+    # -- copy (OSC 52) and vim-style moves: tui/keys.py ------------------------------
+    def action_copy_job(self) -> None:
+        from engine import presets
+
+        text = presets.dumps(self.job)
+        self.copy_to_clipboard(text)
+        self.notify(f"Copied the job as TOML ({len(text.splitlines())} lines) to the clipboard.")
+
+    def action_copy_command(self) -> None:
+        text = keys.launch_command(self.job, self.preset_path, self.dirty)
+        self.copy_to_clipboard(text)
+        self.notify("Copied: " + (text if "\n" not in text else "the job (a here-document) and finetui train"))
+
+    def action_vim_move(self, where: str) -> None:
+        """j / k: the next / previous row of a focused table or list, else the next / previous field;
+        h / l: the wizard's previous / next step."""
+        if where in ("left", "right"):
+            if self.screen is self.screen_stack[0]:
+                (self.action_prev_step if where == "left" else self.action_next_step)()
+            return
+        w = self.focused
+        act = getattr(w, "action_cursor_down" if where == "down" else "action_cursor_up", None)
+        if callable(act):
+            act()
+        elif where == "down":
+            self.screen.focus_next()
+        else:
+            self.screen.focus_previous()
+
     def action_help(self) -> None:
         """F1: the focused field's help and the wizard's keys; on another screen (runs, a dashboard), its keys."""
         from tui.widgets.dialogs import HelpDialog
@@ -1017,7 +1055,7 @@ class FinetuiApp(App[None]):
         if isinstance(scr, ModalScreen):
             return
         if scr is not self.screen_stack[0]:
-            self.push_screen(HelpDialog(None, self.job.profile, keys=screen_keys(scr)))
+            self.push_screen(HelpDialog(None, self.job.profile, keys=screen_keys(scr, self.user_keys.keymap)))
             return
         self.push_screen(HelpDialog(self.focused_field(), self.job.profile))
 
@@ -1206,6 +1244,12 @@ class FinetuiApp(App[None]):
                                        id="quit-dialog", no="discard"), answered)
 
     # -- runs / launch ------------------------------------------------------------
+    def action_launch_sweep(self) -> None:
+        """The job's [sweep]: every trial checked, then the sweep's driver started (tui/screens/sweep.py)."""
+        from tui.screens.sweep import launch_sweep
+
+        launch_sweep(self)
+
     def action_runs(self) -> None:
         from tui.screens.runs import RunsScreen
 

@@ -76,6 +76,9 @@ class RunRow:
     parent: str | None = None  # the run this one resumed, and the step it resumed at
     parent_step: int | None = None
     children: list[str] = field(default_factory=list)  # the runs that resumed this one
+    sweep: str | None = None  # the sweep this run is a trial of, its trial number, whether it is the best
+    trial: int | None = None
+    best: bool = False
 
     @classmethod
     def from_info(cls, info: Any) -> "RunRow":
@@ -280,7 +283,9 @@ def list_runs_safe(runs_dir: str | os.PathLike[str] = "runs") -> tuple[list[RunR
         except Exception:
             rows = []
         problem = f"listing runs failed ({why}); showing local run directories only"
-    return link_runs(rows), problem
+    from tui.screens.sweep import group_sweeps
+
+    return group_sweeps(link_runs(rows), runs_dir), problem
 
 
 _KIND_CACHE: dict[Path, tuple[float, tuple[str, str | None, int | None]]] = {}

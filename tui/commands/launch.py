@@ -224,6 +224,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start a training run (detached) and follow it with a progress bar; exit code = outcome."""
         job = common.load_job(file)
+        if job.sweep:
+            common.err(f"note: {file}'s [sweep] is not run by train (it trains the base job); finetui sweep "
+                       f"{file} runs its trials")
         if host:
             job.values["launch.host"] = host
         if at:
@@ -388,9 +391,15 @@ def register(app: typer.Typer) -> None:
     def stop(run: str = typer.Argument(..., help="Run name or directory."),
              grace: float = typer.Option(15.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
              runs_dir: Optional[Path] = RUNS_DIR_OPT) -> None:
-        """Stop a run (or cancel a scheduled one): SIGTERM every rank, SIGKILL after the grace period."""
+        """Stop a run (or cancel a scheduled one): SIGTERM every rank, SIGKILL after the grace period.
+        A sweep's name stops the sweep as a whole: its running trial, and no trial after it."""
         import engine.launch as L
+        from engine import sweep as S
 
+        sweep_dir = S.find(run, _runs_dir(runs_dir))
+        if sweep_dir is not None:
+            typer.echo(f"{sweep_dir.name}: {S.stop(sweep_dir, grace=grace)}")
+            return
         ref = _resolve(run, runs_dir)
         try:
             status = L.stop_run(ref, grace=grace)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widget import Widget
@@ -27,6 +29,14 @@ class QuietScreen(Screen):
     """
 
     focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # each action's first binding is named after it: a [keys] entry of the user's config rebinds it (tui/keys.py)
+        if "BINDINGS" in cls.__dict__:
+            from tui.keys import with_ids
+
+            cls.BINDINGS = with_ids(cls.BINDINGS)
+        super().__init_subclass__(**kwargs)
 
     def _compositor_refresh(self) -> None:
         # extends Screen._compositor_refresh: after a whole frame, drops the widgets' queued repaints

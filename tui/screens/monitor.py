@@ -130,6 +130,7 @@ class MonitorScreen(QuietScreen):
         Binding("l", "toggle_log", "Wide log", show=False),
         Binding("t", "try_model", "Try the model", show=False),  # (said on the end line: the footer fits 80 columns)
         Binding("u", "resume", "Resume", show=False),
+        Binding("y", "copy_path", "Copy path", show=False),
     ]
 
     def __init__(self, run_ref: Any, *, clock: Callable[[], float] = time.time, name: str | None = None,
@@ -496,6 +497,13 @@ class MonitorScreen(QuietScreen):
         from tui.screens.try_model import TryScreen
 
         self.app.push_screen(TryScreen(runsource.run_dir(self.run_ref), st.name))
+
+    def action_copy_path(self) -> None:
+        from tui.keys import copy_path
+
+        d = runsource.run_dir(self.run_ref)
+        if d is not None:
+            copy_path(self, d)
 
     def action_resume(self) -> None:
         st = self.state

@@ -23,6 +23,8 @@ from engine.config import is_local_host
 from tui import runsource
 from tui.runsource import RunRow
 from tui.screens.base import QuietScreen
+from tui.keys import copy_path
+from tui.screens.sweep import name_cell
 from tui.widgets.keybar import KeyBar
 from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
@@ -71,6 +73,8 @@ class RunsScreen(QuietScreen):
         Binding("c", "open_config", "As new job"),
         Binding("space", "mark", "Mark"),
         Binding("o", "overlay", "Overlay"),
+        Binding("w", "sweep", "Sweep", show=False),
+        Binding("y", "copy_path", "Copy path", show=False),
         Binding("r", "refresh", "Refresh", show=False),
         Binding("escape,q", "back", "Back", show=False),
     ]
@@ -182,14 +186,16 @@ class RunsScreen(QuietScreen):
             table.add_column(label, key=key, width=w)
         name_w = next(w for _, k, w in cols if k == "name")
         theme = self.app.current_theme
-        for r in self.rows:
+        for i, r in enumerate(self.rows):
             k = self.key(r)
             color = getattr(theme, STATUS_COLOR.get(r.status, "secondary"), None) or theme.foreground
             status = Text(f"{STATUS_ICON.get(r.status, '•')} {OUTCOME_TEXT.get(r.status, r.status)}",
                           style=Style(color=color))
             cells: dict[str, Any] = {
                 "mark": Text("●", style="bold") if k in self.marked else "",
-                "name": short(("↻ " if r.parent else "") + r.name, name_w),
+                "name": short(("↻ " if r.parent else "") + (r.name if r.sweep is None else name_cell(
+                    r, i == 0 or self.rows[i - 1].sweep != r.sweep,
+                    i + 1 == len(self.rows) or self.rows[i + 1].sweep != r.sweep)), name_w),
                 "kind": short(r.kind or "—", 9),
                 "host": short(r.host, 12),
                 "status": status,
@@ -249,6 +255,9 @@ class RunsScreen(QuietScreen):
         line1 = f"{r.name} · {r.kind or '?'} · {r.host} · started {started}" + (f" · {where}" if where else "")
         links = ([f"↻ resumed from {r.parent} at step {r.parent_step}"] if r.parent else []) + (
             [f"resumed as {', '.join(r.children)}"] if r.children else [])
+        if r.sweep is not None:
+            links.insert(0, f"trial {r.trial} of sweep {r.sweep}{' — its best' if r.best else ''} · w: the sweep's "
+                            f"table")
         line2 = f"✖ {r.error}" if r.error and r.status == "failed" else (
             " · ".join(links) or "enter attach · space mark two runs, o overlays their loss · r refresh · esc back")
         from engine.compare import card_line
@@ -301,6 +310,24 @@ class RunsScreen(QuietScreen):
             return
         rows = [next(r for r in self.rows if self.key(r) == k) for k in keys[:2]]
         self.app.push_screen(OverlayScreen([(r.name, self._ref(r)) for r in rows]))
+
+    def action_copy_path(self) -> None:
+        r = self.current()
+        d = runsource.run_dir(self._ref(r)) if r is not None else None
+        if d is not None:
+            copy_path(self, d)
+
+    def action_sweep(self) -> None:
+        r = self.current()
+        if r is None or r.sweep is None:
+            self.notify("Not a sweep's run: w shows the table of the sweep a run belongs to.")
+            return
+        from engine.sweep import find
+        from tui.screens.sweep import SweepScreen
+
+        d = find(r.sweep, self.runs_dir)
+        if d is not None:
+            self.app.push_screen(SweepScreen(d), lambda _: self.action_refresh())
 
     def action_stop(self) -> None:
         r = self.current()
