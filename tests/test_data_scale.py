@@ -215,3 +215,20 @@ def test_the_same_job_launched_twice_tokenizes_once(tmp_path, tiny_model, tmp_pa
     assert [c for c, _ in said["second"]] == ["reused"] and said["second"][0][1].startswith("reused cache")
     first, second = losses(events(tmp_path / "first")), losses(events(tmp_path / "second"))
     assert first and first == second
+
+
+def test_tokenizing_says_its_progress(data_tokenizer, monkeypatch, tmp_path):
+    """Long tokenization says how far it is: phase "preparing data" with a fraction, rows/s and the time left."""
+    from engine.data import tokcache
+    from engine.train.trainers import tokenize_lm
+
+    monkeypatch.setattr(tokcache, "CHUNK", 10)
+    monkeypatch.setattr(tokcache, "PROGRESS_S", 0.0)
+    monkeypatch.setenv("FINETUI_CACHE_DIR", str(tmp_path / "cache"))
+    said = []
+    ds, _ = tokcache.tokenized(data_tokenizer, SFT_ROWS, "sft", 64, tokenize_lm,
+                               lambda phase, text, **kw: said.append((phase, text, kw)))
+    prog = [(t, kw) for p, t, kw in said if p == "preparing data"]
+    assert [kw["fraction"] for _, kw in prog] == [0.25, 0.5, 0.75]
+    assert prog[0][0].startswith("tokenizing: 10 / 40 training rows · ") and "rows/s" in prog[0][0]
+    assert ds.to_list() == tokenize_lm(data_tokenizer, SFT_ROWS, "sft", 64)[0]

@@ -54,6 +54,39 @@ def cache_key(tok: Any, rows: list[dict], stage: str, max_len: int) -> str:
     return h.hexdigest()[:32]
 
 
+#: rows tokenized between two looks at the clock; progress is said at most every PROGRESS_S seconds
+CHUNK = 2000
+PROGRESS_S = 2.0
+
+
+def progress_text(done: int, total: int, seconds: float, what: str = "rows") -> str:
+    """``12,000 / 100,000 rows · 3,400 rows/s · about 23 s left``."""
+    rate = done / seconds if seconds > 0 else 0.0
+    eta = f" · about {(total - done) / rate:.0f} s left" if rate and total > done else ""
+    return f"{done:,} / {total:,} {what} · {rate:,.0f} rows/s{eta}"
+
+
+def _in_chunks(tok: Any, rows: list[dict], stage: str, max_len: int, tokenize: Callable, status: Callable,
+               what: str) -> tuple[list[dict], int]:
+    """``tokenize`` over ``rows`` a chunk at a time, saying its progress (phase "preparing data", with
+    ``fraction``, rows/s and the seconds left) when it takes longer than :data:`PROGRESS_S`."""
+    out: list[dict] = []
+    trunc = 0
+    t0 = last = time.perf_counter()
+    for at in range(0, len(rows), CHUNK):
+        part, n = tokenize(tok, rows[at:at + CHUNK], stage, max_len)
+        out.extend(part)
+        trunc += n
+        now = time.perf_counter()
+        done = min(len(rows), at + CHUNK)
+        if now - last >= PROGRESS_S and done < len(rows):
+            last = now
+            status("preparing data", "tokenizing: " + progress_text(done, len(rows), now - t0, f"{what} rows"),
+                   fraction=round(done / len(rows), 4), rows_done=done, rows_total=len(rows),
+                   rows_per_s=round(done / (now - t0), 1))
+    return out, trunc
+
+
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     import fcntl
@@ -86,7 +119,7 @@ def tokenized(tok: Any, rows: list[dict], stage: str, max_len: int,
                    cache="reused", cache_dir=str(entry), rows=meta["rows"])
             return (load_from_disk(str(entry / "data")) if meta["rows"] else []), int(meta["truncated"])
         t0 = time.perf_counter()
-        out, trunc = tokenize(tok, rows, stage, max_len)
+        out, trunc = _in_chunks(tok, rows, stage, max_len, tokenize, status, what)
         tmp = root / f"{key}.part{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
