@@ -232,3 +232,45 @@ def test_tokenizing_says_its_progress(data_tokenizer, monkeypatch, tmp_path):
     assert [kw["fraction"] for _, kw in prog] == [0.25, 0.5, 0.75]
     assert prog[0][0].startswith("tokenizing: 10 / 40 training rows · ") and "rows/s" in prog[0][0]
     assert ds.to_list() == tokenize_lm(data_tokenizer, SFT_ROWS, "sft", 64)[0]
+
+
+def test_check_says_its_progress(tmp_path, monkeypatch):
+    """The check reports rows and bytes as it goes (per Arrow block; by rows on the row-by-row path)."""
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(3000)))
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 8192)
+    seen = []
+    rep = check(str(p), "corpus", progress=lambda rows, done, total: seen.append((rows, done, total)))
+    size = p.stat().st_size
+    assert rep["rows"]["valid"] == 3000 and len(seen) > 5
+    assert all(t == size for _, _, t in seen) and seen[-1] == (3000, size, size)
+    assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
+
+
+def test_cli_check_shows_a_progress_bar_in_a_terminal(tmp_path):
+    """In a terminal `finetui data check` draws its bar on stderr: rows, rows/s (erased when the report prints)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(50_000)))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "data", "check", str(p), "--format", "corpus"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+                            env=dict(os.environ, COLUMNS="120", TERM="xterm"))
+    os.close(slave)
+    out = proc.communicate(timeout=180)[0].decode()
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    assert proc.returncode == 0 and "result: OK" in out
+    assert b"checking" in err and b"50,000 rows" in err and b"rows/s" in err

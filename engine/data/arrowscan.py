@@ -149,7 +149,7 @@ def _schema(fmt: str):
 
 
 def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], None],
-              block_bytes: int | None = None) -> Iterator[Block | list[tuple[str, dict]]]:
+              block_bytes: int | None = None, advance: Callable[[int], None] | None = None) -> Iterator[Block | list[tuple[str, dict]]]:
     """The valid rows of one JSON-lines file: a :class:`Block` of columns, or a list of ``(location, row)``
     for rows read one by one; ``on_invalid(location, error)`` for each invalid row, in file order within a
     block."""
@@ -180,6 +180,8 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         return out
 
     for start, block, n_lines in _blocks(src.path, block_bytes or BLOCK_BYTES):
+        if advance is not None:
+            advance(len(block))
         try:
             if _lone_cr(block):
                 raise pa.ArrowInvalid("lines end with a carriage return alone")
