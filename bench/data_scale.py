@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data_check import write_file  # noqa: E402
+from data_check import run_child, write_file  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -56,11 +55,7 @@ print(json.dumps({{"rows": rows, "seconds": dt, "peak_kib": peak, "base_kib": ba
 
 
 def run(mode: str, path: Path) -> dict:
-    p = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), mode=mode, path=str(path))],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"{mode} failed:\n{p.stderr[-2000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return run_child(CHILD.format(root=str(ROOT), mode=mode, path=str(path)), mode)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from engine.data import arrowscan
 from engine.data.check import check
+from tests.fixtures_data import read_pty
 
 WS = [" ", "\t", "\u3000", "\x1c", "\u00a0", "\u200b", "\u0301"]  # (the last two are not white space for Python)
 
@@ -262,15 +263,6 @@ def test_cli_check_shows_a_progress_bar_in_a_terminal(tmp_path):
                             env=dict(os.environ, COLUMNS="120", TERM="xterm"))
     os.close(slave)
     out = proc.communicate(timeout=180)[0].decode()
-    err = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        err += chunk
-    os.close(master)
+    err = read_pty(master)
     assert proc.returncode == 0 and "result: OK" in out
     assert b"checking" in err and b"50,000 rows" in err and b"rows/s" in err
