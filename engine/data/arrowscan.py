@@ -167,9 +167,16 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         if only is None:
             lines = _text_lines(block, n_lines)
             numbered = ((start + i, ln) for i, ln in enumerate(lines))
-        else:  # (a block Arrow read: its lines end with \n)
-            raw = block.split(b"\n")
-            numbered = ((i, raw[i - start].decode("utf-8")) for i in sorted(only))
+        else:  # (a block Arrow read: its lines end with \n; only the lines asked for are cut out)
+            import numpy as np
+
+            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+
+            def line_at(k: int) -> str:
+                a = int(ends[k - 1]) + 1 if k else 0
+                return block[a:int(ends[k]) if k < len(ends) else len(block)].decode("utf-8")
+
+            numbered = ((i, line_at(i - start)) for i in sorted(only))
         for loc, obj in jsonl_records(numbered, name):
             try:
                 if isinstance(obj, RowError):
@@ -242,7 +249,7 @@ def _columns(table, fmt: str, lines, name: str):
 
     if fmt == "corpus":
         text = table.column("text").combine_chunks()
-        ok = pc.and_(surely(text), pc.invert(braces(text)))
+        ok = surely(text)
         cols = {"text": text}
         nchars = length(text)
         keys = framed("text", text)
@@ -254,8 +261,6 @@ def _columns(table, fmt: str, lines, name: str):
         ok = pc.and_(pc.and_(pc.is_valid(ins), pc.or_(surely(ins), empty(ins))), pc.and_(clear[0], clear[1]))
         ok = pc.and_(ok, pc.and_(surely(out), pc.or_(surely(ins), surely(inp))))
         ok = pc.and_(ok, pc.is_null(c["history"]))
-        for x in (ins, inp, out, sys_):
-            ok = pc.and_(ok, pc.invert(braces(x)))
         both = pc.and_(surely(ins), surely(inp))
         prompt = pc.if_else(both, pc.binary_join_element_wise(ins, inp, "\n"),
                             pc.if_else(surely(ins), ins, inp))
@@ -266,6 +271,9 @@ def _columns(table, fmt: str, lines, name: str):
         head = pc.if_else(has_sys, pc.binary_join_element_wise("messages[3]", framed("system", system), ""),
                           "messages[2]")
         keys = pc.binary_join_element_wise(head, framed("user", prompt), framed("assistant", out), "")
+    # a placeholder `{{…}}` in any text: the key holds every text of the rows that pass (a blank or doubtful one
+    # has failed already), and its framing adds no brace
+    ok = pc.and_(ok, pc.invert(braces(keys)))
     okn = ok.to_numpy(zero_copy_only=False)
     bad = lines[~okn]
     if okn.all():
