@@ -261,10 +261,11 @@ def _columns(table, fmt: str, lines, name: str):
         ok = pc.and_(pc.and_(pc.is_valid(ins), pc.or_(surely(ins), empty(ins))), pc.and_(clear[0], clear[1]))
         ok = pc.and_(ok, pc.and_(surely(out), pc.or_(surely(ins), surely(inp))))
         ok = pc.and_(ok, pc.is_null(c["history"]))
+        # (the common cases skip the copies: no row with both texts, every instruction given, no system)
+        one = ins if pc.all(surely(ins)).as_py() else pc.if_else(surely(ins), ins, inp)
         both = pc.and_(surely(ins), surely(inp))
-        prompt = pc.if_else(both, pc.binary_join_element_wise(ins, inp, "\n"),
-                            pc.if_else(surely(ins), ins, inp))
-        system = pc.if_else(surely(sys_), sys_, pa.scalar(None, pa.string()))
+        prompt = pc.if_else(both, pc.binary_join_element_wise(ins, inp, "\n"), one) if pc.any(both).as_py() else one
+        system = sys_ if sys_.null_count == len(sys_) else pc.if_else(surely(sys_), sys_, pa.scalar(None, pa.string()))
         cols = {"system": system, "prompt": prompt, "output": out}
         nchars = pc.add(pc.add(length(system), length(prompt)), length(out))
         has_sys = pc.is_valid(system)
