@@ -10,7 +10,7 @@ bench/data_check.py writes it) and one of twice as many, then measures each in a
 * **check ×2** — the same on the file of 2N rows: bounded memory means nearly the same peak (the only state that
   grows is 8 bytes per row of duplicate hashes).
 
-Peak RSS is ``getrusage``'s, minus the process's RSS after its imports (pyarrow, pandas, the engine).
+Peak RSS is ``getrusage``'s, minus the process's RSS after its imports (pyarrow, the engine).
 
     python bench/data_scale.py                 # 1,000,000 and 2,000,000 rows
     python bench/data_scale.py --smoke         # tiny sizes: the script runs; its figures mean nothing
@@ -35,7 +35,7 @@ from data_check import run_child, write_file  # noqa: E402
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-import pyarrow.json, pyarrow.compute, pandas.util
+import pyarrow.json, pyarrow.compute
 from engine.data.check import check
 def rss_kib():
     with open("/proc/self/statm") as f:

@@ -194,7 +194,7 @@ def test_check_streams_without_keeping_rows(tmp_path, monkeypatch):
         for i in range(10_000):
             f.write(json.dumps({"instruction": f"Reverse the word number {i} please", "input": "x" * 50,
                                 "output": f"{i}" * 10}) + "\n")
-    import pandas.util, pyarrow.compute, pyarrow.json  # noqa: F401,E401 (imports are not rows: loaded before measuring)
+    import pyarrow.compute, pyarrow.json  # noqa: F401,E401 (imports are not rows: loaded before measuring)
 
     tracemalloc.start()
     rep = check(str(p), "alpaca", token_sample=500)
