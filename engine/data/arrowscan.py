@@ -207,7 +207,7 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
             if rows:
                 yield rows
             continue
-        blk, doubtful = _columns(table, fmt, lines, name)
+        blk, doubtful = _columns(table, fmt, lines, name, b"{{" in block or b"\\u007" in block)
         if doubtful is not None and len(doubtful):
             # the rows the columns cannot pass: the normaliser says why (or takes them after all), in file order
             rows = one_by_one(block, start, n_lines, {int(x) for x in doubtful})
@@ -217,7 +217,7 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
             yield blk
 
 
-def _columns(table, fmt: str, lines, name: str):
+def _columns(table, fmt: str, lines, name: str, braces_in_block: bool = True):
     """The block of rows that pass on columns, and the line numbers of the others."""
     import numpy as np
     import pyarrow as pa
@@ -241,18 +241,18 @@ def _columns(table, fmt: str, lines, name: str):
         return pc.fill_null(pc.match_substring(col, "{{"), False)
 
     def length(col):
-        return pc.fill_null(pc.utf8_length(col), 0)
+        n = pc.utf8_length(col)
+        return n if n.null_count == 0 else pc.fill_null(n, 0)
 
-    def framed(label, col):  # "label=<length>:<text>": engine.data.check._row_key's serialisation
-        n = pc.cast(pc.utf8_length(col), pa.string())
-        return pc.binary_join_element_wise(pc.binary_join_element_wise(label, n, "="), col, ":")
+    def framed(label, col):  # "label=<length>:<text>" (engine.data.check._row_key's serialisation), as join args
+        return [label + "=", pc.cast(pc.utf8_length(col), pa.string()), ":", col]
 
     if fmt == "corpus":
         text = table.column("text").combine_chunks()
         ok = surely(text)
         cols = {"text": text}
         nchars = length(text)
-        keys = framed("text", text)
+        keys = pc.binary_join_element_wise(*framed("text", text), "")
     else:
         c = {k: table.column(k).combine_chunks() for k in _STRING_KEYS[fmt]}
         ins, inp, out, sys_ = c["instruction"], c["input"], c["output"], c["system"]
@@ -268,13 +268,16 @@ def _columns(table, fmt: str, lines, name: str):
         system = sys_ if sys_.null_count == len(sys_) else pc.if_else(surely(sys_), sys_, pa.scalar(None, pa.string()))
         cols = {"system": system, "prompt": prompt, "output": out}
         nchars = pc.add(pc.add(length(system), length(prompt)), length(out))
-        has_sys = pc.is_valid(system)
-        head = pc.if_else(has_sys, pc.binary_join_element_wise("messages[3]", framed("system", system), ""),
-                          "messages[2]")
-        keys = pc.binary_join_element_wise(head, framed("user", prompt), framed("assistant", out), "")
+        if system.null_count == len(system):
+            head = "messages[2]"
+        else:
+            head = pc.if_else(pc.is_valid(system),
+                              pc.binary_join_element_wise("messages[3]", *framed("system", system), ""), "messages[2]")
+        keys = pc.binary_join_element_wise(head, *framed("user", prompt), *framed("assistant", out), "")
     # a placeholder `{{…}}` in any text: the key holds every text of the rows that pass (a blank or doubtful one
     # has failed already), and its framing adds no brace
-    ok = pc.and_(ok, pc.invert(braces(keys)))
+    if braces_in_block:  # (no "{{" in the block's bytes, escaped or not: no placeholder in any of its texts)
+        ok = pc.and_(ok, pc.invert(braces(keys)))
     okn = ok.to_numpy(zero_copy_only=False)
     bad = lines[~okn]
     if okn.all():
