@@ -28,6 +28,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher
 
 from engine.config import FIELD_BY_NAME, LOCAL_HOST, JobConfig, is_local_host, is_remote_job, spec
+from engine.errors import FinetuiError, one_line, report_crash
 from tui import keys, state
 from tui.keys import with_ids
 from tui.screens.base import QuietScreen
@@ -497,6 +498,28 @@ class FinetuiApp(App[None]):
         from tui import csscache
 
         self._css_loaded = csscache.load(self.stylesheet)
+
+    def _handle_exception(self, error: Exception) -> None:
+        # overrides textual's App._handle_exception: it prints a rich traceback on the terminal for any exception
+        """The TUI's one top-level handler.  Overrides Textual's private ``App._handle_exception`` (textual 8.2),
+        which ends the app on any unhandled exception and prints a rich traceback on the terminal.  A user's
+        error (:class:`FinetuiError`) from a worker is shown as a notification and the app goes on; raised in a
+        message handler it ends the app (Textual has stopped that handler's message loop) with its lines;
+        anything else is a bug: the app ends (Pilot tests re-raise it) with one line that points to the crash
+        log holding the traceback."""
+        from textual.worker import WorkerFailed
+
+        err = error.error if isinstance(error, WorkerFailed) else error
+        if isinstance(err, FinetuiError) and isinstance(error, WorkerFailed):
+            self.notify("\n".join(err.lines()), title="Cannot do that", severity="error", timeout=10)
+            return
+        line = "\n".join(err.lines()) if isinstance(err, FinetuiError) else report_crash(err)
+        self._return_code = 1
+        if self._exception is None:
+            self._exception = error
+            self._exception_event.set()
+        self._exit_renderables.append(line)
+        self._close_messages_no_wait()
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """App.run, with two start-up savings: the cyclic garbage collector waits until the first screen
@@ -1107,10 +1130,8 @@ class FinetuiApp(App[None]):
                                                     if warnings else ""), timeout=6)
                 return True
             job = presets.load(p)
-        except Exception as e:
-            probs = getattr(e, "problems", None)
-            self.notify(str(probs[0]) if probs else str(e).splitlines()[0],
-                        title="Cannot import the file" if kind == "import" else "Cannot open the preset",
+        except (FinetuiError, OSError) as e:
+            self.notify(one_line(e), title="Cannot import the file" if kind == "import" else "Cannot open the preset",
                         severity="error", timeout=8)
             return False
         self.notes.dismiss()
@@ -1164,10 +1185,8 @@ class FinetuiApp(App[None]):
             p = p.with_suffix(suffix)
         try:
             written, warnings = interop.write_export(self.job, target, p)
-        except Exception as e:
-            probs = getattr(e, "problems", None)
-            msg = str(probs[0]) if probs else (str(e).splitlines()[0] if str(e) else e.__class__.__name__)
-            self.notify(msg, title=f"Export to {target} failed", severity="error", timeout=8)
+        except (FinetuiError, OSError) as e:
+            self.notify(one_line(e), title=f"Export to {target} failed", severity="error", timeout=8)
             return False
         self.last_export = (written, warnings)
         names = ", ".join(w.name for w in written)
@@ -1289,8 +1308,11 @@ class FinetuiApp(App[None]):
     def _launch_worker(self, job: JobConfig) -> None:
         try:
             ref = self.services.start_run(job)
-        except Exception as e:
-            self.call_from_thread(self._launched, None, str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+        except FinetuiError as e:
+            self.call_from_thread(self._launched, None, "\n".join(e.lines()))
+            return
+        except Exception as e:  # noqa: BLE001 - a bug while launching must not end the app and lose the job
+            self.call_from_thread(self._launched, None, report_crash(e))
             return
         self.call_from_thread(self._launched, ref, None)
 

@@ -108,6 +108,10 @@ def validate(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
         for line in trial_lines:
             common.err(line)
         raise typer.Exit(2)
+    from engine.data.loader import check_data_before_launch
+
+    for note in check_data_before_launch(job.resolved()):  # (the data files: exist and parse, file:line if not)
+        common.err(f"note: {note}")
     if job.sweep:
         from engine.sweep import trials
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 from engine.data.errors import RowError
-from engine.data.sources import FileSource, MultiSource, Source, jsonl_records
+from engine import userfiles
+from engine.data.sources import FileSource, MultiSource, Source, data_error, data_suffix, jsonl_records
 
 #: bytes parsed at once (a block ends at a line end; a longer line is read whole)
 BLOCK_BYTES = 8 << 20
@@ -44,13 +45,14 @@ def fast_files(src: Source, fmt: str) -> list[FileSource] | None:
     for p in parts:
         if type(p) is not FileSource:
             return None
-        suf = p.path.suffix.lower()
-        if suf == ".json":
-            with open(p.path, "rb") as fh:
-                head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-            if not head.startswith(b"{"):
-                return None
-        elif suf not in (".jsonl", ".ndjson"):
+        suf = data_suffix(p.path.name)
+        if suf not in (".json", ".jsonl", ".ndjson"):
+            return None
+        with userfiles.open_binary(p.path, p.display, data_error, decompress=False) as fh:
+            head = fh.read(4096)
+        if head.startswith(b"\x1f\x8b"):  # gzip: the row reader decompresses it
+            return None
+        if suf == ".json" and not head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{"):
             return None
         out.append(p)
     return out
@@ -92,7 +94,7 @@ def _blocks(path, block_bytes: int) -> Iterator[tuple[int, bytes, int]]:
     import os
 
     line = 1
-    with open(path, "rb", buffering=0) as fh:
+    with userfiles.open_binary(path, str(path), data_error, decompress=False) as fh:
         size = os.fstat(fh.fileno()).st_size
         pos = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
         want = block_bytes
@@ -113,19 +115,7 @@ def _blocks(path, block_bytes: int) -> Iterator[tuple[int, bytes, int]]:
             line += n
 
 
-def _lone_cr(block: bytes) -> bool:
-    """A carriage return alone ends a line too (as the text reader sees it): such blocks go one by one."""
-    return b"\r" in block and block.count(b"\r") != block.count(b"\r\n")
-
-
-def _text_lines(block: bytes, n_lines: int) -> list[str]:
-    """The block's lines as the text reader splits them (universal newlines)."""
-    return io.StringIO(block.decode("utf-8"), newline=None).read().split("\n")[:n_lines]
-
-
 def _line_count(block: bytes) -> int:
-    if _lone_cr(block):
-        return len(io.StringIO(block.decode("utf-8", "replace"), newline=None).readlines())
     return block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
 
 
@@ -165,16 +155,16 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
     def one_by_one(block: bytes, start: int, n_lines: int, only: Optional[set[int]] = None) -> list[tuple[str, dict]]:
         out = []
         if only is None:
-            lines = _text_lines(block, n_lines)
+            lines = block.split(b"\n")[:n_lines]
             numbered = ((start + i, ln) for i, ln in enumerate(lines))
         else:  # (a block Arrow read: its lines end with \n; only the lines asked for are cut out)
             import numpy as np
 
             ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
 
-            def line_at(k: int) -> str:
+            def line_at(k: int) -> bytes:
                 a = int(ends[k - 1]) + 1 if k else 0
-                return block[a:int(ends[k]) if k < len(ends) else len(block)].decode("utf-8")
+                return block[a:int(ends[k]) if k < len(ends) else len(block)]
 
             numbered = ((i, line_at(i - start)) for i in sorted(only))
         for loc, obj in jsonl_records(numbered, name):
@@ -190,8 +180,11 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         if advance is not None:
             advance(len(block))
         try:
-            if _lone_cr(block):
-                raise pa.ArrowInvalid("lines end with a carriage return alone")
+            if not block.isascii():  # (Arrow does not check UTF-8 inside strings: a bad line goes one by one)
+                try:
+                    block.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise pa.ArrowInvalid("not UTF-8") from None
             try:
                 table = pj.read_json(io.BytesIO(block), parse_options=opts)
             except pa.ArrowInvalid as e:

@@ -8,12 +8,14 @@ import re
 import time
 from pathlib import Path
 
+from engine.errors import FinetuiError
+
 STATE_FILE = "trainer_state.json"
 _CK = re.compile(r"^checkpoint-(\d+)$")
 
 
-class ResumeError(ValueError):
-    pass
+class ResumeError(FinetuiError, ValueError):
+    """A resume request that names no usable checkpoint; ``str()`` is one line."""
 
 
 def is_complete(path: str | os.PathLike[str]) -> bool:

@@ -14,11 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.errors import FinetuiError
 from engine.events import EVENTS_FILE
 from engine.launch.rundir import CONFIG_FILE, FINAL_DIR
 
 
-class GenerateError(ValueError):
+
+class GenerateError(FinetuiError, ValueError):
     """A run that cannot generate; ``str()`` is one line. ``code`` 2 = bad input."""
 
     def __init__(self, msg: str, code: int = 2):

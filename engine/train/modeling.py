@@ -6,10 +6,11 @@ import importlib.util
 from typing import Any, Callable
 
 from engine.config import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES
+from engine.errors import FinetuiError
 from engine.tiny import resolve_model_path
 
 
-class UserError(RuntimeError):
+class UserError(FinetuiError, RuntimeError):
     """A problem the user can fix: ``str()`` is one line naming the field."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import typer
 
 from engine.config import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
+from engine.errors import FinetuiError
 from tui.commands import common
 
 RUNS_DIR_OPT = typer.Option(None, "--runs-dir", envvar="FINETUI_RUNS_DIR",
@@ -26,13 +27,6 @@ RUNS_DIR_OPT = typer.Option(None, "--runs-dir", envvar="FINETUI_RUNS_DIR",
 
 def _runs_dir(v: Optional[Path]) -> Path:
     return v if v is not None else Path("runs")
-
-
-def _launch_errors():
-    from engine.config import ConfigError
-    from engine.launch import LaunchError
-
-    return (LaunchError, ConfigError)
 
 
 def _resolve(run: str, runs_dir: Optional[Path]):
@@ -246,7 +240,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             job, ck = L.resume_job(run, _runs_dir(runs_dir))
-        except _launch_errors() as e:
+        except FinetuiError as e:
             common.fail(str(e).splitlines()[0])
         common.err(f"resuming from {ck['path']} (step {ck.get('step')})")
         _start_and_follow(job, run_dir=None, detach=detach, at=None, bootstrap=False)
@@ -265,12 +259,10 @@ def register(app: typer.Typer) -> None:
             if bootstrap:
                 _bootstrap(job)
             ref = L.start_run(job, run_dir=run_dir, progress=_upload_progress())
-        except _launch_errors() as e:
-            if getattr(e, "problems", None):  # (what the host's GPUs cannot do: one line per problem)
-                for p in e.problems:
-                    common.err(str(p))
-                raise typer.Exit(2) from None
-            common.fail(str(e).splitlines()[0])
+        except FinetuiError as e:  # (what the host's GPUs cannot do, a data file to fix: one line per problem)
+            for line in e.lines():
+                common.err(line)
+            raise typer.Exit(2) from None
         where = "" if is_local_host(ref.host) else f" on {ref.host}"
         if at:
             typer.echo(f"{ref.name} scheduled for {at}{where} ({ref.run_dir})")
@@ -344,7 +336,7 @@ def register(app: typer.Typer) -> None:
 
             try:
                 p = R.log_stream(ref, follow, node=node)
-            except _launch_errors() as e:
+            except FinetuiError as e:
                 common.fail(str(e))
             try:
                 while True:
@@ -403,7 +395,7 @@ def register(app: typer.Typer) -> None:
         ref = _resolve(run, runs_dir)
         try:
             status = L.stop_run(ref, grace=grace)
-        except _launch_errors() as e:
+        except FinetuiError as e:
             common.fail(str(e), 1)
         typer.echo(f"{ref.name}: {status}")
 
@@ -436,7 +428,7 @@ def register(app: typer.Typer) -> None:
 
                     B.bootstrap(h, python, log=lambda m: common.err(m))
                 checks = D.run(h, python, workdir)
-            except _launch_errors() as e:
+            except FinetuiError as e:
                 common.fail(str(e), 1)
             for c in checks:
                 typer.echo(c.line())

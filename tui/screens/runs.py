@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from engine.config import is_local_host
+from engine.errors import FinetuiError, one_line, report_crash
 from tui import runsource
 from tui.runsource import RunRow
 from tui.screens.base import QuietScreen
@@ -30,11 +31,11 @@ from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
 STATUS_ICON = {
     "pending": "…", "running": "▶", "completed": "✔", "early_stopped": "✔", "stopped": "■",
-    "failed": "✖", "lost": "?", "scheduled": "◷",
+    "failed": "✖", "lost": "?", "scheduled": "◷", "damaged": "⚠",
 }
 STATUS_COLOR = {  # theme colour names
     "running": "primary", "completed": "success", "early_stopped": "success", "stopped": "warning",
-    "failed": "error", "lost": "error", "scheduled": "secondary", "pending": "secondary",
+    "failed": "error", "lost": "error", "scheduled": "secondary", "pending": "secondary", "damaged": "error",
 }
 AUTO_REFRESH_S = 3.0
 
@@ -179,7 +180,7 @@ class RunsScreen(QuietScreen):
         if table.row_count and 0 <= table.cursor_row < table.row_count:
             try:
                 cursor_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-            except Exception:
+            except Exception:  # noqa: BLE001 - the table changed under the cursor: no row to keep
                 cursor_key = None
         table.clear(columns=True)
         for label, key, w in cols:
@@ -209,7 +210,7 @@ class RunsScreen(QuietScreen):
         if cursor_key is not None:
             try:
                 table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the row is gone (run deleted): the cursor stays where it is
                 pass
         running = sum(1 for r in self.rows if r.status == "running")
         self.query_one("#runs-title", Static).update(
@@ -228,7 +229,7 @@ class RunsScreen(QuietScreen):
             return None
         try:
             k = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:
+        except Exception:  # noqa: BLE001 - no row under the cursor (the table is being rebuilt)
             return None
         return next((r for r in self.rows if self.key(r) == k), None)
 
@@ -387,8 +388,9 @@ class RunsScreen(QuietScreen):
             else:
                 runsource.delete_run(self._ref(r))
                 msg = f"Deleted {r.name}"
-        except Exception as e:
-            self.app.call_from_thread(self.notify, f"Could not {what} {r.name}: {e}", severity="error", timeout=8)
+        except Exception as e:  # noqa: BLE001 - said in the screen (a bug with its crash log); the list stays up
+            why = one_line(e) if isinstance(e, (FinetuiError, OSError)) else report_crash(e)
+            self.app.call_from_thread(self.notify, f"Could not {what} {r.name}: {why}", severity="error", timeout=8)
         else:
             self.app.call_from_thread(self.notify, msg)
         self.app.call_from_thread(self.action_refresh)
@@ -399,11 +401,8 @@ class RunsScreen(QuietScreen):
             return
         try:
             job = runsource.load_config(self._ref(r))
-        except Exception as e:
-            msg = str(e)
-            if hasattr(e, "problems"):
-                msg = "; ".join(str(p) for p in e.problems)  # type: ignore[attr-defined]
-            self.notify(msg, severity="error", timeout=8)
+        except (FinetuiError, OSError) as e:
+            self.notify(one_line(e), severity="error", timeout=8)
             return
         open_job = getattr(self.app, "open_job", None)
         set_job = getattr(self.app, "set_job", None)
@@ -460,8 +459,8 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
             st = RunState(name=name)
             try:
                 st.update(runsource.read_history(ref))
-            except Exception as e:
-                st.error = str(e)
+            except Exception as e:  # noqa: BLE001 - one run's unreadable history is shown on its own, not fatal
+                st.error = one_line(e)
             states.append(st)
         self.comparison = None
         dirs = [runsource.run_dir(ref) if ref is not None else None for _, ref in self.runs]
