@@ -82,12 +82,16 @@ def write_file(path: Path, n: int, seed: int = 0) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def run(mode: str, path: Path, tokenizer: str | None) -> dict:
-    code = CHILD.format(root=str(ROOT), mode=mode, path=str(path), tokenizer=tokenizer or "")
+def run_child(code: str, label: str) -> dict:
+    """Run ``code`` in a fresh Python; → the JSON object its last line prints."""
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if p.returncode != 0:
-        raise SystemExit(f"{mode} failed:\n{p.stderr[-2000:]}")
+        raise SystemExit(f"{label} failed:\n{p.stderr[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def run(mode: str, path: Path, tokenizer: str | None) -> dict:
+    return run_child(CHILD.format(root=str(ROOT), mode=mode, path=str(path), tokenizer=tokenizer or ""), mode)
 
 
 def main() -> None:

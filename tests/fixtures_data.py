@@ -125,3 +125,18 @@ def moto_s3(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def read_pty(master: int) -> bytes:
+    """Everything written to a pseudo-terminal until its other side closes; closes ``master``."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return out

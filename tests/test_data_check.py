@@ -181,8 +181,12 @@ def test_missing_file_report(tmp_path):
     assert not rep["ok"] and rep["errors"] == [f"{tmp_path / 'nope.jsonl'}: no such file or folder"]
 
 
-def test_check_streams_without_keeping_rows(tmp_path):
-    """Only bounded state is kept: reservoir, preview, 8-byte hashes — not the rows."""
+def test_check_streams_without_keeping_rows(tmp_path, monkeypatch):
+    """Only bounded state is kept: reservoir, preview, 8-byte hashes — not the rows; the fast path holds one block of
+    the file at a time (256 KiB here, of a 1.7 MB file)."""
+    from engine.data import arrowscan
+
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 256 << 10)
     import tracemalloc
 
     p = tmp_path / "big.jsonl"
@@ -190,6 +194,8 @@ def test_check_streams_without_keeping_rows(tmp_path):
         for i in range(10_000):
             f.write(json.dumps({"instruction": f"Reverse the word number {i} please", "input": "x" * 50,
                                 "output": f"{i}" * 10}) + "\n")
+    import pyarrow.compute, pyarrow.json  # noqa: F401,E401 (imports are not rows: loaded before measuring)
+
     tracemalloc.start()
     rep = check(str(p), "alpaca", token_sample=500)
     peak = tracemalloc.get_traced_memory()[1]

@@ -14,6 +14,7 @@ from rich.console import Console
 from engine.data.preview import inspect_rows, preview
 from engine.data.tokenize import load_tokenizer, prepare_tokenizer
 from tests.chat_tokenizers import build_chat_tokenizer
+from tests.fixtures_data import read_pty
 from tests.fixtures_data import write_jsonl
 
 ASK = {"messages": [{"role": "user", "content": "What is the capital of France?"},
@@ -205,16 +206,7 @@ def test_cli_in_a_terminal_highlights_with_rich(toks, tmp_path):
                           "--tokenizer", toks["llama3"], "--preview", "1"], stdout=slave, stderr=subprocess.DEVNULL,
                          stdin=subprocess.DEVNULL, env=dict(os.environ, COLUMNS="200", TERM="xterm-256color"))
     os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
+    out = read_pty(master)
     assert p.wait(timeout=120) == 0
     text = out.decode(errors="replace")
     assert re.search(r"\x1b\[1;32mParis is the capital\.<\|eot_id\|>", text), text[-2000:]

@@ -17,7 +17,9 @@ from typing import Any
 
 from engine.data.errors import DataError
 from engine.data.formats import as_messages, detect_format, extra_keys, format_hint, row_texts
-from engine.data.loader import MAX_LISTED_INVALID, ScanCounts, allowed_formats, check_compat, open_sources, scan_all
+from engine.data import arrowscan
+from engine.data.formats import PAIRED_STAGES
+from engine.data.loader import MAX_LISTED_INVALID, ScanCounts, allowed_formats, check_compat, open_sources, scan
 from engine.data.sources import Source, open_source
 
 #: rows whose token lengths are measured exactly; above it a seeded reservoir sample of this size
@@ -25,6 +27,7 @@ TOKEN_SAMPLE = 2000
 #: a template placeholder left in the data, like LLaMA-Factory's identity.json {{name}} / {{author}}
 PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
 PREVIEW_ROWS = 3
+PROGRESS_ROWS = 20_000  # rows between two progress calls on the row-by-row path
 SNIFF_ROWS = 20  # rows read to tell a file's format
 
 
@@ -45,18 +48,22 @@ def _count_duplicates(hashes: array) -> int:
     return int(len(a) - 1 - np.count_nonzero(a[1:] != a[:-1]))
 
 
-def _row_hash(row: dict) -> int:
-    """64-bit hash of a canonical row (Python's string hash: fast, stable within one check)."""
-    parts = []
+def _framed(text: str) -> str:
+    return f"{len(text)}:{text}"
+
+
+def _row_key(row: dict) -> str:
+    """A canonical row as one string, different for different rows (its hash finds duplicates); the fast path
+    builds the same string on columns (engine.data.arrowscan)."""
+    out = []
     for k in sorted(row):
         v = row[k]
-        if isinstance(v, list) and v and isinstance(v[0], dict):
-            parts.append((k, tuple((m["role"], m["content"]) for m in v)))
-        elif isinstance(v, list):
-            parts.append((k, tuple(v)))
+        if isinstance(v, list):
+            out.append(f"{k}[{len(v)}]" + "".join(f"{m['role']}={_framed(m['content'])}" if isinstance(m, dict)
+                                                  else _framed(str(m)) for m in v))
         else:
-            parts.append((k, v))
-    return hash(tuple(parts))
+            out.append(f"{k}={_framed(v if isinstance(v, str) else repr(v))}")
+    return "".join(out)
 
 
 def _preview_messages(row: dict) -> list[dict]:
@@ -109,12 +116,111 @@ def sniff(path: str, res: dict | None = None, secrets: dict | None = None) -> li
         return []
 
 
+class _Stats:
+    """What the check keeps of the valid rows as they stream: 8 bytes per row (duplicates), counts, a seeded
+    reservoir sample of ``token_sample`` rows (token lengths), the first ``preview_rows`` rows."""
+
+    def __init__(self, token_sample: int, preview_rows: int, seed: int):
+        self.k, self.preview_rows = token_sample, preview_rows
+        self.rng = random.Random(seed)
+        self.np_rng = None
+        self.seed = seed
+        self.hashes = array("q")
+        self.pending: list[str] = []  # keys of rows read one by one, hashed in batches
+        self.sample: list[dict] = []
+        self.csample: list[int] = []
+        self.previews: list[tuple[str, dict]] = []
+        self.empty = 0
+        self.placeholders: dict[str, int] = {}  # {{name}} → rows holding it
+        self.placeholder_rows = 0
+        self.cmin: int | None = None
+        self.cmax: int | None = None
+        self.i = 0
+
+    def add_row(self, loc: str, row: dict) -> None:
+        texts = row_texts(row)
+        if any(not t.strip() for t in texts):
+            self.empty += 1
+        joined = "".join(texts)  # (one string: its length and a substring test beat two loops over texts)
+        if "{{" in joined:
+            found = {m for t in texts for m in PLACEHOLDER.findall(t)}
+            if found:
+                self.placeholder_rows += 1
+                for m in found:
+                    self.placeholders[m] = self.placeholders.get(m, 0) + 1
+        self.pending.append(_row_key(row))
+        if len(self.pending) >= 8192:
+            self.flush()
+        n_chars = len(joined)
+        self.cmin = n_chars if self.cmin is None else min(self.cmin, n_chars)
+        self.cmax = n_chars if self.cmax is None else max(self.cmax, n_chars)
+        if len(self.previews) < self.preview_rows:
+            self.previews.append((loc, row))
+        i = self.i
+        if i < self.k:
+            self.sample.append(row)
+            self.csample.append(n_chars)
+        else:
+            j = self.rng.randrange(i + 1)
+            if j < self.k:
+                self.sample[j] = row
+                self.csample[j] = n_chars
+        self.i += 1
+
+    def add_block(self, b: "arrowscan.Block") -> None:
+        """A block of valid rows checked on columns (no blank text, no placeholder: see engine.data.arrowscan)."""
+        import numpy as np
+
+        n = len(b)
+        self.flush()
+        for at in range(0, n, 2048):  # (in slices: the keys as Python strings take room)
+            self.hashes.frombytes(_hash_keys(b.keys.slice(at, 2048).to_numpy(zero_copy_only=False)).tobytes())
+        lo, hi = int(b.nchars.min()), int(b.nchars.max())
+        self.cmin = lo if self.cmin is None else min(self.cmin, lo)
+        self.cmax = hi if self.cmax is None else max(self.cmax, hi)
+        for p in range(min(n, self.preview_rows - len(self.previews))):
+            self.previews.append((b.loc(p), b.row(p)))
+        # the reservoir: rows while it fills, then row i replaces a random slot j ≤ i when j < k
+        fill = max(0, min(n, self.k - self.i))
+        for p in range(fill):
+            self.sample.append(b.row(p))
+            self.csample.append(int(b.nchars[p]))
+        if fill < n:
+            if self.np_rng is None:
+                self.np_rng = np.random.default_rng(self.seed)
+            idx = np.arange(self.i + fill, self.i + n, dtype=np.int64)
+            js = self.np_rng.integers(0, idx + 1)
+            for p in np.nonzero(js < self.k)[0]:
+                j = int(js[p])
+                self.sample[j] = b.row(fill + int(p))
+                self.csample[j] = int(b.nchars[fill + int(p)])
+        self.i += n
+
+
+    def flush(self) -> None:
+        if self.pending:
+            import numpy as np
+
+            self.hashes.frombytes(_hash_keys(np.array(self.pending, dtype=object)).tobytes())
+            self.pending = []
+
+
+def _hash_keys(keys: Any) -> Any:
+    """64-bit hashes of a sequence of strings (Python's string hash: fast, the same within one check)."""
+    import numpy as np
+
+    return np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys))
+
+
 def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | None = None,
           tokenizer: Any = None, tokenizer_name: str | None = None, allow_invalid: float = 0.0,
           res: dict | None = None, secrets: dict | None = None, profile: str | None = None,
           token_sample: int = TOKEN_SAMPLE, preview_rows: int = PREVIEW_ROWS, seed: int = 0,
-          template_fallback: str | None = None) -> dict:
-    """Validate one data file; returns the report dict (``report["ok"]`` tells pass/fail)."""
+          template_fallback: str | None = None, progress: Any = None) -> dict:
+    """Validate one data file; returns the report dict (``report["ok"]`` tells pass/fail).
+
+    ``progress(rows, bytes_done, bytes_total)`` is called as the rows stream (per block of the fast path, every
+    :data:`PROGRESS_ROWS` rows otherwise); ``bytes_total`` is 0 when the sizes are not known."""
     t0 = time.perf_counter()
     rep: dict[str, Any] = {
         "source": path, "format": fmt, "stage": stage, "ok": True, "errors": [], "warnings": [],
@@ -150,45 +256,43 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
     hint = format_hint(fmt, first)
 
     counts = ScanCounts()
-    hashes = array("q")
-    rng = random.Random(seed)
-    sample: list[dict] = []
-    previews: list[tuple[str, dict]] = []
-    empty = 0
-    placeholders: dict[str, int] = {}  # {{name}} → rows holding it
-    placeholder_rows = 0
-    cmin = cmax = None
-    csample: list[int] = []
-    i = 0
+    acc = _Stats(token_sample, preview_rows, seed)
+    fast = [arrowscan.fast_files(src, f) if stage not in PAIRED_STAGES else None for src, f in srcs]
+    total_bytes = sum(fs.path.stat().st_size for files in fast if files for fs in files) if all(fast) else 0
+    done_bytes = 0
+
+    def advance(n: int) -> None:
+        nonlocal done_bytes
+        done_bytes += n
+        if progress is not None:
+            progress(counts.total, done_bytes, total_bytes)
+
     try:
-        for loc, row in scan_all(srcs, counts, materialize_images=False, stage=stage):
-            texts = row_texts(row)
-            if any(not t.strip() for t in texts):
-                empty += 1
-            joined = "".join(texts)  # (one string: its length and a substring test beat two loops over texts)
-            if "{{" in joined:
-                found = {m for t in texts for m in PLACEHOLDER.findall(t)}
-                if found:
-                    placeholder_rows += 1
-                    for m in found:
-                        placeholders[m] = placeholders.get(m, 0) + 1
-            hashes.append(_row_hash(row))
-            n_chars = len(joined)
-            cmin = n_chars if cmin is None else min(cmin, n_chars)
-            cmax = n_chars if cmax is None else max(cmax, n_chars)
-            if len(previews) < preview_rows:
-                previews.append((loc, row))
-            if i < token_sample:
-                sample.append(row)
-                csample.append(n_chars)
-            else:
-                j = rng.randrange(i + 1)
-                if j < token_sample:
-                    sample[j] = row
-                    csample[j] = n_chars
-            i += 1
+        for (src, f), files in zip(srcs, fast):
+            if files is None:
+                for loc, row in scan(src, f, counts, materialize_images=False, stage=stage):
+                    acc.add_row(loc, row)
+                    if progress is not None and counts.total % PROGRESS_ROWS == 0:
+                        progress(counts.total, 0, 0)
+                continue
+            for fs in files:
+                for part in arrowscan.scan_file(fs, f, lambda loc, e: counts.add_invalid(loc, e), advance=advance):
+                    if isinstance(part, list):
+                        counts.total += len(part)
+                        counts.valid += len(part)
+                        for loc, row in part:
+                            acc.add_row(loc, row)
+                    else:
+                        counts.total += len(part)
+                        counts.valid += len(part)
+                        acc.add_block(part)
     except DataError as e:
         rep["errors"].append(str(e))
+    acc.flush()
+    if progress is not None:
+        progress(counts.total, total_bytes, total_bytes)
+    hashes, empty, placeholders, placeholder_rows = acc.hashes, acc.empty, acc.placeholders, acc.placeholder_rows
+    cmin, cmax, csample, sample, previews = acc.cmin, acc.cmax, acc.csample, acc.sample, acc.previews
 
     rep["rows"] = {"total": counts.total, "valid": counts.valid, "invalid": counts.invalid,
                    "invalid_pct": round(counts.invalid_pct, 4)}

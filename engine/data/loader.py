@@ -42,6 +42,13 @@ class ScanCounts:
     invalid: int = 0
     listed: list[Invalid] = field(default_factory=list)
 
+    def add_invalid(self, loc: str, e: RowError) -> None:
+        """One more row, invalid: the first :data:`MAX_LISTED_INVALID` are listed."""
+        self.total += 1
+        self.invalid += 1
+        if len(self.listed) < MAX_LISTED_INVALID:
+            self.listed.append(Invalid(loc, e.field, e.reason))
+
     @property
     def invalid_pct(self) -> float:
         return 100.0 * self.invalid / self.total if self.total else 0.0
@@ -90,16 +97,14 @@ def scan(source: Source, fmt: str, counts: ScanCounts, *, materialize_images: bo
     lookup.where = source.missing_image  # type: ignore[attr-defined]
 
     for loc, obj in source.records():
-        counts.total += 1
         try:
             if isinstance(obj, RowError):
                 raise obj
             row = norm(obj, lookup)
         except RowError as e:
-            counts.invalid += 1
-            if len(counts.listed) < MAX_LISTED_INVALID:
-                counts.listed.append(Invalid(loc, e.field, e.reason))
+            counts.add_invalid(loc, e)
             continue
+        counts.total += 1
         counts.valid += 1
         yield loc, row
         if limit_valid is not None and counts.valid >= limit_valid:

@@ -19,7 +19,7 @@ import posixpath
 import stat
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Optional
+from typing import IO, Any, Callable, Iterable, Iterator, Optional
 
 from engine import userfiles
 from engine.data.errors import DataError, RowError
@@ -190,20 +190,26 @@ def _json_array_records(text: str, name: str) -> Iterator[tuple[str, Any]]:
 
 def _jsonl_records(open_bin: Callable[[], IO[bytes]], name: str) -> Iterator[tuple[str, Any]]:
     with open_bin() as fh:
-        for ln, raw in enumerate(fh, 1):
-            if ln == 1:
-                why = userfiles.bom_problem(raw[:4096])
-                if why:
-                    raise DataError(f"{name}: {why}")
-                raw = raw.removeprefix(b"\xef\xbb\xbf")
-            if not raw.strip():
-                continue
-            try:
-                s = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield f"{name}:{ln}", RowError("", userfiles.not_utf8(raw, e.start))
-                continue
-            yield f"{name}:{ln}", _row_json(s)
+        yield from jsonl_records(enumerate(fh, 1), name)
+
+
+def jsonl_records(numbered: Iterable[tuple[int, bytes]], name: str) -> Iterator[tuple[str, Any]]:
+    """``(line number, bytes)`` lines of JSON lines → ``(file:line, object)``, a :class:`RowError` for a line that
+    is not JSON or not UTF-8; blank lines skipped; line 1 may start with a UTF-8 BOM (another BOM is refused)."""
+    for ln, raw in numbered:
+        if ln == 1:
+            why = userfiles.bom_problem(raw[:4096])
+            if why:
+                raise DataError(f"{name}: {why}")
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        if not raw.strip():
+            continue
+        try:
+            s = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield f"{name}:{ln}", RowError("", userfiles.not_utf8(raw, e.start))
+            continue
+        yield f"{name}:{ln}", _row_json(s)
 
 
 def _text_records(open_bin: Callable[[], IO[bytes]], name: str, suffix: str) -> Iterator[tuple[str, Any]]:

@@ -154,7 +154,7 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
     stage = res["trainer.stage"]
     max_len = int(res["general.max_sequence_length"])
     opt = (optimizer, None) if optimizer is not None else (None, None)
-    ds = lambda rows: Dataset.from_list(rows) if rows else None  # noqa: E731
+    ds = lambda rows: (rows if isinstance(rows, Dataset) else Dataset.from_list(rows)) if rows else None  # noqa: E731
 
     if stage in ("pretrain", "sft"):
         from trl import SFTConfig, SFTTrainer
@@ -166,8 +166,10 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
                                 f"{res['model.name_or_path']} is a text model")
             train, evl, trunc = train_rows, eval_rows, 0
         else:
-            train, trunc = tokenize_lm(tok, train_rows, stage, max_len)
-            evl = tokenize_lm(tok, eval_rows, stage, max_len)[0] if eval_rows else None
+            from engine.data.tokcache import tokenized  # (once per data, tokenizer and length: a cached Arrow file)
+
+            train, trunc = tokenized(tok, train_rows, stage, max_len, tokenize_lm, status)
+            evl = tokenized(tok, eval_rows, stage, max_len, tokenize_lm, status, "validation")[0] if eval_rows else None
         status("tokenizing", f"{len(train)} training rows, {trunc} truncated to {max_len} tokens",
                rows=len(train), truncated=trunc)
         if not train:

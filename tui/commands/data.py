@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import sys
 from pathlib import Path
@@ -105,7 +107,7 @@ def check_cmd(
     # stdout carries the report only (libraries loaded below may print to it)
     with contextlib.redirect_stdout(sys.stderr):
         rep = _run_check(path, fmt, stage, max_length, tokenizer, allow_invalid, res, secrets,
-                         job.profile if preset else None, preview)
+                         job.profile if preset else None, preview, show_progress=not as_json and sys.stderr.isatty())
     if as_json:
         typer.echo(json.dumps(rep, ensure_ascii=False))
     elif sys.stdout.isatty() and rep.get("loss_mask"):
@@ -130,7 +132,32 @@ def check_cmd(
         raise typer.Exit(2)
 
 
-def _run_check(path, fmt, stage, max_length, tokenizer, allow_invalid, res, secrets, profile, preview) -> dict:
+@contextlib.contextmanager
+def check_progress(show: bool):
+    """A progress bar on stderr for the data check (rows, rows/s, time left by bytes read); yields its callback."""
+    if not show:
+        yield None
+        return
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    t0 = time.perf_counter()
+    with Progress(TextColumn("checking"), BarColumn(), TextColumn("{task.fields[rows]}"), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as prog:
+        task = prog.add_task("check", total=None, rows="")
+
+        def update(rows: int, done: int, total: int) -> None:
+            rate = rows / max(1e-9, time.perf_counter() - t0)
+            prog.update(task, completed=done if total else None, total=total or None,
+                        rows=f"{rows:,} rows · {rate:,.0f} rows/s")
+
+        yield update
+
+
+def _run_check(path, fmt, stage, max_length, tokenizer, allow_invalid, res, secrets, profile, preview,
+               show_progress: bool = False) -> dict:
     tok = None
     if tokenizer:
         try:
@@ -152,9 +179,11 @@ def _run_check(path, fmt, stage, max_length, tokenizer, allow_invalid, res, secr
         fallback = prepare_tokenizer(tok, stage, lambda _m: None)
     from engine.data.check import check
 
-    return check(path, fmt, stage=stage, max_length=max_length, tokenizer=tok, tokenizer_name=tokenizer,
-                 allow_invalid=allow_invalid, res=res, secrets=secrets, profile=profile,
-                 preview_rows=preview, seed=int(res.get("runtime.seed") or 0), template_fallback=fallback)
+    with check_progress(show_progress) as progress:
+        return check(path, fmt, stage=stage, max_length=max_length, tokenizer=tok, tokenizer_name=tokenizer,
+                     allow_invalid=allow_invalid, res=res, secrets=secrets, profile=profile,
+                     preview_rows=preview, seed=int(res.get("runtime.seed") or 0), template_fallback=fallback,
+                     progress=progress)
 
 
 def register(app: typer.Typer) -> None:

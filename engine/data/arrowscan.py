@@ -1,0 +1,280 @@
+"""The data check's fast path: JSON-lines blocks parsed by Arrow, validated column by column.
+
+A data file of the corpus or alpaca format in JSON lines is read in blocks of :data:`BLOCK_BYTES`
+(cut at a line end) and parsed by ``pyarrow.json`` with a schema of the keys the format reads.
+The checks the normaliser would make are made on whole columns: a key present and a string, its
+text not blank.  Only the rows these checks cannot pass — a missing key, a blank answer, a
+placeholder ``{{…}}``, text whose blankness Python and Arrow might judge differently — are
+decoded again one by one and handed to the normaliser, so a failing row is reported with the
+same ``file:line`` and reason as the row-by-row reader gives.  A block Arrow cannot parse (a
+line that is not JSON, a value of another type, a key given twice, an alpaca ``history``) is
+read row by row in full.  Memory: one block and its columns at a time.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+from engine.data.errors import RowError
+from engine import userfiles
+from engine.data.sources import FileSource, MultiSource, Source, data_error, data_suffix, jsonl_records
+
+#: bytes parsed at once (a block ends at a line end; a longer line is read whole)
+BLOCK_BYTES = 8 << 20
+#: the formats whose checks are made on columns (others are read row by row)
+FAST_FORMATS = ("corpus", "alpaca")
+#: a character that is certainly not white space for Python's ``str.strip`` (letters, digits, punctuation,
+#: symbols): a text holding one is not blank.  Text without one (only spaces, marks, control characters)
+#: is judged by the normaliser itself.
+_SURELY_NOT_BLANK = r"[\pL\pN\pP\pS]"
+
+#: the ASCII characters Python's ``str.strip`` removes
+_PY_ASCII_SPACE = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
+
+_STRING_KEYS = {"corpus": ("text",), "alpaca": ("instruction", "input", "output", "system", "history")}
+
+
+def fast_files(src: Source, fmt: str) -> list[FileSource] | None:
+    """The JSON-lines files of ``src`` when the fast path can read all of them, else None."""
+    if fmt not in FAST_FORMATS:
+        return None
+    parts = src.parts if isinstance(src, MultiSource) else [src]
+    out = []
+    for p in parts:
+        if type(p) is not FileSource:
+            return None
+        suf = data_suffix(p.path.name)
+        if suf not in (".json", ".jsonl", ".ndjson"):
+            return None
+        with userfiles.open_binary(p.path, p.display, data_error, decompress=False) as fh:
+            head = fh.read(4096)
+        if head.startswith(b"\x1f\x8b"):  # gzip: the row reader decompresses it
+            return None
+        if suf == ".json" and not head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{"):
+            return None
+        out.append(p)
+    return out
+
+
+@dataclass
+class Block:
+    """Valid rows of a block, as columns (``text`` for corpus; ``system`` / ``prompt`` / ``output`` for alpaca,
+    ``system`` null where the row has none) and what the check counts of them."""
+    fmt: str
+    locs: list[str] | None  # (built only when asked: see loc())
+    name: str
+    lines: Any  # numpy int64: each row's line number
+    cols: dict[str, Any]  # pyarrow arrays
+    nchars: Any  # numpy int64
+    keys: Any  # pyarrow string array: an injective serialisation of the canonical row (duplicates)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def loc(self, i: int) -> str:
+        return f"{self.name}:{int(self.lines[i])}"
+
+    def row(self, i: int) -> dict:
+        """The canonical row at ``i``, as the normaliser builds it."""
+        if self.fmt == "corpus":
+            return {"text": self.cols["text"][i].as_py()}
+        msgs = []
+        s = self.cols["system"][i].as_py()
+        if s is not None:
+            msgs.append({"role": "system", "content": s})
+        msgs.append({"role": "user", "content": self.cols["prompt"][i].as_py()})
+        msgs.append({"role": "assistant", "content": self.cols["output"][i].as_py()})
+        return {"messages": msgs}
+
+
+def _blocks(path, block_bytes: int) -> Iterator[tuple[int, bytes, int]]:
+    """``(first line number, bytes, lines)`` blocks of whole lines."""
+    import os
+
+    line = 1
+    with userfiles.open_binary(path, str(path), data_error, decompress=False) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        pos = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
+        want = block_bytes
+        while pos < size:
+            fh.seek(pos)
+            block = fh.read(min(want, size - pos))
+            if pos + len(block) < size:
+                cut = block.rfind(b"\n") + 1
+                if cut == 0:  # a line longer than a block: a longer block
+                    want *= 2
+                    continue
+                if cut < len(block):
+                    block = block[:cut]
+            pos += len(block)
+            want = block_bytes
+            n = _line_count(block)
+            yield line, block, n
+            line += n
+
+
+def _line_count(block: bytes) -> int:
+    return block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+
+
+def _row_lines(block: bytes, n_lines: int, n_rows: int, start: int):
+    """Line number of each row Arrow read from ``block`` (Arrow skips blank lines); None if they cannot be
+    matched one to one."""
+    import numpy as np
+
+    if n_rows == n_lines:
+        return np.arange(start, start + n_rows, dtype=np.int64)
+    nonblank = [i for i, ln in enumerate(block.split(b"\n")[:n_lines]) if ln.strip()]
+    if len(nonblank) != n_rows:
+        return None
+    return np.asarray(nonblank, dtype=np.int64) + start
+
+
+def _schema(fmt: str):
+    import pyarrow as pa
+
+    return pa.schema([(k, pa.string()) for k in _STRING_KEYS[fmt]])
+
+
+def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], None],
+              block_bytes: int | None = None, advance: Callable[[int], None] | None = None) -> Iterator[Block | list[tuple[str, dict]]]:
+    """The valid rows of one JSON-lines file: a :class:`Block` of columns, or a list of ``(location, row)``
+    for rows read one by one; ``on_invalid(location, error)`` for each invalid row, in file order within a
+    block."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    from engine.data.formats import normalizer
+
+    norm = normalizer(fmt)
+    opts = pj.ParseOptions(explicit_schema=_schema(fmt), unexpected_field_behavior="ignore")
+    name = src.display
+
+    def one_by_one(block: bytes, start: int, n_lines: int, only: Optional[set[int]] = None) -> list[tuple[str, dict]]:
+        out = []
+        if only is None:
+            lines = block.split(b"\n")[:n_lines]
+            numbered = ((start + i, ln) for i, ln in enumerate(lines))
+        else:  # (a block Arrow read: its lines end with \n; only the lines asked for are cut out)
+            import numpy as np
+
+            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+
+            def line_at(k: int) -> bytes:
+                a = int(ends[k - 1]) + 1 if k else 0
+                return block[a:int(ends[k]) if k < len(ends) else len(block)]
+
+            numbered = ((i, line_at(i - start)) for i in sorted(only))
+        for loc, obj in jsonl_records(numbered, name):
+            try:
+                if isinstance(obj, RowError):
+                    raise obj
+                out.append((loc, norm(obj, None)))
+            except RowError as e:
+                on_invalid(loc, e)
+        return out
+
+    for start, block, n_lines in _blocks(src.path, block_bytes or BLOCK_BYTES):
+        if advance is not None:
+            advance(len(block))
+        try:
+            if not block.isascii():  # (Arrow does not check UTF-8 inside strings: a bad line goes one by one)
+                try:
+                    block.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise pa.ArrowInvalid("not UTF-8") from None
+            try:
+                table = pj.read_json(io.BytesIO(block), parse_options=opts)
+            except pa.ArrowInvalid as e:
+                if "straddl" not in str(e):  # (a row longer than Arrow's block: once more, as one block)
+                    raise
+                table = pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=len(block) + 1),
+                                     parse_options=opts)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            table = None
+        lines = _row_lines(block, n_lines, table.num_rows, start) if table is not None else None
+        if table is None or lines is None:
+            rows = one_by_one(block, start, n_lines)
+            if rows:
+                yield rows
+            continue
+        blk, doubtful = _columns(table, fmt, lines, name, b"{{" in block or b"\\u007" in block)
+        if doubtful is not None and len(doubtful):
+            # the rows the columns cannot pass: the normaliser says why (or takes them after all), in file order
+            rows = one_by_one(block, start, n_lines, {int(x) for x in doubtful})
+            if rows:
+                yield rows
+        if blk is not None and len(blk):
+            yield blk
+
+
+def _columns(table, fmt: str, lines, name: str, braces_in_block: bool = True):
+    """The block of rows that pass on columns, and the line numbers of the others."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    memo: dict[int, Any] = {}
+
+    def surely(col):  # certainly not blank (null → false); ASCII text: exactly Python's `s.strip() != ""`
+        if id(col) not in memo:
+            if pc.all(pc.fill_null(pc.string_is_ascii(col), True)).as_py():
+                v = pc.greater(pc.binary_length(pc.ascii_trim(col, _PY_ASCII_SPACE)), 0)
+            else:
+                v = pc.match_substring_regex(col, _SURELY_NOT_BLANK)
+            memo[id(col)] = pc.fill_null(v, False)
+        return memo[id(col)]
+
+    def empty(col):  # null or ""
+        return pc.fill_null(pc.equal(pc.binary_length(col), 0), True)
+
+    def braces(col):
+        return pc.fill_null(pc.match_substring(col, "{{"), False)
+
+    def length(col):
+        n = pc.utf8_length(col)
+        return n if n.null_count == 0 else pc.fill_null(n, 0)
+
+    def framed(label, col):  # "label=<length>:<text>" (engine.data.check._row_key's serialisation), as join args
+        return [label + "=", pc.cast(pc.utf8_length(col), pa.string()), ":", col]
+
+    if fmt == "corpus":
+        text = table.column("text").combine_chunks()
+        ok = surely(text)
+        cols = {"text": text}
+        nchars = length(text)
+        keys = pc.binary_join_element_wise(*framed("text", text), "")
+    else:
+        c = {k: table.column(k).combine_chunks() for k in _STRING_KEYS[fmt]}
+        ins, inp, out, sys_ = c["instruction"], c["input"], c["output"], c["system"]
+        # each text is surely not blank, or empty / absent; anything else (white space only…) goes one by one
+        clear = [pc.or_(surely(x), empty(x)) for x in (inp, sys_)]
+        ok = pc.and_(pc.and_(pc.is_valid(ins), pc.or_(surely(ins), empty(ins))), pc.and_(clear[0], clear[1]))
+        ok = pc.and_(ok, pc.and_(surely(out), pc.or_(surely(ins), surely(inp))))
+        ok = pc.and_(ok, pc.is_null(c["history"]))
+        # (the common cases skip the copies: no row with both texts, every instruction given, no system)
+        one = ins if pc.all(surely(ins)).as_py() else pc.if_else(surely(ins), ins, inp)
+        both = pc.and_(surely(ins), surely(inp))
+        prompt = pc.if_else(both, pc.binary_join_element_wise(ins, inp, "\n"), one) if pc.any(both).as_py() else one
+        system = sys_ if sys_.null_count == len(sys_) else pc.if_else(surely(sys_), sys_, pa.scalar(None, pa.string()))
+        cols = {"system": system, "prompt": prompt, "output": out}
+        nchars = pc.add(pc.add(length(system), length(prompt)), length(out))
+        if system.null_count == len(system):
+            head = "messages[2]"
+        else:
+            head = pc.if_else(pc.is_valid(system),
+                              pc.binary_join_element_wise("messages[3]", *framed("system", system), ""), "messages[2]")
+        keys = pc.binary_join_element_wise(head, *framed("user", prompt), *framed("assistant", out), "")
+    # a placeholder `{{…}}` in any text: the key holds every text of the rows that pass (a blank or doubtful one
+    # has failed already), and its framing adds no brace
+    if braces_in_block:  # (no "{{" in the block's bytes, escaped or not: no placeholder in any of its texts)
+        ok = pc.and_(ok, pc.invert(braces(keys)))
+    okn = ok.to_numpy(zero_copy_only=False)
+    bad = lines[~okn]
+    if okn.all():
+        return Block(fmt, None, name, lines, cols, pc.fill_null(nchars, 0).to_numpy(), keys), bad
+    sel = pa.array(okn)
+    cols = {k: pc.filter(v, sel) for k, v in cols.items()}
+    return Block(fmt, None, name, lines[okn], cols, np.asarray(pc.filter(nchars, sel)), pc.filter(keys, sel)), bad

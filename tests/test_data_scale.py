@@ -1,0 +1,273 @@
+"""Data at scale: the data check's Arrow path (engine/data/arrowscan.py) reports exactly what the row-by-row reader
+reports — the same counts, invalid rows (file:line and reason), duplicates, character statistics, placeholders,
+preview — on files mixing every kind of row the column checks must send back to the normaliser."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from engine.data import arrowscan
+from engine.data.check import check
+from tests.fixtures_data import read_pty
+
+WS = [" ", "\t", "\u3000", "\x1c", "\u00a0", "\u200b", "\u0301"]  # (the last two are not white space for Python)
+
+
+def _text(rng: random.Random) -> str:
+    r = rng.random()
+    if r < 0.06:
+        return ""
+    if r < 0.14:
+        return "".join(rng.choice(WS) for _ in range(rng.randint(1, 3)))
+    if r < 0.18:
+        return "fill in {{name}} here"
+    if r < 0.2:
+        return "{{"
+    if r < 0.25:
+        return "héllo wörld 你好"
+    return rng.choice(["apple", "pear", "a b", "x\ny", "7"]) + rng.choice(["", " ", "\u3000"])
+
+
+def _alpaca_line(rng: random.Random, dirty: bool) -> str:
+    r = rng.random()
+    if r < 0.04 and not dirty:
+        return ""  # blank line
+    if not dirty:
+        row = {k: _text(rng) for k, p in (("instruction", 0.95), ("input", 0.7), ("output", 0.93), ("system", 0.2))
+               if rng.random() < p}
+        return json.dumps(row, ensure_ascii=rng.random() < 0.5)
+    if r < 0.02:
+        return "{not json"
+    if r < 0.04:
+        return ""  # blank line
+    if r < 0.05:
+        return "[1, 2]"
+    row: dict = {}
+    for k, p in (("instruction", 0.95), ("input", 0.7), ("output", 0.93), ("system", 0.2)):
+        if rng.random() < p:
+            row[k] = _text(rng) if rng.random() > 0.03 else rng.choice([None, 5, ["a"]])
+    if rng.random() < 0.03:
+        row["history"] = rng.choice([[["q", "a"]], "no", [], None])
+    if rng.random() < 0.1:
+        row["extra"] = {"nested": [1, 2]}
+    return json.dumps(row, ensure_ascii=rng.random() < 0.5)
+
+
+def _corpus_line(rng: random.Random, dirty: bool) -> str:
+    r = rng.random()
+    if not dirty:
+        return "   " if r < 0.03 else json.dumps({"text": _text(rng)} if r > 0.06 else {"body": "x"})
+    if r < 0.03:
+        return "oops"
+    if r < 0.06:
+        return "   "
+    v = _text(rng) if rng.random() > 0.05 else rng.choice([None, 1, {"a": 1}])
+    return json.dumps({"text": v} if rng.random() > 0.03 else {"body": "x"})
+
+
+SAME = ("rows", "invalid_rows", "invalid_more", "duplicates", "empty_strings", "chars", "placeholders", "preview",
+        "errors", "warnings", "ok")
+
+
+def _both(path, fmt, monkeypatch, **kw):
+    fast = check(str(path), fmt, allow_invalid=100, token_sample=10_000, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(arrowscan, "fast_files", lambda src, fmt: None)
+        slow = check(str(path), fmt, allow_invalid=100, token_sample=10_000, **kw)
+    return fast, slow
+
+
+@pytest.mark.parametrize("fmt,seed,newline", [("alpaca", 0, "\n"), ("alpaca", 1, "\r\n"), ("alpaca", 2, "\n"),
+                                              ("corpus", 3, "\n"), ("corpus", 4, "\r\n")])
+def test_arrow_path_reports_what_the_row_reader_reports(tmp_path, monkeypatch, fmt, seed, newline):
+    rng = random.Random(seed)
+    make = _alpaca_line if fmt == "alpaca" else _corpus_line
+    lines = [make(rng, dirty=(i // 40) % 3 == 0) for i in range(1500)]  # a third of the file breaks Arrow's parse
+    lines += lines[:200]  # duplicates across blocks
+    # some braces written as JSON escapes: `\u007b{name}}` in the file is `{{name}}` in the text
+    lines = [ln.replace("{{", "\\u007b{", 1) if i % 2 else ln for i, ln in enumerate(lines)]
+    p = tmp_path / "d.jsonl"
+    body = newline.join(lines).encode()
+    if seed == 1:  # a line not UTF-8 (Latin-1): Arrow does not see it, the row reader names it
+        body = body.replace(b"apple", b"pomme \xe9", 3)
+    p.write_bytes(("\ufeff" if seed == 2 else "").encode() + body + b"\n")
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 2048)  # many blocks, some parsed by Arrow, some not
+    arrow_blocks = []
+    real = arrowscan._columns
+    monkeypatch.setattr(arrowscan, "_columns", lambda *a: arrow_blocks.append(1) or real(*a))
+    fast, slow = _both(p, fmt, monkeypatch)
+    n_blocks = len(list(arrowscan._blocks(p, 2048)))
+    assert 0 < len(arrow_blocks) < n_blocks, (len(arrow_blocks), n_blocks)
+    assert fast["rows"]["invalid"] > 0 and fast["duplicates"] > 0
+    for k in SAME:
+        assert fast[k] == slow[k], k
+
+
+def test_clean_blocks_take_the_arrow_path(tmp_path, monkeypatch):
+    """A clean file is checked on columns: the normaliser sees only the rows the columns cannot pass."""
+    rows = [{"instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1)} for i in range(3000)]
+    rows[1234] = {"instruction": "no answer"}
+    p = tmp_path / "d.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    seen = []
+    from engine.data import formats
+
+    real = formats.NORMALIZERS["alpaca"]
+    monkeypatch.setitem(formats.NORMALIZERS, "alpaca", lambda obj, img=None: seen.append(obj) or real(obj, img))
+    rep = check(str(p), "alpaca", allow_invalid=1)
+    assert seen == [{"instruction": "no answer"}]
+    assert rep["rows"]["valid"] == 2999 and rep["invalid_rows"][0]["location"] == f"{p}:1235"
+    assert rep["invalid_rows"][0]["reason"] == "missing key `output`"
+    assert rep["preview"][0]["messages"] == [{"role": "user", "content": "Add 0 and 1."},
+                                             {"role": "assistant", "content": "1"}]
+
+
+# ------------------------------------------------------------------------------ tokenize once
+
+SFT_ROWS = [{"messages": [{"role": "user", "content": f"Add {i} and {i}." + " Twice." * (i % 4)},
+                          {"role": "assistant", "content": str(2 * i)}]} for i in range(40)]
+
+
+def _tokenize(tok, rows, stage, max_len, monkeypatch, tmp_path):
+    from engine.data.tokcache import tokenized
+    from engine.train.trainers import tokenize_lm
+
+    monkeypatch.setenv("FINETUI_CACHE_DIR", str(tmp_path / "cache"))
+    said = []
+    ds, trunc = tokenized(tok, rows, stage, max_len, tokenize_lm, lambda phase, text, **kw: said.append(kw["cache"]))
+    return ds, trunc, said
+
+
+def test_tokenized_once_then_memory_mapped(data_tokenizer, monkeypatch, tmp_path):
+    from engine.train.trainers import tokenize_lm
+
+    n = max(len(r["input_ids"]) for r in tokenize_lm(data_tokenizer, SFT_ROWS, "sft", None)[0]) - 1
+    want, want_trunc = tokenize_lm(data_tokenizer, SFT_ROWS, "sft", n)
+    ds, trunc, said = _tokenize(data_tokenizer, SFT_ROWS, "sft", n, monkeypatch, tmp_path)
+    assert said == ["written"] and ds.to_list() == want and trunc == want_trunc > 0
+    ds2, trunc2, said = _tokenize(data_tokenizer, SFT_ROWS, "sft", n, monkeypatch, tmp_path)
+    assert said == ["reused"] and ds2.to_list() == want and trunc2 == trunc
+    assert ds2.cache_files and ds2.cache_files[0]["filename"].startswith(str(tmp_path / "cache" / "tokenized"))
+    # what the tokens depend on is in the key: the length, the rows' content, the stage, the chat template
+    for rows, stage, m in ((SFT_ROWS, "sft", n + 1), (SFT_ROWS[:-1] + [SFT_ROWS[0]], "sft", n),
+                           (SFT_ROWS, "pretrain", n)):
+        assert _tokenize(data_tokenizer, rows, stage, m, monkeypatch, tmp_path)[2] == ["written"]
+    tpl = data_tokenizer.chat_template
+    try:
+        data_tokenizer.chat_template = tpl.replace("<|im_start|>", "<|im_start|> ")
+        assert _tokenize(data_tokenizer, SFT_ROWS, "sft", n, monkeypatch, tmp_path)[2] == ["written"]
+    finally:
+        data_tokenizer.chat_template = tpl
+
+
+CONCURRENT = r"""
+import json, sys
+from engine.data.tokcache import tokenized
+from engine.data.tokenize import load_tokenizer
+from engine.train.trainers import tokenize_lm
+tok = load_tokenizer(sys.argv[1])
+rows = json.loads(open(sys.argv[2]).read())
+said = []
+ds, _ = tokenized(tok, rows, "sft", 64, tokenize_lm, lambda p, t, **kw: said.append(kw["cache"]))
+print(json.dumps({"said": said, "rows": len(ds), "first": ds[0]["input_ids"]}))
+"""
+
+
+def test_ranks_at_once_tokenize_once(data_tokenizer, tmp_path):
+    """Two ranks started together on one host: one tokenizes, the other waits on the lock and maps its file."""
+    import os
+    import subprocess
+    import sys
+
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(SFT_ROWS * 50))
+    env = dict(os.environ, FINETUI_CACHE_DIR=str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(data_tokenizer.saved_path), str(rows)],
+                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=240)[0].strip().splitlines()[-1]) for p in procs]
+    assert sorted(o["said"][0] for o in outs) == ["reused", "written"]
+    assert outs[0]["rows"] == outs[1]["rows"] == 2000 and outs[0]["first"] == outs[1]["first"]
+    assert not [p for p in (tmp_path / "cache" / "tokenized").iterdir() if ".part" in p.name]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_same_job_launched_twice_tokenizes_once(tmp_path, tiny_model, tmp_path_factory):
+    """Two launches of the same job (the real worker, one rank each): the first tokenizes and caches, the second
+    says it reused the cache, memory-maps it and trains to the same losses."""
+    import uuid
+
+    from tests.fixtures_train import describe_run, events, kinds, losses, run_batch, session_cache, write_run
+
+    tag = uuid.uuid4().hex[:8]  # (rows no other test has: the session's cache holds no entry for them)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Say {w} {tag}", "input": "", "output": w}) + "\n"
+                            for w in ("apple", "pear", "plum", "fig", "kiwi", "lime", "date", "yuzu")))
+    specs = []
+    for name in ("first", "second"):
+        write_run(tmp_path / name, **{"data.train_path": str(data), "data.format": "alpaca", "general.max_steps": 2,
+                                      "trainer.training_type": "full", "general.learning_rate": 0.005})
+        specs.append({"name": name, "run_dir": str(tmp_path / name), "kind": "train", "hook": None, "at": 0,
+                      "temperature": 0.0})
+    res = run_batch(specs, session_cache(tmp_path_factory))
+    said = {}
+    for name in ("first", "second"):
+        assert res[name]["code"] == 0, describe_run(tmp_path / name)
+        said[name] = [(r["cache"], r["text"]) for r in kinds(events(tmp_path / name), "status") if r.get("cache")]
+    assert [c for c, _ in said["first"]] == ["written"] and said["first"][0][1].startswith("tokenized ")
+    assert [c for c, _ in said["second"]] == ["reused"] and said["second"][0][1].startswith("reused cache")
+    first, second = losses(events(tmp_path / "first")), losses(events(tmp_path / "second"))
+    assert first and first == second
+
+
+def test_tokenizing_says_its_progress(data_tokenizer, monkeypatch, tmp_path):
+    """Long tokenization says how far it is: phase "preparing data" with a fraction, rows/s and the time left."""
+    from engine.data import tokcache
+    from engine.train.trainers import tokenize_lm
+
+    monkeypatch.setattr(tokcache, "CHUNK", 10)
+    monkeypatch.setattr(tokcache, "PROGRESS_S", 0.0)
+    monkeypatch.setenv("FINETUI_CACHE_DIR", str(tmp_path / "cache"))
+    said = []
+    ds, _ = tokcache.tokenized(data_tokenizer, SFT_ROWS, "sft", 64, tokenize_lm,
+                               lambda phase, text, **kw: said.append((phase, text, kw)))
+    prog = [(t, kw) for p, t, kw in said if p == "preparing data"]
+    assert [kw["fraction"] for _, kw in prog] == [0.25, 0.5, 0.75]
+    assert prog[0][0].startswith("tokenizing: 10 / 40 training rows · ") and "rows/s" in prog[0][0]
+    assert ds.to_list() == tokenize_lm(data_tokenizer, SFT_ROWS, "sft", 64)[0]
+
+
+def test_check_says_its_progress(tmp_path, monkeypatch):
+    """The check reports rows and bytes as it goes (per Arrow block; by rows on the row-by-row path)."""
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(3000)))
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 8192)
+    seen = []
+    rep = check(str(p), "corpus", progress=lambda rows, done, total: seen.append((rows, done, total)))
+    size = p.stat().st_size
+    assert rep["rows"]["valid"] == 3000 and len(seen) > 5
+    assert all(t == size for _, _, t in seen) and seen[-1] == (3000, size, size)
+    assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
+
+
+def test_cli_check_shows_a_progress_bar_in_a_terminal(tmp_path):
+    """In a terminal `finetui data check` draws its bar on stderr: rows, rows/s (erased when the report prints)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(50_000)))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "data", "check", str(p), "--format", "corpus"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+                            env=dict(os.environ, COLUMNS="120", TERM="xterm"))
+    os.close(slave)
+    out = proc.communicate(timeout=180)[0].decode()
+    err = read_pty(master)
+    assert proc.returncode == 0 and "result: OK" in out
+    assert b"checking" in err and b"50,000 rows" in err and b"rows/s" in err
