@@ -483,7 +483,8 @@ FIELDS: list[Field] = [
        "Number of nodes (Nova: replicas).", range=Range(1, 4096), aliases=("replicas",)),
     _F("launch", "launcher", "enum", "torchrun", "Launcher",
        "torchrun (c10d rendezvous, one per node over SSH) or deepspeed (its own launcher with a "
-       "generated hostfile). Slurm clusters: run finetui train inside an allocation.",
+       "generated hostfile). Slurm clusters: run finetui train inside an allocation. A torchrun run of one "
+       "process on one node starts the worker directly, without torchrun's launcher process.",
        choices=("torchrun", "deepspeed")),
     _F("launch", "master_port", "int", 29500, "Master port", "Rendezvous port of the master node.",
        range=Range(1024, 65535)),
