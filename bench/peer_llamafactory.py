@@ -269,7 +269,9 @@ def run_side(side: str, files: dict, procs: int, tmp: Path, tag: str, env: dict,
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         lf_env = {**env, "PYTHONPATH": str(tmp / "peer-stubs"), "DISABLE_VERSION_CHECK": "1",
-                  "LLAMAFACTORY_VERBOSITY": "WARN", "USE_MODELSCOPE_HUB": "0", "HF_HUB_OFFLINE": "1"}
+                  "LLAMAFACTORY_VERBOSITY": "WARN", "USE_MODELSCOPE_HUB": "0", "HF_HUB_OFFLINE": "1",
+                  # its launcher runs `torchrun` from PATH: the peer's own
+                  "PATH": f"{LF_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}", "VIRTUAL_ENV": str(LF_VENV)}
         if procs > 1:
             lf_env.update(FORCE_TORCHRUN="1", NNODES="1", NPROC_PER_NODE=str(procs), MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
