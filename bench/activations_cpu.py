@@ -272,13 +272,14 @@ def report(rows: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="four configurations")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (tests/test_bench_smoke.py); its figures mean nothing")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         print(json.dumps(child(json.loads(a.child))))
         return 0
-    rows = run(QUICK if a.quick else CONFIGS)
+    rows = run(QUICK[:1] if a.smoke else QUICK if a.quick else CONFIGS)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
     print("estimator vs the resident set of a training step (CPU, sdpa, a process per configuration, "

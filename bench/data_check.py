@@ -96,7 +96,10 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=None, help="also measure token lengths (sampled) with this tokenizer")
     ap.add_argument("--no-load", action="store_true", help="skip the load_rows contrast")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (tests/test_bench_smoke.py); its figures mean nothing")
     args = ap.parse_args()
+    if args.smoke:
+        args.rows = 2000
 
     with tempfile.TemporaryDirectory(prefix="finetui-bench-data-") as td:
         big, small = Path(td) / "big.jsonl", Path(td) / "small.jsonl"

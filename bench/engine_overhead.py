@@ -178,7 +178,10 @@ def main() -> int:
     ap.add_argument("--tensorboard", action="store_true",
                     help="keep finetui's TensorBoard logging on (the plain script reports to nothing)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (tests/test_bench_smoke.py); its figures mean nothing")
     a = ap.parse_args()
+    if a.smoke:
+        a.rounds, a.max_steps, a.max_len, a.rows = 1, 2, 64, 32
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     res: dict[str, list[dict]] = {"finetui": [], "plain": []}
     with tempfile.TemporaryDirectory(prefix="finetui-bench-ovh-") as tmp:

@@ -146,7 +146,7 @@ def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
     return got
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False, smoke: bool = False) -> list[dict]:
     from engine.config import JobConfig
     from engine.estimate import estimate
 
@@ -157,6 +157,8 @@ def run(quick: bool = False) -> list[dict]:
         runs = [(sname, mname, "sft") for sname in SHAPES for mname in METHODS
                 if not quick or mname in ("full", "lora")]
         runs += [(llama, mname, stage) for stage, mname in STAGE_RUNS if not quick or stage == "dpo"]
+        if smoke:
+            runs = [(llama, "lora", "sft"), (llama, "lora", "dpo")]
         for sname, mname, stage in runs:
             shape, mdir, mvals = SHAPES[sname], dirs[sname], METHODS[mname]
             data, fmt = STAGE_DATA[stage]
@@ -198,9 +200,10 @@ def report(rows: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="full and LoRA only")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (tests/test_bench_smoke.py); its figures mean nothing")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    rows = run(a.quick)
+    rows = run(a.quick, a.smoke)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
     print("estimator vs real tensors after the first optimizer step (CPU, fp32, adamw_torch)")

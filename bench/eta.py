@@ -49,7 +49,10 @@ def main() -> int:
     ap.add_argument("--max-len", type=int, default=512)
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--stage", choices=("sft", "dpo"), default="sft")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (tests/test_bench_smoke.py); its figures mean nothing")
     a = ap.parse_args()
+    if a.smoke:
+        a.max_steps, a.max_len, a.rows = 4, 64, 64
     dpo = a.stage == "dpo"
     from engine import presets
     from engine.estimate import estimate

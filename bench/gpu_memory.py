@@ -12,7 +12,7 @@ allocator does not count). Target: within ±15 %.
 
     python bench/gpu_memory.py            # needs a CUDA GPU (a few minutes)
     python bench/gpu_memory.py --quick    # the first six configurations
-    python bench/gpu_memory.py --cpu-smoke  # the same code path on CPU, two small configurations: a
+    python bench/gpu_memory.py --smoke  # the same code path on CPU, two small configurations: a
                                           # check that the script runs before spending GPU time
 """
 
@@ -73,7 +73,7 @@ CONFIGS = [
                       "runtime.gradient_checkpointing": False, "adapter.lora_rank": 16, "adapter.lora_dropout": 0.0,
                       **STAGES["dpo"]}),
 ]
-#: --cpu-smoke: the same path on CPU with a small shape (the peak is the process's resident high-water mark there,
+#: --smoke: the same path on CPU with a small shape (the peak is the process's resident high-water mark there,
 #: libraries included: not comparable with the estimate, only a check that every step of the script runs)
 SMOKE_SHAPES = {"llama-untied": CPU_SHAPES["llama-untied"]}
 SMOKE = [("llama-untied", {"trainer.training_type": "full", "general.batch_size": 2, "general.max_sequence_length": 128,
@@ -180,7 +180,8 @@ def table(result: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the first six configurations")
-    ap.add_argument("--cpu-smoke", action="store_true", help="two small configurations on CPU: does the script run?")
+    ap.add_argument("--smoke", dest="cpu_smoke", action="store_true",
+                    help="two small configurations on CPU: checks that the script runs (tests/test_bench_smoke.py)")
     ap.add_argument("--json", type=Path, help="also write the result as JSON here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -195,7 +196,7 @@ def main() -> int:
     if a.cpu_smoke:
         result = run(SMOKE, SMOKE_SHAPES, "cpu")
     elif not torch.cuda.is_available():
-        print("gpu_memory: no CUDA GPU here — skipped (run it on a GPU machine; --cpu-smoke checks the script on CPU)")
+        print("gpu_memory: no CUDA GPU here — skipped (run it on a GPU machine; --smoke checks the script on CPU)")
         return 0
     else:
         result = run(CONFIGS[:6] if a.quick else CONFIGS, SHAPES, "cuda")

@@ -108,7 +108,10 @@ def to_tensors(batch: list[list[int]], mode: str, vocab: int, device: str, gen):
 
 
 def run(device: str = "cpu", rows: int = 256, batch: int = 8, max_len: int = 512, rounds: int = 3,
-        model_cfg: dict | None = None) -> dict:
+        model_cfg: dict | None = None, attn: str = "sdpa",
+        modes: tuple[str, ...] = ("padded", "grouped", "padding_free", "packed", "packed_rows")) -> dict:
+    """Tokens/s of each batch layout (``modes``) with the attention ``attn`` (sdpa; flash_attention_2 takes the
+    flattened layouts through its varlen kernels: bench/gpu_check.py compares the two)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -117,7 +120,7 @@ def run(device: str = "cpu", rows: int = 256, batch: int = 8, max_len: int = 512
     mt = cfg_d.pop("model_type")
     cfg_d = {k: v for k, v in cfg_d.items() if not k.startswith("_") and k not in ("architectures", "dtype")}
     cfg = AutoConfig.for_model(mt, **cfg_d)
-    cfg._attn_implementation = "sdpa"
+    cfg._attn_implementation = attn
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
@@ -125,7 +128,6 @@ def run(device: str = "cpu", rows: int = 256, batch: int = 8, max_len: int = 512
     model.config.use_cache = False  # as the Trainer sets it: with a cache, transformers skips the packed-row mask
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
     lens = lengths(rows, max_len)
-    modes = ("padded", "grouped", "padding_free", "packed", "packed_rows")
     plans = {m: make_batches(lens, batch, max_len, m) for m in modes}
     gen = torch.Generator(device=device).manual_seed(0)
     tok = {m: 0 for m in modes}
@@ -157,11 +159,10 @@ def run(device: str = "cpu", rows: int = 256, batch: int = 8, max_len: int = 512
             "threads": torch.get_num_threads(), "rows": rows, "batch": batch, "max_len": max_len,
             "mean_len": sum(lens) / len(lens), "padding_share": 1 - sum(lens) / padded_tokens,
             "packed_fill": sum(lens) / (len(bfd(lens, max_len)) * max_len),
-            "grouped_padding_share": 1 - sum(lens) / sum(len(b) * max(sum(r) for r in b) for b in plans["grouped"]),
-            "tokens_per_s": tps, "ratio_grouped": tps["grouped"] / tps["padded"],
-            "ratio_padding_free": tps["padding_free"] / tps["padded"],
-            "ratio_packed": tps["packed"] / tps["padded"],
-            "ratio_packed_rows": tps["packed_rows"] / tps["padded"], "rounds": rounds,
+            "grouped_padding_share": 1 - sum(lens) / sum(len(b) * max(sum(r) for r in b) for b in plans["grouped"])
+            if "grouped" in plans else None,
+            "tokens_per_s": tps, **{f"ratio_{m}": tps[m] / tps["padded"] for m in modes if m != "padded"},
+            "attn": attn, "rounds": rounds,
             "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -188,8 +189,13 @@ def main() -> int:
     ap.add_argument("--max-len", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (tests/test_bench_smoke.py); its figures mean nothing")
     a = ap.parse_args()
-    if a.device == "cuda":
+    if a.smoke:  # a one-layer model, a few rows
+        a.rows, a.max_len, a.rounds, a.batch = a.rows or 16, a.max_len or 128, 1, 4
+        r = run(a.device, a.rows, a.batch, a.max_len, a.rounds, {**SMALL, "hidden_size": 64, "intermediate_size": 128,
+                                                                 "num_hidden_layers": 1, "vocab_size": 512})
+    elif a.device == "cuda":
         from engine.modelinfo import CATALOG
 
         r = run("cuda", a.rows or 512, a.batch, a.max_len or 2048, a.rounds,

@@ -92,7 +92,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--size", default="80x24")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (tests/test_bench_smoke.py); its figures mean nothing (the working tree against itself, one round)")
     args = ap.parse_args()
+    if args.smoke:
+        args.a, args.b, args.rounds = ".", ".", 1
     if args.child:
         child()
         return 0

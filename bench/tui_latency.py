@@ -386,7 +386,10 @@ def main() -> int:
     ap.add_argument("--child-monitor")
     ap.add_argument("--child-hello", action="store_true")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (tests/test_bench_smoke.py); its figures mean nothing")
     a = ap.parse_args()
+    if a.smoke:
+        a.seconds, a.repeat = 1.0, 1
     if a.child_monitor:
         child_monitor(a.child_monitor)
         return 0

@@ -18,12 +18,28 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Iterable
 
-from engine.datapaths import any_s3, data_paths, split_format
+from engine.datapaths import any_s3, data_paths, path_problem, split_format
+from engine.errors import FinetuiError
 
 INF = math.inf
+
+# The largest values a trainer can use, written into the fields' ranges (so the allowed range says them):
+# beyond them a value is a typo or an attack on the schema, never a job.
+MAX_BATCH = 65536  # examples per device per step; gradient accumulation steps
+MAX_EPOCHS = 10_000
+MAX_STEPS = 1_000_000_000  # optimizer steps, warmup, logging / evaluation / checkpoint intervals
+MAX_ROWS = 10**12
+MAX_TOKENS = 1 << 24  # sequence length (16M tokens)
+MAX_SEED = 2**32 - 1  # numpy's seed range (transformers.set_seed seeds numpy)
+MAX_RANK = 1 << 20  # LoRA rank / alpha
+MAX_LAYERS = 10_000
+MAX_COUNT = 1_000_000  # checkpoints kept, early-stopping patience
+#: no integer field holds more than this: larger ones are refused before they are formatted or compared
+INT_LIMIT = 10**18
 
 # --------------------------------------------------------------------------
 # Field declarations
@@ -68,9 +84,9 @@ class Range:
     def describe(self) -> str:
         lo = hi = ""
         if self.min is not None:
-            lo = f"{_num(self.min)} {'<' if self.min_exclusive else '≤'} "
+            lo = f"{_bound(self.min)} {'<' if self.min_exclusive else '≤'} "
         if self.max is not None:
-            hi = f" {'<' if self.max_exclusive else '≤'} {_num(self.max)}"
+            hi = f" {'<' if self.max_exclusive else '≤'} {_bound(self.max)}"
         if not lo and not hi:
             return "any number"
         return f"{lo}x{hi}"
@@ -82,6 +98,16 @@ class Range:
         lb = "(" if (self.min is None or self.min_exclusive) else "["
         rb = ")" if (self.max is None or self.max_exclusive) else "]"
         return f"{lb}{lo}, {hi}{rb}"
+
+
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _bound(v: float) -> str:
+    """A range bound: a large power of ten as ``10⁹`` (the form's hint column is narrow), else :func:`_num`."""
+    if isinstance(v, int) and v >= 10**6 and str(v).rstrip("0") == "1":
+        return "10" + str(len(str(v)) - 1).translate(_SUPERSCRIPT)
+    return _num(v)
 
 
 def _num(v: float) -> str:
@@ -109,6 +135,9 @@ class Field:
     visible_text: str = ""  # the rule in words, for docs and the TUI
     secret: bool = False
     aliases: tuple[str, ...] = ()  # names used by providers (docs / importers)
+    #: a check of the value's form beyond type and range (a host name, a variable name): → why not, or None;
+    #: for a list, applied to each item
+    check: Callable[[Any], str | None] | None = None
     bool_as: tuple[str, str] | None = None  # a str field that also takes a bool: (what false means, what true means)
 
     @property
@@ -117,6 +146,53 @@ class Field:
 
     def is_visible(self, values: dict[str, Any]) -> bool:
         return True if self.visible is None else bool(self.visible(values))
+
+
+_HOST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.%]+\])"
+                   r"(?::(?P<port>[0-9]{1,5}))?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: what an SSH target may be, said where one is refused
+HOST_FORM = "local, [user@]host[:port] or an ~/.ssh/config alias"
+
+
+def host_problem(target: Any) -> str | None:
+    """Why ``target`` is not an SSH target (``[user@]host[:port]`` or an alias: letters, digits, ``._-``; no
+    whitespace, NUL, shell metacharacters or leading ``-``); None when it is one (or ``local``)."""
+    if is_local_host(target):
+        return None
+    t = str(target)
+    if len(t) > 255:
+        return f"a host name of {len(t)} characters is too long"
+    bad = sorted({c for c in t if c.isspace() or not c.isprintable() or c in "\0;|&$`<>()'\"\\*?!{}[],#~="}
+                 - ({"[", "]"} if "[" in t else set()))
+    if t.startswith("-"):
+        return f"{t[:40]!r} starts with `-` (ssh would read it as an option)"
+    m = _HOST.fullmatch(t)
+    if bad or not m:
+        shown = ", ".join(repr(c) for c in bad[:4])
+        return f"{t[:60]!r} is not a host" + (f" (it holds {shown})" if bad else "")
+    if m.group("port") is not None and not 1 <= int(m.group("port")) <= 65535:
+        return f"port {m.group('port')} is not a TCP port (1–65535)"
+    return None
+
+
+def env_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name an environment variable (letters, digits and ``_``, not starting with a digit)."""
+    if name is None or name == "":
+        return None
+    s = str(name)
+    if not _ENV_NAME.fullmatch(s):
+        return f"{s[:60]!r} is not an environment variable name (letters, digits and _, not starting with a digit)"
+    return None
+
+
+def paths_problem(value: Any) -> str | None:
+    """Why a path field's value can never name a file here (a part too long, a NUL); None when it can."""
+    for part in data_paths(value):
+        why = path_problem(split_format(part)[0])
+        if why:
+            return why
+    return None
 
 
 def _v(expr: Callable[[dict[str, Any]], bool], text: str) -> dict[str, Any]:
@@ -164,6 +240,24 @@ TINY_MODEL = "finetui:tiny-llama"
 #: Prefix of the sample data files shipped in engine/assets/samples/.
 SAMPLES_PREFIX = "finetui:samples/"
 
+#: launch.* defaults that code outside the schema also falls back to (an old run record, a CLI option)
+LOCAL_HOST = "local"  # launch.host meaning this machine
+REMOTE_PYTHON = "python3"
+REMOTE_WORKDIR = "~/finetui-runs"
+MASTER_PORT = 29500
+
+
+def is_local_host(host: Any) -> bool:
+    """Whether a launch.host value (or the host a run records) means this machine: unset, "" or "local".
+    Anything else — ``localhost`` and ``127.0.0.1`` included — is an SSH target."""
+    return host in (None, "", LOCAL_HOST)
+
+
+def is_remote_job(res: dict[str, Any]) -> bool:
+    """Whether a resolved job runs on other hosts: launch.host names one, or launch.hosts lists nodes."""
+    return bool(res.get("launch.hosts")) or not is_local_host(res.get("launch.host"))
+
+
 _F = Field
 FIELDS: list[Field] = [
     # ---------------------------------------------------------------- model
@@ -210,7 +304,7 @@ FIELDS: list[Field] = [
        range=Range(0, 100)),
     _F("data", "max_samples", "int", None, "Max samples",
        "Use at most this many training rows, the first ones (unset: all). With several training files it "
-       "caps their total, counted in the order the files are named.", range=Range(1, None), optional=True),
+       "caps their total, counted in the order the files are named.", range=Range(1, MAX_ROWS), optional=True),
     _F("data", "packing", "bool", True, "Sequence packing",
        "Pack short rows best-fit-decreasing into sequences of up to max_sequence_length tokens; rows never "
        "attend to each other and no token is predicted across a row boundary. With sdpa / eager each packed "
@@ -239,10 +333,10 @@ FIELDS: list[Field] = [
        **_S3_DATA),
     _F("data", "s3_access_key_env", "str", "AWS_ACCESS_KEY_ID", "Access key variable",
        "Name of the environment variable holding the access key id. Secrets are never stored in a preset.",
-       **_S3_DATA),
+       check=env_name_problem, **_S3_DATA),
     _F("data", "s3_secret_key_env", "str", "AWS_SECRET_ACCESS_KEY", "Secret key variable",
        "Name of the environment variable holding the secret key (asked for, masked, when unset).",
-       **_S3_DATA),
+       check=env_name_problem, **_S3_DATA),
     # -------------------------------------------------------------- trainer
     _F("trainer", "stage", "enum", "sft", "Trainer",
        "pretrain (corpus), sft, dpo (DPO family incl. ORPO/SimPO), kto, reward (reward model).",
@@ -270,7 +364,7 @@ FIELDS: list[Field] = [
             "distributed_backend is deepspeed and zero_stage is 3")),
     # -------------------------------------------------------------- general
     _F("general", "batch_size", "int", 2, "Batch size",
-       "Examples per device per step (per GPU when distributed).", range=Range(1, None),
+       "Examples per device per step (per GPU when distributed).", range=Range(1, MAX_BATCH),
        aliases=("trainingBatchSize", "micro_batch_size", "per_device_train_batch_size")),
     _F("general", "global_batch_size", "int", None, "Global batch size",
        "Examples per optimizer step over all ranks. Set: gradient accumulation follows from it (global ÷ "
@@ -286,11 +380,11 @@ FIELDS: list[Field] = [
        "disagree on the default: the document's full-rank and LoRA examples say 2, its quick-start recipe max_steps 16 "
        "with max_epochs -1, the real Nova Lite full-rank recipe 1 and the Nova Micro LoRA recipe 2; nova_full follows "
        "the real recipe (1), nova_lora the document and its recipe (2).",
-       range=Range(1, None), optional=True,
+       range=Range(1, MAX_EPOCHS), optional=True,
        aliases=("totalTrainingEpochs", "num_epochs", "max_epochs", "num_train_epochs")),
     _F("general", "max_steps", "int", None, "Max steps",
        "Stop after this many optimizer steps; when set it takes precedence over epochs.",
-       range=Range(1, None), optional=True),
+       range=Range(1, MAX_STEPS), optional=True),
     _F("general", "learning_rate", "float", 2e-4, "Learning rate",
        "Peak learning rate. Nova: full fine-tuning 1e-6–1e-3 (1e-6–1e-4 advised), LoRA 0–1. Nova full-rank "
        "default: the document's example says 1e-5, the real Nova Lite recipe 5e-6; nova_full follows the real recipe "
@@ -298,7 +392,7 @@ FIELDS: list[Field] = [
        range=Range(0, 1, min_exclusive=True, max_exclusive=True), aliases=("learningRate", "lr")),
     _F("general", "max_sequence_length", "int", 1024, "Max sequence length",
        "Tokens per example (input + output); longer examples are truncated and counted in the data report.",
-       range=Range(1, None), aliases=("max_length", "cutoff_len", "max_seq_length")),
+       range=Range(1, MAX_TOKENS), aliases=("max_length", "cutoff_len", "max_seq_length")),
     _F("general", "resume_from_checkpoint", "str", "no", "Resume from checkpoint",
        "`no`, `last` (the newest complete checkpoint of this run) or a path to a checkpoint "
        "(relative to the run directory). FPT AI Studio's type is bool or string: false means no, true means last.",
@@ -306,7 +400,7 @@ FIELDS: list[Field] = [
     # -------------------------------------------------------------- runtime
     _F("runtime", "gradient_accumulation_steps", "int", 1, "Gradient accumulation",
        "Micro-batches per optimizer step: the effective batch is batch × accumulation × ranks.",
-       range=Range(1, None), aliases=("accumulate_steps",)),
+       range=Range(1, MAX_BATCH), aliases=("accumulate_steps",)),
     _F("runtime", "mixed_precision", "enum", "auto", "Mixed precision",
        "bf16, fp16 or none; auto = bf16 on a GPU that supports it, none on CPU. fp16 is refused on CPU.",
        choices=("auto", "bf16", "fp16", "none")),
@@ -337,7 +431,7 @@ FIELDS: list[Field] = [
        "Use the Liger Triton kernels (GPU only, when installed)."),
     _F("runtime", "lr_warmup_steps", "int", 0, "Warmup steps",
        "Linear warmup from 0 over this many steps. Not together with warmup ratio.",
-       range=Range(0, None), aliases=("warmup_steps",)),
+       range=Range(0, MAX_STEPS), aliases=("warmup_steps",)),
     _F("runtime", "lr_warmup_ratio", "float", 0.0, "Warmup ratio",
        "Linear warmup over this fraction of the total steps. Not together with warmup steps.",
        range=Range(0, 1, max_exclusive=True), aliases=("warmup_ratio",)),
@@ -349,7 +443,7 @@ FIELDS: list[Field] = [
        "example says 1e-6, the real Nova Lite recipe 5e-7; nova_full follows the real recipe (5e-7), nova_lora 1e-6 "
        "(document and Micro LoRA recipe agree).", range=Range(0, 1),
        **_is("runtime.lr_scheduler", "cosine")),
-    _F("runtime", "seed", "int", 42, "Seed", "Random seed, always applied.", range=Range(0, None)),
+    _F("runtime", "seed", "int", 42, "Seed", "Random seed, always applied.", range=Range(0, MAX_SEED)),
     _F("runtime", "full_determinism", "bool", False, "Full determinism",
        "Deterministic algorithms for reproducible distributed runs; slow, for debugging. (FPT's document "
        "says the seed has no effect when this is on; that sentence is inverted — the seed is always "
@@ -378,12 +472,12 @@ FIELDS: list[Field] = [
             "stage is dpo and preference_loss is simpo")),
     # -------------------------------------------------------------- adapter
     _F("adapter", "lora_rank", "int", 8, "LoRA rank", "Rank of the low-rank update matrices.",
-       range=Range(1, None), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraR", "rank", "r")),
+       range=Range(1, MAX_RANK), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraR", "rank", "r")),
     _F("adapter", "lora_alpha", "int", 16, "LoRA alpha",
        "Scaling multiplier: alpha / rank is the fraction applied (alpha 2, rank 8 → 25 %). Nova: 32, 64, 96, 128, "
        "160 or 192 (real recipe); the document's LoRA recipe says 32, the real Nova Micro LoRA recipe 128; nova_lora "
        "follows the document (32).",
-       range=Range(1, None), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraAlpha", "alpha")),
+       range=Range(1, MAX_RANK), **_is("trainer.training_type", *LORA_METHODS), aliases=("loraAlpha", "alpha")),
     _F("adapter", "lora_dropout", "float", 0.05, "LoRA dropout", "Dropout on the adapter input.",
        range=Range(0, 1), **_is("trainer.training_type", *LORA_METHODS),
        aliases=("loraDropout", "adapter_dropout")),
@@ -411,28 +505,28 @@ FIELDS: list[Field] = [
        "Length of the soft prompt.", range=Range(1, 1024),
        **_is("trainer.training_type", "prompt_tuning")),
     _F("adapter", "freeze_trainable_layers", "int", 2, "Trainable layers",
-       "Freeze: train only the last N decoder layers.", range=Range(1, None),
+       "Freeze: train only the last N decoder layers.", range=Range(1, MAX_LAYERS),
        **_is("trainer.training_type", "freeze")),
     # ----------------------------------------------------------------- eval
     _F("eval", "evaluation_strategy", "enum", "no", "Evaluation",
        "no, epoch or steps.", choices=("no", "epoch", "steps"), aliases=("eval_strategy",)),
     _F("eval", "eval_steps", "int", None, "Eval every (steps)",
-       "Steps between evaluations; unset = logging_steps.", range=Range(1, None), optional=True,
+       "Steps between evaluations; unset = logging_steps.", range=Range(1, MAX_STEPS), optional=True,
        **_is("eval.evaluation_strategy", "steps"), aliases=("val_check_interval",)),
     _F("eval", "logging_steps", "int", 10, "Log every (steps)",
        "Steps between log events. 0 logs every step. (FPT's document also says \"-1 logs every step\", "
        "which contradicts its own range [0, +inf); finetui follows the range and reads 0 as every step.)",
-       range=Range(0, None), aliases=("logModelMetricsIntervalInSteps", "log_every_n_steps")),
+       range=Range(0, MAX_STEPS), aliases=("logModelMetricsIntervalInSteps", "log_every_n_steps")),
     _F("eval", "checkpoint_strategy", "enum", "steps", "Checkpoints",
        "no, epoch or steps.", choices=("no", "epoch", "steps"), aliases=("save_strategy",)),
     _F("eval", "checkpoint_steps", "int", 500, "Checkpoint every (steps)",
        "Steps between two checkpoints. Nova: the document's quick-start recipe has save_steps 100000 (in effect "
        "only the last checkpoint); the real recipes and the document's other examples have none, and the Nova "
-       "profiles keep finetui's default (500) there.", range=Range(1, None),
+       "profiles keep finetui's default (500) there.", range=Range(1, MAX_STEPS),
        **_is("eval.checkpoint_strategy", "steps"), aliases=("save_steps",)),
     _F("eval", "checkpoint_limit", "int", None, "Checkpoints kept",
        "Keep at most this many checkpoints (the best is always kept); unset keeps all.",
-       range=Range(1, None), optional=True, aliases=("save_total_limit", "save_top_k")),
+       range=Range(1, MAX_COUNT), optional=True, aliases=("save_total_limit", "save_top_k")),
     _F("eval", "save_best_checkpoint", "bool", False, "Track best checkpoint",
        "End the run with the checkpoint of the lowest evaluation loss (the final model is the best one, "
        "not the last; rotation never removes it); needs evaluation, with a checkpoint at each evaluation."),
@@ -440,7 +534,7 @@ FIELDS: list[Field] = [
        "Stop after this many evaluations without an improvement of at least the threshold; 0 disables. Nova: the "
        "document's quick-start recipe turns early stopping on (val_loss, patience 2, min_delta 0.001); the real "
        "recipes and the document's other examples do not, and the Nova profiles follow them (0, off).",
-       range=Range(0, None), aliases=("earlyStoppingPatience",)),
+       range=Range(0, MAX_COUNT), aliases=("earlyStoppingPatience",)),
     _F("eval", "early_stopping_threshold", "float", 0.0, "Early-stopping threshold",
        "Minimum decrease of the evaluation loss that counts as an improvement.", range=Range(0, None),
        aliases=("earlyStoppingThreshold", "min_delta")),
@@ -470,10 +564,10 @@ FIELDS: list[Field] = [
     _F("launch", "run_name", "str", None, "Run name",
        "Run directory name; unset: ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS> (FPT naming, with the kind of run).", optional=True),
     _F("launch", "runs_dir", "path", "runs", "Runs folder", "Where run directories are created."),
-    _F("launch", "host", "str", "local", "Target",
-       "`local` (this machine), user@host[:port] or an ~/.ssh/config alias."),
+    _F("launch", "host", "str", LOCAL_HOST, "Target",
+       "`local` (this machine), user@host[:port] or an ~/.ssh/config alias.", check=host_problem),
     _F("launch", "hosts", "list", [], "Nodes",
-       "Multi-node: every host (first is the master). Empty = the single target above."),
+       "Multi-node: every host (first is the master). Empty = the single target above.", check=host_problem),
     _F("launch", "device", "enum", "auto", "Device",
        "auto (GPU when present), cuda or cpu.", choices=("auto", "cuda", "cpu")),
     _F("launch", "procs_per_node", "int", 1, "GPUs (processes) per node",
@@ -486,20 +580,18 @@ FIELDS: list[Field] = [
        "generated hostfile). Slurm clusters: run finetui train inside an allocation. A torchrun run of one "
        "process on one node starts the worker directly, without torchrun's launcher process.",
        choices=("torchrun", "deepspeed")),
-    _F("launch", "master_port", "int", 29500, "Master port", "Rendezvous port of the master node.",
+    _F("launch", "master_port", "int", MASTER_PORT, "Master port", "Rendezvous port of the master node.",
        range=Range(1024, 65535)),
     _F("launch", "master_addr", "str", None, "Master address",
        "Multi-node: the address the other nodes reach the first node at (a private IP or name on the "
        "cluster's network). Unset: the first node's host name as ssh resolves it from here.",
        optional=True, **_v(lambda v: len(v.get("launch.hosts") or []) > 1, "launch.hosts has two nodes or more")),
-    _F("launch", "remote_python", "str", "python3", "Remote Python",
+    _F("launch", "remote_python", "str", REMOTE_PYTHON, "Remote Python",
        "Python (or venv python) on the remote host that has finetui installed.",
-       **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
-            "the target is remote")),
-    _F("launch", "remote_workdir", "str", "~/finetui-runs", "Remote work directory",
+       **_v(is_remote_job, "the target is remote")),
+    _F("launch", "remote_workdir", "str", REMOTE_WORKDIR, "Remote work directory",
        "Where run directories are created on the remote host.",
-       **_v(lambda v: v.get("launch.host") not in (None, "", "local") or bool(v.get("launch.hosts")),
-            "the target is remote")),
+       **_v(is_remote_job, "the target is remote")),
     _F("launch", "gpu_hour_price", "float", None, "Price per GPU-hour",
        "What one GPU-hour costs you (any currency); a run's card then shows its cost (GPUs × wall time × price).",
        optional=True, range=Range(0, None)),
@@ -540,12 +632,18 @@ class Problem:
         return redact(s)
 
 
-class ConfigError(ValueError):
+class ConfigError(FinetuiError, ValueError):
     """Raised with a list of problems; ``str()`` is one line per problem."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        super().__init__("\n".join(str(p) for p in problems), field=problems[0].field if problems else None)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
 
 
 def suggest(name: str, options: Iterable[str]) -> str:
@@ -637,19 +735,21 @@ def coerce(name: str, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not an integer")
         if isinstance(value, int):
-            return value
+            return _int_in_limit(value)
         if isinstance(value, float):
             if value.is_integer():
-                return int(value)
+                return _int_in_limit(int(value))
             raise ValueError(f"{_num(value)} is not an integer")
+        s = str(value).strip().replace("_", "")
+        if len(s) > 40:
+            raise ValueError(f"a number of {len(s)} characters is too large for an integer field")
         try:
-            s = str(value).strip().replace("_", "")
             x = float(s)
         except ValueError:
             raise ValueError(f"{str(value)!r} is not a number") from None
         if not x.is_integer():
             raise ValueError(f"{s} is not an integer")
-        return int(x)
+        return _int_in_limit(int(x))
     if f.kind == "float":
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not a number")
@@ -707,6 +807,13 @@ def coerce(name: str, value: Any) -> Any:
     return value
 
 
+def _int_in_limit(v: int) -> int:
+    if abs(v) > INT_LIMIT:
+        digits = int(v.bit_length() * 0.30103) + 1  # (str() of a huge int raises ValueError)
+        raise ValueError(f"an integer of about {digits} digits is too large")
+    return v
+
+
 def check_value(name: str, value: Any, profile: str | None = None) -> Problem | None:
     """Type, range and choice check of one value under a profile."""
     sp = spec(name, profile)
@@ -723,6 +830,12 @@ def check_value(name: str, value: Any, profile: str | None = None) -> Problem | 
         return Problem(name, f"{_fmt(v)} is not offered{where}", sp.allowed())
     if sp.range is not None and isinstance(v, (int, float)) and not sp.range.contains(v):
         return Problem(name, f"{_num(v)} is out of range{where}", sp.allowed())
+    checks = [c for c in (sp.field.check, paths_problem if sp.field.kind == "path" else None) if c]
+    for c in checks:
+        for item in (v if isinstance(v, list) else [v]):
+            why = c(item)
+            if why:
+                return Problem(name, why, HOST_FORM if c is host_problem else "")
     return None
 
 
@@ -742,6 +855,8 @@ class JobConfig:
     #: what an import says changes the training itself (interop.TrainingChange), kept with the job it made so the
     #: launch step can show it; not written to presets
     notes: list[str] = dc_field(default_factory=list)
+    #: the preset's ``[sweep]`` table, normalised (engine.sweep); the job itself is the sweep's base
+    sweep: dict[str, Any] | None = None
 
     # -- access ---------------------------------------------------------
     def resolved(self) -> dict[str, Any]:
@@ -771,7 +886,8 @@ class JobConfig:
         if gb is not None and "runtime.gradient_accumulation_steps" not in self.values:
             out["runtime.gradient_accumulation_steps"] = accumulation_for(out) or out["runtime.gradient_accumulation_steps"]
         if out.get("eval.eval_steps") is None:
-            out["eval.eval_steps"] = max(1, int(out.get("eval.logging_steps") or 1))
+            ls = out.get("eval.logging_steps")  # (an invalid value stays as written: problems() names it)
+            out["eval.eval_steps"] = max(1, ls) if isinstance(ls, int) and not isinstance(ls, bool) else 1
         return out
 
     def get(self, name: str) -> Any:
@@ -787,7 +903,7 @@ class JobConfig:
 
     def copy(self) -> "JobConfig":
         return JobConfig(self.profile, {k: _copy(v) for k, v in self.values.items()}, self.name, dict(self.secrets),
-                         list(self.notes))
+                         list(self.notes), __import__("copy").deepcopy(self.sweep))
 
     def visible(self, name: str) -> bool:
         return FIELD_BY_NAME[name].is_visible(self.resolved())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any, Callable
 
 
@@ -20,7 +19,7 @@ def data_paths(value: Any) -> list[str]:
     s = str(value or "").strip()
     if not s:
         return []
-    if "," not in s or Path(os.path.expanduser(s)).exists():
+    if "," not in s or os.path.exists(os.path.expanduser(s)):  # (False, not an error, for a path too long)
         return [s]
     return [p.strip() for p in s.split(",") if p.strip()]
 
@@ -56,3 +55,22 @@ def sources(value: Any, default_format: str) -> list[tuple[str, str]]:
 def any_s3(*values: Any) -> bool:
     """Whether a data path field (one or several sources) reads from S3."""
     return any(p.startswith("s3://") for v in values for p in data_paths(v))
+
+
+#: the longest name of one path part (bytes) and the longest path most Linux file systems accept
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` can never name a file on this system (a part longer than NAME_MAX bytes, the whole
+    longer than PATH_MAX, a NUL byte); None when it can."""
+    if "\0" in path:
+        return "the path contains a NUL character"
+    b = os.fsencode(path)
+    if len(b) > PATH_MAX:
+        return f"the path is longer than the file system allows ({len(b)} bytes; at most {PATH_MAX})"
+    longest = max((len(p) for p in b.split(b"/")), default=0)
+    if longest > NAME_MAX:
+        return f"a part of the path is longer than the file system allows ({longest} bytes; at most {NAME_MAX})"
+    return None

@@ -169,12 +169,15 @@ class Estimate:
     on_cpu: bool = False
     total_formula: str = ""
     step_bytes: float = 0.0  # what a step adds to the weights, optimizer states and overhead (its max(...) term)
+    margin_bytes: float = 0.0  # what the GPU holds besides the step's tensors (gpu_margin)
+    margin_formula: str = ""
 
     @property
     def fits(self) -> bool | None:
+        """The peak within the GPU's memory less the safety margin (CUDA context, NCCL, allocator headroom)."""
         if self.gpu_memory_gb is None:
             return None
-        return self.total_bytes <= self.gpu_memory_gb * GIB
+        return self.total_bytes <= self.gpu_memory_gb * GIB - self.margin_bytes
 
     def part(self, name: str) -> Part:
         for p in self.parts:
@@ -206,7 +209,8 @@ class Estimate:
             L.append(f"  CPU memory for offloaded states per rank: {gib(self.cpu_offload_bytes)}")
         if self.gpu_memory_gb is not None:
             verdict = "fits" if self.fits else "does NOT fit"
-            L.append(f"  {verdict} in {self.gpu_memory_gb:g} GB per GPU")
+            L.append(f"  {verdict} in {self.gpu_memory_gb:g} GB per GPU" + (f" ({self.margin_formula})"
+                                                                            if self.margin_formula else ""))
         L.append("")
         L.append("Steps")
         for f in self.steps.formulas:
@@ -540,11 +544,11 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     qbits = int(qbits) if qbits not in (None, "none") else (4 if method == "qlora" else 0)
 
     # ---- bytes per parameter ------------------------------------------------------------------
-    # The worker loads the checkpoint in its own dtype (transformers 5: dtype="auto"; float32 when
-    # config.json names none); DeepSpeed with bf16/fp16 casts the model to the half dtype.
-    lb = 2 if s.dtype in ("bfloat16", "float16") else 4
-    if ds and half:
-        lb = 2
+    # The worker loads the weights (engine/train/modeling.py load_dtype) in float32 without mixed precision and
+    # for full fine-tuning outside DeepSpeed (every weight a master weight), else in the compute dtype —
+    # whatever the checkpoint's dtype; DeepSpeed with bf16/fp16 casts the model to the half dtype.  Trainable
+    # parameters are then upcast to float32 (upcast_trainable), except under DeepSpeed (its fp32 master copy).
+    lb = 4 if not half or (method == "full" and not ds) else 2
     fb = 4 if method == "qlora" else lb  # frozen, not quantized (QLoRA: prepare_model_for_kbit_training → fp32)
     if method == "qlora" and half:
         tw, tw_why = 2, "bf16 adapters (TRL casts QLoRA adapters)"
@@ -553,9 +557,8 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     elif peft:
         tw, tw_why = 4, "fp32 adapters (PEFT upcasts them)"
     else:
-        tw, tw_why = lb, f"{'bf16/fp16' if lb == 2 else 'fp32'}, the checkpoint's dtype ({s.dtype})"
-    if not half and lb == 2:
-        hb = 2  # no autocast, but a half-precision model computes in half precision
+        tw, tw_why = 4, "fp32 master weights" + (f" (the {s.dtype} checkpoint upcast)" if s.dtype in (
+            "bfloat16", "float16") else "")
     shard3 = R if zero == 3 else 1
 
     # ---- weights ----------------------------------------------------------------------------
@@ -761,9 +764,30 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
                    prec, P, T, parts, total, a_other, st, gpu_memory_gb, cpu_opt + cpu_params, secs, tf,
                    [], notes, cpu, total_formula, step_term)
     est.parts[0].note = t_formula if method != "full" else ""
+    if gpu_memory_gb is not None and not cpu:
+        est.margin_bytes, est.margin_formula = gpu_margin(float(gpu_memory_gb), R)
     if suggest and gpu_memory_gb is not None and not est.fits:
         est.suggestions = _suggestions(res, model_config, gpu_memory_gb)
     return est
+
+
+#: what a GPU holds besides a training step's tensors, kept free when the estimate says "fits": the CUDA context
+#: (with cuBLAS / cuDNN workspaces), NCCL's communication buffers when there are several ranks, and the caching
+#: allocator's headroom (fragmentation: its reserved peak, what nvidia-smi shows, runs above the allocated one)
+CUDA_CONTEXT_GIB = 0.75
+NCCL_BUFFERS_GIB = 0.5
+ALLOCATOR_HEADROOM = 0.05
+
+
+def gpu_margin(gpu_memory_gb: float, ranks: int) -> tuple[float, str]:
+    """(bytes kept free on a GPU of ``gpu_memory_gb``, the sum written out)."""
+    nccl = NCCL_BUFFERS_GIB if ranks > 1 else 0.0
+    head = ALLOCATOR_HEADROOM * gpu_memory_gb
+    usable = gpu_memory_gb - CUDA_CONTEXT_GIB - nccl - head
+    parts = [f"{CUDA_CONTEXT_GIB:g} CUDA context"] + ([f"{nccl:g} NCCL buffers"] if nccl else []) + \
+        [f"{head:.1f} allocator headroom ({ALLOCATOR_HEADROOM:.0%})"]
+    return (CUDA_CONTEXT_GIB + nccl + head) * GIB, \
+        f"usable {usable:.1f} GiB: {gpu_memory_gb:g} − " + " − ".join(parts)
 
 
 def _dur(s: float) -> str:

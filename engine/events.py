@@ -49,7 +49,7 @@ class EventWriter:
     def close(self) -> None:
         try:
             self._fh.close()
-        except Exception:
+        except OSError:  # (the last flush failed: the records written so far stay)
             pass
 
     def __enter__(self) -> "EventWriter":
@@ -79,8 +79,39 @@ def _jsonable(o: Any) -> Any:
 
         f = float(o)
         return None if math.isnan(f) or math.isinf(f) else f
-    except Exception:
+    except (TypeError, ValueError, OverflowError):  # not a number: its text
         return str(o)
+
+
+#: fields a reader does arithmetic on: a record whose value there is not a finite number loses the field
+_NUMBERS = ("total_steps", "world_size", "loss", "lr", "learning_rate", "grad_norm", "epoch", "eval_loss",
+            "tokens_per_s", "samples_per_s", "memory", "memory_gb", "start_at")
+#: text fields (a number or a list there becomes its text)
+_TEXTS = ("outcome", "phase", "message", "final_path", "path", "config_hash")
+_MAX_T = 1e11  # seconds since 1970: year 5138
+
+
+def _a_number(v: Any, hi: float = 1e300) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= hi and v == v
+
+
+def clean_record(rec: Any) -> dict[str, Any] | None:
+    """A record as readers expect it, or None when it is not one: ``kind`` text, ``t`` a time, ``step`` a
+    count; numeric fields numbers, text fields text.  A damaged or hand-edited events file cannot make a
+    reader (the runs list, the dashboard, attach) fail on one record."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
+        return None
+    t = rec.get("t")
+    rec["t"] = float(t) if _a_number(t, _MAX_T) and t >= 0 else None
+    step = rec.get("step")
+    rec["step"] = int(step) if _a_number(step, 1e15) and step >= 0 else 0
+    for k in _NUMBERS:
+        if k in rec and rec[k] is not None and not _a_number(rec[k]):
+            del rec[k]
+    for k in _TEXTS:
+        if k in rec and rec[k] is not None and not isinstance(rec[k], str):
+            rec[k] = str(rec[k])[:1000]
+    return rec
 
 
 def parse_lines(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
@@ -98,10 +129,10 @@ def parse_lines(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
         if not line:
             continue
         try:
-            rec = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            rec = clean_record(json.loads(line))
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply, an integer too long
             continue
-        if isinstance(rec, dict) and "kind" in rec:
+        if rec is not None:
             out.append(rec)
     return out, end + 1
 

@@ -17,6 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from engine.config import is_local_host
+
 QUERY = "index,uuid,name,memory.total,compute_cap"
 #: compute capability of Ampere: bf16 in hardware, flash-attention-2's kernels
 AMPERE = (8, 0)
@@ -109,10 +111,15 @@ def remote(host: str) -> list[Gpu] | None:
         try:
             p = ssh.run(host, cmd, timeout=30)
         except Exception:  # noqa: BLE001 - no answer: the worker checks on the node itself
-            return None
+            raise _NoAnswer from None
+        if p.returncode == 127:  # no nvidia-smi there: asking again without compute_cap would not help
+            raise _NoAnswer
         return p.stdout.decode("utf-8", "replace") if p.returncode == 0 else None
 
-    out = _query(run)
+    try:
+        out = _query(run)
+    except _NoAnswer:
+        return None
     if out is None:
         return None
     first, _, rest = out.partition("\n")
@@ -120,8 +127,12 @@ def remote(host: str) -> list[Gpu] | None:
     return parse(rest, None if visible == "<unset>" else visible)
 
 
+class _NoAnswer(Exception):
+    pass
+
+
 def probe(host: str | None) -> list[Gpu] | None:
-    return local() if host in (None, "", "local") else remote(str(host))
+    return local() if is_local_host(host) else remote(str(host))
 
 
 def describe(gpus: list[Gpu]) -> str:

@@ -20,6 +20,8 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from engine.errors import FinetuiError
+
 #: seconds the probe may take (name resolution included) before the Hub counts as unreachable
 PROBE_TIMEOUT = 3.0
 
@@ -99,7 +101,7 @@ def offline_if_unreachable(name: str) -> str | None:
             f"cache (offline mode, HF_HUB_OFFLINE=1)")
 
 
-class NotCachedOffline(OSError):
+class NotCachedOffline(FinetuiError, OSError):
     """A Hub model that is not in the local cache, on a machine that cannot reach the Hub."""
 
 

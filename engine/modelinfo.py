@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import DEFAULT_TARGET_MODULES, TINY_MODEL
+from engine.errors import FinetuiError
 
 
-class ModelInfoError(ValueError):
+class ModelInfoError(FinetuiError, ValueError):
     """No usable config.json; ``str()`` is one line for the user."""
 
 
@@ -301,11 +302,17 @@ def load_config(name_or_path: str) -> tuple[dict[str, Any], str]:
                          "not a built-in catalog model)")
 
 
+def _model_error(where: str, reason: str) -> ModelInfoError:
+    return ModelInfoError(f"{where}: {reason}")
+
+
 def _read_json(path: Path) -> dict[str, Any]:
+    from engine import userfiles
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ModelInfoError(f"{path}: cannot read config.json ({e.__class__.__name__})") from None
+        text = userfiles.read_text(path, error=_model_error)  # (a FIFO, a device, not UTF-8: one line)
+        with userfiles.parsing(str(path), _model_error):
+            data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ModelInfoError(f"{path}:{e.lineno}: config.json is not valid JSON ({e.msg})") from None
     if not isinstance(data, dict):

@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from engine import userfiles
 from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUPS, SECRET_KEYS, ConfigError, JobConfig,
                            Problem, spec, suggest)
 
@@ -50,6 +51,12 @@ def parse(data: dict[str, Any], source: str = "<preset>") -> JobConfig:
     group_keys = [g for g, _ in GROUPS]
     for key, val in data.items():
         if key in TOP_KEYS:
+            continue
+        if key == "sweep":  # a study over this job (engine.sweep): checked here, run by `finetui sweep`
+            from engine.sweep import parse_table
+
+            job.sweep, more = parse_table(val, source)
+            probs += more
             continue
         if key not in group_keys:
             if key.lower() in SECRET_KEYS:
@@ -83,23 +90,31 @@ def parse(data: dict[str, Any], source: str = "<preset>") -> JobConfig:
     return job
 
 
+def _preset_error(where: str, reason: str) -> PresetError:
+    return PresetError([Problem(where, reason)])
+
+
+#: how deeply a preset's values may nest (a field holds at most a list of strings)
+MAX_DEPTH = 8
+
+
 def loads(text: str, source: str = "<preset>") -> JobConfig:
     try:
-        data = tomllib.loads(text)
+        with userfiles.parsing(source, _preset_error):
+            data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise PresetError([Problem(source, f"not valid TOML: {e}")]) from None
+    if userfiles.max_depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise _preset_error(source, f"values nested more than {MAX_DEPTH} levels deep; a preset holds tables of "
+                                    "values and lists")
     return parse(data, source)
 
 
 def load(path: str | os.PathLike[str]) -> JobConfig:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PresetError([Problem(str(p), "no such preset file")]) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise PresetError([Problem(str(p), f"cannot read the preset: {e.__class__.__name__}")]) from None
-    job = loads(text, str(p))
+    if not userfiles.exists(p) and userfiles.path_problem(str(p)) is None:
+        raise _preset_error(str(p), "no such preset file")
+    job = loads(userfiles.read_text(p, str(p), _preset_error), str(p))
     _resolve_relative_paths(job, p.parent)
     return job
 
@@ -112,7 +127,7 @@ def _resolve_relative_paths(job: JobConfig, base: Path) -> None:
         if v.startswith(("s3://", "finetui:", "/", "~")):
             return v
         cand = base / v
-        return str(cand.resolve()) if cand.exists() and not Path(v).exists() else v
+        return str(cand.resolve()) if userfiles.exists(cand) and not userfiles.exists(v) else v
 
     for name in ("data.train_path", "data.validation_path"):
         v = job.values.get(name)
@@ -147,7 +162,12 @@ def dumps(job: JobConfig, resolved: bool = False) -> str:
                     data[g][k] = [redact.strip(v) for v in data[g][k]]
                 else:
                     data[g][k] = redact.strip(data[g][k])
-    return _emit(data)
+    text = _emit(data)
+    if job.sweep and not resolved:  # (a run's resolved config is one trial: no sweep)
+        from engine.sweep import table_for_toml
+
+        text += "\n" + _tomli_w().dumps({"sweep": table_for_toml(job.sweep)})
+    return text
 
 
 def _tomli_w() -> Any:
@@ -158,20 +178,23 @@ def _tomli_w() -> Any:
 
 def _value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    # scalars (and a dict, never produced by the schema): the library writes the value
+        return "[" + ", ".join(_value(x) for x in v if x is not None) + "]"
+    if isinstance(v, dict):  # (never produced by the schema; an imported value that is wrong keeps its form)
+        return "{" + ", ".join(f"{_tomli_w().dumps({k: 0}).split('=', 1)[0].strip()} = {_value(x)}"
+                               for k, x in v.items() if x is not None) + "}"
+    # scalars: the library writes the value
     return _tomli_w().dumps({"x": v}).split("=", 1)[1].strip()
 
 
 def _emit(data: dict[str, Any]) -> str:
     """Canonical preset text: top-level keys, then one table per group in schema order,
     short arrays inline (so a hand-written preset in this form round-trips byte for byte)."""
-    lines = [f"{k} = {_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    lines = [f"{k} = {_value(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
     for g, tbl in data.items():
         if isinstance(tbl, dict):
             lines.append("")
             lines.append(f"[{g}]")
-            lines.extend(f"{k} = {_value(v)}" for k, v in tbl.items())
+            lines.extend(f"{k} = {_value(v)}" for k, v in tbl.items() if v is not None)  # (TOML has no null)
     return "\n".join(lines) + "\n"
 
 

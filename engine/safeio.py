@@ -9,8 +9,10 @@ was.  Standard library only (the remote agent uses it).
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
+import stat
 import tempfile
 from pathlib import Path
 
@@ -49,8 +51,11 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, encoding: s
     path = Path(path)
     raw = data.encode(encoding) if isinstance(data, str) else data
     try:
-        mode = path.stat().st_mode & 0o7777
-    except OSError:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a folder, a device, a FIFO: never renamed over
+            raise FileExistsError(errno.EEXIST, "exists and is not a regular file; it is not replaced", str(path))
+        mode = st.st_mode & 0o7777
+    except FileNotFoundError:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask

@@ -1,7 +1,7 @@
 """The sample data files shipped with finetui (``engine/assets/samples/``).
 
 The schema refers to them as ``finetui:samples/<file>`` (:data:`engine.config.SAMPLES_PREFIX`).
-Standard library only.
+Standard library and the schema only.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engine.config import SAMPLES_PREFIX
+
 SAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "samples"
-SAMPLES_PREFIX = "finetui:samples/"  # same as engine.config.SAMPLES_PREFIX
 
 
 def is_sample(path: str | os.PathLike[str]) -> bool:

@@ -43,6 +43,8 @@ SCREENS: dict[str, str] = {
     "import": "Import: a LLaMA-Factory YAML opened as a job, every note of the import kept on screen until dismissed",
     "export": "Save or export: a TOML preset, or LLaMA-Factory / Nova / FPT / OCI / watsonx",
     "help": "Help: the focused field's help, range and default, and the keys",
+    "sweep": "Sweep: a sweep's trials grouped on the runs screen, the best starred; w: the swept values against "
+             "the objective",
 }
 
 
@@ -242,6 +244,22 @@ async def shoot(name: str, base: Path) -> str:
                 await _wait(pilot, lambda: scr.answers == n)
             await pilot.press(*"Translate 'good morning' into French")
             await pilot.pause(0.1)
+        elif name == "sweep":
+            from tests.fake_run import write_fake_sweep
+            from tui.screens.runs import RunsScreen
+
+            await _settle(pilot)
+            trials = [({"general.learning_rate": lr, "adapter.lora_rank": r}, out, obj) for lr, r, out, obj in (
+                (1e-4, 8, "completed", 1.9132), (1e-4, 16, "completed", 1.8871), (1e-3, 8, "early_stopped", 1.6204),
+                (1e-3, 16, "completed", 1.6712))]
+            write_fake_sweep(base / "sweeps", "sw_tiny-llama_sft-lora_20261118-101320", trials)
+            await app.push_screen(RunsScreen("sweeps", clock=lambda: T0 + 20_000, auto_refresh=False))
+            scr = app.screen
+            await _wait(pilot, lambda: getattr(scr, "loaded", False))
+            await pilot.pause(0.1)
+            await pilot.press("w")
+            await _wait(pilot, lambda: app.screen is not scr)
+            await _settle(pilot)
         else:
             raise KeyError(name)
         _steady(app)

@@ -31,6 +31,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: Keep this short: anything a CI runner can install or build does not belong here.
 CI_ALLOWED_SKIPS: dict[str, str] = {
     "needs a CUDA GPU": "CI runners have no GPU; the GPU paths run in bench/gpu_session on a GPU machine",
+    "needs root": "CI runners run the suite as an unprivileged user (this project's machines run it as root)",
 }
 
 
@@ -88,6 +89,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     state = tmp_path_factory.getbasetemp() / "finetui-state"
     state.mkdir(exist_ok=True)
     monkeypatch.setenv("FINETUI_STATE_DIR", str(state))
+    monkeypatch.setenv("FINETUI_CONFIG_DIR", str(state / "no-user-config"))  # (a test's own [keys] sets it)
     # the tiny model is shared across tests (built once per session)
     cache = tmp_path_factory.getbasetemp() / "finetui-cache"
     monkeypatch.setenv("FINETUI_CACHE_DIR", os.environ.get("FINETUI_TEST_CACHE_DIR", str(cache)))

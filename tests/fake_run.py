@@ -316,3 +316,27 @@ async def click_when_shown(pilot: Any, selector: str, timeout: float = 10.0) -> 
 
     await wait_for(pilot, shown, timeout)
     await pilot.click(selector)
+
+
+def write_fake_sweep(runs_dir: str | Path, name: str, trials: list[tuple[dict[str, Any], str, float | None]], *,
+                     t0: float = T0, status: str = "completed", objective: str = "eval_loss",
+                     goal: str = "minimize") -> Path:
+    """A finished sweep as engine.sweep records it: ``runs_dir/name/sweep.json`` and one fake run per trial
+    (``name-t01``…, an hour apart; each trial: (swept values, outcome, objective))."""
+    from engine import sweep as S
+
+    runs_dir = Path(runs_dir)
+    recs = []
+    for i, (values, outcome, obj) in enumerate(trials, 1):
+        run = f"{name}-t{i:02d}"
+        write_fake_run(runs_dir / run, steps=40, outcome=outcome, end_at=30 if outcome != "completed" else None,
+                       t0=t0 + 3600 * (i - 1), seed=i)
+        recs.append({"index": i, "values": values, "run": run, "status": outcome, "objective": obj})
+    names = list(trials[0][0]) if trials else []
+    (runs_dir / name).mkdir(parents=True, exist_ok=True)
+    rec = {"name": name, "created": t0, "runs_dir": str(runs_dir), "objective": objective, "goal": goal,
+           "status": status, "driver": {}, "trials": recs,
+           "spec": {"method": "grid", "parameters": {n: sorted({t[0][n] for t in trials}) for n in names}}}
+    rec["best"] = S.best(rec)
+    S._write(runs_dir / name, rec)
+    return runs_dir / name

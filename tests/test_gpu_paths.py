@@ -70,6 +70,9 @@ def runs(tmp_path_factory, tiny_model) -> dict[str, Path]:
         "zero3_bf16": {"model.name_or_path": str(bf16), "trainer.training_type": "full",
                        "trainer.distributed_backend": "deepspeed", "trainer.zero_stage": 3,
                        "runtime.ddp_timeout": 4321, "general.max_steps": 2},
+        "zero3_lora_merge": {"trainer.distributed_backend": "deepspeed", "trainer.zero_stage": 3,
+                             "adapter.merge_adapter": True, "general.max_steps": 2, "general.learning_rate": 0.01,
+                             "runtime.mixed_precision": "none"},
     }
     specs = []
     for name, vals in jobs.items():
@@ -132,3 +135,68 @@ def test_zero3_partitions_in_the_jobs_precision_with_the_jobs_timeout(runs):
     start = kinds(events(d), "start")[0]
     assert start["process_group_timeout_s"] == 4321, start
     assert kinds(events(d), "end")[-1]["outcome"] == "completed"
+
+
+@slow
+def test_merge_after_zero3_runs_apart_from_the_ranks_and_gives_a_whole_model(runs):
+    """The merge ran on rank 0 inside the live ZeRO-3 context: the base loaded as empty shards."""
+    d = runs["zero3_lora_merge"]
+    end = kinds(events(d), "end")[-1]
+    assert end["outcome"] == "completed" and end["final_path"] == str(d / "final"), describe_run(d)
+    assert not (d / "final" / "adapter_config.json").exists()
+    w = _weights(d / "final")
+    assert w["model.embed_tokens.weight"].shape == (512, 64) and all(v.numel() for v in w.values())
+    merging = [r for r in kinds(events(d), "status") if r.get("phase") == "merging"]
+    assert merging and "separate process" in merging[0]["text"], merging
+
+
+def _qlora_res(zero: bool) -> dict:
+    from engine.config import JobConfig
+
+    vals = {"model.name_or_path": "finetui:tiny-llama", "data.train_path": "finetui:samples/alpaca_demo.jsonl",
+            "trainer.training_type": "qlora", "runtime.mixed_precision": "bf16", "launch.device": "cuda"}
+    if zero:
+        vals.update({"trainer.distributed_backend": "deepspeed", "trainer.zero_stage": 3})
+    return JobConfig(profile="native", values=vals).resolved()
+
+
+def test_qlora_under_zero3_follows_pefts_recipe(tiny_model):
+    """4-bit weights stored in the compute dtype, and no prepare_model_for_kbit_training (its float32 upcast of the
+    unquantized parameters): ZeRO-3 shards every parameter alike.  (bitsandbytes needs CUDA: the quantization
+    config and the preparation of a bf16 model are what CPU can show.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.train.modeling import apply_method, quantization
+
+    cfg, compute = quantization(_qlora_res(True), "cuda")
+    assert compute == torch.bfloat16 and cfg.bnb_4bit_quant_storage == torch.bfloat16 and cfg.load_in_4bit
+    assert quantization(_qlora_res(False), "cuda")[0].bnb_4bit_quant_storage == torch.uint8  # (bitsandbytes' own)
+
+    def frozen_dtypes(zero: bool) -> set:
+        m = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16)
+        m = apply_method(m, _qlora_res(zero), str(tiny_model), "cuda", lambda _m: None)
+        return {p.dtype for p in m.parameters() if not p.requires_grad}
+
+    assert frozen_dtypes(True) == {torch.bfloat16}
+    assert frozen_dtypes(False) == {torch.float32}  # prepare_model_for_kbit_training, without ZeRO-3
+
+
+def test_ddp_looks_for_unused_parameters_where_a_model_leaves_some(tiny_model):
+    """Forced off, a mixture-of-experts full fine-tune fails in DDP (the experts a batch did not reach get no
+    gradient); a dense text model uses every weight (off, no extra pass); a vision-language model: TRL's choice."""
+    import torch
+    from transformers import AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM
+
+    from engine.train.modeling import find_unused_parameters
+
+    dense = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    assert find_unused_parameters(dense) is False
+    moe = MixtralForCausalLM(MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=4,
+                                           num_experts_per_tok=1))
+    assert find_unused_parameters(moe) is True
+    import peft
+
+    lora = peft.get_peft_model(moe, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    assert find_unused_parameters(lora) is True

@@ -26,6 +26,7 @@ FAKE_SMI = """#!/bin/sh
 case "$*" in
   *compute_cap*) [ -n "$FAKE_SMI_NO_CAP" ] && { echo 'Field "compute_cap" is not a valid field to query.'; exit 2; }
                  cat "$FAKE_SMI_CSV" ;;
+  *=name,memory.total*) cut -d, -f3,4 "$FAKE_SMI_CSV" ;;
   *) cut -d, -f1-4 "$FAKE_SMI_CSV" ;;
 esac
 """
@@ -182,3 +183,94 @@ def test_combinations_that_would_train_otherwise_than_asked_are_refused_in_one_l
     job = _job(**{k.replace(".", "__"): v for k, v in vals.items()})
     errs = [str(p) for p in job.problems()]
     assert errs == [line], errs
+
+
+def test_doctor_names_the_gpu_generation_the_visible_ones_and_the_gpu_extras(smi, tmp_path):
+    smi(T4, 4, "7.5")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "doctor"], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=180)
+    lines = {ln[9:17].strip() + ":" + ln[18:] for ln in r.stdout.splitlines()}
+    assert f"gpus:4: {T4}, 81559; {T4}, 81559; {T4}, 81559; {T4}, 81559" in lines, r.stdout
+    assert "gpus:2 of them visible to finetui's ranks (CUDA_VISIBLE_DEVICES)" in lines, r.stdout
+    assert ("gpu-gen:compute capability 7.5 (before Ampere): fp16 only — no bf16, no flash-attention-2; finetui "
+            "refuses them there and mixed_precision auto picks fp16") in lines, r.stdout
+    extras = next(ln for ln in lines if ln.startswith("extras:"))
+    assert "bitsandbytes" in extras and "pip install 'finetui[gpu]'" in extras, extras  # (none installed here)
+
+
+def test_each_node_resumes_from_its_own_copy_of_the_checkpoint(tmp_path):
+    """Resuming a multi-node run, every node is given node 0's checkpoint path; node k reads its own copy."""
+    from engine.train.checkpoints import resolve_resume
+
+    def ck(run: Path) -> Path:
+        d = run / "checkpoints" / "checkpoint-4"
+        d.mkdir(parents=True)
+        (d / "trainer_state.json").write_text("{}")
+        return d
+
+    node0, node1 = tmp_path / "host0", tmp_path / "host1"  # (the workdirs of two hosts)
+    given = ck(node0 / "old")
+    mine = ck(node1 / "old.node1")
+    for run in (node0 / "new", node1 / "new.node1"):
+        run.mkdir(parents=True)
+    assert resolve_resume(str(given), node0 / "new", node0 / "new" / "checkpoints") == given
+    assert resolve_resume(str(given), node1 / "new.node1", node1 / "new.node1" / "checkpoints") == mine
+    import shutil
+
+    shutil.rmtree(node0)  # node 0's path does not exist on node 1's host: its own copy, all the same
+    assert resolve_resume(str(given), node1 / "new.node1", node1 / "new.node1" / "checkpoints") == mine
+
+
+def test_nccl_settings_travel_to_the_remote_nodes(monkeypatch):
+    from engine.launch.remote import forwarded_env
+
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ib0")
+    monkeypatch.setenv("NCCL_IB_HCA", "mlx5_0")
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    monkeypatch.setenv("MY_SECRET_THING", "x")
+    monkeypatch.delenv("FINETUI_REMOTE_ENV", raising=False)
+    env = forwarded_env()
+    assert {k: env[k] for k in env if "NCCL" in k} == {"NCCL_SOCKET_IFNAME": "ib0", "NCCL_IB_HCA": "mlx5_0",
+                                                        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
+    assert "MY_SECRET_THING" not in env
+
+
+def test_fused_adamw_on_cuda():
+    from engine.config import JobConfig
+    from engine.train.trainers import common_args
+
+    res = JobConfig(profile="native", values={"data.train_path": "x.jsonl"}).resolved()
+    assert common_args(res, Path("/tmp/r"), "cuda", False, [])["optim"] == "adamw_torch_fused"
+    assert common_args(res, Path("/tmp/r"), "cpu", False, [])["optim"] == "adamw_torch"
+    assert common_args({**res, "runtime.optimizer": "sgd"}, Path("/tmp/r"), "cuda", False, [])["optim"] == "sgd"
+
+
+def test_dashboard_shows_reserved_and_the_fullest_gpu_where_the_worker_logs_them():
+    """On CUDA every rank's reserved peak is logged (nvidia-smi reads the allocator's reserve, not the tensors)."""
+    from engine.train.callbacks import memory_fields
+    from tui.widgets.metrics import RunState
+    from tui.widgets.progress import stats_text
+
+    rec = {"t": 1.0, "kind": "log", "step": 3, "loss": 2.0,
+           **memory_fields([(30 * 1024.0, 34 * 1024.0), (31 * 1024.0, 36.5 * 1024.0)])}
+    assert rec["gpu_reserved_mb"] == [34816.0, 37376.0] and rec["memory_mb"] == 30720.0
+    st = RunState()
+    st.update([rec])
+    assert "mem 30.0 GiB (reserved 34.0 GiB, fullest GPU 36.5 GiB)" in stats_text(st)
+    cpu = RunState()
+    cpu.update([{"t": 1.0, "kind": "log", "step": 3, "loss": 2.0, "memory_mb": 900.0}])
+    assert stats_text(cpu).endswith("mem 900 MiB")
+
+
+@pytest.mark.slow
+def test_a_remote_host_without_nvidia_smi_is_not_checked_and_the_job_starts_as_asked(ssh_env):
+    """Over SSH (a real sshd): no nvidia-smi there → no GPU facts (one ssh call), nothing refused or changed."""
+    from engine import gpus
+    from engine.launch import fit_to_gpus
+
+    node = ssh_env.nodes[0]
+    assert gpus.remote(node.alias) is None
+    job = _job(launch__host=node.alias, launch__procs_per_node=3)
+    assert fit_to_gpus(job) == [] and job.resolved()["launch.procs_per_node"] == 3

@@ -3,8 +3,10 @@
 - every ``tui`` module imports without torch, transformers, deepspeed, trl, peft or ``engine.train``
   (the interface starts in well under a second; the training stack loads only in the worker);
 - nothing in ``engine`` imports ``tui`` or ``textual`` (the engine has no UI), at any level;
-- the schema (``engine/config.py``, ``engine/profiles.py`` and the data-path syntax they parse,
-  ``engine/datapaths.py``) imports nothing else of engine, at any level: every other part renders from it.
+- the schema (``engine/config.py``, ``engine/profiles.py``, and the two leaf helpers they use: the data-path
+  syntax, ``engine/datapaths.py``, and credential redaction, ``engine/redact.py``) imports nothing else of
+  engine, at any level: every other part renders from it.  The one exception left is listed, with its reason,
+  in ``SCHEMA_DEBT``; an entry that no longer holds fails too, so the list cannot outlive the import.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 HEAVY = ("torch", "transformers", "deepspeed", "trl", "peft", "engine.train")
-SCHEMA = {"engine.config", "engine.profiles", "engine.datapaths"}
+# (engine.errors: the one user-facing error type, which the schema's errors subclass; it imports nothing of engine)
+SCHEMA = {"engine.config", "engine.profiles", "engine.datapaths", "engine.redact", "engine.errors"}
+#: imports of the schema that break the contract today: (module, what it imports) → why, and what removes it
+SCHEMA_DEBT = {
+    ("engine.config", "engine.modelinfo"):
+        "a cross-field rule (watsonx_lora's target modules) reads the model's architecture from its config.json; "
+        "a cycle (engine.modelinfo imports engine.config): it goes once the schema is a package (issue 25, item 1)",
+}
 
 
 def modules(package: str) -> list[str]:
@@ -76,11 +85,14 @@ def test_engine_never_imports_the_interface():
 
 
 def test_the_schema_imports_nothing_else_of_engine():
-    bad = [f"{m}:{line} imports {name}" for m in sorted(SCHEMA)
-           for line, name in imported(ROOT / _file(m), m)
-           if name.split(".")[0] == "engine" and not any(name == s or name.startswith(s + ".") for s in SCHEMA)
-           and name != "engine"]
+    found = {(m, name, line) for m in sorted(SCHEMA) for line, name in imported(ROOT / _file(m), m)
+             if name.split(".")[0] == "engine" and name != "engine"
+             and not any(name == s or name.startswith(s + ".") for s in SCHEMA)}
+    bad = [f"{m}:{line} imports {name}" for m, name, line in sorted(found)
+           if not any(m == dm and (name == dn or name.startswith(dn + ".")) for dm, dn in SCHEMA_DEBT)]
     assert not bad, "\n".join(bad)
+    gone = [k for k in SCHEMA_DEBT if not any(m == k[0] and (n == k[1] or n.startswith(k[1] + ".")) for m, n, _ in found)]
+    assert not gone, f"no longer imported, remove from SCHEMA_DEBT: {gone}"
 
 
 def test_the_scan_sees_imports_at_every_level(tmp_path):
@@ -95,3 +107,36 @@ def test_the_scan_sees_imports_at_every_level(tmp_path):
 def _file(module: str) -> Path:
     p = Path(*module.split("."))
     return p / "__init__.py" if (ROOT / p).is_dir() else p.with_suffix(".py")
+
+
+#: tui's overrides of private Textual methods (each has a comment naming the upstream behaviour it works
+#: around; pyproject pins textual below 9).  A new one is listed here; one whose upstream name went away fails.
+PRIVATE_TEXTUAL_OVERRIDES = {
+    "tui.app.FinetuiApp._on_resize", "tui.app.FinetuiApp._handle_exception", "tui.app.WizardScreen._on_screen_resume",
+    "tui.app.WizardScreen._compositor_refresh", "tui.app.WizardScreen._on_resize",
+    "tui.screens.base.QuietScreen._compositor_refresh", "tui.screens.base.QuietScreen._extend_compose",
+    "tui.widgets.lazyselect._LazySelect._setup_options_renderables", "tui.widgets.lazyselect._LazySelect._watch_value",
+    "tui.widgets.lazyselect._LazySelect._watch_prompt", "tui.widgets.lazyselect._LazySelect._watch_expanded",
+}
+
+
+def test_private_textual_overrides_are_listed_and_exist_upstream():
+    import importlib
+    import inspect
+
+    found = set()
+    for m in modules("tui"):
+        mod = importlib.import_module(m)
+        for cls in vars(mod).values():
+            if not inspect.isclass(cls) or cls.__module__ != m:
+                continue
+            for attr, fn in vars(cls).items():
+                if not (attr.startswith("_") and not attr.startswith("__") and inspect.isfunction(fn)):
+                    continue
+                upstream = [b for b in cls.__mro__[1:] if b.__module__.startswith("textual") and attr in vars(b)]
+                if upstream:
+                    found.add(f"{m}.{cls.__name__}.{attr}")
+                    first = inspect.getsource(fn).splitlines()[1].strip()  # the line under the def
+                    assert first.startswith("# ") and f"{upstream[0].__name__}.{attr}" in first, \
+                        f"{m}.{cls.__name__}.{attr}: no comment naming the upstream method it works around"
+    assert found == PRIVATE_TEXTUAL_OVERRIDES

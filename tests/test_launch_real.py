@@ -92,7 +92,7 @@ def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path, launcher):
     job = launch_job(**{"general.max_steps": 2, "launch.procs_per_node": 1, "launch.nodes": 2,
                         "launch.hosts": hosts, "launch.master_port": free_port(), "launch.remote_python": PYTHON,
                         "launch.remote_workdir": str(tmp_path / "remote $dir"), "eval.evaluation_strategy": "no",
-                        "eval.checkpoint_strategy": "no", **extra})
+                        "eval.checkpoint_strategy": "steps", "eval.checkpoint_steps": 2, **extra})
     t0 = time.time()
     ref = L.start_run(job)
     nodes = ref.remote["nodes"]
@@ -123,6 +123,15 @@ def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path, launcher):
         assert ev_node == 0  # static node ranks
     other = nodes[1 - ev_node]
     assert not read_records(Path(other["run_dir"]) / "events.jsonl")
+    # every node keeps a whole checkpoint in its own run directory (save_on_each_node): resume and load-best read it
+    from engine.train.checkpoints import newest_complete
+
+    for n in nodes:
+        ck = newest_complete(Path(n["run_dir"]) / "checkpoints")
+        assert ck is not None and ck.name == "checkpoint-2", n["run_dir"]
+        assert any(ck.glob("*.safetensors")), sorted(p.name for p in ck.iterdir())
+        li = read_json(Path(n["run_dir"]) / "launch.json")  # NCCL's bootstrap: the interface gloo uses
+        assert li["nccl_socket_ifname"] == li["gloo_socket_ifname"] == "lo", li
     sup = wait_for(lambda: (lambda d: d if d.get("phase") == "exited" else None)(
         read_json(Path(other["run_dir"]) / "supervisor.json")), 30)
     assert sup["exit_code"] == 0 and sup["node_done"] is True

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import engine.launch as L
+from engine.errors import FinetuiError
 from engine.launch import procs, ssh
 from engine.launch.rundir import read_json, read_records
 from tests.fixtures_launch import PYTHON, ROOT
@@ -267,7 +268,8 @@ def test_hostile_targets_are_refused_before_ssh(fake_worker, launch_job, tmp_pat
     """An SSH target that ssh would read as an option (or that holds spaces) never reaches ssh's argv."""
     marker = tmp_path / "pwned"
     for target in (f"-oProxyCommand=touch {marker}", "-oProxyCommand=id", "host name", "a@b\tc"):
-        with pytest.raises(L.LaunchError, match="is not an SSH target"):
+        # (refused at validation now: launch.host is checked as [user@]host[:port] or an alias)
+        with pytest.raises(FinetuiError, match=r"launch.host: .*(starts with `-`|is not a host)"):
             L.start_run(launch_job(**{"launch.host": target, "launch.remote_python": PYTHON}))
     assert not marker.exists()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

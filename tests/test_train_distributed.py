@@ -103,7 +103,9 @@ def test_demo_preset_end_to_end_then_generate(tmp_path, tiny_model):
     ls = losses(recs)
     assert len(ls) >= 10
     k = 3
-    assert sum(ls[-k:]) / k < sum(ls[:k]) / k - 0.3, ls  # falling loss
+    # falling loss: the demo's 46 steps fall by 0.300 to 0.305 (means of the first and last 3 logs; gloo's
+    # reduction order varies the 4th decimal from run to run), so the bound sits below that, not on it
+    assert sum(ls[-k:]) / k < sum(ls[:k]) / k - 0.25, ls
     assert kinds(recs, "eval") and all(e.get("loss") is not None for e in kinds(recs, "eval"))
     end = kinds(recs, "end")[-1]
     assert end["outcome"] == "completed" and end["final_path"] == str(run / "final")
@@ -159,6 +161,30 @@ def test_deepspeed_zero3_two_ranks(tmp_path, monkeypatch, tiny_model):
     assert shapes["model.embed_tokens.weight"] == [512, 64], shapes
     assert all(0 not in s for s in shapes.values()), shapes
     assert _group_gone(info["pgid"])
+
+
+@pytest.mark.timeout(600)
+def test_deepspeed_zero3_lora_merges_after_the_ranks_are_done(tmp_path, monkeypatch, tiny_model):
+    """ZeRO-3 + adapter.merge_adapter on 2 ranks (torchrun): the merge runs in a process of its own once both
+    ranks have saved and left the process group (rank 0 merged inside the live ZeRO-3 context: empty shards,
+    and rank 0 alone in a gather while rank 1 waited for the timeout)."""
+    import engine.launch as L
+
+    _env(monkeypatch)
+    job = _job(tmp_path / "runs", **{"trainer.distributed_backend": "deepspeed", "trainer.zero_stage": 3,
+                                     "launch.launcher": "torchrun", "launch.procs_per_node": 2,
+                                     "general.batch_size": 2, "general.max_steps": 2, "runtime.ddp_timeout": 120,
+                                     "adapter.merge_adapter": True})
+    ref = L.start_run(job)
+    recs = _wait_end(ref, 480)
+    d = ref.run_dir
+    assert kinds(recs, "end")[-1]["outcome"] == "completed", describe_run(d)
+    assert kinds(recs, "start")[0]["process_group_timeout_s"] == 120
+    assert any(r.get("phase") == "merging" for r in kinds(recs, "status"))
+    shapes = _safetensors_shapes(d / "final" / "model.safetensors")
+    assert shapes["model.embed_tokens.weight"] == [512, 64] and all(0 not in s for s in shapes.values()), shapes
+    assert not (d / "final" / "adapter_config.json").exists() and (d / "adapter" / "adapter_config.json").exists()
+    assert _group_gone(json.loads((d / "launch.json").read_text())["pgid"])
 
 
 @pytest.mark.timeout(600)

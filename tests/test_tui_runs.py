@@ -282,7 +282,7 @@ async def test_open_config_in_the_wizard_app(runs_dir):
 
 async def test_as_new_job_asks_before_dropping_unsaved_edits(runs_dir):
     """`c` over unsaved edits asks, as Open and Quit do: keep editing leaves the job, discard replaces it."""
-    app_mod = pytest.importorskip("tui.app")
+    import tui.app as app_mod
     app = app_mod.create_app(autosave=False, offer_restore=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()

@@ -102,7 +102,7 @@ async def test_profile_change_reranges_and_redefaults(make_app):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await goto(pilot, "hyperparameters")
-        assert hint(app, "general.batch_size") == "1 ≤ x"
+        assert hint(app, "general.batch_size") == "1 ≤ x ≤ 65536"
         sel = app.query_one("#hp-profile Select", Select)
         sel.value = "oci_llama_lora"
         await pilot.pause()

@@ -27,8 +27,10 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher
 
-from engine.config import FIELD_BY_NAME, JobConfig, spec
-from tui import state
+from engine.config import FIELD_BY_NAME, LOCAL_HOST, JobConfig, is_local_host, is_remote_job, spec
+from engine.errors import FinetuiError, one_line, report_crash
+from tui import keys, state
+from tui.keys import with_ids
 from tui.screens.base import QuietScreen
 from tui.screens.model import ModelPane
 from tui.widgets.form import FieldEdited, FieldFocused, FieldRow, compute_states
@@ -46,15 +48,13 @@ PREBUILD_QUIET = 1.0  # ... each after this long without a key or a click
 
 
 # --------------------------------------------------------------------------
-# Engine services (guarded: other areas land them independently)
+# Engine services (imported when first used: the app starts without them)
 # --------------------------------------------------------------------------
 
 
 def _describe_model(name: str) -> Any:
-    try:
-        from engine import modelinfo
-    except ImportError:
-        return None
+    from engine import modelinfo
+
     return modelinfo.describe(name)
 
 
@@ -63,10 +63,8 @@ def _estimate(job: JobConfig, num_examples: int | None = None, tokens_per_exampl
     """The launch screen's estimate; the row count and mean row length come from the last data check of
     this data (FinetuiApp.data_hints), else the rows are counted in a local file (cheap, no tokenizer);
     with the GPU's memory (``gpu_memory_gb``) it says whether the job fits and, if not, what would."""
-    try:
-        from engine import estimate
-    except ImportError:
-        return None
+    from engine import estimate
+
     res = job.resolved()
     no_gpu = res.get("launch.device") == "auto" and _local_without_gpu(res)
     if no_gpu:  # "auto" on this machine without a GPU: the run is on CPU, and so is the estimate
@@ -98,7 +96,7 @@ def _gpu_memory(host: str) -> float | None:
 
     query = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
     try:
-        if host in ("", "local"):
+        if is_local_host(host):
             smi = shutil.which("nvidia-smi")
             if not smi:
                 return None
@@ -189,20 +187,13 @@ def data_check_command(job: JobConfig) -> list[str]:
     return cmd
 
 
-def engine_env(**extra: str) -> dict[str, str]:
-    """The environment of a child process of the interface (a data check, the model of a run): this one,
-    with this checkout importable."""
-    root = str(Path(__file__).resolve().parent.parent)
-    return {**os.environ, **extra,
-            "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-
-
 def _data_check(job: JobConfig) -> dict[str, Any]:
     cmd = data_check_command(job)
     # typed S3 keys travel in the environment only (never on the command line, never on disk); the check
     # runs where the user is (relative data paths)
+    from tui.workers import engine_env, run_child
+
     env = engine_env(**job.secrets)
-    from tui.workers import run_child
 
     try:
         p = run_child(cmd, timeout=600, env=env, stdin=subprocess.DEVNULL)
@@ -216,10 +207,7 @@ def _data_check(job: JobConfig) -> dict[str, Any]:
             return json.loads(out)
         except ValueError:
             pass
-    err = (p.stderr.strip().splitlines() or [f"exit code {p.returncode}"])[-1]
-    if "No such command" in p.stderr:
-        err = "`finetui data check` is not available yet"
-    raise RuntimeError(err)
+    raise RuntimeError((p.stderr.strip().splitlines() or [f"exit code {p.returncode}"])[-1])
 
 
 def ssh_hosts() -> list[str]:
@@ -230,7 +218,7 @@ def ssh_hosts() -> list[str]:
 
 
 def _start_run(job: JobConfig) -> Any:
-    from engine.launch import start_run  # type: ignore[attr-defined]
+    from engine.launch import start_run
 
     return start_run(job, secrets=job.secrets)
 
@@ -290,12 +278,15 @@ class FinetuiCommands(Provider):
             ("Next step", "the wizard's next step", app.action_next_step),
             ("Previous step", "the wizard's previous step", app.action_prev_step),
             ("Launch", "start the run (when the job validates)", app.action_launch),
+            ("Launch sweep", "the job's [sweep] table: its trials one after another", app.action_launch_sweep),
             ("Runs", "runs started from this machine", app.action_runs),
             ("Toggle theme", "light / dark", app.action_toggle_theme),
             ("Show TOML", "the job as a TOML editor, synced with the form", app.action_show_toml),
             ("Show diff", "values that differ from the profile's defaults", app.action_show_diff),
             ("Check data", "run the data validation report", app.action_check_data),
             ("Help", "help for the focused field and the keys", app.action_help),
+            ("Copy job as TOML", "to the clipboard (OSC 52: works over SSH)", app.action_copy_job),
+            ("Copy launch command", "the shell command that launches this job", app.action_copy_command),
             ("Quit", "asks when there are unsaved changes", app.action_quit),
         ]
         return cmds
@@ -312,15 +303,16 @@ class FinetuiCommands(Provider):
                 yield Hit(score, matcher.highlight(title), cb, help=help)
 
 
-def screen_keys(screen: Any) -> list[tuple[str, str]]:
-    """A screen's own keys as (keys, what they do), for its F1 help: each action once with all its keys, then
-    the app-wide ones that work there."""
+def screen_keys(screen: Any, keymap: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """A screen's own keys as (keys, what they do), for its F1 help: each action once with all its keys (the
+    user's own where ``keymap`` rebinds them), then the app-wide ones that work there."""
     names = {"escape": "Esc", "slash": "/", "space": "Space", "enter": "Enter", "delete": "Delete"}
     keys: dict[str, list[str]] = {}
     desc: dict[str, str] = {}
     for b in getattr(screen, "BINDINGS", []):
         if isinstance(b, Binding) and b.description:
-            keys.setdefault(b.action, []).extend(names.get(k, k) for k in b.key.split(","))
+            bound = (keymap or {}).get(b.id, b.key) if b.id else b.key
+            keys.setdefault(b.action, []).extend(names.get(k, k) for k in bound.split(","))
             desc.setdefault(b.action, b.description)
     rows = [(" / ".join(dict.fromkeys(ks)), desc[a]) for a, ks in keys.items()]
     return rows + [("F1", "this help"), ("Ctrl+P", "command palette"),
@@ -410,6 +402,8 @@ class WizardScreen(QuietScreen):
     _painted = False
 
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        # overrides Screen._on_screen_resume: it restyles the whole tree on every resume, the first one
+        # included (every widget was styled when mounted, moments before)
         if not self._resumed:
             self._resumed = True
             self._first_resume = True
@@ -420,6 +414,7 @@ class WizardScreen(QuietScreen):
                 wizard_resumed()
 
     def _compositor_refresh(self) -> None:
+        # extends Screen._compositor_refresh (paints the frame): notes that the first frame is painted
         super()._compositor_refresh()
         self._painted = True
 
@@ -438,6 +433,7 @@ class WizardScreen(QuietScreen):
             focus_help(event.widget)
 
     def _on_resize(self, event: events.Resize) -> None:
+        # overrides Screen._on_resize: it lays out and repaints everything even for the size it has
         if self.is_attached and event.size == self.size == getattr(self._compositor, "size", None):
             event.prevent_default()
             event.stop()
@@ -454,7 +450,7 @@ class FinetuiApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     ENABLE_COMMAND_PALETTE = True
 
-    BINDINGS = [
+    BINDINGS = with_ids([
         Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", show=False),  # (a text field types it: F1 there)
         Binding("q", "quit_or_back", "Quit", show=False),  # outside text fields: quits the wizard, leaves a screen
@@ -467,7 +463,7 @@ class FinetuiApp(App[None]):
         Binding("ctrl+r", "runs", "Runs", priority=True),
         Binding("ctrl+t", "show_toml", "TOML", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
-    ]
+    ])
 
     def __init__(self, job: JobConfig | None = None, preset_path: str | os.PathLike[str] | None = None,
                  services: Services | None = None, autosave: bool = True, offer_restore: bool = True,
@@ -497,10 +493,33 @@ class FinetuiApp(App[None]):
         self.host_checks: dict[str, tuple[bool, str] | None] = {}  # remote host → its check (None: checking)
         if theme:
             self.theme = theme
+        self.user_keys = keys.apply_user_keys(self)
         # last session's parsed CSS (tui/csscache.py): about 65 ms less to the first screen
         from tui import csscache
 
         self._css_loaded = csscache.load(self.stylesheet)
+
+    def _handle_exception(self, error: Exception) -> None:
+        # overrides textual's App._handle_exception: it prints a rich traceback on the terminal for any exception
+        """The TUI's one top-level handler.  Overrides Textual's private ``App._handle_exception`` (textual 8.2),
+        which ends the app on any unhandled exception and prints a rich traceback on the terminal.  A user's
+        error (:class:`FinetuiError`) from a worker is shown as a notification and the app goes on; raised in a
+        message handler it ends the app (Textual has stopped that handler's message loop) with its lines;
+        anything else is a bug: the app ends (Pilot tests re-raise it) with one line that points to the crash
+        log holding the traceback."""
+        from textual.worker import WorkerFailed
+
+        err = error.error if isinstance(error, WorkerFailed) else error
+        if isinstance(err, FinetuiError) and isinstance(error, WorkerFailed):
+            self.notify("\n".join(err.lines()), title="Cannot do that", severity="error", timeout=10)
+            return
+        line = "\n".join(err.lines()) if isinstance(err, FinetuiError) else report_crash(err)
+        self._return_code = 1
+        if self._exception is None:
+            self._exception = error
+            self._exception_event.set()
+        self._exit_renderables.append(line)
+        self._close_messages_no_wait()
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """App.run, with two start-up savings: the cyclic garbage collector waits until the first screen
@@ -652,7 +671,7 @@ class FinetuiApp(App[None]):
         super().update_styles(node, animate=animate)
 
     def _on_resize(self, event: events.Resize) -> None:
-        # Textual keeps a Resize of the size it already has and re-sends it to the screen when idle:
+        # overrides App._on_resize.  Textual keeps a Resize of the size it already has and re-sends it to the screen when idle:
         # a second full layout at start-up for nothing.  Drop it (a real change goes through).
         if event.size == getattr(self, "_size", None) and getattr(self, "_resize_timer", True) is None:
             event.prevent_default()
@@ -665,6 +684,8 @@ class FinetuiApp(App[None]):
         asyncio.get_running_loop().set_default_executor(ExitExecutor())
 
     def on_mount(self) -> None:
+        for problem in self.user_keys.problems:
+            self.notify(problem, severity="error", timeout=12)
         if self.imported is not None:
             self.show_notes(*self.imported)
         if self._started_by_run:
@@ -745,7 +766,7 @@ class FinetuiApp(App[None]):
         res = job.resolved()
         if res.get("launch.device") == "cpu":
             return hints
-        host = str(res.get("launch.host") or "local")
+        host = str(res.get("launch.host") or LOCAL_HOST)
         if host not in self.gpu_memory:
             self.gpu_memory[host] = None
             self._probe(lambda: self.services.gpu_memory(host) or None, lambda gb: self._gpu_probed(host, gb))
@@ -764,8 +785,6 @@ class FinetuiApp(App[None]):
 
         if not hub.is_hub_name(name) or _from_hf_cache(name) is not None:
             return None
-        from engine.launch import is_remote_job
-
         if is_remote_job(res) or os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"):
             return None  # (another host's Hub and cache: `finetui doctor --host` says)
         if self.hub_reachable is None:
@@ -782,12 +801,9 @@ class FinetuiApp(App[None]):
         (launchable, sentence): a host still being checked or that does not resolve is not launchable; one
         whose SSH port does not answer is (an unverified host).  Each host is checked once, in a thread."""
         res = job.resolved()
-        from engine.launch import LOCAL_HOSTS, is_remote_job
-
         if not is_remote_job(res):
             return None
-        hosts = [str(h) for h in [res.get("launch.host"), *(res.get("launch.hosts") or [])]
-                 if h and str(h) not in LOCAL_HOSTS]
+        hosts = [str(h) for h in [res.get("launch.host"), *(res.get("launch.hosts") or [])] if not is_local_host(h)]
         for host in dict.fromkeys(hosts):
             if host not in self.host_checks:
                 self.host_checks[host] = None
@@ -915,7 +931,8 @@ class FinetuiApp(App[None]):
     def _toml_edited(self, event: TomlEdited) -> None:
         event.stop()
         new = event.job
-        if new.profile == self.job.profile and new.values == self.job.values and new.name == self.job.name:
+        if new.profile == self.job.profile and new.values == self.job.values and new.name == self.job.name \
+                and new.sweep == self.job.sweep:
             return
         self.set_job(new)
 
@@ -1024,6 +1041,35 @@ class FinetuiApp(App[None]):
             w = w.parent  # type: ignore[assignment]
         return None
 
+    # -- copy (OSC 52) and vim-style moves: tui/keys.py ------------------------------
+    def action_copy_job(self) -> None:
+        from engine import presets
+
+        text = presets.dumps(self.job)
+        self.copy_to_clipboard(text)
+        self.notify(f"Copied the job as TOML ({len(text.splitlines())} lines) to the clipboard.")
+
+    def action_copy_command(self) -> None:
+        text = keys.launch_command(self.job, self.preset_path, self.dirty)
+        self.copy_to_clipboard(text)
+        self.notify("Copied: " + (text if "\n" not in text else "the job (a here-document) and finetui train"))
+
+    def action_vim_move(self, where: str) -> None:
+        """j / k: the next / previous row of a focused table or list, else the next / previous field;
+        h / l: the wizard's previous / next step."""
+        if where in ("left", "right"):
+            if self.screen is self.screen_stack[0]:
+                (self.action_prev_step if where == "left" else self.action_next_step)()
+            return
+        w = self.focused
+        act = getattr(w, "action_cursor_down" if where == "down" else "action_cursor_up", None)
+        if callable(act):
+            act()
+        elif where == "down":
+            self.screen.focus_next()
+        else:
+            self.screen.focus_previous()
+
     def action_help(self) -> None:
         """F1: the focused field's help and the wizard's keys; on another screen (runs, a dashboard), its keys."""
         from tui.widgets.dialogs import HelpDialog
@@ -1032,7 +1078,7 @@ class FinetuiApp(App[None]):
         if isinstance(scr, ModalScreen):
             return
         if scr is not self.screen_stack[0]:
-            self.push_screen(HelpDialog(None, self.job.profile, keys=screen_keys(scr)))
+            self.push_screen(HelpDialog(None, self.job.profile, keys=screen_keys(scr, self.user_keys.keymap)))
             return
         self.push_screen(HelpDialog(self.focused_field(), self.job.profile))
 
@@ -1084,10 +1130,8 @@ class FinetuiApp(App[None]):
                                                     if warnings else ""), timeout=6)
                 return True
             job = presets.load(p)
-        except Exception as e:
-            probs = getattr(e, "problems", None)
-            self.notify(str(probs[0]) if probs else str(e).splitlines()[0],
-                        title="Cannot import the file" if kind == "import" else "Cannot open the preset",
+        except (FinetuiError, OSError) as e:
+            self.notify(one_line(e), title="Cannot import the file" if kind == "import" else "Cannot open the preset",
                         severity="error", timeout=8)
             return False
         self.notes.dismiss()
@@ -1133,21 +1177,16 @@ class FinetuiApp(App[None]):
 
     def export_to(self, target: str, path: str) -> bool:
         """Write the job in another tool's format (engine.interop); warnings name what it cannot express."""
-        try:
-            from engine import interop  # type: ignore[attr-defined]
-        except ImportError:
-            self.notify("Export is not available yet (engine.interop).", severity="warning")
-            return False
-        suffix = getattr(interop, "SUFFIX", {}).get(target, ".yaml")
+        from engine import interop
+
+        suffix = interop.SUFFIX.get(target, ".yaml")
         p = Path(path or f"{(self.preset_path.stem if self.preset_path else 'finetui-job')}{suffix}").expanduser()
         if p.suffix in ("", ".toml"):
             p = p.with_suffix(suffix)
         try:
             written, warnings = interop.write_export(self.job, target, p)
-        except Exception as e:
-            probs = getattr(e, "problems", None)
-            msg = str(probs[0]) if probs else (str(e).splitlines()[0] if str(e) else e.__class__.__name__)
-            self.notify(msg, title=f"Export to {target} failed", severity="error", timeout=8)
+        except (FinetuiError, OSError) as e:
+            self.notify(one_line(e), title=f"Export to {target} failed", severity="error", timeout=8)
             return False
         self.last_export = (written, warnings)
         names = ", ".join(w.name for w in written)
@@ -1224,6 +1263,12 @@ class FinetuiApp(App[None]):
                                        id="quit-dialog", no="discard"), answered)
 
     # -- runs / launch ------------------------------------------------------------
+    def action_launch_sweep(self) -> None:
+        """The job's [sweep]: every trial checked, then the sweep's driver started (tui/screens/sweep.py)."""
+        from tui.screens.sweep import launch_sweep
+
+        launch_sweep(self)
+
     def action_runs(self) -> None:
         from tui.screens.runs import RunsScreen
 
@@ -1263,11 +1308,11 @@ class FinetuiApp(App[None]):
     def _launch_worker(self, job: JobConfig) -> None:
         try:
             ref = self.services.start_run(job)
-        except ImportError:
-            self.call_from_thread(self._launched, None, "The launcher is not available yet (engine.launch).")
+        except FinetuiError as e:
+            self.call_from_thread(self._launched, None, "\n".join(e.lines()))
             return
-        except Exception as e:
-            self.call_from_thread(self._launched, None, str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+        except Exception as e:  # noqa: BLE001 - a bug while launching must not end the app and lose the job
+            self.call_from_thread(self._launched, None, report_crash(e))
             return
         self.call_from_thread(self._launched, ref, None)
 
@@ -1277,11 +1322,8 @@ class FinetuiApp(App[None]):
         if error:
             self.notify(error, title="Launch failed", severity="error", timeout=10)
             return
-        try:
-            from tui.screens.monitor import MonitorScreen  # type: ignore[import-not-found]
-        except ImportError:
-            self.notify(f"Started {getattr(ref, 'name', ref)}.", timeout=6)
-            return
+        from tui.screens.monitor import MonitorScreen
+
         self.push_screen(MonitorScreen(ref))
 
 

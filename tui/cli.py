@@ -2,7 +2,11 @@
 
 `finetui` with no command opens the TUI.  Headless commands call the engine.
 Exit codes: 0 success; 1 the run failed / was stopped; 2 bad input (one clear
-line per problem, never a traceback); 130 interrupted.
+line per problem, never a traceback); 70 internal error (a bug: one line that points to the
+crash log holding the traceback); 130 interrupted.
+
+:func:`main` is the one top-level handler: a :class:`engine.errors.FinetuiError` that reaches it
+is printed as its lines (exit 2), anything else as one line with a crash log (exit 70).
 
 The typer application (``app``) lives in :mod:`tui.cli_app`; each area registers its
 commands from ``tui/commands/<area>.py`` so the areas can grow independently.  When the
@@ -90,6 +94,7 @@ def _open_tui(args: TuiArgs) -> bool:
             os.environ["FINETUI_RUNS_DIR"] = str(Path(args.runs_dir).expanduser().resolve())
 
         from engine import presets
+        from engine.errors import FinetuiError
 
         path = Path(args.preset) if args.preset is not None else None
         if args.demo and path is None:
@@ -106,7 +111,7 @@ def _open_tui(args: TuiArgs) -> bool:
                         imported, path = (path.name, notes), None
                 if job is None:
                     job = presets.load(path)
-            except Exception:  # noqa: BLE001 - the typer path prints the problems and exits 2
+            except FinetuiError:  # the typer path prints the problems and exits 2
                 return False
         ref = None
         if args.attach is not None:
@@ -128,7 +133,16 @@ def _open_tui(args: TuiArgs) -> bool:
             gc.enable()
 
 
-def main() -> None:
+#: exit code of a command that ended in a bug (EX_SOFTWARE of sysexits.h)
+EXIT_INTERNAL = 70
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The entry point; ``argv`` (default ``sys.argv[1:]``) lets tests run a command in this process."""
+    from engine.errors import FinetuiError, report_crash
+
+    if argv is not None:
+        sys.argv[1:] = list(argv)
     try:
         args = _tui_args(sys.argv[1:])
         if args is None or not _open_tui(args):
@@ -140,6 +154,13 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except FinetuiError as e:
+        for line in e.lines():
+            print(line, file=sys.stderr)
+        sys.exit(e.code)
+    except Exception as e:  # noqa: BLE001 - anything else is a bug: one line and a crash log, never a traceback
+        print(report_crash(e), file=sys.stderr)
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

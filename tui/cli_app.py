@@ -11,7 +11,6 @@ Each area registers its commands from ``tui/commands/<area>.py`` (listed in
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -98,10 +97,26 @@ def validate(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
     for p in probs:
         if p.severity == "warning":
             common.err(f"warning: {p}")
-    if errors:
+    trial_lines = []
+    if job.sweep and not errors:  # a sweep's base is valid: each of its trials must be too
+        from engine.sweep import trial_problems
+
+        trial_lines = trial_problems(job)
+    if errors or trial_lines:
         for p in errors:
             common.err(str(p))
+        for line in trial_lines:
+            common.err(line)
         raise typer.Exit(2)
+    from engine.data.loader import check_data_before_launch
+
+    for note in check_data_before_launch(job.resolved()):  # (the data files: exist and parse, file:line if not)
+        common.err(f"note: {note}")
+    if job.sweep:
+        from engine.sweep import trials
+
+        typer.echo(f"{file}: valid (profile {job.profile}; sweep of {len(trials(job))} trials)")
+        return
     typer.echo(f"{file}: valid (profile {job.profile})")
 
 
@@ -117,7 +132,7 @@ def show(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
 def _register_areas() -> None:
     import importlib
 
-    for mod in ("data", "launch", "estimate", "interop", "generate", "compare"):
+    for mod in ("data", "launch", "estimate", "interop", "generate", "compare", "serving", "sweep"):
         importlib.import_module(f"tui.commands.{mod}").register(app)
 
 

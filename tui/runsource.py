@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from engine.config import LOCAL_HOST, is_local_host
 from engine.events import EVENTS_FILE, Tailer, summarize
-
-LOG_FILE = "worker.log"
+from engine.launch.rundir import CONFIG_FILE, LAUNCH_FILE, LOG_FILE
 #: On attach, only this much of the end of a long worker.log is shown (toolong-style).
 LOG_TAIL_BYTES = 256 * 1024
 
@@ -29,18 +29,15 @@ class EventSourceLike(Protocol):
     def read(self) -> list[dict[str, Any]]: ...
 
 
-def _launch() -> Any | None:
-    """``engine.launch`` when it offers the run API, else ``None``."""
-    try:
-        import engine.launch as L
-    except Exception:
-        return None
-    return L if hasattr(L, "event_source") and hasattr(L, "list_runs") else None
+def _launch() -> Any:
+    """``engine.launch`` (imported on first use: the interface starts without it)."""
+    import engine.launch as L
+
+    return L
 
 
 def _fn(name: str) -> Callable[..., Any] | None:
-    L = _launch()
-    return getattr(L, name, None) if L is not None else None
+    return getattr(_launch(), name, None)
 
 
 @dataclass
@@ -48,7 +45,7 @@ class LocalRunRef:
     """A run directory on this machine (what the fallback hands around)."""
 
     run_dir: Path
-    host: str = "local"
+    host: str = LOCAL_HOST
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -66,7 +63,7 @@ class RunRow:
     """One line of the runs table (mirrors ``engine.launch.RunInfo``)."""
 
     name: str
-    host: str = "local"
+    host: str = LOCAL_HOST
     status: str = "pending"
     step: int = 0
     total_steps: int = 0
@@ -79,13 +76,16 @@ class RunRow:
     parent: str | None = None  # the run this one resumed, and the step it resumed at
     parent_step: int | None = None
     children: list[str] = field(default_factory=list)  # the runs that resumed this one
+    sweep: str | None = None  # the sweep this run is a trial of, its trial number, whether it is the best
+    trial: int | None = None
+    best: bool = False
 
     @classmethod
     def from_info(cls, info: Any) -> "RunRow":
         g = lambda k, d=None: getattr(info, k, info.get(k, d) if isinstance(info, dict) else d)  # noqa: E731
         return cls(
             name=str(g("name", "?")),
-            host=str(g("host", "local") or "local"),
+            host=str(g("host", LOCAL_HOST) or LOCAL_HOST),
             status=str(g("status", "pending") or "pending"),
             step=int(g("step", 0) or 0),
             total_steps=int(g("total_steps", 0) or 0),
@@ -122,11 +122,11 @@ def is_remote(ref: Any) -> bool:
     r = getattr(ref, "is_remote", None)
     if r is not None:
         return bool(r)
-    return run_host(ref) not in ("local", "localhost", "")
+    return not is_local_host(run_host(ref))
 
 
 def run_host(ref: Any) -> str:
-    return str(getattr(ref, "host", None) or "local")
+    return str(getattr(ref, "host", None) or LOCAL_HOST)
 
 
 def resolve(ref: Any, runs_dir: str | os.PathLike[str] = "runs") -> Any:
@@ -283,7 +283,9 @@ def list_runs_safe(runs_dir: str | os.PathLike[str] = "runs") -> tuple[list[RunR
         except Exception:
             rows = []
         problem = f"listing runs failed ({why}); showing local run directories only"
-    return link_runs(rows), problem
+    from tui.screens.sweep import group_sweeps
+
+    return group_sweeps(link_runs(rows), runs_dir), problem
 
 
 _KIND_CACHE: dict[Path, tuple[float, tuple[str, str | None, int | None]]] = {}
@@ -293,7 +295,7 @@ def run_kind(ref: Any) -> tuple[str, str | None, int | None]:
     """("<stage>-<method>", the run it resumed, the step it resumed at) from the run's config.toml (read once per
     change of the file); ("", None, None) when there is none."""
     d = run_dir(ref)
-    p = d / "config.toml" if d is not None else None
+    p = d / CONFIG_FILE if d is not None else None
     try:
         mtime = p.stat().st_mtime if p is not None else None
     except OSError:
@@ -363,7 +365,7 @@ def _local_list(runs_dir: Path) -> list[RunRow]:
     if not runs_dir.is_dir():
         return rows
     for d in sorted(runs_dir.iterdir()):
-        if not d.is_dir() or not ((d / EVENTS_FILE).exists() or (d / "launch.json").exists()):
+        if not d.is_dir() or not ((d / EVENTS_FILE).exists() or (d / LAUNCH_FILE).exists()):
             continue
         s = summarize(_read_all(d / EVENTS_FILE))
         status = s.status
@@ -371,7 +373,7 @@ def _local_list(runs_dir: Path) -> list[RunRow]:
             status = "lost" if s.status == "running" else "pending"
         end = s.ended or (time.time() if status == "running" else None)
         dur = (end - s.started) if (end and s.started) else None
-        rows.append(RunRow(d.name, "local", status, s.step, s.total_steps, s.last_loss, s.started, dur,
+        rows.append(RunRow(d.name, LOCAL_HOST, status, s.step, s.total_steps, s.last_loss, s.started, dur,
                            LocalRunRef(d), s.error))
     rows.sort(key=lambda r: r.started or 0, reverse=True)
     return rows
@@ -389,7 +391,7 @@ def _read_all(path: Path) -> list[dict[str, Any]]:
 
 def _launch_info(d: Path) -> dict[str, Any]:
     try:
-        return json.loads((d / "launch.json").read_text())
+        return json.loads((d / LAUNCH_FILE).read_text())
     except Exception:
         return {}
 
@@ -449,7 +451,7 @@ def config_path(ref: Any) -> Path | None:
     d = run_dir(ref)
     if d is None:
         return None
-    p = d / "config.toml"
+    p = d / CONFIG_FILE
     return p if p.exists() else None
 
 
@@ -459,7 +461,7 @@ def load_config(ref: Any) -> Any:
     if p is None:
         where = run_host(ref)
         raise FileNotFoundError(
-            f"{run_name(ref)}: no config.toml here" + (f" (the run is on {where})" if where != "local" else ""))
+            f"{run_name(ref)}: no config.toml here" + (f" (the run is on {where})" if not is_local_host(where) else ""))
     from engine import presets
 
     return presets.load_run_config(p)

@@ -14,9 +14,11 @@ which a critical worker could be left behind.
 from __future__ import annotations
 
 import atexit
+import os
 import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 from textual.worker import active_worker
@@ -83,6 +85,14 @@ def child(cmd: list[str], **kw: Any) -> subprocess.Popen:
 def release(p: subprocess.Popen) -> None:
     with _CHILDREN_LOCK:
         _CHILDREN.discard(p)
+
+
+def engine_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process of the interface (a data check, the model of a run): this one,
+    with this checkout importable."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return {**os.environ, **extra,
+            "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def run_child(cmd: list[str], *, timeout: float, **kw: Any) -> subprocess.CompletedProcess:

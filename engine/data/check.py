@@ -38,14 +38,11 @@ def _percentile(sorted_vals: list[int], q: float) -> int:
 def _count_duplicates(hashes: array) -> int:
     if not hashes:
         return 0
-    try:
-        import numpy as np
+    import numpy as np
 
-        a = np.frombuffer(hashes, dtype=np.int64).copy()
-        a.sort()
-        return int(len(a) - 1 - np.count_nonzero(a[1:] != a[:-1]))
-    except ImportError:  # pragma: no cover
-        return len(hashes) - len(set(hashes))
+    a = np.frombuffer(hashes, dtype=np.int64).copy()
+    a.sort()
+    return int(len(a) - 1 - np.count_nonzero(a[1:] != a[:-1]))
 
 
 def _row_hash(row: dict) -> int:

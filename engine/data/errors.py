@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from engine.errors import FinetuiError
 
-class DataError(ValueError):
+
+class DataError(FinetuiError, ValueError):
     """A data problem that stops loading; ``str(e)`` is one line naming the file (and line / field)."""
 
 
-class RowError(ValueError):
+class RowError(FinetuiError, ValueError):
     """One invalid row: the field (dotted / indexed path inside the row) and a plain-words reason."""
 
     def __init__(self, field: str, reason: str):

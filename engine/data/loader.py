@@ -15,6 +15,7 @@ from engine.data.errors import DataError, RowError
 from engine.data.formats import normalizer
 from engine.data.sources import Source, open_source
 from engine.datapaths import sources
+from engine.errors import FinetuiError
 
 MAX_LISTED_INVALID = 50
 
@@ -60,7 +61,7 @@ def allowed_formats(stage: str, profile: str | None = None) -> tuple[str, ...]:
             from engine import profiles as P
 
             return tuple(P.get(profile).formats_by_stage.get(stage, FORMATS_BY_STAGE.get(stage, ())))
-        except Exception:
+        except FinetuiError:  # an unknown profile (validation names it): the schema's formats
             pass
     return FORMATS_BY_STAGE.get(stage, ())
 
@@ -213,3 +214,61 @@ def load_rows(res: dict, secrets: dict | None = None) -> LoadedData:
     report["train_rows"] = len(train)
     report["eval_rows"] = len(eval_rows) if eval_rows is not None else 0
     return LoadedData(train=train, eval=eval_rows, dropped=dropped, report=report)
+
+
+class PreflightError(DataError):
+    """The data files of a job that fail the fast data check; one line per problem."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__(errors[0] if errors else "")
+
+    def lines(self) -> list[str]:
+        return list(self.errors)
+
+
+def check_data_before_launch(res: dict) -> list[str]:
+    """:func:`preflight` for a job about to start; raises :class:`PreflightError`, else returns the notes."""
+    from engine.config import is_remote_job
+
+    errors, notes = preflight(res, remote=is_remote_job(res))
+    if errors:
+        raise PreflightError(errors)
+    return notes
+
+
+def preflight(res: dict, *, remote: bool = False) -> tuple[list[str], list[str]]:
+    """The fast data check a job gets before anything of its run exists: every local data file exists and its
+    rows parse (no tokenizer, no images copied).  → (errors, notes): each error one line naming ``file:line``;
+    notes say what was not checked here — S3 objects, and for a job on another host the paths that are not on
+    this machine (the run reads them in place there)."""
+    errors: list[str] = []
+    notes: list[str] = []
+    fmt = str(res.get("data.format") or "alpaca")
+    allowed = float(res.get("data.allow_percentage_invalid_samples") or 0.0)
+    for field_name in ("data.train_path", "data.validation_path"):
+        for path, f in sources(res.get(field_name), fmt):
+            if path.startswith("s3://"):
+                notes.append(f"{field_name}: {path} is on S3; its rows are checked when the run reads them")
+                continue
+            if remote and not path.startswith("finetui:"):
+                from engine.userfiles import exists
+
+                if not exists(path):
+                    notes.append(f"{field_name}: {path} is not on this machine; the run reads it on the remote host")
+                    continue
+            counts = ScanCounts()
+            try:
+                src = open_source(path)
+                for _ in scan(src, f, counts, materialize_images=False):
+                    pass
+            except DataError as e:
+                errors.append(str(e))
+                continue
+            msg = threshold_error(src.display, counts, allowed)
+            if msg and counts.listed:  # file:line first: the line to fix
+                errors.append(f"{counts.listed[0]} ({counts.invalid} of {counts.total} rows invalid, allowed "
+                              f"{allowed:g}%)")
+            elif msg:
+                errors.append(msg)
+    return errors, notes

@@ -176,10 +176,8 @@ def fetch(uri: str, res: dict, secrets: dict | None = None) -> Path:
     except DataError:
         raise
     except Exception as e:  # botocore errors → one clear line
-        try:
-            import botocore.exceptions as bx
-        except ImportError:  # pragma: no cover
-            raise DataError(f"{uri}: boto3 is not installed (pip install boto3)")
+        import botocore.exceptions as bx
+
         if isinstance(e, bx.ClientError) and _status(e) == 404 and key and not key.endswith("/"):
             # HeadObject's 404 does not say whether the bucket or the key is missing
             try:

@@ -1,5 +1,9 @@
 """Where rows come from: .json (array or JSON lines), .jsonl, .zip, a folder, a sample, or S3.
 
+Data files may be gzip-compressed (``train.jsonl.gz``, or any name holding gzip); they are read as
+bytes through :mod:`engine.userfiles` (FIFOs and devices refused before they are read, text that
+is not UTF-8 named with its line, nesting and integers that make the parser fail made invalid rows).
+
 A :class:`Source` streams ``(location, object)`` pairs — location is ``file:line`` — and looks
 images up relative to the data file (inside the archive for a zip).  A record that is not
 valid JSON comes as a :class:`RowError` in place of the object, so one bad line is one
@@ -9,21 +13,38 @@ invalid row, not a crash.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import posixpath
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
+from engine import userfiles
 from engine.data.errors import DataError, RowError
 from engine.datapaths import data_paths, split_format
+from engine import samples
+from engine.samples import SAMPLES_PREFIX
 from engine.safeio import escape_reason, inside
 
-SAMPLES_PREFIX = "finetui:samples/"
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson")
+
+
+def data_error(where: str, reason: str) -> DataError:
+    return DataError(f"{where}: {reason}")
+
+
+def data_suffix(name: str) -> str:
+    """The suffix that tells how a data file is read, ``.gz`` looked through: ``a.jsonl.gz`` → ``.jsonl``."""
+    name = name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return posixpath.splitext(name)[1]
+
+
+def is_data_name(name: str) -> bool:
+    return data_suffix(name) in DATA_SUFFIXES
 _SKIP_NAMES = {"dataset_info.json"}
 
 
@@ -32,24 +53,11 @@ def cache_dir() -> Path:
 
 
 def resolve_sample(path: str) -> Path:
-    """``finetui:samples/<file>`` → the shipped file in engine/assets/samples/."""
-    try:  # the training area owns engine/samples.py; use it when present
-        from engine.samples import resolve_sample as _rs  # type: ignore
-
-    except (ImportError, AttributeError):
-        _rs = None
-    if _rs is not None:
-        try:
-            return Path(_rs(path))
-        except FileNotFoundError as e:
-            raise DataError(str(e).splitlines()[0]) from None
-    name = path[len(SAMPLES_PREFIX):]
-    base = Path(__file__).resolve().parent.parent / "assets" / "samples"
-    p = base / name
-    if not p.exists():
-        have = ", ".join(sorted(x.name for x in base.glob("*"))) if base.exists() else "none"
-        raise DataError(f"{path}: no such sample (have: {have})")
-    return p
+    """``finetui:samples/<file>`` → the shipped file in engine/assets/samples/ (a DataError if none)."""
+    try:
+        return samples.resolve_sample(path)
+    except FileNotFoundError as e:
+        raise DataError(str(e).splitlines()[0]) from None
 
 
 #: Above this size a .json array is not parsed just to count its rows.
@@ -73,9 +81,12 @@ def local_data_files(path: str) -> list[Path] | None:
             return None
     else:
         p = Path(path).expanduser()
-    if p.is_dir():
-        return sorted(q for q in p.iterdir() if q.suffix in (".jsonl", ".json"))
-    return [p] if p.is_file() else None
+    try:
+        if p.is_dir():
+            return sorted(q for q in p.iterdir() if is_data_name(q.name) and q.name not in _SKIP_NAMES)
+        return [p] if p.is_file() else None
+    except (OSError, ValueError):  # a path too long for the file system, a NUL in it: no local file
+        return None
 
 
 _COUNTED: dict[tuple[Any, ...], int | None] = {}
@@ -99,23 +110,39 @@ def count_examples(path: str) -> int | None:
 
 def _count(files: list[Path]) -> int | None:
     n = 0
-    for f in files:
-        if f.suffix == ".jsonl":
-            with f.open("rb") as fh:
-                n += sum(1 for line in fh if line.strip())
-        elif f.suffix == ".json":
-            if f.stat().st_size > _JSON_COUNT_LIMIT:
+    try:
+        for f in files:
+            suf = data_suffix(f.name)
+            if suf in (".jsonl", ".ndjson"):
+                with userfiles.open_binary(f, error=data_error) as fh:
+                    n += sum(1 for line in fh if line.strip())
+            elif suf == ".json":
+                if f.stat().st_size > _JSON_COUNT_LIMIT:
+                    return None
+                text = userfiles.read_text(f, error=data_error)
+                with userfiles.parsing(str(f), data_error):
+                    data = json.loads(text)
+                if not isinstance(data, list):
+                    return None
+                n += len(data)
+            else:
                 return None
-            try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError):
-                return None
-            if not isinstance(data, list):
-                return None
-            n += len(data)
-        else:
-            return None
+    except (DataError, OSError, ValueError, *userfiles.GZIP_ERRORS):  # unreadable: the count is unknown
+        return None
     return n
+
+
+def _row_json(s: str | bytes) -> Any:
+    """One row's JSON, or a RowError saying why not (bad JSON, nested too deeply, an integer too long)."""
+    try:
+        return json.loads(s)
+    except json.JSONDecodeError as e:
+        return RowError("", f"not valid JSON ({e.msg}, column {e.colno})")
+    except (RecursionError, ValueError) as e:
+        why = userfiles.parse_reason(e)
+        if why is None:
+            raise
+        return RowError("", f"not usable JSON: {why}")
 
 
 def _json_array_records(text: str, name: str) -> Iterator[tuple[str, Any]]:
@@ -143,7 +170,8 @@ def _json_array_records(text: str, name: str) -> Iterator[tuple[str, Any]]:
         return
     while True:
         try:
-            obj, end = dec.raw_decode(text, i)
+            with userfiles.parsing(f"{name}:{line}", data_error):
+                obj, end = dec.raw_decode(text, i)
         except json.JSONDecodeError as e:
             raise DataError(f"{name}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})")
         yield f"{name}:{line}", obj
@@ -160,32 +188,46 @@ def _json_array_records(text: str, name: str) -> Iterator[tuple[str, Any]]:
         i = k
 
 
-def _jsonl_records(lines: Iterator[str], name: str) -> Iterator[tuple[str, Any]]:
-    for ln, raw in enumerate(lines, 1):
-        s = raw.strip()
-        if not s:
-            continue
-        if ln == 1 and s.startswith("\ufeff"):
-            s = s[1:]
-        try:
-            obj = json.loads(s)
-        except json.JSONDecodeError as e:
-            yield f"{name}:{ln}", RowError("", f"not valid JSON ({e.msg}, column {e.colno})")
-            continue
-        yield f"{name}:{ln}", obj
+def _jsonl_records(open_bin: Callable[[], IO[bytes]], name: str) -> Iterator[tuple[str, Any]]:
+    with open_bin() as fh:
+        for ln, raw in enumerate(fh, 1):
+            if ln == 1:
+                why = userfiles.bom_problem(raw[:4096])
+                if why:
+                    raise DataError(f"{name}: {why}")
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            if not raw.strip():
+                continue
+            try:
+                s = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield f"{name}:{ln}", RowError("", userfiles.not_utf8(raw, e.start))
+                continue
+            yield f"{name}:{ln}", _row_json(s)
 
 
-def _text_records(read_text, open_lines, name: str, suffix: str) -> Iterator[tuple[str, Any]]:
-    if suffix in (".jsonl", ".ndjson"):
-        yield from _jsonl_records(open_lines(), name)
-        return
-    # .json: an array, or (commonly) JSON lines in a .json file
-    with open_lines() as fh:
-        head = fh.read(4096).lstrip("\ufeff \t\r\n")
-    if head.startswith("{"):
-        yield from _jsonl_records(open_lines(), name)
-        return
-    yield from _json_array_records(read_text(), name)
+def _text_records(open_bin: Callable[[], IO[bytes]], name: str, suffix: str) -> Iterator[tuple[str, Any]]:
+    """The records of one data file; ``open_bin()`` opens it afresh as bytes (decompressed)."""
+    try:
+        if suffix in (".jsonl", ".ndjson"):
+            yield from _jsonl_records(open_bin, name)
+            return
+        # .json: an array, or (commonly) JSON lines in a .json file
+        with open_bin() as fh:
+            head = fh.read(4096)
+        why = userfiles.bom_problem(head)
+        if why:
+            raise DataError(f"{name}: {why}")
+        if head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{"):
+            yield from _jsonl_records(open_bin, name)
+            return
+        with open_bin() as fh:
+            data = fh.read()
+        yield from _json_array_records(userfiles.decode_utf8(data, name, data_error), name)
+    except userfiles.GZIP_ERRORS as e:
+        raise DataError(f"{name}: not a valid gzip file ({e})") from None
+    except OSError as e:
+        raise DataError(f"{name}: {userfiles.os_reason(e)}") from None
 
 
 class Source:
@@ -212,9 +254,8 @@ class FileSource(Source):
 
     def records(self) -> Iterator[tuple[str, Any]]:
         p = self.path
-        yield from _text_records(lambda: p.read_text(encoding="utf-8-sig"),
-                                 lambda: open(p, encoding="utf-8-sig"),
-                                 self.display, p.suffix.lower())
+        yield from _text_records(lambda: userfiles.open_binary(p, self.display, data_error),
+                                 self.display, data_suffix(p.name))
 
     def image(self, ref: str, materialize: bool = True) -> Optional[str]:
         if os.path.isabs(ref):
@@ -253,6 +294,8 @@ class ZipSource(Source):
             self.zf = zipfile.ZipFile(path)
         except zipfile.BadZipFile:
             raise DataError(f"{self.zip_display}: not a valid zip archive")
+        except OSError as e:
+            raise DataError(f"{self.zip_display}: {userfiles.os_reason(e)}") from None
         for info in self.zf.infolist():
             why = _unsafe_member(info)
             if why:
@@ -267,14 +310,10 @@ class ZipSource(Source):
 
     def records(self) -> Iterator[tuple[str, Any]]:
         zf, m = self.zf, self.member
-
-        def read_text() -> str:
-            return zf.read(m).decode("utf-8-sig")
-
-        def open_lines():
-            return io.TextIOWrapper(zf.open(m), encoding="utf-8-sig")
-
-        yield from _text_records(read_text, open_lines, self.display, posixpath.splitext(m)[1].lower())
+        try:
+            yield from _text_records(lambda: userfiles.maybe_gunzip(zf.open(m)), self.display, data_suffix(m))
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:  # damaged, unknown method, encrypted
+            raise DataError(f"{self.display}: cannot read it from the archive ({e})") from None
 
     def _member_for(self, ref: str) -> Optional[str]:
         ref = ref.replace("\\", "/")
@@ -320,9 +359,10 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
 
 
 def _pick_data_member(names: list[str], display: str) -> str:
-    data = [n for n in names if n.lower().endswith(DATA_SUFFIXES) and posixpath.basename(n) not in _SKIP_NAMES]
+    data = [n for n in names if is_data_name(n) and posixpath.basename(n) not in _SKIP_NAMES]
     for want in ("train.json", "train.jsonl"):
-        hits = sorted((n for n in data if posixpath.basename(n).lower() == want), key=lambda n: n.count("/"))
+        hits = sorted((n for n in data if posixpath.basename(n).lower().removesuffix(".gz") == want),
+                      key=lambda n: n.count("/"))
         if hits:
             return hits[0]
     if len(data) == 1:
@@ -335,26 +375,32 @@ def _pick_data_member(names: list[str], display: str) -> str:
 
 def open_local(path: Path, display: str | None = None) -> Source:
     disp = display or str(path)
-    if not path.exists():
-        raise DataError(f"{disp}: no such file or folder")
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
-                       and p.name not in _SKIP_NAMES)
-        train = [p for p in files if p.stem.lower() == "train"]
+    st = userfiles.stat_user_path(path, disp, data_error)  # (before any open: nothing here may block)
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            files = sorted(p for p in path.iterdir() if p.is_file() and is_data_name(p.name)
+                           and p.name not in _SKIP_NAMES)
+        except OSError as e:
+            raise DataError(f"{disp}: {userfiles.os_reason(e)}") from None
+        train = [p for p in files if p.name.lower().removesuffix(".gz").rsplit(".", 1)[0] == "train"]
         if train:
             files = train[:1]
         if not files:
             raise DataError(f"{disp}: no .json or .jsonl file in the folder")
         parts = [FileSource(p, f"{disp.rstrip('/')}/{p.name}") for p in files]
         return parts[0] if len(parts) == 1 else MultiSource(parts, disp)
+    kind = userfiles.special_kind(st.st_mode)
+    if kind:
+        raise DataError(f"{disp}: is {kind}, not a data file")
     suf = path.suffix.lower()
     if suf == ".zip":
         return ZipSource(path, disp)
-    if suf in DATA_SUFFIXES:
+    if is_data_name(path.name):
         return FileSource(path, disp)
     if zipfile.is_zipfile(path):
         return ZipSource(path, disp)
-    raise DataError(f"{disp}: unsupported file type `{suf or path.name}` (use .json, .jsonl, .zip or a folder)")
+    raise DataError(f"{disp}: unsupported file type `{suf or path.name}` (use .json, .jsonl, their .gz, .zip "
+                    "or a folder)")
 
 
 def open_source(path: str, res: dict | None = None, secrets: dict | None = None) -> Source:

@@ -21,7 +21,9 @@ from typing import Any
 
 import yaml
 
+from engine import userfiles
 from engine.config import JobConfig
+from engine.errors import FinetuiError, crash_log
 from engine.interop import jsonparams, llamafactory, nova
 from engine.interop.common import InteropError, TrainingChange, fail, training_changes
 
@@ -111,17 +113,28 @@ def _beside(target: Path, content: str) -> str | None:
     return json.dumps({**have, **new}, indent=2, ensure_ascii=False) + "\n"
 
 
+#: how deeply an imported config may nest (the deepest real one, a Nova recipe, has 5 levels)
+MAX_DEPTH = 32
+
+
 def _parse(text: str, source: str) -> Any:
+    if userfiles.text_depth(text, MAX_DEPTH) > MAX_DEPTH:
+        raise fail(source, f"nested more than {MAX_DEPTH} levels deep; not a training config")
     s = text.lstrip()
-    if s.startswith("{") or s.startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise fail(source, f"not valid JSON: line {e.lineno}: {e.msg}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise fail(source, f"not valid YAML: {str(e).splitlines()[0]}") from None
+    with userfiles.parsing(source, fail):
+        if s.startswith("{") or s.startswith("["):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise fail(source, f"not valid JSON: line {e.lineno}: {e.msg}") from None
+        else:
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise fail(source, f"not valid YAML: {str(e).splitlines()[0]}") from None
+    if userfiles.max_depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise fail(source, f"nested more than {MAX_DEPTH} levels deep; not a training config")
+    return data
 
 
 #: the refusal of a file whose format is not recognised with confidence (one line)
@@ -150,15 +163,25 @@ def import_text(text: str, fmt: str | None = None, base_dir: str | os.PathLike[s
                    ", ".join(IMPORT_FORMATS))
     if not isinstance(data, dict):
         raise fail(source, f"not a {f} file (expected a mapping)")
-    if f == "llamafactory":
-        if llamafactory.looks_like_v1(data):
-            return _training_changes_first(llamafactory.import_v1(data, Path(base_dir).resolve(), source))
-        return _training_changes_first(llamafactory.import_data(data, Path(base_dir).resolve(), source))
-    if f == "nova":
-        if not nova.looks_like(data):
-            raise fail(source, "not a Nova recipe (expected run: and training_config:)")
-        return nova.import_data(data, source)
-    return jsonparams.IMPORTERS[f](data)
+    try:
+        if f == "llamafactory":
+            if llamafactory.looks_like_v1(data):
+                return _training_changes_first(llamafactory.import_v1(data, Path(base_dir).resolve(), source))
+            return _training_changes_first(llamafactory.import_data(data, Path(base_dir).resolve(), source))
+        if f == "nova":
+            if not nova.looks_like(data):
+                raise fail(source, "not a Nova recipe (expected run: and training_config:)")
+            return nova.import_data(data, source)
+        return jsonparams.IMPORTERS[f](data)
+    except FinetuiError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError) as e:
+        # the importers read a foreign file's values; one of a type they do not expect (a list for a name,
+        # a table for a number, nan for a count) ends here in one line naming the file; the traceback goes
+        # to a crash log in case it is a bug of the importer's instead
+        log = crash_log(e, context=f"import {source} as {f}")
+        raise fail(source, f"cannot import it as {f}: a value of an unexpected type or size "
+                           f"({type(e).__name__}: {str(e)[:160]}; details in {log})") from None
 
 
 def _training_changes_first(result: tuple[JobConfig, list[str]]) -> tuple[JobConfig, list[str]]:
@@ -169,12 +192,7 @@ def _training_changes_first(result: tuple[JobConfig, list[str]]) -> tuple[JobCon
 
 def import_file(path: str | os.PathLike[str], fmt: str | None = None) -> tuple[JobConfig, list[str]]:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise fail(str(p), "no such file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise fail(str(p), f"cannot read the file: {e.__class__.__name__}") from None
+    text = userfiles.read_text(p, str(p), fail)
     return import_text(text, fmt, p.resolve().parent, str(p))
 
 
@@ -184,18 +202,14 @@ def file_kind(path: str | os.PathLike[str]) -> str | None:
     import tomllib
 
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise fail(str(p), "no such file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise fail(str(p), f"cannot read the file: {e.__class__.__name__}") from None
+    text = userfiles.read_text(p, str(p), fail)
     if p.suffix.lower() == ".toml":
         return "toml"
     try:
-        tomllib.loads(text)
+        with userfiles.parsing(str(p), fail):
+            tomllib.loads(text)
         return "toml"
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, InteropError):  # not TOML (or TOML nested too deeply: not a preset either)
         pass
     try:
         data = _parse(text, str(p))

@@ -19,6 +19,22 @@ def fail(where: str, message: str, allowed: str = "") -> InteropError:
     return InteropError([Problem(where, message, allowed)])
 
 
+def kind_of(v: Any) -> str:
+    """What a foreign value is, in a config's words (for "expected a table, found a list")."""
+    return {dict: "a table", list: "a list", str: "text", bool: "true/false", int: "a number",
+            float: "a number", type(None): "nothing"}.get(type(v), type(v).__name__)
+
+
+def table(parent: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
+    """``parent[key]`` when it is a mapping; ``{}`` when it is missing or empty; else a one-line InteropError."""
+    v = parent.get(key)
+    if v is None or v == "" or v == [] or v == {}:
+        return {}
+    if not isinstance(v, dict):
+        raise fail(f"{where}{key}", f"expected a table (key: value mapping), found {kind_of(v)}")
+    return v
+
+
 def fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

@@ -31,15 +31,18 @@ from typing import Any
 
 import yaml
 
+from engine import userfiles
 from engine.config import SAMPLES_PREFIX, JobConfig, Problem
 from engine.data.sources import count_examples, local_data_files
 from engine.datapaths import any_s3, data_paths, join_paths, split_format
 from engine.dsconfig import deepspeed_config
 from engine.redact import has_credentials
-from engine.interop.common import (InteropError, TrainingChange, fail, fmt, leftovers, real_path, sample_or_path,
-                                   set_value, validate_for)
+from engine.interop.common import (InteropError, TrainingChange, fail, fmt, kind_of, leftovers, real_path,
+                                   sample_or_path, set_value, validate_for)
 
 TARGET = "LLaMA-Factory"
+#: the most datasets one imported `dataset:` may name (each becomes a source of the data path)
+MAX_DATASETS = 1000
 
 STAGE_TO_LF = {"pretrain": "pt", "sft": "sft", "dpo": "dpo", "kto": "kto", "reward": "rm"}
 STAGE_FROM_LF = {v: k for k, v in STAGE_TO_LF.items()}
@@ -429,12 +432,12 @@ def _zero_from(raw_path: str, base: Path, job: JobConfig, warnings: list[str]) -
     off_o = off_p = False
     if found is not None:
         try:
-            cfg = json.loads(found.read_text(encoding="utf-8"))
+            cfg = json.loads(userfiles.read_text(found, error=fail))
             z = cfg.get("zero_optimization") or {}
             stage = int(z.get("stage", 0))
             off_o = str((z.get("offload_optimizer") or {}).get("device", "none")) in ("cpu", "nvme")
             off_p = str((z.get("offload_param") or {}).get("device", "none")) in ("cpu", "nvme")
-        except (ValueError, OSError, AttributeError, TypeError) as e:
+        except (ValueError, OSError, AttributeError, TypeError, RecursionError) as e:
             raise fail("deepspeed", f"{found}: not a DeepSpeed JSON config ({e.__class__.__name__})") from None
     else:
         m = re.search(r"z(?:ero)?[_-]?(\d)", Path(raw_path).name)
@@ -466,16 +469,27 @@ def _datasets(raw: dict[str, Any], base: Path, stage: str, job: JobConfig, warni
             break
     info: dict[str, Any] = {}
     if info_dir is not None:
+        info_file = info_dir / "dataset_info.json"
         try:
-            info = json.loads((info_dir / "dataset_info.json").read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            warnings.append(f"{info_dir / 'dataset_info.json'}: not readable JSON; dataset names kept as they are")
+            info = json.loads(userfiles.read_text(info_file, error=fail))
+        except InteropError as e:
+            warnings.append(f"{e.lines()[0]}; dataset names kept as they are")
+        except (RecursionError, ValueError) as e:  # bad JSON, nested too deeply, an integer too long
+            warnings.append(f"{info_file}: {userfiles.parse_reason(e) or 'not valid JSON'}; dataset names kept as "
+                            "they are")
+        if not isinstance(info, dict):
+            warnings.append(f"{info_file}: expected a table of datasets, found {kind_of(info)}; dataset names kept "
+                            "as they are")
+            info = {}
     fmt_set = False
     for key, field in (("dataset", "data.train_path"), ("eval_dataset", "data.validation_path")):
         names = raw.get(key)
         if not names:
             continue
-        names = [n.strip() for n in (names if isinstance(names, list) else str(names).split(",")) if n.strip()]
+        names = [s for s in (str(n).strip() for n in (names if isinstance(names, list) else str(names).split(",")))
+                 if s]
+        if len(names) > MAX_DATASETS:
+            raise fail(key, f"{len(names)} datasets; finetui reads at most {MAX_DATASETS} sources in one job")
         paths: list[str] = []
         first_fmt = None
         for name in names:
@@ -499,6 +513,9 @@ def _dataset_path(name: str, key: str, field: str, info: dict[str, Any], info_di
                   stage: str, warnings: list[str]) -> tuple[str, str | None]:
     """One LLaMA-Factory dataset name → (finetui data path, its format or None when unknown)."""
     entry = info.get(name)
+    if entry is not None and not isinstance(entry, dict):
+        raise fail(f"{info_dir / 'dataset_info.json' if info_dir else 'dataset_info.json'}: {name}",
+                   f"expected a table describing the dataset, found {kind_of(entry)}")
     if entry is None:
         where = f"{info_dir / 'dataset_info.json'}" if info_dir else f"{ddir}/dataset_info.json (not found)"
         warnings.append(f"{key} = {name}: not described in {where}; the name is kept in {field} — point it at "
@@ -513,9 +530,12 @@ def _dataset_path(name: str, key: str, field: str, info: dict[str, Any], info_di
         warnings.append(f"{key} = {name}: a hub dataset ({hub}); finetui reads local files and S3 — download "
                         f"it and set {field}")
         return name, fmt_
+    if not isinstance(entry["file_name"], str) or not entry["file_name"]:
+        raise fail(f"{info_dir / 'dataset_info.json' if info_dir else 'dataset_info.json'}: {name}.file_name",
+                   f"expected a file name, found {kind_of(entry['file_name'])}")
     fp = Path(entry["file_name"])
     full = fp if fp.is_absolute() else info_dir / fp  # type: ignore[operator]
-    if not full.exists():
+    if not userfiles.exists(full):
         warnings.append(f"{key} = {name}: {full} does not exist")
     return sample_or_path(full), fmt_
 
@@ -670,6 +690,8 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
     # epochs / steps
     if "num_train_epochs" in raw:
         ep = float(raw["num_train_epochs"])
+        if not math.isfinite(ep) or ep > 1e6:
+            raise fail("num_train_epochs", f"{raw['num_train_epochs']} is not a number of epochs")
         if not ep.is_integer():
             warnings.append(f"num_train_epochs = {raw['num_train_epochs']}: finetui counts whole epochs; "
                             f"using {math.ceil(ep)}")

@@ -28,7 +28,7 @@ import yaml
 from engine import redact
 from engine.config import JobConfig, spec, total_ranks
 from engine.datapaths import data_paths
-from engine.interop.common import fail, fmt, leftovers, set_value, validate_for
+from engine.interop.common import fail, fmt, leftovers, set_value, table, validate_for
 
 TARGET = "Nova recipe"
 SAMPLE = "finetui:samples/bedrock_converse_demo.jsonl"
@@ -216,12 +216,12 @@ def import_data(raw: dict[str, Any], source: str = "") -> tuple[JobConfig, list[
     tc = raw.get("training_config") or {}
     if not isinstance(run, dict) or not isinstance(tc, dict):
         raise fail(source or "recipe", "not a Nova recipe (run and training_config must be mappings)")
-    model = tc.get("model") or {}
-    optim = model.get("optim") or {}
-    sched = optim.get("sched") or {}
-    peft = model.get("peft") or {}
-    trainer = tc.get("trainer") or {}
-    exp = tc.get("exp_manager") or {}
+    model = table(tc, "model", "training_config.")
+    optim = table(model, "optim", "training_config.model.")
+    sched = table(optim, "sched", "training_config.model.optim.")
+    peft = table(model, "peft", "training_config.model.")
+    trainer = table(tc, "trainer", "training_config.")
+    exp = table(tc, "exp_manager", "training_config.")
     warnings: list[str] = []
 
     scheme = peft.get("peft_scheme")
@@ -276,11 +276,11 @@ def import_data(raw: dict[str, Any], source: str = "") -> tuple[JobConfig, list[
         set_value(job, "eval.checkpoint_strategy", "steps")
     if "allow_percentage_invalid_samples" in tc:
         set_value(job, "data.allow_percentage_invalid_samples", tc["allow_percentage_invalid_samples"])
-    cb = exp.get("checkpoint_callback_params") or {}
+    cb = table(exp, "checkpoint_callback_params", "training_config.exp_manager.")
     if "save_top_k" in cb:
         set_value(job, "eval.checkpoint_limit", cb["save_top_k"])
     if exp.get("create_early_stopping_callback"):
-        es = exp.get("early_stopping_callback_params") or {}
+        es = table(exp, "early_stopping_callback_params", "training_config.exp_manager.")
         set_value(job, "eval.early_stopping_patience", es.get("patience", 2))
         if "min_delta" in es:
             set_value(job, "eval.early_stopping_threshold", _num(es["min_delta"]))
@@ -342,7 +342,7 @@ def import_data(raw: dict[str, Any], source: str = "") -> tuple[JobConfig, list[
     if sched.get("name") not in (None, "CosineAnnealing"):
         warnings.append(f"sched.name = {sched['name']}: imported as cosine")
     if lora:
-        lt = peft.get("lora_tuning") or {}
+        lt = table(peft, "lora_tuning", "training_config.model.peft.")
         if "loraplus_lr_ratio" in lt:
             set_value(job, "adapter.loraplus_lr_ratio", _num(lt["loraplus_lr_ratio"]))
         if "alpha" in lt:

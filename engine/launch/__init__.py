@@ -28,24 +28,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.config import JobConfig
+from engine import userfiles
+from engine.config import LOCAL_HOST, JobConfig, is_local_host, is_remote_job
 from engine.events import EVENTS_FILE, Tailer, summarize
 from engine.launch import core
-from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FILE, LaunchError, RunInfo, RunRef,
-                                  append_end_if_missing, default_name, has_end, read_json, read_records, unique_dir,
-                                  valid_name)
+from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FILE, SUPERVISOR_FILE, LaunchError,
+                                  RunInfo, RunRef, append_end_if_missing, damaged, default_name, has_end, read_json,
+                                  read_records, unique_dir, valid_name)
 from engine.launch.ssh import SSHError
 
 __all__ = ["start_run", "resume_job", "list_runs", "resolve_run", "event_source", "stop_run", "delete_run", "RunRef",
            "RunInfo",
            "LaunchError", "SSHError", "EventSource", "is_remote_job", "parse_start_at"]
-
-LOCAL_HOSTS = (None, "", "local", "localhost-local")
-
-
-def is_remote_job(res: dict[str, Any]) -> bool:
-    return bool(res.get("launch.hosts")) or res.get("launch.host") not in LOCAL_HOSTS
-
 
 def parse_start_at(text: str | None) -> float | None:
     if not text:
@@ -88,13 +82,13 @@ def fit_to_gpus(job: JobConfig) -> list[str]:
     res = job.resolved()
     if res.get("launch.device") == "cpu":
         return []
-    hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host") or "local"]
-    found = [G.probe(None if h in LOCAL_HOSTS else h) for h in hosts[:1]]
+    hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host") or LOCAL_HOST]
+    found = [G.probe(None if is_local_host(h) else h) for h in hosts[:1]]
     notes = []
     n = G.default_procs(job, found[0])
     if n:
         job.values["launch.procs_per_node"] = n
-        where = "this machine" if hosts[0] in LOCAL_HOSTS else hosts[0]
+        where = "this machine" if is_local_host(hosts[0]) else hosts[0]
         notes.append(f"launch.procs_per_node is unset and {where} has {G.describe(found[0] or [])} visible: "
                      f"{n} ranks, one per GPU (set launch.procs_per_node to choose)")
         res = job.resolved()
@@ -102,7 +96,7 @@ def fit_to_gpus(job: JobConfig) -> list[str]:
     probs = []
     for h, gpus in zip(hosts, found):
         if gpus is not None:
-            where = "this machine" if h in LOCAL_HOSTS else str(h)
+            where = "this machine" if is_local_host(h) else str(h)
             probs += [Problem(f, m, a) for f, m, a in G.problems(res, gpus, where)]
     if probs:
         raise ConfigError(probs)
@@ -116,11 +110,14 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
     ``progress(host, bytes_sent, bytes_total)`` is called while local data is uploaded to a remote host."""
     from engine import presets
 
+    from engine.data.loader import check_data_before_launch
+
     job = job.copy()
     notes = fit_to_gpus(job)
     res = job.validate()
     _absolutize_data(job, res)
     res = job.resolved()
+    check_data_before_launch(res)  # before anything of the run exists: a missing or broken file is one line
     start_at = parse_start_at(res.get("launch.start_at"))
     if start_at is not None and start_at < time.time() - 60:
         raise LaunchError(f"launch.start_at: {res.get('launch.start_at')} is in the past (allowed: a time from now on, "
@@ -136,16 +133,27 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
             res = job.resolved()
             secrets = {**creds, **secrets}
     remote = is_remote_job(res)
-    if run_dir is not None:
-        run_dir = Path(run_dir).expanduser().resolve()
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise LaunchError(f"{run_dir} already exists and is not empty; choose another run directory")
-        run_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        name = res.get("launch.run_name") or default_name(res)
-        if not valid_name(name):
-            raise LaunchError(f"launch.run_name: {name!r} cannot name a folder")
-        run_dir = unique_dir(Path(res.get("launch.runs_dir") or "runs").expanduser().resolve(), name)
+    try:
+        if run_dir is not None:
+            run_dir = Path(run_dir).expanduser().resolve()
+            if run_dir.exists() and not run_dir.is_dir():
+                raise LaunchError(f"--run-dir: {run_dir} is an existing file, not a folder; choose another run "
+                                  "directory")
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise LaunchError(f"{run_dir} already exists and is not empty; choose another run directory")
+            run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            name = res.get("launch.run_name") or default_name(res)
+            if not valid_name(name):
+                raise LaunchError(f"launch.run_name: {name!r} cannot name a folder")
+            runs_dir = Path(res.get("launch.runs_dir") or "runs").expanduser().resolve()
+            try:
+                run_dir = unique_dir(runs_dir, name)
+            except OSError as e:
+                raise LaunchError(f"launch.runs_dir: cannot create a run directory in {runs_dir} "
+                                  f"({userfiles.os_reason(e)})") from None
+    except OSError as e:  # the run directory given: a part of it is a file, not writable, too long
+        raise LaunchError(f"--run-dir: cannot create {run_dir} ({userfiles.os_reason(e)})") from None
     try:
         presets.save(job, run_dir / CONFIG_FILE, resolved=True)
         if notes:
@@ -208,13 +216,13 @@ def resume_job(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> 
 # ------------------------------------------------------------------ find
 
 def _ref_for_dir(d: Path) -> RunRef:
-    remote = read_json(d / REMOTE_FILE) or None
+    remote = (read_json(d / REMOTE_FILE) or None) if not damaged(d) else None
     if remote:
         hosts = remote.get("hosts") or []
         # several nodes: all of them ("host" follows the node where rank 0 writes its events)
         host = ",".join(hosts) if len(hosts) > 1 else remote.get("host", "?")
     else:
-        host = "local"
+        host = LOCAL_HOST
     return RunRef(name=d.name, run_dir=d.resolve(), host=host, remote=remote)
 
 
@@ -238,8 +246,22 @@ def resolve_run(ref: str | RunRef | os.PathLike[str], runs_dir: str | os.PathLik
     raise LaunchError(f"no run {s!r} in {base} (give a run name from `finetui runs` or a run directory)")
 
 
-def _info(ref: RunRef, remote_state: dict[str, Any] | None = None) -> RunInfo:
+def _info_isolated(ref: RunRef, remote_state: dict[str, Any] | None = None) -> RunInfo:
+    """:func:`_info`, but a run directory damaged in a way nobody foresaw is listed as damaged (its traceback in a
+    crash log) instead of breaking the listing of every other run."""
+    try:
+        return _info(ref, remote_state)
+    except Exception as e:  # noqa: BLE001 - one run's files must not break the list (see the docstring)
+        from engine.errors import crash_log
 
+        return RunInfo(name=ref.name, host=ref.host, status="damaged", ref=ref,
+                       error=f"cannot read the run's files ({type(e).__name__}; details in {crash_log(e)})")
+
+
+def _info(ref: RunRef, remote_state: dict[str, Any] | None = None) -> RunInfo:
+    why = damaged(ref.run_dir)
+    if why and not has_end(ref.run_dir):
+        return RunInfo(name=ref.name, host=ref.host, status="damaged", ref=ref, error=why)
     if ref.is_remote:
         recs = read_records(ref.run_dir / EVENTS_FILE)
         s = summarize(recs)
@@ -298,7 +320,7 @@ def list_runs(runs_dir: str | os.PathLike[str] = "runs", *, refresh_remote: bool
                     R.collect_node_errors(r)
                 except LaunchError:
                     pass
-    out = [_info(r, states.get(r.name)) for r in refs]
+    out = [_info_isolated(r, states.get(r.name)) for r in refs]
     out.sort(key=lambda i: (i.started or i.start_at or 0), reverse=True)
     return out
 
@@ -330,8 +352,8 @@ class EventSource(Tailer):
             self.ended = True
         elif not recs and not self.done and time.monotonic() - self._checked > 1.0:
             self._checked = time.monotonic()
-            info = read_json(self.ref.run_dir / LAUNCH_FILE)
-            if info.get("pgid") and not core.info_alive(info):
+            info = read_json(self.ref.run_dir / LAUNCH_FILE) if not damaged(self.ref.run_dir) else {}
+            if not core.info_alive(info) and (info.get("pgid") or self._stale()):
                 recs = super().read(max_bytes)
                 if any(r.get("kind") == "end" for r in recs):
                     self.ended = True
@@ -339,8 +361,22 @@ class EventSource(Tailer):
                     self.lost = True
         return recs
 
+    def _stale(self) -> bool:
+        """No process recorded and no run file written for a while: nothing is going to write events."""
+        newest = 0.0
+        for f in (LAUNCH_FILE, EVENTS_FILE, SUPERVISOR_FILE):
+            try:
+                newest = max(newest, (self.ref.run_dir / f).stat().st_mtime)
+            except OSError:
+                continue
+        return time.time() - newest > STALE_S
+
     def close(self) -> None:
         pass
+
+
+#: a run directory whose files have not changed for this long, with no process recorded, is not starting
+STALE_S = 10.0
 
 
 def event_source(ref: str | RunRef, offset: int = 0, runs_dir: str | os.PathLike[str] = "runs") -> Any:

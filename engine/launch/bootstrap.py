@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from engine.config import REMOTE_PYTHON
 from engine.launch import ssh
 from engine.launch.rundir import LaunchError
 
@@ -34,7 +35,7 @@ def build_wheel(out_dir: Path) -> Path:
     return wheels[-1]
 
 
-def bootstrap(target: str, python: str = "python3", *, no_deps: bool = False, log=print) -> str:  # noqa: ANN001
+def bootstrap(target: str, python: str = REMOTE_PYTHON, *, no_deps: bool = False, log=print) -> str:  # noqa: ANN001
     """Build, copy and install the wheel on ``target``; return the installed version line."""
     with tempfile.TemporaryDirectory(prefix="ftwheel") as td:
         whl = build_wheel(Path(td))

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from engine.config import LOCAL_HOST, MASTER_PORT
 from engine.events import EVENTS_FILE, summarize
 from engine.launch import procs
 from engine.safeio import atomic_write
@@ -36,10 +37,8 @@ def worker_command(res: dict[str, Any], run_dir: Path, *, nnodes: int = 1, node_
     if override:
         argv = json.loads(override)
         return [str(a).replace("{run_dir}", str(run_dir)).replace("{python}", python) for a in argv]
-    try:
-        from engine.train.command import worker_argv
-    except ImportError as e:
-        raise LaunchError(f"the training worker command is not available ({e}); is finetui complete?") from None
+    from engine.train.command import worker_argv
+
     kw: dict[str, Any] = dict(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, rdzv=rdzv, python=python,
                               visible=(os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES"))
     if master_port is not None:
@@ -69,7 +68,7 @@ def write_hostfile(run_dir: Path, hosts: list[str], slots: int) -> Path:
     return path
 
 
-def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | None = None, host: str = "local",
+def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | None = None, host: str = LOCAL_HOST,
                  nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
                  master_port: int | None = None, rdzv: str = "static", start_at: float | None = None,
                  cwd: str | None = None, command: list[str] | None = None,
@@ -82,9 +81,13 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     if nnodes > 1 and not full_env.get("GLOO_SOCKET_IFNAME"):
         # gloo binds to the address its hostname resolves to — 127.0.1.1 on many Debian/Ubuntu hosts, which the
         # other nodes cannot reach: use the interface that routes to the master instead (the user's value wins)
-        ifname = route_interface(master_addr, master_port or 29500)
+        ifname = route_interface(master_addr, master_port or MASTER_PORT)
         if ifname:
             full_env["GLOO_SOCKET_IFNAME"] = ifname
+    if nnodes > 1 and not full_env.get("NCCL_SOCKET_IFNAME") and full_env.get("GLOO_SOCKET_IFNAME"):
+        # NCCL's bootstrap picks an interface of its own (a docker bridge, a second NIC the other nodes cannot
+        # reach): the one that routes to the master, as gloo's, unless the user chose
+        full_env["NCCL_SOCKET_IFNAME"] = full_env["GLOO_SOCKET_IFNAME"]
     if procs.SAFE_PATH:  # no process of the run imports from the working directory (torchrun's ranks included)
         full_env["PYTHONSAFEPATH"] = "1"
     else:  # an older Python has no such switch: the run's processes start in its run directory instead
@@ -102,6 +105,7 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     }
     if nnodes > 1:
         info["gloo_socket_ifname"] = full_env.get("GLOO_SOCKET_IFNAME")
+        info["nccl_socket_ifname"] = full_env.get("NCCL_SOCKET_IFNAME")
     write_json(run_dir / LAUNCH_FILE, info)
     (run_dir / LOG_FILE).touch()
     sup = procs.module_argv(procs.python_exe(), "engine.launch.supervisor", str(run_dir))
@@ -138,7 +142,7 @@ def dir_state(run_dir: Path) -> dict[str, Any]:
             "events_size": _size(run_dir / EVENTS_FILE)}
 
 
-def route_interface(addr: str, port: int = 29500) -> str | None:
+def route_interface(addr: str, port: int = MASTER_PORT) -> str | None:
     """The network interface this host uses to reach ``addr`` (Linux), e.g. ``lo`` for 127.0.0.1; None if unknown."""
     import socket
 

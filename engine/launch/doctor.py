@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import NamedTuple
 
+from engine.config import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
 from engine.launch import ssh
 from engine.launch.rundir import LaunchError
 
@@ -32,9 +33,9 @@ def _local_report(workdir: str) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def run(host: str = "local", python: str = "python3", workdir: str = "~/finetui-runs") -> list[Check]:
+def run(host: str = LOCAL_HOST, python: str = REMOTE_PYTHON, workdir: str = REMOTE_WORKDIR) -> list[Check]:
     out: list[Check] = []
-    local = host in (None, "", "local")
+    local = is_local_host(host)
     if local:
         report = _local_report(workdir)
         out.append(Check(True, "host", f"this machine ({report.get('hostname')})"))
@@ -89,6 +90,26 @@ def run(host: str = "local", python: str = "python3", workdir: str = "~/finetui-
                          "check the driver (nvidia-smi)"))
     else:
         out.append(Check(True, "gpus", f"{len(gpus)}: " + "; ".join(gpus)))
+        caps = [c for c in report.get("gpu_caps") or [] if c != "?"]
+        if caps:
+            old = min(caps, key=lambda c: tuple(int(x) for x in c.split(".")))
+            major = int(old.split(".")[0])
+            if major >= 8:
+                out.append(Check(True, "gpu-gen", f"compute capability {old}: bf16 and flash-attention-2"))
+            else:
+                out.append(Check(True, "gpu-gen", f"compute capability {old} (before Ampere): fp16 only — no bf16, no "
+                                 f"flash-attention-2; finetui refuses them there and mixed_precision auto picks fp16"))
+        if report.get("visible_gpus") is not None and report["visible_gpus"] != len(gpus):
+            out.append(Check(True, "gpus", f"{report['visible_gpus']} of them visible to finetui's ranks "
+                             f"(CUDA_VISIBLE_DEVICES)"))
+    extras = report.get("gpu_extras")
+    if extras is not None:
+        have = [f"{k} {v}" for k, v in extras.items() if v]
+        lack = [k for k, v in extras.items() if not v]
+        text = "; ".join(filter(None, [", ".join(have), f"not installed: {', '.join(lack)}" if lack else ""]))
+        if lack:
+            text += " (optional: qlora, flash_attention_2, liger_kernel need them; pip install 'finetui[gpu]')"
+        out.append(Check(True, "extras", text))
     if "disk_free" in report:
         free = report["disk_free"]
         out.append(Check(free >= MIN_FREE, "disk", f"{free / 2**30:.1f} GiB free in {report.get('disk_path')}",

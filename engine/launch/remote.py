@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.config import MASTER_PORT, REMOTE_PYTHON, REMOTE_WORKDIR
 from engine.datapaths import data_paths, join_paths, split_format
 from engine.events import EVENTS_FILE, parse_lines
 from engine.launch import ssh
 from engine.safeio import atomic_write
-from engine.launch.rundir import (LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock,
+from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock,
                                   write_json)
 
 AGENT = "engine.launch.remote_agent"
@@ -71,6 +72,9 @@ def forwarded_env() -> dict[str, str]:
 
     names = [n.strip() for n in os.environ.get(FORWARD_ENV, "").split(",") if n.strip()]
     names.append(WORKER_OVERRIDE_ENV)
+    # NCCL's own settings (NCCL_SOCKET_IFNAME, NCCL_IB_HCA, NCCL_DEBUG, …) as set where the run is started: a
+    # cluster's network is chosen there, and the nodes' login shells do not carry them
+    names += sorted(n for n in os.environ if n.startswith(("NCCL_", "TORCH_NCCL_")))
     return {n: os.environ[n] for n in names if n in os.environ}
 
 
@@ -79,7 +83,7 @@ Progress = Callable[[str, int, int], None]
 
 
 def _data_files(res: dict[str, Any], hosts: list[str] | None = None,
-                python: str = "python3") -> tuple[list[tuple[Path, str]], dict[str, str]]:
+                python: str = REMOTE_PYTHON) -> tuple[list[tuple[Path, str]], dict[str, str]]:
     """The local data files the run needs (path here, name in the run directory) and the config rewrite (field →
     path in the run dir).
 
@@ -224,12 +228,12 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
     from engine import presets
 
     hosts = list(res.get("launch.hosts") or []) or [res["launch.host"]]
-    python = res.get("launch.remote_python") or "python3"
-    workdir = res.get("launch.remote_workdir") or "~/finetui-runs"
+    python = res.get("launch.remote_python") or REMOTE_PYTHON
+    workdir = res.get("launch.remote_workdir") or REMOTE_WORKDIR
     name = local_dir.name
     nnodes = len(hosts)
     master_addr = (res.get("launch.master_addr") or ssh.describe(hosts[0])[0]) if nnodes > 1 else "127.0.0.1"
-    master_port = int(res.get("launch.master_port") or 29500)
+    master_port = int(res.get("launch.master_port") or MASTER_PORT)
     files, rewrite = _data_files(res, hosts, python)
     cfg = presets.dumps(job, resolved=True)
     env = {**forwarded_env(), **{str(k): str(v) for k, v in (secrets or {}).items()}}
@@ -256,7 +260,7 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
             nodes.append({"host": host, "run_dir": ans["run_dir"], "pid": ans["pid"], "pgid": ans["pgid"],
                           "hostname": ans.get("hostname"), "command": ans.get("command")})
             if rank == 0:
-                atomic_write(local_dir / "config.toml", ans.get("config_toml") or cfg)
+                atomic_write(local_dir / CONFIG_FILE, ans.get("config_toml") or cfg)
     except Exception:
         for n in nodes:  # do not leave half a multi-node run behind
             try:
@@ -300,7 +304,7 @@ def locate_events(ref: RunRef) -> bool:
     r = ref.remote
     if len(r.get("nodes") or []) <= 1 or r.get("events_node") is not None:
         return True
-    python = r.get("python", "python3")
+    python = r.get("python", REMOTE_PYTHON)
     seen: list[tuple[int, list[dict[str, Any]], bool]] = []
     for i, n in enumerate(r["nodes"]):
         try:
@@ -355,7 +359,7 @@ def collect_node_errors(ref: RunRef) -> dict[str, str]:
     end = has_end(ref.run_dir)
     if not end or end.get("outcome") != "failed":
         return {}
-    python = r.get("python", "python3")
+    python = r.get("python", REMOTE_PYTHON)
     errs: dict[str, str] = {}
     for i, n in enumerate(nodes):
         if i == r["events_node"]:
@@ -409,7 +413,7 @@ def sync(refs: list[RunRef], timeout: float = 20) -> dict[str, dict[str, Any]]:
             continue
         by_host.setdefault(r.remote["host"], []).append(r)
     for host, rs in by_host.items():
-        python = rs[0].remote.get("python", "python3")
+        python = rs[0].remote.get("python", REMOTE_PYTHON)
         reqs = []
         for r in rs:
             try:
@@ -549,7 +553,7 @@ class RemoteEventSource:
         self._buf = self._buf[:used]
         start_at = self.offset + used
         r = self.ref.remote
-        argv = agent_argv(r.get("python", "python3"), "tail", "--run-dir", r["run_dir"], "--offset", str(start_at),
+        argv = agent_argv(r.get("python", REMOTE_PYTHON), "tail", "--run-dir", r["run_dir"], "--offset", str(start_at),
                           "--follow")
         try:
             p = ssh.popen(r["host"], argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -602,7 +606,7 @@ class RemoteEventSource:
 
 def stop(ref: RunRef, grace: float) -> str:
     r = ref.remote
-    python = r.get("python", "python3")
+    python = r.get("python", REMOTE_PYTHON)
     results: dict[int, Any] = {}
 
     def one(i: int, n: dict[str, Any]) -> None:
@@ -632,7 +636,7 @@ def stop(ref: RunRef, grace: float) -> str:
 def delete(ref: RunRef) -> None:
     r = ref.remote
     for n in r["nodes"]:
-        _agent_json(n["host"], r.get("python", "python3"), ["delete", "--run-dir", n["run_dir"]])
+        _agent_json(n["host"], r.get("python", REMOTE_PYTHON), ["delete", "--run-dir", n["run_dir"]])
 
 
 def log_stream(ref: RunRef, follow: bool, offset: int = 0, node: int | None = None) -> subprocess.Popen:
@@ -645,7 +649,7 @@ def log_stream(ref: RunRef, follow: bool, offset: int = 0, node: int | None = No
         host, run_dir = nodes[node]["host"], nodes[node]["run_dir"]
     else:
         host, run_dir = r["host"], r["run_dir"]
-    argv = agent_argv(r.get("python", "python3"), "log", "--run-dir", run_dir, "--offset", str(offset))
+    argv = agent_argv(r.get("python", REMOTE_PYTHON), "log", "--run-dir", run_dir, "--offset", str(offset))
     if follow:
         argv.append("--follow")
     return ssh.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -24,6 +24,10 @@ import tarfile
 import time
 from pathlib import Path
 
+from engine.config import REMOTE_WORKDIR
+from engine.events import EVENTS_FILE
+from engine.launch.rundir import CONFIG_FILE, LOG_FILE
+
 EXIT_LOST = 3
 LOST_GRACE = 3.0  # seconds a run's processes are gone without an end before it counts as lost
 
@@ -72,10 +76,10 @@ def cmd_start(a: argparse.Namespace) -> int:
             why = _extract_upload(stdin, run_dir)
             if why:
                 raise LaunchError(why)
-        job = presets.loads(req["config_toml"], "config.toml")
+        job = presets.loads(req["config_toml"], CONFIG_FILE)
         for name, rel in (req.get("rewrite") or {}).items():
             job.values[name] = str(run_dir / rel)
-        presets.save(job, run_dir / "config.toml", resolved=True)
+        presets.save(job, run_dir / CONFIG_FILE, resolved=True)
         res = job.resolved()
         env = {str(k): str(v) for k, v in (req.get("env") or {}).items()}
         info = core.start_in_dir(run_dir, res, env=env, host=req.get("host_label") or socket.gethostname(),
@@ -94,7 +98,7 @@ def cmd_start(a: argparse.Namespace) -> int:
             return _fail(f"cannot start the run on {socket.gethostname()}: {type(e).__name__}: {e}")
         raise
     _out({"run_dir": str(run_dir), "pid": info["pid"], "pgid": info["pgid"], "command": info["command"],
-          "hostname": socket.gethostname(), "config_toml": (run_dir / "config.toml").read_text()})
+          "hostname": socket.gethostname(), "config_toml": (run_dir / CONFIG_FILE).read_text()})
     return 0
 
 
@@ -135,7 +139,7 @@ def cmd_status(a: argparse.Namespace) -> int:
         data = b""
         off = int(r.get("offset") or 0)
         try:
-            with open(d / "events.jsonl", "rb") as fh:
+            with open(d / EVENTS_FILE, "rb") as fh:
                 fh.seek(off)
                 data = fh.read(int(r.get("max_bytes", 8 << 20)))
         except OSError:
@@ -266,6 +270,10 @@ def cmd_delete(a: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ doctor
 
+#: the optional GPU packages (the ``gpu`` extra): QLoRA, flash-attention-2, Liger kernels
+GPU_EXTRAS = ("bitsandbytes", "flash-attn", "liger-kernel")
+
+
 def cmd_doctor(a: argparse.Namespace) -> int:
     info: dict = {"python": sys.version.split()[0], "executable": sys.executable, "finetui": version(),
                   "hostname": socket.gethostname()}
@@ -291,6 +299,21 @@ def cmd_doctor(a: argparse.Namespace) -> int:
             info["gpu_error"] = [str(e)]
     else:
         info["gpus"] = None
+    if info.get("gpus"):
+        from engine import gpus as G
+
+        found = G.local() or []
+        info["gpu_caps"] = [g.cap for g in found]
+        info["visible_gpus"] = len(found)
+    import importlib.metadata as md
+
+    extras = {}
+    for dist in GPU_EXTRAS:
+        try:
+            extras[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            extras[dist] = None
+    info["gpu_extras"] = extras
     from engine import hub
 
     target = hub.hub_target()
@@ -322,14 +345,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--run-dir", required=True)
         p.add_argument("--offset", type=int, default=0)
         p.add_argument("--follow", action="store_true")
-        p.set_defaults(file="events.jsonl" if name == "tail" else "worker.log")
+        p.set_defaults(file=EVENTS_FILE if name == "tail" else LOG_FILE)
     p = sub.add_parser("stop")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--grace", type=float, default=15.0)
     p = sub.add_parser("delete")
     p.add_argument("--run-dir", required=True)
     p = sub.add_parser("doctor")
-    p.add_argument("--workdir", default="~/finetui-runs")
+    p.add_argument("--workdir", default=REMOTE_WORKDIR)
     sub.add_parser("version")
     sub.add_parser("port")
     p = sub.add_parser("paths")  # which of these paths exist on this host, and where (~ expanded, absolute)

@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from engine.config import LOCAL_HOST
+from engine.errors import FinetuiError
 from engine.events import EVENTS_FILE, parse_lines
 from engine.safeio import atomic_write
 
@@ -28,10 +30,12 @@ REMOTE_FILE = "remote.json"
 SUPERVISOR_FILE = "supervisor.json"
 CONFIG_FILE = "config.toml"
 LOG_FILE = "worker.log"
+CHECKPOINTS_DIR = "checkpoints"  # checkpoint-<step>/ folders (the trainer's output_dir)
+FINAL_DIR = "final"  # the trained model
 LOCK_FILE = ".events.lock"
 
 
-class LaunchError(Exception):
+class LaunchError(FinetuiError):
     """A launch problem a user can cause or fix; ``str()`` is one clear sentence."""
 
 
@@ -41,7 +45,7 @@ class RunRef:
 
     name: str
     run_dir: Path
-    host: str = "local"
+    host: str = LOCAL_HOST
     remote: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -116,6 +120,38 @@ def read_json(path: Path) -> dict[str, Any]:
         return d if isinstance(d, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+#: what the run files' fields must be for a reader to trust them (a damaged file is listed as such)
+_RUN_FILE_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    LAUNCH_FILE: {"pid": (int,), "pgid": (int,), "token": (str,), "host": (str,), "started": (int, float),
+                  "pids": (list,), "start_at": (int, float)},
+    REMOTE_FILE: {"host": (str,), "hosts": (list,), "nodes": (list,), "node_errors": (dict,), "run_dir": (str,)},
+}
+
+
+def damaged(run_dir: Path) -> str | None:
+    """Why a run directory's ``launch.json`` / ``remote.json`` cannot be trusted (not JSON, not an object, a
+    field of the wrong type); None when they are sound or absent."""
+    for name, types in _RUN_FILE_TYPES.items():
+        p = Path(run_dir) / name
+        try:
+            text = p.read_bytes()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            return f"{name} cannot be read ({e.strerror or e})"
+        try:
+            d = json.loads(text)
+        except (ValueError, RecursionError):
+            return f"{name} is not valid JSON (damaged)"
+        if not isinstance(d, dict):
+            return f"{name} is not a JSON object (damaged)"
+        for k, ts in types.items():
+            v = d.get(k)
+            if v is not None and (not isinstance(v, ts) or isinstance(v, bool)):
+                return f"{name}: {k} is not {'a number' if int in ts else ts[0].__name__} (damaged)"
+    return None
 
 
 def update_json(path: Path, **kv: Any) -> dict[str, Any]:

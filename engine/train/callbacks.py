@@ -30,6 +30,36 @@ def memory_mb() -> float:
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def gpu_memory() -> dict[str, Any]:
+    """On CUDA, what nvidia-smi comes closer to than rank 0's allocated peak: the peaks of every rank, allocated
+    (tensors) and reserved (the caching allocator's blocks, what the GPU actually holds for the process), gathered
+    over the process group — so every rank must call it at the same step.  {} on CPU."""
+    try:
+        import torch
+
+        if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+            return {}
+        mine = torch.tensor([torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()],
+                            dtype=torch.float64, device="cuda") / 2**20
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+            dist.all_gather(every, mine)
+        else:
+            every = [mine]
+        return memory_fields([(float(t[0]), float(t[1])) for t in every])
+    except Exception:  # noqa: BLE001 - a figure, never a reason to stop
+        return {}
+
+
+def memory_fields(per_rank: list[tuple[float, float]]) -> dict[str, Any]:
+    """(allocated, reserved) MiB of each rank → the log record's memory fields: rank 0's allocated peak
+    (``memory_mb``), its reserved peak, and every rank's reserved peak (``gpu_reserved_mb``, by rank)."""
+    return {"memory_mb": round(per_rank[0][0], 1), "memory_reserved_mb": round(per_rank[0][1], 1),
+            "gpu_reserved_mb": [round(r, 1) for _, r in per_rank]}
+
+
 class RunState:
     """Shared between the worker, the callbacks and the signal thread."""
 
@@ -64,6 +94,8 @@ class EventCallback(TrainerCallback):
         self.ev.emit("status", state.global_step, phase="training")
 
     def on_log(self, args, state, control, logs=None, **kw):
+        # (every rank: the GPU figures are gathered; the same logs reach every rank at the same step)
+        gpu = gpu_memory() if logs and "loss" in logs and not any(k.startswith("eval_") for k in logs) else {}
         if not state.is_world_process_zero or not logs:
             return
         step = state.global_step
@@ -84,7 +116,8 @@ class EventCallback(TrainerCallback):
         self.ev.emit("log", step, loss=logs.get("loss"), lr=logs.get("learning_rate"),
                      grad_norm=logs.get("grad_norm"), epoch=logs.get("epoch"),
                      tokens_per_s=round((tokens - self._tokens) / dt, 1) if tokens else None,
-                     samples_per_s=round(samples / dt, 2), memory_mb=memory_mb(), **extra)
+                     samples_per_s=round(samples / dt, 2), **({**extra, **gpu} if gpu else
+                                                                {**extra, "memory_mb": memory_mb()}))
         self._t, self._step, self._tokens = now, step, tokens
 
     PROGRESS_EVERY_S = 1.0  # a "progress" event (the step) between log points, at most this often

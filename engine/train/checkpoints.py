@@ -8,12 +8,14 @@ import re
 import time
 from pathlib import Path
 
+from engine.errors import FinetuiError
+
 STATE_FILE = "trainer_state.json"
 _CK = re.compile(r"^checkpoint-(\d+)$")
 
 
-class ResumeError(ValueError):
-    pass
+class ResumeError(FinetuiError, ValueError):
+    """A resume request that names no usable checkpoint; ``str()`` is one line."""
 
 
 def is_complete(path: str | os.PathLike[str]) -> bool:
@@ -56,6 +58,21 @@ def set_aside_incomplete(ck_dir: str | os.PathLike[str]) -> list[Path]:
     return moved
 
 
+_NODE = re.compile(r"^(?P<run>.+)\.node(?P<k>\d+)$")
+
+
+def node_copy(path: Path, run_dir: Path) -> Path:
+    """A multi-node run keeps a copy of every checkpoint on each node (``save_on_each_node``), node k's in the
+    run directory ``<run>.node<k>`` beside the others (engine/launch/remote.py names them).  Resuming, every node
+    is given node 0's path (``…/<old run>/checkpoints/checkpoint-N``, absolute on node 0's host): on node k
+    (this run directory is ``<new run>.node<k>``) it means ``<workdir>/<old run>.node<k>/checkpoints/…``."""
+    m = _NODE.match(run_dir.name)
+    if not m or not path.is_absolute() or len(path.parts) < 3 or path.parent.name != "checkpoints":
+        return path
+    mine = run_dir.parent / f"{path.parent.parent.name}.node{m.group('k')}" / "checkpoints" / path.name
+    return mine if mine.is_dir() or not path.is_dir() else path
+
+
 def resolve_resume(value: str, run_dir: Path, ck_dir: Path) -> Path | None:
     """``no`` → None; ``last`` → newest complete checkpoint (None when there is none); else a path."""
     v = (value or "no").strip()
@@ -63,7 +80,7 @@ def resolve_resume(value: str, run_dir: Path, ck_dir: Path) -> Path | None:
         return None
     if v.lower() in ("last", "latest", "true", "yes"):
         return newest_complete(ck_dir)
-    p = Path(v).expanduser()
+    p = node_copy(Path(v).expanduser(), run_dir)
     if not p.is_absolute():
         p = (run_dir / p) if (run_dir / p).exists() else (ck_dir / p)
     if not p.is_dir():

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine.config import MASTER_PORT
+
 WORKER_MODULE = "engine.train.worker"
 
 
@@ -39,7 +41,7 @@ def worker_argv(res: dict[str, Any], run_dir: str | Path, *, nnodes: int = 1, no
     nproc = int(res.get("launch.procs_per_node") or 1)
     launcher = res.get("launch.launcher") or "torchrun"
     if master_port is None:
-        master_port = free_port() if nnodes == 1 else int(res.get("launch.master_port") or 29500)
+        master_port = free_port() if nnodes == 1 else int(res.get("launch.master_port") or MASTER_PORT)
     run_dir = str(run_dir)
     worker = [WORKER_MODULE, "--run-dir", run_dir]
     if launcher == "deepspeed":

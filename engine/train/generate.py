@@ -14,8 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.errors import FinetuiError
+from engine.events import EVENTS_FILE
+from engine.launch.rundir import CONFIG_FILE, FINAL_DIR
 
-class GenerateError(ValueError):
+
+
+class GenerateError(FinetuiError, ValueError):
     """A run that cannot generate; ``str()`` is one line. ``code`` 2 = bad input."""
 
     def __init__(self, msg: str, code: int = 2):
@@ -26,7 +31,7 @@ class GenerateError(ValueError):
 def _end_record(run_dir: Path) -> dict | None:
     end = None
     try:
-        for line in (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines():
+        for line in (run_dir / EVENTS_FILE).read_text(encoding="utf-8").splitlines():
             try:
                 r = json.loads(line)
             except ValueError:
@@ -45,10 +50,10 @@ def final_dir(run_dir: str | Path) -> tuple[Path, dict]:
 
     run_dir = Path(run_dir)
     try:
-        res = presets.load(run_dir / "config.toml").resolved()
+        res = presets.load(run_dir / CONFIG_FILE).resolved()
     except (OSError, ConfigError) as e:
         raise GenerateError(f"{run_dir}: cannot read the run's config.toml ({str(e).splitlines()[0]})") from None
-    final = run_dir / "final"
+    final = run_dir / FINAL_DIR
     has_model = final.is_dir() and any((final / f).exists() for f in
                                         ("adapter_config.json", "config.json"))
     if not has_model:

@@ -29,6 +29,16 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out).expanduser() if out is not None else run_dir / "merged"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise GenerateError(f"{out} already exists; choose another folder with -o")
+    try:
+        merge_into(res, final, out, tokenizer_source(final, res))
+    except (OSError, ValueError) as e:
+        raise GenerateError(f"cannot merge run {run_dir.name}: {e}", 1) from None
+    return out
+
+
+def merge_into(res: dict, adapter: Path, out: Path, tokenizer: str | Path) -> None:
+    """The base model of ``res`` with the adapter saved in ``adapter`` merged, written to ``out`` (under a
+    temporary name, then renamed; an empty ``out`` is replaced).  OSError / ValueError: one line."""
     from transformers import AutoTokenizer
 
     from engine.hub import not_cached_hint, offline_if_unreachable
@@ -40,14 +50,42 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     tmp = out.with_name(out.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tok = AutoTokenizer.from_pretrained(tokenizer_source(final, res),
-                                            trust_remote_code=bool(res["model.trust_remote_code"]))
-        merge_adapter(base, final, tmp, res, tok)
+        tok = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=bool(res["model.trust_remote_code"]))
+        merge_adapter(base, Path(adapter), tmp, res, tok)
     except (OSError, ValueError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GenerateError(f"cannot merge run {run_dir.name}: {first}{not_cached_hint(base)}", 1) from None
+        raise ValueError(f"{first}{not_cached_hint(base)}") from None
     if out.exists():
-        out.rmdir()  # (empty: checked above)
+        out.rmdir()  # (empty: checked by the callers)
     tmp.rename(out)
-    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m engine.train.merge --run-dir DIR --adapter DIR --out DIR``: the end-of-run merge
+    (``adapter.merge_adapter``), in a process of its own once the ranks are done (engine/train/worker.py)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="engine.train.merge")
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--adapter", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    from engine import presets
+
+    res = presets.load(Path(a.run_dir) / "config.toml").resolved()
+    out = Path(a.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"error: {out} already exists", file=sys.stderr)
+        return 2
+    try:
+        merge_into(res, Path(a.adapter), out, a.adapter)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,10 +6,11 @@ import importlib.util
 from typing import Any, Callable
 
 from engine.config import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES
+from engine.errors import FinetuiError
 from engine.tiny import resolve_model_path
 
 
-class UserError(RuntimeError):
+class UserError(FinetuiError, RuntimeError):
     """A problem the user can fix: ``str()`` is one line naming the field."""
 
 
@@ -117,18 +118,9 @@ def load_model(path: str, cfg: Any, res: dict, device: str) -> Any:
 
     kw: dict[str, Any] = {"config": cfg, "trust_remote_code": res["model.trust_remote_code"],
                           "attn_implementation": res["runtime.attention_implementation"]}
-    q = res.get("runtime.quantization_bit")
-    if res["trainer.training_type"] == "qlora" and q not in (None, "none"):
-        from transformers import BitsAndBytesConfig
-
-        compute = torch.bfloat16 if _bf16(res, device) else torch.float16
-        if int(q) == 4:
-            kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=compute,
-                                                           bnb_4bit_use_double_quant=True)
-        else:
-            kw["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        kw["dtype"] = compute
+    q = quantization(res, device)
+    if q is not None:
+        kw["quantization_config"], kw["dtype"] = q
     else:
         kw["dtype"] = load_dtype(res, device)
     if res["trainer.stage"] == "reward":
@@ -137,6 +129,25 @@ def load_model(path: str, cfg: Any, res: dict, device: str) -> Any:
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **kw)
     return model
+
+
+def quantization(res: dict, device: str) -> tuple[Any, Any] | None:
+    """QLoRA's (BitsAndBytesConfig, compute dtype); None for an unquantized job.  Under ZeRO-3 the 4-bit weights
+    are stored in the compute dtype (``bnb_4bit_quant_storage``): ZeRO-3 partitions every parameter alike, and
+    uint8 storage beside bf16 weights cannot be sharded (PEFT's DeepSpeed ZeRO-3 QLoRA recipe)."""
+    import torch
+
+    q = res.get("runtime.quantization_bit")
+    if res["trainer.training_type"] != "qlora" or q in (None, "none"):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if _bf16(res, device) else torch.float16
+    if int(q) == 4:
+        extra = {"bnb_4bit_quant_storage": compute} if zero3(res) else {}
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                                  bnb_4bit_use_double_quant=True, **extra), compute
+    return BitsAndBytesConfig(load_in_8bit=True), compute
 
 
 def _bf16(res: dict, device: str) -> bool:
@@ -234,6 +245,19 @@ def _moe(model: Any) -> bool:
     return any(getattr(cfg, k, None) for k in ("num_local_experts", "num_experts", "n_routed_experts"))
 
 
+def find_unused_parameters(model: Any) -> bool | None:
+    """DDP's ``find_unused_parameters`` for the model: a mixture-of-experts model leaves the experts a batch did
+    not route to without gradients (on: known); a vision-language model's choice is TRL's (None: on unless
+    reentrant checkpointing); a dense text model uses every trainable weight in each step (off: the extra pass
+    over the graph is wasted)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if _moe(base):
+        return True
+    if hasattr(base.config, "vision_config"):
+        return None
+    return False
+
+
 def target_modules(res: dict, model: Any) -> Any:
     tm = list(res.get("adapter.target_modules") or [])
     mt = getattr(model.config, "model_type", "")
@@ -293,7 +317,9 @@ def apply_method(model: Any, res: dict, tokenizer_path: str, device: str,
         return model
     import peft
 
-    if method == "qlora":
+    if method == "qlora" and not zero3(res):
+        # (not under ZeRO-3: it upcasts every unquantized parameter to float32 beside the bf16-stored 4-bit ones,
+        # which ZeRO-3 then shards unevenly — PEFT's ZeRO-3 QLoRA recipe leaves it out)
         if _moe(model):
             warn("trainer.training_type: QLoRA quantizes Linear layers only; this mixture-of-experts model's fused "
                  "experts stay unquantized and become fp32 (prepare_model_for_kbit_training): little memory is "
@@ -325,7 +351,7 @@ def apply_method(model: Any, res: dict, tokenizer_path: str, device: str,
         cfg = peft.PromptTuningConfig(**kw)
     else:
         raise UserError(f"trainer.training_type: unknown method {method!r}")
-    if gc and method != "qlora":
+    if gc and (method != "qlora" or zero3(res)):
         model.enable_input_require_grads()
     return peft.get_peft_model(model, cfg)
 

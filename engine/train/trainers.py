@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import packs
+from engine.launch.rundir import CHECKPOINTS_DIR
 from engine.train.modeling import UserError, precision
 
 # preference_loss → (trainer family, DPO loss_type)
@@ -49,7 +50,7 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
     ev = res["eval.evaluation_strategy"] if has_eval else "no"
     save = res["eval.checkpoint_strategy"]
     kw: dict[str, Any] = dict(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
         per_device_train_batch_size=int(res["general.batch_size"]),
         per_device_eval_batch_size=int(res["general.batch_size"]),
         gradient_accumulation_steps=int(res["runtime.gradient_accumulation_steps"]),
@@ -57,7 +58,8 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
         max_steps=int(res["general.max_steps"]) if res["general.max_steps"] else -1,
         learning_rate=float(res["general.learning_rate"]),
         lr_scheduler_type=sched, lr_scheduler_kwargs=sched_kw, warmup_steps=warm,
-        optim="sgd" if res["runtime.optimizer"] == "sgd" else "adamw_torch",
+        # (on CUDA the fused AdamW: one kernel per parameter group instead of a handful per tensor)
+        optim="sgd" if res["runtime.optimizer"] == "sgd" else "adamw_torch_fused" if device == "cuda" else "adamw_torch",
         adam_beta1=float(res["runtime.adam_beta1"]), adam_beta2=float(res["runtime.adam_beta2"]),
         adam_epsilon=float(res["runtime.adam_epsilon"]), weight_decay=float(res["runtime.weight_decay"]),
         max_grad_norm=float(res["runtime.max_grad_norm"]),
@@ -71,6 +73,9 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
         seed=int(res["runtime.seed"]), data_seed=int(res["runtime.seed"]),
         full_determinism=bool(res["runtime.full_determinism"]),
         report_to=report_to, run_name=run_dir.name,
+        # several nodes, each with its run directory on its own disk: every node keeps whole checkpoints (resume
+        # and load-best-at-end read them there; node 0 alone had them, the others' folders were incomplete)
+        save_on_each_node=len(res.get("launch.hosts") or []) > 1,
         disable_tqdm=True, use_cpu=device != "cuda",
         dataloader_num_workers=0, ddp_find_unused_parameters=False, ddp_timeout=int(res["runtime.ddp_timeout"]),
         include_num_input_tokens_seen="non_padding",  # real tokens/s: padding is not throughput

@@ -19,6 +19,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from engine.events import EVENTS_FILE
+from engine.launch.rundir import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR
+
 #: seconds rank 0 waits after SIGTERM for a clean stop before it writes `end` and exits anyway
 STOP_GRACE_S = float(os.environ.get("FINETUI_STOP_GRACE_S", "25"))
 
@@ -38,6 +41,7 @@ class Worker:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.ended = False
+        self.merge_after: tuple[Path, Path] | None = None  # (adapter, final): merged once the ranks are done
         self.lock = threading.Lock()
         self.step = 0
         from engine.train.callbacks import RunState
@@ -46,7 +50,7 @@ class Worker:
         if self.rank == 0:
             from engine.events import EventWriter
 
-            self.ev: Any = EventWriter(run_dir / "events.jsonl")
+            self.ev: Any = EventWriter(run_dir / EVENTS_FILE)
         else:
             self.ev = NullEvents()
 
@@ -131,12 +135,14 @@ class Worker:
     def run(self) -> int:
         from engine import presets
 
-        job = presets.load(self.run_dir / "config.toml")
+        job = presets.load(self.run_dir / CONFIG_FILE)
         res = job.resolved()
         self.res = res
         self.job = job
         try:
             outcome, final = self._train(job, res)
+            if self.merge_after is not None:
+                self._merge_apart(*self.merge_after)
         except BaseException as e:  # noqa: BLE001 - every failure ends as one line + `end failed`
             if isinstance(e, SystemExit) and e.code in (0, None):
                 raise
@@ -166,7 +172,7 @@ class Worker:
         self._init_distributed(res, device)
 
         run_dir = self.run_dir
-        ck_dir = run_dir / "checkpoints"
+        ck_dir = run_dir / CHECKPOINTS_DIR
         resume = C.resolve_resume(str(res["general.resume_from_checkpoint"]), run_dir, ck_dir)
         if self.rank == 0:
             moved = C.set_aside_incomplete(ck_dir)
@@ -234,6 +240,7 @@ class Worker:
         self._check_stop()
 
         from engine.train.callbacks import EarlyStopCallback, EventCallback, StopCallback
+        from engine.train.modeling import find_unused_parameters
         from engine.train.trainers import build_trainer, common_args
 
         report = []
@@ -258,6 +265,7 @@ class Worker:
         if res["eval.evaluation_strategy"] != "no" and not has_eval:
             self.warn("evaluation is configured but there are no validation rows; evaluation is off")
         base = common_args(res, run_dir, device, has_eval, report)
+        base["ddp_find_unused_parameters"] = find_unused_parameters(model)
         info = {"model": str(res["model.name_or_path"]), "stage": res["trainer.stage"],
                 "method": res["trainer.training_type"], "config_hash": job.config_hash(),
                 "device": device, "backend": res["trainer.distributed_backend"],
@@ -285,7 +293,7 @@ class Worker:
         outcome = "early_stopped" if self.rs.early_stopped else "completed"
 
         self.status("saving", "writing the final model")
-        final = run_dir / "final"
+        final = run_dir / FINAL_DIR
         method = res["trainer.training_type"]
         merge = method in ("lora", "qlora") and bool(res["adapter.merge_adapter"])
         save_to = run_dir / "adapter" if merge else final
@@ -294,10 +302,7 @@ class Worker:
             tok.save_pretrained(str(save_to))
         self._barrier()
         if merge:
-            self.status("merging", "merging the adapter into the base model")
-            if self.rank == 0:
-                merge_adapter(path, save_to, final, res, tok)
-            self._barrier()
+            self.merge_after = (save_to, final)
         if mlflow_run is not None:
             self._mlflow_end(final)
         if wandb_run is not None:
@@ -305,6 +310,43 @@ class Worker:
 
             wandb_tracking.finish(wandb_run, final, self.warn)
         return outcome, str(final)
+
+    def _merge_apart(self, adapter: Path, final: Path) -> None:
+        """``adapter.merge_adapter``: once every rank has saved, the process group and the ZeRO-3 context are
+        taken down and the other ranks exit; rank 0 merges in a separate process (``python -m
+        engine.train.merge``, what ``finetui merge`` does).  Merged on rank 0 inside the live ZeRO-3 context, the
+        base loaded as empty shards; on several ranks, rank 0 entered a gather alone."""
+        import gc
+        import subprocess
+
+        self._hf_ds = None  # transformers holds it by a weak reference: gone, zero.Init is off
+        gc.collect()
+        self._barrier()
+        try:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+        except Exception:  # noqa: BLE001
+            pass
+        if self.rank != 0:
+            return
+        self.status("merging", "merging the adapter into the base model (a separate process, after the ranks)")
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                            "GROUP_RANK", "ROLE_RANK", "CROSS_RANK", "CROSS_SIZE")}
+        from engine.launch.procs import module_argv
+
+        p = subprocess.run(module_argv(sys.executable, "engine.train.merge", "--run-dir", str(self.run_dir),
+                                       "--adapter", str(adapter), "--out", str(final)), env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sys.stderr.write(p.stdout)
+        if p.returncode != 0:
+            from engine.train.modeling import UserError
+
+            last = (p.stdout.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"adapter.merge_adapter: merging the adapter into the base model failed: {last} (the "
+                            f"trained adapter is kept in {adapter})")
 
     # -- helpers --------------------------------------------------------
     def _check_stop(self) -> None:
@@ -382,7 +424,7 @@ class Worker:
             items = [(k, redact(str(v))[:500]) for k, v in params.items()]
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i:i + 100]))
-            cfg = self.run_dir / "config.toml"
+            cfg = self.run_dir / CONFIG_FILE
             if cfg.is_file():
                 mlflow.log_artifact(str(cfg))
         except Exception as e:  # tracking must not fail the run
@@ -498,8 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.local_rank is not None and "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
     run_dir = Path(args.run_dir).resolve()
-    if not (run_dir / "config.toml").is_file():
-        print(f"error: {run_dir / 'config.toml'} does not exist", file=sys.stderr)
+    if not (run_dir / CONFIG_FILE).is_file():
+        print(f"error: {run_dir / CONFIG_FILE} does not exist", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL's trainers phone home otherwise

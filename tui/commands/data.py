@@ -45,9 +45,19 @@ def check_cmd(
                                 "dimmed, token counts, loss-mask problems)."),
 ) -> None:
     """Validate a data file: rows valid/invalid, trainer compatibility, token lengths, duplicates, a preview."""
-    from engine.config import FORMATS, STAGES, JobConfig
+    from engine.config import FORMATS, STAGES, JobConfig, check_value
 
     job = common.load_job(preset) if preset else JobConfig()
+    # an option that sets a field is checked as the field is (its type, range and form), in the option's name
+    for flag, name, v in (("--max-length", "general.max_sequence_length", max_length),
+                          ("--allow-invalid", "data.allow_percentage_invalid_samples", allow_invalid),
+                          ("--access-key-env", "data.s3_access_key_env", access_key_env),
+                          ("--secret-key-env", "data.s3_secret_key_env", secret_key_env)):
+        p = check_value(name, v, job.profile) if v is not None else None
+        if p is not None:
+            common.fail(f"{flag}: {p.message}" + (f" (allowed: {p.allowed})" if p.allowed else ""))
+    if preview < 0 or preview > 1000:
+        common.fail(f"--preview: {preview} rows (allowed: 0 ≤ x ≤ 1000)")
     res = job.resolved()
     secrets = dict(getattr(job, "secrets", {}) or {})
     fmt = fmt or (res["data.format"] if preset else None)

@@ -55,17 +55,20 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
     ) -> None:
         """Memory per GPU (weights, gradients, optimizer, activations, logits, overhead), steps and time."""
+        from engine.config import MAX_ROWS, MAX_TOKENS
         from engine.estimate import estimate
         from engine.modelinfo import ModelInfoError
 
-        if gpu_memory is not None and gpu_memory <= 0:
-            common.fail(f"--gpu-memory: {gpu_memory:g} is not a memory size (allowed: a number > 0)")
-        if examples is not None and examples < 1:
-            common.fail(f"--examples: {examples} is not a count (allowed: an integer ≥ 1)")
-        if tokens_per_example is not None and tokens_per_example <= 0:
-            common.fail(f"--tokens-per-example: {tokens_per_example:g} is not a length (allowed: a number > 0)")
-        if tokens_per_s is not None and tokens_per_s <= 0:
-            common.fail(f"--tokens-per-s: {tokens_per_s:g} is not a throughput (allowed: a number > 0)")
+        import math
+
+        if gpu_memory is not None and not (0 < gpu_memory <= 1e6):
+            common.fail(f"--gpu-memory: {gpu_memory:g} is not a memory size (allowed: 0 < x ≤ 1000000 GB)")
+        if examples is not None and not (1 <= examples <= MAX_ROWS):
+            common.fail(f"--examples: {examples:.3g} is not a count (allowed: 1 ≤ x ≤ {MAX_ROWS:.0e}, an integer)")
+        if tokens_per_example is not None and not (0 < tokens_per_example <= MAX_TOKENS):
+            common.fail(f"--tokens-per-example: {tokens_per_example:g} is not a length (allowed: 0 < x ≤ {MAX_TOKENS})")
+        if tokens_per_s is not None and not (0 < tokens_per_s < math.inf):
+            common.fail(f"--tokens-per-s: {tokens_per_s:g} is not a throughput (allowed: a finite number > 0)")
         job = common.load_job(file)
         bad = [p for p in job.problems() if not p.field.startswith("data.train_path")]
         if bad:

@@ -16,30 +16,35 @@ import typer
 from tui.commands import common
 
 
+def finished_run(run: str, runs_dir: Optional[Path], command: str) -> Any:
+    """The run, checked to hold a final model here (one line and exit 2 if not), with the libraries quiet."""
+    from tui.commands.launch import _resolve
+
+    ref = _resolve(run, runs_dir)
+    if ref.is_remote:
+        common.fail(f"run {ref.name} ran on {ref.host}: its model is there ({ref.run_dir.name}/final); "
+                    f"copy it here or run `finetui {command}` on that host")
+    from engine.train.generate import GenerateError, final_dir
+
+    try:
+        final_dir(ref.run_dir)  # fast checks before the heavy imports
+    except GenerateError as e:
+        common.fail(str(e), e.code)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    return ref
+
+
 def register(app: typer.Typer) -> None:
-    from tui.commands.launch import RUNS_DIR_OPT, _resolve
+    from tui.commands.launch import RUNS_DIR_OPT
 
-    def _finished(run: str, runs_dir: Optional[Path], command: str) -> Any:
-        """The run, checked to hold a final model here (one line and exit 2 if not), with the libraries quiet."""
-        ref = _resolve(run, runs_dir)
-        if ref.is_remote:
-            common.fail(f"run {ref.name} ran on {ref.host}: its model is there ({ref.run_dir.name}/final); "
-                        f"copy it here or run `finetui {command}` on that host")
-        from engine.train.generate import GenerateError, final_dir
-
-        try:
-            final_dir(ref.run_dir)  # fast checks before the heavy imports
-        except GenerateError as e:
-            common.fail(str(e), e.code)
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        import warnings
-
-        warnings.filterwarnings("ignore")
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        return ref
+    _finished = finished_run
 
     @app.command()
     def generate(

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from engine.userfiles import os_reason
 from tui.commands import common
 
 FORMATS_HELP = "llamafactory, nova, fpt_studio, oci, watsonx"
@@ -47,7 +48,9 @@ def export_cmd(
             written, warnings = interop.write_export(job, to, out)
             side = {}
     except interop.InteropError as e:
-        _refuse(e.problems)
+        _refuse(e.lines())
+    except OSError as e:  # (the output: a folder, a device, not writable)
+        common.fail(f"{out}: cannot write it ({os_reason(e)})")
     _warn(warnings)
     if out is None:
         typer.echo(text, nl=False)
@@ -75,12 +78,15 @@ def import_cmd(
     try:
         job, warnings = interop.import_file(file, fmt)
     except interop.InteropError as e:
-        _refuse(e.problems)
+        _refuse(e.lines())
     _warn(warnings)
     if out is None:
         typer.echo(presets.dumps(job), nl=False)
     else:
-        presets.save(job, out)
+        try:
+            presets.save(job, out)
+        except OSError as e:  # (the output: a folder, a device, not writable)
+            common.fail(f"{out}: cannot write it ({os_reason(e)})")
         common.err(f"wrote {out} (profile {job.profile})")
     probs = job.problems()
     if probs:

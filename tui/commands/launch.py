@@ -17,6 +17,8 @@ from typing import Any, Optional
 
 import typer
 
+from engine.config import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
+from engine.errors import FinetuiError
 from tui.commands import common
 
 RUNS_DIR_OPT = typer.Option(None, "--runs-dir", envvar="FINETUI_RUNS_DIR",
@@ -25,13 +27,6 @@ RUNS_DIR_OPT = typer.Option(None, "--runs-dir", envvar="FINETUI_RUNS_DIR",
 
 def _runs_dir(v: Optional[Path]) -> Path:
     return v if v is not None else Path("runs")
-
-
-def _launch_errors():
-    from engine.config import ConfigError
-    from engine.launch import LaunchError
-
-    return (LaunchError, ConfigError)
 
 
 def _resolve(run: str, runs_dir: Optional[Path]):
@@ -205,9 +200,9 @@ def _bootstrap(job) -> None:  # noqa: ANN001
     res = job.resolved()
     hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host")]
     for h in hosts:
-        if h in (None, "", "local"):
+        if is_local_host(h):
             continue
-        B.bootstrap(h, res.get("launch.remote_python") or "python3", log=lambda m: common.err(m))
+        B.bootstrap(h, res.get("launch.remote_python") or REMOTE_PYTHON, log=lambda m: common.err(m))
 
 
 def register(app: typer.Typer) -> None:
@@ -223,6 +218,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start a training run (detached) and follow it with a progress bar; exit code = outcome."""
         job = common.load_job(file)
+        if job.sweep:
+            common.err(f"note: {file}'s [sweep] is not run by train (it trains the base job); finetui sweep "
+                       f"{file} runs its trials")
         if host:
             job.values["launch.host"] = host
         if at:
@@ -242,7 +240,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             job, ck = L.resume_job(run, _runs_dir(runs_dir))
-        except _launch_errors() as e:
+        except FinetuiError as e:
             common.fail(str(e).splitlines()[0])
         common.err(f"resuming from {ck['path']} (step {ck.get('step')})")
         _start_and_follow(job, run_dir=None, detach=detach, at=None, bootstrap=False)
@@ -261,13 +259,11 @@ def register(app: typer.Typer) -> None:
             if bootstrap:
                 _bootstrap(job)
             ref = L.start_run(job, run_dir=run_dir, progress=_upload_progress())
-        except _launch_errors() as e:
-            if getattr(e, "problems", None):  # (what the host's GPUs cannot do: one line per problem)
-                for p in e.problems:
-                    common.err(str(p))
-                raise typer.Exit(2) from None
-            common.fail(str(e).splitlines()[0])
-        where = "" if ref.host == "local" else f" on {ref.host}"
+        except FinetuiError as e:  # (what the host's GPUs cannot do, a data file to fix: one line per problem)
+            for line in e.lines():
+                common.err(line)
+            raise typer.Exit(2) from None
+        where = "" if is_local_host(ref.host) else f" on {ref.host}"
         if at:
             typer.echo(f"{ref.name} scheduled for {at}{where} ({ref.run_dir})")
         elif detach:
@@ -340,7 +336,7 @@ def register(app: typer.Typer) -> None:
 
             try:
                 p = R.log_stream(ref, follow, node=node)
-            except _launch_errors() as e:
+            except FinetuiError as e:
                 common.fail(str(e))
             try:
                 while True:
@@ -387,20 +383,26 @@ def register(app: typer.Typer) -> None:
     def stop(run: str = typer.Argument(..., help="Run name or directory."),
              grace: float = typer.Option(15.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
              runs_dir: Optional[Path] = RUNS_DIR_OPT) -> None:
-        """Stop a run (or cancel a scheduled one): SIGTERM every rank, SIGKILL after the grace period."""
+        """Stop a run (or cancel a scheduled one): SIGTERM every rank, SIGKILL after the grace period.
+        A sweep's name stops the sweep as a whole: its running trial, and no trial after it."""
         import engine.launch as L
+        from engine import sweep as S
 
+        sweep_dir = S.find(run, _runs_dir(runs_dir))
+        if sweep_dir is not None:
+            typer.echo(f"{sweep_dir.name}: {S.stop(sweep_dir, grace=grace)}")
+            return
         ref = _resolve(run, runs_dir)
         try:
             status = L.stop_run(ref, grace=grace)
-        except _launch_errors() as e:
+        except FinetuiError as e:
             common.fail(str(e), 1)
         typer.echo(f"{ref.name}: {status}")
 
     @app.command()
-    def doctor(host: str = typer.Option("local", "--host", help="SSH target to check (default: this machine)."),
-               python: str = typer.Option("python3", "--python", help="Remote Python with finetui (launch.remote_python)."),
-               workdir: str = typer.Option("~/finetui-runs", "--workdir", help="Remote work directory."),
+    def doctor(host: str = typer.Option(LOCAL_HOST, "--host", help="SSH target to check (default: this machine)."),
+               python: str = typer.Option(REMOTE_PYTHON, "--python", help="Remote Python with finetui (launch.remote_python)."),
+               workdir: str = typer.Option(REMOTE_WORKDIR, "--workdir", help="Remote work directory."),
                file: Optional[Path] = typer.Option(None, "--preset", help="Take host/python/workdir from a preset "
                                                    "(a multi-node preset: every host in launch.hosts)."),
                bootstrap: bool = typer.Option(False, "--bootstrap", help="Install this finetui there first.")) -> None:
@@ -410,10 +412,10 @@ def register(app: typer.Typer) -> None:
         hosts = [host]
         if file is not None:
             res = common.load_job(file).resolved()
-            if host == "local" and len(res.get("launch.hosts") or []) > 1:
+            if is_local_host(host) and len(res.get("launch.hosts") or []) > 1:
                 hosts = list(res["launch.hosts"])  # a multi-node preset: every node
             else:
-                hosts = [host if host != "local" else (res.get("launch.host") or "local")]
+                hosts = [host if not is_local_host(host) else (res.get("launch.host") or LOCAL_HOST)]
             python = res.get("launch.remote_python") or python
             workdir = res.get("launch.remote_workdir") or workdir
         bad = False
@@ -421,12 +423,12 @@ def register(app: typer.Typer) -> None:
             if len(hosts) > 1:
                 typer.echo(f"# node {i}: {h}" + (" (master)" if i == 0 else ""))
             try:
-                if bootstrap and h != "local":
+                if bootstrap and not is_local_host(h):
                     from engine.launch import bootstrap as B
 
                     B.bootstrap(h, python, log=lambda m: common.err(m))
                 checks = D.run(h, python, workdir)
-            except _launch_errors() as e:
+            except FinetuiError as e:
                 common.fail(str(e), 1)
             for c in checks:
                 typer.echo(c.line())

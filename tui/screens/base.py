@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widget import Widget
@@ -28,7 +30,17 @@ class QuietScreen(Screen):
 
     focused: Reactive[Widget | None] = Reactive(None, repaint=False)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # each action's first binding is named after it: a [keys] entry of the user's config rebinds it (tui/keys.py)
+        if "BINDINGS" in cls.__dict__:
+            from tui.keys import with_ids
+
+            cls.BINDINGS = with_ids(cls.BINDINGS)
+        super().__init_subclass__(**kwargs)
+
     def _compositor_refresh(self) -> None:
+        # extends Screen._compositor_refresh: after a whole frame, drops the widgets' queued repaints
+        # (Widget._repaint_regions), which Textual would paint again with the next update
         comp = getattr(self, "_compositor", None)
         try:
             full = comp.size.region in comp._dirty_regions  # type: ignore[union-attr]
@@ -42,6 +54,8 @@ class QuietScreen(Screen):
                     pending.clear()
 
     def _extend_compose(self, widgets: list[Widget]) -> None:
+        # extends Screen._extend_compose (adds the ToastRack): the rack starts hidden, where Textual
+        # hides it at the first resume with a whole-screen repaint
         super()._extend_compose(widgets)
         for w in widgets:
             if isinstance(w, ToastRack):

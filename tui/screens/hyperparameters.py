@@ -19,6 +19,7 @@ from textual.widget import Widget
 from textual.widgets import Button, ContentSwitcher, Static, TextArea
 
 from engine.config import FIELD_BY_NAME, JobConfig, _fmt, spec
+from engine.errors import FinetuiError
 from tui.screens.model import ProfileSelect
 from tui.widgets.form import SchemaForm
 from tui.widgets.step import StepPane, TomlEdited  # noqa: F401 - TomlEdited re-exported
@@ -159,9 +160,8 @@ class HyperparametersPane(StepPane):
         err = self.query_one("#toml-error", Static)
         try:
             new = presets.loads(text, "TOML")
-        except Exception as e:
-            msgs = getattr(e, "problems", None)
-            err.update("✗ " + (str(msgs[0]) if msgs else str(e).splitlines()[0]) + "  — the form keeps the last valid TOML")
+        except FinetuiError as e:
+            err.update("✗ " + e.lines()[0] + "  — the form keeps the last valid TOML")
             err.display = True
             return
         err.display = False

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, Select, Static
 
-from engine.config import JobConfig
+from engine.config import LOCAL_HOST, REMOTE_WORKDIR, JobConfig, is_remote_job
 from tui.screens.hyperparameters import diff_table
 from tui.widgets.form import FieldEdited, SchemaForm, widget_id
 from tui.widgets.lazyselect import LazySelect
@@ -77,10 +77,8 @@ def runs_where(job: JobConfig, res: dict[str, Any], default_name: str) -> Text:
     name = res.get("launch.run_name") or default_name
     t = Text()
     t.append("Runs go to  ", "bold")
-    from engine.launch import is_remote_job
-
     if is_remote_job(res):
-        t.append(f"{res.get('launch.host')}:{res.get('launch.remote_workdir') or '~/finetui-runs'}/{name}/")
+        t.append(f"{res.get('launch.host')}:{res.get('launch.remote_workdir') or REMOTE_WORKDIR}/{name}/")
         return t
     from tui.widgets.dialogs import short_path
 
@@ -93,15 +91,8 @@ def runs_where(job: JobConfig, res: dict[str, Any], default_name: str) -> Text:
 
 def estimate_text(est: Any) -> Any:
     """engine.estimate.Estimate as a compact table: total per GPU, its parts, steps, time."""
-    if est is None:
-        return Text("The estimate is not available yet.", "dim")
-    if not hasattr(est, "parts"):
-        return Text(str(est.to_text() if hasattr(est, "to_text") else est))
-    try:
-        from engine.estimate import gib
-    except ImportError:  # pragma: no cover
-        def gib(n: float) -> str:
-            return f"{n / 2**30:.2f} GiB"
+    from engine.estimate import gib
+
     t = Table.grid(padding=(0, 1))
     t.add_column(style="bold", no_wrap=True)
     t.add_column(justify="right", no_wrap=True)
@@ -161,7 +152,7 @@ class LaunchPane(StepPane):
         with VerticalScroll(classes="step-body"):
             with Horizontal(classes="field-line", id="known-hosts-line"):
                 yield Label("Known hosts", classes="field-label")
-                yield LazySelect([("local", "local")], value="local", allow_blank=False, compact=True,
+                yield LazySelect([(LOCAL_HOST, LOCAL_HOST)], value=LOCAL_HOST, allow_blank=False, compact=True,
                              id="known-hosts", classes="-textual-compact field-input")
                 yield Label("~/.ssh/config", classes="field-hint")
             yield SchemaForm(TARGET_FIELDS, id="launch-target-form")
@@ -180,19 +171,19 @@ class LaunchPane(StepPane):
             yield Static("", id="launch-reason")
             yield Button("Launch ▶", id="launch-button", variant="success", compact=True, disabled=True, classes="-textual-compact")
 
-    _host_shown: str | None = "local"
-    _hosts: list[str] = ["local"]
+    _host_shown: str | None = LOCAL_HOST
+    _hosts: list[str] = [LOCAL_HOST]
 
     def on_mount(self) -> None:
         try:
             hosts = list(self.app.services.ssh_hosts())  # type: ignore[attr-defined]
         except Exception:
             hosts = []
-        self._hosts = ["local"] + [h for h in hosts if h != "local"]
+        self._hosts = [LOCAL_HOST] + [h for h in hosts if h != LOCAL_HOST]
         for sel in self.query("#known-hosts").results(Select):
             with sel.prevent(Select.Changed):
                 sel.set_options([(h, h) for h in self._hosts])
-                sel.value = "local"
+                sel.value = LOCAL_HOST
 
     def sync(self, job: JobConfig, res: dict[str, Any], states: dict) -> None:
         for f in self.query(SchemaForm):
@@ -200,7 +191,7 @@ class LaunchPane(StepPane):
         rn = self.query_one(f"#{widget_id('launch.run_name')}")
         rn.placeholder = self.app.default_run_name(job)  # type: ignore[attr-defined]
         sel = self.query_one("#known-hosts", Select)
-        host = str(res["launch.host"] or "local")
+        host = str(res["launch.host"] or LOCAL_HOST)
         if host in self._hosts and sel.value != host:
             with sel.prevent(Select.Changed):
                 sel.value = host

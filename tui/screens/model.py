@@ -75,25 +75,23 @@ def catalog_legend(profile: str) -> str:
 
 
 def info_table(info: Any) -> Table:
-    """A ModelInfo (engine.modelinfo) as a two-column table; tolerant of missing attributes."""
+    """An engine.modelinfo.ModelInfo (or a dict of its fields: the tests' fake) as a two-column table;
+    a field it does not know shows as —."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold", no_wrap=True)
     t.add_column()
 
-    def g(*names: str) -> Any:
-        for n in names:
-            v = info.get(n) if isinstance(info, dict) else getattr(info, n, None)
-            if v not in (None, "", []):
-                return v
-        return None
+    def g(name: str) -> Any:
+        v = info.get(name) if isinstance(info, dict) else getattr(info, name, None)
+        return None if v in ("", []) else v
 
-    arch = g("architecture", "model_type")
-    params = g("num_params", "parameters", "num_parameters", "param_count")
+    arch = g("architecture")
+    params = g("num_params")
     if isinstance(params, (int, float)):
         params = _human(params)
-    ctx = g("context_length", "max_position_embeddings")
-    vision = g("vision", "is_vision", "supports_vision")
-    targets = g("default_target_modules", "lora_targets", "target_modules")
+    ctx = g("context_length")
+    vision = g("vision")
+    targets = g("default_target_modules")
     layers, hidden = g("layers"), g("hidden")
     shape = f"{layers} layers, hidden {hidden:,}" if isinstance(layers, int) and isinstance(hidden, int) else None
     rows = [("Architecture", arch), ("Parameters", params), ("Shape", shape), ("Context", f"{ctx:,} tokens" if isinstance(ctx, int) else ctx),
@@ -101,7 +99,7 @@ def info_table(info: Any) -> Table:
             ("LoRA targets", ", ".join(targets) if isinstance(targets, (list, tuple)) else targets)]
     for k, v in rows:
         t.add_row(k, "—" if v is None else str(v))
-    src = g("source", "path")
+    src = g("source")
     if src:
         t.add_row("Read from", Text(str(src), "dim"))
     return t
@@ -208,7 +206,7 @@ class ModelPane(StepPane):
         describe = self.app.services.describe_model  # type: ignore[attr-defined]
         try:
             info = describe(name)
-            out: Any = info_table(info) if info is not None else Text("Model details are not available yet.", "dim")
+            out: Any = info_table(info)
         except Exception as e:  # one sentence, never a traceback
             out = Text(f"Cannot read config.json: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}",
                        "dim")

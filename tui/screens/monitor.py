@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
+from engine.config import is_local_host
 from tui import runsource
 from tui.screens.base import QuietScreen
 from tui.widgets.keybar import KeyBar
@@ -129,6 +130,7 @@ class MonitorScreen(QuietScreen):
         Binding("l", "toggle_log", "Wide log", show=False),
         Binding("t", "try_model", "Try the model", show=False),  # (said on the end line: the footer fits 80 columns)
         Binding("u", "resume", "Resume", show=False),
+        Binding("y", "copy_path", "Copy path", show=False),
     ]
 
     def __init__(self, run_ref: Any, *, clock: Callable[[], float] = time.time, name: str | None = None,
@@ -347,7 +349,7 @@ class MonitorScreen(QuietScreen):
         more = f"  ({', '.join(extra)})" if extra else ""
         if self.resumed_from is not None:  # (what it trains is its parent's: the link says more)
             more = f"  ↻ resumed from {self.resumed_from[0]} at step {self.resumed_from[1]}"
-        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if host != "local" else "") + more)
+        _set(title, f"{icon} {label}  {st.name}" + (f" @ {host}" if not is_local_host(host) else "") + more)
         _set(self.query_one("#mon-stats", Static), stats_text(st))
         if st.gpu_version != self._gpus_shown:  # GPU telemetry (engine/telemetry.py) once the first sample is in
             from tui.widgets.gpupanel import gpu_panel
@@ -495,6 +497,13 @@ class MonitorScreen(QuietScreen):
         from tui.screens.try_model import TryScreen
 
         self.app.push_screen(TryScreen(runsource.run_dir(self.run_ref), st.name))
+
+    def action_copy_path(self) -> None:
+        from tui.keys import copy_path
+
+        d = runsource.run_dir(self.run_ref)
+        if d is not None:
+            copy_path(self, d)
 
     def action_resume(self) -> None:
         st = self.state

@@ -19,19 +19,23 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from engine.config import is_local_host
+from engine.errors import FinetuiError, one_line, report_crash
 from tui import runsource
 from tui.runsource import RunRow
 from tui.screens.base import QuietScreen
+from tui.keys import copy_path
+from tui.screens.sweep import name_cell
 from tui.widgets.keybar import KeyBar
 from tui.widgets.metrics import OUTCOME_TEXT, RunState, fmt_duration, fmt_num
 
 STATUS_ICON = {
     "pending": "…", "running": "▶", "completed": "✔", "early_stopped": "✔", "stopped": "■",
-    "failed": "✖", "lost": "?", "scheduled": "◷",
+    "failed": "✖", "lost": "?", "scheduled": "◷", "damaged": "⚠",
 }
 STATUS_COLOR = {  # theme colour names
     "running": "primary", "completed": "success", "early_stopped": "success", "stopped": "warning",
-    "failed": "error", "lost": "error", "scheduled": "secondary", "pending": "secondary",
+    "failed": "error", "lost": "error", "scheduled": "secondary", "pending": "secondary", "damaged": "error",
 }
 AUTO_REFRESH_S = 3.0
 
@@ -70,6 +74,8 @@ class RunsScreen(QuietScreen):
         Binding("c", "open_config", "As new job"),
         Binding("space", "mark", "Mark"),
         Binding("o", "overlay", "Overlay"),
+        Binding("w", "sweep", "Sweep", show=False),
+        Binding("y", "copy_path", "Copy path", show=False),
         Binding("r", "refresh", "Refresh", show=False),
         Binding("escape,q", "back", "Back", show=False),
     ]
@@ -152,7 +158,7 @@ class RunsScreen(QuietScreen):
 
     @staticmethod
     def key(r: RunRow) -> str:
-        return r.name if r.host in ("", "local") else f"{r.name}@{r.host}"
+        return r.name if is_local_host(r.host) else f"{r.name}@{r.host}"
 
     def _columns(self, width: int) -> list[tuple[str, str, int]]:
         wide = width >= 110
@@ -174,21 +180,23 @@ class RunsScreen(QuietScreen):
         if table.row_count and 0 <= table.cursor_row < table.row_count:
             try:
                 cursor_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-            except Exception:
+            except Exception:  # noqa: BLE001 - the table changed under the cursor: no row to keep
                 cursor_key = None
         table.clear(columns=True)
         for label, key, w in cols:
             table.add_column(label, key=key, width=w)
         name_w = next(w for _, k, w in cols if k == "name")
         theme = self.app.current_theme
-        for r in self.rows:
+        for i, r in enumerate(self.rows):
             k = self.key(r)
             color = getattr(theme, STATUS_COLOR.get(r.status, "secondary"), None) or theme.foreground
             status = Text(f"{STATUS_ICON.get(r.status, '•')} {OUTCOME_TEXT.get(r.status, r.status)}",
                           style=Style(color=color))
             cells: dict[str, Any] = {
                 "mark": Text("●", style="bold") if k in self.marked else "",
-                "name": short(("↻ " if r.parent else "") + r.name, name_w),
+                "name": short(("↻ " if r.parent else "") + (r.name if r.sweep is None else name_cell(
+                    r, i == 0 or self.rows[i - 1].sweep != r.sweep,
+                    i + 1 == len(self.rows) or self.rows[i + 1].sweep != r.sweep)), name_w),
                 "kind": short(r.kind or "—", 9),
                 "host": short(r.host, 12),
                 "status": status,
@@ -202,7 +210,7 @@ class RunsScreen(QuietScreen):
         if cursor_key is not None:
             try:
                 table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the row is gone (run deleted): the cursor stays where it is
                 pass
         running = sum(1 for r in self.rows if r.status == "running")
         self.query_one("#runs-title", Static).update(
@@ -221,7 +229,7 @@ class RunsScreen(QuietScreen):
             return None
         try:
             k = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:
+        except Exception:  # noqa: BLE001 - no row under the cursor (the table is being rebuilt)
             return None
         return next((r for r in self.rows if self.key(r) == k), None)
 
@@ -248,6 +256,9 @@ class RunsScreen(QuietScreen):
         line1 = f"{r.name} · {r.kind or '?'} · {r.host} · started {started}" + (f" · {where}" if where else "")
         links = ([f"↻ resumed from {r.parent} at step {r.parent_step}"] if r.parent else []) + (
             [f"resumed as {', '.join(r.children)}"] if r.children else [])
+        if r.sweep is not None:
+            links.insert(0, f"trial {r.trial} of sweep {r.sweep}{' — its best' if r.best else ''} · w: the sweep's "
+                            f"table")
         line2 = f"✖ {r.error}" if r.error and r.status == "failed" else (
             " · ".join(links) or "enter attach · space mark two runs, o overlays their loss · r refresh · esc back")
         from engine.compare import card_line
@@ -300,6 +311,24 @@ class RunsScreen(QuietScreen):
             return
         rows = [next(r for r in self.rows if self.key(r) == k) for k in keys[:2]]
         self.app.push_screen(OverlayScreen([(r.name, self._ref(r)) for r in rows]))
+
+    def action_copy_path(self) -> None:
+        r = self.current()
+        d = runsource.run_dir(self._ref(r)) if r is not None else None
+        if d is not None:
+            copy_path(self, d)
+
+    def action_sweep(self) -> None:
+        r = self.current()
+        if r is None or r.sweep is None:
+            self.notify("Not a sweep's run: w shows the table of the sweep a run belongs to.")
+            return
+        from engine.sweep import find
+        from tui.screens.sweep import SweepScreen
+
+        d = find(r.sweep, self.runs_dir)
+        if d is not None:
+            self.app.push_screen(SweepScreen(d), lambda _: self.action_refresh())
 
     def action_stop(self) -> None:
         r = self.current()
@@ -359,8 +388,9 @@ class RunsScreen(QuietScreen):
             else:
                 runsource.delete_run(self._ref(r))
                 msg = f"Deleted {r.name}"
-        except Exception as e:
-            self.app.call_from_thread(self.notify, f"Could not {what} {r.name}: {e}", severity="error", timeout=8)
+        except Exception as e:  # noqa: BLE001 - said in the screen (a bug with its crash log); the list stays up
+            why = one_line(e) if isinstance(e, (FinetuiError, OSError)) else report_crash(e)
+            self.app.call_from_thread(self.notify, f"Could not {what} {r.name}: {why}", severity="error", timeout=8)
         else:
             self.app.call_from_thread(self.notify, msg)
         self.app.call_from_thread(self.action_refresh)
@@ -371,11 +401,8 @@ class RunsScreen(QuietScreen):
             return
         try:
             job = runsource.load_config(self._ref(r))
-        except Exception as e:
-            msg = str(e)
-            if hasattr(e, "problems"):
-                msg = "; ".join(str(p) for p in e.problems)  # type: ignore[attr-defined]
-            self.notify(msg, severity="error", timeout=8)
+        except (FinetuiError, OSError) as e:
+            self.notify(one_line(e), severity="error", timeout=8)
             return
         open_job = getattr(self.app, "open_job", None)
         set_job = getattr(self.app, "set_job", None)
@@ -432,8 +459,8 @@ class OverlayScreen(QuietScreen, ModalScreen[None]):
             st = RunState(name=name)
             try:
                 st.update(runsource.read_history(ref))
-            except Exception as e:
-                st.error = str(e)
+            except Exception as e:  # noqa: BLE001 - one run's unreadable history is shown on its own, not fatal
+                st.error = one_line(e)
             states.append(st)
         self.comparison = None
         dirs = [runsource.run_dir(ref) if ref is not None else None for _, ref in self.runs]

@@ -66,11 +66,9 @@ class TryScreen(QuietScreen, ModalScreen[None]):
 
     @work(thread=True, group="try-model", exit_on_error=False)
     def _load(self) -> None:
-        from tui.app import engine_env
-
         try:
             self.proc = workers.child(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                      env=engine_env(), bufsize=1)
+                                      env=workers.engine_env(), bufsize=1)
             msg = self._read()
         except OSError as e:
             msg = {"error": str(e)}

@@ -348,6 +348,11 @@ class HelpDialog(Dialog):
             else:
                 yield Label("finetui — keys" if self.keys is None else "Keys of this screen", classes="dialog-title")
             keys = KEYS_HELP if self.keys is None else "\n".join(f"{k:<17} {d}" for k, d in self.keys)
+            user = getattr(self.app, "user_keys", None)
+            if user is not None and self.keys is None:
+                from tui.keys import describe
+
+                keys = keys.rstrip("\n") + ("\n\n" + describe(user) if describe(user) else "")
             yield Static(keys, classes="dialog-body dialog-keys", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close", id="help-close", variant="primary", compact=True)

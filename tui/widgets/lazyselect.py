@@ -75,10 +75,12 @@ class _LazySelect(Select):  # type: ignore[type-arg]
             return None
 
     def _setup_options_renderables(self) -> None:
+        # overrides Select._setup_options_renderables: it fills the overlay, which is not built yet
         if self._overlay() is not None:
             super()._setup_options_renderables()
 
     def _watch_value(self, value: Any) -> None:
+        # overrides Select._watch_value: it highlights the value in the overlay (not built yet)
         if self._overlay() is not None:
             super()._watch_value(value)
             return
@@ -98,6 +100,7 @@ class _LazySelect(Select):  # type: ignore[type-arg]
         self.post_message(self.Changed(self, value))
 
     def _watch_prompt(self, prompt: str) -> None:
+        # overrides Select._watch_prompt: it updates the overlay's blank option (not built yet)
         if self._overlay() is not None:
             super()._watch_prompt(prompt)
         elif self.is_mounted:
@@ -107,6 +110,7 @@ class _LazySelect(Select):  # type: ignore[type-arg]
                 current.update(self.NULL)
 
     def _watch_expanded(self, expanded: bool) -> None:
+        # extends Select._watch_expanded (shows the overlay): builds the overlay on the first open
         for current in self.query(_Current):
             current.refresh()  # its arrow
         if expanded and self._overlay() is None:

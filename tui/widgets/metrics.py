@@ -87,6 +87,8 @@ class RunState:
     tokens_per_s: float | None = None
     samples_per_s: float | None = None
     memory_mb: float | None = None
+    memory_reserved_mb: float | None = None  # (CUDA: rank 0's reserved peak, and the largest of every GPU's)
+    gpu_reserved_max_mb: float | None = None
     rows_dropped: int | None = None
     rows_truncated: int | None = None
     final_path: str | None = None
@@ -195,6 +197,11 @@ class RunState:
                 mem = max(vals) if vals else None
             if (v := _num(mem)) is not None:
                 self.memory_mb = v
+            if (v := _num(r.get("memory_reserved_mb"))) is not None:
+                self.memory_reserved_mb = v
+            gpus = [g for g in r.get("gpu_reserved_mb") or [] if isinstance(g, (int, float))]
+            if gpus:
+                self.gpu_reserved_max_mb = max(gpus)
             if t is not None:
                 self._pace.append((t, step))
             if self.status == "pending":

@@ -50,6 +50,11 @@ def stats_text(st: RunState) -> str:
     parts.append(f"{fmt_rate(st.tokens_per_s)} tok/s")
     parts.append(f"{fmt_rate(st.samples_per_s)} samples/s")
     parts.append(f"mem {fmt_mem(st.memory_mb)}")
+    if st.memory_reserved_mb is not None:  # CUDA: what the allocator holds (nearer nvidia-smi), the fullest GPU
+        parts[-1] += f" (reserved {fmt_mem(st.memory_reserved_mb)}"
+        if st.gpu_reserved_max_mb is not None and st.gpu_reserved_max_mb != st.memory_reserved_mb:
+            parts[-1] += f", fullest GPU {fmt_mem(st.gpu_reserved_max_mb)}"
+        parts[-1] += ")"
     if st.rows_dropped is not None:
         parts.append(f"{st.rows_dropped} rows dropped")
     if st.rows_truncated:
