@@ -89,6 +89,16 @@ def setup(steps: int):  # noqa: ANN201
     return res, data, path, cfg, tok, (load_model, apply_method)
 
 
+def _train(tr, tm: Times, prof: cProfile.Profile | None) -> tuple[list[float], float]:  # noqa: ANN001
+    """Train (profiled when ``prof``); → seconds of each step but the first, the final training loss."""
+    if prof is not None:
+        prof.enable()
+    tr.train()
+    if prof is not None:
+        prof.disable()
+    return tm.t[1:], float(tr.state.log_history[-1].get("train_loss", 0))
+
+
 def finetui_run(steps: int, out: Path, prof: cProfile.Profile | None = None) -> tuple[list[float], float]:
     from transformers import set_seed
 
@@ -100,12 +110,7 @@ def finetui_run(steps: int, out: Path, prof: cProfile.Profile | None = None) -> 
     tm = Times()
     tr = build_trainer(res, model, tok, data.train, None, common_args(res, out, "cpu", False, []), [tm.cb()], None,
                        lambda *a, **k: None)
-    if prof is not None:
-        prof.enable()
-    tr.train()
-    if prof is not None:
-        prof.disable()
-    return tm.t[1:], float(tr.state.log_history[-1].get("train_loss", 0))
+    return _train(tr, tm, prof)
 
 
 def plain_run(steps: int, out: Path, prof: cProfile.Profile | None = None) -> tuple[list[float], float]:
@@ -124,12 +129,7 @@ def plain_run(steps: int, out: Path, prof: cProfile.Profile | None = None) -> tu
     tm = Times()
     tr = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                  data_collator=DataCollatorForSeq2Seq(tok, label_pad_token_id=-100), callbacks=[tm.cb()])
-    if prof is not None:
-        prof.enable()
-    tr.train()
-    if prof is not None:
-        prof.disable()
-    return tm.t[1:], float(tr.state.log_history[-1].get("train_loss", 0))
+    return _train(tr, tm, prof)
 
 
 def main() -> None:
