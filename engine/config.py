@@ -623,7 +623,8 @@ FIELDS: list[Field] = [
     _F("launch", "launcher", "enum", "torchrun", "Launcher",
        "torchrun (c10d rendezvous, one per node over SSH), deepspeed (its own launcher with a "
        "generated hostfile) or slurm (a batch job submitted with sbatch on the target, the login node: "
-       "srun starts torchrun on every node of the allocation).",
+       "srun starts torchrun on every node of the allocation). A torchrun run of one process on one node "
+       "starts the worker directly, without torchrun's launcher process.",
        choices=("torchrun", "deepspeed", "slurm")),
     *_SLURM_FIELDS,
     _F("launch", "master_port", "int", MASTER_PORT, "Master port", "Rendezvous port of the master node.",

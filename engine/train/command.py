@@ -68,6 +68,11 @@ def worker_argv(res: dict[str, Any], run_dir: str | Path, *, nnodes: int = 1, no
         else:
             argv += ["--num_nodes", "1"]
         return argv + ["--module", *worker]
+    if nproc == 1 and nnodes == 1 and rdzv == "static":
+        # one process on one node: the worker itself, without torchrun's launcher (a second interpreter of about
+        # 220 MB and a second or more before the first step); it runs as the only rank (the worker gives itself
+        # a loopback rendezvous when DeepSpeed needs a process group)
+        return [python, "-m", *worker]
     argv = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--nnodes", str(nnodes),
             "--max_restarts", "0"]
     if rdzv == "c10d":

@@ -147,6 +147,56 @@ def _truncate_pairs(dataset: Any, max_len: int) -> tuple[Any, int]:
     return dataset, n
 
 
+def sft_trainer_class() -> type:
+    """TRL's ``SFTTrainer`` whose per-token training metrics (entropy, token accuracy, tokens seen) are gathered
+    across ranks and read back only when the trainer logs. TRL gathers and reads them (``.item()``) at every step:
+    four collectives on several ranks and four device syncs a step, for values shown at logging steps only. The
+    loss is TRL's own computation, unchanged (the same ops); the logged values are the same (to float rounding)."""
+    import torch
+    from trl import SFTTrainer as TRLSFTTrainer
+
+    class SFTTrainer(TRLSFTTrainer):
+        _pending: list
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+            sp = getattr(self.accelerator, "parallelism_config", None)
+            if (return_outputs or not self.model.training or self.compute_loss_func is not None
+                    or self.label_smoother is not None or self.args.loss_type != "nll" or self.aux_loss_enabled
+                    or (sp is not None and getattr(sp, "sp_enabled", False))):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # TRL's plain negative log-likelihood branch (trl/trainer/sft_trainer.py, compute_loss), as it is
+            inputs["use_cache"] = False
+            outputs = model(**inputs, fused_lm_head=True)
+            per_token_loss = -outputs.log_probs
+            num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = per_token_loss.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            with torch.no_grad():
+                if "attention_mask" in inputs:
+                    seen = inputs["attention_mask"].sum()
+                else:
+                    seen = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+                row = [outputs.label_mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum(), seen]
+                self.__dict__.setdefault("_pending", []).append(torch.stack([x.float() for x in row]))
+            return loss
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            pending = self.__dict__.get("_pending")
+            if pending:  # every rank logs at the same steps, with as many pending micro-batches
+                self._pending = []
+                steps = self.accelerator.gather(torch.stack(pending)[None]).sum(0).tolist()
+                m = self._metrics["train"]
+                for valid, entropy, correct, seen in steps:
+                    m["entropy"].append(entropy / valid if valid > 0 else 0.0)
+                    m["mean_token_accuracy"].append(correct / valid if valid > 0 else 0.0)
+                    self._total_train_tokens += int(seen) // self._tp_size
+                m["num_tokens"] = [self._total_train_tokens]
+            super().log(logs, start_time)
+
+    return SFTTrainer
+
+
 def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_rows: list[dict] | None,
                   base_args: dict[str, Any], callbacks: list, optimizer: Any, status: Callable[..., None]) -> Any:
     from datasets import Dataset
@@ -157,8 +207,9 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
     ds = lambda rows: (rows if isinstance(rows, Dataset) else Dataset.from_list(rows)) if rows else None  # noqa: E731
 
     if stage in ("pretrain", "sft"):
-        from trl import SFTConfig, SFTTrainer
+        from trl import SFTConfig
 
+        SFTTrainer = sft_trainer_class()
         vision = any(r.get("images") for r in train_rows[:50])
         if vision:
             if not hasattr(model.config, "vision_config"):

@@ -172,6 +172,8 @@ class Worker:
         if dev == "cuda" and not torch.cuda.is_available():
             raise UserError("launch.device: cuda was asked for but no GPU is visible on this host")
         check_runtime(res, device)
+        if res["trainer.distributed_backend"] != "deepspeed":
+            skip_deepspeed_import()
         if device == "cuda":
             torch.cuda.set_device(self.local_rank)
         self._init_distributed(res, device)
@@ -549,6 +551,19 @@ def oom_advice(res: dict) -> str:
             f"trainer.zero_stage = 3 (now {zero}), or trainer.training_type = qlora "
             f"(now {res['trainer.training_type']}); general.max_sequence_length is "
             f"{res['general.max_sequence_length']}")
+
+
+def skip_deepspeed_import() -> None:
+    """A run without the DeepSpeed backend does not import DeepSpeed: accelerate's model unwrapping
+    (``extract_model_from_parallel``, behind every ``is_peft_model`` check) imports it whenever it is installed, and
+    DeepSpeed's autotuner imports MLflow — together about 60 MB resident and seconds before the first step, for a
+    ``DeepSpeedEngine`` that such a run never has."""
+    try:
+        import accelerate.utils.other as other
+    except ImportError:
+        return
+    if "deepspeed" not in sys.modules and hasattr(other, "is_deepspeed_available"):
+        other.is_deepspeed_available = lambda: False
 
 
 def main(argv: list[str] | None = None) -> int:
