@@ -1119,8 +1119,8 @@ class FinetuiApp(App[None]):
             if kind != "import":
                 found = interop.file_kind(p)
                 if found is None:
-                    raise ValueError(f"{p}: neither a finetui preset (TOML) nor a LLaMA-Factory / Nova YAML or an "
-                                     f"FPT / OCI / watsonx JSON")
+                    raise FinetuiError("neither a finetui preset (TOML) nor a LLaMA-Factory / Nova YAML or an "
+                                       "FPT / OCI / watsonx JSON", path=p)
                 kind = "open" if found == "toml" else "import"
             if kind == "import":
                 job, warnings = interop.import_file(p)
