@@ -10,16 +10,7 @@ import yaml
 
 from engine import interop
 from engine.config import JobConfig
-
-
-def _job(profile="native", **vals):
-    base = {"data.train_path": "x.jsonl"}
-    base.update({k.replace("__", "."): v for k, v in vals.items()})
-    return JobConfig(profile, base)
-
-
-def _errors(job):
-    return [str(p) for p in job.problems()]
+from tests.test_config import _errors, _job  # one way to build a job and read its errors
 
 
 def _warnings(job):
