@@ -8,7 +8,7 @@ gradient checkpointing off, fp32 on CPU, one process. finetui's side is ``build_
 ``DataCollatorForSeq2Seq``. The two alternate, A B A B; the median seconds per step (first step of
 each run dropped) are printed, and with ``--profile`` a cProfile of one finetui run (top entries).
 
-    python bench/profile_step.py --rounds 3 --steps 20 [--profile]
+    python bench/profile_step.py --rounds 3 --steps 20 [--profile] [--smoke]
 """
 
 from __future__ import annotations
@@ -137,7 +137,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--profile", choices=("finetui", "plain"), help="cProfile one run of this side's training loop")
+    ap.add_argument("--smoke", action="store_true", help="one round of 3 steps: the whole path, figures meaningless")
     a = ap.parse_args()
+    if a.smoke:
+        a.rounds, a.steps = 1, 3
     import torch
 
     torch.set_num_threads(1)
