@@ -196,3 +196,19 @@ async def test_a_job_from_the_wizard_runs_as_a_slurm_job(slurm_cluster, make_app
             if ended(ref):
                 break
         assert L.run_info(ref).status == "completed"
+
+
+def test_a_requeue_in_flight_is_not_the_runs_outcome():
+    """Between the batch script's ``scontrol requeue`` and PENDING, Slurm reports the job FAILED ("cancelled due
+    to job requeue"); a reader then must not write the run's end (seen in CI: the requeued run ended 'failed')."""
+    import time as _t
+
+    from engine.launch.slurm import REQUEUE_GRACE_S, _requeue_in_flight
+
+    now = _t.time()
+    requeued = {"kind": "status", "phase": "requeued", "t": now - 1, "step": 4}
+    assert _requeue_in_flight([{"kind": "start", "t": now - 9}, {"kind": "log", "t": now - 5}, requeued])
+    assert _requeue_in_flight([requeued, {"kind": "status", "phase": "slurm", "t": now}])
+    assert not _requeue_in_flight([requeued, {"kind": "start", "t": now}])  # it started again
+    assert not _requeue_in_flight([{**requeued, "t": now - REQUEUE_GRACE_S - 1}])  # long ago: Slurm's word stands
+    assert not _requeue_in_flight([{"kind": "start", "t": now}, {"kind": "log", "t": now}])

@@ -298,6 +298,22 @@ def _status_line(run_dir: Path, phase: str, text: str) -> None:
                                  "text": text, "by": "launcher"}).encode() + b"\n")
 
 
+#: how long after the batch script's ``scontrol requeue`` a terminal Slurm state is read as the requeue passing
+REQUEUE_GRACE_S = 60.0
+
+
+def _requeue_in_flight(recs: list[dict[str, Any]], grace: float = REQUEUE_GRACE_S) -> bool:
+    """The batch script asked Slurm to requeue the job (a ``requeued`` status, no start, log or end after it)
+    less than ``grace`` seconds ago.  On its way back to PENDING the job passes through a terminal state (FAILED,
+    NonZeroExitCode: "cancelled due to job requeue"), which is not the run's outcome."""
+    for r in reversed(recs):
+        if r.get("kind") in ("start", "end", "log"):
+            return False
+        if r.get("kind") == "status" and r.get("phase") == "requeued":
+            return time.time() - float(r.get("t") or 0) < grace
+    return False
+
+
 def dir_state(run_dir: Path, info: dict[str, Any], sup: dict[str, Any]) -> dict[str, Any]:
     """``core.dir_state`` for a Slurm run: status from Slurm, events from the run directory."""
     run_dir = Path(run_dir)
@@ -310,6 +326,8 @@ def dir_state(run_dir: Path, info: dict[str, Any], sup: dict[str, Any]) -> dict[
     else:
         status = status_of(st["state"])
         alive = status in ("pending", "running")
+        if not alive and st["state"] != "CANCELLED" and _requeue_in_flight(recs):
+            status, alive = "pending", True  # on its way back to PENDING: not the run's outcome
         if not alive:
             if not ended:
                 _end_from_slurm(run_dir, st)
