@@ -190,7 +190,9 @@ def read_all(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 @dataclass
 class RunSummary:
-    """What a reader knows of a run from its events (used by `runs`, the monitor and tests)."""
+    """The one record of a run: what its events say (:func:`summarize`), and in a listing
+    (``engine.launch.list_runs``, the runs screen) which run it is, where it runs and how it relates to other runs.
+    ``engine.launch`` fills the listing's fields; the dashboard adds the kind and the resume / sweep links."""
 
     status: str = "pending"  # running / completed / stopped / early_stopped / failed / lost / scheduled
     step: int = 0
@@ -204,6 +206,26 @@ class RunSummary:
     world_size: int = 1
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
+    # -- the run in a listing (engine.launch)
+    name: str = ""
+    host: str = ""  # the run's target as engine.launch records it (engine.config.LOCAL_HOST: this machine)
+    duration: float | None = None
+    start_at: float | None = None  # a scheduled run's start
+    ref: Any = None  # engine.launch.RunRef
+    extra: dict[str, Any] = field(default_factory=dict)  # what the backend adds ("slurm": the job's state)
+    # -- its relations (the runs screen: tui.runsource.link_runs, tui.screens.sweep.group_sweeps)
+    kind: str = ""  # "<stage>-<method>" (sft-lora, dpo-qlora…), from the run's config.toml
+    parent: str | None = None  # the run this one resumed, and the step it resumed at
+    parent_step: int | None = None
+    children: list[str] = field(default_factory=list)  # the runs that resumed this one
+    sweep: str | None = None  # the sweep this run is a trial of, its trial number, whether it is the best
+    trial: int | None = None
+    best: bool = False
+
+    @property
+    def note(self) -> str:
+        """What the scheduler says (a Slurm run: job id, state, a pending job's reason)."""
+        return str((self.extra.get("slurm") or {}).get("text") or "")
 
     def update(self, rec: dict[str, Any]) -> None:
         k = rec.get("kind")

@@ -236,7 +236,7 @@ async def test_log_search_filters_and_clears(finished_run):
 
 
 async def test_missing_run_says_so(tmp_path):
-    app = harness_app(lambda: MonitorScreen(runsource.LocalRunRef(tmp_path / "nope")))
+    app = harness_app(lambda: MonitorScreen(runsource.resolve(tmp_path / "nope")))
     async with app.run_test(size=(80, 24)) as pilot:
         scr = app.screen
         await wait_for(pilot, lambda: scr.loaded)

@@ -4,19 +4,23 @@ Public API (the TUI and the CLI use only these)::
 
     start_run(job, run_dir=None, secrets=None) -> RunRef
     resume_job(ref) -> (JobConfig, checkpoint)  # a stopped / failed run from its last checkpoint
-    list_runs(runs_dir="runs") -> list[RunInfo]
+    list_runs(runs_dir="runs") -> list[RunSummary]
+    run_info(ref, runs_dir="runs") -> RunSummary
     resolve_run(ref, runs_dir="runs") -> RunRef
-    event_source(ref) -> EventSource          # .read() -> new records, .offset, .done
+    event_source(ref) -> EventStream          # .read() -> new records, .offset, .done
+    log_stream(ref, follow=False, node=None)  # -> the worker.log's bytes as they come
+    run_paths(ref) -> RunPaths                # where its files are, here and on its target
     stop_run(ref, grace=15.0) -> str          # the run's final status
     delete_run(ref)
 
-A run is started detached (its own session, stdin from /dev/null, output to
-``worker.log``) under a small supervisor process (``engine.launch.supervisor``)
-that waits for a scheduled start, starts the worker command and records an
-``end`` when the worker could not.  Remote runs are started by the same code on
-the remote host (``engine.launch.remote_agent``) over the system ``ssh`` client;
-they are recorded locally in ``runs/<name>/`` with a ``remote.json`` and an
-events mirror.  No torch import here.
+Each operation goes to the run's launch backend (``engine.launch.backends``: local, slurm, ssh), chosen by the
+job when it starts and recorded in its ``launch.json``; this module holds what is the same for every backend
+(checking the job, the run directory, resolving names, the listing).  A local run is started detached (its own
+session, stdin from /dev/null, output to ``worker.log``) under a small supervisor process
+(``engine.launch.supervisor``) that waits for a scheduled start, starts the worker command and records an ``end``
+when the worker could not.  Remote runs are started by the same code on the remote host
+(``engine.launch.remote_agent``) over the system ``ssh`` client; they are recorded locally in ``runs/<name>/``
+with a ``remote.json`` and an events mirror.  No torch import here.
 """
 
 from __future__ import annotations
@@ -26,20 +30,21 @@ import shutil
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from engine import userfiles
 from engine.config import LOCAL_HOST, JobConfig, is_local_host, is_remote_job
-from engine.events import EVENTS_FILE, Tailer, summarize
-from engine.launch import core
-from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FILE, SUPERVISOR_FILE, LaunchError,
-                                  RunInfo, RunRef, append_end_if_missing, damaged, default_name, has_end, read_json,
-                                  read_records, unique_dir, valid_name)
+from engine.events import EVENTS_FILE, RunSummary
+from engine.launch import backends
+from engine.launch.backends import EventStream, RunPaths
+from engine.launch.backends.local import EventSource
+from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, damaged, default_name,
+                                  has_end, read_json, read_records, unique_dir, valid_name)
 from engine.launch.ssh import SSHError
 
-__all__ = ["start_run", "resume_job", "list_runs", "resolve_run", "event_source", "stop_run", "delete_run", "RunRef",
-           "RunInfo",
-           "LaunchError", "SSHError", "EventSource", "is_remote_job", "parse_start_at"]
+__all__ = ["start_run", "resume_job", "list_runs", "run_info", "resolve_run", "event_source", "log_stream",
+           "run_paths", "stop_run", "delete_run", "RunRef", "RunSummary", "RunPaths", "LaunchError", "SSHError",
+           "EventSource", "EventStream", "is_remote_job", "parse_start_at"]
 
 def parse_start_at(text: str | None) -> float | None:
     if not text:
@@ -132,7 +137,7 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
             job.values["tracking.mlflow_tracking_uri"] = clean
             res = job.resolved()
             secrets = {**creds, **secrets}
-    remote = is_remote_job(res)
+    backend = backends.for_job(res)
     try:
         if run_dir is not None:
             run_dir = Path(run_dir).expanduser().resolve()
@@ -162,13 +167,8 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
             with EventWriter(run_dir / EVENTS_FILE) as ev:
                 for n in notes:
                     ev.emit("status", 0, phase="launching", text=n, level="info")
-        if remote:
-            from engine.launch import remote as R
-
-            R.start(job, res, run_dir, secrets=secrets, start_at=start_at, progress=progress)
-        else:
-            env = {str(k): str(v) for k, v in secrets.items()}
-            core.start_in_dir(run_dir, res, env=env, start_at=start_at, cwd=os.getcwd())
+        backend.start(job, res, run_dir, secrets={str(k): str(v) for k, v in secrets.items()}, start_at=start_at,
+                      progress=progress)
     except BaseException:
         if not (run_dir / LAUNCH_FILE).exists():
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -216,14 +216,15 @@ def resume_job(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> 
 # ------------------------------------------------------------------ find
 
 def _ref_for_dir(d: Path) -> RunRef:
-    remote = (read_json(d / REMOTE_FILE) or None) if not damaged(d) else None
-    if remote:
-        hosts = remote.get("hosts") or []
-        # several nodes: all of them ("host" follows the node where rank 0 writes its events)
-        host = ",".join(hosts) if len(hosts) > 1 else remote.get("host", "?")
-    else:
-        host = LOCAL_HOST
-    return RunRef(name=d.name, run_dir=d.resolve(), host=host, remote=remote)
+    ok = not damaged(d)
+    remote = (read_json(d / REMOTE_FILE) or None) if ok else None
+    launch = read_json(d / LAUNCH_FILE) if ok else {}
+    kind = backends.recorded_kind(d, launch, remote)
+    try:
+        host = backends.get(kind).host(launch, remote)
+    except LaunchError:  # (a backend this finetui does not have: its run is listed as damaged)
+        host = "?"
+    return RunRef(name=d.name, run_dir=d.resolve(), host=host, remote=remote, backend=kind)
 
 
 def resolve_run(ref: str | RunRef | os.PathLike[str], runs_dir: str | os.PathLike[str] = "runs") -> RunRef:
@@ -246,66 +247,33 @@ def resolve_run(ref: str | RunRef | os.PathLike[str], runs_dir: str | os.PathLik
     raise LaunchError(f"no run {s!r} in {base} (give a run name from `finetui runs` or a run directory)")
 
 
-def _info_isolated(ref: RunRef, remote_state: dict[str, Any] | None = None) -> RunInfo:
+def _info_isolated(ref: RunRef, fresh: dict[str, Any] | None = None) -> RunSummary:
     """:func:`_info`, but a run directory damaged in a way nobody foresaw is listed as damaged (its traceback in a
     crash log) instead of breaking the listing of every other run."""
     try:
-        return _info(ref, remote_state)
+        return _info(ref, fresh)
     except Exception as e:  # noqa: BLE001 - one run's files must not break the list (see the docstring)
         from engine.errors import crash_log
 
-        return RunInfo(name=ref.name, host=ref.host, status="damaged", ref=ref,
-                       error=f"cannot read the run's files ({type(e).__name__}; details in {crash_log(e)})")
+        return RunSummary(name=ref.name, host=ref.host, status="damaged", ref=ref,
+                          error=f"cannot read the run's files ({type(e).__name__}; details in {crash_log(e)})")
 
 
-def _info(ref: RunRef, remote_state: dict[str, Any] | None = None) -> RunInfo:
+def _info(ref: RunRef, fresh: dict[str, Any] | None = None) -> RunSummary:
     why = damaged(ref.run_dir)
     if why and not has_end(ref.run_dir):
-        return RunInfo(name=ref.name, host=ref.host, status="damaged", ref=ref, error=why)
-    if ref.is_remote:
-        recs = read_records(ref.run_dir / EVENTS_FILE)
-        s = summarize(recs)
-        ended = any(r.get("kind") == "end" for r in recs)
-        st = remote_state or {}
-        if ended:
-            status = s.status
-        else:
-            status = st.get("status") or "unknown"
-        info = read_json(ref.run_dir / LAUNCH_FILE)
-        err = s.error or st.get("error")
-        node_errors = (ref.remote or {}).get("node_errors") or {}
-        if status == "failed" and node_errors:  # the cause is often on another node than rank 0's
-            err = "; ".join([f"{h}: {m}" for h, m in node_errors.items()] + ([f"rank 0: {err}"] if err else []))
-    else:
-        d = core.dir_state(ref.run_dir)
-        s, status, info, err = d["summary"], d["status"], d["launch"], d["summary"].error
-        remote_state = {"slurm": d["slurm"]} if d.get("slurm") else None
-    started = s.started or info.get("started")
-    end = s.ended if s.ended else (time.time() if status == "running" else None)
-    dur = (end - started) if (started and end and status != "scheduled") else None
-    extra: dict[str, Any] = {}
-    sl = (remote_state or {}).get("slurm")
-    if sl:  # a Slurm run: the job's state, its reason while pending
-        from engine.launch.slurm import describe
-
-        extra["slurm"] = {**sl, "text": describe(sl)}
-    return RunInfo(name=ref.name, host=ref.host, status=status, step=s.step, total_steps=s.total_steps,
-                   last_loss=s.last_loss, started=started, duration=dur, ref=ref,
-                   phase=(f"{sl.get('reason')}" if sl and status == "pending" else s.phase), error=err,
-                   start_at=info.get("start_at"), extra=extra)
+        return RunSummary(name=ref.name, host=ref.host, status="damaged", ref=ref, error=why)
+    return backends.for_run(ref).status(ref, fresh)
 
 
-def run_info(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs", refresh_remote: bool = True) -> RunInfo:
+def run_info(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs", refresh_remote: bool = True) -> RunSummary:
+    """One run's record (a run on other hosts: asked there unless ``refresh_remote`` is false)."""
     ref = resolve_run(ref, runs_dir)
-    st = None
-    if ref.is_remote and refresh_remote:
-        from engine.launch import remote as R
-
-        st = R.sync([ref]).get(ref.name)
-    return _info(ref, st)
+    fresh = backends.for_run(ref).refresh([ref]) if refresh_remote else {}
+    return _info(ref, fresh.get(ref.name))
 
 
-def list_runs(runs_dir: str | os.PathLike[str] = "runs", *, refresh_remote: bool = True) -> list[RunInfo]:
+def list_runs(runs_dir: str | os.PathLike[str] = "runs", *, refresh_remote: bool = True) -> list[RunSummary]:
     """Every run in ``runs_dir``, newest first (remote runs: status asked over SSH, events mirrored)."""
     base = Path(runs_dir).expanduser()
     if not base.is_dir():
@@ -314,87 +282,43 @@ def list_runs(runs_dir: str | os.PathLike[str] = "runs", *, refresh_remote: bool
     for d in base.iterdir():
         if d.is_dir() and any((d / f).exists() for f in (LAUNCH_FILE, REMOTE_FILE, EVENTS_FILE)):
             refs.append(_ref_for_dir(d))
-    states: dict[str, dict[str, Any]] = {}
-    remote_refs = [r for r in refs if r.is_remote]
-    if remote_refs and refresh_remote:
-        from engine.launch import remote as R
-
-        pending = [r for r in remote_refs if not has_end(r.run_dir)]
-        if pending:
-            states = R.sync(pending)
-        for r in remote_refs:
-            if r not in pending and len(r.remote.get("nodes") or []) > 1 and "node_errors" not in r.remote:
-                try:
-                    R.collect_node_errors(r)
-                except LaunchError:
-                    pass
-    out = [_info_isolated(r, states.get(r.name)) for r in refs]
+    fresh: dict[str, dict[str, Any]] = {}
+    if refresh_remote:
+        by_kind: dict[str, list[RunRef]] = {}
+        for r in refs:
+            by_kind.setdefault(r.backend, []).append(r)
+        for kind, rs in by_kind.items():
+            try:
+                fresh.update(backends.get(kind).refresh(rs))
+            except LaunchError:  # (a backend this finetui does not have: _info_isolated lists its runs as damaged)
+                continue
+    out = [_info_isolated(r, fresh.get(r.name)) for r in refs]
     out.sort(key=lambda i: (i.started or i.start_at or 0), reverse=True)
     return out
 
 
-# ------------------------------------------------------------------ events
+# ------------------------------------------------------------------ events, logs, paths
 
-class EventSource(Tailer):
-    """Local events: a :class:`engine.events.Tailer` that also knows when the run is over.
-
-    ``done`` is true after an ``end`` record, or when the run's processes are
-    gone without one (``lost``).
-    """
-
-    def __init__(self, ref: RunRef, offset: int = 0):
-        super().__init__(ref.run_dir / EVENTS_FILE, offset)
-        self.ref = ref
-        self.ended = False
-        self.lost = False
-        self.error: str | None = None
-        self._checked = 0.0
-
-    @property
-    def done(self) -> bool:
-        return self.ended or self.lost
-
-    def read(self, max_bytes: int = 4 << 20) -> list[dict[str, Any]]:
-        recs = super().read(max_bytes)
-        if any(r.get("kind") == "end" for r in recs):
-            self.ended = True
-        elif not recs and not self.done and time.monotonic() - self._checked > 1.0:
-            self._checked = time.monotonic()
-            info = read_json(self.ref.run_dir / LAUNCH_FILE) if not damaged(self.ref.run_dir) else {}
-            if not core.info_alive(info) and (info.get("pgid") or info.get("slurm_job_id") or self._stale()):
-                recs = super().read(max_bytes)
-                if any(r.get("kind") == "end" for r in recs):
-                    self.ended = True
-                else:
-                    self.lost = True
-        return recs
-
-    def _stale(self) -> bool:
-        """No process recorded and no run file written for a while: nothing is going to write events."""
-        newest = 0.0
-        for f in (LAUNCH_FILE, EVENTS_FILE, SUPERVISOR_FILE):
-            try:
-                newest = max(newest, (self.ref.run_dir / f).stat().st_mtime)
-            except OSError:
-                continue
-        return time.time() - newest > STALE_S
-
-    def close(self) -> None:
-        pass
-
-
-#: a run directory whose files have not changed for this long, with no process recorded, is not starting
-STALE_S = 10.0
-
-
-def event_source(ref: str | RunRef, offset: int = 0, runs_dir: str | os.PathLike[str] = "runs") -> Any:
+def event_source(ref: str | RunRef, offset: int = 0, runs_dir: str | os.PathLike[str] = "runs") -> EventStream:
     """New complete event records since the last call, from a byte offset (local or remote alike)."""
     ref = resolve_run(ref, runs_dir)
-    if ref.is_remote:
-        from engine.launch import remote as R
+    if not ref.run_dir.is_dir():
+        raise LaunchError(f"no run directory at {ref.run_dir}")
+    return backends.for_run(ref).tail(ref, offset)
 
-        return R.RemoteEventSource(ref, offset)
-    return EventSource(ref, offset)
+
+def log_stream(ref: str | RunRef, follow: bool = False, node: int | None = None,
+               runs_dir: str | os.PathLike[str] = "runs") -> Iterator[bytes]:
+    """The run's ``worker.log`` (of node ``node`` of a multi-node run; default: where rank 0 runs), as it grows
+    until the run ends when ``follow``.  A bad ``node`` raises LaunchError at once, a failing stream while read."""
+    ref = resolve_run(ref, runs_dir)
+    return backends.for_run(ref).log(ref, follow, node)
+
+
+def run_paths(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> RunPaths:
+    """Where the run's files are: here (for a run on another host: the mirror) and on its target."""
+    ref = resolve_run(ref, runs_dir)
+    return backends.for_run(ref).paths(ref)
 
 
 # ------------------------------------------------------------------ stop / delete
@@ -402,29 +326,14 @@ def event_source(ref: str | RunRef, offset: int = 0, runs_dir: str | os.PathLike
 def stop_run(ref: str | RunRef, grace: float = 15.0, runs_dir: str | os.PathLike[str] = "runs") -> str:
     """SIGTERM every rank's process group, SIGKILL after ``grace``, verify none is left; → final status."""
     ref = resolve_run(ref, runs_dir)
-    if ref.is_remote:
-        from engine.launch import remote as R
-
-        return R.stop(ref, grace)
-    return core.stop_dir(ref.run_dir, grace)
+    return backends.for_run(ref).stop(ref, grace)
 
 
 def delete_run(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> None:
-    """Remove a finished run (its remote directories too). A running run must be stopped first."""
+    """Remove a finished run (what it left on its target too). A running run must be stopped first."""
     ref = resolve_run(ref, runs_dir)
     info = run_info(ref, runs_dir)
     if info.status in ("running", "scheduled", "pending"):
         raise LaunchError(f"run {ref.name} is {info.status}; stop it first (finetui stop {ref.name})")
-    if ref.is_remote:
-        from engine.launch import remote as R
-
-        R.delete(ref)
+    backends.for_run(ref).delete(ref)
     shutil.rmtree(ref.run_dir, ignore_errors=True)
-
-
-def log_path(ref: RunRef) -> Path:
-    return ref.run_dir / LOG_FILE
-
-
-def mark_stopped(ref: RunRef) -> None:
-    append_end_if_missing(ref.run_dir, "stopped")

@@ -1,9 +1,9 @@
-"""Run directories on *this* machine: start, status, stop.
+"""Run directories on *this* machine under the supervisor: start, status, stop.
 
-Used by the public API for local runs and by ``remote_agent`` on a remote host
-(the same code runs on both sides, so a remote run behaves exactly like a local
-one).  No torch import: the worker command comes from ``engine.train.command``,
-a module that builds argv only.
+The heavy part of the ``local`` launch backend (``engine.launch.backends.local``), which the public API uses for
+local runs and ``remote_agent`` on a remote host (the same code runs on both sides, so a remote run behaves exactly
+like a local one); :func:`run_environment` is shared with the ``slurm`` backend.  No torch import: the worker
+command comes from ``engine.train.command``, a module that builds argv only.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from engine.config import LOCAL_HOST, MASTER_PORT
 from engine.events import EVENTS_FILE, summarize
 from engine.launch import procs
 from engine.safeio import atomic_write
-from engine.launch.rundir import (LAUNCH_FILE, LOG_FILE, SUPERVISOR_FILE, LaunchError, append_end_if_missing,
-                                  has_end, read_json, read_records, update_json, write_json)
+from engine.launch.rundir import (HOSTFILE, LAUNCH_FILE, LOG_FILE, SUPERVISOR_FILE, LaunchError,
+                                  append_end_if_missing, has_end, read_json, read_records, update_json, write_json)
+
+#: the launch backend whose runs this module starts (``engine.launch.backends.local``), as launch.json records it
+KIND = "local"
 
 #: Test hook: a JSON list used instead of the real worker command; ``{run_dir}`` and
 #: ``{python}`` are substituted.  Forwarded to remote agents with the run's environment.
@@ -60,7 +63,7 @@ def write_hostfile(run_dir: Path, hosts: list[str], slots: int) -> Path:
     Every node runs its own launcher (``--no_ssh --node_rank i``), so the names are labels only (unique even
     when two nodes share an address); the comment says which host each one is.
     """
-    path = Path(run_dir) / "hostfile"
+    path = Path(run_dir) / HOSTFILE
     lines = ["# DeepSpeed hostfile written by finetui (node order = node rank)"]
     for i, h in enumerate(hosts):
         lines += [f"# node{i}: {' '.join(str(h).split())}", f"node{i} slots={slots}"]
@@ -68,13 +71,11 @@ def write_hostfile(run_dir: Path, hosts: list[str], slots: int) -> Path:
     return path
 
 
-def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | None = None, host: str = LOCAL_HOST,
-                 nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
-                 master_port: int | None = None, rdzv: str = "static", start_at: float | None = None,
-                 cwd: str | None = None, command: list[str] | None = None,
-                 rdzv_id: str | None = None, hosts: list[str] | None = None) -> dict[str, Any]:
-    """Start the supervisor (and through it the worker) detached; return launch.json's content."""
-    run_dir = Path(run_dir).resolve()
+def run_environment(run_dir: Path, res: dict[str, Any], env: dict[str, str] | None = None, *, nnodes: int = 1,
+                    master_addr: str = "127.0.0.1", master_port: int | None = None,
+                    cwd: str | None = None) -> tuple[dict[str, str], str | None]:
+    """The environment every process of the run starts with (this one, ``env``, the network interfaces, the run's
+    token) and the folder it starts in → (environment, cwd)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -94,13 +95,21 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     if procs.SAFE_PATH:  # no process of the run imports from the working directory (torchrun's ranks included)
         full_env["PYTHONSAFEPATH"] = "1"
     else:  # an older Python has no such switch: the run's processes start in its run directory instead
-        cwd = str(run_dir)
-    token = uuid.uuid4().hex
-    full_env[procs.TOKEN_ENV] = token  # every process of the run carries it (torchrun's ranks make own sessions)
-    if res.get("launch.launcher") == "slurm":  # a batch job: Slurm starts the ranks (engine.launch.slurm)
-        from engine.launch import slurm
+        cwd = str(Path(run_dir).resolve())
+    full_env[procs.TOKEN_ENV] = uuid.uuid4().hex  # every process of the run carries it (torchrun's ranks make own
+    return full_env, cwd                          # sessions)
 
-        return slurm.submit(run_dir, res, env=full_env, host=host, start_at=start_at, cwd=cwd)
+
+def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | None = None, host: str = LOCAL_HOST,
+                 nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
+                 master_port: int | None = None, rdzv: str = "static", start_at: float | None = None,
+                 cwd: str | None = None, command: list[str] | None = None,
+                 rdzv_id: str | None = None, hosts: list[str] | None = None) -> dict[str, Any]:
+    """Start the supervisor (and through it the worker) detached; return launch.json's content."""
+    run_dir = Path(run_dir).resolve()
+    full_env, cwd = run_environment(run_dir, res, env, nnodes=nnodes, master_addr=master_addr,
+                                    master_port=master_port, cwd=cwd)
+    token = full_env[procs.TOKEN_ENV]
     if command is None:
         command = worker_command(res, run_dir, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
                                  master_port=master_port, rdzv=rdzv, env=full_env, rdzv_id=rdzv_id, hosts=hosts)
@@ -108,7 +117,7 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
         "name": run_dir.name, "host": host, "command": command, "cwd": cwd or str(run_dir),
         "created": time.time(), "start_at": start_at, "nnodes": nnodes, "node_rank": node_rank,
         "master_addr": master_addr, "master_port": master_port, "launcher": res.get("launch.launcher", "torchrun"),
-        "python": procs.python_exe(), "token": token,
+        "python": procs.python_exe(), "token": token, "backend": KIND,
     }
     if nnodes > 1:
         info["gloo_socket_ifname"] = full_env.get("GLOO_SOCKET_IFNAME")
@@ -131,10 +140,6 @@ def dir_state(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     info = read_json(run_dir / LAUNCH_FILE)
     sup = read_json(run_dir / SUPERVISOR_FILE)
-    if info.get("slurm_job_id"):
-        from engine.launch import slurm
-
-        return slurm.dir_state(run_dir, info, sup)
     recs = read_records(run_dir / EVENTS_FILE)
     s = summarize(recs)
     alive = info_alive(info, max_age=0.5)
@@ -192,11 +197,7 @@ def _interfaces() -> list[tuple[int, str]]:
 
 def info_alive(info: dict[str, Any], max_age: float = 0.0) -> bool:
     """Whether any process of the run described by ``launch.json``'s content is alive (one that carries its
-    token: see :func:`engine.launch.procs.run_pids`); a Slurm run's: its job is pending or running."""
-    if info.get("slurm_job_id"):
-        from engine.launch import slurm
-
-        return slurm.alive(info)
+    token: see :func:`engine.launch.procs.run_pids`)."""
     return procs.run_alive(info.get("pgid"), info.get("token"), max_age, info.get("pid_start"))
 
 
@@ -215,10 +216,6 @@ def stop_dir(run_dir: Path, grace: float = 15.0) -> str:
     """Stop a run on this machine: SIGTERM the group, SIGKILL after ``grace``, verify, record ``stopped``."""
     run_dir = Path(run_dir)
     info = read_json(run_dir / LAUNCH_FILE)
-    if info.get("slurm_job_id"):
-        from engine.launch import slurm
-
-        return slurm.stop(run_dir, info, grace)
     pgid = info.get("pgid")
     end = has_end(run_dir)
     if not info_alive(info):

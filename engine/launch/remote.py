@@ -223,8 +223,9 @@ def _remote_paths(paths: list[str], hosts: list[str], python: str) -> dict[str, 
 
 
 def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, str], start_at: float | None,
-          progress: Progress | None = None) -> dict:
-    """Start the run on every node of ``launch.hosts`` (or the one ``launch.host``); write remote.json."""
+          progress: Progress | None = None, backend: str | None = None) -> dict:
+    """Start the run on every node of ``launch.hosts`` (or the one ``launch.host``); write remote.json, and
+    launch.json (naming ``backend``, the launch backend that owns the run here)."""
     from engine import presets
 
     hosts = list(res.get("launch.hosts") or []) or [res["launch.host"]]
@@ -277,6 +278,7 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
     info = {"name": name, "host": hosts[0] if nnodes == 1 else ",".join(hosts), "command": nodes[0]["command"],
             "pid": nodes[0]["pid"], "pgid": nodes[0]["pgid"], "pids": [n["pid"] for n in nodes],
             "started": time.time(), "created": time.time(), "start_at": start_at, "remote": True, "nnodes": nnodes,
+            **({"backend": backend} if backend else {}),
             **({"slurm_job": nodes[0]["slurm_job_id"], "launcher": "slurm"} if nodes[0].get("slurm_job_id") else {})}
     write_json(local_dir / LAUNCH_FILE, info)
     return info

@@ -1,8 +1,8 @@
 """The remote side of an SSH run: ``python -m engine.launch.remote_agent COMMAND …``.
 
 Runs on the GPU server (finetui installed there) and uses the very code a local
-run uses (``engine.launch.core``), so a remote run is started, observed and
-stopped exactly like a local one.  Requests that carry secrets come on stdin
+run uses (the node's own launch backend, ``engine.launch.backends``: local or
+slurm), so a remote run is started, observed and stopped exactly like a local one.  Requests that carry secrets come on stdin
 (a JSON line), never in argv or files.  Answers are one JSON line on stdout;
 ``tail`` and ``log`` stream raw bytes.  Standard library (+ engine) only.
 
@@ -55,7 +55,7 @@ def version() -> str:
 
 def cmd_start(a: argparse.Namespace) -> int:
     from engine import presets
-    from engine.launch import core
+    from engine.launch import backends
     from engine.launch.rundir import LaunchError
 
     import signal
@@ -82,7 +82,7 @@ def cmd_start(a: argparse.Namespace) -> int:
         presets.save(job, run_dir / CONFIG_FILE, resolved=True)
         res = job.resolved()
         env = {str(k): str(v) for k, v in (req.get("env") or {}).items()}
-        info = core.start_in_dir(run_dir, res, env=env, host=req.get("host_label") or socket.gethostname(),
+        info = backends.for_job(res, here=True).start_here(run_dir, res, env=env, host=req.get("host_label") or socket.gethostname(),
                                  nnodes=int(req.get("nnodes", 1)), node_rank=int(req.get("node_rank", 0)),
                                  master_addr=req.get("master_addr") or "127.0.0.1",
                                  master_port=req.get("master_port"), rdzv=req.get("rdzv") or "static",
@@ -127,7 +127,7 @@ def _extract_upload(stream, run_dir: Path) -> str | None:  # noqa: ANN001
 # ------------------------------------------------------------------ status / tail
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from engine.launch import core
+    from engine.launch import backends
 
     reqs = json.loads(sys.stdin.readline() or "[]")
     out = []
@@ -136,7 +136,7 @@ def cmd_status(a: argparse.Namespace) -> int:
         if not d.is_dir():
             out.append({"run_dir": str(d), "missing": True})
             continue
-        st = core.dir_state(d)
+        st = backends.for_dir(d).dir_state(d)
         data = b""
         off = int(r.get("offset") or 0)
         try:
@@ -210,7 +210,7 @@ def _stream(path: Path, offset: int, follow: bool, done, poll: float = 0.2) -> i
 
 
 def cmd_tail(a: argparse.Namespace) -> int:
-    from engine.launch import core
+    from engine.launch import backends
     from engine.launch.rundir import LAUNCH_FILE, has_end, read_json
 
     d = Path(a.run_dir)
@@ -218,13 +218,14 @@ def cmd_tail(a: argparse.Namespace) -> int:
         sys.stderr.write(f"finetui: no run directory {d}\n")
         return 4
     info = read_json(d / LAUNCH_FILE)
+    backend = backends.for_dir(d)
 
     gone_since: list[float] = []
 
     def done():
         if has_end(d):
             return 0
-        if not core.info_alive(info):
+        if not backend.alive(info):
             # a stop appends the run's end just after its processes are gone: give it a moment
             if not gone_since:
                 gone_since.append(time.monotonic())
@@ -239,29 +240,30 @@ def cmd_tail(a: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ stop / delete
 
 def cmd_stop(a: argparse.Namespace) -> int:
-    from engine.launch import core
+    from engine.launch import backends
     from engine.launch.rundir import LaunchError
 
     d = Path(a.run_dir)
     if not d.is_dir():
         return _fail(f"no run directory {d} on {socket.gethostname()}")
     try:
-        outcome = core.stop_dir(d, grace=a.grace)
+        backend = backends.for_dir(d)
+        outcome = backend.stop_dir(d, grace=a.grace)
     except LaunchError as e:
         return _fail(str(e))
     from engine.launch.rundir import LAUNCH_FILE, read_json
 
-    left = core.info_pids(read_json(d / LAUNCH_FILE))
+    left = backend.pids(read_json(d / LAUNCH_FILE))
     _out({"outcome": outcome, "left": left})
     return 0
 
 
 def cmd_delete(a: argparse.Namespace) -> int:
-    from engine.launch import core
+    from engine.launch import backends
 
     d = Path(a.run_dir)
     if d.is_dir():
-        st = core.dir_state(d)
+        st = backends.for_dir(d).dir_state(d)
         if st["alive"]:
             return _fail(f"run {d.name} is still running on {socket.gethostname()}; stop it first")
         shutil.rmtree(d, ignore_errors=True)

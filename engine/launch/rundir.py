@@ -15,7 +15,7 @@ import os
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,6 +30,7 @@ REMOTE_FILE = "remote.json"
 SUPERVISOR_FILE = "supervisor.json"
 CONFIG_FILE = "config.toml"
 LOG_FILE = "worker.log"
+HOSTFILE = "hostfile"  # a multi-node DeepSpeed run's hostfile
 CHECKPOINTS_DIR = "checkpoints"  # checkpoint-<step>/ folders (the trainer's output_dir)
 FINAL_DIR = "final"  # the trained model
 LOCK_FILE = ".events.lock"
@@ -41,12 +42,14 @@ class LaunchError(FinetuiError):
 
 @dataclass
 class RunRef:
-    """Where a run lives: its local directory (the mirror, for remote runs) and its host."""
+    """Where a run lives: its local directory (the mirror, for remote runs), its host, and the launch backend that
+    owns it (``engine.launch.backends``: the kind ``launch.json`` records)."""
 
     name: str
     run_dir: Path
     host: str = LOCAL_HOST
     remote: dict[str, Any] | None = None
+    backend: str = "local"
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -57,23 +60,6 @@ class RunRef:
 
     def __str__(self) -> str:
         return self.name
-
-
-@dataclass
-class RunInfo:
-    name: str
-    host: str
-    status: str
-    step: int = 0
-    total_steps: int = 0
-    last_loss: float | None = None
-    started: float | None = None
-    duration: float | None = None
-    ref: RunRef | None = None
-    phase: str = ""
-    error: str | None = None
-    start_at: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ names
@@ -125,7 +111,7 @@ def read_json(path: Path) -> dict[str, Any]:
 #: what the run files' fields must be for a reader to trust them (a damaged file is listed as such)
 _RUN_FILE_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     LAUNCH_FILE: {"pid": (int,), "pgid": (int,), "token": (str,), "host": (str,), "started": (int, float),
-                  "pids": (list,), "start_at": (int, float)},
+                  "pids": (list,), "start_at": (int, float), "backend": (str,)},
     REMOTE_FILE: {"host": (str,), "hosts": (list,), "nodes": (list,), "node_errors": (dict,), "run_dir": (str,)},
 }
 

@@ -330,57 +330,24 @@ def register(app: typer.Typer) -> None:
                                                 "(0 = first host; default: the node of rank 0)."),
              runs_dir: Optional[Path] = RUNS_DIR_OPT) -> None:
         """Print the run's worker.log (stdout and stderr of every rank)."""
-        ref = _resolve(run, runs_dir)
-        out = sys.stdout.buffer
-        if node is not None and not ref.is_remote and node != 0:
-            common.fail(f"run {ref.name} is a local run on one node: --node takes only 0")
-        if ref.is_remote:
-            from engine.launch import remote as R
-
-            try:
-                p = R.log_stream(ref, follow, node=node)
-            except FinetuiError as e:
-                common.fail(str(e))
-            try:
-                while True:
-                    b = p.stdout.read1(1 << 16) if hasattr(p.stdout, "read1") else p.stdout.read(1 << 16)
-                    if not b:
-                        break
-                    out.write(b)
-                    out.flush()
-            except KeyboardInterrupt:
-                p.terminate()
-            rc = p.wait()
-            if rc not in (0, 3, -15):
-                common.fail(p.stderr.read().decode(errors="replace").strip() or f"log stream failed ({rc})", 1)
-            return
         import engine.launch as L
 
-        path = L.log_path(ref)
-        pos = 0
-        src = L.event_source(ref) if follow else None
+        ref = _resolve(run, runs_dir)
+        out = sys.stdout.buffer
         try:
-            while True:
-                try:
-                    with open(path, "rb") as fh:
-                        fh.seek(pos)
-                        chunk = fh.read()
-                except FileNotFoundError:
-                    chunk = b""
-                if chunk:
-                    out.write(chunk)
-                    out.flush()
-                    pos += len(chunk)
-                if src is None:
-                    break
-                while src.read():
-                    pass
-                if src.done and not chunk:
-                    break
-                if not chunk:
-                    time.sleep(0.2)
+            chunks = L.log_stream(ref, follow, node)
+        except FinetuiError as e:
+            common.fail(str(e))
+        try:
+            for b in chunks:
+                out.write(b)
+                out.flush()
         except KeyboardInterrupt:
             pass
+        except FinetuiError as e:  # the stream failed (not: the run ended, or Ctrl-C)
+            common.fail(str(e), 1)
+        finally:
+            chunks.close()
 
     @app.command()
     def stop(run: str = typer.Argument(..., help="Run name or directory."),

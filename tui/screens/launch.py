@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, Select, Static
 
-from engine.config import LOCAL_HOST, REMOTE_WORKDIR, JobConfig, is_remote_job
+from engine.config import LOCAL_HOST, REMOTE_WORKDIR, JobConfig, is_local_host, is_remote_job
 from tui.screens.hyperparameters import diff_table
 from tui.widgets.form import FieldEdited, SchemaForm, widget_id
 from tui.widgets.lazyselect import LazySelect
@@ -179,7 +179,7 @@ class LaunchPane(StepPane):
             hosts = list(self.app.services.ssh_hosts())  # type: ignore[attr-defined]
         except Exception:
             hosts = []
-        self._hosts = [LOCAL_HOST] + [h for h in hosts if h != LOCAL_HOST]
+        self._hosts = [LOCAL_HOST] + [h for h in hosts if not is_local_host(h)]
         for sel in self.query("#known-hosts").results(Select):
             with sel.prevent(Select.Changed):
                 sel.set_options([(h, h) for h in self._hosts])

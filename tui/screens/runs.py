@@ -20,9 +20,9 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from engine.config import is_local_host
+from engine.events import RunSummary
 from engine.errors import FinetuiError, one_line, report_crash
 from tui import runsource
-from tui.runsource import RunRow
 from tui.screens.base import QuietScreen
 from tui.keys import copy_path
 from tui.screens.sweep import name_cell
@@ -89,7 +89,7 @@ class RunsScreen(QuietScreen):
         self.runs_dir = runs_dir
         self.clock = clock
         self.refresh_running = auto_refresh
-        self.rows: list[RunRow] = []
+        self.rows: list[RunSummary] = []
         self.marked: list[str] = []  # row keys, at most two
         self.loaded = False
         self._width_cols: int | None = None
@@ -147,7 +147,7 @@ class RunsScreen(QuietScreen):
         self.cards = cards
         self.app.call_from_thread(self._show_rows, rows, problem)
 
-    def _show_rows(self, rows: list[RunRow] | None, problem: str | None = None) -> None:
+    def _show_rows(self, rows: list[RunSummary] | None, problem: str | None = None) -> None:
         if problem and problem != self.problem:
             self.notify(problem, severity="error", timeout=8)
         self.problem = problem
@@ -159,7 +159,7 @@ class RunsScreen(QuietScreen):
         self._fill()
 
     @staticmethod
-    def key(r: RunRow) -> str:
+    def key(r: RunSummary) -> str:
         return r.name if is_local_host(r.host) else f"{r.name}@{r.host}"
 
     def _columns(self, width: int) -> list[tuple[str, str, int]]:
@@ -225,7 +225,7 @@ class RunsScreen(QuietScreen):
         if self.loaded and self._width_cols != event.size.width:
             self._fill()
 
-    def current(self) -> RunRow | None:
+    def current(self) -> RunSummary | None:
         table = self.query_one("#runs-table", DataTable)
         if not self.rows or table.row_count == 0:
             return None
@@ -273,7 +273,7 @@ class RunsScreen(QuietScreen):
                                  for ln in (line1, line_card, line2)))
 
     # -- actions ---------------------------------------------------------------
-    def _ref(self, r: RunRow) -> Any:
+    def _ref(self, r: RunSummary) -> Any:
         if r.ref is not None:
             return r.ref
         return runsource.resolve(r.name, self.runs_dir)
@@ -366,7 +366,7 @@ class RunsScreen(QuietScreen):
         self._ask_then("resume", r, resume_question(r.name, r.host, runsource.newest_checkpoint(self._ref(r)),
                                                     r.total_steps), "Resume")
 
-    def _ask_then(self, what: str, r: RunRow, question: str, yes: str) -> None:
+    def _ask_then(self, what: str, r: RunSummary, question: str, yes: str) -> None:
         """``what`` (stop, delete, resume) on ``r`` once the user says yes."""
         from tui.widgets.confirm import ConfirmScreen
 
@@ -377,7 +377,7 @@ class RunsScreen(QuietScreen):
         self.app.push_screen(ConfirmScreen(question, yes=yes), answered)
 
     @work(thread=True, group="runs-act", exit_on_error=False)
-    def _act(self, what: str, r: RunRow) -> None:
+    def _act(self, what: str, r: RunSummary) -> None:
         try:
             if what == "stop":
                 res = runsource.stop_run(self._ref(r))

@@ -16,6 +16,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from engine.config import is_local_host
 from tui.screens.base import QuietScreen
 
 BEST = "★"
@@ -34,7 +35,7 @@ def group_sweeps(rows: list[Any], runs_dir: str | Path) -> list[Any]:
         return rows
     groups: dict[str, list[Any]] = {}
     for r in rows:
-        hit = trials.get(r.name) if r.host in ("", "local") or r.ref is not None else None
+        hit = trials.get(r.name) if is_local_host(r.host) or r.ref is not None else None
         if hit is not None:
             r.sweep, r.trial, r.best = hit
             groups.setdefault(r.sweep, []).append(r)
