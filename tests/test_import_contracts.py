@@ -3,6 +3,8 @@
 - every ``tui`` module imports without torch, transformers, deepspeed, trl, peft or ``engine.train``
   (the interface starts in well under a second; the training stack loads only in the worker);
 - nothing in ``engine`` imports ``tui`` or ``textual`` (the engine has no UI), at any level;
+- ``tui`` reaches the launch backends only through ``engine.launch``'s public API (no backend module, no
+  ``core`` / ``remote`` / ``slurm``), and the dashboard (screens, widgets) only through ``tui.runsource``;
 - the schema (``engine/config.py``, ``engine/profiles.py``, and the two leaf helpers they use: the data-path
   syntax, ``engine/datapaths.py``, and credential redaction, ``engine/redact.py``) imports nothing else of
   engine, at any level: every other part renders from it.  The one exception left is listed, with its reason,
@@ -82,6 +84,44 @@ def test_engine_never_imports_the_interface():
            for line, name in imported(ROOT / _file(m), m)
            if name.split(".")[0] in ("tui", "textual")]
     assert not bad, "\n".join(bad)
+
+
+#: the parts of engine.launch a tui module may import: the public API (``engine.launch``) and its leaf helpers (run
+#: file names, child argv, the SSH client, host checks) — never a backend (engine.launch.backends and the modules
+#: behind them), whose choice is engine.launch's
+LAUNCH_FOR_TUI = {"rundir", "procs", "ssh", "bootstrap", "doctor"}
+#: ... and what the dashboard's screens and widgets may import of it (the rest goes through tui.runsource)
+LAUNCH_FOR_SCREENS = {"rundir", "procs"}
+
+
+def test_tui_reaches_the_launch_backends_only_through_engine_launch():
+    mods = _launch_modules()
+    assert {"backends", "core", "remote", "slurm", "rundir"} <= mods
+    bad = [f"{m}:{line} imports {name}" for m in modules("tui") for line, name in imported(ROOT / _file(m), m)
+           if not _launch_import_allowed(m, name, mods)]
+    assert not bad, "\n".join(bad)
+    # (the rule itself: a backend is refused everywhere, the API in a screen, a leaf helper nowhere)
+    assert not _launch_import_allowed("tui.app", "engine.launch.backends.local", mods)
+    assert not _launch_import_allowed("tui.commands.launch", "engine.launch.remote", mods)
+    assert not _launch_import_allowed("tui.screens.monitor", "engine.launch.stop_run", mods)
+    assert _launch_import_allowed("tui.commands.launch", "engine.launch.stop_run", mods)
+    assert _launch_import_allowed("tui.screens.launch", "engine.launch.rundir.default_name", mods)
+
+
+def _launch_import_allowed(module: str, name: str, launch_modules: set[str]) -> bool:
+    parts = name.split(".")
+    if parts[:2] != ["engine", "launch"]:
+        return True
+    screen = module.startswith(("tui.screens.", "tui.widgets."))
+    if len(parts) == 2 or parts[2] not in launch_modules:  # engine.launch's public API
+        return not screen
+    return parts[2] in (LAUNCH_FOR_SCREENS if screen else LAUNCH_FOR_TUI)
+
+
+def _launch_modules() -> set[str]:
+    base = ROOT / "engine" / "launch"
+    return {p.stem for p in base.glob("*.py") if p.stem != "__init__"} | {p.name for p in base.iterdir() if p.is_dir()
+                                                                           and (p / "__init__.py").exists()}
 
 
 def test_the_schema_imports_nothing_else_of_engine():

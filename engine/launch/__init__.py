@@ -263,7 +263,11 @@ def _info(ref: RunRef, fresh: dict[str, Any] | None = None) -> RunSummary:
     why = damaged(ref.run_dir)
     if why and not has_end(ref.run_dir):
         return RunSummary(name=ref.name, host=ref.host, status="damaged", ref=ref, error=why)
-    return backends.for_run(ref).status(ref, fresh)
+    try:
+        backend = backends.for_run(ref)
+    except LaunchError as e:  # a run of a backend this finetui does not have: listed, with why it is not known
+        return RunSummary(name=ref.name, host=ref.host, status="unknown", ref=ref, error=str(e))
+    return backend.status(ref, fresh)
 
 
 def run_info(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs", refresh_remote: bool = True) -> RunSummary:
@@ -290,7 +294,7 @@ def list_runs(runs_dir: str | os.PathLike[str] = "runs", *, refresh_remote: bool
         for kind, rs in by_kind.items():
             try:
                 fresh.update(backends.get(kind).refresh(rs))
-            except LaunchError:  # (a backend this finetui does not have: _info_isolated lists its runs as damaged)
+            except LaunchError:  # (a backend this finetui does not have: _info lists its runs as unknown)
                 continue
     out = [_info_isolated(r, fresh.get(r.name)) for r in refs]
     out.sort(key=lambda i: (i.started or i.start_at or 0), reverse=True)
