@@ -48,7 +48,7 @@ def test_upload_is_streamed_with_progress_and_follows_links(ssh_env, fake_worker
     seen: list[tuple[str, int, int]] = []
     ref = L.start_run(remote_job(launch_job, tmp_path, node.target, **{"data.train_path": str(d)}),
                       progress=lambda h, s, t: seen.append((h, s, t)))
-    rdir = Path(ref.remote["run_dir"])
+    rdir = Path(ref.remote.run_dir)
     sent = rdir / "data" / "0_dataset"
     assert (sent / "train.jsonl").read_text() == ROW * 2
     assert (sent / "linked.jsonl").read_text() == ROW * 3 and not (sent / "linked.jsonl").is_symlink()

@@ -19,7 +19,7 @@ import pytest
 import engine.launch as L
 from engine.events import EVENTS_FILE, Tailer, summarize
 from engine.launch import backends
-from engine.launch.rundir import LAUNCH_FILE, LOG_FILE, has_end, read_json, read_records, write_json
+from engine.launch.rundir import LAUNCH_FILE, LOG_FILE, LaunchRecord, RemoteRecord, has_end, read_json, read_records
 from tests.fixtures_launch import FAKE_WORKER
 
 TARGET = "seam-box"
@@ -47,8 +47,8 @@ class SeamBackend(backends.Backend):
     def claims(self, res: dict[str, Any]) -> bool:
         return res.get("launch.host") == TARGET
 
-    def host(self, launch: dict[str, Any], remote: dict[str, Any] | None) -> str:
-        return str(launch.get("host") or "?")
+    def host(self, launch: LaunchRecord, remote: RemoteRecord | None) -> str:
+        return launch.host or "?"
 
     def start(self, job, res, run_dir: Path, *, secrets, start_at, progress=None) -> None:
         self.calls.append(("start", run_dir.name))
@@ -57,15 +57,14 @@ class SeamBackend(backends.Backend):
                                   "--delay", "0.05"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  start_new_session=True)
         self.procs[run_dir.name] = p
-        write_json(run_dir / LAUNCH_FILE, {"backend": self.kind, "host": TARGET, "pid": p.pid,
-                                            "started": time.time()})
+        LaunchRecord(backend=self.kind, host=TARGET, pid=p.pid, started=time.time()).write(run_dir)
 
     def status(self, ref, fresh=None):
         self.calls.append(("status", ref.name))
         s = summarize(read_records(ref.run_dir / EVENTS_FILE))
         p = self.procs.get(ref.name)
         status = s.status if s.ended else ("running" if p is not None and p.poll() is None else "lost")
-        return backends.listing(ref, s, status, read_json(ref.run_dir / LAUNCH_FILE), s.error)
+        return backends.listing(ref, s, status, LaunchRecord.read(ref.run_dir), s.error)
 
     def stop(self, ref, grace: float) -> str:
         self.calls.append(("stop", ref.name))

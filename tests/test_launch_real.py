@@ -51,8 +51,8 @@ def test_real_worker_on_one_ssh_host_reattach_and_stop(ssh_env, launch_job, tmp_
         "general.max_steps": 400, "general.epochs": 100, "launch.procs_per_node": 1, "eval.logging_steps": 1,
         "eval.evaluation_strategy": "no", "eval.checkpoint_strategy": "no", "launch.host": node.target,
         "launch.remote_python": PYTHON, "launch.remote_workdir": str(tmp_path / "remote $dir")}))
-    assert ref.is_remote and "engine.train.worker" in ref.remote["nodes"][0]["command"]
-    rdir = Path(ref.remote["run_dir"])
+    assert ref.is_remote and "engine.train.worker" in ref.remote.nodes[0].command
+    rdir = Path(ref.remote.run_dir)
     token = read_json(rdir / "launch.json")["token"]
     logs = lambda recs: [r["step"] for r in recs if r["kind"] == "log"]  # noqa: E731
     first = L.event_source(ref)
@@ -95,18 +95,18 @@ def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path, launcher):
                         "eval.checkpoint_strategy": "steps", "eval.checkpoint_steps": 2, **extra})
     t0 = time.time()
     ref = L.start_run(job)
-    nodes = ref.remote["nodes"]
-    assert [n["host"] for n in nodes] == hosts
+    nodes = ref.remote.nodes
+    assert [n.host for n in nodes] == hosts
     if launcher == "torchrun":
-        assert all("c10d" in n["command"] and "--rdzv_endpoint" in n["command"] for n in nodes)
-        assert all(f"127.0.0.1:{job.values['launch.master_port']}" in n["command"] for n in nodes)
+        assert all("c10d" in n.command and "--rdzv_endpoint" in n.command for n in nodes)
+        assert all(f"127.0.0.1:{job.values['launch.master_port']}" in n.command for n in nodes)
     else:
         for i, n in enumerate(nodes):
-            cmd = n["command"]
+            cmd = n.command
             assert "deepspeed.launcher.runner" in cmd and "--no_ssh" in cmd
             assert cmd[cmd.index("--node_rank") + 1] == str(i)
             hostfile = Path(cmd[cmd.index("--hostfile") + 1])
-            assert hostfile.parent == Path(n["run_dir"])
+            assert hostfile.parent == Path(n.run_dir)
             assert [ln for ln in hostfile.read_text().splitlines() if not ln.startswith("#")] == \
                 ["node0 slots=1", "node1 slots=1"]
     src = L.event_source(ref)
@@ -118,7 +118,7 @@ def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path, launcher):
     assert start["world_size"] == 2
     assert L.list_runs(tmp_path / "runs")[0].status == "completed"
     # rank 0 ran on one node (torchrun's rendezvous picks which); the other finished its part without an end
-    ev_node = ref.remote["events_node"]
+    ev_node = ref.remote.events_node
     if launcher == "deepspeed":
         assert ev_node == 0  # static node ranks
     other = nodes[1 - ev_node]
@@ -127,18 +127,18 @@ def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path, launcher):
     from engine.train.checkpoints import newest_complete
 
     for n in nodes:
-        ck = newest_complete(Path(n["run_dir"]) / "checkpoints")
-        assert ck is not None and ck.name == "checkpoint-2", n["run_dir"]
+        ck = newest_complete(Path(n.run_dir) / "checkpoints")
+        assert ck is not None and ck.name == "checkpoint-2", n.run_dir
         assert any(ck.glob("*.safetensors")), sorted(p.name for p in ck.iterdir())
-        li = read_json(Path(n["run_dir"]) / "launch.json")  # NCCL's bootstrap: the interface gloo uses
+        li = read_json(Path(n.run_dir) / "launch.json")  # NCCL's bootstrap: the interface gloo uses
         assert li["nccl_socket_ifname"] == li["gloo_socket_ifname"] == "lo", li
     sup = wait_for(lambda: (lambda d: d if d.get("phase") == "exited" else None)(
         read_json(Path(other["run_dir"]) / "supervisor.json")), 30)
     assert sup["exit_code"] == 0 and sup["node_done"] is True
     assert read_records(ref.run_dir / "events.jsonl") == got
-    wait_for(lambda: not any(g in (nodes[0]["pgid"], nodes[1]["pgid"]) for g in proc_pgids().values()), 30)
+    wait_for(lambda: not any(g in (nodes[0].pgid, nodes[1].pgid) for g in proc_pgids().values()), 30)
     for n in nodes:
-        wait_for(lambda: procs.token_pids(read_json(Path(n["run_dir"]) / "launch.json")["token"]) == [], 30)
+        wait_for(lambda: procs.token_pids(read_json(Path(n.run_dir) / "launch.json")["token"]) == [], 30)
     print(f"two-node {launcher} run: {time.time() - t0:.1f} s")
 
 

@@ -136,8 +136,8 @@ def test_submission_through_an_ssh_login_node(slurm_cluster, ssh_env, launch_job
         "general.max_steps": 3, "launch.host": node.target, "launch.remote_python": PYTHON,
         "launch.remote_workdir": str(tmp_path / "login")}))
     assert ref.is_remote
-    rdir = Path(ref.remote["run_dir"])
-    job = ref.remote["nodes"][0]["slurm_job_id"]
+    rdir = Path(ref.remote.run_dir)
+    job = ref.remote.nodes[0].slurm_job_id
     assert read_json(rdir / "launch.json")["slurm_job_id"] == job and (rdir / "slurm.sbatch").is_file()
     src = L.event_source(ref)
     got: list[dict] = []

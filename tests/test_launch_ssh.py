@@ -41,7 +41,7 @@ def mirror(ref):
 
 
 def remote_events(ref):
-    return read_records(Path(ref.remote["run_dir"]) / "events.jsonl")
+    return read_records(Path(ref.remote.run_dir) / "events.jsonl")
 
 
 def test_remote_run_to_completion_with_local_data(ssh_env, fake_worker, launch_job, tmp_path):
@@ -54,7 +54,7 @@ def test_remote_run_to_completion_with_local_data(ssh_env, fake_worker, launch_j
     job = remote_job(launch_job, tmp_path, node.target, **{"data.train_path": f"{data},{more}"})
     ref = L.start_run(job, secrets={"FT_REMOTE_SECRET": "hush-hush"})
     assert ref.is_remote and ref.host == node.target
-    rdir = Path(ref.remote["run_dir"])
+    rdir = Path(ref.remote.run_dir)
     assert rdir.parent == tmp_path / "remote work 'dir' $HOME \"q\"" and rdir.name == ref.name
     # the data file was copied and the remote config points at the copy
     cfg = (rdir / "config.toml").read_text()
@@ -136,8 +136,8 @@ def test_remote_stop_leaves_no_process(ssh_env, fake_worker, launch_job, tmp_pat
     fake_worker(1000, 0.05, 3, "--ignore-term", "--setsid-ranks")
     node = ssh_env.nodes[0]
     ref = L.start_run(remote_job(launch_job, tmp_path, node.target))
-    pgid = ref.remote["nodes"][0]["pgid"]
-    token = read_json(Path(ref.remote["run_dir"]) / "launch.json")["token"]
+    pgid = ref.remote.nodes[0].pgid
+    token = read_json(Path(ref.remote.run_dir) / "launch.json")["token"]
     wait_for(lambda: any(r["kind"] == "log" for r in remote_events(ref)), 60)
     wait_for(lambda: len(procs.token_pids(token)) >= 4)
     assert L.stop_run(ref, grace=1.0) == "stopped"
@@ -146,7 +146,7 @@ def test_remote_stop_leaves_no_process(ssh_env, fake_worker, launch_job, tmp_pat
     assert mirror(ref)[-1]["outcome"] == "stopped"
     assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
     L.delete_run(ref)
-    assert not Path(ref.remote["run_dir"]).exists() and not ref.run_dir.exists()
+    assert not Path(ref.remote.run_dir).exists() and not ref.run_dir.exists()
 
 
 def test_remote_lost_and_scheduled_cancel(ssh_env, fake_worker, launch_job, tmp_path, monkeypatch):
@@ -156,7 +156,7 @@ def test_remote_lost_and_scheduled_cancel(ssh_env, fake_worker, launch_job, tmp_
     node = ssh_env.nodes[0]
     lost = L.start_run(remote_job(launch_job, tmp_path, node.target, **{"launch.run_name": "r-lost"}))
     wait_for(lambda: any(r["kind"] == "log" for r in remote_events(lost)), 60)
-    os.killpg(lost.remote["nodes"][0]["pgid"], signal.SIGKILL)
+    os.killpg(lost.remote.nodes[0].pgid, signal.SIGKILL)
     monkeypatch.setattr(L, "parse_start_at", lambda t: time.time() + 3600 if t else None)
     sched = L.start_run(remote_job(launch_job, tmp_path, node.target,
                                    **{"launch.run_name": "r-sched", "launch.start_at": "2099-01-01 10:00"}))
@@ -167,7 +167,7 @@ def test_remote_lost_and_scheduled_cancel(ssh_env, fake_worker, launch_job, tmp_
     wait_for(lambda: src.read() is not None and src.done, 30)
     assert src.lost
     assert L.stop_run(sched) == "stopped"
-    assert not any(g == sched.remote["nodes"][0]["pgid"] for g in proc_pgids().values())
+    assert not any(g == sched.remote.nodes[0].pgid for g in proc_pgids().values())
 
 
 def test_unreachable_host_and_host_keys(ssh_env, fake_worker, launch_job, tmp_path):
@@ -249,11 +249,11 @@ def test_two_node_stop_stops_every_node(ssh_env, fake_worker, launch_job, tmp_pa
     hosts = [n.alias for n in ssh_env.nodes]
     ref = L.start_run(remote_job(launch_job, tmp_path, "local", **{"launch.nodes": 2, "launch.hosts": hosts,
                                                                    "launch.master_port": free_port()}))
-    nodes = ref.remote["nodes"]
-    assert [n["host"] for n in nodes] == hosts and nodes[1]["run_dir"].endswith(".node1")
-    tokens = [read_json(Path(n["run_dir"]) / "launch.json")["token"] for n in nodes]
+    nodes = ref.remote.nodes
+    assert [n.host for n in nodes] == hosts and nodes[1].run_dir.endswith(".node1")
+    tokens = [read_json(Path(n.run_dir) / "launch.json")["token"] for n in nodes]
     # gloo must not bind to whatever the hostname resolves to: the interface that routes to the master (here lo)
-    assert [read_json(Path(n["run_dir"]) / "launch.json")["gloo_socket_ifname"] for n in nodes] == ["lo", "lo"]
+    assert [read_json(Path(n.run_dir) / "launch.json")["gloo_socket_ifname"] for n in nodes] == ["lo", "lo"]
     for t in tokens:
         wait_for(lambda: len(procs.token_pids(t)) >= 3, 60)  # supervisor + worker + 1 rank on each node
     src = L.event_source(ref)
@@ -262,7 +262,7 @@ def test_two_node_stop_stops_every_node(ssh_env, fake_worker, launch_job, tmp_pa
     assert L.list_runs(tmp_path / "runs")[0].status == "running"
     assert L.stop_run(ref, grace=1.0) == "stopped"
     assert all(procs.token_pids(t) == [] for t in tokens)
-    assert not any(g in (nodes[0]["pgid"], nodes[1]["pgid"]) for g in proc_pgids().values())
+    assert not any(g in (nodes[0].pgid, nodes[1].pgid) for g in proc_pgids().values())
     assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
     wait_for(lambda: got.extend(src.read()) or src.done, 30)
     assert got[-1]["kind"] == "end" and got[-1]["outcome"] == "stopped"
@@ -285,11 +285,11 @@ def test_two_node_node_fails_before_rendezvous(ssh_env, fake_worker, launch_job,
     fake_worker(1000, 0.05, 1, "--fail-if-dir-endswith", ".node1", "--start-delay", "120")
     hosts = [n.alias for n in ssh_env.nodes]
     ref = L.start_run(remote_job(launch_job, tmp_path, "local", **{"launch.nodes": 2, "launch.hosts": hosts}))
-    nodes = ref.remote["nodes"]
+    nodes = ref.remote.nodes
     # no master_port set: a free port on the master host, not torch's 29500 (that any other job there may hold)
-    ports = {read_json(Path(n["run_dir"]) / "launch.json")["master_port"] for n in nodes}
+    ports = {read_json(Path(n.run_dir) / "launch.json")["master_port"] for n in nodes}
     assert len(ports) == 1 and ports.pop() not in (None, 29500)
-    token0 = read_json(Path(nodes[0]["run_dir"]) / "launch.json")["token"]
+    token0 = read_json(Path(nodes[0].run_dir) / "launch.json")["token"]
     src = L.event_source(ref)
     got = []
     t = time.time()
@@ -298,7 +298,7 @@ def test_two_node_node_fails_before_rendezvous(ssh_env, fake_worker, launch_job,
     assert got[-1]["kind"] == "end" and got[-1]["outcome"] == "failed"
     err = next(r for r in got if r["kind"] == "error")
     assert "cannot reach the rendezvous" in err["message"]
-    assert ref.remote["events_node"] == 1
+    assert ref.remote.events_node == 1
     wait_for(lambda: procs.token_pids(token0) == [], 20)
     info = L.list_runs(tmp_path / "runs")[0]
     assert info.status == "failed" and "rendezvous" in (info.error or "")
@@ -312,12 +312,12 @@ def test_two_node_failure_names_the_other_nodes_reason(ssh_env, fake_worker, lau
     hosts = [n.alias for n in ssh_env.nodes]
     ref = L.start_run(remote_job(launch_job, tmp_path, "local", **{"launch.nodes": 2, "launch.hosts": hosts,
                                                                    "launch.master_port": free_port()}))
-    nodes = ref.remote["nodes"]
-    wait_for(lambda: read_records(Path(nodes[0]["run_dir"]) / "events.jsonl"), 30)
+    nodes = ref.remote.nodes
+    wait_for(lambda: read_records(Path(nodes[0].run_dir) / "events.jsonl"), 30)
     src = L.event_source(ref)
     got = []
     wait_for(lambda: got.extend(src.read()) or src.done, 60)
-    assert got[-1]["outcome"] == "failed" and ref.remote["events_node"] == 0
+    assert got[-1]["outcome"] == "failed" and ref.remote.events_node == 0
     info = L.list_runs(tmp_path / "runs")[0]
     assert info.status == "failed"
     assert info.error.startswith(f"{hosts[1]}: ") and "cannot reach the rendezvous" in info.error
@@ -345,10 +345,10 @@ def test_two_node_scheduled_listed_and_cancelled(ssh_env, fake_worker, launch_jo
     (info,) = L.list_runs(tmp_path / "runs")
     assert info.status == "scheduled" and info.host == ",".join(hosts) and info.start_at > time.time() + 3000
     assert L.stop_run(ref, grace=2) == "stopped"
-    for n in ref.remote["nodes"]:
-        launch = read_json(Path(n["run_dir"]) / "launch.json")
+    for n in ref.remote.nodes:
+        launch = read_json(Path(n.run_dir) / "launch.json")
         assert procs.run_pids(launch["pgid"], launch["token"]) == []
-        assert not any(r["kind"] == "start" for r in read_records(Path(n["run_dir"]) / "events.jsonl"))
+        assert not any(r["kind"] == "start" for r in read_records(Path(n.run_dir) / "events.jsonl"))
     assert L.list_runs(tmp_path / "runs")[0].status == "stopped"
     assert [r["kind"] for r in mirror(ref)] == ["end"]  # cancelled before anything started
 
@@ -402,11 +402,11 @@ def test_data_already_on_the_host_is_read_in_place(ssh_env, fake_worker, launch_
         from engine import presets
         from engine.datapaths import data_paths
 
-        rdir = Path(ref.remote["run_dir"])
+        rdir = Path(ref.remote.run_dir)
         got = data_paths(presets.load(rdir / "config.toml").resolved()["data.train_path"])
         assert got == [str(there), str(rdir / "data" / "0_1_local.jsonl")]
         assert sorted(p.name for p in (rdir / "data").iterdir()) == ["0_1_local.jsonl"]  # only the local file sent
-        assert ref.remote["data_sources"] == {"data.train_path": f"~/{name},{local}"}
+        assert ref.remote.data_sources == {"data.train_path": f"~/{name},{local}"}
         src = L.event_source(ref)
         wait_for(lambda: src.read() is not None and src.done, 60)
         job = remote_job(launch_job, tmp_path, node.target, **{"data.train_path": "~/nowhere.jsonl"})

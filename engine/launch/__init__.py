@@ -38,8 +38,8 @@ from engine.events import EVENTS_FILE, RunSummary
 from engine.launch import backends
 from engine.launch.backends import EventStream, RunPaths
 from engine.launch.backends.local import EventSource
-from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, damaged, default_name,
-                                  has_end, read_json, read_records, unique_dir, valid_name)
+from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, REMOTE_FILE, LaunchError, LaunchRecord, RemoteRecord, RunRef,
+                                  damaged, default_name, has_end, read_records, unique_dir, valid_name)
 from engine.launch.ssh import SSHError
 
 __all__ = ["start_run", "resume_job", "list_runs", "run_info", "resolve_run", "event_source", "log_stream",
@@ -203,7 +203,7 @@ def resume_job(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> 
         job = presets.load_run_config(ref.run_dir / CONFIG_FILE)
     except Exception as e:  # noqa: BLE001 - one sentence
         raise LaunchError(f"run {ref.name}: its {CONFIG_FILE} does not load ({e})") from None
-    for name, value in ((ref.remote or {}).get("data_sources") or {}).items():
+    for name, value in (ref.remote.data_sources if ref.remote else {}).items():
         job.values[name] = value  # the local files it was started from (the config holds the uploaded copies)
     for name in ("launch.run_name", "launch.start_at"):
         job.values.pop(name, None)
@@ -217,8 +217,8 @@ def resume_job(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> 
 
 def _ref_for_dir(d: Path) -> RunRef:
     ok = not damaged(d)
-    remote = (read_json(d / REMOTE_FILE) or None) if ok else None
-    launch = read_json(d / LAUNCH_FILE) if ok else {}
+    remote = RemoteRecord.read(d) if ok and (d / REMOTE_FILE).exists() else None
+    launch = LaunchRecord.read(d) if ok else LaunchRecord()
     kind = backends.recorded_kind(d, launch, remote)
     try:
         host = backends.get(kind).host(launch, remote)
@@ -273,7 +273,7 @@ def _info(ref: RunRef, fresh: dict[str, Any] | None = None) -> RunSummary:
 def run_info(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs", refresh_remote: bool = True) -> RunSummary:
     """One run's record (a run on other hosts: asked there unless ``refresh_remote`` is false)."""
     ref = resolve_run(ref, runs_dir)
-    fresh = backends.for_run(ref).refresh([ref]) if refresh_remote else {}
+    fresh = backends.for_run(ref).refresh([ref], ended=True) if refresh_remote else {}
     return _info(ref, fresh.get(ref.name))
 
 

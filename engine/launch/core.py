@@ -20,8 +20,8 @@ from engine.config import LOCAL_HOST, MASTER_PORT
 from engine.events import EVENTS_FILE, summarize
 from engine.launch import procs
 from engine.safeio import atomic_write
-from engine.launch.rundir import (HOSTFILE, LAUNCH_FILE, LOG_FILE, SUPERVISOR_FILE, LaunchError,
-                                  append_end_if_missing, has_end, read_json, read_records, update_json, write_json)
+from engine.launch.rundir import (HOSTFILE, LAUNCH_FILE, LOG_FILE, SUPERVISOR_FILE, LaunchError, LaunchRecord,
+                                  append_end_if_missing, has_end, read_json, read_records, update_json)
 
 #: the launch backend whose runs this module starts (``engine.launch.backends.local``), as launch.json records it
 KIND = "local"
@@ -113,26 +113,25 @@ def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | No
     if command is None:
         command = worker_command(res, run_dir, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
                                  master_port=master_port, rdzv=rdzv, env=full_env, rdzv_id=rdzv_id, hosts=hosts)
-    info: dict[str, Any] = {
-        "name": run_dir.name, "host": host, "command": command, "cwd": cwd or str(run_dir),
-        "created": time.time(), "start_at": start_at, "nnodes": nnodes, "node_rank": node_rank,
-        "master_addr": master_addr, "master_port": master_port, "launcher": res.get("launch.launcher", "torchrun"),
-        "python": procs.python_exe(), "token": token, "backend": KIND,
-    }
+    rec = LaunchRecord(name=run_dir.name, host=host, backend=KIND, command=command, cwd=cwd or str(run_dir),
+                       created=time.time(), start_at=start_at, nnodes=nnodes, node_rank=node_rank,
+                       master_addr=master_addr, master_port=master_port,
+                       launcher=res.get("launch.launcher", "torchrun"), python=procs.python_exe(), token=token)
     if nnodes > 1:
-        info["gloo_socket_ifname"] = full_env.get("GLOO_SOCKET_IFNAME")
-        info["nccl_socket_ifname"] = full_env.get("NCCL_SOCKET_IFNAME")
-    write_json(run_dir / LAUNCH_FILE, info)
+        rec.gloo_socket_ifname = full_env.get("GLOO_SOCKET_IFNAME")
+        rec.nccl_socket_ifname = full_env.get("NCCL_SOCKET_IFNAME")
+    rec.write(run_dir)
     (run_dir / LOG_FILE).touch()
     sup = procs.module_argv(procs.python_exe(), "engine.launch.supervisor", str(run_dir))
     try:
-        pid, pgid = procs.spawn_detached(sup, cwd=info["cwd"], log_path=run_dir / LOG_FILE, env=full_env)
+        pid, pgid = procs.spawn_detached(sup, cwd=str(rec.cwd), log_path=run_dir / LOG_FILE, env=full_env)
     except OSError as e:
         raise LaunchError(f"cannot start the run in {run_dir}: {e}") from None
     # with the pid, its start time names this very process (a pid is reused; pid + start time is not)
-    info.update(pid=pid, pgid=pgid, pids=[pid], started=time.time(), supervisor=sup, pid_start=procs.start_time(pid))
-    write_json(run_dir / LAUNCH_FILE, info)
-    return info
+    rec.pid, rec.pgid, rec.pids, rec.started, rec.supervisor = pid, pgid, [pid], time.time(), sup
+    rec.pid_start = procs.start_time(pid)
+    rec.write(run_dir)
+    return rec.as_dict()
 
 
 def dir_state(run_dir: Path) -> dict[str, Any]:

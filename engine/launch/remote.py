@@ -25,8 +25,7 @@ from engine.datapaths import data_paths, join_paths, split_format
 from engine.events import EVENTS_FILE, parse_lines
 from engine.launch import ssh
 from engine.safeio import atomic_write
-from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, REMOTE_FILE, LaunchError, RunRef, events_lock,
-                                  write_json)
+from engine.launch.rundir import CONFIG_FILE, LaunchError, LaunchRecord, NodeRecord, RemoteRecord, RunRef, events_lock
 
 AGENT = "engine.launch.remote_agent"
 DATA_FIELDS = ("data.train_path", "data.validation_path")
@@ -249,7 +248,7 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
             master_port = int(_agent_json(hosts[0], python, ["port"], timeout=60)["port"])
         except (LaunchError, KeyError, TypeError, ValueError):
             pass
-    nodes: list[dict[str, Any]] = []
+    nodes: list[NodeRecord] = []
     try:
         for rank, host in enumerate(hosts):
             req = {"workdir": workdir, "name": name if rank == 0 else f"{name}.node{rank}", "env": env,
@@ -258,30 +257,28 @@ def start(job: Any, res: dict[str, Any], local_dir: Path, *, secrets: dict[str, 
                    "rdzv": "c10d" if nnodes > 1 else "static", "start_at": start_at, "host_label": host,
                    "rdzv_id": name if nnodes > 1 else None, "hosts": hosts}
             ans = _start_node(host, python, req, files, progress)
-            nodes.append({"host": host, "run_dir": ans["run_dir"], "pid": ans["pid"], "pgid": ans["pgid"],
-                          "hostname": ans.get("hostname"), "command": ans.get("command"),
-                          **({"slurm_job_id": ans["slurm_job_id"]} if ans.get("slurm_job_id") else {})})
+            nodes.append(NodeRecord(host=host, run_dir=ans["run_dir"], pid=ans["pid"], pgid=ans["pgid"],
+                                    hostname=ans.get("hostname"), command=ans.get("command"),
+                                    slurm_job_id=ans.get("slurm_job_id") or None))
             if rank == 0:
                 atomic_write(local_dir / CONFIG_FILE, ans.get("config_toml") or cfg)
     except Exception:
         for n in nodes:  # do not leave half a multi-node run behind
             try:
-                _agent_json(n["host"], python, ["stop", "--run-dir", n["run_dir"], "--grace", "5"], timeout=60)
+                _agent_json(n.host, python, ["stop", "--run-dir", n.run_dir, "--grace", "5"], timeout=60)
             except Exception:
                 pass
         raise
-    remote = {"host": hosts[0], "hosts": hosts, "python": python, "workdir": workdir, "nodes": nodes,
-              "run_dir": nodes[0]["run_dir"],
-              # the local data paths the uploaded copies came from (config.toml names the copies): a resume sends them again
-              "data_sources": {k: res[k] for k in rewrite}}
-    write_json(local_dir / REMOTE_FILE, remote)
-    info = {"name": name, "host": hosts[0] if nnodes == 1 else ",".join(hosts), "command": nodes[0]["command"],
-            "pid": nodes[0]["pid"], "pgid": nodes[0]["pgid"], "pids": [n["pid"] for n in nodes],
-            "started": time.time(), "created": time.time(), "start_at": start_at, "remote": True, "nnodes": nnodes,
-            **({"backend": backend} if backend else {}),
-            **({"slurm_job": nodes[0]["slurm_job_id"], "launcher": "slurm"} if nodes[0].get("slurm_job_id") else {})}
-    write_json(local_dir / LAUNCH_FILE, info)
-    return info
+    RemoteRecord(host=hosts[0], hosts=hosts, python=python, workdir=workdir, nodes=nodes, run_dir=nodes[0].run_dir,
+                 data_sources={k: res[k] for k in rewrite}).write(local_dir)
+    first = nodes[0]
+    rec = LaunchRecord(name=name, host=hosts[0] if nnodes == 1 else ",".join(hosts), backend=backend,
+                       command=first.command, pid=first.pid, pgid=first.pgid, pids=[n.pid for n in nodes],
+                       started=time.time(), created=time.time(), start_at=start_at, remote=True, nnodes=nnodes)
+    if first.slurm_job_id:
+        rec.slurm_job, rec.launcher = first.slurm_job_id, "slurm"
+    rec.write(local_dir)
+    return rec.as_dict()
 
 
 # ------------------------------------------------------------------ multi-node: where rank 0 writes
@@ -306,14 +303,13 @@ def locate_events(ref: RunRef) -> bool:
     without any record of the worker, the first node with an error (else with any record) is used.
     """
     r = ref.remote
-    if len(r.get("nodes") or []) <= 1 or r.get("events_node") is not None:
+    if len(r.nodes) <= 1 or r.events_node is not None:
         return True
-    python = r.get("python", REMOTE_PYTHON)
     seen: list[tuple[int, list[dict[str, Any]], bool]] = []
-    for i, n in enumerate(r["nodes"]):
+    for i, n in enumerate(r.nodes):
         try:
-            ans = _agent_json(n["host"], python, ["status"],
-                              input=json.dumps([{"run_dir": n["run_dir"], "offset": 0, "max_bytes": 1 << 16}]).encode()
+            ans = _agent_json(n.host, r.python, ["status"],
+                              input=json.dumps([{"run_dir": n.run_dir, "offset": 0, "max_bytes": 1 << 16}]).encode()
                               + b"\n", timeout=30)
         except LaunchError:
             return False
@@ -329,9 +325,9 @@ def locate_events(ref: RunRef) -> bool:
     if failed:
         for i, _, alive in seen:
             if alive:
-                n = r["nodes"][i]
+                n = r.nodes[i]
                 try:
-                    _agent_json(n["host"], python, ["stop", "--run-dir", n["run_dir"], "--grace", "5"], timeout=60)
+                    _agent_json(n.host, r.python, ["stop", "--run-dir", n.run_dir, "--grace", "5"], timeout=60)
                 except LaunchError:
                     pass
         return _set_events_node(ref, failed[0])
@@ -345,9 +341,9 @@ def locate_events(ref: RunRef) -> bool:
 
 def _set_events_node(ref: RunRef, i: int) -> bool:
     r = ref.remote
-    n = r["nodes"][i]
-    r.update(events_node=i, host=n["host"], run_dir=n["run_dir"])
-    write_json(ref.run_dir / REMOTE_FILE, r)
+    n = r.nodes[i]
+    r.events_node, r.host, r.run_dir = i, n.host, n.run_dir
+    r.write(ref.run_dir)
     return True
 
 
@@ -355,31 +351,30 @@ def collect_node_errors(ref: RunRef) -> dict[str, str]:
     """A failed multi-node run: what the *other* nodes recorded (rank 0 often only saw a peer vanish: "Connection
     closed by peer").  Asked once over SSH after the run failed, kept in ``remote.json`` as ``node_errors``."""
     r = ref.remote
-    nodes = r.get("nodes") or []
-    if len(nodes) <= 1 or "node_errors" in r or r.get("events_node") is None:
-        return r.get("node_errors") or {}
+    nodes = r.nodes
+    if len(nodes) <= 1 or r.node_errors is not None or r.events_node is None:
+        return r.node_errors or {}
     from engine.launch.rundir import has_end
 
     end = has_end(ref.run_dir)
     if not end or end.get("outcome") != "failed":
         return {}
-    python = r.get("python", REMOTE_PYTHON)
     errs: dict[str, str] = {}
     for i, n in enumerate(nodes):
-        if i == r["events_node"]:
+        if i == r.events_node:
             continue
         try:
-            ans = _agent_json(n["host"], python, ["status"],
-                              input=json.dumps([{"run_dir": n["run_dir"], "offset": 0, "max_bytes": 1 << 16}]).encode()
+            ans = _agent_json(n.host, r.python, ["status"],
+                              input=json.dumps([{"run_dir": n.run_dir, "offset": 0, "max_bytes": 1 << 16}]).encode()
                               + b"\n", timeout=30)
         except LaunchError:
             return {}  # try again next time
         recs = parse_lines(base64.b64decode((ans[0] if ans else {}).get("events") or ""))[0]
         msg = next((x.get("message") for x in reversed(recs) if x.get("kind") == "error"), None)
         if msg:
-            errs[n["host"]] = str(msg)
-    r["node_errors"] = errs
-    write_json(ref.run_dir / REMOTE_FILE, r)
+            errs[n.host] = str(msg)
+    r.node_errors = errs
+    r.write(ref.run_dir)
     return errs
 
 
@@ -415,16 +410,16 @@ def sync(refs: list[RunRef], timeout: float = 20) -> dict[str, dict[str, Any]]:
             st = _node0_status.get(r.name, "running")
             out[r.name] = {"status": st if st in ("scheduled", "running") else "running", "phase": "starting"}
             continue
-        by_host.setdefault(r.remote["host"], []).append(r)
+        by_host.setdefault(r.remote.host, []).append(r)
     for host, rs in by_host.items():
-        python = rs[0].remote.get("python", REMOTE_PYTHON)
+        python = rs[0].remote.python
         reqs = []
         for r in rs:
             try:
                 size = (r.run_dir / EVENTS_FILE).stat().st_size
             except FileNotFoundError:
                 size = 0
-            reqs.append({"run_dir": r.remote["run_dir"], "offset": size})
+            reqs.append({"run_dir": r.remote.run_dir, "offset": size})
         try:
             ans = _agent_json(host, python, ["status"], input=json.dumps(reqs).encode() + b"\n", timeout=timeout)
         except LaunchError as e:
@@ -437,7 +432,7 @@ def sync(refs: list[RunRef], timeout: float = 20) -> dict[str, dict[str, Any]]:
                 continue
             mirror_write(r.run_dir, int(a["offset"]), base64.b64decode(a.get("events") or ""))
             out[r.name] = a
-            if len(r.remote.get("nodes") or []) > 1 and a.get("status") == "failed":
+            if len(r.remote.nodes) > 1 and a.get("status") == "failed":
                 try:
                     collect_node_errors(r)
                 except LaunchError:
@@ -479,7 +474,7 @@ class RemoteEventSource:
         if end is not None:
             self.ended = True
             self.close()
-            if end.get("outcome") == "failed" and len(self.ref.remote.get("nodes") or []) > 1:
+            if end.get("outcome") == "failed" and len(self.ref.remote.nodes) > 1:
                 try:
                     collect_node_errors(self.ref)
                 except LaunchError:
@@ -502,7 +497,7 @@ class RemoteEventSource:
             self._streaming = True
         if self.done:
             return []
-        if self.ref.remote.get("events_node") is None and len(self.ref.remote.get("nodes") or []) > 1:
+        if self.ref.remote.events_node is None and len(self.ref.remote.nodes) > 1:
             # ask the nodes at most every 2 s until rank 0's node is known
             if time.monotonic() - self._located < 2.0:
                 return []
@@ -538,7 +533,7 @@ class RemoteEventSource:
             if rc == 3 and not has_end:
                 self.lost = True
             elif rc != 0 and not has_end:
-                host = self.ref.remote["host"]
+                host = self.ref.remote.host
                 self.error = ssh.explain(host, err) if rc == 255 else (err.strip().splitlines() or [f"tail exited {rc}"])[-1]
                 if rc == 255:
                     ssh.forget(host)
@@ -557,10 +552,9 @@ class RemoteEventSource:
         self._buf = self._buf[:used]
         start_at = self.offset + used
         r = self.ref.remote
-        argv = agent_argv(r.get("python", REMOTE_PYTHON), "tail", "--run-dir", r["run_dir"], "--offset", str(start_at),
-                          "--follow")
+        argv = agent_argv(r.python, "tail", "--run-dir", r.run_dir, "--offset", str(start_at), "--follow")
         try:
-            p = ssh.popen(r["host"], argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            p = ssh.popen(r.host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except LaunchError as e:
             self.error = str(e)
             self._retry_at = time.monotonic() + self._backoff
@@ -610,23 +604,22 @@ class RemoteEventSource:
 
 def stop(ref: RunRef, grace: float) -> str:
     r = ref.remote
-    python = r.get("python", REMOTE_PYTHON)
     results: dict[int, Any] = {}
 
-    def one(i: int, n: dict[str, Any]) -> None:
+    def one(i: int, n: NodeRecord) -> None:
         try:
-            results[i] = _agent_json(n["host"], python, ["stop", "--run-dir", n["run_dir"], "--grace", str(grace)],
+            results[i] = _agent_json(n.host, r.python, ["stop", "--run-dir", n.run_dir, "--grace", str(grace)],
                                      timeout=grace + 60)
         except Exception as e:  # noqa: BLE001
             results[i] = e
 
-    threads = [threading.Thread(target=one, args=(i, n)) for i, n in enumerate(r["nodes"])]
+    threads = [threading.Thread(target=one, args=(i, n)) for i, n in enumerate(r.nodes)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    errs = [f"{r['nodes'][i]['host']}: {v}" for i, v in results.items() if isinstance(v, Exception)]
-    left = [f"{r['nodes'][i]['host']} pids {v['left']}" for i, v in results.items()
+    errs = [f"{r.nodes[i].host}: {v}" for i, v in results.items() if isinstance(v, Exception)]
+    left = [f"{r.nodes[i].host} pids {v['left']}" for i, v in results.items()
             if isinstance(v, dict) and v.get("left")]
     sync([ref])
     if errs:
@@ -639,21 +632,21 @@ def stop(ref: RunRef, grace: float) -> str:
 
 def delete(ref: RunRef) -> None:
     r = ref.remote
-    for n in r["nodes"]:
-        _agent_json(n["host"], r.get("python", REMOTE_PYTHON), ["delete", "--run-dir", n["run_dir"]])
+    for n in r.nodes:
+        _agent_json(n.host, r.python, ["delete", "--run-dir", n.run_dir])
 
 
 def log_stream(ref: RunRef, follow: bool, offset: int = 0, node: int | None = None) -> subprocess.Popen:
     """worker.log of the run (of node ``node`` of a multi-node run; default: where rank 0 runs, else node 0)."""
     r = ref.remote
-    nodes = r.get("nodes") or []
+    nodes = r.nodes
     if node is not None:
         if not 0 <= node < len(nodes):
             raise LaunchError(f"run {ref.name} has {len(nodes)} node(s): --node takes 0 to {len(nodes) - 1}")
-        host, run_dir = nodes[node]["host"], nodes[node]["run_dir"]
+        host, run_dir = nodes[node].host, nodes[node].run_dir
     else:
-        host, run_dir = r["host"], r["run_dir"]
-    argv = agent_argv(r.get("python", REMOTE_PYTHON), "log", "--run-dir", run_dir, "--offset", str(offset))
+        host, run_dir = r.host, r.run_dir
+    argv = agent_argv(r.python, "log", "--run-dir", run_dir, "--offset", str(offset))
     if follow:
         argv.append("--follow")
     return ssh.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -15,12 +15,13 @@ import os
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from types import UnionType
+from typing import Any, ClassVar, Iterator, Union, get_args, get_origin, get_type_hints
 
-from engine.config import LOCAL_HOST
+from engine.config import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR
 from engine.errors import FinetuiError
 from engine.events import EVENTS_FILE, parse_lines
 from engine.safeio import atomic_write
@@ -48,7 +49,7 @@ class RunRef:
     name: str
     run_dir: Path
     host: str = LOCAL_HOST
-    remote: dict[str, Any] | None = None
+    remote: RemoteRecord | None = None
     backend: str = "local"
 
     def __post_init__(self) -> None:
@@ -108,18 +109,147 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-#: what the run files' fields must be for a reader to trust them (a damaged file is listed as such)
-_RUN_FILE_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
-    LAUNCH_FILE: {"pid": (int,), "pgid": (int,), "token": (str,), "host": (str,), "started": (int, float),
-                  "pids": (list,), "start_at": (int, float), "backend": (str,)},
-    REMOTE_FILE: {"host": (str,), "hosts": (list,), "nodes": (list,), "node_errors": (dict,), "run_dir": (str,)},
-}
+# ------------------------------------------------------------------ the run files: launch.json, remote.json
+
+class _Record:
+    """A run file's content: its fields declared once (name, type, default), read leniently (a key this finetui
+    does not know — one a newer version wrote — is kept in ``extra`` and written back), checked by type
+    (:func:`damaged`), written whole."""
+
+    FILE: ClassVar[str]
+
+    @classmethod
+    def _types(cls) -> dict[str, tuple[type, ...]]:
+        """Each field → the JSON types it takes (from its declaration)."""
+        got = _TYPES.get(cls)
+        if got is not None:
+            return got
+        hints = get_type_hints(cls)
+        out: dict[str, tuple[type, ...]] = _TYPES.setdefault(cls, {})
+        for f in fields(cls):
+            if f.name != "extra":
+                h = hints[f.name]
+                parts = get_args(h) if get_origin(h) in (Union, UnionType) else (h,)
+                kinds = tuple(_runtime(t) for t in parts if t is not type(None))
+                out[f.name] = tuple(k for ks in kinds for k in ks)
+        return out
+
+    @classmethod
+    def problem(cls, d: dict[str, Any]) -> str | None:
+        """The first field of ``d`` of the wrong type, as ``<file>: <field> is not …``; None when sound."""
+        for k, ts in cls._types().items():
+            v = d.get(k)
+            if v is not None and (not isinstance(v, ts) or isinstance(v, bool) and bool not in ts):
+                return f"{cls.FILE}: {k} is not {'a number' if int in ts else ts[0].__name__} (damaged)"
+        return None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in d.items() if k in names},
+                   extra={k: v for k, v in d.items() if k not in names})
+
+    @classmethod
+    def read(cls, run_dir: Path) -> Any:
+        """The file's record; an absent or unreadable file reads as an empty one (:func:`damaged` says which)."""
+        d = read_json(Path(run_dir) / cls.FILE)
+        return cls.from_dict(d if cls.problem(d) is None else {})
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}  # type: ignore[arg-type]
+        return {**{k: v for k, v in out.items() if v is not None}, **self.extra}
+
+    def write(self, run_dir: Path) -> None:
+        write_json(Path(run_dir) / self.FILE, self.as_dict())
+
+
+_TYPES: dict[type, dict[str, tuple[type, ...]]] = {}
+
+
+def _runtime(t: Any) -> tuple[type, ...]:
+    t = get_origin(t) or t
+    return (int, float) if t is float else (t,)
+
+
+@dataclass
+class LaunchRecord(_Record):
+    """``launch.json``: how the run was started and what runs it.  Written by its backend (the local one on a
+    node of a remote run too); a Slurm run adds its job (``slurm_*``, ``task_command``, ``script``)."""
+
+    FILE: ClassVar[str] = LAUNCH_FILE
+    name: str | None = None
+    host: str | None = None
+    backend: str | None = None  # the launch backend that owns the run (engine.launch.backends)
+    command: list[str] | None = None
+    cwd: str | None = None
+    launcher: str | None = None
+    python: str | None = None
+    token: str | None = None  # every process of the run carries it (FINETUI_RUN_TOKEN)
+    created: float | None = None
+    started: float | None = None
+    start_at: float | None = None  # a scheduled start
+    nnodes: int | None = None
+    node_rank: int | None = None
+    master_addr: str | None = None
+    master_port: int | None = None
+    gloo_socket_ifname: str | None = None
+    nccl_socket_ifname: str | None = None
+    pid: int | None = None  # the supervisor (its start time: pid_start), the leader of the process group
+    pgid: int | None = None
+    pids: list[int] | None = None
+    pid_start: int | None = None
+    supervisor: list[str] | None = None
+    remote: bool | None = None  # the local record of a run on other hosts (remote.json says where)
+    slurm_job: str | None = None  # … whose node submitted a Slurm job
+    slurm_job_id: str | None = None  # a Slurm run's job on this machine
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NodeRecord(_Record):
+    """One node of a run on other hosts: where its part runs (``remote.json``'s ``nodes``)."""
+
+    FILE: ClassVar[str] = REMOTE_FILE
+    host: str = ""
+    run_dir: str = ""  # on that host
+    pid: int | None = None
+    pgid: int | None = None
+    hostname: str | None = None
+    command: list[str] | None = None
+    slurm_job_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RemoteRecord(_Record):
+    """``remote.json``: a run on other hosts, which the local run directory mirrors (the ``ssh`` backend)."""
+
+    FILE: ClassVar[str] = REMOTE_FILE
+    host: str = ""  # the node whose run directory holds rank 0's events (the first, until known)
+    run_dir: str = ""  # … and that directory
+    hosts: list[str] = field(default_factory=list)
+    nodes: list[NodeRecord] = field(default_factory=list)
+    python: str = REMOTE_PYTHON
+    workdir: str = REMOTE_WORKDIR
+    #: the local data files the uploaded copies came from (config.toml names the copies): a resume sends them again
+    data_sources: dict[str, str] = field(default_factory=dict)
+    events_node: int | None = None  # a multi-node run: the node of rank 0's events, once known
+    node_errors: dict[str, str] | None = None  # a failed multi-node run: what the other nodes recorded (asked once)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.nodes = [n if isinstance(n, NodeRecord) else NodeRecord.from_dict(n if isinstance(n, dict) else {})
+                      for n in self.nodes or []]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "nodes": [n.as_dict() for n in self.nodes]}
 
 
 def damaged(run_dir: Path) -> str | None:
     """Why a run directory's ``launch.json`` / ``remote.json`` cannot be trusted (not JSON, not an object, a
     field of the wrong type); None when they are sound or absent."""
-    for name, types in _RUN_FILE_TYPES.items():
+    for rec in (LaunchRecord, RemoteRecord):
+        name = rec.FILE
         p = Path(run_dir) / name
         try:
             text = p.read_bytes()
@@ -133,10 +263,11 @@ def damaged(run_dir: Path) -> str | None:
             return f"{name} is not valid JSON (damaged)"
         if not isinstance(d, dict):
             return f"{name} is not a JSON object (damaged)"
-        for k, ts in types.items():
-            v = d.get(k)
-            if v is not None and (not isinstance(v, ts) or isinstance(v, bool)):
-                return f"{name}: {k} is not {'a number' if int in ts else ts[0].__name__} (damaged)"
+        why = rec.problem(d) or next((NodeRecord.problem(n) if isinstance(n, dict) else f"{name}: a node is not a "
+                                      f"JSON object (damaged)" for n in (d.get("nodes") or [])
+                                      if not isinstance(n, dict) or NodeRecord.problem(n)), None)
+        if why:
+            return why
     return None
 
 

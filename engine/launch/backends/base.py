@@ -12,8 +12,8 @@ from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 from engine.config import LOCAL_HOST
 from engine.events import EVENTS_FILE, RunSummary
-from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FILE, LaunchError, RunRef, damaged,
-                                  read_json)
+from engine.launch.rundir import (CONFIG_FILE, LOG_FILE, REMOTE_FILE, LaunchError, LaunchRecord, RemoteRecord, RunRef,
+                                  damaged)
 
 
 class EventStream(Protocol):
@@ -58,12 +58,12 @@ class Backend(ABC):
     def claims(self, res: dict[str, Any]) -> bool:
         """Whether this backend starts the job (its resolved values)."""
 
-    def recognizes(self, launch: dict[str, Any], remote: dict[str, Any] | None) -> bool:
+    def recognizes(self, launch: LaunchRecord, remote: RemoteRecord | None) -> bool:
         """Whether a run directory whose ``launch.json`` names no backend (one written by an older finetui) is
         this backend's, from its ``launch.json`` / ``remote.json``."""
         return False
 
-    def host(self, launch: dict[str, Any], remote: dict[str, Any] | None) -> str:
+    def host(self, launch: LaunchRecord, remote: RemoteRecord | None) -> str:
         """The host a run is listed on."""
         return LOCAL_HOST
 
@@ -76,9 +76,9 @@ class Backend(ABC):
         (with ``backend`` = :attr:`kind`).  Raises LaunchError with one sentence; the caller removes the run
         directory when no ``launch.json`` was written."""
 
-    def refresh(self, refs: list[RunRef]) -> dict[str, dict[str, Any]]:
-        """Ask the target about several runs at once (one call per host) before :meth:`status` is asked for each;
-        → run name → what :meth:`status` takes as ``fresh``."""
+    def refresh(self, refs: list[RunRef], ended: bool = False) -> dict[str, dict[str, Any]]:
+        """Ask the target about several runs at once (one call per host) before :meth:`status` is asked for each,
+        those with an ``end`` record too when ``ended``; → run name → what :meth:`status` takes as ``fresh``."""
         return {}
 
     @abstractmethod
@@ -130,14 +130,14 @@ def _follow_file(path: Path, src: EventStream | None) -> Iterator[bytes]:
             time.sleep(0.2)
 
 
-def listing(ref: RunRef, s: RunSummary, status: str, launch: dict[str, Any], error: str | None,
+def listing(ref: RunRef, s: RunSummary, status: str, launch: LaunchRecord, error: str | None,
             scheduler: dict[str, Any] | None = None) -> RunSummary:
     """The run's record from what its events say (``s``), its status, ``launch.json`` and error, and what a
     scheduler says of its job (``scheduler``: a Slurm job's state, shown with its reason while pending)."""
-    started = s.started or launch.get("started")
+    started = s.started or launch.started
     end = s.ended if s.ended else (time.time() if status == "running" else None)
     s.name, s.host, s.ref, s.status, s.error = ref.name, ref.host, ref, status, error
-    s.started, s.start_at = started, launch.get("start_at")
+    s.started, s.start_at = started, launch.start_at
     s.duration = (end - started) if (started and end and status != "scheduled") else None
     if scheduler:
         from engine.launch.slurm import describe
@@ -198,16 +198,16 @@ def for_job(res: dict[str, Any], *, here: bool = False) -> Backend:
     raise LaunchError("no launch backend takes this job")  # (never: local takes every job)
 
 
-def recorded_kind(run_dir: Path, launch: dict[str, Any] | None = None,
-                  remote: dict[str, Any] | None = None) -> str:
+def recorded_kind(run_dir: Path, launch: LaunchRecord | None = None, remote: RemoteRecord | None = None) -> str:
     """The kind of backend a run directory's ``launch.json`` records; for one that records none (written by an
     older finetui), the first backend that recognizes it."""
+    ok = not damaged(run_dir)
     if launch is None:
-        launch = read_json(Path(run_dir) / LAUNCH_FILE) if not damaged(run_dir) else {}
-    if isinstance(launch.get("backend"), str):
-        return launch["backend"]
-    if remote is None:
-        remote = (read_json(Path(run_dir) / REMOTE_FILE) or None) if not damaged(run_dir) else None
+        launch = LaunchRecord.read(run_dir) if ok else LaunchRecord()
+    if launch.backend:
+        return launch.backend
+    if remote is None and ok and (Path(run_dir) / REMOTE_FILE).exists():
+        remote = RemoteRecord.read(run_dir)
     return next((b.kind for b in _all() if b.recognizes(launch, remote)), "local")
 
 

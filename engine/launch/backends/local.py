@@ -17,7 +17,8 @@ from engine.config import LOCAL_HOST
 from engine.events import EVENTS_FILE, RunSummary, Tailer
 from engine.launch import core
 from engine.launch.backends.base import Backend, listing, register
-from engine.launch.rundir import LAUNCH_FILE, SUPERVISOR_FILE, RunRef, damaged, read_json
+from engine.launch.rundir import (LAUNCH_FILE, SUPERVISOR_FILE, LaunchRecord, RemoteRecord, RunRef, damaged,
+                                  read_json)
 
 #: a run directory whose files have not changed for this long, with no process recorded, is not starting
 STALE_S = 10.0
@@ -30,7 +31,7 @@ class LocalBackend(Backend):
     def claims(self, res: dict[str, Any]) -> bool:
         return True
 
-    def recognizes(self, launch: dict[str, Any], remote: dict[str, Any] | None) -> bool:
+    def recognizes(self, launch: LaunchRecord, remote: RemoteRecord | None) -> bool:
         return remote is None
 
     # ---- the run directory on this machine (also what the remote agent does on a node)
@@ -69,7 +70,7 @@ class LocalBackend(Backend):
     def status(self, ref: RunRef, fresh: dict[str, Any] | None = None) -> RunSummary:
         d = self.dir_state(ref.run_dir)
         s = d["summary"]
-        return listing(ref, s, d["status"], d["launch"], s.error, d.get("slurm"))
+        return listing(ref, s, d["status"], LaunchRecord.from_dict(d["launch"]), s.error, d.get("slurm"))
 
     def stop(self, ref: RunRef, grace: float) -> str:
         return self.stop_dir(ref.run_dir, grace)

@@ -12,7 +12,7 @@ from engine.launch import core
 from engine.launch import slurm as S
 from engine.launch.backends.base import register
 from engine.launch.backends.local import LocalBackend
-from engine.launch.rundir import LAUNCH_FILE, SUPERVISOR_FILE, read_json, update_json
+from engine.launch.rundir import LAUNCH_FILE, SUPERVISOR_FILE, LaunchRecord, RemoteRecord, read_json, update_json
 
 
 class SlurmBackend(LocalBackend):
@@ -22,8 +22,8 @@ class SlurmBackend(LocalBackend):
     def claims(self, res: dict[str, Any]) -> bool:
         return res.get("launch.launcher") == "slurm"
 
-    def recognizes(self, launch: dict[str, Any], remote: dict[str, Any] | None) -> bool:
-        return remote is None and bool(launch.get("slurm_job_id"))
+    def recognizes(self, launch: LaunchRecord, remote: RemoteRecord | None) -> bool:
+        return remote is None and bool(launch.slurm_job_id)
 
     def start_here(self, run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | None = None,
                    host: str = LOCAL_HOST, start_at: float | None = None, cwd: str | None = None,

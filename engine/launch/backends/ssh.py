@@ -13,7 +13,7 @@ from engine.config import is_remote_job
 from engine.events import EVENTS_FILE, RunSummary, summarize
 from engine.launch import remote as R
 from engine.launch.backends.base import Backend, RunPaths, listing, register
-from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LaunchError, RunRef, has_end, read_json,
+from engine.launch.rundir import (CONFIG_FILE, LaunchError, LaunchRecord, RemoteRecord, RunRef, has_end,
                                   read_records)
 
 
@@ -25,25 +25,26 @@ class SshBackend(Backend):
     def claims(self, res: dict[str, Any]) -> bool:
         return is_remote_job(res)
 
-    def recognizes(self, launch: dict[str, Any], remote: dict[str, Any] | None) -> bool:
+    def recognizes(self, launch: LaunchRecord, remote: RemoteRecord | None) -> bool:
         return remote is not None
 
-    def host(self, launch: dict[str, Any], remote: dict[str, Any] | None) -> str:
-        hosts = (remote or {}).get("hosts") or []
+    def host(self, launch: LaunchRecord, remote: RemoteRecord | None) -> str:
+        if remote is None:
+            return "?"
         # several nodes: all of them ("host" follows the node where rank 0 writes its events)
-        return ",".join(hosts) if len(hosts) > 1 else (remote or {}).get("host", "?")
+        return ",".join(remote.hosts) if len(remote.hosts) > 1 else (remote.host or "?")
 
     def start(self, job: Any, res: dict[str, Any], run_dir: Path, *, secrets: dict[str, str],
               start_at: float | None, progress: Any = None) -> None:
         R.start(job, res, run_dir, secrets=secrets, start_at=start_at, progress=progress, backend=self.kind)
 
-    def refresh(self, refs: list[RunRef]) -> dict[str, dict[str, Any]]:
-        """Runs without an end: their status from the hosts (one call per host), new events mirrored; failed
-        multi-node runs: the other nodes' errors, asked once."""
-        pending = [r for r in refs if not has_end(r.run_dir)]
+    def refresh(self, refs: list[RunRef], ended: bool = False) -> dict[str, dict[str, Any]]:
+        """Runs without an end (``ended``: every run): their status from the hosts (one call per host), new events
+        mirrored; failed multi-node runs: the other nodes' errors, asked once."""
+        pending = [r for r in refs if ended or not has_end(r.run_dir)]
         states = R.sync(pending) if pending else {}
         for r in refs:
-            if r not in pending and len(r.remote.get("nodes") or []) > 1 and "node_errors" not in r.remote:
+            if r not in pending and len(r.remote.nodes) > 1 and r.remote.node_errors is None:
                 try:
                     R.collect_node_errors(r)
                 except LaunchError:
@@ -56,10 +57,10 @@ class SshBackend(Backend):
         st = fresh or {}
         status = s.status if any(r.get("kind") == "end" for r in recs) else (st.get("status") or "unknown")
         err = s.error or st.get("error")
-        node_errors = (ref.remote or {}).get("node_errors") or {}
+        node_errors = (ref.remote.node_errors if ref.remote else None) or {}
         if status == "failed" and node_errors:  # the cause is often on another node than rank 0's
             err = "; ".join([f"{h}: {m}" for h, m in node_errors.items()] + ([f"rank 0: {err}"] if err else []))
-        return listing(ref, s, status, read_json(ref.run_dir / LAUNCH_FILE), err, st.get("slurm"))
+        return listing(ref, s, status, LaunchRecord.read(ref.run_dir), err, st.get("slurm"))
 
     def stop(self, ref: RunRef, grace: float) -> str:
         return R.stop(ref, grace)
@@ -71,9 +72,9 @@ class SshBackend(Backend):
         return _stream(R.log_stream(ref, follow, node=node))
 
     def paths(self, ref: RunRef) -> RunPaths:
-        d, r = ref.run_dir, ref.remote or {}
+        d, r = ref.run_dir, ref.remote or RemoteRecord()
         return RunPaths(run_dir=d, events=d / EVENTS_FILE, config=d / CONFIG_FILE, log=None,
-                        target=f"{r.get('host')}:{r.get('run_dir')}")
+                        target=f"{r.host}:{r.run_dir}")
 
     def delete(self, ref: RunRef) -> None:
         R.delete(ref)
