@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.events import read_all
+from engine.events import EVENTS_FILE, read_all
+from engine.launch.rundir import CONFIG_FILE
 
 #: tables of config.toml that are not job fields
 _SKIP = {"finetui"}
@@ -30,11 +31,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     """The run's ``config.toml`` as dotted fields (``profile`` included). Raises ValueError with one line."""
-    p = Path(run_dir) / "config.toml"
+    p = Path(run_dir) / CONFIG_FILE
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{p}: no config.toml (not a run directory, or the run is on another host)") from None
+        raise ValueError(f"{p}: no {CONFIG_FILE} (not a run directory, or the run is on another host)") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ValueError(f"{p}: cannot read it ({str(e).splitlines()[0]})") from None
     return {k: v for k, v in flatten(raw).items() if k.split(".", 1)[0] not in _SKIP}
@@ -47,7 +48,7 @@ def resolved_config(run_dir: Path) -> dict[str, Any]:
     try:
         from engine import presets
 
-        job = presets.load_run_config(Path(run_dir) / "config.toml")
+        job = presets.load_run_config(Path(run_dir) / CONFIG_FILE)
         res = dict(job.resolved())
         res["profile"] = job.profile
         return res
@@ -199,7 +200,7 @@ def compare(dir_a: Path, dir_b: Path) -> dict[str, Any]:
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
-    p = run_dir / "events.jsonl"
+    p = run_dir / EVENTS_FILE
     return read_all(p) if p.exists() else []
 
 
@@ -214,7 +215,7 @@ def card_of_dir(run_dir: Path | None) -> dict[str, Any] | None:
     if run_dir is None:
         return None
     d = Path(run_dir)
-    ev, cfg = d / "events.jsonl", d / "config.toml"
+    ev, cfg = d / EVENTS_FILE, d / CONFIG_FILE
     if not ev.exists() and not cfg.exists():
         return None
     try:

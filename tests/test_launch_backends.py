@@ -21,6 +21,7 @@ from engine.events import EVENTS_FILE, Tailer, summarize
 from engine.launch import backends
 from engine.launch.rundir import LAUNCH_FILE, LOG_FILE, LaunchRecord, RemoteRecord, has_end, read_json, read_records
 from tests.fixtures_launch import FAKE_WORKER
+from tests.test_launch_local import wait_for
 
 TARGET = "seam-box"
 
@@ -91,16 +92,6 @@ def seam():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-
-
-def wait_for(pred, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def test_a_registered_backend_runs_a_job_through_the_public_api(seam, launch_job, tmp_path):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from engine.errors import FinetuiError
+from engine.launch.rundir import CHECKPOINTS_DIR
 
 STATE_FILE = "trainer_state.json"
 _CK = re.compile(r"^checkpoint-(\d+)$")
@@ -67,9 +68,9 @@ def node_copy(path: Path, run_dir: Path) -> Path:
     is given node 0's path (``…/<old run>/checkpoints/checkpoint-N``, absolute on node 0's host): on node k
     (this run directory is ``<new run>.node<k>``) it means ``<workdir>/<old run>.node<k>/checkpoints/…``."""
     m = _NODE.match(run_dir.name)
-    if not m or not path.is_absolute() or len(path.parts) < 3 or path.parent.name != "checkpoints":
+    if not m or not path.is_absolute() or len(path.parts) < 3 or path.parent.name != CHECKPOINTS_DIR:
         return path
-    mine = run_dir.parent / f"{path.parent.parent.name}.node{m.group('k')}" / "checkpoints" / path.name
+    mine = run_dir.parent / f"{path.parent.parent.name}.node{m.group('k')}" / CHECKPOINTS_DIR / path.name
     return mine if mine.is_dir() or not path.is_dir() else path
 
 

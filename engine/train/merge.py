@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from engine.launch.rundir import CONFIG_FILE
 from engine.train.generate import GenerateError, final_dir, tokenizer_source
 
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from engine import presets
 
-    res = presets.load(Path(a.run_dir) / "config.toml").resolved()
+    res = presets.load(Path(a.run_dir) / CONFIG_FILE).resolved()
     out = Path(a.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         print(f"error: {out} already exists", file=sys.stderr)
