@@ -38,8 +38,8 @@ from engine.events import EVENTS_FILE, RunSummary
 from engine.launch import backends
 from engine.launch.backends import EventStream, RunPaths
 from engine.launch.backends.local import EventSource
-from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, REMOTE_FILE, LaunchError, LaunchRecord, RemoteRecord, RunRef,
-                                  damaged, default_name, has_end, read_records, unique_dir, valid_name)
+from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, REMOTE_FILE, LaunchError, LaunchRecord, RemoteRecord,
+                                  RunRef, damaged, default_name, has_end, read_records, unique_dir, valid_name)
 from engine.launch.ssh import SSHError
 
 __all__ = ["start_run", "resume_job", "list_runs", "run_info", "resolve_run", "event_source", "log_stream",

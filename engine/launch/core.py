@@ -20,11 +20,11 @@ from engine.config import LOCAL_HOST, MASTER_PORT
 from engine.events import EVENTS_FILE, summarize
 from engine.launch import procs
 from engine.safeio import atomic_write
-from engine.launch.rundir import (HOSTFILE, LAUNCH_FILE, LOG_FILE, SUPERVISOR_FILE, LaunchError, LaunchRecord,
-                                  append_end_if_missing, has_end, read_json, read_records, update_json)
+from engine.launch.rundir import (DEFAULT_BACKEND, HOSTFILE, LAUNCH_FILE, LOG_FILE, SUPERVISOR_FILE, LaunchError,
+                                  LaunchRecord, append_end_if_missing, has_end, read_json, read_records, update_json)
 
 #: the launch backend whose runs this module starts (``engine.launch.backends.local``), as launch.json records it
-KIND = "local"
+KIND = DEFAULT_BACKEND
 
 #: Test hook: a JSON list used instead of the real worker command; ``{run_dir}`` and
 #: ``{python}`` are substituted.  Forwarded to remote agents with the run's environment.

@@ -2,7 +2,8 @@
 
 Runs on the GPU server (finetui installed there) and uses the very code a local
 run uses (the node's own launch backend, ``engine.launch.backends``: local or
-slurm), so a remote run is started, observed and stopped exactly like a local one.  Requests that carry secrets come on stdin
+slurm), so a remote run is started, observed and stopped exactly like a local
+one.  Requests that carry secrets come on stdin
 (a JSON line), never in argv or files.  Answers are one JSON line on stdout;
 ``tail`` and ``log`` stream raw bytes.  Standard library (+ engine) only.
 
@@ -82,12 +83,13 @@ def cmd_start(a: argparse.Namespace) -> int:
         presets.save(job, run_dir / CONFIG_FILE, resolved=True)
         res = job.resolved()
         env = {str(k): str(v) for k, v in (req.get("env") or {}).items()}
-        info = backends.for_job(res, here=True).start_here(run_dir, res, env=env, host=req.get("host_label") or socket.gethostname(),
-                                 nnodes=int(req.get("nnodes", 1)), node_rank=int(req.get("node_rank", 0)),
-                                 master_addr=req.get("master_addr") or "127.0.0.1",
-                                 master_port=req.get("master_port"), rdzv=req.get("rdzv") or "static",
-                                 start_at=req.get("start_at"), cwd=str(run_dir), rdzv_id=req.get("rdzv_id"),
-                                 hosts=req.get("hosts"))
+        backend = backends.for_job(res, here=True)  # the node's own: local or slurm
+        info = backend.start_here(run_dir, res, env=env, host=req.get("host_label") or socket.gethostname(),
+                                  nnodes=int(req.get("nnodes", 1)), node_rank=int(req.get("node_rank", 0)),
+                                  master_addr=req.get("master_addr") or "127.0.0.1",
+                                  master_port=req.get("master_port"), rdzv=req.get("rdzv") or "static",
+                                  start_at=req.get("start_at"), cwd=str(run_dir), rdzv_id=req.get("rdzv_id"),
+                                  hosts=req.get("hosts"))
     except BaseException as e:  # noqa: BLE001 - one line back to the client, nothing left behind
         shutil.rmtree(run_dir, ignore_errors=True)
         if isinstance(e, LaunchError):

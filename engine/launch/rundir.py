@@ -31,7 +31,9 @@ REMOTE_FILE = "remote.json"
 SUPERVISOR_FILE = "supervisor.json"
 CONFIG_FILE = "config.toml"
 LOG_FILE = "worker.log"
-HOSTFILE = "hostfile"  # a multi-node DeepSpeed run's hostfile
+HOSTFILE = "hostfile"
+#: the launch backend of a run directory that names none (engine.launch.backends.local: this machine)
+DEFAULT_BACKEND = "local"  # a multi-node DeepSpeed run's hostfile
 CHECKPOINTS_DIR = "checkpoints"  # checkpoint-<step>/ folders (the trainer's output_dir)
 FINAL_DIR = "final"  # the trained model
 LOCK_FILE = ".events.lock"
@@ -50,7 +52,7 @@ class RunRef:
     run_dir: Path
     host: str = LOCAL_HOST
     remote: RemoteRecord | None = None
-    backend: str = "local"
+    backend: str = DEFAULT_BACKEND
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)

@@ -49,7 +49,7 @@ def resume_question(name: str, host: str, ck: dict[str, Any] | None, total_steps
     else:
         of = f" of {total_steps}" if total_steps else ""
         where = f"{Path(str(ck.get('path'))).name} (step {ck.get('step')}{of})"
-    return (f"Resume run {name}{f' on {host}' if host not in ('', 'local') else ''} from {where}?\n\nA new run starts "
+    return (f"Resume run {name}{f' on {host}' if not is_local_host(host) else ''} from {where}?\n\nA new run starts "
             "beside it at that step, with the optimizer and schedule restored; this one is kept as it is.")
 
 

@@ -12,8 +12,8 @@ from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 from engine.config import LOCAL_HOST
 from engine.events import EVENTS_FILE, RunSummary
-from engine.launch.rundir import (CONFIG_FILE, LOG_FILE, REMOTE_FILE, LaunchError, LaunchRecord, RemoteRecord, RunRef,
-                                  damaged)
+from engine.launch.rundir import (CONFIG_FILE, DEFAULT_BACKEND, LOG_FILE, REMOTE_FILE, LaunchError, LaunchRecord,
+                                  RemoteRecord, RunRef, damaged)
 
 
 class EventStream(Protocol):
@@ -208,7 +208,7 @@ def recorded_kind(run_dir: Path, launch: LaunchRecord | None = None, remote: Rem
         return launch.backend
     if remote is None and ok and (Path(run_dir) / REMOTE_FILE).exists():
         remote = RemoteRecord.read(run_dir)
-    return next((b.kind for b in _all() if b.recognizes(launch, remote)), "local")
+    return next((b.kind for b in _all() if b.recognizes(launch, remote)), DEFAULT_BACKEND)
 
 
 def for_dir(run_dir: Path) -> Backend:
