@@ -122,7 +122,7 @@ def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path, launcher):
     if launcher == "deepspeed":
         assert ev_node == 0  # static node ranks
     other = nodes[1 - ev_node]
-    assert not read_records(Path(other["run_dir"]) / "events.jsonl")
+    assert not read_records(Path(other.run_dir) / "events.jsonl")
     # every node keeps a whole checkpoint in its own run directory (save_on_each_node): resume and load-best read it
     from engine.train.checkpoints import newest_complete
 
@@ -133,7 +133,7 @@ def test_two_node_run_over_ssh(ssh_env, launch_job, tmp_path, launcher):
         li = read_json(Path(n.run_dir) / "launch.json")  # NCCL's bootstrap: the interface gloo uses
         assert li["nccl_socket_ifname"] == li["gloo_socket_ifname"] == "lo", li
     sup = wait_for(lambda: (lambda d: d if d.get("phase") == "exited" else None)(
-        read_json(Path(other["run_dir"]) / "supervisor.json")), 30)
+        read_json(Path(other.run_dir) / "supervisor.json")), 30)
     assert sup["exit_code"] == 0 and sup["node_done"] is True
     assert read_records(ref.run_dir / "events.jsonl") == got
     wait_for(lambda: not any(g in (nodes[0].pgid, nodes[1].pgid) for g in proc_pgids().values()), 30)

@@ -96,8 +96,9 @@ def run_environment(run_dir: Path, res: dict[str, Any], env: dict[str, str] | No
         full_env["PYTHONSAFEPATH"] = "1"
     else:  # an older Python has no such switch: the run's processes start in its run directory instead
         cwd = str(Path(run_dir).resolve())
-    full_env[procs.TOKEN_ENV] = uuid.uuid4().hex  # every process of the run carries it (torchrun's ranks make own
-    return full_env, cwd                          # sessions)
+    # every process of the run carries the token (torchrun's ranks make sessions of their own)
+    full_env[procs.TOKEN_ENV] = uuid.uuid4().hex
+    return full_env, cwd
 
 
 def start_in_dir(run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | None = None, host: str = LOCAL_HOST,
