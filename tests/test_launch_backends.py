@@ -147,3 +147,7 @@ def test_every_launch_target_is_a_backend_of_the_registry():
     assert backends.for_job(res, here=True).kind == "slurm"
     assert backends.for_job({**res, "launch.launcher": "torchrun"}, here=True).kind == "local"
     assert backends.for_job({"launch.host": "local", "launch.hosts": ["a", "b"]}).kind == "ssh"
+    # the GPUs a job is checked against before it starts: the nodes', unless a scheduler places it
+    assert backends.for_job(res).gpu_hosts(res) is None
+    assert backends.get("ssh").gpu_hosts({**res, "launch.launcher": "torchrun"}) == ["gpu1"]
+    assert backends.get("local").gpu_hosts({}) == ["local"]

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine import userfiles
-from engine.config import LOCAL_HOST, JobConfig, is_local_host, is_remote_job
+from engine.config import JobConfig, is_local_host, is_remote_job
 from engine.events import EVENTS_FILE, RunSummary
 from engine.launch import backends
 from engine.launch.backends import EventStream, RunPaths
@@ -85,9 +85,9 @@ def fit_to_gpus(job: JobConfig) -> list[str]:
     from engine.config import ConfigError, Problem
 
     res = job.resolved()
-    if res.get("launch.device") == "cpu" or res.get("launch.launcher") == "slurm":  # (Slurm: the login node's GPUs
-        return []                                                                   # are not the job's)
-    hosts = list(res.get("launch.hosts") or []) or [res.get("launch.host") or LOCAL_HOST]
+    hosts = backends.for_job(res).gpu_hosts(res) if res.get("launch.device") != "cpu" else None
+    if not hosts:
+        return []
     found = [G.probe(None if is_local_host(h) else h) for h in hosts[:1]]
     notes = []
     n = G.default_procs(job, found[0])

@@ -67,6 +67,11 @@ class Backend(ABC):
         """The host a run is listed on."""
         return LOCAL_HOST
 
+    def gpu_hosts(self, res: dict[str, Any]) -> list[str] | None:
+        """The hosts whose GPUs the job will run on, checked against it before it starts (``LOCAL_HOST``: this
+        machine); None when they are not known from here (a scheduler places the job)."""
+        return [LOCAL_HOST]
+
     # ---- the run
 
     @abstractmethod

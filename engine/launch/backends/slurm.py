@@ -25,6 +25,9 @@ class SlurmBackend(LocalBackend):
     def recognizes(self, launch: LaunchRecord, remote: RemoteRecord | None) -> bool:
         return remote is None and bool(launch.slurm_job_id)
 
+    def gpu_hosts(self, res: dict[str, Any]) -> list[str] | None:
+        return None  # (the login node's GPUs are not the job's)
+
     def start_here(self, run_dir: Path, res: dict[str, Any], *, env: dict[str, str] | None = None,
                    host: str = LOCAL_HOST, start_at: float | None = None, cwd: str | None = None,
                    **node: Any) -> dict[str, Any]:

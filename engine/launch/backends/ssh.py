@@ -12,7 +12,7 @@ from typing import Any, Iterator
 from engine.config import is_remote_job
 from engine.events import EVENTS_FILE, RunSummary, summarize
 from engine.launch import remote as R
-from engine.launch.backends.base import Backend, RunPaths, listing, register
+from engine.launch.backends.base import Backend, RunPaths, for_job, listing, register
 from engine.launch.rundir import (CONFIG_FILE, LaunchError, LaunchRecord, RemoteRecord, RunRef, has_end,
                                   read_records)
 
@@ -33,6 +33,11 @@ class SshBackend(Backend):
             return "?"
         # several nodes: all of them ("host" follows the node where rank 0 writes its events)
         return ",".join(remote.hosts) if len(remote.hosts) > 1 else (remote.host or "?")
+
+    def gpu_hosts(self, res: dict[str, Any]) -> list[str] | None:
+        if for_job(res, here=True).gpu_hosts(res) is None:  # the nodes' own backend places the job
+            return None
+        return list(res.get("launch.hosts") or []) or [res["launch.host"]]
 
     def start(self, job: Any, res: dict[str, Any], run_dir: Path, *, secrets: dict[str, str],
               start_at: float | None, progress: Any = None) -> None:
