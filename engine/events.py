@@ -208,7 +208,7 @@ class RunSummary:
     evals: list[dict[str, Any]] = field(default_factory=list)
     # -- the run in a listing (engine.launch)
     name: str = ""
-    host: str = ""  # the run's target as engine.launch records it (engine.config.LOCAL_HOST: this machine)
+    host: str = ""  # the run's target as engine.launch records it (engine.schema.LOCAL_HOST: this machine)
     duration: float | None = None
     start_at: float | None = None  # a scheduled run's start
     ref: Any = None  # engine.launch.RunRef

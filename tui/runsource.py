@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import LOCAL_HOST, is_local_host
+from engine.schema import LOCAL_HOST, is_local_host
 from engine.events import EVENTS_FILE, RunSummary, read_all
 from engine.launch.rundir import CHECKPOINTS_DIR, CONFIG_FILE
 

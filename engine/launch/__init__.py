@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine import userfiles
-from engine.config import JobConfig, is_local_host, is_remote_job
+from engine.schema import JobConfig, is_local_host, is_remote_job
 from engine.events import EVENTS_FILE, RunSummary
 from engine.launch import backends
 from engine.launch.backends import EventStream, RunPaths
@@ -82,7 +82,7 @@ def fit_to_gpus(job: JobConfig) -> list[str]:
     becomes one rank per visible GPU (→ a note saying so); what the GPUs cannot do raises ConfigError, one line
     per problem.  CPU jobs are not looked at."""
     from engine import gpus as G
-    from engine.config import ConfigError, Problem
+    from engine.schema import ConfigError, Problem
 
     res = job.resolved()
     hosts = backends.for_job(res).gpu_hosts(res) if res.get("launch.device") != "cpu" else None

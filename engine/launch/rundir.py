@@ -21,7 +21,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, Iterator, Union, get_args, get_origin, get_type_hints
 
-from engine.config import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR
+from engine.schema import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR
 from engine.errors import FinetuiError
 from engine.events import EVENTS_FILE, parse_lines
 from engine.safeio import atomic_write

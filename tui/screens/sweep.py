@@ -16,7 +16,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from engine.config import is_local_host
+from engine.schema import is_local_host
 from tui.screens.base import QuietScreen
 
 BEST = "★"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Protocol
 
-from engine.config import LOCAL_HOST
+from engine.schema import LOCAL_HOST
 from engine.events import EVENTS_FILE, RunSummary
 from engine.launch.rundir import (CONFIG_FILE, DEFAULT_BACKEND, LOG_FILE, REMOTE_FILE, LaunchError, LaunchRecord,
                                   RemoteRecord, RunRef, damaged)

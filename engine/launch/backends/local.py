@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.config import LOCAL_HOST
+from engine.schema import LOCAL_HOST
 from engine.events import EVENTS_FILE, RunSummary, Tailer
 from engine.launch import core
 from engine.launch.backends.base import Backend, listing, register

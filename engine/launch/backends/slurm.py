@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.config import LOCAL_HOST
+from engine.schema import LOCAL_HOST
 from engine.launch import core
 from engine.launch import slurm as S
 from engine.launch.backends.base import register

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.config import is_remote_job
+from engine.schema import is_remote_job
 from engine.events import EVENTS_FILE, RunSummary, summarize
 from engine.launch import remote as R
 from engine.launch.backends.base import Backend, RunPaths, for_job, listing, register
