@@ -219,7 +219,7 @@ FORMATS_BY_STAGE: dict[str, tuple[str, ...]] = {
     "pretrain": ("corpus",),
     "sft": ("alpaca", "sharegpt", "sharegpt_image", "bedrock_converse"),
     # sharegpt for the pair trainers: conversations with chosen / rejected replies (LLaMA-Factory `ranking: true`)
-    "dpo": ("preference", "sharegpt"),
+    "dpo": ("preference", "sharegpt", "sharegpt_image"),
     "kto": ("kto", "preference"),
     "reward": ("preference", "sharegpt"),
 }

@@ -211,8 +211,9 @@ PROFILES: dict[str, Profile] = {
                 "pretrain": ("corpus",),
                 "sft": ("alpaca", "sharegpt", "sharegpt_image"),
                 # The pipeline's table lists ShareGPT / ShareGPT_Image for DPO: sharegpt conversations with
-                # chosen / rejected replies (finetui's `preference` reads them too). ShareGPT_Image pairs: not yet.
-                "dpo": ("sharegpt", "preference"),
+                # chosen / rejected replies (finetui's `preference` reads them too); ShareGPT_Image: the same with
+                # images (a zip: train.json + images), trained on a vision-language model
+                "dpo": ("sharegpt", "sharegpt_image", "preference"),
             },
             models=FPT_PIPELINE_MODELS,
         ),

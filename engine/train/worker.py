@@ -206,12 +206,13 @@ class Worker:
 
         self.status("loading model", str(res["model.name_or_path"]))
         if self.world > 1:
-            from engine.tiny import TINY_NAME, ensure_tiny_model
+            from engine.tiny import TINY_NAME, TINY_VLM_NAME, ensure_tiny_model
 
-            if str(res["model.name_or_path"]).strip() == TINY_NAME:
+            name = str(res["model.name_or_path"]).strip()
+            if name in (TINY_NAME, TINY_VLM_NAME):
                 # first use on this node: one rank builds the tiny model, the others wait and load it
                 if self.local_rank == 0:
-                    ensure_tiny_model()
+                    ensure_tiny_model(name)
                 self._barrier()
         path, cfg = load_config(res, self.warn)
         tok = load_tokenizer(path, res, self.warn)
