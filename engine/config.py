@@ -295,7 +295,7 @@ FIELDS: list[Field] = [
     # ---------------------------------------------------------------- model
     _F("model", "name_or_path", "str", TINY_MODEL, "Base model",
        "A model id, a local folder with config.json, or `finetui:tiny-llama` (the built-in demo model, "
-       "built and saved locally on first use). Nova: model_name_or_path (base model or a trained checkpoint).",
+       "built and saved locally on first use; `finetui:tiny-vlm`: its vision-language twin, for image data). Nova: model_name_or_path (base model or a trained checkpoint).",
        aliases=("model_name_or_path",)),
     _F("model", "trust_remote_code", "bool", False, "Trust remote code",
        "Allow the model's own Python code (some architectures need it)."),
@@ -318,7 +318,8 @@ FIELDS: list[Field] = [
     _F("data", "format", "enum", "alpaca", "Data format",
        "alpaca {instruction,input,output}; corpus {text}; sharegpt {conversations:[{from,value}]} or "
        "{messages:[{role,content}]} (for DPO / reward: conversations + chosen / rejected replies); sharegpt_image "
-       "(zip with train.json and images); preference (chosen/rejected after an alpaca, conversation or prompt; or "
+       "(zip with train.json and images; for DPO: conversations + chosen / rejected replies + images, on a "
+       "vision-language model); preference (chosen/rejected after an alpaca, conversation or prompt; or "
        "chosen_messages/rejected_messages); bedrock_converse (Nova); kto (messages + boolean label).",
        choices=FORMATS),
     _F("data", "validation_path", "path", None, "Validation data",

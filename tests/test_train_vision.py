@@ -145,6 +145,7 @@ def _vision_lora_trained(run_dir: Path) -> bool:
     return bool(b) and all(float(t.abs().sum()) > 0 for t in b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, trainer", [("dpo", "DPOTrainer"), ("sft", "SFTTrainer")])
 def test_image_data_trains_the_tiny_vision_model(vision_runs, stage, trainer):
     d = vision_runs[stage]
@@ -163,6 +164,7 @@ def test_image_data_trains_the_tiny_vision_model(vision_runs, stage, trainer):
     assert _vision_lora_trained(d), describe_run(d)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, needle", [
     ("orpo", "preference.preference_loss: orpo does not train on images"),
     ("text_model", "data.format: rows with images need a vision-language model; finetui:tiny-llama is a text model")])
