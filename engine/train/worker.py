@@ -174,6 +174,7 @@ class Worker:
         check_runtime(res, device)
         if res["trainer.distributed_backend"] != "deepspeed":
             skip_deepspeed_import()
+        skip_unused_clients(res)
         if device == "cuda":
             torch.cuda.set_device(self.local_rank)
         self._init_distributed(res, device)
@@ -565,6 +566,29 @@ def skip_deepspeed_import() -> None:
         return
     if "deepspeed" not in sys.modules and hasattr(other, "is_deepspeed_available"):
         other.is_deepspeed_available = lambda: False
+
+
+def unused_clients(res: dict) -> list[str]:
+    """The tracking / storage clients this job does not use: W&B without ``tracking.wandb``, MLflow without a
+    tracking URI, boto3 / botocore without an s3:// path anywhere in the job."""
+    out = []
+    if not res.get("tracking.wandb"):
+        out.append("wandb")
+    if not res.get("tracking.mlflow_tracking_uri"):
+        out.append("mlflow")
+    if not any(isinstance(v, str) and "s3://" in v for v in res.values()):
+        out += ["boto3", "botocore"]
+    return out
+
+
+def skip_unused_clients(res: dict) -> None:
+    """A client the job does not use is not imported: transformers' ``is_wandb_available`` imports W&B to check
+    it (TRL's trainers ask at import), accelerate's SageMaker config imports boto3 — about 28 MB resident in the
+    worker of a run that reports to neither (1-process runs are measured against LLaMA-Factory's whole run:
+    bench/RESULTS.md §3b). Marked absent in ``sys.modules``, they read as not installed (``find_spec`` is None);
+    a module already imported is left alone."""
+    for name in unused_clients(res):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
