@@ -16,7 +16,7 @@ and follows the run to its end. A second Ctrl-C leaves at once (130).
 
 from __future__ import annotations
 
-import shutil
+import os
 import signal
 import subprocess
 import sys
@@ -103,7 +103,11 @@ class Follower:
             eta = _hms((self.total - self.step) / rate)
         count = f"{self.step}/{self.total}" if self.total else f"{self.step}/?"
         right = f" {count} loss {self.loss} {self.phase} {_hms(el)} ETA {eta}"
-        width = max(10, min(40, shutil.get_terminal_size((100, 24)).columns - len(self.name) - len(right) - 2))
+        try:
+            cols = os.get_terminal_size(self.out.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            cols = 100
+        width = max(10, min(40, cols - len(self.name) - len(right) - 2))
         done = int(width * min(1.0, self.step / self.total)) if self.total else 0
         return f"{self.name} {'━' * done}{'╺' if done < width else ''}{' ' * max(0, width - done - 1)}{right}"
 

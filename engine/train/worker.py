@@ -175,6 +175,7 @@ class Worker:
         if res["trainer.distributed_backend"] != "deepspeed":
             skip_deepspeed_import()
         skip_unused_clients(res)
+        defer_scipy()
         if device == "cuda":
             torch.cuda.set_device(self.local_rank)
         self._init_distributed(res, device)
@@ -589,6 +590,30 @@ def skip_unused_clients(res: dict) -> None:
     a module already imported is left alone."""
     for name in unused_clients(res):
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def defer_scipy() -> None:
+    """transformers imports every model family's loss at import time, and the object-detection ones (DETR and kin)
+    import SciPy's Hungarian matcher when SciPy is installed: 35 MB resident in a worker that trains a language or
+    vision-language model, which never calls it. Those loss modules are imported here with SciPy marked absent,
+    then SciPy is made importable again (and transformers' cached ``is_scipy_available`` forgotten), so anything
+    that does use SciPy later imports it as usual."""
+    if "scipy" in sys.modules:
+        return
+    sys.modules["scipy"] = None  # type: ignore[assignment]
+    try:
+        import transformers.loss.loss_utils  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        if sys.modules.get("scipy", 0) is None:
+            del sys.modules["scipy"]
+        try:
+            from transformers.utils import import_utils
+
+            import_utils.is_scipy_available.cache_clear()
+        except (ImportError, AttributeError):
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
