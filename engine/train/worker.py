@@ -174,8 +174,6 @@ class Worker:
         check_runtime(res, device)
         if res["trainer.distributed_backend"] != "deepspeed":
             skip_deepspeed_import()
-        skip_unused_clients(res)
-        defer_scipy()
         if device == "cuda":
             torch.cuda.set_device(self.local_rank)
         self._init_distributed(res, device)
@@ -616,6 +614,19 @@ def defer_scipy() -> None:
             pass
 
 
+def lighten_imports(run_dir: Path) -> None:
+    """Before anything imports transformers (the Worker's callbacks do): leave out the clients the job does not
+    use, and SciPy. A job file that does not load is left to the run, which reports it."""
+    from engine import presets
+
+    try:
+        res = presets.load(run_dir / CONFIG_FILE).resolved()
+    except Exception:  # noqa: BLE001 - the run says what is wrong with the file
+        return
+    skip_unused_clients(res)
+    defer_scipy()
+
+
 def main(argv: list[str] | None = None) -> int:
     # block SIGTERM/SIGINT/SIGUSR1 in every thread (set before torch starts its threads); the signal thread waits
     # on them (SIGUSR1 ignored by a Slurm task's torchrun: a blocked ignored signal is dropped, so default it first)
@@ -633,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL's trainers phone home otherwise
+    lighten_imports(run_dir)
     w = Worker(run_dir)
     w.watch_signals()
     try:
