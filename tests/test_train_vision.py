@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from tests.fixtures_train import describe_run, events, kinds, losses, run_batch, session_cache, write_run
 
 COLOURS = ("red", "green", "blue", "white")

@@ -109,7 +109,8 @@ class Follower:
             cols = 100
         width = max(10, min(40, cols - len(self.name) - len(right) - 2))
         done = int(width * min(1.0, self.step / self.total)) if self.total else 0
-        return f"{self.name} {'━' * done}{'╺' if done < width else ''}{' ' * max(0, width - done - 1)}{right}"
+        full, head = ("━", "╺") if "utf" in (getattr(self.out, "encoding", "") or "").lower() else ("#", ">")
+        return f"{self.name} {full * done}{head if done < width else ''}{' ' * max(0, width - done - 1)}{right}"
 
     def redraw(self) -> None:
         if self.tty:

@@ -298,7 +298,8 @@ FIELDS: list[Field] = [
     # ---------------------------------------------------------------- model
     _F("model", "name_or_path", "str", TINY_MODEL, "Base model",
        "A model id, a local folder with config.json, or `finetui:tiny-llama` (the built-in demo model, "
-       "built and saved locally on first use; `finetui:tiny-vlm`: its vision-language twin, for image data). Nova: model_name_or_path (base model or a trained checkpoint).",
+       "built and saved locally on first use; `finetui:tiny-vlm`: its vision-language twin, for image data). "
+       "Nova: model_name_or_path (base model or a trained checkpoint).",
        aliases=("model_name_or_path",)),
     _F("model", "trust_remote_code", "bool", False, "Trust remote code",
        "Allow the model's own Python code (some architectures need it)."),
