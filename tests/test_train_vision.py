@@ -109,6 +109,20 @@ def test_profiles_allow_image_dpo_where_the_document_does(profile, ok):
                    for p in bad.problems()), [str(p) for p in bad.problems()]
 
 
+def test_fpt_pipeline_reads_sharegpt_image_from_a_zip_only():
+    """The pipeline's data table: ShareGPT_Image is "zip: train.json + images folder" (other formats: json, zip)."""
+    def errs(path: str, fmt: str = "sharegpt_image") -> list[str]:
+        job = JobConfig(profile="fpt_pipeline", values={"trainer.stage": "dpo", "data.format": fmt,
+                                                        "data.train_path": path})
+        return [str(p) for p in job.problems() if p.field == "data.train_path"]
+
+    assert errs("pairs.zip") == errs("s3://bucket/pairs.zip") == errs("pairs.json", "sharegpt") == []
+    for path in ("pairs.json", "s3://bucket/pairs.json"):
+        assert errs(path) == [f"data.train_path: {path}: the FPT AI Factory pipeline service reads sharegpt_image "
+                              "data from ZIP files only (profile fpt_pipeline) (allowed: .zip)"]
+    assert errs("a.zip,b.json#sharegpt_image") and not errs("a.zip,b.json#sharegpt")
+
+
 # ------------------------------------------------------------------------------ training
 
 VLM = {"model.name_or_path": "finetui:tiny-vlm", "data.format": "sharegpt_image", "general.batch_size": 2,
