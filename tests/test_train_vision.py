@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -121,6 +123,29 @@ def test_fpt_pipeline_reads_sharegpt_image_from_a_zip_only():
         assert errs(path) == [f"data.train_path: {path}: the FPT AI Factory pipeline service reads sharegpt_image "
                               "data from ZIP files only (profile fpt_pipeline) (allowed: .zip)"]
     assert errs("a.zip,b.json#sharegpt_image") and not errs("a.zip,b.json#sharegpt")
+
+
+@pytest.mark.parametrize("fmt, name", [("sharegpt_image", "pairs.zip"), ("sharegpt", "dpo_en_demo.json")])
+def test_validate_reads_dpo_pairs_as_pairs(tmp_path, fmt, name):
+    """`finetui validate`'s data check (before any run exists) reads a DPO job's sharegpt rows as the DPO trainer
+    does: pairs, not conversations (it read them as SFT conversations: every pair refused)."""
+    from typer.testing import CliRunner
+
+    from engine import presets
+    from tests.fixtures_data import COMPAT_DATA
+    from tui.cli import app
+
+    data = image_zip(tmp_path / name, [pair(c) for c in COLOURS]) if fmt == "sharegpt_image" else COMPAT_DATA / name
+    job = JobConfig(profile="fpt_pipeline", values={"trainer.stage": "dpo", "data.format": fmt,
+                                                    "data.train_path": str(data)})
+    r = CliRunner().invoke(app, ["validate", str(presets.save(job, tmp_path / "job.toml"))])
+    assert r.exit_code == 0, r.output
+    if fmt == "sharegpt_image":  # and a bad pair is named by file:line
+        image_zip(data, [pair(c) for c in COLOURS] + [pair("red", images=["images/nope.png"])])
+        r = subprocess.run([sys.executable, "-m", "tui.cli", "validate", str(tmp_path / "job.toml")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "train.json:1: images[0]: image `images/nope.png` not in archive" in r.stderr, \
+            r.stderr
 
 
 # ------------------------------------------------------------------------------ training
