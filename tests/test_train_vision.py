@@ -148,6 +148,27 @@ def test_validate_reads_dpo_pairs_as_pairs(tmp_path, fmt, name):
             r.stderr
 
 
+@pytest.mark.parametrize("fmt", ["sharegpt", "sharegpt_image"])
+def test_llamafactory_export_and_import_keep_dpo_pairs(tmp_path, fmt):
+    """A DPO job on sharegpt (image) pairs exports as LLaMA-Factory's `ranking: true` sharegpt entry (with its
+    images column: RLHF-V's entry), and such an entry imports back as the same format."""
+    from engine import interop
+    from tests.fixtures_data import COMPAT_DATA
+
+    job = JobConfig(profile="native", values={"trainer.stage": "dpo", "data.format": fmt,
+                                              "data.train_path": str(tmp_path / "pairs.json")})
+    out = tmp_path / "lf.yaml"
+    interop.write_export(job, "llamafactory", out)
+    entry = json.loads((tmp_path / "dataset_info.json").read_text())["finetui_train"]
+    cols = {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}
+    assert entry == {"file_name": str(tmp_path / "pairs.json"), "ranking": True, "formatting": "sharegpt",
+                     "columns": {**cols, **({"images": "images"} if fmt == "sharegpt_image" else {})}}
+    back, _ = interop.import_file(out)
+    assert back.resolved()["data.format"] == ("sharegpt_image" if fmt == "sharegpt_image" else "preference")
+    info = json.loads((COMPAT_DATA / "dataset_info.json").read_text())
+    assert info["rlhf_v"]["columns"] == entry["columns"] or fmt == "sharegpt"
+
+
 # ------------------------------------------------------------------------------ training
 
 VLM = {"model.name_or_path": "finetui:tiny-vlm", "data.format": "sharegpt_image", "general.batch_size": 2,
