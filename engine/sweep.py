@@ -56,8 +56,12 @@ RANGE_KEYS = ("min", "max", "scale", "count")
 #: set by the sweep for each trial: not sweepable
 RESERVED = ("launch.run_name", "launch.runs_dir")
 DEFAULT_RANDOM_TRIALS = 10
+#: a Slurm sweep with parallel = "auto" queues up to this many trials at once (Slurm decides when each runs)
+SLURM_QUEUE_SLOTS = range(256)
 #: statuses of a trial that are over
 TRIAL_DONE = ("completed", "early_stopped", "failed", "stopped", "lost", "skipped")
+#: statuses of a trial's run that is not over (a Slurm trial waits in the queue as pending)
+TRIAL_ACTIVE = ("pending", "running", "scheduled")
 
 
 class SweepError(ValueError):
@@ -110,7 +114,7 @@ def parse_table(tbl: Any, source: str = "<preset>") -> tuple[dict[str, Any] | No
     par = tbl.get("parallel")
     if par is not None and par != "auto" and (not isinstance(par, int) or isinstance(par, bool) or par < 1):
         probs.append(Problem("sweep.parallel", f"{par!r} is not a number of trials at a time", "1 or more, \"auto\""))
-    elif par not in (None, 1):
+    elif par is not None:
         spec["parallel"] = par
     if not isinstance(spec["seed"], int) or isinstance(spec["seed"], bool):
         probs.append(Problem("sweep.seed", f"{spec['seed']!r} is not a whole number"))
@@ -420,6 +424,8 @@ def start(job: JobConfig, *, runs_dir: str | os.PathLike[str] | None = None, nam
            "objective": spec.get("objective", "eval_loss"), "goal": spec.get("goal", "minimize"),
            "status": "running", "trials": rec_trials, "driver": {}}
     _write(sweep_dir, rec)
+    if slurm_array(ts):
+        _submit_array(sweep_dir, ts, spec.get("parallel"))
     token = uuid.uuid4().hex
     env = dict(os.environ)
     env[procs.TOKEN_ENV] = token
@@ -436,6 +442,48 @@ def start(job: JobConfig, *, runs_dir: str | os.PathLike[str] | None = None, nam
     return sweep_dir
 
 
+def slurm_array(ts: list[Trial]) -> bool:
+    """Whether the trials run as one Slurm job array: launcher slurm with this machine as the login node, and
+    the same allocation for every trial (trials that differ in it, or go through an SSH login node, are
+    submitted by the driver as jobs of their own)."""
+    from engine.launch import slurm
+
+    ress = [t.job.resolved() for t in ts]
+    if not ress or any(r.get("launch.launcher") != "slurm" for r in ress):
+        return False
+    keys = {slurm.array_key(r) for r in ress}
+    return len(keys) == 1 and next(iter(keys))[-1]
+
+
+def _submit_array(sweep_dir: Path, ts: list[Trial], parallel: int | str | None) -> None:
+    """Prepare every trial's run directory (the normal launch path, held back from sbatch) and submit them as
+    one job array: task i runs trial i, at most ``parallel`` at a time (``%N``; "auto" or unset: as Slurm
+    allows).  On failure nothing of the sweep is left and SweepError says why."""
+    import shutil
+
+    import engine.launch as L
+    from engine.launch import slurm
+
+    rec = read(sweep_dir)
+    refs: list[Any] = []
+    try:
+        with slurm.array_tasks() as tasks:
+            for t in ts:
+                refs.append(L.start_run(t.job))
+        array_id = slurm.submit_array(sweep_dir, tasks, parallel=parallel if isinstance(parallel, int) else None)
+    except Exception as e:  # noqa: BLE001 - one sentence; the prepared runs go with the sweep
+        for ref in refs:
+            shutil.rmtree(ref.run_dir, ignore_errors=True)
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SweepError(f"the sweep's job array was not submitted: {msg}") from None
+    for t, ref in zip(rec["trials"], refs):
+        t.update(run=ref.name, started=time.time())
+    rec.update(slurm_array=array_id, slurm_script=str(sweep_dir / slurm.SCRIPT_FILE),
+               slurm_conf=os.environ.get("SLURM_CONF"))
+    _write(sweep_dir, rec)
+
+
 def _stop_requested(sweep_dir: Path) -> bool:
     return (sweep_dir / STOP_FILE).exists()
 
@@ -446,6 +494,8 @@ def slots(res: dict[str, Any], parallel: int | str | None,
     (``launch.procs_per_node`` GPUs each; None: the job's own GPUs / the CPU), and a note when fewer than
     asked.  ``parallel``: 1 (default), a number, or ``"auto"`` (every GPU set of the target)."""
     want = parallel or 1
+    if res.get("launch.launcher") == "slurm":  # each trial a job of its own: Slurm places them
+        return [None] * (len(SLURM_QUEUE_SLOTS) if want == "auto" else int(want)), ""
     if want == 1:
         return [None], ""
     if res.get("launch.hosts"):
@@ -497,7 +547,7 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
     rec = read(sweep_dir)
     objective, goal = rec.get("objective", "eval_loss"), rec.get("goal", "minimize")
     runs_dir = rec.get("runs_dir", "runs")
-    pending = [t for t in rec["trials"] if t["status"] == "pending"]
+    pending = [t for t in rec["trials"] if t["status"] == "pending" and not t.get("run")]
     free: list[str | None] = [None]
     if pending:
         try:
@@ -508,6 +558,14 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
         if note:
             say(f"note: {note}")
     running: dict[int, tuple[Any, str | None, bool]] = {}  # trial → (run, its GPU set, stop asked)
+    shown: dict[int, str] = {}  # trial → the status recorded
+    for t in rec["trials"]:  # already submitted (a Slurm job array's tasks): watched like the trials started here
+        if t.get("run") and t["status"] in TRIAL_ACTIVE:
+            running[t["index"]] = (L.resolve_run(t["run"], runs_dir), None, False)
+            shown[t["index"]] = t["status"]
+    if rec.get("slurm_array"):
+        say(f"job array {rec['slurm_array']}: {len(running)} trial(s) queued ({rec.get('slurm_script')})")
+        poll = max(poll, 2.0)
     while pending or running:
         stopping = _stop_requested(sweep_dir)
         while pending and free and not stopping:
@@ -530,10 +588,14 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
                 free.insert(0, gpu_set)
                 continue
             update(i, run=ref.name, status="running", started=time.time(), gpus=gpu_set)
+            shown[i] = "running"
             running[i] = (ref, gpu_set, False)
         for i, (ref, gpu_set, asked) in list(running.items()):
             info = L.run_info(ref, runs_dir)
-            if info.status in ("running", "scheduled", "pending"):
+            if info.status in TRIAL_ACTIVE:
+                if info.status != shown.get(i):
+                    shown[i] = info.status
+                    update(i, status=info.status)
                 if stopping and not asked:
                     say(f"trial {i}: stopping ({ref.name}): the sweep is stopped")
                     running[i] = (ref, gpu_set, True)
@@ -555,7 +617,7 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
     rec = read(sweep_dir)
     stopped = _stop_requested(sweep_dir)
     for t in rec["trials"]:
-        if t["status"] == "pending":
+        if t["status"] == "pending" and not t.get("run"):
             t["status"] = "skipped"
     rec["status"] = "stopped" if stopped else "completed"
     rec["ended"] = time.time()
@@ -577,8 +639,15 @@ def stop(sweep_dir: Path, grace: float = 15.0) -> str:
         return str(rec.get("status"))
     (sweep_dir / STOP_FILE).touch()
     runs_dir = rec.get("runs_dir", "runs")
+    if rec.get("slurm_array"):  # every task of the job array at once (the running and the queued)
+        from engine.launch import slurm
+
+        try:
+            slurm.cancel(rec["slurm_array"], {"slurm_conf": rec.get("slurm_conf")})
+        except L.LaunchError:
+            pass
     for t in rec.get("trials", []):  # stopped at once, not at the driver's next look
-        if t.get("status") == "running" and t.get("run"):
+        if t.get("status") in TRIAL_ACTIVE and t.get("run"):
             try:
                 L.stop_run(t["run"], grace=grace, runs_dir=runs_dir)
             except L.LaunchError:
@@ -591,7 +660,7 @@ def stop(sweep_dir: Path, grace: float = 15.0) -> str:
         d = rec.get("driver") or {}
         procs.stop_group(d.get("pgid"), grace=5.0, token=d.get("token"), started=d.get("pid_start"))
         for t in rec.get("trials", []):
-            if t.get("status") == "running" and t.get("run"):
+            if t.get("status") in TRIAL_ACTIVE and t.get("run"):
                 try:
                     t["status"] = L.stop_run(t["run"], grace=grace, runs_dir=runs_dir)
                 except L.LaunchError:

@@ -41,7 +41,7 @@ def follow(sweep_dir: Path, poll: float = 1.0) -> int:
             n = len(rec.get("trials", []))
             for t in rec.get("trials", []):
                 key = (t.get("status"), t.get("run"))
-                if seen.get(t["index"]) != key and t.get("status") != "pending":
+                if seen.get(t["index"]) != key and (t.get("status") != "pending" or t.get("run")):
                     seen[t["index"]] = key
                     obj = t.get("objective")
                     extra = f", {rec.get('objective')} {obj:.4f}" if isinstance(obj, (int, float)) else ""
