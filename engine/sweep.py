@@ -604,9 +604,13 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
                     except Exception as e:  # noqa: BLE001 - said in the log; its status tells the rest
                         say(f"trial {i}: stop failed: {e}")
                 continue
-            val = objective_of(read_records(ref.run_dir / EVENTS_FILE), objective, goal)
-            update(i, status=info.status, objective=val, ended=time.time(), error=info.error)
-            say(f"trial {i}: {info.status}" + (f", {objective} {val:.4f}" if val is not None else ""))
+            recs = read_records(ref.run_dir / EVENTS_FILE)
+            val = objective_of(recs, objective, goal)
+            st = info.status
+            if st == "cancelled":  # (a Slurm trial scancelled: stopped as a local one, or skipped while queued)
+                st = "stopped" if any(r.get("kind") == "start" for r in recs) else "skipped"
+            update(i, status=st, objective=val, ended=time.time(), error=info.error)
+            say(f"trial {i}: {st}" + (f", {objective} {val:.4f}" if val is not None else ""))
             del running[i]
             free.append(gpu_set)
         if stopping and not running:
