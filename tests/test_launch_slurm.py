@@ -126,6 +126,12 @@ def test_sigusr1_checkpoints_requeues_and_resumes_at_the_checkpoint(slurm_cluste
     ends = [r for r in recs if r["kind"] == "end"]
     assert len(ends) == 1 and ends[0]["outcome"] == "completed" and ends[0]["step"] == 60
     assert L.run_info(ref).status == "completed"
+    from tui.widgets.metrics import RunState  # the dashboard's view: one gap, from the preemption to the restart
+
+    st = RunState()
+    st.update(recs)
+    (gap,) = st.gaps
+    assert gap["step"] == ck["step"] and gap["to"] == recs[starts[1]]["t"] and st.lost_s(0) > 0
 
 
 def test_submission_through_an_ssh_login_node(slurm_cluster, ssh_env, launch_job, tmp_path, monkeypatch):
