@@ -313,9 +313,51 @@ def driver_alive(rec: dict[str, Any]) -> bool:
 def status(rec: dict[str, Any]) -> str:
     """running / completed / stopped / lost (the driver is gone without finishing)."""
     st = str(rec.get("status", "unknown"))
-    if st == "running" and not driver_alive(rec):
-        return "lost"
+    if st == "running" and not driver_alive(rec) and not rec.get("slurm_array"):
+        return "lost"  # (a job array's trials go on in Slurm without the driver: see refresh)
     return st
+
+
+def trial_result(ref: Any, run_status: str, error: str | None, objective: str, goal: str) -> dict[str, Any]:
+    """What the sweep records of a trial whose run is over: its status (a Slurm trial scancelled: ``stopped`` as
+    a local one, or ``skipped`` when it was still queued), objective and end."""
+    from engine.events import EVENTS_FILE
+    from engine.launch.rundir import read_records
+
+    recs = read_records(ref.run_dir / EVENTS_FILE)
+    st = run_status
+    if st == "cancelled":
+        st = "stopped" if any(r.get("kind") == "start" for r in recs) else "skipped"
+    return {"status": st, "objective": objective_of(recs, objective, goal), "ended": time.time(), "error": error}
+
+
+def refresh(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's record; for a job array whose driver is gone (the login node restarted, the driver killed),
+    brought up to date from its trials' runs — Slurm runs them without the driver — and closed once they are
+    all over."""
+    rec = read(sweep_dir)
+    if rec.get("status") != "running" or not rec.get("slurm_array") or driver_alive(rec):
+        return rec
+    import engine.launch as L
+
+    runs_dir = rec.get("runs_dir", "runs")
+    for t in rec.get("trials", []):
+        if t.get("run") and t.get("status") in TRIAL_ACTIVE:
+            try:
+                ref = L.resolve_run(t["run"], runs_dir)
+                info = L.run_info(ref, runs_dir)
+            except L.LaunchError:
+                continue
+            if info.status in TRIAL_ACTIVE:
+                t["status"] = info.status
+            else:
+                t.update(trial_result(ref, info.status, info.error, rec.get("objective", "eval_loss"),
+                                      rec.get("goal", "minimize")))
+    if not any(t.get("status") in TRIAL_ACTIVE for t in rec.get("trials", [])):
+        rec["status"] = "stopped" if _stop_requested(Path(sweep_dir)) else "completed"
+        rec["ended"], rec["best"] = time.time(), best(rec)
+    _write(sweep_dir, rec)
+    return rec
 
 
 def best(rec: dict[str, Any]) -> int | None:
@@ -526,8 +568,6 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
     1 stopped."""
     import engine.launch as L
     from engine import presets
-    from engine.events import EVENTS_FILE
-    from engine.launch.rundir import read_records
 
     sweep_dir = Path(sweep_dir).resolve()
     deadline = time.monotonic() + 30  # the starter writes the driver's pid just after starting it
@@ -604,13 +644,10 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
                     except Exception as e:  # noqa: BLE001 - said in the log; its status tells the rest
                         say(f"trial {i}: stop failed: {e}")
                 continue
-            recs = read_records(ref.run_dir / EVENTS_FILE)
-            val = objective_of(recs, objective, goal)
-            st = info.status
-            if st == "cancelled":  # (a Slurm trial scancelled: stopped as a local one, or skipped while queued)
-                st = "stopped" if any(r.get("kind") == "start" for r in recs) else "skipped"
-            update(i, status=st, objective=val, ended=time.time(), error=info.error)
-            say(f"trial {i}: {st}" + (f", {objective} {val:.4f}" if val is not None else ""))
+            res_i = trial_result(ref, info.status, info.error, objective, goal)
+            update(i, **res_i)
+            val = res_i["objective"]
+            say(f"trial {i}: {res_i['status']}" + (f", {objective} {val:.4f}" if val is not None else ""))
             del running[i]
             free.append(gpu_set)
         if stopping and not running:

@@ -37,7 +37,7 @@ def follow(sweep_dir: Path, poll: float = 1.0) -> int:
     seen: dict[int, Any] = {}
     try:
         while True:
-            rec = S.read(sweep_dir)
+            rec = S.refresh(sweep_dir)
             n = len(rec.get("trials", []))
             for t in rec.get("trials", []):
                 key = (t.get("status"), t.get("run"))
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
             else:
                 dirs = [_sweep_dir(name, _runs_dir(runs_dir))]
             for i, d in enumerate(dirs):
-                rec = S.read(d)
+                rec = S.refresh(d)
                 b = S.best(rec)
                 typer.echo(("\n" if i else "") + f"sweep {d.name}: {S.status(rec)}; {rec.get('goal')} "
                            f"{rec.get('objective')}; best: " + (f"trial {b}" if b else "none yet"))
