@@ -12,7 +12,7 @@ import pytest
 import engine.launch as L
 from engine.launch import procs
 from engine.launch.rundir import read_json, read_records
-from tests.fixtures_launch import PYTHON
+from tests.fixtures_launch import PYTHON, deepspeed_runner_launch
 from tests.fixtures_slurm import slurm_cluster  # noqa: F401 - fixture
 from tests.test_launch_local import FINETUI, wait_for
 
@@ -291,29 +291,13 @@ def test_the_batch_script_of_a_deepspeed_job_on_n_nodes(launch_job, tmp_path, mo
     assert "finetui: job 77 on gpu[1-4]" in p.stdout, p.stdout + p.stderr
     hostfile = (run_dir / "hostfile").read_text().splitlines()
     assert [ln for ln in hostfile if not ln.startswith("#")] == [f"gpu{k} slots=8" for k in range(1, 5)]
-    from deepspeed.launcher import runner
-
-    started = []
-
-    class P:
-        returncode = 0
-
-        def __init__(self, cmd, env=None):
-            started.append(cmd)
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(runner.subprocess, "Popen", P)
     for n in range(4):
         argv = (out / f"node{n}").read_text().splitlines()
         assert argv[1:3] == ["-m", "deepspeed.launcher.runner"]
         opts = {argv[k]: argv[k + 1] for k in range(len(argv) - 1) if argv[k].startswith("--")}
         assert (opts["--node_rank"], opts["--num_nodes"], opts["--master_addr"], opts["--hostfile"]) == (
             str(n), "4", "gpu1", str(run_dir / "hostfile")) and "--no_ssh" in argv
-        runner.main(argv[3:])
-        launch = started[-1]
-        lo = dict(a[2:].split("=", 1) for a in launch if a.startswith("--") and "=" in a)
+        launch, lo = deepspeed_runner_launch(monkeypatch, argv[3:])
         world = json.loads(base64.urlsafe_b64decode(lo["world_info"]))
         assert world == {f"gpu{k}": list(range(8)) for k in range(1, 5)}
         assert lo["node_rank"] == str(n) and lo["master_addr"] == "gpu1" and lo["master_port"].isdigit()
