@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.config import is_local_host
+from engine.schema import is_local_host
 from engine.events import EVENTS_FILE, summarize
 from engine.launch.rundir import (LAUNCH_FILE, LOG_FILE, LaunchError, append_end_if_missing, events_lock, has_end,
                                   log_tail, read_json, read_records, update_json, write_json)
