@@ -375,3 +375,17 @@ def test_stop_a_slurm_array_sweep_cancels_its_running_and_queued_trials(slurm_cl
         assert slurm_cluster.job(f"{rec['slurm_array']}_{k}").get("JobState") == "CANCELLED"
     assert procs.token_pids(token) == []
     assert kinds(first, "end")[-1]["outcome"] == "stopped"
+
+
+def test_a_job_array_slurm_refuses_is_one_line_and_leaves_nothing(slurm_cluster, tiny_model, tmp_path):
+    from tests.test_sweep import cli
+
+    p = sweep_preset(tmp_path, "[1e-3, 5e-2]")
+    p.write_text(p.read_text().replace('launcher = "slurm"\n', 'launcher = "slurm"\nslurm_partition = "nope"\n'))
+    runs = tmp_path / "runs"
+    r = cli("sweep", str(p), "--runs-dir", str(runs), cache=tiny_model.parent)
+    assert r.returncode == 2, r.stdout + r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("the sweep's job array was not submitted: local: sbatch refused the job: ") and \
+        "partition" in line.lower(), line
+    assert not runs.exists() or list(runs.iterdir()) == []
