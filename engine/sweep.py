@@ -26,7 +26,10 @@ to it as ``CUDA_VISIBLE_DEVICES``; see :func:`slots`).  The sweep's folder
 (``runs/<sweep>/``) holds ``sweep.json`` (the trials, their runs, status and objective), each trial's
 preset (``trials/tNN.toml``) and the driver's log.  The driver (``python -m engine.sweep DIR``) runs
 detached like a run's supervisor, so the sweep survives the terminal; :func:`stop` stops it as a whole
-(the trial running now, and no more trials).  No torch import here.
+(the trial running now, and no more trials).  With ``launch.launcher = "slurm"`` (this machine the login
+node, the same allocation for every trial) the trials are one Slurm job array instead, submitted by
+:func:`start` (``engine.launch.slurm.array_tasks`` / ``submit_array``: ``--array=1-N%parallel``); the driver
+then only follows them, and :func:`stop` cancels the array.  No torch import here.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@
 * ``finetui sweep show [SWEEP]``: the swept values against the objective, the best trial marked
   (without SWEEP: every sweep in the runs directory).
 * ``finetui stop SWEEP`` stops a sweep as a whole (tui/commands/launch.py asks engine.sweep.stop).
+
+On Slurm the trials are one job array (engine.sweep, docs/slurm.md); the commands are the same.
 """
 
 from __future__ import annotations
