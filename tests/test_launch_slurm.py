@@ -363,8 +363,9 @@ def test_stop_a_slurm_array_sweep_cancels_its_running_and_queued_trials(slurm_cl
     d = runs / r.stdout.strip()
     first = runs / f"{d.name}-t01"
     wait_for(lambda: kinds(first, "log"), 240, poll=0.5)
-    i = L.run_info(f"{d.name}-t02", runs)
-    assert i.status == "pending" and i.phase == "JobArrayTaskLimit"  # queued behind trial 1 (%1)
+    # queued behind trial 1 (%1), with Slurm's reason
+    wait_for(lambda: (lambda i: i.status == "pending" and i.phase == "JobArrayTaskLimit")(
+        L.run_info(f"{d.name}-t02", runs)), 30, poll=0.5)
     token = read_json(first / "launch.json")["token"]
     r = cli("stop", d.name, "--runs-dir", str(runs), "--grace", "10", timeout=180)
     assert r.returncode == 0 and r.stdout.strip() == f"{d.name}: stopped", r.stdout + r.stderr
