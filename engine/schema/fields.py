@@ -275,7 +275,7 @@ _SLURM_FIELDS = [
        "D-HH:MM:SS; unset: the partition's default.", optional=True, **_SLURM),
     _F("launch", "slurm_tasks_per_node", "int", 1, "Tasks per node", "torchrun agents per node (--ntasks-per-node), "
        "each starting launch.procs_per_node ranks; 1 is usual (one agent for all the node's GPUs). The allocation "
-       "has launch.nodes nodes (--nodes).",
+       "has launch.nodes nodes (--nodes). A DeepSpeed job runs one launcher per node with the ranks of them all.",
        range=Range(1, 1024), **_SLURM),
     _F("launch", "slurm_gpus_per_node", "int", None, "GPUs per node", "--gpus-per-node; unset: none asked for "
        "(CPU jobs, or clusters that give GPUs otherwise).", optional=True, range=Range(0, 1024), **_SLURM),
@@ -628,7 +628,7 @@ FIELDS: list[Field] = [
     _F("launch", "launcher", "enum", "torchrun", "Launcher",
        "torchrun (c10d rendezvous, one per node over SSH), deepspeed (its own launcher with a "
        "generated hostfile) or slurm (a batch job submitted with sbatch on the target, the login node: "
-       "srun starts torchrun on every node of the allocation). A torchrun run of one process on one node "
+       "srun starts torchrun on every node of the allocation, or DeepSpeed's launcher for a DeepSpeed job). A torchrun run of one process on one node "
        "starts the worker directly, without torchrun's launcher process.",
        choices=("torchrun", "deepspeed", "slurm")),
     *_SLURM_FIELDS,
