@@ -135,14 +135,18 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
                 err(name, f"{path}#{own}: " + (f"{own} data cannot train the {stage} trainer" if own in FORMATS
                                                 else f"`{own}` is not a data format"), ", ".join(allowed))
     # the service reads these files only (Nova: JSONL), local and S3 alike
-    if prof.data_suffixes:
-        for name in ("data.train_path", "data.validation_path"):
-            for path, _own in map(split_format, data_paths(res.get(name))):
-                tail = path.rstrip("/").rsplit("/", 1)[-1]
-                if "." in tail and not tail.lower().endswith(prof.data_suffixes):
-                    err(name, f"{path}: the {prof.title.split(' (')[0].split(' — ')[0]} service reads "
-                        f"{' / '.join(s.lstrip('.').upper() for s in prof.data_suffixes)} files only "
-                        f"(profile {prof.name})", ", ".join(prof.data_suffixes))
+    service = prof.title.split(' (')[0].split(' — ')[0]
+    for name in ("data.train_path", "data.validation_path"):
+        for path, own in map(split_format, data_paths(res.get(name))):
+            tail = path.rstrip("/").rsplit("/", 1)[-1]
+            fmt = own or res["data.format"]
+            # the files the service reads (a format of its own may be narrower: FPT's ShareGPT_Image is a zip)
+            want, what = (prof.format_suffixes[fmt], f"{fmt} data from ") if fmt in prof.format_suffixes \
+                else (prof.data_suffixes, "")
+            if want and "." in tail and not tail.lower().endswith(want):
+                err(name, f"{path}: the {service} service reads {what}"
+                    f"{' / '.join(s.lstrip('.').upper() for s in want)} files only (profile {prof.name})",
+                    ", ".join(want))
     # the layer names the document allows, by architecture, when the model's config can be read here
     tm = res["adapter.target_modules"]
     if prof.layers_by_architecture and method in ("lora", "qlora", "tfew") and isinstance(tm, list) \
