@@ -147,7 +147,7 @@ def parse_table(tbl: Any, source: str = "<preset>") -> tuple[dict[str, Any] | No
             probs.append(Problem(where, f"unknown key {bad[0]!r} in a range{suggest(bad[0], RANGE_KEYS)}",
                                  ", ".join(RANGE_KEYS)))
             continue
-        if f.kind not in ("int", "float"):
+        if not f.kind.numeric:
             probs.append(Problem(where, f"a range needs a numeric field ({name} is {f.kind}); give a list of values"))
             continue
         lo, hi, scale, count = v.get("min"), v.get("max"), v.get("scale", "linear"), v.get("count")
@@ -203,7 +203,7 @@ def fmt(v: Any) -> str:
 
 
 def _round(name: str, x: float) -> Any:
-    if FIELD_BY_NAME[name].kind == "int":
+    if FIELD_BY_NAME[name].kind.cli_type is int:
         return int(round(x))
     return float(f"{x:.6g}")
 

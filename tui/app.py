@@ -909,7 +909,7 @@ class FinetuiApp(App[None]):
         if name not in job.values and res_before.get(name) == value and type(res_before.get(name)) is type(value):
             return
         default = spec(name, job.profile).default
-        if value is None and default is None or FIELD_BY_NAME[name].kind == "bool" and value == default:
+        if value is None and default is None or FIELD_BY_NAME[name].kind.widget == "switch" and value == default:
             job.unset(name)  # (a switch set back to its default leaves the preset)
         else:
             job.values[name] = value

@@ -23,7 +23,7 @@ import json
 from typing import Any
 
 from engine.schema import profiles
-from engine.schema import JobConfig, spec
+from engine.schema import FPT, OCI, WX, JobConfig, names_in, spec
 from engine.interop.common import fail, leftovers, set_value, validate_for
 
 SAMPLE = {"alpaca": "finetui:samples/alpaca_demo.jsonl", "preference": "finetui:samples/preference_demo.jsonl"}
@@ -32,57 +32,18 @@ TITLES = {"fpt_studio": "FPT AI Studio hyperparameters", "oci": "OCI hyperparame
           "watsonx": "watsonx.ai tuning parameters"}
 
 # ---------------------------------------------------------------- FPT AI Studio
-#: FPT name → finetui field, for the fields that map one to one.
-FPT_SIMPLE: dict[str, str] = {
-    "batch_size": "general.batch_size",
-    "epochs": "general.epochs",
-    "learning_rate": "general.learning_rate",
-    "max_sequence_length": "general.max_sequence_length",
-    "zero_stage": "trainer.zero_stage",
-    "gradient_accumulation_steps": "runtime.gradient_accumulation_steps",
-    "mixed_precision": "runtime.mixed_precision",
-    "quantization_bit": "runtime.quantization_bit",
-    "optimizer": "runtime.optimizer",
-    "weight_decay": "runtime.weight_decay",
-    "max_grad_norm": "runtime.max_grad_norm",
-    "lr_warmup_steps": "runtime.lr_warmup_steps",
-    "lr_warmup_ratio": "runtime.lr_warmup_ratio",
-    "lr_scheduler": "runtime.lr_scheduler",
-    "full_determinism": "runtime.full_determinism",
-    "seed": "runtime.seed",
-    "dpo_label_smoothing": "preference.dpo_label_smoothing",
-    "preference_beta": "preference.preference_beta",
-    "preference_ftx": "preference.preference_ftx",
-    "preference_loss": "preference.preference_loss",
-    "simpo_gamma": "preference.simpo_gamma",
-    "merge_adapter": "adapter.merge_adapter",
-    "lora_alpha": "adapter.lora_alpha",
-    "lora_dropout": "adapter.lora_dropout",
-    "lora_rank": "adapter.lora_rank",
-    "checkpoint_strategy": "eval.checkpoint_strategy",
-    "checkpoint_steps": "eval.checkpoint_steps",
-    "evaluation_strategy": "eval.evaluation_strategy",
-    "eval_steps": "eval.eval_steps",
-    "checkpoint_limit": "eval.checkpoint_limit",
-    "save_best_checkpoint": "eval.save_best_checkpoint",
-    "logging_steps": "eval.logging_steps",
-}
 FPT_SPECIAL = ("distributed_backend", "training_type", "resume_from_checkpoint", "disable_gradient_checkpointing",
                "flash_attention_v2", "target_modules")
+#: FPT name → finetui field, for the fields that map one to one (the fields' FPT names, the special ones aside)
+FPT_SIMPLE: dict[str, str] = {k: n for k, n in names_in(FPT).items() if k not in FPT_SPECIAL}
 FPT_KEYS = set(FPT_SIMPLE) | set(FPT_SPECIAL)
 _PREF = ("dpo_label_smoothing", "preference_beta", "preference_ftx", "preference_loss", "simpo_gamma")
 _LORA = ("merge_adapter", "lora_alpha", "lora_dropout", "lora_rank", "target_modules")
 
-OCI_KEYS = {"totalTrainingEpochs": "general.epochs", "learningRate": "general.learning_rate",
-            "trainingBatchSize": "general.batch_size", "earlyStoppingPatience": "eval.early_stopping_patience",
-            "earlyStoppingThreshold": "eval.early_stopping_threshold",
-            "logModelMetricsIntervalInSteps": "eval.logging_steps",
-            "loraR": "adapter.lora_rank", "loraAlpha": "adapter.lora_alpha", "loraDropout": "adapter.lora_dropout"}
-WATSONX_KEYS = {"num_epochs": "general.epochs", "accumulate_steps": "runtime.gradient_accumulation_steps",
-                "batch_size": "general.batch_size", "learning_rate": "general.learning_rate",
-                "max_seq_length": "general.max_sequence_length"}
-WATSONX_PEFT = {"rank": "adapter.lora_rank", "alpha": "adapter.lora_alpha", "dropout": "adapter.lora_dropout",
-                "target_modules": "adapter.target_modules"}
+OCI_KEYS = {k: n for k, n in names_in(OCI).items() if k != "trainingConfigType"}  # (the method: read by hand)
+#: watsonx's top-level keys read one to one (the prompt-tuning ones and the nested ones are read by hand)
+WATSONX_KEYS = {k: n for k, n in names_in(WX).items() if "." not in k and k not in ("task_id", "init_method", "init_text")}
+WATSONX_PEFT = {k.split(".", 1)[1]: n for k, n in names_in(WX).items() if k.startswith("peft_parameters.")}
 WATSONX_PROFILE = {"lora": "watsonx_lora", "qlora": "watsonx_qlora", "none": "watsonx_full"}
 
 
