@@ -101,6 +101,8 @@ def _field_section(f: Field) -> list[str]:
         facts.append("provider names: " + ", ".join(f"`{a}`" for a in f.aliases))
     if f.names:
         facts.append("in other tools: " + "; ".join(f"{tool} {_code_name(n)}" for tool, n in f.names.items()))
+    if f.flag:
+        facts.append(f"command line: `{f.flag}` (finetui data check)")
     if f.secret:
         facts.append("secret: never written to a preset")
     out.extend(f"- {x}" for x in facts)

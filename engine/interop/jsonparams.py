@@ -23,11 +23,11 @@ import json
 from typing import Any
 
 from engine.schema import profiles
-from engine.schema import FPT, OCI, WX, JobConfig, names_in, spec
+from engine.schema import FPT, OCI, SAMPLES_PREFIX, WX, JobConfig, names_in, spec
 from engine.interop.common import fail, leftovers, set_value, validate_for
 
-SAMPLE = {"alpaca": "finetui:samples/alpaca_demo.jsonl", "preference": "finetui:samples/preference_demo.jsonl"}
-VAL_SAMPLE = {"alpaca": "finetui:samples/alpaca_val_demo.jsonl"}
+SAMPLE = {"alpaca": f"{SAMPLES_PREFIX}alpaca_demo.jsonl", "preference": f"{SAMPLES_PREFIX}preference_demo.jsonl"}
+VAL_SAMPLE = {"alpaca": f"{SAMPLES_PREFIX}alpaca_val_demo.jsonl"}
 TITLES = {"fpt_studio": "FPT AI Studio hyperparameters", "oci": "OCI hyperparameters",
           "watsonx": "watsonx.ai tuning parameters"}
 

@@ -26,12 +26,12 @@ from typing import Any
 import yaml
 
 from engine import redact
-from engine.schema import JobConfig, spec, total_ranks
+from engine.schema import SAMPLES_PREFIX, JobConfig, spec, total_ranks
 from engine.datapaths import data_paths
 from engine.interop.common import fail, fmt, leftovers, set_value, table, validate_for
 
 TARGET = "Nova recipe"
-SAMPLE = "finetui:samples/bedrock_converse_demo.jsonl"
+SAMPLE = f"{SAMPLES_PREFIX}bedrock_converse_demo.jsonl"
 MODEL_TYPES = {"nova-micro": "amazon.nova-micro-v1:0:128k", "nova-lite": "amazon.nova-lite-v1:0:300k",
                "nova-pro": "amazon.nova-pro-v1:0:300k"}
 

@@ -139,6 +139,8 @@ class Field:
     #: parentheses says how the value is transformed): what the importers and exporters read and write, and
     #: docs/parameters.md shows ("in other tools")
     names: dict[str, str] = dc_field(default_factory=dict)
+    #: the command-line option that sets it (``finetui data check``: :data:`DATA_CHECK_FIELDS`), e.g. ``--max-length``
+    flag: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.kind, str):
@@ -322,7 +324,7 @@ FIELDS: list[Field] = [
        "(zip with train.json and images); preference (chosen/rejected after an alpaca, conversation or prompt; or "
        "chosen_messages/rejected_messages); bedrock_converse (Nova); kto (messages + boolean label).",
        choices=FORMATS,
-       names={LF: "dataset_info.json formatting / ranking / columns"}),
+       names={LF: "dataset_info.json formatting / ranking / columns"}, flag="--format"),
     _F("data", "validation_path", "path", None, "Validation data",
        "A separate validation file, or several separated by commas (Nova: validation_data_s3_path). Unset: "
        "use val_size.",
@@ -338,7 +340,7 @@ FIELDS: list[Field] = [
        "Above this share of invalid rows the data check fails and training refuses to start; at or below "
        "it invalid rows are dropped and counted in the run's events (Nova's recipe uses 10).",
        range=Range(0, 100),
-       names={NOVA: "training_config.allow_percentage_invalid_samples"}),
+       names={NOVA: "training_config.allow_percentage_invalid_samples"}, flag="--allow-invalid"),
     _F("data", "max_samples", "int", None, "Max samples",
        "Use at most this many training rows, the first ones (unset: all). With several training files it "
        "caps their total, counted in the order the files are named.", range=Range(1, MAX_ROWS), optional=True,
@@ -368,20 +370,20 @@ FIELDS: list[Field] = [
        names={LF: "group_by_length"}),
     _F("data", "s3_endpoint_url", "str", None, "S3 endpoint URL",
        "Endpoint of the S3-compatible store (FPT data hub connection). Unset: AWS.", optional=True,
-       **_S3_DATA),
+       flag="--endpoint-url", **_S3_DATA),
     _F("data", "s3_region", "str", None, "S3 region", "Region of the bucket.", optional=True,
-       **_S3_DATA),
+       flag="--region", **_S3_DATA),
     _F("data", "s3_access_key_env", "str", "AWS_ACCESS_KEY_ID", "Access key variable",
        "Name of the environment variable holding the access key id. Secrets are never stored in a preset.",
-       check=env_name_problem, **_S3_DATA),
+       check=env_name_problem, flag="--access-key-env", **_S3_DATA),
     _F("data", "s3_secret_key_env", "str", "AWS_SECRET_ACCESS_KEY", "Secret key variable",
        "Name of the environment variable holding the secret key (asked for, masked, when unset).",
-       check=env_name_problem, **_S3_DATA),
+       check=env_name_problem, flag="--secret-key-env", **_S3_DATA),
     # -------------------------------------------------------------- trainer
     _F("trainer", "stage", "enum", "sft", "Trainer",
        "pretrain (corpus), sft, dpo (DPO family incl. ORPO/SimPO), kto, reward (reward model).",
        choices=STAGES,
-       names={LF: "stage (pt, sft, dpo, kto, rm)"}),
+       names={LF: "stage (pt, sft, dpo, kto, rm)"}, flag="--trainer"),
     _F("trainer", "training_type", "enum", "lora", "Tuning method",
        "full; lora; qlora (LoRA on a 4/8-bit quantized model); tfew (OCI T-Few, PEFT IA3); "
        "prompt_tuning (watsonx); freeze (train only the last N layers).",
@@ -469,7 +471,7 @@ FIELDS: list[Field] = [
        "Tokens per example (input + output); longer examples are truncated and counted in the data report.",
        range=Range(1, MAX_TOKENS), aliases=("max_length", "cutoff_len", "max_seq_length"),
        names={LF: "cutoff_len", NOVA: "training_config.max_length", FPT: "max_sequence_length",
-              WX: "max_seq_length"}),
+              WX: "max_seq_length"}, flag="--max-length"),
     _F("general", "resume_from_checkpoint", "str", "no", "Resume from checkpoint",
        "`no`, `last` (the newest complete checkpoint of this run) or a path to a checkpoint "
        "(relative to the run directory). FPT AI Studio's type is bool or string: false means no, true means last.",
@@ -754,6 +756,12 @@ FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 GROUP_FIELDS: dict[str, list[Field]] = {}
 for _f in FIELDS:
     GROUP_FIELDS.setdefault(_f.group, []).append(_f)
+
+#: the fields ``finetui data check`` takes as options, each by its declared flag (the TUI's check passes them on)
+DATA_CHECK_FIELDS = ("data.format", "trainer.stage", "general.max_sequence_length",
+                     "data.allow_percentage_invalid_samples", "data.s3_endpoint_url", "data.s3_region",
+                     "data.s3_access_key_env", "data.s3_secret_key_env")
+
 
 def names_in(tool: str) -> dict[str, str]:
     """The fields ``tool`` names one to one (a plain key in :attr:`Field.names`, no note): its key → the field's
