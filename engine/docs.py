@@ -71,8 +71,6 @@ def _profile_section(p: Profile) -> list[str]:
     out.append(f"- tuning methods: {', '.join(p.methods)}")
     fmts = "; ".join(f"{s} → {', '.join(v)}" for s, v in p.formats_by_stage.items() if s in p.stages)
     out.append(f"- data formats by trainer: {fmts}")
-    if p.lr_by_method:
-        out.append("- learning rate by method: " + "; ".join(f"{m} {r.interval()}" for m, r in p.lr_by_method.items()))
     if p.max_steps_epochs_exclusive:
         out.append("- set max_steps or epochs, not both")
     if p.replicas_by_model:

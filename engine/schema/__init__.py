@@ -21,7 +21,7 @@ from engine.schema.fields import (ALL_LINEAR_LLAMA, DATA_CHECK_FIELDS, DEFAULT_T
 from engine.schema.kinds import INT_LIMIT, KINDS, Kind, _fmt, _num, paths_problem
 from engine.schema.job import JobConfig, Spec, check_value, coerce, spec
 from engine.schema.problems import ConfigError, Problem, suggest
-from engine.schema.profiles import PROFILES, ModelDefaults, Profile
+from engine.schema.profiles import PROFILES, ModelDefaults, Override, Profile
 from engine.schema.rules import (accumulation_for, cross_field_problems, packs, set_model_type_lookup, slurm_problems,
                                  total_ranks)
 
@@ -32,6 +32,6 @@ __all__ = [
     "REMOTE_WORKDIR", "SAMPLES_PREFIX", "SECRET_KEYS", "STAGES", "TINY_MODEL", "TOOLS", "WX", "Field", "Range",
     "env_name_problem", "host_problem", "is_local_host", "is_remote_job", "key_of", "names_in", "INT_LIMIT", "KINDS",
     "Kind", "_fmt", "_num", "paths_problem", "JobConfig", "Spec", "check_value", "coerce", "spec", "ConfigError",
-    "Problem", "suggest", "PROFILES", "ModelDefaults", "Profile", "accumulation_for", "cross_field_problems", "packs",
-    "set_model_type_lookup", "slurm_problems", "total_ranks"
+    "Problem", "suggest", "PROFILES", "ModelDefaults", "Override", "Profile", "accumulation_for",
+    "cross_field_problems", "packs", "set_model_type_lookup", "slurm_problems", "total_ranks"
 ]

@@ -40,17 +40,10 @@ class Spec:
 def spec(name: str, profile: str | None = None) -> Spec:
     f = FIELD_BY_NAME[name]
     prof = P.get(profile or "native")
-    ov = prof.fields.get(name, {})
-    rng = f.range
-    if any(k in ov for k in ("min", "max", "min_exclusive", "max_exclusive")):
-        base = rng or Range()
-        rng = Range(ov.get("min", base.min), ov.get("max", base.max),
-                    ov.get("min_exclusive", base.min_exclusive if "min" not in ov else False),
-                    ov.get("max_exclusive", base.max_exclusive if "max" not in ov else False))
-    choices = tuple(ov["choices"]) if "choices" in ov else f.choices
-    default = prof.default(name)
-    overridden = any(k in ov for k in ("min", "max", "min_exclusive", "max_exclusive", "choices"))
-    return Spec(f, rng, choices, default, prof.name, overridden)
+    ov = prof.fields.get(name)
+    if ov is None:
+        return Spec(f, f.range, f.choices, f.default, prof.name, False)
+    return Spec(f, ov.range(f.range), ov.choices_of(f.choices), prof.default(name), prof.name, ov.limits)
 
 
 # --------------------------------------------------------------------------

@@ -115,12 +115,6 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             and explicit.get("general.epochs") is not None:
         err("general.max_steps", f"set max_steps or epochs, not both (profile {prof.name})",
             "unset general.epochs or general.max_steps")
-    # learning rate by tuning method (Nova)
-    lr_rng = prof.lr_by_method.get("full" if method in ("full", "freeze") else "lora")
-    if lr_rng is not None and not lr_rng.contains(res["general.learning_rate"]):
-        err("general.learning_rate",
-            f"{_num(res['general.learning_rate'])} is out of range for {method} fine-tuning in profile {prof.name}",
-            lr_rng.describe())
     # min_lr below lr
     if res["runtime.lr_scheduler"] == "cosine" and res["runtime.min_lr"] >= res["general.learning_rate"]:
         err("runtime.min_lr", "must be below the learning rate",
