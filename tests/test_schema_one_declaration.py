@@ -1,16 +1,17 @@
 """A field is one declaration (engine/schema/fields.py): with nothing else touched, a new one shows up in the
-form, `finetui validate`, presets, docs/parameters.md and the LLaMA-Factory export and import (by the name it
-declares there) — and every view asks its kind, never switches on the kind's name."""
+form, `finetui validate`, presets, docs/parameters.md and the exports and imports (LLaMA-Factory, FPT, OCI: by
+the name it declares there) — and every view asks its kind, never switches on the kind's name."""
 
 from __future__ import annotations
 
 import ast
+import json
 
 import pytest
 import yaml
 
 from engine import docs, interop, presets
-from engine.schema import FIELD_BY_NAME, FIELDS, GROUP_FIELDS, KINDS, LF, Field, JobConfig, Range, coerce, spec
+from engine.schema import FIELD_BY_NAME, FIELDS, GROUP_FIELDS, FPT, KINDS, LF, OCI, Field, JobConfig, Range, coerce, spec
 from tests.conftest import ROOT
 from tests.fixtures_errors import assert_user_error, run_cli
 from tui.widgets.form import FieldRow, row_id, widget_id
@@ -22,7 +23,7 @@ NAME = "runtime.throwaway_knob"
 def knob(monkeypatch):
     """A throwaway declaration, in the registry for this test only."""
     f = Field("runtime", "throwaway_knob", "int", 7, "Throwaway knob", "A knob only this test declares.",
-              range=Range(1, 100), names={LF: "throwaway_knob"})
+              range=Range(1, 100), names={LF: "throwaway_knob", FPT: "throwaway_knob", OCI: "throwawayKnob"})
     FIELDS.append(f)
     monkeypatch.setitem(FIELD_BY_NAME, NAME, f)
     monkeypatch.setitem(GROUP_FIELDS, "runtime", [*GROUP_FIELDS["runtime"], f])
@@ -57,8 +58,13 @@ def test_docs_and_llamafactory_by_its_declared_name(knob):
     text, warnings = interop.export_job(job, "llamafactory")
     assert yaml.safe_load(text)["throwaway_knob"] == 42 and not any("throwaway" in w for w in warnings)
     assert text.index("throwaway_knob") > text.index("### train")  # its group's section
-    back, _ = interop.import_text(text, "llamafactory")
-    assert back.values[NAME] == 42
+    back, warnings = interop.import_text(text, "llamafactory")
+    assert back.values[NAME] == 42 and not any("throwaway" in w for w in warnings)
+    for to, key, profile in (("fpt_studio", "throwaway_knob", "fpt_studio"), ("oci", "throwawayKnob", "oci_llama_lora")):
+        text, warnings = interop.export_job(JobConfig(profile, {**job.values, "trainer.training_type": "lora"}), to)
+        assert json.loads(text)[key] == 42 and not any("throwaway" in w for w in warnings), to
+        back, warnings = interop.import_text(text, to)
+        assert back.values[NAME] == 42 and not any("throwaway" in w for w in warnings), to
 
 
 async def test_the_form_shows_it_in_its_group(knob, make_app):

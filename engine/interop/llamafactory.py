@@ -89,7 +89,7 @@ OTHER_METHODS = {"oft": "OFT (orthogonal fine-tuning)"}
 
 #: fields whose LLaMA-Factory key the importer reads itself (a condition, a conversion, a default of its own);
 #: every other field LLaMA-Factory names one to one (``Field.names``) is read and written under that name
-BY_HAND = {
+FIELDS_BY_HAND = {
     "model.name_or_path", "model.trust_remote_code", "data.validation_path", "data.packing", "data.group_by_length",
     "general.epochs", "general.max_steps", "runtime.quantization_bit", "runtime.liger_kernel", "runtime.lr_scheduler",
     "runtime.full_determinism", "preference.preference_loss", "preference.preference_beta",
@@ -97,13 +97,27 @@ BY_HAND = {
     "adapter.lora_alpha", "adapter.lora_dropout", "adapter.loraplus_lr_ratio", "adapter.freeze_trainable_layers",
     "eval.evaluation_strategy", "eval.save_best_checkpoint",
 }
-#: the keys finetui reads: those of the fields LLaMA-Factory names, and the ones the importer reads by hand
-KNOWN = set(names_in(TARGET)) | {
+#: the keys the importer reads by hand (with those of the fields LLaMA-Factory names: :func:`known_keys`)
+KEYS_BY_HAND = {
     "quantization_method", "flash_attn", "stage", "finetuning_type", "lora_target", "deepspeed", "dataset",
     "dataset_dir", "template", "output_dir", "overwrite_output_dir", "report_to", "run_name", "lr_scheduler_kwargs",
     "bf16", "fp16", "pure_bf16", "optim", "disable_gradient_checkpointing", "resume_from_checkpoint",
     "evaluation_strategy", "metric_for_best_model",
 } | IGNORED_QUIET
+
+
+def known_keys() -> set[str]:
+    """The keys finetui reads: those of the fields LLaMA-Factory names (derived when asked: a field declared later
+    counts), and the ones the importer reads by hand."""
+    return set(names_in(TARGET)) | KEYS_BY_HAND
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KNOWN":  # (the same, as a value)
+        return known_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: the export's sections (comments in the YAML) by field group, for the fields written one to one
 SECTION_OF_GROUP = {"model": "model", "data": "dataset", "trainer": "method", "adapter": "method",
                     "preference": "method", "general": "train", "runtime": "train", "eval": "eval",
@@ -712,7 +726,7 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
 
     if raw.get("template"):
         warnings.append(f"template = {raw['template']}: finetui applies the tokenizer's own chat template")
-    simple = {lf: name for lf, name in names_in(TARGET).items() if name not in BY_HAND}
+    simple = {lf: name for lf, name in names_in(TARGET).items() if name not in FIELDS_BY_HAND}
     for lf, name in simple.items():
         if lf in raw and raw[lf] is not None:
             set_value(job, name, raw[lf])
@@ -837,7 +851,8 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
         pass
 
     warnings[:0] = _training_changes(raw)  # first: they matter most
-    unknown = sorted(k for k in raw if k not in KNOWN and k not in TRAINING_CHANGES)
+    known = known_keys()
+    unknown = sorted(k for k in raw if k not in known and k not in TRAINING_CHANGES)
     if unknown:
         warnings.append("ignored (no finetui equivalent): " + ", ".join(unknown))
     if probs:
