@@ -1,8 +1,10 @@
 """The field declarations of a finetui job: the only place a parameter is written.
 
 Every parameter of the five provider documents is declared once here, as a
-:class:`Field`: its group, type, native range, default, label, help text and the
-rule that decides when it is visible.  Provider profiles (``engine/schema/profiles.py``)
+:class:`Field`: its group, kind (``engine/schema/kinds.py``), native range, default,
+label, help text, the rule that decides when it is visible, its names in the other
+tools' files (what the importers and exporters read) and the command-line flag that
+sets it, where a command takes one.  Provider profiles (``engine/schema/profiles.py``)
 overlay ranges, enums and defaults on these declarations; cross-field rules live
 in ``engine/schema/rules.py``; the job and its value checks in ``engine/schema/job.py``.
 

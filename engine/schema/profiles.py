@@ -93,7 +93,6 @@ class Profile:
     source: str  # which document
     description: str
     fields: dict[str, Override] = field(default_factory=dict)
-    methods: tuple[str, ...] = METHODS
     stages: tuple[str, ...] = STAGES
     formats_by_stage: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(FORMATS_BY_STAGE))
     max_steps_epochs_exclusive: bool = False
@@ -112,6 +111,12 @@ class Profile:
     deprecated_models: tuple[str, ...] = ()
     #: per-model defaults, first match wins; fields the user set are never touched
     model_defaults: tuple[ModelDefaults, ...] = ()
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The tuning methods the profile offers: its choices of trainer.training_type."""
+        ov = self.fields.get("trainer.training_type")
+        return ov.choices_of(METHODS) if ov is not None else METHODS
 
     def default(self, name: str) -> Any:
         """The default of field ``name`` in this profile: its override, else the field's own."""
@@ -240,7 +245,6 @@ PROFILES: dict[str, Profile] = {
             "FPT AI Studio's five hyperparameter groups: Full or LoRA, DDP or DeepSpeed, no on-the-fly "
             "quantization and no best-checkpoint tracking (today).",
             fields=_FPT_STUDIO_FIELDS,
-            methods=("full", "lora"),
             stages=("pretrain", "sft", "dpo"),
         ),
         Profile(
@@ -260,7 +264,6 @@ PROFILES: dict[str, Profile] = {
                 "trainer.zero_stage": O(default=1),
                 "data.format": O(choices=("alpaca", "corpus", "sharegpt", "sharegpt_image", "preference")),
             },
-            methods=("lora", "full"),
             stages=("pretrain", "sft", "dpo"),
             data_suffixes=(".json", ".zip"),  # its data-format table: json, zip (sharegpt_image: a zip)
             formats_by_stage={
@@ -288,7 +291,6 @@ PROFILES: dict[str, Profile] = {
                 "adapter.lora_dropout": O(min=0, max=1, max_exclusive=True, default=0.1),
                 "trainer.training_type": O(choices=("lora",), default="lora"),
             },
-            methods=("lora",),
             stages=("sft",),
             models=("meta.llama-3.3-70b-instruct", "meta.llama-3.1-70b-instruct", "meta.llama-3-70b-instruct"),
             deprecated_models=("meta.llama-3-70b-instruct",),
@@ -306,7 +308,6 @@ PROFILES: dict[str, Profile] = {
                 "eval.evaluation_strategy": O(default="steps"),
                 "trainer.training_type": O(choices=("tfew",), default="tfew"),
             },
-            methods=("tfew",),
             stages=("sft",),
             models=("cohere.command-r-08-2024", "cohere.command-r-16k"),
             deprecated_models=("cohere.command-r-16k",),
@@ -324,7 +325,6 @@ PROFILES: dict[str, Profile] = {
                 "trainer.training_type": O(choices=("prompt_tuning",), default="prompt_tuning"),
                 "trainer.task_type": O(default="generation"),
             },
-            methods=("prompt_tuning",),
             stages=("sft",),
             models=("google/flan-t5-xl", "ibm/granite-13b-instruct-v2"),
             model_defaults=WATSONX_PT_DEFAULTS,
@@ -346,7 +346,6 @@ PROFILES: dict[str, Profile] = {
                 # type lora: non-quantized models only (a quantized base is qlora)
                 "runtime.quantization_bit": O(choices=("none",), default="none"),
             },
-            methods=("lora",),
             stages=("sft",),
             models=("ibm-granite/granite-3.1-8b-base", "meta-llama/Llama-3.1-8B"),
             layers_by_architecture=WATSONX_LAYERS,
@@ -366,7 +365,6 @@ PROFILES: dict[str, Profile] = {
                 "trainer.training_type": O(choices=("qlora",), default="qlora"),
                 "runtime.quantization_bit": O(choices=(4, 8), default=4),
             },
-            methods=("qlora",),
             stages=("sft",),
             layers_by_architecture=WATSONX_LAYERS,
             model_defaults=WATSONX_LORA_DEFAULTS,
@@ -381,7 +379,6 @@ PROFILES: dict[str, Profile] = {
                 "general.epochs": O(default=5),
                 "trainer.training_type": O(choices=("full",), default="full"),
             },
-            methods=("full",),
             stages=("sft",),
         ),
         Profile(
@@ -396,7 +393,6 @@ PROFILES: dict[str, Profile] = {
                 "adapter.loraplus_lr_ratio": O(min=0, max=100, default=8.0),
                 "trainer.training_type": O(choices=("lora",), default="lora"),
             },
-            methods=("lora",),
             stages=("sft",),
             formats_by_stage={"sft": ("bedrock_converse",)},
             max_steps_epochs_exclusive=True,
@@ -416,7 +412,6 @@ PROFILES: dict[str, Profile] = {
                 "launch.nodes": O(default=4),
                 "trainer.training_type": O(choices=("full",), default="full"),
             },
-            methods=("full",),
             stages=("sft",),
             formats_by_stage={"sft": ("bedrock_converse",)},
             max_steps_epochs_exclusive=True,

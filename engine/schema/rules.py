@@ -234,8 +234,6 @@ def _offered_methods_and_stages(*, prof, stage, method, err, **_: Any) -> None:
     if method in ("prompt_tuning",) and stage in ("dpo", "kto", "reward"):
         err("trainer.training_type", f"prompt tuning is not available for the {stage} trainer",
             "full, lora, qlora, tfew, freeze")
-    if method not in prof.methods:
-        err("trainer.training_type", f"{method} is not offered in profile {prof.name}", ", ".join(prof.methods))
     if stage not in prof.stages:
         err("trainer.stage", f"{stage} is not offered in profile {prof.name}", ", ".join(prof.stages))
 
