@@ -1,6 +1,6 @@
 """A field is one declaration (engine/schema/fields.py): with nothing else touched, a new one shows up in the
-form, `finetui validate`, presets, docs/parameters.md and the exports and imports (LLaMA-Factory, FPT, OCI: by
-the name it declares there) — and every view asks its kind, never switches on the kind's name."""
+form, `finetui validate`, presets, docs/parameters.md and the exports and imports (LLaMA-Factory, Nova, FPT,
+OCI, watsonx: by the name it declares there) — and every view asks its kind, never switches on the kind's name."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from engine import docs, interop, presets
-from engine.schema import FIELD_BY_NAME, FIELDS, GROUP_FIELDS, FPT, KINDS, LF, OCI, Field, JobConfig, Range, coerce, spec
+from engine.schema import (FIELD_BY_NAME, FIELDS, FPT, GROUP_FIELDS, KINDS, LF, NOVA, OCI, WX, Field, JobConfig, Range,
+                           coerce, spec)
 from tests.conftest import ROOT
 from tests.fixtures_errors import assert_user_error, run_cli
 from tui.widgets.form import FieldRow, row_id, widget_id
@@ -23,7 +24,8 @@ NAME = "runtime.throwaway_knob"
 def knob(monkeypatch):
     """A throwaway declaration, in the registry for this test only."""
     f = Field("runtime", "throwaway_knob", "int", 7, "Throwaway knob", "A knob only this test declares.",
-              range=Range(1, 100), names={LF: "throwaway_knob", FPT: "throwaway_knob", OCI: "throwawayKnob"})
+              range=Range(1, 100), names={LF: "throwaway_knob", FPT: "throwaway_knob", OCI: "throwawayKnob",
+                                            WX: "throwaway_knob", NOVA: "training_config.trainer.throwaway_knob"})
     FIELDS.append(f)
     monkeypatch.setitem(FIELD_BY_NAME, NAME, f)
     monkeypatch.setitem(GROUP_FIELDS, "runtime", [*GROUP_FIELDS["runtime"], f])
@@ -60,11 +62,19 @@ def test_docs_and_llamafactory_by_its_declared_name(knob):
     assert text.index("throwaway_knob") > text.index("### train")  # its group's section
     back, warnings = interop.import_text(text, "llamafactory")
     assert back.values[NAME] == 42 and not any("throwaway" in w for w in warnings)
-    for to, key, profile in (("fpt_studio", "throwaway_knob", "fpt_studio"), ("oci", "throwawayKnob", "oci_llama_lora")):
+    for to, key, profile in (("fpt_studio", "throwaway_knob", "fpt_studio"), ("oci", "throwawayKnob", "oci_llama_lora"),
+                             ("watsonx", "throwaway_knob", "watsonx_lora")):
         text, warnings = interop.export_job(JobConfig(profile, {**job.values, "trainer.training_type": "lora"}), to)
         assert json.loads(text)[key] == 42 and not any("throwaway" in w for w in warnings), to
         back, warnings = interop.import_text(text, to)
         assert back.values[NAME] == 42 and not any("throwaway" in w for w in warnings), to
+    nova = presets.load(presets.PRESETS_DIR / "nova_lora.toml")
+    nova.values[NAME] = 42
+    text, warnings = interop.export_job(nova, "nova")
+    assert yaml.safe_load(text.split("## Training specific configs")[1])["training_config"]["trainer"][
+        "throwaway_knob"] == 42 and not any("throwaway" in w for w in warnings)
+    back, warnings = interop.import_text(text, "nova")
+    assert back.values[NAME] == 42 and not any("throwaway" in w for w in warnings)
 
 
 async def test_the_form_shows_it_in_its_group(knob, make_app):
