@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.schema import FIELD_BY_NAME, JobConfig, Problem, suggest
+from engine.schema import FIELD_BY_NAME, RUNS_DIR, JobConfig, Problem, suggest
 
 SWEEP_FILE = "sweep.json"
 STOP_FILE = "stop-requested"
@@ -337,7 +337,7 @@ def objective_of(records: list[dict[str, Any]], objective: str, goal: str) -> fl
     return float(logs[-1]) if logs else None
 
 
-def find(name: str, runs_dir: str | os.PathLike[str] = "runs") -> Path | None:
+def find(name: str, runs_dir: str | os.PathLike[str] = RUNS_DIR) -> Path | None:
     """A sweep's folder by name (in ``runs_dir``) or path; None when it names no sweep."""
     for d in (Path(runs_dir).expanduser() / name, Path(name).expanduser()):
         if (d / SWEEP_FILE).is_file():
@@ -345,7 +345,7 @@ def find(name: str, runs_dir: str | os.PathLike[str] = "runs") -> Path | None:
     return None
 
 
-def list_sweeps(runs_dir: str | os.PathLike[str] = "runs") -> list[Path]:
+def list_sweeps(runs_dir: str | os.PathLike[str] = RUNS_DIR) -> list[Path]:
     base = Path(runs_dir).expanduser()
     if not base.is_dir():
         return []
@@ -353,7 +353,7 @@ def list_sweeps(runs_dir: str | os.PathLike[str] = "runs") -> list[Path]:
                   key=lambda d: read(d).get("created", 0), reverse=True)
 
 
-def trial_runs(runs_dir: str | os.PathLike[str] = "runs") -> dict[str, tuple[str, int, bool]]:
+def trial_runs(runs_dir: str | os.PathLike[str] = RUNS_DIR) -> dict[str, tuple[str, int, bool]]:
     """Run name → (sweep name, trial index, whether it is the sweep's best) for every sweep in ``runs_dir``."""
     out = {}
     for d in list_sweeps(runs_dir):
@@ -402,7 +402,7 @@ def start(job: JobConfig, *, runs_dir: str | os.PathLike[str] | None = None, nam
         raise SweepError("\n".join(lines))
     ts = trials(job)
     res = ts[0].job.resolved()
-    base = Path(runs_dir or res.get("launch.runs_dir") or "runs").expanduser().resolve()
+    base = Path(runs_dir or res.get("launch.runs_dir") or RUNS_DIR).expanduser().resolve()
     name = name or res.get("launch.run_name") or default_name(res).replace("ft_", "sw_", 1)
     if not valid_name(name):
         raise SweepError(f"launch.run_name: {name!r} cannot name a folder")
@@ -496,7 +496,7 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
 
     rec = read(sweep_dir)
     objective, goal = rec.get("objective", "eval_loss"), rec.get("goal", "minimize")
-    runs_dir = rec.get("runs_dir", "runs")
+    runs_dir = rec.get("runs_dir", RUNS_DIR)
     pending = [t for t in rec["trials"] if t["status"] == "pending"]
     free: list[str | None] = [None]
     if pending:
@@ -576,7 +576,7 @@ def stop(sweep_dir: Path, grace: float = 15.0) -> str:
     if rec.get("status") != "running":
         return str(rec.get("status"))
     (sweep_dir / STOP_FILE).touch()
-    runs_dir = rec.get("runs_dir", "runs")
+    runs_dir = rec.get("runs_dir", RUNS_DIR)
     for t in rec.get("trials", []):  # stopped at once, not at the driver's next look
         if t.get("status") == "running" and t.get("run"):
             try:

@@ -21,7 +21,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_NAME = "finetui:tiny-llama"
+from engine.schema import TINY_MODEL
+
+TINY_NAME = TINY_MODEL  # (the schema's name for it: model.name_or_path's default)
 #: Bump when the build changes: a cached model of another version is rebuilt.
 TINY_VERSION = 1
 VOCAB_SIZE = 512

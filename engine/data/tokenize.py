@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.data.errors import DataError
 from engine.data.formats import as_messages
+from engine.schema import TINY_MODEL
 
 IGNORE = -100
 
@@ -28,7 +29,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     path = str(name_or_path)
-    if path.strip() == "finetui:tiny-llama":
+    if path.strip() == TINY_MODEL:
         from engine.tiny import ensure_tiny_model
 
         path = str(ensure_tiny_model())
@@ -218,7 +219,7 @@ def local_tokenizer(model: str) -> str | None:
     model once built, or a local folder with tokenizer files; None otherwise."""
     from pathlib import Path
 
-    if model.strip() == "finetui:tiny-llama":
+    if model.strip() == TINY_MODEL:
         try:
             from engine import tiny
 

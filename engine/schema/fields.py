@@ -243,6 +243,7 @@ SAMPLES_PREFIX = "finetui:samples/"
 LOCAL_HOST = "local"  # launch.host meaning this machine
 REMOTE_PYTHON = "python3"
 REMOTE_WORKDIR = "~/finetui-runs"
+RUNS_DIR = "runs"  # launch.runs_dir: where run directories are created
 MASTER_PORT = 29500
 
 
@@ -702,7 +703,7 @@ FIELDS: list[Field] = [
     _F("launch", "run_name", "str", None, "Run name",
        "Run directory name; unset: ft_<model>_<stage>-<method>_<YYYYmmdd-HHMMSS> (FPT naming, with the kind of run).", optional=True,
        names={LF: "output_dir (last part)", NOVA: "run.name"}),
-    _F("launch", "runs_dir", "path", "runs", "Runs folder", "Where run directories are created.",
+    _F("launch", "runs_dir", "path", RUNS_DIR, "Runs folder", "Where run directories are created.",
        names={LF: "output_dir (parent)"}),
     _F("launch", "host", "str", LOCAL_HOST, "Target",
        "`local` (this machine), user@host[:port] or an ~/.ssh/config alias.", check=host_problem),
