@@ -5,7 +5,6 @@ typed values and the per-value check."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
