@@ -19,7 +19,6 @@ from typing import Any
 
 from engine.data.errors import DataError
 from engine.data.formats import as_messages
-from engine.schema import TINY_MODEL
 
 IGNORE = -100
 
@@ -28,11 +27,9 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     """A tokenizer from a folder / model id, or ``finetui:tiny-llama`` (built on first use)."""
     from transformers import AutoTokenizer
 
-    path = str(name_or_path)
-    if path.strip() == TINY_MODEL:
-        from engine.tiny import ensure_tiny_model
+    from engine.tiny import resolve_model_path
 
-        path = str(ensure_tiny_model())
+    path = resolve_model_path(str(name_or_path))  # (finetui:tiny-llama / tiny-vlm: built on first use)
     from engine.hub import NotCachedOffline, not_cached_hint, offline_if_unreachable
 
     offline_if_unreachable(path)
@@ -219,11 +216,11 @@ def local_tokenizer(model: str) -> str | None:
     model once built, or a local folder with tokenizer files; None otherwise."""
     from pathlib import Path
 
-    if model.strip() == TINY_MODEL:
+    if model.strip() in ("finetui:tiny-llama", "finetui:tiny-vlm"):
         try:
             from engine import tiny
 
-            return model if tiny._is_built(tiny.tiny_model_dir()) else None
+            return model if tiny._is_built(tiny.tiny_model_dir(model.strip())) else None
         except Exception:  # noqa: BLE001 - token lengths are optional
             return None
     d = Path(model).expanduser()

@@ -177,8 +177,13 @@ def deepspeed_file_name(stage: int, offload: bool) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def dataset_entry(path: str, fmt_: str) -> dict[str, Any]:
+def dataset_entry(path: str, fmt_: str, stage: str | None = None) -> dict[str, Any]:
     e: dict[str, Any] = {"file_name": path}
+    if fmt_ in ("sharegpt", "sharegpt_image") and stage in ("dpo", "reward"):  # pairs: `ranking: true` sharegpt
+        e.update(ranking=True, formatting="sharegpt",
+                 columns={"messages": "conversations", "chosen": "chosen", "rejected": "rejected",
+                          **({"images": "images"} if fmt_ == "sharegpt_image" else {})})
+        return e
     if fmt_ == "corpus":
         e["columns"] = {"prompt": "text"}
     elif fmt_ == "sharegpt":
@@ -197,8 +202,8 @@ def dataset_entry(path: str, fmt_: str) -> dict[str, Any]:
 
 def format_of_entry(e: dict[str, Any], stage: str) -> str:
     cols = e.get("columns") or {}
-    if e.get("ranking"):
-        return "preference"
+    if e.get("ranking"):  # (with images: LLaMA-Factory's multimodal pairs, e.g. RLHF-V)
+        return "sharegpt_image" if "images" in cols else "preference"
     if "kto_tag" in cols:
         return "kto"
     if e.get("formatting") == "sharegpt":
@@ -325,7 +330,7 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
                             "train.json")
         entries = [entry] if len(parts) == 1 else [f"{entry}_{j}" for j in range(1, len(parts) + 1)]
         for e, (p, own) in zip(entries, map(split_format, parts)):
-            info[e] = dataset_entry(real_path(p), own or fmt_)
+            info[e] = dataset_entry(real_path(p), own or fmt_, res["trainer.stage"])
         data[key] = ",".join(entries)
     if info:
         side["dataset_info.json"] = json.dumps(info, indent=2, ensure_ascii=False) + "\n"

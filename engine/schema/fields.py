@@ -218,7 +218,7 @@ FORMATS_BY_STAGE: dict[str, tuple[str, ...]] = {
     "pretrain": ("corpus",),
     "sft": ("alpaca", "sharegpt", "sharegpt_image", "bedrock_converse"),
     # sharegpt for the pair trainers: conversations with chosen / rejected replies (LLaMA-Factory `ranking: true`)
-    "dpo": ("preference", "sharegpt"),
+    "dpo": ("preference", "sharegpt", "sharegpt_image"),
     "kto": ("kto", "preference"),
     "reward": ("preference", "sharegpt"),
 }
@@ -272,7 +272,7 @@ _SLURM_FIELDS = [
        "D-HH:MM:SS; unset: the partition's default.", optional=True, **_SLURM),
     _F("launch", "slurm_tasks_per_node", "int", 1, "Tasks per node", "torchrun agents per node (--ntasks-per-node), "
        "each starting launch.procs_per_node ranks; 1 is usual (one agent for all the node's GPUs). The allocation "
-       "has launch.nodes nodes (--nodes).",
+       "has launch.nodes nodes (--nodes). A DeepSpeed job runs one launcher per node with the ranks of them all.",
        range=Range(1, 1024), **_SLURM),
     _F("launch", "slurm_gpus_per_node", "int", None, "GPUs per node", "--gpus-per-node; unset: none asked for "
        "(CPU jobs, or clusters that give GPUs otherwise).", optional=True, range=Range(0, 1024), **_SLURM),
@@ -295,7 +295,8 @@ FIELDS: list[Field] = [
     # ---------------------------------------------------------------- model
     _F("model", "name_or_path", "str", TINY_MODEL, "Base model",
        "A model id, a local folder with config.json, or `finetui:tiny-llama` (the built-in demo model, "
-       "built and saved locally on first use). Nova: model_name_or_path (base model or a trained checkpoint).",
+       "built and saved locally on first use; `finetui:tiny-vlm`: its vision-language twin, for image data). "
+       "Nova: model_name_or_path (base model or a trained checkpoint).",
        aliases=("model_name_or_path",),
        names={LF: "model_name_or_path", NOVA: "run.model_name_or_path", WX: "base_model.model_id"}),
     _F("model", "trust_remote_code", "bool", False, "Trust remote code",
@@ -324,7 +325,8 @@ FIELDS: list[Field] = [
     _F("data", "format", "enum", "alpaca", "Data format",
        "alpaca {instruction,input,output}; corpus {text}; sharegpt {conversations:[{from,value}]} or "
        "{messages:[{role,content}]} (for DPO / reward: conversations + chosen / rejected replies); sharegpt_image "
-       "(zip with train.json and images); preference (chosen/rejected after an alpaca, conversation or prompt; or "
+       "(zip with train.json and images; for DPO: conversations + chosen / rejected replies + images, on a "
+       "vision-language model); preference (chosen/rejected after an alpaca, conversation or prompt; or "
        "chosen_messages/rejected_messages); bedrock_converse (Nova); kto (messages + boolean label).",
        choices=FORMATS,
        names={LF: "dataset_info.json formatting / ranking / columns"}, flag="--format"),
@@ -721,7 +723,7 @@ FIELDS: list[Field] = [
     _F("launch", "launcher", "enum", "torchrun", "Launcher",
        "torchrun (c10d rendezvous, one per node over SSH), deepspeed (its own launcher with a "
        "generated hostfile) or slurm (a batch job submitted with sbatch on the target, the login node: "
-       "srun starts torchrun on every node of the allocation). A torchrun run of one process on one node "
+       "srun starts torchrun on every node of the allocation, or DeepSpeed's launcher for a DeepSpeed job). A torchrun run of one process on one node "
        "starts the worker directly, without torchrun's launcher process.",
        choices=("torchrun", "deepspeed", "slurm")),
     *_SLURM_FIELDS,

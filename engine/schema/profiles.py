@@ -101,6 +101,8 @@ class Profile:
     allow_own_models: bool = True
     #: file suffixes the service reads data from (a rule of the service: other files are errors)
     data_suffixes: tuple[str, ...] = ()
+    #: a data format the service reads from these file suffixes only (FPT pipeline: ShareGPT_Image is a zip)
+    format_suffixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: limitations of the service's own infrastructure that finetui does not share when it runs the job:
     #: field → why the service would not accept a value other than the profile's default (a warning)
     service_limitations: dict[str, str] = field(default_factory=dict)
@@ -266,12 +268,14 @@ PROFILES: dict[str, Profile] = {
             },
             stages=("pretrain", "sft", "dpo"),
             data_suffixes=(".json", ".zip"),  # its data-format table: json, zip (sharegpt_image: a zip)
+            format_suffixes={"sharegpt_image": (".zip",)},  # "zip: train.json + images folder"
             formats_by_stage={
                 "pretrain": ("corpus",),
                 "sft": ("alpaca", "sharegpt", "sharegpt_image"),
                 # The pipeline's table lists ShareGPT / ShareGPT_Image for DPO: sharegpt conversations with
-                # chosen / rejected replies (finetui's `preference` reads them too). ShareGPT_Image pairs: not yet.
-                "dpo": ("sharegpt", "preference"),
+                # chosen / rejected replies (finetui's `preference` reads them too); ShareGPT_Image: the same with
+                # images (a zip: train.json + images), trained on a vision-language model
+                "dpo": ("sharegpt", "sharegpt_image", "preference"),
             },
             models=FPT_PIPELINE_MODELS,
         ),

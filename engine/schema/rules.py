@@ -170,14 +170,18 @@ def _data_formats(*, res, prof, stage, err, **_: Any) -> None:
 
 def _data_suffixes(*, res, prof, err, **_: Any) -> None:
     # the service reads these files only (Nova: JSONL), local and S3 alike
-    if prof.data_suffixes:
-        for name in ("data.train_path", "data.validation_path"):
-            for path, _own in map(split_format, data_paths(res.get(name))):
-                tail = path.rstrip("/").rsplit("/", 1)[-1]
-                if "." in tail and not tail.lower().endswith(prof.data_suffixes):
-                    err(name, f"{path}: the {prof.title.split(' (')[0].split(' — ')[0]} service reads "
-                        f"{' / '.join(s.lstrip('.').upper() for s in prof.data_suffixes)} files only "
-                        f"(profile {prof.name})", ", ".join(prof.data_suffixes))
+    service = prof.title.split(' (')[0].split(' — ')[0]
+    for name in ("data.train_path", "data.validation_path"):
+        for path, own in map(split_format, data_paths(res.get(name))):
+            tail = path.rstrip("/").rsplit("/", 1)[-1]
+            fmt = own or res["data.format"]
+            # the files the service reads (a format of its own may be narrower: FPT's ShareGPT_Image is a zip)
+            want, what = (prof.format_suffixes[fmt], f"{fmt} data from ") if fmt in prof.format_suffixes \
+                else (prof.data_suffixes, "")
+            if want and "." in tail and not tail.lower().endswith(want):
+                err(name, f"{path}: the {service} service reads {what}"
+                    f"{' / '.join(s.lstrip('.').upper() for s in want)} files only (profile {prof.name})",
+                    ", ".join(want))
 
 
 def _layers_by_architecture(*, res, prof, method, err, **_: Any) -> None:
