@@ -16,7 +16,7 @@ from engine.schema.fields import (ALL_LINEAR_LLAMA, DATA_CHECK_FIELDS, DEFAULT_T
                                   FORMATS, FORMATS_BY_STAGE, FPT, GROUP_FIELDS, GROUP_TITLES, GROUPS, HOST_FORM, LF,
                                   LOCAL_HOST, LORA_METHODS, MASTER_PORT, MAX_ROWS, MAX_TOKENS, METHODS, NOVA, OCI,
                                   REMOTE_PYTHON, REMOTE_WORKDIR, RUNS_DIR, SAMPLES_PREFIX, SECRET_KEYS, STAGES,
-                                  TINY_MODEL, TOOLS, WX, Field, Range, env_name_problem, host_problem, is_local_host,
+                                  TINY_MODEL, TINY_MODELS, TINY_VLM, TOOLS, WX, Field, Range, env_name_problem, host_problem, is_local_host,
                                   is_remote_job, key_of, names_in)
 from engine.schema.kinds import INT_LIMIT, KINDS, Kind, _fmt, _num, paths_problem
 from engine.schema.job import JobConfig, Spec, check_value, coerce, spec
@@ -29,7 +29,7 @@ __all__ = [
     "ALL_LINEAR_LLAMA", "DATA_CHECK_FIELDS", "DEFAULT_TARGET_MODULES", "FIELD_BY_NAME", "FIELDS", "FORMATS",
     "FORMATS_BY_STAGE", "FPT", "GROUP_FIELDS", "GROUP_TITLES", "GROUPS", "HOST_FORM", "LF", "LOCAL_HOST",
     "LORA_METHODS", "MASTER_PORT", "MAX_ROWS", "MAX_TOKENS", "METHODS", "NOVA", "OCI", "REMOTE_PYTHON",
-    "REMOTE_WORKDIR", "RUNS_DIR", "SAMPLES_PREFIX", "SECRET_KEYS", "STAGES", "TINY_MODEL", "TOOLS", "WX", "Field",
+    "REMOTE_WORKDIR", "RUNS_DIR", "SAMPLES_PREFIX", "SECRET_KEYS", "STAGES", "TINY_MODEL", "TINY_MODELS", "TINY_VLM", "TOOLS", "WX", "Field",
     "Range", "env_name_problem", "host_problem", "is_local_host", "is_remote_job", "key_of", "names_in", "INT_LIMIT",
     "KINDS", "Kind", "_fmt", "_num", "paths_problem", "JobConfig", "Spec", "check_value", "coerce", "spec",
     "ConfigError", "Problem", "suggest", "PROFILES", "ModelDefaults", "Override", "Profile", "accumulation_for",

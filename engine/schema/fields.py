@@ -236,6 +236,8 @@ DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
 ALL_LINEAR_LLAMA = ["down_proj", "up_proj", "gate_proj", "q_proj", "k_proj", "v_proj", "o_proj"]
 
 TINY_MODEL = "finetui:tiny-llama"
+TINY_VLM = "finetui:tiny-vlm"  # the built-in tiny vision-language model (LLaVA), engine/tiny.py
+TINY_MODELS = (TINY_MODEL, TINY_VLM)  # built on first use, never downloaded
 #: Prefix of the sample data files shipped in engine/assets/samples/.
 SAMPLES_PREFIX = "finetui:samples/"
 
