@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.schema import FIELD_BY_NAME, JobConfig, Problem, suggest
+from engine.schema import FIELD_BY_NAME, RUNS_DIR, JobConfig, Problem, suggest
 
 SWEEP_FILE = "sweep.json"
 STOP_FILE = "stop-requested"
@@ -154,7 +154,7 @@ def parse_table(tbl: Any, source: str = "<preset>") -> tuple[dict[str, Any] | No
             probs.append(Problem(where, f"unknown key {bad[0]!r} in a range{suggest(bad[0], RANGE_KEYS)}",
                                  ", ".join(RANGE_KEYS)))
             continue
-        if f.kind not in ("int", "float"):
+        if not f.kind.numeric:
             probs.append(Problem(where, f"a range needs a numeric field ({name} is {f.kind}); give a list of values"))
             continue
         lo, hi, scale, count = v.get("min"), v.get("max"), v.get("scale", "linear"), v.get("count")
@@ -210,7 +210,7 @@ def fmt(v: Any) -> str:
 
 
 def _round(name: str, x: float) -> Any:
-    if FIELD_BY_NAME[name].kind == "int":
+    if FIELD_BY_NAME[name].kind.cli_type is int:
         return int(round(x))
     return float(f"{x:.6g}")
 
@@ -343,7 +343,7 @@ def refresh(sweep_dir: Path) -> dict[str, Any]:
         return rec
     import engine.launch as L
 
-    runs_dir = rec.get("runs_dir", "runs")
+    runs_dir = rec.get("runs_dir", RUNS_DIR)
     for t in rec.get("trials", []):
         if t.get("run") and t.get("status") in TRIAL_ACTIVE:
             try:
@@ -386,7 +386,7 @@ def objective_of(records: list[dict[str, Any]], objective: str, goal: str) -> fl
     return float(logs[-1]) if logs else None
 
 
-def find(name: str, runs_dir: str | os.PathLike[str] = "runs") -> Path | None:
+def find(name: str, runs_dir: str | os.PathLike[str] = RUNS_DIR) -> Path | None:
     """A sweep's folder by name (in ``runs_dir``) or path; None when it names no sweep."""
     for d in (Path(runs_dir).expanduser() / name, Path(name).expanduser()):
         if (d / SWEEP_FILE).is_file():
@@ -394,7 +394,7 @@ def find(name: str, runs_dir: str | os.PathLike[str] = "runs") -> Path | None:
     return None
 
 
-def list_sweeps(runs_dir: str | os.PathLike[str] = "runs") -> list[Path]:
+def list_sweeps(runs_dir: str | os.PathLike[str] = RUNS_DIR) -> list[Path]:
     base = Path(runs_dir).expanduser()
     if not base.is_dir():
         return []
@@ -402,7 +402,7 @@ def list_sweeps(runs_dir: str | os.PathLike[str] = "runs") -> list[Path]:
                   key=lambda d: read(d).get("created", 0), reverse=True)
 
 
-def trial_runs(runs_dir: str | os.PathLike[str] = "runs") -> dict[str, tuple[str, int, bool]]:
+def trial_runs(runs_dir: str | os.PathLike[str] = RUNS_DIR) -> dict[str, tuple[str, int, bool]]:
     """Run name → (sweep name, trial index, whether it is the sweep's best) for every sweep in ``runs_dir``."""
     out = {}
     for d in list_sweeps(runs_dir):
@@ -451,7 +451,7 @@ def start(job: JobConfig, *, runs_dir: str | os.PathLike[str] | None = None, nam
         raise SweepError("\n".join(lines))
     ts = trials(job)
     res = ts[0].job.resolved()
-    base = Path(runs_dir or res.get("launch.runs_dir") or "runs").expanduser().resolve()
+    base = Path(runs_dir or res.get("launch.runs_dir") or RUNS_DIR).expanduser().resolve()
     name = name or res.get("launch.run_name") or default_name(res).replace("ft_", "sw_", 1)
     if not valid_name(name):
         raise SweepError(f"launch.run_name: {name!r} cannot name a folder")
@@ -589,7 +589,7 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
 
     rec = read(sweep_dir)
     objective, goal = rec.get("objective", "eval_loss"), rec.get("goal", "minimize")
-    runs_dir = rec.get("runs_dir", "runs")
+    runs_dir = rec.get("runs_dir", RUNS_DIR)
     pending = [t for t in rec["trials"] if t["status"] == "pending" and not t.get("run")]
     free: list[str | None] = [None]
     if pending:
@@ -682,7 +682,7 @@ def stop(sweep_dir: Path, grace: float = 15.0) -> str:
     if rec.get("status") != "running":
         return str(rec.get("status"))
     (sweep_dir / STOP_FILE).touch()
-    runs_dir = rec.get("runs_dir", "runs")
+    runs_dir = rec.get("runs_dir", RUNS_DIR)
     if rec.get("slurm_array"):  # every task of the job array at once (the running and the queued)
         from engine.launch import slurm
 

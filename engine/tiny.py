@@ -21,7 +21,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_NAME = "finetui:tiny-llama"
+from engine.schema import TINY_MODEL, TINY_VLM
+
+TINY_NAME = TINY_MODEL  # (the schema's name for it: model.name_or_path's default)
 #: Bump when the build changes: a cached model of another version is rebuilt.
 TINY_VERSION = 1
 VOCAB_SIZE = 512
@@ -80,7 +82,7 @@ CHAT_TEMPLATE = (
 #: The built-in tiny vision-language model: a LLaVA (a CLIP vision tower of 16×16 images in 8×8 patches, a
 #: projector, the tiny Llama as its language model) with a LlavaProcessor. Trains the image formats
 #: (sharegpt_image SFT and DPO) through the same from_pretrained / AutoProcessor path as any vision model.
-TINY_VLM_NAME = "finetui:tiny-vlm"
+TINY_VLM_NAME = TINY_VLM
 IMAGE_TOKEN = "<image>"
 TINY_VLM_VISION: dict = {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
                          "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 16, "patch_size": 8,

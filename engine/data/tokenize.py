@@ -216,7 +216,9 @@ def local_tokenizer(model: str) -> str | None:
     model once built, or a local folder with tokenizer files; None otherwise."""
     from pathlib import Path
 
-    if model.strip() in ("finetui:tiny-llama", "finetui:tiny-vlm"):
+    from engine.schema import TINY_MODELS
+
+    if model.strip() in TINY_MODELS:
         try:
             from engine import tiny
 
