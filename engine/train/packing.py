@@ -20,7 +20,27 @@ flash-attention-2, where TRL's own flattened BFD packing is the faster layout.
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _bfd(lengths: Any, order: Any, capacity: int, assign: Callable[[int, int], None]) -> int:
+    """Best-fit decreasing over the rows in ``order`` (longest first): ``assign(row, bin)`` for each; → bins made."""
+    free: list[tuple[int, int]] = []  # (space left, bin index), ascending
+    n_bins = 0
+    for i in order:
+        i = int(i)
+        n = int(lengths[i])
+        k = bisect.bisect_left(free, (n, -1))
+        if k < len(free):
+            space, b = free.pop(k)
+            assign(i, b)
+            bisect.insort(free, (space - n, b))
+        else:
+            assign(i, n_bins)
+            bisect.insort(free, (capacity - n, n_bins))
+            n_bins += 1
+    return n_bins
 
 
 def bfd_bins(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -31,18 +51,56 @@ def bfd_bins(lengths: list[int], capacity: int) -> list[list[int]]:
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     bins: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (space left, bin index), ascending
-    for i in order:
-        n = lengths[i]
-        k = bisect.bisect_left(free, (n, -1))
-        if k < len(free):
-            space, b = free.pop(k)
-            bins[b].append(i)
-            bisect.insort(free, (space - n, b))
-        else:
-            bins.append([i])
-            bisect.insort(free, (capacity - n, len(bins) - 1))
+
+    def assign(i: int, b: int) -> None:
+        if b == len(bins):
+            bins.append([])
+        bins[b].append(i)
+
+    _bfd(lengths, order, capacity, assign)
     return bins
+
+
+def pack_arrow(ds: Any, max_len: int, dest: Path, bins_per_batch: int = 2048) -> tuple[int, int]:
+    """:func:`pack_rows` for a tokenized Arrow ``datasets.Dataset`` (the tokenize-once cache), written as an Arrow
+    stream file ``dest``: the same bins, rows and ``seq_lengths``, built on columns a batch of bins at a time
+    (memory: a few numpy arrays of one number per row, never the rows).  → (packed rows, tokens)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = ds.data.table if hasattr(ds.data, "table") else ds.data
+    table = table.select(["input_ids", "labels"])
+    lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
+    n = len(lengths)
+    order = np.lexsort((np.arange(n), -lengths))  # longest first, then by index (as bfd_bins)
+    bin_of = np.empty(n, dtype=np.int64)
+    n_bins = _bfd(lengths, order, max_len, bin_of.__setitem__)
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = np.arange(n)  # (rank in the order: a bin's rows, longest first)
+    members = np.lexsort((pos, bin_of))  # rows bin by bin, in their bin's order
+    per_bin = np.bincount(bin_of, minlength=n_bins)
+    starts = np.concatenate([[0], np.cumsum(per_bin)])
+    del bin_of, pos, order
+    tokens = 0
+    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
+                        ("seq_lengths", pa.list_(pa.int32()))])
+    with open(dest, "wb") as fh, pa.ipc.new_stream(fh, schema) as w:
+        for b0 in range(0, n_bins, bins_per_batch):
+            b1 = min(n_bins, b0 + bins_per_batch)
+            idx = members[starts[b0]:starts[b1]]
+            part = table.take(pa.array(idx))
+            lens = lengths[idx]
+            row_off = (starts[b0:b1 + 1] - starts[b0]).astype(np.int32)
+            tok_off = np.concatenate([[0], np.cumsum(lens)])[row_off].astype(np.int32)
+            cols = []
+            for name in ("input_ids", "labels"):
+                flat = pc.list_flatten(part.column(name).combine_chunks()).cast(pa.int32())
+                cols.append(pa.ListArray.from_arrays(pa.array(tok_off), flat))
+            cols.append(pa.ListArray.from_arrays(pa.array(row_off), pa.array(lens.astype(np.int32))))
+            w.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
+            tokens += int(lens.sum())
+    return n_bins, tokens
 
 
 def pack_rows(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:

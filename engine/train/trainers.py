@@ -138,6 +138,14 @@ def tokenize_lm(tok: Any, rows: list[dict], stage: str, max_len: int) -> tuple[l
     return out, truncated
 
 
+def pc_sum(ds: Any, column: str) -> list[int]:
+    """The sums of an Arrow list column's values, chunk by chunk (no row read into Python)."""
+    import pyarrow.compute as pc
+
+    col = ds.data.table.column(column) if hasattr(ds.data, "table") else ds.data.column(column)
+    return [int(pc.sum(pc.list_flatten(c)).as_py() or 0) for c in col.chunks]
+
+
 def _truncate_pairs(dataset: Any, max_len: int) -> tuple[Any, int]:
     """The reward trainer's tokenized pairs with chosen and rejected cut to ``max_len`` tokens; how many were cut."""
     n = sum(1 for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"]) if max(len(c), len(r)) > max_len)
@@ -232,17 +240,28 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
         if packing and not padding_free and res["runtime.attention_implementation"] != "flash_attention_2":
             # sdpa / eager: keep the BFD bins as the batch's rows (engine/train/packing.py); TRL's own
             # packing flattens the whole batch, which only flash-attention-2's varlen kernels make cheap
-            from engine.train.packing import PackedRowsCollator, pack_rows
+            from engine.train.packing import PackedRowsCollator, pack_arrow, pack_rows
 
             n_rows = len(train)
-            train = pack_rows(train, max_len)
-            fill = sum(len(r["input_ids"]) for r in train) / (len(train) * max_len)
+            if isinstance(train, Dataset):  # the cached tokens: packed on columns, once, beside them
+                from engine.data.tokcache import derived
+
+                train, _ = derived(train, f"packed-{max_len}.arrow", lambda d, p: pack_arrow(d, max_len, p))
+                filled = sum(pc_sum(train, "seq_lengths"))
+            else:
+                train = pack_rows(train, max_len)
+                filled = sum(len(r["input_ids"]) for r in train)
+            fill = filled / (len(train) * max_len)
             status("tokenizing", f"packed {n_rows} rows into {len(train)} sequences of up to {max_len} tokens "
                    f"({fill:.0%} full)", packed_rows=n_rows, packed_sequences=len(train), packed_fill=round(fill, 4))
             pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
             collator, packing = PackedRowsCollator(pad_id), False
+        # rows from the tokenize-once cache are tokenized, truncated and filtered already: TRL's preparation (a
+        # map and a filter over every row, in every rank) would change nothing; its own packing still needs it
+        prepared = isinstance(train, Dataset) and not vision and not packing
         cfg = SFTConfig(**base_args, max_length=max_len, packing=packing,
-                        padding_free=padding_free, dataset_num_proc=None, eos_token=None)
+                        padding_free=padding_free, dataset_num_proc=None, eos_token=None,
+                        dataset_kwargs={"skip_prepare_dataset": True} if prepared else None)
         return SFTTrainer(model=model, args=cfg, train_dataset=ds(train), eval_dataset=ds(evl),
                           processing_class=tok, callbacks=callbacks, optimizers=opt, data_collator=collator)
 
