@@ -655,6 +655,14 @@ FIELDS: list[Field] = [
     _F("launch", "start_at", "str", None, "Start at",
        "Scheduled start, local time `YYYY-mm-dd HH:MM` (FPT scheduled trigger). Unset: now.",
        optional=True),
+    # NEW FIELD (data): streaming mode for corpora too large to cache (issue 20)
+    _F("data", "streaming", "bool", False, "Streaming",
+       "Read, tokenize and pack the rows while training instead of tokenizing them once into the host's cache "
+       "(an Arrow file about the corpus's size): for corpora larger than the local disk can hold. Needs "
+       "general.max_steps (the rows are not counted into epochs); rows are shuffled within a buffer of "
+       "10,000, not globally; packing bins the rows of each window of 2,000; rank 0 reads and hands each "
+       "rank its batches. Pre-training / SFT text data only.",
+       **_v(lambda v: v.get("trainer.stage") in ("pretrain", "sft"), "trainer.stage is pretrain or sft")),
 ]
 
 FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
@@ -1255,6 +1263,12 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         out += slurm_problems(res)
     elif res["launch.nodes"] > 1 and not hosts:
         warn("launch.nodes", "several nodes need launch.hosts (one per node) to launch")
+    # NEW RULE (data): streaming needs a step count and text rows of pre-training / SFT
+    if res.get("data.streaming") and stage not in ("pretrain", "sft"):
+        err("data.streaming", f"streaming applies to pre-training and SFT, not {stage}", "false")
+    elif res.get("data.streaming") and not res["general.max_steps"]:
+        err("data.streaming", "streaming needs general.max_steps: the rows are read while training, not counted "
+            "into epochs", "false, or set general.max_steps")
     # packing is for text data
     if job.values.get("data.packing") and stage in ("dpo", "kto", "reward"):
         err("data.packing", f"packing applies to pre-training and SFT, not {stage}", "false")

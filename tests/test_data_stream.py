@@ -202,3 +202,69 @@ def test_cache_list_and_clear_from_the_cli(data_tokenizer, tmp_path, monkeypatch
     r = CliRunner().invoke(app, ["cache", "clear"])
     assert r.exit_code == 0 and "removed 1" in r.stdout and "0 tokenization(s)" in \
         CliRunner().invoke(app, ["cache", "list"]).stdout
+
+
+# ------------------------------------------------------------------------------ streaming mode (data.streaming)
+
+def test_streaming_needs_max_steps_and_text_stages():
+    from engine.config import JobConfig
+
+    def probs(**v):
+        return [str(p) for p in JobConfig(values={"data.train_path": "x.jsonl", "data.streaming": True, **v}).problems()
+                if p.field == "data.streaming"]
+
+    assert probs() == ["data.streaming: streaming needs general.max_steps: the rows are read while training, not "
+                       "counted into epochs (allowed: false, or set general.max_steps)"]
+    assert probs(**{"general.max_steps": 10}) == []
+    assert probs(**{"general.max_steps": 10, "trainer.stage": "dpo", "data.format": "preference",
+                    "data.packing": False}) == \
+        ["data.streaming: streaming applies to pre-training and SFT, not dpo (allowed: false)"]
+
+
+def test_streamed_rows_are_the_tokenized_rows_packed_per_window(data_tokenizer, tmp_path, data_res, monkeypatch):
+    from engine.train import trainers
+    from engine.train.packing import pack_rows
+    from engine.train.trainers import streamed_lm, tokenize_lm
+
+    monkeypatch.setattr(trainers, "STREAM_WINDOW", 25)
+    p = write_jsonl(tmp_path / "d.jsonl", _alpaca(60))
+    rows = stream_rows(data_res(data__train_path=str(p))).train
+    want, _ = tokenize_lm(data_tokenizer, list(rows), "sft", 48)
+    plain = list(streamed_lm(data_tokenizer, rows, "sft", 48, False, 0))
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    assert sorted(map(key, plain)) == sorted(map(key, want)) and plain != want  # every row, shuffled
+    packed = list(streamed_lm(data_tokenizer, rows, "sft", 48, True, 0))
+    by_window = [r for i in range(0, 60, 25) for r in pack_rows(tokenize_lm(data_tokenizer, list(rows)[i:i + 25],
+                                                                            "sft", 48)[0], 48)]
+    assert sorted(map(key, packed)) == sorted(map(key, by_window))
+
+
+@pytest.mark.timeout(600)
+def test_a_streaming_job_trains_without_a_tokenized_cache(tmp_path, tiny_model, tmp_path_factory):
+    """The real worker, one rank: data.streaming reads and tokenizes the rows while training — the training rows
+    leave nothing in the cache — and trains its max_steps."""
+    import uuid
+
+    from tests.fixtures_train import describe_run, events, kinds, losses, run_batch, write_run
+
+    tag = uuid.uuid4().hex[:8]
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": f"{w} {tag} " * 4} for w in
+                                              ("apple", "pear", "plum", "fig", "kiwi", "lime", "date", "yuzu") * 4])
+    run = tmp_path / "run"
+    write_run(run, **{"data.train_path": str(data), "data.format": "corpus", "trainer.stage": "pretrain",
+                      "general.max_steps": 3, "data.streaming": True, "trainer.training_type": "full",
+                      "data.max_samples": None})
+    cache = tmp_path / "cache"
+    import shutil
+
+    shutil.copytree(os.environ.get("FINETUI_TEST_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "finetui-cache")),
+                    cache, dirs_exist_ok=True, ignore=shutil.ignore_patterns("tokenized"))
+    res = run_batch([{"name": "s", "run_dir": str(run), "kind": "train", "hook": None, "at": 0,
+                      "temperature": 0.0}], str(cache))
+    assert res["s"]["code"] == 0, describe_run(run)
+    ev = events(run)
+    said = [r["text"] for r in kinds(ev, "status") if r.get("phase") == "tokenizing"]
+    assert any(t.startswith("streaming 32 training rows: read, tokenized") and t.endswith("(no cache)") for t in said), said
+    assert not any(t.startswith("tokenized ") for t in said)
+    assert not (cache / "tokenized").exists() or not any((cache / "tokenized").iterdir())
+    assert len(losses(ev)) >= 1 and kinds(ev, "end")[0]["outcome"] == "completed" and kinds(ev, "end")[0]["step"] == 3

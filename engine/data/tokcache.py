@@ -139,7 +139,7 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _chunks(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+def chunks(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
     it = iter(rows)
     while True:
         part = []
@@ -155,16 +155,16 @@ def _chunks(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
 def _tokenized_chunks(rows: Iterable[dict], n_workers: int) -> Iterator[tuple[int, bytes | None, int, int]]:
     """``(rows in the chunk, Arrow bytes, rows kept, rows truncated)`` in the rows' order: in this process, or by
     ``n_workers`` forked processes with at most two chunks each in flight (memory stays bounded)."""
-    chunks = _chunks(rows, CHUNK)
+    parts = chunks(rows, CHUNK)
     if n_workers <= 1:
-        for part in chunks:
+        for part in parts:
             yield (len(part), *_tokenize_chunk(part))
         return
     import multiprocessing as mp
 
     pending: collections.deque = collections.deque()
     with mp.get_context("fork").Pool(n_workers, initializer=_worker_init) as pool:
-        for part in chunks:
+        for part in parts:
             pending.append((len(part), pool.apply_async(_tokenize_chunk, (part,))))
             if len(pending) >= 2 * n_workers:
                 n, res = pending.popleft()

@@ -146,6 +146,33 @@ def pc_sum(ds: Any, column: str) -> list[int]:
     return [int(pc.sum(pc.list_flatten(c)).as_py() or 0) for c in col.chunks]
 
 
+#: streaming mode: rows tokenized (and packed) a window at a time; shuffled within a buffer
+STREAM_WINDOW = 2000
+STREAM_BUFFER = 10_000
+
+
+def streamed_lm(tok: Any, rows: Any, stage: str, max_len: int, pack: bool, seed: int) -> Any:
+    """``data.streaming``: an ``IterableDataset`` that reads the rows from their sources, tokenizes them (and packs
+    them, best-fit decreasing within each window of :data:`STREAM_WINDOW` rows) while training — nothing cached
+    on disk; shuffled within a buffer of :data:`STREAM_BUFFER` rows, each epoch with another seed."""
+    from datasets import Features, IterableDataset, List, Value
+
+    from engine.data.tokcache import chunks
+    from engine.train.packing import pack_rows
+
+    feats = {"input_ids": List(Value("int32")), "labels": List(Value("int32"))}
+    if pack:
+        feats["seq_lengths"] = List(Value("int32"))
+
+    def gen() -> Any:
+        for part in chunks(rows, STREAM_WINDOW):
+            out, _ = tokenize_lm(tok, part, stage, max_len)
+            yield from (pack_rows(out, max_len) if pack else out)
+
+    return IterableDataset.from_generator(gen, features=Features(feats)).shuffle(seed=seed,
+                                                                                 buffer_size=STREAM_BUFFER)
+
+
 def _truncate_pairs(dataset: Any, max_len: int) -> tuple[Any, int]:
     """The reward trainer's tokenized pairs with chosen and rejected cut to ``max_len`` tokens; how many were cut."""
     n = sum(1 for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"]) if max(len(c), len(r)) > max_len)
@@ -212,13 +239,17 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
     stage = res["trainer.stage"]
     max_len = int(res["general.max_sequence_length"])
     opt = (optimizer, None) if optimizer is not None else (None, None)
-    ds = lambda rows: (rows if isinstance(rows, Dataset) else Dataset.from_list(rows)) if rows else None  # noqa: E731
+    from datasets import IterableDataset
+
+    ds = lambda rows: (rows if isinstance(rows, (Dataset, IterableDataset))  # noqa: E731
+                       else Dataset.from_list(rows) if rows else None)
 
     if stage in ("pretrain", "sft"):
         from trl import SFTConfig
 
         SFTTrainer = sft_trainer_class()
         vision = any(r.get("images") for r in train_rows[:50])
+        streaming = bool(res.get("data.streaming")) and not vision
         if vision:
             if not hasattr(model.config, "vision_config"):
                 raise UserError("data.format: rows with images need a vision-language model; "
@@ -227,16 +258,28 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
         else:
             from engine.data.tokcache import tokenized  # (once per data, tokenizer and length: a cached Arrow file)
 
-            train, trunc = tokenized(tok, train_rows, stage, max_len, tokenize_lm, status)
+            if not streaming:
+                train, trunc = tokenized(tok, train_rows, stage, max_len, tokenize_lm, status)
             evl = tokenized(tok, eval_rows, stage, max_len, tokenize_lm, status, "validation")[0] if eval_rows else None
-        status("tokenizing", f"{len(train)} training rows, {trunc} truncated to {max_len} tokens",
-               rows=len(train), truncated=trunc)
-        if not train:
-            raise UserError("data.train_path: no trainable rows left after tokenization "
-                            f"(general.max_sequence_length = {max_len} may be too short)")
         padding_free = bool(res["data.padding_free"])
         packing = packs(res) and not vision  # TRL packs no image rows
         collator = None
+        if streaming:
+            train = streamed_lm(tok, train_rows, stage, max_len, packing, int(res["runtime.seed"] or 0))
+            status("tokenizing", f"streaming {len(train_rows)} training rows: read, tokenized"
+                   f"{' and packed' if packing else ''} while training, shuffled within {STREAM_BUFFER:,} rows "
+                   "(no cache)", rows=len(train_rows), streaming=True)
+            if packing:
+                from engine.train.packing import PackedRowsCollator
+
+                pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+                collator, packing = PackedRowsCollator(pad_id), False
+        else:
+            status("tokenizing", f"{len(train)} training rows, {trunc} truncated to {max_len} tokens",
+                   rows=len(train), truncated=trunc)
+        if not streaming and not train:
+            raise UserError("data.train_path: no trainable rows left after tokenization "
+                            f"(general.max_sequence_length = {max_len} may be too short)")
         if packing and not padding_free and res["runtime.attention_implementation"] != "flash_attention_2":
             # sdpa / eager: keep the BFD bins as the batch's rows (engine/train/packing.py); TRL's own
             # packing flattens the whole batch, which only flash-attention-2's varlen kernels make cheap
@@ -258,7 +301,7 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
             collator, packing = PackedRowsCollator(pad_id), False
         # rows from the tokenize-once cache are tokenized, truncated and filtered already: TRL's preparation (a
         # map and a filter over every row, in every rank) would change nothing; its own packing still needs it
-        prepared = isinstance(train, Dataset) and not vision and not packing
+        prepared = (streaming or isinstance(train, Dataset)) and not vision and not packing
         cfg = SFTConfig(**base_args, max_length=max_len, packing=packing,
                         padding_free=padding_free, dataset_num_proc=None, eos_token=None,
                         dataset_kwargs={"skip_prepare_dataset": True} if prepared else None)
