@@ -268,3 +268,31 @@ def test_a_streaming_job_trains_without_a_tokenized_cache(tmp_path, tiny_model, 
     assert not any(t.startswith("tokenized ") for t in said)
     assert not (cache / "tokenized").exists() or not any((cache / "tokenized").iterdir())
     assert len(losses(ev)) >= 1 and kinds(ev, "end")[0]["outcome"] == "completed" and kinds(ev, "end")[0]["step"] == 3
+
+
+# ------------------------------------------------------------------------------ rows for the trainers that tokenize
+
+@pytest.mark.parametrize("name,fmt,stage,keys,unpaired", [
+    ("dpo_en_demo.json", "preference", "dpo", ("prompt", "chosen", "rejected"), False),
+    ("dpo_en_demo.json", "preference", "dpo", ("prompt", "completion", "label"), True),  # kto_pair
+    ("kto_en_demo.json", "kto", "kto", ("prompt", "completion", "label"), True),
+    ("glaive_toolcall_en_demo.json", "sharegpt", "sft", None, False),  # tools in some rows only
+    ("mllm_demo.json", "sharegpt_image", "sft", None, False),
+])
+def test_streamed_rows_give_the_dataset_a_list_gave(compat_data, data_res, monkeypatch, tmp_path, name, fmt, stage,
+                                                    keys, unpaired):
+    """DPO / KTO / reward / image rows reach their trainer as the same Dataset (columns, types, values) as
+    ``Dataset.from_list`` of the row list made it — written to the cache a chunk at a time, memory-mapped."""
+    from engine.data import tokcache
+    from engine.train.trainers import rows_dataset
+
+    monkeypatch.setenv("FINETUI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tokcache, "CHUNK", 7)  # (chunks whose columns differ: types unified over all of them)
+    res = data_res(data__train_path=str(compat_data / name), data__format=fmt, trainer__stage=stage)
+    want = rows_dataset(load_rows(res).train, keys, lambda *a, **k: None, unpaired=unpaired)
+    said = []
+    got = rows_dataset(stream_rows(res).train, keys, lambda p, t, **k: said.append(t), unpaired=unpaired)
+    assert got.features == want.features and got.to_list() == want.to_list()
+    assert said and got.cache_files[0]["filename"].startswith(str(tmp_path / "cache" / "tokenized"))
+    again = rows_dataset(stream_rows(res).train, keys, lambda p, t, **k: said.append(t), unpaired=unpaired)
+    assert len(said) == 1 and again.to_list() == want.to_list()  # written once

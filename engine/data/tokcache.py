@@ -398,3 +398,58 @@ def derived(ds: Any, name: str, build: Callable[[Any, Path], Any]) -> tuple[Any,
             finally:
                 tmp.unlink(missing_ok=True)
         return Dataset.from_file(str(f)), made
+
+
+def arrow_rows(rows: Any, keys: tuple[str, ...] | None, transform: Callable[[Iterable[dict]], Iterable[dict]] | None,
+               what: str, status: Callable[..., None]) -> Any:
+    """Canonical rows (:class:`engine.data.loader.Rows`, streamed) as a memory-mapped ``datasets.Dataset``, for the
+    trainers that tokenize themselves (DPO, KTO, reward, images): written once per content to an Arrow file in the
+    cache, a chunk at a time — the columns of ``Dataset.from_list`` (the first row's keys, or ``keys``; each
+    column's type unified over every row) without the list.  ``transform`` (unpairing) applies to the stream."""
+    import pyarrow as pa
+
+    tname = getattr(transform, "__name__", "") if transform else ""
+    key = hashlib.sha256(json.dumps({"layout": LAYOUT, "rows": rows.digest, "keys": keys, "transform": tname},
+                                    sort_keys=True).encode()).hexdigest()[:32]
+    base = root()
+    entry = base / f"rows-{key}"
+
+    def stream() -> Iterator[dict]:
+        src = transform(rows) if transform else rows
+        cols = keys
+        for r in src:
+            if cols is None:
+                cols = tuple(r)  # (as Dataset.from_list: the first row's keys)
+            yield {k: r.get(k) for k in cols}
+
+    with _locked(base / f"rows-{key}.lock"):
+        meta_file = entry / META_FILE
+        if meta_file.is_file():
+            os.utime(meta_file)
+            return _load(entry)
+        schema = None
+        for part in chunks(stream(), CHUNK):  # the columns' types over every row, as one table would infer them
+            s = pa.Table.from_pylist(part).schema
+            schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
+        if schema is None:
+            return None
+        tmp = base / f"rows-{key}.part{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        n = 0
+        try:
+            with open(tmp / DATA_FILE, "wb") as fh, pa.ipc.new_stream(fh, schema) as w:
+                for part in chunks(stream(), CHUNK):
+                    w.write_table(pa.Table.from_pylist(part, schema=schema))
+                    n += len(part)
+            (tmp / META_FILE).write_text(json.dumps({"rows": n, "stage": "rows", "what": what, "created": time.time(),
+                                                     "source": getattr(rows, "display", "")}))
+            shutil.rmtree(entry, ignore_errors=True)
+            os.replace(tmp, entry)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        status("tokenizing", f"{n} {what} rows written to {entry} (memory-mapped; the trainer tokenizes them)",
+               rows_file=str(entry), rows=n)
+        evict(keep=entry.name)
+        return _load(entry)

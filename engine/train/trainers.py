@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from engine.config import packs
 from engine.launch.rundir import CHECKPOINTS_DIR
@@ -107,16 +107,32 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
     return kw
 
 
-def to_unpaired(rows: list[dict]) -> list[dict]:
+def to_unpaired(rows: Iterable[dict]) -> Iterator[dict]:
     """Preference pairs → KTO rows (chosen: desirable, rejected: undesirable)."""
-    out = []
     for r in rows:
         if "label" in r:
-            out.append(r)
+            yield r
             continue
-        out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
-        out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
-    return out
+        yield {"prompt": r["prompt"], "completion": r["chosen"], "label": True}
+        yield {"prompt": r["prompt"], "completion": r["rejected"], "label": False}
+
+
+def rows_dataset(rows: Any, keys: tuple[str, ...] | None, status: Callable[..., None], what: str = "training",
+                 unpaired: bool = False) -> Any:
+    """Canonical rows for a trainer that tokenizes them itself: a list → ``Dataset.from_list``; streamed
+    :class:`engine.data.loader.Rows` → an Arrow file in the host's cache, memory-mapped (never a list)."""
+    from datasets import Dataset
+
+    from engine.data.loader import Rows
+
+    if rows is None:
+        return None
+    if isinstance(rows, Rows):
+        from engine.data.tokcache import arrow_rows
+
+        return arrow_rows(rows, keys, to_unpaired if unpaired else None, what, status) if rows else None
+    rows = list(to_unpaired(rows)) if unpaired else rows
+    return Dataset.from_list(_strip(rows, keys) if keys else rows) if rows else None
 
 
 def _strip(rows: list[dict] | None, keys: tuple[str, ...]) -> list[dict] | None:
@@ -254,7 +270,8 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
             if not hasattr(model.config, "vision_config"):
                 raise UserError("data.format: rows with images need a vision-language model; "
                                 f"{res['model.name_or_path']} is a text model")
-            train, evl, trunc = train_rows, eval_rows, 0
+            train, evl, trunc = rows_dataset(train_rows, None, status), rows_dataset(eval_rows, None, status,
+                                                                                      "validation"), 0
         else:
             from engine.data.tokcache import tokenized  # (once per data, tokenizer and length: a cached Arrow file)
 
@@ -316,8 +333,8 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
         # truncates them instead, as it truncates SFT rows, and says how many
         cfg = RewardConfig(**base_args, max_length=None)
         keys = ("prompt", "chosen", "rejected")
-        trainer = RewardTrainer(model=model, args=cfg, train_dataset=ds(_strip(train_rows, keys)),
-                                eval_dataset=ds(_strip(eval_rows, keys)), processing_class=tok,
+        trainer = RewardTrainer(model=model, args=cfg, train_dataset=rows_dataset(train_rows, keys, status),
+                                eval_dataset=rows_dataset(eval_rows, keys, status, "validation"), processing_class=tok,
                                 callbacks=callbacks, optimizers=opt)
         trainer.train_dataset, trunc = _truncate_pairs(trainer.train_dataset, max_len)
         if trainer.eval_dataset is not None:
@@ -335,14 +352,14 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
         from trl import KTOConfig, KTOTrainer
 
         keys = ("prompt", "completion", "label")
-        train = _strip(to_unpaired(train_rows), keys)
-        evl = _strip(to_unpaired(eval_rows), keys) if eval_rows else None
+        train = rows_dataset(train_rows, keys, status, unpaired=True)
+        evl = rows_dataset(eval_rows, keys, status, "validation", unpaired=True)
         cfg = KTOConfig(**base_args, max_length=max_len, beta=beta)
         return KTOTrainer(model=model, args=cfg, train_dataset=ds(train), eval_dataset=ds(evl),
                           processing_class=tok, callbacks=callbacks, optimizers=opt)
 
     keys = ("prompt", "chosen", "rejected")
-    train, evl = _strip(train_rows, keys), _strip(eval_rows, keys)
+    train, evl = rows_dataset(train_rows, keys, status), rows_dataset(eval_rows, keys, status, "validation")
     ftx = float(res["preference.preference_ftx"] or 0.0)
     if loss == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
