@@ -42,21 +42,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data_check import run_child, write_file  # noqa: E402
 
+#: the child's resident memory now (its imports' baseline)
+RSS = '''def rss_kib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+'''
+
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import pyarrow.json, pyarrow.compute
 from engine.data.check import check
-def rss_kib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() // 1024
-base = rss_kib()
+{rss}base = rss_kib()
 t = time.perf_counter()
 if {mode!r} == "arrow":
     rows = pyarrow.json.read_json({path!r}).num_rows; extra = {{}}
@@ -71,7 +75,7 @@ print(json.dumps({{"rows": rows, "seconds": dt, "peak_kib": peak, "base_kib": ba
 
 
 def run(mode: str, path: Path) -> dict:
-    return run_child(CHILD.format(root=str(ROOT), mode=mode, path=str(path)), mode)
+    return run_child(CHILD.format(root=str(ROOT), mode=mode, path=str(path), rss=RSS), mode)
 
 
 PREPARE = r"""
@@ -82,10 +86,7 @@ from engine.data import stream_rows, tokcache
 from engine.data.tokenize import load_tokenizer
 from engine.train.trainers import tokenize_lm, pc_sum
 tok = load_tokenizer("finetui:tiny-llama")
-def rss_kib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() // 1024
-base = rss_kib()
+{rss}base = rss_kib()
 t = time.perf_counter()
 if {mode!r} == "map":
     from datasets import load_dataset
@@ -129,19 +130,27 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> None:
                     + "\n")
 
 
-def prepare(sizes: list[int], td: Path, max_len: int = 256) -> list[dict]:
+def per_size(sizes: list[int], td: Path, measure: Any) -> list[dict]:
+    """``measure(path, n, row)`` on a corpus file of each size (written, then removed)."""
     out = []
     for n in sizes:
         path = td / f"corpus-{n}.jsonl"
         write_corpus(path, n)
-        work = td / f"work-{n}"
         row = {"rows_in": n, "file_mb": path.stat().st_size / 2**20}
-        for mode in ("prepare", "prepare again", "map"):
-            code = PREPARE.format(root=str(ROOT), mode=mode, path=str(path), work=str(work), max_len=max_len)
-            row[mode] = run_child(code, f"{mode} {n}")
+        measure(path, n, row)
         out.append(row)
         path.unlink()
     return out
+
+
+def prepare(sizes: list[int], td: Path, max_len: int = 256) -> list[dict]:
+    def measure(path: Path, n: int, row: dict) -> None:
+        for mode in ("prepare", "prepare again", "map"):
+            code = PREPARE.format(root=str(ROOT), mode=mode, path=str(path), work=str(td / f"work-{n}"),
+                                  max_len=max_len, rss=RSS)
+            row[mode] = run_child(code, f"{mode} {n}")
+
+    return per_size(sizes, td, measure)
 
 
 def _hwm_kib(pid: int) -> int | None:
@@ -164,7 +173,8 @@ def _watch(run_dir: Path, stop: list) -> dict[int, dict]:
                 continue
             try:
                 cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ")
-                if b"engine.train.worker" not in cmd or needle not in cmd:
+                if b"engine.train.worker" not in cmd or needle not in cmd or b"torch.distributed.run" in cmd \
+                        or b"deepspeed.launcher" in cmd:  # (the launcher itself names the worker too)
                     continue
                 ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
@@ -230,17 +240,11 @@ procs_per_node = {procs}
 
 
 def train(sizes: list[int], td: Path) -> list[dict]:
-    out = []
-    for n in sizes:
-        path = td / f"corpus-{n}.jsonl"
-        write_corpus(path, n)
-        cache = td / f"cache-{n}"
-        row = {"rows_in": n, "file_mb": path.stat().st_size / 2**20}
+    def measure(path: Path, n: int, row: dict) -> None:
         for i, name in enumerate(("first launch", "second launch")):
-            row[name] = train_launch(path, td / f"run-{n}-{i}", cache)
-        out.append(row)
-        path.unlink()
-    return out
+            row[name] = train_launch(path, td / f"run-{n}-{i}", td / f"cache-{n}")
+
+    return per_size(sizes, td, measure)
 
 
 def report_prepare(res: list[dict]) -> None:

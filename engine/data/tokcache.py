@@ -331,6 +331,22 @@ def evict(keep: str | None = None, cap: int | None = None) -> list[str]:
     return removed
 
 
+@contextmanager
+def _entry_written(entry: Path) -> Iterator[Path]:
+    """A temporary folder to write an entry in, renamed into place when the block ends (removed if it fails): a
+    killed launch leaves no half-written entry."""
+    tmp = entry.with_name(f"{entry.name}.part{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(tmp, entry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _load(entry: Path) -> Any:
     from datasets import Dataset
 
@@ -357,21 +373,13 @@ def tokenized(tok: Any, rows: Iterable[dict], stage: str, max_len: int,
                    cache="reused", cache_dir=str(entry), rows=meta["rows"])
             return (_load(entry) if meta["rows"] else []), int(meta["truncated"])
         t0 = time.perf_counter()
-        tmp = base / f"{key}.part{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with _entry_written(entry) as tmp:
             kept, trunc = _write(tok, rows, n_rows, stage, max_len, tokenize, status, what, tmp / DATA_FILE)
             secs = time.perf_counter() - t0
             (tmp / META_FILE).write_text(json.dumps({
                 "rows": kept, "rows_in": n_rows, "truncated": trunc, "seconds": round(secs, 3), "stage": stage,
                 "max_len": max_len, "what": what, "source": getattr(rows, "display", ""),
                 "tokenizer": str(getattr(tok, "name_or_path", "")), "created": time.time()}))
-            shutil.rmtree(entry, ignore_errors=True)
-            os.replace(tmp, entry)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         status("tokenizing", f"tokenized {n_rows} {what} rows in {secs:.1f} s; cached in {entry}",
                cache="written", cache_dir=str(entry), rows=kept)
         gone = evict(keep=key)
@@ -433,22 +441,14 @@ def arrow_rows(rows: Any, keys: tuple[str, ...] | None, transform: Callable[[Ite
             schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
         if schema is None:
             return None
-        tmp = base / f"rows-{key}.part{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         n = 0
-        try:
+        with _entry_written(entry) as tmp:
             with open(tmp / DATA_FILE, "wb") as fh, pa.ipc.new_stream(fh, schema) as w:
                 for part in chunks(stream(), CHUNK):
                     w.write_table(pa.Table.from_pylist(part, schema=schema))
                     n += len(part)
             (tmp / META_FILE).write_text(json.dumps({"rows": n, "stage": "rows", "what": what, "created": time.time(),
                                                      "source": getattr(rows, "display", "")}))
-            shutil.rmtree(entry, ignore_errors=True)
-            os.replace(tmp, entry)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         status("tokenizing", f"{n} {what} rows written to {entry} (memory-mapped; the trainer tokenizes them)",
                rows_file=str(entry), rows=n)
         evict(keep=entry.name)
