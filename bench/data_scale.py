@@ -286,7 +286,7 @@ def main() -> None:
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     if args.smoke:
         args.rows = 2000
-        sizes = [1000, 3000]
+        sizes = [2000]
     if args.prepare or args.train or args.smoke:
         with tempfile.TemporaryDirectory(prefix="finetui-bench-prepare-") as td:
             if args.prepare or args.smoke:

@@ -32,7 +32,7 @@ SMOKES = {
     "data_check.py": ([], ["| check | 2,000 |", "| load_rows | 2,000 |", "check: 1,999 valid, 1 invalid"]),
     "data_scale.py": ([], ["| pyarrow.json.read_json | 2,000 |", "| check ×2 | 4,000 |",
                            "ratio check ÷ pyarrow.json.read_json", "check: 1,999 valid, 1 invalid",
-                           "| 3,000 | 0 |", "tokens equal to datasets.map's: True"]),
+                           "| 2,000 | 0 |", "tokens equal to datasets.map's: True"]),
     "hub_offline.py": ([], ["| finetui (probe, then offline mode) |"]),
     "startup_ab.py": ([], ["A .", "B .", "B - A, paired CPU time to the first screen"]),
     "tui_latency.py": ([], ["python -c 'import textual'", "event-to-screen at"]),
