@@ -204,7 +204,7 @@ def long_rows(path: Path, stage: str = "sft", n: int = 64, words: int = MAX_LEN 
 
 
 def run(configs: list[tuple[str, str, str, bool, str]]) -> list[dict]:
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
     from engine.estimate import estimate
 
     rows = []

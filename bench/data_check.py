@@ -37,7 +37,7 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 from engine.data.check import check
 from engine.data import load_rows
-from engine.config import JobConfig
+from engine.schema import JobConfig
 tok = None
 if {tokenizer!r}:
     from engine.data.tokenize import load_tokenizer

@@ -92,7 +92,7 @@ def worker_model(values: dict, device: str = "cpu") -> tuple[dict, Any, Any]:
     """The job's resolved values, its tokenizer and its model, built as the worker builds them."""
     import torch
 
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
     from engine.train.modeling import apply_method, load_config, load_model, load_tokenizer
 
     res = JobConfig(values=values).resolved()
@@ -147,7 +147,7 @@ def measure(model_dir: Path, values: dict, run_dir: Path) -> dict:
 
 
 def run(quick: bool = False, smoke: bool = False) -> list[dict]:
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
     from engine.estimate import estimate
 
     rows = []

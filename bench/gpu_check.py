@@ -77,7 +77,7 @@ class Check:
               timeout: float = 240) -> tuple[Path, list[dict]]:
         """The job as a run directory, trained by the real worker (torchrun for several ranks); → (dir, events)."""
         from engine import presets
-        from engine.config import JobConfig
+        from engine.schema import JobConfig
         from engine.train.command import free_port
 
         d = self.work / name
@@ -154,7 +154,7 @@ class Check:
         """The master-weights run's logged peaks against the estimate (CUDA only: on CPU the figure is RSS)."""
         if self.device != "cuda":
             raise Skip("the allocator's peaks exist on CUDA only")
-        from engine.config import JobConfig
+        from engine.schema import JobConfig
         from engine.estimate import CUDA_CONTEXT_BYTES, GIB, estimate
 
         vals, log, ranks = self.memory_run
@@ -201,7 +201,7 @@ class Check:
         import torch
 
         from engine import gpus as G
-        from engine.config import ConfigError, JobConfig
+        from engine.schema import ConfigError, JobConfig
         from engine.launch import fit_to_gpus
         from engine.train.modeling import _bf16
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from engine.config import JobConfig  # noqa: E402
+from engine.schema import JobConfig  # noqa: E402
 from engine.estimate import CUDA_CONTEXT_BYTES, GIB, estimate  # noqa: E402
 from engine.modelinfo import CATALOG  # noqa: E402
 

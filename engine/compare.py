@@ -58,7 +58,7 @@ def resolved_config(run_dir: Path) -> dict[str, Any]:
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(field, value in a, value in b)`` for every field whose values differ, in field order
     (a field missing on one side shows as None)."""
-    from engine.config import FIELDS
+    from engine.schema import FIELDS
 
     order = {f.name: i for i, f in enumerate(FIELDS)}
     keys = sorted(set(a) | set(b), key=lambda k: (order.get(k, len(order)), k))
@@ -128,7 +128,7 @@ class CardFold:
             card["wall_s"] = round(self.t1 - self.t0, 1)
         world = self.world
         if world is None and res:
-            from engine.config import total_ranks
+            from engine.schema import total_ranks
 
             try:
                 world = total_ranks(res)

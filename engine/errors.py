@@ -23,7 +23,7 @@ class FinetuiError(Exception):
 
     ``where`` is the first of ``path[:line]``, ``field``, ``host`` that is given; a message that
     already starts with it is not prefixed twice.  Subclasses that carry several problems
-    (:class:`engine.config.ConfigError`) return one line per problem from :meth:`lines`.
+    (:class:`engine.schema.ConfigError`) return one line per problem from :meth:`lines`.
     """
 
     #: the exit code of the CLI when this error ends a command (2 = bad input)

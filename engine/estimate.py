@@ -76,7 +76,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.config import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES, packs, total_ranks
+from engine.schema import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES, packs, total_ranks
 
 GIB = 1024 ** 3
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from engine.config import is_local_host
+from engine.schema import is_local_host
 
 QUERY = "index,uuid,name,memory.total,compute_cap"
 #: compute capability of Ampere: bf16 in hardware, flash-attention-2's kernels

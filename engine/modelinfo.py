@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import DEFAULT_TARGET_MODULES, TINY_MODEL
+from engine.schema import DEFAULT_TARGET_MODULES, TINY_MODEL
 from engine.errors import FinetuiError
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import userfiles
-from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUPS, SECRET_KEYS, ConfigError, JobConfig,
+from engine.schema import (FIELD_BY_NAME, GROUP_FIELDS, GROUPS, SECRET_KEYS, ConfigError, JobConfig,
                            Problem, spec, suggest)
 
 TOP_KEYS = ("name", "profile")

@@ -1,6 +1,6 @@
 """The sample data files shipped with finetui (``engine/assets/samples/``).
 
-The schema refers to them as ``finetui:samples/<file>`` (:data:`engine.config.SAMPLES_PREFIX`).
+The schema refers to them as ``finetui:samples/<file>`` (:data:`engine.schema.SAMPLES_PREFIX`).
 Standard library and the schema only.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.config import SAMPLES_PREFIX
+from engine.schema import SAMPLES_PREFIX
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "samples"
 

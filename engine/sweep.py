@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import FIELD_BY_NAME, JobConfig, Problem, suggest
+from engine.schema import FIELD_BY_NAME, JobConfig, Problem, suggest
 
 SWEEP_FILE = "sweep.json"
 STOP_FILE = "stop-requested"
@@ -453,7 +453,7 @@ def slots(res: dict[str, Any], parallel: int | str | None,
     if res.get("launch.device") == "cpu":
         return [None] * (1 if want == "auto" else int(want)), ""
     from engine import gpus as G
-    from engine.config import is_local_host
+    from engine.schema import is_local_host
 
     host = res.get("launch.host")
     gpus = (probe or G.probe)(None if is_local_host(host) else host)

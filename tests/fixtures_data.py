@@ -36,7 +36,7 @@ def write_json(path: Path, rows: list) -> Path:
 @pytest.fixture
 def data_res():
     """A resolved job dict with defaults, to be updated per test."""
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
 
     def make(**kw) -> dict:
         res = JobConfig().resolved()

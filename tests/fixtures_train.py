@@ -63,7 +63,7 @@ def train_env(**extra: str) -> dict[str, str]:
 def write_run(run_dir: Path, **values: Any):
     """A validated job (BASE + values) saved as ``run_dir/config.toml``; returns the JobConfig."""
     from engine import presets
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
 
     vals = {**BASE, **values}
     job = JobConfig(profile="native", values={k: v for k, v in vals.items() if v is not None})

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import profiles
-from engine.config import FIELD_BY_NAME, FIELDS, GROUPS, JobConfig, check_value, spec
+from engine.schema import profiles
+from engine.schema import FIELD_BY_NAME, FIELDS, GROUPS, JobConfig, check_value, spec
 
 # (profile, field, just inside, just outside, text the "allowed" part must contain)
 RANGES = [
@@ -301,7 +301,7 @@ def test_best_checkpoint_needs_checkpoints_at_evaluations():
 
 
 def test_master_address_is_checked_and_shown_only_for_several_nodes():
-    from engine.config import FIELD_BY_NAME, JobConfig
+    from engine.schema import FIELD_BY_NAME, JobConfig
 
     f = FIELD_BY_NAME["launch.master_addr"]
     assert not f.is_visible(JobConfig().resolved())

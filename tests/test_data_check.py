@@ -145,7 +145,7 @@ def test_incompatible_trainer_fails_naming_allowed(tmp_path):
 
 def test_profile_restricts_formats(tmp_path):
     p = write_jsonl(tmp_path / "d.jsonl", ROWS)
-    from engine import profiles
+    from engine.schema import profiles
 
     nova = next((n for n, pr in profiles.PROFILES.items()
                  if tuple(pr.formats_by_stage.get("sft", ())) == ("bedrock_converse",)), None)

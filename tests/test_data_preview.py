@@ -180,7 +180,7 @@ def test_rich_rendering_highlights_trained_and_dims_prompt(toks, tmp_path):
 
 def test_tui_data_step_preview_panel(toks, tmp_path):
     from tui.app import _data_check
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
     from tui.screens.data import render_report
 
     data = write_jsonl(tmp_path / "chat.jsonl", [ASK, ASK])

@@ -207,7 +207,7 @@ def test_cache_list_and_clear_from_the_cli(data_tokenizer, tmp_path, monkeypatch
 # ------------------------------------------------------------------------------ streaming mode (data.streaming)
 
 def test_streaming_needs_max_steps_and_text_stages():
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
 
     def probs(**v):
         return [str(p) for p in JobConfig(values={"data.train_path": "x.jsonl", "data.streaming": True, **v}).problems()

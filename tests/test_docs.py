@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from engine import docs
-from engine.config import FIELDS
-from engine.profiles import PROFILES
+from engine.schema import FIELDS
+from engine.schema.profiles import PROFILES
 
 
 def test_committed_parameters_page_is_current():

@@ -48,7 +48,7 @@ def _jsonl(rows: list) -> bytes:
 # ------------------------------------------------------------------ one error type, one handler
 
 def test_every_user_facing_error_is_a_finetui_error():
-    from engine.config import ConfigError
+    from engine.schema import ConfigError
     from engine.data.errors import DataError, RowError
     from engine.errors import FinetuiError
     from engine.hub import NotCachedOffline
@@ -119,7 +119,7 @@ async def test_tui_exception_in_a_handler_ends_with_one_line(tmp_path, monkeypat
     import asyncio
 
     from engine.presets import PresetError
-    from engine.config import Problem
+    from engine.schema import Problem
     from tui.app import FinetuiApp
 
     monkeypatch.setenv("FINETUI_CACHE_DIR", str(tmp_path / "cache"))
@@ -275,7 +275,7 @@ def test_environment_variable_names_and_host_names_are_validated(tmp_path):
     p = _preset(tmp_path, **{"[launch]\n": '[launch]\nhosts = ["gpu1", "gpu2|x"]\nnodes = 2\n'})
     assert_user_error(run_cli("validate", str(p)), "launch.hosts", "gpu2|x")
     for ok in ("gpu1", "me@gpu1:2222", "my_alias", "10.0.0.1", "[::1]:22", "me@[fe80::1]"):
-        from engine.config import host_problem
+        from engine.schema import host_problem
 
         assert host_problem(ok) is None, ok
     r = run_cli("train", str(DEMO), "--host", "gpu1;id", "--detach", "--runs-dir", str(tmp_path / "runs"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from engine.estimate import GIB, estimate, oci_total_training_steps, steps_for
 from engine.modelinfo import CATALOG
 
@@ -482,7 +482,7 @@ def test_cli_measures_tokens_per_example_for_packing(repo_root, tmp_path):
 def test_launch_screen_estimate_uses_the_last_data_check_of_this_data():
     """The TUI's estimate: rows and mean row length from the last data check of the same data, else rows
     counted in the local file; a check of other data (or another max length) is not used."""
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
     from tui.app import FinetuiApp, _estimate
 
     job = JobConfig("native", {"model.name_or_path": "finetui:tiny-llama",

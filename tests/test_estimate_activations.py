@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from engine.estimate import estimate
 from engine.tiny import ensure_tiny_model
 

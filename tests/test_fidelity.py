@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from engine import interop
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from tests.test_config import _errors, _job  # one way to build a job and read its errors
 
 
@@ -84,7 +84,7 @@ def test_nova_pro_recipe_round_trips_global_and_micro_batch(tmp_path):
     ("adapter.loraplus_lr_ratio", "8", "16", "follows the document (8)"),
 ])
 def test_nova_fields_where_document_and_recipes_disagree_say_both(name, doc, recipe, follows):
-    from engine.config import FIELD_BY_NAME, JobConfig
+    from engine.schema import FIELD_BY_NAME, JobConfig
 
     h = FIELD_BY_NAME[name].help
     assert doc in h and recipe in h and follows in h, h
@@ -176,7 +176,7 @@ def test_watsonx_target_modules_are_the_architectures_layers(profile, model):
 # --------------------------------------------------------------------------------------- catalogs (001–004)
 
 def _catalog_models():
-    from engine.profiles import PROFILES
+    from engine.schema.profiles import PROFILES
 
     return sorted({m for p in PROFILES.values() for m in p.models})
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from engine.estimate import GIB, estimate
 from engine.modelinfo import CATALOG, param_breakdown
 from tests.fixtures_train import ROOT

@@ -25,7 +25,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.config import FIELDS, FORMATS, STAGES
+from engine.schema import FIELDS, FORMATS, STAGES
 from engine.interop import EXPORT_FORMATS
 from engine.interop.jsonparams import FPT_KEYS, OCI_KEYS, WATSONX_KEYS
 from engine.interop.llamafactory import KNOWN as LF_KEYS

@@ -151,7 +151,7 @@ def test_merge_after_zero3_runs_apart_from_the_ranks_and_gives_a_whole_model(run
 
 
 def _qlora_res(zero: bool) -> dict:
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
 
     vals = {"model.name_or_path": "finetui:tiny-llama", "data.train_path": "finetui:samples/alpaca_demo.jsonl",
             "trainer.training_type": "qlora", "runtime.mixed_precision": "bf16", "launch.device": "cuda"}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, JobConfig
+from engine.schema import ConfigError, JobConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 T4 = "Tesla T4"
@@ -238,7 +238,7 @@ def test_nccl_settings_travel_to_the_remote_nodes(monkeypatch):
 
 
 def test_fused_adamw_on_cuda():
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
     from engine.train.trainers import common_args
 
     res = JobConfig(profile="native", values={"data.train_path": "x.jsonl"}).resolved()

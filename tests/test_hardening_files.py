@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine import interop, presets
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from engine.safeio import atomic_write
 from tests.fixtures_launch import ROOT
 

@@ -60,7 +60,7 @@ def test_preset_save_show_and_validate_never_hold_the_password(tmp_path):
 
 @pytest.mark.parametrize("to", ["llamafactory", "nova", "fpt_studio", "oci", "watsonx"])
 def test_exports_and_their_warnings_never_hold_the_password(tmp_path, to):
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
 
     if to == "nova":
         job = JobConfig("nova_lora", {"data.train_path": "s3://b/train.jsonl", "tracking.mlflow_tracking_uri": URI})

@@ -3,10 +3,9 @@
 - every ``tui`` module imports without torch, transformers, deepspeed, trl, peft or ``engine.train``
   (the interface starts in well under a second; the training stack loads only in the worker);
 - nothing in ``engine`` imports ``tui`` or ``textual`` (the engine has no UI), at any level;
-- the schema (``engine/config.py``, ``engine/profiles.py``, and the two leaf helpers they use: the data-path
-  syntax, ``engine/datapaths.py``, and credential redaction, ``engine/redact.py``) imports nothing else of
-  engine, at any level: every other part renders from it.  The one exception left is listed, with its reason,
-  in ``SCHEMA_DEBT``; an entry that no longer holds fails too, so the list cannot outlive the import.
+- the schema (the package ``engine/schema/``, and the two leaf helpers it uses: the data-path syntax,
+  ``engine/datapaths.py``, and credential redaction, ``engine/redact.py``) imports nothing else of engine but the
+  error type (``engine/errors.py``), at any level: every other part renders from it.
 """
 
 from __future__ import annotations
@@ -21,14 +20,8 @@ from tests.conftest import ROOT
 
 HEAVY = ("torch", "transformers", "deepspeed", "trl", "peft", "engine.train")
 # (engine.errors: the one user-facing error type, which the schema's errors subclass; it imports nothing of engine)
-SCHEMA = {"engine.config", "engine.profiles", "engine.datapaths", "engine.redact", "engine.errors"}
-#: imports of the schema that break the contract today: (module, what it imports) → why, and what removes it
-SCHEMA_DEBT = {
-    ("engine.config", "engine.modelinfo"):
-        "a cross-field rule (watsonx_lora's target modules) reads the model's architecture from its config.json; "
-        "a cycle (engine.modelinfo imports engine.config): it goes once the schema is a package (issue 25, item 1)",
-}
-
+SCHEMA_PACKAGES = ("engine.schema",)
+SCHEMA_LEAVES = {"engine.datapaths", "engine.redact", "engine.errors"}
 
 def modules(package: str) -> list[str]:
     base = ROOT / package
@@ -85,14 +78,14 @@ def test_engine_never_imports_the_interface():
 
 
 def test_the_schema_imports_nothing_else_of_engine():
-    found = {(m, name, line) for m in sorted(SCHEMA) for line, name in imported(ROOT / _file(m), m)
-             if name.split(".")[0] == "engine" and name != "engine"
-             and not any(name == s or name.startswith(s + ".") for s in SCHEMA)}
-    bad = [f"{m}:{line} imports {name}" for m, name, line in sorted(found)
-           if not any(m == dm and (name == dn or name.startswith(dn + ".")) for dm, dn in SCHEMA_DEBT)]
+    schema = [m for p in SCHEMA_PACKAGES for m in modules(p.replace(".", "/"))]
+    assert "engine.schema.fields" in schema and "engine.schema.rules" in schema
+    allowed = set(SCHEMA_PACKAGES) | SCHEMA_LEAVES
+    bad = [f"{m}:{line} imports {name}" for m in sorted(set(schema) | SCHEMA_LEAVES)
+           for line, name in imported(ROOT / _file(m), m)
+           if name.split(".")[0] == "engine" and name != "engine"
+           and not any(name == s or name.startswith(s + ".") for s in allowed)]
     assert not bad, "\n".join(bad)
-    gone = [k for k in SCHEMA_DEBT if not any(m == k[0] and (n == k[1] or n.startswith(k[1] + ".")) for m, n, _ in found)]
-    assert not gone, f"no longer imported, remove from SCHEMA_DEBT: {gone}"
 
 
 def test_the_scan_sees_imports_at_every_level(tmp_path):

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from engine import interop, presets
-from engine.config import FIELDS, JobConfig
+from engine.schema import FIELDS, JobConfig
 from engine.interop.common import InteropError
 
 COMPAT = Path("/work/shared/compat")
@@ -609,8 +609,8 @@ def _paths(d, prefix=""):
 
 
 def test_names_table_matches_what_the_exporters_write(tmp_path):
-    """engine/interop/names.py (rendered in docs/parameters.md) names keys the exporters really write."""
-    from engine.interop import names as N
+    """engine/schema/names.py (rendered in docs/parameters.md) names keys the exporters really write."""
+    from engine.schema import names as N
 
     written: dict[str, set[str]] = {t: set() for t in N.TOOLS}
     for i, values in enumerate(LF_JOBS.values()):

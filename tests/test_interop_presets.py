@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from engine import presets, profiles
-from engine.config import FIELD_BY_NAME, SAMPLES_PREFIX
+from engine import presets
+from engine.schema import profiles
+from engine.schema import FIELD_BY_NAME, SAMPLES_PREFIX
 
 SHIPPED = presets.shipped()
 

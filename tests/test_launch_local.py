@@ -363,7 +363,7 @@ def test_resume_of_a_remote_run_sends_the_local_data_again(tmp_path):
     """A remote run's config.toml names the uploaded copies (data/0_…); remote.json keeps the local files they
     came from, and the resumed job names those again, on the same host, from the run's last checkpoint."""
     from engine import presets
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
     from engine.launch.rundir import write_json
 
     data = tmp_path / "train.jsonl"

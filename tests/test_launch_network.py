@@ -13,7 +13,7 @@ from tests.test_launch_local import wait_for
 
 
 def test_interface_fields_are_checked(launch_job):
-    from engine.config import ConfigError
+    from engine.schema import ConfigError
 
     job = launch_job(**{"launch.gloo_socket_ifname": "eth 0", "launch.nccl_socket_ifname": "^docker,lo"})
     with pytest.raises(ConfigError) as e:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from engine.config import JobConfig, packs
+from engine.schema import JobConfig, packs
 from engine.train.packing import PackedRowsCollator, bfd_bins, collate_packed_rows, pack_rows
 
 
@@ -79,7 +79,7 @@ def test_packing_defaults_on_natively_off_for_providers_and_only_for_sequence_st
     assert JobConfig("native", dpo).problems() == []  # the default does not apply to DPO: no error
     explicit = JobConfig("native", {**dpo, "data.packing": True})
     assert [p.field for p in explicit.problems()] == ["data.packing"]
-    from engine.profiles import PROFILES
+    from engine.schema.profiles import PROFILES
 
     for name in PROFILES:
         if name != "native":

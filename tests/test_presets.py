@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine import presets
-from engine.config import JobConfig
+from engine.schema import JobConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,7 +156,7 @@ def test_every_shipped_preset_validates():
 
 
 def test_ui_does_not_import_torch():
-    code = ("import sys, tui.app, tui.cli, engine.config, engine.presets, engine.events;"
+    code = ("import sys, tui.app, tui.cli, engine.schema, engine.presets, engine.events;"
             "bad=[m for m in ('torch','transformers','deepspeed','trl','peft') if m in sys.modules];"
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -164,7 +164,7 @@ def test_ui_does_not_import_torch():
 
 
 def test_engine_config_does_not_import_textual():
-    code = "import sys, engine.config, engine.profiles, engine.presets, engine.events; assert 'textual' not in sys.modules"
+    code = "import sys, engine.schema, engine.presets, engine.events; assert 'textual' not in sys.modules"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
 
@@ -220,7 +220,7 @@ def test_launch_sends_each_local_data_file_to_a_remote_host(tmp_path, monkeypatc
 def test_a_resolved_dump_loads_as_a_valid_preset(profile, tmp_path):
     """A run's config.toml (a resolved dump) opens as a job — `c` on the runs screen, `finetui resume` — so it
     holds no default of a field that does not apply (zero_stage without DeepSpeed, simpo_gamma without SimPO)."""
-    from engine.profiles import get
+    from engine.schema.profiles import get
 
     prof = get(profile)
     job = JobConfig(profile, {"data.train_path": "finetui:samples/alpaca_demo.jsonl"})

@@ -117,7 +117,7 @@ def test_random_expansion_is_seeded_bounded_and_log_uniform():
 
 def test_the_sweep_table_round_trips_and_its_mistakes_are_one_line_each(tmp_path):
     from engine import presets
-    from engine.config import ConfigError
+    from engine.schema import ConfigError
 
     job = presets.loads(BASE.format(max_steps=2, eval_steps=1) + '\n[sweep]\nmethod = "random"\ntrials = 3\n'
                         '[sweep.parameters]\n"general.learning_rate" = { min = 1e-4, max = 1e-2, scale = "log" }\n')

@@ -23,7 +23,7 @@ FINETUI = [sys.executable, "-m", "tui.cli"]
 
 
 def _job(runs: Path, **values):
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
 
     vals = {**BASE, "launch.runs_dir": str(runs), **values}
     job = JobConfig(profile="native", values={k: v for k, v in vals.items() if v is not None})

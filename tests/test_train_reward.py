@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from engine.data import load_rows
 from engine.train.modeling import apply_method, load_config, load_model, load_tokenizer
 from engine.train.trainers import build_trainer, common_args

@@ -7,7 +7,7 @@ import json
 
 from rich.console import Console
 
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from tui.app import _data_check, data_check_command
 from tui.screens.data import render_report
 

@@ -20,7 +20,7 @@ PRELUDE = """
 import sys, time, os
 sys.path.insert(0, {root!r})
 import tui.app as A
-from engine.config import JobConfig
+from engine.schema import JobConfig
 app = A.FinetuiApp(JobConfig(values={{"model.name_or_path": "some/model"}}), offer_restore=False)
 """
 

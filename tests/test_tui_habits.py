@@ -549,7 +549,7 @@ async def test_resumed_dashboard_draws_the_parents_history_first(tmp_path):
 def test_default_run_names_carry_stage_and_method(make_app):
     from datetime import datetime
 
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
     from tui.screens.launch import default_run_name
 
     job = JobConfig()
@@ -643,7 +643,7 @@ async def test_dashboard_plots_share_the_x_range_and_dpo_plots_its_metrics(tmp_p
 def test_estimate_says_cpu_without_a_gpu_and_warns_past_the_models_context(monkeypatch):
     """The real estimate: device auto on this machine without nvidia-smi is a CPU estimate; a max length past
     the model's context (the tiny model's 512) is warned about."""
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
     from tui.app import _estimate
     from tui.screens.launch import estimate_text
 
@@ -663,7 +663,7 @@ def test_estimate_says_cpu_without_a_gpu_and_warns_past_the_models_context(monke
 
 
 def test_catalog_lists_models_that_exist_and_a_legend_that_matches():
-    from engine import profiles as P
+    from engine.schema import profiles as P
     from tui.screens.model import catalog, catalog_legend
 
     assert "meta-llama/Llama-3.2-8B-Instruct" not in catalog("fpt_pipeline")

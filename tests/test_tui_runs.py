@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from tests.fake_run import T0, FakeRunWriter, click_when_shown, harness_app, plots_settled, wait_for, write_fake_run
 from tui import runsource, state
 from tui.screens.monitor import MonitorScreen

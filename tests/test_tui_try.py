@@ -93,7 +93,7 @@ def test_merge_writes_one_plain_model_that_computes_what_base_plus_adapter_does(
     from transformers import AutoModelForCausalLM
 
     from engine import presets
-    from engine.config import JobConfig
+    from engine.schema import JobConfig
 
     run = tmp_path / "runs" / "ft_lora"
     write_fake_run(run, steps=5)

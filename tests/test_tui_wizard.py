@@ -7,7 +7,7 @@ import sys
 
 from textual.widgets import Button, Input, Select, Static, TextArea
 
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from tui import state
 from tests.fake_run import wait_for
 from tui.widgets.form import FieldRow, row_id, widget_id

@@ -27,7 +27,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher
 
-from engine.config import FIELD_BY_NAME, LOCAL_HOST, JobConfig, is_local_host, is_remote_job, spec
+from engine.schema import FIELD_BY_NAME, LOCAL_HOST, JobConfig, is_local_host, is_remote_job, spec
 from engine.errors import FinetuiError, one_line, report_crash
 from tui import keys, state
 from tui.keys import with_ids
@@ -951,7 +951,7 @@ class FinetuiApp(App[None]):
         if isinstance(widget, CollapsibleTitle):
             coll = widget.parent
             group = (getattr(coll, "id", "") or "").removeprefix("group-")
-            from engine.config import GROUP_FIELDS, GROUP_TITLES
+            from engine.schema import GROUP_FIELDS, GROUP_TITLES
 
             n = len(GROUP_FIELDS.get(group, []))
             title = GROUP_TITLES.get(group, str(getattr(coll, "title", "")))

@@ -92,7 +92,7 @@ def load(path: str | os.PathLike[str] | None = None) -> UserKeys:
     """The ``[keys]`` table of the user config file (none: no keys of one's own, no problem)."""
     import tomllib
 
-    from engine.config import suggest
+    from engine.schema import suggest
 
     p = Path(path) if path is not None else config_path()
     out = UserKeys(path=p)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from engine.config import LOCAL_HOST, is_local_host
+from engine.schema import LOCAL_HOST, is_local_host
 from engine.events import EVENTS_FILE, Tailer, summarize
 from engine.launch.rundir import CONFIG_FILE, LAUNCH_FILE, LOG_FILE
 #: On attach, only this much of the end of a long worker.log is shown (toolong-style).

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from engine.safeio import atomic_write
 
 AUTOSAVE = "autosave.toml"

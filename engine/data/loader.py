@@ -15,7 +15,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from engine.config import FORMATS, FORMATS_BY_STAGE
+from engine.schema import FORMATS, FORMATS_BY_STAGE
 from engine.data.errors import DataError, RowError
 from engine.data.formats import normalizer
 from engine.data.sources import Source, open_source
@@ -70,7 +70,7 @@ class LoadedData:
 def allowed_formats(stage: str, profile: str | None = None) -> tuple[str, ...]:
     if profile:
         try:
-            from engine import profiles as P
+            from engine.schema import profiles as P
 
             return tuple(P.get(profile).formats_by_stage.get(stage, FORMATS_BY_STAGE.get(stage, ())))
         except FinetuiError:  # an unknown profile (validation names it): the schema's formats
@@ -319,7 +319,7 @@ class PreflightError(DataError):
 
 def check_data_before_launch(res: dict) -> list[str]:
     """:func:`preflight` for a job about to start; raises :class:`PreflightError`, else returns the notes."""
-    from engine.config import is_remote_job
+    from engine.schema import is_remote_job
 
     errors, notes = preflight(res, remote=is_remote_job(res))
     if errors:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from engine import userfiles
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from engine.errors import FinetuiError, crash_log
 from engine.interop import jsonparams, llamafactory, nova
 from engine.interop.common import InteropError, TrainingChange, fail, training_changes

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.config import FIELD_BY_NAME, FIELDS, ConfigError, JobConfig, Problem, _num, coerce, spec
+from engine.schema import FIELD_BY_NAME, FIELDS, ConfigError, JobConfig, Problem, _num, coerce, spec
 from engine.redact import redact
 from engine.samples import SAMPLES_DIR, SAMPLES_PREFIX
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine import profiles
-from engine.config import JobConfig, spec
+from engine.schema import profiles
+from engine.schema import JobConfig, spec
 from engine.interop.common import fail, leftovers, set_value, validate_for
 
 SAMPLE = {"alpaca": "finetui:samples/alpaca_demo.jsonl", "preference": "finetui:samples/preference_demo.jsonl"}

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from engine import userfiles
-from engine.config import SAMPLES_PREFIX, JobConfig, Problem, total_ranks
+from engine.schema import SAMPLES_PREFIX, JobConfig, Problem, total_ranks
 from engine.data.sources import count_examples, local_data_files
 from engine.datapaths import any_s3, data_paths, join_paths, split_format
 from engine.dsconfig import deepspeed_config

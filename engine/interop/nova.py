@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from engine import redact
-from engine.config import JobConfig, spec, total_ranks
+from engine.schema import JobConfig, spec, total_ranks
 from engine.datapaths import data_paths
 from engine.interop.common import fail, fmt, leftovers, set_value, table, validate_for
 
@@ -184,7 +184,7 @@ def export(job: JobConfig) -> tuple[str, list[str]]:
         m["peft"] = {"peft_scheme": None}
     tc["model"] = m
 
-    from engine.profiles import NOVA_LIMITATIONS
+    from engine.schema.profiles import NOVA_LIMITATIONS
 
     for name, why in NOVA_LIMITATIONS.items():  # what the service itself cannot do, said apart from the rest
         if name not in used and res[name] != spec(name, prof).default:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import userfiles
-from engine.config import LOCAL_HOST, JobConfig, is_local_host, is_remote_job
+from engine.schema import LOCAL_HOST, JobConfig, is_local_host, is_remote_job
 from engine.events import EVENTS_FILE, Tailer, summarize
 from engine.launch import core
 from engine.launch.rundir import (CONFIG_FILE, LAUNCH_FILE, LOG_FILE, REMOTE_FILE, SUPERVISOR_FILE, LaunchError,
@@ -77,7 +77,7 @@ def fit_to_gpus(job: JobConfig) -> list[str]:
     becomes one rank per visible GPU (→ a note saying so); what the GPUs cannot do raises ConfigError, one line
     per problem.  CPU jobs are not looked at."""
     from engine import gpus as G
-    from engine.config import ConfigError, Problem
+    from engine.schema import ConfigError, Problem
 
     res = job.resolved()
     if res.get("launch.device") == "cpu" or res.get("launch.launcher") == "slurm":  # (Slurm: the login node's GPUs

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.config import REMOTE_PYTHON
+from engine.schema import REMOTE_PYTHON
 from engine.launch import ssh
 from engine.launch.rundir import LaunchError
 

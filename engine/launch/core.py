@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from engine.config import LOCAL_HOST, MASTER_PORT
+from engine.schema import LOCAL_HOST, MASTER_PORT
 from engine.events import EVENTS_FILE, summarize
 from engine.launch import procs
 from engine.safeio import atomic_write

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from typing import NamedTuple
 
-from engine.config import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
+from engine.schema import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
 from engine.launch import ssh
 from engine.launch.rundir import LaunchError
 

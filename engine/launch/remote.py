@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.config import MASTER_PORT, REMOTE_PYTHON, REMOTE_WORKDIR
+from engine.schema import MASTER_PORT, REMOTE_PYTHON, REMOTE_WORKDIR
 from engine.datapaths import data_paths, join_paths, split_format
 from engine.events import EVENTS_FILE, parse_lines
 from engine.launch import ssh

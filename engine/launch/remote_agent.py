@@ -24,7 +24,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from engine.config import REMOTE_WORKDIR
+from engine.schema import REMOTE_WORKDIR
 from engine.events import EVENTS_FILE
 from engine.launch.rundir import CONFIG_FILE, LOG_FILE
 

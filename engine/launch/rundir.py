@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.config import LOCAL_HOST
+from engine.schema import LOCAL_HOST
 from engine.errors import FinetuiError
 from engine.events import EVENTS_FILE, parse_lines
 from engine.safeio import atomic_write

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.config import MASTER_PORT
+from engine.schema import MASTER_PORT
 
 WORKER_MODULE = "engine.train.worker"
 

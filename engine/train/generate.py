@@ -46,7 +46,7 @@ def _end_record(run_dir: Path) -> dict | None:
 def final_dir(run_dir: str | Path) -> tuple[Path, dict]:
     """The run's ``final/`` folder and resolved config, or a one-line :class:`GenerateError`."""
     from engine import presets
-    from engine.config import ConfigError
+    from engine.schema import ConfigError
 
     run_dir = Path(run_dir)
     try:

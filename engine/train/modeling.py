@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Callable
 
-from engine.config import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES
+from engine.schema import ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES
 from engine.errors import FinetuiError
 from engine.tiny import resolve_model_path
 

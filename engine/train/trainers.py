@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from engine.config import packs
+from engine.schema import packs
 from engine.launch.rundir import CHECKPOINTS_DIR
 from engine.train.modeling import UserError, precision
 

@@ -8,7 +8,7 @@ from typing import NoReturn
 
 import typer
 
-from engine.config import ConfigError, JobConfig
+from engine.schema import ConfigError, JobConfig
 
 
 def err(msg: str) -> None:

@@ -47,7 +47,7 @@ def check_cmd(
                                 "dimmed, token counts, loss-mask problems)."),
 ) -> None:
     """Validate a data file: rows valid/invalid, trainer compatibility, token lengths, duplicates, a preview."""
-    from engine.config import FORMATS, STAGES, JobConfig, check_value
+    from engine.schema import FORMATS, STAGES, JobConfig, check_value
 
     job = common.load_job(preset) if preset else JobConfig()
     # an option that sets a field is checked as the field is (its type, range and form), in the option's name

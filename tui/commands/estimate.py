@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
     ) -> None:
         """Memory per GPU (weights, gradients, optimizer, activations, logits, overhead), steps and time."""
-        from engine.config import MAX_ROWS, MAX_TOKENS
+        from engine.schema import MAX_ROWS, MAX_TOKENS
         from engine.estimate import estimate
         from engine.modelinfo import ModelInfoError
 
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         if examples is None:
             examples = count_examples(str(res.get("data.train_path") or ""))
         measured = None
-        from engine.config import packs
+        from engine.schema import packs
 
         if tokens_per_example is None and examples is not None and (packs(res) or tokens_per_s):
             # the packed step count, or the tokens a step holds for the time, depend on the rows' length

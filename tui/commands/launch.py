@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import typer
 
-from engine.config import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
+from engine.schema import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
 from engine.errors import FinetuiError
 from tui.commands import common
 

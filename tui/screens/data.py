@@ -19,7 +19,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Static
 
-from engine.config import JobConfig
+from engine.schema import JobConfig
 from tui.widgets.form import FieldEdited, SchemaForm
 from tui.widgets.step import StepPane, group_names
 
@@ -246,7 +246,7 @@ class DataPane(StepPane):
         t = Text()
         self._suggested = found if found and found != fmt else None
         if self._suggested:
-            from engine.config import STAGES
+            from engine.schema import STAGES
             from engine.data.loader import allowed_formats
 
             t.append(f"⚠ The first rows look like {FORMAT_WORDS.get(found, found)}, not {fmt}.", "bold")

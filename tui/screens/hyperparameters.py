@@ -18,7 +18,7 @@ from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Button, ContentSwitcher, Static, TextArea
 
-from engine.config import FIELD_BY_NAME, JobConfig, _fmt, spec
+from engine.schema import FIELD_BY_NAME, JobConfig, _fmt, spec
 from engine.errors import FinetuiError
 from tui.screens.model import ProfileSelect
 from tui.widgets.form import SchemaForm

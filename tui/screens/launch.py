@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, Select, Static
 
-from engine.config import LOCAL_HOST, REMOTE_WORKDIR, JobConfig, is_remote_job
+from engine.schema import LOCAL_HOST, REMOTE_WORKDIR, JobConfig, is_remote_job
 from tui.screens.hyperparameters import diff_table
 from tui.widgets.form import FieldEdited, SchemaForm, widget_id
 from tui.widgets.lazyselect import LazySelect

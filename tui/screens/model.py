@@ -14,8 +14,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Button, Select, Static
 
-from engine import profiles as P
-from engine.config import FIELD_BY_NAME, TINY_MODEL, JobConfig
+from engine.schema import profiles as P
+from engine.schema import FIELD_BY_NAME, TINY_MODEL, JobConfig
 from tui.widgets.form import FieldEdited, FieldRow, FoldedFields, SchemaForm, row_id
 from tui.widgets.lazyselect import LazySelect
 from tui.widgets.step import StepPane, group_names

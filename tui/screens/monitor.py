@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
-from engine.config import is_local_host
+from engine.schema import is_local_host
 from tui import runsource
 from tui.screens.base import QuietScreen
 from tui.widgets.keybar import KeyBar

@@ -19,7 +19,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from engine.config import is_local_host
+from engine.schema import is_local_host
 from engine.errors import FinetuiError, one_line, report_crash
 from tui import runsource
 from tui.runsource import RunRow

@@ -15,8 +15,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
-from engine import profiles as P
-from engine.config import FORMATS_BY_STAGE, JobConfig, spec
+from engine.schema import profiles as P
+from engine.schema import FORMATS_BY_STAGE, JobConfig, spec
 from tui.widgets.form import FieldEdited, SchemaForm
 from tui.widgets.step import StepPane
 

@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from engine.config import FIELD_BY_NAME, spec
+from engine.schema import FIELD_BY_NAME, spec
 from tui.screens.base import QuietScreen
 from tui.widgets.lazyselect import LazySelect
 

@@ -22,7 +22,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input, Select, Static, Switch
 
-from engine.config import (FIELD_BY_NAME, GROUP_FIELDS, GROUP_TITLES, JobConfig, Problem, _fmt, _num,
+from engine.schema import (FIELD_BY_NAME, GROUP_FIELDS, GROUP_TITLES, JobConfig, Problem, _fmt, _num,
                            coerce, cross_field_problems, spec)
 from tui.widgets.lazyselect import LazySelect
 

@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Static
 
-from engine.config import FIELD_BY_NAME, GROUP_FIELDS, JobConfig
+from engine.schema import FIELD_BY_NAME, GROUP_FIELDS, JobConfig
 from tui.widgets.spanbar import SpanBar
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Each profile overlays the ranges, enums and defaults its provider's document
 states (see ``shared/spec/seed-parameters.md``) on the native schema in
-``engine/config.py``.  A field override is a dict with any of ``min``, ``max``,
+``engine/schema/fields.py``.  A field override is a dict with any of ``min``, ``max``,
 ``min_exclusive``, ``max_exclusive``, ``choices`` and ``default``.  A bound that
 is overridden drops the schema's exclusivity unless restated.
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.config import FORMATS_BY_STAGE, METHODS, STAGES, Range
+from engine.schema.fields import FIELD_BY_NAME, FORMATS_BY_STAGE, METHODS, STAGES, Range
+from engine.schema.problems import ConfigError, Problem, suggest
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ class Profile:
     deprecated_models: tuple[str, ...] = ()
     #: per-model defaults, first match wins; fields the user set are never touched
     model_defaults: tuple[ModelDefaults, ...] = ()
+
+    def default(self, name: str) -> Any:
+        """The default of field ``name`` in this profile: its override, else the field's own."""
+        return self.fields.get(name, {}).get("default", FIELD_BY_NAME[name].default)
 
     def defaults_for(self, model: str, task: str | None = None) -> ModelDefaults | None:
         return next((d for d in self.model_defaults if d.applies(str(model or ""), task)), None)
@@ -387,7 +392,5 @@ def get(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        from engine.config import ConfigError, Problem, suggest
-
         raise ConfigError([Problem("profile", f"unknown profile {name!r}{suggest(name, PROFILES)}",
                                    ", ".join(PROFILES))]) from None

@@ -1,0 +1,33 @@
+"""The schema of a finetui job: the one package every view renders from.
+
+- ``fields.py``: the field declarations (group, kind, default, range or choices, label, help, visibility),
+  and the constants other parts read;
+- ``profiles.py``: the provider profiles, overlays on the declarations;
+- ``job.py``: :class:`JobConfig` (a profile plus the values set), resolution, coercion and value checks;
+- ``rules.py``: the cross-field rules;
+- ``problems.py``: :class:`Problem` and :class:`ConfigError`.
+
+It imports nothing of engine but the error type and two leaf helpers (``engine.datapaths``,
+``engine.redact``); ``tests/test_import_contracts.py`` checks it.
+"""
+
+from engine.schema.fields import (ALL_LINEAR_LLAMA, DEFAULT_TARGET_MODULES, FIELD_BY_NAME, FIELDS, FORMATS,
+                                  FORMATS_BY_STAGE, GROUP_FIELDS, GROUP_TITLES, GROUPS, HOST_FORM, INT_LIMIT,
+                                  LOCAL_HOST, LORA_METHODS, MASTER_PORT, MAX_ROWS, MAX_TOKENS, METHODS, REMOTE_PYTHON,
+                                  REMOTE_WORKDIR, SAMPLES_PREFIX, SECRET_KEYS, STAGES, TINY_MODEL, Field, Range, _fmt,
+                                  _num, env_name_problem, host_problem, is_local_host, is_remote_job, paths_problem)
+from engine.schema.job import JobConfig, Spec, check_value, coerce, spec
+from engine.schema.problems import ConfigError, Problem, suggest
+from engine.schema.profiles import PROFILES, ModelDefaults, Profile
+from engine.schema.rules import (accumulation_for, cross_field_problems, packs, set_model_type_lookup,
+                                 slurm_problems, total_ranks)
+
+__all__ = [
+    "ALL_LINEAR_LLAMA", "DEFAULT_TARGET_MODULES", "FIELD_BY_NAME", "FIELDS", "FORMATS", "FORMATS_BY_STAGE",
+    "GROUP_FIELDS", "GROUP_TITLES", "GROUPS", "HOST_FORM", "INT_LIMIT", "LOCAL_HOST", "LORA_METHODS", "MASTER_PORT",
+    "MAX_ROWS", "MAX_TOKENS", "METHODS", "REMOTE_PYTHON", "REMOTE_WORKDIR", "SAMPLES_PREFIX", "SECRET_KEYS", "STAGES",
+    "TINY_MODEL", "Field", "Range", "_fmt", "_num", "env_name_problem", "host_problem", "is_local_host",
+    "is_remote_job", "paths_problem", "JobConfig", "Spec", "check_value", "coerce", "spec", "ConfigError", "Problem",
+    "suggest", "PROFILES", "ModelDefaults", "Profile", "accumulation_for", "cross_field_problems", "packs",
+    "set_model_type_lookup", "slurm_problems", "total_ranks",
+]
