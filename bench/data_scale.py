@@ -87,6 +87,15 @@ from engine.data.tokenize import load_tokenizer
 from engine.train.trainers import tokenize_lm, pc_sum
 tok = load_tokenizer("finetui:tiny-llama")
 {rss}base = rss_kib()
+import threading
+def rss_anon():
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("RssAnon:"))
+anon_base, anon, stop = rss_anon(), [0], []
+def sample():  # peak anonymous memory (the heap: not the page cache of files read or mapped)
+    while not stop:
+        anon[0] = max(anon[0], rss_anon()); time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
 t = time.perf_counter()
 if {mode!r} == "map":
     from datasets import load_dataset
@@ -97,7 +106,6 @@ if {mode!r} == "map":
         ids = tok(b["text"], add_special_tokens=True)["input_ids"]
         return {{"input_ids": [(x if x[-1:] == [eos] else x + [eos])[:{max_len}] for x in ids]}}
     d = d.map(f, batched=True, num_proc=2, remove_columns=["text"])
-    rows, tokens = len(d), sum(pc_sum(d, "input_ids"))
     extra = {{"read_s": t_read}}
 else:
     os.environ["FINETUI_CACHE_DIR"] = {work!r}
@@ -106,13 +114,15 @@ else:
     t_count = time.perf_counter() - t
     ds, _ = tokcache.tokenized(tok, rows_in, "pretrain", {max_len}, tokenize_lm,
                                lambda p, text, **kw: said.append(kw.get("cache")))
-    rows, tokens = len(ds), sum(pc_sum(ds, "input_ids"))
     extra = {{"read_s": t_count, "cache": [c for c in said if c][0], "workers": tokcache.workers()}}
 dt = time.perf_counter() - t
+# (before the tokens are counted: counting reads every page of the mapped file, which RSS would then include)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+stop.append(1)
+rows, tokens = (len(d), sum(pc_sum(d, "input_ids"))) if {mode!r} == "map" else (len(ds), sum(pc_sum(ds, "input_ids")))
 print(json.dumps({{"rows": rows, "tokens": tokens, "seconds": dt, "peak_kib": peak, "base_kib": base,
-                  "children_peak_kib": kids, **extra}}))
+                  "anon_peak_kib": anon[0], "anon_base_kib": anon_base, "children_peak_kib": kids, **extra}}))
 """
 
 
@@ -248,13 +258,16 @@ def train(sizes: list[int], td: Path) -> list[dict]:
 
 
 def report_prepare(res: list[dict]) -> None:
-    print("| rows | file (MB) | prepare: s | rows/s | peak RSS above imports (MiB) | tokenizing children peak (MiB) "
-          "| prepare again: s | datasets.map: s (read + map) | map rows/s | prepare ÷ map |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| rows | file (MB) | prepare: s (count + tokenize) | rows/s | peak RSS above imports (MiB) | peak heap "
+          "above imports (MiB) | tokenizing children peak RSS (MiB) | prepare again: s | datasets.map: s (read + map) "
+          "| map rows/s | prepare ÷ map |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in res:
         a, b, m = r["prepare"], r["prepare again"], r["map"]
-        print(f"| {r['rows_in']:,} | {r['file_mb']:.0f} | {a['seconds']:.1f} | {a['rows'] / a['seconds']:,.0f} | "
-              f"{(a['peak_kib'] - a['base_kib']) / 1024:.0f} | {a['children_peak_kib'] / 1024:.0f} | "
+        print(f"| {r['rows_in']:,} | {r['file_mb']:.0f} | {a['seconds']:.1f} ({a['read_s']:.1f} + "
+              f"{a['seconds'] - a['read_s']:.1f}) | {a['rows'] / a['seconds']:,.0f} | "
+              f"{(a['peak_kib'] - a['base_kib']) / 1024:.0f} | {(a['anon_peak_kib'] - a['anon_base_kib']) / 1024:.0f} | "
+              f"{a['children_peak_kib'] / 1024:.0f} | "
               f"{b['seconds']:.1f} ({b['cache']}) | {m['seconds']:.1f} ({m['read_s']:.1f} + "
               f"{m['seconds'] - m['read_s']:.1f}) | {m['rows'] / m['seconds']:,.0f} | "
               f"{a['seconds'] / m['seconds']:.2f}× |")
