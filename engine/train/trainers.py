@@ -189,6 +189,13 @@ def streamed_lm(tok: Any, rows: Any, stage: str, max_len: int, pack: bool, seed:
                                                                                  buffer_size=STREAM_BUFFER)
 
 
+def _packed_collator(tok: Any) -> Any:
+    """The collator of packed rows (engine/train/packing.py) with the tokenizer's pad id (else EOS)."""
+    from engine.train.packing import PackedRowsCollator
+
+    return PackedRowsCollator(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+
 def _truncate_pairs(dataset: Any, max_len: int) -> tuple[Any, int]:
     """The reward trainer's tokenized pairs with chosen and rejected cut to ``max_len`` tokens; how many were cut."""
     n = sum(1 for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"]) if max(len(c), len(r)) > max_len)
@@ -286,11 +293,8 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
             status("tokenizing", f"streaming {len(train_rows)} training rows: read, tokenized"
                    f"{' and packed' if packing else ''} while training, shuffled within {STREAM_BUFFER:,} rows "
                    "(no cache)", rows=len(train_rows), streaming=True)
-            if packing:
-                from engine.train.packing import PackedRowsCollator
-
-                pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-                collator, packing = PackedRowsCollator(pad_id), False
+            if packing:  # (the windows' bins are the batch's rows, as below)
+                collator, packing = _packed_collator(tok), False
         else:
             status("tokenizing", f"{len(train)} training rows, {trunc} truncated to {max_len} tokens",
                    rows=len(train), truncated=trunc)
@@ -300,7 +304,7 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
         if packing and not padding_free and res["runtime.attention_implementation"] != "flash_attention_2":
             # sdpa / eager: keep the BFD bins as the batch's rows (engine/train/packing.py); TRL's own
             # packing flattens the whole batch, which only flash-attention-2's varlen kernels make cheap
-            from engine.train.packing import PackedRowsCollator, pack_arrow, pack_rows
+            from engine.train.packing import pack_arrow, pack_rows
 
             n_rows = len(train)
             if isinstance(train, Dataset):  # the cached tokens: packed on columns, once, beside them
@@ -314,8 +318,7 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
             fill = filled / (len(train) * max_len)
             status("tokenizing", f"packed {n_rows} rows into {len(train)} sequences of up to {max_len} tokens "
                    f"({fill:.0%} full)", packed_rows=n_rows, packed_sequences=len(train), packed_fill=round(fill, 4))
-            pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-            collator, packing = PackedRowsCollator(pad_id), False
+            collator, packing = _packed_collator(tok), False
         # rows from the tokenize-once cache are tokenized, truncated and filtered already: TRL's preparation (a
         # map and a filter over every row, in every rank) would change nothing; its own packing still needs it
         prepared = (streaming or isinstance(train, Dataset)) and not vision and not packing
