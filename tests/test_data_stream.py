@@ -296,3 +296,14 @@ def test_streamed_rows_give_the_dataset_a_list_gave(compat_data, data_res, monke
     assert said and got.cache_files[0]["filename"].startswith(str(tmp_path / "cache" / "tokenized"))
     again = rows_dataset(stream_rows(res).train, keys, lambda p, t, **k: said.append(t), unpaired=unpaired)
     assert len(said) == 1 and again.to_list() == want.to_list()  # written once
+
+
+def test_text_rows_encoded_in_one_call_are_the_rows_encoded_one_by_one(data_tokenizer):
+    from engine.data.tokenize import tokenize_row
+    from engine.train.trainers import tokenize_lm
+
+    rows = [{"text": t} for t in ("", "héllo wörld 你好", "a b " * 40, "x", "row\nwith\nlines " * 3)]
+    got, cut = tokenize_lm(data_tokenizer, rows, "pretrain", 32)
+    one = [tokenize_row(data_tokenizer, r, "pretrain", 32) for r in rows]
+    assert got == [{"input_ids": t["input_ids"], "labels": t["labels"]} for t in one]
+    assert cut == sum(1 for t in one if t["truncated"]) > 0

@@ -142,12 +142,15 @@ def _strip(rows: list[dict] | None, keys: tuple[str, ...]) -> list[dict] | None:
 
 
 def tokenize_lm(tok: Any, rows: list[dict], stage: str, max_len: int) -> tuple[list[dict], int]:
-    """Pre-tokenize pretrain / SFT rows with the data module's tokenize_row (same masking as the preview)."""
-    from engine.data.tokenize import tokenize_row
+    """Pre-tokenize pretrain / SFT rows with the data module's tokenize_row (same masking as the preview); a run of
+    plain-text rows is encoded in one tokenizer call (the same ids)."""
+    from engine.data.tokenize import tokenize_row, tokenize_texts
 
     out, truncated = [], 0
-    for r in rows:
-        t = tokenize_row(tok, r, stage, max_len)
+    texts = [r["text"] for r in rows] if all("text" in r for r in rows) else None
+    done = tokenize_texts(tok, texts, max_len) if texts is not None else (tokenize_row(tok, r, stage, max_len)
+                                                                         for r in rows)
+    for t in done:
         truncated += 1 if t.get("truncated") else 0
         if stage == "pretrain" or any(lbl != -100 for lbl in t["labels"]):
             out.append({"input_ids": t["input_ids"], "labels": t["labels"]})
