@@ -61,16 +61,39 @@ def bfd_bins(lengths: list[int], capacity: int) -> list[list[int]]:
     return bins
 
 
+class _Column:
+    """A list column of a (memory-mapped) Arrow table read row by row as numpy views of its chunks: gathering rows
+    from anywhere touches only their pages (Arrow's ``take`` on a chunked column first concatenates every chunk)."""
+
+    def __init__(self, col: Any):
+        import numpy as np
+
+        self.vals = [c.values.to_numpy(zero_copy_only=False) for c in col.chunks]
+        self.offs = [c.offsets.to_numpy(zero_copy_only=False) for c in col.chunks]
+        self.starts = np.cumsum([0] + [len(c) for c in col.chunks])
+
+    def gather(self, rows: Any) -> Any:
+        import numpy as np
+
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        parts = []
+        for r, c in zip(rows.tolist(), which.tolist()):
+            i = r - int(self.starts[c])
+            parts.append(self.vals[c][self.offs[c][i]:self.offs[c][i + 1]])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
 def pack_arrow(ds: Any, max_len: int, dest: Path, bins_per_batch: int = 2048) -> tuple[int, int]:
     """:func:`pack_rows` for a tokenized Arrow ``datasets.Dataset`` (the tokenize-once cache), written as an Arrow
-    stream file ``dest``: the same bins, rows and ``seq_lengths``, built on columns a batch of bins at a time
-    (memory: a few numpy arrays of one number per row, never the rows).  → (packed rows, tokens)."""
+    stream file ``dest``: the same bins, rows and ``seq_lengths``, built a batch of bins at a time from views of
+    the mapped columns (memory: a few numpy arrays of one number per row, never the rows).  → (packed rows,
+    tokens)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     table = ds.data.table if hasattr(ds.data, "table") else ds.data
-    table = table.select(["input_ids", "labels"])
+    cols = {name: _Column(table.column(name)) for name in ("input_ids", "labels")}
     lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
     n = len(lengths)
     order = np.lexsort((np.arange(n), -lengths))  # longest first, then by index (as bfd_bins)
@@ -89,16 +112,13 @@ def pack_arrow(ds: Any, max_len: int, dest: Path, bins_per_batch: int = 2048) ->
         for b0 in range(0, n_bins, bins_per_batch):
             b1 = min(n_bins, b0 + bins_per_batch)
             idx = members[starts[b0]:starts[b1]]
-            part = table.take(pa.array(idx))
             lens = lengths[idx]
             row_off = (starts[b0:b1 + 1] - starts[b0]).astype(np.int32)
             tok_off = np.concatenate([[0], np.cumsum(lens)])[row_off].astype(np.int32)
-            cols = []
-            for name in ("input_ids", "labels"):
-                flat = pc.list_flatten(part.column(name).combine_chunks()).cast(pa.int32())
-                cols.append(pa.ListArray.from_arrays(pa.array(tok_off), flat))
-            cols.append(pa.ListArray.from_arrays(pa.array(row_off), pa.array(lens.astype(np.int32))))
-            w.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
+            arrays = [pa.ListArray.from_arrays(pa.array(tok_off), pa.array(cols[name].gather(idx).astype(np.int32)))
+                      for name in ("input_ids", "labels")]
+            arrays.append(pa.ListArray.from_arrays(pa.array(row_off), pa.array(lens.astype(np.int32))))
+            w.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
             tokens += int(lens.sum())
     return n_bins, tokens
 
