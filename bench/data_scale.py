@@ -24,7 +24,8 @@ Peak RSS is ``getrusage``'s, minus the process's RSS after its imports (pyarrow,
   ``map(batched=True, num_proc=2)`` with the same tokenizer (text + EOS, cut to the same length).
 
 ``--train`` starts the real thing: ``finetui train`` of a pre-training job on the tiny model, 2 CPU ranks, 2 steps,
-launched twice, per size; per rank the peak RSS (``VmHWM``, sampled) and the time to the first step.
+launched twice, per size; per rank the peak RSS (``VmHWM``: with the mapped cache's pages), the peak heap
+(``RssAnon``, sampled) and the time to the first step.
 
     python bench/data_scale.py                 # 1,000,000 and 2,000,000 rows
     python bench/data_scale.py --prepare --sizes 100000,300000,1000000
@@ -163,10 +164,10 @@ def prepare(sizes: list[int], td: Path, max_len: int = 256) -> list[dict]:
     return per_size(sizes, td, measure)
 
 
-def _hwm_kib(pid: int) -> int | None:
+def _status_kib(pid: int, key: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     except OSError:
         return None
@@ -189,10 +190,11 @@ def _watch(run_dir: Path, stop: list) -> dict[int, dict]:
                 ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            hwm = _hwm_kib(int(d.name))
+            hwm, anon = _status_kib(int(d.name), "VmHWM"), _status_kib(int(d.name), "RssAnon")
             if hwm:
-                rec = seen.setdefault(int(d.name), {"ppid": ppid, "hwm_kib": 0})
+                rec = seen.setdefault(int(d.name), {"ppid": ppid, "hwm_kib": 0, "anon_kib": 0})
                 rec["hwm_kib"] = max(rec["hwm_kib"], hwm)
+                rec["anon_kib"] = max(rec["anon_kib"], anon or 0)
         time.sleep(0.3)
     return seen
 
@@ -246,6 +248,7 @@ procs_per_node = {procs}
     kids = [r for pid, r in box.items() if r["ppid"] in box]
     return {"first_step_s": first - t0, "cache": cache_said[0] if cache_said else "?",
             "rank_peak_mib": [round(r["hwm_kib"] / 1024) for r in ranks],
+            "rank_heap_mib": [round(r["anon_kib"] / 1024) for r in ranks],
             "tokenizer_children_peak_mib": max((r["hwm_kib"] for r in kids), default=0) / 1024}
 
 
@@ -277,14 +280,15 @@ def report_prepare(res: list[dict]) -> None:
 
 
 def report_train(res: list[dict]) -> None:
-    print("| rows | file (MB) | launch | cache | time to first step (s) | peak RSS per rank (MiB) "
-          "| tokenizing children peak (MiB) |")
-    print("|---:|---:|---|---|---:|---|---:|")
+    print("| rows | file (MB) | launch | cache | time to first step (s) | peak RSS per rank (MiB) | peak heap per rank "
+          "(MiB) | tokenizing children peak (MiB) |")
+    print("|---:|---:|---|---|---:|---|---|---:|")
     for r in res:
         for name in ("first launch", "second launch"):
             x = r[name]
             print(f"| {r['rows_in']:,} | {r['file_mb']:.0f} | {name} | {x['cache']} | {x['first_step_s']:.1f} | "
-                  f"{', '.join(map(str, sorted(x['rank_peak_mib'])))} | {x['tokenizer_children_peak_mib']:.0f} |")
+                  f"{', '.join(map(str, sorted(x['rank_peak_mib'])))} | "
+                  f"{', '.join(map(str, sorted(x['rank_heap_mib'])))} | {x['tokenizer_children_peak_mib']:.0f} |")
 
 
 def main() -> None:

@@ -135,6 +135,13 @@ def test_packing_on_the_cached_columns_is_pack_rows(data_tokenizer, tmp_path, mo
     assert made[0] == len(want) and packed.to_list() == want
     again, made = derived(ds, "packed-64.arrow", lambda d, f: pytest.fail("packed twice"))
     assert made is None and again.to_list() == want
+    # larger data is binned window by window (bounded memory): each window as pack_rows bins it
+    rows_ = ds.to_list()
+    by_window = [r for i in range(0, len(rows_), 50) for r in pack_rows(rows_[i:i + 50], 64)]
+    pack_arrow(ds, 64, tmp_path / "w.arrow", bins_per_batch=5, window=50)
+    from datasets import Dataset
+
+    assert Dataset.from_file(str(tmp_path / "w.arrow")).to_list() == by_window
 
 
 def _conv(tag: str) -> list[dict]:

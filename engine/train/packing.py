@@ -83,44 +83,55 @@ class _Column:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
-def pack_arrow(ds: Any, max_len: int, dest: Path, bins_per_batch: int = 2048) -> tuple[int, int]:
+#: rows binned together by :func:`pack_arrow`: best-fit decreasing within each window of this many consecutive rows
+#: (the whole data when smaller: then exactly :func:`pack_rows`); its numpy arrays (~60 bytes a row) stay bounded
+PACK_WINDOW = 1_000_000
+
+
+def pack_arrow(ds: Any, max_len: int, dest: Path, bins_per_batch: int = 2048,
+               window: int | None = None) -> tuple[int, int]:
     """:func:`pack_rows` for a tokenized Arrow ``datasets.Dataset`` (the tokenize-once cache), written as an Arrow
-    stream file ``dest``: the same bins, rows and ``seq_lengths``, built a batch of bins at a time from views of
-    the mapped columns (memory: a few numpy arrays of one number per row, never the rows).  → (packed rows,
-    tokens)."""
+    stream file ``dest``: the same bins, rows and ``seq_lengths`` (for data of up to :data:`PACK_WINDOW` rows;
+    larger data is binned window by window), built a batch of bins at a time from views of the mapped columns
+    (memory: a few numpy arrays of one number per row of a window, never the rows).  → (packed rows, tokens)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     table = ds.data.table if hasattr(ds.data, "table") else ds.data
     cols = {name: _Column(table.column(name)) for name in ("input_ids", "labels")}
-    lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
-    n = len(lengths)
-    order = np.lexsort((np.arange(n), -lengths))  # longest first, then by index (as bfd_bins)
-    bin_of = np.empty(n, dtype=np.int64)
-    n_bins = _bfd(lengths, order, max_len, bin_of.__setitem__)
-    pos = np.empty(n, dtype=np.int64)
-    pos[order] = np.arange(n)  # (rank in the order: a bin's rows, longest first)
-    members = np.lexsort((pos, bin_of))  # rows bin by bin, in their bin's order
-    per_bin = np.bincount(bin_of, minlength=n_bins)
-    starts = np.concatenate([[0], np.cumsum(per_bin)])
-    del bin_of, pos, order
-    tokens = 0
+    all_lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int32)
+    window = window or PACK_WINDOW
     schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
                         ("seq_lengths", pa.list_(pa.int32()))])
+    total_bins = tokens = 0
     with open(dest, "wb") as fh, pa.ipc.new_stream(fh, schema) as w:
-        for b0 in range(0, n_bins, bins_per_batch):
-            b1 = min(n_bins, b0 + bins_per_batch)
-            idx = members[starts[b0]:starts[b1]]
-            lens = lengths[idx]
-            row_off = (starts[b0:b1 + 1] - starts[b0]).astype(np.int32)
-            tok_off = np.concatenate([[0], np.cumsum(lens)])[row_off].astype(np.int32)
-            arrays = [pa.ListArray.from_arrays(pa.array(tok_off), pa.array(cols[name].gather(idx).astype(np.int32)))
-                      for name in ("input_ids", "labels")]
-            arrays.append(pa.ListArray.from_arrays(pa.array(row_off), pa.array(lens.astype(np.int32))))
-            w.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-            tokens += int(lens.sum())
-    return n_bins, tokens
+        for w0 in range(0, len(all_lengths), window):
+            lengths = all_lengths[w0:w0 + window]
+            n = len(lengths)
+            order = np.lexsort((np.arange(n), -lengths.astype(np.int64)))  # longest first, then by index
+            bin_of = np.empty(n, dtype=np.int32)
+            n_bins = _bfd(lengths, order, max_len, bin_of.__setitem__)
+            pos = np.empty(n, dtype=np.int32)
+            pos[order] = np.arange(n, dtype=np.int32)  # (rank in the order: a bin's rows, longest first)
+            del order
+            members = np.lexsort((pos, bin_of))  # rows bin by bin, in their bin's order
+            starts = np.concatenate([[0], np.cumsum(np.bincount(bin_of, minlength=n_bins))])
+            del bin_of, pos
+            for b0 in range(0, n_bins, bins_per_batch):
+                b1 = min(n_bins, b0 + bins_per_batch)
+                idx = members[starts[b0]:starts[b1]]
+                lens = lengths[idx].astype(np.int64)
+                row_off = (starts[b0:b1 + 1] - starts[b0]).astype(np.int32)
+                tok_off = np.concatenate([[0], np.cumsum(lens)])[row_off].astype(np.int32)
+                arrays = [pa.ListArray.from_arrays(pa.array(tok_off),
+                                                   pa.array(cols[name].gather(idx + w0).astype(np.int32)))
+                          for name in ("input_ids", "labels")]
+                arrays.append(pa.ListArray.from_arrays(pa.array(row_off), pa.array(lens.astype(np.int32))))
+                w.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                tokens += int(lens.sum())
+            total_bins += n_bins
+    return total_bins, tokens
 
 
 def pack_rows(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:
