@@ -37,6 +37,10 @@ is left as it is).
     python bench/peer_llamafactory.py --setup                # once: .venv-lf
     python bench/peer_llamafactory.py --rounds 3 --steps 60 --long-steps 200
     python bench/peer_llamafactory.py --columns 1proc --rounds 2 --steps 30
+    python bench/peer_llamafactory.py --finetui-only --columns 1proc --rounds 3 --steps 30   # finetui's side alone
+
+Each run also prints its peak by process (follower, supervisor, worker, torchrun, the peer's CLI): the largest
+RSS seen of each kind, so a change to one of them shows where it went.
 """
 
 from __future__ import annotations
@@ -175,10 +179,22 @@ def job_files(tmp: Path, steps: int, procs: int, packing: bool, model: Path, tag
 
 
 # -- measuring -------------------------------------------------------------------------------------------------
-def _marked_rss(marker: str) -> int:
-    """Sum of RSS (bytes) of live processes whose environment holds ``MARK=marker``."""
+#: a process of a measured run → its part in the per-process breakdown (by its command line)
+PARTS = (("tui/follow.py", "follower"), ("engine.launch.supervisor", "supervisor"), ("engine.train.worker", "worker"),
+         ("tui.cli", "cli"), ("torchrun", "launcher"), ("llamafactory", "llamafactory"))
+
+
+def _part(cmdline: bytes) -> str:
+    text = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return next((name for key, name in PARTS if key in text), text.split(" ", 1)[0].rsplit("/", 1)[-1] or "?")
+
+
+def _marked_rss(marker: str, parts: dict[str, int] | None = None) -> int:
+    """Sum of RSS (bytes) of live processes whose environment holds ``MARK=marker``; ``parts`` (when given) keeps
+    the largest RSS seen of each kind of process (follower, supervisor, worker, ...), summed over its processes."""
     needle = f"{MARK}={marker}".encode()
     total = 0
+    now: dict[str, int] = {}
     page = os.sysconf("SC_PAGE_SIZE")
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -186,9 +202,16 @@ def _marked_rss(marker: str) -> int:
         try:
             if needle not in (d / "environ").read_bytes().split(b"\0"):
                 continue
-            total += int((d / "statm").read_text().split()[1]) * page
+            rss = int((d / "statm").read_text().split()[1]) * page
+            total += rss
+            if parts is not None:
+                name = _part((d / "cmdline").read_bytes())
+                now[name] = now.get(name, 0) + rss
         except (OSError, ValueError, IndexError):
             continue
+    if parts is not None:
+        for name, rss in now.items():
+            parts[name] = max(parts.get(name, 0), rss)
     return total
 
 
@@ -208,6 +231,7 @@ def measure(cmd: list[str], env: dict, side: str, where: Path, timeout: float) -
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak, first = 0, None
+    parts: dict[str, int] = {}
     import threading
 
     out: list[str] = []
@@ -215,7 +239,7 @@ def measure(cmd: list[str], env: dict, side: str, where: Path, timeout: float) -
     reader.start()
     while True:
         rc = p.poll()
-        peak = max(peak, _marked_rss(marker))
+        peak = max(peak, _marked_rss(marker, parts))
         if first is None and _first_step_seen(side, where):
             first = time.perf_counter() - t0
         if rc is not None and not _marked_rss(marker):
@@ -228,7 +252,7 @@ def measure(cmd: list[str], env: dict, side: str, where: Path, timeout: float) -
     wall = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"{side} failed ({rc}):\n" + "".join(out)[-4000:])
-    return {"peak_rss": peak, "first_step_s": first, "wall": wall, "log": "".join(out)}
+    return {"peak_rss": peak, "parts": parts, "first_step_s": first, "wall": wall, "log": "".join(out)}
 
 
 def finetui_metrics(run_dir: Path) -> dict:
@@ -314,10 +338,12 @@ def main() -> int:
     ap.add_argument("--columns", default=",".join(COLUMNS), help=f"comma-separated, of {', '.join(COLUMNS)}")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--finetui-only", action="store_true",
+                    help="measure finetui's side only (no LLaMA-Factory needed): its figures and per-process peaks")
     a = ap.parse_args()
     if a.setup:
         return setup()
-    if not (LF_VENV / "bin/llamafactory-cli").exists():
+    if not a.finetui_only and not (LF_VENV / "bin/llamafactory-cli").exists():
         print(f"LLaMA-Factory is not installed in {LF_VENV}: run `python {Path(__file__).name} --setup` first",
               file=sys.stderr)
         return 2
@@ -345,13 +371,22 @@ def main() -> int:
             results[col] = {"finetui": [], "lf": []}
             for r in range(a.rounds):
                 order = ("finetui", "lf") if r % 2 == 0 else ("lf", "finetui")
-                for side in order:
+                for side in order if not a.finetui_only else ("finetui",):
                     x = run_side(side, files, spec["procs"], tmp, f"{col}-{r}", env, a.timeout)
                     x.pop("log", None)
                     results[col][side].append(x)
                     print(f"  {col} round {r + 1} {side:<7} {x['tps']:8.0f} tokens/s  peak {x['peak_rss'] / 2**20:6.0f} MiB"
                           f"  first step {x['first_step_s']:.2f} s  ({x['tokens']} tokens in {x['runtime']:.1f} s;"
                           f" end to end {x['wall']:.1f} s)", flush=True)
+                    print("    peak by process: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in
+                                                            sorted(x["parts"].items(), key=lambda kv: -kv[1])))
+    if a.finetui_only:
+        for col in cols:
+            f = results[col]["finetui"]
+            print(f"{col}: finetui peak {statistics.median(x['peak_rss'] for x in f) / 2**20:.0f} MiB (median of "
+                  f"{len(f)}), {statistics.median(x['tps'] for x in f):.0f} tokens/s, first step "
+                  f"{statistics.median(x['first_step_s'] for x in f):.2f} s")
+        return 0
     print(f"\nfinetui vs LLaMA-Factory {lf_version()} — {JOB}, {a.rounds} alternating rounds, "
           f"{a.steps} steps ({a.long_steps} in the long column); ratios are medians over rounds of finetui ÷ peer")
     head = ["", *cols]

@@ -12,15 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.schema import FIELDS, GROUP_FIELDS, GROUPS, Field, Spec, _num, spec
-from engine.schema.names import NAMES, key_of
+from engine.schema import FIELDS, GROUP_FIELDS, GROUPS, Field, Spec, _num, key_of, spec
 from engine.schema.profiles import PROFILES, Profile
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "parameters.md"
-
-_KIND = {"int": "integer", "float": "number", "bool": "boolean", "enum": "choice", "str": "text",
-         "list": "list of text", "path": "path"}
-
 
 def _val(v: Any) -> str:
     if v is None:
@@ -41,17 +36,9 @@ def _cell(s: str) -> str:
 
 
 def _allowed(sp: Spec) -> str:
-    f = sp.field
     if sp.choices is not None:
         return ", ".join(_val(c) for c in sp.choices)
-    if f.kind in ("int", "float"):
-        r = sp.range.interval() if sp.range else "any"
-        return r + (" or unset" if f.optional else "")
-    if f.kind == "bool":
-        return "true, false"
-    if f.kind == "list":
-        return "list of text"
-    return "text" + (" or unset" if f.optional else "")
+    return sp.field.kind.docs_allowed(sp.field, sp.range)
 
 
 def _code_name(n: str) -> str:
@@ -84,8 +71,6 @@ def _profile_section(p: Profile) -> list[str]:
     out.append(f"- tuning methods: {', '.join(p.methods)}")
     fmts = "; ".join(f"{s} → {', '.join(v)}" for s, v in p.formats_by_stage.items() if s in p.stages)
     out.append(f"- data formats by trainer: {fmts}")
-    if p.lr_by_method:
-        out.append("- learning rate by method: " + "; ".join(f"{m} {r.interval()}" for m, r in p.lr_by_method.items()))
     if p.max_steps_epochs_exclusive:
         out.append("- set max_steps or epochs, not both")
     if p.replicas_by_model:
@@ -107,14 +92,15 @@ def _field_section(f: Field) -> list[str]:
     out = [f"### `{f.name}` — {f.label}", ""]
     out.append(_cell(f.help))
     out.append("")
-    facts = [f"type: {_KIND.get(f.kind, f.kind)}"]
+    facts = [f"type: {f.kind.title}"]
     if f.visible_text:
         facts.append(f"shown when: {f.visible_text}")
     if f.aliases:
         facts.append("provider names: " + ", ".join(f"`{a}`" for a in f.aliases))
-    other = NAMES.get(f.name)
-    if other:
-        facts.append("in other tools: " + "; ".join(f"{tool} {_code_name(n)}" for tool, n in other.items()))
+    if f.names:
+        facts.append("in other tools: " + "; ".join(f"{tool} {_code_name(n)}" for tool, n in f.names.items()))
+    if f.flag:
+        facts.append(f"command line: `{f.flag}` (finetui data check)")
     if f.secret:
         facts.append("secret: never written to a preset")
     out.extend(f"- {x}" for x in facts)
@@ -160,7 +146,7 @@ def render() -> str:
         out.append("| parameter | type | native default |")
         out.append("|---|---|---|")
         for f in fields:
-            out.append(f"| [`{f.name}`](#{_anchor(f)}) | {_KIND.get(f.kind, f.kind)} | "
+            out.append(f"| [`{f.name}`](#{_anchor(f)}) | {f.kind.title} | "
                        f"{_cell(_val(spec(f.name, 'native').default))} |")
         out.append("")
         for f in fields:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.schema import DEFAULT_TARGET_MODULES, TINY_MODEL
+from engine.schema import DEFAULT_TARGET_MODULES, TINY_MODEL, TINY_VLM
 from engine.errors import FinetuiError
 
 
@@ -280,6 +280,10 @@ def load_config(name_or_path: str) -> tuple[dict[str, Any], str]:
         from engine.tiny import TINY_CONFIG
 
         return dict(TINY_CONFIG), "built-in tiny model"
+    if name == TINY_VLM:
+        from engine.tiny import TINY_VLM_CONFIG
+
+        return dict(TINY_VLM_CONFIG), "built-in tiny vision-language model"
     p = Path(name).expanduser()
     if p.is_dir() or p.name == "config.json" or name.startswith(("/", "./", "../", "~")):
         cfg = p / "config.json" if p.is_dir() or not p.name.endswith(".json") else p

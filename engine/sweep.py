@@ -26,7 +26,10 @@ to it as ``CUDA_VISIBLE_DEVICES``; see :func:`slots`).  The sweep's folder
 (``runs/<sweep>/``) holds ``sweep.json`` (the trials, their runs, status and objective), each trial's
 preset (``trials/tNN.toml``) and the driver's log.  The driver (``python -m engine.sweep DIR``) runs
 detached like a run's supervisor, so the sweep survives the terminal; :func:`stop` stops it as a whole
-(the trial running now, and no more trials).  No torch import here.
+(the trial running now, and no more trials).  With ``launch.launcher = "slurm"`` (this machine the login
+node, the same allocation for every trial) the trials are one Slurm job array instead, submitted by
+:func:`start` (``engine.launch.slurm.array_tasks`` / ``submit_array``: ``--array=1-N%parallel``); the driver
+then only follows them, and :func:`stop` cancels the array.  No torch import here.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.schema import FIELD_BY_NAME, JobConfig, Problem, suggest
+from engine.schema import FIELD_BY_NAME, RUNS_DIR, JobConfig, Problem, suggest
 
 SWEEP_FILE = "sweep.json"
 STOP_FILE = "stop-requested"
@@ -56,8 +59,12 @@ RANGE_KEYS = ("min", "max", "scale", "count")
 #: set by the sweep for each trial: not sweepable
 RESERVED = ("launch.run_name", "launch.runs_dir")
 DEFAULT_RANDOM_TRIALS = 10
+#: a Slurm sweep with parallel = "auto" queues up to this many trials at once (Slurm decides when each runs)
+SLURM_QUEUE_SLOTS = range(256)
 #: statuses of a trial that are over
 TRIAL_DONE = ("completed", "early_stopped", "failed", "stopped", "lost", "skipped")
+#: statuses of a trial's run that is not over (a Slurm trial waits in the queue as pending)
+TRIAL_ACTIVE = ("pending", "running", "scheduled")
 
 
 class SweepError(ValueError):
@@ -110,7 +117,7 @@ def parse_table(tbl: Any, source: str = "<preset>") -> tuple[dict[str, Any] | No
     par = tbl.get("parallel")
     if par is not None and par != "auto" and (not isinstance(par, int) or isinstance(par, bool) or par < 1):
         probs.append(Problem("sweep.parallel", f"{par!r} is not a number of trials at a time", "1 or more, \"auto\""))
-    elif par not in (None, 1):
+    elif par is not None:
         spec["parallel"] = par
     if not isinstance(spec["seed"], int) or isinstance(spec["seed"], bool):
         probs.append(Problem("sweep.seed", f"{spec['seed']!r} is not a whole number"))
@@ -147,7 +154,7 @@ def parse_table(tbl: Any, source: str = "<preset>") -> tuple[dict[str, Any] | No
             probs.append(Problem(where, f"unknown key {bad[0]!r} in a range{suggest(bad[0], RANGE_KEYS)}",
                                  ", ".join(RANGE_KEYS)))
             continue
-        if f.kind not in ("int", "float"):
+        if not f.kind.numeric:
             probs.append(Problem(where, f"a range needs a numeric field ({name} is {f.kind}); give a list of values"))
             continue
         lo, hi, scale, count = v.get("min"), v.get("max"), v.get("scale", "linear"), v.get("count")
@@ -203,7 +210,7 @@ def fmt(v: Any) -> str:
 
 
 def _round(name: str, x: float) -> Any:
-    if FIELD_BY_NAME[name].kind == "int":
+    if FIELD_BY_NAME[name].kind.cli_type is int:
         return int(round(x))
     return float(f"{x:.6g}")
 
@@ -309,9 +316,51 @@ def driver_alive(rec: dict[str, Any]) -> bool:
 def status(rec: dict[str, Any]) -> str:
     """running / completed / stopped / lost (the driver is gone without finishing)."""
     st = str(rec.get("status", "unknown"))
-    if st == "running" and not driver_alive(rec):
-        return "lost"
+    if st == "running" and not driver_alive(rec) and not rec.get("slurm_array"):
+        return "lost"  # (a job array's trials go on in Slurm without the driver: see refresh)
     return st
+
+
+def trial_result(ref: Any, run_status: str, error: str | None, objective: str, goal: str) -> dict[str, Any]:
+    """What the sweep records of a trial whose run is over: its status (a Slurm trial scancelled: ``stopped`` as
+    a local one, or ``skipped`` when it was still queued), objective and end."""
+    from engine.events import EVENTS_FILE
+    from engine.launch.rundir import read_records
+
+    recs = read_records(ref.run_dir / EVENTS_FILE)
+    st = run_status
+    if st == "cancelled":
+        st = "stopped" if any(r.get("kind") == "start" for r in recs) else "skipped"
+    return {"status": st, "objective": objective_of(recs, objective, goal), "ended": time.time(), "error": error}
+
+
+def refresh(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's record; for a job array whose driver is gone (the login node restarted, the driver killed),
+    brought up to date from its trials' runs — Slurm runs them without the driver — and closed once they are
+    all over."""
+    rec = read(sweep_dir)
+    if rec.get("status") != "running" or not rec.get("slurm_array") or driver_alive(rec):
+        return rec
+    import engine.launch as L
+
+    runs_dir = rec.get("runs_dir", RUNS_DIR)
+    for t in rec.get("trials", []):
+        if t.get("run") and t.get("status") in TRIAL_ACTIVE:
+            try:
+                ref = L.resolve_run(t["run"], runs_dir)
+                info = L.run_info(ref, runs_dir)
+            except L.LaunchError:
+                continue
+            if info.status in TRIAL_ACTIVE:
+                t["status"] = info.status
+            else:
+                t.update(trial_result(ref, info.status, info.error, rec.get("objective", "eval_loss"),
+                                      rec.get("goal", "minimize")))
+    if not any(t.get("status") in TRIAL_ACTIVE for t in rec.get("trials", [])):
+        rec["status"] = "stopped" if _stop_requested(Path(sweep_dir)) else "completed"
+        rec["ended"], rec["best"] = time.time(), best(rec)
+    _write(sweep_dir, rec)
+    return rec
 
 
 def best(rec: dict[str, Any]) -> int | None:
@@ -337,7 +386,7 @@ def objective_of(records: list[dict[str, Any]], objective: str, goal: str) -> fl
     return float(logs[-1]) if logs else None
 
 
-def find(name: str, runs_dir: str | os.PathLike[str] = "runs") -> Path | None:
+def find(name: str, runs_dir: str | os.PathLike[str] = RUNS_DIR) -> Path | None:
     """A sweep's folder by name (in ``runs_dir``) or path; None when it names no sweep."""
     for d in (Path(runs_dir).expanduser() / name, Path(name).expanduser()):
         if (d / SWEEP_FILE).is_file():
@@ -345,7 +394,7 @@ def find(name: str, runs_dir: str | os.PathLike[str] = "runs") -> Path | None:
     return None
 
 
-def list_sweeps(runs_dir: str | os.PathLike[str] = "runs") -> list[Path]:
+def list_sweeps(runs_dir: str | os.PathLike[str] = RUNS_DIR) -> list[Path]:
     base = Path(runs_dir).expanduser()
     if not base.is_dir():
         return []
@@ -353,7 +402,7 @@ def list_sweeps(runs_dir: str | os.PathLike[str] = "runs") -> list[Path]:
                   key=lambda d: read(d).get("created", 0), reverse=True)
 
 
-def trial_runs(runs_dir: str | os.PathLike[str] = "runs") -> dict[str, tuple[str, int, bool]]:
+def trial_runs(runs_dir: str | os.PathLike[str] = RUNS_DIR) -> dict[str, tuple[str, int, bool]]:
     """Run name → (sweep name, trial index, whether it is the sweep's best) for every sweep in ``runs_dir``."""
     out = {}
     for d in list_sweeps(runs_dir):
@@ -402,7 +451,7 @@ def start(job: JobConfig, *, runs_dir: str | os.PathLike[str] | None = None, nam
         raise SweepError("\n".join(lines))
     ts = trials(job)
     res = ts[0].job.resolved()
-    base = Path(runs_dir or res.get("launch.runs_dir") or "runs").expanduser().resolve()
+    base = Path(runs_dir or res.get("launch.runs_dir") or RUNS_DIR).expanduser().resolve()
     name = name or res.get("launch.run_name") or default_name(res).replace("ft_", "sw_", 1)
     if not valid_name(name):
         raise SweepError(f"launch.run_name: {name!r} cannot name a folder")
@@ -420,6 +469,8 @@ def start(job: JobConfig, *, runs_dir: str | os.PathLike[str] | None = None, nam
            "objective": spec.get("objective", "eval_loss"), "goal": spec.get("goal", "minimize"),
            "status": "running", "trials": rec_trials, "driver": {}}
     _write(sweep_dir, rec)
+    if slurm_array(ts):
+        _submit_array(sweep_dir, ts, spec.get("parallel"))
     token = uuid.uuid4().hex
     env = dict(os.environ)
     env[procs.TOKEN_ENV] = token
@@ -436,6 +487,48 @@ def start(job: JobConfig, *, runs_dir: str | os.PathLike[str] | None = None, nam
     return sweep_dir
 
 
+def slurm_array(ts: list[Trial]) -> bool:
+    """Whether the trials run as one Slurm job array: launcher slurm with this machine as the login node, and
+    the same allocation for every trial (trials that differ in it, or go through an SSH login node, are
+    submitted by the driver as jobs of their own)."""
+    from engine.launch import slurm
+
+    ress = [t.job.resolved() for t in ts]
+    if not ress or any(r.get("launch.launcher") != "slurm" for r in ress):
+        return False
+    keys = {slurm.array_key(r) for r in ress}
+    return len(keys) == 1 and next(iter(keys))[-1]
+
+
+def _submit_array(sweep_dir: Path, ts: list[Trial], parallel: int | str | None) -> None:
+    """Prepare every trial's run directory (the normal launch path, held back from sbatch) and submit them as
+    one job array: task i runs trial i, at most ``parallel`` at a time (``%N``; "auto" or unset: as Slurm
+    allows).  On failure nothing of the sweep is left and SweepError says why."""
+    import shutil
+
+    import engine.launch as L
+    from engine.launch import slurm
+
+    rec = read(sweep_dir)
+    refs: list[Any] = []
+    try:
+        with slurm.array_tasks() as tasks:
+            for t in ts:
+                refs.append(L.start_run(t.job))
+        array_id = slurm.submit_array(sweep_dir, tasks, parallel=parallel if isinstance(parallel, int) else None)
+    except Exception as e:  # noqa: BLE001 - one sentence; the prepared runs go with the sweep
+        for ref in refs:
+            shutil.rmtree(ref.run_dir, ignore_errors=True)
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SweepError(f"the sweep's job array was not submitted: {msg}") from None
+    for t, ref in zip(rec["trials"], refs):
+        t.update(run=ref.name, started=time.time())
+    rec.update(slurm_array=array_id, slurm_script=str(sweep_dir / slurm.SCRIPT_FILE),
+               slurm_conf=os.environ.get("SLURM_CONF"))
+    _write(sweep_dir, rec)
+
+
 def _stop_requested(sweep_dir: Path) -> bool:
     return (sweep_dir / STOP_FILE).exists()
 
@@ -446,6 +539,8 @@ def slots(res: dict[str, Any], parallel: int | str | None,
     (``launch.procs_per_node`` GPUs each; None: the job's own GPUs / the CPU), and a note when fewer than
     asked.  ``parallel``: 1 (default), a number, or ``"auto"`` (every GPU set of the target)."""
     want = parallel or 1
+    if res.get("launch.launcher") == "slurm":  # each trial a job of its own: Slurm places them
+        return [None] * (len(SLURM_QUEUE_SLOTS) if want == "auto" else int(want)), ""
     if want == 1:
         return [None], ""
     if res.get("launch.hosts"):
@@ -476,8 +571,6 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
     1 stopped."""
     import engine.launch as L
     from engine import presets
-    from engine.events import EVENTS_FILE
-    from engine.launch.rundir import read_records
 
     sweep_dir = Path(sweep_dir).resolve()
     deadline = time.monotonic() + 30  # the starter writes the driver's pid just after starting it
@@ -496,8 +589,8 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
 
     rec = read(sweep_dir)
     objective, goal = rec.get("objective", "eval_loss"), rec.get("goal", "minimize")
-    runs_dir = rec.get("runs_dir", "runs")
-    pending = [t for t in rec["trials"] if t["status"] == "pending"]
+    runs_dir = rec.get("runs_dir", RUNS_DIR)
+    pending = [t for t in rec["trials"] if t["status"] == "pending" and not t.get("run")]
     free: list[str | None] = [None]
     if pending:
         try:
@@ -508,6 +601,14 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
         if note:
             say(f"note: {note}")
     running: dict[int, tuple[Any, str | None, bool]] = {}  # trial → (run, its GPU set, stop asked)
+    shown: dict[int, str] = {}  # trial → the status recorded
+    for t in rec["trials"]:  # already submitted (a Slurm job array's tasks): watched like the trials started here
+        if t.get("run") and t["status"] in TRIAL_ACTIVE:
+            running[t["index"]] = (L.resolve_run(t["run"], runs_dir), None, False)
+            shown[t["index"]] = t["status"]
+    if rec.get("slurm_array"):
+        say(f"job array {rec['slurm_array']}: {len(running)} trial(s) queued ({rec.get('slurm_script')})")
+        poll = max(poll, 2.0)
     while pending or running:
         stopping = _stop_requested(sweep_dir)
         while pending and free and not stopping:
@@ -530,10 +631,14 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
                 free.insert(0, gpu_set)
                 continue
             update(i, run=ref.name, status="running", started=time.time(), gpus=gpu_set)
+            shown[i] = "running"
             running[i] = (ref, gpu_set, False)
         for i, (ref, gpu_set, asked) in list(running.items()):
             info = L.run_info(ref, runs_dir)
-            if info.status in ("running", "scheduled", "pending"):
+            if info.status in TRIAL_ACTIVE:
+                if info.status != shown.get(i):
+                    shown[i] = info.status
+                    update(i, status=info.status)
                 if stopping and not asked:
                     say(f"trial {i}: stopping ({ref.name}): the sweep is stopped")
                     running[i] = (ref, gpu_set, True)
@@ -542,9 +647,10 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
                     except Exception as e:  # noqa: BLE001 - said in the log; its status tells the rest
                         say(f"trial {i}: stop failed: {e}")
                 continue
-            val = objective_of(read_records(ref.run_dir / EVENTS_FILE), objective, goal)
-            update(i, status=info.status, objective=val, ended=time.time(), error=info.error)
-            say(f"trial {i}: {info.status}" + (f", {objective} {val:.4f}" if val is not None else ""))
+            res_i = trial_result(ref, info.status, info.error, objective, goal)
+            update(i, **res_i)
+            val = res_i["objective"]
+            say(f"trial {i}: {res_i['status']}" + (f", {objective} {val:.4f}" if val is not None else ""))
             del running[i]
             free.append(gpu_set)
         if stopping and not running:
@@ -555,7 +661,7 @@ def drive(sweep_dir: Path, poll: float = 1.0) -> int:
     rec = read(sweep_dir)
     stopped = _stop_requested(sweep_dir)
     for t in rec["trials"]:
-        if t["status"] == "pending":
+        if t["status"] == "pending" and not t.get("run"):
             t["status"] = "skipped"
     rec["status"] = "stopped" if stopped else "completed"
     rec["ended"] = time.time()
@@ -576,9 +682,16 @@ def stop(sweep_dir: Path, grace: float = 15.0) -> str:
     if rec.get("status") != "running":
         return str(rec.get("status"))
     (sweep_dir / STOP_FILE).touch()
-    runs_dir = rec.get("runs_dir", "runs")
+    runs_dir = rec.get("runs_dir", RUNS_DIR)
+    if rec.get("slurm_array"):  # every task of the job array at once (the running and the queued)
+        from engine.launch import slurm
+
+        try:
+            slurm.cancel(rec["slurm_array"], {"slurm_conf": rec.get("slurm_conf")})
+        except L.LaunchError:
+            pass
     for t in rec.get("trials", []):  # stopped at once, not at the driver's next look
-        if t.get("status") == "running" and t.get("run"):
+        if t.get("status") in TRIAL_ACTIVE and t.get("run"):
             try:
                 L.stop_run(t["run"], grace=grace, runs_dir=runs_dir)
             except L.LaunchError:
@@ -591,7 +704,7 @@ def stop(sweep_dir: Path, grace: float = 15.0) -> str:
         d = rec.get("driver") or {}
         procs.stop_group(d.get("pgid"), grace=5.0, token=d.get("token"), started=d.get("pid_start"))
         for t in rec.get("trials", []):
-            if t.get("status") == "running" and t.get("run"):
+            if t.get("status") in TRIAL_ACTIVE and t.get("run"):
                 try:
                     t["status"] = L.stop_run(t["run"], grace=grace, runs_dir=runs_dir)
                 except L.LaunchError:

@@ -21,7 +21,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_NAME = "finetui:tiny-llama"
+from engine.schema import TINY_MODEL, TINY_VLM
+
+TINY_NAME = TINY_MODEL  # (the schema's name for it: model.name_or_path's default)
 #: Bump when the build changes: a cached model of another version is rebuilt.
 TINY_VERSION = 1
 VOCAB_SIZE = 512
@@ -77,13 +79,57 @@ CHAT_TEMPLATE = (
 )
 
 
+#: The built-in tiny vision-language model: a LLaVA (a CLIP vision tower of 16×16 images in 8×8 patches, a
+#: projector, the tiny Llama as its language model) with a LlavaProcessor. Trains the image formats
+#: (sharegpt_image SFT and DPO) through the same from_pretrained / AutoProcessor path as any vision model.
+TINY_VLM_NAME = TINY_VLM
+IMAGE_TOKEN = "<image>"
+TINY_VLM_VISION: dict = {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                         "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 16, "patch_size": 8,
+                         "projection_dim": 32}
+TINY_VLM_CONFIG: dict = {
+    "architectures": ["LlavaForConditionalGeneration"],
+    "model_type": "llava",
+    "text_config": {**{k: v for k, v in TINY_CONFIG.items() if k != "architectures"}, "vocab_size": VOCAB_SIZE + 1},
+    "vision_config": TINY_VLM_VISION,
+    "image_token_index": VOCAB_SIZE,
+    "vision_feature_select_strategy": "default",
+    "vision_feature_layer": -1,
+    "projector_hidden_act": "gelu",
+    "tie_word_embeddings": True,
+    "dtype": "float32",
+}
+#: The processor's chat template: CHAT_TEMPLATE with a turn's content also given as typed parts (text, image).
+VLM_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['content'] is string %}{%- set text = message['content'] %}{%- else %}"
+    "{%- set ns = namespace(text='') %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' %}{%- set ns.text = ns.text + '" + IMAGE_TOKEN + "' %}"
+    "{%- else %}{%- set ns.text = ns.text + part['text'] %}{%- endif %}"
+    "{%- endfor %}{%- set text = ns.text %}{%- endif %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- generation %}"
+    "{{- text + '<|im_end|>' }}"
+    "{%- endgeneration %}"
+    "{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + text + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- endif %}"
+)
+
+
 def cache_dir() -> Path:
     env = os.environ.get("FINETUI_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "finetui"
 
 
-def tiny_model_dir() -> Path:
-    return cache_dir() / "tiny-llama"
+def tiny_model_dir(name: str = TINY_NAME) -> Path:
+    return cache_dir() / name.split(":", 1)[1]
 
 
 def _is_built(d: Path) -> bool:
@@ -97,31 +143,33 @@ def _is_built(d: Path) -> bool:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """``finetui:tiny-llama`` → the built folder (building it on first use); anything else unchanged."""
-    if str(name_or_path).strip() == TINY_NAME:
-        return str(ensure_tiny_model())
+    """``finetui:tiny-llama`` / ``finetui:tiny-vlm`` → the built folder (building it on first use); anything else
+    unchanged."""
+    name = str(name_or_path).strip()
+    if name in (TINY_NAME, TINY_VLM_NAME):
+        return str(ensure_tiny_model(name))
     return str(name_or_path)
 
 
-def ensure_tiny_model() -> Path:
-    """Build the tiny model once (atomic, race-safe) and return its folder."""
-    d = tiny_model_dir()
+def ensure_tiny_model(name: str = TINY_NAME) -> Path:
+    """Build the tiny model (or the tiny vision-language model) once (atomic, race-safe) and return its folder."""
+    d = tiny_model_dir(name)
     if _is_built(d):
         return d
     d.parent.mkdir(parents=True, exist_ok=True)
     import fcntl
 
-    with open(d.parent / ".tiny-llama.lock", "w") as lock:
+    with open(d.parent / f".{d.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if _is_built(d):
                 return d
-            tmp = Path(tempfile.mkdtemp(prefix=".tiny-llama-build-", dir=d.parent))
+            tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}-build-", dir=d.parent))
             os.chmod(tmp, 0o755)
             try:
-                _build(tmp)
+                (_build_vlm if name == TINY_VLM_NAME else _build)(tmp)
                 if d.exists():  # an older version or a broken build
-                    old = d.with_name(f".tiny-llama-old-{os.getpid()}")
+                    old = d.with_name(f".{d.name}-old-{os.getpid()}")
                     os.replace(d, old)
                     shutil.rmtree(old, ignore_errors=True)
                 os.replace(tmp, d)
@@ -206,16 +254,55 @@ def _build(out: Path) -> None:
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id, max_new_tokens=32, do_sample=False,
     )
+    _save(out, model, tokenizer, TINY_NAME)
+
+
+def _save(out: Path, model, saver, name: str) -> None:  # noqa: ANN001
     # transformers writes a model only on global rank 0 once torch.distributed is initialised; the build runs in
     # whichever rank wins the lock (under torchrun, or on every node of a multi-node run), so it must save here
     model.should_save_on_this_rank = lambda *a, **k: True
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    saver.save_pretrained(out)
     missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (out / f).exists()]
     if missing:
         raise RuntimeError(f"building the tiny model in {out} left out {', '.join(missing)}")
-    (out / "finetui-tiny.json").write_text(json.dumps({"name": TINY_NAME, "version": TINY_VERSION}) + "\n")
+    (out / "finetui-tiny.json").write_text(json.dumps({"name": name, "version": TINY_VERSION}) + "\n")
 
 
-if __name__ == "__main__":  # python -m engine.tiny
-    print(ensure_tiny_model())
+def _build_vlm(out: Path) -> None:
+    """The tiny LLaVA (TINY_VLM_CONFIG) and its processor: the tiny tokenizer with an ``<image>`` token, a CLIP
+    image processor of 16×16 images; each image is 4 patch tokens."""
+    import torch
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, GenerationConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    tokenizer = build_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": [IM_START, IMAGE_TOKEN]})
+    c = TINY_VLM_CONFIG
+    if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != c["image_token_index"]:
+        raise RuntimeError(f"the tiny tokenizer gave {IMAGE_TOKEN} id {tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)}")
+    text = {k: v for k, v in c["text_config"].items() if k not in ("model_type", "dtype")}
+    vision = {k: v for k, v in c["vision_config"].items() if k != "model_type"}
+    config = LlavaConfig(text_config=LlamaConfig(**text), vision_config=CLIPVisionConfig(**vision),
+                         **{k: c[k] for k in ("image_token_index", "vision_feature_select_strategy",
+                                              "vision_feature_layer", "projector_hidden_act", "tie_word_embeddings")})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlavaForConditionalGeneration(config)
+    t = config.text_config
+    model.generation_config = GenerationConfig(bos_token_id=t.bos_token_id, eos_token_id=t.eos_token_id,
+                                               pad_token_id=t.pad_token_id, max_new_tokens=32, do_sample=False)
+    side = vision["image_size"]
+    images = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    tokenizer.chat_template = VLM_CHAT_TEMPLATE
+    processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=vision["patch_size"],
+                               vision_feature_select_strategy=c["vision_feature_select_strategy"],
+                               num_additional_image_tokens=1, chat_template=VLM_CHAT_TEMPLATE,
+                               image_token=IMAGE_TOKEN)
+    _save(out, model, processor, TINY_VLM_NAME)
+
+
+if __name__ == "__main__":  # python -m engine.tiny [finetui:tiny-vlm]
+    import sys
+
+    print(ensure_tiny_model(*sys.argv[1:2]))

@@ -70,6 +70,18 @@ def pytest_make_collect_report(collector):
     _fail_skip_in_ci(outcome.get_result())
 
 
+#: fixtures that stand for one machine-wide thing: every test that uses one runs in the same pytest-xdist worker
+#: (``scripts/test`` runs the suite in 2 workers, ``--dist loadgroup``), so there is one of it, not one per worker
+ONE_WORKER_FIXTURES = {"slurm_cluster": "slurm"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, group in ONE_WORKER_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool; without it the test skips (a failure in CI: see the module docstring)."""
     path = shutil.which(name) or (shutil.which(name, path="/usr/sbin:/sbin") if name.startswith("ssh") else None)

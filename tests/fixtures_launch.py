@@ -187,3 +187,26 @@ def launch_job(tmp_path):
 
 
 PYTHON = sys.executable
+
+
+def deepspeed_runner_launch(monkeypatch, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """DeepSpeed's own runner (``deepspeed.launcher.runner.main``) on ``argv`` (what follows ``python -m
+    deepspeed.launcher.runner``), the process it starts captured instead of run: → (its command, its
+    ``--key=value`` options)."""
+    from deepspeed.launcher import runner
+
+    started = []
+
+    class P:
+        returncode = 0
+
+        def __init__(self, cmd, env=None):
+            started.append(cmd)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(runner.subprocess, "Popen", P)
+    runner.main(argv)
+    (cmd,) = started
+    return cmd, dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)

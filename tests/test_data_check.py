@@ -222,7 +222,7 @@ def test_cli_exit_codes_and_json(tmp_path):
     rep = json.loads(p.stdout)
     assert rep["dropped"] == 1 and rep["rows"]["invalid"] == 1
     p = cli(str(good), "--format", "alpaca", "--trainer", "dpo")
-    assert p.exit_code == 2 and "alpaca data cannot train the dpo trainer (allowed: preference, sharegpt)" in p.stdout
+    assert p.exit_code == 2 and "alpaca data cannot train the dpo trainer (allowed: preference, sharegpt, sharegpt_image)" in p.stdout
     p = cli(str(good), "--format", "nosuch")
     assert p.exit_code == 2 and p.stderr.strip().startswith("--format: unknown format `nosuch` (allowed: alpaca,")
     p = cli(str(tmp_path / "missing.json"), "--format", "alpaca", "--json")

@@ -232,7 +232,7 @@ def test_format_incompatible_with_trainer_names_allowed(data_res, tmp_path):
     p = write_jsonl(tmp_path / "d.jsonl", ALPACA)
     with pytest.raises(DataError) as ei:
         load_rows(data_res(data__train_path=str(p), trainer__stage="dpo"))
-    assert str(ei.value) == "data.format: alpaca data cannot train the dpo trainer (allowed: preference, sharegpt)"
+    assert str(ei.value) == "data.format: alpaca data cannot train the dpo trainer (allowed: preference, sharegpt, sharegpt_image)"
 
 
 def test_missing_train_path(data_res):

@@ -38,7 +38,16 @@ class Tmux:
 
     def start(self, argv: list[str]) -> None:
         cmd = " ".join(_q(a) for a in argv)
-        self._run("new-session", "-d", "-s", "ft", "-x", str(W), "-y", str(H), "-c", str(self.cwd), cmd)
+        for attempt in range(20):
+            try:
+                self._run("new-session", "-d", "-s", "ft", "-x", str(W), "-y", str(H), "-c", str(self.cwd), cmd)
+                break
+            except RuntimeError as e:
+                # the previous session's server still shutting down (its last session was killed): tmux answers
+                # "server exited unexpectedly" to a client that reached it then; a new server starts once it is gone
+                if "server exited unexpectedly" not in str(e) or attempt == 19:
+                    raise
+                time.sleep(0.25)
         self._run("set-option", "-t", "ft", "remain-on-exit", "on")
 
     def keys(self, *keys: str) -> None:

@@ -340,7 +340,7 @@ def test_fpt_pipeline_dpo_takes_sharegpt():
     base = dict(trainer__stage="dpo", model__name_or_path="Qwen/Qwen2.5-0.5B-Instruct", data__train_path="pairs.json")
     assert _errors(_job("fpt_pipeline", data__format="sharegpt", **base)) == []
     errs = _errors(_job("fpt_pipeline", data__format="alpaca", **base))
-    assert "data.format: alpaca data cannot train the dpo trainer (allowed: sharegpt, preference)" in errs, errs
+    assert "data.format: alpaca data cannot train the dpo trainer (allowed: sharegpt, sharegpt_image, preference)" in errs, errs
 
 
 @needs_compat

@@ -88,6 +88,34 @@ def test_the_schema_imports_nothing_else_of_engine():
     assert not bad, "\n".join(bad)
 
 
+def test_the_schema_has_no_import_cycle():
+    """Its modules import each other one way (kinds → fields → problems → profiles → rules → job), at any level
+    (imports for type annotations only, under ``if TYPE_CHECKING:``, aside)."""
+    schema = [m for p in SCHEMA_PACKAGES for m in modules(p.replace(".", "/"))]
+    graph = {}
+    for m in schema:
+        if m in SCHEMA_PACKAGES:
+            continue
+        tree = ast.parse((ROOT / _file(m)).read_text(encoding="utf-8"))
+        typing_only = {n for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", None) == "TYPE_CHECKING"
+                       for n in range(node.lineno, node.end_lineno + 1)}
+        graph[m] = {n for line, n in imported(ROOT / _file(m), m)
+                    if n in schema and n != m and n not in SCHEMA_PACKAGES and line not in typing_only}
+
+    def cycle_from(m: str, path: list[str]) -> list[str] | None:
+        for n in sorted(graph.get(m, ())):
+            if n in path:
+                return path[path.index(n):] + [n]
+            found = cycle_from(n, path + [n])
+            if found:
+                return found
+        return None
+
+    cycles = [c for m in graph if (c := cycle_from(m, [m]))]
+    assert not cycles, " → ".join(cycles[0])
+
+
 def test_the_scan_sees_imports_at_every_level(tmp_path):
     """The AST scan is not fooled by lazy, relative or from-imports (what the contracts above rely on)."""
     f = tmp_path / "x.py"

@@ -50,10 +50,10 @@ def test_profile_preset_reproduces_documented_defaults(name):
     job = presets.load(presets.PRESETS_DIR / f"{name}.toml")
     res = job.resolved()
     for field, ov in prof.fields.items():
-        if "default" in ov:
-            assert res[field] == ov["default"], field
+        if ov.sets_default:
+            assert res[field] == ov.default, field
             if FIELD_BY_NAME[field].is_visible(res):  # written out, so the file documents it
-                assert job.values.get(field) == ov["default"], field
+                assert job.values.get(field) == ov.default, field
     assert str(res["data.train_path"]).startswith(SAMPLES_PREFIX)
     if prof.models:
         assert res["model.name_or_path"] in prof.models

@@ -336,24 +336,10 @@ def test_deepspeed_multinode_command_and_hostfile(launch_job, tmp_path, monkeypa
     assert [ln for ln in hostfile.read_text().splitlines() if not ln.startswith("#")] == ["node0 slots=2",
                                                                                           "node1 slots=2"]
     assert "# node1: user@gpu b:2222" in hostfile.read_text()
-    from deepspeed.launcher import runner
+    from tests.fixtures_launch import deepspeed_runner_launch
 
-    started = []
-
-    class P:
-        returncode = 0
-
-        def __init__(self, cmd, env=None):
-            started.append(cmd)
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(runner.subprocess, "Popen", P)
-    runner.main(argv[3:])
-    (cmd,) = started
+    cmd, opts = deepspeed_runner_launch(monkeypatch, argv[3:])
     assert cmd[1:4] == ["-u", "-m", "deepspeed.launcher.launch"]
-    opts = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
     assert json.loads(base64.urlsafe_b64decode(opts["world_info"])) == {"node0": [0, 1], "node1": [0, 1]}
     assert (opts["node_rank"], opts["master_addr"], opts["master_port"]) == ("1", "10.0.0.7", "29555")
     assert "--module" in cmd and cmd[-3:] == ["engine.train.worker", "--run-dir", str(run_dir)]

@@ -85,7 +85,7 @@ def test_remote_run_to_completion_with_local_data(ssh_env, fake_worker, launch_j
 
 
 def test_remote_client_killed_run_continues_reattach_no_gap(ssh_env, fake_worker, launch_job, tmp_path):
-    fake_worker(60, 0.05, 1)
+    fake_worker(60, 0.2, 1)  # 12 s: both connection losses land mid-run even on a loaded machine
     node = ssh_env.nodes[1]
     preset = tmp_path / "job.toml"
     from engine import presets

@@ -429,3 +429,31 @@ def test_two_trials_at_a_time_then_the_third(tmp_path):
     t1, t2, t3 = rec["trials"]
     assert t2["started"] < t1["ended"] and t1["started"] < t2["ended"]  # 1 and 2 ran together
     assert t3["started"] >= min(t1["ended"], t2["ended"]) - 1.5  # 3 waited for a free place (the driver polls 1 s)
+
+
+def test_a_job_array_sweep_without_its_driver_is_brought_up_to_date_from_its_runs(tmp_path):
+    """Slurm runs a job array's trials whether the sweep's driver lives or not: `sweep show` / `--attach` then
+    read the trials' runs, and close the sweep once they are all over (trial 1 stopped, trial 2 completed)."""
+    from engine import sweep as S
+    from tests.fake_run import write_fake_run
+
+    runs = tmp_path / "runs"
+    d = runs / "sw"
+    d.mkdir(parents=True)
+    write_fake_run(runs / "sw-t02", steps=20)
+    (runs / "sw-t01").mkdir()
+    (runs / "sw-t01" / "events.jsonl").write_text(json.dumps(
+        {"t": 1.0, "kind": "end", "step": 0, "outcome": "stopped"}) + "\n")
+    (runs / "sw-t01" / "launch.json").write_text("{}")
+    (d / "sweep.json").write_text(json.dumps({
+        "name": "sw", "runs_dir": str(runs), "objective": "eval_loss", "goal": "minimize", "status": "running",
+        "slurm_array": "7", "driver": {}, "spec": {"parameters": {"general.learning_rate": [1e-3, 1e-2]}},
+        "trials": [{"index": 1, "values": {"general.learning_rate": 1e-3}, "run": "sw-t01", "status": "pending"},
+                   {"index": 2, "values": {"general.learning_rate": 1e-2}, "run": "sw-t02", "status": "running"}]}))
+    assert S.status(S.read(d)) == "running"  # (not lost: Slurm runs the trials)
+    rec = S.refresh(d)
+    assert rec["status"] == "completed" and rec["best"] == 2
+    assert [t["status"] for t in rec["trials"]] == ["stopped", "completed"]
+    assert isinstance(rec["trials"][1]["objective"], float)
+    show = cli("sweep", "show", "sw", "--runs-dir", str(runs))
+    assert show.returncode == 0 and "sweep sw: completed" in show.stdout, show.stdout + show.stderr

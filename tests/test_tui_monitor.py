@@ -350,3 +350,80 @@ async def test_u_resumes_a_failed_run_and_watches_the_new_one(failed_run, finish
         await pilot.press("u")  # a completed run: nothing to resume, nothing asked
         await pilot.pause()
         assert app.screen is new and asked == [failed_run.name]
+
+
+def requeued_run(d: Path, steps: int = 80, at: int = 40, wait: float = 130.0) -> Path:
+    """A Slurm run requeued at step ``at`` (SIGUSR1: checkpoint, ``preempted``, ``requeued``), started again
+    ``wait`` seconds later from that checkpoint, then completed."""
+    from tests.fake_run import _prepare, log_line
+
+    _prepare(d, slurm_job_id="42")
+    recs, shift = [], 0.0
+    for r in fake_records(steps=steps, ckpt_every=at):
+        r = {**r, "t": r["t"] + shift}
+        recs.append(r)
+        if r["kind"] == "checkpoint" and r["step"] == at:
+            t = r["t"]
+            recs += [{"t": t + 0.1, "kind": "status", "step": at, "phase": "preempted",
+                      "text": "SIGUSR1: stopped at a checkpoint; the job is requeued and resumes from it"},
+                     {"t": t + 1.0, "kind": "status", "step": at, "phase": "requeued", "by": "launcher",
+                      "text": "SIGUSR1: checkpoint saved, job 42 requeued"},
+                     {"t": t + 0.1 + wait, "kind": "start", "step": at, "world_size": 2, "total_steps": steps},
+                     {"t": t + 0.2 + wait, "kind": "status", "step": at, "phase": "resuming",
+                      "checkpoint": r["path"]}]
+            shift = wait + 0.5
+    with open(d / "events.jsonl", "w") as fe, open(d / "worker.log", "w") as fl:
+        for r in recs:
+            fe.write(json.dumps(r) + "\n")
+            if r["kind"] == "start" and r["step"]:  # (the batch script's lines: engine/launch/slurm.py)
+                fl.write("finetui: job 42 restarted (1): resuming from the newest complete checkpoint\n")
+            fl.write(log_line(r) + "\n")
+            if r.get("phase") == "requeued":
+                fl.write("finetui: job 42 requeued\n")
+    return d
+
+
+def test_a_requeue_is_a_gap_of_the_run_state():
+    st = RunState()
+    st.update(fake_records(steps=20, end=False))
+    st.update([{"t": T0 + 100, "kind": "status", "step": 20, "phase": "preempted"},
+               {"t": T0 + 101, "kind": "status", "step": 20, "phase": "requeued"}])
+    assert st.gaps == [{"step": 20, "from": T0 + 100, "to": None}]
+    assert st.lost_s(T0 + 160) == 60  # still waiting in the queue
+    st.update([{"t": T0 + 190, "kind": "start", "step": 20, "total_steps": 40},
+               {"t": T0 + 192, "kind": "log", "step": 21, "loss": 1.0},
+               {"t": T0 + 194, "kind": "log", "step": 22, "loss": 1.0}])
+    assert st.gaps[0]["to"] == T0 + 190 and st.lost_s(T0 + 500) == 90
+    assert st.eta(T0 + 194) == pytest.approx(18 * 2.0)  # the resumed pace, not the wait
+
+
+async def test_the_dashboard_marks_a_slurm_requeue_and_the_time_it_lost(tmp_path):
+    d = requeued_run(tmp_path / "runs" / "ft_slurm_requeued")
+    app = harness_app(lambda: MonitorScreen(d, clock=lambda: FIXED_NOW + 400))
+    async with app.run_test(size=(120, 40)) as pilot:
+        scr = app.screen
+        await _loaded(pilot)
+        st = scr.state
+        assert st.status == "completed" and [g["step"] for g in st.gaps] == [40]
+        assert "↻ requeued at step 40: 2:10 lost" in str(scr.query_one("#run-steps").render())
+        assert "↻ requeued at step 40: 2:10 lost" in str(scr.query_one("#mon-end").render())
+        for pid in ("#plot-loss", "#plot-lr", "#plot-grad"):
+            assert scr.query_one(pid).vlines == [(40.0, "warning")]
+        assert "↻ requeued at step 40" in scr.query_one("#plot-loss").plot_title
+        log = scr.query_one("#mon-log")
+        i = log.lines.index("finetui: job 42 requeued")  # the marks where worker.log says it
+        j = next(k for k, ln in enumerate(log.lines) if ln.startswith("finetui: job 42 restarted"))
+        assert log.lines[i + 1].startswith("──── ↻ requeued at step 40") and i < j
+        assert log.lines[j - 1] == "──── ↻ resumed after 2:10 requeued (from the checkpoint at step 40) ────"
+    (d / "worker.log").unlink()  # without a worker.log the events are the log: the same marks
+    app = harness_app(lambda: MonitorScreen(d, clock=lambda: FIXED_NOW + 400))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _loaded(pilot)
+        marks = [ln for ln in app.screen.query_one("#mon-log").lines if "↻" in ln]
+        assert marks[0].startswith("──── ↻ requeued at step 40") and "resumed after 2:10" in marks[1]
+
+
+def test_snapshot_monitor_requeued(snap_compare, tmp_path, utc):
+    d = requeued_run(tmp_path / "runs" / "ft_slurm_requeued")
+    assert snap_compare(harness_app(lambda: MonitorScreen(d, clock=lambda: FIXED_NOW + 400)),
+                        terminal_size=(120, 40), run_before=_loaded)

@@ -27,7 +27,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher
 
-from engine.schema import FIELD_BY_NAME, LOCAL_HOST, JobConfig, is_local_host, is_remote_job, spec
+from engine.schema import DATA_CHECK_FIELDS, FIELD_BY_NAME, LOCAL_HOST, JobConfig, is_local_host, is_remote_job, spec
 from engine.errors import FinetuiError, one_line, report_crash
 from tui import keys, state
 from tui.keys import with_ids
@@ -169,18 +169,11 @@ def data_check_command(job: JobConfig) -> list[str]:
     from engine.launch.procs import module_argv
 
     res = job.resolved()
-    cmd = module_argv(sys.executable, "tui.cli", "data", "check", str(res["data.train_path"]),
-                      "--format", str(res["data.format"]), "--trainer", str(res["trainer.stage"]),
-                      "--max-length", str(res["general.max_sequence_length"]), "--json")
-    allow = res.get("data.allow_percentage_invalid_samples")
-    if allow is not None:
-        cmd += ["--allow-invalid", str(allow)]
-    for field, flag in (("data.s3_endpoint_url", "--endpoint-url"), ("data.s3_region", "--region"),
-                        ("data.s3_access_key_env", "--access-key-env"),
-                        ("data.s3_secret_key_env", "--secret-key-env")):
-        v = res.get(field)
+    cmd = module_argv(sys.executable, "tui.cli", "data", "check", str(res["data.train_path"]), "--json")
+    for name in DATA_CHECK_FIELDS:  # each by the option the field declares
+        v = res.get(name)
         if v not in (None, ""):
-            cmd += [flag, str(v)]
+            cmd += [FIELD_BY_NAME[name].flag, str(v)]
     tok = _local_tokenizer(str(res.get("model.name_or_path") or ""))
     if tok:
         cmd += ["--tokenizer", tok]
@@ -909,7 +902,7 @@ class FinetuiApp(App[None]):
         if name not in job.values and res_before.get(name) == value and type(res_before.get(name)) is type(value):
             return
         default = spec(name, job.profile).default
-        if value is None and default is None or FIELD_BY_NAME[name].kind == "bool" and value == default:
+        if value is None and default is None or FIELD_BY_NAME[name].kind.widget == "switch" and value == default:
             job.unset(name)  # (a switch set back to its default leaves the preset)
         else:
             job.values[name] = value

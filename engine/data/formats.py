@@ -10,6 +10,7 @@ Canonical rows:
   ``{"messages": [{"role", "content"}], "images"?: [abs paths], "tools"?: str}``
   roles are system / user / assistant / tool; the last message is the assistant's.
 * preference: ``{"prompt": [messages], "chosen": [assistant msg], "rejected": [assistant msg]}``
+  (sharegpt_image for DPO: also ``"images"``, their ``<image>`` tokens in the prompt)
 * kto: ``{"prompt": [messages], "completion": [assistant msg], "label": bool}``
 """
 
@@ -248,16 +249,16 @@ def _image_refs(obj: dict) -> tuple[str, list[str]]:
     return "images", []
 
 
-def sharegpt_image(obj: Any, images: ImageLookup | None = None) -> dict:
-    obj = _row_obj(obj)
-    row = sharegpt(obj)
+def _attach_images(obj: dict, row: dict, msgs: list[dict], images: ImageLookup | None) -> dict:
+    """``row`` with its ``images`` (looked up) from ``obj``'s image key, checked against the ``<image>`` tokens of
+    ``msgs`` (the conversation, or a pair's prompt); FPT style (one image_path, no token): the image goes before the
+    first user text."""
     key, refs = _image_refs(obj)
     if not refs:
         raise RowError("images", "missing key `images` (or `image_path`)")
-    n_tok = sum(m["content"].count(IMAGE_TOKEN) for m in row["messages"])
+    n_tok = sum(m["content"].count(IMAGE_TOKEN) for m in msgs)
     if n_tok == 0 and len(refs) == 1:
-        # FPT style: one image_path and no token → the image goes before the first user text
-        for m in row["messages"]:
+        for m in msgs:
             if m["role"] == "user":
                 m["content"] = IMAGE_TOKEN + m["content"]
                 break
@@ -275,6 +276,24 @@ def sharegpt_image(obj: Any, images: ImageLookup | None = None) -> dict:
         paths.append(p)
     row["images"] = paths
     return row
+
+
+def sharegpt_image(obj: Any, images: ImageLookup | None = None) -> dict:
+    obj = _row_obj(obj)
+    row = sharegpt(obj)
+    return _attach_images(obj, row, row["messages"], images)
+
+
+def sharegpt_image_pair(obj: Any, images: ImageLookup | None = None) -> dict:
+    """A ShareGPT_Image preference pair (LLaMA-Factory's multimodal ``ranking: true`` sharegpt rows, e.g. RLHF-V):
+    conversations ending with the user's turn, ``chosen`` / ``rejected`` replies and ``images``; the images' tokens
+    sit in the prompt (a reply shows no image)."""
+    obj = _row_obj(obj)
+    row = preference(obj)
+    for k in ("chosen", "rejected"):
+        if IMAGE_TOKEN in row[k][0]["content"]:
+            raise RowError(k, f"`{k}` holds an `{IMAGE_TOKEN}` token; images belong in the prompt's turns")
+    return _attach_images(obj, row, row["prompt"], images)
 
 
 # --------------------------------------------------------------------------- bedrock converse
@@ -473,6 +492,8 @@ def normalizer(fmt: str, stage: str | None = None) -> Callable[[Any, Optional[Im
     """The normaliser rows of ``fmt`` are read with for ``stage``."""
     if fmt == "sharegpt" and stage in PAIRED_STAGES:
         return preference
+    if fmt == "sharegpt_image" and stage == "dpo":  # (TRL's reward trainer reads no images)
+        return sharegpt_image_pair
     return NORMALIZERS[fmt]
 
 
@@ -518,7 +539,7 @@ def row_format(obj: Any) -> str | None:
     if obj.get("schemaVersion") == BEDROCK_SCHEMA:
         return "bedrock_converse"
     if {"chosen", "rejected"} <= keys:
-        return "preference"
+        return "sharegpt_image" if keys & set(_IMAGE_KEYS) else "preference"
     if ("label" in keys or "kto_tag" in keys) and ("completion" in keys or keys & set(_CONVERSATION_KEYS)):
         return "kto"
     if keys & set(_CONVERSATION_KEYS):

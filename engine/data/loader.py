@@ -350,7 +350,7 @@ def preflight(res: dict, *, remote: bool = False) -> tuple[list[str], list[str]]
             counts = ScanCounts()
             try:
                 src = open_source(path)
-                for _ in scan(src, f, counts, materialize_images=False):
+                for _ in scan(src, f, counts, materialize_images=False, stage=res.get("trainer.stage")):
                     pass
             except DataError as e:
                 errors.append(str(e))

@@ -27,11 +27,9 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     """A tokenizer from a folder / model id, or ``finetui:tiny-llama`` (built on first use)."""
     from transformers import AutoTokenizer
 
-    path = str(name_or_path)
-    if path.strip() == "finetui:tiny-llama":
-        from engine.tiny import ensure_tiny_model
+    from engine.tiny import resolve_model_path
 
-        path = str(ensure_tiny_model())
+    path = resolve_model_path(str(name_or_path))  # (finetui:tiny-llama / tiny-vlm: built on first use)
     from engine.hub import NotCachedOffline, not_cached_hint, offline_if_unreachable
 
     offline_if_unreachable(path)
@@ -226,11 +224,13 @@ def local_tokenizer(model: str) -> str | None:
     model once built, or a local folder with tokenizer files; None otherwise."""
     from pathlib import Path
 
-    if model.strip() == "finetui:tiny-llama":
+    from engine.schema import TINY_MODELS
+
+    if model.strip() in TINY_MODELS:
         try:
             from engine import tiny
 
-            return model if tiny._is_built(tiny.tiny_model_dir()) else None
+            return model if tiny._is_built(tiny.tiny_model_dir(model.strip())) else None
         except Exception:  # noqa: BLE001 - token lengths are optional
             return None
     d = Path(model).expanduser()

@@ -23,80 +23,69 @@ import json
 from typing import Any
 
 from engine.schema import profiles
-from engine.schema import JobConfig, spec
+from engine.schema import FPT, OCI, SAMPLES_PREFIX, WX, JobConfig, names_in, spec
 from engine.interop.common import fail, leftovers, set_value, validate_for
 
-SAMPLE = {"alpaca": "finetui:samples/alpaca_demo.jsonl", "preference": "finetui:samples/preference_demo.jsonl"}
-VAL_SAMPLE = {"alpaca": "finetui:samples/alpaca_val_demo.jsonl"}
+SAMPLE = {"alpaca": f"{SAMPLES_PREFIX}alpaca_demo.jsonl", "preference": f"{SAMPLES_PREFIX}preference_demo.jsonl"}
+VAL_SAMPLE = {"alpaca": f"{SAMPLES_PREFIX}alpaca_val_demo.jsonl"}
 TITLES = {"fpt_studio": "FPT AI Studio hyperparameters", "oci": "OCI hyperparameters",
           "watsonx": "watsonx.ai tuning parameters"}
 
 # ---------------------------------------------------------------- FPT AI Studio
-#: FPT name → finetui field, for the fields that map one to one.
-FPT_SIMPLE: dict[str, str] = {
-    "batch_size": "general.batch_size",
-    "epochs": "general.epochs",
-    "learning_rate": "general.learning_rate",
-    "max_sequence_length": "general.max_sequence_length",
-    "zero_stage": "trainer.zero_stage",
-    "gradient_accumulation_steps": "runtime.gradient_accumulation_steps",
-    "mixed_precision": "runtime.mixed_precision",
-    "quantization_bit": "runtime.quantization_bit",
-    "optimizer": "runtime.optimizer",
-    "weight_decay": "runtime.weight_decay",
-    "max_grad_norm": "runtime.max_grad_norm",
-    "lr_warmup_steps": "runtime.lr_warmup_steps",
-    "lr_warmup_ratio": "runtime.lr_warmup_ratio",
-    "lr_scheduler": "runtime.lr_scheduler",
-    "full_determinism": "runtime.full_determinism",
-    "seed": "runtime.seed",
-    "dpo_label_smoothing": "preference.dpo_label_smoothing",
-    "preference_beta": "preference.preference_beta",
-    "preference_ftx": "preference.preference_ftx",
-    "preference_loss": "preference.preference_loss",
-    "simpo_gamma": "preference.simpo_gamma",
-    "merge_adapter": "adapter.merge_adapter",
-    "lora_alpha": "adapter.lora_alpha",
-    "lora_dropout": "adapter.lora_dropout",
-    "lora_rank": "adapter.lora_rank",
-    "checkpoint_strategy": "eval.checkpoint_strategy",
-    "checkpoint_steps": "eval.checkpoint_steps",
-    "evaluation_strategy": "eval.evaluation_strategy",
-    "eval_steps": "eval.eval_steps",
-    "checkpoint_limit": "eval.checkpoint_limit",
-    "save_best_checkpoint": "eval.save_best_checkpoint",
-    "logging_steps": "eval.logging_steps",
-}
 FPT_SPECIAL = ("distributed_backend", "training_type", "resume_from_checkpoint", "disable_gradient_checkpointing",
                "flash_attention_v2", "target_modules")
-FPT_KEYS = set(FPT_SIMPLE) | set(FPT_SPECIAL)
 _PREF = ("dpo_label_smoothing", "preference_beta", "preference_ftx", "preference_loss", "simpo_gamma")
 _LORA = ("merge_adapter", "lora_alpha", "lora_dropout", "lora_rank", "target_modules")
-
-OCI_KEYS = {"totalTrainingEpochs": "general.epochs", "learningRate": "general.learning_rate",
-            "trainingBatchSize": "general.batch_size", "earlyStoppingPatience": "eval.early_stopping_patience",
-            "earlyStoppingThreshold": "eval.early_stopping_threshold",
-            "logModelMetricsIntervalInSteps": "eval.logging_steps",
-            "loraR": "adapter.lora_rank", "loraAlpha": "adapter.lora_alpha", "loraDropout": "adapter.lora_dropout"}
-WATSONX_KEYS = {"num_epochs": "general.epochs", "accumulate_steps": "runtime.gradient_accumulation_steps",
-                "batch_size": "general.batch_size", "learning_rate": "general.learning_rate",
-                "max_seq_length": "general.max_sequence_length"}
-WATSONX_PEFT = {"rank": "adapter.lora_rank", "alpha": "adapter.lora_alpha", "dropout": "adapter.lora_dropout",
-                "target_modules": "adapter.target_modules"}
 WATSONX_PROFILE = {"lora": "watsonx_lora", "qlora": "watsonx_qlora", "none": "watsonx_full"}
 
 
-#: every top-level key each service's file may hold (what finetui reads, and what it names in a warning)
-KNOWN_KEYS = {
-    "oci": set(OCI_KEYS) | {"trainingConfigType"},
-    "watsonx": set(WATSONX_KEYS) | {"peft_parameters", "tuning_type", "init_method", "init_text", "base_model", "gpu",
-                                    "task_id"},
-    "fpt_studio": FPT_KEYS,
-}
-#: keys only that service writes (one of them names the service)
-MARKERS = {"oci": set(OCI_KEYS) | {"trainingConfigType"},
-           "watsonx": {"peft_parameters", "num_epochs", "accumulate_steps", "init_method", "tuning_type"},
-           "fpt_studio": FPT_KEYS - set(WATSONX_KEYS)}
+# The key maps come from the fields' declared names (Field.names), derived when asked: a field declared with an
+# FPT, OCI or watsonx name is read and written under it with nothing written here.
+def _fpt_simple() -> dict[str, str]:
+    """FPT name → finetui field, for the fields that map one to one (the fields' FPT names, the special ones aside)."""
+    return {k: n for k, n in names_in(FPT).items() if k not in FPT_SPECIAL}
+
+
+def _oci_keys() -> dict[str, str]:
+    return {k: n for k, n in names_in(OCI).items() if k != "trainingConfigType"}  # (the method: read by hand)
+
+
+def _watsonx_keys() -> dict[str, str]:
+    """watsonx's top-level keys read one to one (the prompt-tuning ones and the nested ones are read by hand)."""
+    return {k: n for k, n in names_in(WX).items() if "." not in k and k not in ("task_id", "init_method", "init_text")}
+
+
+def _watsonx_peft() -> dict[str, str]:
+    return {k.split(".", 1)[1]: n for k, n in names_in(WX).items() if k.startswith("peft_parameters.")}
+
+
+def _known_keys(service: str) -> set[str]:
+    """Every top-level key the service's file may hold (what finetui reads, and what it names in a warning)."""
+    if service == "oci":
+        return set(_oci_keys()) | {"trainingConfigType"}
+    if service == "watsonx":
+        return set(_watsonx_keys()) | {"peft_parameters", "tuning_type", "init_method", "init_text", "base_model",
+                                       "gpu", "task_id"}
+    return set(_fpt_simple()) | set(FPT_SPECIAL)
+
+
+def _markers(service: str) -> set[str]:
+    """Keys only that service writes (one of them names the service)."""
+    if service == "oci":
+        return set(_oci_keys()) | {"trainingConfigType"}
+    if service == "watsonx":
+        return {"peft_parameters", "num_epochs", "accumulate_steps", "init_method", "tuning_type"}
+    return _known_keys("fpt_studio") - set(_watsonx_keys())
+
+
+_DERIVED = {"FPT_SIMPLE": _fpt_simple, "FPT_KEYS": lambda: _known_keys("fpt_studio"), "OCI_KEYS": _oci_keys,
+            "WATSONX_KEYS": _watsonx_keys, "WATSONX_PEFT": _watsonx_peft}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DERIVED:
+        return _DERIVED[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def detect(data: Any) -> str | None:
@@ -106,8 +95,8 @@ def detect(data: Any) -> str | None:
         return None
     keys = set(data)
     for name in ("oci", "watsonx", "fpt_studio"):
-        known = keys & KNOWN_KEYS[name]
-        if keys & MARKERS[name] and len(known) * 4 >= len(keys) * 3:
+        known = keys & _known_keys(name)
+        if keys & _markers(name) and len(known) * 4 >= len(keys) * 3:
             return name
     return None
 
@@ -140,11 +129,12 @@ def import_fpt(d: dict[str, Any]) -> tuple[JobConfig, list[str]]:
     set_value(job, "trainer.training_type", tt)
     db = str(d.get("distributed_backend", "DDP")).lower()
     set_value(job, "trainer.distributed_backend", db)
-    pref_set = {k: d[k] for k in _PREF if k in d and d[k] != spec(FPT_SIMPLE[k], "fpt_studio").default}
+    simple = _fpt_simple()
+    pref_set = {k: d[k] for k in _PREF if k in d and d[k] != spec(simple[k], "fpt_studio").default}
     stage = "dpo" if pref_set else "sft"
     set_value(job, "trainer.stage", stage)
     loss = str(d.get("preference_loss", "sigmoid")).lower()
-    for k, name in FPT_SIMPLE.items():
+    for k, name in simple.items():
         if k not in d or d[k] is None:
             continue
         v = d[k]
@@ -182,7 +172,7 @@ def import_fpt(d: dict[str, Any]) -> tuple[JobConfig, list[str]]:
         set_value(job, "runtime.gradient_checkpointing", not bool(d["disable_gradient_checkpointing"]))
     if "flash_attention_v2" in d:
         set_value(job, "runtime.attention_implementation", "flash_attention_2" if d["flash_attention_v2"] else "sdpa")
-    unknown = sorted(k for k in d if k not in FPT_KEYS)
+    unknown = sorted(k for k in d if k not in _known_keys("fpt_studio"))
     if unknown:
         warnings.append("ignored (not FPT AI Studio hyperparameters): " + ", ".join(unknown))
     _fill_model_and_data(job, warnings, "preference" if stage == "dpo" else "alpaca")
@@ -201,13 +191,14 @@ def import_oci(d: dict[str, Any]) -> tuple[JobConfig, list[str]]:
     model = d.get("baseModel") or d.get("baseModelId") or d.get("modelId")
     if model:
         set_value(job, "model.name_or_path", str(model))
-    for k, name in OCI_KEYS.items():
+    oci_keys = _oci_keys()
+    for k, name in oci_keys.items():
         if k in d and d[k] is not None:
             if tfew and name.startswith("adapter."):
                 warnings.append(f"{k}: T-Few has no LoRA parameters; ignored")
                 continue
             set_value(job, name, d[k])
-    unknown = sorted(k for k in d if k not in OCI_KEYS and k not in ("trainingConfigType", "baseModel",
+    unknown = sorted(k for k in d if k not in oci_keys and k not in ("trainingConfigType", "baseModel",
                                                                        "baseModelId", "modelId"))
     if unknown:
         warnings.append("ignored (not OCI hyperparameters): " + ", ".join(unknown))
@@ -234,11 +225,11 @@ def import_watsonx(d: dict[str, Any]) -> tuple[JobConfig, list[str]]:
         set_value(job, "model.name_or_path", str(bm["model_id"]))
     elif isinstance(bm, str):
         set_value(job, "model.name_or_path", bm)
-    for k, name in WATSONX_KEYS.items():
+    for k, name in _watsonx_keys().items():
         if k in d and d[k] is not None:
             set_value(job, name, d[k])
     if method in ("lora", "qlora"):
-        for k, name in WATSONX_PEFT.items():
+        for k, name in _watsonx_peft().items():
             if k in (peft or {}):
                 set_value(job, name, peft[k])
     if pt:
@@ -251,7 +242,7 @@ def import_watsonx(d: dict[str, Any]) -> tuple[JobConfig, list[str]]:
     gpu = d.get("gpu")
     if isinstance(gpu, dict) and gpu.get("num"):
         set_value(job, "launch.procs_per_node", gpu["num"])
-    known = KNOWN_KEYS["watsonx"]
+    known = _known_keys("watsonx")
     unknown = sorted(k for k in d if k not in known)
     if unknown:
         warnings.append("ignored (not used by finetui): " + ", ".join(unknown))
@@ -274,8 +265,9 @@ def export_fpt(job: JobConfig) -> tuple[str, list[str]]:
     tt = res["trainer.training_type"]
     out: dict[str, Any] = {}
     ck = res["general.resume_from_checkpoint"]
+    simple = _fpt_simple()
     for k in ("batch_size", "epochs", "learning_rate", "max_sequence_length"):
-        out[k] = res[FPT_SIMPLE[k]]
+        out[k] = res[simple[k]]
     out["distributed_backend"] = "DeepSpeed" if res["trainer.distributed_backend"] == "deepspeed" else "DDP"
     if res["trainer.distributed_backend"] == "deepspeed":
         out["zero_stage"] = res["trainer.zero_stage"]
@@ -283,24 +275,27 @@ def export_fpt(job: JobConfig) -> tuple[str, list[str]]:
     out["resume_from_checkpoint"] = False if ck == "no" else (True if ck == "last" else ck)
     for k in ("gradient_accumulation_steps", "mixed_precision", "quantization_bit", "optimizer", "weight_decay",
               "max_grad_norm"):
-        out[k] = res[FPT_SIMPLE[k]]
+        out[k] = res[simple[k]]
     out["disable_gradient_checkpointing"] = not res["runtime.gradient_checkpointing"]
     out["flash_attention_v2"] = res["runtime.attention_implementation"] == "flash_attention_2"
     for k in ("lr_warmup_steps", "lr_warmup_ratio", "lr_scheduler", "full_determinism", "seed"):
-        out[k] = res[FPT_SIMPLE[k]]
+        out[k] = res[simple[k]]
     if res["trainer.stage"] == "dpo":
         for k in _PREF:
-            out[k] = res[FPT_SIMPLE[k]]
+            out[k] = res[simple[k]]
     if tt == "lora":
         for k in ("merge_adapter", "lora_alpha", "lora_dropout", "lora_rank"):
-            out[k] = res[FPT_SIMPLE[k]]
+            out[k] = res[simple[k]]
         tm = res["adapter.target_modules"]
         out["target_modules"] = tm[0] if len(tm) == 1 else tm
     for k in ("checkpoint_strategy", "checkpoint_steps", "evaluation_strategy", "eval_steps", "checkpoint_limit",
               "save_best_checkpoint", "logging_steps"):
-        if res[FPT_SIMPLE[k]] is not None:
-            out[k] = res[FPT_SIMPLE[k]]
-    used |= {FPT_SIMPLE[k] for k in FPT_SIMPLE}
+        if res[simple[k]] is not None:
+            out[k] = res[simple[k]]
+    for k, name in simple.items():  # a field FPT names one to one that nothing above wrote
+        if k not in out and k not in _PREF + _LORA + ("zero_stage",) and res[name] is not None:
+            out[k] = res[name]
+    used |= set(simple.values())
     warnings = [w for w in leftovers(job, used, "fpt_studio", TITLES["fpt_studio"])]
     return _dump(out), warnings
 
@@ -312,7 +307,7 @@ def export_oci(job: JobConfig) -> tuple[str, list[str]]:
     validate_for(job, prof)
     out: dict[str, Any] = {"trainingConfigType": "TFEW_TRAINING_CONFIG" if tfew else "LORA_TRAINING_CONFIG"}
     used = {"trainer.stage", "trainer.training_type"}
-    for k, name in OCI_KEYS.items():
+    for k, name in _oci_keys().items():
         if tfew and name.startswith("adapter."):
             continue
         out[k] = res[name]
@@ -332,7 +327,7 @@ def export_watsonx(job: JobConfig) -> tuple[str, list[str]]:
     used = {"trainer.stage", "trainer.training_type", "model.name_or_path", "data.train_path", "data.format"}
     if method == "prompt_tuning":
         out["tuning_type"] = "prompt_tuning"
-    for k, name in WATSONX_KEYS.items():
+    for k, name in _watsonx_keys().items():
         out[k] = res[name]
         used.add(name)
     if method == "prompt_tuning":
@@ -346,7 +341,7 @@ def export_watsonx(job: JobConfig) -> tuple[str, list[str]]:
     else:
         peft: dict[str, Any] = {"type": "none" if method == "full" else method}
         if method in ("lora", "qlora"):
-            for k, name in WATSONX_PEFT.items():
+            for k, name in _watsonx_peft().items():
                 peft[k] = res[name]
                 used.add(name)
         out["peft_parameters"] = peft

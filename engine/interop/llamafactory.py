@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from engine import userfiles
-from engine.schema import SAMPLES_PREFIX, JobConfig, Problem, total_ranks
+from engine.schema import FIELD_BY_NAME, LF, SAMPLES_PREFIX, JobConfig, Problem, names_in, total_ranks
 from engine.data.sources import count_examples, local_data_files
 from engine.datapaths import any_s3, data_paths, join_paths, split_format
 from engine.dsconfig import deepspeed_config
@@ -44,7 +44,7 @@ from engine.redact import has_credentials
 from engine.interop.common import (InteropError, TrainingChange, fail, fmt, kind_of, leftovers, real_path,
                                    sample_or_path, set_value, validate_for)
 
-TARGET = "LLaMA-Factory"
+TARGET = LF
 #: the most datasets one imported `dataset:` may name (each becomes a source of the data path)
 MAX_DATASETS = 1000
 
@@ -87,19 +87,41 @@ TRAINING_CHANGES: dict[str, str] = {
 #: finetuning types finetui does not have, read as LoRA with a TrainingChange warning
 OTHER_METHODS = {"oft": "OFT (orthogonal fine-tuning)"}
 
-KNOWN = {
-    "model_name_or_path", "trust_remote_code", "quantization_bit", "quantization_method", "flash_attn",
-    "enable_liger_kernel", "stage", "finetuning_type", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
-    "loraplus_lr_ratio", "freeze_trainable_layers", "pref_beta", "pref_loss", "pref_ftx", "dpo_label_smoothing",
-    "simpo_gamma", "deepspeed", "dataset", "eval_dataset", "dataset_dir", "template", "cutoff_len", "max_samples",
-    "val_size", "packing", "output_dir", "logging_steps", "save_strategy", "save_steps", "save_total_limit",
-    "overwrite_output_dir", "report_to", "run_name", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio",
-    "warmup_steps", "bf16", "fp16", "pure_bf16", "optim", "adam_beta1", "adam_beta2", "adam_epsilon",
-    "weight_decay", "max_grad_norm", "disable_gradient_checkpointing", "seed", "full_determinism",
-    "resume_from_checkpoint", "group_by_length", "eval_strategy", "evaluation_strategy", "eval_steps",
-    "load_best_model_at_end", "metric_for_best_model", "early_stopping_steps", "ddp_timeout",
+#: fields whose LLaMA-Factory key the importer reads itself (a condition, a conversion, a default of its own);
+#: every other field LLaMA-Factory names one to one (``Field.names``) is read and written under that name
+FIELDS_BY_HAND = {
+    "model.name_or_path", "model.trust_remote_code", "data.validation_path", "data.packing", "data.group_by_length",
+    "general.epochs", "general.max_steps", "runtime.quantization_bit", "runtime.liger_kernel", "runtime.lr_scheduler",
+    "runtime.full_determinism", "preference.preference_loss", "preference.preference_beta",
+    "preference.preference_ftx", "preference.dpo_label_smoothing", "preference.simpo_gamma", "adapter.lora_rank",
+    "adapter.lora_alpha", "adapter.lora_dropout", "adapter.loraplus_lr_ratio", "adapter.freeze_trainable_layers",
+    "eval.evaluation_strategy", "eval.save_best_checkpoint",
+}
+#: the keys the importer reads by hand (with those of the fields LLaMA-Factory names: :func:`known_keys`)
+KEYS_BY_HAND = {
+    "quantization_method", "flash_attn", "stage", "finetuning_type", "lora_target", "deepspeed", "dataset",
+    "dataset_dir", "template", "output_dir", "overwrite_output_dir", "report_to", "run_name", "lr_scheduler_kwargs",
+    "bf16", "fp16", "pure_bf16", "optim", "disable_gradient_checkpointing", "resume_from_checkpoint",
+    "evaluation_strategy", "metric_for_best_model",
 } | IGNORED_QUIET
+
+
+def known_keys() -> set[str]:
+    """The keys finetui reads: those of the fields LLaMA-Factory names (derived when asked: a field declared later
+    counts), and the ones the importer reads by hand."""
+    return set(names_in(TARGET)) | KEYS_BY_HAND
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KNOWN":  # (the same, as a value)
+        return known_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: the export's sections (comments in the YAML) by field group, for the fields written one to one
+SECTION_OF_GROUP = {"model": "model", "data": "dataset", "trainer": "method", "adapter": "method",
+                    "preference": "method", "general": "train", "runtime": "train", "eval": "eval",
+                    "tracking": "output", "launch": "output"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,8 +177,13 @@ def deepspeed_file_name(stage: int, offload: bool) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def dataset_entry(path: str, fmt_: str) -> dict[str, Any]:
+def dataset_entry(path: str, fmt_: str, stage: str | None = None) -> dict[str, Any]:
     e: dict[str, Any] = {"file_name": path}
+    if fmt_ in ("sharegpt", "sharegpt_image") and stage in ("dpo", "reward"):  # pairs: `ranking: true` sharegpt
+        e.update(ranking=True, formatting="sharegpt",
+                 columns={"messages": "conversations", "chosen": "chosen", "rejected": "rejected",
+                          **({"images": "images"} if fmt_ == "sharegpt_image" else {})})
+        return e
     if fmt_ == "corpus":
         e["columns"] = {"prompt": "text"}
     elif fmt_ == "sharegpt":
@@ -175,8 +202,8 @@ def dataset_entry(path: str, fmt_: str) -> dict[str, Any]:
 
 def format_of_entry(e: dict[str, Any], stage: str) -> str:
     cols = e.get("columns") or {}
-    if e.get("ranking"):
-        return "preference"
+    if e.get("ranking"):  # (with images: LLaMA-Factory's multimodal pairs, e.g. RLHF-V)
+        return "sharegpt_image" if "images" in cols else "preference"
     if "kto_tag" in cols:
         return "kto"
     if e.get("formatting") == "sharegpt":
@@ -303,7 +330,7 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
                             "train.json")
         entries = [entry] if len(parts) == 1 else [f"{entry}_{j}" for j in range(1, len(parts) + 1)]
         for e, (p, own) in zip(entries, map(split_format, parts)):
-            info[e] = dataset_entry(real_path(p), own or fmt_)
+            info[e] = dataset_entry(real_path(p), own or fmt_, res["trainer.stage"])
         data[key] = ",".join(entries)
     if info:
         side["dataset_info.json"] = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
@@ -439,9 +466,16 @@ def export(job: JobConfig, path: Path | None = None) -> tuple[str, dict[str, str
         ev["early_stopping_steps"] = patience
     take("eval.save_best_checkpoint", "eval.early_stopping_patience")
 
+    sections = {"model": model, "method": meth, "dataset": data, "output": out, "train": tr, "eval": ev}
+    for lf, name in names_in(TARGET).items():  # a field named one to one that nothing above wrote
+        f = FIELD_BY_NAME[name]
+        if name not in used and res[name] is not None and (name in job.values or f.is_visible(res)):
+            sections[SECTION_OF_GROUP[f.group]][lf] = res[name]
+            take(name)
+
     warnings.extend(leftovers(job, used, "native", TARGET))
-    text = "".join(_section(t, d) for t, d in (("model", model), ("method", meth), ("dataset", data),
-                                                 ("output", out), ("train", tr), ("eval", ev)) if d)
+    text = "".join(_section(t, sections[t]) for t in ("model", "method", "dataset", "output", "train", "eval")
+                   if sections[t])
     return text, side, warnings
 
 
@@ -697,19 +731,7 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
 
     if raw.get("template"):
         warnings.append(f"template = {raw['template']}: finetui applies the tokenizer's own chat template")
-    simple = {
-        "cutoff_len": "general.max_sequence_length", "max_samples": "data.max_samples", "val_size": "data.val_size",
-        "per_device_train_batch_size": "general.batch_size",
-        "gradient_accumulation_steps": "runtime.gradient_accumulation_steps",
-        "learning_rate": "general.learning_rate", "adam_beta1": "runtime.adam_beta1",
-        "adam_beta2": "runtime.adam_beta2", "adam_epsilon": "runtime.adam_epsilon",
-        "weight_decay": "runtime.weight_decay", "max_grad_norm": "runtime.max_grad_norm", "seed": "runtime.seed",
-        "logging_steps": "eval.logging_steps", "save_steps": "eval.checkpoint_steps",
-        "save_strategy": "eval.checkpoint_strategy", "save_total_limit": "eval.checkpoint_limit",
-        "eval_steps": "eval.eval_steps", "early_stopping_steps": "eval.early_stopping_patience",
-        "warmup_steps": "runtime.lr_warmup_steps", "warmup_ratio": "runtime.lr_warmup_ratio",
-        "ddp_timeout": "runtime.ddp_timeout",
-    }
+    simple = {lf: name for lf, name in names_in(TARGET).items() if name not in FIELDS_BY_HAND}
     for lf, name in simple.items():
         if lf in raw and raw[lf] is not None:
             set_value(job, name, raw[lf])
@@ -834,7 +856,8 @@ def import_data(raw: dict[str, Any], base: Path, source: str = "") -> tuple[JobC
         pass
 
     warnings[:0] = _training_changes(raw)  # first: they matter most
-    unknown = sorted(k for k in raw if k not in KNOWN and k not in TRAINING_CHANGES)
+    known = known_keys()
+    unknown = sorted(k for k in raw if k not in known and k not in TRAINING_CHANGES)
     if unknown:
         warnings.append("ignored (no finetui equivalent): " + ", ".join(unknown))
     if probs:

@@ -26,14 +26,34 @@ from typing import Any
 import yaml
 
 from engine import redact
-from engine.schema import JobConfig, spec, total_ranks
+from engine.schema import FIELD_BY_NAME, NOVA, SAMPLES_PREFIX, JobConfig, names_in, spec, total_ranks
 from engine.datapaths import data_paths
 from engine.interop.common import fail, fmt, leftovers, set_value, table, validate_for
 
-TARGET = "Nova recipe"
-SAMPLE = "finetui:samples/bedrock_converse_demo.jsonl"
+TARGET = NOVA
+SAMPLE = f"{SAMPLES_PREFIX}bedrock_converse_demo.jsonl"
 MODEL_TYPES = {"nova-micro": "amazon.nova-micro-v1:0:128k", "nova-lite": "amazon.nova-lite-v1:0:300k",
                "nova-pro": "amazon.nova-pro-v1:0:300k"}
+
+
+#: fields whose Nova key the exporter and importer handle themselves (a condition, a conversion, a default of the
+#: profile); every other field with a Nova name (``Field.names``, a dotted key path) is written and read under it
+FIELDS_BY_HAND = {
+    "model.name_or_path", "model.hidden_dropout", "model.attention_dropout", "model.ffn_dropout", "data.train_path",
+    "data.validation_path", "data.allow_percentage_invalid_samples", "general.batch_size", "general.global_batch_size",
+    "general.epochs", "general.max_steps", "general.learning_rate", "general.max_sequence_length",
+    "runtime.adam_beta1", "runtime.adam_beta2", "runtime.adam_epsilon", "runtime.weight_decay",
+    "runtime.max_grad_norm", "runtime.lr_warmup_steps", "runtime.min_lr", "adapter.lora_alpha",
+    "adapter.lora_dropout", "adapter.loraplus_lr_ratio", "eval.eval_steps", "eval.logging_steps",
+    "eval.checkpoint_steps", "eval.checkpoint_limit", "eval.early_stopping_patience",
+    "eval.early_stopping_threshold", "tracking.tensorboard", "tracking.mlflow_tracking_uri",
+    "tracking.mlflow_experiment", "launch.run_name", "launch.nodes",
+}
+
+
+def _one_to_one() -> dict[str, str]:
+    """Nova key path → field, for the fields Nova names that nothing here handles by hand."""
+    return {k: n for k, n in names_in(TARGET).items() if n not in FIELDS_BY_HAND and "[" not in k}
 
 
 def profile_for(job: JobConfig) -> str:
@@ -183,6 +203,16 @@ def export(job: JobConfig) -> tuple[str, list[str]]:
     else:
         m["peft"] = {"peft_scheme": None}
     tc["model"] = m
+
+    recipe = {"run": run, "training_config": tc}
+    for path, name in _one_to_one().items():  # a field Nova names one to one
+        if res[name] is not None and (name in job.values or FIELD_BY_NAME[name].is_visible(res)):
+            *parents, key = path.split(".")
+            node = recipe
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[key] = res[name]
+            take(name)
 
     from engine.schema.profiles import NOVA_LIMITATIONS
 
@@ -341,6 +371,12 @@ def import_data(raw: dict[str, Any], source: str = "") -> tuple[JobConfig, list[
                         f"constant phase; ignored")
     if sched.get("name") not in (None, "CosineAnnealing"):
         warnings.append(f"sched.name = {sched['name']}: imported as cosine")
+    for path, name in _one_to_one().items():  # a field Nova names one to one
+        node: Any = raw
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            set_value(job, name, node)
     if lora:
         lt = table(peft, "lora_tuning", "training_config.model.peft.")
         if "loraplus_lr_ratio" in lt:

@@ -139,7 +139,7 @@ def run(host: str = LOCAL_HOST, python: str = REMOTE_PYTHON, workdir: str = REMO
     return out
 
 
-def rendezvous(hosts: list[str], python: str = "python3", master_addr: str | None = None,
+def rendezvous(hosts: list[str], python: str = REMOTE_PYTHON, master_addr: str | None = None,
                master_port: int | None = None) -> list[Check]:
     """A multi-node run: does every node reach the rendezvous port of the first?  The first node listens on
     ``master_port`` (None: a free port, as a launch picks one) for the length of the check, and each node opens a

@@ -35,10 +35,13 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from engine.schema import is_local_host
 from engine.events import EVENTS_FILE, summarize
 from engine.launch.rundir import (LAUNCH_FILE, LOG_FILE, LaunchError, append_end_if_missing, events_lock, has_end,
                                   log_tail, read_json, read_records, update_json, write_json)
@@ -56,7 +59,15 @@ TERMINAL = {"COMPLETED": "completed", "FAILED": "failed", "TIMEOUT": "timeout", 
 #: the end outcome a job gets from Slurm when its worker wrote none
 OUTCOME = {"completed": "failed", "failed": "failed", "timeout": "stopped", "cancelled": "stopped",
            "preempted": "stopped"}
-_PH = {"@NNODES@": "FT_NNODES", "@HEAD@": "FT_HEAD", "@PORT@": "FT_PORT", "@JOBID@": "SLURM_JOB_ID"}
+_PH = {"@NNODES@": "FT_NNODES", "@HEAD@": "FT_HEAD", "@PORT@": "FT_PORT", "@JOBID@": "SLURM_JOB_ID",
+       "@NODES@": "SLURM_JOB_NUM_NODES"}
+#: in a task's command: the node's rank in the allocation, put in by the task itself (``$SLURM_NODEID`` is the
+#: batch shell's own, 0, until srun starts the task on its node)
+NODE_RANK = "@NODEID@"
+#: the srun task's wrapper: torchrun's agent would die of SIGUSR1 (srun passes it to every process of the step), so
+#: the task ignores it (the ranks set their own handler); @NODEID@ becomes the node's rank
+TASK_WRAPPER = ('trap "" USR1; a=(); for x in "$@"; do a+=("${x//' + NODE_RANK + '/$SLURM_NODEID}"); done; '
+                'exec "${a[@]}"')
 
 
 # ------------------------------------------------------------------ the batch script
@@ -70,17 +81,35 @@ def _sh(arg: str) -> str:
     return shlex.quote(arg)
 
 
-def sbatch_options(res: dict[str, Any], run_dir: Path, start_at: float | None = None) -> list[str]:
-    """The ``#SBATCH`` options of the run, in the script's order."""
-    opts = [f"--job-name={run_dir.name}", f"--output={run_dir / LOG_FILE}", "--open-mode=append",
-            f"--chdir={run_dir}", f"--nodes={int(res.get('launch.nodes') or 1)}",
-            f"--ntasks-per-node={int(res.get('launch.slurm_tasks_per_node') or 1)}"]
+def uses_deepspeed(res: dict[str, Any]) -> bool:
+    """A DeepSpeed job starts its ranks with DeepSpeed's own launcher, one per node, from a hostfile of the
+    allocation; any other with torchrun."""
+    return res.get("trainer.distributed_backend") == "deepspeed"
+
+
+def _tasks_per_node(res: dict[str, Any]) -> int:
+    return int(res.get("launch.slurm_tasks_per_node") or 1)
+
+
+def node_slots(res: dict[str, Any]) -> int:
+    """Ranks per node of a DeepSpeed job (its hostfile's ``slots``): ``launch.procs_per_node`` for each of the
+    ``launch.slurm_tasks_per_node`` task slots, so the world is the size the job's other numbers assume."""
+    return int(res.get("launch.procs_per_node") or 1) * _tasks_per_node(res)
+
+
+def resource_options(res: dict[str, Any], start_at: float | None = None) -> list[str]:
+    """The ``#SBATCH`` options that shape the allocation (the same for every task of a job array)."""
+    ds = uses_deepspeed(res)
+    # DeepSpeed: one launcher per node starts all the node's ranks
+    opts = [f"--nodes={int(res.get('launch.nodes') or 1)}", f"--ntasks-per-node={1 if ds else _tasks_per_node(res)}"]
     for key, opt in (("slurm_partition", "partition"), ("slurm_account", "account"), ("slurm_qos", "qos"),
                      ("slurm_time", "time"), ("slurm_gpus_per_node", "gpus-per-node"),
                      ("slurm_cpus_per_task", "cpus-per-task"), ("slurm_mem", "mem"),
                      ("slurm_constraint", "constraint")):
         v = res.get(f"launch.{key}")
         if v is not None and str(v).strip() != "":
+            if key == "slurm_cpus_per_task" and ds:  # (the CPUs of the node's task slots, for its one launcher)
+                v = int(v) * _tasks_per_node(res)
             opts.append(f"--{opt}={str(v).strip()}")
     if start_at:
         opts.append(f"--begin={datetime.fromtimestamp(start_at).strftime('%Y-%m-%dT%H:%M:%S')}")
@@ -90,10 +119,26 @@ def sbatch_options(res: dict[str, Any], run_dir: Path, start_at: float | None = 
     return opts
 
 
+def sbatch_options(res: dict[str, Any], run_dir: Path, start_at: float | None = None) -> list[str]:
+    """The ``#SBATCH`` options of the run, in the script's order."""
+    return [f"--job-name={run_dir.name}", f"--output={run_dir / LOG_FILE}", "--open-mode=append",
+            f"--chdir={run_dir}", *resource_options(res, start_at)]
+
+
 def task_command(res: dict[str, Any], run_dir: Path, env: dict[str, str]) -> list[str]:
-    """torchrun for one task, with ``@NNODES@``/``@HEAD@``/``@PORT@``/``@JOBID@`` for what the allocation says."""
+    """The command of one srun task, with ``@NNODES@``/``@NODES@``/``@HEAD@``/``@PORT@``/``@JOBID@`` for what the
+    allocation says and ``@NODEID@`` for the task's node: torchrun (c10d rendezvous on the first node), or for a
+    DeepSpeed job DeepSpeed's launcher (``--hostfile`` of the allocation, ``--no_ssh --node_rank``)."""
     from engine.launch.core import worker_command
 
+    if uses_deepspeed(res):
+        ds = {**res, "launch.launcher": "deepspeed", "launch.procs_per_node": node_slots(res)}
+        argv = worker_command(ds, run_dir, nnodes=2, node_rank=NODE_RANK, master_addr="@HEAD@",  # type: ignore
+                              master_port="@PORT@", env=env, hosts=["@HEAD@", "@NODE@"])  # type: ignore[arg-type]
+        (Path(run_dir) / "hostfile").unlink(missing_ok=True)  # the batch script writes it from the allocation
+        if "--num_nodes" in argv:
+            argv[argv.index("--num_nodes") + 1] = "@NODES@"
+        return argv
     argv = worker_command(res, run_dir, nnodes=2, rdzv="c10d", master_addr="@HEAD@",
                           master_port="@PORT@", rdzv_id="@JOBID@", env=env)  # type: ignore[arg-type]
     if "--nnodes" in argv:
@@ -101,30 +146,44 @@ def task_command(res: dict[str, Any], run_dir: Path, env: dict[str, str]) -> lis
     return argv
 
 
-def batch_script(res: dict[str, Any], run_dir: Path, *, command: list[str], python: str, token: str,
-                 start_at: float | None = None) -> str:
-    run_dir = Path(run_dir)
-    requeue = bool(res.get("launch.slurm_requeue"))
-    lines = ["#!/bin/bash",
-             f"# finetui run {run_dir.name}: the batch script finetui submitted with `sbatch --parsable`.",
-             "# Submit it again by hand with `sbatch " + shlex.quote(str(run_dir / SCRIPT_FILE)) + "`.",
-             *[f"#SBATCH {o}" for o in sbatch_options(res, run_dir, start_at)],
-             "",
-             f"export FINETUI_RUN_TOKEN={shlex.quote(token)} PYTHONUNBUFFERED=1"
-             + (" PYTHONSAFEPATH=1" if sys.version_info >= (3, 11) else ""),
-             f"export {REQUEUE_ENV}={'1' if requeue else '0'}"]
+def _env_lines(res: dict[str, Any]) -> list[str]:
+    """The environment every task of the job shares."""
+    lines = ["export PYTHONUNBUFFERED=1" + (" PYTHONSAFEPATH=1" if sys.version_info >= (3, 11) else ""),
+             f"export {REQUEUE_ENV}={'1' if res.get('launch.slurm_requeue') else '0'}"]
     for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
         v = res.get(f"launch.{name.lower()}")
         if v:
             lines.append(f"export {name}={shlex.quote(str(v))}")
+    return lines
+
+
+def _task_lines(run_dir: Path, token: str, command: list[str], res: dict[str, Any]) -> list[str]:
+    """What one task is: its run directory, token, command (and a DeepSpeed job's slots per node)."""
+    out = [f"RUN_DIR={shlex.quote(str(run_dir))}", f"FINETUI_RUN_TOKEN={shlex.quote(token)}",
+           "CMD=(" + " ".join(_sh(a) for a in command) + ")"]
+    if uses_deepspeed(res):
+        out.append(f"FT_SLOTS={node_slots(res)}")
+    return out
+
+
+def _script(header: list[str], options: list[str], res: dict[str, Any], python: str, select: list[str]) -> str:
+    """The batch script: ``#SBATCH`` options, the shared environment, the allocation's rendezvous, then
+    ``select`` (which sets ``RUN_DIR``, ``FINETUI_RUN_TOKEN`` and ``CMD``), the ranks under srun and the end."""
+    lines = ["#!/bin/bash", *header, *[f"#SBATCH {o}" for o in options], "", *_env_lines(res),
+             f"PY={shlex.quote(python)}",
+             "FT_HEAD=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)",
+             "FT_NNODES=${SLURM_NTASKS:-1}",
+             # a free port on this (the first) node, where the rendezvous is hosted
+             "FT_PORT=$(\"$PY\" -c 'import socket; s=socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')",
+             "export FT_HEAD FT_NNODES FT_PORT",
+             *select,
+             "export FINETUI_RUN_TOKEN"]
+    if uses_deepspeed(res):  # DeepSpeed's hostfile: the allocation's nodes in Slurm's order (node rank = SLURM_NODEID)
+        lines += ["{ echo \"# DeepSpeed hostfile written by the batch script of job $SLURM_JOB_ID from its allocation "
+                  "($SLURM_JOB_NODELIST)\"",
+                  "  scontrol show hostnames \"$SLURM_JOB_NODELIST\" | while read -r h; do echo \"$h slots=$FT_SLOTS\"; "
+                  "done; } > \"$RUN_DIR/hostfile\""]
     lines += [
-        f"PY={shlex.quote(python)}",
-        f"RUN_DIR={shlex.quote(str(run_dir))}",
-        "FT_HEAD=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)",
-        "FT_NNODES=${SLURM_NTASKS:-1}",
-        # a free port on this (the first) node, where the rendezvous is hosted
-        "FT_PORT=$(\"$PY\" -c 'import socket; s=socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')",
-        "export FT_HEAD FT_NNODES FT_PORT",
         "if [ \"${SLURM_RESTART_COUNT:-0}\" -gt 0 ]; then",
         f"  export {RESUME_ENV}=last",
         "  echo \"finetui: job $SLURM_JOB_ID restarted ($SLURM_RESTART_COUNT): resuming from the newest complete "
@@ -135,15 +194,50 @@ def batch_script(res: dict[str, Any], run_dir: Path, *, command: list[str], pyth
         f"trap 'echo \"finetui: SIGUSR1 (time limit or preemption): checkpointing\"; touch \"$RUN_DIR\"/{PREEMPT_MARK};"
         " [ -n \"$srun_pid\" ] && kill -USR1 $srun_pid' USR1",
         "trap '[ -n \"$srun_pid\" ] && kill -TERM $srun_pid' TERM INT",
-        # torchrun's agent would die of SIGUSR1 (srun passes it to every process of the step): it ignores it,
-        # the ranks set their own handler
-        "srun --kill-on-bad-exit=1 bash -c 'trap \"\" USR1; exec \"$@\"' finetui-task \\",
-        "  " + " ".join(_sh(a) for a in command) + " &",
+        f"srun --kill-on-bad-exit=1 bash -c {shlex.quote(TASK_WRAPPER)} finetui-task \"${{CMD[@]}}\" &",
         "srun_pid=$!",
         "while :; do wait $srun_pid; rc=$?; kill -0 $srun_pid 2>/dev/null || break; done",
         "exec \"$PY\" -m engine.launch.slurm finish \"$RUN_DIR\" \"$rc\"",
         ""]
     return "\n".join(lines)
+
+
+def batch_script(res: dict[str, Any], run_dir: Path, *, command: list[str], python: str, token: str,
+                 start_at: float | None = None) -> str:
+    run_dir = Path(run_dir)
+    header = [f"# finetui run {run_dir.name}: the batch script finetui submitted with `sbatch --parsable`.",
+              "# Submit it again by hand with `sbatch " + shlex.quote(str(run_dir / SCRIPT_FILE)) + "`."]
+    return _script(header, sbatch_options(res, run_dir, start_at), res, python,
+                   _task_lines(run_dir, token, command, res))
+
+
+def array_script(tasks: list[dict[str, Any]], sweep_dir: Path, *, python: str, parallel: int | None = None) -> str:
+    """One batch script for a job array: task ``i`` (1-based) runs ``tasks[i-1]``'s run (its run directory,
+    token and command; its output appended to that run's ``worker.log``), at most ``parallel`` at a time
+    (``--array=1-N%parallel``).  The tasks share the first one's allocation options (:func:`array_key`)."""
+    sweep_dir = Path(sweep_dir)
+    res = tasks[0]["res"]
+    spec = f"1-{len(tasks)}" + (f"%{int(parallel)}" if parallel else "")
+    options = [f"--job-name={sweep_dir.name}", f"--output={sweep_dir / 'slurm-%A_%a.out'}", "--open-mode=append",
+               f"--chdir={sweep_dir}", f"--array={spec}", *resource_options(res, tasks[0].get("start_at"))]
+    select = ['case "$SLURM_ARRAY_TASK_ID" in']
+    for i, t in enumerate(tasks, 1):
+        select += [f"  {i})", *("    " + ln for ln in _task_lines(Path(t["run_dir"]), t["token"], t["command"], t["res"])),
+                   "    ;;"]
+    select += ['  *) echo "finetui: job array task $SLURM_ARRAY_TASK_ID is not one of this array\'s" >&2; exit 2 ;;',
+               "esac",
+               'exec >>"$RUN_DIR/worker.log" 2>&1  # (the task\'s own run: its log, its directory)',
+               'cd "$RUN_DIR" || exit 1']
+    header = [f"# finetui sweep {sweep_dir.name}: one job array, task i = trial i (its run directory below).",
+              "# Submit it again by hand with `sbatch " + shlex.quote(str(sweep_dir / SCRIPT_FILE)) + "`."]
+    return _script(header, options, res, python, select)
+
+
+def array_key(res: dict[str, Any]) -> tuple:
+    """What the tasks of one job array must share: the allocation's options, the shared environment and the
+    launcher of the ranks (runs differing in these are submitted as jobs of their own)."""
+    return (tuple(resource_options(res)), tuple(_env_lines(res)), uses_deepspeed(res),
+            is_local_host(res.get("launch.host")))
 
 
 def _slurm_env(info: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> dict[str, str]:
@@ -163,26 +257,27 @@ def _tool(name: str, env: dict[str, str], host: str) -> str:
     return path
 
 
-def submit(run_dir: Path, res: dict[str, Any], *, env: dict[str, str], host: str = "local",
-           start_at: float | None = None, cwd: str | None = None, command: list[str] | None = None) -> dict[str, Any]:
-    """Write ``slurm.sbatch``, submit it with ``sbatch --parsable``, write ``launch.json``; → its content.
+#: while a job array is being prepared (:func:`array_tasks`): its tasks so far
+_ARRAY: ContextVar[list[dict[str, Any]] | None] = ContextVar("finetui_slurm_array", default=None)
 
-    ``env`` is the run's whole environment (secrets included): sbatch passes it to the job (``--export=ALL``), so
-    no secret is written into the script."""
-    from engine.launch import procs
 
-    run_dir = Path(run_dir).resolve()
-    sbatch = _tool("sbatch", env, host)
-    python = procs.python_exe()
-    token = env[procs.TOKEN_ENV]
-    command = command or task_command(res, run_dir, env)
-    script = run_dir / SCRIPT_FILE
-    script.write_text(batch_script(res, run_dir, command=command, python=python, token=token, start_at=start_at))
-    os.chmod(script, 0o755)
-    (run_dir / LOG_FILE).touch()
-    argv = [sbatch, "--parsable", str(script)]
+@contextmanager
+def array_tasks() -> Iterator[list[dict[str, Any]]]:
+    """Within it, a Slurm run started (``engine.launch.start_run`` → :func:`submit`) is prepared as usual — its run
+    directory, ``config.toml``, token and task command — but not submitted: it becomes the next task of one job
+    array, submitted afterwards by :func:`submit_array` (a sweep's trials)."""
+    tasks: list[dict[str, Any]] = []
+    tok = _ARRAY.set(tasks)
     try:
-        p = subprocess.run(argv, cwd=cwd or str(run_dir), env=env, capture_output=True, text=True, timeout=120)
+        yield tasks
+    finally:
+        _ARRAY.reset(tok)
+
+
+def _sbatch(argv: list[str], *, env: dict[str, str], cwd: str, host: str) -> str:
+    """Run ``sbatch --parsable …``; → the job id (LaunchError with Slurm's own sentence when it refuses)."""
+    try:
+        p = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise LaunchError(f"{host}: sbatch did not answer ({e})") from None
     if p.returncode != 0:
@@ -193,13 +288,74 @@ def submit(run_dir: Path, res: dict[str, Any], *, env: dict[str, str], host: str
     job_id = out[-1].split(";")[0].strip() if out else ""
     if not job_id or not job_id.split("_")[0].isdigit():
         raise LaunchError(f"{host}: sbatch answered no job id ({p.stdout.strip()[:200]!r})")
+    return job_id
+
+
+def submit(run_dir: Path, res: dict[str, Any], *, env: dict[str, str], host: str = "local",
+           start_at: float | None = None, cwd: str | None = None, command: list[str] | None = None) -> dict[str, Any]:
+    """Write ``slurm.sbatch``, submit it with ``sbatch --parsable``, write ``launch.json``; → its content.
+
+    ``env`` is the run's whole environment (secrets included): sbatch passes it to the job (``--export=ALL``), so
+    no secret is written into the script.  Inside :func:`array_tasks` the run is prepared, not submitted."""
+    from engine.launch import procs
+
+    run_dir = Path(run_dir).resolve()
+    sbatch = _tool("sbatch", env, host)
+    python = procs.python_exe()
+    token = env[procs.TOKEN_ENV]
+    command = command or task_command(res, run_dir, env)
+    (run_dir / LOG_FILE).touch()
     info: dict[str, Any] = {
-        "name": run_dir.name, "host": host, "command": argv, "task_command": command, "script": str(script),
+        "name": run_dir.name, "host": host, "task_command": command, "run_dir": str(run_dir),
         "cwd": cwd or str(run_dir), "created": time.time(), "started": time.time(), "start_at": start_at,
-        "launcher": "slurm", "python": python, "token": token, "slurm_job_id": job_id,
-        "slurm_conf": env.get("SLURM_CONF"), "nnodes": int(res.get("launch.nodes") or 1)}
+        "launcher": "slurm", "python": python, "token": token, "slurm_conf": env.get("SLURM_CONF"),
+        "nnodes": int(res.get("launch.nodes") or 1)}
+    tasks = _ARRAY.get()
+    if tasks is not None:  # a task of a job array: submit_array submits it with the others
+        write_json(run_dir / LAUNCH_FILE, {**info, "slurm_array_task": len(tasks) + 1})
+        tasks.append({"run_dir": run_dir, "res": res, "env": env, "command": command, "token": token,
+                      "start_at": start_at, "host": host, "cwd": cwd or str(run_dir), "sbatch": sbatch})
+        return info
+    script = run_dir / SCRIPT_FILE
+    script.write_text(batch_script(res, run_dir, command=command, python=python, token=token, start_at=start_at))
+    os.chmod(script, 0o755)
+    argv = [sbatch, "--parsable", str(script)]
+    job_id = _sbatch(argv, env=env, cwd=cwd or str(run_dir), host=host)
+    info.update(command=argv, script=str(script), slurm_job_id=job_id)
     write_json(run_dir / LAUNCH_FILE, info)
     return info
+
+
+def submit_array(sweep_dir: Path, tasks: list[dict[str, Any]], *, parallel: int | None = None) -> str:
+    """Submit the tasks prepared in :func:`array_tasks` as one job array (``sweep_dir/slurm.sbatch``, ``sbatch
+    --parsable``, ``--array=1-N%parallel``); each task's run records its job id ``<array>_<i>``.  → the array's
+    job id.  LaunchError when Slurm refuses it (the runs are then left without a job)."""
+    from engine.launch import procs
+
+    if not tasks:
+        raise LaunchError("a job array needs at least one task")
+    sweep_dir = Path(sweep_dir).resolve()
+    first = tasks[0]
+    python = procs.python_exe()
+    script = sweep_dir / SCRIPT_FILE
+    script.write_text(array_script(tasks, sweep_dir, python=python, parallel=parallel))
+    os.chmod(script, 0o755)
+    argv = [first["sbatch"], "--parsable", str(script)]
+    env = {k: v for k, v in first["env"].items() if k != procs.TOKEN_ENV}  # (each task sets its own)
+    array_id = _sbatch(argv, env=env, cwd=first["cwd"], host=first["host"])
+    for i, t in enumerate(tasks, 1):
+        update_json(Path(t["run_dir"]) / LAUNCH_FILE, command=argv, script=str(script), slurm_array=array_id,
+                    slurm_job_id=f"{array_id}_{i}")
+    return array_id
+
+
+def cancel(job_id: str, info: dict[str, Any] | None = None) -> None:
+    """``scancel`` a job (a whole job array by its id); nothing when Slurm has it over already."""
+    env = _slurm_env(info)
+    scancel = _tool("scancel", env, (info or {}).get("host") or "local")
+    p = subprocess.run([scancel, str(job_id)], env=env, capture_output=True, text=True, timeout=60)
+    if p.returncode != 0 and "already completing or completed" not in p.stderr:
+        raise LaunchError(f"scancel {job_id} failed: {p.stderr.strip()[-300:]}")
 
 
 # ------------------------------------------------------------------ status
@@ -225,8 +381,9 @@ def job_state(job_id: str, info: dict[str, Any] | None = None) -> dict[str, Any]
             p = None
         if p is not None and p.returncode == 0 and "JobState=" in p.stdout:
             # a requeued/array job may list several lines: the one of this job id
-            line = next((ln for ln in p.stdout.splitlines() if f"JobId={job_id} " in ln + " "),
-                        p.stdout.splitlines()[0])
+            aid, _, tid = str(job_id).partition("_")
+            line = next((ln for ln in p.stdout.splitlines() if f"JobId={job_id} " in ln + " " or (
+                tid and f"ArrayJobId={aid} " in ln and f"ArrayTaskId={tid} " in ln + " ")), p.stdout.splitlines()[0])
             f = _fields(line)
             st = {"state": f.get("JobState", "UNKNOWN").split("+")[0], "reason": f.get("Reason", "None"),
                   "restarts": int(f.get("Restarts", "0") or 0), "exit_code": f.get("ExitCode"),
@@ -259,8 +416,21 @@ def _queue_position(job_id: str, env: dict[str, str]) -> int | None:
                            text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    ids = [x.strip() for x in p.stdout.splitlines() if x.strip()]
+    ids = [i for x in p.stdout.splitlines() if x.strip() for i in _array_ids(x.strip())]
     return ids.index(str(job_id)) + 1 if str(job_id) in ids else None
+
+
+def _array_ids(entry: str) -> list[str]:
+    """squeue's ``%i`` of pending array tasks, ``12_[3-5,8%2]``, as the tasks' ids (``12_3`` …); others as is."""
+    m = re.fullmatch(r"(\d+)_\[([\d,\-]+)(?:%\d+)?\]", entry)
+    if not m:
+        return [entry]
+    out = []
+    for part in m.group(2).split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (hi.isdigit() or not hi):
+            out += [f"{m.group(1)}_{k}" for k in range(int(lo), int(hi or lo) + 1)]
+    return out
 
 
 def status_of(state: str) -> str:
@@ -370,7 +540,7 @@ def alive(info: dict[str, Any], max_age: float = 2.0) -> bool:
     hit = _alive_cache.get(job)
     if hit and time.monotonic() - hit[0] < max_age:
         return hit[1]
-    run_dir = Path(info.get("script") or ".").parent
+    run_dir = Path(info.get("run_dir") or Path(info.get("script") or ".").parent)
     ok = bool(dir_state(run_dir, info, {})["alive"]) if (run_dir / LAUNCH_FILE).exists() else False
     _alive_cache[job] = (time.monotonic(), ok)
     return ok
@@ -389,9 +559,10 @@ def stop(run_dir: Path, info: dict[str, Any], grace: float = 15.0) -> str:
     st = dir_state(run_dir, info, {})
     if st["alive"]:
         scancel = _tool("scancel", env, info.get("host") or "local")
-        p = subprocess.run([scancel, job], env=env, capture_output=True, text=True, timeout=60)
-        if p.returncode != 0 and "already completing or completed" not in p.stderr:
-            raise LaunchError(f"run {run_dir.name}: scancel {job} failed: {p.stderr.strip()[-300:]}")
+        try:
+            cancel(job, info)
+        except LaunchError as e:
+            raise LaunchError(f"run {run_dir.name}: {e}") from None
         killed = False
         deadline = time.monotonic() + grace + 60
         while True:

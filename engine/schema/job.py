@@ -5,13 +5,12 @@ typed values and the per-value check."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
 from engine.schema import profiles as P
-from engine.schema.fields import (FIELD_BY_NAME, FIELDS, GROUP_FIELDS, GROUPS, HOST_FORM, INT_LIMIT, Field, Range,
-                                  _fmt, _num, host_problem, paths_problem)
+from engine.schema.fields import FIELD_BY_NAME, FIELDS, GROUP_FIELDS, GROUPS, HOST_FORM, Field, Range, host_problem
+from engine.schema.kinds import _fmt, _num
 from engine.schema.problems import ConfigError, Problem, suggest
 from engine.schema.rules import accumulation_for, cross_field_problems
 
@@ -32,37 +31,18 @@ class Spec:
     overridden: bool  # the profile changed range or choices
 
     def allowed(self) -> str:
-        f = self.field
         if self.choices is not None:
             return ", ".join(_fmt(c) for c in self.choices)
-        if f.kind in ("int", "float"):
-            r = self.range.describe() if self.range else "any number"
-            if f.kind == "int":
-                r += ", an integer"
-            if f.optional:
-                r += ", or unset"
-            return r
-        if f.kind == "bool":
-            return "true, false"
-        if f.kind == "list":
-            return "a list of strings"
-        return "a string"
+        return self.field.kind.allowed(self.field, self.range)
 
 
 def spec(name: str, profile: str | None = None) -> Spec:
     f = FIELD_BY_NAME[name]
     prof = P.get(profile or "native")
-    ov = prof.fields.get(name, {})
-    rng = f.range
-    if any(k in ov for k in ("min", "max", "min_exclusive", "max_exclusive")):
-        base = rng or Range()
-        rng = Range(ov.get("min", base.min), ov.get("max", base.max),
-                    ov.get("min_exclusive", base.min_exclusive if "min" not in ov else False),
-                    ov.get("max_exclusive", base.max_exclusive if "max" not in ov else False))
-    choices = tuple(ov["choices"]) if "choices" in ov else f.choices
-    default = prof.default(name)
-    overridden = any(k in ov for k in ("min", "max", "min_exclusive", "max_exclusive", "choices"))
-    return Spec(f, rng, choices, default, prof.name, overridden)
+    ov = prof.fields.get(name)
+    if ov is None:
+        return Spec(f, f.range, f.choices, f.default, prof.name, False)
+    return Spec(f, ov.range(f.range), ov.choices_of(f.choices), prof.default(name), prof.name, ov.limits)
 
 
 # --------------------------------------------------------------------------
@@ -76,91 +56,7 @@ def coerce(name: str, value: Any) -> Any:
     Raises ``ValueError`` with a short reason when it cannot.
     """
     f = FIELD_BY_NAME[name]
-    if value is None or (isinstance(value, str) and value.strip() == "" and f.kind not in ("str", "path")):
-        if f.optional:
-            return None
-        raise ValueError("a value is required")
-    if f.kind == "int":
-        if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not an integer")
-        if isinstance(value, int):
-            return _int_in_limit(value)
-        if isinstance(value, float):
-            if value.is_integer():
-                return _int_in_limit(int(value))
-            raise ValueError(f"{_num(value)} is not an integer")
-        s = str(value).strip().replace("_", "")
-        if len(s) > 40:
-            raise ValueError(f"a number of {len(s)} characters is too large for an integer field")
-        try:
-            x = float(s)
-        except ValueError:
-            raise ValueError(f"{str(value)!r} is not a number") from None
-        if not x.is_integer():
-            raise ValueError(f"{s} is not an integer")
-        return _int_in_limit(int(x))
-    if f.kind == "float":
-        if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not a number")
-        if isinstance(value, (int, float)):
-            x = float(value)
-        else:
-            try:
-                x = float(str(value).strip())
-            except ValueError:
-                raise ValueError(f"{str(value)!r} is not a number") from None
-        if math.isnan(x) or math.isinf(x):
-            raise ValueError(f"{value} is not a finite number")
-        return x
-    if f.kind == "bool":
-        if isinstance(value, bool):
-            return value
-        s = str(value).strip().lower()
-        if s in ("true", "yes", "on", "1"):
-            return True
-        if s in ("false", "no", "off", "0"):
-            return False
-        raise ValueError(f"{value!r} is not true or false")
-    if f.kind == "enum":
-        choices = f.choices or ()
-        if value in choices and not isinstance(value, bool):
-            return value
-        s = str(value).strip()
-        for c in choices:
-            if str(c).lower() == s.lower():
-                return c
-        raise ValueError(f"{value!r} is not one of the choices")
-    if f.kind == "list":
-        if isinstance(value, str):
-            s = value.strip()
-            if s.startswith("["):
-                import json
-
-                try:
-                    value = json.loads(s)
-                except json.JSONDecodeError:
-                    raise ValueError(f"{s!r} is not a list") from None
-            else:
-                value = [p.strip() for p in s.split(",") if p.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
-            raise ValueError(f"{value!r} is not a list of strings")
-        return list(value)
-    # str / path
-    if f.bool_as is not None:
-        if isinstance(value, bool):
-            return f.bool_as[value]
-        if isinstance(value, str) and value.strip().lower() in ("false", "true"):
-            return f.bool_as[value.strip().lower() == "true"]
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a string")
-    return value
-
-
-def _int_in_limit(v: int) -> int:
-    if abs(v) > INT_LIMIT:
-        digits = int(v.bit_length() * 0.30103) + 1  # (str() of a huge int raises ValueError)
-        raise ValueError(f"an integer of about {digits} digits is too large")
-    return v
+    return f.kind.parse(f, value)
 
 
 def check_value(name: str, value: Any, profile: str | None = None) -> Problem | None:
@@ -170,7 +66,7 @@ def check_value(name: str, value: Any, profile: str | None = None) -> Problem | 
     try:
         v = coerce(name, value)
     except ValueError as e:
-        if sp.field.kind == "enum" and value is not None:
+        if sp.field.kind.has_choices and value is not None:
             return Problem(name, f"{_fmt(value)} is not offered{where}", sp.allowed())
         return Problem(name, str(e), sp.allowed())
     if v is None:
@@ -179,7 +75,7 @@ def check_value(name: str, value: Any, profile: str | None = None) -> Problem | 
         return Problem(name, f"{_fmt(v)} is not offered{where}", sp.allowed())
     if sp.range is not None and isinstance(v, (int, float)) and not sp.range.contains(v):
         return Problem(name, f"{_num(v)} is out of range{where}", sp.allowed())
-    checks = [c for c in (sp.field.check, paths_problem if sp.field.kind == "path" else None) if c]
+    checks = [c for c in (sp.field.check, sp.field.kind.value_problem) if c]
     for c in checks:
         for item in (v if isinstance(v, list) else [v]):
             why = c(item)

@@ -2,9 +2,9 @@
 
 Each profile overlays the ranges, enums and defaults its provider's document
 states (see ``shared/spec/seed-parameters.md``) on the native schema in
-``engine/schema/fields.py``.  A field override is a dict with any of ``min``, ``max``,
-``min_exclusive``, ``max_exclusive``, ``choices`` and ``default``.  A bound that
-is overridden drops the schema's exclusivity unless restated.
+``engine/schema/fields.py``: a field's override is an :class:`Override` (any of its
+bounds, choices and default); a rule is written once, as the override of the field it
+limits.
 """
 
 from __future__ import annotations
@@ -14,6 +14,57 @@ from typing import Any
 
 from engine.schema.fields import FIELD_BY_NAME, FORMATS_BY_STAGE, METHODS, STAGES, Range
 from engine.schema.problems import ConfigError, Problem, suggest
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+#: an :class:`Override` attribute left as the field declares it
+KEEP: Any = _Keep()
+
+
+@dataclass(frozen=True)
+class Override:
+    """What a profile changes in one field: any of its bounds, its choices and its default; what is not given
+    stays as the field declares it.  A bound that is given drops the field's exclusivity of that bound unless
+    restated."""
+
+    min: float | None = KEEP
+    max: float | None = KEEP
+    min_exclusive: bool = KEEP
+    max_exclusive: bool = KEEP
+    choices: tuple[Any, ...] = KEEP
+    default: Any = KEEP
+
+    @property
+    def sets_default(self) -> bool:
+        return self.default is not KEEP
+
+    @property
+    def limits(self) -> bool:
+        """It changes the field's range or choices (what a value may be)."""
+        return any(v is not KEEP for v in (self.min, self.max, self.min_exclusive, self.max_exclusive, self.choices))
+
+    def range(self, base: Range | None) -> Range | None:
+        """The field's range ``base`` under this override."""
+        if all(v is KEEP for v in (self.min, self.max, self.min_exclusive, self.max_exclusive)):
+            return base
+        base = base or Range()
+
+        def pick(v: Any, keep: Any) -> Any:
+            return keep if v is KEEP else v
+
+        return Range(pick(self.min, base.min), pick(self.max, base.max),
+                     pick(self.min_exclusive, base.min_exclusive if self.min is KEEP else False),
+                     pick(self.max_exclusive, base.max_exclusive if self.max is KEEP else False))
+
+    def choices_of(self, base: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        return base if self.choices is KEEP else tuple(self.choices)
+
+
+O = Override
 
 
 @dataclass(frozen=True)
@@ -41,17 +92,17 @@ class Profile:
     title: str
     source: str  # which document
     description: str
-    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
-    methods: tuple[str, ...] = METHODS
+    fields: dict[str, Override] = field(default_factory=dict)
     stages: tuple[str, ...] = STAGES
     formats_by_stage: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(FORMATS_BY_STAGE))
-    lr_by_method: dict[str, Range] = field(default_factory=dict)  # "full" / "lora" → range
     max_steps_epochs_exclusive: bool = False
     replicas_by_model: dict[str, tuple[int, ...]] = field(default_factory=dict)
     models: tuple[str, ...] = ()  # the provider's catalog
     allow_own_models: bool = True
     #: file suffixes the service reads data from (a rule of the service: other files are errors)
     data_suffixes: tuple[str, ...] = ()
+    #: a data format the service reads from these file suffixes only (FPT pipeline: ShareGPT_Image is a zip)
+    format_suffixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: limitations of the service's own infrastructure that finetui does not share when it runs the job:
     #: field → why the service would not accept a value other than the profile's default (a warning)
     service_limitations: dict[str, str] = field(default_factory=dict)
@@ -63,9 +114,16 @@ class Profile:
     #: per-model defaults, first match wins; fields the user set are never touched
     model_defaults: tuple[ModelDefaults, ...] = ()
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The tuning methods the profile offers: its choices of trainer.training_type."""
+        ov = self.fields.get("trainer.training_type")
+        return ov.choices_of(METHODS) if ov is not None else METHODS
+
     def default(self, name: str) -> Any:
         """The default of field ``name`` in this profile: its override, else the field's own."""
-        return self.fields.get(name, {}).get("default", FIELD_BY_NAME[name].default)
+        ov = self.fields.get(name)
+        return ov.default if ov is not None and ov.sets_default else FIELD_BY_NAME[name].default
 
     def defaults_for(self, model: str, task: str | None = None) -> ModelDefaults | None:
         return next((d for d in self.model_defaults if d.applies(str(model or ""), task)), None)
@@ -82,64 +140,64 @@ FPT_PIPELINE_MODELS = (
     "deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "deepseek-ai/DeepSeek-V3-0324",
 )
 
-_FPT_STUDIO_FIELDS: dict[str, dict[str, Any]] = {
-    "general.batch_size": {"min": 1},
-    "general.epochs": {"min": 1},
-    "general.learning_rate": {"min": 0, "min_exclusive": True, "max": 1, "max_exclusive": True},
-    "general.max_sequence_length": {"min": 1},
-    "trainer.training_type": {"choices": ("full", "lora")},
-    "trainer.distributed_backend": {"choices": ("ddp", "deepspeed")},  # (FPT: DDP or DeepSpeed, no FSDP)
-    "trainer.zero_stage": {"choices": (1, 2, 3)},
-    "runtime.gradient_accumulation_steps": {"min": 1},
-    "runtime.mixed_precision": {"choices": ("bf16", "fp16", "none"), "default": "bf16"},
-    "runtime.quantization_bit": {"choices": ("none",)},
-    "runtime.optimizer": {"choices": ("adamw", "sgd")},
-    "runtime.weight_decay": {"min": 0},
-    "runtime.max_grad_norm": {"min": 0},
-    "runtime.lr_warmup_steps": {"min": 0},
-    "runtime.lr_warmup_ratio": {"min": 0, "max": 1, "max_exclusive": True},
-    "runtime.seed": {"min": 0},
-    "preference.dpo_label_smoothing": {"min": 0, "max": 0.5},
-    "preference.preference_beta": {"min": 0, "max": 1},
-    "preference.preference_ftx": {"min": 0, "max": 10},
-    "preference.simpo_gamma": {"min": 0, "min_exclusive": True},
-    "adapter.lora_alpha": {"min": 1},
-    "adapter.lora_dropout": {"min": 0, "max": 1},
-    "adapter.lora_rank": {"min": 1},
+_FPT_STUDIO_FIELDS: dict[str, Override] = {
+    "general.batch_size": O(min=1),
+    "general.epochs": O(min=1),
+    "general.learning_rate": O(min=0, min_exclusive=True, max=1, max_exclusive=True),
+    "general.max_sequence_length": O(min=1),
+    "trainer.training_type": O(choices=("full", "lora")),
+    "trainer.distributed_backend": O(choices=("ddp", "deepspeed")),  # (FPT: DDP or DeepSpeed, no FSDP)
+    "trainer.zero_stage": O(choices=(1, 2, 3)),
+    "runtime.gradient_accumulation_steps": O(min=1),
+    "runtime.mixed_precision": O(choices=("bf16", "fp16", "none"), default="bf16"),
+    "runtime.quantization_bit": O(choices=("none",)),
+    "runtime.optimizer": O(choices=("adamw", "sgd")),
+    "runtime.weight_decay": O(min=0),
+    "runtime.max_grad_norm": O(min=0),
+    "runtime.lr_warmup_steps": O(min=0),
+    "runtime.lr_warmup_ratio": O(min=0, max=1, max_exclusive=True),
+    "runtime.seed": O(min=0),
+    "preference.dpo_label_smoothing": O(min=0, max=0.5),
+    "preference.preference_beta": O(min=0, max=1),
+    "preference.preference_ftx": O(min=0, max=10),
+    "preference.simpo_gamma": O(min=0, min_exclusive=True),
+    "adapter.lora_alpha": O(min=1),
+    "adapter.lora_dropout": O(min=0, max=1),
+    "adapter.lora_rank": O(min=1),
     # "target_modules: string, all-linear" is the only value the document offers
-    "adapter.target_modules": {"choices": (["all-linear"],), "default": ["all-linear"]},
-    "eval.checkpoint_steps": {"min": 1},
-    "eval.eval_steps": {"min": 1},
-    "eval.checkpoint_limit": {"min": 1},
-    "eval.save_best_checkpoint": {"choices": (False,)},
-    "eval.logging_steps": {"min": 0},
+    "adapter.target_modules": O(choices=(["all-linear"],), default=["all-linear"]),
+    "eval.checkpoint_steps": O(min=1),
+    "eval.eval_steps": O(min=1),
+    "eval.checkpoint_limit": O(min=1),
+    "eval.save_best_checkpoint": O(choices=(False,)),
+    "eval.logging_steps": O(min=0),
 }
 
-_NOVA_COMMON: dict[str, dict[str, Any]] = {
-    "general.max_sequence_length": {"min": 1, "max": 65536, "default": 32768},
-    "general.epochs": {"min": 1, "max": 5, "default": 2},
-    "general.batch_size": {"default": 1},
-    "general.global_batch_size": {"choices": (16, 32, 64), "default": 64},
-    "model.hidden_dropout": {"min": 0, "max": 1, "default": 0.0},
-    "model.attention_dropout": {"min": 0, "max": 1, "default": 0.0},
-    "model.ffn_dropout": {"min": 0, "max": 1, "default": 0.0},
-    "runtime.optimizer": {"choices": ("adamw",)},
-    "runtime.adam_epsilon": {"default": 1e-6},
-    "runtime.adam_beta1": {"min": 0, "max": 1, "default": 0.9},
-    "runtime.adam_beta2": {"min": 0, "max": 1, "default": 0.999},
-    "runtime.weight_decay": {"min": 0, "max": 1, "default": 0.0},
-    "runtime.lr_warmup_steps": {"min": 1, "max": 20, "default": 10},
-    "runtime.lr_warmup_ratio": {"choices": (0.0,)},
-    "runtime.lr_scheduler": {"choices": ("cosine",), "default": "cosine"},
-    "runtime.min_lr": {"min": 0, "max": 1, "default": 1e-6},
-    "runtime.max_grad_norm": {"default": 1.0},
-    "runtime.mixed_precision": {"default": "auto"},
-    "data.format": {"choices": ("bedrock_converse",), "default": "bedrock_converse"},
-    "data.allow_percentage_invalid_samples": {"default": 10.0},
-    "eval.logging_steps": {"default": 1},
-    "eval.checkpoint_limit": {"default": 10},
-    "tracking.tensorboard": {"default": True},
-    "launch.nodes": {"default": 2},
+_NOVA_COMMON: dict[str, Override] = {
+    "general.max_sequence_length": O(min=1, max=65536, default=32768),
+    "general.epochs": O(min=1, max=5, default=2),
+    "general.batch_size": O(default=1),
+    "general.global_batch_size": O(choices=(16, 32, 64), default=64),
+    "model.hidden_dropout": O(min=0, max=1, default=0.0),
+    "model.attention_dropout": O(min=0, max=1, default=0.0),
+    "model.ffn_dropout": O(min=0, max=1, default=0.0),
+    "runtime.optimizer": O(choices=("adamw",)),
+    "runtime.adam_epsilon": O(default=1e-6),
+    "runtime.adam_beta1": O(min=0, max=1, default=0.9),
+    "runtime.adam_beta2": O(min=0, max=1, default=0.999),
+    "runtime.weight_decay": O(min=0, max=1, default=0.0),
+    "runtime.lr_warmup_steps": O(min=1, max=20, default=10),
+    "runtime.lr_warmup_ratio": O(choices=(0.0,)),
+    "runtime.lr_scheduler": O(choices=("cosine",), default="cosine"),
+    "runtime.min_lr": O(min=0, max=1, default=1e-6),
+    "runtime.max_grad_norm": O(default=1.0),
+    "runtime.mixed_precision": O(default="auto"),
+    "data.format": O(choices=("bedrock_converse",), default="bedrock_converse"),
+    "data.allow_percentage_invalid_samples": O(default=10.0),
+    "eval.logging_steps": O(default=1),
+    "eval.checkpoint_limit": O(default=10),
+    "tracking.tensorboard": O(default=True),
+    "launch.nodes": O(default=2),
 }
 
 #: The Nova document's "limitations" (SFT and PEFT sections): the service's, not finetui's.
@@ -189,7 +247,6 @@ PROFILES: dict[str, Profile] = {
             "FPT AI Studio's five hyperparameter groups: Full or LoRA, DDP or DeepSpeed, no on-the-fly "
             "quantization and no best-checkpoint tracking (today).",
             fields=_FPT_STUDIO_FIELDS,
-            methods=("full", "lora"),
             stages=("pretrain", "sft", "dpo"),
         ),
         Profile(
@@ -197,27 +254,28 @@ PROFILES: dict[str, Profile] = {
             "FPT AI Factory's fine-tuning pipeline: its base-model catalog (own models allowed), the "
             "trainer→format table, and its defaults (lr 1e-5, accumulation 4, checkpoint every 1000 steps).",
             fields={
-                "general.learning_rate": {"min": 1e-5, "max": 1e-3, "default": 1e-5},
-                "general.batch_size": {"default": 1},
-                "general.epochs": {"default": 1},
-                "runtime.gradient_accumulation_steps": {"default": 4},
-                "eval.checkpoint_strategy": {"default": "steps"},
-                "eval.checkpoint_steps": {"default": 1000},
-                "general.max_sequence_length": {"default": 2048},
-                "trainer.training_type": {"choices": ("lora", "full"), "default": "lora"},
-                "trainer.distributed_backend": {"choices": ("ddp", "deepspeed"), "default": "ddp"},
-                "trainer.zero_stage": {"default": 1},
-                "data.format": {"choices": ("alpaca", "corpus", "sharegpt", "sharegpt_image", "preference")},
+                "general.learning_rate": O(min=1e-5, max=1e-3, default=1e-5),
+                "general.batch_size": O(default=1),
+                "general.epochs": O(default=1),
+                "runtime.gradient_accumulation_steps": O(default=4),
+                "eval.checkpoint_strategy": O(default="steps"),
+                "eval.checkpoint_steps": O(default=1000),
+                "general.max_sequence_length": O(default=2048),
+                "trainer.training_type": O(choices=("lora", "full"), default="lora"),
+                "trainer.distributed_backend": O(choices=("ddp", "deepspeed"), default="ddp"),
+                "trainer.zero_stage": O(default=1),
+                "data.format": O(choices=("alpaca", "corpus", "sharegpt", "sharegpt_image", "preference")),
             },
-            methods=("lora", "full"),
             stages=("pretrain", "sft", "dpo"),
             data_suffixes=(".json", ".zip"),  # its data-format table: json, zip (sharegpt_image: a zip)
+            format_suffixes={"sharegpt_image": (".zip",)},  # "zip: train.json + images folder"
             formats_by_stage={
                 "pretrain": ("corpus",),
                 "sft": ("alpaca", "sharegpt", "sharegpt_image"),
                 # The pipeline's table lists ShareGPT / ShareGPT_Image for DPO: sharegpt conversations with
-                # chosen / rejected replies (finetui's `preference` reads them too). ShareGPT_Image pairs: not yet.
-                "dpo": ("sharegpt", "preference"),
+                # chosen / rejected replies (finetui's `preference` reads them too); ShareGPT_Image: the same with
+                # images (a zip: train.json + images), trained on a vision-language model
+                "dpo": ("sharegpt", "sharegpt_image", "preference"),
             },
             models=FPT_PIPELINE_MODELS,
         ),
@@ -225,19 +283,18 @@ PROFILES: dict[str, Profile] = {
             "oci_llama_lora", "OCI Generative AI — Llama LoRA", "001",
             "OCI fine-tuning of meta.llama-3.x-70b-instruct with LoRA.",
             fields={
-                "general.epochs": {"min": 1, "default": 3},
-                "general.learning_rate": {"min": 0, "min_exclusive": True, "max": 1.0, "default": 0.0002},
-                "general.batch_size": {"min": 8, "max": 16, "default": 8},
-                "eval.early_stopping_patience": {"min": 0, "default": 15},
-                "eval.early_stopping_threshold": {"min": 0, "default": 0.0001},
-                "eval.logging_steps": {"choices": (10,), "default": 10},
-                "eval.evaluation_strategy": {"default": "steps"},
-                "adapter.lora_rank": {"min": 1, "max": 64, "default": 8},
-                "adapter.lora_alpha": {"min": 1, "max": 128, "default": 8},
-                "adapter.lora_dropout": {"min": 0, "max": 1, "max_exclusive": True, "default": 0.1},
-                "trainer.training_type": {"choices": ("lora",), "default": "lora"},
+                "general.epochs": O(min=1, default=3),
+                "general.learning_rate": O(min=0, min_exclusive=True, max=1.0, default=0.0002),
+                "general.batch_size": O(min=8, max=16, default=8),
+                "eval.early_stopping_patience": O(min=0, default=15),
+                "eval.early_stopping_threshold": O(min=0, default=0.0001),
+                "eval.logging_steps": O(choices=(10,), default=10),
+                "eval.evaluation_strategy": O(default="steps"),
+                "adapter.lora_rank": O(min=1, max=64, default=8),
+                "adapter.lora_alpha": O(min=1, max=128, default=8),
+                "adapter.lora_dropout": O(min=0, max=1, max_exclusive=True, default=0.1),
+                "trainer.training_type": O(choices=("lora",), default="lora"),
             },
-            methods=("lora",),
             stages=("sft",),
             models=("meta.llama-3.3-70b-instruct", "meta.llama-3.1-70b-instruct", "meta.llama-3-70b-instruct"),
             deprecated_models=("meta.llama-3-70b-instruct",),
@@ -246,16 +303,15 @@ PROFILES: dict[str, Profile] = {
             "oci_cohere_tfew", "OCI Generative AI — Cohere T-Few", "001",
             "OCI fine-tuning of cohere.command-r-08-2024 with T-Few (PEFT IA3).",
             fields={
-                "general.epochs": {"min": 1, "max": 10, "default": 1},
-                "general.learning_rate": {"min": 0.000005, "max": 0.1, "default": 0.01},
-                "general.batch_size": {"min": 8, "max": 32, "default": 16},
-                "eval.early_stopping_patience": {"min": 0, "max": 16, "default": 10},
-                "eval.early_stopping_threshold": {"min": 0.001, "max": 0.1, "default": 0.001},
-                "eval.logging_steps": {"choices": (1,), "default": 1},
-                "eval.evaluation_strategy": {"default": "steps"},
-                "trainer.training_type": {"choices": ("tfew",), "default": "tfew"},
+                "general.epochs": O(min=1, max=10, default=1),
+                "general.learning_rate": O(min=0.000005, max=0.1, default=0.01),
+                "general.batch_size": O(min=8, max=32, default=16),
+                "eval.early_stopping_patience": O(min=0, max=16, default=10),
+                "eval.early_stopping_threshold": O(min=0.001, max=0.1, default=0.001),
+                "eval.logging_steps": O(choices=(1,), default=1),
+                "eval.evaluation_strategy": O(default="steps"),
+                "trainer.training_type": O(choices=("tfew",), default="tfew"),
             },
-            methods=("tfew",),
             stages=("sft",),
             models=("cohere.command-r-08-2024", "cohere.command-r-16k"),
             deprecated_models=("cohere.command-r-16k",),
@@ -265,15 +321,14 @@ PROFILES: dict[str, Profile] = {
             "watsonx.ai prompt tuning (deprecated there): defaults of flan-t5-xl-3b, and of granite-13b-instruct-v2 "
             "by task type.",
             fields={
-                "general.batch_size": {"min": 1, "max": 16, "default": 16},
-                "runtime.gradient_accumulation_steps": {"min": 1, "max": 128, "default": 16},
-                "general.learning_rate": {"min": 0.00001, "max": 0.5, "default": 0.3},
-                "general.epochs": {"min": 1, "max": 50, "default": 20},
-                "adapter.prompt_tuning_init": {"default": "random"},
-                "trainer.training_type": {"choices": ("prompt_tuning",), "default": "prompt_tuning"},
-                "trainer.task_type": {"default": "generation"},
+                "general.batch_size": O(min=1, max=16, default=16),
+                "runtime.gradient_accumulation_steps": O(min=1, max=128, default=16),
+                "general.learning_rate": O(min=0.00001, max=0.5, default=0.3),
+                "general.epochs": O(min=1, max=50, default=20),
+                "adapter.prompt_tuning_init": O(default="random"),
+                "trainer.training_type": O(choices=("prompt_tuning",), default="prompt_tuning"),
+                "trainer.task_type": O(default="generation"),
             },
-            methods=("prompt_tuning",),
             stages=("sft",),
             models=("google/flan-t5-xl", "ibm/granite-13b-instruct-v2"),
             model_defaults=WATSONX_PT_DEFAULTS,
@@ -283,19 +338,18 @@ PROFILES: dict[str, Profile] = {
             "watsonx.ai LoRA on non-quantized models: granite-3-1-8b-base's starting values, llama-3-1-8b's for "
             "Llama models.",
             fields={
-                "adapter.lora_rank": {"min": 1, "max": 64, "default": 8},
-                "adapter.lora_alpha": {"default": 32},
-                "adapter.lora_dropout": {"default": 0.05},
-                "adapter.target_modules": {"default": ["all-linear"]},
-                "runtime.gradient_accumulation_steps": {"default": 1},
-                "general.batch_size": {"default": 8},
-                "general.learning_rate": {"default": 0.00001},
-                "general.epochs": {"default": 10},
-                "trainer.training_type": {"choices": ("lora",), "default": "lora"},
+                "adapter.lora_rank": O(min=1, max=64, default=8),
+                "adapter.lora_alpha": O(default=32),
+                "adapter.lora_dropout": O(default=0.05),
+                "adapter.target_modules": O(default=["all-linear"]),
+                "runtime.gradient_accumulation_steps": O(default=1),
+                "general.batch_size": O(default=8),
+                "general.learning_rate": O(default=0.00001),
+                "general.epochs": O(default=10),
+                "trainer.training_type": O(choices=("lora",), default="lora"),
                 # type lora: non-quantized models only (a quantized base is qlora)
-                "runtime.quantization_bit": {"choices": ("none",), "default": "none"},
+                "runtime.quantization_bit": O(choices=("none",), default="none"),
             },
-            methods=("lora",),
             stages=("sft",),
             models=("ibm-granite/granite-3.1-8b-base", "meta-llama/Llama-3.1-8B"),
             layers_by_architecture=WATSONX_LAYERS,
@@ -305,17 +359,16 @@ PROFILES: dict[str, Profile] = {
             "watsonx_qlora", "IBM watsonx.ai — QLoRA", "002",
             "watsonx.ai QLoRA (quantized models only).",
             fields={
-                "adapter.lora_rank": {"min": 1, "max": 64, "default": 8},
-                "adapter.lora_alpha": {"default": 32},
-                "adapter.lora_dropout": {"default": 0.05},
-                "runtime.gradient_accumulation_steps": {"default": 1},
-                "general.batch_size": {"default": 8},
-                "general.learning_rate": {"default": 0.00001},
-                "general.epochs": {"default": 10},
-                "trainer.training_type": {"choices": ("qlora",), "default": "qlora"},
-                "runtime.quantization_bit": {"choices": (4, 8), "default": 4},
+                "adapter.lora_rank": O(min=1, max=64, default=8),
+                "adapter.lora_alpha": O(default=32),
+                "adapter.lora_dropout": O(default=0.05),
+                "runtime.gradient_accumulation_steps": O(default=1),
+                "general.batch_size": O(default=8),
+                "general.learning_rate": O(default=0.00001),
+                "general.epochs": O(default=10),
+                "trainer.training_type": O(choices=("qlora",), default="qlora"),
+                "runtime.quantization_bit": O(choices=(4, 8), default=4),
             },
-            methods=("qlora",),
             stages=("sft",),
             layers_by_architecture=WATSONX_LAYERS,
             model_defaults=WATSONX_LORA_DEFAULTS,
@@ -324,13 +377,12 @@ PROFILES: dict[str, Profile] = {
             "watsonx_full", "IBM watsonx.ai — full fine-tuning", "002",
             "watsonx.ai full fine-tuning (peft type none, its default).",
             fields={
-                "runtime.gradient_accumulation_steps": {"default": 1},
-                "general.batch_size": {"default": 8},
-                "general.learning_rate": {"default": 0.00001},
-                "general.epochs": {"default": 5},
-                "trainer.training_type": {"choices": ("full",), "default": "full"},
+                "runtime.gradient_accumulation_steps": O(default=1),
+                "general.batch_size": O(default=8),
+                "general.learning_rate": O(default=0.00001),
+                "general.epochs": O(default=5),
+                "trainer.training_type": O(choices=("full",), default="full"),
             },
-            methods=("full",),
             stages=("sft",),
         ),
         Profile(
@@ -338,17 +390,15 @@ PROFILES: dict[str, Profile] = {
             "Amazon Nova parameter-efficient SFT recipe: LoRA with LoRA+, Bedrock Converse data.",
             fields={
                 **_NOVA_COMMON,
-                "general.learning_rate": {"min": 0, "min_exclusive": True, "max": 1, "default": 1e-5},
-                "adapter.lora_alpha": {"choices": (32, 64, 96, 128, 160, 192), "default": 32},
-                "adapter.lora_rank": {"default": 32},
-                "adapter.lora_dropout": {"min": 0, "max": 1, "default": 0.01},
-                "adapter.loraplus_lr_ratio": {"min": 0, "max": 100, "default": 8.0},
-                "trainer.training_type": {"choices": ("lora",), "default": "lora"},
+                "general.learning_rate": O(min=0, min_exclusive=True, max=1, default=1e-5),
+                "adapter.lora_alpha": O(choices=(32, 64, 96, 128, 160, 192), default=32),
+                "adapter.lora_rank": O(default=32),
+                "adapter.lora_dropout": O(min=0, max=1, default=0.01),
+                "adapter.loraplus_lr_ratio": O(min=0, max=100, default=8.0),
+                "trainer.training_type": O(choices=("lora",), default="lora"),
             },
-            methods=("lora",),
             stages=("sft",),
             formats_by_stage={"sft": ("bedrock_converse",)},
-            lr_by_method={"lora": Range(0, 1, min_exclusive=True)},
             max_steps_epochs_exclusive=True,
             replicas_by_model=NOVA_REPLICAS,
             data_suffixes=(".jsonl",),
@@ -360,16 +410,14 @@ PROFILES: dict[str, Profile] = {
             "Amazon Nova full-rank SFT recipe: lr 1e-6–1e-3 (1e-6–1e-4 advised), Bedrock Converse data.",
             fields={
                 **_NOVA_COMMON,
-                "general.learning_rate": {"min": 1e-6, "max": 1e-3, "default": 5e-6},
-                "runtime.min_lr": {"min": 0, "max": 1, "default": 5e-7},
-                "general.epochs": {"min": 1, "max": 5, "default": 1},
-                "launch.nodes": {"default": 4},
-                "trainer.training_type": {"choices": ("full",), "default": "full"},
+                "general.learning_rate": O(min=1e-6, max=1e-3, default=5e-6),
+                "runtime.min_lr": O(min=0, max=1, default=5e-7),
+                "general.epochs": O(min=1, max=5, default=1),
+                "launch.nodes": O(default=4),
+                "trainer.training_type": O(choices=("full",), default="full"),
             },
-            methods=("full",),
             stages=("sft",),
             formats_by_stage={"sft": ("bedrock_converse",)},
-            lr_by_method={"full": Range(1e-6, 1e-3)},
             max_steps_epochs_exclusive=True,
             replicas_by_model=NOVA_REPLICAS,
             data_suffixes=(".jsonl",),
@@ -385,7 +433,7 @@ PROFILES: dict[str, Profile] = {
 # so their profiles keep it off by default; a user may still turn it on.
 for _p in PROFILES.values():
     if _p.name != "native":
-        _p.fields.setdefault("data.packing", {"default": False})
+        _p.fields.setdefault("data.packing", Override(default=False))
 
 
 def get(name: str) -> Profile:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from engine.datapaths import data_paths, split_format
 from engine.schema import profiles as P
-from engine.schema.fields import FORMATS, FORMATS_BY_STAGE, LORA_METHODS, SLURM_TIME_RE, _num
+from engine.schema.fields import FORMATS, FORMATS_BY_STAGE, LORA_METHODS, SAMPLES_PREFIX, SLURM_TIME_RE, _num
+from engine.redact import has_credentials
 from engine.schema.problems import Problem
 
 if TYPE_CHECKING:
@@ -20,11 +21,8 @@ if TYPE_CHECKING:
 
 
 def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
-    prof = P.get(job.profile)
+    """Every rule of :data:`RULES` on a job whose values each pass their own check (``res``: resolved)."""
     out: list[Problem] = []
-    explicit = job.values
-    stage = res["trainer.stage"]
-    method = res["trainer.training_type"]
 
     def err(name: str, msg: str, allowed: str = "") -> None:
         out.append(Problem(name, msg, allowed))
@@ -32,15 +30,31 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     def warn(name: str, msg: str) -> None:
         out.append(Problem(name, msg, severity="warning"))
 
-    from engine.redact import has_credentials
+    ctx = {"job": job, "res": res, "prof": P.get(job.profile), "explicit": job.values, "stage": res["trainer.stage"],
+           "method": res["trainer.training_type"], "err": err, "warn": warn, "out": out}
+    for rule in RULES:
+        rule(**ctx)
+    return out
 
+
+# Each rule takes what it needs of: job, res (resolved values), prof (the profile), explicit (the values set),
+# stage, method, err(field, message, allowed) / warn(field, message), out (the problems so far).
+
+
+def _mlflow_credentials(*, res, warn, **_: Any) -> None:
     if has_credentials(res.get("tracking.mlflow_tracking_uri")):
         warn("tracking.mlflow_tracking_uri", "its user name and password are never written (presets, run files, "
                                              "exports): runs get them in their environment, as "
                                              "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
+
+
+def _training_data_required(*, res, err, **_: Any) -> None:
     if not str(res["data.train_path"] or "").strip():
         err("data.train_path", "a training data file is required",
-            "a .json/.jsonl/.zip file, a folder, s3://bucket/key or finetui:samples/<file>")
+            f"a .json/.jsonl/.zip file, a folder, s3://bucket/key or {SAMPLES_PREFIX}<file>")
+
+
+def _backend_options(*, res, explicit, method, err, **_: Any) -> None:
     # zero_stage only with DeepSpeed
     if res["trainer.distributed_backend"] != "deepspeed":
         for n in ("trainer.zero_stage", "trainer.offload_optimizer", "trainer.offload_params"):
@@ -60,6 +74,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         err("runtime.optimizer", "sgd with trainer.offload_optimizer would train with Adam: the offloaded optimizer "
             "is DeepSpeed's CPU Adam, which accelerate puts in place of any other", "adamw, or offload_optimizer = "
             "false")
+
+
+def _quantization(*, res, method, err, **_: Any) -> None:
     # quantization only with LoRA
     q = res["runtime.quantization_bit"]
     if q != "none" and method not in LORA_METHODS:
@@ -70,6 +87,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if method == "lora" and q != "none":  # (it trained unquantized after demanding bitsandbytes)
         err("runtime.quantization_bit", f"LoRA on a {q}-bit quantized model is QLoRA: set trainer.training_type "
             f"= \"qlora\"", "none with lora, or trainer.training_type = \"qlora\"")
+
+
+def _preference_loss_options(*, res, explicit, stage, err, **_: Any) -> None:
     # preference fields by loss
     loss = res["preference.preference_loss"]
     if "preference.simpo_gamma" in explicit and not (stage == "dpo" and loss == "simpo"):
@@ -78,6 +98,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if (res["preference.dpo_label_smoothing"] or 0) > 0 and not (stage == "dpo" and loss == "sigmoid"):
         err("preference.dpo_label_smoothing", "only applies when preference.preference_loss is sigmoid",
             "0, or set preference_loss = \"sigmoid\"")
+
+
+def _best_checkpoint(*, res, err, **_: Any) -> None:
     # best checkpoint needs evaluation
     if res["eval.save_best_checkpoint"] and res["eval.evaluation_strategy"] == "no":
         err("eval.save_best_checkpoint", "tracking the best checkpoint needs evaluation",
@@ -91,6 +114,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         elif ev == "steps" and res["eval.checkpoint_steps"] % es:
             err("eval.checkpoint_steps", f"{res['eval.checkpoint_steps']} is not a multiple of eval.eval_steps "
                 f"({es}); keeping the best checkpoint needs a checkpoint at evaluations", f"a multiple of {es}")
+
+
+def _evaluation_data(*, job, res, prof, err, warn, **_: Any) -> None:
     eval_waits = job.evaluation_waits(res)
     if res["eval.early_stopping_patience"] > 0 and res["eval.evaluation_strategy"] == "no" \
             and not eval_waits:
@@ -104,10 +130,16 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if res["eval.evaluation_strategy"] != "no" and not res["data.validation_path"] and not res["data.val_size"]:
         err("eval.evaluation_strategy", "evaluation needs validation data",
             "set data.validation_path or data.val_size > 0")
+
+
+def _warmup(*, res, err, **_: Any) -> None:
     # warmup steps and ratio not both
     if res["runtime.lr_warmup_steps"] > 0 and res["runtime.lr_warmup_ratio"] > 0:
         err("runtime.lr_warmup_ratio", "warmup steps and warmup ratio cannot both be set",
             "set one of runtime.lr_warmup_steps / runtime.lr_warmup_ratio to 0")
+
+
+def _epochs_or_steps(*, res, prof, explicit, err, **_: Any) -> None:
     # epochs / max_steps
     if res["general.epochs"] is None and res["general.max_steps"] is None:
         err("general.epochs", "either epochs or max_steps must be set", "an integer ≥ 1")
@@ -115,16 +147,16 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             and explicit.get("general.epochs") is not None:
         err("general.max_steps", f"set max_steps or epochs, not both (profile {prof.name})",
             "unset general.epochs or general.max_steps")
-    # learning rate by tuning method (Nova)
-    lr_rng = prof.lr_by_method.get("full" if method in ("full", "freeze") else "lora")
-    if lr_rng is not None and not lr_rng.contains(res["general.learning_rate"]):
-        err("general.learning_rate",
-            f"{_num(res['general.learning_rate'])} is out of range for {method} fine-tuning in profile {prof.name}",
-            lr_rng.describe())
+
+
+def _min_lr_below_lr(*, res, err, **_: Any) -> None:
     # min_lr below lr
     if res["runtime.lr_scheduler"] == "cosine" and res["runtime.min_lr"] >= res["general.learning_rate"]:
         err("runtime.min_lr", "must be below the learning rate",
             f"0 ≤ x < {_num(res['general.learning_rate'])}")
+
+
+def _data_formats(*, res, prof, stage, err, **_: Any) -> None:
     # trainer decides the data formats
     allowed = prof.formats_by_stage.get(stage, FORMATS_BY_STAGE[stage])
     if res["data.format"] not in allowed:
@@ -134,15 +166,25 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             if own is not None and own not in allowed:
                 err(name, f"{path}#{own}: " + (f"{own} data cannot train the {stage} trainer" if own in FORMATS
                                                 else f"`{own}` is not a data format"), ", ".join(allowed))
+
+
+def _data_suffixes(*, res, prof, err, **_: Any) -> None:
     # the service reads these files only (Nova: JSONL), local and S3 alike
-    if prof.data_suffixes:
-        for name in ("data.train_path", "data.validation_path"):
-            for path, _own in map(split_format, data_paths(res.get(name))):
-                tail = path.rstrip("/").rsplit("/", 1)[-1]
-                if "." in tail and not tail.lower().endswith(prof.data_suffixes):
-                    err(name, f"{path}: the {prof.title.split(' (')[0].split(' — ')[0]} service reads "
-                        f"{' / '.join(s.lstrip('.').upper() for s in prof.data_suffixes)} files only "
-                        f"(profile {prof.name})", ", ".join(prof.data_suffixes))
+    service = prof.title.split(' (')[0].split(' — ')[0]
+    for name in ("data.train_path", "data.validation_path"):
+        for path, own in map(split_format, data_paths(res.get(name))):
+            tail = path.rstrip("/").rsplit("/", 1)[-1]
+            fmt = own or res["data.format"]
+            # the files the service reads (a format of its own may be narrower: FPT's ShareGPT_Image is a zip)
+            want, what = (prof.format_suffixes[fmt], f"{fmt} data from ") if fmt in prof.format_suffixes \
+                else (prof.data_suffixes, "")
+            if want and "." in tail and not tail.lower().endswith(want):
+                err(name, f"{path}: the {service} service reads {what}"
+                    f"{' / '.join(s.lstrip('.').upper() for s in want)} files only (profile {prof.name})",
+                    ", ".join(want))
+
+
+def _layers_by_architecture(*, res, prof, method, err, **_: Any) -> None:
     # the layer names the document allows, by architecture, when the model's config can be read here
     tm = res["adapter.target_modules"]
     if prof.layers_by_architecture and method in ("lora", "qlora", "tfew") and isinstance(tm, list) \
@@ -153,11 +195,17 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         if bad:
             err("adapter.target_modules", f"{', '.join(bad)}: not a layer of the {arch} architecture in profile "
                 f"{prof.name}", ", ".join(layers) + ", all-linear, or [] for the default (q_proj, v_proj)")
+
+
+def _service_limitations(*, res, prof, warn, **_: Any) -> None:
     # limitations of the service's infrastructure: finetui runs the job itself, so a warning only
     for name, why in prof.service_limitations.items():
         if res[name] != prof.default(name):
             warn(name, f"the service itself would not accept it: {why}; finetui runs it when it runs the job "
                  f"(profile {prof.name})")
+
+
+def _device(*, res, method, err, **_: Any) -> None:
     # fp16 on CPU
     if res["runtime.mixed_precision"] == "fp16" and res["launch.device"] == "cpu":
         err("runtime.mixed_precision", "fp16 mixed precision needs a GPU; it is refused on CPU", "bf16, none")
@@ -169,22 +217,32 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if res["launch.device"] == "cpu" and (method == "qlora" or res["runtime.quantization_bit"] != "none"):
         err("trainer.training_type", "QLoRA (bitsandbytes quantization) needs a CUDA GPU; it is refused on CPU",
             "lora on CPU, or launch.device = cuda / auto")
+
+
+def _prompt_init_text(*, res, method, err, **_: Any) -> None:
     # prompt tuning init text
     if method == "prompt_tuning" and res["adapter.prompt_tuning_init"] == "text" \
             and not res["adapter.prompt_tuning_init_text"]:
         err("adapter.prompt_tuning_init_text", "init = text needs the initialisation text", "a non-empty string")
+
+
+def _kto_batch(*, res, stage, err, **_: Any) -> None:
     if stage == "kto" and res["general.batch_size"] < 2:
         err("general.batch_size", "the kto trainer needs at least 2 rows per device batch: it estimates its KL "
             "term from the batch's other rows (TRL)", "2 or more; lower runtime.gradient_accumulation_steps "
             "to keep the effective batch")
+
+
+def _offered_methods_and_stages(*, prof, stage, method, err, **_: Any) -> None:
     # tuning method / stage restrictions
     if method in ("prompt_tuning",) and stage in ("dpo", "kto", "reward"):
         err("trainer.training_type", f"prompt tuning is not available for the {stage} trainer",
             "full, lora, qlora, tfew, freeze")
-    if method not in prof.methods:
-        err("trainer.training_type", f"{method} is not offered in profile {prof.name}", ", ".join(prof.methods))
     if stage not in prof.stages:
         err("trainer.stage", f"{stage} is not offered in profile {prof.name}", ", ".join(prof.stages))
+
+
+def _launcher_and_nodes(*, res, err, warn, out, **_: Any) -> None:
     # deepspeed launcher needs deepspeed backend
     if res["launch.launcher"] == "deepspeed" and res["trainer.distributed_backend"] != "deepspeed":
         err("launch.launcher", "the deepspeed launcher needs trainer.distributed_backend = deepspeed",
@@ -194,21 +252,21 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         err("launch.hosts", f"{len(hosts)} hosts named but launch.nodes is {res['launch.nodes']}",
             f"{res['launch.nodes']} hosts, or set launch.nodes = {len(hosts)}")
     if res["launch.launcher"] == "slurm":
-        out += slurm_problems(res)
+        out.extend(slurm_problems(res))
     elif res["launch.nodes"] > 1 and not hosts:
         warn("launch.nodes", "several nodes need launch.hosts (one per node) to launch")
-    # NEW RULE (data): streaming needs a step count and text rows of pre-training / SFT
-    if res.get("data.streaming") and stage not in ("pretrain", "sft"):
-        err("data.streaming", f"streaming applies to pre-training and SFT, not {stage}", "false")
-    elif res.get("data.streaming") and not res["general.max_steps"]:
-        err("data.streaming", "streaming needs general.max_steps: the rows are read while training, not counted "
-            "into epochs", "false, or set general.max_steps")
+
+
+def _packing(*, job, stage, method, err, **_: Any) -> None:
     # packing is for text data
     if job.values.get("data.packing") and stage in ("dpo", "kto", "reward"):
         err("data.packing", f"packing applies to pre-training and SFT, not {stage}", "false")
     elif job.values.get("data.packing") and method == "prompt_tuning":
         err("data.packing", "packing cannot be used with prompt tuning: PEFT drops the position ids that keep "
             "packed rows apart", "false")
+
+
+def _replicas_by_model(*, res, prof, err, **_: Any) -> None:
     # Nova replicas per model size
     if prof.replicas_by_model:
         model = str(res["model.name_or_path"]).lower()
@@ -216,6 +274,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             if key in model and res["launch.nodes"] not in counts:
                 err("launch.nodes", f"{res['launch.nodes']} replicas are not offered for {key} in profile {prof.name}",
                     ", ".join(map(str, counts)))
+
+
+def _global_batch(*, res, explicit, err, warn, **_: Any) -> None:
     # global batch: a field of its own (Nova recipes: 16 / 32 / 64, checked as the field's choices); when set,
     # accumulation follows from it
     gb = res["general.global_batch_size"]
@@ -228,6 +289,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         elif per_step * acc != gb:
             warn("general.global_batch_size", f"{gb} is not a multiple of batch × ranks ({per_step}): finetui "
                  f"accumulates {acc} micro-batches, {per_step * acc} examples per step")
+
+
+def _catalog(*, res, prof, err, warn, **_: Any) -> None:
     # catalog
     if res["model.name_or_path"] in prof.deprecated_models:
         warn("model.name_or_path", f"{res['model.name_or_path']} is deprecated in profile {prof.name} (its document "
@@ -238,6 +302,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         else:
             err("model.name_or_path", f"{res['model.name_or_path']} is not offered in profile {prof.name}",
                 ", ".join(prof.models))
+
+
+def _start_at(*, res, err, **_: Any) -> None:
     # start_at format
     if res["launch.start_at"]:
         from datetime import datetime
@@ -245,6 +312,9 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
             datetime.strptime(res["launch.start_at"], "%Y-%m-%d %H:%M")
         except ValueError:
             err("launch.start_at", f"{res['launch.start_at']!r} is not a time", "YYYY-mm-dd HH:MM")
+
+
+def _network(*, res, err, **_: Any) -> None:
     addr = res["launch.master_addr"]
     if addr is not None and (not str(addr).strip() or any(c in str(addr) for c in " /\t@")):
         err("launch.master_addr", f"{addr!r} is not a host name or IP address", "a host name or an IP address")
@@ -252,9 +322,15 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
         v = res[name]
         if v is not None and not re.match(r"^[\^=]?[\w.:-]+(,[\w.:-]+)*$", str(v).strip()):
             err(name, f"{v!r} is not a network interface name", "a name like eth0 or ib0, a comma list, ^ to exclude")
+
+
+def _resume(*, res, err, **_: Any) -> None:
     ck = res["general.resume_from_checkpoint"]
     if not isinstance(ck, str) or not ck.strip():
         err("general.resume_from_checkpoint", "must be no, last or a checkpoint path", "no, last, a path")
+
+
+def _performance_warnings(*, res, method, warn, **_: Any) -> None:
     # --- warnings ---
     if res["trainer.distributed_backend"] == "fsdp" and total_ranks(res) == 1:
         warn("trainer.distributed_backend", "fsdp on one rank shards nothing (it trains, with FSDP's checkpoints "
@@ -264,7 +340,26 @@ def cross_field_problems(job: JobConfig, res: dict[str, Any]) -> list[Problem]:
     if res["data.padding_free"] and res["runtime.attention_implementation"] != "flash_attention_2":
         warn("data.padding_free", "padding-free batches without flash-attention-2: rows are kept apart by a dense "
              "block mask, so attention costs grow with the square of the whole batch's length")
-    return out
+
+
+#: the cross-field rules, in the order their problems are listed
+# NEW RULE (data): streaming needs a step count and text rows of pre-training / SFT
+def _streaming(*, res, stage, err, **_: Any) -> None:
+    if res.get("data.streaming") and stage not in ("pretrain", "sft"):
+        err("data.streaming", f"streaming applies to pre-training and SFT, not {stage}", "false")
+    elif res.get("data.streaming") and not res["general.max_steps"]:
+        err("data.streaming", "streaming needs general.max_steps: the rows are read while training, not counted "
+            "into epochs", "false, or set general.max_steps")
+
+
+RULES: list[Callable[..., None]] = [
+    _mlflow_credentials, _training_data_required, _backend_options, _quantization, _preference_loss_options,
+    _best_checkpoint, _evaluation_data, _warmup, _epochs_or_steps, _min_lr_below_lr, _data_formats, _data_suffixes,
+    _layers_by_architecture, _service_limitations, _device, _prompt_init_text, _kto_batch,
+    _offered_methods_and_stages, _launcher_and_nodes, _packing, _replicas_by_model, _global_batch, _catalog,
+    _start_at, _network, _resume, _performance_warnings,
+    _streaming,  # NEW RULE (data)
+]
 
 
 def _no_model_type(name: str) -> str | None:

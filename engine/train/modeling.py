@@ -114,7 +114,7 @@ def check_gpus(res: dict) -> None:
 
 def load_model(path: str, cfg: Any, res: dict, device: str) -> Any:
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSequenceClassification
 
     kw: dict[str, Any] = {"config": cfg, "trust_remote_code": res["model.trust_remote_code"],
                           "attn_implementation": res["runtime.attention_implementation"]}
@@ -126,6 +126,8 @@ def load_model(path: str, cfg: Any, res: dict, device: str) -> Any:
     if res["trainer.stage"] == "reward":
         cfg.num_labels = 1
         model = AutoModelForSequenceClassification.from_pretrained(path, **kw)
+    elif hasattr(cfg, "vision_config"):  # a vision-language model (LLaVA, Qwen2-VL, ...): its image-text class
+        model = AutoModelForImageTextToText.from_pretrained(path, **kw)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **kw)
     return model

@@ -141,6 +141,47 @@ def _strip(rows: list[dict] | None, keys: tuple[str, ...]) -> list[dict] | None:
     return [{k: r[k] for k in keys if k in r} for r in rows]
 
 
+def _image_parts(messages: list[dict]) -> list[dict]:
+    """Messages whose ``<image>`` tokens become typed image parts, every turn's content a list of parts: TRL's
+    vision collators fill these placeholders with the row's images in order (a turn left as a string would get
+    them all before its text)."""
+    from engine.data.formats import IMAGE_TOKEN
+
+    out = []
+    for m in messages:
+        parts: list[dict] = []
+        for i, text in enumerate(m["content"].split(IMAGE_TOKEN)):
+            if i:
+                parts.append({"type": "image", "text": None})
+            if text:
+                parts.append({"type": "text", "text": text})
+        out.append({**m, "content": parts})
+    return out
+
+
+def vision_data(res: dict, tok: Any, model: Any, rows: list[dict] | None, convo: str,
+                keys: tuple[str, ...]) -> tuple[Any, Any]:
+    """Image rows for TRL's vision collators: the model's processor (AutoProcessor, the prepared tokenizer in it)
+    and a Dataset whose ``convo`` turns carry image parts and whose ``images`` (paths) are read lazily, as
+    ``datasets.Image`` decodes them when a batch is built. Refuses a text model in one line."""
+    if not hasattr(model.config, "vision_config"):
+        raise UserError("data.format: rows with images need a vision-language model; "
+                        f"{res['model.name_or_path']} is a text model")
+    from datasets import Dataset, Image, Sequence
+    from transformers import AutoProcessor
+
+    from engine.tiny import resolve_model_path
+
+    processor = AutoProcessor.from_pretrained(resolve_model_path(res["model.name_or_path"]),
+                                              trust_remote_code=res["model.trust_remote_code"])
+    processor.tokenizer = tok
+    if rows is None:
+        return processor, None
+    data = Dataset.from_list([{**{k: r[k] for k in keys if k in r}, convo: _image_parts(r[convo]),
+                               "images": list(r.get("images") or [])} for r in rows])
+    return processor, data.cast_column("images", Sequence(Image()))
+
+
 def tokenize_lm(tok: Any, rows: list[dict], stage: str, max_len: int) -> tuple[list[dict], int]:
     """Pre-tokenize pretrain / SFT rows with the data module's tokenize_row (same masking as the preview); a run of
     plain-text rows is encoded in one tokenizer call (the same ids)."""
@@ -277,18 +318,15 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
         vision = any(r.get("images") for r in train_rows[:50])
         streaming = bool(res.get("data.streaming")) and not vision
         if vision:
-            if not hasattr(model.config, "vision_config"):
-                raise UserError("data.format: rows with images need a vision-language model; "
-                                f"{res['model.name_or_path']} is a text model")
-            train, evl, trunc = rows_dataset(train_rows, None, status), rows_dataset(eval_rows, None, status,
-                                                                                      "validation"), 0
+            tok, train = vision_data(res, tok, model, train_rows, "messages", ("messages",))
+            evl, trunc = vision_data(res, tok.tokenizer, model, eval_rows, "messages", ("messages",))[1], 0
         else:
             from engine.data.tokcache import tokenized  # (once per data, tokenizer and length: a cached Arrow file)
 
             if not streaming:
                 train, trunc = tokenized(tok, train_rows, stage, max_len, tokenize_lm, status)
             evl = tokenized(tok, eval_rows, stage, max_len, tokenize_lm, status, "validation")[0] if eval_rows else None
-        padding_free = bool(res["data.padding_free"])
+        padding_free = bool(res["data.padding_free"]) and not vision
         packing = packs(res) and not vision  # TRL packs no image rows
         collator = None
         if streaming:
@@ -350,6 +388,10 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
         return trainer
 
     loss = res["preference.preference_loss"] if stage == "dpo" else "kto"
+    vision = any(r.get("images") for r in train_rows[:50])
+    if vision and loss not in DPO_LOSSES:  # (TRL's KTO, ORPO and CPO trainers read no images)
+        raise UserError(f"preference.preference_loss: {loss} does not train on images; rows with images train "
+                        f"the DPO losses (allowed: {', '.join(DPO_LOSSES)})")
     ftx_set = stage == "dpo" and float(res["preference.preference_ftx"] or 0.0) > 0
     if ftx_set and loss in ("kto_pair", "orpo"):
         why = "ORPO's loss already contains the SFT term" if loss == "orpo" else "TRL's KTO loss has no SFT term"
@@ -365,8 +407,12 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
                           processing_class=tok, callbacks=callbacks, optimizers=opt)
 
     keys = ("prompt", "chosen", "rejected")
-    train, evl = rows_dataset(train_rows, keys, status), rows_dataset(eval_rows, keys, status, "validation")
     ftx = float(res["preference.preference_ftx"] or 0.0)
+    if vision:
+        tok, train = vision_data(res, tok, model, train_rows, "prompt", keys)
+        evl = vision_data(res, tok.tokenizer, model, eval_rows, "prompt", keys)[1]
+    else:
+        train, evl = rows_dataset(train_rows, keys, status), rows_dataset(eval_rows, keys, status, "validation")
     if loss == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 

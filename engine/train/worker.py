@@ -206,12 +206,13 @@ class Worker:
 
         self.status("loading model", str(res["model.name_or_path"]))
         if self.world > 1:
-            from engine.tiny import TINY_NAME, ensure_tiny_model
+            from engine.tiny import TINY_NAME, TINY_VLM_NAME, ensure_tiny_model
 
-            if str(res["model.name_or_path"]).strip() == TINY_NAME:
+            name = str(res["model.name_or_path"]).strip()
+            if name in (TINY_NAME, TINY_VLM_NAME):
                 # first use on this node: one rank builds the tiny model, the others wait and load it
                 if self.local_rank == 0:
-                    ensure_tiny_model()
+                    ensure_tiny_model(name)
                 self._barrier()
         path, cfg = load_config(res, self.warn)
         tok = load_tokenizer(path, res, self.warn)
@@ -566,6 +567,66 @@ def skip_deepspeed_import() -> None:
         other.is_deepspeed_available = lambda: False
 
 
+def unused_clients(res: dict) -> list[str]:
+    """The tracking / storage clients this job does not use: W&B without ``tracking.wandb``, MLflow without a
+    tracking URI, boto3 / botocore without an s3:// path anywhere in the job."""
+    out = []
+    if not res.get("tracking.wandb"):
+        out.append("wandb")
+    if not res.get("tracking.mlflow_tracking_uri"):
+        out.append("mlflow")
+    if not any(isinstance(v, str) and "s3://" in v for v in res.values()):
+        out += ["boto3", "botocore"]
+    return out
+
+
+def skip_unused_clients(res: dict) -> None:
+    """A client the job does not use is not imported: transformers' ``is_wandb_available`` imports W&B to check
+    it (TRL's trainers ask at import), accelerate's SageMaker config imports boto3 — about 28 MB resident in the
+    worker of a run that reports to neither (1-process runs are measured against LLaMA-Factory's whole run:
+    bench/RESULTS.md §3b). Marked absent in ``sys.modules``, they read as not installed (``find_spec`` is None);
+    a module already imported is left alone."""
+    for name in unused_clients(res):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def defer_scipy() -> None:
+    """transformers imports every model family's loss at import time, and the object-detection ones (DETR and kin)
+    import SciPy's Hungarian matcher when SciPy is installed: 35 MB resident in a worker that trains a language or
+    vision-language model, which never calls it. Those loss modules are imported here with SciPy marked absent,
+    then SciPy is made importable again (and transformers' cached ``is_scipy_available`` forgotten), so anything
+    that does use SciPy later imports it as usual."""
+    if "scipy" in sys.modules:
+        return
+    sys.modules["scipy"] = None  # type: ignore[assignment]
+    try:
+        import transformers.loss.loss_utils  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        if sys.modules.get("scipy", 0) is None:
+            del sys.modules["scipy"]
+        try:
+            from transformers.utils import import_utils
+
+            import_utils.is_scipy_available.cache_clear()
+        except (ImportError, AttributeError):
+            pass
+
+
+def lighten_imports(run_dir: Path) -> None:
+    """Before anything imports transformers (the Worker's callbacks do): leave out the clients the job does not
+    use, and SciPy. A job file that does not load is left to the run, which reports it."""
+    from engine import presets
+
+    try:
+        res = presets.load(run_dir / CONFIG_FILE).resolved()
+    except Exception:  # noqa: BLE001 - the run says what is wrong with the file
+        return
+    skip_unused_clients(res)
+    defer_scipy()
+
+
 def main(argv: list[str] | None = None) -> int:
     # block SIGTERM/SIGINT/SIGUSR1 in every thread (set before torch starts its threads); the signal thread waits
     # on them (SIGUSR1 ignored by a Slurm task's torchrun: a blocked ignored signal is dropped, so default it first)
@@ -583,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL's trainers phone home otherwise
+    lighten_imports(run_dir)
     w = Worker(run_dir)
     w.watch_signals()
     try:

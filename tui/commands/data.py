@@ -7,14 +7,20 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
+from engine.schema import FIELD_BY_NAME
 from tui.commands import common
 
 data_app = typer.Typer(help="Check training data: formats, invalid rows, token lengths, a preview.",
                        no_args_is_help=True)
+
+
+def _option(name: str, *short: str, help: str) -> Any:
+    """The option that sets field ``name``: the flag the field declares (the TUI's check writes the same)."""
+    return typer.Option(None, FIELD_BY_NAME[name].flag, *short, help=help)
 
 
 def _prompt_secret(name: str) -> str:
@@ -26,21 +32,22 @@ def _prompt_secret(name: str) -> str:
 @data_app.command("check")
 def check_cmd(
     path: str = typer.Argument(..., help="A .json/.jsonl/.zip file, a folder, finetui:samples/<file> or s3://bucket/key."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Data format (alpaca, corpus, sharegpt, "
-                                      "sharegpt_image, preference, bedrock_converse, kto); default: the preset's, else told from "
-                                      "the first rows."),
-    trainer: Optional[str] = typer.Option(None, "--trainer", "-t", help="Check compatibility with this trainer "
-                                          "(pretrain, sft, dpo, kto, reward)."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Max sequence length in tokens."),
+    fmt: Optional[str] = _option("data.format", "-f", help="Data format (alpaca, corpus, sharegpt, "
+                                 "sharegpt_image, preference, bedrock_converse, kto); default: the preset's, else told "
+                                 "from the first rows."),
+    trainer: Optional[str] = _option("trainer.stage", "-t", help="Check compatibility with this trainer "
+                                     "(pretrain, sft, dpo, kto, reward)."),
+    max_length: Optional[int] = _option("general.max_sequence_length", help="Max sequence length in tokens."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer for token lengths: a model "
                                             "folder / id, or finetui:tiny-llama."),
-    allow_invalid: Optional[float] = typer.Option(None, "--allow-invalid", help="Allowed share of invalid rows, %."),
+    allow_invalid: Optional[float] = _option("data.allow_percentage_invalid_samples",
+                                             help="Allowed share of invalid rows, %."),
     preset: Optional[Path] = typer.Option(None, "--preset", "-p", help="Take format, trainer, max length, "
                                           "tokenizer (model), S3 connection from this preset."),
-    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3 endpoint URL."),
-    region: Optional[str] = typer.Option(None, "--region", help="S3 region."),
-    access_key_env: Optional[str] = typer.Option(None, "--access-key-env", help="Variable holding the access key id."),
-    secret_key_env: Optional[str] = typer.Option(None, "--secret-key-env", help="Variable holding the secret key."),
+    endpoint_url: Optional[str] = _option("data.s3_endpoint_url", help="S3 endpoint URL."),
+    region: Optional[str] = _option("data.s3_region", help="S3 region."),
+    access_key_env: Optional[str] = _option("data.s3_access_key_env", help="Variable holding the access key id."),
+    secret_key_env: Optional[str] = _option("data.s3_secret_key_env", help="Variable holding the secret key."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (what the TUI reads)."),
     preview: int = typer.Option(3, "--preview", help="Rows to preview, rendered as the worker renders them "
                                 "(with --tokenizer or a preset's model: trained tokens highlighted, the prompt "
@@ -51,13 +58,12 @@ def check_cmd(
 
     job = common.load_job(preset) if preset else JobConfig()
     # an option that sets a field is checked as the field is (its type, range and form), in the option's name
-    for flag, name, v in (("--max-length", "general.max_sequence_length", max_length),
-                          ("--allow-invalid", "data.allow_percentage_invalid_samples", allow_invalid),
-                          ("--access-key-env", "data.s3_access_key_env", access_key_env),
-                          ("--secret-key-env", "data.s3_secret_key_env", secret_key_env)):
+    for name, v in (("general.max_sequence_length", max_length),
+                    ("data.allow_percentage_invalid_samples", allow_invalid),
+                    ("data.s3_access_key_env", access_key_env), ("data.s3_secret_key_env", secret_key_env)):
         p = check_value(name, v, job.profile) if v is not None else None
         if p is not None:
-            common.fail(f"{flag}: {p.message}" + (f" (allowed: {p.allowed})" if p.allowed else ""))
+            common.fail(f"{FIELD_BY_NAME[name].flag}: {p.message}" + (f" (allowed: {p.allowed})" if p.allowed else ""))
     if preview < 0 or preview > 1000:
         common.fail(f"--preview: {preview} rows (allowed: 0 ≤ x ≤ 1000)")
     res = job.resolved()

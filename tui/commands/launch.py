@@ -20,6 +20,7 @@ import typer
 from engine.schema import LOCAL_HOST, REMOTE_PYTHON, REMOTE_WORKDIR, is_local_host
 from engine.errors import FinetuiError
 from tui.commands import common
+from tui.follow import format_event
 
 RUNS_DIR_OPT = typer.Option(None, "--runs-dir", envvar="FINETUI_RUNS_DIR",
                             help="Folder of run directories (default: runs).")
@@ -55,24 +56,6 @@ def _upload_progress():  # noqa: ANN202
             common.err(text)
 
     return upload_meter(show)
-
-
-def _fmt_num(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def format_event(r: dict[str, Any]) -> str:
-    t = datetime.fromtimestamp(float(r.get("t") or 0)).strftime("%H:%M:%S")
-    k = r.get("kind", "?")
-    skip = {"t", "kind", "step", "traceback"}
-    fields = " ".join(f"{key}={_fmt_num(v)}" for key, v in r.items() if key not in skip and v is not None)
-    if k == "gpu" and isinstance(r.get("gpus"), list):  # GPU telemetry (engine/telemetry.py), one readable line
-        from engine.telemetry import describe
-
-        fields = describe(r["gpus"])
-    return f"{t} {k:<10} step {r.get('step', 0):>6}  {fields}".rstrip()
 
 
 def _outcome_code(src, last_end: Optional[dict]) -> int:  # noqa: ANN001
@@ -192,6 +175,35 @@ def _finish(src, end, ref, console) -> int:  # noqa: ANN001
     return _outcome_code(src, end)
 
 
+def _own_terminal() -> bool:
+    """Whether this process writes to real file descriptors (the console script), not to a test runner's
+    captured streams (typer's CliRunner), which an exec would leave behind."""
+    try:
+        return sys.stdout.fileno() == 1 and sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _exec_follower(ref) -> None:  # noqa: ANN001
+    """Follow a local run from a small process: this one becomes ``tui/follow.py`` (standard library + the event
+    record: about 10 MB instead of the CLI's 40 with typer, rich and the schema loaded); the run itself
+    (supervisor and worker) is already detached and survives the terminal either way."""
+    import os
+
+    from engine.launch.rundir import LAUNCH_FILE, read_json
+    from tui.follow import exec_argv
+
+    if read_json(ref.run_dir / LAUNCH_FILE).get("slurm_job_id"):  # (Slurm says whether its job lives)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = exec_argv(ref.run_dir, ref.name)
+    try:
+        os.execv(argv[0], argv)
+    except OSError as e:  # (the follower in this process, as before)
+        common.err(f"note: following in this process ({e})")
+
+
 def _bootstrap(job) -> None:  # noqa: ANN001
     from engine.launch import bootstrap as B
 
@@ -271,6 +283,8 @@ def register(app: typer.Typer) -> None:
         if detach or at:
             return
         common.err(f"started {ref.name}{where} in {ref.run_dir} (Ctrl-C to stop or detach)")
+        if not ref.is_remote and _own_terminal():
+            _exec_follower(ref)
         raise typer.Exit(_follow(ref, progress=True))
 
     @app.command()

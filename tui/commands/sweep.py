@@ -6,6 +6,8 @@
 * ``finetui sweep show [SWEEP]``: the swept values against the objective, the best trial marked
   (without SWEEP: every sweep in the runs directory).
 * ``finetui stop SWEEP`` stops a sweep as a whole (tui/commands/launch.py asks engine.sweep.stop).
+
+On Slurm the trials are one job array (engine.sweep, docs/slurm.md); the commands are the same.
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ def follow(sweep_dir: Path, poll: float = 1.0) -> int:
     seen: dict[int, Any] = {}
     try:
         while True:
-            rec = S.read(sweep_dir)
+            rec = S.refresh(sweep_dir)
             n = len(rec.get("trials", []))
             for t in rec.get("trials", []):
                 key = (t.get("status"), t.get("run"))
-                if seen.get(t["index"]) != key and t.get("status") != "pending":
+                if seen.get(t["index"]) != key and (t.get("status") != "pending" or t.get("run")):
                     seen[t["index"]] = key
                     obj = t.get("objective")
                     extra = f", {rec.get('objective')} {obj:.4f}" if isinstance(obj, (int, float)) else ""
@@ -87,7 +89,7 @@ def register(app: typer.Typer) -> None:
             else:
                 dirs = [_sweep_dir(name, _runs_dir(runs_dir))]
             for i, d in enumerate(dirs):
-                rec = S.read(d)
+                rec = S.refresh(d)
                 b = S.best(rec)
                 typer.echo(("\n" if i else "") + f"sweep {d.name}: {S.status(rec)}; {rec.get('goal')} "
                            f"{rec.get('objective')}; best: " + (f"trial {b}" if b else "none yet"))

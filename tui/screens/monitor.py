@@ -10,6 +10,7 @@ run streaming hundreds of events a second costs a few plot builds a second.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Any, Callable
@@ -116,6 +117,23 @@ def preference_lines(st: RunState) -> list[tuple[str, list[Any]]]:
                    line("mean_reward", "mean", "success") + line("margin", "margin", "primary"))
         acc = (f"accuracy {last('accuracy')}", line("accuracy", "", "accent"))
     return [rewards, acc]
+
+
+#: the batch script's lines about a requeue in worker.log (engine/launch/slurm.py)
+REQUEUED_LINE = re.compile(r"^finetui: job \S+ requeued\s*$")
+RESTARTED_LINE = re.compile(r"^finetui: job \S+ restarted \(")
+
+
+def requeue_mark(rec: dict[str, Any], st: RunState) -> str | None:
+    """The log pane's mark of a Slurm requeue (the job's ``requeued`` status) and of the resumed start after it."""
+    if rec.get("kind") == "status" and rec.get("phase") == "requeued":
+        return f"──── ↻ requeued at step {rec.get('step', 0)}: the job waits in Slurm's queue, then resumes ────"
+    if rec.get("kind") == "start":
+        g = next((g for g in st.gaps if g["to"] == rec.get("t")), None)
+        if g is not None:
+            return (f"──── ↻ resumed after {fmt_duration(g['to'] - g['from'])} requeued (from the checkpoint at step "
+                    f"{g['step']}) ────")
+    return None
 
 
 class MonitorScreen(QuietScreen):
@@ -312,16 +330,40 @@ class MonitorScreen(QuietScreen):
         first = not self.loaded
         if self._log_mode == "file":
             if msg.lines:
-                log.add_lines(msg.lines, now=first)
+                log.add_lines(self._requeue_marks(msg.lines), now=first)
         elif self._log_mode == "events" and msg.records:
             lines = []
             for r in msg.records:
                 if r.get("kind") == "log" and r.get("step", 0) % 10:
                     continue  # every 10th training log line is enough without a worker.log
-                ln = event_line(r)
+                ln = requeue_mark(r, self.state) or event_line(r)
                 if ln:
                     lines.append(ln)
             log.add_lines(lines, now=first)
+
+    _requeues_seen = 0
+    _restarts_seen = 0
+
+    def _requeue_marks(self, lines: list[str]) -> list[str]:
+        """worker.log's lines with a mark after the batch script's ``job N requeued`` and before its ``job N
+        restarted`` (a Slurm requeue: where the run stopped and where it went on)."""
+        if not any(ln.startswith("finetui: job ") for ln in lines):
+            return lines
+        gaps = self.state.gaps
+        out = []
+        for ln in lines:
+            if RESTARTED_LINE.match(ln):
+                g = gaps[self._restarts_seen] if self._restarts_seen < len(gaps) else None
+                self._restarts_seen += 1
+                out.append(requeue_mark({"kind": "start", "t": g["to"]}, self.state) if g and g["to"] is not None
+                           else "──── ↻ the requeued job starts again ────")
+            out.append(ln)
+            if REQUEUED_LINE.match(ln):
+                g = gaps[self._requeues_seen] if self._requeues_seen < len(gaps) else None
+                self._requeues_seen += 1
+                out.append(requeue_mark({"kind": "status", "phase": "requeued", "step": g["step"] if g else "?"},
+                                        self.state) or "")
+        return out
 
     # -- drawing ---------------------------------------------------------------
     def _tick(self) -> None:
@@ -380,6 +422,10 @@ class MonitorScreen(QuietScreen):
     def _end_text(self) -> str:
         st = self.state
         took = fmt_duration(st.elapsed(self.clock()))
+        if st.gaps and st.finished:
+            from tui.widgets.progress import requeue_text
+
+            took += f"; {requeue_text(st, self.clock())}"
         if st.status in ("completed", "early_stopped"):
             what = "Completed" if st.status == "completed" else "Stopped early (no more improvement)"
             final = f" · final model: {st.final_path}" if st.final_path else ""
@@ -414,6 +460,8 @@ class MonitorScreen(QuietScreen):
         tx, ty = st.train_loss.points()
         ex, ey = st.eval_series.points()
         title = f"loss {fmt_num(st.loss)}" + (f" · eval {fmt_num(st.eval_loss)}" if st.eval_loss is not None else "")
+        if st.gaps:  # (the plots mark the step; the title says what the mark is)
+            title += f" · ↻ requeued at step {', '.join(str(g['step']) for g in st.gaps)}"
         loss.set_lines([Line("train", tx, ty, "primary"), Line("eval", ex, ey, "warning")], title=title)
         lr = self.query_one("#plot-lr", MetricPlot)
         gn = self.query_one("#plot-grad", MetricPlot)
@@ -431,8 +479,10 @@ class MonitorScreen(QuietScreen):
         firsts = [ln.xs[0] for p in (loss, lr, gn) for ln in p.lines if len(ln.xs)]
         lasts = [ln.xs[-1] for p in (loss, lr, gn) for ln in p.lines if len(ln.xs)]
         xlim = (min(firsts), max([*lasts, float(st.step)])) if firsts else None
+        marks = [(float(g["step"]), "warning") for g in st.gaps]  # where a Slurm requeue stopped the run
         for p in (loss, lr, gn):
             p.xlim = xlim
+            p.vlines = marks
         loss.redraw()
         # the side plots change slowly: half the rate of the loss plot
         self._side_turn = not getattr(self, "_side_turn", False)

@@ -152,7 +152,9 @@ def launch_sweep(app: Any) -> None:
             app.call_from_thread(app.notify, str(e).splitlines()[0], title="The sweep did not start",
                                  severity="error", timeout=8)
             return
-        app.call_from_thread(app.notify, f"Started sweep {d.name}: {n} trials, one after another. It goes on when "
+        array = S.read(d).get("slurm_array")
+        how = f"Slurm job array {array}" if array else "one after another"
+        app.call_from_thread(app.notify, f"Started sweep {d.name}: {n} trials, {how}. It goes on when "
                                          f"you close finetui; w on a trial shows the sweep.", timeout=8)
         app.call_from_thread(app.action_runs)
 

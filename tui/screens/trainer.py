@@ -50,8 +50,7 @@ def stage_reason(stage: str, job: JobConfig, res: dict[str, Any]) -> str | None:
 
 def method_reason(method: str, job: JobConfig, res: dict[str, Any]) -> str | None:
     prof = P.get(job.profile)
-    sp = spec("trainer.training_type", job.profile)
-    if method not in prof.methods or (sp.choices and method not in sp.choices):
+    if method not in prof.methods:  # (the profile's choices of trainer.training_type)
         return f"not in {prof.name}"
     if method == "prompt_tuning" and res["trainer.stage"] in ("dpo", "kto", "reward"):
         return f"not for the {res['trainer.stage']} trainer"

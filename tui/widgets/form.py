@@ -22,8 +22,8 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input, Select, Static, Switch
 
-from engine.schema import (FIELD_BY_NAME, GROUP_FIELDS, GROUP_TITLES, JobConfig, Problem, _fmt, _num,
-                           coerce, cross_field_problems, spec)
+from engine.schema import (FIELD_BY_NAME, GROUP_FIELDS, GROUP_TITLES, JobConfig, Problem, _fmt,
+                           cross_field_problems, spec)
 from tui.widgets.lazyselect import LazySelect
 
 if TYPE_CHECKING:
@@ -41,39 +41,19 @@ def row_id(name: str) -> str:
 
 def format_value(name: str, value: Any) -> str:
     """A value as the Input shows it."""
-    f = FIELD_BY_NAME[name]
-    if value is None:
-        return ""
-    if f.kind == "list" and isinstance(value, (list, tuple)):
-        return ", ".join(str(x) for x in value)
-    if f.kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _num(float(value)) if float(value).is_integer() else f"{value:g}"
-    return str(value)
+    return FIELD_BY_NAME[name].kind.format(value)
 
 
 def hint_for(name: str, profile: str) -> str:
     """The short allowed-range hint shown right of an input."""
     sp = spec(name, profile)
-    f = sp.field
-    if f.kind in ("int", "float"):
-        h = sp.range.describe() if sp.range else "any number"
-        if h == "any number" and f.kind == "int":
-            h = "an integer"
-        return h
-    if f.kind == "list":
-        return "comma-separated"
-    return ""
+    return sp.field.kind.hint(sp.field, sp.range)
 
 
 def parse_input(name: str, text: str) -> Any:
     """Typed text → the value stored in the job (as typed when it does not parse)."""
     f = FIELD_BY_NAME[name]
-    if f.kind in ("str", "path"):
-        return None if (text == "" and f.optional) else text
-    try:
-        return coerce(name, text)
-    except ValueError:
-        return text
+    return f.kind.parse_input(f, text)
 
 
 @dataclass
@@ -164,7 +144,7 @@ class FieldRow(Widget):
         self._options: tuple[Any, ...] | None = None
         self._shown: Any = _UNSYNCED  # what the last sync put in the widget
         self._label_text = self.field.label
-        self._hint_text = hint_for(name, profile) if self.field.kind != "bool" else "off"
+        self._hint_text = hint_for(name, profile) if self.field.kind.widget != "switch" else "off"
         self._problem_text = ""
         self._input: Widget | None = None
         self._generation = 0
@@ -174,9 +154,9 @@ class FieldRow(Widget):
         f = self.field
         wid = widget_id(f.name)
         sp = spec(f.name, self._profile)
-        if f.kind == "bool":
+        if f.kind.widget == "switch":
             return Switch(value=bool(sp.default), id=wid, classes="field-input")
-        if f.kind == "enum":
+        if f.kind.widget == "select":
             self._options = tuple(sp.choices or ())
             return LazySelect([(_fmt(c), c) for c in self._options], value=sp.default, allow_blank=False,
                           id=wid, compact=True, classes="-textual-compact field-input")

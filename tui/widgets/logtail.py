@@ -101,7 +101,7 @@ class LogTail(Vertical):
         t = Text(line)
         if _ERR.search(line):
             t.stylize("bold red")
-        elif _WARN.search(line):
+        elif _WARN.search(line) or line.startswith("──── ↻"):  # (a Slurm requeue's mark: tui/screens/monitor.py)
             t.stylize("yellow")
         if self.term:
             t.highlight_words([self.term], style="reverse", case_sensitive=False)

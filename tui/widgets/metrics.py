@@ -101,6 +101,9 @@ class RunState:
     grad_series: Series = field(default_factory=Series)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Series] = field(default_factory=dict)  # PREFERENCE_KEYS seen in log records
+    # Slurm requeues (time limit, preemption): {"step", "from", "to"} — from the preemption (the ranks stopped at a
+    # checkpoint) to the resumed job's start; "to" is None while the job waits in the queue again
+    gaps: list[dict[str, Any]] = field(default_factory=list)
     # (t, step) of recent log records, for the ETA
     _pace: deque = field(default_factory=lambda: deque(maxlen=32))
     # GPU telemetry (``gpu`` records, engine/telemetry.py): the newest samples, oldest first
@@ -153,6 +156,9 @@ class RunState:
         if isinstance(r.get("truncated"), (int, float)) and not isinstance(r.get("truncated"), bool):
             self.rows_truncated = int(r["truncated"])
         if k == "start":
+            if self.gaps and self.gaps[-1]["to"] is None and t is not None:  # the requeued job started again
+                self.gaps[-1]["to"] = t
+                self._pace.clear()  # (the ETA from the resumed pace, not across the queue's wait)
             self.status = "running" if self.status == "pending" else self.status
             self.started = t if self.started is None else self.started
             self.total_steps = int(r.get("total_steps") or self.total_steps or 0)
@@ -160,6 +166,9 @@ class RunState:
             self.model = str(r.get("model") or self.model)
             self.method = str(r.get("method") or r.get("stage") or self.method)
         elif k == "status":
+            if r.get("phase") in ("preempted", "requeued") and t is not None and (
+                    not self.gaps or self.gaps[-1]["to"] is not None):
+                self.gaps.append({"step": step, "from": t, "to": None})
             self.phase = str(r.get("phase") or "")
             self.phase_text = str(r.get("text") or r.get("message") or "")
             if self.status == "pending":
@@ -238,6 +247,14 @@ class RunState:
                 self.error_tail = str(tb).rstrip().splitlines()[-1]
 
     # -- derived -----------------------------------------------------------
+    def lost_s(self, now: float) -> float:
+        """Seconds the run spent requeued (preempted → started again), the current wait included."""
+        total = 0.0
+        for g in self.gaps:
+            end = g["to"] if g["to"] is not None else (self.ended or (now if not self.finished else g["from"]))
+            total += max(0.0, end - g["from"])
+        return total
+
     def elapsed(self, now: float) -> float | None:
         if self.started is None:
             return None
@@ -254,8 +271,9 @@ class RunState:
                 return (self.total_steps - self.step) * (t1 - t0) / (s1 - s0)
         if self._pace and self.started is not None:  # from the first steps: their pace since the start
             t1, s1 = self._pace[-1]
-            if s1 > 0 and t1 > self.started:
-                return (self.total_steps - self.step) * (t1 - self.started) / s1
+            spent = t1 - self.started - self.lost_s(t1)
+            if s1 > 0 and spent > 0:
+                return (self.total_steps - self.step) * spent / s1
         return None
 
     def checkpoint_rows(self) -> list[dict[str, Any]]:

@@ -78,6 +78,7 @@ class MetricPlot(PlotextPlot):
         self.min_span = MIN_Y_SPAN
         self.min_abs = 0.0  # and at least this much (values near zero: rewards)
         self.ylim: tuple[float, float] | None = None  # a bounded quantity's whole range (an accuracy: 0 to 1)
+        self.vlines: list[tuple[float, str]] = []  # (x, theme colour): marks across the plot (a Slurm requeue)
         self._has_data = False
         self._cache: tuple | None = None  # (key, Text)
         self._inflight: tuple | None = None
@@ -131,6 +132,7 @@ class MetricPlot(PlotextPlot):
             "min_span": self.min_span,
             "min_abs": self.min_abs,
             "ylim": self.ylim,
+            "vlines": [(x, self._rgb(c)) for x, c in self.vlines],
             "lines": [(ln.label, list(ln.xs), list(ln.ys), self._rgb(ln.color), ln.marker) for ln in self.lines],
             "theme": self._get_plotext_theme_name(self.app.theme),
         }

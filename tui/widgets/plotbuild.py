@@ -64,6 +64,8 @@ def build_ansi(plt: Any, width: int, height: int, spec: dict) -> str:
             ys = ys[::k] + ([ys[-1]] if (len(ys) - 1) % k else [])
         xs_all.extend((xs[0], xs[-1]))
         plt.plot(xs, ys, marker=marker, color=color, label=label or None)
+    for x, color in spec.get("vlines") or []:
+        plt.vline(x, color)
     if spec["ylabel"]:
         plt.ylabel(spec["ylabel"])
     xlim = spec.get("xlim")  # the dashboard's plots share one x-range

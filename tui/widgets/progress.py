@@ -33,6 +33,8 @@ class RunProgress(Horizontal):
         if st.epoch is not None:
             parts.append(f"epoch {st.epoch:.2f}")
         parts.append(f"elapsed {fmt_duration(st.elapsed(now))}")
+        if st.gaps:  # Slurm requeues: the time the run was not training
+            parts.append(requeue_text(st, now))
         if not st.finished:
             eta = st.eta(now)
             parts.append(f"ETA {fmt_duration(eta)}" if eta is not None else "ETA —")
@@ -40,6 +42,14 @@ class RunProgress(Horizontal):
         if text != self._text:
             self._text = text
             self.query_one("#run-steps", Static).update(text, layout=False)
+
+
+def requeue_text(st: RunState, now: float) -> str:
+    """``↻ requeued at step 40: 2m 10s lost`` (the wait so far while the job is queued again)."""
+    n = len(st.gaps)
+    where = f"at step {st.gaps[0]['step']}" if n == 1 else f"{n}× (steps {', '.join(str(g['step']) for g in st.gaps)})"
+    waiting = st.gaps[-1]["to"] is None and not st.finished
+    return f"↻ requeued {where}: {fmt_duration(st.lost_s(now))} " + ("waiting so far" if waiting else "lost")
 
 
 def stats_text(st: RunState) -> str:
