@@ -78,7 +78,7 @@ class FakeLauncher:
     def __init__(self) -> None:
         self.jobs: list[Any] = []
 
-    def __call__(self, job: Any) -> Any:
+    def __call__(self, job: Any, progress: Any = None) -> Any:
         self.jobs.append(job)
         return SimpleNamespace(name=job.values.get("launch.run_name"), run_dir=Path("runs") / "x")
 

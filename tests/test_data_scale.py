@@ -171,7 +171,7 @@ from engine.train.trainers import tokenize_lm
 tok = load_tokenizer(sys.argv[1])
 rows = json.loads(open(sys.argv[2]).read())
 said = []
-ds, _ = tokenized(tok, rows, "sft", 64, tokenize_lm, lambda p, t, **kw: said.append(kw["cache"]))
+ds, _ = tokenized(tok, rows, "sft", 64, tokenize_lm, lambda p, t, **kw: "cache" in kw and said.append(kw["cache"]))
 print(json.dumps({"said": said, "rows": len(ds), "first": ds[0]["input_ids"]}))
 """
 

@@ -210,10 +210,10 @@ def ssh_hosts() -> list[str]:
     return hosts()
 
 
-def _start_run(job: JobConfig) -> Any:
+def _start_run(job: JobConfig, progress: Callable[[str, int, int], None] | None = None) -> Any:
     from engine.launch import start_run
 
-    return start_run(job, secrets=job.secrets)
+    return start_run(job, secrets=job.secrets, progress=progress)
 
 
 @dataclass
@@ -221,7 +221,7 @@ class Services:
     describe_model: Callable[[str], Any] = _describe_model
     estimate: Callable[..., Any] = _estimate  # (job, num_examples=, tokens_per_example=)
     data_check: Callable[[JobConfig], dict[str, Any]] = _data_check
-    start_run: Callable[[JobConfig], Any] = _start_run
+    start_run: Callable[..., Any] = _start_run  # (job, progress=(host, bytes sent, bytes in all) while data uploads)
     ssh_hosts: Callable[[], list[str]] = ssh_hosts
     clock: Callable[[], datetime] = datetime.now
     gpu_memory: Callable[[str], float | None] = _gpu_memory  # launch host → GiB of its smallest GPU, or None
@@ -1297,10 +1297,23 @@ class FinetuiApp(App[None]):
         self.notify(f"Launching {job.values['launch.run_name']}…", timeout=3)
         self._launch_worker(job)
 
+    #: the data upload of the launch under way, as the launch step shows it (None: no upload)
+    upload_text: str | None = None
+
+    def _upload_shown(self, text: str) -> None:
+        from rich.text import Text
+
+        self.upload_text = text
+        for w in self.query("#launch-reason"):
+            w.update(Text(f"⇡ {text}", overflow="ellipsis"))  # type: ignore[attr-defined]
+
     @work(thread=True, exclusive=True, group="launch")
     def _launch_worker(self, job: JobConfig) -> None:
+        from engine.launch.remote import upload_meter
+
+        progress = upload_meter(lambda host, sent, total, text: self.call_from_thread(self._upload_shown, text))
         try:
-            ref = self.services.start_run(job)
+            ref = self.services.start_run(job, progress=progress)
         except FinetuiError as e:
             self.call_from_thread(self._launched, None, "\n".join(e.lines()))
             return
@@ -1311,6 +1324,7 @@ class FinetuiApp(App[None]):
 
     def _launched(self, ref: Any, error: str | None) -> None:
         self.launching = False
+        self.upload_text = None
         self.refresh_views()
         if error:
             self.notify(error, title="Launch failed", severity="error", timeout=10)

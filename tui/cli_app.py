@@ -132,7 +132,7 @@ def show(file: Path = typer.Argument(..., help="A TOML preset.")) -> None:
 def _register_areas() -> None:
     import importlib
 
-    for mod in ("data", "launch", "estimate", "interop", "generate", "compare", "serving", "sweep"):
+    for mod in ("data", "launch", "estimate", "interop", "generate", "compare", "serving", "sweep", "cache"):
         importlib.import_module(f"tui.commands.{mod}").register(app)
 
 

@@ -6,7 +6,8 @@ validation); tokenization (:mod:`engine.data.tokenize`) imports them lazily.
 Contract used by the training worker::
 
     from engine.data import load_rows, DataError
-    data = load_rows(job.resolved(), secrets)   # .train, .eval, .dropped, .report
+    data = load_rows(job.resolved(), secrets)   # .train, .eval, .dropped, .report (lists)
+    data = stream_rows(job.resolved(), secrets) # the same, as Rows read again from the sources (the worker's)
 
 ``secrets`` holds S3 credentials keyed by the variable names the job gives in
 ``data.s3_access_key_env`` / ``data.s3_secret_key_env`` (default ``AWS_ACCESS_KEY_ID`` /
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from engine.data.errors import DataError, RowError
 from engine.data.formats import as_messages
-from engine.data.loader import LoadedData, allowed_formats, check_compat, load_rows, split_rows
+from engine.data.loader import LoadedData, Rows, allowed_formats, check_compat, load_rows, split_rows, stream_rows
 
-__all__ = ["DataError", "RowError", "LoadedData", "load_rows", "allowed_formats", "check_compat",
+__all__ = ["DataError", "RowError", "LoadedData", "Rows", "load_rows", "stream_rows", "allowed_formats", "check_compat",
            "split_rows", "as_messages"]

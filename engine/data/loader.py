@@ -1,14 +1,19 @@
 """Load a job's data: canonical rows, invalid rows dropped within the allowed share, a split.
 
-``load_rows(res, secrets)`` is the contract the training worker uses; ``scan`` is the
-streaming core shared with the data check.
+``stream_rows(res, secrets)`` is the contract the training worker uses (rows counted and hashed in a first pass,
+read again from the sources when they are tokenized: never all in memory); ``load_rows`` gives them as lists;
+``scan`` is the streaming core shared with the data check.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import random
+from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from engine.schema import FORMATS, FORMATS_BY_STAGE
 from engine.data.errors import DataError, RowError
@@ -56,8 +61,8 @@ class ScanCounts:
 
 @dataclass
 class LoadedData:
-    train: list[dict]
-    eval: Optional[list[dict]]
+    train: Any  # list[dict] (load_rows) or Rows (stream_rows)
+    eval: Any
     dropped: int
     report: dict
 
@@ -146,41 +151,102 @@ def scan_all(srcs: list[tuple[Source, str]], counts: ScanCounts, *, materialize_
         yield from scan(src, f, counts, materialize_images=materialize_images, limit_valid=limit_valid, stage=stage)
 
 
-def _load_one(path: str, res: dict, secrets: dict | None, fmt: str, limit: int | None
-              ) -> tuple[list[dict], ScanCounts, str]:
-    srcs = open_sources(path, fmt, res.get("trainer.stage"), res.get("profile"), res, secrets)
+class Rows:
+    """A part of the job's rows (training or validation) read afresh from its sources each time it is iterated:
+    its length and content digest are known (from a first pass), its rows are never all in memory at once.
+    ``rows[:k]`` gives the first ``k`` as a list."""
+
+    def __init__(self, make: Callable[[], Iterator[dict]], n: int, digest: str, display: str = ""):
+        self._make = make
+        self.n = n
+        self.digest = digest  # the rows' content: what a cache of their tokens is keyed on
+        self.display = display
+
+    def __iter__(self) -> Iterator[dict]:
+        seen = 0
+        for r in self._make():
+            seen += 1
+            yield r
+        if seen != self.n:
+            raise DataError(f"{self.display or 'the data'}: the data changed while it was read ({self.n} rows "
+                            f"counted, {seen} read); start the run again")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __bool__(self) -> bool:
+        return self.n > 0
+
+    def __getitem__(self, k: slice) -> list[dict]:
+        if not isinstance(k, slice) or k.step not in (None, 1) or (k.start or 0) < 0 or (k.stop or 0) < 0:
+            raise TypeError("Rows: only a forward slice (rows[a:b]) is supported")
+        return list(itertools.islice(self._make(), k.start or 0, k.stop))
+
+
+def row_digest(rows: Iterable[dict], h: Any = None) -> Any:
+    """A running sha256 over canonical rows (their JSON, keys sorted): what a row list's content is keyed on."""
+    h = h or hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h
+
+
+def _first_pass(path: str, res: dict, secrets: dict | None, fmt: str, limit: int | None
+                ) -> tuple[Callable[[], Iterator[dict]], ScanCounts, str, str]:
+    """Count and hash a data path's rows without keeping them; raises the threshold's :class:`DataError`.
+    → (a function streaming the rows again, the counts, the sources' display, the rows' digest)."""
+    stage = res.get("trainer.stage")
+    srcs = open_sources(path, fmt, stage, res.get("profile"), res, secrets)
     display = ", ".join(s.display for s, _ in srcs)
     counts = ScanCounts()
-    rows = [r for _, r in scan_all(srcs, counts, limit_valid=limit, stage=res.get("trainer.stage"))]
+    h = row_digest((r for _, r in scan_all(srcs, counts, limit_valid=limit, stage=stage)))
     msg = threshold_error(display, counts, float(res.get("data.allow_percentage_invalid_samples") or 0.0))
     if msg:
         raise DataError(msg)
-    return rows, counts, display
+
+    def again() -> Iterator[dict]:
+        return (r for _, r in scan_all(srcs, ScanCounts(), limit_valid=limit, stage=stage))
+
+    return again, counts, display, h.hexdigest()
+
+
+def held_out(n: int, val_size: float, seed: int) -> bytearray:
+    """Which of ``n`` rows are held out for validation (1) — ``round(n × val_size)`` of them (at least one),
+    chosen by the seed: the same rows :func:`split_rows` holds out, at 9 bytes a row while it is chosen."""
+    k = max(1, int(round(n * val_size)))
+    if k >= n:
+        raise DataError(f"data.val_size: {val_size:g} of {n} rows leaves no training rows")
+    idx = array("q", range(n))
+    random.Random(seed).shuffle(idx)  # (the same draws as shuffling a list: the same permutation)
+    held = bytearray(n)
+    for i in idx[:k]:
+        held[i] = 1
+    return held
 
 
 def split_rows(rows: list[dict], val_size: float, seed: int) -> tuple[list[dict], list[dict]]:
     """Deterministic hold-out: ``round(n × val_size)`` rows (at least one) chosen by the seed."""
-    n = len(rows)
-    k = max(1, int(round(n * val_size)))
-    if k >= n:
-        raise DataError(f"data.val_size: {val_size:g} of {n} rows leaves no training rows")
-    idx = list(range(n))
-    random.Random(seed).shuffle(idx)
-    held = set(idx[:k])
-    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+    held = held_out(len(rows), val_size, seed)
+    return [r for i, r in enumerate(rows) if not held[i]], [r for i, r in enumerate(rows) if held[i]]
 
 
-def unpair(rows: list[dict]) -> list[dict]:
+def unpair(rows: Iterable[dict]) -> Iterator[dict]:
     """Preference rows → KTO rows: chosen with label true, rejected with label false."""
-    out = []
     for r in rows:
-        out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
-        out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
-    return out
+        yield {"prompt": r["prompt"], "completion": r["chosen"], "label": True}
+        yield {"prompt": r["prompt"], "completion": r["rejected"], "label": False}
 
 
-def load_rows(res: dict, secrets: dict | None = None) -> LoadedData:
-    """The job's training (and evaluation) rows in canonical form.  Raises :class:`DataError`."""
+def _derived(base: Callable[[], Iterator[dict]], how: Callable[[Iterator[dict]], Iterator[dict]]
+             ) -> Callable[[], Iterator[dict]]:
+    return lambda: how(base())
+
+
+def stream_rows(res: dict, secrets: dict | None = None) -> LoadedData:
+    """The job's training (and evaluation) rows as :class:`Rows`: counted, checked against the allowed share of
+    invalid rows and hashed in a first pass, then read again from the sources whenever they are iterated — the
+    training worker's path, whose memory does not grow with the corpus.  Raises :class:`DataError`."""
     fmt = res.get("data.format") or "alpaca"
     stage = res.get("trainer.stage")
     msg = check_compat(fmt, stage, res.get("profile"))
@@ -190,7 +256,8 @@ def load_rows(res: dict, secrets: dict | None = None) -> LoadedData:
     if not path:
         raise DataError("data.train_path: no training data set")
     limit = res.get("data.max_samples")
-    train, counts, display = _load_one(path, res, secrets, fmt, limit)
+    again, counts, display, digest = _first_pass(path, res, secrets, fmt, limit)
+    train = Rows(again, counts.valid, digest, display)
     report: dict[str, Any] = {
         "train": {"source": display, "total": counts.total, "valid": counts.valid, "invalid": counts.invalid,
                   "invalid_pct": round(counts.invalid_pct, 4),
@@ -198,27 +265,45 @@ def load_rows(res: dict, secrets: dict | None = None) -> LoadedData:
         "format": fmt, "stage": stage,
     }
     dropped = counts.invalid
-    eval_rows: list[dict] | None = None
+    eval_rows: Rows | None = None
     vpath = str(res.get("data.validation_path") or "").strip()
     if vpath:
-        eval_rows, vcounts, vdisplay = _load_one(vpath, res, secrets, fmt, None)
+        vagain, vcounts, vdisplay, vdigest = _first_pass(vpath, res, secrets, fmt, None)
+        eval_rows = Rows(vagain, vcounts.valid, vdigest, vdisplay)
         dropped += vcounts.invalid
         report["eval"] = {"source": vdisplay, "total": vcounts.total, "valid": vcounts.valid,
                           "invalid": vcounts.invalid, "invalid_rows": [i.as_dict() for i in vcounts.listed]}
     elif float(res.get("data.val_size") or 0.0) > 0:
-        train, eval_rows = split_rows(train, float(res["data.val_size"]), int(res.get("runtime.seed") or 0))
-        report["eval"] = {"source": f"{display} (held out {len(eval_rows)} rows, val_size "
+        val_size, seed = float(res["data.val_size"]), int(res.get("runtime.seed") or 0)
+        held = held_out(train.n, val_size, seed)
+        k = sum(held)
+        part = f"{digest}:val_size={val_size!r}:seed={seed}"
+        keep = lambda want: lambda rows: (r for i, r in enumerate(rows) if held[i] == want)  # noqa: E731
+        eval_rows = Rows(_derived(again, keep(1)), k, hashlib.sha256(f"{part}:held".encode()).hexdigest(), display)
+        train = Rows(_derived(again, keep(0)), train.n - k, hashlib.sha256(f"{part}:train".encode()).hexdigest(),
+                     display)
+        report["eval"] = {"source": f"{display} (held out {k} rows, val_size "
                                     f"{res['data.val_size']:g}, seed {res.get('runtime.seed')})",
-                          "valid": len(eval_rows)}
+                          "valid": k}
     if stage == "kto" and fmt == "preference":
         # KTO learns from unpaired feedback: each pair gives a desirable and an undesirable row
-        train = unpair(train)
-        eval_rows = unpair(eval_rows) if eval_rows is not None else None
+        un = lambda r: Rows(_derived(r._make, unpair), 2 * r.n, hashlib.sha256(  # noqa: E731
+            f"{r.digest}:unpaired".encode()).hexdigest(), r.display)
+        train = un(train)
+        eval_rows = un(eval_rows) if eval_rows is not None else None
         report["unpaired"] = True
     report["dropped"] = dropped
     report["train_rows"] = len(train)
     report["eval_rows"] = len(eval_rows) if eval_rows is not None else 0
     return LoadedData(train=train, eval=eval_rows, dropped=dropped, report=report)
+
+
+def load_rows(res: dict, secrets: dict | None = None) -> LoadedData:
+    """The job's training (and evaluation) rows in canonical form, as lists (:func:`stream_rows` keeps them on
+    disk).  Raises :class:`DataError`."""
+    d = stream_rows(res, secrets)
+    return LoadedData(train=list(d.train), eval=list(d.eval) if d.eval is not None else None, dropped=d.dropped,
+                      report=d.report)
 
 
 class PreflightError(DataError):

@@ -174,12 +174,20 @@ def tokenize_messages(tok: Any, msgs: list[dict], max_length: int | None = None,
 
 
 def tokenize_text(tok: Any, text: str, max_length: int | None = None) -> dict:
-    ids = list(tok(text, add_special_tokens=True)["input_ids"])
+    return tokenize_texts(tok, [text], max_length)[0]
+
+
+def tokenize_texts(tok: Any, texts: list[str], max_length: int | None = None) -> list[dict]:
+    """:func:`tokenize_text` of several texts, encoded in one call (the tokenizer's batch: the same ids)."""
     eos = getattr(tok, "eos_token_id", None)
-    if eos is not None and (not ids or ids[-1] != eos):
-        ids.append(eos)
-    ids, labels, cut = _truncate(ids, list(ids), max_length)
-    return {"input_ids": ids, "labels": labels, "truncated": cut}
+    out = []
+    for ids in tok(texts, add_special_tokens=True)["input_ids"] if texts else []:
+        ids = list(ids)
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids.append(eos)
+        ids, labels, cut = _truncate(ids, list(ids), max_length)
+        out.append({"input_ids": ids, "labels": labels, "truncated": cut})
+    return out
 
 
 def tokenize_row(tokenizer: Any, row: dict, stage: str | None = None, max_length: int | None = None) -> dict:

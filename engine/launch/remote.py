@@ -81,6 +81,34 @@ def forwarded_env() -> dict[str, str]:
 Progress = Callable[[str, int, int], None]
 
 
+def _mb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def upload_text(host: str, sent: int, total: int, seconds: float) -> str:
+    """``uploading data to gpu-box: 42% (12.0 MB of 28.6 MB) · 3.1 MB/s · about 5 s left``."""
+    pct = 100 if not total else int(sent * 100 / total)
+    text = f"uploading data to {host}: {pct}% ({_mb(sent)} of {_mb(total)})"
+    rate = sent / seconds if seconds > 0 else 0.0
+    if rate and sent < total:
+        text += f" · {_mb(rate)}/s · about {(total - sent) / rate:.0f} s left"
+    return text
+
+
+def upload_meter(show: Callable[[str, int, int, str], None], clock: Callable[[], float] = time.monotonic
+                 ) -> Progress:
+    """A :data:`Progress` that times each host's upload and passes ``show(host, sent, total, text)`` its line
+    (:func:`upload_text`): what the CLI and the TUI both say."""
+    began: dict[str, float] = {}
+
+    def progress(host: str, sent: int, total: int) -> None:
+        now = clock()
+        t0 = began.setdefault(host, now)
+        show(host, sent, total, upload_text(host, sent, total, now - t0))
+
+    return progress
+
+
 def _data_files(res: dict[str, Any], hosts: list[str] | None = None,
                 python: str = REMOTE_PYTHON) -> tuple[list[tuple[Path, str]], dict[str, str]]:
     """The local data files the run needs (path here, name in the run directory) and the config rewrite (field →

@@ -343,12 +343,22 @@ def _performance_warnings(*, res, method, warn, **_: Any) -> None:
 
 
 #: the cross-field rules, in the order their problems are listed
+# NEW RULE (data): streaming needs a step count and text rows of pre-training / SFT
+def _streaming(*, res, stage, err, **_: Any) -> None:
+    if res.get("data.streaming") and stage not in ("pretrain", "sft"):
+        err("data.streaming", f"streaming applies to pre-training and SFT, not {stage}", "false")
+    elif res.get("data.streaming") and not res["general.max_steps"]:
+        err("data.streaming", "streaming needs general.max_steps: the rows are read while training, not counted "
+            "into epochs", "false, or set general.max_steps")
+
+
 RULES: list[Callable[..., None]] = [
     _mlflow_credentials, _training_data_required, _backend_options, _quantization, _preference_loss_options,
     _best_checkpoint, _evaluation_data, _warmup, _epochs_or_steps, _min_lr_below_lr, _data_formats, _data_suffixes,
     _layers_by_architecture, _service_limitations, _device, _prompt_init_text, _kto_batch,
     _offered_methods_and_stages, _launcher_and_nodes, _packing, _replicas_by_model, _global_batch, _catalog,
     _start_at, _network, _resume, _performance_warnings,
+    _streaming,  # NEW RULE (data)
 ]
 
 

@@ -20,7 +20,27 @@ flash-attention-2, where TRL's own flattened BFD packing is the faster layout.
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _bfd(lengths: Any, order: Any, capacity: int, assign: Callable[[int, int], None]) -> int:
+    """Best-fit decreasing over the rows in ``order`` (longest first): ``assign(row, bin)`` for each; → bins made."""
+    free: list[tuple[int, int]] = []  # (space left, bin index), ascending
+    n_bins = 0
+    for i in order:
+        i = int(i)
+        n = int(lengths[i])
+        k = bisect.bisect_left(free, (n, -1))
+        if k < len(free):
+            space, b = free.pop(k)
+            assign(i, b)
+            bisect.insort(free, (space - n, b))
+        else:
+            assign(i, n_bins)
+            bisect.insort(free, (capacity - n, n_bins))
+            n_bins += 1
+    return n_bins
 
 
 def bfd_bins(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -31,18 +51,87 @@ def bfd_bins(lengths: list[int], capacity: int) -> list[list[int]]:
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     bins: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (space left, bin index), ascending
-    for i in order:
-        n = lengths[i]
-        k = bisect.bisect_left(free, (n, -1))
-        if k < len(free):
-            space, b = free.pop(k)
-            bins[b].append(i)
-            bisect.insort(free, (space - n, b))
-        else:
-            bins.append([i])
-            bisect.insort(free, (capacity - n, len(bins) - 1))
+
+    def assign(i: int, b: int) -> None:
+        if b == len(bins):
+            bins.append([])
+        bins[b].append(i)
+
+    _bfd(lengths, order, capacity, assign)
     return bins
+
+
+class _Column:
+    """A list column of a (memory-mapped) Arrow table read row by row as numpy views of its chunks: gathering rows
+    from anywhere touches only their pages (Arrow's ``take`` on a chunked column first concatenates every chunk)."""
+
+    def __init__(self, col: Any):
+        import numpy as np
+
+        self.vals = [c.values.to_numpy(zero_copy_only=False) for c in col.chunks]
+        self.offs = [c.offsets.to_numpy(zero_copy_only=False) for c in col.chunks]
+        self.starts = np.cumsum([0] + [len(c) for c in col.chunks])
+
+    def gather(self, rows: Any) -> Any:
+        import numpy as np
+
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        parts = []
+        for r, c in zip(rows.tolist(), which.tolist()):
+            i = r - int(self.starts[c])
+            parts.append(self.vals[c][self.offs[c][i]:self.offs[c][i + 1]])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+#: rows binned together by :func:`pack_arrow`: best-fit decreasing within each window of this many consecutive rows
+#: (the whole data when smaller: then exactly :func:`pack_rows`); its numpy arrays (~60 bytes a row) stay bounded
+PACK_WINDOW = 1_000_000
+
+
+def pack_arrow(ds: Any, max_len: int, dest: Path, bins_per_batch: int = 2048,
+               window: int | None = None) -> tuple[int, int]:
+    """:func:`pack_rows` for a tokenized Arrow ``datasets.Dataset`` (the tokenize-once cache), written as an Arrow
+    stream file ``dest``: the same bins, rows and ``seq_lengths`` (for data of up to :data:`PACK_WINDOW` rows;
+    larger data is binned window by window), built a batch of bins at a time from views of the mapped columns
+    (memory: a few numpy arrays of one number per row of a window, never the rows).  → (packed rows, tokens)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = ds.data.table if hasattr(ds.data, "table") else ds.data
+    cols = {name: _Column(table.column(name)) for name in ("input_ids", "labels")}
+    all_lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int32)
+    window = window or PACK_WINDOW
+    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
+                        ("seq_lengths", pa.list_(pa.int32()))])
+    total_bins = tokens = 0
+    with open(dest, "wb") as fh, pa.ipc.new_stream(fh, schema) as w:
+        for w0 in range(0, len(all_lengths), window):
+            lengths = all_lengths[w0:w0 + window]
+            n = len(lengths)
+            order = np.lexsort((np.arange(n), -lengths.astype(np.int64)))  # longest first, then by index
+            bin_of = np.empty(n, dtype=np.int32)
+            n_bins = _bfd(lengths, order, max_len, bin_of.__setitem__)
+            pos = np.empty(n, dtype=np.int32)
+            pos[order] = np.arange(n, dtype=np.int32)  # (rank in the order: a bin's rows, longest first)
+            del order
+            members = np.lexsort((pos, bin_of))  # rows bin by bin, in their bin's order
+            starts = np.concatenate([[0], np.cumsum(np.bincount(bin_of, minlength=n_bins))])
+            del bin_of, pos
+            for b0 in range(0, n_bins, bins_per_batch):
+                b1 = min(n_bins, b0 + bins_per_batch)
+                idx = members[starts[b0]:starts[b1]]
+                lens = lengths[idx].astype(np.int64)
+                row_off = (starts[b0:b1 + 1] - starts[b0]).astype(np.int32)
+                tok_off = np.concatenate([[0], np.cumsum(lens)])[row_off].astype(np.int32)
+                arrays = [pa.ListArray.from_arrays(pa.array(tok_off),
+                                                   pa.array(cols[name].gather(idx + w0).astype(np.int32)))
+                          for name in ("input_ids", "labels")]
+                arrays.append(pa.ListArray.from_arrays(pa.array(row_off), pa.array(lens.astype(np.int32))))
+                w.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                tokens += int(lens.sum())
+            total_bins += n_bins
+    return total_bins, tokens
 
 
 def pack_rows(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from engine.schema import packs
 from engine.launch.rundir import CHECKPOINTS_DIR
@@ -107,16 +107,32 @@ def common_args(res: dict, run_dir: Path, device: str, has_eval: bool, report_to
     return kw
 
 
-def to_unpaired(rows: list[dict]) -> list[dict]:
+def to_unpaired(rows: Iterable[dict]) -> Iterator[dict]:
     """Preference pairs → KTO rows (chosen: desirable, rejected: undesirable)."""
-    out = []
     for r in rows:
         if "label" in r:
-            out.append(r)
+            yield r
             continue
-        out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
-        out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
-    return out
+        yield {"prompt": r["prompt"], "completion": r["chosen"], "label": True}
+        yield {"prompt": r["prompt"], "completion": r["rejected"], "label": False}
+
+
+def rows_dataset(rows: Any, keys: tuple[str, ...] | None, status: Callable[..., None], what: str = "training",
+                 unpaired: bool = False) -> Any:
+    """Canonical rows for a trainer that tokenizes them itself: a list → ``Dataset.from_list``; streamed
+    :class:`engine.data.loader.Rows` → an Arrow file in the host's cache, memory-mapped (never a list)."""
+    from datasets import Dataset
+
+    from engine.data.loader import Rows
+
+    if rows is None:
+        return None
+    if isinstance(rows, Rows):
+        from engine.data.tokcache import arrow_rows
+
+        return arrow_rows(rows, keys, to_unpaired if unpaired else None, what, status) if rows else None
+    rows = list(to_unpaired(rows)) if unpaired else rows
+    return Dataset.from_list(_strip(rows, keys) if keys else rows) if rows else None
 
 
 def _strip(rows: list[dict] | None, keys: tuple[str, ...]) -> list[dict] | None:
@@ -167,16 +183,61 @@ def vision_data(res: dict, tok: Any, model: Any, rows: list[dict] | None, convo:
 
 
 def tokenize_lm(tok: Any, rows: list[dict], stage: str, max_len: int) -> tuple[list[dict], int]:
-    """Pre-tokenize pretrain / SFT rows with the data module's tokenize_row (same masking as the preview)."""
-    from engine.data.tokenize import tokenize_row
+    """Pre-tokenize pretrain / SFT rows with the data module's tokenize_row (same masking as the preview); a run of
+    plain-text rows is encoded in one tokenizer call (the same ids)."""
+    from engine.data.tokenize import tokenize_row, tokenize_texts
 
     out, truncated = [], 0
-    for r in rows:
-        t = tokenize_row(tok, r, stage, max_len)
+    texts = [r["text"] for r in rows] if all("text" in r for r in rows) else None
+    done = tokenize_texts(tok, texts, max_len) if texts is not None else (tokenize_row(tok, r, stage, max_len)
+                                                                         for r in rows)
+    for t in done:
         truncated += 1 if t.get("truncated") else 0
         if stage == "pretrain" or any(lbl != -100 for lbl in t["labels"]):
             out.append({"input_ids": t["input_ids"], "labels": t["labels"]})
     return out, truncated
+
+
+def pc_sum(ds: Any, column: str) -> list[int]:
+    """The sums of an Arrow list column's values, chunk by chunk (no row read into Python)."""
+    import pyarrow.compute as pc
+
+    col = ds.data.table.column(column) if hasattr(ds.data, "table") else ds.data.column(column)
+    return [int(pc.sum(pc.list_flatten(c)).as_py() or 0) for c in col.chunks]
+
+
+#: streaming mode: rows tokenized (and packed) a window at a time; shuffled within a buffer
+STREAM_WINDOW = 2000
+STREAM_BUFFER = 10_000
+
+
+def streamed_lm(tok: Any, rows: Any, stage: str, max_len: int, pack: bool, seed: int) -> Any:
+    """``data.streaming``: an ``IterableDataset`` that reads the rows from their sources, tokenizes them (and packs
+    them, best-fit decreasing within each window of :data:`STREAM_WINDOW` rows) while training — nothing cached
+    on disk; shuffled within a buffer of :data:`STREAM_BUFFER` rows, each epoch with another seed."""
+    from datasets import Features, IterableDataset, List, Value
+
+    from engine.data.tokcache import chunks
+    from engine.train.packing import pack_rows
+
+    feats = {"input_ids": List(Value("int32")), "labels": List(Value("int32"))}
+    if pack:
+        feats["seq_lengths"] = List(Value("int32"))
+
+    def gen() -> Any:
+        for part in chunks(rows, STREAM_WINDOW):
+            out, _ = tokenize_lm(tok, part, stage, max_len)
+            yield from (pack_rows(out, max_len) if pack else out)
+
+    return IterableDataset.from_generator(gen, features=Features(feats)).shuffle(seed=seed,
+                                                                                 buffer_size=STREAM_BUFFER)
+
+
+def _packed_collator(tok: Any) -> Any:
+    """The collator of packed rows (engine/train/packing.py) with the tokenizer's pad id (else EOS)."""
+    from engine.train.packing import PackedRowsCollator
+
+    return PackedRowsCollator(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
 
 
 def _truncate_pairs(dataset: Any, max_len: int) -> tuple[Any, int]:
@@ -245,43 +306,66 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
     stage = res["trainer.stage"]
     max_len = int(res["general.max_sequence_length"])
     opt = (optimizer, None) if optimizer is not None else (None, None)
-    ds = lambda rows: (rows if isinstance(rows, Dataset) else Dataset.from_list(rows)) if rows else None  # noqa: E731
+    from datasets import IterableDataset
+
+    ds = lambda rows: (rows if isinstance(rows, (Dataset, IterableDataset))  # noqa: E731
+                       else Dataset.from_list(rows) if rows else None)
 
     if stage in ("pretrain", "sft"):
         from trl import SFTConfig
 
         SFTTrainer = sft_trainer_class()
         vision = any(r.get("images") for r in train_rows[:50])
+        streaming = bool(res.get("data.streaming")) and not vision
         if vision:
             tok, train = vision_data(res, tok, model, train_rows, "messages", ("messages",))
             evl, trunc = vision_data(res, tok.tokenizer, model, eval_rows, "messages", ("messages",))[1], 0
         else:
             from engine.data.tokcache import tokenized  # (once per data, tokenizer and length: a cached Arrow file)
 
-            train, trunc = tokenized(tok, train_rows, stage, max_len, tokenize_lm, status)
+            if not streaming:
+                train, trunc = tokenized(tok, train_rows, stage, max_len, tokenize_lm, status)
             evl = tokenized(tok, eval_rows, stage, max_len, tokenize_lm, status, "validation")[0] if eval_rows else None
-        status("tokenizing", f"{len(train)} training rows, {trunc} truncated to {max_len} tokens",
-               rows=len(train), truncated=trunc)
-        if not train:
-            raise UserError("data.train_path: no trainable rows left after tokenization "
-                            f"(general.max_sequence_length = {max_len} may be too short)")
         padding_free = bool(res["data.padding_free"]) and not vision
         packing = packs(res) and not vision  # TRL packs no image rows
         collator = None
+        if streaming:
+            train = streamed_lm(tok, train_rows, stage, max_len, packing, int(res["runtime.seed"] or 0))
+            status("tokenizing", f"streaming {len(train_rows)} training rows: read, tokenized"
+                   f"{' and packed' if packing else ''} while training, shuffled within {STREAM_BUFFER:,} rows "
+                   "(no cache)", rows=len(train_rows), streaming=True)
+            if packing:  # (the windows' bins are the batch's rows, as below)
+                collator, packing = _packed_collator(tok), False
+        else:
+            status("tokenizing", f"{len(train)} training rows, {trunc} truncated to {max_len} tokens",
+                   rows=len(train), truncated=trunc)
+        if not streaming and not train:
+            raise UserError("data.train_path: no trainable rows left after tokenization "
+                            f"(general.max_sequence_length = {max_len} may be too short)")
         if packing and not padding_free and res["runtime.attention_implementation"] != "flash_attention_2":
             # sdpa / eager: keep the BFD bins as the batch's rows (engine/train/packing.py); TRL's own
             # packing flattens the whole batch, which only flash-attention-2's varlen kernels make cheap
-            from engine.train.packing import PackedRowsCollator, pack_rows
+            from engine.train.packing import pack_arrow, pack_rows
 
             n_rows = len(train)
-            train = pack_rows(train, max_len)
-            fill = sum(len(r["input_ids"]) for r in train) / (len(train) * max_len)
+            if isinstance(train, Dataset):  # the cached tokens: packed on columns, once, beside them
+                from engine.data.tokcache import derived
+
+                train, _ = derived(train, f"packed-{max_len}.arrow", lambda d, p: pack_arrow(d, max_len, p))
+                filled = sum(pc_sum(train, "seq_lengths"))
+            else:
+                train = pack_rows(train, max_len)
+                filled = sum(len(r["input_ids"]) for r in train)
+            fill = filled / (len(train) * max_len)
             status("tokenizing", f"packed {n_rows} rows into {len(train)} sequences of up to {max_len} tokens "
                    f"({fill:.0%} full)", packed_rows=n_rows, packed_sequences=len(train), packed_fill=round(fill, 4))
-            pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-            collator, packing = PackedRowsCollator(pad_id), False
+            collator, packing = _packed_collator(tok), False
+        # rows from the tokenize-once cache are tokenized, truncated and filtered already: TRL's preparation (a
+        # map and a filter over every row, in every rank) would change nothing; its own packing still needs it
+        prepared = (streaming or isinstance(train, Dataset)) and not vision and not packing
         cfg = SFTConfig(**base_args, max_length=max_len, packing=packing,
-                        padding_free=padding_free, dataset_num_proc=None, eos_token=None)
+                        padding_free=padding_free, dataset_num_proc=None, eos_token=None,
+                        dataset_kwargs={"skip_prepare_dataset": True} if prepared else None)
         return SFTTrainer(model=model, args=cfg, train_dataset=ds(train), eval_dataset=ds(evl),
                           processing_class=tok, callbacks=callbacks, optimizers=opt, data_collator=collator)
 
@@ -293,8 +377,8 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
         # truncates them instead, as it truncates SFT rows, and says how many
         cfg = RewardConfig(**base_args, max_length=None)
         keys = ("prompt", "chosen", "rejected")
-        trainer = RewardTrainer(model=model, args=cfg, train_dataset=ds(_strip(train_rows, keys)),
-                                eval_dataset=ds(_strip(eval_rows, keys)), processing_class=tok,
+        trainer = RewardTrainer(model=model, args=cfg, train_dataset=rows_dataset(train_rows, keys, status),
+                                eval_dataset=rows_dataset(eval_rows, keys, status, "validation"), processing_class=tok,
                                 callbacks=callbacks, optimizers=opt)
         trainer.train_dataset, trunc = _truncate_pairs(trainer.train_dataset, max_len)
         if trainer.eval_dataset is not None:
@@ -316,18 +400,19 @@ def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_
         from trl import KTOConfig, KTOTrainer
 
         keys = ("prompt", "completion", "label")
-        train = _strip(to_unpaired(train_rows), keys)
-        evl = _strip(to_unpaired(eval_rows), keys) if eval_rows else None
+        train = rows_dataset(train_rows, keys, status, unpaired=True)
+        evl = rows_dataset(eval_rows, keys, status, "validation", unpaired=True)
         cfg = KTOConfig(**base_args, max_length=max_len, beta=beta)
         return KTOTrainer(model=model, args=cfg, train_dataset=ds(train), eval_dataset=ds(evl),
                           processing_class=tok, callbacks=callbacks, optimizers=opt)
 
     keys = ("prompt", "chosen", "rejected")
-    train, evl = _strip(train_rows, keys), _strip(eval_rows, keys)
     ftx = float(res["preference.preference_ftx"] or 0.0)
     if vision:
         tok, train = vision_data(res, tok, model, train_rows, "prompt", keys)
         evl = vision_data(res, tok.tokenizer, model, eval_rows, "prompt", keys)[1]
+    else:
+        train, evl = rows_dataset(train_rows, keys, status), rows_dataset(eval_rows, keys, status, "validation")
     if loss == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 

@@ -193,10 +193,10 @@ class Worker:
 
         # data (light) before the model, so a bad file fails fast
         self.status("loading data", str(res["data.train_path"]))
-        from engine.data import DataError, load_rows
+        from engine.data import DataError, stream_rows
 
-        try:
-            data = load_rows(res, job.secrets or None)
+        try:  # (counted and hashed here; read again from the sources, a chunk at a time, when tokenized)
+            data = stream_rows(res, job.secrets or None)
         except DataError as e:
             raise UserError(str(e).strip().splitlines()[0]) from None
         self.status("loading data", f"{len(data.train)} training rows, {len(data.eval or [])} validation rows, "

@@ -41,23 +41,21 @@ def _resolve(run: str, runs_dir: Optional[Path]):
 
 def _upload_progress():  # noqa: ANN202
     """Report a data upload on stderr: one line kept up to date on a terminal, a line per tenth otherwise."""
+    from engine.launch.remote import upload_meter
+
     shown: dict[str, int] = {}
     tty = sys.stderr.isatty()
 
-    def mb(n: int) -> str:
-        return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
-
-    def show(host: str, sent: int, total: int) -> None:
+    def show(host: str, sent: int, total: int, text: str) -> None:
         pct = 100 if not total else int(sent * 100 / total)
-        text = f"uploading data to {host}: {pct}% ({mb(sent)} of {mb(total)})"
         if tty:
-            sys.stderr.write("\r" + text + ("\n" if sent >= total else ""))
+            sys.stderr.write("\r" + text + "\033[K" + ("\n" if sent >= total else ""))
             sys.stderr.flush()
         elif shown.get(host, -1) < pct // 10:
             shown[host] = pct // 10
             common.err(text)
 
-    return show
+    return upload_meter(show)
 
 
 def _outcome_code(src, last_end: Optional[dict]) -> int:  # noqa: ANN001

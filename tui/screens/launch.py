@@ -210,6 +210,9 @@ class LaunchPane(StepPane):
             t.append(str(probs[0]))
             reason.update(t)
             reason.tooltip = "\n".join(str(p) for p in probs[:8])
+        elif self.app.launching and getattr(self.app, "upload_text", None):  # type: ignore[attr-defined]
+            reason.update(Text(f"⇡ {self.app.upload_text}", overflow="ellipsis"))  # type: ignore[attr-defined]
+            reason.tooltip = None
         elif host is not None:
             reason.update(Text(f"{'⚠' if host[0] else '✗'} {host[1]}", overflow="ellipsis"))
             reason.tooltip = host[1]
