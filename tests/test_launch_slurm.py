@@ -112,7 +112,20 @@ def test_sigusr1_checkpoints_requeues_and_resumes_at_the_checkpoint(slurm_cluste
     i = wait_for(lambda: (lambda x: x if x.status == "pending" else None)(L.run_info(ref)), 60, poll=0.5)
     assert i.extra["slurm"]["state"] == "PENDING" and i.phase
     slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # (not the 2 minutes' wait)
-    wait_for(lambda: ended(ref) and slurm_cluster.job(job).get("JobState") == "COMPLETED", 300, poll=1)
+
+    def resumed_and_done():
+        j = slurm_cluster.job(job)
+        if j.get("JobState") == "PENDING" and j.get("Reason") == "BeginTime":
+            # the requeue's own hold set after our update (slurmctld finishes the requeue on its next pass)
+            slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
+        return ended(ref) and j.get("JobState") == "COMPLETED"
+
+    try:
+        wait_for(resumed_and_done, 300, poll=1)
+    except AssertionError:
+        log = (ref.run_dir / "worker.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"the requeued job did not complete: {slurm_cluster.job(job)}\n"
+                             f"events: {read_records(ref.run_dir / 'events.jsonl')[-8:]}\nworker.log: {log}") from None
     recs = read_records(ref.run_dir / "events.jsonl")
     assert [r for r in recs if r["kind"] == "status" and r.get("phase") == "preempted"]
     assert [r for r in recs if r["kind"] == "status" and r.get("phase") == "requeued"]
