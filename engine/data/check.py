@@ -209,7 +209,7 @@ def _hash_keys(keys: Any) -> Any:
     """64-bit hashes of a sequence of strings (Python's string hash: fast, the same within one check)."""
     import numpy as np
 
-    return np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys))
+    return np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
 
 
 def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | None = None,

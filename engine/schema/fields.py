@@ -386,6 +386,13 @@ FIELDS: list[Field] = [
     _F("data", "s3_secret_key_env", "str", "AWS_SECRET_ACCESS_KEY", "Secret key variable",
        "Name of the environment variable holding the secret key (asked for, masked, when unset).",
        check=env_name_problem, flag="--secret-key-env", **_S3_DATA),
+    _F("data", "streaming", "bool", False, "Streaming",
+       "Read, tokenize and pack the rows while training instead of tokenizing them once into the host's cache "
+       "(an Arrow file about the corpus's size): for corpora larger than the local disk can hold. Needs "
+       "general.max_steps (the rows are not counted into epochs); rows are shuffled within a buffer of "
+       "10,000, not globally; packing bins the rows of each window of 2,000; rank 0 reads and hands each "
+       "rank its batches. Pre-training / SFT text data only.",
+       **_v(lambda v: v.get("trainer.stage") in ("pretrain", "sft"), "trainer.stage is pretrain or sft")),
     # -------------------------------------------------------------- trainer
     _F("trainer", "stage", "enum", "sft", "Trainer",
        "pretrain (corpus), sft, dpo (DPO family incl. ORPO/SimPO), kto, reward (reward model).",
@@ -757,14 +764,6 @@ FIELDS: list[Field] = [
     _F("launch", "start_at", "str", None, "Start at",
        "Scheduled start, local time `YYYY-mm-dd HH:MM` (FPT scheduled trigger). Unset: now.",
        optional=True),
-    # NEW FIELD (data): streaming mode for corpora too large to cache (issue 20)
-    _F("data", "streaming", "bool", False, "Streaming",
-       "Read, tokenize and pack the rows while training instead of tokenizing them once into the host's cache "
-       "(an Arrow file about the corpus's size): for corpora larger than the local disk can hold. Needs "
-       "general.max_steps (the rows are not counted into epochs); rows are shuffled within a buffer of "
-       "10,000, not globally; packing bins the rows of each window of 2,000; rank 0 reads and hands each "
-       "rank its batches. Pre-training / SFT text data only.",
-       **_v(lambda v: v.get("trainer.stage") in ("pretrain", "sft"), "trainer.stage is pretrain or sft")),
 ]
 
 FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
