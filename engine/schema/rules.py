@@ -343,7 +343,7 @@ def _performance_warnings(*, res, method, warn, **_: Any) -> None:
 
 
 #: the cross-field rules, in the order their problems are listed
-# NEW RULE (data): streaming needs a step count and text rows of pre-training / SFT
+# streaming needs a step count and text rows of pre-training / SFT
 def _streaming(*, res, stage, err, **_: Any) -> None:
     if res.get("data.streaming") and stage not in ("pretrain", "sft"):
         err("data.streaming", f"streaming applies to pre-training and SFT, not {stage}", "false")
@@ -358,7 +358,7 @@ RULES: list[Callable[..., None]] = [
     _layers_by_architecture, _service_limitations, _device, _prompt_init_text, _kto_batch,
     _offered_methods_and_stages, _launcher_and_nodes, _packing, _replicas_by_model, _global_batch, _catalog,
     _start_at, _network, _resume, _performance_warnings,
-    _streaming,  # NEW RULE (data)
+    _streaming,
 ]
 
 
