@@ -342,9 +342,8 @@ def _performance_warnings(*, res, method, warn, **_: Any) -> None:
              "block mask, so attention costs grow with the square of the whole batch's length")
 
 
-#: the cross-field rules, in the order their problems are listed
-# streaming needs a step count and text rows of pre-training / SFT
 def _streaming(*, res, stage, err, **_: Any) -> None:
+    """Streaming needs a step count, and text rows of pre-training / SFT."""
     if res.get("data.streaming") and stage not in ("pretrain", "sft"):
         err("data.streaming", f"streaming applies to pre-training and SFT, not {stage}", "false")
     elif res.get("data.streaming") and not res["general.max_steps"]:
@@ -352,13 +351,13 @@ def _streaming(*, res, stage, err, **_: Any) -> None:
             "into epochs", "false, or set general.max_steps")
 
 
+#: the cross-field rules, in the order their problems are listed
 RULES: list[Callable[..., None]] = [
     _mlflow_credentials, _training_data_required, _backend_options, _quantization, _preference_loss_options,
     _best_checkpoint, _evaluation_data, _warmup, _epochs_or_steps, _min_lr_below_lr, _data_formats, _data_suffixes,
     _layers_by_architecture, _service_limitations, _device, _prompt_init_text, _kto_batch,
     _offered_methods_and_stages, _launcher_and_nodes, _packing, _replicas_by_model, _global_batch, _catalog,
-    _start_at, _network, _resume, _performance_warnings,
-    _streaming,
+    _start_at, _network, _resume, _performance_warnings, _streaming,
 ]
 
 
