@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine import userfiles
-from engine.schema import JobConfig, is_local_host, is_remote_job
+from engine.schema import RUNS_DIR, JobConfig, is_local_host, is_remote_job
 from engine.events import EVENTS_FILE, RunSummary
 from engine.launch import backends
 from engine.launch.backends import EventStream, RunPaths
@@ -151,7 +151,7 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
             name = res.get("launch.run_name") or default_name(res)
             if not valid_name(name):
                 raise LaunchError(f"launch.run_name: {name!r} cannot name a folder")
-            runs_dir = Path(res.get("launch.runs_dir") or "runs").expanduser().resolve()
+            runs_dir = Path(res.get("launch.runs_dir") or RUNS_DIR).expanduser().resolve()
             try:
                 run_dir = unique_dir(runs_dir, name)
             except OSError as e:
@@ -176,7 +176,7 @@ def start_run(job: JobConfig, *, run_dir: Path | None = None, secrets: dict | No
     return resolve_run(str(run_dir))
 
 
-def resume_job(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> tuple[JobConfig, dict[str, Any]]:
+def resume_job(ref: str | RunRef, runs_dir: str | os.PathLike[str] = RUNS_DIR) -> tuple[JobConfig, dict[str, Any]]:
     """The job that resumes a stopped, failed or lost run from its newest complete checkpoint: the run's own
     configuration, on the same host, into a new run directory beside it (the old one is left as it is) with
     ``general.resume_from_checkpoint`` set — the trainer restores the weights, optimizer, scheduler and step.
@@ -227,7 +227,7 @@ def _ref_for_dir(d: Path) -> RunRef:
     return RunRef(name=d.name, run_dir=d.resolve(), host=host, remote=remote, backend=kind)
 
 
-def resolve_run(ref: str | RunRef | os.PathLike[str], runs_dir: str | os.PathLike[str] = "runs") -> RunRef:
+def resolve_run(ref: str | RunRef | os.PathLike[str], runs_dir: str | os.PathLike[str] = RUNS_DIR) -> RunRef:
     """A run by name (in ``runs_dir``) or by path."""
     if isinstance(ref, RunRef):
         return ref
@@ -270,14 +270,14 @@ def _info(ref: RunRef, fresh: dict[str, Any] | None = None) -> RunSummary:
     return backend.status(ref, fresh)
 
 
-def run_info(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs", refresh_remote: bool = True) -> RunSummary:
+def run_info(ref: str | RunRef, runs_dir: str | os.PathLike[str] = RUNS_DIR, refresh_remote: bool = True) -> RunSummary:
     """One run's record (a run on other hosts: asked there unless ``refresh_remote`` is false)."""
     ref = resolve_run(ref, runs_dir)
     fresh = backends.for_run(ref).refresh([ref], ended=True) if refresh_remote else {}
     return _info(ref, fresh.get(ref.name))
 
 
-def list_runs(runs_dir: str | os.PathLike[str] = "runs", *, refresh_remote: bool = True) -> list[RunSummary]:
+def list_runs(runs_dir: str | os.PathLike[str] = RUNS_DIR, *, refresh_remote: bool = True) -> list[RunSummary]:
     """Every run in ``runs_dir``, newest first (remote runs: status asked over SSH, events mirrored)."""
     base = Path(runs_dir).expanduser()
     if not base.is_dir():
@@ -303,7 +303,7 @@ def list_runs(runs_dir: str | os.PathLike[str] = "runs", *, refresh_remote: bool
 
 # ------------------------------------------------------------------ events, logs, paths
 
-def event_source(ref: str | RunRef, offset: int = 0, runs_dir: str | os.PathLike[str] = "runs") -> EventStream:
+def event_source(ref: str | RunRef, offset: int = 0, runs_dir: str | os.PathLike[str] = RUNS_DIR) -> EventStream:
     """New complete event records since the last call, from a byte offset (local or remote alike)."""
     ref = resolve_run(ref, runs_dir)
     if not ref.run_dir.is_dir():
@@ -312,14 +312,14 @@ def event_source(ref: str | RunRef, offset: int = 0, runs_dir: str | os.PathLike
 
 
 def log_stream(ref: str | RunRef, follow: bool = False, node: int | None = None,
-               runs_dir: str | os.PathLike[str] = "runs") -> Iterator[bytes]:
+               runs_dir: str | os.PathLike[str] = RUNS_DIR) -> Iterator[bytes]:
     """The run's ``worker.log`` (of node ``node`` of a multi-node run; default: where rank 0 runs), as it grows
     until the run ends when ``follow``.  A bad ``node`` raises LaunchError at once, a failing stream while read."""
     ref = resolve_run(ref, runs_dir)
     return backends.for_run(ref).log(ref, follow, node)
 
 
-def run_paths(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> RunPaths:
+def run_paths(ref: str | RunRef, runs_dir: str | os.PathLike[str] = RUNS_DIR) -> RunPaths:
     """Where the run's files are: here (for a run on another host: the mirror) and on its target."""
     ref = resolve_run(ref, runs_dir)
     return backends.for_run(ref).paths(ref)
@@ -327,13 +327,13 @@ def run_paths(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> R
 
 # ------------------------------------------------------------------ stop / delete
 
-def stop_run(ref: str | RunRef, grace: float = 15.0, runs_dir: str | os.PathLike[str] = "runs") -> str:
+def stop_run(ref: str | RunRef, grace: float = 15.0, runs_dir: str | os.PathLike[str] = RUNS_DIR) -> str:
     """SIGTERM every rank's process group, SIGKILL after ``grace``, verify none is left; → final status."""
     ref = resolve_run(ref, runs_dir)
     return backends.for_run(ref).stop(ref, grace)
 
 
-def delete_run(ref: str | RunRef, runs_dir: str | os.PathLike[str] = "runs") -> None:
+def delete_run(ref: str | RunRef, runs_dir: str | os.PathLike[str] = RUNS_DIR) -> None:
     """Remove a finished run (what it left on its target too). A running run must be stopped first."""
     ref = resolve_run(ref, runs_dir)
     info = run_info(ref, runs_dir)

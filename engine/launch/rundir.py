@@ -31,9 +31,9 @@ REMOTE_FILE = "remote.json"
 SUPERVISOR_FILE = "supervisor.json"
 CONFIG_FILE = "config.toml"
 LOG_FILE = "worker.log"
-HOSTFILE = "hostfile"
+HOSTFILE = "hostfile"  # a multi-node DeepSpeed run's hostfile
 #: the launch backend of a run directory that names none (engine.launch.backends.local: this machine)
-DEFAULT_BACKEND = "local"  # a multi-node DeepSpeed run's hostfile
+DEFAULT_BACKEND = "local"
 CHECKPOINTS_DIR = "checkpoints"  # checkpoint-<step>/ folders (the trainer's output_dir)
 FINAL_DIR = "final"  # the trained model
 LOCK_FILE = ".events.lock"

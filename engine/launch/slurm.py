@@ -4,8 +4,8 @@ The launch backend of ``launch.launcher = "slurm"``.  It runs where ``sbatch`` r
 login node over SSH through ``engine.launch.remote_agent`` (the same code on both sides, like local runs) — and
 the run directory is on the cluster's shared file system, so the job's ranks write ``events.jsonl`` into it as
 any run does.  Its interface is the one of a launch target: :func:`submit` (start), :func:`dir_state` (status),
-:func:`stop`, and the events file / ``worker.log`` for tailing; ``engine.launch.core`` dispatches to it when
-``launch.json`` holds a ``slurm_job_id``.
+:func:`stop`, and the events file / ``worker.log`` for tailing; ``engine.launch.backends.slurm`` is the backend
+over it that ``engine.launch`` picks for such a job or run.
 
 The contract (docs/slurm.md):
 
@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.schema import is_local_host
+from engine.schema import LOCAL_HOST, is_local_host
 from engine.events import EVENTS_FILE, summarize
 from engine.launch.rundir import (LAUNCH_FILE, LOG_FILE, LaunchError, append_end_if_missing, events_lock, has_end,
                                   log_tail, read_json, read_records, update_json, write_json)
@@ -291,7 +291,7 @@ def _sbatch(argv: list[str], *, env: dict[str, str], cwd: str, host: str) -> str
     return job_id
 
 
-def submit(run_dir: Path, res: dict[str, Any], *, env: dict[str, str], host: str = "local",
+def submit(run_dir: Path, res: dict[str, Any], *, env: dict[str, str], host: str = LOCAL_HOST,
            start_at: float | None = None, cwd: str | None = None, command: list[str] | None = None) -> dict[str, Any]:
     """Write ``slurm.sbatch``, submit it with ``sbatch --parsable``, write ``launch.json``; → its content.
 
@@ -352,7 +352,7 @@ def submit_array(sweep_dir: Path, tasks: list[dict[str, Any]], *, parallel: int 
 def cancel(job_id: str, info: dict[str, Any] | None = None) -> None:
     """``scancel`` a job (a whole job array by its id); nothing when Slurm has it over already."""
     env = _slurm_env(info)
-    scancel = _tool("scancel", env, (info or {}).get("host") or "local")
+    scancel = _tool("scancel", env, (info or {}).get("host") or LOCAL_HOST)
     p = subprocess.run([scancel, str(job_id)], env=env, capture_output=True, text=True, timeout=60)
     if p.returncode != 0 and "already completing or completed" not in p.stderr:
         raise LaunchError(f"scancel {job_id} failed: {p.stderr.strip()[-300:]}")
@@ -558,7 +558,7 @@ def stop(run_dir: Path, info: dict[str, Any], grace: float = 15.0) -> str:
     env = _slurm_env(info)
     st = dir_state(run_dir, info, {})
     if st["alive"]:
-        scancel = _tool("scancel", env, info.get("host") or "local")
+        scancel = _tool("scancel", env, info.get("host") or LOCAL_HOST)
         try:
             cancel(job, info)
         except LaunchError as e:
