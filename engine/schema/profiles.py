@@ -235,6 +235,17 @@ WATSONX_PT_DEFAULTS = (
 
 NOVA_REPLICAS = {"nova-micro": (2, 4, 8), "nova-lite": (4, 8, 16, 32), "nova-pro": (6, 12, 24)}
 
+#: what every Nova recipe shares besides its field overrides (its data, stages, replicas, models, limits)
+_NOVA_RECIPE: dict[str, Any] = dict(
+    stages=("sft",),
+    formats_by_stage={"sft": ("bedrock_converse",)},
+    max_steps_epochs_exclusive=True,
+    replicas_by_model=NOVA_REPLICAS,
+    data_suffixes=(".jsonl",),
+    service_limitations=NOVA_LIMITATIONS,
+    models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
+)
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
@@ -397,13 +408,7 @@ PROFILES: dict[str, Profile] = {
                 "adapter.loraplus_lr_ratio": O(min=0, max=100, default=8.0),
                 "trainer.training_type": O(choices=("lora",), default="lora"),
             },
-            stages=("sft",),
-            formats_by_stage={"sft": ("bedrock_converse",)},
-            max_steps_epochs_exclusive=True,
-            replicas_by_model=NOVA_REPLICAS,
-            data_suffixes=(".jsonl",),
-            service_limitations=NOVA_LIMITATIONS,
-            models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
+            **_NOVA_RECIPE,
         ),
         Profile(
             "nova_full", "Amazon Nova (HyperPod) — full-rank SFT", "004",
@@ -416,13 +421,7 @@ PROFILES: dict[str, Profile] = {
                 "launch.nodes": O(default=4),
                 "trainer.training_type": O(choices=("full",), default="full"),
             },
-            stages=("sft",),
-            formats_by_stage={"sft": ("bedrock_converse",)},
-            max_steps_epochs_exclusive=True,
-            replicas_by_model=NOVA_REPLICAS,
-            data_suffixes=(".jsonl",),
-            service_limitations=NOVA_LIMITATIONS,
-            models=("nova-micro/prod", "nova-lite/prod", "nova-pro/prod"),
+            **_NOVA_RECIPE,
         ),
     ]
 }
