@@ -1,8 +1,12 @@
-"""finetui's engine: everything that is not UI (docs/architecture.md)."""
+"""finetui's engine: everything that is not UI (docs/architecture.md).
+
+The package itself imports nothing: ``import engine.events`` costs the events module, not the schema."""
 
 
-def _model_type(name: str) -> str | None:
-    """The model's architecture (config.json model_type) when its config can be read without downloading."""
+def model_type(name: str) -> str | None:
+    """The model's architecture (config.json ``model_type``) when its config can be read without downloading,
+    else None.  The schema's one rule that reads a model (a profile's layers by architecture) calls it through the
+    package, so that ``engine.schema`` imports no other engine module (tests/test_import_contracts.py)."""
     from engine import modelinfo
 
     try:
@@ -10,14 +14,3 @@ def _model_type(name: str) -> str | None:
     except (modelinfo.ModelInfoError, OSError, ValueError):
         return None
     return cfg.get("model_type")
-
-
-def _plug_schema() -> None:
-    # The schema imports nothing else of engine (tests/test_import_contracts.py); the one rule that reads a model's
-    # config.json (a profile's layers by architecture) gets its reader here, where every import of engine passes.
-    from engine.schema import rules
-
-    rules.set_model_type_lookup(_model_type)
-
-
-_plug_schema()

@@ -180,8 +180,8 @@ async def test_a_job_from_the_wizard_runs_as_a_slurm_job(slurm_cluster, make_app
     monkeypatch.setenv("FINETUI_RUNS_DIR", str(tmp_path / "runs"))
     started: list = []
 
-    def start(job):
-        started.append(_start_run(job))
+    def start(job, progress=None):
+        started.append(_start_run(job, progress))
         return started[-1]
 
     app = make_app(services=Services(describe_model=fake_model_info, estimate=fake_estimate,

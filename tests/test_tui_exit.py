@@ -54,7 +54,7 @@ print("app.run returned")
 def test_quitting_waits_for_a_launch_in_flight(tmp_path):
     marker = tmp_path / "launched"
     r = run_app(tmp_path, f"""
-def start_run(job):
+def start_run(job, progress=None):
     time.sleep(1.5)
     open({str(marker)!r}, "w").write("launched")
     return None

@@ -406,7 +406,7 @@ async def test_launch_estimate_is_the_real_one_with_its_notes_and_formulas(make_
     from tests.fixtures_tui import FIXED_NOW, fake_data_check, fake_model_info
 
     services = Services(describe_model=fake_model_info, estimate=_estimate, data_check=fake_data_check,
-                        start_run=lambda job: None, ssh_hosts=lambda: [], clock=lambda: FIXED_NOW)
+                        start_run=lambda job, progress=None: None, ssh_hosts=lambda: [], clock=lambda: FIXED_NOW)
     app = make_app(services=services)
     async with app.run_test(size=(120, 60)) as pilot:
         app.apply_edit("data.train_path", "finetui:samples/preference_demo.jsonl")
@@ -435,7 +435,7 @@ async def test_launch_estimate_says_whether_it_fits_the_local_gpu_and_what_would
         return 0.25  # GiB: less than the CUDA context alone
 
     services = Services(describe_model=fake_model_info, estimate=_estimate, data_check=fake_data_check,
-                        start_run=lambda job: None, ssh_hosts=lambda: [], clock=lambda: FIXED_NOW,
+                        start_run=lambda job, progress=None: None, ssh_hosts=lambda: [], clock=lambda: FIXED_NOW,
                         gpu_memory=gpu_memory)
     app = make_app(services=services)
     async with app.run_test(size=(120, 60)) as pilot:
@@ -756,7 +756,7 @@ async def test_model_step_shows_the_details_config_json_gives(make_app, tmp_path
     empty = tmp_path / "no-config"
     empty.mkdir()
     services = Services(describe_model=_describe_model, estimate=fake_estimate, data_check=fake_data_check,
-                        start_run=lambda job: None, ssh_hosts=lambda: [], clock=lambda: FIXED_NOW)
+                        start_run=lambda job, progress=None: None, ssh_hosts=lambda: [], clock=lambda: FIXED_NOW)
     app = make_app(services=services)
     async with app.run_test(size=SIZE) as pilot:
         await goto(pilot, "model")

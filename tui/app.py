@@ -1309,7 +1309,7 @@ class FinetuiApp(App[None]):
 
     @work(thread=True, exclusive=True, group="launch")
     def _launch_worker(self, job: JobConfig) -> None:
-        from engine.launch.remote import upload_meter
+        from engine.launch import upload_meter
 
         progress = upload_meter(lambda host, sent, total, text: self.call_from_thread(self._upload_shown, text))
         try:

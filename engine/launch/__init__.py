@@ -10,6 +10,7 @@ Public API (the TUI and the CLI use only these)::
     event_source(ref) -> EventStream          # .read() -> new records, .offset, .done
     log_stream(ref, follow=False, node=None)  # -> the worker.log's bytes as they come
     run_paths(ref) -> RunPaths                # where its files are, here and on its target
+    upload_meter(show) -> progress            # start_run's progress=: each host's upload as one line
     stop_run(ref, grace=15.0) -> str          # the run's final status
     delete_run(ref)
 
@@ -30,7 +31,7 @@ import shutil
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from engine import userfiles
 from engine.schema import RUNS_DIR, JobConfig, is_local_host, is_remote_job
@@ -323,6 +324,14 @@ def run_paths(ref: str | RunRef, runs_dir: str | os.PathLike[str] = RUNS_DIR) ->
     """Where the run's files are: here (for a run on another host: the mirror) and on its target."""
     ref = resolve_run(ref, runs_dir)
     return backends.for_run(ref).paths(ref)
+
+
+def upload_meter(show: Callable[[str, int, int, str], None]) -> Callable[[str, int, int], None]:
+    """A ``progress`` for :func:`start_run` that passes ``show(host, sent, total, text)`` each host's upload line
+    (percent, MB, MB/s, time left): what the CLI and the TUI both say (``engine.launch.remote.upload_meter``)."""
+    from engine.launch.remote import upload_meter as meter
+
+    return meter(show)
 
 
 # ------------------------------------------------------------------ stop / delete

@@ -22,7 +22,7 @@ from engine.schema.kinds import INT_LIMIT, KINDS, Kind, _fmt, _num, paths_proble
 from engine.schema.job import JobConfig, Spec, check_value, coerce, spec
 from engine.schema.problems import ConfigError, Problem, suggest
 from engine.schema.profiles import PROFILES, ModelDefaults, Override, Profile
-from engine.schema.rules import (accumulation_for, cross_field_problems, packs, set_model_type_lookup, slurm_problems,
+from engine.schema.rules import (accumulation_for, cross_field_problems, packs, slurm_problems,
                                  total_ranks)
 
 __all__ = [
@@ -33,5 +33,5 @@ __all__ = [
     "Range", "env_name_problem", "host_problem", "is_local_host", "is_remote_job", "key_of", "names_in", "INT_LIMIT",
     "KINDS", "Kind", "_fmt", "_num", "paths_problem", "JobConfig", "Spec", "check_value", "coerce", "spec",
     "ConfigError", "Problem", "suggest", "PROFILES", "ModelDefaults", "Override", "Profile", "accumulation_for",
-    "cross_field_problems", "packs", "set_model_type_lookup", "slurm_problems", "total_ranks"
+    "cross_field_problems", "packs", "slurm_problems", "total_ranks"
 ]

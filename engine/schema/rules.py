@@ -361,19 +361,12 @@ RULES: list[Callable[..., None]] = [
 ]
 
 
-def _no_model_type(name: str) -> str | None:
-    return None
+def _model_type(name: str) -> str | None:
+    """The model's architecture when its config.json can be read without downloading, else None: ``engine.model_type``
+    (engine/__init__.py), reached through the package at call time — the schema reads no model files itself."""
+    import engine
 
-
-#: The model's architecture (config.json model_type) when its config can be read without downloading, else None.
-#: The schema reads no model files itself: ``engine/__init__.py`` plugs in the reader of ``engine.modelinfo``.
-_model_type: Callable[[str], str | None] = _no_model_type
-
-
-def set_model_type_lookup(lookup: Callable[[str], str | None]) -> None:
-    """Give the rules the function that reads a model's architecture (see :data:`_model_type`)."""
-    global _model_type
-    _model_type = lookup
+    return engine.model_type(name)
 
 
 def packs(res: dict[str, Any]) -> bool:

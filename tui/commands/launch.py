@@ -41,7 +41,7 @@ def _resolve(run: str, runs_dir: Optional[Path]):
 
 def _upload_progress():  # noqa: ANN202
     """Report a data upload on stderr: one line kept up to date on a terminal, a line per tenth otherwise."""
-    from engine.launch.remote import upload_meter
+    from engine.launch import upload_meter
 
     shown: dict[str, int] = {}
     tty = sys.stderr.isatty()
