@@ -115,6 +115,23 @@ def _blocks(path, block_bytes: int) -> Iterator[tuple[int, bytes, int]]:
             line += n
 
 
+def _ahead(items: Iterator[Any], fn: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
+    """``(item, fn(item))`` in order, ``fn`` of the next item running in a thread while the caller works on this
+    one: Arrow parses block N+1 (releasing the GIL) while the columns of block N are checked and hashed.  Two
+    blocks in memory at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="finetui-parse") as ex:
+        pending = None
+        for item in items:
+            nxt = (item, ex.submit(fn, item))
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = nxt
+        if pending is not None:
+            yield pending[0], pending[1].result()
+
+
 def _line_count(block: bytes) -> int:
     return block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
 
@@ -176,9 +193,9 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
                 on_invalid(loc, e)
         return out
 
-    for start, block, n_lines in _blocks(src.path, block_bytes or BLOCK_BYTES):
-        if advance is not None:
-            advance(len(block))
+    def parse(item: tuple[int, bytes, int]) -> Any:
+        """The block's table, or None when Arrow cannot read it (it then goes one by one)."""
+        block = item[1]
         try:
             if not block.isascii():  # (Arrow does not check UTF-8 inside strings: a bad line goes one by one)
                 try:
@@ -186,14 +203,18 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
                 except UnicodeDecodeError:
                     raise pa.ArrowInvalid("not UTF-8") from None
             try:
-                table = pj.read_json(io.BytesIO(block), parse_options=opts)
+                return pj.read_json(io.BytesIO(block), parse_options=opts)
             except pa.ArrowInvalid as e:
                 if "straddl" not in str(e):  # (a row longer than Arrow's block: once more, as one block)
                     raise
-                table = pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=len(block) + 1),
-                                     parse_options=opts)
+                return pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=len(block) + 1),
+                                    parse_options=opts)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            table = None
+            return None
+
+    for (start, block, n_lines), table in _ahead(_blocks(src.path, block_bytes or BLOCK_BYTES), parse):
+        if advance is not None:
+            advance(len(block))
         lines = _row_lines(block, n_lines, table.num_rows, start) if table is not None else None
         if table is None or lines is None:
             rows = one_by_one(block, start, n_lines)
