@@ -238,10 +238,22 @@ def _columns(table, fmt: str, lines, name: str, braces_in_block: bool = True):
     import pyarrow.compute as pc
 
     memo: dict[int, Any] = {}
+    ascii_: dict[int, bool] = {}  # (by id: every column asked about stays referenced until the block is built)
+    lens: dict[int, Any] = {}
+
+    def is_ascii(col) -> bool:
+        if id(col) not in ascii_:
+            ascii_[id(col)] = pc.all(pc.fill_null(pc.string_is_ascii(col), True)).as_py()
+        return ascii_[id(col)]
+
+    def chars(col):  # each text's length in characters (null → null): an ASCII column's are its byte lengths
+        if id(col) not in lens:
+            lens[id(col)] = pc.binary_length(col) if ascii_.get(id(col)) else pc.utf8_length(col)
+        return lens[id(col)]
 
     def surely(col):  # certainly not blank (null → false); ASCII text: exactly Python's `s.strip() != ""`
         if id(col) not in memo:
-            if pc.all(pc.fill_null(pc.string_is_ascii(col), True)).as_py():
+            if is_ascii(col):
                 v = pc.greater(pc.binary_length(pc.ascii_trim(col, _PY_ASCII_SPACE)), 0)
             else:
                 v = pc.match_substring_regex(col, _SURELY_NOT_BLANK)
@@ -255,11 +267,11 @@ def _columns(table, fmt: str, lines, name: str, braces_in_block: bool = True):
         return pc.fill_null(pc.match_substring(col, "{{"), False)
 
     def length(col):
-        n = pc.utf8_length(col)
+        n = chars(col)
         return n if n.null_count == 0 else pc.fill_null(n, 0)
 
     def framed(label, col):  # "label=<length>:<text>" (engine.data.check._row_key's serialisation), as join args
-        return [label + "=", pc.cast(pc.utf8_length(col), pa.string()), ":", col]
+        return [label + "=", pc.cast(chars(col), pa.string()), ":", col]
 
     if fmt == "corpus":
         text = table.column("text").combine_chunks()
@@ -280,6 +292,10 @@ def _columns(table, fmt: str, lines, name: str, braces_in_block: bool = True):
         both = pc.and_(surely(ins), surely(inp))
         prompt = pc.if_else(both, pc.binary_join_element_wise(ins, inp, "\n"), one) if pc.any(both).as_py() else one
         system = sys_ if sys_.null_count == len(sys_) else pc.if_else(surely(sys_), sys_, pa.scalar(None, pa.string()))
+        if is_ascii(ins) and is_ascii(inp):  # (made of them: ASCII too)
+            ascii_[id(prompt)] = True
+        if is_ascii(sys_):
+            ascii_[id(system)] = True
         cols = {"system": system, "prompt": prompt, "output": out}
         nchars = pc.add(pc.add(length(system), length(prompt)), length(out))
         if system.null_count == len(system):
