@@ -194,7 +194,12 @@ def test_check_streams_without_keeping_rows(tmp_path, monkeypatch):
         for i in range(10_000):
             f.write(json.dumps({"instruction": f"Reverse the word number {i} please", "input": "x" * 50,
                                 "output": f"{i}" * 10}) + "\n")
-    import pyarrow.compute, pyarrow.json  # noqa: F401,E401 (imports are not rows: loaded before measuring)
+    # imports are not rows: whatever the check loads on first use (pyarrow's pandas shim, numpy.random, the thread
+    # pool) is loaded by a first check of a small file before measuring — else the result depends on which tests
+    # ran before in the same process
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(p.read_text().splitlines(keepends=True)[:100]))
+    check(str(small), "alpaca", token_sample=500)
 
     tracemalloc.start()
     rep = check(str(p), "alpaca", token_sample=500)
