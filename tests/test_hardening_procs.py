@@ -111,6 +111,16 @@ def test_stop_reports_a_survivor_in_one_line_exit_1(tmp_path, sleepers, monkeypa
     assert p.poll() is None
 
 
+def test_a_token_scan_stamped_ahead_of_the_clock_is_not_reused(sleepers, monkeypatch):
+    """A scan made under a faster clock (the test above) must not answer for 'now' once the clock is back: it
+    did, and a later run in the same process looked dead, so stop wrote its end before the ranks' own."""
+    token = uuid.uuid4().hex
+    p = sleepers(token=token)
+    monkeypatch.setattr(procs, "_tokens", (time.monotonic() + 1000.0, {}))  # an empty scan "from the future"
+    assert procs.token_pids(token, max_age=5.0) == [p.pid]
+    assert procs.run_alive(p.pid, token, max_age=2.0)
+
+
 def _fast_clock():
     """time.monotonic that runs 100× fast (the 10 s SIGKILL wait of stop takes 0.1 s)."""
     real = time.monotonic

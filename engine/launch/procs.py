@@ -91,7 +91,7 @@ def _token_table(max_age: float) -> dict[int, str]:
     ``max_age`` seconds so that listing many runs costs one scan)."""
     global _tokens
     now = time.monotonic()
-    if now - _tokens[0] <= max_age:
+    if 0.0 <= now - _tokens[0] <= max_age:  # (a stamp ahead of the clock is no scan of now: scan again)
         return _tokens[1]
     prefix = f"{TOKEN_ENV}=".encode()
     me = os.getpid()
