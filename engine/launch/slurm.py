@@ -538,7 +538,7 @@ def alive(info: dict[str, Any], max_age: float = 2.0) -> bool:
     an ``end`` record gets one (:func:`dir_state`)."""
     job = str(info["slurm_job_id"])
     hit = _alive_cache.get(job)
-    if hit and time.monotonic() - hit[0] < max_age:
+    if hit and 0.0 <= time.monotonic() - hit[0] < max_age:  # (a stamp ahead of the clock: ask again)
         return hit[1]
     run_dir = Path(info.get("run_dir") or Path(info.get("script") or ".").parent)
     ok = bool(dir_state(run_dir, info, {})["alive"]) if (run_dir / LAUNCH_FILE).exists() else False

@@ -157,7 +157,7 @@ def _kh(host: str, port: int) -> str:
 def ensure_master(target: str) -> None:
     """Start (once) the multiplexing master for ``target``; raise SSHError with the reason when ssh fails."""
     with _lock:
-        if time.monotonic() - _master_ok.get(target, -1e9) < 5:
+        if 0.0 <= time.monotonic() - _master_ok.get(target, -1e9) < 5:  # (a stamp ahead of the clock: check)
             return
         chk = base_args(target)
         chk = chk[:-1] + ["-O", "check", chk[-1]]
