@@ -136,14 +136,21 @@ def test_upload_tar_member_that_escapes_is_refused_and_leaves_nothing(tmp_path, 
     assert b"Traceback" not in p.stderr
 
 
-def test_upload_tar_keeps_the_data_filter(tmp_path):
-    """Beyond the member checks, tarfile's ``data`` filter still applies: no set-uid bits, no write for others."""
+@pytest.mark.parametrize("data_filter", [True, False], ids=["tarfile-data-filter", "python-before-3.11.4"])
+def test_upload_tar_keeps_the_data_filter(tmp_path, monkeypatch, data_filter):
+    """Beyond the member checks, tarfile's ``data`` filter still applies: no set-uid bits, no write for others —
+    also on a remote python3 whose tarfile has no filters (Python < 3.11.4: the agent applies it by hand)."""
     from engine.launch import remote_agent
 
-    tar = _tar([(_member("data/x.sh", mode=0o6777), b"#!/bin/sh\n")])
+    # (on a Python without the filter both cases take the by-hand path)
+    monkeypatch.setattr(remote_agent, "DATA_FILTER", data_filter and remote_agent.DATA_FILTER)
+    tar = _tar([(_member("data/x.sh", mode=0o6777), b"#!/bin/sh\n"), (_member("data/y.txt", mode=0o4666), b"y")])
     assert remote_agent._extract_upload(io.BytesIO(tar), tmp_path) is None
-    mode = (tmp_path / "data" / "x.sh").stat().st_mode
-    assert not mode & (stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH)
+    for name in ("x.sh", "y.txt"):
+        mode = (tmp_path / "data" / name).stat().st_mode
+        assert not mode & (stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH | stat.S_IWGRP), (name, oct(mode))
+        assert mode & stat.S_IRUSR and mode & stat.S_IWUSR
+    assert (tmp_path / "data" / "x.sh").read_bytes() == b"#!/bin/sh\n"
 
 
 def test_failed_remote_start_can_be_retried_under_the_same_name(tmp_path, launch_job, fake_worker):

@@ -119,11 +119,31 @@ def _extract_upload(stream, run_dir: Path) -> str | None:  # noqa: ANN001
                 why = "is not under data/ (only the run's data is sent)"
             if why:
                 return f"the uploaded data member `{m.name}` {why}; nothing was started"
-            try:
+            if DATA_FILTER:
                 tf.extract(m, run_dir, filter="data")  # (and tarfile's own checks on top)
-            except TypeError:  # Python < 3.11.4: the checks above are the filter
+            else:  # Python < 3.11.4 (a remote host's python3): what the data filter does to a file or folder
+                _as_data(m)
                 tf.extract(m, run_dir)
     return None
+
+
+#: tarfile's ``data`` extraction filter exists (Python ≥ 3.11.4, 3.8.17, 3.9.17, 3.10.12)
+DATA_FILTER = hasattr(tarfile, "data_filter")
+
+
+def _as_data(m: tarfile.TarInfo) -> None:
+    """tarfile's ``data`` filter by hand: no set-uid / set-gid / sticky bits, no write for group or others, the
+    owner reads and writes files (and enters folders), no execute for others where the owner has none, and the
+    files belong to whoever unpacks them (no chown to the sender's ids)."""
+    mode = m.mode & 0o755
+    if m.isfile():
+        mode |= 0o600
+        if not mode & 0o100:
+            mode &= ~0o011
+    else:
+        mode |= 0o700
+    m.mode = mode
+    m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
 
 
 # ------------------------------------------------------------------ status / tail
