@@ -314,3 +314,36 @@ def test_text_rows_encoded_in_one_call_are_the_rows_encoded_one_by_one(data_toke
     one = [tokenize_row(data_tokenizer, r, "pretrain", 32) for r in rows]
     assert got == [{"input_ids": t["input_ids"], "labels": t["labels"]} for t in one]
     assert cut == sum(1 for t in one if t["truncated"]) > 0
+
+
+def test_a_second_launch_hashes_the_files_instead_of_reading_the_rows(tmp_path, data_res, monkeypatch):
+    """The first pass (count, invalid rows, digest) over local files is remembered, keyed on their bytes: the same
+    job again reads no row for it; another byte, another pass; rows naming images are never remembered."""
+    from engine.data import loader
+
+    monkeypatch.setenv("FINETUI_CACHE_DIR", str(tmp_path / "cache"))
+    p = write_jsonl(tmp_path / "d.jsonl", _alpaca(40) + ["{broken", {"instruction": "no output"}])
+    res = data_res(data__train_path=str(p), data__allow_percentage_invalid_samples=10)
+    reads = []
+    real = loader.scan_all
+    monkeypatch.setattr(loader, "scan_all", lambda *a, **k: (reads.append(1), real(*a, **k))[1])
+    first = stream_rows(res)
+    n_first = len(reads)
+    again = stream_rows(res)
+    assert len(reads) == n_first, "the second pass read the rows"
+    assert again.report == first.report and again.train.digest == first.train.digest and len(again.train) == 40
+    assert [r["location"] for r in again.report["train"]["invalid_rows"]] == [f"{p}:41", f"{p}:42"]
+    assert list(again.train) == list(first.train)  # (the rows themselves are still read when trained)
+    # one byte more: read again, and a new digest
+    with open(p, "a") as f:
+        f.write(json.dumps({"instruction": "one more", "output": "row"}) + "\n")
+    third = stream_rows(res)
+    assert len(reads) > n_first + 1 and len(third.train) == 41 and third.train.digest != first.train.digest
+    # the threshold is still judged on remembered counts
+    with pytest.raises(DataError, match="invalid"):
+        stream_rows(data_res(data__train_path=str(p), data__allow_percentage_invalid_samples=1))
+    # `finetui cache clear` forgets them
+    from engine.data import tokcache
+
+    tokcache.clear()
+    assert not (tmp_path / "cache" / "passes").exists()

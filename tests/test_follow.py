@@ -17,8 +17,11 @@ from tests.test_launch_local import FINETUI, _preset, wait_for
 
 
 def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    # (Ctrl-C's SIGINT as a terminal delivers it: a suite started in the background by a non-interactive shell
+    # hands its children SIGINT ignored, and a program keeps an ignored SIGINT ignored, as it should)
     p = subprocess.Popen(FINETUI + ["train", str(_preset(tmp_path))], cwd=tmp_path, env=dict(os.environ),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     runs = tmp_path / "runs"
     run = wait_for(lambda: next(iter(runs.iterdir()), None) if runs.is_dir() else None)
     return p, run

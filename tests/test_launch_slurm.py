@@ -124,8 +124,13 @@ def test_sigusr1_checkpoints_requeues_and_resumes_at_the_checkpoint(slurm_cluste
         wait_for(resumed_and_done, 300, poll=1)
     except AssertionError:
         log = (ref.run_dir / "worker.log").read_text(errors="replace")[-3000:]
+        daemons = "\n".join(f"{n}: " + "\n".join(ln for ln in (slurm_cluster.dir / n).read_text(errors="replace")
+                                                 .splitlines() if f"JobId={job}" in ln or f"job {job}" in ln
+                                                 or "error" in ln.lower())[-4000:]
+                            for n in ("slurmctld.log", "slurmd.log") if (slurm_cluster.dir / n).exists())
         raise AssertionError(f"the requeued job did not complete: {slurm_cluster.job(job)}\n"
-                             f"events: {read_records(ref.run_dir / 'events.jsonl')[-8:]}\nworker.log: {log}") from None
+                             f"events: {read_records(ref.run_dir / 'events.jsonl')[-8:]}\nworker.log: {log}\n"
+                             f"{daemons}") from None
     recs = read_records(ref.run_dir / "events.jsonl")
     assert [r for r in recs if r["kind"] == "status" and r.get("phase") == "preempted"]
     assert [r for r in recs if r["kind"] == "status" and r.get("phase") == "requeued"]

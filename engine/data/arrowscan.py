@@ -115,21 +115,23 @@ def _blocks(path, block_bytes: int) -> Iterator[tuple[int, bytes, int]]:
             line += n
 
 
-def _ahead(items: Iterator[Any], fn: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
-    """``(item, fn(item))`` in order, ``fn`` of the next item running in a thread while the caller works on this
-    one: Arrow parses block N+1 (releasing the GIL) while the columns of block N are checked and hashed.  Two
-    blocks in memory at a time."""
+def _ahead(items: Iterator[Any], fn: Callable[[Any], Any], workers: int = 2) -> Iterator[tuple[Any, Any]]:
+    """``(item, fn(item))`` in order, ``fn`` of the next items running in ``workers`` threads while the caller works
+    on this one: Arrow parses and checks the columns of blocks N+1… (its kernels release the GIL) while block N's
+    keys are hashed.  At most ``workers + 1`` blocks in memory at a time."""
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(1, thread_name_prefix="finetui-parse") as ex:
-        pending = None
+    with ThreadPoolExecutor(workers, thread_name_prefix="finetui-parse") as ex:
+        pending: deque = deque()
         for item in items:
-            nxt = (item, ex.submit(fn, item))
-            if pending is not None:
-                yield pending[0], pending[1].result()
-            pending = nxt
-        if pending is not None:
-            yield pending[0], pending[1].result()
+            pending.append((item, ex.submit(fn, item)))
+            if len(pending) > workers:
+                it, fut = pending.popleft()
+                yield it, fut.result()
+        while pending:
+            it, fut = pending.popleft()
+            yield it, fut.result()
 
 
 def _line_count(block: bytes) -> int:
@@ -212,16 +214,25 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
 
-    for (start, block, n_lines), table in _ahead(_blocks(src.path, block_bytes or BLOCK_BYTES), parse):
-        if advance is not None:
-            advance(len(block))
+    def columns(item: tuple[int, bytes, int]) -> Any:
+        """(in a worker thread) the block parsed and checked on columns: ``(block, doubtful lines)``, or None when
+        it goes one by one."""
+        start, block, n_lines = item
+        table = parse(item)
         lines = _row_lines(block, n_lines, table.num_rows, start) if table is not None else None
         if table is None or lines is None:
+            return None
+        return _columns(table, fmt, lines, name, b"{{" in block or b"\\u007" in block)
+
+    for (start, block, n_lines), done in _ahead(_blocks(src.path, block_bytes or BLOCK_BYTES), columns):
+        if advance is not None:
+            advance(len(block))
+        if done is None:
             rows = one_by_one(block, start, n_lines)
             if rows:
                 yield rows
             continue
-        blk, doubtful = _columns(table, fmt, lines, name, b"{{" in block or b"\\u007" in block)
+        blk, doubtful = done
         if doubtful is not None and len(doubtful):
             # the rows the columns cannot pass: the normaliser says why (or takes them after all), in file order
             rows = one_by_one(block, start, n_lines, {int(x) for x in doubtful})

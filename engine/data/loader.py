@@ -192,15 +192,97 @@ def row_digest(rows: Iterable[dict], h: Any = None) -> Any:
     return h
 
 
+def _local_files(srcs: list[tuple[Source, str]]) -> list | None:
+    """The plain local files behind ``srcs`` (a file, a folder's files), or None when any part is something else
+    (an archive, an S3 object, a sample)."""
+    from engine.data.sources import FileSource, MultiSource
+
+    out = []
+    for src, _ in srcs:
+        for part in (src.parts if isinstance(src, MultiSource) else [src]):
+            if type(part) is not FileSource:
+                return None
+            out.append(part.path)
+    return out
+
+
+#: bump when what a first pass records changes
+_PASS_LAYOUT = 1
+
+
+def _pass_key(files: list, srcs: list[tuple[Source, str]], stage: str | None, profile: str | None,
+              limit: int | None) -> str | None:
+    """A first pass's memo key: the files' bytes (sha256, about 1 s a GB), how they are read (format, stage,
+    profile, row limit) and the reading code; None when a file cannot be read (the pass itself says why)."""
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    code = hashlib.sha256()
+    for name in ("loader.py", "formats.py", "sources.py", "arrowscan.py"):
+        code.update((here / name).read_bytes())
+    h.update(json.dumps({"layout": _PASS_LAYOUT, "formats": [f for _, f in srcs], "stage": stage,
+                         "profile": profile, "limit": limit, "code": code.hexdigest()}, sort_keys=True).encode())
+    try:
+        for f in files:
+            with open(f, "rb") as fh:
+                h.update(f"{Path(f).resolve()}\0".encode())
+                h.update(hashlib.file_digest(fh, "sha256").digest())
+    except OSError:
+        return None
+    return h.hexdigest()[:32]
+
+
+def _pass_memo(key: str):
+    from engine.data.sources import cache_dir
+
+    return cache_dir() / "passes" / f"{key}.json"
+
+
 def _first_pass(path: str, res: dict, secrets: dict | None, fmt: str, limit: int | None
                 ) -> tuple[Callable[[], Iterator[dict]], ScanCounts, str, str]:
     """Count and hash a data path's rows without keeping them; raises the threshold's :class:`DataError`.
-    → (a function streaming the rows again, the counts, the sources' display, the rows' digest)."""
+    → (a function streaming the rows again, the counts, the sources' display, the rows' digest).
+
+    A pass over local files is remembered in the host cache (``passes/``), keyed on the files' bytes: a second
+    launch of the same job (and the other ranks of this one, once the first has finished) hashes the files
+    instead of reading every row — 1 s a GB instead of about a minute for 10M rows.  Rows that name images are
+    not remembered (an image file can change or go without the data file changing)."""
+    from engine.safeio import atomic_write
+
     stage = res.get("trainer.stage")
     srcs = open_sources(path, fmt, stage, res.get("profile"), res, secrets)
     display = ", ".join(s.display for s, _ in srcs)
+    files = _local_files(srcs)
+    key = _pass_key(files, srcs, stage, res.get("profile"), limit) if files else None
     counts = ScanCounts()
-    h = row_digest((r for _, r in scan_all(srcs, counts, limit_valid=limit, stage=stage)))
+    digest = None
+    if key is not None:
+        try:
+            memo = json.loads(_pass_memo(key).read_text())
+            counts = ScanCounts(memo["total"], memo["valid"], memo["invalid"],
+                                [Invalid(i["location"], i["field"], i["reason"]) for i in memo["listed"]])
+            digest = memo["digest"]
+        except (OSError, ValueError, KeyError, TypeError):
+            counts = ScanCounts()
+    if digest is None:
+        images = []
+
+        def tap(rows: Iterator[tuple[str, dict]]) -> Iterator[dict]:
+            for _, r in rows:
+                if not images and (r.get("images") or r.get("image")):
+                    images.append(True)
+                yield r
+
+        digest = row_digest(tap(scan_all(srcs, counts, limit_valid=limit, stage=stage))).hexdigest()
+        if key is not None and not images:
+            memo = {"total": counts.total, "valid": counts.valid, "invalid": counts.invalid, "digest": digest,
+                    "listed": [{"location": i.location, "field": i.field, "reason": i.reason} for i in counts.listed]}
+            try:
+                _pass_memo(key).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(_pass_memo(key), json.dumps(memo))
+            except OSError:  # (a read-only cache: the next launch reads the rows again)
+                pass
     msg = threshold_error(display, counts, float(res.get("data.allow_percentage_invalid_samples") or 0.0))
     if msg:
         raise DataError(msg)
@@ -208,7 +290,7 @@ def _first_pass(path: str, res: dict, secrets: dict | None, fmt: str, limit: int
     def again() -> Iterator[dict]:
         return (r for _, r in scan_all(srcs, ScanCounts(), limit_valid=limit, stage=stage))
 
-    return again, counts, display, h.hexdigest()
+    return again, counts, display, digest
 
 
 def held_out(n: int, val_size: float, seed: int) -> bytearray:

@@ -298,6 +298,8 @@ def clear(keys: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
                 why = "no cached tokenization" if not match else f"{len(match)} cached tokenizations"
                 raise FinetuiError(f"cache key `{k}`: {why} start with it (see `finetui cache list`)")
             wanted.append(match[0])
+    if keys is None:  # (and the remembered first passes: engine.data.loader)
+        shutil.rmtree(cache_dir() / "passes", ignore_errors=True)
     removed, busy = [], []
     for k in wanted:
         (removed if _remove(k) else busy).append(k)
