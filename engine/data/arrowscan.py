@@ -65,19 +65,30 @@ class Block:
     fmt: str
     locs: list[str] | None  # (built only when asked: see loc())
     name: str
-    lines: Any  # numpy int64: each row's line number
-    cols: dict[str, Any]  # pyarrow arrays
-    nchars: Any  # numpy int64
-    keys: Any  # pyarrow string array: an injective serialisation of the canonical row (duplicates)
+    lines: Any  # numpy int64: each valid row's line number
+    cols: dict[str, Any]  # pyarrow arrays, of every row Arrow read (the valid ones at ``pos``)
+    nchars: Any  # numpy int64, of each valid row
+    keys: Any  # pyarrow string array, of every row Arrow read: an injective serialisation of the canonical row
+    pos: Any = None  # numpy int64: where the valid rows are in ``cols`` / ``keys`` (None: every row is valid)
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def hashes(self, hash_keys: Callable[[Any], Any], at: int = 0, n: int | None = None) -> Any:
+        """``hash_keys`` of the keys of valid rows ``at`` … ``at + n`` (rows that failed are hashed too, then left
+        out: cheaper than copying the valid rows' columns out of the block)."""
+        n = len(self) - at if n is None else n
+        if self.pos is None:
+            return hash_keys(self.keys.slice(at, n).to_numpy(zero_copy_only=False))
+        lo, hi = int(self.pos[at]), int(self.pos[at + n - 1]) + 1
+        return hash_keys(self.keys.slice(lo, hi - lo).to_numpy(zero_copy_only=False))[self.pos[at:at + n] - lo]
 
     def loc(self, i: int) -> str:
         return f"{self.name}:{int(self.lines[i])}"
 
     def row(self, i: int) -> dict:
-        """The canonical row at ``i``, as the normaliser builds it."""
+        """The canonical row of valid row ``i``, as the normaliser builds it."""
+        i = i if self.pos is None else int(self.pos[i])
         if self.fmt == "corpus":
             return {"text": self.cols["text"][i].as_py()}
         msgs = []
@@ -254,7 +265,7 @@ def _columns(table, fmt: str, lines, name: str, braces_in_block: bool = True):
 
     def is_ascii(col) -> bool:
         if id(col) not in ascii_:
-            ascii_[id(col)] = pc.all(pc.fill_null(pc.string_is_ascii(col), True)).as_py()
+            ascii_[id(col)] = pc.all(pc.string_is_ascii(col)).as_py() is not False  # (nulls skipped)
         return ascii_[id(col)]
 
     def chars(col):  # each text's length in characters (null → null): an ASCII column's are its byte lengths
@@ -323,6 +334,5 @@ def _columns(table, fmt: str, lines, name: str, braces_in_block: bool = True):
     bad = lines[~okn]
     if okn.all():
         return Block(fmt, None, name, lines, cols, pc.fill_null(nchars, 0).to_numpy(), keys), bad
-    sel = pa.array(okn)
-    cols = {k: pc.filter(v, sel) for k, v in cols.items()}
-    return Block(fmt, None, name, lines[okn], cols, np.asarray(pc.filter(nchars, sel)), pc.filter(keys, sel)), bad
+    nchars = pc.fill_null(nchars, 0).to_numpy()
+    return Block(fmt, None, name, lines[okn], cols, nchars[okn], keys, np.flatnonzero(okn)), bad

@@ -174,7 +174,7 @@ class _Stats:
         n = len(b)
         self.flush()
         for at in range(0, n, 2048):  # (in slices: the keys as Python strings take room)
-            self.hashes.frombytes(_hash_keys(b.keys.slice(at, 2048).to_numpy(zero_copy_only=False)).tobytes())
+            self.hashes.frombytes(b.hashes(_hash_keys, at, min(2048, n - at)).tobytes())
         lo, hi = int(b.nchars.min()), int(b.nchars.max())
         self.cmin = lo if self.cmin is None else min(self.cmin, lo)
         self.cmax = hi if self.cmax is None else max(self.cmax, hi)
