@@ -249,6 +249,51 @@ def _truncate_pairs(dataset: Any, max_len: int) -> tuple[Any, int]:
     return dataset, n
 
 
+#: a batch whose logits have at most this many values (64 MiB in float32) computes its loss from them: TRL's fused LM
+#: head (tiles of the LM head, only the labelled positions) keeps a large vocabulary's logits out of memory, and costs
+#: about a quarter of a small model's step on a CPU (bench/profile_step.py; LLaMA-Factory computes the plain way)
+SMALL_LOGITS = 1 << 24
+
+
+def small_logits(labels: Any, vocab: int | None) -> bool:
+    """Whether a batch with these labels computes its loss from the full logits (see :data:`SMALL_LOGITS`)."""
+    import os
+
+    limit = int(os.environ.get("FINETUI_SMALL_LOGITS", SMALL_LOGITS))
+    return labels is not None and bool(vocab) and labels.numel() * int(vocab) <= limit
+
+
+def _vocab_size(model: Any) -> int | None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = getattr(base, "module", base)
+    try:
+        return int(base.config.get_text_config().vocab_size)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _nll_from_logits(model: Any, inputs: dict) -> Any:
+    """What TRL's fused LM head returns (per-token ``log_probs`` of the next-token labels, ``label_mask``,
+    ``entropy``, ``is_top1``), computed from the model's full logits: the same loss, the plain way."""
+    import torch
+    from types import SimpleNamespace
+
+    labels = inputs["labels"]
+    out = model(**{k: v for k, v in inputs.items() if k != "labels"})
+    logits = out.logits[:, :-1, :]
+    target = labels[:, 1:]
+    mask = target != -100
+    picked = logits[mask].float()
+    logp = torch.log_softmax(picked, dim=-1)
+    tokens = target[mask]
+    log_probs = torch.zeros(target.shape, dtype=logp.dtype, device=logp.device)
+    log_probs[mask] = logp.gather(-1, tokens[:, None]).squeeze(-1)
+    with torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1)
+        is_top1 = picked.argmax(-1) == tokens
+    return SimpleNamespace(log_probs=log_probs, label_mask=mask, entropy=entropy, is_top1=is_top1)
+
+
 def sft_trainer_class() -> type:
     """TRL's ``SFTTrainer`` whose per-token training metrics (entropy, token accuracy, tokens seen) are gathered
     across ranks and read back only when the trainer logs. TRL gathers and reads them (``.item()``) at every step:
@@ -266,9 +311,13 @@ def sft_trainer_class() -> type:
                     or self.label_smoother is not None or self.args.loss_type != "nll" or self.aux_loss_enabled
                     or (sp is not None and getattr(sp, "sp_enabled", False))):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # TRL's plain negative log-likelihood branch (trl/trainer/sft_trainer.py, compute_loss), as it is
+            # TRL's plain negative log-likelihood branch (trl/trainer/sft_trainer.py, compute_loss), as it is — or,
+            # where the batch's logits are small, the same loss from them (see small_logits)
             inputs["use_cache"] = False
-            outputs = model(**inputs, fused_lm_head=True)
+            if small_logits(inputs.get("labels"), self.__dict__.setdefault("_vocab", _vocab_size(model))):
+                outputs = _nll_from_logits(model, inputs)
+            else:
+                outputs = model(**inputs, fused_lm_head=True)
             per_token_loss = -outputs.log_probs
             num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
             loss = per_token_loss.sum() / torch.as_tensor(num_tokens).clamp(min=1)
