@@ -245,9 +245,9 @@ def _first_pass(path: str, res: dict, secrets: dict | None, fmt: str, limit: int
     → (a function streaming the rows again, the counts, the sources' display, the rows' digest).
 
     A pass over local files is remembered in the host cache (``passes/``), keyed on the files' bytes: a second
-    launch of the same job (and the other ranks of this one, once the first has finished) hashes the files
-    instead of reading every row — 1 s a GB instead of about a minute for 10M rows.  Rows that name images are
-    not remembered (an image file can change or go without the data file changing)."""
+    launch of the same job hashes the files instead of reading every row — 1 s a GB instead of about a minute
+    for 10M rows.  Rows that name images are not remembered (an image file can change or go without the data
+    file changing)."""
     from engine.safeio import atomic_write
 
     stage = res.get("trainer.stage")
