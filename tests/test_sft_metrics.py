@@ -8,7 +8,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def _train(tmp_path, tiny_model, monkeypatch, trl_own: bool, logging_steps: int) -> list[dict]:
+def _train(tmp_path, tiny_model, monkeypatch, trl_own: bool, logging_steps: int, method: str = "lora") -> list[dict]:
     import engine.train.trainers as T
     from tests.fixtures_train import write_run
 
@@ -16,7 +16,7 @@ def _train(tmp_path, tiny_model, monkeypatch, trl_own: bool, logging_steps: int)
     run = tmp_path / f"{'trl' if trl_own else 'finetui'}-{logging_steps}"
     job = write_run(run, **{"data.max_samples": 24, "general.batch_size": 4, "general.max_steps": 6,
                             "runtime.seed": 3, "eval.logging_steps": logging_steps, "data.packing": False,
-                            "general.learning_rate": 0.01})
+                            "general.learning_rate": 0.01, "trainer.training_type": method})
     res = job.resolved()
     with monkeypatch.context() as m:  # (TRL's own trainer for this run only)
         if trl_own:
@@ -59,6 +59,10 @@ def test_same_losses_and_metrics_as_trl(tmp_path, tiny_model, monkeypatch, loggi
     monkeypatch.setattr(T, "_nll_from_logits", lambda *a: (calls.append(1), real(*a))[1])
     plain = _train(tmp_path / "plain", tiny_model, monkeypatch, False, logging_steps)
     assert len(calls) == 6  # (each step's loss from its logits)
+    _compare(fused, plain, theirs, logging_steps)
+
+
+def _compare(fused: list[dict], plain: list[dict], theirs: list[dict], logging_steps: int) -> None:
     assert len(fused) == len(plain) == len(theirs) == 6 // logging_steps
     for a, p, b in zip(fused, plain, theirs):
         assert a["loss"] == b["loss"] and a["grad_norm"] == b["grad_norm"]  # the same ops: bit for bit
@@ -78,3 +82,13 @@ def test_which_batches_compute_the_loss_from_their_logits():
     assert not small_logits(torch.zeros(8, 2048), 151_936)  # Qwen's vocabulary: the fused LM head
     assert small_logits(torch.zeros(1, SMALL_LOGITS), 1) and not small_logits(torch.zeros(1, SMALL_LOGITS + 1), 1)
     assert not small_logits(None, 512) and not small_logits(torch.zeros(2, 2), None)
+
+
+def test_prompt_tuning_loss_from_the_logits_is_trls(tmp_path, tiny_model, monkeypatch):
+    """Prompt tuning puts virtual tokens before the text: the logits are longer than the labels."""
+    theirs = _train(tmp_path, tiny_model, monkeypatch, True, 1, "prompt_tuning")
+    monkeypatch.setenv("FINETUI_SMALL_LOGITS", "0")
+    fused = _train(tmp_path / "fused", tiny_model, monkeypatch, False, 1, "prompt_tuning")
+    monkeypatch.delenv("FINETUI_SMALL_LOGITS")
+    plain = _train(tmp_path / "plain", tiny_model, monkeypatch, False, 1, "prompt_tuning")
+    _compare(fused, plain, theirs, 1)

@@ -280,7 +280,8 @@ def _nll_from_logits(model: Any, inputs: dict) -> Any:
 
     labels = inputs["labels"]
     out = model(**{k: v for k, v in inputs.items() if k != "labels"})
-    logits = out.logits[:, :-1, :]
+    # (prompt tuning puts its virtual tokens before the text: their positions lead the logits, and have no label)
+    logits = out.logits[:, out.logits.shape[1] - labels.shape[1]:-1, :]
     target = labels[:, 1:]
     mask = target != -100
     picked = logits[mask].float()
