@@ -83,6 +83,10 @@ CUDA_CONTEXT_BYTES = int(0.5 * GIB)
 #: bytes a quantized weight costs: 4-bit NF4 with double quantization (an 8-bit absmax per block of
 #: 64, an fp32 scale per 256 blocks, as the worker configures bitsandbytes); 8-bit: 1 B + row scales
 QLORA_BYTES = {4: 0.5 + 1 / 64 + 4 / (64 * 256), 8: 1.0 + 4 / 4096}
+#: an SFT / pre-training batch whose logits have at most this many values (tokens × vocabulary) computes its loss
+#: from the full logits instead of TRL's fused LM head (engine.train.trainers.small_logits: faster for small ones)
+SMALL_LOGITS = 1 << 24
+
 #: TRL's fused LM head (trl.kernels.chunked_logprob, SFTTrainer): tiles of 4096 tokens × 32768 vocabulary
 #: columns, the buffer allocated at its full width whatever the vocabulary
 FUSED_TOKEN_CHUNK, FUSED_VOCAB_CHUNK = 4096, 32768
@@ -681,6 +685,14 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
     if stage == "reward":  # the score head's input: every position's hidden state (the score is one number each)
         l_bytes = float(tokens * s.hidden * a)
         l_formula = f"score head input {tokens} tokens × hidden {s.hidden} × {a} B (no LM head)"
+    elif stage in ("sft", "pretrain") and seqs * seq * s.vocab <= SMALL_LOGITS:
+        # small logits: the loss from the full logits (engine.train.trainers._nll_from_logits) — the logits, an fp32
+        # copy of the labelled positions, their log-softmax and one temporary (the entropy's; in the backward, the
+        # log-softmax's gradient)
+        n = seqs * (seq + extra_tokens - 1)
+        cb = hb if half else a
+        l_bytes = float(n * s.vocab * (cb + 12))
+        l_formula = f"{n} tokens × vocab {s.vocab} × ({cb} + 4 + 4 + 4) B (logits, fp32 copy, log-softmax, its gradient)"
     elif ploss not in ("orpo", "simpo"):
         # TRL's SFT / DPO / KTO trainers project through the LM head in tiles (trl.kernels.chunked_logprob): no
         # [tokens, vocab] logits; the backward recomputes each tile and accumulates in fp32

@@ -251,8 +251,9 @@ def _truncate_pairs(dataset: Any, max_len: int) -> tuple[Any, int]:
 
 #: a batch whose logits have at most this many values (64 MiB in float32) computes its loss from them: TRL's fused LM
 #: head (tiles of the LM head, only the labelled positions) keeps a large vocabulary's logits out of memory, and costs
-#: about a quarter of a small model's step on a CPU (bench/profile_step.py; LLaMA-Factory computes the plain way)
-SMALL_LOGITS = 1 << 24
+#: about a quarter of a small model's step on a CPU (bench/profile_step.py; LLaMA-Factory computes the plain way).
+#: The memory estimate counts the same (engine/estimate.py).
+from engine.estimate import SMALL_LOGITS  # noqa: E402
 
 
 def small_logits(labels: Any, vocab: int | None) -> bool:
@@ -290,7 +291,7 @@ def _nll_from_logits(model: Any, inputs: dict) -> Any:
     log_probs = torch.zeros(target.shape, dtype=logp.dtype, device=logp.device)
     log_probs[mask] = logp.gather(-1, tokens[:, None]).squeeze(-1)
     with torch.no_grad():
-        entropy = -(logp.exp() * logp).sum(-1)
+        entropy = -logp.exp().mul_(logp).sum(-1)  # (one temporary the size of the log-softmax)
         is_top1 = picked.argmax(-1) == tokens
     return SimpleNamespace(log_probs=log_probs, label_mask=mask, entropy=entropy, is_top1=is_top1)
 
