@@ -100,7 +100,7 @@ def pack_arrow(ds: Any, max_len: int, dest: Path, bins_per_batch: int = 2048,
 
     table = ds.data.table if hasattr(ds.data, "table") else ds.data
     cols = {name: _Column(table.column(name)) for name in ("input_ids", "labels")}
-    all_lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int32)
+    all_lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     window = window or PACK_WINDOW
     schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
                         ("seq_lengths", pa.list_(pa.int32()))])
