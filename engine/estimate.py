@@ -693,6 +693,9 @@ def estimate(res: dict[str, Any], *, model_config: dict[str, Any] | None = None,
         cb = hb if half else a
         l_bytes = float(n * s.vocab * (cb + 12))
         l_formula = f"{n} tokens × vocab {s.vocab} × ({cb} + 4 + 4 + 4) B (logits, fp32 copy, log-softmax, its gradient)"
+        if gc:  # the layer checkpointing recomputes lives in the backward, once these are gone: only the excess counts
+            l_bytes = max(0.0, l_bytes - full_layer)
+            l_formula += f" − the recomputed layer {gib(full_layer)} (not alive at the same time)"
     elif ploss not in ("orpo", "simpo"):
         # TRL's SFT / DPO / KTO trainers project through the LM head in tiles (trl.kernels.chunked_logprob): no
         # [tokens, vocab] logits; the backward recomputes each tile and accumulates in fp32
