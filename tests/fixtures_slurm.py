@@ -41,7 +41,14 @@ class SlurmCluster:
 
     def job(self, job_id: str) -> dict[str, str]:
         """``scontrol show job``'s fields of a job ({} once Slurm has forgotten it)."""
-        p = self.run("scontrol", "show", "job", "-o", str(job_id), check=False)
+        return self._show("job", str(job_id))
+
+    def node_state(self) -> str:
+        """``scontrol show node``'s State of the cluster's node (IDLE, ALLOCATED, COMPLETING…)."""
+        return self._show("node", self.node).get("State", "")
+
+    def _show(self, kind: str, name: str) -> dict[str, str]:
+        p = self.run("scontrol", "show", kind, "-o", name, check=False)
         return dict(kv.split("=", 1) for kv in p.stdout.split() if "=" in kv)
 
 

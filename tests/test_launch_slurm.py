@@ -116,10 +116,8 @@ def test_sigusr1_checkpoints_requeues_and_resumes_at_the_checkpoint(slurm_cluste
     # fails (exit 1:0, 0 s: "Killing non-startable batch JobId: Job credential revoked" — slurmd revoked the job's
     # credential when the requeue killed it, and a new credential issued in the same second counts as revoked), so
     # the node is let go first and the clock passes the revocation's second.
-    node_free = lambda: (lambda st: st if st and "COMPLETING" not in st and "ALLOC" not in st else None)(  # noqa: E731
-        dict(kv.split("=", 1) for kv in slurm_cluster.run("scontrol", "show", "node", "-o", slurm_cluster.node,
-                                                          check=False).stdout.split() if "=" in kv).get("State"))
-    wait_for(node_free, 60, poll=0.5)
+    wait_for(lambda: (lambda st: st and "COMPLETING" not in st and "ALLOC" not in st)(slurm_cluster.node_state()),
+             60, poll=0.5)
     requeued_at = max(r["t"] for r in kinds(ref.run_dir, "status") if r.get("phase") == "requeued")
     time.sleep(max(0.0, requeued_at + 3 - time.time()))
     slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from engine.data.errors import RowError
 from engine import userfiles
-from engine.data.sources import FileSource, MultiSource, Source, data_error, data_suffix, jsonl_records
+from engine.data.sources import FileSource, Source, data_error, data_suffix, jsonl_records, plain_files
 
 #: bytes parsed at once (a block ends at a line end; a longer line is read whole)
 BLOCK_BYTES = 8 << 20
@@ -40,11 +40,11 @@ def fast_files(src: Source, fmt: str) -> list[FileSource] | None:
     """The JSON-lines files of ``src`` when the fast path can read all of them, else None."""
     if fmt not in FAST_FORMATS:
         return None
-    parts = src.parts if isinstance(src, MultiSource) else [src]
+    parts = plain_files(src)
+    if parts is None:
+        return None
     out = []
     for p in parts:
-        if type(p) is not FileSource:
-            return None
         suf = data_suffix(p.path.name)
         if suf not in (".json", ".jsonl", ".ndjson"):
             return None

@@ -12,7 +12,7 @@ import itertools
 import json
 import random
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from engine.schema import FORMATS, FORMATS_BY_STAGE
@@ -193,16 +193,15 @@ def row_digest(rows: Iterable[dict], h: Any = None) -> Any:
 
 
 def _local_files(srcs: list[tuple[Source, str]]) -> list | None:
-    """The plain local files behind ``srcs`` (a file, a folder's files), or None when any part is something else
-    (an archive, an S3 object, a sample)."""
-    from engine.data.sources import FileSource, MultiSource
+    """The plain local files behind ``srcs``, or None when any part is something else (an archive, an S3 object)."""
+    from engine.data.sources import plain_files
 
     out = []
     for src, _ in srcs:
-        for part in (src.parts if isinstance(src, MultiSource) else [src]):
-            if type(part) is not FileSource:
-                return None
-            out.append(part.path)
+        parts = plain_files(src)
+        if parts is None:
+            return None
+        out += [p.path for p in parts]
     return out
 
 
@@ -261,7 +260,7 @@ def _first_pass(path: str, res: dict, secrets: dict | None, fmt: str, limit: int
         try:
             memo = json.loads(_pass_memo(key).read_text())
             counts = ScanCounts(memo["total"], memo["valid"], memo["invalid"],
-                                [Invalid(i["location"], i["field"], i["reason"]) for i in memo["listed"]])
+                                [Invalid(**i) for i in memo["listed"]])
             digest = memo["digest"]
         except (OSError, ValueError, KeyError, TypeError):
             counts = ScanCounts()
@@ -277,7 +276,7 @@ def _first_pass(path: str, res: dict, secrets: dict | None, fmt: str, limit: int
         digest = row_digest(tap(scan_all(srcs, counts, limit_valid=limit, stage=stage))).hexdigest()
         if key is not None and not images:
             memo = {"total": counts.total, "valid": counts.valid, "invalid": counts.invalid, "digest": digest,
-                    "listed": [{"location": i.location, "field": i.field, "reason": i.reason} for i in counts.listed]}
+                    "listed": [asdict(i) for i in counts.listed]}
             try:
                 _pass_memo(key).parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(_pass_memo(key), json.dumps(memo))

@@ -292,6 +292,13 @@ class MultiSource(Source):
         return None
 
 
+def plain_files(src: Source) -> list[FileSource] | None:
+    """The plain local files a source reads (itself, or a folder's / a data path's parts), or None when any part is
+    something else (an archive, an S3 object)."""
+    parts = src.parts if isinstance(src, MultiSource) else [src]
+    return list(parts) if all(type(p) is FileSource for p in parts) else None
+
+
 class ZipSource(Source):
     def __init__(self, path: Path, display: str | None = None):
         self.path = path

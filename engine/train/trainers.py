@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from engine.estimate import SMALL_LOGITS
 from engine.schema import packs
 from engine.launch.rundir import CHECKPOINTS_DIR
 from engine.train.modeling import UserError, precision
@@ -249,15 +250,12 @@ def _truncate_pairs(dataset: Any, max_len: int) -> tuple[Any, int]:
     return dataset, n
 
 
-#: a batch whose logits have at most this many values (64 MiB in float32) computes its loss from them: TRL's fused LM
-#: head (tiles of the LM head, only the labelled positions) keeps a large vocabulary's logits out of memory, and costs
-#: about a quarter of a small model's step on a CPU (bench/profile_step.py; LLaMA-Factory computes the plain way).
-#: The memory estimate counts the same (engine/estimate.py).
-from engine.estimate import SMALL_LOGITS  # noqa: E402
-
-
 def small_logits(labels: Any, vocab: int | None) -> bool:
-    """Whether a batch with these labels computes its loss from the full logits (see :data:`SMALL_LOGITS`)."""
+    """Whether a batch with these labels computes its loss from the full logits: at most ``SMALL_LOGITS`` values
+    (64 MiB in float32; ``FINETUI_SMALL_LOGITS`` overrides). TRL's fused LM head (tiles of the LM head, only the
+    labelled positions) keeps a large vocabulary's logits out of memory, and costs about a quarter of a small
+    model's step on a CPU (bench/profile_step.py; LLaMA-Factory computes the plain way). The memory estimate counts
+    whichever path a batch takes (engine/estimate.py, whose constant this is)."""
     import os
 
     limit = int(os.environ.get("FINETUI_SMALL_LOGITS", SMALL_LOGITS))
@@ -316,7 +314,9 @@ def sft_trainer_class() -> type:
             # TRL's plain negative log-likelihood branch (trl/trainer/sft_trainer.py, compute_loss), as it is — or,
             # where the batch's logits are small, the same loss from them (see small_logits)
             inputs["use_cache"] = False
-            if small_logits(inputs.get("labels"), self.__dict__.setdefault("_vocab", _vocab_size(model))):
+            if "_vocab" not in self.__dict__:
+                self._vocab = _vocab_size(model)
+            if small_logits(inputs.get("labels"), self._vocab):
                 outputs = _nll_from_logits(model, inputs)
             else:
                 outputs = model(**inputs, fused_lm_head=True)
