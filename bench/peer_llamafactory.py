@@ -9,7 +9,14 @@ fp32 on the CPU, gradient checkpointing off, logging every step, no evaluation, 
 
 Columns: one process; two processes (DDP over gloo: finetui ``procs_per_node = 2``, LLaMA-Factory
 ``FORCE_TORCHRUN=1 NPROC_PER_NODE=2``); one process with packing (finetui's BFD packing, LLaMA-Factory's
-``packing: true`` — the packers differ, so the tokens per step differ in that column); a long run.
+``packing: true`` with ``neat_packing: true``, its "sequence packing without cross-attention": the rows of a
+pack attend only to themselves on both sides, as finetui's packing always does — the packers differ, so the
+tokens per step differ in that column); a long run.
+
+Why ``neat_packing``: without it LLaMA-Factory lets the rows of a pack attend to each other (a different, cheaper
+computation: one causal mask over the whole pack), and it pads every pack to the cutoff with an attention mask
+of 1 on the pads, so its ``num_input_tokens_seen`` counts those pads as tokens (every pack 256 "tokens"): its
+tokens/s would not be a count of the data's tokens.
 
 Measured for each run, the same way on both sides:
 
@@ -79,6 +86,43 @@ def __getattr__(name):
     raise ImportError(f"torchaudio.{name}: torchaudio is stubbed out for this text-only benchmark")
 '''
 
+#: the peer's count of tokens under neat packing: its collator passes a 4-D float attention mask (0 where a token may
+#: attend, the dtype's minimum elsewhere), which transformers' ``non_padding`` count sums as if it were a 0/1 mask
+#: (a large negative number). For such a batch only, count the input ids that are not the pad token — the count
+#: transformers itself makes when there is no mask, and the one finetui's packed batches get. Changes nothing else.
+PEER_SITECUSTOMIZE = '''"""sitecustomize for the peer benchmark (bench/peer_llamafactory.py): see PEER_SITECUSTOMIZE there."""
+import importlib.abc
+import importlib.util
+import sys
+
+
+class _CountPackedTokens(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "transformers.trainer":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            track = module.Trainer._track_num_input_tokens
+
+            def _track_num_input_tokens(self, inputs):
+                mask = inputs.get("attention_mask")
+                if mask is not None and mask.dim() == 4:
+                    inputs = {k: v for k, v in inputs.items() if k != "attention_mask"}
+                return track(self, inputs)
+
+            module.Trainer._track_num_input_tokens = _track_num_input_tokens
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _CountPackedTokens())
+'''
+
 
 def finetui_toml(job: dict, model: Path, data: Path, steps: int, procs: int, packing: bool) -> str:
     return f"""name = "bench: peer LLaMA-Factory"
@@ -139,6 +183,7 @@ dataset_dir: {data_dir}
 template: chatml
 cutoff_len: {job['max_len']}
 packing: {str(packing).lower()}
+neat_packing: {str(packing).lower()}
 overwrite_cache: true
 output_dir: {out}
 overwrite_output_dir: true
@@ -362,6 +407,7 @@ def main() -> int:
         stubs = tmp / "peer-stubs" / "torchaudio"
         stubs.mkdir(parents=True)
         (stubs / "__init__.py").write_text(TORCHAUDIO_STUB)
+        (stubs.parent / "sitecustomize.py").write_text(PEER_SITECUSTOMIZE)
         model = tmp / "model"
         shutil.copytree(ensure_tiny_model(), model)  # one folder, read by both
         for col in cols:

@@ -52,6 +52,8 @@ def test_both_tools_get_the_same_job(tmp_path, column):
     assert ft["runtime"]["gradient_checkpointing"] is False and lf["disable_gradient_checkpointing"] is True
     assert ft["runtime"]["mixed_precision"] == "none" and lf["bf16"] is False and lf["fp16"] is False
     assert ft["data"]["packing"] is lf["packing"] is spec["packing"]
+    # finetui's packed rows never attend to each other: LLaMA-Factory's neat packing (block-diagonal attention)
+    assert lf["neat_packing"] is spec["packing"]
     assert ft["launch"]["procs_per_node"] == spec["procs"]
     assert ("ddp_backend" in lf) == (spec["procs"] > 1)
     assert ft["eval"]["logging_steps"] == lf["logging_steps"] == 1

@@ -8,14 +8,15 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def _train(tmp_path, tiny_model, monkeypatch, trl_own: bool, logging_steps: int, method: str = "lora") -> list[dict]:
+def _train(tmp_path, tiny_model, monkeypatch, trl_own: bool, logging_steps: int, method: str = "lora",
+           packing: bool = False) -> list[dict]:
     import engine.train.trainers as T
     from tests.fixtures_train import write_run
 
     monkeypatch.setenv("FINETUI_CACHE_DIR", str(tiny_model.parent))
     run = tmp_path / f"{'trl' if trl_own else 'finetui'}-{logging_steps}"
     job = write_run(run, **{"data.max_samples": 24, "general.batch_size": 4, "general.max_steps": 6,
-                            "runtime.seed": 3, "eval.logging_steps": logging_steps, "data.packing": False,
+                            "runtime.seed": 3, "eval.logging_steps": logging_steps, "data.packing": packing,
                             "general.learning_rate": 0.01, "trainer.training_type": method})
     res = job.resolved()
     with monkeypatch.context() as m:  # (TRL's own trainer for this run only)
@@ -92,3 +93,12 @@ def test_prompt_tuning_loss_from_the_logits_is_trls(tmp_path, tiny_model, monkey
     monkeypatch.delenv("FINETUI_SMALL_LOGITS")
     plain = _train(tmp_path / "plain", tiny_model, monkeypatch, False, 1, "prompt_tuning")
     _compare(fused, plain, theirs, 1)
+
+
+def test_packed_batches_count_their_tokens(tmp_path, tiny_model, monkeypatch):
+    """A packed batch (rows × longest, no attention mask) logs as ``num_tokens`` the tokens it holds, as
+    ``num_input_tokens_seen`` does — not TRL's padding-free count (the length of one flat row), 1/rows of it."""
+    logs = _train(tmp_path, tiny_model, monkeypatch, False, 1, packing=True)
+    assert len(logs) == 6
+    for x in logs:
+        assert x["num_tokens"] == x["num_input_tokens_seen"] > 0

@@ -294,6 +294,16 @@ def _nll_from_logits(model: Any, inputs: dict) -> Any:
     return SimpleNamespace(log_probs=log_probs, label_mask=mask, entropy=entropy, is_top1=is_top1)
 
 
+def _unpadded(inputs: dict, processing_class: Any) -> Any:
+    """The input ids of a batch without an attention mask that are not the pad token (all of them when the
+    tokenizer has none): the count ``num_input_tokens_seen`` makes (transformers' Trainer, ``non_padding``)."""
+    import torch
+
+    ids = inputs["input_ids"]
+    pad = getattr(getattr(processing_class, "tokenizer", processing_class), "pad_token_id", None)
+    return (ids != pad).sum() if pad is not None else torch.tensor(ids.numel(), device=ids.device)
+
+
 def sft_trainer_class() -> type:
     """TRL's ``SFTTrainer`` whose per-token training metrics (entropy, token accuracy, tokens seen) are gathered
     across ranks and read back only when the trainer logs. TRL gathers and reads them (``.item()``) at every step:
@@ -328,8 +338,8 @@ def sft_trainer_class() -> type:
             with torch.no_grad():
                 if "attention_mask" in inputs:
                     seen = inputs["attention_mask"].sum()
-                else:
-                    seen = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+                else:  # packed rows (batch × longest, no mask): what transformers' tokens-seen counts, not TRL's
+                    seen = _unpadded(inputs, self.processing_class)  # size(1), which assumes one flat row
                 row = [outputs.label_mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum(), seen]
                 self.__dict__.setdefault("_pending", []).append(torch.stack([x.float() for x in row]))
             return loss
