@@ -399,8 +399,93 @@ def lean_shuffle() -> None:
     RandomSampler.__iter__ = __iter__  # type: ignore[method-assign]
 
 
+def lean_steps(trainer: Any) -> Any:
+    """transformers' Trainer does four things at every step that walk the whole model (every module or every
+    parameter, frozen ones included — a LoRA model's base is most of them): ``model.train()``, the step's FLOPs
+    (``num_parameters`` counts the parameters again), the gradient clipping (over ``model.parameters()``) and
+    ``model.zero_grad()``. About 1 ms a step on the tiny model (~6 % of its step on a CPU), more on a model of
+    hundreds of modules. The same values, once: the parameter count is counted once; clipping and zeroing go
+    over the parameters that can hold a gradient (the others hold none); ``model.train()`` is skipped when every
+    module is in training mode already (read from a list made once: an evaluation — under DDP it turns off the
+    wrapped module, not the wrapper — or anything else that turned one off makes the step call it). Under DeepSpeed or FSDP the trainer's own methods are kept: their engines
+    do more in ``train()`` and clip their own way."""
+    import types
+
+    from transformers import Trainer
+    from transformers.utils import is_sagemaker_mp_enabled
+
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        return trainer
+    counted: dict[int, int] = {}
+    trainable: dict[int, list] = {}
+
+    if type(trainer).floating_point_ops is Trainer.floating_point_ops:
+        def floating_point_ops(self: Any, inputs: dict) -> int:
+            main, m = getattr(self.model, "main_input_name", "input_ids"), self.model
+            if main not in inputs or not hasattr(m, "num_parameters"):
+                return 0
+            if id(m) not in counted:
+                counted[id(m)] = m.num_parameters(exclude_embeddings=True)
+            return 6 * inputs[main].numel() * counted[id(m)]
+
+        trainer.floating_point_ops = types.MethodType(floating_point_ops, trainer)
+
+    if type(trainer)._clip_grad_norm is Trainer._clip_grad_norm:
+        def _clip_grad_norm(self: Any, model: Any) -> Any:
+            mixed = getattr(self, "_has_mixed_mesh_grads", None)  # (transformers ≥ 5.2x: tensor-parallel grads)
+            if is_sagemaker_mp_enabled() or (mixed is not None and mixed(model)):
+                return Trainer._clip_grad_norm(self, model)
+            if id(model) not in trainable:
+                trainable[id(model)] = [p for p in model.parameters() if p.requires_grad]
+            return self.accelerator.clip_grad_norm_(trainable[id(model)], self.args.max_grad_norm)
+
+        trainer._clip_grad_norm = types.MethodType(_clip_grad_norm, trainer)
+
+    step = trainer.training_step
+    modules: dict[int, list] = {}  # (every module under the model the loop trains, listed once)
+
+    def zero_grad(model: Any) -> Callable[..., None]:
+        params = trainable.setdefault(id(model), [p for p in model.parameters() if p.requires_grad])
+
+        def zero_grad(set_to_none: bool = True) -> None:  # (torch's Module.zero_grad, over these parameters)
+            for p in params:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                    continue
+                if p.grad.grad_fn is not None:
+                    p.grad.detach_()
+                else:
+                    p.grad.requires_grad_(False)
+                p.grad.zero_()
+        return zero_grad
+
+    def training_step(model: Any, *args: Any, **kwargs: Any) -> Any:
+        if "zero_grad" not in model.__dict__:  # (the loop's model.zero_grad() after each optimizer step)
+            model.zero_grad = zero_grad(model)
+        if id(model) not in modules:
+            modules[id(model)] = list(model.modules())
+        if not all(m.training for m in modules[id(model)]):  # (an evaluation, or anything else, turned one off)
+            return step(model, *args, **kwargs)
+        model.train = lambda mode=True: model  # (this step's call: the model is in training mode already)
+        try:
+            return step(model, *args, **kwargs)
+        finally:
+            del model.train
+
+    trainer.training_step = training_step
+    return trainer
+
+
 def build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_rows: list[dict] | None,
                   base_args: dict[str, Any], callbacks: list, optimizer: Any, status: Callable[..., None]) -> Any:
+    """The TRL trainer of the job's stage (see :func:`lean_steps`)."""
+    return lean_steps(_build_trainer(res, model, tok, train_rows, eval_rows, base_args, callbacks, optimizer, status))
+
+
+def _build_trainer(res: dict, model: Any, tok: Any, train_rows: list[dict], eval_rows: list[dict] | None,
+                   base_args: dict[str, Any], callbacks: list, optimizer: Any, status: Callable[..., None]) -> Any:
     lean_shuffle()
     from datasets import Dataset
 
