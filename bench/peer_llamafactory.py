@@ -20,7 +20,11 @@ tokens/s would not be a count of the data's tokens.
 
 Measured for each run, the same way on both sides:
 
-* tokens/s: the trainer's ``num_input_tokens_seen`` (non-padding tokens) ÷ ``train_runtime``;
+* tokens/s: the trainer's ``num_input_tokens_seen`` (non-padding tokens) ÷ ``train_runtime``; under neat
+  packing the peer's collator hands transformers a 4-D float attention mask, which its ``non_padding`` count sums
+  as if it were 0/1 (a large negative number): for such batches only, a ``sitecustomize`` module beside the
+  torchaudio stub makes the peer count its input ids that are not the pad token, as transformers does for a
+  batch without a mask (and as finetui's packed batches are counted) — nothing else of the peer changes;
 * peak memory: the sum of the resident set sizes of every process of the run (each one carries a marker
   in its environment: the CLI, finetui's detached supervisor and worker, torchrun and its ranks), sampled
   every 50 ms from /proc;
