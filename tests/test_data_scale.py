@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,8 @@ def _text(rng: random.Random) -> str:
         return "{{"
     if r < 0.25:
         return "héllo wörld 你好"
+    if r < 0.26:
+        return "a NUL \x00 inside"  # (the keys' bytes are split on NUL: such a block hashes key by key)
     return rng.choice(["apple", "pear", "a b", "x\ny", "7"]) + rng.choice(["", " ", "\u3000"])
 
 
@@ -271,3 +274,20 @@ def test_cli_check_shows_a_progress_bar_in_a_terminal(tmp_path):
     err = read_pty(master)
     assert proc.returncode == 0 and "result: OK" in out
     assert b"checking" in err and b"50,000 rows" in err and b"rows/s" in err
+
+
+def test_the_check_does_not_import_pandas(tmp_path):
+    """Any Python value converted to Arrow (a literal in a compute call, ``pa.scalar``, ``to_numpy``) makes pyarrow
+    import pandas — a quarter of a second, a fifth of the check of a million rows. The fast path makes none."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "d.jsonl"
+    rng = random.Random(5)
+    p.write_text("\n".join(_alpaca_line(rng, dirty=False) for _ in range(300)) + "\n")
+    code = ("import sys; sys.path.insert(0, %r); from engine.data.check import check; "
+            "rep = check(%r, 'alpaca', stage='sft', allow_invalid=100); "
+            "print(rep['rows']['valid'] > 0, rep['duplicates'] > 0, 'pandas' in sys.modules)") % (
+        str(Path(__file__).resolve().parent.parent), str(p))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "True", "False"], out.stdout + out.stderr

@@ -74,30 +74,40 @@ class Block:
     def __len__(self) -> int:
         return len(self.lines)
 
-    def hashes(self, hash_keys: Callable[[Any], Any], at: int = 0, n: int | None = None) -> Any:
-        """``hash_keys`` of the keys of valid rows ``at`` … ``at + n`` (rows that failed are hashed too, then left
-        out: cheaper than copying the valid rows' columns out of the block)."""
+    def hashes(self, at: int = 0, n: int | None = None) -> Any:
+        """64-bit hashes of the keys of valid rows ``at`` … ``at + n``: Python's hash of each key's UTF-8 bytes, as
+        :func:`hash_key` gives for a key made row by row (rows that failed are hashed too, then left out: cheaper
+        than copying the valid rows' columns out of the block)."""
         n = len(self) - at if n is None else n
         if self.pos is None:
-            return hash_keys(self.keys.slice(at, n).to_numpy(zero_copy_only=False))
+            return _hash_utf8(self.keys.slice(at, n))
         lo, hi = int(self.pos[at]), int(self.pos[at + n - 1]) + 1
-        return hash_keys(self.keys.slice(lo, hi - lo).to_numpy(zero_copy_only=False))[self.pos[at:at + n] - lo]
+        return _hash_utf8(self.keys.slice(lo, hi - lo))[self.pos[at:at + n] - lo]
 
     def loc(self, i: int) -> str:
         return f"{self.name}:{int(self.lines[i])}"
 
     def row(self, i: int) -> dict:
         """The canonical row of valid row ``i``, as the normaliser builds it."""
-        i = i if self.pos is None else int(self.pos[i])
+        return self.rows([i])[0]
+
+    def rows(self, idx: Any) -> list[dict]:
+        """The canonical rows of valid rows ``idx``, their texts decoded from the columns' bytes (an Arrow scalar's
+        ``as_py`` a text costs several times more)."""
+        import numpy as np
+
+        at = np.asarray(idx, dtype=np.int64)
+        at = at if self.pos is None else self.pos[at]
         if self.fmt == "corpus":
-            return {"text": self.cols["text"][i].as_py()}
-        msgs = []
-        s = self.cols["system"][i].as_py()
-        if s is not None:
-            msgs.append({"role": "system", "content": s})
-        msgs.append({"role": "user", "content": self.cols["prompt"][i].as_py()})
-        msgs.append({"role": "assistant", "content": self.cols["output"][i].as_py()})
-        return {"messages": msgs}
+            return [{"text": t} for t in _texts(self.cols["text"], at)]
+        out = []
+        for s, u, a in zip(_texts(self.cols["system"], at), _texts(self.cols["prompt"], at),
+                           _texts(self.cols["output"], at)):
+            msgs = [] if s is None else [{"role": "system", "content": s}]
+            msgs.append({"role": "user", "content": u})
+            msgs.append({"role": "assistant", "content": a})
+            out.append({"messages": msgs})
+        return out
 
 
 def _blocks(path, block_bytes: int) -> Iterator[tuple[int, bytes, int]]:
@@ -147,6 +157,89 @@ def _ahead(items: Iterator[Any], fn: Callable[[Any], Any], workers: int = 2) -> 
 
 def _line_count(block: bytes) -> int:
     return block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+
+
+#: the end of every key of a block (see _columns): the keys' bytes split on it in one call
+KEY_END = "\x00"
+
+
+def hash_key(key: str) -> int:
+    """The hash of a key made row by row: Python's hash of its UTF-8 bytes (as :meth:`Block.hashes`)."""
+    return hash(key.encode("utf-8", "surrogatepass"))
+
+
+def _hash_utf8(keys: Any) -> Any:
+    """Python's hash of each key's bytes, for an Arrow string array of keys that each end with :data:`KEY_END`:
+    the bytes split at once (no Python string per key), or one key at a time where a text holds a NUL."""
+    import numpy as np
+
+    n = len(keys)
+    offsets = _np_offsets(keys)
+    data = bytes(memoryview(keys.buffers()[2])[int(offsets[0]):int(offsets[-1])]) if n else b""
+    parts = data.split(KEY_END.encode())
+    if len(parts) == n + 1 and keys.null_count == 0:  # (one end per key, none inside one)
+        parts.pop()  # (the empty piece after the last end)
+        return np.fromiter(map(hash, parts), dtype=np.int64, count=n)
+    rel = offsets - offsets[0]
+    return np.fromiter((hash(data[rel[i]:rel[i + 1] - 1]) for i in range(n)), dtype=np.int64, count=n)
+
+
+def _np_offsets(arr: Any) -> Any:
+    """The offsets of an Arrow string array's values, as numpy (len + 1 of them)."""
+    import numpy as np
+    import pyarrow as pa
+
+    dtype = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    return np.frombuffer(arr.buffers()[1], dtype=dtype)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
+
+
+def _texts(col: Any, at: Any) -> list[str | None]:
+    """Texts ``at`` of an Arrow string array (None where null), decoded from its buffers."""
+    import numpy as np
+
+    offs = _np_offsets(col)
+    buf = col.buffers()[2]
+    data = memoryview(buf) if buf is not None else memoryview(b"")
+    valid = None
+    if col.null_count:
+        valid = np.unpackbits(np.frombuffer(col.buffers()[0], dtype=np.uint8), bitorder="little",
+                              count=col.offset + len(col))[col.offset:]
+    return [None if valid is not None and not valid[i] else str(data[offs[i]:offs[i + 1]], "utf-8")
+            for i in at.tolist()]
+
+
+def _np_bool(arr: Any) -> Any:
+    """A boolean Arrow array without nulls as a numpy bool array (Arrow's ``to_numpy`` imports pandas: ~0.25 s)."""
+    import numpy as np
+
+    bits = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
+    return np.unpackbits(bits, bitorder="little", count=arr.offset + len(arr))[arr.offset:].astype(bool)
+
+
+def _np_int(arr: Any) -> Any:
+    """An integer Arrow array without nulls as numpy int64."""
+    import numpy as np
+
+    dtype = np.dtype(f"int{arr.type.bit_width}")
+    return np.frombuffer(arr.buffers()[1], dtype=dtype)[arr.offset:arr.offset + len(arr)].astype(np.int64)
+
+
+_LITERALS: dict[Any, Any] = {}
+
+
+def _lit(value: Any) -> Any:
+    """An Arrow scalar of a string (or None: a null string), made by Arrow's JSON parser: any conversion of a
+    Python value to Arrow (``pa.scalar``, a Python argument to a compute function) imports pandas (~0.25 s: pyarrow
+    looks for pandas objects), which the check never needs."""
+    if value not in _LITERALS:
+        import json
+
+        import pyarrow as pa
+        import pyarrow.json as pj
+
+        opts = pj.ParseOptions(explicit_schema=pa.schema([("v", pa.string())]))
+        _LITERALS[value] = pj.read_json(io.BytesIO(json.dumps({"v": value}).encode()), parse_options=opts).column(0)[0]
+    return _LITERALS[value]
 
 
 def _row_lines(block: bytes, n_lines: int, n_rows: int, start: int):
@@ -233,7 +326,7 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         lines = _row_lines(block, n_lines, table.num_rows, start) if table is not None else None
         if table is None or lines is None:
             return None
-        return _columns(table, fmt, lines, name, b"{{" in block or b"\\u007" in block)
+        return _columns(table, fmt, lines, name)
 
     for (start, block, n_lines), done in _ahead(_blocks(src.path, block_bytes or BLOCK_BYTES), columns):
         if advance is not None:
@@ -253,7 +346,7 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
             yield blk
 
 
-def _columns(table, fmt: str, lines, name: str, braces_in_block: bool = True):
+def _columns(table, fmt: str, lines, name: str):
     """The block of rows that pass on columns, and the line numbers of the others."""
     import numpy as np
     import pyarrow as pa
@@ -276,31 +369,34 @@ def _columns(table, fmt: str, lines, name: str, braces_in_block: bool = True):
     def surely(col):  # certainly not blank (null → false); ASCII text: exactly Python's `s.strip() != ""`
         if id(col) not in memo:
             if is_ascii(col):
-                v = pc.greater(pc.binary_length(pc.ascii_trim(col, _PY_ASCII_SPACE)), 0)
+                v = pc.cast(pc.binary_length(pc.ascii_trim(col, _PY_ASCII_SPACE)), pa.bool_())  # (length > 0)
             else:
                 v = pc.match_substring_regex(col, _SURELY_NOT_BLANK)
-            memo[id(col)] = pc.fill_null(v, False)
+            memo[id(col)] = pc.and_kleene(v, pc.is_valid(v))  # (null → false)
         return memo[id(col)]
 
+    # (no Python value goes to Arrow here — literals are Arrow scalars, see _lit; to numpy through the buffers)
     def empty(col):  # null or ""
-        return pc.fill_null(pc.equal(pc.binary_length(col), 0), True)
+        v = pc.invert(pc.cast(pc.binary_length(col), pa.bool_()))
+        return pc.or_kleene(v, pc.is_null(v))
 
     def braces(col):
-        return pc.fill_null(pc.match_substring(col, "{{"), False)
+        v = pc.match_substring(col, "{{")
+        return pc.and_kleene(v, pc.is_valid(v))
 
     def length(col):
         n = chars(col)
-        return n if n.null_count == 0 else pc.fill_null(n, 0)
+        return n if n.null_count == 0 else pc.coalesce(n, pc.cast(_lit("0"), n.type))
 
     def framed(label, col):  # "label=<length>:<text>" (engine.data.check._row_key's serialisation), as join args
-        return [label + "=", pc.cast(chars(col), pa.string()), ":", col]
+        return [_lit(label + "="), pc.cast(chars(col), pa.string()), _lit(":"), col]
 
     if fmt == "corpus":
         text = table.column("text").combine_chunks()
         ok = surely(text)
         cols = {"text": text}
         nchars = length(text)
-        keys = pc.binary_join_element_wise(*framed("text", text), "")
+        keys = pc.binary_join_element_wise(*framed("text", text), _lit(KEY_END), _lit(""))
     else:
         c = {k: table.column(k).combine_chunks() for k in _STRING_KEYS[fmt]}
         ins, inp, out, sys_ = c["instruction"], c["input"], c["output"], c["system"]
@@ -312,27 +408,33 @@ def _columns(table, fmt: str, lines, name: str, braces_in_block: bool = True):
         # (the common cases skip the copies: no row with both texts, every instruction given, no system)
         one = ins if pc.all(surely(ins)).as_py() else pc.if_else(surely(ins), ins, inp)
         both = pc.and_(surely(ins), surely(inp))
-        prompt = pc.if_else(both, pc.binary_join_element_wise(ins, inp, "\n"), one) if pc.any(both).as_py() else one
-        system = sys_ if sys_.null_count == len(sys_) else pc.if_else(surely(sys_), sys_, pa.scalar(None, pa.string()))
+        prompt = (pc.if_else(both, pc.binary_join_element_wise(ins, inp, _lit("\n")), one) if pc.any(both).as_py()
+                  else one)
+        system = sys_ if sys_.null_count == len(sys_) else pc.if_else(surely(sys_), sys_, _lit(None))
         if is_ascii(ins) and is_ascii(inp):  # (made of them: ASCII too)
             ascii_[id(prompt)] = True
         if is_ascii(sys_):
             ascii_[id(system)] = True
         cols = {"system": system, "prompt": prompt, "output": out}
-        nchars = pc.add(pc.add(length(system), length(prompt)), length(out))
+        nchars = pc.add(length(prompt), length(out))
+        if system.null_count < len(system):
+            nchars = pc.add(nchars, length(system))
         if system.null_count == len(system):
-            head = "messages[2]"
+            head = _lit("messages[2]")
         else:
-            head = pc.if_else(pc.is_valid(system),
-                              pc.binary_join_element_wise("messages[3]", *framed("system", system), ""), "messages[2]")
-        keys = pc.binary_join_element_wise(head, *framed("user", prompt), *framed("assistant", out), "")
+            head = pc.if_else(pc.is_valid(system), pc.binary_join_element_wise(
+                _lit("messages[3]"), *framed("system", system), _lit("")), _lit("messages[2]"))
+        keys = pc.binary_join_element_wise(head, *framed("user", prompt), *framed("assistant", out), _lit(KEY_END),
+                                           _lit(""))
+    if keys.null_count:  # (a row that failed: a key all the same, so that every key ends with KEY_END)
+        keys = pc.coalesce(keys, _lit(KEY_END))
     # a placeholder `{{…}}` in any text: the key holds every text of the rows that pass (a blank or doubtful one
-    # has failed already), and its framing adds no brace
-    if braces_in_block:  # (no "{{" in the block's bytes, escaped or not: no placeholder in any of its texts)
-        ok = pc.and_(ok, pc.invert(braces(keys)))
-    okn = ok.to_numpy(zero_copy_only=False)
+    # has failed already), and its framing adds no brace (an Arrow kernel, out of the GIL: a scan of the block's
+    # bytes for "{{" and its escapes in Python took a fifth of the check)
+    ok = pc.and_(ok, pc.invert(braces(keys)))
+    okn = _np_bool(ok if ok.null_count == 0 else pc.and_kleene(ok, pc.is_valid(ok)))
     bad = lines[~okn]
+    nchars = _np_int(nchars if nchars.null_count == 0 else pc.coalesce(nchars, pc.cast(_lit("0"), nchars.type)))
     if okn.all():
-        return Block(fmt, None, name, lines, cols, pc.fill_null(nchars, 0).to_numpy(), keys), bad
-    nchars = pc.fill_null(nchars, 0).to_numpy()
+        return Block(fmt, None, name, lines, cols, nchars, keys), bad
     return Block(fmt, None, name, lines[okn], cols, nchars[okn], keys, np.flatnonzero(okn)), bad

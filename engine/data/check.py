@@ -173,27 +173,30 @@ class _Stats:
 
         n = len(b)
         self.flush()
-        for at in range(0, n, 2048):  # (in slices: the keys as Python strings take room)
-            self.hashes.frombytes(b.hashes(_hash_keys, at, min(2048, n - at)).tobytes())
+        for at in range(0, n, 8192):  # (in slices: each key a Python bytes object while it is hashed)
+            self.hashes.frombytes(b.hashes(at, min(8192, n - at)).tobytes())
         lo, hi = int(b.nchars.min()), int(b.nchars.max())
         self.cmin = lo if self.cmin is None else min(self.cmin, lo)
         self.cmax = hi if self.cmax is None else max(self.cmax, hi)
         for p in range(min(n, self.preview_rows - len(self.previews))):
             self.previews.append((b.loc(p), b.row(p)))
-        # the reservoir: rows while it fills, then row i replaces a random slot j ≤ i when j < k
+        # the reservoir: rows while it fills, then row i replaces a random slot j ≤ i when j < k — of the rows of
+        # this block that replace one, only the last into each slot stays: only those are made into rows
         fill = max(0, min(n, self.k - self.i))
-        for p in range(fill):
-            self.sample.append(b.row(p))
-            self.csample.append(int(b.nchars[p]))
+        if fill:
+            self.sample.extend(b.rows(range(fill)))
+            self.csample.extend(b.nchars[:fill].tolist())
         if fill < n:
             if self.np_rng is None:
                 self.np_rng = np.random.default_rng(self.seed)
             idx = np.arange(self.i + fill, self.i + n, dtype=np.int64)
             js = self.np_rng.integers(0, idx + 1)
-            for p in np.nonzero(js < self.k)[0]:
-                j = int(js[p])
-                self.sample[j] = b.row(fill + int(p))
-                self.csample[j] = int(b.nchars[fill + int(p)])
+            hit = np.flatnonzero(js < self.k)
+            slots, last = np.unique(js[hit][::-1], return_index=True)
+            at = fill + hit[::-1][last]
+            for j, row, c in zip(slots.tolist(), b.rows(at), b.nchars[at].tolist()):
+                self.sample[j] = row
+                self.csample[j] = c
         self.i += n
 
 
@@ -201,15 +204,9 @@ class _Stats:
         if self.pending:
             import numpy as np
 
-            self.hashes.frombytes(_hash_keys(np.array(self.pending, dtype=object)).tobytes())
+            self.hashes.frombytes(np.fromiter(map(arrowscan.hash_key, self.pending), dtype=np.int64,
+                                              count=len(self.pending)).tobytes())
             self.pending = []
-
-
-def _hash_keys(keys: Any) -> Any:
-    """64-bit hashes of a sequence of strings (Python's string hash: fast, the same within one check)."""
-    import numpy as np
-
-    return np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
 
 
 def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | None = None,
