@@ -291,3 +291,44 @@ def test_the_check_does_not_import_pandas(tmp_path):
         str(Path(__file__).resolve().parent.parent), str(p))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "True", "False"], out.stdout + out.stderr
+
+
+def test_duplicates_in_bounded_memory():
+    """Past the cap the check keeps the hashes of 1 row in 2^level, chosen by hash: a file without duplicates still
+    counts 0, one with many gets an estimate near the truth, and no more than the cap is ever kept."""
+    import numpy as np
+
+    from engine.data.check import _Hashes
+
+    rng = np.random.default_rng(0)
+    unique = rng.integers(-(2 ** 63), 2 ** 63 - 1, size=200_000, dtype=np.int64)
+    h = _Hashes(cap=10_000)
+    for part in np.array_split(unique, 37):
+        h.add(part)
+        assert len(h.kept) <= 10_000
+    assert h.level >= 4 and h.duplicates() == 0
+    # 120,000 distinct rows, 80,000 of them twice more: 160,000 duplicates
+    rows = rng.integers(-(2 ** 63), 2 ** 63 - 1, size=120_000, dtype=np.int64)
+    data = np.concatenate([rows, rows[:80_000], rows[:80_000]])
+    rng.shuffle(data)
+    est = _Hashes(cap=20_000)
+    for part in np.array_split(data, 50):
+        est.add(part)
+    assert est.level >= 3 and abs(est.duplicates() - 160_000) < 0.1 * 160_000
+    exact = _Hashes(cap=10 ** 6)
+    exact.add(data)
+    assert exact.level == 0 and exact.duplicates() == 160_000
+
+
+def test_check_says_when_duplicates_are_estimated(tmp_path, monkeypatch):
+    from engine.data import check as C
+
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"instruction": f"q{i % 3000}", "output": "a"}) + "\n" for i in range(9000)))
+    exact = C.check(str(p), "alpaca")
+    assert exact["duplicates"] == 6000 and exact["duplicates_sampled"] == 1
+    monkeypatch.setattr(C, "EXACT_DUPLICATE_ROWS", 1000)
+    rep = C.check(str(p), "alpaca")
+    assert rep["duplicates_sampled"] > 1 and 4000 < rep["duplicates"] < 8000
+    assert any(w.startswith("about ") and "estimated from 1 row in" in w for w in rep["warnings"])
+    assert f"(estimated from 1 row in {rep['duplicates_sampled']})" in C.format_report(rep)

@@ -38,14 +38,43 @@ def _percentile(sorted_vals: list[int], q: float) -> int:
     return sorted_vals[k]
 
 
-def _count_duplicates(hashes: array) -> int:
-    if not hashes:
-        return 0
-    import numpy as np
+#: the most row hashes the check keeps (8 bytes each) to count duplicates exactly; beyond, it keeps the hashes of a
+#: sample of the rows chosen by hash (see _Hashes) and the count is an estimate
+EXACT_DUPLICATE_ROWS = 4_000_000
 
-    a = np.frombuffer(hashes, dtype=np.int64).copy()
-    a.sort()
-    return int(len(a) - 1 - np.count_nonzero(a[1:] != a[:-1]))
+
+class _Hashes:
+    """The 64-bit hashes of the valid rows, for counting duplicates in bounded memory: all of them up to
+    :data:`EXACT_DUPLICATE_ROWS`; beyond, only those whose top ``level`` bits are zero (1 row in 2^level, raised
+    a level at a time to stay under the cap). Equal rows have equal hashes, so a row and its duplicates are kept or
+    dropped together: the duplicates among the kept hashes times 2^level estimate the file's — without bias, and
+    0 for a file without any."""
+
+    def __init__(self, cap: int | None = None):
+        self.cap = cap or EXACT_DUPLICATE_ROWS
+        self.level = 0
+        self.kept = array("q")
+
+    def add(self, h: Any) -> None:
+        """``h``: an int64 numpy array of row hashes."""
+        import numpy as np
+
+        if self.level:
+            h = h[(h.view(np.uint64) >> np.uint64(64 - self.level)) == 0]
+        self.kept.frombytes(h.tobytes())
+        while len(self.kept) > self.cap:
+            self.level += 1
+            a = np.frombuffer(self.kept, dtype=np.uint64)
+            self.kept = array("q", a[(a >> np.uint64(64 - self.level)) == 0].view(np.int64).tobytes())
+
+    def duplicates(self) -> int:
+        if not self.kept:
+            return 0
+        import numpy as np
+
+        a = np.frombuffer(self.kept, dtype=np.int64).copy()
+        a.sort()
+        return int(len(a) - 1 - np.count_nonzero(a[1:] != a[:-1])) << self.level
 
 
 def _framed(text: str) -> str:
@@ -117,15 +146,15 @@ def sniff(path: str, res: dict | None = None, secrets: dict | None = None) -> li
 
 
 class _Stats:
-    """What the check keeps of the valid rows as they stream: 8 bytes per row (duplicates), counts, a seeded
-    reservoir sample of ``token_sample`` rows (token lengths), the first ``preview_rows`` rows."""
+    """What the check keeps of the valid rows as they stream: 8 bytes per row up to a cap (duplicates, _Hashes),
+    counts, a seeded reservoir sample of ``token_sample`` rows (token lengths), the first ``preview_rows`` rows."""
 
     def __init__(self, token_sample: int, preview_rows: int, seed: int):
         self.k, self.preview_rows = token_sample, preview_rows
         self.rng = random.Random(seed)
         self.np_rng = None
         self.seed = seed
-        self.hashes = array("q")
+        self.hashes = _Hashes()
         self.pending: list[str] = []  # keys of rows read one by one, hashed in batches
         self.sample: list[dict] = []
         self.csample: list[int] = []
@@ -174,7 +203,7 @@ class _Stats:
         n = len(b)
         self.flush()
         for at in range(0, n, 8192):  # (in slices: each key a Python bytes object while it is hashed)
-            self.hashes.frombytes(b.hashes(at, min(8192, n - at)).tobytes())
+            self.hashes.add(b.hashes(at, min(8192, n - at)))
         lo, hi = int(b.nchars.min()), int(b.nchars.max())
         self.cmin = lo if self.cmin is None else min(self.cmin, lo)
         self.cmax = hi if self.cmax is None else max(self.cmax, hi)
@@ -204,8 +233,7 @@ class _Stats:
         if self.pending:
             import numpy as np
 
-            self.hashes.frombytes(np.fromiter(map(arrowscan.hash_key, self.pending), dtype=np.int64,
-                                              count=len(self.pending)).tobytes())
+            self.hashes.add(np.fromiter(map(arrowscan.hash_key, self.pending), dtype=np.int64, count=len(self.pending)))
             self.pending = []
 
 
@@ -295,7 +323,8 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
                    "invalid_pct": round(counts.invalid_pct, 4)}
     rep["invalid_rows"] = [x.as_dict() for x in counts.listed]
     rep["invalid_more"] = max(0, counts.invalid - MAX_LISTED_INVALID)
-    rep["duplicates"] = _count_duplicates(hashes)
+    rep["duplicates"] = hashes.duplicates()
+    rep["duplicates_sampled"] = 2 ** hashes.level  # (1: counted exactly; N: estimated from 1 row in N)
     rep["empty_strings"] = empty
     if csample:
         cs = sorted(csample)
@@ -318,7 +347,9 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
         rep["hint"] = hint
         (rep["errors"] if rep["errors"] else rep["warnings"]).insert(0, hint)
     if rep["duplicates"]:
-        rep["warnings"].append(f"{rep['duplicates']} duplicate rows")
+        rep["warnings"].append(f"{rep['duplicates']} duplicate rows" if hashes.level == 0 else
+                               f"about {rep['duplicates']} duplicate rows (estimated from 1 row in "
+                               f"{2 ** hashes.level}, chosen by hash)")
     if empty:
         rep["warnings"].append(f"{empty} rows with an empty string")
     rep["placeholders"] = {"rows": placeholder_rows, "names": dict(sorted(placeholders.items(), key=lambda kv: -kv[1]))}
@@ -430,7 +461,8 @@ def format_report(rep: dict, color: bool = False, with_preview: bool = True) -> 
     if c:
         L.append(f"trainer: {'ok' if c['ok'] else 'NOT COMPATIBLE'} — {rep['format']} → {c['stage']} "
                  f"(allowed: {', '.join(c['allowed'])})")
-    L.append(f"duplicates: {rep['duplicates']} rows; empty strings: {rep['empty_strings']} rows")
+    est = f" (estimated from 1 row in {rep['duplicates_sampled']})" if rep.get("duplicates_sampled", 1) > 1 else ""
+    L.append(f"duplicates: {rep['duplicates']} rows{est}; empty strings: {rep['empty_strings']} rows")
     ch = rep.get("chars")
     if ch:
         L.append(f"characters per row: min {ch['min']} · median {ch['median']} · p95 {ch['p95']} · max {ch['max']}")
