@@ -332,3 +332,40 @@ def test_check_says_when_duplicates_are_estimated(tmp_path, monkeypatch):
     assert rep["duplicates_sampled"] > 1 and 4000 < rep["duplicates"] < 8000
     assert any(w.startswith("about ") and "estimated from 1 row in" in w for w in rep["warnings"])
     assert f"(estimated from 1 row in {rep['duplicates_sampled']})" in C.format_report(rep)
+
+
+@pytest.mark.parametrize("fmt,seed", [("alpaca", 7), ("corpus", 8)])
+def test_first_pass_on_the_arrow_path(tmp_path, monkeypatch, fmt, seed):
+    """The worker's first pass over JSON-lines corpus / alpaca files goes through the check's Arrow path: the same
+    counts and invalid rows as the row reader, and a digest that follows the rows' content and order."""
+    from engine.data.loader import ScanCounts, keys_digest, open_sources, scan_all
+
+    rng = random.Random(seed)
+    make = _alpaca_line if fmt == "alpaca" else _corpus_line
+    lines = [make(rng, dirty=(i // 40) % 3 == 0) for i in range(1200)]
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 2048)
+
+    def first_pass(body: list[str], name: str = "d.jsonl"):
+        p = tmp_path / name
+        p.write_text("\n".join(body) + "\n")
+        srcs = open_sources(str(p), fmt, "sft", None, {}, None)
+        fast, slow = ScanCounts(), ScanCounts()
+        digest = keys_digest(srcs, fast, "sft")
+        for _ in scan_all(srcs, slow, stage="sft"):
+            pass
+        assert (fast.total, fast.valid, fast.invalid) == (slow.total, slow.valid, slow.invalid) and fast.invalid
+        assert fast.listed == slow.listed
+        return digest
+
+    d = first_pass(lines)
+    assert d is not None and first_pass(lines, "again.jsonl") != d  # (the file's name is part of it)
+    assert first_pass(lines) == d
+    valid = [i for i, ln in enumerate(lines) if ln.strip() and ln.startswith("{") and (i // 40) % 3 != 0]
+    i, j = valid[10], valid[500]
+    if lines[i] != lines[j]:
+        swapped = list(lines)
+        swapped[i], swapped[j] = lines[j], lines[i]
+        assert first_pass(swapped) != d
+    changed = list(lines)
+    changed[valid[20]] = json.dumps({"instruction": "changed", "output": "x"} if fmt == "alpaca" else {"text": "changed"})
+    assert first_pass(changed) != d

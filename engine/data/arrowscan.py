@@ -84,6 +84,22 @@ class Block:
         lo, hi = int(self.pos[at]), int(self.pos[at + n - 1]) + 1
         return _hash_utf8(self.keys.slice(lo, hi - lo))[self.pos[at:at + n] - lo]
 
+    def digest_into(self, h: Any) -> None:
+        """Feed ``h`` (a hashlib object) the keys of the valid rows, each ending with :data:`KEY_END`, then their line
+        numbers (int64): what :func:`engine.data.loader.keys_digest` feeds it for rows read one by one."""
+        import numpy as np
+
+        offs = _np_offsets(self.keys)
+        data = memoryview(self.keys.buffers()[2])
+        if self.pos is None:
+            h.update(data[offs[0]:offs[-1]])
+        else:  # (runs of consecutive valid rows: their keys lie end to end)
+            pos = self.pos
+            cut = np.flatnonzero(np.diff(pos) != 1) + 1
+            for a, b in zip(np.concatenate([[0], cut]).tolist(), np.concatenate([cut, [len(pos)]]).tolist()):
+                h.update(data[offs[pos[a]]:offs[pos[b - 1] + 1]])
+        h.update(np.ascontiguousarray(self.lines, dtype=np.int64).tobytes())
+
     def loc(self, i: int) -> str:
         return f"{self.name}:{int(self.lines[i])}"
 

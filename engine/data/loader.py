@@ -192,6 +192,36 @@ def row_digest(rows: Iterable[dict], h: Any = None) -> Any:
     return h
 
 
+def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str | None) -> str | None:
+    """The first pass on the data check's Arrow path, when every source is a JSON-lines file of a format it reads
+    (else None, nothing read): ``counts`` counted, and a sha256 over each part's canonical row keys (the check's
+    duplicate keys, each ending with NUL) and their line numbers — file order and content, as the row reader's
+    digest, without a Python row per line."""
+    import numpy as np
+
+    from engine.data import arrowscan
+    from engine.data.check import _row_key
+    from engine.data.formats import PAIRED_STAGES
+
+    fast = [arrowscan.fast_files(src, f) if stage not in PAIRED_STAGES else None for src, f in srcs]
+    if not fast or not all(fast):
+        return None
+    h = hashlib.sha256(b"finetui keys digest 1\0")
+    for files, (_, f) in zip(fast, srcs):
+        for fs in files:
+            h.update(f"{fs.display}\0".encode())
+            for part in arrowscan.scan_file(fs, f, counts.add_invalid):
+                counts.total += len(part)
+                counts.valid += len(part)
+                if isinstance(part, list):
+                    for _, row in part:
+                        h.update(_row_key(row).encode("utf-8", "surrogatepass") + arrowscan.KEY_END.encode())
+                    h.update(np.array([int(loc.rsplit(":", 1)[1]) for loc, _ in part], dtype=np.int64).tobytes())
+                else:
+                    part.digest_into(h)
+    return h.hexdigest()
+
+
 def _local_files(srcs: list[tuple[Source, str]]) -> list | None:
     """The plain local files behind ``srcs``, or None when any part is something else (an archive, an S3 object)."""
     from engine.data.sources import plain_files
@@ -205,8 +235,8 @@ def _local_files(srcs: list[tuple[Source, str]]) -> list | None:
     return out
 
 
-#: bump when what a first pass records changes
-_PASS_LAYOUT = 1
+#: bump when what a first pass records changes (2: the digest of the Arrow path's keys, keys_digest)
+_PASS_LAYOUT = 2
 
 
 def _pass_key(files: list, srcs: list[tuple[Source, str]], stage: str | None, profile: str | None,
@@ -265,15 +295,16 @@ def _first_pass(path: str, res: dict, secrets: dict | None, fmt: str, limit: int
         except (OSError, ValueError, KeyError, TypeError):
             counts = ScanCounts()
     if digest is None:
-        images = []
+        images: list = []
+        digest = keys_digest(srcs, counts, stage) if limit is None else None
+        if digest is None:  # (not every source on the Arrow path, or a row limit: row by row)
+            def tap(rows: Iterator[tuple[str, dict]]) -> Iterator[dict]:
+                for _, r in rows:
+                    if not images and (r.get("images") or r.get("image")):
+                        images.append(True)
+                    yield r
 
-        def tap(rows: Iterator[tuple[str, dict]]) -> Iterator[dict]:
-            for _, r in rows:
-                if not images and (r.get("images") or r.get("image")):
-                    images.append(True)
-                yield r
-
-        digest = row_digest(tap(scan_all(srcs, counts, limit_valid=limit, stage=stage))).hexdigest()
+            digest = row_digest(tap(scan_all(srcs, counts, limit_valid=limit, stage=stage))).hexdigest()
         if key is not None and not images:
             memo = {"total": counts.total, "valid": counts.valid, "invalid": counts.invalid, "digest": digest,
                     "listed": [asdict(i) for i in counts.listed]}
@@ -398,6 +429,24 @@ class PreflightError(DataError):
         return list(self.errors)
 
 
+def count_rows(src: Source, fmt: str, counts: "ScanCounts", stage: str | None) -> None:
+    """Every row of ``src`` read and counted (valid / invalid, with the invalid rows' ``file:line``), no row kept:
+    JSON-lines files of the corpus and alpaca formats through the data check's Arrow path, about 7× faster than
+    the row-by-row reader, which reads the others."""
+    from engine.data import arrowscan
+    from engine.data.formats import PAIRED_STAGES
+
+    files = arrowscan.fast_files(src, fmt) if stage not in PAIRED_STAGES else None
+    if files is None:
+        for _ in scan(src, fmt, counts, materialize_images=False, stage=stage):
+            pass
+        return
+    for fs in files:
+        for part in arrowscan.scan_file(fs, fmt, counts.add_invalid):
+            counts.total += len(part)
+            counts.valid += len(part)
+
+
 def check_data_before_launch(res: dict) -> list[str]:
     """:func:`preflight` for a job about to start; raises :class:`PreflightError`, else returns the notes."""
     from engine.schema import is_remote_job
@@ -431,8 +480,7 @@ def preflight(res: dict, *, remote: bool = False) -> tuple[list[str], list[str]]
             counts = ScanCounts()
             try:
                 src = open_source(path)
-                for _ in scan(src, f, counts, materialize_images=False, stage=res.get("trainer.stage")):
-                    pass
+                count_rows(src, f, counts, res.get("trainer.stage"))
             except DataError as e:
                 errors.append(str(e))
                 continue
