@@ -369,3 +369,33 @@ def test_first_pass_on_the_arrow_path(tmp_path, monkeypatch, fmt, seed):
     changed = list(lines)
     changed[valid[20]] = json.dumps({"instruction": "changed", "output": "x"} if fmt == "alpaca" else {"text": "changed"})
     assert first_pass(changed) != d
+
+
+def test_first_pass_says_its_progress(tmp_path, monkeypatch):
+    """The worker's first pass over a large file says how far it is (phase "preparing data": bytes, rows, rows/s,
+    time left) instead of a silent "loading data" for minutes."""
+    from engine.data import tokcache
+    from engine.data.loader import stream_rows
+    from engine.train.worker import Worker
+
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(3000)))
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 8192)
+    monkeypatch.setattr(tokcache, "PROGRESS_S", 0.0)
+    monkeypatch.setenv("FINETUI_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    data = stream_rows({"data.train_path": str(p), "data.format": "corpus", "trainer.stage": "pretrain"}, None,
+                       lambda rows, done, total: calls.append((rows, done, total)))
+    assert len(data.train) == 3000 and len(calls) >= 3
+    assert [c[1] for c in calls] == sorted(c[1] for c in calls) and calls[-1][1] == calls[-1][2] == p.stat().st_size
+
+    said = []
+    w = object.__new__(Worker)
+    w.status = lambda phase, text="", **kw: said.append((phase, text, kw))
+    progress = w._reading_progress()
+    for rows, done, total in calls:
+        progress(rows, done, total)
+    assert said and all(phase == "preparing data" for phase, _, _ in said)
+    assert len(said) == len(calls) - 1  # (not the last call: the pass is over)
+    text, kw = said[0][1], said[0][2]
+    assert text.startswith("reading rows: ") and "rows/s" in text and "s left" in text and 0 < kw["fraction"] < 1

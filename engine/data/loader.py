@@ -192,7 +192,8 @@ def row_digest(rows: Iterable[dict], h: Any = None) -> Any:
     return h
 
 
-def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str | None) -> str | None:
+def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str | None,
+                progress: Callable[[int, int, int], None] | None = None) -> str | None:
     """The first pass on the data check's Arrow path, when every source is a JSON-lines file of a format it reads
     (else None, nothing read): ``counts`` counted, and a sha256 over each part's canonical row keys (the check's
     duplicate keys, each ending with NUL) and their line numbers — file order and content, as the row reader's
@@ -207,10 +208,18 @@ def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str |
     if not fast or not all(fast):
         return None
     h = hashlib.sha256(b"finetui keys digest 1\0")
+    total = sum(fs.path.stat().st_size for files in fast for fs in files)
+    done = [0]
+
+    def advance(n: int) -> None:  # (``progress(rows, bytes read, bytes in all)`` after each block)
+        done[0] += n
+        if progress is not None:
+            progress(counts.total, done[0], total)
+
     for files, (_, f) in zip(fast, srcs):
         for fs in files:
             h.update(f"{fs.display}\0".encode())
-            for part in arrowscan.scan_file(fs, f, counts.add_invalid):
+            for part in arrowscan.scan_file(fs, f, counts.add_invalid, advance=advance):
                 counts.total += len(part)
                 counts.valid += len(part)
                 if isinstance(part, list):
@@ -268,7 +277,8 @@ def _pass_memo(key: str):
     return cache_dir() / "passes" / f"{key}.json"
 
 
-def _first_pass(path: str, res: dict, secrets: dict | None, fmt: str, limit: int | None
+def _first_pass(path: str, res: dict, secrets: dict | None, fmt: str, limit: int | None,
+                progress: Callable[[int, int, int], None] | None = None
                 ) -> tuple[Callable[[], Iterator[dict]], ScanCounts, str, str]:
     """Count and hash a data path's rows without keeping them; raises the threshold's :class:`DataError`.
     → (a function streaming the rows again, the counts, the sources' display, the rows' digest).
@@ -296,7 +306,7 @@ def _first_pass(path: str, res: dict, secrets: dict | None, fmt: str, limit: int
             counts = ScanCounts()
     if digest is None:
         images: list = []
-        digest = keys_digest(srcs, counts, stage) if limit is None else None
+        digest = keys_digest(srcs, counts, stage, progress) if limit is None else None
         if digest is None:  # (not every source on the Arrow path, or a row limit: row by row)
             def tap(rows: Iterator[tuple[str, dict]]) -> Iterator[dict]:
                 for _, r in rows:
@@ -355,10 +365,12 @@ def _derived(base: Callable[[], Iterator[dict]], how: Callable[[Iterator[dict]],
     return lambda: how(base())
 
 
-def stream_rows(res: dict, secrets: dict | None = None) -> LoadedData:
+def stream_rows(res: dict, secrets: dict | None = None,
+                progress: Callable[[int, int, int], None] | None = None) -> LoadedData:
     """The job's training (and evaluation) rows as :class:`Rows`: counted, checked against the allowed share of
     invalid rows and hashed in a first pass, then read again from the sources whenever they are iterated — the
-    training worker's path, whose memory does not grow with the corpus.  Raises :class:`DataError`."""
+    training worker's path, whose memory does not grow with the corpus.  ``progress(rows, bytes read, bytes in
+    all)`` is called as a first pass on the Arrow path reads its files.  Raises :class:`DataError`."""
     fmt = res.get("data.format") or "alpaca"
     stage = res.get("trainer.stage")
     msg = check_compat(fmt, stage, res.get("profile"))
@@ -368,7 +380,7 @@ def stream_rows(res: dict, secrets: dict | None = None) -> LoadedData:
     if not path:
         raise DataError("data.train_path: no training data set")
     limit = res.get("data.max_samples")
-    again, counts, display, digest = _first_pass(path, res, secrets, fmt, limit)
+    again, counts, display, digest = _first_pass(path, res, secrets, fmt, limit, progress)
     train = Rows(again, counts.valid, digest, display)
     report: dict[str, Any] = {
         "train": {"source": display, "total": counts.total, "valid": counts.valid, "invalid": counts.invalid,
@@ -380,7 +392,7 @@ def stream_rows(res: dict, secrets: dict | None = None) -> LoadedData:
     eval_rows: Rows | None = None
     vpath = str(res.get("data.validation_path") or "").strip()
     if vpath:
-        vagain, vcounts, vdisplay, vdigest = _first_pass(vpath, res, secrets, fmt, None)
+        vagain, vcounts, vdisplay, vdigest = _first_pass(vpath, res, secrets, fmt, None, progress)
         eval_rows = Rows(vagain, vcounts.valid, vdigest, vdisplay)
         dropped += vcounts.invalid
         report["eval"] = {"source": vdisplay, "total": vcounts.total, "valid": vcounts.valid,

@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from engine.events import EVENTS_FILE
 from engine.launch.rundir import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR
@@ -57,6 +57,26 @@ class Worker:
     # -- events ---------------------------------------------------------
     def status(self, phase: str, text: str = "", **kw: Any) -> None:
         self.ev.emit("status", self.step, phase=phase, text=text, **kw)
+
+    def _reading_progress(self) -> Callable[[int, int, int], None]:
+        """The first pass's progress as "preparing data" status events (as tokenizing says its own), at most every
+        ``tokcache.PROGRESS_S`` seconds: bytes read of the files, rows, rows/s and the time left."""
+        from engine.data.tokcache import PROGRESS_S
+
+        t0 = time.monotonic()
+        last = [t0]
+
+        def progress(rows: int, done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] < PROGRESS_S or not total or done >= total:
+                return
+            last[0] = now
+            rate = rows / (now - t0)
+            left = (now - t0) * (total - done) / done if done else 0
+            self.status("preparing data", f"reading rows: {done / 1e9:.2f} / {total / 1e9:.2f} GB · {rows:,} rows · "
+                        f"{rate:,.0f} rows/s · about {left:.0f} s left", fraction=round(done / total, 4),
+                        rows_done=rows, bytes_done=done, bytes_total=total, rows_per_s=round(rate, 1))
+        return progress
 
     def warn(self, msg: str) -> None:
         from engine.redact import redact
@@ -196,7 +216,7 @@ class Worker:
         from engine.data import DataError, stream_rows
 
         try:  # (counted and hashed here; read again from the sources, a chunk at a time, when tokenized)
-            data = stream_rows(res, job.secrets or None)
+            data = stream_rows(res, job.secrets or None, self._reading_progress())
         except DataError as e:
             raise UserError(str(e).strip().splitlines()[0]) from None
         self.status("loading data", f"{len(data.train)} training rows, {len(data.eval or [])} validation rows, "
