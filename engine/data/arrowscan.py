@@ -324,13 +324,17 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
                     block.decode("utf-8")
                 except UnicodeDecodeError:
                     raise pa.ArrowInvalid("not UTF-8") from None
+            # (one thread per block: the blocks are parsed in parallel by _ahead's threads. Arrow's own threads
+            # within a block ran its chunked builders concurrently, and a fuzzed file once crashed the process
+            # there — a segfault in read_json, the class of apache/arrow#11044)
             try:
-                return pj.read_json(io.BytesIO(block), parse_options=opts)
+                return pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(use_threads=False),
+                                    parse_options=opts)
             except pa.ArrowInvalid as e:
                 if "straddl" not in str(e):  # (a row longer than Arrow's block: once more, as one block)
                     raise
-                return pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=len(block) + 1),
-                                    parse_options=opts)
+                return pj.read_json(io.BytesIO(block), parse_options=opts,
+                                    read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
 
