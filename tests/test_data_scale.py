@@ -399,3 +399,17 @@ def test_first_pass_says_its_progress(tmp_path, monkeypatch):
     assert len(said) == len(calls) - 1  # (not the last call: the pass is over)
     text, kw = said[0][1], said[0][2]
     assert text.startswith("reading rows: ") and "rows/s" in text and "s left" in text and 0 < kw["fraction"] < 1
+
+
+@pytest.mark.parametrize("line", ["null", "  null", "true", "[1]", "7"])
+def test_a_line_that_is_not_an_object(tmp_path, monkeypatch, line):
+    """pyarrow 25's JSON reader crashes the process on a bare ``null`` line (a segfault, found by the fuzz
+    tests): a block holding any line that is not an object is read one by one, and reported as the row reader
+    reports it."""
+    p = tmp_path / "d.jsonl"
+    rows = [json.dumps({"instruction": f"q{i}", "output": "a"}) for i in range(50)]
+    p.write_text("\n".join(rows[:20] + [line] + rows[20:]) + "\n")
+    fast, slow = _both(p, "alpaca", monkeypatch)
+    assert fast["rows"]["invalid"] == 1 and fast["invalid_rows"][0]["location"].endswith(":21")
+    for k in SAME:
+        assert fast[k] == slow[k], k
