@@ -91,6 +91,7 @@ from engine.train.trainers import tokenize_lm
 import datasets, pyarrow, pyarrow.ipc  # (imports are no part of the measure)
 tok = load_tokenizer(sys.argv[1])
 tokcache.CHUNK = 50
+tokcache.BATCH_ROWS = 50  # (a record batch a chunk: the writer's one batch held is bounded by BATCH_ROWS / BATCH_BYTES)
 tokcache.tokenized(tok, [{"text": "warm up"}], "pretrain", 64, tokenize_lm, lambda *a, **k: None)
 tracemalloc.start()
 out = {}
@@ -107,8 +108,9 @@ print(json.dumps(out))
 
 
 def test_preparing_data_does_not_grow_with_the_rows(data_tokenizer, tmp_path):
-    """The worker's data path — count, read again, tokenize, write the Arrow cache — holds a chunk of rows at a
-    time: Python's peak allocation for 4× the rows stays the same (a list of every row grows 4×)."""
+    """The worker's data path — count, read again, tokenize, write the Arrow cache — holds a chunk of rows (and one
+    record batch of them) at a time: Python's peak allocation for 4× the rows stays the same (a list of every row
+    grows 4×)."""
     import subprocess
     import sys
 
@@ -386,3 +388,24 @@ def test_a_shuffled_epoch_is_not_a_python_list_of_every_row():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 16 << 20, peak  # (torch's list of 2M ints: ~76 MiB)
+
+
+def test_cache_batches_are_bounded_by_rows_and_bytes(tmp_path, monkeypatch):
+    """The tokenized cache is written in record batches of BATCH_ROWS rows, or fewer when they hold BATCH_BYTES."""
+    import pyarrow as pa
+
+    from engine.data import tokcache
+
+    schema = pa.schema([("input_ids", pa.list_(pa.int32()))])
+    chunk = pa.table({"input_ids": [[1] * 100] * 10}, schema=schema)  # (10 rows, ~4 KB)
+    for rows, nbytes, want in ((25, 1 << 30, [30, 30, 30, 10]), (10 ** 6, 3 * chunk.nbytes, [30, 30, 30, 10])):
+        monkeypatch.setattr(tokcache, "BATCH_ROWS", rows)
+        monkeypatch.setattr(tokcache, "BATCH_BYTES", nbytes)
+        path = tmp_path / f"{rows}.arrow"
+        with open(path, "wb") as fh, pa.ipc.new_stream(fh, schema) as w:
+            b = tokcache._Batches(w)
+            for _ in range(10):
+                b.write(chunk)
+            b.flush()
+        with pa.ipc.open_stream(pa.memory_map(str(path))) as r:
+            assert [batch.num_rows for batch in r] == want

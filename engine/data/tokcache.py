@@ -72,21 +72,24 @@ def cache_key(tok: Any, rows: Iterable[dict], stage: str, max_len: int) -> str:
 
 #: rows tokenized per task; progress is said at most every PROGRESS_S seconds
 CHUNK = 1000
-#: rows per Arrow record batch of a cache file: a mapped file's every batch costs the reader ~2.5 KB of heap in each
-#: rank (24 MiB for 10M rows in batches of 1,000), and a few record batches hold no more than one chunk's worth
+#: rows per Arrow record batch of a cache file (or fewer, BATCH_BYTES): a mapped file's every batch costs the reader
+#: ~2.5 KB of heap in each rank (24 MiB for 10M rows in batches of 1,000); the writer holds one batch at a time
 BATCH_ROWS = 32768
+BATCH_BYTES = 16 << 20
 
 
 class _Batches:
-    """Tables written to an Arrow stream as record batches of about :data:`BATCH_ROWS` rows."""
+    """Tables written to an Arrow stream as record batches of :data:`BATCH_ROWS` rows or :data:`BATCH_BYTES` bytes,
+    whichever comes first (long rows: a batch of 32k rows of 4k tokens would hold 640 MB)."""
 
     def __init__(self, writer: Any):
-        self.writer, self.held, self.rows = writer, [], 0
+        self.writer, self.held, self.rows, self.bytes = writer, [], 0, 0
 
     def write(self, table: Any) -> None:
         self.held.append(table)
         self.rows += table.num_rows
-        if self.rows >= BATCH_ROWS:
+        self.bytes += table.nbytes
+        if self.rows >= BATCH_ROWS or self.bytes >= BATCH_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -94,7 +97,7 @@ class _Batches:
 
         if self.held:
             self.writer.write_table(pa.concat_tables(self.held).combine_chunks(), max_chunksize=None)
-            self.held, self.rows = [], 0
+            self.held, self.rows, self.bytes = [], 0, 0
 PROGRESS_S = 2.0
 MAX_WORKERS = 8
 
