@@ -65,7 +65,7 @@ async def test_t_on_a_finished_run_tries_its_model(finished_run, monkeypatch):
         assert isinstance(scr, TryScreen)
         await wait_for(pilot, lambda: scr.ready, timeout=180)
         inp = scr.query_one("#try-input")
-        assert app.focused is inp
+        await wait_for(pilot, lambda: app.focused is inp, timeout=10)  # (the just-enabled input takes focus)
         await pilot.press(*"hello", "enter")
         await wait_for(pilot, lambda: scr.answers == 1, timeout=120)
         lines = [str(line.text) for line in scr.query_one("#try-log").lines]

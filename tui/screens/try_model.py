@@ -88,14 +88,14 @@ class TryScreen(QuietScreen, ModalScreen[None]):
         if not msg.get("ready"):
             self._status(f"✖ {msg.get('error')}")
             return
-        self.ready = True
         how = "chat template" if msg.get("chat") else "raw text (a pre-training run)"
         self.about = (f"{msg.get('model')} + this run's training · {msg.get('device')} · {how} · greedy, up to "
                       f"{MAX_NEW_TOKENS} new tokens")
         self._status(self.about)
         inp = self.query_one("#try-input", Input)
         inp.disabled = False
-        inp.focus()
+        inp.focus()  # (applied once the enabled input can take focus: a moment later)
+        self.ready = True
 
     @on(Input.Submitted, "#try-input")
     def _send(self, event: Input.Submitted) -> None:
