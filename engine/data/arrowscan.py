@@ -59,6 +59,23 @@ def fast_files(src: Source, fmt: str) -> list[FileSource] | None:
     return out
 
 
+def fast_paths(srcs: list[tuple[Source, str]], stage: str | None) -> list[list[FileSource] | None]:
+    """:func:`fast_files` of each ``(source, format)`` — none for a paired stage, whose rows the normaliser reads
+    as pairs."""
+    from engine.data.formats import PAIRED_STAGES
+
+    return [None if stage in PAIRED_STAGES else fast_files(src, f) for src, f in srcs]
+
+
+def counted(fs: FileSource, fmt: str, counts: Any, advance: Callable[[int], None] | None = None) -> Iterator[Any]:
+    """:func:`scan_file`'s parts, each counted in ``counts`` (a :class:`engine.data.loader.ScanCounts`: the invalid
+    rows as they come, the valid ones a part at a time)."""
+    for part in scan_file(fs, fmt, counts.add_invalid, advance=advance):
+        counts.total += len(part)
+        counts.valid += len(part)
+        yield part
+
+
 @dataclass
 class Block:
     """Valid rows of a block, as columns (``text`` for corpus; ``system`` / ``prompt`` / ``output`` for alpaca,
@@ -230,20 +247,22 @@ def _texts(col: Any, at: Any) -> list[str | None]:
     offs = _np_offsets(col)
     buf = col.buffers()[2]
     data = memoryview(buf) if buf is not None else memoryview(b"")
-    valid = None
-    if col.null_count:
-        valid = np.unpackbits(np.frombuffer(col.buffers()[0], dtype=np.uint8), bitorder="little",
-                              count=col.offset + len(col))[col.offset:]
+    valid = _np_bits(col, 0) if col.null_count else None
     return [None if valid is not None and not valid[i] else str(data[offs[i]:offs[i + 1]], "utf-8")
             for i in at.tolist()]
 
 
-def _np_bool(arr: Any) -> Any:
-    """A boolean Arrow array without nulls as a numpy bool array (Arrow's ``to_numpy`` imports pandas: ~0.25 s)."""
+def _np_bits(arr: Any, buffer: int) -> Any:
+    """Buffer ``buffer`` of an Arrow array, a bitmap (0: the validity; 1: a boolean array's values), as numpy bool."""
     import numpy as np
 
-    bits = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
+    bits = np.frombuffer(arr.buffers()[buffer], dtype=np.uint8)
     return np.unpackbits(bits, bitorder="little", count=arr.offset + len(arr))[arr.offset:].astype(bool)
+
+
+def _np_bool(arr: Any) -> Any:
+    """A boolean Arrow array without nulls as a numpy bool array (Arrow's ``to_numpy`` imports pandas: ~0.25 s)."""
+    return _np_bits(arr, 1)
 
 
 def _np_int(arr: Any) -> Any:
@@ -452,11 +471,10 @@ def _columns(table, fmt: str, lines, name: str):
             ascii_[id(system)] = True
         cols = {"system": system, "prompt": prompt, "output": out}
         nchars = pc.add(length(prompt), length(out))
-        if system.null_count < len(system):
-            nchars = pc.add(nchars, length(system))
         if system.null_count == len(system):
             head = _lit("messages[2]")
         else:
+            nchars = pc.add(nchars, length(system))
             head = pc.if_else(pc.is_valid(system), pc.binary_join_element_wise(
                 _lit("messages[3]"), *framed("system", system), _lit("")), _lit("messages[2]"))
         keys = pc.binary_join_element_wise(head, *framed("user", prompt), *framed("assistant", out), _lit(KEY_END),
@@ -469,7 +487,7 @@ def _columns(table, fmt: str, lines, name: str):
     ok = pc.and_(ok, pc.invert(braces(keys)))
     okn = _np_bool(ok if ok.null_count == 0 else pc.and_kleene(ok, pc.is_valid(ok)))
     bad = lines[~okn]
-    nchars = _np_int(nchars if nchars.null_count == 0 else pc.coalesce(nchars, pc.cast(_lit("0"), nchars.type)))
+    nchars = _np_int(nchars)  # (no null: length() counts a missing text as 0)
     if okn.all():
         return Block(fmt, None, name, lines, cols, nchars, keys), bad
     return Block(fmt, None, name, lines[okn], cols, nchars[okn], keys, np.flatnonzero(okn)), bad

@@ -18,7 +18,6 @@ from typing import Any
 from engine.data.errors import DataError
 from engine.data.formats import as_messages, detect_format, extra_keys, format_hint, row_texts
 from engine.data import arrowscan
-from engine.data.formats import PAIRED_STAGES
 from engine.data.loader import MAX_LISTED_INVALID, ScanCounts, allowed_formats, check_compat, open_sources, scan
 from engine.data.sources import Source, open_source
 
@@ -282,7 +281,7 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
 
     counts = ScanCounts()
     acc = _Stats(token_sample, preview_rows, seed)
-    fast = [arrowscan.fast_files(src, f) if stage not in PAIRED_STAGES else None for src, f in srcs]
+    fast = arrowscan.fast_paths(srcs, stage)
     total_bytes = sum(fs.path.stat().st_size for files in fast if files for fs in files) if all(fast) else 0
     done_bytes = 0
 
@@ -301,15 +300,11 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
                         progress(counts.total, 0, 0)
                 continue
             for fs in files:
-                for part in arrowscan.scan_file(fs, f, lambda loc, e: counts.add_invalid(loc, e), advance=advance):
+                for part in arrowscan.counted(fs, f, counts, advance=advance):
                     if isinstance(part, list):
-                        counts.total += len(part)
-                        counts.valid += len(part)
                         for loc, row in part:
                             acc.add_row(loc, row)
                     else:
-                        counts.total += len(part)
-                        counts.valid += len(part)
                         acc.add_block(part)
     except DataError as e:
         rep["errors"].append(str(e))

@@ -202,9 +202,8 @@ def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str |
 
     from engine.data import arrowscan
     from engine.data.check import _row_key
-    from engine.data.formats import PAIRED_STAGES
 
-    fast = [arrowscan.fast_files(src, f) if stage not in PAIRED_STAGES else None for src, f in srcs]
+    fast = arrowscan.fast_paths(srcs, stage)
     if not fast or not all(fast):
         return None
     h = hashlib.sha256(b"finetui keys digest 1\0")
@@ -219,9 +218,7 @@ def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str |
     for files, (_, f) in zip(fast, srcs):
         for fs in files:
             h.update(f"{fs.display}\0".encode())
-            for part in arrowscan.scan_file(fs, f, counts.add_invalid, advance=advance):
-                counts.total += len(part)
-                counts.valid += len(part)
+            for part in arrowscan.counted(fs, f, counts, advance=advance):
                 if isinstance(part, list):
                     for _, row in part:
                         h.update(_row_key(row).encode("utf-8", "surrogatepass") + arrowscan.KEY_END.encode())
@@ -446,17 +443,15 @@ def count_rows(src: Source, fmt: str, counts: "ScanCounts", stage: str | None) -
     JSON-lines files of the corpus and alpaca formats through the data check's Arrow path, about 7× faster than
     the row-by-row reader, which reads the others."""
     from engine.data import arrowscan
-    from engine.data.formats import PAIRED_STAGES
 
-    files = arrowscan.fast_files(src, fmt) if stage not in PAIRED_STAGES else None
+    files = arrowscan.fast_paths([(src, fmt)], stage)[0]
     if files is None:
         for _ in scan(src, fmt, counts, materialize_images=False, stage=stage):
             pass
         return
     for fs in files:
-        for part in arrowscan.scan_file(fs, fmt, counts.add_invalid):
-            counts.total += len(part)
-            counts.valid += len(part)
+        for _ in arrowscan.counted(fs, fmt, counts):
+            pass
 
 
 def check_data_before_launch(res: dict) -> list[str]:

@@ -72,6 +72,8 @@ def cache_key(tok: Any, rows: Iterable[dict], stage: str, max_len: int) -> str:
 
 #: rows tokenized per task; progress is said at most every PROGRESS_S seconds
 CHUNK = 1000
+PROGRESS_S = 2.0
+MAX_WORKERS = 8
 #: rows per Arrow record batch of a cache file (or fewer, BATCH_BYTES): a mapped file's every batch costs the reader
 #: ~2.5 KB of heap in each rank (24 MiB for 10M rows in batches of 1,000); the writer holds one batch at a time
 BATCH_ROWS = 32768
@@ -98,8 +100,6 @@ class _Batches:
         if self.held:
             self.writer.write_table(pa.concat_tables(self.held).combine_chunks(), max_chunksize=None)
             self.held, self.rows, self.bytes = [], 0, 0
-PROGRESS_S = 2.0
-MAX_WORKERS = 8
 
 
 def workers() -> int:

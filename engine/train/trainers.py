@@ -407,8 +407,8 @@ def lean_steps(trainer: Any) -> Any:
     hundreds of modules. The same values, once: the parameter count is counted once; clipping and zeroing go
     over the parameters that can hold a gradient (the others hold none); ``model.train()`` is skipped when every
     module is in training mode already (read from a list made once: an evaluation — under DDP it turns off the
-    wrapped module, not the wrapper — or anything else that turned one off makes the step call it). Under DeepSpeed or FSDP the trainer's own methods are kept: their engines
-    do more in ``train()`` and clip their own way."""
+    wrapped module, not the wrapper — or anything else that turned one off makes the step call it). Under DeepSpeed
+    or FSDP the trainer's own methods are kept: their engines do more in ``train()`` and clip their own way."""
     import types
 
     from transformers import Trainer
@@ -418,6 +418,11 @@ def lean_steps(trainer: Any) -> Any:
         return trainer
     counted: dict[int, int] = {}
     trainable: dict[int, list] = {}
+
+    def params_of(model: Any) -> list:  # (the parameters that can hold a gradient, listed once per model)
+        if id(model) not in trainable:
+            trainable[id(model)] = [p for p in model.parameters() if p.requires_grad]
+        return trainable[id(model)]
 
     if type(trainer).floating_point_ops is Trainer.floating_point_ops:
         def floating_point_ops(self: Any, inputs: dict) -> int:
@@ -435,9 +440,7 @@ def lean_steps(trainer: Any) -> Any:
             mixed = getattr(self, "_has_mixed_mesh_grads", None)  # (transformers ≥ 5.2x: tensor-parallel grads)
             if is_sagemaker_mp_enabled() or (mixed is not None and mixed(model)):
                 return Trainer._clip_grad_norm(self, model)
-            if id(model) not in trainable:
-                trainable[id(model)] = [p for p in model.parameters() if p.requires_grad]
-            return self.accelerator.clip_grad_norm_(trainable[id(model)], self.args.max_grad_norm)
+            return self.accelerator.clip_grad_norm_(params_of(model), self.args.max_grad_norm)
 
         trainer._clip_grad_norm = types.MethodType(_clip_grad_norm, trainer)
 
@@ -445,7 +448,7 @@ def lean_steps(trainer: Any) -> Any:
     modules: dict[int, list] = {}  # (every module under the model the loop trains, listed once)
 
     def zero_grad(model: Any) -> Callable[..., None]:
-        params = trainable.setdefault(id(model), [p for p in model.parameters() if p.requires_grad])
+        params = params_of(model)
 
         def zero_grad(set_to_none: bool = True) -> None:  # (torch's Module.zero_grad, over these parameters)
             for p in params:
