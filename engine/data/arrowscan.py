@@ -86,21 +86,21 @@ class Block:
     lines: Any  # numpy int64: each valid row's line number
     cols: dict[str, Any]  # pyarrow arrays, of every row Arrow read (the valid ones at ``pos``)
     nchars: Any  # numpy int64, of each valid row
-    keys: Any  # pyarrow string array, of every row Arrow read: an injective serialisation of the canonical row
+    keys: Any  # pyarrow binary array, of every row Arrow read: row_key of the canonical row, then KEY_END
     pos: Any = None  # numpy int64: where the valid rows are in ``cols`` / ``keys`` (None: every row is valid)
 
     def __len__(self) -> int:
         return len(self.lines)
 
     def hashes(self, at: int = 0, n: int | None = None) -> Any:
-        """64-bit hashes of the keys of valid rows ``at`` … ``at + n``: Python's hash of each key's UTF-8 bytes, as
-        :func:`hash_key` gives for a key made row by row (rows that failed are hashed too, then left out: cheaper
-        than copying the valid rows' columns out of the block)."""
+        """64-bit hashes of the keys of valid rows ``at`` … ``at + n``: Python's hash of each key's bytes, as
+        ``hash(row_key(row))`` gives for a row read one by one (rows that failed are hashed too, then left out:
+        cheaper than copying the valid rows' columns out of the block)."""
         n = len(self) - at if n is None else n
         if self.pos is None:
-            return _hash_utf8(self.keys.slice(at, n))
+            return _hash_keys(self.keys.slice(at, n))
         lo, hi = int(self.pos[at]), int(self.pos[at + n - 1]) + 1
-        return _hash_utf8(self.keys.slice(lo, hi - lo))[self.pos[at:at + n] - lo]
+        return _hash_keys(self.keys.slice(lo, hi - lo))[self.pos[at:at + n] - lo]
 
     def digest_into(self, h: Any) -> None:
         """Feed ``h`` (a hashlib object) the keys of the valid rows, each ending with :data:`KEY_END`, then their line
@@ -193,50 +193,89 @@ def _ahead(items: Iterator[Any], fn: Callable[[Any], Any], workers: int = 2) -> 
 _NOT_OBJECT = re.compile(rb"(?:\A|\n)[ \t\r\f\v]*[^{ \t\r\n\f\v]")
 
 
-def _objects_only(block: bytes, n_lines: int) -> bool:
-    """Whether every line of ``block`` that is not blank starts an object: Arrow's JSON reader is given only such
-    blocks. pyarrow 25 crashes the process (a segfault) on a line holding a bare ``null`` (found by the fuzz
-    tests); other non-objects it refuses. A block with any such line is read one by one."""
-    if block.count(b"\n{") + block.startswith(b"{") == n_lines:  # (every line starts with "{": the common case)
+def _objects_only(block: bytes, ends: Any) -> bool:
+    """Whether every line of ``block`` (its lines ending at ``ends``: see :func:`_line_ends`) that is not blank
+    starts an object: Arrow's JSON reader is given only such blocks. pyarrow 25 crashes the process (a segfault)
+    on a line holding a bare ``null`` (found by the fuzz tests); other non-objects it refuses. A block with any such
+    line is read one by one."""
+    import numpy as np
+
+    a = np.frombuffer(block, dtype=np.uint8)
+    starts = ends[ends + 1 < len(a)] + 1
+    if a[:1].tolist() in ([0x7B], []) and np.all(a[starts] == 0x7B):  # (every line starts with "{": the usual case)
         return True
     return _NOT_OBJECT.search(block) is None
 
 
 def _line_count(block: bytes) -> int:
-    return block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    import numpy as np
+
+    # (numpy counts bytes several times faster than bytes.count)
+    return int(np.count_nonzero(np.frombuffer(block, dtype=np.uint8) == 10)) + (0 if block.endswith(b"\n") else 1)
 
 
+#: marks of a row key (see :func:`row_key`): bytes no UTF-8 text holds (UTF-8 never uses F5–FF)
+KEY_SCALAR, KEY_LIST, KEY_LIST_END, KEY_ITEM, KEY_MESSAGE, KEY_TEXT_END = b"\xf9", b"\xfb", b"\xfa", b"\xfc", b"\xfd", b"\xff"
 #: the end of every key of a block (see _columns): the keys' bytes split on it in one call
-KEY_END = "\x00"
+KEY_END = b"\xfe"
 
 
-def hash_key(key: str) -> int:
-    """The hash of a key made row by row: Python's hash of its UTF-8 bytes (as :meth:`Block.hashes`)."""
-    return hash(key.encode("utf-8", "surrogatepass"))
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
-def _hash_utf8(keys: Any) -> Any:
-    """Python's hash of each key's bytes, for an Arrow string array of keys that each end with :data:`KEY_END`:
-    the bytes split at once (no Python string per key), or one key at a time where a text holds a NUL."""
+def row_key(row: dict) -> bytes:
+    """A canonical row as bytes, different for different rows (its hash finds duplicates; the first pass's digest
+    is made of them): each name and text as UTF-8, each followed by a mark no UTF-8 holds (``KEY_…``) — a scalar
+    ``name F9 text FF``, a list ``name FB`` then its items (a message ``FD role FF content FF``, another item
+    ``FC text FF``) then ``FA``. :func:`_columns` builds the same bytes on columns, as binary joins (no length to
+    write, no text to copy into another type)."""
+    out = []
+    for k in sorted(row):
+        v = row[k]
+        out.append(_utf8(k))
+        if isinstance(v, list):
+            out.append(KEY_LIST)
+            for m in v:
+                if isinstance(m, dict):
+                    c = m["content"]
+                    out += [KEY_MESSAGE, _utf8(str(m["role"])), KEY_TEXT_END,
+                            _utf8(c if isinstance(c, str) else repr(c)), KEY_TEXT_END]
+                else:
+                    out += [KEY_ITEM, _utf8(str(m)), KEY_TEXT_END]
+            out.append(KEY_LIST_END)
+        else:
+            out += [KEY_SCALAR, _utf8(v if isinstance(v, str) else repr(v)), KEY_TEXT_END]
+    return b"".join(out)
+
+
+def _hash_keys(keys: Any) -> Any:
+    """Python's hash of each key's bytes (as ``hash(row_key(row))``), for an Arrow binary array of keys that each
+    end with :data:`KEY_END` (a null key, of a row that failed, holds no bytes: 0): the bytes split at once, no
+    Python object per key but the pieces."""
     import numpy as np
 
     n = len(keys)
     offsets = _np_offsets(keys)
     data = bytes(memoryview(keys.buffers()[2])[int(offsets[0]):int(offsets[-1])]) if n else b""
-    parts = data.split(KEY_END.encode())
-    if len(parts) == n + 1 and keys.null_count == 0:  # (one end per key, none inside one)
-        parts.pop()  # (the empty piece after the last end)
+    parts = data.split(KEY_END)
+    parts.pop()  # (the piece after the last end: empty)
+    if not keys.null_count and len(parts) == n:
         return np.fromiter(map(hash, parts), dtype=np.int64, count=n)
-    rel = offsets - offsets[0]
-    return np.fromiter((hash(data[rel[i]:rel[i + 1] - 1]) for i in range(n)), dtype=np.int64, count=n)
+    valid = _np_bits(keys, 0) if keys.null_count else np.ones(n, dtype=bool)
+    out = np.zeros(n, dtype=np.int64)
+    if len(parts) == int(valid.sum()) and not np.diff(offsets)[~valid].any():
+        out[valid] = np.fromiter(map(hash, parts), dtype=np.int64, count=len(parts))
+        return out
+    raise AssertionError("a key without its end, or an end inside a key")  # (no UTF-8 text holds KEY_END)
 
 
 def _np_offsets(arr: Any) -> Any:
-    """The offsets of an Arrow string array's values, as numpy (len + 1 of them)."""
+    """The offsets of an Arrow string (or binary) array's values, as numpy (len + 1 of them)."""
     import numpy as np
     import pyarrow as pa
 
-    dtype = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    dtype = np.int64 if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type) else np.int32
     return np.frombuffer(arr.buffers()[1], dtype=dtype)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
 
 
@@ -291,6 +330,17 @@ def _lit(value: Any) -> Any:
     return _LITERALS[value]
 
 
+def _blit(value: bytes) -> Any:
+    """An Arrow binary scalar of ``value``, made from its buffers (see :func:`_lit`)."""
+    if value not in _LITERALS:
+        import numpy as np
+        import pyarrow as pa
+
+        offsets = pa.py_buffer(np.array([0, len(value)], dtype=np.int32).tobytes())
+        _LITERALS[value] = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(value)])[0]
+    return _LITERALS[value]
+
+
 def _row_lines(block: bytes, n_lines: int, n_rows: int, start: int):
     """Line number of each row Arrow read from ``block`` (Arrow skips blank lines); None if they cannot be
     matched one to one."""
@@ -324,16 +374,13 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
     opts = pj.ParseOptions(explicit_schema=_schema(fmt), unexpected_field_behavior="ignore")
     name = src.display
 
-    def one_by_one(block: bytes, start: int, n_lines: int, only: Optional[set[int]] = None) -> list[tuple[str, dict]]:
+    def one_by_one(block: bytes, start: int, n_lines: int, only: Optional[set[int]] = None,
+                   ends: Any = None) -> list[tuple[str, dict]]:
         out = []
         if only is None:
             lines = block.split(b"\n")[:n_lines]
             numbered = ((start + i, ln) for i, ln in enumerate(lines))
-        else:  # (a block Arrow read: its lines end with \n; only the lines asked for are cut out)
-            import numpy as np
-
-            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
-
+        else:  # (a block Arrow read: its lines end with \n, at ``ends``; only the lines asked for are cut out)
             def line_at(k: int) -> bytes:
                 a = int(ends[k - 1]) + 1 if k else 0
                 return block[a:int(ends[k]) if k < len(ends) else len(block)]
@@ -348,10 +395,9 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
                 on_invalid(loc, e)
         return out
 
-    def parse(item: tuple[int, bytes, int]) -> Any:
+    def parse(block: bytes, ends: Any) -> Any:
         """The block's table, or None when Arrow cannot read it (it then goes one by one)."""
-        block = item[1]
-        if not _objects_only(block, item[2]):
+        if not _objects_only(block, ends):
             return None
         try:
             if not block.isascii():  # (Arrow does not check UTF-8 inside strings: a bad line goes one by one)
@@ -376,11 +422,13 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         """(in a worker thread) the block parsed and checked on columns: ``(block, doubtful lines)``, or None when
         it goes one by one."""
         start, block, n_lines = item
-        table = parse(item)
+        ends = _line_ends(block)  # (also where the lines Arrow cannot pass are cut out, out of the main thread)
+        table = parse(block, ends)
         lines = _row_lines(block, n_lines, table.num_rows, start) if table is not None else None
         if table is None or lines is None:
             return None
-        return _columns(table, fmt, lines, name)
+        blk, doubtful = _columns(table, fmt, lines, name, *_texts_seen(block, ends))
+        return blk, doubtful, ends
 
     for (start, block, n_lines), done in _ahead(_blocks(src.path, block_bytes or BLOCK_BYTES), columns):
         if advance is not None:
@@ -390,18 +438,53 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
             if rows:
                 yield rows
             continue
-        blk, doubtful = done
-        if doubtful is not None and len(doubtful):
+        blk, doubtful, ends = done
+        if len(doubtful):
             # the rows the columns cannot pass: the normaliser says why (or takes them after all), in file order
-            rows = one_by_one(block, start, n_lines, {int(x) for x in doubtful})
+            rows = one_by_one(block, start, n_lines, {int(x) for x in doubtful}, ends)
             if rows:
                 yield rows
         if blk is not None and len(blk):
             yield blk
 
 
-def _columns(table, fmt: str, lines, name: str):
-    """The block of rows that pass on columns, and the line numbers of the others."""
+def _line_ends(block: bytes) -> Any:
+    """Where each line of ``block`` ends (its \\n), as numpy."""
+    import numpy as np
+
+    return np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+
+
+def _texts_seen(block: bytes, ends: Any) -> tuple[bool, bool]:
+    """What the bytes of ``block`` (its lines ending at ``ends``) tell of its texts, by vectorized scans several
+    times cheaper than Arrow's kernels on the columns: whether a text may hold ``{{`` (false when the bytes hold
+    neither ``{{`` nor a ``\\u007b`` escape: JSON writes ``{`` no other way, and two braces cannot meet in JSON's
+    own syntax), and whether every text is surely ASCII (ASCII bytes and no ``\\u`` escape)."""
+    import numpy as np
+
+    a = np.frombuffer(block, dtype=np.uint8)
+    braces = False
+    is_brace = a == 0x7B  # "{"
+    starts = ends[ends + 1 < len(a)] + 1
+    openers = int(np.count_nonzero(is_brace[starts])) + int(is_brace[:1].any())  # (lines that start with one)
+    if np.count_nonzero(is_brace) > openers:  # (not only those opening the objects: a pair "{{" would be two more)
+        at = np.flatnonzero(is_brace[:-1])
+        braces = bool(np.any(a[at + 1] == 0x7B))
+    is_escape = a[:-1] == 0x5C  # "\\"
+    if not np.any(is_escape):
+        return braces, block.isascii()
+    at = np.flatnonzero(is_escape)
+    u = a[at + 1] == 0x75  # "\\u"
+    if not braces:
+        at = at[u & (at + 5 < len(a))]
+        braces = bool(np.any((a[at + 2] == 0x30) & (a[at + 3] == 0x30) & (a[at + 4] == 0x37)
+                             & ((a[at + 5] | 0x20) == 0x62)))  # "u007b", either case
+    return braces, not u.any() and block.isascii()
+
+
+def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii_texts: bool = False):
+    """The block of rows that pass on columns, and the line numbers of the others (``maybe_braces`` false: no text
+    holds ``{{``; ``ascii_texts``: every text is ASCII; see :func:`_texts_seen`)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -411,13 +494,15 @@ def _columns(table, fmt: str, lines, name: str):
     lens: dict[int, Any] = {}
 
     def is_ascii(col) -> bool:
+        if ascii_texts:
+            return True
         if id(col) not in ascii_:
             ascii_[id(col)] = pc.all(pc.string_is_ascii(col)).as_py() is not False  # (nulls skipped)
         return ascii_[id(col)]
 
     def chars(col):  # each text's length in characters (null → null): an ASCII column's are its byte lengths
         if id(col) not in lens:
-            lens[id(col)] = pc.binary_length(col) if ascii_.get(id(col)) else pc.utf8_length(col)
+            lens[id(col)] = pc.binary_length(col) if ascii_texts or ascii_.get(id(col)) else pc.utf8_length(col)
         return lens[id(col)]
 
     def surely(col):  # certainly not blank (null → false); ASCII text: exactly Python's `s.strip() != ""`
@@ -442,15 +527,16 @@ def _columns(table, fmt: str, lines, name: str):
         n = chars(col)
         return n if n.null_count == 0 else pc.coalesce(n, pc.cast(_lit("0"), n.type))
 
-    def framed(label, col):  # "label=<length>:<text>" (engine.data.check._row_key's serialisation), as join args
-        return [_lit(label + "="), pc.cast(chars(col), pa.string()), _lit(":"), col]
+    def binary(col):  # (the same buffers)
+        return pc.cast(col, pa.binary())
 
     if fmt == "corpus":
         text = table.column("text").combine_chunks()
         ok = surely(text)
         cols = {"text": text}
         nchars = length(text)
-        keys = pc.binary_join_element_wise(*framed("text", text), _lit(KEY_END), _lit(""))
+        keys = pc.binary_join_element_wise(_blit(b"text" + KEY_SCALAR), binary(text), _blit(KEY_TEXT_END + KEY_END),
+                                           _blit(b""))
     else:
         c = {k: table.column(k).combine_chunks() for k in _STRING_KEYS[fmt]}
         ins, inp, out, sys_ = c["instruction"], c["input"], c["output"], c["system"]
@@ -471,20 +557,22 @@ def _columns(table, fmt: str, lines, name: str):
             ascii_[id(system)] = True
         cols = {"system": system, "prompt": prompt, "output": out}
         nchars = pc.add(length(prompt), length(out))
-        if system.null_count == len(system):
-            head = _lit("messages[2]")
-        else:
+        head = _blit(b"messages" + KEY_LIST)  # (row_key of {"messages": [system?, user, assistant]})
+        if system.null_count != len(system):
             nchars = pc.add(nchars, length(system))
             head = pc.if_else(pc.is_valid(system), pc.binary_join_element_wise(
-                _lit("messages[3]"), *framed("system", system), _lit("")), _lit("messages[2]"))
-        keys = pc.binary_join_element_wise(head, *framed("user", prompt), *framed("assistant", out), _lit(KEY_END),
-                                           _lit(""))
-    if keys.null_count:  # (a row that failed: a key all the same, so that every key ends with KEY_END)
-        keys = pc.coalesce(keys, _lit(KEY_END))
+                _blit(b"messages" + KEY_LIST + KEY_MESSAGE + b"system" + KEY_TEXT_END), binary(system),
+                _blit(KEY_TEXT_END), _blit(b"")), head)
+        keys = pc.binary_join_element_wise(
+            head, _blit(KEY_MESSAGE + b"user" + KEY_TEXT_END), binary(prompt),
+            _blit(KEY_TEXT_END + KEY_MESSAGE + b"assistant" + KEY_TEXT_END), binary(out),
+            _blit(KEY_TEXT_END + KEY_LIST_END + KEY_END), _blit(b""))
+    # (a row that failed may have a null key, of no bytes: it is never hashed nor digested)
     # a placeholder `{{…}}` in any text: the key holds every text of the rows that pass (a blank or doubtful one
-    # has failed already), and its framing adds no brace (an Arrow kernel, out of the GIL: a scan of the block's
-    # bytes for "{{" and its escapes in Python took a fifth of the check)
-    ok = pc.and_(ok, pc.invert(braces(keys)))
+    # has failed already), and its marks are no braces (an Arrow kernel, out of the GIL; run only where the block's
+    # bytes may hold a pair, see _texts_seen)
+    if maybe_braces:
+        ok = pc.and_(ok, pc.invert(braces(keys)))
     okn = _np_bool(ok if ok.null_count == 0 else pc.and_kleene(ok, pc.is_valid(ok)))
     bad = lines[~okn]
     nchars = _np_int(nchars)  # (no null: length() counts a missing text as 0)

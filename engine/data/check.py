@@ -76,24 +76,6 @@ class _Hashes:
         return int(len(a) - 1 - np.count_nonzero(a[1:] != a[:-1])) << self.level
 
 
-def _framed(text: str) -> str:
-    return f"{len(text)}:{text}"
-
-
-def _row_key(row: dict) -> str:
-    """A canonical row as one string, different for different rows (its hash finds duplicates); the fast path
-    builds the same string on columns (engine.data.arrowscan)."""
-    out = []
-    for k in sorted(row):
-        v = row[k]
-        if isinstance(v, list):
-            out.append(f"{k}[{len(v)}]" + "".join(f"{m['role']}={_framed(m['content'])}" if isinstance(m, dict)
-                                                  else _framed(str(m)) for m in v))
-        else:
-            out.append(f"{k}={_framed(v if isinstance(v, str) else repr(v))}")
-    return "".join(out)
-
-
 def _preview_messages(row: dict) -> list[dict]:
     if "text" in row:
         return [{"role": "text", "content": row["text"]}]
@@ -154,7 +136,7 @@ class _Stats:
         self.np_rng = None
         self.seed = seed
         self.hashes = _Hashes()
-        self.pending: list[str] = []  # keys of rows read one by one, hashed in batches
+        self.pending: list[bytes] = []  # keys of rows read one by one (arrowscan.row_key), hashed in batches
         self.sample: list[dict] = []
         self.csample: list[int] = []
         self.previews: list[tuple[str, dict]] = []
@@ -176,7 +158,7 @@ class _Stats:
                 self.placeholder_rows += 1
                 for m in found:
                     self.placeholders[m] = self.placeholders.get(m, 0) + 1
-        self.pending.append(_row_key(row))
+        self.pending.append(arrowscan.row_key(row))
         if len(self.pending) >= 8192:
             self.flush()
         n_chars = len(joined)
@@ -232,7 +214,7 @@ class _Stats:
         if self.pending:
             import numpy as np
 
-            self.hashes.add(np.fromiter(map(arrowscan.hash_key, self.pending), dtype=np.int64, count=len(self.pending)))
+            self.hashes.add(np.fromiter(map(hash, self.pending), dtype=np.int64, count=len(self.pending)))
             self.pending = []
 
 

@@ -196,17 +196,16 @@ def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str |
                 progress: Callable[[int, int, int], None] | None = None) -> str | None:
     """The first pass on the data check's Arrow path, when every source is a JSON-lines file of a format it reads
     (else None, nothing read): ``counts`` counted, and a sha256 over each part's canonical row keys (the check's
-    duplicate keys, each ending with NUL) and their line numbers — file order and content, as the row reader's
-    digest, without a Python row per line."""
+    duplicate keys, ``arrowscan.row_key``, each ending with ``KEY_END``) and their line numbers — file order and
+    content, as the row reader's digest, without a Python row per line."""
     import numpy as np
 
     from engine.data import arrowscan
-    from engine.data.check import _row_key
 
     fast = arrowscan.fast_paths(srcs, stage)
     if not fast or not all(fast):
         return None
-    h = hashlib.sha256(b"finetui keys digest 1\0")
+    h = hashlib.sha256(b"finetui keys digest 2\0")
     total = sum(fs.path.stat().st_size for files in fast for fs in files)
     done = [0]
 
@@ -221,7 +220,7 @@ def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str |
             for part in arrowscan.counted(fs, f, counts, advance=advance):
                 if isinstance(part, list):
                     for _, row in part:
-                        h.update(_row_key(row).encode("utf-8", "surrogatepass") + arrowscan.KEY_END.encode())
+                        h.update(arrowscan.row_key(row) + arrowscan.KEY_END)
                     h.update(np.array([int(loc.rsplit(":", 1)[1]) for loc, _ in part], dtype=np.int64).tobytes())
                 else:
                     part.digest_into(h)
@@ -241,8 +240,9 @@ def _local_files(srcs: list[tuple[Source, str]]) -> list | None:
     return out
 
 
-#: bump when what a first pass records changes (2: the digest of the Arrow path's keys, keys_digest)
-_PASS_LAYOUT = 2
+#: bump when what a first pass records changes (2: the digest of the Arrow path's keys, keys_digest; 3: those keys
+#: as binary marks, arrowscan.row_key)
+_PASS_LAYOUT = 3
 
 
 def _pass_key(files: list, srcs: list[tuple[Source, str]], stage: str | None, profile: str | None,
