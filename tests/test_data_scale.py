@@ -9,6 +9,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.data import arrowscan
 from engine.data.check import check
@@ -126,6 +128,40 @@ def test_clean_blocks_take_the_arrow_path(tmp_path, monkeypatch):
     assert rep["invalid_rows"][0]["reason"] == "missing key `output`"
     assert rep["preview"][0]["messages"] == [{"role": "user", "content": "Add 0 and 1."},
                                              {"role": "assistant", "content": "1"}]
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
+    ["", " ", "{{name}}", "a\x00b", "é", "\u2028", "\ufeff x", "\x1c", "\xff\xfe", "ab" * 40])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.fixed_dictionaries({"instruction": _TEXT, "output": _TEXT}, optional={
+    "input": _TEXT, "system": _TEXT | st.none()}), max_size=30), corpus=st.booleans())
+def test_the_columns_build_the_row_keys_the_reader_builds(tmp_path, rows, corpus):
+    """Duplicates and the first pass's digest rest on one serialisation of a canonical row: the keys the Arrow path
+    joins on columns are byte for byte ``row_key`` of the rows the normaliser builds, for any text."""
+    from engine.data.formats import normalizer
+    from engine.data.loader import open_sources
+
+    rows = [{"instruction": "q", "output": "x"}] + rows  # (one row the columns surely pass)
+    lines = [json.dumps({"text": r["instruction"] + r["output"]} if corpus else r) for r in rows]
+    p = tmp_path / "k.jsonl"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fmt = "corpus" if corpus else "alpaca"
+    [(src, _)] = open_sources(str(p), fmt, "sft", None, {}, None)
+    [fs] = arrowscan.fast_files(src, fmt)
+    seen = 0
+    for part in arrowscan.scan_file(fs, fmt, lambda loc, e: None):
+        if isinstance(part, list):
+            continue
+        hashes = part.hashes()
+        for i in range(len(part)):
+            at = i if part.pos is None else int(part.pos[i])
+            want = arrowscan.row_key(normalizer(fmt)(json.loads(lines[int(part.lines[i]) - 1]), None))
+            assert part.keys[at].as_py() == want + arrowscan.KEY_END
+            assert hashes[i] == hash(want)
+            seen += 1
+    assert seen >= 1
 
 
 # ------------------------------------------------------------------------------ tokenize once

@@ -226,26 +226,29 @@ def _utf8(text: str) -> bytes:
 
 def row_key(row: dict) -> bytes:
     """A canonical row as bytes, different for different rows (its hash finds duplicates; the first pass's digest
-    is made of them): each name and text as UTF-8, each followed by a mark no UTF-8 holds (``KEY_…``) — a scalar
-    ``name F9 text FF``, a list ``name FB`` then its items (a message ``FD role FF content FF``, another item
-    ``FC text FF``) then ``FA``. :func:`_columns` builds the same bytes on columns, as binary joins (no length to
-    write, no text to copy into another type)."""
+    is made of them): names and texts as UTF-8, framed by marks no UTF-8 holds (``KEY_…``), each text followed by
+    ``FF`` — a scalar ``name F9 FF text FF``; a list ``name FB``, then what each item is (``FD role`` for a message,
+    ``FC`` for another item), ``FF``, each item's text (a message's content) followed by ``FF``, then ``FA``.
+    :func:`_columns` builds the same bytes on columns, as one binary join with ``FF`` between its parts (the texts
+    are not copied into another type, no length is written)."""
     out = []
     for k in sorted(row):
         v = row[k]
         out.append(_utf8(k))
         if isinstance(v, list):
             out.append(KEY_LIST)
+            texts = []
             for m in v:
                 if isinstance(m, dict):
                     c = m["content"]
-                    out += [KEY_MESSAGE, _utf8(str(m["role"])), KEY_TEXT_END,
-                            _utf8(c if isinstance(c, str) else repr(c)), KEY_TEXT_END]
+                    out += [KEY_MESSAGE, _utf8(str(m["role"]))]
+                    texts.append(_utf8(c if isinstance(c, str) else repr(c)))
                 else:
-                    out += [KEY_ITEM, _utf8(str(m)), KEY_TEXT_END]
-            out.append(KEY_LIST_END)
+                    out.append(KEY_ITEM)
+                    texts.append(_utf8(str(m)))
+            out += [KEY_TEXT_END, *(t + KEY_TEXT_END for t in texts), KEY_LIST_END]
         else:
-            out += [KEY_SCALAR, _utf8(v if isinstance(v, str) else repr(v)), KEY_TEXT_END]
+            out += [KEY_SCALAR, KEY_TEXT_END, _utf8(v if isinstance(v, str) else repr(v)), KEY_TEXT_END]
     return b"".join(out)
 
 
@@ -535,8 +538,8 @@ def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii
         ok = surely(text)
         cols = {"text": text}
         nchars = length(text)
-        keys = pc.binary_join_element_wise(_blit(b"text" + KEY_SCALAR), binary(text), _blit(KEY_TEXT_END + KEY_END),
-                                           _blit(b""))
+        keys = pc.binary_join_element_wise(_blit(b"text" + KEY_SCALAR), binary(text), _blit(KEY_END),
+                                           _blit(KEY_TEXT_END))
     else:
         c = {k: table.column(k).combine_chunks() for k in _STRING_KEYS[fmt]}
         ins, inp, out, sys_ = c["instruction"], c["input"], c["output"], c["system"]
@@ -557,16 +560,16 @@ def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii
             ascii_[id(system)] = True
         cols = {"system": system, "prompt": prompt, "output": out}
         nchars = pc.add(length(prompt), length(out))
-        head = _blit(b"messages" + KEY_LIST)  # (row_key of {"messages": [system?, user, assistant]})
+        # row_key of {"messages": [system?, user, assistant]}: its head, then each text followed by FF
+        roles = KEY_MESSAGE + b"user" + KEY_MESSAGE + b"assistant"
+        head = _blit(b"messages" + KEY_LIST + roles)
         if system.null_count != len(system):
             nchars = pc.add(nchars, length(system))
             head = pc.if_else(pc.is_valid(system), pc.binary_join_element_wise(
-                _blit(b"messages" + KEY_LIST + KEY_MESSAGE + b"system" + KEY_TEXT_END), binary(system),
-                _blit(KEY_TEXT_END), _blit(b"")), head)
-        keys = pc.binary_join_element_wise(
-            head, _blit(KEY_MESSAGE + b"user" + KEY_TEXT_END), binary(prompt),
-            _blit(KEY_TEXT_END + KEY_MESSAGE + b"assistant" + KEY_TEXT_END), binary(out),
-            _blit(KEY_TEXT_END + KEY_LIST_END + KEY_END), _blit(b""))
+                _blit(b"messages" + KEY_LIST + KEY_MESSAGE + b"system" + roles), binary(system),
+                _blit(KEY_TEXT_END)), head)
+        keys = pc.binary_join_element_wise(head, binary(prompt), binary(out), _blit(KEY_LIST_END + KEY_END),
+                                           _blit(KEY_TEXT_END))
     # (a row that failed may have a null key, of no bytes: it is never hashed nor digested)
     # a placeholder `{{…}}` in any text: the key holds every text of the rows that pass (a blank or doubtful one
     # has failed already), and its marks are no braces (an Arrow kernel, out of the GIL; run only where the block's
