@@ -145,24 +145,33 @@ class Block:
 
 
 def _blocks(path, block_bytes: int) -> Iterator[tuple[int, bytes, int]]:
-    """``(first line number, bytes, lines)`` blocks of whole lines."""
+    """``(first line number, bytes, lines)`` blocks of whole lines, each read once (``os.pread`` up to the last
+    line end, found in the block's last 64 KiB: no copy of a block cut at a line end)."""
     import os
 
     line = 1
     with userfiles.open_binary(path, str(path), data_error, decompress=False) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        pos = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        pos = 3 if os.pread(fd, 3, 0) == b"\xef\xbb\xbf" else 0
         want = block_bytes
         while pos < size:
-            fh.seek(pos)
-            block = fh.read(min(want, size - pos))
-            if pos + len(block) < size:
-                cut = block.rfind(b"\n") + 1
-                if cut == 0:  # a line longer than a block: a longer block
-                    want *= 2
-                    continue
-                if cut < len(block):
-                    block = block[:cut]
+            end = min(pos + want, size)
+            block = None
+            if end < size:
+                tail = min(1 << 16, end - pos)
+                k = os.pread(fd, tail, end - tail).rfind(b"\n")
+                if k < 0:  # (no line end in the window: the whole block, then)
+                    block = os.pread(fd, end - pos, pos)
+                    k = block.rfind(b"\n")
+                    if k < 0:  # a line longer than a block: a longer block
+                        want *= 2
+                        continue
+                    block = block[:k + 1]
+                else:
+                    end = end - tail + k + 1
+            if block is None:
+                block = os.pread(fd, end - pos, pos)
             pos += len(block)
             want = block_bytes
             n = _line_count(block)
