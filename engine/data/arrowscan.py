@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -144,12 +145,11 @@ class Block:
         return out
 
 
-def _blocks(path, block_bytes: int) -> Iterator[tuple[int, bytes, int]]:
-    """``(first line number, bytes, lines)`` blocks of whole lines, each read once (``os.pread`` up to the last
-    line end, found in the block's last 64 KiB: no copy of a block cut at a line end)."""
+def _blocks(path, block_bytes: int) -> Iterator[bytes]:
+    """Blocks of whole lines, each read once (``os.pread`` up to the last line end, found in the block's last
+    64 KiB: no copy of a block cut at a line end)."""
     import os
 
-    line = 1
     with userfiles.open_binary(path, str(path), data_error, decompress=False) as fh:
         fd = fh.fileno()
         size = os.fstat(fd).st_size
@@ -174,9 +174,7 @@ def _blocks(path, block_bytes: int) -> Iterator[tuple[int, bytes, int]]:
                 block = os.pread(fd, end - pos, pos)
             pos += len(block)
             want = block_bytes
-            n = _line_count(block)
-            yield line, block, n
-            line += n
+            yield block
 
 
 def _ahead(items: Iterator[Any], fn: Callable[[Any], Any], workers: int = 2) -> Iterator[tuple[Any, Any]]:
@@ -216,11 +214,9 @@ def _objects_only(block: bytes, ends: Any) -> bool:
     return _NOT_OBJECT.search(block) is None
 
 
-def _line_count(block: bytes) -> int:
-    import numpy as np
-
-    # (numpy counts bytes several times faster than bytes.count)
-    return int(np.count_nonzero(np.frombuffer(block, dtype=np.uint8) == 10)) + (0 if block.endswith(b"\n") else 1)
+def _line_count(block: bytes, ends: Any) -> int:
+    """The lines of ``block``, its line ends at ``ends`` (see :func:`_line_ends`)."""
+    return len(ends) + (0 if block.endswith(b"\n") else 1)
 
 
 #: marks of a row key (see :func:`row_key`): bytes no UTF-8 text holds (UTF-8 never uses F5–FF)
@@ -430,19 +426,22 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
 
-    def columns(item: tuple[int, bytes, int]) -> Any:
-        """(in a worker thread) the block parsed and checked on columns: ``(block, doubtful lines)``, or None when
-        it goes one by one."""
-        start, block, n_lines = item
+    def columns(block: bytes) -> Any:
+        """(in a worker thread) ``(lines, line ends, result)``: the result the block parsed and checked on columns,
+        ``(block, doubtful lines)`` with line numbers from 0 (the main thread, which counts the lines of the blocks
+        before, adds its first line's), or None when it goes one by one."""
         ends = _line_ends(block)  # (also where the lines Arrow cannot pass are cut out, out of the main thread)
+        n_lines = _line_count(block, ends)
         table = parse(block, ends)
-        lines = _row_lines(block, n_lines, table.num_rows, start) if table is not None else None
+        lines = _row_lines(block, n_lines, table.num_rows, 0) if table is not None else None
         if table is None or lines is None:
-            return None
-        blk, doubtful = _columns(table, fmt, lines, name, *_texts_seen(block, ends))
-        return blk, doubtful, ends
+            return n_lines, ends, None
+        return n_lines, ends, _columns(table, fmt, lines, name, *_texts_seen(block, ends))
 
-    for (start, block, n_lines), done in _ahead(_blocks(src.path, block_bytes or BLOCK_BYTES), columns):
+    line = 1
+    for block, (n_lines, ends, done) in _ahead(_blocks(src.path, block_bytes or BLOCK_BYTES), columns):
+        start = line
+        line += n_lines
         if advance is not None:
             advance(len(block))
         if done is None:
@@ -450,7 +449,9 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
             if rows:
                 yield rows
             continue
-        blk, doubtful, ends = done
+        blk, doubtful = done
+        blk.lines += start  # (numbered in the file: see columns)
+        doubtful = doubtful + start
         if len(doubtful):
             # the rows the columns cannot pass: the normaliser says why (or takes them after all), in file order
             rows = one_by_one(block, start, n_lines, {int(x) for x in doubtful}, ends)
@@ -460,11 +461,27 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
             yield blk
 
 
+_SCRATCH = threading.local()
+
+
+def _is(a: Any, byte: int, slot: int = 0) -> Any:
+    """``a == byte`` (``a``: a block's bytes as numpy) in one of this thread's scratch arrays: a fresh 8 MiB mask
+    per block would be faulted in page by page each time."""
+    import numpy as np
+
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = [np.empty(0, dtype=bool), np.empty(0, dtype=bool)]
+    if len(bufs[slot]) < len(a):
+        bufs[slot] = np.empty(max(len(a), BLOCK_BYTES), dtype=bool)
+    return np.equal(a, byte, out=bufs[slot][:len(a)])
+
+
 def _line_ends(block: bytes) -> Any:
     """Where each line of ``block`` ends (its \\n), as numpy."""
     import numpy as np
 
-    return np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+    return np.flatnonzero(_is(np.frombuffer(block, dtype=np.uint8), 10))
 
 
 def _texts_seen(block: bytes, ends: Any) -> tuple[bool, bool]:
@@ -476,13 +493,13 @@ def _texts_seen(block: bytes, ends: Any) -> tuple[bool, bool]:
 
     a = np.frombuffer(block, dtype=np.uint8)
     braces = False
-    is_brace = a == 0x7B  # "{"
+    is_brace = _is(a, 0x7B)  # "{"
     starts = ends[ends + 1 < len(a)] + 1
     openers = int(np.count_nonzero(is_brace[starts])) + int(is_brace[:1].any())  # (lines that start with one)
     if np.count_nonzero(is_brace) > openers:  # (not only those opening the objects: a pair "{{" would be two more)
         at = np.flatnonzero(is_brace[:-1])
         braces = bool(np.any(a[at + 1] == 0x7B))
-    is_escape = a[:-1] == 0x5C  # "\\"
+    is_escape = _is(a[:-1], 0x5C, 1)  # "\\"
     if not np.any(is_escape):
         return braces, block.isascii()
     at = np.flatnonzero(is_escape)
