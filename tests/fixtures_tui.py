@@ -32,7 +32,7 @@ def fake_estimate(job: Any, **hints: Any) -> Any:
                            trainable_params=19_456, num_params=131_392)
 
 
-def fake_data_check(job: Any) -> dict[str, Any]:
+def fake_data_check(job: Any, progress: Any = None, cancel: Any = None) -> dict[str, Any]:
     """A report in the shape of ``finetui data check --json`` (engine/data/check.py)."""
     return {"source": "train.jsonl", "format": "alpaca", "stage": "sft", "ok": False,
             "errors": ["2 invalid rows (1.7%) — more than the 0% allowed"], "warnings": ["3 duplicate rows"],

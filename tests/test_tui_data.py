@@ -63,3 +63,80 @@ def test_real_check_of_s3_data_with_typed_keys(moto_s3, monkeypatch):
         assert rep["ok"] is False and "Traceback" not in text
     except RuntimeError as e:
         assert "Traceback" not in str(e) and str(e)
+
+
+def test_the_check_says_its_progress_to_the_interface(tmp_path):
+    """`finetui data check --progress lines` (what the data step runs) prints progress lines on stderr — rows,
+    bytes read, bytes in all, seconds — that `_data_check` hands on, the last at the end of the file; a wrong
+    --progress is one line and exit code 2."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "train.jsonl"
+    p.write_text("".join(json.dumps({"instruction": f"say {i}", "output": str(i)}) + "\n" for i in range(5000)))
+    job = JobConfig()
+    job.values.update({"data.train_path": str(p), "data.format": "alpaca"})
+    seen = []
+    rep = _data_check(job, progress=seen.append)
+    assert rep["rows"]["valid"] == 5000 and seen
+    assert seen[-1]["rows"] == 5000 and seen[-1]["bytes"] == seen[-1]["total"] == p.stat().st_size
+    assert all(s["seconds"] >= 0 for s in seen)
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "data", "check", str(p), "--progress", "loud"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "--progress: `loud` is not one of auto, lines, none"
+
+
+async def test_the_data_step_shows_the_check_going_and_stops_it(make_app, tmp_path, monkeypatch):
+    """While a check runs the data step shows a bar by the bytes read, rows, rows/s and the time left, and a Stop
+    that interrupts the check's process (as Ctrl-C the CLI's): "Check stopped.", the step as before."""
+    import os
+    import sys
+    import time
+
+    from textual.widgets import Button, ProgressBar, Static
+
+    import tui.app as A
+    from tests.fake_run import wait_for
+
+    pid_file = tmp_path / "pid"
+    script = tmp_path / "slow_check.py"
+    script.write_text(f"""
+import json, os, sys, time
+for i in (1, 2, 3):
+    sys.stderr.write("finetui-progress " + json.dumps({{"rows": i * 1000, "bytes": i * 10, "total": 100,
+                                                        "seconds": i * 0.5}}) + "\\n")
+    sys.stderr.flush()
+open({str(pid_file)!r}, "w").write(str(os.getpid()))
+time.sleep(120)
+""")
+    monkeypatch.setattr(A, "data_check_command", lambda job: [sys.executable, str(script)])
+    app = make_app()
+    app.services.data_check = A._data_check
+    async with app.run_test(size=(100, 40)) as pilot:
+        app.goto("data")
+        await pilot.pause()
+        app.screen.query_one("#data-check").scroll_visible(animate=False)
+        await pilot.pause()
+        await pilot.click("#data-check")
+        status = app.query_one("#data-check-status", Static)
+        await wait_for(pilot, lambda: "3,000 rows" in str(status.render()) and pid_file.exists())
+        assert str(status.render()) == "3,000 rows · 2,000 rows/s · about 4 s left"
+        bar = app.query_one("#data-check-bar", ProgressBar)
+        assert bar.display and bar.total == 100 and bar.progress == 30
+        assert app.query_one("#data-check", Button).disabled
+        await pilot.click("#data-check-stop")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert str(status.render()) == "Check stopped."
+        assert not bar.display and not app.query_one("#data-check-stop").display
+        assert not app.query_one("#data-check", Button).disabled
+    pid = int(pid_file.read_text())
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the stopped check's process lives on")

@@ -38,6 +38,8 @@ from tui.widgets.keybar import KeyBar
 from tui.widgets.step import STEP_IDS, STEPS, HelpBar, StepBar, StepPane, TomlEdited, step_errors
 
 if TYPE_CHECKING:
+    import threading
+
     from textual.widget import Widget
 
     from tui.screens.hyperparameters import HyperparametersPane
@@ -180,18 +182,40 @@ def data_check_command(job: JobConfig) -> list[str]:
     return cmd
 
 
-def _data_check(job: JobConfig) -> dict[str, Any]:
+#: the longest a data check may run (it says its progress, and the data step can stop it)
+DATA_CHECK_TIMEOUT_S = 3600
+
+
+def _data_check(job: JobConfig, progress: Callable[[dict[str, Any]], None] | None = None,
+                cancel: threading.Event | None = None) -> dict[str, Any]:
+    """The report of ``finetui data check … --json`` run for the job in a child process; ``progress(dict)`` with
+    each of its progress lines (rows, bytes, total, seconds); ``cancel`` set: the check is interrupted and
+    ``tui.workers.Stopped`` raised."""
     cmd = data_check_command(job)
     # typed S3 keys travel in the environment only (never on the command line, never on disk); the check
     # runs where the user is (relative data paths)
+    from tui.commands.data import PROGRESS_PREFIX
     from tui.workers import engine_env, run_child
 
     env = engine_env(**job.secrets)
 
+    def on_err_line(line: str) -> bool:
+        if not line.startswith(PROGRESS_PREFIX):
+            return False
+        if progress is not None:
+            import json
+
+            try:
+                progress(json.loads(line[len(PROGRESS_PREFIX):]))
+            except ValueError:
+                pass
+        return True
+
     try:
-        p = run_child(cmd, timeout=600, env=env, stdin=subprocess.DEVNULL)
+        p = run_child(cmd + ["--progress", "lines"], timeout=DATA_CHECK_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL,
+                      on_err_line=on_err_line, cancel=cancel)
     except subprocess.TimeoutExpired:
-        raise RuntimeError("the data check took longer than 10 minutes") from None
+        raise RuntimeError(f"the data check took longer than {DATA_CHECK_TIMEOUT_S // 60} minutes (stopped)") from None
     out = p.stdout.strip()
     if out:
         import json
@@ -220,7 +244,7 @@ def _start_run(job: JobConfig, progress: Callable[[str, int, int], None] | None 
 class Services:
     describe_model: Callable[[str], Any] = _describe_model
     estimate: Callable[..., Any] = _estimate  # (job, num_examples=, tokens_per_example=)
-    data_check: Callable[[JobConfig], dict[str, Any]] = _data_check
+    data_check: Callable[..., dict[str, Any]] = _data_check  # (job, progress=(dict), cancel=threading.Event)
     start_run: Callable[..., Any] = _start_run  # (job, progress=(host, bytes sent, bytes in all) while data uploads)
     ssh_hosts: Callable[[], list[str]] = ssh_hosts
     clock: Callable[[], datetime] = datetime.now

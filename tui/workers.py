@@ -95,20 +95,59 @@ def engine_env(**extra: str) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
-def run_child(cmd: list[str], *, timeout: float, **kw: Any) -> subprocess.CompletedProcess:
+class Stopped(Exception):
+    """The child was stopped: what it was doing was asked to stop (:func:`run_child`'s ``cancel``)."""
+
+
+def run_child(cmd: list[str], *, timeout: float, on_err_line: Callable[[str], bool] | None = None,
+              cancel: threading.Event | None = None, **kw: Any) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, capture_output=True, text=True)`` as a :func:`child` (a data check left behind
     would read on for nothing).  Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds, the child
-    killed."""
+    killed. ``on_err_line(line)`` sees each line of its stderr as it comes (those it returns true for are not kept
+    in the result's); when ``cancel`` is set the child is interrupted (SIGINT, as Ctrl-C; killed if it has not
+    ended 3 s later) and :class:`Stopped` raised."""
+    import signal
+    import time
+
     p = child(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    out: list[str] = []
+    err: list[str] = []
+
+    def read_out() -> None:
+        out.append(p.stdout.read())
+
+    def read_err() -> None:
+        for line in p.stderr:
+            if on_err_line is None or not on_err_line(line):
+                err.append(line)
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (read_out, read_err)]
+    for t in readers:
+        t.start()
+    deadline = time.monotonic() + timeout
     try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        raise
+        while True:
+            try:
+                p.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    p.send_signal(signal.SIGINT)
+                    try:
+                        p.wait(timeout=3)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+                    raise Stopped() from None
+                if time.monotonic() > deadline:
+                    p.kill()
+                    p.wait()
+                    raise
+        for t in readers:
+            t.join()
     finally:
         release(p)
-    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+    return subprocess.CompletedProcess(cmd, p.returncode, "".join(out), "".join(err))
 
 
 @atexit.register

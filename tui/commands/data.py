@@ -52,10 +52,15 @@ def check_cmd(
     preview: int = typer.Option(3, "--preview", help="Rows to preview, rendered as the worker renders them "
                                 "(with --tokenizer or a preset's model: trained tokens highlighted, the prompt "
                                 "dimmed, token counts, loss-mask problems)."),
+    progress: str = typer.Option("auto", "--progress", help="How the check says its progress on stderr: auto (a "
+                                 "bar in a terminal, else nothing), lines (a line `finetui-progress {json}` at most "
+                                 "every 0.2 s: rows, bytes read, bytes in all, seconds; what the TUI reads) or none."),
 ) -> None:
     """Validate a data file: rows valid/invalid, trainer compatibility, token lengths, duplicates, a preview."""
     from engine.schema import FORMATS, STAGES, JobConfig, check_value
 
+    if progress not in PROGRESS_MODES:
+        common.fail(f"--progress: `{progress}` is not one of {', '.join(PROGRESS_MODES)}")
     job = common.load_job(preset) if preset else JobConfig()
     # an option that sets a field is checked as the field is (its type, range and form), in the option's name
     for name, v in (("general.max_sequence_length", max_length),
@@ -113,7 +118,9 @@ def check_cmd(
     # stdout carries the report only (libraries loaded below may print to it)
     with contextlib.redirect_stdout(sys.stderr):
         rep = _run_check(path, fmt, stage, max_length, tokenizer, allow_invalid, res, secrets,
-                         job.profile if preset else None, preview, show_progress=not as_json and sys.stderr.isatty())
+                         job.profile if preset else None, preview,
+                         show_progress=("lines" if progress == "lines" else
+                                        "bar" if progress == "auto" and not as_json and sys.stderr.isatty() else None))
     if as_json:
         typer.echo(json.dumps(rep, ensure_ascii=False))
     elif sys.stdout.isatty() and rep.get("loss_mask"):
@@ -138,18 +145,41 @@ def check_cmd(
         raise typer.Exit(2)
 
 
+#: --progress's values
+PROGRESS_MODES = ("auto", "lines", "none")
+#: the start of a progress line (``--progress lines``): then one JSON object
+PROGRESS_PREFIX = "finetui-progress "
+PROGRESS_EVERY_S = 0.2
+
+
 @contextlib.contextmanager
-def check_progress(show: bool):
-    """A progress bar on stderr for the data check (rows, rows/s, time left by bytes read); yields its callback."""
-    if not show:
-        yield None
-        return
+def check_progress(show: str | None):
+    """The data check's progress on stderr, as ``show`` says: ``bar`` (a bar: rows, rows/s, time left by bytes
+    read), ``lines`` (a :data:`PROGRESS_PREFIX` line of JSON at most every :data:`PROGRESS_EVERY_S`, and the last)
+    or None (nothing); yields its callback."""
     import time
 
+    t0 = time.perf_counter()
+    if show == "lines":
+        last = [0.0]
+
+        def line(rows: int, done: int, total: int) -> None:
+            now = time.perf_counter() - t0
+            if now - last[0] < PROGRESS_EVERY_S and not (total and done >= total):
+                return
+            last[0] = now
+            sys.stderr.write(PROGRESS_PREFIX + json.dumps({"rows": rows, "bytes": done, "total": total,
+                                                                "seconds": round(now, 3)}) + "\n")
+            sys.stderr.flush()
+
+        yield line
+        return
+    if show != "bar":
+        yield None
+        return
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    t0 = time.perf_counter()
     with Progress(TextColumn("checking"), BarColumn(), TextColumn("{task.fields[rows]}"), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as prog:
         task = prog.add_task("check", total=None, rows="")
@@ -163,7 +193,7 @@ def check_progress(show: bool):
 
 
 def _run_check(path, fmt, stage, max_length, tokenizer, allow_invalid, res, secrets, profile, preview,
-               show_progress: bool = False) -> dict:
+               show_progress: str | None = None) -> dict:
     tok = None
     if tokenizer:
         try:

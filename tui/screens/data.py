@@ -9,6 +9,7 @@ masked, and kept only in memory (``JobConfig.secrets``).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from rich.console import Group
@@ -17,7 +18,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Label, ProgressBar, Static
 
 from engine.schema import JobConfig
 from tui.widgets.form import FieldEdited, SchemaForm
@@ -34,6 +35,19 @@ def _num(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.1f}" if v != int(v) else f"{int(v):,}"
     return str(v)
+
+
+def check_progress_text(p: dict[str, Any]) -> str:
+    """A progress line of ``finetui data check --progress lines`` as ``1,200,000 rows · 950,000 rows/s · about
+    3 s left`` (the time left by the bytes read), beside the bar."""
+    rows, done, total, secs = (int(p.get("rows") or 0), int(p.get("bytes") or 0), int(p.get("total") or 0),
+                               float(p.get("seconds") or 0))
+    parts = [f"{rows:,} rows"]
+    if secs > 0:
+        parts.append(f"{rows / secs:,.0f} rows/s")
+        if total and 0 < done < total:
+            parts.append(f"about {secs * (total - done) / done:.0f} s left")
+    return " · ".join(parts)
 
 
 def _where(r: dict[str, Any]) -> str:
@@ -189,7 +203,10 @@ class DataPane(StepPane):
                              id="data-form")
             with Horizontal(classes="check-row"):
                 yield Button("Check data", id="data-check", compact=True, variant="primary", classes="-textual-compact")
-                yield Static("", id="data-check-status", classes="muted")
+                yield ProgressBar(total=None, show_eta=False, id="data-check-bar")
+                yield Button("Stop", id="data-check-stop", compact=True, classes="-textual-compact",
+                             tooltip="Stop the check (as Ctrl-C would the CLI's)")
+                yield Static("", id="data-check-status", classes="muted", markup=False)
             yield Static("", id="data-report")
         yield self.nav()
 
@@ -197,6 +214,7 @@ class DataPane(StepPane):
 
     def on_mount(self) -> None:
         self.query_one("#data-report").display = False
+        self._checking(False)
         self.query_one("#data-detect").display = False
         if self._check_on_mount:
             self.call_after_refresh(self.run_check)
@@ -340,23 +358,60 @@ class DataPane(StepPane):
             self.query_one("#data-check-status", Static).update("Choose the training data first.")
             return
         self.query_one("#data-check-status", Static).update("Checking…")
-        self.query_one("#data-check", Button).disabled = True
-        self._check_worker(job.copy())
+        self._checking(True)
+        self._cancel = threading.Event()
+        self._check_worker(job.copy(), self._cancel)
+
+    def _checking(self, on: bool) -> None:
+        """The check row while a check runs (its bar and Stop) or not (Check data)."""
+        self.query_one("#data-check", Button).disabled = on
+        bar = self.query_one("#data-check-bar", ProgressBar)
+        if on:
+            bar.update(total=None, progress=0)
+        bar.display = on
+        stop = self.query_one("#data-check-stop", Button)
+        stop.display, stop.disabled = on, False
+
+    @on(Button.Pressed, "#data-check-stop")
+    def _stop_check(self, event: Button.Pressed) -> None:
+        event.stop()
+        if self._cancel is not None:
+            self._cancel.set()
+            event.button.disabled = True
+            self.query_one("#data-check-status", Static).update("Stopping…")
+
+    _cancel: threading.Event | None = None
 
     @work(exclusive=True, thread=True, group="data-check")
-    def _check_worker(self, job: JobConfig) -> None:
+    def _check_worker(self, job: JobConfig, cancel: threading.Event) -> None:
+        from tui.workers import Stopped
+
+        def progress(p: dict[str, Any]) -> None:
+            if not cancel.is_set():
+                self.app.call_from_thread(self._progress, p)
+
         try:
-            rep = self.app.services.data_check(job)  # type: ignore[attr-defined]
+            rep = self.app.services.data_check(job, progress=progress, cancel=cancel)  # type: ignore[attr-defined]
             out: Any = render_report(rep)
             status = ""
             self.app.call_from_thread(self.app.remember_data_report, job, rep)  # type: ignore[attr-defined]
+        except Stopped:
+            out, status = None, "Check stopped."
         except Exception as e:
             out = None
             status = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         self.app.call_from_thread(self._show, out, status)
 
+    def _progress(self, p: dict[str, Any]) -> None:
+        """A progress line of the check: the bar by bytes read, rows, rows/s and the time left."""
+        if self._cancel is None or self._cancel.is_set():
+            return
+        self.query_one("#data-check-bar", ProgressBar).update(total=p.get("total") or None, progress=p.get("bytes", 0))
+        self.query_one("#data-check-status", Static).update(check_progress_text(p))
+
     def _show(self, out: Any, status: str) -> None:
-        self.query_one("#data-check", Button).disabled = False
+        self._checking(False)
+        self._cancel = None
         self.query_one("#data-check-status", Static).update(status)
         rep = self.query_one("#data-report", Static)
         if out is not None:
