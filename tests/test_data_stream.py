@@ -92,6 +92,8 @@ import datasets, pyarrow, pyarrow.ipc  # (imports are no part of the measure)
 tok = load_tokenizer(sys.argv[1])
 tokcache.CHUNK = 50
 tokcache.BATCH_ROWS = 50  # (a record batch a chunk: the writer's one batch held is bounded by BATCH_ROWS / BATCH_BYTES)
+from engine.data import arrowscan
+arrowscan.BLOCK_BYTES = 16 << 10  # (the first pass reads a block at a time: smaller than these files)
 tokcache.tokenized(tok, [{"text": "warm up"}], "pretrain", 64, tokenize_lm, lambda *a, **k: None)
 tracemalloc.start()
 out = {}

@@ -472,8 +472,8 @@ def _is(a: Any, byte: int, slot: int = 0) -> Any:
     bufs = getattr(_SCRATCH, "bufs", None)
     if bufs is None:
         bufs = _SCRATCH.bufs = [np.empty(0, dtype=bool), np.empty(0, dtype=bool)]
-    if len(bufs[slot]) < len(a):
-        bufs[slot] = np.empty(max(len(a), BLOCK_BYTES), dtype=bool)
+    if len(bufs[slot]) < len(a):  # (grown to the largest block, by whole MiB)
+        bufs[slot] = np.empty(-(-len(a) >> 20) << 20, dtype=bool)
     return np.equal(a, byte, out=bufs[slot][:len(a)])
 
 
