@@ -340,3 +340,16 @@ def write_fake_sweep(runs_dir: str | Path, name: str, trials: list[tuple[dict[st
     rec["best"] = S.best(rec)
     S._write(runs_dir / name, rec)
     return runs_dir / name
+
+
+def assert_gone(pid: int, what: str, timeout: float = 5.0) -> None:
+    """Fails (the process killed) unless process ``pid`` ends within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    raise AssertionError(f"{what} (pid {pid}) lives on")

@@ -89,14 +89,12 @@ def test_the_check_says_its_progress_to_the_interface(tmp_path):
 async def test_the_data_step_shows_the_check_going_and_stops_it(make_app, tmp_path, monkeypatch):
     """While a check runs the data step shows a bar by the bytes read, rows, rows/s and the time left, and a Stop
     that interrupts the check's process (as Ctrl-C the CLI's): "Check stopped.", the step as before."""
-    import os
     import sys
-    import time
 
     from textual.widgets import Button, ProgressBar, Static
 
     import tui.app as A
-    from tests.fake_run import wait_for
+    from tests.fake_run import assert_gone, wait_for
 
     pid_file = tmp_path / "pid"
     script = tmp_path / "slow_check.py"
@@ -130,13 +128,4 @@ time.sleep(120)
         assert str(status.render()) == "Check stopped."
         assert not bar.display and not app.query_one("#data-check-stop").display
         assert not app.query_one("#data-check", Button).disabled
-    pid = int(pid_file.read_text())
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, 9)
-        raise AssertionError("the stopped check's process lives on")
+    assert_gone(int(pid_file.read_text()), "the stopped check's process")

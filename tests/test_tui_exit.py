@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.fake_run import assert_gone
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PRELUDE = """
@@ -88,16 +90,7 @@ app.run(headless=True, auto_pilot=auto)
 print("app.run returned")
 """)
     assert r.returncode == 0 and "app.run returned" in r.stdout, r.stderr[-2000:]
-    pid = int(pid_file.read_text())
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, 9)
-        raise AssertionError(f"the data check (pid {pid}) outlived the app")
+    assert_gone(int(pid_file.read_text()), "the data check, after the app")
 
 
 def test_disposable_groups_are_the_groups_of_read_only_workers():
