@@ -180,6 +180,33 @@ def test_blocks_are_whole_lines_read_once(tmp_path, lengths, block, bom, end_nl)
         assert arrowscan._line_count(b, arrowscan._line_ends(b)) == b.count(b"\n") + (not b.endswith(b"\n"))
 
 
+@settings(max_examples=150, deadline=None)
+@given(texts=st.lists(st.text(alphabet=st.sampled_from("{}a \\\"u07bé\n\x00"), max_size=10) | _TEXT, min_size=1,
+                      max_size=8),
+       ascii_only=st.booleans(), nested=st.booleans(), escaped=st.sampled_from(["", "\\u007b", "\\u007B"]))
+def test_what_the_bytes_tell_of_the_texts_is_never_wrong(texts, ascii_only, nested, escaped):
+    """The byte scans that let the columns skip Arrow's kernels only ever err on the safe side: "no text holds
+    {{" and "every text is ASCII" are said only when true of the texts JSON decodes (``\\u007b`` escapes included)."""
+    lines = []
+    for i, t in enumerate(texts):
+        obj = {"text": t, "n": i}
+        if nested and i % 2:
+            obj["meta"] = {"a": {"b": t}}
+        line = json.dumps(obj, ensure_ascii=ascii_only)
+        if escaped:  # (a brace inside the text written as a JSON escape)
+            lit = json.dumps(t, ensure_ascii=ascii_only)
+            line = line.replace(lit, lit.replace("{", escaped), 1)
+        lines.append(line)
+    block = ("\n".join(lines) + "\n").encode()
+    braces, ascii_ = arrowscan._texts_seen(block, arrowscan._line_ends(block))
+    decoded = [json.loads(ln)["text"] for ln in lines]
+    if any("{{" in t for t in decoded):
+        assert braces
+    if not all(t.isascii() for t in decoded):
+        assert not ascii_
+    assert isinstance(braces, bool) and isinstance(ascii_, bool)
+
+
 # ------------------------------------------------------------------------------ tokenize once
 
 SFT_ROWS = [{"messages": [{"role": "user", "content": f"Add {i} and {i}." + " Twice." * (i % 4)},
