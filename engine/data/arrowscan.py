@@ -220,7 +220,8 @@ def _line_count(block: bytes, ends: Any) -> int:
 
 
 #: marks of a row key (see :func:`row_key`): bytes no UTF-8 text holds (UTF-8 never uses F5–FF)
-KEY_SCALAR, KEY_LIST, KEY_LIST_END, KEY_ITEM, KEY_MESSAGE, KEY_TEXT_END = b"\xf9", b"\xfb", b"\xfa", b"\xfc", b"\xfd", b"\xff"
+KEY_SCALAR, KEY_LIST, KEY_LIST_END = b"\xf9", b"\xfb", b"\xfa"
+KEY_ITEM, KEY_MESSAGE, KEY_TEXT_END = b"\xfc", b"\xfd", b"\xff"
 #: the end of every key of a block (see _columns): the keys' bytes split on it in one call
 KEY_END = b"\xfe"
 
