@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -462,27 +461,11 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
             yield blk
 
 
-_SCRATCH = threading.local()
-
-
-def _is(a: Any, byte: int, slot: int = 0) -> Any:
-    """``a == byte`` (``a``: a block's bytes as numpy) in one of this thread's scratch arrays: a fresh 8 MiB mask
-    per block would be faulted in page by page each time."""
-    import numpy as np
-
-    bufs = getattr(_SCRATCH, "bufs", None)
-    if bufs is None:
-        bufs = _SCRATCH.bufs = [np.empty(0, dtype=bool), np.empty(0, dtype=bool)]
-    if len(bufs[slot]) < len(a):  # (grown to the largest block, by whole MiB)
-        bufs[slot] = np.empty(-(-len(a) >> 20) << 20, dtype=bool)
-    return np.equal(a, byte, out=bufs[slot][:len(a)])
-
-
 def _line_ends(block: bytes) -> Any:
     """Where each line of ``block`` ends (its \\n), as numpy."""
     import numpy as np
 
-    return np.flatnonzero(_is(np.frombuffer(block, dtype=np.uint8), 10))
+    return np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
 
 
 def _texts_seen(block: bytes, ends: Any) -> tuple[bool, bool]:
@@ -494,13 +477,13 @@ def _texts_seen(block: bytes, ends: Any) -> tuple[bool, bool]:
 
     a = np.frombuffer(block, dtype=np.uint8)
     braces = False
-    is_brace = _is(a, 0x7B)  # "{"
+    is_brace = a == 0x7B  # "{"
     starts = ends[ends + 1 < len(a)] + 1
     openers = int(np.count_nonzero(is_brace[starts])) + int(is_brace[:1].any())  # (lines that start with one)
     if np.count_nonzero(is_brace) > openers:  # (not only those opening the objects: a pair "{{" would be two more)
         at = np.flatnonzero(is_brace[:-1])
         braces = bool(np.any(a[at + 1] == 0x7B))
-    is_escape = _is(a[:-1], 0x5C, 1)  # "\\"
+    is_escape = a[:-1] == 0x5C  # "\\"
     if not np.any(is_escape):
         return braces, block.isascii()
     at = np.flatnonzero(is_escape)
