@@ -427,3 +427,32 @@ def test_snapshot_monitor_requeued(snap_compare, tmp_path, utc):
     d = requeued_run(tmp_path / "runs" / "ft_slurm_requeued")
     assert snap_compare(harness_app(lambda: MonitorScreen(d, clock=lambda: FIXED_NOW + 400)),
                         terminal_size=(120, 40), run_before=_loaded)
+
+
+async def test_preparing_data_has_the_bar_until_the_first_step(tmp_path):
+    """Before the first step the run's bar follows a phase that says how far it is (the first pass reading the
+    rows, tokenizing): `preparing data 34%`, its rows/s and time left in the stats line; then the steps again."""
+    from textual.widgets import ProgressBar
+
+    from tests.fake_run import _prepare
+
+    d = tmp_path / "runs" / "ft_preparing"
+    _prepare(d)
+    text = "tokenizing: 3,400 / 10,000 rows · 1,700 rows/s · about 4 s left"
+    recs = [{"t": T0, "kind": "status", "step": 0, "phase": "loading model"},
+            {"t": T0 + 1, "kind": "status", "step": 0, "phase": "preparing data", "text": text, "fraction": 0.34}]
+    (d / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    app = harness_app(lambda: MonitorScreen(d, clock=lambda: T0 + 5))
+    async with app.run_test(size=(120, 40)) as pilot:
+        scr = app.screen
+        await wait_for(pilot, lambda: getattr(scr, "loaded", False))
+        await wait_for(pilot, lambda: "preparing data 34%" in str(scr.query_one("#run-steps").render()))
+        bar = scr.query_one("#run-bar", ProgressBar)
+        assert bar.total == 1000 and bar.progress == 340
+        assert text in str(scr.query_one("#mon-stats").render())
+        st = scr.state
+        st.update([{"t": T0 + 6, "kind": "start", "step": 0, "total_steps": 40},
+                   {"t": T0 + 8, "kind": "log", "step": 1, "loss": 2.0}])
+        scr.query_one("#mon-progress").show(st, T0 + 9)
+        await pilot.pause()
+        assert "step 1/40" in str(scr.query_one("#run-steps").render()) and bar.total == 40 and bar.progress == 1

@@ -71,6 +71,7 @@ class RunState:
     status: str = "pending"  # pending / running / completed / stopped / early_stopped / failed / lost
     phase: str = ""
     phase_text: str = ""
+    phase_fraction: float | None = None  # how far a phase that says so is (reading, tokenizing the data), 0 … 1
     step: int = 0
     total_steps: int = 0
     world_size: int = 1
@@ -171,6 +172,8 @@ class RunState:
                 self.gaps.append({"step": step, "from": t, "to": None})
             self.phase = str(r.get("phase") or "")
             self.phase_text = str(r.get("text") or r.get("message") or "")
+            f = _num(r.get("fraction"))
+            self.phase_fraction = None if f is None else min(1.0, max(0.0, f))
             if self.status == "pending":
                 self.status = "running"
             if self.started is None:

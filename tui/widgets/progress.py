@@ -19,6 +19,8 @@ class RunProgress(Horizontal):
     def show(self, st: RunState, now: float) -> None:
         bar = self.query_one("#run-bar", ProgressBar)
         total = st.total_steps or None
+        if self._phase_shown(st, bar, now):
+            return
         if total:
             if bar.total != total:
                 bar.update(total=total)
@@ -42,6 +44,22 @@ class RunProgress(Horizontal):
         if text != self._text:
             self._text = text
             self.query_one("#run-steps", Static).update(text, layout=False)
+
+
+    def _phase_shown(self, st: RunState, bar: ProgressBar, now: float) -> bool:
+        """Before the first step, a phase that says how far it is (reading or tokenizing the data) has the bar:
+        ``preparing data 34% · elapsed 1m 02s`` (its rows/s and time left are in the stats line)."""
+        if st.phase_fraction is None or st.step or st.finished:
+            return False
+        if bar.total != 1000:
+            bar.update(total=1000)
+        if bar.progress != int(1000 * st.phase_fraction):
+            bar.update(progress=int(1000 * st.phase_fraction))
+        text = f"{st.phase or 'preparing'} {100 * st.phase_fraction:.0f}% · elapsed {fmt_duration(st.elapsed(now))}"
+        if text != self._text:
+            self._text = text
+            self.query_one("#run-steps", Static).update(text, layout=False)
+        return True
 
 
 def requeue_text(st: RunState, now: float) -> str:
