@@ -323,7 +323,8 @@ def test_tokenizing_says_its_progress(data_tokenizer, monkeypatch, tmp_path):
 
 
 def test_check_says_its_progress(tmp_path, monkeypatch):
-    """The check reports rows and bytes as it goes (per Arrow block; by rows on the row-by-row path)."""
+    """The check reports rows and bytes as it goes (per Arrow block, the block's rows counted; by rows on the
+    row-by-row path)."""
     p = tmp_path / "d.jsonl"
     p.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(3000)))
     monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 8192)
@@ -333,6 +334,8 @@ def test_check_says_its_progress(tmp_path, monkeypatch):
     assert rep["rows"]["valid"] == 3000 and len(seen) > 5
     assert all(t == size for _, _, t in seen) and seen[-1] == (3000, size, size)
     assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
+    body = p.read_bytes()
+    assert all(rows == body[:done].count(b"\n") for rows, done, _ in seen if done)  # (each block's rows counted)
 
 
 def test_cli_check_shows_a_progress_bar_in_a_terminal(tmp_path):

@@ -442,23 +442,23 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
     for block, (n_lines, ends, done) in _ahead(_blocks(src.path, block_bytes or BLOCK_BYTES), columns):
         start = line
         line += n_lines
-        if advance is not None:
-            advance(len(block))
         if done is None:
             rows = one_by_one(block, start, n_lines)
             if rows:
                 yield rows
-            continue
-        blk, doubtful = done
-        blk.lines += start  # (numbered in the file: see columns)
-        doubtful = doubtful + start
-        if len(doubtful):
-            # the rows the columns cannot pass: the normaliser says why (or takes them after all), in file order
-            rows = one_by_one(block, start, n_lines, {int(x) for x in doubtful}, ends)
-            if rows:
-                yield rows
-        if blk is not None and len(blk):
-            yield blk
+        else:
+            blk, doubtful = done
+            blk.lines += start  # (numbered in the file: see columns)
+            doubtful = doubtful + start
+            if len(doubtful):
+                # the rows the columns cannot pass: the normaliser says why (or takes them after all), in file order
+                rows = one_by_one(block, start, n_lines, {int(x) for x in doubtful}, ends)
+                if rows:
+                    yield rows
+            if blk is not None and len(blk):
+                yield blk
+        if advance is not None:  # (once the block's rows are counted: see counted)
+            advance(len(block))
 
 
 def _line_ends(block: bytes) -> Any:
