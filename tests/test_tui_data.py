@@ -104,7 +104,8 @@ for i in (1, 2, 3):
     sys.stderr.write("finetui-progress " + json.dumps({{"rows": i * 1000, "bytes": i * 10, "total": 100,
                                                         "seconds": i * 0.5}}) + "\\n")
     sys.stderr.flush()
-open({str(pid_file)!r}, "w").write(str(os.getpid()))
+with open({str(pid_file)!r}, "a") as f:
+    f.write(str(os.getpid()) + "\\n")
 time.sleep(120)
 """)
     monkeypatch.setattr(A, "data_check_command", lambda job: [sys.executable, str(script)])
@@ -117,15 +118,23 @@ time.sleep(120)
         await pilot.pause()
         await pilot.click("#data-check")
         status = app.query_one("#data-check-status", Static)
-        await wait_for(pilot, lambda: "3,000 rows" in str(status.render()) and pid_file.exists())
+        await wait_for(pilot, lambda: "3,000 rows" in str(status.render()) and pid_file.exists()
+                       and pid_file.read_text().endswith("\n"))
         assert str(status.render()) == "3,000 rows · 2,000 rows/s · about 4 s left"
         bar = app.query_one("#data-check-bar", ProgressBar)
         assert bar.display and bar.total == 100 and bar.progress == 30
         assert app.query_one("#data-check", Button).disabled
+        # a check started again (the data changed) stops the one running: its process ends, its end is not shown
+        app.screen.query_one("DataPane").run_check()
+        await wait_for(pilot, lambda: len(pid_file.read_text().split()) == 2)
+        first, second = (int(x) for x in pid_file.read_text().split())
+        assert_gone(first, "the replaced check's process")
+        await pilot.pause(0.3)
+        assert app.query_one("#data-check", Button).disabled and bar.display
         await pilot.click("#data-check-stop")
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert str(status.render()) == "Check stopped."
         assert not bar.display and not app.query_one("#data-check-stop").display
         assert not app.query_one("#data-check", Button).disabled
-    assert_gone(int(pid_file.read_text()), "the stopped check's process")
+    assert_gone(second, "the stopped check's process")

@@ -359,6 +359,8 @@ class DataPane(StepPane):
             return
         self.query_one("#data-check-status", Static).update("Checking…")
         self._checking(True)
+        if self._cancel is not None:  # (a check of what was there before: stopped, its result never shown)
+            self._cancel.set()
         self._cancel = threading.Event()
         self._check_worker(job.copy(), self._cancel)
 
@@ -400,7 +402,7 @@ class DataPane(StepPane):
         except Exception as e:
             out = None
             status = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-        self.app.call_from_thread(self._show, out, status)
+        self.app.call_from_thread(self._show, out, status, cancel)
 
     def _progress(self, p: dict[str, Any]) -> None:
         """A progress line of the check: the bar by bytes read, rows, rows/s and the time left."""
@@ -409,7 +411,9 @@ class DataPane(StepPane):
         self.query_one("#data-check-bar", ProgressBar).update(total=p.get("total") or None, progress=p.get("bytes", 0))
         self.query_one("#data-check-status", Static).update(check_progress_text(p))
 
-    def _show(self, out: Any, status: str) -> None:
+    def _show(self, out: Any, status: str, cancel: threading.Event | None = None) -> None:
+        if cancel is not None and cancel is not self._cancel:
+            return  # (a check another one replaced)
         self._checking(False)
         self._cancel = None
         self.query_one("#data-check-status", Static).update(status)
