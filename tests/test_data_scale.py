@@ -85,20 +85,26 @@ def _both(path, fmt, monkeypatch, **kw):
     return fast, slow
 
 
-@pytest.mark.parametrize("fmt,seed,newline", [("alpaca", 0, "\n"), ("alpaca", 1, "\r\n"), ("alpaca", 2, "\n"),
-                                              ("corpus", 3, "\n"), ("corpus", 4, "\r\n")])
-def test_arrow_path_reports_what_the_row_reader_reports(tmp_path, monkeypatch, fmt, seed, newline):
+@pytest.mark.parametrize("fmt,seed,newline,gz", [("alpaca", 0, "\n", False), ("alpaca", 1, "\r\n", False),
+                                                 ("alpaca", 2, "\n", False), ("corpus", 3, "\n", False),
+                                                 ("corpus", 4, "\r\n", False), ("alpaca", 2, "\n", True),
+                                                 ("corpus", 3, "\r\n", True)])
+def test_arrow_path_reports_what_the_row_reader_reports(tmp_path, monkeypatch, fmt, seed, newline, gz):
+    """The same report either way — and for gzip-compressed JSON lines, decompressed block by block."""
+    import gzip
+
     rng = random.Random(seed)
     make = _alpaca_line if fmt == "alpaca" else _corpus_line
     lines = [make(rng, dirty=(i // 40) % 3 == 0) for i in range(1500)]  # a third of the file breaks Arrow's parse
     lines += lines[:200]  # duplicates across blocks
     # some braces written as JSON escapes: `\u007b{name}}` in the file is `{{name}}` in the text
     lines = [ln.replace("{{", "\\u007b{", 1) if i % 2 else ln for i, ln in enumerate(lines)]
-    p = tmp_path / "d.jsonl"
+    p = tmp_path / ("d.jsonl.gz" if gz else "d.jsonl")
     body = newline.join(lines).encode()
     if seed == 1:  # a line not UTF-8 (Latin-1): Arrow does not see it, the row reader names it
         body = body.replace(b"apple", b"pomme \xe9", 3)
-    p.write_bytes(("\ufeff" if seed == 2 else "").encode() + body + b"\n")
+    body = ("\ufeff" if seed == 2 else "").encode() + body + b"\n"
+    p.write_bytes(gzip.compress(body) if gz else body)
     monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 2048)  # many blocks, some parsed by Arrow, some not
     arrow_blocks = []
     real = arrowscan._columns
@@ -166,15 +172,21 @@ def test_the_columns_build_the_row_keys_the_reader_builds(tmp_path, rows, corpus
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lengths=st.lists(st.integers(0, 150_000) | st.integers(0, 40), min_size=1, max_size=12),
-       block=st.integers(1, 100_000), bom=st.booleans(), end_nl=st.booleans())
-def test_blocks_are_whole_lines_read_once(tmp_path, lengths, block, bom, end_nl):
-    """The blocks cut a file at line ends (a line longer than the 64 KiB window or than a block included): end to
-    end they are the file, each but the last ends with a line end; their lines are counted right."""
+       block=st.integers(1, 100_000), bom=st.booleans(), end_nl=st.booleans(), gz=st.booleans())
+def test_blocks_are_whole_lines_read_once(tmp_path, lengths, block, bom, end_nl, gz):
+    """The blocks cut a file (plain or gzip) at line ends (a line longer than the 64 KiB window or than a block
+    included): end to end they are the file, each but the last ends with a line end; their lines are counted right."""
     body = b"\n".join(bytes([97 + i % 26]) * n for i, n in enumerate(lengths)) + (b"\n" if end_nl else b"")
+    import gzip
+
     p = tmp_path / "b.jsonl"
-    p.write_bytes((b"\xef\xbb\xbf" if bom else b"") + body)
+    raw = (b"\xef\xbb\xbf" if bom else b"") + body
+    p.write_bytes(gzip.compress(raw) if gz else raw)
     got = list(arrowscan._blocks(p, block))
     assert b"".join(got) == body
+    assert sum(n for _, n in arrowscan._read_blocks(p, block)) <= p.stat().st_size  # (progress by the file's bytes)
+    if not gz and body:
+        assert sum(n for _, n in arrowscan._read_blocks(p, block)) == p.stat().st_size
     assert all(b.endswith(b"\n") for b in got[:-1]) and all(got)
     for b in got:
         assert arrowscan._line_count(b, arrowscan._line_ends(b)) == b.count(b"\n") + (not b.endswith(b"\n"))

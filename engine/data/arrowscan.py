@@ -51,8 +51,8 @@ def fast_files(src: Source, fmt: str) -> list[FileSource] | None:
             return None
         with userfiles.open_binary(p.path, p.display, data_error, decompress=False) as fh:
             head = fh.read(4096)
-        if head.startswith(b"\x1f\x8b"):  # gzip: the row reader decompresses it
-            return None
+        if head.startswith(userfiles.GZIP_MAGIC):  # (decompressed as it is read: its first bytes decide .json)
+            head = _gunzipped_head(p.path)
         if suf == ".json" and not head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{"):
             return None
         out.append(p)
@@ -144,15 +144,37 @@ class Block:
         return out
 
 
+def _gunzipped_head(path, n: int = 4096) -> bytes:
+    """The first ``n`` bytes of a gzip file, decompressed (what a damaged one gives: its reading says why)."""
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") as gz:
+            return gz.read(n)
+    except (*userfiles.GZIP_ERRORS, OSError):
+        return b""
+
+
 def _blocks(path, block_bytes: int) -> Iterator[bytes]:
-    """Blocks of whole lines, each read once (``os.pread`` up to the last line end, found in the block's last
-    64 KiB: no copy of a block cut at a line end)."""
+    """Blocks of whole lines (see :func:`_read_blocks`)."""
+    for block, _ in _read_blocks(path, block_bytes):
+        yield block
+
+
+def _read_blocks(path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """``(block, bytes of the file read for it)``: blocks of whole lines, of a plain file each read once
+    (``os.pread`` up to the last line end, found in the block's last 64 KiB: no copy of a block cut at a line end),
+    of a gzip file decompressed as they are read."""
     import os
 
     with userfiles.open_binary(path, str(path), data_error, decompress=False) as fh:
+        if fh.read(2) == userfiles.GZIP_MAGIC:
+            fh.seek(0)
+            yield from _gzip_blocks(fh, str(path), block_bytes)
+            return
         fd = fh.fileno()
         size = os.fstat(fd).st_size
-        pos = 3 if os.pread(fd, 3, 0) == b"\xef\xbb\xbf" else 0
+        pos = bom = 3 if os.pread(fd, 3, 0) == b"\xef\xbb\xbf" else 0
         want = block_bytes
         while pos < size:
             end = min(pos + want, size)
@@ -171,9 +193,39 @@ def _blocks(path, block_bytes: int) -> Iterator[bytes]:
                     end = end - tail + k + 1
             if block is None:
                 block = os.pread(fd, end - pos, pos)
+            yield block, len(block) + bom
             pos += len(block)
+            bom = 0
             want = block_bytes
-            yield block
+
+
+def _gzip_blocks(fh: Any, name: str, block_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """:func:`_read_blocks` of a gzip file (several members read one after the other): ``block_bytes`` of it
+    decompressed at a time, cut at the last line end (the rest begins the next block); a damaged stream ends in the
+    row reader's error."""
+    import gzip
+
+    gz = gzip.GzipFile(fileobj=fh, mode="rb")
+    rest, said, first = b"", 0, True
+    try:
+        while True:
+            chunk = gz.read(max(block_bytes, 3) if first else block_bytes)
+            if first:  # (a UTF-8 BOM before the first line: as the row reader, not part of it)
+                chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False
+            if not chunk:
+                if rest:
+                    yield rest, fh.tell() - said
+                return
+            data = rest + chunk if rest else chunk
+            k = data.rfind(b"\n")
+            if k < 0:  # (a line longer than a block: read on)
+                rest = data
+                continue
+            rest = data[k + 1:]
+            read, said = fh.tell() - said, fh.tell()  # (the compressed bytes read for it: progress by the file)
+            yield (data[:k + 1] if rest else data), read
+    except userfiles.GZIP_ERRORS as e:
+        raise data_error(name, f"not a valid gzip file ({e})") from None
 
 
 def _ahead(items: Iterator[Any], fn: Callable[[Any], Any], workers: int = 2) -> Iterator[tuple[Any, Any]]:
@@ -439,7 +491,8 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         return n_lines, ends, _columns(table, fmt, lines, name, *_texts_seen(block, ends))
 
     line = 1
-    for block, (n_lines, ends, done) in _ahead(_blocks(src.path, block_bytes or BLOCK_BYTES), columns):
+    for (block, read), (n_lines, ends, done) in _ahead(_read_blocks(src.path, block_bytes or BLOCK_BYTES),
+                                                      lambda item: columns(item[0])):
         start = line
         line += n_lines
         if done is None:
@@ -458,7 +511,7 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
             if blk is not None and len(blk):
                 yield blk
         if advance is not None:  # (once the block's rows are counted: see counted)
-            advance(len(block))
+            advance(read)
 
 
 def _line_ends(block: bytes) -> Any:
