@@ -117,6 +117,24 @@ def test_arrow_path_reports_what_the_row_reader_reports(tmp_path, monkeypatch, f
         assert fast[k] == slow[k], k
 
 
+@pytest.mark.parametrize("cut", [0.3, 0.71, 0.97])
+def test_a_damaged_gzip_file_reports_what_the_row_reader_reports(tmp_path, monkeypatch, cut):
+    """A gzip file cut short: every whole line before the damage is checked (blocks already parsed included), the
+    same counts, invalid rows and duplicates as the row reader, and its error."""
+    import gzip
+
+    rng = random.Random(11)
+    lines = [_alpaca_line(rng, dirty=i % 7 == 0) for i in range(6000)]
+    body = gzip.compress(("\n".join(lines + lines[:500]) + "\n").encode())
+    p = tmp_path / "d.jsonl.gz"
+    p.write_bytes(body[:int(len(body) * cut)])
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 16 << 10)  # (several blocks in flight when the damage is met)
+    fast, slow = _both(p, "alpaca", monkeypatch)
+    assert fast["rows"]["total"] > 1000 and "not a valid gzip file" in fast["errors"][-1]
+    for k in SAME:
+        assert fast[k] == slow[k], k
+
+
 def test_clean_blocks_take_the_arrow_path(tmp_path, monkeypatch):
     """A clean file is checked on columns: the normaliser sees only the rows the columns cannot pass."""
     rows = [{"instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1)} for i in range(3000)]

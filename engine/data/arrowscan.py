@@ -201,31 +201,42 @@ def _read_blocks(path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
 
 def _gzip_blocks(fh: Any, name: str, block_bytes: int) -> Iterator[tuple[bytes, int]]:
     """:func:`_read_blocks` of a gzip file (several members read one after the other): ``block_bytes`` of it
-    decompressed at a time, cut at the last line end (the rest begins the next block); a damaged stream ends in the
-    row reader's error."""
+    decompressed at a time, cut at the last line end (the rest begins the next block). A damaged stream gives every
+    whole line before the damage, as the row reader reads them, then ends in the row reader's error."""
     import gzip
 
     gz = gzip.GzipFile(fileobj=fh, mode="rb")
-    rest, said, first = b"", 0, True
-    try:
-        while True:
-            chunk = gz.read(max(block_bytes, 3) if first else block_bytes)
-            if first:  # (a UTF-8 BOM before the first line: as the row reader, not part of it)
-                chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False
-            if not chunk:
-                if rest:
-                    yield rest, fh.tell() - said
-                return
-            data = rest + chunk if rest else chunk
-            k = data.rfind(b"\n")
-            if k < 0:  # (a line longer than a block: read on)
-                rest = data
-                continue
-            rest = data[k + 1:]
-            read, said = fh.tell() - said, fh.tell()  # (the compressed bytes read for it: progress by the file)
-            yield (data[:k + 1] if rest else data), read
-    except userfiles.GZIP_ERRORS as e:
-        raise data_error(name, f"not a valid gzip file ({e})") from None
+    rest, said, first, want = b"", 0, True, max(block_bytes, 3)
+    while True:
+        parts, have, eof, failed = ([rest] if rest else []), len(rest), False, None
+        try:  # (read1: one read of the file at a time, so a damaged stream fails after all it could give)
+            while have < want:
+                chunk = gz.read1(want - have)
+                if not chunk:
+                    eof = True
+                    break
+                parts.append(chunk)
+                have += len(chunk)
+        except userfiles.GZIP_ERRORS as e:
+            failed = e
+        data = b"".join(parts)
+        if first:  # (a UTF-8 BOM before the first line: as the row reader, not part of it)
+            data, first = data.removeprefix(b"\xef\xbb\xbf"), False
+        if eof or failed is not None:
+            if failed is not None:  # (a line the damage cut short is not read)
+                data = data[:data.rfind(b"\n") + 1]
+            if data:
+                yield data, fh.tell() - said
+            if failed is not None:
+                raise data_error(name, f"not a valid gzip file ({failed})") from None
+            return
+        k = data.rfind(b"\n")
+        if k < 0:  # (a line longer than a block: a longer block)
+            rest, want = data, 2 * max(want, len(data))
+            continue
+        rest, want = data[k + 1:], block_bytes
+        read, said = fh.tell() - said, fh.tell()  # (the compressed bytes read for it: progress by the file)
+        yield (data[:k + 1] if rest else data), read
 
 
 def _ahead(items: Iterator[Any], fn: Callable[[Any], Any], workers: int = 2) -> Iterator[tuple[Any, Any]]:
@@ -237,7 +248,15 @@ def _ahead(items: Iterator[Any], fn: Callable[[Any], Any], workers: int = 2) -> 
 
     with ThreadPoolExecutor(workers, thread_name_prefix="finetui-parse") as ex:
         pending: deque = deque()
-        for item in items:
+        source, failed = iter(items), None
+        while True:
+            try:
+                item = next(source)
+            except StopIteration:
+                break
+            except Exception as e:  # (the reading failed: what was read before it is still handed on, then this)
+                failed = e
+                break
             pending.append((item, ex.submit(fn, item)))
             if len(pending) > workers:
                 it, fut = pending.popleft()
@@ -245,6 +264,8 @@ def _ahead(items: Iterator[Any], fn: Callable[[Any], Any], workers: int = 2) -> 
         while pending:
             it, fut = pending.popleft()
             yield it, fut.result()
+        if failed is not None:
+            raise failed
 
 
 #: a line whose first character (after white space) does not open an object
