@@ -92,12 +92,13 @@ def open_binary(path: str | os.PathLike[str], display: str | None = None, error:
         raise error(disp, f"is {special_kind(st.st_mode)}, not a regular file")
     os.set_blocking(fd, True)
     fh: IO[bytes] = os.fdopen(fd, "rb")
-    if decompress and _is_gzip(fh):
+    if decompress and is_gzip(fh):
         return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
     return fh
 
 
-def _is_gzip(fh: IO[bytes]) -> bool:
+def is_gzip(fh: IO[bytes]) -> bool:
+    """Whether a file opened for reading bytes (at its start, which it is left at) holds gzip."""
     head = fh.read(2)
     fh.seek(0)
     return head == GZIP_MAGIC
@@ -105,7 +106,7 @@ def _is_gzip(fh: IO[bytes]) -> bool:
 
 def maybe_gunzip(fh: IO[bytes]) -> IO[bytes]:
     """``fh`` decompressed when it holds gzip (a stream that can seek: a file or a zip member)."""
-    if fh.seekable() and _is_gzip(fh):
+    if fh.seekable() and is_gzip(fh):
         return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
     return fh
 

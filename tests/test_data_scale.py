@@ -228,7 +228,7 @@ def test_what_the_bytes_tell_of_the_texts_is_never_wrong(texts, ascii_only, nest
             line = line.replace(lit, lit.replace("{", escaped), 1)
         lines.append(line)
     block = ("\n".join(lines) + "\n").encode()
-    braces, ascii_ = arrowscan._texts_seen(block, arrowscan._line_ends(block))
+    braces, ascii_ = arrowscan._texts_seen(block, arrowscan._line_starts(block, arrowscan._line_ends(block)))
     decoded = [json.loads(ln)["text"] for ln in lines]
     if any("{{" in t for t in decoded):
         assert braces

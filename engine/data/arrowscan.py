@@ -49,10 +49,11 @@ def fast_files(src: Source, fmt: str) -> list[FileSource] | None:
         suf = data_suffix(p.path.name)
         if suf not in (".json", ".jsonl", ".ndjson"):
             return None
-        with userfiles.open_binary(p.path, p.display, data_error, decompress=False) as fh:
-            head = fh.read(4096)
-        if head.startswith(userfiles.GZIP_MAGIC):  # (decompressed as it is read: its first bytes decide .json)
-            head = _gunzipped_head(p.path)
+        with userfiles.open_binary(p.path, p.display, data_error) as fh:  # (gzip: its first bytes decompressed)
+            try:
+                head = fh.read(4096)
+            except userfiles.GZIP_ERRORS:  # (damaged: reading it says why)
+                head = b""
         if suf == ".json" and not head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{"):
             return None
         out.append(p)
@@ -144,17 +145,6 @@ class Block:
         return out
 
 
-def _gunzipped_head(path, n: int = 4096) -> bytes:
-    """The first ``n`` bytes of a gzip file, decompressed (what a damaged one gives: its reading says why)."""
-    import gzip
-
-    try:
-        with gzip.open(path, "rb") as gz:
-            return gz.read(n)
-    except (*userfiles.GZIP_ERRORS, OSError):
-        return b""
-
-
 def _blocks(path, block_bytes: int) -> Iterator[bytes]:
     """Blocks of whole lines (see :func:`_read_blocks`)."""
     for block, _ in _read_blocks(path, block_bytes):
@@ -168,8 +158,7 @@ def _read_blocks(path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
     import os
 
     with userfiles.open_binary(path, str(path), data_error, decompress=False) as fh:
-        if fh.read(2) == userfiles.GZIP_MAGIC:
-            fh.seek(0)
+        if userfiles.is_gzip(fh):
             yield from _gzip_blocks(fh, str(path), block_bytes)
             return
         fd = fh.fileno()
@@ -272,15 +261,14 @@ def _ahead(items: Iterator[Any], fn: Callable[[Any], Any], workers: int = 2) -> 
 _NOT_OBJECT = re.compile(rb"(?:\A|\n)[ \t\r\f\v]*[^{ \t\r\n\f\v]")
 
 
-def _objects_only(block: bytes, ends: Any) -> bool:
-    """Whether every line of ``block`` (its lines ending at ``ends``: see :func:`_line_ends`) that is not blank
+def _objects_only(block: bytes, starts: Any) -> bool:
+    """Whether every line of ``block`` (its lines starting at ``starts``: see :func:`_line_starts`) that is not blank
     starts an object: Arrow's JSON reader is given only such blocks. pyarrow 25 crashes the process (a segfault)
     on a line holding a bare ``null`` (found by the fuzz tests); other non-objects it refuses. A block with any such
     line is read one by one."""
     import numpy as np
 
     a = np.frombuffer(block, dtype=np.uint8)
-    starts = ends[ends + 1 < len(a)] + 1
     if a[:1].tolist() in ([0x7B], []) and np.all(a[starts] == 0x7B):  # (every line starts with "{": the usual case)
         return True
     return _NOT_OBJECT.search(block) is None
@@ -476,9 +464,9 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
                 on_invalid(loc, e)
         return out
 
-    def parse(block: bytes, ends: Any) -> Any:
+    def parse(block: bytes, starts: Any) -> Any:
         """The block's table, or None when Arrow cannot read it (it then goes one by one)."""
-        if not _objects_only(block, ends):
+        if not _objects_only(block, starts):
             return None
         try:
             if not block.isascii():  # (Arrow does not check UTF-8 inside strings: a bad line goes one by one)
@@ -504,12 +492,13 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         ``(block, doubtful lines)`` with line numbers from 0 (the main thread, which counts the lines of the blocks
         before, adds its first line's), or None when it goes one by one."""
         ends = _line_ends(block)  # (also where the lines Arrow cannot pass are cut out, out of the main thread)
+        starts = _line_starts(block, ends)
         n_lines = _line_count(block, ends)
-        table = parse(block, ends)
+        table = parse(block, starts)
         lines = _row_lines(block, n_lines, table.num_rows, 0) if table is not None else None
         if table is None or lines is None:
             return n_lines, ends, None
-        return n_lines, ends, _columns(table, fmt, lines, name, *_texts_seen(block, ends))
+        return n_lines, ends, _columns(table, fmt, lines, name, *_texts_seen(block, starts))
 
     line = 1
     for (block, read), (n_lines, ends, done) in _ahead(_read_blocks(src.path, block_bytes or BLOCK_BYTES),
@@ -542,8 +531,14 @@ def _line_ends(block: bytes) -> Any:
     return np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
 
 
-def _texts_seen(block: bytes, ends: Any) -> tuple[bool, bool]:
-    """What the bytes of ``block`` (its lines ending at ``ends``) tell of its texts, by vectorized scans several
+def _line_starts(block: bytes, ends: Any) -> Any:
+    """Where each line of ``block`` but the first starts (after a line end of :func:`_line_ends` that is not the
+    block's last byte)."""
+    return ends[ends + 1 < len(block)] + 1
+
+
+def _texts_seen(block: bytes, starts: Any) -> tuple[bool, bool]:
+    """What the bytes of ``block`` (its lines starting at ``starts``, the first's aside) tell of its texts, by vectorized scans several
     times cheaper than Arrow's kernels on the columns: whether a text may hold ``{{`` (false when the bytes hold
     neither ``{{`` nor a ``\\u007b`` escape: JSON writes ``{`` no other way, and two braces cannot meet in JSON's
     own syntax), and whether every text is surely ASCII (ASCII bytes and no ``\\u`` escape)."""
@@ -552,7 +547,6 @@ def _texts_seen(block: bytes, ends: Any) -> tuple[bool, bool]:
     a = np.frombuffer(block, dtype=np.uint8)
     braces = False
     is_brace = a == 0x7B  # "{"
-    starts = ends[ends + 1 < len(a)] + 1
     openers = int(np.count_nonzero(is_brace[starts])) + int(is_brace[:1].any())  # (lines that start with one)
     if np.count_nonzero(is_brace) > openers:  # (not only those opening the objects: a pair "{{" would be two more)
         at = np.flatnonzero(is_brace[:-1])

@@ -160,7 +160,7 @@ class _Stats:
                 for m in found:
                     self.placeholders[m] = self.placeholders.get(m, 0) + 1
         self.pending.append(arrowscan.row_key(row))
-        if len(self.pending) >= 8192:
+        if len(self.pending) >= HASH_SLICE:
             self.flush()
         n_chars = len(joined)
         self.cmin = n_chars if self.cmin is None else min(self.cmin, n_chars)

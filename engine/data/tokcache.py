@@ -121,6 +121,17 @@ def progress_text(done: int, total: int, seconds: float, what: str = "rows") -> 
     return f"{done:,} / {total:,} {what} · {rate:,.0f} rows/s{eta}"
 
 
+def reading_text(rows: int, done: int, total: int, seconds: float) -> str:
+    """``1,200,000 rows · 950,000 rows/s · about 3 s left``: rows read so far, and the time left by the bytes read
+    (``done`` of ``total``) — the data check's and the first pass's progress."""
+    parts = [f"{rows:,} rows"]
+    if seconds > 0:
+        parts.append(f"{rows / seconds:,.0f} rows/s")
+        if total and 0 < done < total:
+            parts.append(f"about {seconds * (total - done) / done:.0f} s left")
+    return " · ".join(parts)
+
+
 # -- tokenizing a chunk (in this process or a forked worker) ----------------------------------------------------
 
 #: (tokenizer, tokenize, stage, max_len) of the tokenization under way: set before the workers fork

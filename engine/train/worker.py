@@ -61,7 +61,7 @@ class Worker:
     def _reading_progress(self) -> Callable[[int, int, int], None]:
         """The first pass's progress as "preparing data" status events (as tokenizing says its own), at most every
         ``tokcache.PROGRESS_S`` seconds: bytes read of the files, rows, rows/s and the time left."""
-        from engine.data.tokcache import PROGRESS_S
+        from engine.data.tokcache import PROGRESS_S, reading_text
 
         t0 = time.monotonic()
         last = [t0]
@@ -71,11 +71,9 @@ class Worker:
             if now - last[0] < PROGRESS_S or not total or done >= total:
                 return
             last[0] = now
-            rate = rows / (now - t0)
-            left = (now - t0) * (total - done) / done if done else 0
-            self.status("preparing data", f"reading rows: {done / 1e9:.2f} / {total / 1e9:.2f} GB · {rows:,} rows · "
-                        f"{rate:,.0f} rows/s · about {left:.0f} s left", fraction=round(done / total, 4),
-                        rows_done=rows, bytes_done=done, bytes_total=total, rows_per_s=round(rate, 1))
+            self.status("preparing data", f"reading rows: {done / 1e9:.2f} / {total / 1e9:.2f} GB · "
+                        + reading_text(rows, done, total, now - t0), fraction=round(done / total, 4),
+                        rows_done=rows, bytes_done=done, bytes_total=total, rows_per_s=round(rows / (now - t0), 1))
         return progress
 
     def warn(self, msg: str) -> None:

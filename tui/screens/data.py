@@ -40,14 +40,10 @@ def _num(v: Any) -> str:
 def check_progress_text(p: dict[str, Any]) -> str:
     """A progress line of ``finetui data check --progress lines`` as ``1,200,000 rows · 950,000 rows/s · about
     3 s left`` (the time left by the bytes read), beside the bar."""
-    rows, done, total, secs = (int(p.get("rows") or 0), int(p.get("bytes") or 0), int(p.get("total") or 0),
-                               float(p.get("seconds") or 0))
-    parts = [f"{rows:,} rows"]
-    if secs > 0:
-        parts.append(f"{rows / secs:,.0f} rows/s")
-        if total and 0 < done < total:
-            parts.append(f"about {secs * (total - done) / done:.0f} s left")
-    return " · ".join(parts)
+    from engine.data.tokcache import reading_text
+
+    return reading_text(int(p.get("rows") or 0), int(p.get("bytes") or 0), int(p.get("total") or 0),
+                        float(p.get("seconds") or 0))
 
 
 def _where(r: dict[str, Any]) -> str:
@@ -390,7 +386,7 @@ class DataPane(StepPane):
 
         def progress(p: dict[str, Any]) -> None:
             if not cancel.is_set():
-                self.app.call_from_thread(self._progress, p)
+                self.app.call_from_thread(self._progress, p, cancel)
 
         try:
             rep = self.app.services.data_check(job, progress=progress, cancel=cancel)  # type: ignore[attr-defined]
@@ -404,9 +400,10 @@ class DataPane(StepPane):
             status = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         self.app.call_from_thread(self._show, out, status, cancel)
 
-    def _progress(self, p: dict[str, Any]) -> None:
-        """A progress line of the check: the bar by bytes read, rows, rows/s and the time left."""
-        if self._cancel is None or self._cancel.is_set():
+    def _progress(self, p: dict[str, Any], cancel: threading.Event) -> None:
+        """A progress line of the check: the bar by bytes read, rows, rows/s and the time left (not of a check
+        stopped or replaced since it was said)."""
+        if cancel is not self._cancel or cancel.is_set():
             return
         self.query_one("#data-check-bar", ProgressBar).update(total=p.get("total") or None, progress=p.get("bytes", 0))
         self.query_one("#data-check-status", Static).update(check_progress_text(p))
