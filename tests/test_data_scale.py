@@ -164,7 +164,7 @@ _TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=1
 def test_the_columns_build_the_row_keys_the_reader_builds(tmp_path, rows, corpus):
     """Duplicates and the first pass's digest rest on one serialisation of a canonical row: the keys the Arrow path
     joins on columns are byte for byte ``row_key`` of the rows the normaliser builds, for any text."""
-    from engine.data.formats import normalizer
+    from engine.data.formats import normalizer, row_texts
     from engine.data.loader import open_sources
 
     rows = [{"instruction": "q", "output": "x"}] + rows  # (one row the columns surely pass)
@@ -181,11 +181,47 @@ def test_the_columns_build_the_row_keys_the_reader_builds(tmp_path, rows, corpus
         hashes = part.hashes()
         for i in range(len(part)):
             at = i if part.pos is None else int(part.pos[i])
-            want = arrowscan.row_key(normalizer(fmt)(json.loads(lines[int(part.lines[i]) - 1]), None))
-            assert part.keys[at].as_py() == want + arrowscan.KEY_END
-            assert hashes[i] == hash(want)
+            row = normalizer(fmt)(json.loads(lines[int(part.lines[i]) - 1]), None)
+            want = arrowscan.row_key(row)
+            assert part.keys[at].as_py() == arrowscan.padded(want)
+            assert len(part.keys[at].as_py()) % 8 == 0 and part.keys[at].as_py().startswith(want)
+            assert hashes[i] == arrowscan.key_hashes([want])[0]
+            assert part.row(i) == row  # (the previews and the token sample are made of these)
+            assert int(part.nchars[i]) == len("".join(row_texts(row)))
             seen += 1
     assert seen >= 1
+
+
+_KEY = st.binary(max_size=40).map(lambda b: b.replace(arrowscan.KEY_END, b""))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(_KEY | st.sampled_from([b"", b"a" * 8, b"a" * 9, b"x" * 700]), max_size=25),
+       words=st.sampled_from([1, 2, 3, 1 << 16]))
+def test_a_key_hashes_the_same_wherever_it_lies(keys, words, monkeypatch):
+    """The word hashes of keys hashed together are those of each key alone, in slices of any size (a key longer
+    than a slice is one slice), and equal keys hash equal."""
+    monkeypatch.setattr(arrowscan, "_HASH_WORDS", words)
+    together = arrowscan.key_hashes(keys).tolist()
+    alone = [int(arrowscan.key_hashes([k])[0]) for k in keys]
+    assert together == alone
+    for k, h in zip(keys, together):
+        assert h == together[keys.index(k)]
+    assert len(set(together)) == len(set(keys))
+
+
+def test_similar_keys_hash_apart():
+    """Keys that differ by a digit, a bit, an order of words, a length of padding, or in a Thue–Morse arrangement
+    of two words (what defeats a polynomial hash modulo 2^64) — no two hash alike."""
+    keys = {f"Translate sentence {i} into French.\xff{i % 7}".encode() for i in range(200_000)}
+    base = bytes(range(64)).replace(arrowscan.KEY_END, b"")
+    keys |= {base[:i] + bytes([base[i] ^ (1 << b)]) + base[i + 1:] for i in range(len(base)) for b in range(7)}
+    x, y = b"abcdefgh", b"hgfedcba"
+    keys |= {x + y, y + x, x * 2, y * 2, x, x + b"\0" * 8}
+    tm = [bin(i).count("1") % 2 for i in range(2048)]
+    keys |= {b"".join(x if t else y for t in tm), b"".join(y if t else x for t in tm)}
+    keys = sorted(keys)
+    assert len(set(arrowscan.key_hashes(keys).tolist())) == len(keys)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

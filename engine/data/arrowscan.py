@@ -68,10 +68,11 @@ def fast_paths(srcs: list[tuple[Source, str]], stage: str | None) -> list[list[F
     return [None if stage in PAIRED_STAGES else fast_files(src, f) for src, f in srcs]
 
 
-def counted(fs: FileSource, fmt: str, counts: Any, advance: Callable[[int], None] | None = None) -> Iterator[Any]:
+def counted(fs: FileSource, fmt: str, counts: Any, advance: Callable[[int], None] | None = None,
+            hashed: bool = False) -> Iterator[Any]:
     """:func:`scan_file`'s parts, each counted in ``counts`` (a :class:`engine.data.loader.ScanCounts`: the invalid
     rows as they come, the valid ones a part at a time)."""
-    for part in scan_file(fs, fmt, counts.add_invalid, advance=advance):
+    for part in scan_file(fs, fmt, counts.add_invalid, advance=advance, hashed=hashed):
         counts.total += len(part)
         counts.valid += len(part)
         yield part
@@ -79,33 +80,34 @@ def counted(fs: FileSource, fmt: str, counts: Any, advance: Callable[[int], None
 
 @dataclass
 class Block:
-    """Valid rows of a block, as columns (``text`` for corpus; ``system`` / ``prompt`` / ``output`` for alpaca,
-    ``system`` null where the row has none) and what the check counts of them."""
+    """Valid rows of a block, as columns (``text`` for corpus; ``system`` / ``instruction`` / ``input`` / ``output``
+    for alpaca, ``system`` null where the row has none) and what the check counts of them."""
     fmt: str
     locs: list[str] | None  # (built only when asked: see loc())
     name: str
     lines: Any  # numpy int64: each valid row's line number
     cols: dict[str, Any]  # pyarrow arrays, of every row Arrow read (the valid ones at ``pos``)
     nchars: Any  # numpy int64, of each valid row
-    keys: Any  # pyarrow binary array, of every row Arrow read: row_key of the canonical row, then KEY_END
+    keys: Any  # pyarrow binary array, of every row Arrow read: the row_key of the canonical row, padded()
     pos: Any = None  # numpy int64: where the valid rows are in ``cols`` / ``keys`` (None: every row is valid)
+    key_hashes: Any = None  # (hash_words of every key, made once: see hashes)
 
     def __len__(self) -> int:
         return len(self.lines)
 
-    def hashes(self, at: int = 0, n: int | None = None) -> Any:
-        """64-bit hashes of the keys of valid rows ``at`` … ``at + n``: Python's hash of each key's bytes, as
-        ``hash(row_key(row))`` gives for a row read one by one (rows that failed are hashed too, then left out:
-        cheaper than copying the valid rows' columns out of the block)."""
-        n = len(self) - at if n is None else n
-        if self.pos is None:
-            return _hash_keys(self.keys.slice(at, n))
-        lo, hi = int(self.pos[at]), int(self.pos[at + n - 1]) + 1
-        return _hash_keys(self.keys.slice(lo, hi - lo))[self.pos[at:at + n] - lo]
+    def hashes(self) -> Any:
+        """:func:`hash_words` of the keys of the valid rows, as :func:`key_hashes` gives for rows read one by one
+        (all the keys are hashed, then the valid rows' taken: cheaper than copying them out of the block)."""
+        if self.key_hashes is None:
+            offs = _np_offsets(self.keys)
+            if (offs & (KEY_WORD - 1)).any():
+                raise AssertionError("a key of a part of a word")  # (see _columns: each is padded)
+            self.key_hashes = hash_words(self.keys.buffers()[2] or b"", offs // KEY_WORD)
+        return self.key_hashes if self.pos is None else self.key_hashes[self.pos]
 
     def digest_into(self, h: Any) -> None:
-        """Feed ``h`` (a hashlib object) the keys of the valid rows, each ending with :data:`KEY_END`, then their line
-        numbers (int64): what :func:`engine.data.loader.keys_digest` feeds it for rows read one by one."""
+        """Feed ``h`` (a hashlib object) the keys of the valid rows (each :func:`padded`), then their line numbers
+        (int64): what :func:`engine.data.loader.keys_digest` feeds it for rows read one by one."""
         import numpy as np
 
         offs = _np_offsets(self.keys)
@@ -136,10 +138,10 @@ class Block:
         if self.fmt == "corpus":
             return [{"text": t} for t in _texts(self.cols["text"], at)]
         out = []
-        for s, u, a in zip(_texts(self.cols["system"], at), _texts(self.cols["prompt"], at),
-                           _texts(self.cols["output"], at)):
+        for s, i, u, a in zip(_texts(self.cols["system"], at), _texts(self.cols["instruction"], at),
+                              _texts(self.cols["input"], at), _texts(self.cols["output"], at)):
             msgs = [] if s is None else [{"role": "system", "content": s}]
-            msgs.append({"role": "user", "content": u})
+            msgs.append({"role": "user", "content": "\n".join(t for t in (i, u) if t)})
             msgs.append({"role": "assistant", "content": a})
             out.append({"messages": msgs})
         return out
@@ -282,8 +284,11 @@ def _line_count(block: bytes, ends: Any) -> int:
 #: marks of a row key (see :func:`row_key`): bytes no UTF-8 text holds (UTF-8 never uses F5–FF)
 KEY_SCALAR, KEY_LIST, KEY_LIST_END = b"\xf9", b"\xfb", b"\xfa"
 KEY_ITEM, KEY_MESSAGE, KEY_TEXT_END = b"\xfc", b"\xfd", b"\xff"
-#: the end of every key of a block (see _columns): the keys' bytes split on it in one call
+#: what ends every key of a block (see _columns), one or more of it: a key is padded with it to a whole number of
+#: 8-byte words (see :func:`padded`), so that the keys' bytes hash as words (see :func:`hash_words`)
 KEY_END = b"\xfe"
+#: the bytes of a key's word
+KEY_WORD = 8
 
 
 def _utf8(text: str) -> bytes:
@@ -295,7 +300,7 @@ def row_key(row: dict) -> bytes:
     is made of them): names and texts as UTF-8, framed by marks no UTF-8 holds (``KEY_…``), each text followed by
     ``FF`` — a scalar ``name F9 FF text FF``; a list ``name FB``, then what each item is (``FD role`` for a message,
     ``FC`` for another item), ``FF``, each item's text (a message's content) followed by ``FF``, then ``FA``.
-    :func:`_columns` builds the same bytes on columns, as one binary join with ``FF`` between its parts (the texts
+    :func:`_columns` builds the same bytes on columns, each key one binary join of its marks and texts (the texts
     are not copied into another type, no length is written)."""
     out = []
     for k in sorted(row):
@@ -318,25 +323,76 @@ def row_key(row: dict) -> bytes:
     return b"".join(out)
 
 
-def _hash_keys(keys: Any) -> Any:
-    """Python's hash of each key's bytes (as ``hash(row_key(row))``), for an Arrow binary array of keys that each
-    end with :data:`KEY_END` (a null key, of a row that failed, holds no bytes: 0): the bytes split at once, no
-    Python object per key but the pieces."""
+def padded(key: bytes) -> bytes:
+    """``key`` (a :func:`row_key`) followed by :data:`KEY_END` 1 to 8 times, to a whole number of words: what
+    :func:`_columns` builds for a row on columns (KEY_END is in no key, so the padding is never ambiguous)."""
+    return key + KEY_END * (KEY_WORD - len(key) % KEY_WORD)
+
+
+#: how many words of keys are hashed at once (a slice's passes stay in the cache)
+_HASH_WORDS = 1 << 16
+#: MurmurHash3's mixing constants, and the odd multiplier of a word's place in its key
+_C1, _C2, _K = 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x2545F4914F6CDD1D
+
+
+def _fmix(x: Any) -> Any:
+    """MurmurHash3's 64-bit finaliser, in place on a numpy uint64 array (a bijection: every bit of the result
+    depends on every bit of the input)."""
     import numpy as np
 
-    n = len(keys)
-    offsets = _np_offsets(keys)
-    data = bytes(memoryview(keys.buffers()[2])[int(offsets[0]):int(offsets[-1])]) if n else b""
-    parts = data.split(KEY_END)
-    parts.pop()  # (the piece after the last end: empty)
-    if not keys.null_count and len(parts) == n:
-        return np.fromiter(map(hash, parts), dtype=np.int64, count=n)
-    valid = _np_bits(keys, 0) if keys.null_count else np.ones(n, dtype=bool)
-    out = np.zeros(n, dtype=np.int64)
-    if len(parts) == int(valid.sum()) and not np.diff(offsets)[~valid].any():
-        out[valid] = np.fromiter(map(hash, parts), dtype=np.int64, count=len(parts))
-        return out
-    raise AssertionError("a key without its end, or an end inside a key")  # (no UTF-8 text holds KEY_END)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(33)
+        x *= np.uint64(_C1)
+        x ^= x >> np.uint64(33)
+        x *= np.uint64(_C2)
+        x ^= x >> np.uint64(33)
+    return x
+
+
+def hash_words(data: Any, starts: Any) -> Any:
+    """64-bit hashes (numpy int64) of the keys in ``data`` (a buffer of whole words, see :func:`padded`), key ``i``
+    being words ``starts[i]`` … ``starts[i + 1]`` (numpy int64, one more than the keys): each word, XOR its place
+    in the key times an odd constant, mixed (:func:`_fmix`); the key's mixed words summed (prefix sums: a key
+    hashes the same wherever it lies); the sum, XOR the key's length, mixed again.  A few numpy passes over the
+    words, out of the GIL — about 4× cheaper than Python's ``hash`` of each key as bytes (each one a Python object)
+    — for the same use: equal rows hash equal, different ones differ but with a chance of about 2^-64 (this is no
+    defence against keys made to collide, and needs none: it only counts duplicates)."""
+    import numpy as np
+
+    u = np.uint64
+    starts = np.asarray(starts, dtype=np.int64)
+    n = len(starts) - 1
+    out = np.zeros(max(n, 0), dtype=np.uint64)
+    words = np.frombuffer(data, dtype=np.uint64, count=int(starts[-1])) if n > 0 and starts[-1] else None
+    a = 0
+    with np.errstate(over="ignore"):
+        while a < n:
+            lo = int(starts[a])
+            b = min(n, max(a + 1, int(np.searchsorted(starts, lo + _HASH_WORDS, "right")) - 1))
+            rel = starts[a:b + 1] - lo
+            hi = lo + int(rel[-1])
+            if hi > lo:
+                x = np.arange(hi - lo, dtype=u)
+                x -= np.repeat(rel[:-1], np.diff(rel)).astype(u)  # (each word's place in its key)
+                x *= u(_K)
+                x ^= words[lo:hi]
+                sums = np.zeros(hi - lo + 1, dtype=u)
+                np.cumsum(_fmix(x), out=sums[1:])
+                out[a:b] = sums[rel[1:]] - sums[rel[:-1]]
+            a = b
+        out ^= np.diff(starts).astype(u)
+    return _fmix(out).view(np.int64)
+
+
+def key_hashes(keys: list[bytes]) -> Any:
+    """:func:`hash_words` of keys of rows read one by one (each a :func:`row_key`): what the keys built on columns
+    hash to."""
+    import numpy as np
+
+    data = [padded(k) for k in keys]
+    starts = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=len(data)), out=starts[1:])
+    return hash_words(b"".join(data), starts // KEY_WORD)
 
 
 def _np_offsets(arr: Any) -> Any:
@@ -410,6 +466,19 @@ def _blit(value: bytes) -> Any:
     return _LITERALS[value]
 
 
+def _padding(key_bytes: Any) -> Any:
+    """An Arrow binary array of :data:`KEY_END` repeated, for keys of ``key_bytes`` bytes (numpy) before it: 1 to 8
+    times, to a whole number of words (see :func:`padded`) — built from its buffers."""
+    import numpy as np
+    import pyarrow as pa
+
+    pad = KEY_WORD - np.asarray(key_bytes, dtype=np.int64) % KEY_WORD
+    offsets = np.zeros(len(pad) + 1, dtype=np.int32)
+    np.cumsum(pad, out=offsets[1:])
+    return pa.Array.from_buffers(pa.binary(), len(pad), [None, pa.py_buffer(offsets),
+                                                         pa.py_buffer(KEY_END * int(offsets[-1]))])
+
+
 def _row_lines(block: bytes, n_lines: int, n_rows: int, start: int):
     """Line number of each row Arrow read from ``block`` (Arrow skips blank lines); None if they cannot be
     matched one to one."""
@@ -430,10 +499,11 @@ def _schema(fmt: str):
 
 
 def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], None],
-              block_bytes: int | None = None, advance: Callable[[int], None] | None = None) -> Iterator[Block | list[tuple[str, dict]]]:
+              block_bytes: int | None = None, advance: Callable[[int], None] | None = None,
+              hashed: bool = False) -> Iterator[Block | list[tuple[str, dict]]]:
     """The valid rows of one JSON-lines file: a :class:`Block` of columns, or a list of ``(location, row)``
     for rows read one by one; ``on_invalid(location, error)`` for each invalid row, in file order within a
-    block."""
+    block. ``hashed``: each block's :meth:`Block.hashes` made in the parsing thread."""
     import pyarrow as pa
     import pyarrow.json as pj
 
@@ -498,7 +568,10 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         lines = _row_lines(block, n_lines, table.num_rows, 0) if table is not None else None
         if table is None or lines is None:
             return n_lines, ends, None
-        return n_lines, ends, _columns(table, fmt, lines, name, *_texts_seen(block, starts))
+        blk, doubtful = _columns(table, fmt, lines, name, *_texts_seen(block, starts))
+        if hashed:
+            blk.hashes()
+        return n_lines, ends, (blk, doubtful)
 
     line = 1
     for (block, read), (n_lines, ends, done) in _ahead(_read_blocks(src.path, block_bytes or BLOCK_BYTES),
@@ -611,12 +684,18 @@ def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii
     def binary(col):  # (the same buffers)
         return pc.cast(col, pa.binary())
 
+    def nbytes(x):  # each text's bytes, as numpy (a scalar: its bytes; a null: any number — its key is null)
+        if isinstance(x, pa.Scalar):
+            return len(x.as_buffer())
+        return _np_int(pc.binary_length(x))
+
     if fmt == "corpus":
         text = table.column("text").combine_chunks()
         ok = surely(text)
         cols = {"text": text}
         nchars = length(text)
-        keys = pc.binary_join_element_wise(_blit(b"text" + KEY_SCALAR), binary(text), _blit(KEY_END),
+        key_bytes = len(b"text" + KEY_SCALAR + KEY_TEXT_END) + nbytes(text) + len(KEY_TEXT_END)
+        keys = pc.binary_join_element_wise(_blit(b"text" + KEY_SCALAR), binary(text), _padding(key_bytes),
                                            _blit(KEY_TEXT_END))
     else:
         c = {k: table.column(k).combine_chunks() for k in _STRING_KEYS[fmt]}
@@ -626,28 +705,30 @@ def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii
         ok = pc.and_(pc.and_(pc.is_valid(ins), pc.or_(surely(ins), empty(ins))), pc.and_(clear[0], clear[1]))
         ok = pc.and_(ok, pc.and_(surely(out), pc.or_(surely(ins), surely(inp))))
         ok = pc.and_(ok, pc.is_null(c["history"]))
-        # (the common cases skip the copies: no row with both texts, every instruction given, no system)
-        one = ins if pc.all(surely(ins)).as_py() else pc.if_else(surely(ins), ins, inp)
+        # the user's text is the instruction, "\n", the input — or the one of them given: it is never built as a
+        # column (a join of two string columns cost 0.19 s per 1M rows; rows() joins the few it makes), only inside
+        # the key, as one binary join of no separator: instruction, "\n" where both are given, input (absent: "")
         both = pc.and_(surely(ins), surely(inp))
-        prompt = (pc.if_else(both, pc.binary_join_element_wise(ins, inp, _lit("\n")), one) if pc.any(both).as_py()
-                  else one)
+        nl = pc.if_else(both, _blit(b"\n"), _blit(b""))
         system = sys_ if sys_.null_count == len(sys_) else pc.if_else(surely(sys_), sys_, _lit(None))
-        if is_ascii(ins) and is_ascii(inp):  # (made of them: ASCII too)
-            ascii_[id(prompt)] = True
         if is_ascii(sys_):
             ascii_[id(system)] = True
-        cols = {"system": system, "prompt": prompt, "output": out}
-        nchars = pc.add(length(prompt), length(out))
+        cols = {"system": system, "instruction": ins, "input": inp, "output": out}
+        nchars = pc.add(pc.add(length(ins), length(inp)), pc.add(pc.cast(both, pa.int32()), length(out)))
         # row_key of {"messages": [system?, user, assistant]}: its head, then each text followed by FF
         roles = KEY_MESSAGE + b"user" + KEY_MESSAGE + b"assistant"
-        head = _blit(b"messages" + KEY_LIST + roles)
+        head = _blit(b"messages" + KEY_LIST + roles + KEY_TEXT_END)
         if system.null_count != len(system):
             nchars = pc.add(nchars, length(system))
             head = pc.if_else(pc.is_valid(system), pc.binary_join_element_wise(
-                _blit(b"messages" + KEY_LIST + KEY_MESSAGE + b"system" + roles), binary(system),
-                _blit(KEY_TEXT_END)), head)
-        keys = pc.binary_join_element_wise(head, binary(prompt), binary(out), _blit(KEY_LIST_END + KEY_END),
-                                           _blit(KEY_TEXT_END))
+                _blit(b"messages" + KEY_LIST + KEY_MESSAGE + b"system" + roles + KEY_TEXT_END), binary(system),
+                _blit(KEY_TEXT_END), _blit(b"")), head)
+        inp_ = pc.coalesce(binary(inp), _blit(b""))
+        tail = KEY_TEXT_END + KEY_LIST_END
+        key_bytes = (nbytes(head) + nbytes(ins) + _np_bool(both) + nbytes(inp_) + len(KEY_TEXT_END) + nbytes(out)
+                     + len(tail))
+        keys = pc.binary_join_element_wise(head, binary(ins), nl, inp_, _blit(KEY_TEXT_END), binary(out),
+                                           _blit(tail), _padding(key_bytes), _blit(b""))
     # (a row that failed may have a null key, of no bytes: it is never hashed nor digested)
     # a placeholder `{{…}}` in any text: the key holds every text of the rows that pass (a blank or doubtful one
     # has failed already), and its marks are no braces (an Arrow kernel, out of the GIL; run only where the block's

@@ -196,7 +196,7 @@ def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str |
                 progress: Callable[[int, int, int], None] | None = None) -> str | None:
     """The first pass on the data check's Arrow path, when every source is a JSON-lines file of a format it reads
     (else None, nothing read): ``counts`` counted, and a sha256 over each part's canonical row keys (the check's
-    duplicate keys, ``arrowscan.row_key``, each ending with ``KEY_END``) and their line numbers — file order and
+    duplicate keys, ``arrowscan.row_key``, each ``arrowscan.padded``) and their line numbers — file order and
     content, as the row reader's digest, without a Python row per line."""
     import numpy as np
 
@@ -205,7 +205,7 @@ def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str |
     fast = arrowscan.fast_paths(srcs, stage)
     if not fast or not all(fast):
         return None
-    h = hashlib.sha256(b"finetui keys digest 2\0")
+    h = hashlib.sha256(b"finetui keys digest 3\0")
     total = sum(fs.path.stat().st_size for files in fast for fs in files)
     done = [0]
 
@@ -220,7 +220,7 @@ def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str |
             for part in arrowscan.counted(fs, f, counts, advance=advance):
                 if isinstance(part, list):
                     for _, row in part:
-                        h.update(arrowscan.row_key(row) + arrowscan.KEY_END)
+                        h.update(arrowscan.padded(arrowscan.row_key(row)))
                     h.update(np.array([int(loc.rsplit(":", 1)[1]) for loc, _ in part], dtype=np.int64).tobytes())
                 else:
                     part.digest_into(h)
@@ -241,8 +241,8 @@ def _local_files(srcs: list[tuple[Source, str]]) -> list | None:
 
 
 #: bump when what a first pass records changes (2: the digest of the Arrow path's keys, keys_digest; 3: those keys
-#: as binary marks, arrowscan.row_key)
-_PASS_LAYOUT = 3
+#: as binary marks, arrowscan.row_key; 4: padded to whole words, arrowscan.padded)
+_PASS_LAYOUT = 4
 
 
 def _pass_key(files: list, srcs: list[tuple[Source, str]], stage: str | None, profile: str | None,
