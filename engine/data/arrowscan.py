@@ -416,6 +416,46 @@ def _texts(col: Any, at: Any) -> list[str | None]:
             for i in at.tolist()]
 
 
+def _printable_ends(col: Any) -> tuple[Any, Any]:
+    """For an Arrow string array, numpy bools: which texts start or end with a printable ASCII character (! to ~:
+    letters, digits, punctuation, symbols — surely not blank, for Python's ``strip`` and for
+    :data:`_SURELY_NOT_BLANK` alike), and which others are not empty (in doubt); a null is neither."""
+    import numpy as np
+
+    offs = _np_offsets(col)
+    n = len(col)
+    sure = np.zeros(n, dtype=bool)
+    doubt = offs[1:] > offs[:-1]
+    if col.null_count:
+        doubt &= _np_bits(col, 0)
+    at = np.flatnonzero(doubt)
+    if len(at):
+        data = np.frombuffer(col.buffers()[2], dtype=np.uint8)
+        first, last = data[offs[at]], data[offs[at + 1] - 1]
+        hit = ((first - np.uint8(0x21)) < np.uint8(0x5E)) | ((last - np.uint8(0x21)) < np.uint8(0x5E))
+        sure[at[hit]] = True
+        doubt[at[hit]] = False
+    return sure, doubt
+
+
+def _arrow_bools(values: Any) -> Any:
+    """A numpy bool array as an Arrow boolean array without nulls, from its bits (see :func:`_lit`)."""
+    import numpy as np
+    import pyarrow as pa
+
+    bits = np.packbits(values, bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+
+
+def _arrow_ints(values: Any) -> Any:
+    """A numpy integer array as an Arrow int64 array, from its buffer (see :func:`_lit`)."""
+    import numpy as np
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
 def _np_bits(arr: Any, buffer: int) -> Any:
     """Buffer ``buffer`` of an Arrow array, a bitmap (0: the validity; 1: a boolean array's values), as numpy bool."""
     import numpy as np
@@ -661,11 +701,18 @@ def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii
 
     def surely(col):  # certainly not blank (null → false); ASCII text: exactly Python's `s.strip() != ""`
         if id(col) not in memo:
-            if is_ascii(col):
-                v = pc.cast(pc.binary_length(pc.ascii_trim(col, _PY_ASCII_SPACE)), pa.bool_())  # (length > 0)
-            else:
-                v = pc.match_substring_regex(col, _SURELY_NOT_BLANK)
-            memo[id(col)] = pc.and_kleene(v, pc.is_valid(v))  # (null → false)
+            # a text that starts or ends with a printable ASCII character surely is not blank (two bytes looked
+            # at, no copy); the others — blank, white space around, another script — by a kernel, on them alone
+            sure, doubt = _printable_ends(col)
+            if doubt.any():
+                at = np.flatnonzero(doubt)
+                sub = pc.take(col, _arrow_ints(at))
+                if is_ascii(col):
+                    v = pc.cast(pc.binary_length(pc.ascii_trim(sub, _PY_ASCII_SPACE)), pa.bool_())  # (length > 0)
+                else:
+                    v = pc.match_substring_regex(sub, _SURELY_NOT_BLANK)
+                sure[at] = _np_bool(v)  # (none is null: the nulls are not in doubt)
+            memo[id(col)] = _arrow_bools(sure)
         return memo[id(col)]
 
     # (no Python value goes to Arrow here — literals are Arrow scalars, see _lit; to numpy through the buffers)
