@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -373,14 +374,14 @@ def hash_words(data: Any, starts: Any) -> Any:
             hi = lo + int(rel[-1])
             if hi > lo:
                 x = np.arange(hi - lo, dtype=u)
-                x -= np.repeat(rel[:-1], np.diff(rel)).astype(u)  # (each word's place in its key)
+                x -= np.repeat(rel[:-1], np.diff(rel)).view(u)  # (each word's place in its key)
                 x *= u(_K)
                 x ^= words[lo:hi]
                 sums = np.zeros(hi - lo + 1, dtype=u)
                 np.cumsum(_fmix(x), out=sums[1:])
                 out[a:b] = sums[rel[1:]] - sums[rel[:-1]]
             a = b
-        out ^= np.diff(starts).astype(u)
+        out ^= np.diff(starts).view(u)
     return _fmix(out).view(np.int64)
 
 
@@ -506,17 +507,20 @@ def _blit(value: bytes) -> Any:
     return _LITERALS[value]
 
 
-def _padding(key_bytes: Any) -> Any:
-    """An Arrow binary array of :data:`KEY_END` repeated, for keys of ``key_bytes`` bytes (numpy) before it: 1 to 8
-    times, to a whole number of words (see :func:`padded`) — built from its buffers."""
+def _padding(key_bytes: Any, tail: bytes = b"") -> Any:
+    """An Arrow binary array of the last part of keys of ``key_bytes`` bytes (numpy) before it: ``tail``, then
+    :data:`KEY_END` 1 to 8 times, to a whole number of words (see :func:`padded`) — built from its buffers (one part
+    of the keys' join fewer)."""
     import numpy as np
     import pyarrow as pa
 
-    pad = KEY_WORD - np.asarray(key_bytes, dtype=np.int64) % KEY_WORD
-    offsets = np.zeros(len(pad) + 1, dtype=np.int32)
-    np.cumsum(pad, out=offsets[1:])
-    return pa.Array.from_buffers(pa.binary(), len(pad), [None, pa.py_buffer(offsets),
-                                                         pa.py_buffer(KEY_END * int(offsets[-1]))])
+    size = len(tail) + KEY_WORD - (np.asarray(key_bytes, dtype=np.int64) + len(tail)) % KEY_WORD
+    offsets = np.zeros(len(size) + 1, dtype=np.int32)
+    np.cumsum(size, out=offsets[1:])
+    data = np.full(int(offsets[-1]), KEY_END[0], dtype=np.uint8)
+    for i, b in enumerate(tail):
+        data[offsets[:-1] + i] = b
+    return pa.Array.from_buffers(pa.binary(), len(size), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _row_lines(block: bytes, n_lines: int, n_rows: int, start: int):
@@ -641,7 +645,24 @@ def _line_ends(block: bytes) -> Any:
     """Where each line of ``block`` ends (its \\n), as numpy."""
     import numpy as np
 
-    return np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+    return np.flatnonzero(_equal(block, 10))
+
+
+_SCRATCH = threading.local()
+
+
+def _equal(block: bytes, byte: int, skip_last: bool = False) -> Any:
+    """Which bytes of ``block`` (but its last, with ``skip_last``) are ``byte``, as numpy bools — in one array per
+    thread, reused until the next call (a fresh one for each block cost its pages: 5 % of the check's time)."""
+    import numpy as np
+
+    a = np.frombuffer(block, dtype=np.uint8)
+    if skip_last:
+        a = a[:-1]
+    buf = getattr(_SCRATCH, "mask", None)
+    if buf is None or len(buf) < len(a):
+        buf = _SCRATCH.mask = np.empty(max(len(a), BLOCK_BYTES), dtype=bool)
+    return np.equal(a, np.uint8(byte), out=buf[:len(a)])
 
 
 def _line_starts(block: bytes, ends: Any) -> Any:
@@ -659,12 +680,12 @@ def _texts_seen(block: bytes, starts: Any) -> tuple[bool, bool]:
 
     a = np.frombuffer(block, dtype=np.uint8)
     braces = False
-    is_brace = a == 0x7B  # "{"
+    is_brace = _equal(block, 0x7B)  # "{"
     openers = int(np.count_nonzero(is_brace[starts])) + int(is_brace[:1].any())  # (lines that start with one)
     if np.count_nonzero(is_brace) > openers:  # (not only those opening the objects: a pair "{{" would be two more)
         at = np.flatnonzero(is_brace[:-1])
         braces = bool(np.any(a[at + 1] == 0x7B))
-    is_escape = a[:-1] == 0x5C  # "\\"
+    is_escape = _equal(block, 0x5C, skip_last=True)  # "\\" (the brace mask is done with)
     if not np.any(is_escape):
         return braces, block.isascii()
     at = np.flatnonzero(is_escape)
@@ -772,10 +793,9 @@ def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii
                 _blit(KEY_TEXT_END), _blit(b"")), head)
         inp_ = pc.coalesce(binary(inp), _blit(b""))
         tail = KEY_TEXT_END + KEY_LIST_END
-        key_bytes = (nbytes(head) + nbytes(ins) + _np_bool(both) + nbytes(inp_) + len(KEY_TEXT_END) + nbytes(out)
-                     + len(tail))
+        key_bytes = nbytes(head) + nbytes(ins) + _np_bool(both) + nbytes(inp_) + len(KEY_TEXT_END) + nbytes(out)
         keys = pc.binary_join_element_wise(head, binary(ins), nl, inp_, _blit(KEY_TEXT_END), binary(out),
-                                           _blit(tail), _padding(key_bytes), _blit(b""))
+                                           _padding(key_bytes, tail), _blit(b""))
     # (a row that failed may have a null key, of no bytes: it is never hashed nor digested)
     # a placeholder `{{…}}` in any text: the key holds every text of the rows that pass (a blank or doubtful one
     # has failed already), and its marks are no braces (an Arrow kernel, out of the GIL; run only where the block's
