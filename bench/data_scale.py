@@ -12,7 +12,9 @@ bench/data_check.py writes it) and one of twice as many, then measures each in a
 
 Peak RSS is ``getrusage``'s, minus the process's RSS after its imports (pyarrow, the engine). The ratio is also
 given warm: both in one process, the calls after each one's first (a process's first call of either pays for
-the memory it maps and the threads it starts).
+the memory it maps and the threads it starts). Both run with ``OPENBLAS_NUM_THREADS=1``, as ``finetui data check``
+sets it for itself: numpy's OpenBLAS threads otherwise spin for ~0.1 s of CPU after the import, taken from whichever
+measurement runs then (the parser's time varied 0.25–0.40 s with them, 0.25–0.29 without).
 
 ``--prepare`` measures the training worker's data path instead, on corpus (pre-training) JSON-lines files of
 ``--sizes`` rows (about 120 bytes a row), each in a fresh process:
@@ -328,6 +330,7 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="real launches (2 CPU ranks) instead of the check")
     ap.add_argument("--sizes", default="100000,300000,1000000", help="corpus rows for --prepare / --train")
     args = ap.parse_args()
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # (the children's: see the docstring)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     if args.smoke:
         args.rows, args.rounds = 2000, 1
