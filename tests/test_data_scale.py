@@ -88,10 +88,15 @@ def _both(path, fmt, monkeypatch, **kw):
 @pytest.mark.parametrize("fmt,seed,newline,gz", [("alpaca", 0, "\n", False), ("alpaca", 1, "\r\n", False),
                                                  ("alpaca", 2, "\n", False), ("corpus", 3, "\n", False),
                                                  ("corpus", 4, "\r\n", False), ("alpaca", 2, "\n", True),
-                                                 ("corpus", 3, "\r\n", True)])
+                                                 ("corpus", 3, "\r\n", True), ("alpaca", 2, "\n", "zip"),
+                                                 ("corpus", 4, "\n", "zip")])
 def test_arrow_path_reports_what_the_row_reader_reports(tmp_path, monkeypatch, fmt, seed, newline, gz):
-    """The same report either way — and for gzip-compressed JSON lines, decompressed block by block."""
+    """The same report either way — and for gzip-compressed JSON lines or a zip archive's, decompressed block by
+    block."""
     import gzip
+    import zipfile
+
+    from engine.data.loader import open_sources
 
     rng = random.Random(seed)
     make = _alpaca_line if fmt == "alpaca" else _corpus_line
@@ -99,18 +104,24 @@ def test_arrow_path_reports_what_the_row_reader_reports(tmp_path, monkeypatch, f
     lines += lines[:200]  # duplicates across blocks
     # some braces written as JSON escapes: `\u007b{name}}` in the file is `{{name}}` in the text
     lines = [ln.replace("{{", "\\u007b{", 1) if i % 2 else ln for i, ln in enumerate(lines)]
-    p = tmp_path / ("d.jsonl.gz" if gz else "d.jsonl")
+    p = tmp_path / {False: "d.jsonl", True: "d.jsonl.gz", "zip": "d.zip"}[gz]
     body = newline.join(lines).encode()
     if seed == 1:  # a line not UTF-8 (Latin-1): Arrow does not see it, the row reader names it
         body = body.replace(b"apple", b"pomme \xe9", 3)
     body = ("\ufeff" if seed == 2 else "").encode() + body + b"\n"
-    p.write_bytes(gzip.compress(body) if gz else body)
+    if gz == "zip":
+        with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("data/train.jsonl", body)
+    else:
+        p.write_bytes(gzip.compress(body) if gz else body)
     monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 2048)  # many blocks, some parsed by Arrow, some not
     arrow_blocks = []
     real = arrowscan._columns
     monkeypatch.setattr(arrowscan, "_columns", lambda *a: arrow_blocks.append(1) or real(*a))
     fast, slow = _both(p, fmt, monkeypatch)
-    n_blocks = len(list(arrowscan._blocks(p, 2048)))
+    [(src, _)] = open_sources(str(p), fmt, "sft", None, {}, None)
+    [fs] = arrowscan.fast_files(src, fmt)
+    n_blocks = len(list(arrowscan.source_blocks(fs, 2048)))
     assert 0 < len(arrow_blocks) < n_blocks, (len(arrow_blocks), n_blocks)
     assert fast["rows"]["invalid"] > 0 and fast["duplicates"] > 0
     for k in SAME:
@@ -131,6 +142,29 @@ def test_a_damaged_gzip_file_reports_what_the_row_reader_reports(tmp_path, monke
     monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 16 << 10)  # (several blocks in flight when the damage is met)
     fast, slow = _both(p, "alpaca", monkeypatch)
     assert fast["rows"]["total"] > 1000 and "not a valid gzip file" in fast["errors"][-1]
+    for k in SAME:
+        assert fast[k] == slow[k], k
+
+
+@pytest.mark.parametrize("at", [0.4, 0.9])
+def test_a_damaged_zip_member_reports_what_the_row_reader_reports(tmp_path, monkeypatch, at):
+    """A zip archive whose data member is damaged: the same counts, invalid rows, duplicates and error as the row
+    reader."""
+    import zipfile
+
+    rng = random.Random(12)
+    lines = [_alpaca_line(rng, dirty=i % 7 == 0) for i in range(6000)]
+    p = tmp_path / "d.zip"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train.jsonl", "\n".join(lines + lines[:500]) + "\n")
+        info = zf.getinfo("train.jsonl")
+    raw = bytearray(p.read_bytes())
+    k = info.header_offset + 30 + len(info.filename) + int(info.compress_size * at)
+    raw[k:k + 64] = bytes(64)  # (zeros inside the deflate stream)
+    p.write_bytes(bytes(raw))
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 16 << 10)
+    fast, slow = _both(p, "alpaca", monkeypatch)
+    assert fast["rows"]["total"] > 500 and "cannot read it from the archive" in fast["errors"][-1]
     for k in SAME:
         assert fast[k] == slow[k], k
 

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from engine.data.errors import RowError
 from engine import userfiles
-from engine.data.sources import FileSource, Source, data_error, data_suffix, jsonl_records, plain_files
+from engine.data.sources import (FileSource, Source, ZipSource, data_error, data_suffix, jsonl_records,
+                                 plain_files)
 
 #: bytes parsed at once (a block ends at a line end; a longer line is read whole)
 BLOCK_BYTES = 8 << 20
@@ -38,10 +39,13 @@ _PY_ASCII_SPACE = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
 _STRING_KEYS = {"corpus": ("text",), "alpaca": ("instruction", "input", "output", "system", "history")}
 
 
-def fast_files(src: Source, fmt: str) -> list[FileSource] | None:
-    """The JSON-lines files of ``src`` when the fast path can read all of them, else None."""
+def fast_files(src: Source, fmt: str) -> list[FileSource | ZipSource] | None:
+    """The JSON-lines files of ``src`` when the fast path can read all of them (plain or gzip files, a folder's, a
+    zip archive's data member), else None."""
     if fmt not in FAST_FORMATS:
         return None
+    if isinstance(src, ZipSource):
+        return [src] if _fast_member(src) else None
     parts = plain_files(src)
     if parts is None:
         return None
@@ -61,7 +65,23 @@ def fast_files(src: Source, fmt: str) -> list[FileSource] | None:
     return out
 
 
-def fast_paths(srcs: list[tuple[Source, str]], stage: str | None) -> list[list[FileSource] | None]:
+def _fast_member(src: ZipSource) -> bool:
+    """Whether a zip archive's data member is JSON lines the fast path reads (a gzip file inside, or one that cannot
+    be read, goes row by row: the row reader says why)."""
+    suf = data_suffix(src.member)
+    if suf not in (".json", ".jsonl", ".ndjson"):
+        return False
+    try:
+        with src.zf.open(src.member) as fh:
+            head = fh.read(4096)
+    except _zip_errors():
+        return False
+    if head.startswith(b"\x1f\x8b"):
+        return False
+    return suf != ".json" or head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{")
+
+
+def fast_paths(srcs: list[tuple[Source, str]], stage: str | None) -> list[list[FileSource | ZipSource] | None]:
     """:func:`fast_files` of each ``(source, format)`` — none for a paired stage, whose rows the normaliser reads
     as pairs."""
     from engine.data.formats import PAIRED_STAGES
@@ -69,7 +89,7 @@ def fast_paths(srcs: list[tuple[Source, str]], stage: str | None) -> list[list[F
     return [None if stage in PAIRED_STAGES else fast_files(src, f) for src, f in srcs]
 
 
-def counted(fs: FileSource, fmt: str, counts: Any, advance: Callable[[int], None] | None = None,
+def counted(fs: FileSource | ZipSource, fmt: str, counts: Any, advance: Callable[[int], None] | None = None,
             hashed: bool = False) -> Iterator[Any]:
     """:func:`scan_file`'s parts, each counted in ``counts`` (a :class:`engine.data.loader.ScanCounts`: the invalid
     rows as they come, the valid ones a part at a time)."""
@@ -192,24 +212,90 @@ def _read_blocks(path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
 
 
 def _gzip_blocks(fh: Any, name: str, block_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """:func:`_read_blocks` of a gzip file (several members read one after the other): ``block_bytes`` of it
-    decompressed at a time, cut at the last line end (the rest begins the next block). A damaged stream gives every
-    whole line before the damage, as the row reader reads them, then ends in the row reader's error."""
+    """:func:`_read_blocks` of a gzip file (several members read one after the other), the progress by the
+    compressed bytes read; a damaged stream ends in the row reader's error (see :func:`_stream_blocks`)."""
     import gzip
 
     gz = gzip.GzipFile(fileobj=fh, mode="rb")
+    yield from _stream_blocks(gz.read1, fh.tell, block_bytes, userfiles.GZIP_ERRORS,
+                              lambda e: data_error(name, f"not a valid gzip file ({e})"))
+
+
+#: what reading a zip member may raise: damaged, an unknown method, encrypted (as ZipSource.records says)
+_ZIP_ERRORS: tuple = ()
+
+
+def _zip_errors() -> tuple:
+    global _ZIP_ERRORS
+    if not _ZIP_ERRORS:
+        import zipfile
+        import zlib
+
+        _ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error)
+    return _ZIP_ERRORS
+
+
+class _Damaged(Exception):
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _zip_blocks(src: ZipSource, block_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """:func:`_read_blocks` of a zip archive's data member, decompressed as it is read, the progress by its
+    decompressed bytes. A damaged member: the blocks before the damage, then the whole lines after them that the row
+    reader's line by line reading still gets (it decompresses less ahead), then the row reader's error."""
+    def failure(e: BaseException) -> Exception:
+        return data_error(src.display, f"cannot read it from the archive ({e})")
+
+    try:
+        fh = src.zf.open(src.member)
+    except _zip_errors() as e:
+        raise failure(e) from None
+    done, given = [0], 0
+
+    def read1(n: int) -> bytes:
+        chunk = fh.read1(n)
+        done[0] += len(chunk)
+        return chunk
+
+    try:
+        with fh:
+            for block, n in _stream_blocks(read1, lambda: done[0], block_bytes, _zip_errors(), _Damaged):
+                given += n
+                yield block, n
+    except _Damaged as d:
+        tail, at = [], 0
+        try:
+            with src.zf.open(src.member) as again:
+                for line in again:
+                    at += len(line)
+                    if at > given:
+                        tail.append(line)
+        except _zip_errors():
+            pass
+        if tail and tail[-1].endswith(b"\n"):
+            yield b"".join(tail), 0
+        raise failure(d.error) from None
+
+
+def _stream_blocks(read1: Callable[[int], bytes], position: Callable[[], int], block_bytes: int, errors: tuple,
+                   failure: Callable[[BaseException], Exception]) -> Iterator[tuple[bytes, int]]:
+    """``(block, position() advanced for it)`` of a decompressed stream: ``block_bytes`` of it at a time, cut at the
+    last line end (the rest begins the next block). A damaged stream (one of ``errors``) gives every whole line
+    before the damage, as the row reader reads them, then ends in ``failure(error)``, the row reader's error."""
     rest, said, first, want = b"", 0, True, max(block_bytes, 3)
     while True:
         parts, have, eof, failed = ([rest] if rest else []), len(rest), False, None
         try:  # (read1: one read of the file at a time, so a damaged stream fails after all it could give)
             while have < want:
-                chunk = gz.read1(want - have)
+                chunk = read1(want - have)
                 if not chunk:
                     eof = True
                     break
                 parts.append(chunk)
                 have += len(chunk)
-        except userfiles.GZIP_ERRORS as e:
+        except errors as e:
             failed = e
         data = b"".join(parts)
         if first:  # (a UTF-8 BOM before the first line: as the row reader, not part of it)
@@ -218,17 +304,31 @@ def _gzip_blocks(fh: Any, name: str, block_bytes: int) -> Iterator[tuple[bytes, 
             if failed is not None:  # (a line the damage cut short is not read)
                 data = data[:data.rfind(b"\n") + 1]
             if data:
-                yield data, fh.tell() - said
+                yield data, position() - said
             if failed is not None:
-                raise data_error(name, f"not a valid gzip file ({failed})") from None
+                raise failure(failed) from None
             return
         k = data.rfind(b"\n")
         if k < 0:  # (a line longer than a block: a longer block)
             rest, want = data, 2 * max(want, len(data))
             continue
         rest, want = data[k + 1:], block_bytes
-        read, said = fh.tell() - said, fh.tell()  # (the compressed bytes read for it: progress by the file)
+        read, said = position() - said, position()  # (the bytes read for it: progress by the file)
         yield (data[:k + 1] if rest else data), read
+
+
+def source_blocks(src: FileSource | ZipSource, block_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """:func:`_read_blocks` of a file :func:`fast_files` gives (a plain or gzip file, a zip archive's member)."""
+    if isinstance(src, ZipSource):
+        return _zip_blocks(src, block_bytes)
+    return _read_blocks(src.path, block_bytes)
+
+
+def source_bytes(src: FileSource | ZipSource) -> int:
+    """What :func:`source_blocks` of ``src`` counts to in all (a file's size; a zip member's, decompressed)."""
+    if isinstance(src, ZipSource):
+        return src.zf.getinfo(src.member).file_size
+    return src.path.stat().st_size
 
 
 def _ahead(items: Iterator[Any], fn: Callable[[Any], Any], workers: int = 2) -> Iterator[tuple[Any, Any]]:
@@ -542,7 +642,7 @@ def _schema(fmt: str):
     return pa.schema([(k, pa.string()) for k in _STRING_KEYS[fmt]])
 
 
-def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], None],
+def scan_file(src: FileSource | ZipSource, fmt: str, on_invalid: Callable[[str, RowError], None],
               block_bytes: int | None = None, advance: Callable[[int], None] | None = None,
               hashed: bool = False) -> Iterator[Block | list[tuple[str, dict]]]:
     """The valid rows of one JSON-lines file: a :class:`Block` of columns, or a list of ``(location, row)``
@@ -618,7 +718,7 @@ def scan_file(src: FileSource, fmt: str, on_invalid: Callable[[str, RowError], N
         return n_lines, ends, (blk, doubtful)
 
     line = 1
-    for (block, read), (n_lines, ends, done) in _ahead(_read_blocks(src.path, block_bytes or BLOCK_BYTES),
+    for (block, read), (n_lines, ends, done) in _ahead(source_blocks(src, block_bytes or BLOCK_BYTES),
                                                       lambda item: columns(item[0])):
         start = line
         line += n_lines

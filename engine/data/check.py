@@ -264,7 +264,7 @@ def check(path: str, fmt: str, *, stage: str | None = None, max_length: int | No
     counts = ScanCounts()
     acc = _Stats(token_sample, preview_rows, seed)
     fast = arrowscan.fast_paths(srcs, stage)
-    total_bytes = sum(fs.path.stat().st_size for files in fast if files for fs in files) if all(fast) else 0
+    total_bytes = sum(arrowscan.source_bytes(fs) for files in fast if files for fs in files) if all(fast) else 0
     done_bytes = 0
 
     def advance(n: int) -> None:

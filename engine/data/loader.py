@@ -206,7 +206,7 @@ def keys_digest(srcs: list[tuple[Source, str]], counts: ScanCounts, stage: str |
     if not fast or not all(fast):
         return None
     h = hashlib.sha256(b"finetui keys digest 3\0")
-    total = sum(fs.path.stat().st_size for files in fast for fs in files)
+    total = sum(arrowscan.source_bytes(fs) for files in fast for fs in files)
     done = [0]
 
     def advance(n: int) -> None:  # (``progress(rows, bytes read, bytes in all)`` after each block)
