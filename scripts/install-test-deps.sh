@@ -2,7 +2,8 @@
 # System tools the test suite needs that are not Python packages:
 # openssh-server/openssh-client (real sshd on 127.0.0.1 for SSH tests) and tmux
 # (end-to-end terminal tests), slurm-wlm and munge (a real single-node Slurm cluster for the Slurm launcher's
-# tests).  Installs with apt-get when missing (needs root).
+# tests), a C compiler (the data check's C scans, engine/data/_fastscan.c: built by pip install, tested in CI).
+# Installs with apt-get when missing (needs root).
 set -euo pipefail
 need=()
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
@@ -11,6 +12,7 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 { command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; } || need+=(slurm-wlm)
 { command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ]; } || need+=(munge)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -90,9 +90,12 @@ def _both(path, fmt, monkeypatch, **kw):
                                                  ("corpus", 4, "\r\n", False), ("alpaca", 2, "\n", True),
                                                  ("corpus", 3, "\r\n", True), ("alpaca", 2, "\n", "zip"),
                                                  ("corpus", 4, "\n", "zip")])
-def test_arrow_path_reports_what_the_row_reader_reports(tmp_path, monkeypatch, fmt, seed, newline, gz):
+@pytest.mark.parametrize("c_scans", [True, False])
+def test_arrow_path_reports_what_the_row_reader_reports(tmp_path, monkeypatch, fmt, seed, newline, gz, c_scans):
     """The same report either way — and for gzip-compressed JSON lines or a zip archive's, decompressed block by
-    block."""
+    block; with the C scans and hashes, and with numpy's."""
+    if not c_scans:
+        monkeypatch.setattr(arrowscan, "_FAST", [None])
     import gzip
     import zipfile
 
@@ -117,7 +120,7 @@ def test_arrow_path_reports_what_the_row_reader_reports(tmp_path, monkeypatch, f
     monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 2048)  # many blocks, some parsed by Arrow, some not
     arrow_blocks = []
     real = arrowscan._columns
-    monkeypatch.setattr(arrowscan, "_columns", lambda *a: arrow_blocks.append(1) or real(*a))
+    monkeypatch.setattr(arrowscan, "_columns", lambda *a, **k: arrow_blocks.append(1) or real(*a, **k))
     fast, slow = _both(p, fmt, monkeypatch)
     [(src, _)] = open_sources(str(p), fmt, "sft", None, {}, None)
     [fs] = arrowscan.fast_files(src, fmt)
@@ -192,6 +195,55 @@ _TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=1
     ["", " ", "{{name}}", "a\x00b", "é", "\u2028", "\ufeff x", "\x1c", "\xff\xfe", "ab" * 40])
 
 
+def test_the_c_scans_are_built():
+    """``pip install`` builds engine/data/_fastscan.c where a C compiler is (scripts/install-test-deps.sh installs one
+    for the tests): without it the check is about 15 % slower (numpy does the same work)."""
+    if arrowscan._fast() is None:
+        pytest.skip("engine/data/_fastscan.c is not built (no C compiler when finetui was installed)")
+
+
+_BYTES = st.lists(st.sampled_from([b"{", b"}", b"{{", b"\\", b"\\u", b"\\u007b", b"\\u007B", b"\\u00", b"\n",
+                                   b"\n{", b"a", b"\xc3\xa9", b"\x80", b" ", b'"', b"{\"a\": 1}\n"]),
+                  max_size=60).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(block=_BYTES | st.binary(max_size=300))
+def test_the_c_scans_see_what_numpy_sees(block):
+    """The C twins of the byte scans give what numpy gives, for any bytes: line ends, and whether a text may hold
+    ``{{`` / is surely ASCII."""
+    lib = arrowscan._fast()
+    if lib is None:
+        pytest.skip("engine/data/_fastscan.c is not built")
+    starts = arrowscan._line_starts(block, arrowscan._line_ends(block))
+    c = (arrowscan._line_ends(block).tolist(), arrowscan._texts_seen(block, starts))
+    arrowscan._FAST[:] = [None]
+    try:
+        py = (arrowscan._line_ends(block).tolist(), arrowscan._texts_seen(block, starts))
+    finally:
+        arrowscan._FAST[:] = [lib]
+    assert c == py
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(st.lists(st.binary(max_size=30) | st.none(), min_size=5, max_size=5) | st.binary(max_size=9),
+                      min_size=1, max_size=5), cut=st.integers(0, 2))
+def test_the_c_hashes_are_the_hashes_of_the_joined_keys(parts, cut):
+    """Row hashes made by the C library from a key's parts (texts with nulls, marks; sliced arrays) are
+    :func:`arrowscan.hash_words` of the keys joined and padded; a row with a null part hashes 0."""
+    import pyarrow as pa
+
+    if arrowscan._fast() is None:
+        pytest.skip("engine/data/_fastscan.c is not built")
+    arrow = [arrowscan._blit(p) if isinstance(p, bytes) else pa.array(p, pa.binary()).slice(cut) for p in parts]
+    n = 5 - cut
+    got = arrowscan._hash_parts(arrow, n).tolist()
+    for i in range(n):
+        texts = [p if isinstance(p, bytes) else p[i + cut] for p in parts]
+        want = 0 if None in texts else int(arrowscan.key_hashes([b"".join(texts)])[0])
+        assert got[i] == want
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.fixed_dictionaries({"instruction": _TEXT, "output": _TEXT}, optional={
     "input": _TEXT, "system": _TEXT | st.none()}), max_size=30), corpus=st.booleans())
@@ -209,10 +261,13 @@ def test_the_columns_build_the_row_keys_the_reader_builds(tmp_path, rows, corpus
     [(src, _)] = open_sources(str(p), fmt, "sft", None, {}, None)
     [fs] = arrowscan.fast_files(src, fmt)
     seen = 0
+    hashed = [p.hashes() for p in arrowscan.scan_file(fs, fmt, lambda loc, e: None, hashed=True)
+              if not isinstance(p, list)]  # (by the C library, keys unmade, where it is built)
     for part in arrowscan.scan_file(fs, fmt, lambda loc, e: None):
         if isinstance(part, list):
             continue
         hashes = part.hashes()
+        assert hashes.tolist() == hashed.pop(0).tolist()
         for i in range(len(part)):
             at = i if part.pos is None else int(part.pos[i])
             row = normalizer(fmt)(json.loads(lines[int(part.lines[i]) - 1]), None)

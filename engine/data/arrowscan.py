@@ -14,6 +14,7 @@ read row by row in full.  Memory: one block and its columns at a time.
 from __future__ import annotations
 
 import io
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ class Block:
     lines: Any  # numpy int64: each valid row's line number
     cols: dict[str, Any]  # pyarrow arrays, of every row Arrow read (the valid ones at ``pos``)
     nchars: Any  # numpy int64, of each valid row
-    keys: Any  # pyarrow binary array, of every row Arrow read: the row_key of the canonical row, padded()
+    keys: Any  # pyarrow binary array, of every row Arrow read: the row_key of the canonical row, padded() (None: hashed)
     pos: Any = None  # numpy int64: where the valid rows are in ``cols`` / ``keys`` (None: every row is valid)
     key_hashes: Any = None  # (hash_words of every key, made once: see hashes)
 
@@ -119,7 +120,7 @@ class Block:
     def hashes(self) -> Any:
         """:func:`hash_words` of the keys of the valid rows, as :func:`key_hashes` gives for rows read one by one
         (all the keys are hashed, then the valid rows' taken: cheaper than copying them out of the block)."""
-        if self.key_hashes is None:
+        if self.key_hashes is None:  # (made from the keys' bytes: see _columns)
             offs = _np_offsets(self.keys)
             if (offs & (KEY_WORD - 1)).any():
                 raise AssertionError("a key of a part of a word")  # (see _columns: each is padded)
@@ -712,7 +713,7 @@ def scan_file(src: FileSource | ZipSource, fmt: str, on_invalid: Callable[[str, 
         lines = _row_lines(block, n_lines, table.num_rows, 0) if table is not None else None
         if table is None or lines is None:
             return n_lines, ends, None
-        blk, doubtful = _columns(table, fmt, lines, name, *_texts_seen(block, starts))
+        blk, doubtful = _columns(table, fmt, lines, name, *_texts_seen(block, starts), hashed=hashed)
         if hashed:
             blk.hashes()
         return n_lines, ends, (blk, doubtful)
@@ -745,10 +746,87 @@ def _line_ends(block: bytes) -> Any:
     """Where each line of ``block`` ends (its \\n), as numpy."""
     import numpy as np
 
+    lib = _fast()
+    if lib is not None:
+        cap = len(block) // 32 + 64
+        out = np.empty(cap, dtype=np.int64)
+        k = lib.fs_line_ends(block, len(block), out.ctypes.data, cap)
+        if k > cap:  # (lines shorter than 32 bytes on average)
+            out = np.empty(k, dtype=np.int64)
+            lib.fs_line_ends(block, len(block), out.ctypes.data, k)
+        return out[:k]
     return np.flatnonzero(_equal(block, 10))
 
 
 _SCRATCH = threading.local()
+
+#: the version of engine/data/_fastscan.c this code calls (its fs_version)
+_FAST_VERSION = 1
+_FAST: list = []  # [the C library, or None], found once
+
+
+def _fast() -> Any:
+    """The C twin of the byte scans and row hashes (``engine/data/_fastscan.c``, built by ``pip install`` where a
+    C compiler is; loaded with ctypes, which releases the GIL for each call), or None: not built, built from another
+    version of the source, or turned off (``FINETUI_FASTSCAN=0``) — then numpy does the same."""
+    if not _FAST:
+        lib = None
+        if os.environ.get("FINETUI_FASTSCAN", "1") != "0":
+            try:
+                import ctypes
+                import importlib.util
+
+                spec = importlib.util.find_spec("engine.data._fastscan")
+                if spec is not None and spec.origin and not spec.origin.endswith(".py"):
+                    lib = ctypes.CDLL(spec.origin)
+                    lib.fs_version.restype = ctypes.c_int32
+                    if lib.fs_version() != _FAST_VERSION:
+                        raise OSError("another version")
+                    ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
+                    lib.fs_line_ends.restype, lib.fs_line_ends.argtypes = i64, [ctypes.c_char_p, i64, ptr, i64]
+                    lib.fs_texts_seen.restype, lib.fs_texts_seen.argtypes = i32, [ctypes.c_char_p, i64]
+                    lib.fs_hash_parts.restype = i32
+                    lib.fs_hash_parts.argtypes = [i64, i32, ptr, ptr, ptr, ptr, ptr, ptr]
+            except (OSError, AttributeError, ImportError, ValueError):  # (another machine's build, a stale one)
+                lib = None
+        _FAST.append(lib)
+    return _FAST[0]
+
+
+def _hash_parts(parts: list, n: int) -> Any:
+    """:func:`hash_words` of the :func:`padded` keys of ``n`` rows, each key its ``parts`` one after the other
+    (Arrow binary scalars and arrays, as :func:`_columns` joins them), by the C library without making the keys;
+    None without it."""
+    lib = _fast()
+    if lib is None:
+        return None
+    import ctypes
+
+    import numpy as np
+    import pyarrow as pa
+
+    k = len(parts)
+    data, offs, valid = (ctypes.c_void_p * k)(), (ctypes.c_void_p * k)(), (ctypes.c_void_p * k)()
+    voff, clen = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
+    keep = []  # (the buffers the pointers point into, alive through the call)
+    for j, part in enumerate(parts):
+        if isinstance(part, pa.Scalar):
+            b = part.as_buffer()
+            keep.append(b)
+            data[j], clen[j] = (b.address if b.size else None), b.size
+            continue
+        if not (pa.types.is_binary(part.type) or pa.types.is_string(part.type)) or len(part) != n:
+            return None
+        bits, offsets, values = part.buffers()
+        keep.append(part)
+        offs[j] = offsets.address + 4 * part.offset
+        data[j] = values.address if values is not None and values.size else None
+        valid[j] = bits.address if bits is not None and part.null_count else None
+        voff[j] = part.offset
+    out = np.empty(n, dtype=np.int64)
+    if lib.fs_hash_parts(n, k, data, offs, valid, voff.ctypes.data, clen.ctypes.data, out.ctypes.data) != 0:
+        raise MemoryError("the data check's row hashes")
+    return out
 
 
 def _equal(block: bytes, byte: int, skip_last: bool = False) -> Any:
@@ -778,6 +856,10 @@ def _texts_seen(block: bytes, starts: Any) -> tuple[bool, bool]:
     own syntax), and whether every text is surely ASCII (ASCII bytes and no ``\\u`` escape)."""
     import numpy as np
 
+    lib = _fast()
+    if lib is not None:
+        seen = lib.fs_texts_seen(block, len(block))
+        return bool(seen & 1), bool(seen & 2)
     a = np.frombuffer(block, dtype=np.uint8)
     braces = False
     is_brace = _equal(block, 0x7B)  # "{"
@@ -797,9 +879,11 @@ def _texts_seen(block: bytes, starts: Any) -> tuple[bool, bool]:
     return braces, not u.any() and block.isascii()
 
 
-def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii_texts: bool = False):
+def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii_texts: bool = False,
+             hashed: bool = False):
     """The block of rows that pass on columns, and the line numbers of the others (``maybe_braces`` false: no text
-    holds ``{{``; ``ascii_texts``: every text is ASCII; see :func:`_texts_seen`)."""
+    holds ``{{``; ``ascii_texts``: every text is ASCII; see :func:`_texts_seen`; ``hashed``: the block's
+    :meth:`Block.hashes` are made, its keys only if the C library is not there to hash them unmade)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -862,9 +946,8 @@ def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii
         ok = surely(text)
         cols = {"text": text}
         nchars = length(text)
-        key_bytes = len(b"text" + KEY_SCALAR + KEY_TEXT_END) + nbytes(text) + len(KEY_TEXT_END)
-        keys = pc.binary_join_element_wise(_blit(b"text" + KEY_SCALAR), binary(text), _padding(key_bytes),
-                                           _blit(KEY_TEXT_END))
+        texts = [text]
+        parts = [_blit(b"text" + KEY_SCALAR + KEY_TEXT_END), binary(text), _blit(KEY_TEXT_END)]
     else:
         c = {k: table.column(k).combine_chunks() for k in _STRING_KEYS[fmt]}
         ins, inp, out, sys_ = c["instruction"], c["input"], c["output"], c["system"]
@@ -891,20 +974,25 @@ def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii
             head = pc.if_else(pc.is_valid(system), pc.binary_join_element_wise(
                 _blit(b"messages" + KEY_LIST + KEY_MESSAGE + b"system" + roles + KEY_TEXT_END), binary(system),
                 _blit(KEY_TEXT_END), _blit(b"")), head)
-        inp_ = pc.coalesce(binary(inp), _blit(b""))
-        tail = KEY_TEXT_END + KEY_LIST_END
-        key_bytes = nbytes(head) + nbytes(ins) + _np_bool(both) + nbytes(inp_) + len(KEY_TEXT_END) + nbytes(out)
-        keys = pc.binary_join_element_wise(head, binary(ins), nl, inp_, _blit(KEY_TEXT_END), binary(out),
-                                           _padding(key_bytes, tail), _blit(b""))
-    # (a row that failed may have a null key, of no bytes: it is never hashed nor digested)
-    # a placeholder `{{…}}` in any text: the key holds every text of the rows that pass (a blank or doubtful one
-    # has failed already), and its marks are no braces (an Arrow kernel, out of the GIL; run only where the block's
-    # bytes may hold a pair, see _texts_seen)
+        texts = [ins, inp, out, sys_]
+        parts = [head, binary(ins), nl, pc.coalesce(binary(inp), _blit(b"")), _blit(KEY_TEXT_END), binary(out),
+                 _blit(KEY_TEXT_END + KEY_LIST_END)]
+    # each row's key: its parts one after the other, padded (a row that failed may have a null key, of no bytes: it
+    # is never hashed nor digested) — hashed by the C library without being made, when the block is only hashed
+    key_hashes = _hash_parts(parts, len(table)) if hashed else None
+    keys = None
+    if key_hashes is None:  # (one binary join, the last part — a mark — and the padding one array)
+        key_bytes = sum(nbytes(x) for x in parts[:-1])
+        keys = pc.binary_join_element_wise(*parts[:-1], _padding(key_bytes, parts[-1].as_py()), _blit(b""))
+    # a placeholder `{{…}}` in any text (a blank or doubtful one has failed already; a pair cannot span two texts:
+    # marks or "\n" lie between) — Arrow kernels, out of the GIL, run only where the block's bytes may hold a pair
+    # (see _texts_seen)
     if maybe_braces:
-        ok = pc.and_(ok, pc.invert(braces(keys)))
+        for x in texts:
+            ok = pc.and_(ok, pc.invert(braces(x)))
     okn = _np_bool(ok if ok.null_count == 0 else pc.and_kleene(ok, pc.is_valid(ok)))
     bad = lines[~okn]
     nchars = _np_int(nchars)  # (no null: length() counts a missing text as 0)
     if okn.all():
-        return Block(fmt, None, name, lines, cols, nchars, keys), bad
-    return Block(fmt, None, name, lines[okn], cols, nchars[okn], keys, np.flatnonzero(okn)), bad
+        return Block(fmt, None, name, lines, cols, nchars, keys, key_hashes=key_hashes), bad
+    return Block(fmt, None, name, lines[okn], cols, nchars[okn], keys, np.flatnonzero(okn), key_hashes), bad
