@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -432,7 +431,7 @@ def padded(key: bytes) -> bytes:
 
 
 #: how many words of keys are hashed at once (a slice's passes stay in the cache)
-_HASH_WORDS = 1 << 16
+_HASH_WORDS = 1 << 14
 #: MurmurHash3's mixing constants, and the odd multiplier of a word's place in its key
 _C1, _C2, _K = 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x2545F4914F6CDD1D
 
@@ -755,10 +754,8 @@ def _line_ends(block: bytes) -> Any:
             out = np.empty(k, dtype=np.int64)
             lib.fs_line_ends(block, len(block), out.ctypes.data, k)
         return out[:k]
-    return np.flatnonzero(_equal(block, 10))
+    return np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
 
-
-_SCRATCH = threading.local()
 
 #: the version of engine/data/_fastscan.c this code calls (its fs_version)
 _FAST_VERSION = 1
@@ -829,20 +826,6 @@ def _hash_parts(parts: list, n: int) -> Any:
     return out
 
 
-def _equal(block: bytes, byte: int, skip_last: bool = False) -> Any:
-    """Which bytes of ``block`` (but its last, with ``skip_last``) are ``byte``, as numpy bools — in one array per
-    thread, reused until the next call (a fresh one for each block cost its pages: 5 % of the check's time)."""
-    import numpy as np
-
-    a = np.frombuffer(block, dtype=np.uint8)
-    if skip_last:
-        a = a[:-1]
-    buf = getattr(_SCRATCH, "mask", None)
-    if buf is None or len(buf) < len(a):
-        buf = _SCRATCH.mask = np.empty(max(len(a), BLOCK_BYTES), dtype=bool)
-    return np.equal(a, np.uint8(byte), out=buf[:len(a)])
-
-
 def _line_starts(block: bytes, ends: Any) -> Any:
     """Where each line of ``block`` but the first starts (after a line end of :func:`_line_ends` that is not the
     block's last byte)."""
@@ -862,12 +845,12 @@ def _texts_seen(block: bytes, starts: Any) -> tuple[bool, bool]:
         return bool(seen & 1), bool(seen & 2)
     a = np.frombuffer(block, dtype=np.uint8)
     braces = False
-    is_brace = _equal(block, 0x7B)  # "{"
+    is_brace = a == 0x7B  # "{"
     openers = int(np.count_nonzero(is_brace[starts])) + int(is_brace[:1].any())  # (lines that start with one)
     if np.count_nonzero(is_brace) > openers:  # (not only those opening the objects: a pair "{{" would be two more)
         at = np.flatnonzero(is_brace[:-1])
         braces = bool(np.any(a[at + 1] == 0x7B))
-    is_escape = _equal(block, 0x5C, skip_last=True)  # "\\" (the brace mask is done with)
+    is_escape = a[:-1] == 0x5C  # "\\"
     if not np.any(is_escape):
         return braces, block.isascii()
     at = np.flatnonzero(is_escape)
