@@ -6,7 +6,8 @@ bench/data_check.py writes it) and one of twice as many, then measures each in a
 
 * **pyarrow.json.read_json** — the whole file parsed into one Arrow table (the floor: parsing only);
 * **check** — ``engine.data.check.check`` (``finetui data check``): Arrow blocks validated on columns, the rows
-  that fail read again one by one for their file:line and reason;
+  that fail read again one by one for their file:line and reason; byte scans and row hashes by the C library where
+  it is built (``FINETUI_FASTSCAN=0``: numpy's — the output says which);
 * **check ×2** — the same on the file of 2N rows: bounded memory means nearly the same peak (the only state that
   grows is 8 bytes per row of duplicate hashes).
 
@@ -73,7 +74,9 @@ if {mode!r} == "arrow":
 else:
     rep = check({path!r}, "alpaca", stage="sft", allow_invalid=1.0)
     rows = rep["rows"]["total"]
-    extra = {{"valid": rep["rows"]["valid"], "invalid": rep["rows"]["invalid"], "duplicates": rep["duplicates"]}}
+    from engine.data import arrowscan
+    extra = {{"valid": rep["rows"]["valid"], "invalid": rep["rows"]["invalid"], "duplicates": rep["duplicates"],
+             "c_scans": arrowscan._fast() is not None}}
 dt = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({{"rows": rows, "seconds": dt, "peak_kib": peak, "base_kib": base, **extra}}))
@@ -393,7 +396,8 @@ def main() -> None:
     print(f"the same, warm in one process (the calls after each one's first): {statistics.median(warm):.2f}× "
           f"(median of {len(warm)}: {', '.join(f'{x:.2f}' for x in warm)})")
     print(f"check: {c['valid']:,} valid, {c['invalid']:,} invalid, {c['duplicates']:,} duplicates; peak above imports "
-          f"{above[0]:.0f} MiB for {args.rows:,} rows, {above[1]:.0f} MiB for {2 * args.rows:,} rows")
+          f"{above[0]:.0f} MiB for {args.rows:,} rows, {above[1]:.0f} MiB for {2 * args.rows:,} rows; byte scans and "
+          f"row hashes by {'the C library' if c.get('c_scans') else 'numpy (no C library)'}")
 
 
 if __name__ == "__main__":
