@@ -149,6 +149,29 @@ def test_a_damaged_gzip_file_reports_what_the_row_reader_reports(tmp_path, monke
         assert fast[k] == slow[k], k
 
 
+def test_a_data_path_of_a_file_and_a_zip_takes_the_arrow_path(tmp_path, monkeypatch):
+    """Several sources in one data path (a JSON-lines file, a zip archive's member) are all read on the Arrow path,
+    one after the other, with the row reader's report."""
+    import zipfile
+
+    from engine.data.loader import open_sources
+
+    rng = random.Random(5)
+    lines = [_alpaca_line(rng, dirty=i % 9 == 0) for i in range(3000)]
+    a, z = tmp_path / "a.jsonl", tmp_path / "b.zip"
+    a.write_text("\n".join(lines[:1500]) + "\n")
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("b.jsonl", "\n".join(lines[1500:] + lines[:100]) + "\n")
+    path = f"{a},{z}"
+    fast_paths = arrowscan.fast_paths(open_sources(path, "alpaca", "sft", None, {}, None), "sft")
+    assert [type(f).__name__ for files in fast_paths for f in files] == ["FileSource", "ZipSource"]
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 16 << 10)
+    fast, slow = _both(path, "alpaca", monkeypatch)
+    assert fast["rows"]["total"] > 2900 and fast["duplicates"] >= 90
+    for k in SAME:
+        assert fast[k] == slow[k], k
+
+
 @pytest.mark.parametrize("at", [0.4, 0.9])
 def test_a_damaged_zip_member_reports_what_the_row_reader_reports(tmp_path, monkeypatch, at):
     """A zip archive whose data member is damaged: the same counts, invalid rows, duplicates and error as the row

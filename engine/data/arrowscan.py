@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from engine.data.errors import RowError
 from engine import userfiles
-from engine.data.sources import (FileSource, Source, ZipSource, data_error, data_suffix, jsonl_records,
-                                 plain_files)
+from engine.data.sources import (FileSource, MultiSource, Source, ZipSource, data_error, data_suffix,
+                                 jsonl_records)
 
 #: bytes parsed at once (a block ends at a line end; a longer line is read whole)
 BLOCK_BYTES = 8 << 20
@@ -44,13 +44,15 @@ def fast_files(src: Source, fmt: str) -> list[FileSource | ZipSource] | None:
     zip archive's data member), else None."""
     if fmt not in FAST_FORMATS:
         return None
-    if isinstance(src, ZipSource):
-        return [src] if _fast_member(src) else None
-    parts = plain_files(src)
-    if parts is None:
-        return None
-    out = []
-    for p in parts:
+    out: list[FileSource | ZipSource] = []
+    for p in (src.parts if isinstance(src, MultiSource) else [src]):
+        if isinstance(p, ZipSource):
+            if not _fast_member(p):
+                return None
+            out.append(p)
+            continue
+        if type(p) is not FileSource:
+            return None
         suf = data_suffix(p.path.name)
         if suf not in (".json", ".jsonl", ".ndjson"):
             return None
