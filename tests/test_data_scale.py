@@ -673,3 +673,29 @@ def test_a_line_that_is_not_an_object(tmp_path, monkeypatch, line):
     assert fast["rows"]["invalid"] == 1 and fast["invalid_rows"][0]["location"].endswith(":21")
     for k in SAME:
         assert fast[k] == slow[k], k
+
+
+_VALUE = _TEXT | st.none() | st.integers(-3, 3) | st.lists(st.text(max_size=3), max_size=2) | st.just({"a": 1})
+_LINE = (st.fixed_dictionaries({}, optional={"instruction": _VALUE, "input": _VALUE, "output": _VALUE,
+                                             "system": _VALUE, "history": _VALUE, "text": _VALUE, "x": _VALUE})
+         .flatmap(lambda row: st.sampled_from([json.dumps(row), json.dumps(row, ensure_ascii=False),
+                                               json.dumps(row, indent=None, separators=(",", ":"))]))
+         | st.sampled_from(["", "   ", "null", "[1]", "7", "{", "{\"output\": \"a\"", "\ufeff{}", "\\u007b{x}}",
+                            "{\"instruction\": \"\\u007b{x}}\", \"output\": \"y\"}", "{\"output\": \"\\ud800\"}"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(_LINE, min_size=1, max_size=40), corpus=st.booleans(), crlf=st.booleans())
+def test_any_lines_get_the_row_readers_report_either_way(tmp_path, monkeypatch, lines, corpus, crlf):
+    """Any JSON lines — valid, malformed, wrong types, escapes, blank, not objects — give the same report on the
+    Arrow path with the C library, with numpy's scans and hashes, and row by row."""
+    p = tmp_path / "d.jsonl"
+    p.write_bytes((("\r\n" if crlf else "\n").join(lines) + "\n").encode("utf-8", "surrogatepass"))
+    fmt = "corpus" if corpus else "alpaca"
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 512)  # (several blocks, some parsed by Arrow, some not)
+    fast, slow = _both(p, fmt, monkeypatch)
+    with monkeypatch.context() as m:
+        m.setattr(arrowscan, "_FAST", [None])
+        numpy_only = check(str(p), fmt, allow_invalid=100, token_sample=10_000)
+    for k in SAME:
+        assert fast[k] == slow[k] == numpy_only[k], k

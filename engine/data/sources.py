@@ -202,6 +202,7 @@ def jsonl_records(numbered: Iterable[tuple[int, bytes]], name: str) -> Iterator[
             if why:
                 raise DataError(f"{name}: {why}")
             raw = raw.removeprefix(b"\xef\xbb\xbf")
+        raw = raw.rstrip(b"\r\n")  # (a JSON error's column is on this line, however it was cut out of the file)
         if not raw.strip():
             continue
         try:
