@@ -699,3 +699,37 @@ def test_any_lines_get_the_row_readers_report_either_way(tmp_path, monkeypatch, 
         numpy_only = check(str(p), fmt, allow_invalid=100, token_sample=10_000)
     for k in SAME:
         assert fast[k] == slow[k] == numpy_only[k], k
+
+
+@pytest.mark.parametrize("kind", ["plain", "gz", "zip", "cr"])
+def test_a_line_longer_than_a_line_may_be(tmp_path, monkeypatch, kind):
+    """A line longer than MAX_LINE_BYTES (the file on one line: lone CR line ends, not JSON lines) is not read into
+    memory whole: the check stops there with one sentence naming file:line, the rows before it counted — the same on
+    the Arrow path as row by row."""
+    import gzip
+    import zipfile
+
+    from engine.data import sources
+
+    monkeypatch.setattr(sources, "MAX_LINE_BYTES", 4000)
+    monkeypatch.setattr(arrowscan, "MAX_LINE_BYTES", 4000)
+    monkeypatch.setattr(arrowscan, "BLOCK_BYTES", 512)
+    rows = [json.dumps({"instruction": f"q{i}", "output": "a" * (i % 50)}) for i in range(300)]
+    if kind == "cr":
+        body, at = ("\r".join(rows) + "\r").encode(), 1
+    else:
+        long = json.dumps({"instruction": "x" * 9000, "output": "y"})
+        body, at = ("\n".join(rows[:120] + [long] + rows[120:]) + "\n").encode(), 121
+    p = tmp_path / {"plain": "d.jsonl", "cr": "d.jsonl", "gz": "d.jsonl.gz", "zip": "d.zip"}[kind]
+    if kind == "zip":
+        with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("d.jsonl", body)
+    else:
+        p.write_bytes(gzip.compress(body) if kind == "gz" else body)
+    fast, slow = _both(p, "alpaca", monkeypatch)
+    assert fast["ok"] is False and fast["rows"]["total"] == at - 1
+    assert fast["errors"][-1].endswith("a line longer than 0 MiB: not JSON lines (one object per line, each line "
+                                       "ending with \\n; lone CR line ends make one line of a file)")
+    assert f":{at}: a line longer" in fast["errors"][-1]
+    for k in SAME:
+        assert fast[k] == slow[k], k

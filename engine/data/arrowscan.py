@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from engine.data.errors import RowError
 from engine import userfiles
-from engine.data.sources import (FileSource, MultiSource, Source, ZipSource, data_error, data_suffix,
-                                 jsonl_records)
+from engine.data.sources import (MAX_LINE_BYTES, FileSource, MultiSource, Source, ZipSource, data_error,
+                                 data_suffix, jsonl_records, line_too_long)
 
 #: bytes parsed at once (a block ends at a line end; a longer line is read whole)
 BLOCK_BYTES = 8 << 20
@@ -199,8 +199,10 @@ def _read_blocks(path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
                 if k < 0:  # (no line end in the window: the whole block, then)
                     block = os.pread(fd, end - pos, pos)
                     k = block.rfind(b"\n")
-                    if k < 0:  # a line longer than a block: a longer block
-                        want *= 2
+                    if k < 0:  # a line longer than a block: a longer block (up to the longest a line may be)
+                        if want >= MAX_LINE_BYTES:
+                            raise _LineTooLong()
+                        want = min(want * 2, MAX_LINE_BYTES)
                         continue
                     block = block[:k + 1]
                 else:
@@ -235,6 +237,10 @@ def _zip_errors() -> tuple:
 
         _ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error)
     return _ZIP_ERRORS
+
+
+class _LineTooLong(Exception):
+    """A line longer than :data:`engine.data.sources.MAX_LINE_BYTES` (scan_file says which)."""
 
 
 class _Damaged(Exception):
@@ -311,9 +317,13 @@ def _stream_blocks(read1: Callable[[int], bytes], position: Callable[[], int], b
                 raise failure(failed) from None
             return
         k = data.rfind(b"\n")
-        if k < 0:  # (a line longer than a block: a longer block)
-            rest, want = data, 2 * max(want, len(data))
+        if k < 0:  # (a line longer than a block: a longer block, up to the longest a line may be)
+            if len(data) > MAX_LINE_BYTES:
+                raise _LineTooLong()
+            rest, want = data, min(2 * max(want, len(data)), MAX_LINE_BYTES + 1)
             continue
+        if want > block_bytes and data.find(b"\n") >= MAX_LINE_BYTES:  # (a longer block's first line: too long)
+            raise _LineTooLong()
         rest, want = data[k + 1:], block_bytes
         read, said = position() - said, position()  # (the bytes read for it: progress by the file)
         yield (data[:k + 1] if rest else data), read
@@ -720,27 +730,30 @@ def scan_file(src: FileSource | ZipSource, fmt: str, on_invalid: Callable[[str, 
         return n_lines, ends, (blk, doubtful)
 
     line = 1
-    for (block, read), (n_lines, ends, done) in _ahead(source_blocks(src, block_bytes or BLOCK_BYTES),
-                                                      lambda item: columns(item[0])):
-        start = line
-        line += n_lines
-        if done is None:
-            rows = one_by_one(block, start, n_lines)
-            if rows:
-                yield rows
-        else:
-            blk, doubtful = done
-            blk.lines += start  # (numbered in the file: see columns)
-            doubtful = doubtful + start
-            if len(doubtful):
-                # the rows the columns cannot pass: the normaliser says why (or takes them after all), in file order
-                rows = one_by_one(block, start, n_lines, {int(x) for x in doubtful}, ends)
+    try:
+        for (block, read), (n_lines, ends, done) in _ahead(source_blocks(src, block_bytes or BLOCK_BYTES),
+                                                          lambda item: columns(item[0])):
+            start = line
+            line += n_lines
+            if done is None:
+                rows = one_by_one(block, start, n_lines)
                 if rows:
                     yield rows
-            if blk is not None and len(blk):
-                yield blk
-        if advance is not None:  # (once the block's rows are counted: see counted)
-            advance(read)
+            else:
+                blk, doubtful = done
+                blk.lines += start  # (numbered in the file: see columns)
+                doubtful = doubtful + start
+                if len(doubtful):
+                    # the rows the columns cannot pass: the normaliser says why (or takes them after all), in order
+                    rows = one_by_one(block, start, n_lines, {int(x) for x in doubtful}, ends)
+                    if rows:
+                        yield rows
+                if blk is not None and len(blk):
+                    yield blk
+            if advance is not None:  # (once the block's rows are counted: see counted)
+                advance(read)
+    except _LineTooLong:  # (the first line after the blocks handed on, as the row reader numbers it)
+        raise line_too_long(name, line) from None
 
 
 def _line_ends(block: bytes) -> Any:

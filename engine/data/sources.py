@@ -115,7 +115,7 @@ def _count(files: list[Path]) -> int | None:
             suf = data_suffix(f.name)
             if suf in (".jsonl", ".ndjson"):
                 with userfiles.open_binary(f, error=data_error) as fh:
-                    n += sum(1 for line in fh if line.strip())
+                    n += sum(1 for _, line in _lines(fh, str(f)) if line.strip())  # (a line too long: unknown)
             elif suf == ".json":
                 if f.stat().st_size > _JSON_COUNT_LIMIT:
                     return None
@@ -188,9 +188,32 @@ def _json_array_records(text: str, name: str) -> Iterator[tuple[str, Any]]:
         i = k
 
 
+#: the longest line a JSON-lines file may have: a longer one is not a row but the file on one line (line ends of
+#: another system — lone CR —, or not JSON lines at all), and is not read into memory whole
+MAX_LINE_BYTES = 256 << 20
+
+
+def line_too_long(name: str, ln: int) -> DataError:
+    return data_error(f"{name}:{ln}", f"a line longer than {MAX_LINE_BYTES >> 20} MiB: not JSON lines (one object "
+                                      "per line, each line ending with \\n; lone CR line ends make one line of a file)")
+
+
+def _lines(fh: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` of a binary file, refusing a line longer than :data:`MAX_LINE_BYTES`."""
+    ln = 0
+    while True:
+        raw = fh.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        ln += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise line_too_long(name, ln)
+        yield ln, raw
+
+
 def _jsonl_records(open_bin: Callable[[], IO[bytes]], name: str) -> Iterator[tuple[str, Any]]:
     with open_bin() as fh:
-        yield from jsonl_records(enumerate(fh, 1), name)
+        yield from jsonl_records(_lines(fh, name), name)
 
 
 def jsonl_records(numbered: Iterable[tuple[int, bytes]], name: str) -> Iterator[tuple[str, Any]]:
