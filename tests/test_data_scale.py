@@ -598,7 +598,7 @@ def test_check_says_when_duplicates_are_estimated(tmp_path, monkeypatch):
 def test_first_pass_on_the_arrow_path(tmp_path, monkeypatch, fmt, seed):
     """The worker's first pass over JSON-lines corpus / alpaca files goes through the check's Arrow path: the same
     counts and invalid rows as the row reader, and a digest that follows the rows' content and order."""
-    from engine.data.loader import ScanCounts, keys_digest, open_sources, scan_all
+    from engine.data.loader import ScanCounts, count_rows, keys_digest, open_sources, scan_all
 
     rng = random.Random(seed)
     make = _alpaca_line if fmt == "alpaca" else _corpus_line
@@ -615,6 +615,11 @@ def test_first_pass_on_the_arrow_path(tmp_path, monkeypatch, fmt, seed):
             pass
         assert (fast.total, fast.valid, fast.invalid) == (slow.total, slow.valid, slow.invalid) and fast.invalid
         assert fast.listed == slow.listed
+        counted = ScanCounts()  # (the launch's preflight: counted on the Arrow path, no row keys made)
+        for src, f in srcs:
+            count_rows(src, f, counted, "sft")
+        assert (counted.total, counted.valid, counted.invalid, counted.listed) == (
+            slow.total, slow.valid, slow.invalid, slow.listed)
         return digest
 
     d = first_pass(lines)

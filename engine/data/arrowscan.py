@@ -92,10 +92,10 @@ def fast_paths(srcs: list[tuple[Source, str]], stage: str | None) -> list[list[F
 
 
 def counted(fs: FileSource | ZipSource, fmt: str, counts: Any, advance: Callable[[int], None] | None = None,
-            hashed: bool = False) -> Iterator[Any]:
+            hashed: bool = False, keyed: bool = True) -> Iterator[Any]:
     """:func:`scan_file`'s parts, each counted in ``counts`` (a :class:`engine.data.loader.ScanCounts`: the invalid
     rows as they come, the valid ones a part at a time)."""
-    for part in scan_file(fs, fmt, counts.add_invalid, advance=advance, hashed=hashed):
+    for part in scan_file(fs, fmt, counts.add_invalid, advance=advance, hashed=hashed, keyed=keyed):
         counts.total += len(part)
         counts.valid += len(part)
         yield part
@@ -656,10 +656,11 @@ def _schema(fmt: str):
 
 def scan_file(src: FileSource | ZipSource, fmt: str, on_invalid: Callable[[str, RowError], None],
               block_bytes: int | None = None, advance: Callable[[int], None] | None = None,
-              hashed: bool = False) -> Iterator[Block | list[tuple[str, dict]]]:
+              hashed: bool = False, keyed: bool = True) -> Iterator[Block | list[tuple[str, dict]]]:
     """The valid rows of one JSON-lines file: a :class:`Block` of columns, or a list of ``(location, row)``
     for rows read one by one; ``on_invalid(location, error)`` for each invalid row, in file order within a
-    block. ``hashed``: each block's :meth:`Block.hashes` made in the parsing thread."""
+    block. ``hashed``: each block's :meth:`Block.hashes` made in the parsing thread; ``keyed`` false: no row keys
+    (nor hashes) made — the rows are only counted."""
     import pyarrow as pa
     import pyarrow.json as pj
 
@@ -724,8 +725,8 @@ def scan_file(src: FileSource | ZipSource, fmt: str, on_invalid: Callable[[str, 
         lines = _row_lines(block, n_lines, table.num_rows, 0) if table is not None else None
         if table is None or lines is None:
             return n_lines, ends, None
-        blk, doubtful = _columns(table, fmt, lines, name, *_texts_seen(block, starts), hashed=hashed)
-        if hashed:
+        blk, doubtful = _columns(table, fmt, lines, name, *_texts_seen(block, starts), hashed=hashed, keyed=keyed)
+        if hashed and keyed:
             blk.hashes()
         return n_lines, ends, (blk, doubtful)
 
@@ -878,10 +879,11 @@ def _texts_seen(block: bytes, starts: Any) -> tuple[bool, bool]:
 
 
 def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii_texts: bool = False,
-             hashed: bool = False):
+             hashed: bool = False, keyed: bool = True):
     """The block of rows that pass on columns, and the line numbers of the others (``maybe_braces`` false: no text
     holds ``{{``; ``ascii_texts``: every text is ASCII; see :func:`_texts_seen`; ``hashed``: the block's
-    :meth:`Block.hashes` are made, its keys only if the C library is not there to hash them unmade)."""
+    :meth:`Block.hashes` are made, its keys only if the C library is not there to hash them unmade; ``keyed``
+    false: neither)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -977,9 +979,9 @@ def _columns(table, fmt: str, lines, name: str, maybe_braces: bool = True, ascii
                  _blit(KEY_TEXT_END + KEY_LIST_END)]
     # each row's key: its parts one after the other, padded (a row that failed may have a null key, of no bytes: it
     # is never hashed nor digested) — hashed by the C library without being made, when the block is only hashed
-    key_hashes = _hash_parts(parts, len(table)) if hashed else None
+    key_hashes = _hash_parts(parts, len(table)) if hashed and keyed else None
     keys = None
-    if key_hashes is None:  # (one binary join, the last part — a mark — and the padding one array)
+    if key_hashes is None and keyed:  # (one binary join, the last part — a mark — and the padding one array)
         key_bytes = sum(nbytes(x) for x in parts[:-1])
         keys = pc.binary_join_element_wise(*parts[:-1], _padding(key_bytes, parts[-1].as_py()), _blit(b""))
     # a placeholder `{{…}}` in any text (a blank or doubtful one has failed already; a pair cannot span two texts:

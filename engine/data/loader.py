@@ -450,7 +450,7 @@ def count_rows(src: Source, fmt: str, counts: "ScanCounts", stage: str | None) -
             pass
         return
     for fs in files:
-        for _ in arrowscan.counted(fs, fmt, counts):
+        for _ in arrowscan.counted(fs, fmt, counts, keyed=False):  # (counted only: no row keys made)
             pass
 
 
