@@ -138,10 +138,43 @@ def decode_utf8(data: bytes, display: str, error: ErrorFactory = user_error, fir
         raise error(f"{display}:{line}", not_utf8(data, e.start)) from None
 
 
-def not_utf8(data: bytes, pos: int) -> str:
-    col = pos - (data.rfind(NL, 0, pos) + 1) + 1
+def not_utf8(data: bytes, pos: int, col_before: int = 0) -> str:
+    """Why ``data`` is not UTF-8, its byte ``pos`` being the first bad one (``col_before``: bytes of its line that
+    came before ``data``, when it is a part of a file)."""
+    k = data.rfind(NL, 0, pos)
+    col = pos - k if k >= 0 else col_before + pos + 1
     return (f"not UTF-8 text (byte 0x{data[pos]:02x} at column {col}: Latin-1 or another encoding?); "
             "save the file as UTF-8")
+
+
+def utf8_chunks(fh: IO[bytes], display: str, error: ErrorFactory = user_error,
+                size: int = 1 << 20) -> Iterator[str]:
+    """The text of a binary stream, ``size`` bytes of it decoded at a time (a character cut by a read: completed by
+    the next), a UTF-8 byte-order mark dropped — what :func:`decode_utf8` gives whole; its error, naming the line
+    and column of the first bad byte, when the text comes to it."""
+    import codecs
+
+    carry, first, lines, col = b"", True, 0, 0  # (col: bytes of the current line before ``piece``)
+    while True:
+        chunk = fh.read(max(size, 4096) if first else size)  # (the first: the whole head a byte-order mark is in)
+        if first:
+            why = bom_problem(chunk[:4096])
+            if why:
+                raise error(display, why)
+            chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False
+        piece, final = carry + chunk, not chunk
+        try:
+            text, used = codecs.utf_8_decode(piece, "strict", final)
+        except UnicodeDecodeError as e:
+            line = 1 + lines + piece.count(NL, 0, e.start)
+            raise error(f"{display}:{line}", not_utf8(piece, e.start, col)) from None
+        k = piece.rfind(NL, 0, used)
+        lines, col = lines + piece.count(NL, 0, used), (used - k - 1 if k >= 0 else col + used)
+        carry = piece[used:]
+        if text:
+            yield text
+        if final:
+            return
 
 
 def read_text(path: str | os.PathLike[str], display: str | None = None, error: ErrorFactory = user_error) -> str:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.data.errors import RowError
 from engine.data.formats import NORMALIZERS
@@ -206,3 +210,67 @@ def test_bad_row_message(fmt, obj, field, reason):
         norm(fmt, obj, look)
     assert ei.value.reason == reason
     assert ei.value.field == field
+
+
+# ------------------------------------------------------------------------------ JSON arrays, a chunk at a time
+
+_ELEM = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                     max_leaves=6)
+
+
+def _array_run(chunks: list[str]) -> tuple[list, str | None]:
+    from engine.data.errors import DataError
+    from engine.data.sources import _json_array_records
+
+    out: list = []
+    try:
+        for loc, obj in _json_array_records(iter(chunks), "a.json"):
+            out.append((loc, obj))
+    except DataError as e:
+        return out, str(e)
+    return out, None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(_ELEM, max_size=6), indent=st.sampled_from([None, 1, 2]), cut=st.integers(0, 10**6),
+       damage=st.sampled_from(["", "cut", "junk", "comma", "bracket"]), size=st.sampled_from([1, 2, 3, 7, 64]),
+       forget=st.sampled_from([4, 1 << 20]))
+def test_a_json_array_read_a_chunk_at_a_time_is_read_whole(monkeypatch, rows, indent, cut, damage, size, forget):
+    """A JSON array's rows, locations and errors (damaged, cut short, junk between rows) are the same read in chunks
+    of any size — the text forgotten as it is passed — as read whole."""
+    from engine.data import sources
+
+    text = json.dumps(rows, indent=indent, ensure_ascii=False)
+    at = cut % (len(text) + 1)
+    text = {"": text, "cut": text[:at], "junk": text[:at] + "x" + text[at:], "comma": text.replace(",", " ", 1),
+            "bracket": text.replace("]", "", 1)}[damage]
+    whole = _array_run([text])
+    monkeypatch.setattr(sources, "_ARRAY_CHUNK", forget)
+    assert _array_run([text[k:k + size] for k in range(0, len(text), size)]) == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(st.sampled_from([b"a", b"\n", b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80", b"\xff", b"\xc3",
+                                      b"\xef\xbb\xbf", b"\x80", b"[", b"{}"]), max_size=30).map(b"".join),
+       bom=st.booleans(), size=st.sampled_from([1, 2, 3, 5, 4096]))
+def test_utf8_chunks_read_what_decode_utf8_reads(data, bom, size):
+    """The text of a file decoded a chunk at a time (a character cut by a read completed by the next) is what it is
+    decoded whole — or the same error, naming the line and column of the first bad byte."""
+    import io
+
+    from engine import userfiles
+    from engine.data.errors import DataError
+    from engine.data.sources import data_error
+
+    data = (b"\xef\xbb\xbf" if bom else b"") + data
+
+    def run(f):
+        try:
+            return f(), None
+        except DataError as e:
+            return None, str(e)
+
+    whole = run(lambda: userfiles.decode_utf8(data, "a.json", data_error))
+    chunked = run(lambda: "".join(userfiles.utf8_chunks(io.BytesIO(data), "a.json", data_error, size)))
+    assert chunked == whole

@@ -145,46 +145,88 @@ def _row_json(s: str | bytes) -> Any:
         return RowError("", f"not usable JSON: {why}")
 
 
-def _json_array_records(text: str, name: str) -> Iterator[tuple[str, Any]]:
-    """Stream the elements of a JSON array with the line each starts on."""
+#: how much of a JSON array's text its reader goes past before it forgets it (what it holds: the row being read
+#: and about this much)
+_ARRAY_CHUNK = 1 << 20
+
+
+def _json_array_records(chunks: Iterable[str], name: str) -> Iterator[tuple[str, Any]]:
+    """Stream the elements of a JSON array with the line each starts on, its text read a chunk at a time: the text
+    held is the row being read and a chunk or two (a row cut by a chunk is decoded again with more text)."""
     dec = json.JSONDecoder()
-    n = len(text)
-    i = 0
-    line = 1
+    more = iter(chunks)
+    buf, eof, col0 = "", False, 0  # (col0: characters of buf's first line that came before it, for error columns)
+
+    def fill() -> bool:  # the next chunk onto buf; False at the end of the text
+        nonlocal buf, eof
+        if not eof:
+            chunk = next(more, None)
+            if chunk is not None:
+                buf += chunk
+                return True
+            eof = True
+        return False
+
+    def grow(i: int) -> bool:  # at least double what buf holds from i (a row read again costs its length once)
+        before = len(buf)
+        while len(buf) < before + max(before - i, 1) and fill():
+            pass
+        return len(buf) > before
+
+    def forget(i: int) -> int:  # drop the text before i (its line ends are counted): the new i
+        nonlocal buf, col0
+        if i < _ARRAY_CHUNK:
+            return i
+        k = buf.rfind("\n", 0, i)
+        col0 = i - k - 1 if k >= 0 else col0 + i
+        buf = buf[i:]
+        return 0
 
     def skip_ws(j: int) -> int:
-        while j < n and text[j] in " \t\r\n":
-            j += 1
-        return j
+        while True:
+            n = len(buf)
+            while j < n and buf[j] in " \t\r\n":
+                j += 1
+            if j < n or not fill():
+                return j
 
-    i = skip_ws(i)
-    if i < n and text[i] == "\ufeff":
+    i = skip_ws(0)
+    if i < len(buf) and buf[i] == "\ufeff":
         i = skip_ws(i + 1)
-    line += text.count("\n", 0, i)
-    if i >= n or text[i] != "[":
+    line = 1 + buf.count("\n", 0, i)
+    if i >= len(buf) or buf[i] != "[":
         raise DataError(f"{name}:{line}: expected a JSON array of rows (or one JSON object per line)")
     pos = i + 1
     i = skip_ws(pos)
-    line += text.count("\n", pos, i)
-    if i < n and text[i] == "]":
+    line += buf.count("\n", pos, i)
+    if i < len(buf) and buf[i] == "]":
         return
     while True:
-        try:
-            with userfiles.parsing(f"{name}:{line}", data_error):
-                obj, end = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{name}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})")
+        i = forget(i)
+        while True:
+            try:
+                with userfiles.parsing(f"{name}:{line}", data_error):
+                    obj, end = dec.raw_decode(buf, i)
+                if end < len(buf) or not grow(i):  # (a row ending where the text read ends may go on: a number)
+                    break
+            except json.JSONDecodeError as e:
+                # the text read may end inside the row: read more, decode it again
+                if (e.pos >= len(buf) - 8 or e.msg.startswith("Unterminated string")) and grow(i):
+                    continue
+                k = buf.rfind("\n", 0, e.pos)
+                col = e.pos - k if k >= 0 else col0 + e.pos + 1
+                raise DataError(f"{name}:{line + buf.count(chr(10), i, e.pos)}: not valid JSON ({e.msg}, column {col})")
         yield f"{name}:{line}", obj
         j = skip_ws(end)
-        if j >= n:
-            raise DataError(f"{name}:{line + text.count(chr(10), i, j)}: the JSON array is not closed (missing `]`)")
-        if text[j] == "]":
+        if j >= len(buf):
+            raise DataError(f"{name}:{line + buf.count(chr(10), i, j)}: the JSON array is not closed (missing `]`)")
+        if buf[j] == "]":
             return
-        if text[j] != ",":
-            ln = line + text.count("\n", i, j)
+        if buf[j] != ",":
+            ln = line + buf.count("\n", i, j)
             raise DataError(f"{name}:{ln}: not valid JSON (expected `,` or `]` after a row)")
         k = skip_ws(j + 1)
-        line += text.count("\n", i, k)
+        line += buf.count("\n", i, k)
         i = k
 
 
@@ -251,9 +293,8 @@ def _text_records(open_bin: Callable[[], IO[bytes]], name: str, suffix: str) -> 
         if head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{"):
             yield from _jsonl_records(open_bin, name)
             return
-        with open_bin() as fh:
-            data = fh.read()
-        yield from _json_array_records(userfiles.decode_utf8(data, name, data_error), name)
+        with open_bin() as fh:  # (a chunk at a time: what is held is the row being read, not the file)
+            yield from _json_array_records(userfiles.utf8_chunks(fh, name, data_error), name)
     except userfiles.GZIP_ERRORS as e:
         raise DataError(f"{name}: not a valid gzip file ({e})") from None
     except OSError as e:
