@@ -8,7 +8,13 @@ placeholder ``{{…}}``, text whose blankness Python and Arrow might judge diffe
 decoded again one by one and handed to the normaliser, so a failing row is reported with the
 same ``file:line`` and reason as the row-by-row reader gives.  A block Arrow cannot parse (a
 line that is not JSON, a value of another type, a key given twice, an alpaca ``history``) is
-read row by row in full.  Memory: one block and its columns at a time.
+read row by row in full.  Memory: one block and its columns at a time (a few in flight).
+
+The file may be plain, gzip-compressed or a zip archive's member (decompressed a block at a time).
+Each valid row's key (:func:`row_key`, :func:`padded`) is hashed for the duplicates count
+(:func:`hash_words`); the byte scans and the row hashes are done by the C library
+``engine/data/_fastscan.c`` where ``pip install`` built it (:func:`_fast`), else by numpy — the
+same results (tests/test_data_scale.py holds them to it).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from engine import userfiles
 from engine.data.sources import (MAX_LINE_BYTES, FileSource, MultiSource, Source, ZipSource, data_error,
                                  data_suffix, jsonl_records, line_too_long)
 
-#: bytes parsed at once (a block ends at a line end; a longer line is read whole)
+#: bytes parsed at once (a block ends at a line end; a longer line is read whole, up to sources.MAX_LINE_BYTES)
 BLOCK_BYTES = 8 << 20
 #: the formats whose checks are made on columns (others are read row by row)
 FAST_FORMATS = ("corpus", "alpaca")
