@@ -342,14 +342,20 @@ def write_fake_sweep(runs_dir: str | Path, name: str, trials: list[tuple[dict[st
     return runs_dir / name
 
 
-def assert_gone(pid: int, what: str, timeout: float = 5.0) -> None:
-    """Fails (the process killed) unless process ``pid`` ends within ``timeout`` seconds."""
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` ends within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
+            return True
         time.sleep(0.1)
-    os.kill(pid, 9)
-    raise AssertionError(f"{what} (pid {pid}) lives on")
+    return False
+
+
+def assert_gone(pid: int, what: str, timeout: float = 5.0) -> None:
+    """Fails (the process killed) unless process ``pid`` ends within ``timeout`` seconds."""
+    if not wait_gone(pid, timeout):
+        os.kill(pid, 9)
+        raise AssertionError(f"{what} (pid {pid}) lives on")

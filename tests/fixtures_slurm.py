@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI, require_tool
+from tests.fake_run import wait_gone
 
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol", "scancel")
 
@@ -79,13 +80,8 @@ def _stop(pid: int) -> None:
         os.kill(pid, 15)
     except ProcessLookupError:
         return
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
+    if wait_gone(pid, 10):
+        return
     try:
         os.kill(pid, 9)
     except ProcessLookupError:
