@@ -215,7 +215,8 @@ def test_bad_row_message(fmt, obj, field, reason):
 # ------------------------------------------------------------------------------ JSON arrays, a chunk at a time
 
 _ELEM = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                     lambda inner: (st.lists(inner, max_size=3)
+                                    | st.dictionaries(st.text(max_size=4), inner, max_size=3)),
                      max_leaves=6)
 
 

@@ -195,6 +195,28 @@ def test_a_damaged_zip_member_reports_what_the_row_reader_reports(tmp_path, monk
         assert fast[k] == slow[k], k
 
 
+@pytest.mark.parametrize("fmt", ["alpaca", "sharegpt"])
+def test_a_zip_member_zlib_refuses_is_the_archives_fault(tmp_path, monkeypatch, fmt):
+    """A zip member whose deflate stream zlib refuses (an invalid block type) is unreadable from the archive — said
+    so by the Arrow path and by the row reader (which read formats the Arrow path does not) alike, not "not a valid
+    gzip file"."""
+    import zipfile
+
+    p = tmp_path / "d.zip"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train.jsonl", json.dumps({"instruction": "q", "output": "a"}) * 200 + "\n")
+        info = zf.getinfo("train.jsonl")
+    raw = bytearray(p.read_bytes())
+    k = info.header_offset + 30 + len(info.filename)
+    raw[k:k + 8] = b"\xff" * 8  # (the first deflate block's header: type 3, which does not exist)
+    p.write_bytes(bytes(raw))
+    fast, slow = _both(p, fmt, monkeypatch)
+    for rep in (fast, slow):
+        assert rep["errors"][-1].startswith(f"{p}/train.jsonl: cannot read it from the archive (Error -3 ")
+    for k in SAME:
+        assert fast[k] == slow[k], k
+
+
 def test_clean_blocks_take_the_arrow_path(tmp_path, monkeypatch):
     """A clean file is checked on columns: the normaliser sees only the rows the columns cannot pass."""
     rows = [{"instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1)} for i in range(3000)]

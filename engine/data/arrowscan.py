@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from engine.data.errors import RowError
 from engine import userfiles
-from engine.data.sources import (MAX_LINE_BYTES, FileSource, MultiSource, Source, ZipSource, data_error,
-                                 data_suffix, jsonl_records, line_too_long)
+from engine.data.sources import (MAX_LINE_BYTES, ZIP_ERRORS, ZIP_UNREADABLE, FileSource, MultiSource, Source,
+                                 ZipSource, data_error, data_suffix, json_lines_head, jsonl_records, line_too_long)
 
 #: bytes parsed at once (a block ends at a line end; a longer line is read whole, up to sources.MAX_LINE_BYTES)
 BLOCK_BYTES = 8 << 20
@@ -52,41 +52,32 @@ def fast_files(src: Source, fmt: str) -> list[FileSource | ZipSource] | None:
         return None
     out: list[FileSource | ZipSource] = []
     for p in (src.parts if isinstance(src, MultiSource) else [src]):
-        if isinstance(p, ZipSource):
-            if not _fast_member(p):
-                return None
-            out.append(p)
-            continue
-        if type(p) is not FileSource:
+        if not (type(p) is FileSource or isinstance(p, ZipSource)):
             return None
-        suf = data_suffix(p.path.name)
-        if suf not in (".json", ".jsonl", ".ndjson"):
-            return None
-        with userfiles.open_binary(p.path, p.display, data_error) as fh:  # (gzip: its first bytes decompressed)
-            try:
-                head = fh.read(4096)
-            except userfiles.GZIP_ERRORS:  # (damaged: reading it says why)
-                head = b""
-        if suf == ".json" and not head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{"):
+        suf = data_suffix(p.member if isinstance(p, ZipSource) else p.path.name)
+        head = _head(p) if suf in (".json", ".jsonl", ".ndjson") else None
+        if head is None or (suf == ".json" and not json_lines_head(head)):
             return None
         out.append(p)
     return out
 
 
-def _fast_member(src: ZipSource) -> bool:
-    """Whether a zip archive's data member is JSON lines the fast path reads (a gzip file inside, or one that cannot
-    be read, goes row by row: the row reader says why)."""
-    suf = data_suffix(src.member)
-    if suf not in (".json", ".jsonl", ".ndjson"):
-        return False
-    try:
-        with src.zf.open(src.member) as fh:
-            head = fh.read(4096)
-    except _zip_errors():
-        return False
-    if head.startswith(b"\x1f\x8b"):
-        return False
-    return suf != ".json" or head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{")
+def _head(src: FileSource | ZipSource) -> bytes | None:
+    """The first bytes of a file the fast path may read: a plain or gzip file's (decompressed; none when damaged:
+    reading it says why), a zip archive's member's — None for a gzip file inside one, or a member that cannot be
+    read (the row reader reads it, and says why)."""
+    if isinstance(src, ZipSource):
+        try:
+            with src.zf.open(src.member) as fh:
+                head = fh.read(4096)
+        except ZIP_ERRORS:
+            return None
+        return None if head.startswith(userfiles.GZIP_MAGIC) else head
+    with userfiles.open_binary(src.path, src.display, data_error) as fh:  # (gzip: its first bytes decompressed)
+        try:
+            return fh.read(4096)
+        except userfiles.GZIP_ERRORS:
+            return b""
 
 
 def fast_paths(srcs: list[tuple[Source, str]], stage: str | None) -> list[list[FileSource | ZipSource] | None]:
@@ -117,7 +108,7 @@ class Block:
     lines: Any  # numpy int64: each valid row's line number
     cols: dict[str, Any]  # pyarrow arrays, of every row Arrow read (the valid ones at ``pos``)
     nchars: Any  # numpy int64, of each valid row
-    keys: Any  # pyarrow binary array, of every row Arrow read: the row_key of the canonical row, padded() (None: hashed)
+    keys: Any  # pyarrow binary array, of every row Arrow read: each row's row_key, padded() (None: not made)
     pos: Any = None  # numpy int64: where the valid rows are in ``cols`` / ``keys`` (None: every row is valid)
     key_hashes: Any = None  # (hash_words of every key, made once: see hashes)
 
@@ -231,20 +222,6 @@ def _gzip_blocks(fh: Any, name: str, block_bytes: int) -> Iterator[tuple[bytes, 
                               lambda e: data_error(name, f"not a valid gzip file ({e})"))
 
 
-#: what reading a zip member may raise: damaged, an unknown method, encrypted (as ZipSource.records says)
-_ZIP_ERRORS: tuple = ()
-
-
-def _zip_errors() -> tuple:
-    global _ZIP_ERRORS
-    if not _ZIP_ERRORS:
-        import zipfile
-        import zlib
-
-        _ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error)
-    return _ZIP_ERRORS
-
-
 class _LineTooLong(Exception):
     """A line longer than :data:`engine.data.sources.MAX_LINE_BYTES` (scan_file says which)."""
 
@@ -260,11 +237,11 @@ def _zip_blocks(src: ZipSource, block_bytes: int) -> Iterator[tuple[bytes, int]]
     decompressed bytes. A damaged member: the blocks before the damage, then the whole lines after them that the row
     reader's line by line reading still gets (it decompresses less ahead), then the row reader's error."""
     def failure(e: BaseException) -> Exception:
-        return data_error(src.display, f"cannot read it from the archive ({e})")
+        return data_error(src.display, f"{ZIP_UNREADABLE} ({e})")
 
     try:
         fh = src.zf.open(src.member)
-    except _zip_errors() as e:
+    except ZIP_ERRORS as e:
         raise failure(e) from None
     done, given = [0], 0
 
@@ -275,7 +252,7 @@ def _zip_blocks(src: ZipSource, block_bytes: int) -> Iterator[tuple[bytes, int]]
 
     try:
         with fh:
-            for block, n in _stream_blocks(read1, lambda: done[0], block_bytes, _zip_errors(), _Damaged):
+            for block, n in _stream_blocks(read1, lambda: done[0], block_bytes, ZIP_ERRORS, _Damaged):
                 given += n
                 yield block, n
     except _Damaged as d:
@@ -286,7 +263,7 @@ def _zip_blocks(src: ZipSource, block_bytes: int) -> Iterator[tuple[bytes, int]]
                     at += len(line)
                     if at > given:
                         tail.append(line)
-        except _zip_errors():
+        except ZIP_ERRORS:
             pass
         if tail and tail[-1].endswith(b"\n"):
             yield b"".join(tail), 0
@@ -855,10 +832,11 @@ def _line_starts(block: bytes, ends: Any) -> Any:
 
 
 def _texts_seen(block: bytes, starts: Any) -> tuple[bool, bool]:
-    """What the bytes of ``block`` (its lines starting at ``starts``, the first's aside) tell of its texts, by vectorized scans several
-    times cheaper than Arrow's kernels on the columns: whether a text may hold ``{{`` (false when the bytes hold
-    neither ``{{`` nor a ``\\u007b`` escape: JSON writes ``{`` no other way, and two braces cannot meet in JSON's
-    own syntax), and whether every text is surely ASCII (ASCII bytes and no ``\\u`` escape)."""
+    """What the bytes of ``block`` (its lines starting at ``starts``, the first's aside) tell of its texts, by
+    vectorized scans several times cheaper than Arrow's kernels on the columns: whether a text may hold ``{{``
+    (false when the bytes hold neither ``{{`` nor a ``\\u007b`` escape: JSON writes ``{`` no other way, and two
+    braces cannot meet in JSON's own syntax), and whether every text is surely ASCII (ASCII bytes and no ``\\u``
+    escape)."""
     import numpy as np
 
     lib = _fast()

@@ -212,8 +212,6 @@ class _Stats:
 
     def flush(self) -> None:
         if self.pending:
-            import numpy as np
-
             self.hashes.add(arrowscan.key_hashes(self.pending))
             self.pending = []
 

@@ -18,6 +18,7 @@ import os
 import posixpath
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Optional
 
@@ -215,7 +216,8 @@ def _json_array_records(chunks: Iterable[str], name: str) -> Iterator[tuple[str,
                     continue
                 k = buf.rfind("\n", 0, e.pos)
                 col = e.pos - k if k >= 0 else col0 + e.pos + 1
-                raise DataError(f"{name}:{line + buf.count(chr(10), i, e.pos)}: not valid JSON ({e.msg}, column {col})")
+                ln = line + buf.count("\n", i, e.pos)
+                raise DataError(f"{name}:{ln}: not valid JSON ({e.msg}, column {col})")
         yield f"{name}:{line}", obj
         j = skip_ws(end)
         if j >= len(buf):
@@ -278,8 +280,16 @@ def jsonl_records(numbered: Iterable[tuple[int, bytes]], name: str) -> Iterator[
         yield f"{name}:{ln}", _row_json(s)
 
 
-def _text_records(open_bin: Callable[[], IO[bytes]], name: str, suffix: str) -> Iterator[tuple[str, Any]]:
-    """The records of one data file; ``open_bin()`` opens it afresh as bytes (decompressed)."""
+def json_lines_head(head: bytes) -> bool:
+    """Whether a ``.json`` file whose first bytes are ``head`` holds JSON lines (its first value an object), not an
+    array."""
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{")
+
+
+def _text_records(open_bin: Callable[[], IO[bytes]], name: str, suffix: str,
+                  damaged: str = "not a valid gzip file") -> Iterator[tuple[str, Any]]:
+    """The records of one data file; ``open_bin()`` opens it afresh as bytes (decompressed); ``damaged``: what a
+    stream that cannot be decompressed is said to be."""
     try:
         if suffix in (".jsonl", ".ndjson"):
             yield from _jsonl_records(open_bin, name)
@@ -290,13 +300,13 @@ def _text_records(open_bin: Callable[[], IO[bytes]], name: str, suffix: str) -> 
         why = userfiles.bom_problem(head)
         if why:
             raise DataError(f"{name}: {why}")
-        if head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{"):
+        if json_lines_head(head):
             yield from _jsonl_records(open_bin, name)
             return
         with open_bin() as fh:  # (a chunk at a time: what is held is the row being read, not the file)
             yield from _json_array_records(userfiles.utf8_chunks(fh, name, data_error), name)
     except userfiles.GZIP_ERRORS as e:
-        raise DataError(f"{name}: not a valid gzip file ({e})") from None
+        raise DataError(f"{name}: {damaged} ({e})") from None
     except OSError as e:
         raise DataError(f"{name}: {userfiles.os_reason(e)}") from None
 
@@ -364,6 +374,12 @@ def plain_files(src: Source) -> list[FileSource] | None:
     return list(parts) if all(type(p) is FileSource for p in parts) else None
 
 
+#: what reading a zip archive's member may raise: damaged (its deflate stream too), an unknown method, encrypted
+ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error)
+#: what a member ZIP_ERRORS stop is said to be
+ZIP_UNREADABLE = "cannot read it from the archive"
+
+
 class ZipSource(Source):
     def __init__(self, path: Path, display: str | None = None):
         self.path = path
@@ -388,10 +404,11 @@ class ZipSource(Source):
 
     def records(self) -> Iterator[tuple[str, Any]]:
         zf, m = self.zf, self.member
-        try:
-            yield from _text_records(lambda: userfiles.maybe_gunzip(zf.open(m)), self.display, data_suffix(m))
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:  # damaged, unknown method, encrypted
-            raise DataError(f"{self.display}: cannot read it from the archive ({e})") from None
+        try:  # (a member whose deflate stream is damaged: the archive's fault, not a gzip file's)
+            yield from _text_records(lambda: userfiles.maybe_gunzip(zf.open(m)), self.display, data_suffix(m),
+                                     damaged=ZIP_UNREADABLE)
+        except ZIP_ERRORS as e:
+            raise DataError(f"{self.display}: {ZIP_UNREADABLE} ({e})") from None
 
     def _member_for(self, ref: str) -> Optional[str]:
         ref = ref.replace("\\", "/")
